@@ -1,0 +1,1 @@
+"""Admin surfaces reachable over HTTP (the CLI lives in ``costwarden.cli``)."""

@@ -1,0 +1,177 @@
+"""The app factory: ``create_app(settings)`` builds one gateway from one settings object.
+
+No engine, client or cache exists before this is called, so tests build as many independent
+apps as they like. The returned object is an ASGI app; its lifespan (or ``startup()`` /
+``shutdown()`` called directly) opens and closes every connection it owns, and shutdown
+drains the ledger so no usage record is lost on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import orjson
+from sqlalchemy.engine import Engine
+
+from costwarden.admin.api import create_admin_app
+from costwarden.errors import AuthenticationFailed
+from costwarden.gateway.asgi import JSON, Receive, Scope, Send, send_bytes
+from costwarden.gateway.auth import KeyCache, key_from_headers
+from costwarden.gateway.errors import error_body
+from costwarden.gateway.proxy import ENDPOINTS, Proxy
+from costwarden.pricing import resolve_rates
+from costwarden.providers.base import Deployment, ProviderAdapter, make_adapter
+from costwarden.settings import Settings
+from costwarden.storage.db import create_engine_for
+from costwarden.storage.ledger import LedgerWriter
+from costwarden.storage.migrate import migrate
+
+logger = logging.getLogger(__name__)
+
+
+def build_routes(settings: Settings) -> dict[str, list[Deployment]]:
+    """Resolve every route to deployments with their prices (ConfigError if one has none)."""
+    adapters: dict[str, ProviderAdapter] = {p.name: make_adapter(p) for p in settings.providers}
+    deployments: dict[str, Deployment] = {}
+    for ref, dep in settings.deployments.items():
+        adapter = adapters[dep.provider]
+        rates = resolve_rates(adapter.price_provider, dep.model, dep.price, deployment=ref)
+        deployments[ref] = Deployment(id=ref, adapter=adapter, model=dep.model, rates=rates)
+    return {r.model: [deployments[ref] for ref in r.deployments] for r in settings.routes}
+
+
+class CostwardenApp:
+    def __init__(self, settings: Settings, *, engine: Engine | None = None) -> None:
+        self.settings = settings
+        self.routes = build_routes(settings)
+        self.engine = engine or create_engine_for(settings.storage.database_url)
+        self.keys = KeyCache(self.engine, refresh_seconds=settings.server.key_refresh_seconds)
+        self.ledger = LedgerWriter(
+            self.engine,
+            flush_interval=settings.storage.flush_interval_ms / 1000,
+            durable=settings.storage.ledger_mode == "durable",
+        )
+        self.proxy = Proxy(
+            routes=self.routes,
+            keys=self.keys,
+            ledger=self.ledger,
+            max_body_bytes=settings.server.max_body_bytes,
+            durable=settings.storage.ledger_mode == "durable",
+        )
+        self.admin = create_admin_app(self)
+        self._started = False
+
+    def secrets(self) -> list[str]:
+        """Provider credentials, for log redaction."""
+        found: list[str] = []
+        for deployments in self.routes.values():
+            for d in deployments:
+                found.extend(d.adapter.secrets())
+        return sorted(set(found))
+
+    # ------------------------------------------------------------------ lifetime
+
+    async def startup(self) -> None:
+        if self._started:
+            return
+        await asyncio.to_thread(migrate, self.engine)
+        await self.keys.start()
+        await self.ledger.start()
+        await self.proxy.start()
+        self._started = True
+        logger.info(
+            "costwarden ready: %d routes, %d keys, ledger %s",
+            len(self.routes),
+            len(self.keys),
+            self.settings.storage.ledger_mode,
+        )
+
+    async def shutdown(self) -> None:
+        if not self._started:
+            return
+        self._started = False
+        await self.proxy.close()
+        await self.keys.close()
+        await self.ledger.close()  # drains every buffered ledger row
+        logger.info("ledger drained: %d rows written", self.ledger.written)
+        self.engine.dispose()
+
+    # ------------------------------------------------------------------ ASGI
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            path = scope["path"]
+            if path in ENDPOINTS:
+                if scope["method"] == "POST":
+                    await self.proxy.handle(scope, receive, send)
+                else:
+                    await _plain(send, 405, {"error": {"message": "use POST", "type": "invalid_request_error"}})
+                return
+            if path == "/v1/models":
+                await self._models(scope, send)
+                return
+            await self.admin(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        else:
+            await self.admin(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    logger.error("startup failed: %s", exc)
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _models(self, scope: Scope, send: Send) -> None:
+        headers: dict[bytes, bytes] = dict(scope["headers"])
+        anthropic = b"anthropic-version" in headers
+        wire = "anthropic" if anthropic else "openai"
+        token = key_from_headers(headers)
+        key = self.keys.lookup(token) if token else None
+        if key is None or key.revoked:
+            exc = AuthenticationFailed("invalid or missing API key")
+            await send_bytes(send, 401, error_body(wire, exc), [(b"content-type", JSON)])
+            return
+        names = sorted(self.routes)
+        body: dict[str, Any]
+        if anthropic:
+            data = [
+                {"type": "model", "id": n, "display_name": n, "created_at": "2024-01-01T00:00:00Z"}
+                for n in names
+            ]
+            body = {
+                "data": data,
+                "has_more": False,
+                "first_id": names[0] if names else None,
+                "last_id": names[-1] if names else None,
+            }
+        else:
+            body = {
+                "object": "list",
+                "data": [
+                    {"id": n, "object": "model", "created": 0, "owned_by": "costwarden"}
+                    for n in names
+                ],
+            }
+        await _plain(send, 200, body)
+
+
+async def _plain(send: Send, status: int, body: dict[str, Any]) -> None:
+    await send_bytes(send, status, orjson.dumps(body), [(b"content-type", JSON)])
+
+
+def create_app(settings: Settings, *, engine: Engine | None = None) -> CostwardenApp:
+    return CostwardenApp(settings, engine=engine)

@@ -1,0 +1,99 @@
+"""The one exception hierarchy of costwarden.
+
+Everything the package raises on purpose derives from :class:`CostwardenError`:
+
+- :class:`ConfigError` -- the configuration file or environment is unusable. Raised at
+  startup and by CLI commands; the message names the file and the offending key (and line,
+  where the TOML parser knows it). The CLI prints it without a traceback.
+- :class:`StorageError` -- the database cannot be reached or migrated.
+- :class:`NotFound` -- an admin/CLI operation names an org, project or key that does not
+  exist.
+- :class:`InvalidInput` -- an admin/CLI operation got a value it cannot accept.
+- :class:`GatewayError` -- a request through the gateway is refused or failed. It carries
+  the HTTP status and the error ``type``/``code`` of the error contract in DESIGN.md, and the
+  gateway renders it OpenAI-shaped or Anthropic-shaped depending on the route. Subclasses
+  name each row of that contract (``BadRequest``, ``AuthenticationFailed``,
+  ``ModelNotFound``, ``RequestTooLarge``, ``UpstreamError``, ``UpstreamTimeout``).
+
+Nothing here may carry a secret (a provider key or a virtual key) in its message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class CostwardenError(Exception):
+    """Base of every error costwarden raises on purpose."""
+
+
+class ConfigError(CostwardenError):
+    """The configuration cannot be used; the message says where and why."""
+
+
+class StorageError(CostwardenError):
+    """The database cannot be reached, read or migrated."""
+
+
+class NotFound(CostwardenError):
+    """An org, project or key named by an operator does not exist."""
+
+
+class InvalidInput(CostwardenError):
+    """An operator supplied a value that cannot be accepted."""
+
+
+class GatewayError(CostwardenError):
+    """A gateway request is refused or failed; rendered per the error contract."""
+
+    status: int = 500
+    type: str = "api_error"
+    code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        extra: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.extra = extra or {}
+        self.headers = headers or {}
+
+
+class BadRequest(GatewayError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class AuthenticationFailed(GatewayError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class ModelNotFound(GatewayError):
+    status = 404
+    type = "model_not_found"
+    code = "model_not_found"
+
+
+class RequestTooLarge(GatewayError):
+    status = 413
+    type = "request_too_large"
+    code = "request_too_large"
+
+
+class UpstreamError(GatewayError):
+    status = 502
+    type = "upstream_error"
+    code = "upstream_error"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    code = "upstream_timeout"

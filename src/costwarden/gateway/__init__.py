@@ -1,0 +1,1 @@
+"""The request path: authenticate, validate, route, call upstream, relay, meter."""

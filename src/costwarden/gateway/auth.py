@@ -1,0 +1,85 @@
+"""Virtual-key authentication from an in-memory cache of every key.
+
+The request path never queries the database: a key is hashed and looked up in a dict.
+Unknown keys therefore cost a hash and a miss, not a query. A background task polls storage
+for keys created or revoked since its last look (and the admin API applies its own changes
+at once), so a change made by the CLI in another process is live within one poll interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.engine import Engine
+
+from costwarden.storage import repo
+from costwarden.storage.records import KeyRecord
+
+logger = logging.getLogger(__name__)
+
+# Rows committed by another process while we poll may carry an updated_at slightly older
+# than our poll time; re-reading a margin keeps them from being skipped (applying is idempotent).
+_POLL_MARGIN = timedelta(seconds=5)
+
+
+def key_from_headers(headers: dict[bytes, bytes]) -> str | None:
+    auth = headers.get(b"authorization")
+    if auth:
+        scheme, _, token = auth.partition(b" ")
+        if scheme.lower() == b"bearer" and token.strip():
+            return token.strip().decode("latin-1")
+    api_key = headers.get(b"x-api-key")
+    if api_key:
+        return api_key.strip().decode("latin-1")
+    return None
+
+
+class KeyCache:
+    def __init__(self, engine: Engine, *, refresh_seconds: float = 0.5) -> None:
+        self._engine = engine
+        self._refresh = refresh_seconds
+        self._by_hash: dict[str, KeyRecord] = {}
+        self._since: datetime | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def lookup(self, key: str) -> KeyRecord | None:
+        return self._by_hash.get(repo.hash_key(key))
+
+    def apply(self, records: list[KeyRecord]) -> None:
+        for record in records:
+            self._by_hash[record.key_hash] = record
+
+    def load(self) -> None:
+        """Synchronous full or incremental load (startup, and the poller's body)."""
+        since = self._since - _POLL_MARGIN if self._since else None
+        started = datetime.now(UTC)
+        records = repo.keys_changed_since(self._engine, since)
+        self.apply(records)
+        self._since = started
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.load)
+        logger.info("key cache loaded: %d keys", len(self._by_hash))
+        self._task = asyncio.create_task(self._poll(), name="costwarden-key-cache")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self._refresh)
+            try:
+                await asyncio.to_thread(self.load)
+            except Exception as exc:  # the gateway keeps serving from the cache it has
+                logger.warning("key cache refresh failed: %s", type(exc).__name__)
+
+    def __len__(self) -> int:
+        return len(self._by_hash)

@@ -1,0 +1,24 @@
+"""Rendering errors per wire format (DESIGN.md's error contract)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from costwarden.errors import GatewayError
+
+
+def error_body(wire: str, exc: GatewayError) -> bytes:
+    if wire == "anthropic":
+        error: dict[str, Any] = {"type": exc.type, "message": exc.message}
+        error.update(exc.extra)
+        return orjson.dumps({"type": "error", "error": error})
+    body: dict[str, Any] = {
+        "message": exc.message,
+        "type": exc.type,
+        "param": exc.param,
+        "code": exc.code,
+    }
+    body.update(exc.extra)
+    return orjson.dumps({"error": body})

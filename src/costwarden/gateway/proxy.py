@@ -1,0 +1,486 @@
+"""The metered proxy: one request from the client's bytes to the ledger row.
+
+authenticate -> read and validate the body -> route -> upstream call -> relay (streamed or
+not) while metering -> price -> ledger row -> response. The ledger row is handed to the writer
+*before* the last byte reaches the client, so a response the client received always has its
+row (in durable mode the row is committed by then).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from datetime import UTC, datetime
+from time import perf_counter
+from typing import Any
+
+import aiohttp
+import orjson
+
+from costwarden.errors import (
+    AuthenticationFailed,
+    BadRequest,
+    GatewayError,
+    ModelNotFound,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from costwarden.gateway.asgi import JSON, Receive, Scope, Send, read_body, send_bytes
+from costwarden.gateway.auth import KeyCache, key_from_headers
+from costwarden.gateway.errors import error_body
+from costwarden.gateway.validate import principal_fields, validate_payload
+from costwarden.pricing import TokenUsage
+from costwarden.providers.base import Deployment, StreamMeter, estimate_tokens
+from costwarden.storage.ledger import LedgerWriter
+from costwarden.storage.records import LedgerRecord
+
+logger = logging.getLogger(__name__)
+
+# path -> (endpoint, wire format of the route)
+ENDPOINTS: dict[str, tuple[str, str]] = {
+    "/v1/chat/completions": ("chat.completions", "openai"),
+    "/v1/embeddings": ("embeddings", "openai"),
+    "/v1/messages": ("messages", "anthropic"),
+}
+_SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+
+
+class _Disconnect:
+    """Watches ``receive`` for the client going away and cancels the relay when it does."""
+
+    def __init__(self, receive: Receive) -> None:
+        self.happened = False
+        self.done = False
+        self._relay = asyncio.current_task()
+        self._task = asyncio.create_task(self._watch(receive))
+
+    async def _watch(self, receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        if not self.done and self._relay is not None:
+            self.happened = True
+            self._relay.cancel()
+
+    def stop(self) -> None:
+        self.done = True
+        self._task.cancel()
+
+
+class Proxy:
+    def __init__(
+        self,
+        *,
+        routes: dict[str, list[Deployment]],
+        keys: KeyCache,
+        ledger: LedgerWriter,
+        max_body_bytes: int,
+        durable: bool,
+    ) -> None:
+        self.routes = routes
+        self.keys = keys
+        self.ledger = ledger
+        self.max_body_bytes = max_body_bytes
+        self.durable = durable
+        self.session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
+        self.session = aiohttp.ClientSession(
+            connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",)
+        )
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+    # ------------------------------------------------------------------ entry
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        t0 = perf_counter()
+        endpoint, wire = ENDPOINTS[scope["path"]]
+        request_id = "req_" + secrets.token_hex(12)
+        headers: dict[bytes, bytes] = dict(scope["headers"])
+        record: LedgerRecord | None = None
+        try:
+            record = self._authenticate(headers, request_id, endpoint)
+            body = await read_body(receive, headers, self.max_body_bytes)
+            payload = validate_payload(endpoint, body)
+            end_user, session_id, tags = principal_fields(endpoint, payload, headers)
+            record.end_user, record.session_id, record.tags = end_user, session_id, tags
+            model: str = payload["model"]
+            record.requested_model = model
+            deployment = self._route(model, wire)
+            record.provider = deployment.adapter.name
+            record.served_model = deployment.model
+            stream = endpoint != "embeddings" and payload.get("stream") is True
+            record.streamed = stream
+            wants_usage = _wants_usage(payload)  # before prepare() asks upstream for usage
+            changed = self._prepare(deployment, endpoint, payload, stream)
+            upstream_body = orjson.dumps(payload) if changed else body
+            if stream:
+                await self._relay_stream(
+                    send, receive, record, deployment, endpoint, wire, payload, upstream_body, t0,
+                    headers, wants_usage,
+                )
+            else:
+                await self._relay_unary(
+                    send, record, deployment, endpoint, upstream_body, t0, headers
+                )
+        except GatewayError as exc:
+            if isinstance(exc, _Refused):
+                record = exc.record
+            if record is not None:
+                record.http_status = exc.status
+                record.error = exc.message[:500]
+                record.latency_ms = (perf_counter() - t0) * 1000
+                record.overhead_ms = record.latency_ms
+                await self._commit(record)
+            await self._send_error(send, wire, exc, request_id)
+
+    # ------------------------------------------------------------------ stages
+
+    def _authenticate(
+        self, headers: dict[bytes, bytes], request_id: str, endpoint: str
+    ) -> LedgerRecord:
+        token = key_from_headers(headers)
+        if token is None:
+            raise AuthenticationFailed(
+                "missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'"
+            )
+        key = self.keys.lookup(token)
+        if key is None:
+            raise AuthenticationFailed("invalid API key")
+        record = LedgerRecord(
+            request_id=request_id,
+            ts=datetime.now(UTC),
+            endpoint=endpoint,
+            status="client_error",
+            http_status=400,
+            org_id=key.org_id,
+            project_id=key.project_id,
+            key_id=key.id,
+        )
+        if key.revoked:
+            record.status = "auth_error"
+            record.http_status = 401
+            raise _Refused(record, AuthenticationFailed("this API key has been revoked"))
+        return record
+
+    def _route(self, model: str, wire: str) -> Deployment:
+        deployments = self.routes.get(model)
+        if not deployments:
+            available = sorted(self.routes)
+            raise ModelNotFound(
+                f"model {model!r} is not served by this gateway; available: "
+                + ", ".join(available),
+                param="model",
+                extra={"available": available},
+            )
+        deployment = deployments[0]
+        if deployment.adapter.wire != wire:
+            other = "/v1/messages" if deployment.adapter.wire == "anthropic" else (
+                "/v1/chat/completions"
+            )
+            raise BadRequest(
+                f"model {model!r} is served in the {deployment.adapter.wire} format; "
+                f"call {other} for it",
+                param="model",
+            )
+        return deployment
+
+    @staticmethod
+    def _prepare(
+        deployment: Deployment, endpoint: str, payload: dict[str, Any], stream: bool
+    ) -> bool:
+        changed = deployment.adapter.prepare(endpoint, payload, stream)
+        if payload["model"] != deployment.model:
+            payload["model"] = deployment.model
+            changed = True
+        return changed
+
+    # ------------------------------------------------------------------ upstream
+
+    def _timeout(self, deployment: Deployment) -> aiohttp.ClientTimeout:
+        adapter = deployment.adapter
+        return aiohttp.ClientTimeout(total=adapter.timeout, connect=adapter.connect_timeout)
+
+    async def _open(
+        self,
+        deployment: Deployment,
+        endpoint: str,
+        body: bytes,
+        headers: dict[bytes, bytes],
+        record: LedgerRecord,
+    ) -> aiohttp.ClientResponse:
+        assert self.session is not None, "Proxy.start() was not awaited"
+        adapter = deployment.adapter
+        try:
+            return await self.session.post(
+                adapter.url(endpoint),
+                data=body,
+                headers=adapter.headers(headers),
+                timeout=self._timeout(deployment),
+            )
+        except TimeoutError:
+            record.status = "upstream_error"
+            raise UpstreamTimeout(f"upstream {adapter.name} did not answer in time") from None
+        except aiohttp.ClientError as exc:
+            record.status = "upstream_error"
+            raise UpstreamError(
+                f"upstream {adapter.name} connection failed ({type(exc).__name__})"
+            ) from None
+
+    async def _upstream_failed(
+        self, resp: aiohttp.ClientResponse, deployment: Deployment, record: LedgerRecord
+    ) -> GatewayError:
+        record.status = "upstream_error"
+        name = deployment.adapter.name
+        try:
+            raw = await resp.read()
+        except (aiohttp.ClientError, TimeoutError):
+            raw = b""
+        message = _scrub(_upstream_message(raw), deployment.adapter.secrets())
+        if resp.status in (401, 403):
+            # The client's key was fine; ours was not. The provider's text may quote it.
+            return UpstreamError(f"upstream {name} rejected the gateway's credentials "
+                                 f"(status {resp.status})")
+        if resp.status < 500:
+            return _PassThrough(resp.status, message, raw, resp.headers.get("retry-after"))
+        return UpstreamError(f"upstream {name} returned {resp.status}: {message}")
+
+    async def _relay_unary(
+        self,
+        send: Send,
+        record: LedgerRecord,
+        deployment: Deployment,
+        endpoint: str,
+        body: bytes,
+        t0: float,
+        headers: dict[bytes, bytes],
+    ) -> None:
+        t_up = perf_counter()
+        resp = await self._open(deployment, endpoint, body, headers, record)
+        try:
+            if resp.status >= 400:
+                raise await self._upstream_failed(resp, deployment, record)
+            try:
+                raw = await resp.read()
+            except TimeoutError:
+                record.status = "upstream_error"
+                raise UpstreamTimeout(
+                    f"upstream {deployment.adapter.name} did not answer in time"
+                ) from None
+            except aiohttp.ClientError as exc:
+                record.status = "upstream_error"
+                raise UpstreamError(
+                    f"upstream {deployment.adapter.name} dropped the connection "
+                    f"({type(exc).__name__})"
+                ) from None
+        finally:
+            resp.release()
+        upstream_ms = (perf_counter() - t_up) * 1000
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            record.status = "upstream_error"
+            raise UpstreamError(
+                f"upstream {deployment.adapter.name} sent a response that is not JSON"
+            ) from None
+        usage = deployment.adapter.usage_from_body(endpoint, obj)
+        _bill(record, deployment, usage, estimated=False)
+        record.status = "success"
+        record.http_status = 200
+        record.latency_ms = (perf_counter() - t0) * 1000
+        record.overhead_ms = max(0.0, record.latency_ms - upstream_ms)
+        out_headers = _usage_headers(record)
+        await self._commit(record)
+        await send_bytes(send, 200, raw, out_headers)
+
+    async def _relay_stream(
+        self,
+        send: Send,
+        receive: Receive,
+        record: LedgerRecord,
+        deployment: Deployment,
+        endpoint: str,
+        wire: str,
+        payload: dict[str, Any],
+        body: bytes,
+        t0: float,
+        headers: dict[bytes, bytes],
+        client_wants_usage: bool,
+    ) -> None:
+        t_up = perf_counter()
+        resp = await self._open(deployment, endpoint, body, headers, record)
+        if resp.status >= 400:
+            try:
+                raise await self._upstream_failed(resp, deployment, record)
+            finally:
+                resp.release()
+        meter = deployment.adapter.stream_meter(client_wants_usage=client_wants_usage)
+        upstream_ms = (perf_counter() - t_up) * 1000
+        overhead_ms = (perf_counter() - t0) * 1000 - upstream_ms
+        start_headers = [*_SSE_HEADERS, *_id_headers(record)]
+        start_headers.append((b"x-costwarden-overhead-ms", f"{overhead_ms:.3f}".encode()))
+        watcher = _Disconnect(receive)
+        tail = b""
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": start_headers})
+            tail = await self._pump(resp, meter, send, record, t0)
+            record.status = "success"
+            record.http_status = 200
+        except asyncio.CancelledError:
+            if not watcher.happened:
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            record.status = "cancelled"
+            record.http_status = 499
+            record.error = "client disconnected mid-stream"
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            record.status = "upstream_error"
+            record.http_status = 502
+            record.error = f"upstream stream broke ({type(exc).__name__})"
+            tail = _stream_error_event(wire, record.error)
+        finally:
+            watcher.stop()
+            resp.close()  # aborts the upstream call if it is still generating
+        usage = meter.usage if meter.finished else None
+        if usage is None:
+            prompt = estimate_tokens([payload.get("messages"), payload.get("system")])
+            _bill(record, deployment, meter.estimated_usage(prompt), estimated=True)
+        else:
+            _bill(record, deployment, usage, estimated=False)
+        record.latency_ms = (perf_counter() - t0) * 1000
+        record.overhead_ms = max(0.0, overhead_ms)
+        await self._commit(record)
+        if record.status != "cancelled":
+            await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+    async def _pump(
+        self,
+        resp: aiohttp.ClientResponse,
+        meter: StreamMeter,
+        send: Send,
+        record: LedgerRecord,
+        t0: float,
+    ) -> bytes:
+        """Relay whole events as they arrive; returns any unterminated trailing bytes."""
+        buffer = b""
+        async for chunk in resp.content.iter_any():
+            buffer += chunk
+            cut = buffer.rfind(b"\n\n")
+            if cut < 0:
+                continue
+            out = meter.feed(buffer[: cut + 2])
+            buffer = buffer[cut + 2 :]
+            if out:
+                if record.ttft_ms is None and meter.content_events:
+                    record.ttft_ms = (perf_counter() - t0) * 1000
+                await send({"type": "http.response.body", "body": out, "more_body": True})
+        return meter.feed(buffer + b"\n\n") if buffer.strip() else b""
+
+    # ------------------------------------------------------------------ finishing
+
+    async def _commit(self, record: LedgerRecord) -> None:
+        if self.durable:
+            await self.ledger.submit_durable(record)
+        else:
+            self.ledger.submit(record)
+
+    async def _send_error(self, send: Send, wire: str, exc: GatewayError, rid: str) -> None:
+        if isinstance(exc, _Refused):
+            exc = exc.error
+        headers = [(b"content-type", JSON), (b"x-request-id", rid.encode())]
+        headers.extend((k.encode(), v.encode()) for k, v in exc.headers.items())
+        if isinstance(exc, _PassThrough):
+            body = exc.raw if exc.raw else error_body(wire, exc)
+        else:
+            body = error_body(wire, exc)
+        if exc.status >= 500:
+            logger.warning("%s %s: %s", rid, exc.status, exc.message)
+        await send_bytes(send, exc.status, body, headers)
+
+
+class _Refused(GatewayError):
+    """A refusal decided after the ledger record exists (so the row is still written)."""
+
+    def __init__(self, record: LedgerRecord, error: GatewayError) -> None:
+        super().__init__(error.message)
+        self.record = record
+        self.error = error
+        self.status = error.status
+
+
+class _PassThrough(GatewayError):
+    """An upstream 4xx (other than auth) is the client's own error: relay it as it came."""
+
+    def __init__(self, status: int, message: str, raw: bytes, retry_after: str | None) -> None:
+        super().__init__(message, headers={"retry-after": retry_after} if retry_after else None)
+        self.status = status
+        self.type = "invalid_request_error" if status != 429 else "rate_limit_exceeded"
+        self.raw = raw
+
+
+def _bill(record: LedgerRecord, deployment: Deployment, usage: TokenUsage, *, estimated: bool) -> None:
+    record.input_tokens = usage.input_tokens
+    record.cached_input_tokens = usage.cached_input_tokens
+    record.cache_write_tokens = usage.cache_write_tokens
+    record.output_tokens = usage.output_tokens
+    record.reasoning_tokens = usage.reasoning_tokens
+    record.cost_usd = deployment.rates.cost(usage)
+    record.cost_estimated = estimated
+
+
+def _id_headers(record: LedgerRecord) -> list[tuple[bytes, bytes]]:
+    return [
+        (b"x-request-id", record.request_id.encode()),
+        (b"x-costwarden-model", (record.served_model or "").encode()),
+        (b"x-costwarden-provider", (record.provider or "").encode()),
+    ]
+
+
+def _usage_headers(record: LedgerRecord) -> list[tuple[bytes, bytes]]:
+    return [
+        (b"content-type", JSON),
+        *_id_headers(record),
+        (b"x-costwarden-cost-usd", format(record.cost_usd, "f").encode()),
+        (b"x-costwarden-input-tokens", str(record.input_tokens).encode()),
+        (b"x-costwarden-output-tokens", str(record.output_tokens).encode()),
+        (b"x-costwarden-cached-tokens", str(record.cached_input_tokens).encode()),
+        (b"x-costwarden-overhead-ms", f"{record.overhead_ms:.3f}".encode()),
+    ]
+
+
+def _wants_usage(payload: dict[str, Any]) -> bool:
+    options = payload.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
+
+
+def _upstream_message(raw: bytes) -> str:
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw[:200].decode("utf-8", "replace") or "no error message"
+    error = obj.get("error") if isinstance(obj, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return str(error["message"])[:500]
+    return raw[:200].decode("utf-8", "replace")
+
+
+def _scrub(text: str, secrets_: list[str]) -> str:
+    for secret in secrets_:
+        if secret:
+            text = text.replace(secret, "[redacted]")
+    return text
+
+
+def _stream_error_event(wire: str, message: str) -> bytes:
+    if wire == "anthropic":
+        data = orjson.dumps({"type": "error", "error": {"type": "api_error", "message": message}})
+        return b"event: error\ndata: " + data + b"\n\n"
+    data = orjson.dumps({"error": {"message": message, "type": "upstream_error"}})
+    return b"data: " + data + b"\n\n"

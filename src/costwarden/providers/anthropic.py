@@ -1,0 +1,89 @@
+"""Anthropic Messages wire format."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import orjson
+
+from costwarden.pricing import TokenUsage
+from costwarden.providers.base import ProviderAdapter, StreamMeter
+
+ANTHROPIC_VERSION = "2023-06-01"
+_PASS_HEADERS = (b"anthropic-version", b"anthropic-beta")
+
+
+def usage_from_anthropic(usage: Any) -> TokenUsage:
+    if not isinstance(usage, dict):
+        return TokenUsage()
+    fresh = int(usage.get("input_tokens") or 0)
+    read = int(usage.get("cache_read_input_tokens") or 0)
+    written = int(usage.get("cache_creation_input_tokens") or 0)
+    return TokenUsage(
+        input_tokens=fresh + read + written,
+        cached_input_tokens=read,
+        cache_write_tokens=written,
+        output_tokens=int(usage.get("output_tokens") or 0),
+    )
+
+
+class AnthropicStreamMeter(StreamMeter):
+    def __init__(self) -> None:
+        super().__init__()
+        self._start: dict[str, Any] = {}
+
+    def feed(self, events: bytes) -> bytes:
+        self.content_events += events.count(b"event: content_block_delta")
+        if b"event: message_start" in events or b"event: message_delta" in events:
+            for event in events.split(b"\n\n"):
+                if event.startswith(b"event: message_start"):
+                    message = self._data(event).get("message") or {}
+                    self._start = message.get("usage") or {}
+                    self.input_seen = usage_from_anthropic(self._start).input_tokens
+                elif event.startswith(b"event: message_delta"):
+                    merged = {**self._start, **(self._data(event).get("usage") or {})}
+                    self.usage = usage_from_anthropic(merged)
+        if b"event: message_stop" in events:
+            self.finished = True
+        return events
+
+    def estimated_usage(self, prompt_estimate: int) -> TokenUsage:
+        if self.usage is not None and self.finished:
+            return self.usage
+        usage = usage_from_anthropic(self._start) if self._start else None
+        if usage is None:
+            return super().estimated_usage(prompt_estimate)
+        usage.output_tokens = max(usage.output_tokens, self.content_events)
+        return usage
+
+    @staticmethod
+    def _data(event: bytes) -> dict[str, Any]:
+        idx = event.find(b"data: ")
+        if idx < 0:
+            return {}
+        obj = orjson.loads(event[idx + 6 :])
+        return obj if isinstance(obj, dict) else {}
+
+
+class AnthropicAdapter(ProviderAdapter):
+    wire = "anthropic"
+    endpoints: ClassVar[dict[str, str]] = {"messages": "/v1/messages"}
+
+    def headers(self, client_headers: dict[bytes, bytes]) -> dict[str, str]:
+        headers = {"content-type": "application/json", "anthropic-version": ANTHROPIC_VERSION}
+        for name in _PASS_HEADERS:
+            value = client_headers.get(name)
+            if value:
+                headers[name.decode()] = value.decode("latin-1")
+        if self._api_key:
+            headers["x-api-key"] = self._api_key
+        return headers
+
+    def usage_from_body(self, endpoint: str, body: dict[str, Any]) -> TokenUsage:
+        return usage_from_anthropic(body.get("usage"))
+
+    def stream_meter(self, *, client_wants_usage: bool) -> StreamMeter:
+        return AnthropicStreamMeter()
+
+    def prepare(self, endpoint: str, payload: dict[str, Any], stream: bool) -> bool:
+        return False

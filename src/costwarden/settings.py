@@ -1,0 +1,412 @@
+"""Settings: one typed object built from ``costwarden.toml`` plus environment overrides.
+
+The app factory takes a :class:`Settings`; nothing reads the environment or the file at import
+time. Every setting carries a help text (``costwarden settings`` prints them all), and every
+validation failure is a :class:`~costwarden.errors.ConfigError` that names the file, the key
+path and, where it can be found, the line -- never a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from costwarden.errors import ConfigError
+
+PROVIDER_TYPES = ("openai", "anthropic")
+LEDGER_MODES = ("batched", "durable")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+def _setting(default: Any, help: str, env: str | None = None) -> Any:
+    return dataclasses.field(default=default, metadata={"help": help, "env": env})
+
+
+@dataclasses.dataclass(slots=True)
+class ServerSettings:
+    host: str = _setting("127.0.0.1", "Address the gateway listens on.", "COSTWARDEN_HOST")
+    port: int = _setting(4000, "TCP port the gateway listens on.", "COSTWARDEN_PORT")
+    max_body_bytes: int = _setting(
+        8 * 1024 * 1024,
+        "Largest request body accepted; larger ones get 413 before they are read whole.",
+        "COSTWARDEN_MAX_BODY_BYTES",
+    )
+    key_refresh_seconds: float = _setting(
+        0.5,
+        "How often the in-memory key cache polls storage for created or revoked keys.",
+        "COSTWARDEN_KEY_REFRESH_SECONDS",
+    )
+    log_level: str = _setting("info", "Log level: debug, info, warning, error.", "COSTWARDEN_LOG_LEVEL")
+
+
+@dataclasses.dataclass(slots=True)
+class StorageSettings:
+    database_url: str = _setting(
+        "sqlite:///costwarden-data/costwarden.db",
+        "SQLite path (sqlite:///relative.db) or PostgreSQL URL (postgresql://user@host/db).",
+        "COSTWARDEN_DATABASE_URL",
+    )
+    ledger_mode: str = _setting(
+        "batched",
+        "batched: rows are written off the request path every flush interval; durable: the "
+        "row is committed before the response completes.",
+        "COSTWARDEN_LEDGER_MODE",
+    )
+    flush_interval_ms: int = _setting(
+        200,
+        "Longest a ledger row waits in memory before its batch is written (batched mode).",
+        "COSTWARDEN_FLUSH_INTERVAL_MS",
+    )
+
+
+@dataclasses.dataclass(slots=True)
+class ProviderSettings:
+    name: str = _setting("", "Name routes use to refer to this provider.")
+    type: str = _setting("openai", "Wire format: openai (any OpenAI-compatible API) or anthropic.")
+    base_url: str = _setting("", "Upstream base URL, e.g. https://api.openai.com/v1.")
+    api_key_env: str | None = _setting(
+        None, "Environment variable holding the upstream credential (never put it in the file)."
+    )
+    price_provider: str | None = _setting(
+        None, "genai-prices provider id used for pricing; defaults to the provider type."
+    )
+    connect_timeout: float = _setting(5.0, "Seconds allowed to connect to the upstream.")
+    timeout: float = _setting(600.0, "Seconds allowed for a whole upstream call.")
+    api_key: str | None = dataclasses.field(default=None, repr=False, metadata={"help": ""})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PriceOverride:
+    """USD per million tokens; ``None`` means "as genai-prices says" (or the input/output rate)."""
+
+    input_mtok: Decimal | None = None
+    cached_input_mtok: Decimal | None = None
+    cache_write_mtok: Decimal | None = None
+    output_mtok: Decimal | None = None
+    reasoning_mtok: Decimal | None = None
+
+
+@dataclasses.dataclass(slots=True)
+class DeploymentSettings:
+    id: str = _setting("", "provider:model, as routes name it.")
+    provider: str = _setting("", "Provider name (the part before the colon).")
+    model: str = _setting("", "Model name sent upstream (defaults to the part after the colon).")
+    price: PriceOverride | None = _setting(None, "Per-deployment price override (USD per MTok).")
+
+
+@dataclasses.dataclass(slots=True)
+class RouteSettings:
+    model: str = _setting("", "Public model name clients ask for.")
+    deployments: list[str] = _setting(None, "Deployments serving it, first one preferred.")
+
+
+@dataclasses.dataclass(slots=True)
+class Settings:
+    server: ServerSettings = dataclasses.field(default_factory=ServerSettings)
+    storage: StorageSettings = dataclasses.field(default_factory=StorageSettings)
+    providers: list[ProviderSettings] = dataclasses.field(default_factory=list)
+    deployments: dict[str, DeploymentSettings] = dataclasses.field(default_factory=dict)
+    routes: list[RouteSettings] = dataclasses.field(default_factory=list)
+    admin_token: str | None = dataclasses.field(
+        default=None,
+        repr=False,
+        metadata={"help": "Bearer token for the admin API.", "env": "COSTWARDEN_ADMIN_TOKEN"},
+    )
+    source: str = "<defaults>"
+
+    def provider(self, name: str) -> ProviderSettings:
+        for p in self.providers:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+
+def settings_help() -> list[tuple[str, str, str, str]]:
+    """(key, default, env var, help) for every documented setting."""
+    rows: list[tuple[str, str, str, str]] = []
+    sections: list[tuple[str, type[Any]]] = [
+        ("server", ServerSettings),
+        ("storage", StorageSettings),
+        ("providers[]", ProviderSettings),
+        ("deployments[]", DeploymentSettings),
+        ("routes[]", RouteSettings),
+    ]
+    for section, cls in sections:
+        for f in dataclasses.fields(cls):
+            if not f.metadata.get("help"):
+                continue
+            default = "" if f.default in (None, dataclasses.MISSING) else str(f.default)
+            rows.append((f"{section}.{f.name}", default, f.metadata.get("env") or "", f.metadata["help"]))
+    rows.append(("(env only)", "", "COSTWARDEN_ADMIN_TOKEN", "Bearer token for the admin API."))
+    return rows
+
+
+# ---------------------------------------------------------------- loading
+
+
+class _Ctx:
+    """Carries the file name and text so errors can point at a line."""
+
+    def __init__(self, source: str, text: str) -> None:
+        self.source = source
+        self.lines = text.splitlines()
+
+    def fail(self, key: str, message: str, needle: str | None = None) -> ConfigError:
+        line = self._line_of(needle) if needle else None
+        where = f"{self.source}:{line}" if line else self.source
+        return ConfigError(f"{where}: {key}: {message}")
+
+    def _line_of(self, needle: str) -> int | None:
+        quoted = (f'"{needle}"', f"'{needle}'", needle)
+        for q in quoted:
+            for i, line in enumerate(self.lines, start=1):
+                if q in line.split("#", 1)[0]:
+                    return i
+        return None
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    text: str | None = None,
+    require_secrets: bool = True,
+) -> Settings:
+    """Read a TOML config (or ``text``), apply environment overrides, validate everything.
+
+    ``require_secrets=False`` is for admin commands that never call a provider: an unset
+    ``api_key_env`` variable is then not an error.
+    """
+    env = os.environ if env is None else env
+    source = "<string>"
+    if text is None:
+        if path is None:
+            raise ConfigError("no config file given (use --config costwarden.toml)")
+        p = Path(path)
+        source = str(p)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"{source}: config file not found") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{source}: cannot read config file: {exc}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: invalid TOML: {exc}") from None
+    ctx = _Ctx(source, text)
+    settings = _build(raw, ctx, env, require_secrets)
+    settings.source = source
+    return settings
+
+
+def _build(
+    raw: dict[str, Any], ctx: _Ctx, env: Mapping[str, str], require_secrets: bool
+) -> Settings:
+    known = {"server", "storage", "providers", "deployments", "routes"}
+    for key in raw:
+        if key not in known:
+            raise ctx.fail(key, f"unknown section (expected one of {', '.join(sorted(known))})", key)
+    server = _section(ServerSettings, raw.get("server", {}), "server", ctx)
+    storage = _section(StorageSettings, raw.get("storage", {}), "storage", ctx)
+    _apply_env(server, env, ctx)
+    _apply_env(storage, env, ctx)
+    if storage.ledger_mode not in LEDGER_MODES:
+        raise ctx.fail("storage.ledger_mode", f"must be one of {LEDGER_MODES}", storage.ledger_mode)
+    if not (0 < server.port < 65536):
+        raise ctx.fail("server.port", "must be between 1 and 65535", "port")
+    if server.max_body_bytes <= 0:
+        raise ctx.fail("server.max_body_bytes", "must be positive", "max_body_bytes")
+
+    providers = _providers(raw.get("providers", []), ctx, env, require_secrets)
+    deployments = _deployments(raw.get("deployments", []), providers, ctx)
+    routes = _routes(raw.get("routes", []), providers, deployments, ctx)
+    return Settings(
+        server=server,
+        storage=storage,
+        providers=providers,
+        deployments=deployments,
+        routes=routes,
+        admin_token=env.get("COSTWARDEN_ADMIN_TOKEN") or None,
+    )
+
+
+def _section(cls: type[Any], data: Any, key: str, ctx: _Ctx) -> Any:
+    if not isinstance(data, dict):
+        raise ctx.fail(key, "must be a table", key)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.metadata.get("help")}
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        if name not in fields:
+            raise ctx.fail(f"{key}.{name}", f"unknown setting (known: {', '.join(fields)})", name)
+        kwargs[name] = _coerce(value, fields[name], f"{key}.{name}", ctx)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, f: dataclasses.Field[Any], key: str, ctx: _Ctx) -> Any:
+    want = type(f.default) if f.default not in (None, dataclasses.MISSING) else str
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if want is bool or isinstance(value, bool):
+        if not isinstance(value, bool):
+            raise ctx.fail(key, f"expected true/false, got {value!r}", key.rsplit(".", 1)[-1])
+        return value
+    if not isinstance(value, want):
+        raise ctx.fail(key, f"expected {want.__name__}, got {type(value).__name__}", key.rsplit(".", 1)[-1])
+    return value
+
+
+def _apply_env(obj: Any, env: Mapping[str, str], ctx: _Ctx) -> None:
+    for f in dataclasses.fields(obj):
+        var = f.metadata.get("env")
+        if not var or var not in env:
+            continue
+        raw = env[var]
+        want = type(f.default)
+        try:
+            value: Any = want(raw) if want in (int, float) else raw
+        except ValueError:
+            raise ConfigError(f"environment {var}: expected {want.__name__}, got {raw!r}") from None
+        setattr(obj, f.name, value)
+
+
+def _providers(
+    items: Any, ctx: _Ctx, env: Mapping[str, str], require_secrets: bool
+) -> list[ProviderSettings]:
+    if not isinstance(items, list):
+        raise ctx.fail("providers", "must be an array of tables ([[providers]])", "providers")
+    out: list[ProviderSettings] = []
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        key = f"providers[{i}]"
+        p: ProviderSettings = _section(ProviderSettings, item, key, ctx)
+        if not p.name or not _NAME_RE.match(p.name):
+            raise ctx.fail(f"{key}.name", "required: letters, digits, '_', '-', '.'", p.name or None)
+        if p.name in seen:
+            raise ctx.fail(f"{key}.name", f"duplicate provider name {p.name!r}", p.name)
+        seen.add(p.name)
+        if p.type not in PROVIDER_TYPES:
+            raise ctx.fail(f"{key}.type", f"must be one of {PROVIDER_TYPES}, got {p.type!r}", p.type)
+        if not p.base_url.startswith(("http://", "https://")):
+            raise ctx.fail(f"{key}.base_url", "must be an http:// or https:// URL", p.base_url or None)
+        p.base_url = p.base_url.rstrip("/")
+        if p.api_key_env:
+            secret = env.get(p.api_key_env)
+            if not secret and require_secrets:
+                raise ctx.fail(
+                    f"{key}.api_key_env",
+                    f"environment variable {p.api_key_env} is not set (provider {p.name!r})",
+                    p.api_key_env,
+                )
+            p.api_key = secret
+        if p.timeout <= 0 or p.connect_timeout <= 0:
+            raise ctx.fail(f"{key}.timeout", "timeouts must be positive", "timeout")
+        out.append(p)
+    return out
+
+
+def _price(data: Any, key: str, ctx: _Ctx) -> PriceOverride:
+    if not isinstance(data, dict):
+        raise ctx.fail(key, "must be a table of USD-per-million-token rates", key)
+    allowed = {f.name for f in dataclasses.fields(PriceOverride)}
+    values: dict[str, Decimal] = {}
+    for name, value in data.items():
+        if name not in allowed:
+            raise ctx.fail(f"{key}.{name}", f"unknown rate (known: {', '.join(sorted(allowed))})", name)
+        if isinstance(value, float):
+            raise ctx.fail(
+                f"{key}.{name}", 'write prices as strings ("0.15") so they stay exact', name
+            )
+        try:
+            amount = Decimal(str(value))
+        except InvalidOperation:
+            raise ctx.fail(f"{key}.{name}", f"not a number: {value!r}", name) from None
+        if not amount.is_finite() or amount < 0:
+            raise ctx.fail(f"{key}.{name}", "must be a non-negative number", name)
+        values[name] = amount
+    return PriceOverride(**values)
+
+
+def _split_deployment(ref: Any, key: str, ctx: _Ctx) -> tuple[str, str]:
+    if not isinstance(ref, str) or ":" not in ref:
+        raise ctx.fail(key, f"expected 'provider:model', got {ref!r}", str(ref))
+    provider, _, model = ref.partition(":")
+    if not provider or not model:
+        raise ctx.fail(key, f"expected 'provider:model', got {ref!r}", ref)
+    return provider, model
+
+
+def _deployments(
+    items: Any, providers: list[ProviderSettings], ctx: _Ctx
+) -> dict[str, DeploymentSettings]:
+    if not isinstance(items, list):
+        raise ctx.fail("deployments", "must be an array of tables ([[deployments]])", "deployments")
+    names = {p.name for p in providers}
+    out: dict[str, DeploymentSettings] = {}
+    for i, item in enumerate(items):
+        key = f"deployments[{i}]"
+        if not isinstance(item, dict):
+            raise ctx.fail(key, "must be a table", "deployments")
+        unknown = set(item) - {"id", "model", "price"}
+        if unknown:
+            raise ctx.fail(f"{key}.{sorted(unknown)[0]}", "unknown setting (known: id, model, price)")
+        ref = item.get("id")
+        provider, model = _split_deployment(ref, f"{key}.id", ctx)
+        if provider not in names:
+            raise ctx.fail(f"{key}.id", f"unknown provider {provider!r}", str(ref))
+        upstream_model = item.get("model", model)
+        if not isinstance(upstream_model, str) or not upstream_model:
+            raise ctx.fail(f"{key}.model", "must be a non-empty string", "model")
+        price = _price(item["price"], f"{key}.price", ctx) if "price" in item else None
+        out[str(ref)] = DeploymentSettings(
+            id=str(ref), provider=provider, model=upstream_model, price=price
+        )
+    return out
+
+
+def _routes(
+    items: Any,
+    providers: list[ProviderSettings],
+    deployments: dict[str, DeploymentSettings],
+    ctx: _Ctx,
+) -> list[RouteSettings]:
+    if not isinstance(items, list):
+        raise ctx.fail("routes", "must be an array of tables ([[routes]])", "routes")
+    names = {p.name for p in providers}
+    out: list[RouteSettings] = []
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        key = f"routes[{i}]"
+        if not isinstance(item, dict):
+            raise ctx.fail(key, "must be a table", "routes")
+        unknown = set(item) - {"model", "deployments"}
+        if unknown:
+            raise ctx.fail(f"{key}.{sorted(unknown)[0]}", "unknown setting (known: model, deployments)")
+        model = item.get("model")
+        if not isinstance(model, str) or not model:
+            raise ctx.fail(f"{key}.model", "required: the public model name", None)
+        if model in seen:
+            raise ctx.fail(f"{key}.model", f"duplicate route {model!r}", model)
+        seen.add(model)
+        refs = item.get("deployments")
+        if not isinstance(refs, list) or not refs:
+            raise ctx.fail(f"{key}.deployments", "required: a non-empty list of 'provider:model'", model)
+        for j, ref in enumerate(refs):
+            provider, dep_model = _split_deployment(ref, f"{key}.deployments[{j}]", ctx)
+            if provider not in names:
+                known = ", ".join(sorted(names)) or "none configured"
+                raise ctx.fail(
+                    f"{key}.deployments[{j}]",
+                    f"unknown provider {provider!r} (known: {known})",
+                    str(ref),
+                )
+            if ref not in deployments:
+                deployments[ref] = DeploymentSettings(id=ref, provider=provider, model=dep_model)
+        out.append(RouteSettings(model=model, deployments=list(refs)))
+    return out

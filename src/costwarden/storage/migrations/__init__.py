@@ -1,0 +1,1 @@
+"""Alembic migrations for the costwarden schema (run them with costwarden.storage.migrate)."""

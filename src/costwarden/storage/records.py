@@ -1,0 +1,72 @@
+"""Plain records exchanged between the request path and storage.
+
+They are frozen/slotted dataclasses with no I/O so policy code and tests can build them freely.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+from decimal import Decimal
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """A virtual key as the gateway caches it: identity only, never the key itself."""
+
+    id: str
+    key_hash: str
+    prefix: str
+    org_id: str
+    org_name: str
+    project_id: str | None
+    project_name: str | None
+    name: str | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None
+
+
+@dataclasses.dataclass(slots=True)
+class LedgerRecord:
+    """One request, as the ledger stores it (one row per request, append-only)."""
+
+    request_id: str
+    ts: datetime  # UTC, when the request arrived
+    endpoint: str  # "chat.completions" | "embeddings" | "messages" | "models"
+    status: str  # see LEDGER_STATUSES
+    http_status: int
+    org_id: str | None = None
+    project_id: str | None = None
+    key_id: str | None = None
+    end_user: str | None = None
+    session_id: str | None = None
+    tags: dict[str, str] = dataclasses.field(default_factory=dict)
+    provider: str | None = None
+    requested_model: str | None = None
+    served_model: str | None = None
+    streamed: bool = False
+    input_tokens: int = 0  # all prompt tokens, cached ones included
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    output_tokens: int = 0  # all completion tokens, reasoning included
+    reasoning_tokens: int = 0
+    cost_usd: Decimal = Decimal(0)
+    cost_estimated: bool = False
+    latency_ms: float = 0.0
+    ttft_ms: float | None = None
+    overhead_ms: float = 0.0
+    error: str | None = None
+
+
+LEDGER_STATUSES = (
+    "success",  # upstream answered 2xx and the response reached the client
+    "client_error",  # refused before the upstream: bad input from a known key
+    "auth_error",  # a known key that is revoked
+    "blocked",  # refused by policy (budgets, limits, kill switch)
+    "upstream_error",  # upstream failed, timed out or dropped the connection
+    "cancelled",  # the client went away mid-request; billed for what was generated
+)

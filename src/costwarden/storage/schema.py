@@ -1,0 +1,95 @@
+"""The database schema, as SQLAlchemy Core tables.
+
+This is the single description of the schema that code queries against; the Alembic
+migrations in ``storage/migrations`` must produce exactly this (a test compares them). The
+ledger has no foreign keys on purpose: it is an append-only record of what happened, and a
+ledger write must never fail because an org or key was renamed, revoked or is unknown.
+
+Constraint and index names follow a fixed naming convention so migrations can refer to them
+and PostgreSQL and SQLite agree on them.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import sqlalchemy as sa
+
+from costwarden.storage.sqltypes import Money, UTCDateTime
+
+logger = logging.getLogger(__name__)
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+orgs = sa.Table(
+    "orgs",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("name", sa.Text, nullable=False, unique=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+)
+
+projects = sa.Table(
+    "projects",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("org_id", sa.Text, sa.ForeignKey("orgs.id"), nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("org_id", "name"),
+)
+
+virtual_keys = sa.Table(
+    "virtual_keys",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("key_hash", sa.Text, nullable=False, unique=True),
+    sa.Column("prefix", sa.Text, nullable=False),
+    sa.Column("org_id", sa.Text, sa.ForeignKey("orgs.id"), nullable=False),
+    sa.Column("project_id", sa.Text, sa.ForeignKey("projects.id"), nullable=True),
+    sa.Column("name", sa.Text, nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("revoked_at", UTCDateTime(), nullable=True),
+    sa.Column("updated_at", UTCDateTime(), nullable=False, index=True),
+)
+
+ledger = sa.Table(
+    "ledger",
+    metadata,
+    sa.Column("request_id", sa.Text, primary_key=True),
+    sa.Column("ts", UTCDateTime(), nullable=False, index=True),
+    sa.Column("day", sa.Text, nullable=False, index=True),  # 'YYYY-MM-DD' of ts, UTC
+    sa.Column("endpoint", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("http_status", sa.Integer, nullable=False),
+    sa.Column("org_id", sa.Text, nullable=True, index=True),
+    sa.Column("project_id", sa.Text, nullable=True),
+    sa.Column("key_id", sa.Text, nullable=True),
+    sa.Column("end_user", sa.Text, nullable=True),
+    sa.Column("session_id", sa.Text, nullable=True),
+    sa.Column("tags", sa.Text, nullable=False),  # compact JSON object
+    sa.Column("provider", sa.Text, nullable=True),
+    sa.Column("requested_model", sa.Text, nullable=True),
+    sa.Column("served_model", sa.Text, nullable=True),
+    sa.Column("streamed", sa.Boolean, nullable=False),
+    sa.Column("input_tokens", sa.BigInteger, nullable=False),
+    sa.Column("cached_input_tokens", sa.BigInteger, nullable=False),
+    sa.Column("cache_write_tokens", sa.BigInteger, nullable=False),
+    sa.Column("output_tokens", sa.BigInteger, nullable=False),
+    sa.Column("reasoning_tokens", sa.BigInteger, nullable=False),
+    sa.Column("cost_usd", Money(), nullable=False),
+    sa.Column("cost_estimated", sa.Boolean, nullable=False),
+    sa.Column("latency_ms", sa.Float, nullable=False),
+    sa.Column("ttft_ms", sa.Float, nullable=True),
+    sa.Column("overhead_ms", sa.Float, nullable=False),
+    sa.Column("error", sa.Text, nullable=True),
+)
+
+TABLES = (orgs, projects, virtual_keys, ledger)

@@ -1,0 +1,199 @@
+"""Fixtures for storage tests: every backend-facing test runs on SQLite and on PostgreSQL.
+
+PostgreSQL: a session creates its own databases named ``cw_test_<hex>`` (via the admin URL,
+``COSTWARDEN_TEST_PG_ADMIN_URL``, default ``postgresql://postgres@127.0.0.1:5432/test``) and
+drops them at the end. If the server is unreachable the PostgreSQL variants are skipped with
+the reason shown -- unless the ``CI`` environment variable is set, in which case they fail.
+
+The PostgreSQL helpers (``make_pg_url``, ``drop_pg_database``, the ``pg_databases`` and
+``pg_url`` fixtures) depend on nothing storage-specific and can move to ``tests/conftest.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from psycopg import sql
+from sqlalchemy.engine import Engine, make_url
+
+from costwarden.storage.db import create_engine_for, redact_url
+from costwarden.storage.migrate import migrate
+from costwarden.storage.records import LedgerRecord
+from costwarden.storage.schema import metadata
+
+PG_ADMIN_URL_ENV = "COSTWARDEN_TEST_PG_ADMIN_URL"
+DEFAULT_PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+BACKENDS = ["sqlite", "postgresql"]
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+def in_ci() -> bool:
+    """True when running under CI (``CI`` set to anything but empty/0/false/no)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def pg_admin_url() -> str:
+    return os.environ.get(PG_ADMIN_URL_ENV) or DEFAULT_PG_ADMIN_URL
+
+
+def _admin_connect(admin_url: str) -> psycopg.Connection[Any]:
+    return psycopg.connect(admin_url, autocommit=True, connect_timeout=5)
+
+
+def make_pg_url(admin_url: str | None = None) -> str:
+    """Create a fresh, empty database ``cw_test_<hex>`` and return a URL for it.
+
+    Raises ``psycopg.OperationalError`` if the server cannot be reached.
+    """
+    admin = admin_url or pg_admin_url()
+    name = f"cw_test_{secrets.token_hex(6)}"
+    with _admin_connect(admin) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return make_url(admin).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_pg_database(url: str, admin_url: str | None = None) -> None:
+    """Drop the database ``url`` points at (terminating leftover connections)."""
+    name = make_url(url).database
+    assert name and name.startswith("cw_test_"), f"refusing to drop {name!r}"
+    with _admin_connect(admin_url or pg_admin_url()) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+@pytest.fixture(scope="session")
+def pg_databases() -> Iterator[Callable[[], str]]:
+    """Factory for fresh PostgreSQL databases; all are dropped when the session ends."""
+    admin = pg_admin_url()
+    try:
+        with _admin_connect(admin):
+            pass
+    except psycopg.OperationalError as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        reason = f"PostgreSQL unreachable at {redact_url(admin)}: {first_line}"
+        if in_ci():
+            pytest.fail(f"{reason} (CI is set, so this is a failure, not a skip)")
+        pytest.skip(f"{reason} (set CI=1 to turn this skip into a failure)")
+    created: list[str] = []
+
+    def make() -> str:
+        url = make_pg_url(admin)
+        created.append(url)
+        return url
+
+    yield make
+    errors: list[str] = []
+    for url in created:
+        try:
+            drop_pg_database(url, admin)
+        except psycopg.Error as exc:  # pragma: no cover - cleanup best effort, but loud
+            errors.append(f"{make_url(url).database}: {exc}")
+    assert not errors, f"could not drop test databases: {errors}"
+
+
+@pytest.fixture(scope="session")
+def pg_url(pg_databases: Callable[[], str]) -> str:
+    """One PostgreSQL database for the whole session, migrated to head."""
+    url = pg_databases()
+    migrate(url)
+    return url
+
+
+# --------------------------------------------------------------------------- engines
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def fresh_db_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """A URL of an empty, unmigrated database on ``backend``."""
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'fresh' / 'cw.db'}"
+    factory: Callable[[], str] = request.getfixturevalue("pg_databases")
+    return factory()
+
+
+@pytest.fixture
+def db_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """A URL of a migrated database on ``backend`` whose tables are empty."""
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'cw.db'}"
+        migrate(url)
+        return url
+    url = str(request.getfixturevalue("pg_url"))
+    engine = create_engine_for(url)
+    try:
+        with engine.begin() as conn:
+            names = ", ".join(t.name for t in metadata.sorted_tables)
+            conn.execute(sa.text(f"TRUNCATE {names} CASCADE"))
+    finally:
+        engine.dispose()
+    return url
+
+
+@pytest.fixture
+def make_engine() -> Iterator[Callable[[str], Engine]]:
+    """Create engines that are disposed after the test (no leaked connections)."""
+    engines: list[Engine] = []
+
+    def make(url: str) -> Engine:
+        engine = create_engine_for(url)
+        engines.append(engine)
+        return engine
+
+    yield make
+    for engine in engines:
+        engine.dispose()
+
+
+@pytest.fixture
+def engine(db_url: str, make_engine: Callable[[str], Engine]) -> Engine:
+    """An engine on a migrated, empty database (SQLite and PostgreSQL variants)."""
+    return make_engine(db_url)
+
+
+# --------------------------------------------------------------------------- records
+
+
+@pytest.fixture
+def make_record() -> Callable[..., LedgerRecord]:
+    """Build a valid LedgerRecord; keyword arguments override fields."""
+    counter = iter(range(1, 10**9))
+
+    def make(**overrides: Any) -> LedgerRecord:
+        n = next(counter)
+        fields: dict[str, Any] = {
+            "request_id": f"req_{secrets.token_hex(8)}",
+            "ts": datetime(2024, 11, 21, 12, 0, 0, n % 1_000_000, tzinfo=UTC),
+            "endpoint": "chat.completions",
+            "status": "success",
+            "http_status": 200,
+            "provider": "openai",
+            "requested_model": "gpt-4o-mini",
+            "served_model": "gpt-4o-mini-2024-07-18",
+            "input_tokens": 100 + n,
+            "output_tokens": 20 + n,
+            "cost_usd": Decimal("0.000000037500") * n,
+            "latency_ms": 12.5,
+            "overhead_ms": 0.25,
+        }
+        fields.update(overrides)
+        return LedgerRecord(**fields)
+
+    return make
