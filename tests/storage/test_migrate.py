@@ -22,9 +22,7 @@ def _diffs(engine: Engine, target: sa.MetaData) -> list[object]:
         return list(compare_metadata(ctx, target))
 
 
-def test_migrate_twice_is_a_noop(
-    fresh_db_url: str, make_engine: Callable[[str], Engine]
-) -> None:
+def test_migrate_twice_is_a_noop(fresh_db_url: str, make_engine: Callable[[str], Engine]) -> None:
     engine = make_engine(fresh_db_url)
     assert current_revision(engine) is None
     migrate(engine)

@@ -43,6 +43,7 @@ class KeyCache:
         self._by_hash: dict[str, KeyRecord] = {}
         self._since: datetime | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
 
     def lookup(self, key: str) -> KeyRecord | None:
         return self._by_hash.get(repo.hash_key(key))
@@ -65,17 +66,20 @@ class KeyCache:
         self._task = asyncio.create_task(self._poll(), name="costwarden-key-cache")
 
     async def close(self) -> None:
+        # Let a poll already running in its thread finish, so its connection goes back to the
+        # pool before the engine is disposed.
+        self._stop.set()
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await self._task
             self._task = None
 
     async def _poll(self) -> None:
-        while True:
-            await asyncio.sleep(self._refresh)
+        while not self._stop.is_set():
+            try:
+                await asyncio.wait_for(self._stop.wait(), self._refresh)
+                return
+            except TimeoutError:
+                pass
             try:
                 await asyncio.to_thread(self.load)
             except Exception as exc:  # the gateway keeps serving from the cache it has

@@ -9,6 +9,7 @@ row (in durable mode the row is committed by then).
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import secrets
 from datetime import UTC, datetime
@@ -43,6 +44,7 @@ ENDPOINTS: dict[str, tuple[str, str]] = {
     "/v1/embeddings": ("embeddings", "openai"),
     "/v1/messages": ("messages", "anthropic"),
 }
+_LARGE_BODY = 1 << 20
 _SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 
 
@@ -219,7 +221,8 @@ class Proxy:
         try:
             return await self.session.post(
                 adapter.url(endpoint),
-                data=body,
+                # aiohttp wants big bodies as a stream so it does not write them in one go.
+                data=body if len(body) < _LARGE_BODY else io.BytesIO(body),
                 headers=adapter.headers(headers),
                 timeout=self._timeout(deployment),
             )

@@ -390,51 +390,50 @@ class LedgerWriter:
             self._fail_waiters(StorageError("ledger writer task died"))
 
     async def _run(self) -> None:
-        consecutive_failures = 0
+        failures = 0  # consecutive failed attempts
         while True:
-            if not self._buffer:
-                if self._closing:
-                    self._closed = True  # same step as the emptiness check: no race
-                    return
+            if self._closing and not self._buffer:
+                self._closed = True  # same step as the emptiness check: no race with submit
+                return
+            if not failures and not self._closing and not self._wake.is_set():
                 try:
                     await asyncio.wait_for(self._wake.wait(), self.flush_interval)
                 except TimeoutError:
                     pass
-                self._wake.clear()
-                if not self._buffer:
-                    continue
-            count = min(len(self._buffer), self.max_batch)
-            rows = list(itertools.islice(self._buffer, count))
-            try:
-                await asyncio.to_thread(self._write_batch, rows)
-            except Exception as exc:
-                consecutive_failures += 1
-                self.failures += 1
-                self.last_error = _describe(exc)
-                delay = min(_MIN_BACKOFF * 2 ** (consecutive_failures - 1), self.max_backoff)
-                log = logger.error if consecutive_failures == 1 else logger.warning
-                log(
-                    "ledger write of %d records failed (attempt %d, %d pending); "
-                    "retrying in %.1fs: %s",
-                    count,
-                    consecutive_failures,
-                    len(self._buffer),
-                    delay,
-                    self.last_error,
-                )
-                await asyncio.sleep(delay)
-                continue
-            if consecutive_failures:
-                logger.warning(
-                    "ledger writes recovered after %d failed attempts", consecutive_failures
-                )
-                consecutive_failures = 0
-                self.last_error = None
-            for _ in range(count):
-                self._buffer.popleft()
-            self._done += count
-            self.written += count
-            self._resolve_waiters()
+            self._wake.clear()
+            # Write everything buffered, batch by batch, including what arrives meanwhile:
+            # durable submitters that queue up during one transaction share the next one.
+            while self._buffer:
+                count = min(len(self._buffer), self.max_batch)
+                rows = list(itertools.islice(self._buffer, count))
+                try:
+                    await asyncio.to_thread(self._write_batch, rows)
+                except Exception as exc:
+                    failures += 1
+                    self.failures += 1
+                    self.last_error = _describe(exc)
+                    delay = min(_MIN_BACKOFF * 2 ** (failures - 1), self.max_backoff)
+                    log = logger.error if failures == 1 else logger.warning
+                    log(
+                        "ledger write of %d records failed (attempt %d, %d pending); "
+                        "retrying in %.1fs: %s",
+                        count,
+                        failures,
+                        len(self._buffer),
+                        delay,
+                        self.last_error,
+                    )
+                    await asyncio.sleep(delay)
+                    break
+                if failures:
+                    logger.warning("ledger writes recovered after %d failed attempts", failures)
+                    failures = 0
+                    self.last_error = None
+                for _ in range(count):
+                    self._buffer.popleft()
+                self._done += count
+                self.written += count
+                self._resolve_waiters()
 
     def _write_batch(self, rows: list[dict[str, Any]]) -> None:
         """One transaction, one executemany INSERT. Runs in a worker thread."""
@@ -446,7 +445,9 @@ class LedgerWriter:
                 with conn.begin():
                     if self.durable and not is_sqlite:
                         conn.exec_driver_sql("SET LOCAL synchronous_commit = on")
-                    result = conn.execute(self._insert, rows)
+                    result = conn.execute(
+                        self._insert, rows, execution_options={"preserve_rowcount": True}
+                    )
             finally:
                 if self.durable and is_sqlite:
                     self._sqlite_synchronous(conn, "NORMAL")

@@ -94,9 +94,15 @@ def _ensure_org(conn: Connection, name: str) -> tuple[str, bool]:
         _insert(conn, orgs)
         .values(id=new_id("org"), name=name, created_at=utcnow())
         .on_conflict_do_nothing(index_elements=["name"])
+        .returning(orgs.c.id)
     )
-    created = conn.execute(stmt).rowcount == 1
-    org_id = conn.execute(sa.select(orgs.c.id).where(orgs.c.name == name)).scalar_one()
+    inserted: str | None = conn.execute(stmt).scalar_one_or_none()
+    created = inserted is not None
+    org_id: str = (
+        inserted
+        if inserted is not None
+        else conn.execute(sa.select(orgs.c.id).where(orgs.c.name == name)).scalar_one()
+    )
     if created:
         logger.info("created org %s (%s)", name, org_id)
     return org_id, created
@@ -130,11 +136,17 @@ def _ensure_project(conn: Connection, org_id: str, name: str) -> str:
         _insert(conn, projects)
         .values(id=new_id("proj"), org_id=org_id, name=name, created_at=utcnow())
         .on_conflict_do_nothing(index_elements=["org_id", "name"])
+        .returning(projects.c.id)
     )
-    created = conn.execute(stmt).rowcount == 1
-    project_id: str = conn.execute(
-        sa.select(projects.c.id).where(projects.c.org_id == org_id, projects.c.name == name)
-    ).scalar_one()
+    inserted: str | None = conn.execute(stmt).scalar_one_or_none()
+    created = inserted is not None
+    project_id: str = (
+        inserted
+        if inserted is not None
+        else conn.execute(
+            sa.select(projects.c.id).where(projects.c.org_id == org_id, projects.c.name == name)
+        ).scalar_one()
+    )
     if created:
         logger.info("created project %s (%s) in org %s", name, project_id, org_id)
     return project_id
