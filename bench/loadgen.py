@@ -76,7 +76,8 @@ def wrk_version(wrk: str) -> str:
 def write_lua(path: Path, body: str, headers: dict[str, str]) -> Path:
     """A wrk script that sends ``body`` as a POST with ``headers`` on every request."""
     lines = ['wrk.method = "POST"', f"wrk.body = {_lua_str(body)}"]
-    lines += [f"wrk.headers[{_lua_str(k)}] = {_lua_str(v)}" for k, v in headers.items()]
+    # The spaces matter: "[[[" would open a long string instead of indexing with one.
+    lines += [f"wrk.headers[ {_lua_str(k)} ] = {_lua_str(v)}" for k, v in headers.items()]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
@@ -104,7 +105,8 @@ def run_wrk(
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration_s + 60)
     except subprocess.TimeoutExpired:
         raise BenchError(f"wrk did not finish: {' '.join(cmd)}") from None
-    if done.returncode != 0:
+    # A broken Lua script is only reported on stderr while wrk goes on with plain GETs.
+    if done.returncode != 0 or done.stderr.strip():
         raise BenchError(f"wrk exited {done.returncode}: {done.stderr.strip() or done.stdout}")
     return parse_wrk(done.stdout), done.stdout
 

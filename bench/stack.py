@@ -20,7 +20,10 @@ from loadgen import BenchError
 
 HOST = "127.0.0.1"
 # The gateway reads provider credentials from these; the mock accepts anything.
-UPSTREAM_ENV = {"OPENAI_API_KEY": "bench-dummy-openai", "ANTHROPIC_API_KEY": "bench-dummy-anthropic"}
+UPSTREAM_ENV = {
+    "OPENAI_API_KEY": "bench-dummy-openai",
+    "ANTHROPIC_API_KEY": "bench-dummy-anthropic",
+}
 
 
 class Service:
@@ -162,7 +165,7 @@ def _get_status(port: int, path: str) -> int:
 def overhead_header_samples(
     port: int, path: str, body: bytes, headers: dict[str, str], count: int
 ) -> list[float]:
-    """``x-costwarden-overhead-ms`` of ``count`` sequential requests on one keep-alive connection."""
+    """``x-costwarden-overhead-ms`` of ``count`` sequential requests on one connection."""
     conn = http.client.HTTPConnection(HOST, port, timeout=10)
     samples: list[float] = []
     try:

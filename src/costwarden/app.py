@@ -108,7 +108,11 @@ class CostwardenApp:
                 if scope["method"] == "POST":
                     await self.proxy.handle(scope, receive, send)
                 else:
-                    await _plain(send, 405, {"error": {"message": "use POST", "type": "invalid_request_error"}})
+                    await _plain(
+                        send,
+                        405,
+                        {"error": {"message": "use POST", "type": "invalid_request_error"}},
+                    )
                 return
             if path == "/v1/models":
                 await self._models(scope, send)

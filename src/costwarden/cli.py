@@ -192,8 +192,13 @@ def keys_list(config: str, org: str | None, as_json: bool) -> None:
     for r in records:
         status = f"revoked {r.revoked_at:%Y-%m-%d %H:%M}" if r.revoked_at else "active"
         table.add_row(
-            r.id, r.prefix + "…", r.org_name, r.project_name or "", r.name or "",
-            f"{r.created_at:%Y-%m-%d %H:%M}", status,
+            r.id,
+            r.prefix + "…",
+            r.org_name,
+            r.project_name or "",
+            r.name or "",
+            f"{r.created_at:%Y-%m-%d %H:%M}",
+            status,
         )
     _out.print(table)
 
@@ -252,19 +257,34 @@ def usage(config: str, org: str | None, since: str, as_json: bool) -> None:
 def print_usage(report: Any, console: Console, *, title: str) -> None:
     table = Table(title=title)
     for column, justify in (
-        ("day", "left"), ("org", "left"), ("model", "left"), ("requests", "right"),
-        ("input tok", "right"), ("output tok", "right"), ("cost USD", "right"),
+        ("day", "left"),
+        ("org", "left"),
+        ("model", "left"),
+        ("requests", "right"),
+        ("input tok", "right"),
+        ("output tok", "right"),
+        ("cost USD", "right"),
     ):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for row in report.rows:
         table.add_row(
-            row.day, row.org, row.model, str(row.requests), str(row.input_tokens),
-            str(row.output_tokens), format(row.cost_usd, "f"),
+            row.day,
+            row.org,
+            row.model,
+            str(row.requests),
+            str(row.input_tokens),
+            str(row.output_tokens),
+            format(row.cost_usd, "f"),
         )
     table.add_section()
     table.add_row(
-        "total", "", "", str(report.requests), str(report.input_tokens),
-        str(report.output_tokens), format(report.cost_usd, "f"),
+        "total",
+        "",
+        "",
+        str(report.requests),
+        str(report.input_tokens),
+        str(report.output_tokens),
+        format(report.cost_usd, "f"),
     )
     console.print(table)
 

@@ -60,25 +60,52 @@ deployments = ["anthropic:claude-haiku-4-5"]
 """
 
 _REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
-    ("OpenAI chat", "/v1/chat/completions", {
-        "model": "gpt-4o-mini",
-        "messages": [{"role": "user", "content": "Say hello to costwarden."}],
-    }),
-    ("OpenAI chat, streamed", "/v1/chat/completions", {
-        "model": "gpt-4o-mini", "stream": True, "max_tokens": 12,
-        "messages": [{"role": "user", "content": "Stream a short haiku."}],
-    }),
-    ("OpenAI embeddings", "/v1/embeddings", {
-        "model": "text-embedding-3-small", "input": ["budgets", "rate limits"],
-    }),
-    ("Anthropic messages", "/v1/messages", {
-        "model": "claude-haiku-4-5", "max_tokens": 64,
-        "messages": [{"role": "user", "content": "What does a cost gateway do?"}],
-    }),
-    ("Anthropic messages, streamed", "/v1/messages", {
-        "model": "claude-haiku-4-5", "max_tokens": 16, "stream": True,
-        "system": "Be brief.", "messages": [{"role": "user", "content": "Count to five."}],
-    }),
+    (
+        "OpenAI chat",
+        "/v1/chat/completions",
+        {
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": "Say hello to costwarden."}],
+        },
+    ),
+    (
+        "OpenAI chat, streamed",
+        "/v1/chat/completions",
+        {
+            "model": "gpt-4o-mini",
+            "stream": True,
+            "max_tokens": 12,
+            "messages": [{"role": "user", "content": "Stream a short haiku."}],
+        },
+    ),
+    (
+        "OpenAI embeddings",
+        "/v1/embeddings",
+        {
+            "model": "text-embedding-3-small",
+            "input": ["budgets", "rate limits"],
+        },
+    ),
+    (
+        "Anthropic messages",
+        "/v1/messages",
+        {
+            "model": "claude-haiku-4-5",
+            "max_tokens": 64,
+            "messages": [{"role": "user", "content": "What does a cost gateway do?"}],
+        },
+    ),
+    (
+        "Anthropic messages, streamed",
+        "/v1/messages",
+        {
+            "model": "claude-haiku-4-5",
+            "max_tokens": 16,
+            "stream": True,
+            "system": "Be brief.",
+            "messages": [{"role": "user", "content": "Count to five."}],
+        },
+    ),
 ]
 
 
@@ -106,7 +133,9 @@ async def _demo(data: Path, port: int, once: bool, console: Console) -> None:
         config_path = data / "costwarden.toml"
         config_path.write_text(
             DEMO_CONFIG.format(
-                path=config_path, port=port or 4000, db=(data / "costwarden.db").resolve(),
+                path=config_path,
+                port=port or 4000,
+                db=(data / "costwarden.db").resolve(),
                 mock=mock.base_url,
             ),
             encoding="utf-8",

@@ -96,7 +96,7 @@ def resolve_rates(
         if base is None:
             raise ConfigError(
                 f"deployment {deployment}: genai-prices has no flat price for {model!r} at "
-                f"provider {price_provider!r}; add [[deployments]] id = \"{deployment}\" with "
+                f'provider {price_provider!r}; add [[deployments]] id = "{deployment}" with '
                 'price = { input_mtok = "...", output_mtok = "..." }'
             )
         return base

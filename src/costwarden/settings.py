@@ -42,7 +42,9 @@ class ServerSettings:
         "How often the in-memory key cache polls storage for created or revoked keys.",
         "COSTWARDEN_KEY_REFRESH_SECONDS",
     )
-    log_level: str = _setting("info", "Log level: debug, info, warning, error.", "COSTWARDEN_LOG_LEVEL")
+    log_level: str = _setting(
+        "info", "Log level: debug, info, warning, error.", "COSTWARDEN_LOG_LEVEL"
+    )
 
 
 @dataclasses.dataclass(slots=True)
@@ -142,7 +144,9 @@ def settings_help() -> list[tuple[str, str, str, str]]:
             if not f.metadata.get("help"):
                 continue
             default = "" if f.default in (None, dataclasses.MISSING) else str(f.default)
-            rows.append((f"{section}.{f.name}", default, f.metadata.get("env") or "", f.metadata["help"]))
+            rows.append(
+                (f"{section}.{f.name}", default, f.metadata.get("env") or "", f.metadata["help"])
+            )
     rows.append(("(env only)", "", "COSTWARDEN_ADMIN_TOKEN", "Bearer token for the admin API."))
     return rows
 
@@ -212,7 +216,9 @@ def _build(
     known = {"server", "storage", "providers", "deployments", "routes"}
     for key in raw:
         if key not in known:
-            raise ctx.fail(key, f"unknown section (expected one of {', '.join(sorted(known))})", key)
+            raise ctx.fail(
+                key, f"unknown section (expected one of {', '.join(sorted(known))})", key
+            )
     server = _section(ServerSettings, raw.get("server", {}), "server", ctx)
     storage = _section(StorageSettings, raw.get("storage", {}), "storage", ctx)
     _apply_env(server, env, ctx)
@@ -258,7 +264,9 @@ def _coerce(value: Any, f: dataclasses.Field[Any], key: str, ctx: _Ctx) -> Any:
             raise ctx.fail(key, f"expected true/false, got {value!r}", key.rsplit(".", 1)[-1])
         return value
     if not isinstance(value, want):
-        raise ctx.fail(key, f"expected {want.__name__}, got {type(value).__name__}", key.rsplit(".", 1)[-1])
+        raise ctx.fail(
+            key, f"expected {want.__name__}, got {type(value).__name__}", key.rsplit(".", 1)[-1]
+        )
     return value
 
 
@@ -287,14 +295,20 @@ def _providers(
         key = f"providers[{i}]"
         p: ProviderSettings = _section(ProviderSettings, item, key, ctx)
         if not p.name or not _NAME_RE.match(p.name):
-            raise ctx.fail(f"{key}.name", "required: letters, digits, '_', '-', '.'", p.name or None)
+            raise ctx.fail(
+                f"{key}.name", "required: letters, digits, '_', '-', '.'", p.name or None
+            )
         if p.name in seen:
             raise ctx.fail(f"{key}.name", f"duplicate provider name {p.name!r}", p.name)
         seen.add(p.name)
         if p.type not in PROVIDER_TYPES:
-            raise ctx.fail(f"{key}.type", f"must be one of {PROVIDER_TYPES}, got {p.type!r}", p.type)
+            raise ctx.fail(
+                f"{key}.type", f"must be one of {PROVIDER_TYPES}, got {p.type!r}", p.type
+            )
         if not p.base_url.startswith(("http://", "https://")):
-            raise ctx.fail(f"{key}.base_url", "must be an http:// or https:// URL", p.base_url or None)
+            raise ctx.fail(
+                f"{key}.base_url", "must be an http:// or https:// URL", p.base_url or None
+            )
         p.base_url = p.base_url.rstrip("/")
         if p.api_key_env:
             secret = env.get(p.api_key_env)
@@ -318,7 +332,9 @@ def _price(data: Any, key: str, ctx: _Ctx) -> PriceOverride:
     values: dict[str, Decimal] = {}
     for name, value in data.items():
         if name not in allowed:
-            raise ctx.fail(f"{key}.{name}", f"unknown rate (known: {', '.join(sorted(allowed))})", name)
+            raise ctx.fail(
+                f"{key}.{name}", f"unknown rate (known: {', '.join(sorted(allowed))})", name
+            )
         if isinstance(value, float):
             raise ctx.fail(
                 f"{key}.{name}", 'write prices as strings ("0.15") so they stay exact', name
@@ -355,7 +371,9 @@ def _deployments(
             raise ctx.fail(key, "must be a table", "deployments")
         unknown = set(item) - {"id", "model", "price"}
         if unknown:
-            raise ctx.fail(f"{key}.{sorted(unknown)[0]}", "unknown setting (known: id, model, price)")
+            raise ctx.fail(
+                f"{key}.{sorted(unknown)[0]}", "unknown setting (known: id, model, price)"
+            )
         ref = item.get("id")
         provider, model = _split_deployment(ref, f"{key}.id", ctx)
         if provider not in names:
@@ -387,7 +405,9 @@ def _routes(
             raise ctx.fail(key, "must be a table", "routes")
         unknown = set(item) - {"model", "deployments"}
         if unknown:
-            raise ctx.fail(f"{key}.{sorted(unknown)[0]}", "unknown setting (known: model, deployments)")
+            raise ctx.fail(
+                f"{key}.{sorted(unknown)[0]}", "unknown setting (known: model, deployments)"
+            )
         model = item.get("model")
         if not isinstance(model, str) or not model:
             raise ctx.fail(f"{key}.model", "required: the public model name", None)
@@ -396,7 +416,9 @@ def _routes(
         seen.add(model)
         refs = item.get("deployments")
         if not isinstance(refs, list) or not refs:
-            raise ctx.fail(f"{key}.deployments", "required: a non-empty list of 'provider:model'", model)
+            raise ctx.fail(
+                f"{key}.deployments", "required: a non-empty list of 'provider:model'", model
+            )
         for j, ref in enumerate(refs):
             provider, dep_model = _split_deployment(ref, f"{key}.deployments[{j}]", ctx)
             if provider not in names:

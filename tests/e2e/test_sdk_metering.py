@@ -84,8 +84,16 @@ async def test_openai_chat_billed_exactly(
         assert (row.status, row.http_status, row.cost_estimated) == ("success", 200, False)
         assert (row.input_tokens, row.cached_input_tokens) == (usage.prompt_tokens, 4)
         assert (row.output_tokens, row.reasoning_tokens) == (17, 3)
-        assert (row.end_user, row.session_id, row.tags) == ("end-user-7", "run-1", {"team": "a", "f": "b"})
-        assert (row.provider, row.requested_model, row.served_model) == ("openai", "gpt-4o-mini", "gpt-4o-mini")
+        assert (row.end_user, row.session_id, row.tags) == (
+            "end-user-7",
+            "run-1",
+            {"team": "a", "f": "b"},
+        )
+        assert (row.provider, row.requested_model, row.served_model) == (
+            "openai",
+            "gpt-4o-mini",
+            "gpt-4o-mini",
+        )
         assert row.key_id == gw.key_id and row.org_id is not None
         last = await _mock_get(mock, "/_mock/last?path=/v1/chat/completions")
         body = last["body"]
@@ -176,7 +184,9 @@ async def test_anthropic_messages_billed_exactly(
 ) -> None:
     await _mock_config(mock, output_tokens=13, cached_tokens=6, cache_write_tokens=2)
     async with live_gateway(mock, database_url, tmp_path) as gw:
-        async with anthropic.AsyncAnthropic(base_url=gw.base_url, api_key=gw.key, max_retries=0) as a:
+        async with anthropic.AsyncAnthropic(
+            base_url=gw.base_url, api_key=gw.key, max_retries=0
+        ) as a:
             raw = await a.messages.with_raw_response.create(
                 model="claude-haiku-4-5",
                 max_tokens=100,
@@ -191,12 +201,20 @@ async def test_anthropic_messages_billed_exactly(
         cache_write = u.cache_creation_input_tokens or 0
         total_in = u.input_tokens + cache_read + cache_write
         expected = _price(
-            "claude-haiku-4-5", "anthropic", input_tokens=total_in, cache_read_tokens=cache_read,
-            cache_write_tokens=cache_write, output_tokens=13,
+            "claude-haiku-4-5",
+            "anthropic",
+            input_tokens=total_in,
+            cache_read_tokens=cache_read,
+            cache_write_tokens=cache_write,
+            output_tokens=13,
         )
-        assert row.cost_usd == expected and Decimal(raw.headers["x-costwarden-cost-usd"]) == expected
+        assert (
+            row.cost_usd == expected and Decimal(raw.headers["x-costwarden-cost-usd"]) == expected
+        )
         assert (row.input_tokens, row.cached_input_tokens, row.cache_write_tokens) == (
-            total_in, cache_read, cache_write,
+            total_in,
+            cache_read,
+            cache_write,
         )
         last = await _mock_get(mock, "/_mock/last?path=/v1/messages")
         headers = last["headers"]
@@ -209,7 +227,9 @@ async def test_anthropic_stream_billed_exactly(
 ) -> None:
     await _mock_config(mock, output_tokens=21)
     async with live_gateway(mock, database_url, tmp_path) as gw:
-        async with anthropic.AsyncAnthropic(base_url=gw.base_url, api_key=gw.key, max_retries=0) as a:
+        async with anthropic.AsyncAnthropic(
+            base_url=gw.base_url, api_key=gw.key, max_retries=0
+        ) as a:
             async with a.messages.stream(
                 model="claude-haiku-4-5",
                 max_tokens=100,
@@ -226,8 +246,9 @@ async def test_anthropic_stream_billed_exactly(
         )
 
 
-async def _read_some_then_drop(url: str, headers: dict[str, str], body: dict[str, object], wanted: int,
-                               marker: bytes) -> tuple[str, int]:
+async def _read_some_then_drop(
+    url: str, headers: dict[str, str], body: dict[str, object], wanted: int, marker: bytes
+) -> tuple[str, int]:
     """Read until ``wanted`` content events arrived, then close the connection abruptly."""
     connector = aiohttp.TCPConnector(force_close=True)
     async with aiohttp.ClientSession(connector=connector) as http:
@@ -248,8 +269,11 @@ async def test_openai_client_disconnect_billed_for_what_it_received(
         request_id, got = await _read_some_then_drop(
             gw.openai_url + "/chat/completions",
             {"authorization": f"Bearer {gw.key}"},
-            {"model": "gpt-4o-mini", "stream": True,
-             "messages": [{"role": "user", "content": "a long answer please"}]},
+            {
+                "model": "gpt-4o-mini",
+                "stream": True,
+                "messages": [{"role": "user", "content": "a long answer please"}],
+            },
             wanted=6,
             marker=b'"content":"tok',
         )
@@ -273,8 +297,12 @@ async def test_anthropic_client_disconnect_billed_for_what_it_received(
         request_id, got = await _read_some_then_drop(
             gw.base_url + "/v1/messages",
             {"x-api-key": gw.key},
-            {"model": "claude-haiku-4-5", "stream": True, "max_tokens": 1000,
-             "messages": [{"role": "user", "content": "a long answer please"}]},
+            {
+                "model": "claude-haiku-4-5",
+                "stream": True,
+                "max_tokens": 1000,
+                "messages": [{"role": "user", "content": "a long answer please"}],
+            },
             wanted=5,
             marker=b"event: content_block_delta",
         )
@@ -283,7 +311,9 @@ async def test_anthropic_client_disconnect_billed_for_what_it_received(
     assert got <= row.output_tokens <= got + 3, (got, row.output_tokens)
     assert row.input_tokens > 0  # known exactly from message_start
     assert row.cost_usd == _price(
-        "claude-haiku-4-5", "anthropic", input_tokens=row.input_tokens,
+        "claude-haiku-4-5",
+        "anthropic",
+        input_tokens=row.input_tokens,
         output_tokens=row.output_tokens,
     )
 

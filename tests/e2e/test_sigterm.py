@@ -59,7 +59,7 @@ async def _one(http: aiohttp.ClientSession, url: str, key: str) -> int | None:
         ) as r:
             await r.read()
             return r.status
-    except (aiohttp.ClientError, asyncio.TimeoutError):
+    except (TimeoutError, aiohttp.ClientError):
         return None  # never received a response
 
 

@@ -24,11 +24,18 @@ from costwarden.storage.usage import ledger_rows
 from tests.helpers import ANTHROPIC_SECRET, OPENAI_SECRET, LiveGateway, live_gateway
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
-MESSAGES = {"model": "claude-haiku-4-5", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}
+MESSAGES = {
+    "model": "claude-haiku-4-5",
+    "max_tokens": 50,
+    "messages": [{"role": "user", "content": "hi"}],
+}
 
 
 async def _post(
-    gw: LiveGateway, path: str, body: bytes | dict[str, Any], key: str | None = "default",
+    gw: LiveGateway,
+    path: str,
+    body: bytes | dict[str, Any],
+    key: str | None = "default",
     extra: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, Any], dict[str, str]]:
     headers = {"content-type": "application/json", **(extra or {})}
@@ -106,9 +113,12 @@ async def test_bad_openai_bodies_get_400(
 
 @pytest.mark.parametrize(
     "body",
-    [b"{oops", orjson.dumps({"model": "claude-haiku-4-5", "max_tokens": 5}),
-     orjson.dumps({**MESSAGES, "max_tokens": 0}),
-     orjson.dumps({k: v for k, v in MESSAGES.items() if k != "max_tokens"})],
+    [
+        b"{oops",
+        orjson.dumps({"model": "claude-haiku-4-5", "max_tokens": 5}),
+        orjson.dumps({**MESSAGES, "max_tokens": 0}),
+        orjson.dumps({k: v for k, v in MESSAGES.items() if k != "max_tokens"}),
+    ],
 )
 async def test_bad_anthropic_bodies_get_anthropic_shaped_400(gw: LiveGateway, body: bytes) -> None:
     status, data, _ = await _post(gw, "/v1/messages", body)
@@ -205,8 +215,12 @@ async def test_battery_leaves_gateway_serving_and_logs_clean(
     for body, _, _ in BAD_BODIES:
         await _post(gw, "/v1/chat/completions", body)
     await _post(gw, "/v1/chat/completions", CHAT, key="cw-not-a-real-key-1234567890")
-    for fault in ({"fault_status": 500}, {"fault_status": 401}, {"fault_drop": True},
-                  {"fault_timeout": True}):
+    for fault in (
+        {"fault_status": 500},
+        {"fault_status": 401},
+        {"fault_drop": True},
+        {"fault_timeout": True},
+    ):
         await _mock(gw.mock, **fault)
         await _post(gw, "/v1/chat/completions", CHAT)
         await _post(gw, "/v1/messages", MESSAGES)

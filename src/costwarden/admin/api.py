@@ -172,7 +172,7 @@ _KEY_SCHEMA = {
     },
 }
 _ERROR = {"description": "error", "content": {"application/json": {"schema": {"type": "object"}}}}
-_BEARER = [{"adminToken": []}]
+_BEARER: list[dict[str, list[str]]] = [{"adminToken": []}]
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
@@ -183,7 +183,9 @@ OPENAPI: dict[str, Any] = {
     },
     "security": _BEARER,
     "paths": {
-        "/admin/orgs": {"get": {"summary": "List orgs", "responses": {"200": {"description": "orgs"}}}},
+        "/admin/orgs": {
+            "get": {"summary": "List orgs", "responses": {"200": {"description": "orgs"}}}
+        },
         "/admin/keys": {
             "get": {
                 "summary": "List virtual keys (never the keys themselves)",

@@ -123,8 +123,17 @@ class Proxy:
             upstream_body = orjson.dumps(payload) if changed else body
             if stream:
                 await self._relay_stream(
-                    send, receive, record, deployment, endpoint, wire, payload, upstream_body, t0,
-                    headers, wants_usage,
+                    send,
+                    receive,
+                    record,
+                    deployment,
+                    endpoint,
+                    wire,
+                    payload,
+                    upstream_body,
+                    t0,
+                    headers,
+                    wants_usage,
                 )
             else:
                 await self._relay_unary(
@@ -182,8 +191,10 @@ class Proxy:
             )
         deployment = deployments[0]
         if deployment.adapter.wire != wire:
-            other = "/v1/messages" if deployment.adapter.wire == "anthropic" else (
-                "/v1/chat/completions"
+            other = (
+                "/v1/messages"
+                if deployment.adapter.wire == "anthropic"
+                else ("/v1/chat/completions")
             )
             raise BadRequest(
                 f"model {model!r} is served in the {deployment.adapter.wire} format; "
@@ -247,8 +258,9 @@ class Proxy:
         message = _scrub(_upstream_message(raw), deployment.adapter.secrets())
         if resp.status in (401, 403):
             # The client's key was fine; ours was not. The provider's text may quote it.
-            return UpstreamError(f"upstream {name} rejected the gateway's credentials "
-                                 f"(status {resp.status})")
+            return UpstreamError(
+                f"upstream {name} rejected the gateway's credentials (status {resp.status})"
+            )
         if resp.status < 500:
             return _PassThrough(resp.status, message, raw, resp.headers.get("retry-after"))
         return UpstreamError(f"upstream {name} returned {resp.status}: {message}")
@@ -428,7 +440,9 @@ class _PassThrough(GatewayError):
         self.raw = raw
 
 
-def _bill(record: LedgerRecord, deployment: Deployment, usage: TokenUsage, *, estimated: bool) -> None:
+def _bill(
+    record: LedgerRecord, deployment: Deployment, usage: TokenUsage, *, estimated: bool
+) -> None:
     record.input_tokens = usage.input_tokens
     record.cached_input_tokens = usage.cached_input_tokens
     record.cache_write_tokens = usage.cache_write_tokens
