@@ -73,13 +73,22 @@ class Bench:
     tmp: Path = Path()
     services: list[stack.Service] = dataclasses.field(default_factory=list)
     problems: list[str] = dataclasses.field(default_factory=list)
+    mock_port: int = 0
     gateway_responses: int = 0
+    upstream_calls: int = 0
 
-    def phase(self, label: str, work: Callable[[], T]) -> T:
-        """Run one step under a status line, then log it as done."""
+    def phase(self, label: str, work: Callable[[], T], *, via_gateway: bool = False) -> T:
+        """Run one step under a status line, then log it as done.
+
+        For traffic ``via_gateway``, the calls the mock received meanwhile are counted: the
+        ledger must end up with exactly one row per upstream call.
+        """
         task = self.progress.add_task(label, total=None)
         try:
+            before = stack.mock_requests_settled(self.mock_port) if via_gateway else 0
             result = work()
+            if via_gateway:
+                self.upstream_calls += stack.mock_requests_settled(self.mock_port) - before
         finally:
             self.progress.remove_task(task)
         self.progress.console.print(f"[green]✓[/] {label}")
@@ -119,7 +128,7 @@ def wrk_pair(bench: Bench, c: int, scripts: dict[str, Path], urls: dict[str, str
             kind = "warm-up" if warmup else "measure"
             label = f"wrk {kind} {target} c={c} ({seconds:g} s)"
             work = functools.partial(run_wrk, bench.wrk, urls[target], scripts[target], c, seconds)
-            result, _ = bench.phase(label, work)
+            result, _ = bench.phase(label, work, via_gateway=target == "gateway")
             check(bench, f"{target} c={c} {kind}", result)
             if target == "gateway":
                 bench.gateway_responses += result.requests
@@ -145,10 +154,11 @@ def check(bench: Bench, what: str, result: WrkResult) -> None:
 
 def header_samples(bench: Bench, port: int, key: str) -> list[float]:
     headers = {"content-type": "application/json", "authorization": f"Bearer {key}"}
-    samples = bench.phase(
-        f"{HEADER_SAMPLES} sequential requests for x-costwarden-overhead-ms",
-        lambda: stack.overhead_header_samples(port, PATH, BODY.encode(), headers, HEADER_SAMPLES),
+    label = f"{HEADER_SAMPLES} sequential requests for x-costwarden-overhead-ms"
+    work = functools.partial(
+        stack.overhead_header_samples, port, PATH, BODY.encode(), headers, HEADER_SAMPLES
     )
+    samples = bench.phase(label, work, via_gateway=True)
     bench.gateway_responses += len(samples)
     bench.note(f"median self-reported overhead {stack.median(samples):.3f} ms")
     return samples
@@ -162,13 +172,18 @@ def ledger_check(bench: Bench, gateway: stack.Service, db: Path) -> report.Ledge
         bench.problems.append(f"gateway exited with status {code} after SIGTERM")
     rows = stack.count_ledger_rows(db)
     bound = 2 * sum(bench.args.connections)  # one per connection per gateway wrk run
-    result = report.LedgerCheck(rows, bench.gateway_responses, bound)
-    bench.note(f"ledger rows {rows}, gateway responses {result.responses}")
+    result = report.LedgerCheck(rows, bench.gateway_responses, bench.upstream_calls, bound)
+    bench.note(
+        f"ledger rows {rows}, gateway responses {result.responses}, "
+        f"upstream calls {result.upstream_calls}"
+    )
     if result.difference:
         bench.progress.console.print(
-            f"[yellow]warning:[/] ledger rows and responses differ by {result.difference:+d} "
-            f"(up to {bound} requests may have been in flight when wrk stopped)"
+            f"[yellow]warning:[/] ledger rows and counted responses differ by "
+            f"{result.difference:+d} (up to {bound} requests may have been in flight when wrk "
+            f"stopped)"
         )
+    bench.problems.extend(result.problems())
     return result
 
 
@@ -185,7 +200,7 @@ def scripts_for(bench: Bench, key: str) -> dict[str, Path]:
 
 def measure(bench: Bench, command: str) -> report.Run:
     bench.wrk = bench.phase("wrk available (installing it if missing)", ensure_wrk)
-    mock_port = bench.phase("mock upstream started", lambda: start_mock(bench))
+    mock_port = bench.mock_port = bench.phase("mock upstream started", lambda: start_mock(bench))
     gateway, gw_port, key, db = bench.phase(
         "gateway started (SQLite, batched ledger)", lambda: start_gateway(bench, mock_port)
     )
@@ -227,6 +242,8 @@ def print_table(console: Console, run: report.Run) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # SIGTERM would otherwise end Python without running the cleanup below.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     command = shlex.join(["python", "bench/run.py", *(sys.argv[1:] if argv is None else argv)])
     console = Console()
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())

@@ -151,15 +151,38 @@ def wait_ready(service: Service, port: int, path: str, timeout: float = 30.0) ->
 
 
 def _get_status(port: int, path: str) -> int:
+    return _get(port, path)[0]
+
+
+def _get(port: int, path: str) -> tuple[int, bytes]:
     # http.client rather than urllib: urllib would honour an http_proxy variable.
     conn = http.client.HTTPConnection(HOST, port, timeout=2)
     try:
         conn.request("GET", path)
         resp = conn.getresponse()
-        resp.read()
-        return resp.status
+        return resp.status, resp.read()
     finally:
         conn.close()
+
+
+def mock_requests_settled(port: int, timeout: float = 5.0) -> int:
+    """The mock's request counter once it has stopped moving.
+
+    When wrk stops, the gateway still finishes the requests it had in flight (and bills
+    them); waiting for the counter to settle makes those part of the run that sent them.
+    """
+    deadline = time.monotonic() + timeout
+    last = -1
+    while True:
+        status, body = _get(port, "/_mock/stats")
+        if status != 200:
+            raise BenchError(f"mock /_mock/stats answered {status}")
+        stats = json.loads(body)
+        count = int(stats["requests"])
+        if (count == last and stats["in_flight"] == 0) or time.monotonic() > deadline:
+            return count
+        last = count
+        time.sleep(0.2)
 
 
 def overhead_header_samples(

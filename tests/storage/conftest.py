@@ -1,12 +1,16 @@
 """Fixtures for storage tests: every backend-facing test runs on SQLite and on PostgreSQL.
 
 PostgreSQL: a session creates its own databases named ``cw_test_<hex>`` (via the admin URL,
-``COSTWARDEN_TEST_PG_ADMIN_URL``, default ``postgresql://postgres@127.0.0.1:5432/test``) and
-drops them at the end. If the server is unreachable the PostgreSQL variants are skipped with
-the reason shown -- unless the ``CI`` environment variable is set, in which case they fail.
+``COSTWARDEN_TEST_PG`` as in tests/helpers.py, default
+``postgresql://postgres@127.0.0.1:5432/test``) and drops them at the end. If the server is
+unreachable the PostgreSQL variants are skipped with the reason shown -- unless the ``CI``
+environment variable is set, in which case they fail.
 
 The PostgreSQL helpers (``make_pg_url``, ``drop_pg_database``, the ``pg_databases`` and
-``pg_url`` fixtures) depend on nothing storage-specific and can move to ``tests/conftest.py``.
+``pg_session_url`` fixtures) depend on nothing storage-specific and can move to
+``tests/conftest.py``. ``pg_session_url`` is one migrated database shared by the session
+(tables are truncated per test); ``tests/conftest.py``'s ``pg_url`` is a fresh database per
+test and is deliberately not shadowed here.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from costwarden.storage.migrate import migrate
 from costwarden.storage.records import LedgerRecord
 from costwarden.storage.schema import metadata
 
-PG_ADMIN_URL_ENV = "COSTWARDEN_TEST_PG_ADMIN_URL"
+PG_ADMIN_URL_ENV = "COSTWARDEN_TEST_PG"
 DEFAULT_PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 BACKENDS = ["sqlite", "postgresql"]
@@ -40,8 +44,8 @@ BACKENDS = ["sqlite", "postgresql"]
 
 
 def in_ci() -> bool:
-    """True when running under CI (``CI`` set to anything but empty/0/false/no)."""
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+    """True when running under CI (the ``CI`` environment variable is set and non-empty)."""
+    return bool(os.environ.get("CI"))
 
 
 def pg_admin_url() -> str:
@@ -86,7 +90,7 @@ def pg_databases() -> Iterator[Callable[[], str]]:
         reason = f"PostgreSQL unreachable at {redact_url(admin)}: {first_line}"
         if in_ci():
             pytest.fail(f"{reason} (CI is set, so this is a failure, not a skip)")
-        pytest.skip(f"{reason} (set CI=1 to turn this skip into a failure)")
+        pytest.skip(f"{reason} (under CI this is a failure)")
     created: list[str] = []
 
     def make() -> str:
@@ -105,7 +109,7 @@ def pg_databases() -> Iterator[Callable[[], str]]:
 
 
 @pytest.fixture(scope="session")
-def pg_url(pg_databases: Callable[[], str]) -> str:
+def pg_session_url(pg_databases: Callable[[], str]) -> str:
     """One PostgreSQL database for the whole session, migrated to head."""
     url = pg_databases()
     migrate(url)
@@ -136,7 +140,7 @@ def db_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
         url = f"sqlite:///{tmp_path / 'cw.db'}"
         migrate(url)
         return url
-    url = str(request.getfixturevalue("pg_url"))
+    url = str(request.getfixturevalue("pg_session_url"))
     engine = create_engine_for(url)
     try:
         with engine.begin() as conn:

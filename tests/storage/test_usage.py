@@ -46,7 +46,11 @@ def _seed(engine: Engine, make_record: MakeRecord) -> list[LedgerRecord]:
     return records
 
 
-def _expected(records: list[LedgerRecord], names: dict[str | None, str | None]) -> dict:
+Names = dict[str | None, str | None]
+Expected = dict[tuple[str | None, str | None, str], tuple[int, int, int, Decimal]]
+
+
+def _expected(records: list[LedgerRecord], names: Names) -> Expected:
     groups: dict[tuple[str | None, str | None, str], list[LedgerRecord]] = defaultdict(list)
     for r in records:
         model = r.served_model or r.requested_model
@@ -63,7 +67,7 @@ def _expected(records: list[LedgerRecord], names: dict[str | None, str | None]) 
     }
 
 
-def _check(report: UsageReport, records: list[LedgerRecord], names: dict) -> None:
+def _check(report: UsageReport, records: list[LedgerRecord], names: Names) -> None:
     assert report.requests == len(records)
     assert report.cost_usd == sum((r.cost_usd for r in records), Decimal(0))
     assert report.input_tokens == sum(r.input_tokens for r in records)
@@ -85,7 +89,7 @@ def _check(report: UsageReport, records: list[LedgerRecord], names: dict) -> Non
 
 def test_usage_report_totals(engine: Engine, make_record: MakeRecord) -> None:
     records = _seed(engine, make_record)
-    names = {o.id: o.name for o in repo.list_orgs(engine)}
+    names: Names = {o.id: o.name for o in repo.list_orgs(engine)}
     names[None] = None
     _check(usage_report(engine), records, names)
 

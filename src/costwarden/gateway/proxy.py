@@ -149,6 +149,15 @@ class Proxy:
                 record.overhead_ms = record.latency_ms
                 await self._commit(record)
             await self._send_error(send, wire, exc, request_id)
+        except Exception:
+            # A bug must still give the client a well-formed error and keep the usage row.
+            logger.exception("%s: internal error", request_id)
+            if record is not None:
+                record.status = "gateway_error"
+                record.http_status = 500
+                record.latency_ms = (perf_counter() - t0) * 1000
+                await self._commit(record)
+            await self._send_error(send, wire, GatewayError("internal gateway error"), request_id)
 
     # ------------------------------------------------------------------ stages
 
@@ -359,6 +368,12 @@ class Proxy:
             record.status = "upstream_error"
             record.http_status = 502
             record.error = f"upstream stream broke ({type(exc).__name__})"
+            tail = _stream_error_event(wire, record.error)
+        except Exception:
+            logger.exception("%s: internal error while relaying a stream", record.request_id)
+            record.status = "gateway_error"
+            record.http_status = 500
+            record.error = "internal gateway error while relaying the stream"
             tail = _stream_error_event(wire, record.error)
         finally:
             watcher.stop()

@@ -303,7 +303,7 @@ class LedgerWriter:
             self._closed = True
             lost = len(self._buffer)
             logger.error(
-                "ledger writer closed with %d records NOT written (last error: %s)",
+                "ledger writer closed with %d records NOT confirmed written (last error: %s)",
                 lost,
                 self.last_error,
             )

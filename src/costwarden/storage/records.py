@@ -69,4 +69,5 @@ LEDGER_STATUSES = (
     "blocked",  # refused by policy (budgets, limits, kill switch)
     "upstream_error",  # upstream failed, timed out or dropped the connection
     "cancelled",  # the client went away mid-request; billed for what was generated
+    "gateway_error",  # a fault in the gateway itself; still billed for what was generated
 )
