@@ -1,0 +1,534 @@
+"""The ``costwarden`` command line, run as a real subprocess.
+
+Configuration and input errors must be one line on stderr with exit status 2, never a
+traceback. The live tests run the CLI in another process against the database of a gateway
+already running in this event loop: key changes must reach that gateway within a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import random
+import re
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from sqlalchemy import event
+
+from costwarden.mock import MockServer
+from costwarden.settings import settings_help
+from costwarden.storage import repo
+from costwarden.storage.db import create_engine_for
+from costwarden.storage.ledger import LedgerWriter
+from costwarden.storage.records import LedgerRecord
+from costwarden.storage.sqltypes import money_str
+from tests.helpers import PROVIDER_ENV, gateway_toml, live_gateway
+
+CLI = [sys.executable, "-m", "costwarden.cli"]
+MOCK_URL = "http://127.0.0.1:9"  # nothing listens there; admin commands never call it
+
+
+@dataclasses.dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def both(self) -> str:
+        return self.out + self.err
+
+    def json(self) -> Any:
+        assert self.code == 0, self.err
+        return json.loads(self.out)
+
+
+def _env(columns: int = 250, **extra: str) -> dict[str, str]:
+    """The test process's environment minus anything costwarden reads; wide tables."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("COSTWARDEN_") and k not in PROVIDER_ENV
+    }
+    env["COLUMNS"] = str(columns)
+    env.update(extra)
+    return env
+
+
+def run_cli(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 60
+) -> Result:
+    proc = subprocess.run(
+        [*CLI, *args],
+        cwd=cwd,
+        env=_env() if env is None else env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+async def arun_cli(*args: str, env: dict[str, str] | None = None) -> Result:
+    """The CLI in a subprocess without blocking this event loop (a gateway may run in it)."""
+    proc = await asyncio.create_subprocess_exec(
+        *CLI,
+        *args,
+        env=_env() if env is None else env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return Result(proc.returncode, out.decode(), err.decode())
+
+
+def assert_clean_error(result: Result, *needles: str) -> str:
+    """Exit 2, one line on stderr starting with 'error:', no traceback; returns the line."""
+    assert result.code == 2, result
+    assert "Traceback" not in result.both, result.err
+    line = result.err.strip()
+    assert "\n" not in line, result.err
+    assert line.startswith("error: "), line
+    for needle in needles:
+        assert needle in line, (needle, line)
+    return line
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/cw.db"
+
+
+@pytest.fixture
+def config(tmp_path: Path, db_url: str) -> str:
+    path = tmp_path / "costwarden.toml"
+    path.write_text(gateway_toml(MOCK_URL, db_url), encoding="utf-8")
+    return str(path)
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Any]:
+    engine = create_engine_for(db_url)
+    yield engine
+    engine.dispose()
+
+
+def _create(config: str, org: str, *extra: str) -> dict[str, Any]:
+    data: dict[str, Any] = run_cli(
+        "keys", "create", "--config", config, "--org", org, "--json", *extra
+    ).json()
+    return data
+
+
+# ----------------------------------------------------------------------------- keys
+
+
+def test_keys_create_json(config: str, engine: Any) -> None:
+    result = run_cli("keys", "create", "--config", config, "--org", "acme", "--json")
+    assert result.code == 0, result.err
+    data = result.json()
+    assert data["key"].startswith("cw-") and len(data["key"]) > 30
+    assert re.fullmatch(r"key_[0-9a-f]{12}", data["id"])
+    assert data["org"] == "acme" and data["revoked_at"] is None
+    assert data["prefix"] == data["key"][:10]
+    # The org was created; the key is stored only as its hash.
+    org = repo.get_org_by_name(engine, "acme")
+    assert org is not None and org.id == data["org_id"]
+    (record,) = repo.list_keys(engine, "acme")
+    assert record.id == data["id"] and record.key_hash == repo.hash_key(data["key"])
+    # A second key for the same org reuses it.
+    again = _create(config, "acme", "--project", "web", "--name", "ci")
+    assert again["org_id"] == data["org_id"] and again["key"] != data["key"]
+    assert (again["project"], again["name"]) == ("web", "ci")
+    assert [o.name for o in repo.list_orgs(engine)] == ["acme"]
+
+
+def test_keys_create_human_output(config: str) -> None:
+    result = run_cli("keys", "create", "--config", config, "--org", "acme")
+    assert result.code == 0, result.err
+    keys = re.findall(r"^cw-\S+$", result.out, flags=re.M)
+    assert len(keys) == 1, result.out
+    assert re.search(r"created key key_[0-9a-f]{12} for org acme", result.out)
+
+
+def test_keys_create_bad_org_name(config: str) -> None:
+    assert_clean_error(
+        run_cli("keys", "create", "--config", config, "--org", "   "), "org name must not be empty"
+    )
+
+
+def test_keys_list_never_shows_keys(config: str) -> None:
+    a = _create(config, "acme")
+    b = _create(config, "beta")
+    listed = run_cli("keys", "list", "--config", config, "--json")
+    data = listed.json()["data"]
+    assert [k["id"] for k in data] == [a["id"], b["id"]]
+    assert [k["org"] for k in data] == ["acme", "beta"]
+    assert all("key" not in k for k in data)
+    assert data[0]["prefix"] == a["key"][:10]
+    only = run_cli("keys", "list", "--config", config, "--org", "acme", "--json").json()["data"]
+    assert [k["id"] for k in only] == [a["id"]]
+    table = run_cli("keys", "list", "--config", config)
+    assert table.code == 0, table.err
+    for output in (listed, table):
+        for key in (a["key"], b["key"]):
+            assert key not in output.both
+            assert key[10:20] not in output.both  # not even a longer fragment
+    for needle in (a["id"], b["id"], "acme", "beta", a["prefix"], "active", "virtual keys"):
+        assert needle in table.out, needle
+    assert "revoked" not in table.out
+
+
+def test_keys_list_unknown_org(config: str) -> None:
+    assert_clean_error(run_cli("keys", "list", "--config", config, "--org", "nope"), "'nope'")
+
+
+def test_keys_revoke(config: str, engine: Any) -> None:
+    a = _create(config, "acme")
+    b = _create(config, "acme")
+    result = run_cli("keys", "revoke", "--config", config, a["id"])
+    assert result.code == 0, result.err
+    assert a["id"] in result.out
+    record = {r.id: r for r in repo.list_keys(engine)}
+    assert record[a["id"]].revoked and not record[b["id"]].revoked
+    listed = {
+        k["id"]: k for k in run_cli("keys", "list", "--config", config, "--json").json()["data"]
+    }
+    assert listed[a["id"]]["revoked_at"] is not None and listed[b["id"]]["revoked_at"] is None
+    table = run_cli("keys", "list", "--config", config).out
+    assert "revoked" in table and "active" in table
+    # Revoking again changes nothing (and is not an error).
+    again = run_cli("keys", "revoke", "--config", config, a["id"], "--json").json()
+    assert again["revoked_at"] == listed[a["id"]]["revoked_at"]
+
+
+def test_keys_revoke_unknown_id(config: str) -> None:
+    result = run_cli("keys", "revoke", "--config", config, "key_000000000000")
+    assert_clean_error(result, "key_000000000000", "does not exist")
+    assert result.out == ""
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    result = run_cli("keys", "list", "--config", "nope.toml", cwd=tmp_path)
+    assert_clean_error(result, "nope.toml", "not found")
+    # COSTWARDEN_CONFIG names the file too.
+    result = run_cli("keys", "list", cwd=tmp_path, env=_env(COSTWARDEN_CONFIG="other.toml"))
+    assert_clean_error(result, "other.toml")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="cli `keys list` builds a rich Table whose columns may shrink, and a pipe or an "
+    "80-column terminal gets the key id cut to 'key_xxxxxxxx…', so the id `keys revoke` "
+    "needs cannot be read from the table",
+)
+def test_keys_list_table_shows_whole_ids_at_80_columns(config: str) -> None:
+    a = _create(config, "acme", "--project", "website", "--name", "deploy key")
+    table = run_cli("keys", "list", "--config", config, env=_env(columns=80))
+    assert table.code == 0, table.err
+    assert a["id"] in table.out
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="cli._friendly prints f'[bold red]error:[/] {exc}' through rich, so the message is "
+    "parsed as markup: an id or org containing '[/x]' raises rich.errors.MarkupError "
+    "(traceback, exit 1), and '[x]' is silently swallowed from the message",
+)
+@pytest.mark.parametrize("bad_id", ["[/x]", "[x]"])
+def test_error_message_is_not_rich_markup(config: str, bad_id: str) -> None:
+    assert_clean_error(run_cli("keys", "revoke", "--config", config, bad_id), f"'{bad_id}'")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="cli keys_create prints f'... org [bold]{record.org_name}[/]' as rich markup after "
+    "the key is committed: an org named '[/ops]' raises MarkupError, so the key is created "
+    "but its plaintext is never shown (and `keys list` tables crash on that org afterwards)",
+)
+def test_keys_create_org_with_brackets(config: str) -> None:
+    result = run_cli("keys", "create", "--config", config, "--org", "[/ops]")
+    assert result.code == 0 and "Traceback" not in result.err, result.err
+    assert re.search(r"^cw-\S+$", result.out, flags=re.M)
+    table = run_cli("keys", "list", "--config", config)
+    assert table.code == 0 and "[/ops]" in table.out, table.err
+
+
+# ----------------------------------------------------------------------------- usage
+
+
+def _record(org_id: str | None, ts: datetime, cost: Decimal, model: str, n: int) -> LedgerRecord:
+    return LedgerRecord(
+        request_id=f"req_{secrets.token_hex(8)}",
+        ts=ts,
+        endpoint="chat.completions",
+        status="success",
+        http_status=200,
+        org_id=org_id,
+        provider="openai",
+        requested_model=model,
+        served_model=model,
+        input_tokens=100 + n,
+        output_tokens=10 + n,
+        cost_usd=cost,
+        latency_ms=1.0,
+        overhead_ms=0.1,
+    )
+
+
+async def test_usage_json_equals_the_ledger(config: str, db_url: str) -> None:
+    acme = (await arun_cli("keys", "create", "--config", config, "--org", "acme", "--json")).json()
+    beta = (await arun_cli("keys", "create", "--config", config, "--org", "beta", "--json")).json()
+    rng = random.Random(7)
+    now = datetime.now(UTC)
+    records: list[LedgerRecord] = []
+    for n in range(40):
+        org = acme if n % 3 else beta
+        age = timedelta(days=10) if n % 10 == 0 else timedelta(minutes=rng.randint(1, 600))
+        cost = Decimal(rng.randint(1, 10**10)) / Decimal(10**12)  # 12 places, exact
+        model = rng.choice(["gpt-4o-mini", "claude-haiku-4-5"])
+        records.append(_record(org["org_id"], now - age, cost, model, n))
+    engine = create_engine_for(db_url)
+    try:
+        async with LedgerWriter(engine) as writer:
+            for r in records:
+                writer.submit(r)
+            await writer.flush()
+    finally:
+        engine.dispose()
+
+    def expect(org_id: str | None, days: int) -> tuple[int, Decimal, int, int]:
+        rows = [
+            r
+            for r in records
+            if (org_id is None or r.org_id == org_id) and r.ts >= now - timedelta(days=days)
+        ]
+        return (
+            len(rows),
+            sum((r.cost_usd for r in rows), Decimal(0)),
+            sum(r.input_tokens for r in rows),
+            sum(r.output_tokens for r in rows),
+        )
+
+    for args, org_id, days in [
+        ((), None, 7),
+        (("--org", "acme"), acme["org_id"], 7),
+        (("--org", "beta", "--since", "30d"), beta["org_id"], 30),
+        (("--since", "2w"), None, 14),
+    ]:
+        report = (await arun_cli("usage", "--config", config, "--json", *args)).json()
+        requests, cost, tokens_in, tokens_out = expect(org_id, days)
+        assert requests > 0
+        assert type(report["requests"]) is int and report["requests"] == requests, args
+        assert isinstance(report["cost_usd"], str), report["cost_usd"]
+        assert Decimal(report["cost_usd"]) == cost and report["cost_usd"] == money_str(cost)
+        assert (report["input_tokens"], report["output_tokens"]) == (tokens_in, tokens_out)
+        assert sum(row["requests"] for row in report["rows"]) == requests
+        assert sum(Decimal(row["cost_usd"]) for row in report["rows"]) == cost
+        if org_id is not None:
+            assert {row["org"] for row in report["rows"]} == {args[1]}
+
+    table = await arun_cli("usage", "--config", config)
+    assert table.code == 0, table.err
+    total = next(line for line in table.out.splitlines() if "total" in line)
+    assert format(expect(None, 7)[1], "f") in total, total
+    assert "acme" in table.out and "beta" in table.out
+
+
+def test_usage_empty_ledger(config: str) -> None:
+    report = run_cli("usage", "--config", config, "--json").json()
+    assert report == {
+        "requests": 0,
+        "cost_usd": "0",
+        "input_tokens": 0,
+        "output_tokens": 0,
+        "rows": [],
+    }
+
+
+def test_usage_unknown_org(config: str) -> None:
+    assert_clean_error(run_cli("usage", "--config", config, "--org", "nope"), "unknown org 'nope'")
+
+
+def test_usage_bad_since(config: str) -> None:
+    assert_clean_error(run_cli("usage", "--config", config, "--since", "bogus"), "'bogus'", "7d")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="periods.parse_since does not catch OverflowError: `now - timedelta(days=10**6)` "
+    "(and an amount too large for timedelta) escape as a traceback with exit 1 (a 500 in "
+    "the admin API)",
+)
+@pytest.mark.parametrize("since", ["1000000d", "99999999999999999999d"])
+def test_usage_since_out_of_range(config: str, since: str) -> None:
+    assert_clean_error(run_cli("usage", "--config", config, "--since", since), since)
+
+
+# ----------------------------------------------------------------------------- serve
+
+
+def _line_of(text: str, needle: str) -> int:
+    return next(i for i, line in enumerate(text.splitlines(), start=1) if needle in line)
+
+
+def test_serve_unknown_provider(tmp_path: Path, db_url: str) -> None:
+    text = gateway_toml(MOCK_URL, db_url).replace('["openai:gpt-4o-mini"]', '["azure:gpt-4o-mini"]')
+    (tmp_path / "costwarden.toml").write_text(text, encoding="utf-8")
+    result = run_cli(
+        "serve", "--config", "costwarden.toml", cwd=tmp_path, env=_env(**PROVIDER_ENV), timeout=30
+    )
+    line = _line_of(text, "azure:gpt-4o-mini")
+    assert_clean_error(
+        result, f"costwarden.toml:{line}: routes[0].deployments[0]", "unknown provider 'azure'"
+    )
+
+
+def test_serve_unset_api_key_env(tmp_path: Path, db_url: str) -> None:
+    text = gateway_toml(MOCK_URL, db_url)
+    (tmp_path / "costwarden.toml").write_text(text, encoding="utf-8")
+    env = _env(CW_TEST_ANTHROPIC_KEY="x")
+    result = run_cli("serve", "--config", "costwarden.toml", cwd=tmp_path, env=env, timeout=30)
+    line = _line_of(text, "CW_TEST_OPENAI_KEY")
+    assert_clean_error(
+        result, f"costwarden.toml:{line}: providers[0].api_key_env", "CW_TEST_OPENAI_KEY", "not set"
+    )
+    assert "sk-" not in result.both
+
+
+def test_serve_unpriced_model(tmp_path: Path, db_url: str) -> None:
+    text = gateway_toml(MOCK_URL, db_url) + (
+        '[[routes]]\nmodel = "ft"\ndeployments = ["openai:acme-finetune-7"]\n'
+    )
+    (tmp_path / "costwarden.toml").write_text(text, encoding="utf-8")
+    result = run_cli(
+        "serve", "--config", "costwarden.toml", cwd=tmp_path, env=_env(**PROVIDER_ENV), timeout=30
+    )
+    assert_clean_error(result, "deployment openai:acme-finetune-7")
+    for secret in PROVIDER_ENV.values():
+        assert secret not in result.both
+
+
+def test_settings_command_prints_every_setting() -> None:
+    result = run_cli("settings", env=_env(columns=400))
+    assert result.code == 0, result.err
+    assert "costwarden settings" in result.out
+    for key, _default, env_var, help_text in settings_help():
+        assert key in result.out, key
+        assert env_var in result.out
+        assert help_text.split()[0] in result.out
+    assert "COSTWARDEN_PORT" in result.out and "COSTWARDEN_ADMIN_TOKEN" in result.out
+    # ...and it still renders, folded, in a narrow terminal.
+    narrow = run_cli("settings", env=_env(columns=80))
+    assert narrow.code == 0 and "server.port" in narrow.out
+    assert max(len(line) for line in narrow.out.splitlines()) <= 80
+
+
+# ----------------------------------------------------------------------------- live
+
+
+async def _chat_status(http: aiohttp.ClientSession, base_url: str, key: str) -> int:
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    headers = {"authorization": f"Bearer {key}"}
+    async with http.post(base_url + "/v1/chat/completions", json=body, headers=headers) as r:
+        await r.read()
+        return r.status
+
+
+async def _until_status(
+    http: aiohttp.ClientSession, base_url: str, key: str, want: int, limit: float = 3.0
+) -> float:
+    """Seconds until a chat request with ``key`` gets ``want`` (fails after ``limit``)."""
+    t0 = time.monotonic()
+    while True:
+        status = await _chat_status(http, base_url, key)
+        elapsed = time.monotonic() - t0
+        if status == want:
+            return elapsed
+        assert elapsed < limit, f"still {status} after {elapsed:.2f}s"
+        await asyncio.sleep(0.02)
+
+
+async def test_cli_key_changes_reach_a_running_gateway(
+    mock: MockServer, database_url: str, tmp_path: Path
+) -> None:
+    async with live_gateway(mock, database_url, tmp_path) as gw:
+        config = tmp_path / "cli.toml"
+        config.write_text(gateway_toml(mock.base_url, database_url), encoding="utf-8")
+        async with aiohttp.ClientSession() as http:
+            assert await _chat_status(http, gw.base_url, gw.key) == 200  # the gateway works
+            created = await arun_cli(
+                "keys", "create", "--config", str(config), "--org", "cli", "--json"
+            )
+            key = created.json()["key"]
+            live_after = await _until_status(http, gw.base_url, key, 200)
+            assert live_after < 1.0, f"new key took {live_after:.2f}s to work"
+
+            revoked = await arun_cli(
+                "keys", "revoke", "--config", str(config), created.json()["id"]
+            )
+            assert revoked.code == 0, revoked.err
+            dead_after = await _until_status(http, gw.base_url, key, 401)
+            assert dead_after < 1.0, f"revoked key still worked {dead_after:.2f}s later"
+            # The gateway's own key is untouched.
+            assert await _chat_status(http, gw.base_url, gw.key) == 200
+
+
+async def test_unknown_keys_do_not_query_the_database(mock: MockServer, tmp_path: Path) -> None:
+    async with live_gateway(mock, f"sqlite:///{tmp_path}/cw.db", tmp_path) as gw:
+        refresh = gw.app.settings.server.key_refresh_seconds
+        assert refresh == 0.2
+        statements: list[str] = []
+
+        def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            statements.append(statement)
+
+        event.listen(gw.app.engine, "before_cursor_execute", count)
+        try:
+            rng = random.Random(2000)
+            keys = [
+                "cw-" + "".join(rng.choices("abcdefghijklmnopqrstuvwxyz0123456789", k=43))
+                for _ in range(2000)
+            ]
+            statuses: list[int] = []
+            connector = aiohttp.TCPConnector(limit=64)
+            async with aiohttp.ClientSession(connector=connector) as http:
+                sem = asyncio.Semaphore(64)
+
+                async def one(key: str) -> None:
+                    async with sem:
+                        statuses.append(await _chat_status(http, gw.base_url, key))
+
+                t0 = time.monotonic()
+                await asyncio.gather(*(one(k) for k in keys))
+                duration = time.monotonic() - t0
+                burst = list(statements)
+                # Sanity: a valid key still works afterwards.
+                assert await _chat_status(http, gw.base_url, gw.key) == 200
+        finally:
+            event.remove(gw.app.engine, "before_cursor_execute", count)
+    assert statuses == [401] * 2000
+    # Transaction control (BEGIN/COMMIT...) rides along with each poll's SELECT; count the
+    # statements that read or write data.
+    queries = [
+        s
+        for s in burst
+        if not s.lstrip().upper().startswith(("BEGIN", "COMMIT", "ROLLBACK", "PRAGMA"))
+    ]
+    bound = duration / refresh + 2
+    assert len(queries) <= bound, (len(queries), duration, queries[:5])
+    # ...and those are the key cache's polls, not per-request lookups.
+    assert all("virtual_keys" in q and "updated_at" in q for q in queries), queries[:3]
