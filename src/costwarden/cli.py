@@ -10,9 +10,11 @@ import functools
 import json
 import sys
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any, TypeVar
 
 import click
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -254,18 +256,24 @@ def usage(config: str, org: str | None, since: str, as_json: bool) -> None:
     print_usage(report, _out, title=f"spend since {since}")
 
 
+def _money(value: Decimal) -> str:
+    text = format(value.normalize(), "f")
+    return text if value else "0"
+
+
 def print_usage(report: Any, console: Console, *, title: str) -> None:
-    table = Table(title=title)
+    table = Table(title=title, box=box.SIMPLE_HEAD)
     for column, justify in (
         ("day", "left"),
         ("org", "left"),
         ("model", "left"),
-        ("requests", "right"),
-        ("input tok", "right"),
-        ("output tok", "right"),
+        ("reqs", "right"),
+        ("in tok", "right"),
+        ("out tok", "right"),
         ("cost USD", "right"),
     ):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+        # fold, never truncate: a spend table with "0.000193…" in it is useless
+        table.add_column(column, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for row in report.rows:
         table.add_row(
             row.day,
@@ -274,7 +282,7 @@ def print_usage(report: Any, console: Console, *, title: str) -> None:
             str(row.requests),
             str(row.input_tokens),
             str(row.output_tokens),
-            format(row.cost_usd, "f"),
+            _money(row.cost_usd),
         )
     table.add_section()
     table.add_row(
@@ -284,7 +292,7 @@ def print_usage(report: Any, console: Console, *, title: str) -> None:
         str(report.requests),
         str(report.input_tokens),
         str(report.output_tokens),
-        format(report.cost_usd, "f"),
+        _money(report.cost_usd),
     )
     console.print(table)
 

@@ -17,7 +17,6 @@ import aiohttp
 import orjson
 import uvicorn
 from rich.console import Console
-from rich.panel import Panel
 
 from costwarden.app import create_app
 from costwarden.logs import configure_logging
@@ -203,4 +202,6 @@ client = Anthropic(base_url="{base}", api_key="{key}")
 
 Spend so far:  costwarden usage --config {config_path}
 Press Ctrl-C to stop."""
-    console.print(Panel(text, title="try it", expand=False), highlight=False, soft_wrap=True)
+    # Plain text, soft-wrapped: the snippets must survive copy-paste from any terminal width.
+    console.rule("try it")
+    console.print(text, highlight=False, soft_wrap=True, markup=False)
