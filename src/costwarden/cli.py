@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import click
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from costwarden.errors import CostwardenError
@@ -33,7 +34,7 @@ def _friendly(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except CostwardenError as exc:
-            _err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            _err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             sys.exit(2)
 
     return wrapper  # type: ignore[return-value]
@@ -131,7 +132,7 @@ def settings_cmd() -> None:
     for column in ("setting", "default", "env", "meaning"):
         table.add_column(column, overflow="fold")
     for row in settings_help():
-        table.add_row(*row)
+        table.add_row(*(escape(cell) for cell in row))
     _out.print(table)
 
 
@@ -165,7 +166,7 @@ def keys_create(
     if as_json:
         click.echo(json.dumps({"key": plaintext, **key_json(record)}))
         return
-    _out.print(f"created key [bold]{record.id}[/] for org [bold]{record.org_name}[/]")
+    _out.print(f"created key [bold]{record.id}[/] for org [bold]{escape(record.org_name)}[/]")
     _out.print("key (shown once, store it now):")
     click.echo(plaintext)
 
@@ -190,15 +191,15 @@ def keys_list(config: str, org: str | None, as_json: bool) -> None:
         return
     table = Table(title="virtual keys")
     for column in ("id", "prefix", "org", "project", "name", "created", "status"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold", no_wrap=column == "id")
     for r in records:
         status = f"revoked {r.revoked_at:%Y-%m-%d %H:%M}" if r.revoked_at else "active"
         table.add_row(
             r.id,
-            r.prefix + "…",
-            r.org_name,
-            r.project_name or "",
-            r.name or "",
+            escape(r.prefix) + "…",
+            escape(r.org_name),
+            escape(r.project_name or ""),
+            escape(r.name or ""),
             f"{r.created_at:%Y-%m-%d %H:%M}",
             status,
         )
@@ -223,7 +224,7 @@ def keys_revoke(config: str, key_id: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(key_json(record)))
     else:
-        _out.print(f"revoked key [bold]{record.id}[/] of org {record.org_name}")
+        _out.print(f"revoked key [bold]{record.id}[/] of org {escape(record.org_name)}")
 
 
 # ---------------------------------------------------------------------- usage
@@ -277,8 +278,8 @@ def print_usage(report: Any, console: Console, *, title: str) -> None:
     for row in report.rows:
         table.add_row(
             row.day,
-            row.org,
-            row.model,
+            escape(row.org),
+            escape(row.model),
             str(row.requests),
             str(row.input_tokens),
             str(row.output_tokens),

@@ -19,7 +19,10 @@ def parse_since(value: str | None, *, now: datetime | None = None) -> datetime |
     match = _SPAN.match(value)
     if match:
         amount, unit = int(match.group(1)), match.group(2)
-        return now - timedelta(**{_UNITS[unit]: amount})
+        try:
+            return now - timedelta(**{_UNITS[unit]: amount})
+        except OverflowError:
+            raise InvalidInput(f"since={value!r} reaches back before year 1") from None
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:

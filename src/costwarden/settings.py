@@ -97,7 +97,7 @@ class PriceOverride:
 @dataclasses.dataclass(slots=True)
 class DeploymentSettings:
     id: str = _setting("", "provider:model, as routes name it.")
-    provider: str = _setting("", "Provider name (the part before the colon).")
+    provider: str = dataclasses.field(default="", metadata={"help": ""})  # from the id
     model: str = _setting("", "Model name sent upstream (defaults to the part after the colon).")
     price: PriceOverride | None = _setting(None, "Per-deployment price override (USD per MTok).")
 
@@ -129,6 +129,15 @@ class Settings:
         raise KeyError(name)
 
 
+_RATE_HELP = {
+    "input_mtok": 'USD per million prompt tokens (a string, e.g. "0.15").',
+    "cached_input_mtok": "USD per million prompt tokens read from the provider's cache.",
+    "cache_write_mtok": "USD per million prompt tokens written to the provider's cache.",
+    "output_mtok": "USD per million completion tokens.",
+    "reasoning_mtok": "USD per million reasoning tokens (defaults to the output rate).",
+}
+
+
 def settings_help() -> list[tuple[str, str, str, str]]:
     """(key, default, env var, help) for every documented setting."""
     rows: list[tuple[str, str, str, str]] = []
@@ -147,6 +156,8 @@ def settings_help() -> list[tuple[str, str, str, str]]:
             rows.append(
                 (f"{section}.{f.name}", default, f.metadata.get("env") or "", f.metadata["help"])
             )
+    for rate, meaning in _RATE_HELP.items():
+        rows.append((f"deployments[].price.{rate}", "", "", meaning))
     rows.append(("(env only)", "", "COSTWARDEN_ADMIN_TOKEN", "Bearer token for the admin API."))
     return rows
 
@@ -154,24 +165,74 @@ def settings_help() -> list[tuple[str, str, str, str]]:
 # ---------------------------------------------------------------- loading
 
 
+_TABLE_HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-]+)\s*\]\]?")
+_PATH_PART = re.compile(r"^([A-Za-z0-9_\-]+)(?:\[(\d+)\])?$")
+
+
 class _Ctx:
-    """Carries the file name and text so errors can point at a line."""
+    """Carries the file name and text so errors can point at the right line.
+
+    A key path such as ``routes[1].deployments[0]`` is resolved to the second ``[[routes]]``
+    table, and within it to the ``deployments = ...`` line.
+    """
 
     def __init__(self, source: str, text: str) -> None:
         self.source = source
-        self.lines = text.splitlines()
+        self.lines = [line.split("#", 1)[0] for line in text.splitlines()]
+        self._blocks: dict[tuple[str, int | None], tuple[int, int]] = {}
+        counts: dict[str, int] = {}
+        current: tuple[str, int | None] | None = None
+        for i, line in enumerate(self.lines):
+            match = _TABLE_HEADER.match(line)
+            if not match:
+                continue
+            if current is not None:
+                self._blocks[current] = (self._blocks[current][0], i)
+            name = match.group(2)
+            index: int | None = None
+            if match.group(1) == "[[":
+                index = counts.get(name, 0)
+                counts[name] = index + 1
+            current = (name, index)
+            self._blocks[current] = (i, len(self.lines))
 
     def fail(self, key: str, message: str, needle: str | None = None) -> ConfigError:
-        line = self._line_of(needle) if needle else None
+        line = self._line_for(key, needle)
         where = f"{self.source}:{line}" if line else self.source
         return ConfigError(f"{where}: {key}: {message}")
 
-    def _line_of(self, needle: str) -> int | None:
-        quoted = (f'"{needle}"', f"'{needle}'", needle)
-        for q in quoted:
-            for i, line in enumerate(self.lines, start=1):
-                if q in line.split("#", 1)[0]:
-                    return i
+    def _line_for(self, key: str, needle: str | None) -> int | None:
+        parts = key.split(".")
+        head = _PATH_PART.match(parts[0])
+        start, end = 0, len(self.lines)
+        if head:
+            index = int(head.group(2)) if head.group(2) is not None else None
+            start, end = self._blocks.get((head.group(1), index), (start, end))
+        field_match = _PATH_PART.match(parts[-1]) if len(parts) > 1 else None
+        field = field_match.group(1) if field_match else None
+        assign = re.compile(rf"^\s*{re.escape(field)}\s*=") if field else None
+        inline = re.compile(rf"[{{,]\s*{re.escape(field)}\s*=") if field else None
+        quoted = (f'"{needle}"', f"'{needle}'") if needle else ()
+        block = list(enumerate(self.lines[start:end], start=start + 1))
+
+        def assigns(text: str) -> bool:
+            return assign is not None and assign.match(text) is not None
+
+        def mentions(text: str) -> bool:
+            return any(q in text for q in quoted)
+
+        def inline_assigns(text: str) -> bool:  # a key inside an inline table
+            return inline is not None and inline.search(text) is not None
+
+        for number, text in block:
+            if assigns(text) and mentions(text):
+                return number
+        for test in (assigns, inline_assigns, mentions):
+            for number, text in block:
+                if test(text):
+                    return number
+        if head and (start, end) != (0, len(self.lines)):
+            return start + 1  # the table's header line
         return None
 
 
@@ -224,11 +285,17 @@ def _build(
     _apply_env(server, env, ctx)
     _apply_env(storage, env, ctx)
     if storage.ledger_mode not in LEDGER_MODES:
-        raise ctx.fail("storage.ledger_mode", f"must be one of {LEDGER_MODES}", storage.ledger_mode)
+        raise _invalid(
+            ctx, env, storage, "storage", "ledger_mode", f"must be one of {LEDGER_MODES}"
+        )
     if not (0 < server.port < 65536):
-        raise ctx.fail("server.port", "must be between 1 and 65535", "port")
+        raise _invalid(ctx, env, server, "server", "port", "must be between 1 and 65535")
     if server.max_body_bytes <= 0:
-        raise ctx.fail("server.max_body_bytes", "must be positive", "max_body_bytes")
+        raise _invalid(ctx, env, server, "server", "max_body_bytes", "must be positive")
+    if server.key_refresh_seconds <= 0:
+        raise _invalid(ctx, env, server, "server", "key_refresh_seconds", "must be positive")
+    if storage.flush_interval_ms <= 0:
+        raise _invalid(ctx, env, storage, "storage", "flush_interval_ms", "must be positive")
 
     providers = _providers(raw.get("providers", []), ctx, env, require_secrets)
     deployments = _deployments(raw.get("deployments", []), providers, ctx)
@@ -241,6 +308,16 @@ def _build(
         routes=routes,
         admin_token=env.get("COSTWARDEN_ADMIN_TOKEN") or None,
     )
+
+
+def _invalid(
+    ctx: _Ctx, env: Mapping[str, str], obj: Any, section: str, name: str, message: str
+) -> ConfigError:
+    """An invalid value, blamed on the environment variable when that is where it came from."""
+    var = next(f.metadata.get("env") for f in dataclasses.fields(obj) if f.name == name)
+    if var and var in env:
+        return ConfigError(f"environment {var}={env[var]!r}: {section}.{name}: {message}")
+    return ctx.fail(f"{section}.{name}", message, str(getattr(obj, name)))
 
 
 def _section(cls: type[Any], data: Any, key: str, ctx: _Ctx) -> Any:
@@ -260,6 +337,8 @@ def _coerce(value: Any, f: dataclasses.Field[Any], key: str, ctx: _Ctx) -> Any:
     if want is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if want is bool or isinstance(value, bool):
+        if want is not bool:
+            raise ctx.fail(key, f"expected {want.__name__}, got a boolean", None)
         if not isinstance(value, bool):
             raise ctx.fail(key, f"expected true/false, got {value!r}", key.rsplit(".", 1)[-1])
         return value

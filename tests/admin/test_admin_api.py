@@ -105,11 +105,6 @@ async def test_admin_token_scheme_is_case_insensitive(client: httpx.AsyncClient)
     assert r.status_code == 200, r.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="admin.api.authorized() passes the header text to hmac.compare_digest, which "
-    "raises TypeError for non-ASCII str, so a non-ASCII bearer token gives 500, not 401",
-)
 async def test_non_ascii_token_is_401(client: httpx.AsyncClient) -> None:
     r = await client.get("/admin/keys", headers={"authorization": b"Bearer adm-secr\xe9t"})
     _assert_error(r, 401)
@@ -255,11 +250,6 @@ async def test_create_key_bad_input_is_400_and_creates_nothing(
     assert len(gw.app.keys) == len(before_keys)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="admin.api._org_json calls org._asdict(), but repo.list_orgs returns OrgRecord "
-    "dataclasses (no _asdict), so GET /admin/orgs is a 500 whenever an org exists",
-)
 async def test_list_orgs(client: httpx.AsyncClient, gw: LiveGateway) -> None:
     await _create(client, org="beta")
     r = await client.get("/admin/orgs", headers=AUTH)
@@ -353,11 +343,6 @@ async def test_usage_bad_since_is_400(client: httpx.AsyncClient) -> None:
     assert "last tuesday" in _assert_error(r, 400, "invalid_request_error")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="periods.parse_since lets OverflowError escape (now - timedelta(days=10**6)), "
-    "which the admin app does not map, so the response is a 500",
-)
 async def test_usage_since_out_of_range_is_400(client: httpx.AsyncClient) -> None:
     r = await client.get("/admin/usage", params={"since": "1000000d"}, headers=AUTH)
     _assert_error(r, 400)

@@ -57,7 +57,9 @@ def create_admin_app(gateway: CostwardenApp) -> Starlette:
             return _error(403, "admin_disabled", "the admin API is off: set COSTWARDEN_ADMIN_TOKEN")
         given = request.headers.get("authorization", "")
         scheme, _, value = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip(), token):
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            value.strip().encode(), token.encode()
+        ):
             return _error(401, "authentication_error", "missing or wrong admin token")
         return None
 
@@ -153,10 +155,8 @@ def create_admin_app(gateway: CostwardenApp) -> Starlette:
     )
 
 
-def _org_json(org: Any) -> dict[str, Any]:
-    if isinstance(org, dict):
-        return org
-    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in org._asdict().items()}
+def _org_json(org: repo.OrgRecord) -> dict[str, Any]:
+    return {"id": org.id, "name": org.name, "created_at": org.created_at.isoformat()}
 
 
 _KEY_SCHEMA = {
