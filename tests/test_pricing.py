@@ -123,15 +123,34 @@ def test_exact_decimal_no_float_rounding() -> None:
 # ------------------------------------------------------------------ claude-sonnet-4-5
 
 
-def test_sonnet_4_5_is_tiered_so_needs_an_override() -> None:
-    """genai-prices prices claude-sonnet-4-5 in tiers; a flat rate would be wrong above the
-    tier threshold, so resolving it without an override is a ConfigError naming it."""
-    with pytest.raises(ConfigError) as info:
+def test_sonnet_4_5_tiered_prices_match_genai_on_both_sides_of_the_tier() -> None:
+    """genai-prices prices claude-sonnet-4-5 in tiers by prompt size; without an override
+    the deployment keeps genai-prices' own tiered calculation, exact above the tier too."""
+    rates = resolve_rates(
+        "anthropic", "claude-sonnet-4-5", None, deployment="anthropic:claude-sonnet-4-5"
+    )
+    assert rates.source == "genai-prices (tiered)"
+    rng = random.Random(4545)
+    for _ in range(200):
+        inp = rng.randint(0, 400_000)
+        cached = rng.randint(0, inp)
+        written = rng.randint(0, inp - cached)
+        output = rng.randint(0, 50_000)
+        usage = TokenUsage(inp, cached, written, output, 0)
+        assert rates.cost(usage) == _genai("anthropic", "claude-sonnet-4-5", usage), usage
+    small = rates.cost(TokenUsage(input_tokens=100_000, output_tokens=0))
+    large = rates.cost(TokenUsage(input_tokens=300_000, output_tokens=0))
+    assert large / 300_000 > small / 100_000  # the upper tier really costs more per token
+
+
+def test_tiered_model_partial_override_is_refused() -> None:
+    with pytest.raises(ConfigError, match="anthropic:claude-sonnet-4-5.*tiers"):
         resolve_rates(
-            "anthropic", "claude-sonnet-4-5", None, deployment="anthropic:claude-sonnet-4-5"
+            "anthropic",
+            "claude-sonnet-4-5",
+            PriceOverride(output_mtok=Decimal("15")),
+            deployment="anthropic:claude-sonnet-4-5",
         )
-    message = str(info.value)
-    assert "anthropic:claude-sonnet-4-5" in message and "input_mtok" in message
 
 
 def test_sonnet_4_5_with_base_tier_override_matches_genai_below_the_tier() -> None:

@@ -1,7 +1,8 @@
 """Prices: from genai-prices (offline data shipped with the package), overridable per deployment.
 
 Rates are resolved once per deployment at startup, so the request path does a handful of
-Decimal multiplications instead of a price lookup. The arithmetic follows genai-prices'
+Decimal multiplications instead of a price lookup (models priced in tiers by prompt size keep
+genai-prices' own calculation, see ``TieredRates``). The arithmetic follows genai-prices'
 semantics exactly: ``input_tokens`` counts every prompt token, cached reads and cache writes
 included, and ``output_tokens`` counts every completion token, reasoning included; the cached
 and reasoning parts are priced at their own rate (falling back to the plain rate). Tests hold
@@ -13,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from costwarden.errors import ConfigError
 from costwarden.settings import PriceOverride
@@ -65,6 +66,31 @@ class Rates:
         return total / _MILLION
 
 
+class Pricer(Protocol):
+    """Anything that turns usage into USD: flat ``Rates`` or genai-prices' tiered prices."""
+
+    @property
+    def source(self) -> str: ...
+
+    def cost(self, usage: TokenUsage) -> Decimal: ...
+
+
+class TieredRates:
+    """Prices that change with prompt size (e.g. above 200k tokens): genai-prices computes them.
+
+    Slower than flat ``Rates`` (a genai-prices calculation per request) but exact for every tier.
+    """
+
+    source = "genai-prices (tiered)"
+
+    def __init__(self, model_price: Any) -> None:
+        self._model_price = model_price
+
+    def cost(self, usage: TokenUsage) -> Decimal:
+        total: Decimal = self._model_price.calc_price(genai_usage(usage))["total_price"]
+        return total
+
+
 def genai_usage(usage: TokenUsage) -> Any:
     """The same usage as a ``genai_prices.Usage`` (for tests and for tiered prices)."""
     from genai_prices import Usage
@@ -84,7 +110,7 @@ def genai_usage(usage: TokenUsage) -> Any:
 
 def resolve_rates(
     price_provider: str, model: str, override: PriceOverride | None, *, deployment: str
-) -> Rates:
+) -> Pricer:
     """Rates for a deployment: genai-prices' current price with the override laid over it.
 
     A model genai-prices does not know, or prices in tiers, needs an override giving at least
@@ -92,6 +118,15 @@ def resolve_rates(
     unknown price would silently get the money wrong.
     """
     base = _genai_rates(price_provider, model)
+    if isinstance(base, TieredRates):
+        if override is None:
+            return base
+        if override.input_mtok is None or override.output_mtok is None:
+            raise ConfigError(
+                f"deployment {deployment}: genai-prices prices {model!r} in tiers; a price "
+                "override replaces them all, so it must give at least input_mtok and output_mtok"
+            )
+        base = None
     if override is None:
         if base is None:
             raise ConfigError(
@@ -121,7 +156,7 @@ def _pick(override: Decimal | None, base: Decimal | None) -> Any:
     return base if override is None else override
 
 
-def _genai_rates(price_provider: str, model: str) -> Rates | None:
+def _genai_rates(price_provider: str, model: str) -> Rates | TieredRates | None:
     from genai_prices import Usage, calc_price
 
     try:
@@ -139,7 +174,7 @@ def _genai_rates(price_provider: str, model: str) -> Rates | None:
         for name in ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok")
     }
     if not all(v is None or isinstance(v, Decimal) for v in values.values()):
-        return None  # tiered prices: not a flat rate
+        return TieredRates(mp)
     if values["input_mtok"] is None:
         return None
     return Rates(

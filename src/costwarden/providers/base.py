@@ -11,7 +11,7 @@ import abc
 import dataclasses
 from typing import Any, ClassVar
 
-from costwarden.pricing import Rates, TokenUsage
+from costwarden.pricing import Pricer, TokenUsage
 from costwarden.settings import ProviderSettings
 
 
@@ -85,7 +85,7 @@ class Deployment:
     id: str
     adapter: ProviderAdapter
     model: str
-    rates: Rates
+    rates: Pricer
 
 
 def make_adapter(settings: ProviderSettings) -> ProviderAdapter:
