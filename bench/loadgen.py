@@ -98,8 +98,14 @@ def run_wrk(
     """Run wrk once; returns the parsed figures and the raw report."""
     threads = min(connections, 2)  # two cores: more threads would only fight the servers
     cmd = [
-        wrk, f"-t{threads}", f"-c{connections}", f"-d{duration_s:g}s",
-        "--latency", "-s", str(script), url,
+        wrk,
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{duration_s:g}s",
+        "--latency",
+        "-s",
+        str(script),
+        url,
     ]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration_s + 60)
@@ -116,9 +122,7 @@ _PCT = re.compile(r"^\s*(50|90|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s|m|h)\s*$", re.M)
 _REQS = re.compile(r"^\s*(\d+) requests in ", re.M)
 _RPS = re.compile(r"^Requests/sec:\s+([\d.]+)", re.M)
 _NON2XX = re.compile(r"^\s*Non-2xx or 3xx responses:\s+(\d+)", re.M)
-_SOCKET = re.compile(
-    r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", re.M
-)
+_SOCKET = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", re.M)
 
 
 def parse_wrk(text: str) -> WrkResult:

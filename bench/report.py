@@ -175,10 +175,14 @@ def _main_table(pairs: list[Pair]) -> str:
     ]
     for p in pairs:
         d, g = p.direct, p.gateway
-        rows.append(f"| mock direct | {p.connections} | {d.rps:,.0f} | {d.p50_ms:.2f} "
-                    f"| {d.p99_ms:.2f} | – | – |")
-        rows.append(f"| via gateway | {p.connections} | {g.rps:,.0f} | {g.p50_ms:.2f} "
-                    f"| {g.p99_ms:.2f} | {g.p50_ms - d.p50_ms:+.2f} | {g.p99_ms - d.p99_ms:+.2f} |")
+        rows.append(
+            f"| mock direct | {p.connections} | {d.rps:,.0f} | {d.p50_ms:.2f} "
+            f"| {d.p99_ms:.2f} | – | – |"
+        )
+        rows.append(
+            f"| via gateway | {p.connections} | {g.rps:,.0f} | {g.p50_ms:.2f} "
+            f"| {g.p99_ms:.2f} | {g.p50_ms - d.p50_ms:+.2f} | {g.p99_ms - d.p99_ms:+.2f} |"
+        )
     return "\n".join(rows)
 
 
@@ -220,8 +224,10 @@ def _raw_table(pairs: list[Pair]) -> str:
     for p in pairs:
         for name, r in (("mock direct", p.direct), ("via gateway", p.gateway)):
             errors = ", ".join(f"{k} {v}" for k, v in r.socket_errors.items() if v) or "0"
-            rows.append(f"| {name} | {p.connections} | {r.requests} | {r.p90_ms:.2f} "
-                        f"| {r.non_2xx} | {errors} |")
+            rows.append(
+                f"| {name} | {p.connections} | {r.requests} | {r.p90_ms:.2f} "
+                f"| {r.non_2xx} | {errors} |"
+            )
     return "\n".join(rows)
 
 
@@ -231,7 +237,7 @@ def write(out: Path, section: str) -> None:
     text = out.read_text(encoding="utf-8") if out.exists() else INTRO
     start, end = text.find(START), text.find(END)
     if start >= 0 and end > start:
-        text = text[:start] + block + text[end + len(END):]
+        text = text[:start] + block + text[end + len(END) :]
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     out.parent.mkdir(parents=True, exist_ok=True)

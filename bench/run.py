@@ -165,8 +165,10 @@ def header_samples(bench: Bench, port: int, key: str) -> list[float]:
 
 
 def ledger_check(bench: Bench, gateway: stack.Service, db: Path) -> report.LedgerCheck:
-    code = bench.phase("SIGTERM to the gateway, waiting for it to drain and exit",
-                       lambda: gateway.terminate(STOP_TIMEOUT_S))
+    code = bench.phase(
+        "SIGTERM to the gateway, waiting for it to drain and exit",
+        lambda: gateway.terminate(STOP_TIMEOUT_S),
+    )
     # uvicorn re-raises the signal after its graceful shutdown, so -SIGTERM is a clean exit.
     if code not in (0, -signal.SIGTERM):
         bench.problems.append(f"gateway exited with status {code} after SIGTERM")
@@ -236,7 +238,8 @@ def print_table(console: Console, run: report.Run) -> None:
             f"c={p.connections:<4} direct p50 {p.direct.p50_ms:7.2f} ms  "
             f"gateway p50 {p.gateway.p50_ms:7.2f} ms  "
             f"overhead p50 {p.gateway.p50_ms - p.direct.p50_ms:+.2f} ms, "
-            f"p99 {p.gateway.p99_ms - p.direct.p99_ms:+.2f} ms", highlight=False,
+            f"p99 {p.gateway.p99_ms - p.direct.p99_ms:+.2f} ms",
+            highlight=False,
         )
 
 

@@ -18,6 +18,8 @@ from typing import IO
 
 from loadgen import BenchError
 
+from costwarden.mock.config import mock_gateway_toml
+
 HOST = "127.0.0.1"
 # The gateway reads provider credentials from these; the mock accepts anything.
 UPSTREAM_ENV = {
@@ -35,8 +37,12 @@ class Service:
         self._log_file: IO[bytes] = log.open("wb")
         # Own session, so cleanup can kill anything it spawned along with it.
         self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT,
-            env=env, start_new_session=True,
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
         )
 
     def alive(self) -> bool:
@@ -93,36 +99,7 @@ def clean_env() -> dict[str, str]:
 
 def write_config(path: Path, db: Path, mock_port: int, gateway_port: int) -> Path:
     mock = f"http://{HOST}:{mock_port}"
-    path.write_text(
-        f"""[server]
-host = "{HOST}"
-port = {gateway_port}
-
-[storage]
-database_url = "sqlite:///{db}"
-
-[[providers]]
-name = "openai"
-type = "openai"
-base_url = "{mock}/v1"
-api_key_env = "OPENAI_API_KEY"
-
-[[providers]]
-name = "anthropic"
-type = "anthropic"
-base_url = "{mock}"
-api_key_env = "ANTHROPIC_API_KEY"
-
-[[routes]]
-model = "gpt-4o-mini"
-deployments = ["openai:gpt-4o-mini"]
-
-[[routes]]
-model = "claude-haiku-4-5"
-deployments = ["anthropic:claude-haiku-4-5"]
-""",
-        encoding="utf-8",
-    )
+    path.write_text(mock_gateway_toml(mock, f"sqlite:///{db}", port=gateway_port), encoding="utf-8")
     return path
 
 

@@ -15,6 +15,7 @@ import uvicorn
 
 from costwarden.app import CostwardenApp, create_app
 from costwarden.mock import MockServer
+from costwarden.mock.config import mock_gateway_toml
 from costwarden.server import uvicorn_config
 from costwarden.settings import load_settings
 from costwarden.storage import repo
@@ -58,46 +59,20 @@ def gateway_toml(
     ledger_mode: str = "batched",
     timeout: float = 3.0,
     port: int = 4000,
-    extra: str = "",
 ) -> str:
-    return f"""
-[server]
-host = "127.0.0.1"
-port = {port}
-key_refresh_seconds = 0.2
-
-[storage]
-database_url = "{database_url}"
-ledger_mode = "{ledger_mode}"
-flush_interval_ms = 50
-
-[[providers]]
-name = "openai"
-type = "openai"
-base_url = "{mock_url}/v1"
-api_key_env = "CW_TEST_OPENAI_KEY"
-timeout = {timeout}
-
-[[providers]]
-name = "anthropic"
-type = "anthropic"
-base_url = "{mock_url}"
-api_key_env = "CW_TEST_ANTHROPIC_KEY"
-timeout = {timeout}
-
-[[routes]]
-model = "gpt-4o-mini"
-deployments = ["openai:gpt-4o-mini"]
-
-[[routes]]
-model = "text-embedding-3-small"
-deployments = ["openai:text-embedding-3-small"]
-
-[[routes]]
-model = "claude-haiku-4-5"
-deployments = ["anthropic:claude-haiku-4-5"]
-{extra}
-"""
+    """The mock-backed config, with provider credentials read from the test variables."""
+    text = mock_gateway_toml(
+        mock_url,
+        database_url,
+        port=port,
+        ledger_mode=ledger_mode,
+        flush_interval_ms=50,
+        key_refresh_seconds=0.2,
+        timeout=timeout,
+    )
+    return text.replace('"OPENAI_API_KEY"', '"CW_TEST_OPENAI_KEY"').replace(
+        '"ANTHROPIC_API_KEY"', '"CW_TEST_ANTHROPIC_KEY"'
+    )
 
 
 @dataclasses.dataclass

@@ -21,42 +21,11 @@ from rich.console import Console
 from costwarden.app import create_app
 from costwarden.logs import configure_logging
 from costwarden.mock import serve_mock
+from costwarden.mock.config import mock_gateway_toml
 from costwarden.server import uvicorn_config
 from costwarden.settings import load_settings
 from costwarden.storage import repo
 from costwarden.storage.usage import usage_report
-
-DEMO_CONFIG = """\
-# Written by `costwarden demo`. Reuse it: costwarden usage --config {path}
-[server]
-host = "127.0.0.1"
-port = {port}
-
-[storage]
-database_url = "sqlite:///{db}"
-
-[[providers]]
-name = "openai"
-type = "openai"
-base_url = "{mock}/v1"
-
-[[providers]]
-name = "anthropic"
-type = "anthropic"
-base_url = "{mock}"
-
-[[routes]]
-model = "gpt-4o-mini"
-deployments = ["openai:gpt-4o-mini"]
-
-[[routes]]
-model = "text-embedding-3-small"
-deployments = ["openai:text-embedding-3-small"]
-
-[[routes]]
-model = "claude-haiku-4-5"
-deployments = ["anthropic:claude-haiku-4-5"]
-"""
 
 _REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
     (
@@ -131,11 +100,13 @@ async def _demo(data: Path, port: int, once: bool, console: Console) -> None:
     async with serve_mock(host="127.0.0.1", port=0) as mock:
         config_path = data / "costwarden.toml"
         config_path.write_text(
-            DEMO_CONFIG.format(
-                path=config_path,
+            mock_gateway_toml(
+                mock.base_url,
+                f"sqlite:///{(data / 'costwarden.db').resolve()}",
                 port=port or 4000,
-                db=(data / "costwarden.db").resolve(),
-                mock=mock.base_url,
+                credentials=False,
+                header=f"# Written by `costwarden demo`. Reuse it: "
+                f"costwarden usage --config {config_path}\n",
             ),
             encoding="utf-8",
         )

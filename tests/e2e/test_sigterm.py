@@ -66,7 +66,8 @@ async def _one(http: aiohttp.ClientSession, url: str, key: str) -> int | None:
 async def test_sigterm_under_load_loses_no_ledger_rows(
     mock: MockServer, database_url: str, tmp_path: Path
 ) -> None:
-    mock.state.update(latency_ms=600)
+    # Long enough that all requests are in flight together even on a busy 2-core machine.
+    mock.state.update(latency_ms=2000)
     port = _free_port()
     config = tmp_path / "costwarden.toml"
     config.write_text(gateway_toml(mock.base_url, database_url, port=port, timeout=30))
@@ -90,8 +91,8 @@ async def test_sigterm_under_load_loses_no_ledger_rows(
         connector = aiohttp.TCPConnector(limit=0)
         async with aiohttp.ClientSession(connector=connector) as http:
             tasks = [asyncio.create_task(_one(http, url, key)) for _ in range(CONCURRENCY)]
-            for _ in range(200):
-                if mock.state.in_flight >= 200:
+            for _ in range(1000):
+                if mock.state.in_flight >= 250:
                     break
                 await asyncio.sleep(0.01)
             in_flight = mock.state.in_flight
