@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import logging
 import re
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal, InvalidOperation
@@ -42,10 +44,10 @@ logger = logging.getLogger(__name__)
 
 Bind = Engine | Connection
 
+SQLITE_BUSY_TIMEOUT_S = 10.0
 SQLITE_PRAGMAS = (
-    "PRAGMA journal_mode=WAL",
+    f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}",
     "PRAGMA synchronous=NORMAL",
-    "PRAGMA busy_timeout=10000",
     "PRAGMA foreign_keys=ON",
 )
 
@@ -143,9 +145,25 @@ def _sqlite_on_connect(dbapi_connection: Any, connection_record: Any) -> None:
     try:
         for pragma in SQLITE_PRAGMAS:
             cursor.execute(pragma)
+        _enable_wal(cursor)
     finally:
         cursor.close()
     dbapi_connection.create_aggregate("dsum", 1, DecimalSum)
+
+
+def _enable_wal(cursor: Any) -> None:
+    # Switching a fresh database to WAL needs an exclusive lock, and SQLite answers "database
+    # is locked" at once, without its busy handler, while another connection holds one (two
+    # processes migrating a new database together). Wait for it like busy_timeout would.
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def _sqlite_on_begin(conn: Connection) -> None:
