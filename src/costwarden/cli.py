@@ -238,16 +238,12 @@ def keys_revoke(config: str, key_id: str, as_json: bool) -> None:
 @_friendly
 def usage(config: str, org: str | None, since: str, as_json: bool) -> None:
     """Spend by org, model and day, from the ledger."""
-    from costwarden.errors import NotFound
     from costwarden.periods import parse_since
-    from costwarden.storage import repo
     from costwarden.storage.usage import usage_report
 
     start = parse_since(since)
     engine = _engine(_settings(config, need_secrets=False))
     try:
-        if org is not None and repo.get_org_by_name(engine, org) is None:
-            raise NotFound(f"unknown org {org!r}")
         report = usage_report(engine, org=org, since=start)
     finally:
         engine.dispose()

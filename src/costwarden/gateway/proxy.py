@@ -224,10 +224,6 @@ class Proxy:
 
     # ------------------------------------------------------------------ upstream
 
-    def _timeout(self, deployment: Deployment) -> aiohttp.ClientTimeout:
-        adapter = deployment.adapter
-        return aiohttp.ClientTimeout(total=adapter.timeout, connect=adapter.connect_timeout)
-
     async def _open(
         self,
         deployment: Deployment,
@@ -244,7 +240,7 @@ class Proxy:
                 # aiohttp wants big bodies as a stream so it does not write them in one go.
                 data=body if len(body) < _LARGE_BODY else io.BytesIO(body),
                 headers=adapter.headers(headers),
-                timeout=self._timeout(deployment),
+                timeout=adapter.client_timeout,
             )
         except TimeoutError:
             record.status = "upstream_error"

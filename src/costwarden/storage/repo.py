@@ -254,17 +254,22 @@ def revoke_key(bind: Bind, key_id: str) -> KeyRecord:
     return record
 
 
+def org_id_by_name(conn: Connection, org: str) -> str:
+    """The id of org ``org``; NotFound if there is none."""
+    org_id: str | None = conn.execute(
+        sa.select(orgs.c.id).where(orgs.c.name == org.strip())
+    ).scalar_one_or_none()
+    if org_id is None:
+        raise NotFound(f"unknown org {org!r}")
+    return org_id
+
+
 def list_keys(bind: Bind, org: str | None = None) -> list[KeyRecord]:
     """Keys, oldest first; only org ``org``'s (by name) if given (NotFound if unknown)."""
     stmt = _key_select().order_by(virtual_keys.c.created_at, virtual_keys.c.id)
     with connect_read(bind) as conn:
         if org is not None:
-            org_id = conn.execute(
-                sa.select(orgs.c.id).where(orgs.c.name == org.strip())
-            ).scalar_one_or_none()
-            if org_id is None:
-                raise NotFound(f"org {org!r} does not exist")
-            stmt = stmt.where(virtual_keys.c.org_id == org_id)
+            stmt = stmt.where(virtual_keys.c.org_id == org_id_by_name(conn, org))
         rows = conn.execute(stmt).all()
     return [_key_record(r) for r in rows]
 

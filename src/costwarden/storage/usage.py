@@ -17,10 +17,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from costwarden.errors import NotFound
 from costwarden.storage.db import Bind, connect_read, money_sum
 from costwarden.storage.ledger import row_to_record
 from costwarden.storage.records import LedgerRecord
+from costwarden.storage.repo import org_id_by_name
 from costwarden.storage.schema import ledger, orgs
 from costwarden.storage.sqltypes import MONEY_CONTEXT, ensure_utc, money_str
 
@@ -100,12 +100,7 @@ def usage_report(
         stmt = stmt.where(ledger.c.ts >= ensure_utc(since, "since"))
     with connect_read(bind) as conn:
         if org is not None:
-            org_id = conn.execute(
-                sa.select(orgs.c.id).where(orgs.c.name == org.strip())
-            ).scalar_one_or_none()
-            if org_id is None:
-                raise NotFound(f"org {org!r} does not exist")
-            stmt = stmt.where(ledger.c.org_id == org_id)
+            stmt = stmt.where(ledger.c.org_id == org_id_by_name(conn, org))
         result = conn.execute(stmt).all()
     rows = [
         UsageRow(
