@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,7 @@ def gateway_toml(
     ledger_mode: str = "batched",
     timeout: float = 3.0,
     port: int = 4000,
+    extra: str = "",
 ) -> str:
     """The mock-backed config, with provider credentials read from the test variables."""
     text = mock_gateway_toml(
@@ -70,9 +72,10 @@ def gateway_toml(
         key_refresh_seconds=0.2,
         timeout=timeout,
     )
-    return text.replace('"OPENAI_API_KEY"', '"CW_TEST_OPENAI_KEY"').replace(
+    text = text.replace('"OPENAI_API_KEY"', '"CW_TEST_OPENAI_KEY"').replace(
         '"ANTHROPIC_API_KEY"', '"CW_TEST_ANTHROPIC_KEY"'
     )
+    return text + extra
 
 
 @dataclasses.dataclass
@@ -97,18 +100,26 @@ async def live_gateway(
     ledger_mode: str = "batched",
     timeout: float = 3.0,
     admin_token: str | None = None,
+    extra_toml: str = "",
+    clock: Callable[[], float] = time.time,
 ) -> AsyncIterator[LiveGateway]:
-    """A real gateway (uvicorn, loopback, port 0) in this event loop, with one org and key."""
+    """A real gateway (uvicorn, loopback, port 0) in this event loop, with one org and key.
+
+    ``extra_toml`` is appended to the config (e.g. ``[budgets]`` or price overrides);
+    ``clock`` is the gateway's clock (epoch seconds), for tests that move time.
+    """
     config = tmp_path / f"gw-{uuid.uuid4().hex[:6]}.toml"
     config.write_text(
-        gateway_toml(mock.base_url, database_url, ledger_mode=ledger_mode, timeout=timeout)
+        gateway_toml(
+            mock.base_url, database_url, ledger_mode=ledger_mode, timeout=timeout, extra=extra_toml
+        )
     )
     env: dict[str, Any] = {**os.environ, **PROVIDER_ENV}
     if admin_token:
         env["COSTWARDEN_ADMIN_TOKEN"] = admin_token
     settings = load_settings(config, env=env)
     settings.server.port = 0
-    app = create_app(settings)
+    app = create_app(settings, clock=clock)
     server = uvicorn.Server(uvicorn_config(app, settings))
     server.config.log_config = None
     task = asyncio.create_task(server.serve())
@@ -126,3 +137,16 @@ async def live_gateway(
     finally:
         server.should_exit = True
         await task
+
+
+class FakeClock:
+    """A clock tests move by hand (epoch seconds)."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

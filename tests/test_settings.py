@@ -208,10 +208,51 @@ def test_unset_api_key_env_names_the_variable(write_config: Callable[[str], str]
 
 
 def test_unknown_section(write_config: Callable[[str], str]) -> None:
+    text = ISSUE_CONFIG + "[alerts]\nmonthly_usd = 100\n"
+    message = _error(write_config(text))
+    assert message.startswith(f"costwarden.toml:{_line(text, '[alerts]')}: alerts:"), message
+    assert "unknown section" in message and "providers" in message
+
+
+def test_unknown_budget_setting_names_line(write_config: Callable[[str], str]) -> None:
     text = ISSUE_CONFIG + "[budgets]\nmonthly_usd = 100\n"
     message = _error(write_config(text))
-    assert message.startswith(f"costwarden.toml:{_line(text, '[budgets]')}: budgets:"), message
-    assert "unknown section" in message and "providers" in message
+    line = _line(text, "monthly_usd")
+    assert message.startswith(f"costwarden.toml:{line}: budgets.monthly_usd:"), message
+    assert "unknown setting" in message and "redis_url" in message
+
+
+def test_tiers_and_budget_settings(write_config: Callable[[str], str]) -> None:
+    text = ISSUE_CONFIG + (
+        '[budgets]\ntimezone = "Europe/Paris"\nmin_output_tokens = 8\n'
+        '[[tiers]]\nname = "free"\norg = { daily_usd = "5", requests_per_minute = 60 }\n'
+        "key = { daily_tokens = -1 }\n"
+    )
+    settings = load_settings(
+        write_config(text), env={"OPENAI_API_KEY": "x", "ANTHROPIC_API_KEY": "y"}
+    )
+    assert settings.budgets.timezone == "Europe/Paris"
+    assert settings.budgets.min_output_tokens == 8
+    assert [t.name for t in settings.tiers] == ["free"]
+    assert settings.tiers[0].limits["org"]["daily_usd"] == "5"
+
+
+@pytest.mark.parametrize(
+    ("snippet", "needle"),
+    [
+        ('[budgets]\ntimezone = "Mars/Olympus"\n', "unknown timezone"),
+        ("[budgets]\nmin_output_tokens = 0\n", "must be a positive integer"),
+        ('[budgets]\nredis_url = "http://x"\n', "redis://"),
+        ('[[tiers]]\nname = "free"\norg = { daily_usd = 0.5 }\n', "as strings"),
+        ('[[tiers]]\nname = "free"\norg = { dayly_usd = "5" }\n', "unknown limit"),
+        ('[[tiers]]\nname = "free"\nplanet = { daily_usd = "5" }\n', "unknown scope"),
+        ('[[tiers]]\nname = "free"\norg = { daily_usd = "-2" }\n', "zero or positive"),
+    ],
+)
+def test_bad_budget_config(write_config: Callable[[str], str], snippet: str, needle: str) -> None:
+    message = _error(write_config(ISSUE_CONFIG + snippet))
+    assert needle in message, message
+    assert message.startswith("costwarden.toml:"), message
 
 
 def test_unknown_setting(write_config: Callable[[str], str]) -> None:
@@ -557,6 +598,46 @@ _EXAMPLES: dict[str, tuple[str, str, Callable[[Settings], bool]]] = {
             "reasoning_mtok",
         )
     },
+    "budgets.redis_url": (
+        "append",
+        '[budgets]\nredis_url = "redis://127.0.0.1:6379/0"\n',
+        lambda s: s.budgets.redis_url == "redis://127.0.0.1:6379/0",
+    ),
+    "budgets.timezone": (
+        "append",
+        '[budgets]\ntimezone = "America/New_York"\n',
+        lambda s: s.budgets.timezone == "America/New_York",
+    ),
+    **{
+        f"budgets.{name}": (
+            "append",
+            f"[budgets]\n{name} = 7\n",
+            lambda s, name=name: getattr(s.budgets, name) == 7,
+        )
+        for name in (
+            "min_output_tokens",
+            "default_max_output_tokens",
+            "expected_output_tokens",
+            "prompt_overhead_tokens",
+            "lease_seconds",
+            "refresh_seconds",
+            "inflight_retry_seconds",
+        )
+    },
+    "tiers[].name": ("append", '[[tiers]]\nname = "pro"\n', lambda s: s.tiers[0].name == "pro"),
+    **{
+        f"tiers[].{scope}": (
+            "append",
+            f'[[tiers]]\nname = "pro"\n{scope} = {{ daily_usd = "2.5" }}\n',
+            lambda s, scope=scope: s.tiers[0].limits == {scope: {"daily_usd": "2.5"}},
+        )
+        for scope in ("org", "project", "key", "user", "session")
+    },
+    "deployments[].max_output_tokens": (
+        "append",
+        _DEP + "max_output_tokens = 8192\n",
+        lambda s: s.deployments["openai:gpt-4o-mini"].max_output_tokens == 8192,
+    ),
     "routes[].model": ("append", _ROUTE, lambda s: s.routes[-1].model == "gpt-4o"),
     "routes[].deployments": (
         "append",

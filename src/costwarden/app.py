@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 from sqlalchemy.engine import Engine
 
 from costwarden.admin.api import create_admin_app
+from costwarden.budgets.enforcer import Enforcer
 from costwarden.errors import AuthenticationFailed
 from costwarden.gateway.asgi import JSON, Receive, Scope, Send, send_bytes
 from costwarden.gateway.auth import KeyCache, key_from_headers
@@ -38,13 +41,26 @@ def build_routes(settings: Settings) -> dict[str, list[Deployment]]:
     for ref, dep in settings.deployments.items():
         adapter = adapters[dep.provider]
         rates = resolve_rates(adapter.price_provider, dep.model, dep.price, deployment=ref)
-        deployments[ref] = Deployment(id=ref, adapter=adapter, model=dep.model, rates=rates)
+        deployments[ref] = Deployment(
+            id=ref,
+            adapter=adapter,
+            model=dep.model,
+            rates=rates,
+            max_output_tokens=dep.max_output_tokens,
+        )
     return {r.model: [deployments[ref] for ref in r.deployments] for r in settings.routes}
 
 
 class CostwardenApp:
-    def __init__(self, settings: Settings, *, engine: Engine | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        engine: Engine | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = settings
+        self.clock = clock
         self.routes = build_routes(settings)
         self.engine = engine or create_engine_for(settings.storage.database_url)
         self.keys = KeyCache(self.engine, refresh_seconds=settings.server.key_refresh_seconds)
@@ -53,12 +69,17 @@ class CostwardenApp:
             flush_interval=settings.storage.flush_interval_ms / 1000,
             durable=settings.storage.ledger_mode == "durable",
         )
+        self.enforcer = Enforcer(
+            settings, self.engine, clock=clock, flush_ledger=self.ledger.flush
+        )
         self.proxy = Proxy(
             routes=self.routes,
             keys=self.keys,
             ledger=self.ledger,
+            enforcer=self.enforcer,
             max_body_bytes=settings.server.max_body_bytes,
             durable=settings.storage.ledger_mode == "durable",
+            clock=clock,
         )
         self.admin = create_admin_app(self)
         self._started = False
@@ -79,6 +100,7 @@ class CostwardenApp:
         await asyncio.to_thread(migrate, self.engine)
         await self.keys.start()
         await self.ledger.start()
+        await self.enforcer.start()
         await self.proxy.start()
         self._started = True
         logger.info(
@@ -96,6 +118,7 @@ class CostwardenApp:
         await self.keys.close()
         await self.ledger.close()  # drains every buffered ledger row
         logger.info("ledger drained: %d rows written", self.ledger.written)
+        await self.enforcer.close()
         self.engine.dispose()
 
     # ------------------------------------------------------------------ ASGI
@@ -177,5 +200,11 @@ async def _plain(send: Send, status: int, body: dict[str, Any]) -> None:
     await send_bytes(send, status, orjson.dumps(body), [(b"content-type", JSON)])
 
 
-def create_app(settings: Settings, *, engine: Engine | None = None) -> CostwardenApp:
-    return CostwardenApp(settings, engine=engine)
+def create_app(
+    settings: Settings,
+    *,
+    engine: Engine | None = None,
+    clock: Callable[[], float] = time.time,
+) -> CostwardenApp:
+    """Build a gateway; ``clock`` (epoch seconds) is injectable so tests can move time."""
+    return CostwardenApp(settings, engine=engine, clock=clock)

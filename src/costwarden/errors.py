@@ -13,7 +13,8 @@ Everything the package raises on purpose derives from :class:`CostwardenError`:
   the HTTP status and the error ``type``/``code`` of the error contract in DESIGN.md, and the
   gateway renders it OpenAI-shaped or Anthropic-shaped depending on the route. Subclasses
   name each row of that contract (``BadRequest``, ``AuthenticationFailed``,
-  ``ModelNotFound``, ``RequestTooLarge``, ``UpstreamError``, ``UpstreamTimeout``).
+  ``ModelNotFound``, ``RequestTooLarge``, ``BudgetExceeded``, ``RateLimited``,
+  ``UpstreamError``, ``UpstreamTimeout``).
 
 Nothing here may carry a secret (a provider key or a virtual key) in its message.
 """
@@ -86,6 +87,36 @@ class RequestTooLarge(GatewayError):
     status = 413
     type = "request_too_large"
     code = "request_too_large"
+
+
+class BudgetExceeded(GatewayError):
+    """402: the money is spent. Deliberately not 429, which SDKs retry."""
+
+    status = 402
+    type = "budget_exceeded"
+    code = "budget_exceeded"
+
+
+class RateLimited(GatewayError):
+    """429: a rate limit is full, or a budget's room is held by requests still in flight."""
+
+    status = 429
+    type = "rate_limit_exceeded"
+    code = "rate_limit_exceeded"
+
+
+class BudgetInFlight(RateLimited):
+    """429: the budget's remaining room is held by other requests' reservations, not spent."""
+
+    code = "budget_reservations_in_flight"
+
+
+class CountersUnavailable(GatewayError):
+    """503: budget counters cannot be read, and hard budgets fail closed."""
+
+    status = 503
+    type = "service_unavailable"
+    code = "budget_counters_unavailable"
 
 
 class UpstreamError(GatewayError):

@@ -65,6 +65,15 @@ class Rates:
             )
         return total / _MILLION
 
+    def bound_rates(self) -> tuple[Decimal, Decimal]:
+        """(USD per prompt token, USD per output token), each the dearest kind there is."""
+        ins = [self.input_mtok, self.cached_input_mtok, self.cache_write_mtok]
+        outs = [self.output_mtok, self.reasoning_mtok]
+        return (
+            max(r for r in ins if r is not None) / _MILLION,
+            max(r for r in outs if r is not None) / _MILLION,
+        )
+
 
 class Pricer(Protocol):
     """Anything that turns usage into USD: flat ``Rates`` or genai-prices' tiered prices."""
@@ -73,6 +82,12 @@ class Pricer(Protocol):
     def source(self) -> str: ...
 
     def cost(self, usage: TokenUsage) -> Decimal: ...
+
+    def bound_rates(self) -> tuple[Decimal, Decimal]: ...
+
+
+# Prompt size that reaches every price tier genai-prices knows (they start at 128k-272k).
+_TOP_TIER_TOKENS = 10_000_000
 
 
 class TieredRates:
@@ -89,6 +104,21 @@ class TieredRates:
     def cost(self, usage: TokenUsage) -> Decimal:
         total: Decimal = self._model_price.calc_price(genai_usage(usage))["total_price"]
         return total
+
+    def bound_rates(self) -> tuple[Decimal, Decimal]:
+        """The dearest tier's rates, probed through genai-prices itself."""
+        n = _TOP_TIER_TOKENS
+        per_in = max(
+            self.cost(TokenUsage(input_tokens=n)),
+            self.cost(TokenUsage(input_tokens=n, cache_write_tokens=n)),
+            self.cost(TokenUsage(input_tokens=n, cached_input_tokens=n)),
+        ) / n
+        base = self.cost(TokenUsage(input_tokens=n))
+        per_out = max(
+            self.cost(TokenUsage(input_tokens=n, output_tokens=n)) - base,
+            self.cost(TokenUsage(input_tokens=n, output_tokens=n, reasoning_tokens=n)) - base,
+        ) / n
+        return per_in, per_out
 
 
 def genai_usage(usage: TokenUsage) -> Any:

@@ -17,7 +17,9 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from costwarden.errors import ConfigError
+from costwarden.budgets.limits import TIER_SCOPES, tier_from_mapping
+from costwarden.budgets.windows import zone
+from costwarden.errors import ConfigError, InvalidInput
 
 PROVIDER_TYPES = ("openai", "anthropic")
 LEDGER_MODES = ("batched", "durable")
@@ -68,6 +70,61 @@ class StorageSettings:
 
 
 @dataclasses.dataclass(slots=True)
+class BudgetSettings:
+    redis_url: str = _setting(
+        "",
+        "Redis URL for counters shared by several gateway processes (redis://host:6379/0); "
+        "empty keeps counters in-process, for a single gateway process.",
+        "COSTWARDEN_REDIS_URL",
+    )
+    timezone: str = _setting(
+        "UTC",
+        "Timezone of calendar windows: when daily and monthly budgets reset.",
+        "COSTWARDEN_BUDGET_TIMEZONE",
+    )
+    min_output_tokens: int = _setting(
+        16,
+        "Hard budgets clamp max_tokens to what fits; below this many tokens the request is "
+        "refused instead.",
+    )
+    default_max_output_tokens: int = _setting(
+        4096,
+        "Output cap sent upstream under a hard budget when the client sent none (a deployment's "
+        "max_output_tokens overrides it).",
+    )
+    expected_output_tokens: int = _setting(
+        256, "Output tokens soft budgets and rate limits expect when reserving."
+    )
+    prompt_overhead_tokens: int = _setting(
+        0,
+        "Prompt tokens a provider may add beyond the request's bytes (e.g. a tool-use system "
+        "prompt); added to every hard bound.",
+    )
+    lease_seconds: float = _setting(
+        30.0,
+        "Reservations are leases: one whose gateway process died is released after this long "
+        "(live ones are renewed). Redis only.",
+    )
+    refresh_seconds: float = _setting(
+        0.5,
+        "How often each gateway process polls storage for changed limits and tiers.",
+        "COSTWARDEN_BUDGET_REFRESH_SECONDS",
+    )
+    inflight_retry_seconds: int = _setting(
+        1, "Retry-After sent when a request waits only for other requests' reservations."
+    )
+
+
+@dataclasses.dataclass(slots=True)
+class TierSettings:
+    name: str = _setting("", "Plan tier name, assigned to orgs with the CLI or admin API.")
+    # {scope type: {limit name: amount}}, from the tier's org/project/key/user/session tables
+    limits: dict[str, dict[str, Any]] = dataclasses.field(
+        default_factory=dict, metadata={"help": ""}
+    )
+
+
+@dataclasses.dataclass(slots=True)
 class ProviderSettings:
     name: str = _setting("", "Name routes use to refer to this provider.")
     type: str = _setting("openai", "Wire format: openai (any OpenAI-compatible API) or anthropic.")
@@ -100,6 +157,11 @@ class DeploymentSettings:
     provider: str = dataclasses.field(default="", metadata={"help": ""})  # from the id
     model: str = _setting("", "Model name sent upstream (defaults to the part after the colon).")
     price: PriceOverride | None = _setting(None, "Per-deployment price override (USD per MTok).")
+    max_output_tokens: int | None = _setting(
+        None,
+        "Largest output cap this model accepts; hard budgets send at most this as max_tokens "
+        "when the client sent none (default budgets.default_max_output_tokens).",
+    )
 
 
 @dataclasses.dataclass(slots=True)
@@ -115,6 +177,8 @@ class Settings:
     providers: list[ProviderSettings] = dataclasses.field(default_factory=list)
     deployments: dict[str, DeploymentSettings] = dataclasses.field(default_factory=dict)
     routes: list[RouteSettings] = dataclasses.field(default_factory=list)
+    budgets: BudgetSettings = dataclasses.field(default_factory=BudgetSettings)
+    tiers: list[TierSettings] = dataclasses.field(default_factory=list)
     admin_token: str | None = dataclasses.field(
         default=None,
         repr=False,
@@ -144,6 +208,8 @@ def settings_help() -> list[tuple[str, str, str, str]]:
     sections: list[tuple[str, type[Any]]] = [
         ("server", ServerSettings),
         ("storage", StorageSettings),
+        ("budgets", BudgetSettings),
+        ("tiers[]", TierSettings),
         ("providers[]", ProviderSettings),
         ("deployments[]", DeploymentSettings),
         ("routes[]", RouteSettings),
@@ -158,6 +224,16 @@ def settings_help() -> list[tuple[str, str, str, str]]:
             )
     for rate, meaning in _RATE_HELP.items():
         rows.append((f"deployments[].price.{rate}", "", "", meaning))
+    for scope in TIER_SCOPES:
+        rows.append(
+            (
+                f"tiers[].{scope}",
+                "",
+                "",
+                f"Default limits for every {scope} of an org on this tier: a table of limit = "
+                'amount, e.g. { daily_usd = "5", requests_per_minute = 60 }; -1 is unlimited.',
+            )
+        )
     rows.append(("(env only)", "", "COSTWARDEN_ADMIN_TOKEN", "Bearer token for the admin API."))
     return rows
 
@@ -274,7 +350,7 @@ def load_settings(
 def _build(
     raw: dict[str, Any], ctx: _Ctx, env: Mapping[str, str], require_secrets: bool
 ) -> Settings:
-    known = {"server", "storage", "providers", "deployments", "routes"}
+    known = {"server", "storage", "budgets", "tiers", "providers", "deployments", "routes"}
     for key in raw:
         if key not in known:
             raise ctx.fail(
@@ -284,6 +360,10 @@ def _build(
     storage = _section(StorageSettings, raw.get("storage", {}), "storage", ctx)
     _apply_env(server, env, ctx)
     _apply_env(storage, env, ctx)
+    budgets = _section(BudgetSettings, raw.get("budgets", {}), "budgets", ctx)
+    _apply_env(budgets, env, ctx)
+    _check_budgets(budgets, ctx, env)
+    tiers = _tiers(raw.get("tiers", []), ctx)
     if storage.ledger_mode not in LEDGER_MODES:
         raise _invalid(
             ctx, env, storage, "storage", "ledger_mode", f"must be one of {LEDGER_MODES}"
@@ -306,6 +386,8 @@ def _build(
         providers=providers,
         deployments=deployments,
         routes=routes,
+        budgets=budgets,
+        tiers=tiers,
         admin_token=env.get("COSTWARDEN_ADMIN_TOKEN") or None,
     )
 
@@ -448,11 +530,17 @@ def _deployments(
         key = f"deployments[{i}]"
         if not isinstance(item, dict):
             raise ctx.fail(key, "must be a table", "deployments")
-        unknown = set(item) - {"id", "model", "price"}
+        unknown = set(item) - {"id", "model", "price", "max_output_tokens"}
         if unknown:
             raise ctx.fail(
-                f"{key}.{sorted(unknown)[0]}", "unknown setting (known: id, model, price)"
+                f"{key}.{sorted(unknown)[0]}",
+                "unknown setting (known: id, model, price, max_output_tokens)",
             )
+        max_out = item.get("max_output_tokens")
+        if max_out is not None and (
+            isinstance(max_out, bool) or not isinstance(max_out, int) or max_out < 1
+        ):
+            raise ctx.fail(f"{key}.max_output_tokens", "must be a positive integer", None)
         ref = item.get("id")
         provider, model = _split_deployment(ref, f"{key}.id", ctx)
         if provider not in names:
@@ -462,7 +550,11 @@ def _deployments(
             raise ctx.fail(f"{key}.model", "must be a non-empty string", "model")
         price = _price(item["price"], f"{key}.price", ctx) if "price" in item else None
         out[str(ref)] = DeploymentSettings(
-            id=str(ref), provider=provider, model=upstream_model, price=price
+            id=str(ref),
+            provider=provider,
+            model=upstream_model,
+            price=price,
+            max_output_tokens=max_out,
         )
     return out
 
@@ -510,4 +602,56 @@ def _routes(
             if ref not in deployments:
                 deployments[ref] = DeploymentSettings(id=ref, provider=provider, model=dep_model)
         out.append(RouteSettings(model=model, deployments=list(refs)))
+    return out
+
+
+def _check_budgets(b: BudgetSettings, ctx: _Ctx, env: Mapping[str, str]) -> None:
+    if b.redis_url and not b.redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise _invalid(ctx, env, b, "budgets", "redis_url", "must be a redis:// URL")
+    try:
+        zone(b.timezone)
+    except ConfigError:
+        raise _invalid(
+            ctx, env, b, "budgets", "timezone", f"unknown timezone {b.timezone!r}"
+        ) from None
+    for name in ("min_output_tokens", "default_max_output_tokens", "expected_output_tokens"):
+        if getattr(b, name) < 1:
+            raise _invalid(ctx, env, b, "budgets", name, "must be a positive integer")
+    if b.prompt_overhead_tokens < 0:
+        raise _invalid(ctx, env, b, "budgets", "prompt_overhead_tokens", "must be >= 0")
+    for name in ("lease_seconds", "refresh_seconds", "inflight_retry_seconds"):
+        if getattr(b, name) <= 0:
+            raise _invalid(ctx, env, b, "budgets", name, "must be positive")
+
+
+def _tiers(items: Any, ctx: _Ctx) -> list[TierSettings]:
+    if not isinstance(items, list):
+        raise ctx.fail("tiers", "must be an array of tables ([[tiers]])", "tiers")
+    out: list[TierSettings] = []
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        key = f"tiers[{i}]"
+        if not isinstance(item, dict):
+            raise ctx.fail(key, "must be a table", "tiers")
+        name = item.get("name")
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            raise ctx.fail(f"{key}.name", "required: letters, digits, '_', '-', '.'", None)
+        if name in seen:
+            raise ctx.fail(f"{key}.name", f"duplicate tier {name!r}", name)
+        seen.add(name)
+        limits = {k: v for k, v in item.items() if k != "name"}
+        for k, v in limits.items():
+            if isinstance(v, dict):
+                for amount_name, amount in v.items():
+                    if isinstance(amount, float):
+                        raise ctx.fail(
+                            f"{key}.{k}",
+                            f'{amount_name}: write amounts as strings ("0.5") or integers',
+                            amount_name,
+                        )
+        try:
+            tier_from_mapping(name, limits, where=key, source="config")
+        except InvalidInput as exc:
+            raise ctx.fail(key, str(exc).removeprefix(key + ": "), name) from None
+        out.append(TierSettings(name=name, limits=limits))
     return out

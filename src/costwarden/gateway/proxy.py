@@ -1,9 +1,10 @@
 """The metered proxy: one request from the client's bytes to the ledger row.
 
-authenticate -> read and validate the body -> route -> upstream call -> relay (streamed or
-not) while metering -> price -> ledger row -> response. The ledger row is handed to the writer
-*before* the last byte reaches the client, so a response the client received always has its
-row (in durable mode the row is committed by then).
+authenticate -> read and validate the body -> route -> rate limits and budget reservation
+(refused here: 402/429, nothing reaches the provider) -> upstream call -> relay (streamed or
+not) while metering -> price -> settle the reservation -> ledger row -> response. The ledger
+row is handed to the writer *before* the last byte reaches the client, so a response the
+client received always has its row (in durable mode the row is committed by then).
 """
 
 from __future__ import annotations
@@ -12,13 +13,16 @@ import asyncio
 import io
 import logging
 import secrets
+from collections.abc import Callable
 from datetime import UTC, datetime
-from time import perf_counter
+from time import perf_counter, time
 from typing import Any
 
 import aiohttp
 import orjson
 
+from costwarden.budgets.enforcer import Enforcer, Reservation
+from costwarden.budgets.limits import Principal
 from costwarden.errors import (
     AuthenticationFailed,
     BadRequest,
@@ -76,12 +80,16 @@ class Proxy:
         routes: dict[str, list[Deployment]],
         keys: KeyCache,
         ledger: LedgerWriter,
+        enforcer: Enforcer,
         max_body_bytes: int,
         durable: bool,
+        clock: Callable[[], float] = time,
     ) -> None:
         self.routes = routes
         self.keys = keys
         self.ledger = ledger
+        self.enforcer = enforcer
+        self.clock = clock
         self.max_body_bytes = max_body_bytes
         self.durable = durable
         self.session: aiohttp.ClientSession | None = None
@@ -105,6 +113,7 @@ class Proxy:
         request_id = "req_" + secrets.token_hex(12)
         headers: dict[bytes, bytes] = dict(scope["headers"])
         record: LedgerRecord | None = None
+        reservation: Reservation | None = None
         try:
             record = self._authenticate(headers, request_id, endpoint)
             body = await read_body(receive, headers, self.max_body_bytes)
@@ -119,7 +128,11 @@ class Proxy:
             stream = endpoint != "embeddings" and payload.get("stream") is True
             record.streamed = stream
             wants_usage = _wants_usage(payload)  # before prepare() asks upstream for usage
+            reservation = await self._reserve(record, deployment, endpoint, len(body), payload)
             changed = self._prepare(deployment, endpoint, payload, stream)
+            if reservation is not None and reservation.out_tokens is not None:
+                _cap_output(endpoint, payload, reservation.out_tokens)
+                changed = True
             upstream_body = orjson.dumps(payload) if changed else body
             if stream:
                 await self._relay_stream(
@@ -134,10 +147,11 @@ class Proxy:
                     t0,
                     headers,
                     wants_usage,
+                    reservation,
                 )
             else:
                 await self._relay_unary(
-                    send, record, deployment, endpoint, upstream_body, t0, headers
+                    send, record, deployment, endpoint, upstream_body, t0, headers, reservation
                 )
         except GatewayError as exc:
             if isinstance(exc, _Refused):
@@ -147,7 +161,7 @@ class Proxy:
                 record.error = exc.message[:500]
                 record.latency_ms = (perf_counter() - t0) * 1000
                 record.overhead_ms = record.latency_ms
-                await self._commit(record)
+                await self._commit(record, reservation)
             await self._send_error(send, wire, exc, request_id)
         except Exception:
             # A bug must still give the client a well-formed error and keep the usage row.
@@ -156,7 +170,7 @@ class Proxy:
                 record.status = "gateway_error"
                 record.http_status = 500
                 record.latency_ms = (perf_counter() - t0) * 1000
-                await self._commit(record)
+                await self._commit(record, reservation)
             await self._send_error(send, wire, GatewayError("internal gateway error"), request_id)
 
     # ------------------------------------------------------------------ stages
@@ -174,7 +188,7 @@ class Proxy:
             raise AuthenticationFailed("invalid API key")
         record = LedgerRecord(
             request_id=request_id,
-            ts=datetime.now(UTC),
+            ts=datetime.fromtimestamp(self.clock(), UTC),
             endpoint=endpoint,
             status="client_error",
             http_status=400,
@@ -211,6 +225,31 @@ class Proxy:
                 param="model",
             )
         return deployment
+
+    async def _reserve(
+        self,
+        record: LedgerRecord,
+        deployment: Deployment,
+        endpoint: str,
+        body_len: int,
+        payload: dict[str, Any],
+    ) -> Reservation | None:
+        assert record.org_id is not None and record.key_id is not None
+        principal = Principal(
+            record.org_id,
+            record.project_id,
+            record.key_id,
+            record.end_user,
+            record.session_id,
+            record.tags,
+        )
+        try:
+            return await self.enforcer.reserve(
+                record.request_id, principal, deployment, endpoint, body_len, payload
+            )
+        except GatewayError:
+            record.status = "blocked"
+            raise
 
     @staticmethod
     def _prepare(
@@ -279,6 +318,7 @@ class Proxy:
         body: bytes,
         t0: float,
         headers: dict[bytes, bytes],
+        reservation: Reservation | None,
     ) -> None:
         t_up = perf_counter()
         resp = await self._open(deployment, endpoint, body, headers, record)
@@ -314,8 +354,10 @@ class Proxy:
         record.http_status = 200
         record.latency_ms = (perf_counter() - t0) * 1000
         record.overhead_ms = max(0.0, record.latency_ms - upstream_ms)
+        await self._commit(record, reservation)
         out_headers = _usage_headers(record)
-        await self._commit(record)
+        if reservation is not None:
+            out_headers.extend(reservation.headers())
         await send_bytes(send, 200, raw, out_headers)
 
     async def _relay_stream(
@@ -331,6 +373,7 @@ class Proxy:
         t0: float,
         headers: dict[bytes, bytes],
         client_wants_usage: bool,
+        reservation: Reservation | None,
     ) -> None:
         t_up = perf_counter()
         resp = await self._open(deployment, endpoint, body, headers, record)
@@ -344,6 +387,8 @@ class Proxy:
         overhead_ms = (perf_counter() - t0) * 1000 - upstream_ms
         start_headers = [*_SSE_HEADERS, *_id_headers(record)]
         start_headers.append((b"x-costwarden-overhead-ms", f"{overhead_ms:.3f}".encode()))
+        if reservation is not None:
+            start_headers.extend(reservation.headers())
         watcher = _Disconnect(receive)
         tail = b""
         try:
@@ -382,7 +427,7 @@ class Proxy:
             _bill(record, deployment, usage, estimated=False)
         record.latency_ms = (perf_counter() - t0) * 1000
         record.overhead_ms = max(0.0, overhead_ms)
-        await self._commit(record)
+        await self._commit(record, reservation)
         if record.status != "cancelled":
             await send({"type": "http.response.body", "body": tail, "more_body": False})
 
@@ -411,7 +456,9 @@ class Proxy:
 
     # ------------------------------------------------------------------ finishing
 
-    async def _commit(self, record: LedgerRecord) -> None:
+    async def _commit(self, record: LedgerRecord, reservation: Reservation | None) -> None:
+        if reservation is not None:
+            await self.enforcer.settle(reservation, record)
         if self.durable:
             await self.ledger.submit_durable(record)
         else:
@@ -481,6 +528,16 @@ def _usage_headers(record: LedgerRecord) -> list[tuple[bytes, bytes]]:
         (b"x-costwarden-cached-tokens", str(record.cached_input_tokens).encode()),
         (b"x-costwarden-overhead-ms", f"{record.overhead_ms:.3f}".encode()),
     ]
+
+
+def _cap_output(endpoint: str, payload: dict[str, Any], tokens: int) -> None:
+    """Send the budget's output cap in the field the client used (or the current one)."""
+    if endpoint == "messages":
+        payload["max_tokens"] = tokens
+        return
+    present = [k for k in ("max_tokens", "max_completion_tokens") if k in payload]
+    for key in present or ["max_completion_tokens"]:
+        payload[key] = tokens
 
 
 def _wants_usage(payload: dict[str, Any]) -> bool:

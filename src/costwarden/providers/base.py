@@ -90,6 +90,7 @@ class Deployment:
     adapter: ProviderAdapter
     model: str
     rates: Pricer
+    max_output_tokens: int | None = None
 
 
 def make_adapter(settings: ProviderSettings) -> ProviderAdapter:

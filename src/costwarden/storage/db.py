@@ -12,7 +12,9 @@ Why this module exists rather than a bare ``sqlalchemy.create_engine`` call:
 - Money must be summed exactly. PostgreSQL's ``sum(numeric)`` is exact; SQLite stores money
   as decimal strings (see :mod:`costwarden.storage.sqltypes`) and gets an aggregate
   ``dsum(text)`` that adds them as Decimals. :func:`money_sum` picks the right one when the
-  statement is compiled, so query code is written once.
+  statement is compiled, so query code is written once. Budget counters count USD in
+  nano-dollars, each row rounded *up* to a whole nano-dollar; :func:`nanos_sum` is that sum
+  (``sum(ceil(x * 1e9))`` on PostgreSQL, the exact ``nanosum(text)`` aggregate on SQLite).
 - Database URLs can carry passwords; :func:`redact_url` is what goes into logs.
 """
 
@@ -24,7 +26,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +151,7 @@ def _sqlite_on_connect(dbapi_connection: Any, connection_record: Any) -> None:
     finally:
         cursor.close()
     dbapi_connection.create_aggregate("dsum", 1, DecimalSum)
+    dbapi_connection.create_aggregate("nanosum", 1, NanoSum)
 
 
 def _enable_wal(cursor: Any) -> None:
@@ -263,3 +266,72 @@ def _compile_money_sum_sqlite(element: _MoneySum, compiler: SQLCompiler, **kw: A
 def money_sum(column: ColumnElement[Any]) -> ColumnElement[Decimal]:
     """An exact SUM over a money column, valid on both dialects (NULL when no rows)."""
     return _MoneySum(column)
+
+
+# --------------------------------------------------------------------------- nano-dollars
+
+NANOS_PER_USD = 1_000_000_000
+
+
+def usd_to_nanos(value: Decimal) -> int:
+    """``ceil(value * 1e9)``: a cost in whole nano-dollars, rounded up, computed exactly."""
+    nanos = MONEY_CONTEXT.multiply(value, Decimal(NANOS_PER_USD))
+    return int(nanos.to_integral_value(rounding=ROUND_CEILING, context=MONEY_CONTEXT))
+
+
+class NanoSum:
+    """SQLite aggregate ``nanosum(x)``: the exact integer sum of ``ceil(x * 1e9)`` over rows.
+
+    ``x`` is a money column's decimal text (see :class:`DecimalSum` for what is accepted and
+    refused). NULLs are skipped; no non-NULL input gives NULL (like SQL ``sum``).
+    """
+
+    def __init__(self) -> None:
+        self._total: int | None = None
+
+    def step(self, value: object) -> None:
+        if value is None:
+            return
+        if isinstance(value, bytes):
+            value = value.decode("ascii")
+        if isinstance(value, float):
+            raise ValueError("nanosum() refuses REAL input: money must be stored as text")
+        if not isinstance(value, int | str):
+            raise ValueError(f"nanosum() cannot add {type(value).__name__}")
+        try:
+            amount = Decimal(value)
+        except InvalidOperation:
+            raise ValueError(f"nanosum(): not a decimal: {value!r:.40}") from None
+        if not amount.is_finite():
+            raise ValueError(f"nanosum(): not a finite decimal: {value!r:.40}")
+        self._total = (self._total or 0) + usd_to_nanos(amount)
+
+    def finalize(self) -> int | None:
+        return self._total
+
+
+class _NanosSum(FunctionElement[int]):
+    """``sum(ceil(x * 1e9))`` as a BIGINT on PostgreSQL, ``nanosum(x)`` on SQLite."""
+
+    name = "nanos_sum"
+    type = sa.BigInteger()
+    inherit_cache = True
+
+
+@compiles(_NanosSum)
+def _compile_nanos_sum(element: _NanosSum, compiler: SQLCompiler, **kw: Any) -> str:
+    column = compiler.process(element.clauses, **kw)
+    return f"CAST(sum(ceil(({column}) * {NANOS_PER_USD})) AS BIGINT)"
+
+
+@compiles(_NanosSum, "sqlite")
+def _compile_nanos_sum_sqlite(element: _NanosSum, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"nanosum({compiler.process(element.clauses, **kw)})"
+
+
+def nanos_sum(column: ColumnElement[Any]) -> ColumnElement[int]:
+    """The exact sum over rows of ``ceil(column * 1e9)`` (a money column in nano-dollars).
+
+    Valid on both dialects (chosen when the statement is compiled); NULL when no rows.
+    """
+    return _NanosSum(column)

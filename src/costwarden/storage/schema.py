@@ -92,4 +92,47 @@ ledger = sa.Table(
     sa.Column("error", sa.Text, nullable=True),
 )
 
-TABLES = (orgs, projects, virtual_keys, ledger)
+# Limits and plan tiers. Every write also bumps policy_state.version in the same transaction,
+# so gateway processes poll one row to learn that something changed.
+limits = sa.Table(
+    "limits",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("org_id", sa.Text, nullable=False),  # "" for the platform failsafe
+    sa.Column("scope", sa.Text, nullable=False),  # budgets.limits.SCOPES
+    sa.Column("subject", sa.Text, nullable=False),  # scope instance; "" for platform
+    sa.Column("metric", sa.Text, nullable=False),  # usd | tokens | requests
+    sa.Column("period", sa.Text, nullable=False),  # budgets.limits.WINDOWS
+    sa.Column("amount", sa.BigInteger, nullable=False),  # counter units; -1 unlimited
+    sa.Column("mode", sa.Text, nullable=False),  # hard | soft
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("org_id", "scope", "subject", "metric", "period"),
+)
+
+tiers = sa.Table(
+    "tiers",
+    metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("limits", sa.Text, nullable=False),  # JSON {scope: {limit_name: amount text}}
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+org_tiers = sa.Table(
+    "org_tiers",
+    metadata,
+    sa.Column("org_id", sa.Text, sa.ForeignKey("orgs.id"), primary_key=True),
+    sa.Column("tier", sa.Text, nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+policy_state = sa.Table(
+    "policy_state",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),  # always 1
+    sa.Column("version", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+TABLES = (orgs, projects, virtual_keys, ledger, limits, tiers, org_tiers, policy_state)

@@ -1,0 +1,385 @@
+"""The enforcer: what the request path calls before the upstream call and after it.
+
+``reserve`` finds the limits a request meets (a few dict lookups in the in-memory
+:class:`~costwarden.budgets.limits.LimitBook`), bounds what the call can cost, and asks the
+counter store for a grant -- one atomic step, one Redis round trip when Redis is used. A
+refusal becomes a 402 or 429 before anything reaches the provider. ``settle`` replaces the
+reservation by what the call really cost (one more round trip).
+
+In the background the enforcer polls storage for changed limits (one cheap query per
+``refresh_seconds``), seeds counters for limits that just appeared from the ledger before
+they are enforced, rebuilds a tenant's counters when the store has lost them, retries
+settles that failed, and forgets counters whose windows are over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from decimal import ROUND_CEILING, Decimal
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from costwarden.budgets.limits import (
+    NANOS_PER_USD,
+    LimitBook,
+    Principal,
+    Tier,
+    format_amount,
+    tier_from_mapping,
+)
+from costwarden.budgets.memory import MemoryStore
+from costwarden.budgets.policy import Actual, Ask, Check, Grant, Refusal, checks_for
+from costwarden.budgets.rebuild import Family, TenantSeeds, compute_seeds, tenant_of
+from costwarden.budgets.store import CountersLost, CounterStore
+from costwarden.budgets.windows import CalendarWindow, calendar_window, iso, zone
+from costwarden.errors import (
+    BudgetExceeded,
+    BudgetInFlight,
+    CountersUnavailable,
+    GatewayError,
+    RateLimited,
+)
+from costwarden.providers.base import Deployment
+from costwarden.settings import Settings
+from costwarden.storage import policy as policy_repo
+from costwarden.storage.records import LedgerRecord
+
+logger = logging.getLogger(__name__)
+
+_PICO = Decimal(10**12)
+_NANO = Decimal(NANOS_PER_USD)
+_PRUNE_EVERY = 60.0
+_REBUILD_LOCK_MS = 15_000
+
+
+class Reservation:
+    """What one admitted request holds until it settles."""
+
+    __slots__ = ("lease", "checks", "amounts", "out_tokens", "remaining", "settled")
+
+    def __init__(self, lease: str, checks: list[Check], grant: Grant) -> None:
+        self.lease = lease
+        self.checks = checks
+        self.amounts = grant.amounts
+        self.out_tokens = grant.out_tokens
+        self.remaining = grant.remaining
+        self.settled = False
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """Remaining budget and rate-limit headers (the tightest limit of each kind)."""
+        out: list[tuple[bytes, bytes]] = []
+        tightest: dict[tuple[bool, str], int] = {}
+        for i, check in enumerate(self.checks):
+            kind = (check.rolling, check.limit.metric)
+            if kind not in tightest or self.remaining[i] < self.remaining[tightest[kind]]:
+                tightest[kind] = i
+        reset: float | None = None
+        for (rolling, metric), i in sorted(tightest.items()):
+            check = self.checks[i]
+            left = format_amount(metric, max(0, self.remaining[i]))
+            if rolling:
+                name = "usd" if metric == "usd" else metric
+                out.append((f"x-ratelimit-limit-{name}".encode(), _amount(check).encode()))
+                out.append((f"x-ratelimit-remaining-{name}".encode(), left.encode()))
+            else:
+                out.append((f"x-costwarden-budget-remaining-{metric}".encode(), left.encode()))
+                if check.resets_at is not None and (reset is None or check.resets_at < reset):
+                    reset = check.resets_at
+        if reset is not None:
+            out.append((b"x-costwarden-budget-reset", str(iso(reset)).encode()))
+        if self.out_tokens is not None:
+            out.append((b"x-costwarden-max-tokens-clamped", str(self.out_tokens).encode()))
+        return out
+
+
+def _amount(check: Check) -> str:
+    return format_amount(check.limit.metric, check.limit.amount)
+
+
+class Enforcer:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        *,
+        clock: Callable[[], float] = time.time,
+        flush_ledger: Callable[[], Awaitable[None]] | None = None,
+        store: CounterStore | None = None,
+    ) -> None:
+        b = settings.budgets
+        self.settings = b
+        self.engine = engine
+        self.clock = clock
+        self.tz = zone(b.timezone)
+        if store is None:
+            if b.redis_url:
+                from costwarden.budgets.redis_store import RedisStore
+
+                store = RedisStore(b.redis_url, lease_seconds=b.lease_seconds)
+            else:
+                store = MemoryStore()
+        self.store: CounterStore = store
+        self.config_tiers: list[Tier] = [
+            tier_from_mapping(t.name, t.limits, where=f"tiers.{t.name}", source="config")
+            for t in settings.tiers
+        ]
+        self.book = LimitBook(tiers=self.config_tiers, version=-1)
+        self._families: set[Family] = set()
+        self._flush_ledger = flush_ledger
+        batched = settings.storage.ledger_mode == "batched"
+        # Rows other processes still hold in memory reach the ledger within a flush interval.
+        self._flush_wait = 2 * settings.storage.flush_interval_ms / 1000 if batched else 0.0
+        self._windows: dict[str, CalendarWindow] = {}
+        self._prices: dict[str, tuple[int, int]] = {}
+        self._unsettled: list[tuple[Reservation, Actual]] = []
+        self._rebuilding = asyncio.Lock()
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ lifetime
+
+    async def start(self) -> None:
+        await self.store.start()
+        await self.refresh(initial=True)
+        self._task = asyncio.create_task(self._run(), name="costwarden-budgets")
+
+    async def close(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+        await self._retry_settles()
+        await self.store.close()
+
+    async def _run(self) -> None:
+        last_prune = self.clock()
+        while not self._stop.is_set():
+            try:
+                await asyncio.wait_for(self._stop.wait(), self.settings.refresh_seconds)
+                return
+            except TimeoutError:
+                pass
+            try:
+                await self.refresh()
+                await self._retry_settles()
+                if self.clock() - last_prune > _PRUNE_EVERY:
+                    last_prune = self.clock()
+                    await self.store.prune(last_prune)
+            except Exception as exc:  # keep enforcing with what we have
+                logger.warning("budget refresh failed: %s: %s", type(exc).__name__, exc)
+
+    async def refresh(self, *, initial: bool = False) -> None:
+        """Load changed limits; counters for newly limited scopes are seeded before use."""
+        version = await asyncio.to_thread(policy_repo.policy_version, self.engine)
+        if version == self.book.version and not initial:
+            return
+        version, limits, api_tiers, org_tiers = await asyncio.to_thread(
+            policy_repo.load_policy, self.engine
+        )
+        book = LimitBook(limits, [*self.config_tiers, *api_tiers], org_tiers, version)
+        families = book.families()
+        new = families if initial else families - self._families
+        if new:
+            await self._seed(new, book)
+        self.book = book
+        self._families = families
+        if not initial:
+            logger.info("limits reloaded (version %d, %d limits)", version, len(book.limits))
+
+    async def _seed(self, families: set[Family], book: LimitBook) -> None:
+        if self._flush_ledger is not None:
+            await self._flush_ledger()
+        tenants = {tenant_of(f) for f in families}
+        lost = [t for t in sorted(tenants) if not await self.store.ready(t)]
+        if lost:
+            await self._rebuild(lost, book)
+        rest = {f for f in families if tenant_of(f) not in lost}
+        if not rest:
+            return
+        seeds = await asyncio.to_thread(compute_seeds, self.engine, rest, self.clock(), self.tz)
+        for tenant, found in seeds.items():
+            await self.store.seed(tenant, found.seeds, found.ttls, complete=False)
+
+    async def _rebuild(self, tenants: list[str], book: LimitBook | None = None) -> None:
+        """Rebuild lost tenants from the ledger; one process rebuilds, the others wait."""
+        book = book or self.book
+        async with self._rebuilding:
+            for tenant in tenants:
+                if await self.store.ready(tenant):
+                    continue
+                if not await self.store.acquire_rebuild(tenant, _REBUILD_LOCK_MS):
+                    await self._wait_ready(tenant)
+                    continue
+                try:
+                    logger.warning("budget counters of %s missing: rebuilding from ledger", tenant)
+                    if self._flush_ledger is not None:
+                        await self._flush_ledger()
+                    await asyncio.sleep(self._flush_wait)
+                    families = {f for f in book.families() if tenant_of(f) == tenant}
+                    seeds = await asyncio.to_thread(
+                        compute_seeds, self.engine, families, self.clock(), self.tz
+                    )
+                    found = seeds.get(tenant, TenantSeeds())
+                    await self.store.seed(tenant, found.seeds, found.ttls, complete=True)
+                finally:
+                    await self.store.release_rebuild(tenant)
+
+    async def _wait_ready(self, tenant: str) -> None:
+        deadline = time.monotonic() + _REBUILD_LOCK_MS / 1000
+        while time.monotonic() < deadline:
+            if await self.store.ready(tenant):
+                return
+            await asyncio.sleep(0.05)
+
+    # ------------------------------------------------------------------ request path
+
+    async def reserve(
+        self,
+        lease: str,
+        principal: Principal,
+        deployment: Deployment,
+        endpoint: str,
+        body_len: int,
+        payload: dict[str, Any],
+    ) -> Reservation | None:
+        """Reserve in every counter the request meets; None when no limit applies."""
+        limits = self.book.applicable(principal)
+        if not limits:
+            return None
+        now = self.clock()
+        checks = checks_for(limits, now, self.tz, self._calendar)
+        ask = self._ask(deployment, endpoint, body_len, payload)
+        try:
+            result = await self.store.reserve(lease, ask, checks, now)
+        except CountersLost as lost:
+            await self._rebuild(lost.tenants)
+            try:
+                result = await self.store.reserve(lease, ask, checks, self.clock())
+            except CountersLost:
+                raise CountersUnavailable(
+                    "budget counters are being rebuilt; retry shortly", headers={"retry-after": "1"}
+                ) from None
+        except Exception as exc:
+            logger.warning("budget store unavailable: %s: %s", type(exc).__name__, exc)
+            raise CountersUnavailable(
+                "budget counters are unavailable; refusing rather than risking overspend",
+                headers={"retry-after": "1"},
+            ) from None
+        if isinstance(result, Refusal):
+            raise self._refused(result, checks)
+        return Reservation(lease, checks, result)
+
+    async def settle(self, reservation: Reservation, record: LedgerRecord) -> None:
+        if reservation.settled:
+            return
+        reservation.settled = True
+        nanos = (record.cost_usd * _NANO).to_integral_value(rounding=ROUND_CEILING)
+        actual = Actual(int(nanos), record.input_tokens + record.output_tokens)
+        try:
+            reservation.remaining = await self.store.settle(
+                reservation.lease, reservation.checks, reservation.amounts, actual, self.clock()
+            )
+        except Exception as exc:
+            # The lease keeps the room reserved meanwhile; retried in the background.
+            logger.warning("settle failed, will retry: %s: %s", type(exc).__name__, exc)
+            self._unsettled.append((reservation, actual))
+
+    async def _retry_settles(self) -> None:
+        pending, self._unsettled = self._unsettled, []
+        for reservation, actual in pending:
+            try:
+                await self.store.settle(
+                    reservation.lease, reservation.checks, reservation.amounts, actual, self.clock()
+                )
+            except Exception:
+                self._unsettled.append((reservation, actual))
+
+    def _calendar(self, window: str, now: float, tz: Any) -> CalendarWindow:
+        cached = self._windows.get(window)
+        if cached is not None and cached.start <= now < (cached.resets_at or math.inf):
+            return cached
+        fresh = self._windows[window] = calendar_window(window, now, tz)
+        return fresh
+
+    def _ask(
+        self, deployment: Deployment, endpoint: str, body_len: int, payload: dict[str, Any]
+    ) -> Ask:
+        prices = self._prices.get(deployment.id)
+        if prices is None:
+            per_in, per_out = deployment.rates.bound_rates()
+            prices = self._prices[deployment.id] = (_pico(per_in), _pico(per_out))
+        in_pico, out_pico = prices
+        b = self.settings
+        bound = body_len + b.prompt_overhead_tokens
+        est = max(1, (body_len + 3) // 4)
+        if endpoint == "messages":
+            want = payload.get("max_tokens")
+        else:
+            want = payload.get("max_completion_tokens") or payload.get("max_tokens")
+        return Ask(
+            in_bound_tokens=bound,
+            in_est_tokens=est,
+            in_bound_nanos=-(-bound * in_pico // 1000),
+            in_est_nanos=-(-est * in_pico // 1000),
+            out_pico=out_pico,
+            want_out=want if isinstance(want, int) else None,
+            max_out=deployment.max_output_tokens or b.default_max_output_tokens,
+            min_out=b.min_output_tokens,
+            est_out=b.expected_output_tokens,
+            has_output=endpoint != "embeddings",
+        )
+
+    def _refused(self, refusal: Refusal, checks: list[Check]) -> GatewayError:
+        check = checks[refusal.index]
+        limit = check.limit
+        metric = limit.metric
+
+        def fmt(units: int) -> str:
+            return format_amount(metric, units)
+
+        who = limit.scope if limit.scope == "platform" else f"{limit.scope} {limit.subject}"
+        extra: dict[str, Any] = {
+            "scope": limit.scope,
+            "scope_id": limit.subject or None,
+            "limit_name": limit.name,
+            "limit": fmt(limit.amount),
+            "spent": fmt(refusal.used),
+        }
+        if refusal.kind == "rate":
+            wait = max(1, math.ceil(refusal.retry_after or 1))
+            extra["retry_after"] = wait
+            return RateLimited(
+                f"rate limit {limit.name} = {fmt(limit.amount)} reached for {who} "
+                f"({fmt(refusal.used)} used in the window); retry after {wait} s",
+                extra=extra,
+                headers={"retry-after": str(wait)},
+            )
+        resets = iso(check.resets_at)
+        extra["resets_at"] = resets
+        if refusal.kind == "budget":
+            when = f"resets at {resets}" if resets else "a lifetime budget does not reset"
+            return BudgetExceeded(
+                f"budget exceeded: {who} {limit.name} = {fmt(limit.amount)} is spent "
+                f"({fmt(refusal.used)} used); {when}",
+                extra=extra,
+                headers={"x-costwarden-budget-reset": resets} if resets else None,
+            )
+        wait = self.settings.inflight_retry_seconds
+        extra["reserved"] = fmt(refusal.reserved)
+        extra["retry_after"] = wait
+        return BudgetInFlight(
+            f"budget {limit.name} of {who} is held by requests in flight "
+            f"({fmt(refusal.reserved)} reserved, {fmt(refusal.used)} spent of "
+            f"{fmt(limit.amount)}); retry after {wait} s",
+            extra=extra,
+            headers={"retry-after": str(wait)},
+        )
+
+
+def _pico(usd_per_token: Decimal) -> int:
+    return int((usd_per_token * _PICO).to_integral_value(rounding=ROUND_CEILING))

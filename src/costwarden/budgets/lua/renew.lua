@@ -1,0 +1,39 @@
+-- renew.lua: keep this process's leases of one tenant alive.
+--
+-- KEYS[1] ready, KEYS[2] leases (zset id -> expiry ms), KEYS[3] lease (hash id -> entries)
+-- ARGV[1] the new expiry, epoch milliseconds
+-- ARGV[2] JSON: [[lease id, [[counter key, field, amount, ttl], ...]], ...]
+-- A lease still recorded gets the new expiry (never an earlier one). A lease that is gone -- purged after expiring
+-- while this process was stalled, or lost with a flush and not part of the rebuild from the
+-- ledger -- is recorded again and its reservations are added back: the request is still in
+-- flight. Nothing is done while the tenant's counters are not loaded.
+-- Returns {leases extended, leases re-created}.
+
+local function int(x)
+  return string.format('%d', x)
+end
+
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return { 0, 0 }
+end
+local extended, recreated = 0, 0
+for _, item in ipairs(cjson.decode(ARGV[2])) do
+  local id, entries = item[1], item[2]
+  if redis.call('ZSCORE', KEYS[2], id) then
+    redis.call('ZADD', KEYS[2], 'GT', ARGV[1], id)
+    extended = extended + 1
+  else
+    local stored = {}
+    for i, e in ipairs(entries) do
+      redis.call('HINCRBY', e[1], e[2], int(e[3]))
+      if e[4] > 0 then
+        redis.call('EXPIRE', e[1], int(e[4]))
+      end
+      stored[i] = '[' .. cjson.encode(e[1]) .. ',' .. cjson.encode(e[2]) .. ',' .. int(e[3]) .. ']'
+    end
+    redis.call('HSET', KEYS[3], id, '[' .. table.concat(stored, ',') .. ']')
+    redis.call('ZADD', KEYS[2], ARGV[1], id)
+    recreated = recreated + 1
+  end
+end
+return { extended, recreated }

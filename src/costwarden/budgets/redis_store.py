@@ -1,0 +1,381 @@
+"""Counters in Redis, shared by several gateway processes.
+
+Every reserve and every settle is one Lua script (one round trip, atomic on the server). The
+reserve script is a line-by-line port of :func:`costwarden.budgets.policy.decide`, so both
+stores make the same decisions; the scripts live in ``budgets/lua/`` and are loaded once in
+:meth:`RedisStore.start`, then run with EVALSHA (redis-py reloads them after a Redis restart).
+
+Key layout -- every key carries its *tenant* (an org id, or ``platform``) as a Redis Cluster
+hash tag, so all of one org's counters, leases and markers live in one slot and a script may
+touch any of them, including the counters named by an expired lease it undoes::
+
+    {prefix}:{tenant}:{check.key}   a counter (a hash):
+                                      calendar: ``u`` settled, ``r`` reserved (in flight)
+                                      rolling:  bucket index (decimal) -> amount, reservations
+                                                included (as policy.apply_grant does)
+    {prefix}:{tenant}:ready         exists while the tenant's counters are loaded
+    {prefix}:{tenant}:leases        zset: lease id -> expiry (epoch ms)
+    {prefix}:{tenant}:lease         hash: lease id -> JSON [[counter key, field, amount], ...]
+    {prefix}:{tenant}:rebuild       the lock of whoever rebuilds the tenant from the ledger
+
+Counters carry an EXPIRE (the check's ``ttl``), so windows that are over disappear by
+themselves and :meth:`RedisStore.prune` has nothing to do.
+
+Leases: a reservation belongs to a request in flight in one process. That process renews its
+leases every ``lease_seconds / 3``; a lease not renewed by its expiry (the process died) is
+undone by the next reserve touching its tenant. A process whose lease was purged while it was
+stalled, or lost in a flush, re-creates it (and re-adds the reservation) when it next renews.
+
+Counters are a cache of the ledger: when a tenant's ``ready`` key is missing (Redis restarted
+or was flushed) reserve raises :class:`~costwarden.budgets.store.CountersLost` and admits
+nothing until the enforcer has re-seeded the tenant with ``complete=True``.
+
+Times come from the caller (``now`` arguments and the ``clock`` used for renewal), never from
+Redis ``TIME``, so tests can move time and every process agrees with its own ledger.
+
+One request's checks may span two tenants (its org and the platform): a script then spans two
+hash slots, which a single Redis (or a replicated primary) runs as one atomic step; a Redis
+Cluster would have to keep the platform's slot with its orgs'.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable
+from importlib import resources
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
+
+from costwarden.budgets.limits import ROLLING_WINDOWS
+from costwarden.budgets.policy import (
+    Actual,
+    Ask,
+    Check,
+    Grant,
+    Refusal,
+    View,
+    actual_amount,
+    decide,
+)
+from costwarden.budgets.store import CountersLost, Seed
+from costwarden.budgets.windows import bucket_leaves_at
+
+logger = logging.getLogger(__name__)
+
+# Expired leases undone per tenant by one reserve; the rest by the following ones.
+PURGE_BATCH = 100
+
+_SCRIPTS = ("reserve", "settle", "renew", "seed")
+
+
+def _script_source(name: str) -> str:
+    return (resources.files("costwarden.budgets") / "lua" / f"{name}.lua").read_text("utf-8")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Entry:
+    key: str  # the Redis key of the counter
+    field: str  # "r" or a bucket index
+    amount: int
+    ttl: int
+
+
+class RedisStore:
+    name = "redis"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        lease_seconds: float = 30.0,
+        prefix: str = "cw",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.url = url
+        self.lease_seconds = lease_seconds
+        self.prefix = prefix
+        self._clock = clock
+        self._client: Redis | None = None
+        self._scripts: dict[str, AsyncScript] = {}
+        # Leases this process holds: lease id -> tenant -> reservations, kept for renewal.
+        self._leases: dict[str, dict[str, list[_Entry]]] = {}
+        self._renew_lock = asyncio.Lock()
+        self._renewing: set[str] = set()  # leases in the renewal pass under way
+        self._renewed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        client = Redis.from_url(self.url, decode_responses=False)
+        try:
+            for name in _SCRIPTS:
+                source = _script_source(name)
+                script = client.register_script(source)
+                # Loaded now, so that the first EVALSHA of each is already one round trip.
+                script.sha = await client.script_load(source)
+                self._scripts[name] = script
+        except BaseException:
+            await client.aclose()
+            raise
+        self._client = client
+        self._task = asyncio.create_task(self._renew_loop(), name="costwarden-lease-renewal")
+        logger.info("redis counter store at %s (prefix %r)", _redact(self.url), self.prefix)
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    @property
+    def client(self) -> Redis:
+        if self._client is None:
+            raise RuntimeError("RedisStore is not started")
+        return self._client
+
+    # -- keys ------------------------------------------------------------------------------
+
+    def _tenant_key(self, tenant: str, name: str) -> str:
+        return f"{self.prefix}:{{{tenant}}}:{name}"
+
+    def counter_key(self, check: Check) -> str:
+        return self._tenant_key(check.limit.tenant, check.key)
+
+    def _tenant_keys(self, tenant: str) -> list[str]:
+        return [
+            self._tenant_key(tenant, "ready"),
+            self._tenant_key(tenant, "leases"),
+            self._tenant_key(tenant, "lease"),
+        ]
+
+    def _layout(self, checks: list[Check]) -> tuple[list[str], dict[str, int], list[str]]:
+        """(tenants in order, tenant -> 1-based index, KEYS for reserve and settle)."""
+        tenants: list[str] = []
+        index: dict[str, int] = {}
+        for check in checks:
+            tenant = check.limit.tenant
+            if tenant not in index:
+                tenants.append(tenant)
+                index[tenant] = len(tenants)
+        keys = [k for tenant in tenants for k in self._tenant_keys(tenant)]
+        keys.extend(self.counter_key(check) for check in checks)
+        return tenants, index, keys
+
+    # -- the request path ------------------------------------------------------------------
+
+    async def reserve(
+        self, lease: str, ask: Ask, checks: list[Check], now: float
+    ) -> Grant | Refusal:
+        if not checks:
+            return decide(ask, [], [], now)
+        tenants, index, keys = self._layout(checks)
+        ask_args = [
+            ask.in_bound_tokens,
+            ask.in_est_tokens,
+            ask.in_bound_nanos,
+            ask.in_est_nanos,
+            ask.out_pico,
+            -1 if ask.want_out is None else ask.want_out,
+            ask.max_out,
+            ask.min_out,
+            ask.est_out,
+            1 if ask.has_output else 0,
+        ]
+        check_args = [
+            [
+                index[c.limit.tenant],
+                1 if c.rolling else 0,
+                c.limit.amount,
+                1 if c.limit.mode == "hard" else 0,
+                c.limit.metric,
+                c.bucket,
+                c.first,
+                c.ttl,
+            ]
+            for c in checks
+        ]
+        raw = await self._scripts["reserve"](
+            keys=keys,
+            args=[
+                lease,
+                _ms(now),
+                _ms(now + self.lease_seconds),
+                PURGE_BATCH,
+                orjson.dumps(tenants),
+                orjson.dumps(ask_args),
+                orjson.dumps(check_args),
+            ],
+        )
+        data: dict[str, Any] = orjson.loads(raw)
+        if "lost" in data:
+            raise CountersLost(list(data["lost"]))
+        if "refusal" in data:
+            i = int(data["index"])
+            return Refusal(
+                data["refusal"],
+                i,
+                int(data["used"]),
+                int(data["reserved"]),
+                _retry_after(checks[i], data["bucket"], now),
+            )
+        grant = Grant(data["out"], list(data["amounts"]), list(data["remaining"]))
+        held: dict[str, list[_Entry]] = {}
+        for check, amount in zip(checks, grant.amounts, strict=True):
+            field = str(check.bucket) if check.rolling else "r"
+            held.setdefault(check.limit.tenant, []).append(
+                _Entry(self.counter_key(check), field, amount, check.ttl)
+            )
+        self._leases[lease] = held
+        return grant
+
+    async def settle(
+        self, lease: str, checks: list[Check], amounts: list[int], actual: Actual, now: float
+    ) -> list[int]:
+        self._leases.pop(lease, None)
+        # A renewal pass that started before the pop may re-create this lease after the
+        # settle deletes it: let it finish first.
+        while lease in self._renewing:
+            await self._renewed.wait()
+        if not checks:
+            return []
+        tenants, index, keys = self._layout(checks)
+        check_args = [
+            [
+                index[c.limit.tenant],
+                1 if c.rolling else 0,
+                c.limit.amount,
+                c.bucket,
+                c.first,
+                c.ttl,
+                amount,
+                actual_amount(c, actual),
+            ]
+            for c, amount in zip(checks, amounts, strict=True)
+        ]
+        raw = await self._scripts["settle"](
+            keys=keys, args=[lease, len(tenants), orjson.dumps(check_args)]
+        )
+        return [int(room) for room in orjson.loads(raw)]
+
+    async def views(self, checks: list[Check], now: float) -> list[View]:
+        pipe = self.client.pipeline(transaction=False)
+        for check in checks:
+            if check.rolling:
+                pipe.hgetall(self.counter_key(check))
+            else:
+                pipe.hmget(self.counter_key(check), ["u", "r"])
+        replies = await pipe.execute() if checks else []
+        out: list[View] = []
+        for check, reply in zip(checks, replies, strict=True):
+            if check.rolling:
+                buckets = {int(b): int(v) for b, v in reply.items()}
+                out.append(View(buckets={b: v for b, v in buckets.items() if b >= check.first}))
+            else:
+                used, reserved = reply
+                out.append(View(int(used or 0), int(reserved or 0)))
+        return out
+
+    # -- leases ----------------------------------------------------------------------------
+
+    async def renew(self, now: float) -> None:
+        """One renewal pass over every lease this process holds (one script per tenant)."""
+        async with self._renew_lock:
+            if not self._leases:
+                return
+            per_tenant: dict[str, list[Any]] = {}
+            for lease, held in self._leases.items():
+                for tenant, entries in held.items():
+                    per_tenant.setdefault(tenant, []).append(
+                        [lease, [[e.key, e.field, e.amount, e.ttl] for e in entries]]
+                    )
+            self._renewing = set(self._leases)
+            self._renewed.clear()
+            try:
+                expiry = _ms(now + self.lease_seconds)
+                for tenant, items in per_tenant.items():
+                    extended, recreated = await self._scripts["renew"](
+                        keys=self._tenant_keys(tenant), args=[expiry, orjson.dumps(items)]
+                    )
+                    if recreated:
+                        logger.warning(
+                            "re-created %d lost lease(s) of tenant %s", recreated, tenant
+                        )
+                    logger.debug("renewed %d lease(s) of tenant %s", extended, tenant)
+            finally:
+                self._renewing = set()
+                self._renewed.set()
+
+    async def _renew_loop(self) -> None:
+        interval = self.lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.renew(self._clock())
+            except (RedisError, OSError) as exc:
+                logger.warning("lease renewal failed: %s", exc)
+
+    # -- loading counters ------------------------------------------------------------------
+
+    async def seed(
+        self, tenant: str, seeds: dict[str, Seed], ttls: dict[str, int], *, complete: bool
+    ) -> None:
+        keys = [self._tenant_key(tenant, "ready")]
+        items: list[list[Any]] = []
+        for key, value in seeds.items():
+            keys.append(self._tenant_key(tenant, key))
+            ttl = ttls.get(key, 0)
+            if isinstance(value, dict):
+                items.append(["r", [[b, v] for b, v in value.items()], ttl])
+            else:
+                items.append(["c", value, ttl])
+        await self._scripts["seed"](
+            keys=keys, args=[1 if complete else 0, orjson.dumps(items)]
+        )
+        logger.debug("seeded %d counters for %s (complete=%s)", len(seeds), tenant, complete)
+
+    async def prune(self, now: float) -> None:
+        """Nothing to do: every counter with a window carries an EXPIRE."""
+        return None
+
+    async def ready(self, tenant: str) -> bool:
+        return bool(await self.client.exists(self._tenant_key(tenant, "ready")))
+
+    async def acquire_rebuild(self, tenant: str, ttl_ms: int) -> bool:
+        """Take the tenant's rebuild lock (for ``ttl_ms`` at most); False if someone has it."""
+        key = self._tenant_key(tenant, "rebuild")
+        return bool(await self.client.set(key, b"1", nx=True, px=ttl_ms))
+
+    async def release_rebuild(self, tenant: str) -> None:
+        await self.client.delete(self._tenant_key(tenant, "rebuild"))
+
+
+def _ms(seconds: float) -> int:
+    return math.floor(seconds * 1000)
+
+
+def _retry_after(check: Check, bucket: int | None, now: float) -> float:
+    """policy.rate_retry_after, from the bucket the script found."""
+    if bucket is None:
+        return float(ROLLING_WINDOWS[check.limit.window])
+    return max(0.0, bucket_leaves_at(check.limit.window, bucket) - now)
+
+
+def _redact(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest:
+        return f"{scheme}://***@{rest.rpartition('@')[2]}"
+    return url

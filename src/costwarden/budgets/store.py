@@ -1,0 +1,74 @@
+"""The counter-store interface: where spend, reservations and rate-limit buckets live.
+
+Two implementations apply the same decision (:mod:`costwarden.budgets.policy`):
+:class:`~costwarden.budgets.memory.MemoryStore` for the embedded single process, and
+:class:`~costwarden.budgets.redis_store.RedisStore` for several gateway processes, where each
+reserve and each settle is one atomic Lua script (one round trip).
+
+Counters are a cache of the ledger. ``seed`` loads values computed from the ledger; a store
+that has lost a tenant's counters (Redis restarted or flushed) raises :class:`CountersLost`
+from ``reserve`` so the enforcer rebuilds them before anything is admitted.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from costwarden.budgets.policy import Actual, Ask, Check, Grant, Refusal, View
+
+# A seed: a calendar counter's settled value, or a rolling counter's buckets.
+Seed = int | dict[int, int]
+
+
+class CountersLost(Exception):
+    """The store no longer holds these tenants' counters; rebuild them from the ledger."""
+
+    def __init__(self, tenants: list[str]) -> None:
+        super().__init__(", ".join(tenants))
+        self.tenants = tenants
+
+
+class CounterStore(Protocol):
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def reserve(
+        self, lease: str, ask: Ask, checks: list[Check], now: float
+    ) -> Grant | Refusal: ...
+
+    async def settle(
+        self, lease: str, checks: list[Check], amounts: list[int], actual: Actual, now: float
+    ) -> list[int]:
+        """Apply the actual amounts; returns the room left in each check afterwards."""
+        ...
+
+    async def views(self, checks: list[Check], now: float) -> list[View]: ...
+
+    async def seed(
+        self, tenant: str, seeds: dict[str, Seed], ttls: dict[str, int], *, complete: bool
+    ) -> None:
+        """Load counters computed from the ledger.
+
+        ``complete``: these are all of the tenant's counters (a rebuild); the tenant is then
+        marked as loaded. The memory store overwrites (no one else writes its counters); the
+        Redis store only fills counters that are absent, since other processes may already be
+        counting into them.
+        """
+        ...
+
+    async def prune(self, now: float) -> None:
+        """Forget counters whose windows are over."""
+        ...
+
+    async def ready(self, tenant: str) -> bool:
+        """Whether the tenant's counters are loaded (False after a Redis flush)."""
+        ...
+
+    async def acquire_rebuild(self, tenant: str, ttl_ms: int) -> bool:
+        """Become the one process rebuilding ``tenant`` (expires after ``ttl_ms``)."""
+        ...
+
+    async def release_rebuild(self, tenant: str) -> None: ...

@@ -1,0 +1,180 @@
+"""Budgets and rate limits on the request path, through a live gateway (in-process counters).
+
+The plain cases of issue 2 of 4: a daily budget runs out and the next request gets 402
+before any upstream call; the 11th request of a 10-per-hour limit gets 429 with a
+Retry-After that is exactly long enough; moving the clock past the window lets requests
+through again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+from costwarden.mock import MockServer
+from costwarden.storage import policy
+from costwarden.storage.usage import ledger_rows
+from tests.helpers import FakeClock, LiveGateway, live_gateway
+
+# $10 per MTok in, $1000 per MTok out: a 1,000-token answer costs $1, so $5 goes in a few calls.
+PRICEY = """
+[[deployments]]
+id = "openai:gpt-4o-mini"
+price = { input_mtok = "10", output_mtok = "1000" }
+"""
+# 2027-03-10 10:00:30 UTC: mid-minute, far from midnight.
+T0 = 1_804_672_830.0
+
+
+async def _chat(
+    gw: LiveGateway, body: dict[str, Any] | None = None, **headers: str
+) -> tuple[int, dict[str, Any], dict[str, str]]:
+    payload = body or {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            gw.openai_url + "/chat/completions",
+            json=payload,
+            headers={"authorization": f"Bearer {gw.key}", **headers},
+        ) as r:
+            return r.status, orjson.loads(await r.read()), {k.lower(): v for k, v in r.headers.items()}
+
+
+async def _mock(mock: MockServer, path: str = "/_mock/stats", **fields: object) -> Any:
+    async with aiohttp.ClientSession() as http:
+        if fields:
+            async with http.post(mock.base_url + "/_mock/config", json=fields) as r:
+                assert r.status == 200
+                return None
+        async with http.get(mock.base_url + path) as r:
+            return await r.json()
+
+
+async def _set(gw: LiveGateway, scope: str = "org", subject: str = "", **amounts: Any) -> None:
+    await asyncio.to_thread(
+        policy.set_limits, gw.app.engine, org="acme", scope=scope, subject=subject, amounts=amounts
+    )
+    await gw.app.enforcer.refresh()
+
+
+async def test_daily_budget_runs_out_then_402_before_upstream(
+    mock: MockServer, database_url: str, tmp_path: Path
+) -> None:
+    clock = FakeClock(T0)
+    await _mock(mock, output_tokens=1000)
+    async with live_gateway(mock, database_url, tmp_path, extra_toml=PRICEY, clock=clock) as gw:
+        await _set(gw, daily_usd="5")
+        statuses: list[int] = []
+        clamps: list[str | None] = []
+        for _ in range(10):
+            status, body, headers = await _chat(gw)
+            statuses.append(status)
+            clamps.append(headers.get("x-costwarden-max-tokens-clamped"))
+            if status != 200:
+                break
+            assert Decimal(headers["x-costwarden-budget-remaining-usd"]) >= 0
+        assert statuses[:-1] == [200] * (len(statuses) - 1) and statuses[-1] == 402, statuses
+        # No client max_tokens: each call was capped at what the budget could still pay for.
+        assert clamps[0] == "4096"
+        assert int(clamps[-2] or 0) < 1000  # the last admitted call was clamped below 1,000
+        error = body["error"]
+        assert error["type"] == "budget_exceeded" and error["code"] == "budget_exceeded"
+        assert error["scope"] == "org" and error["limit_name"] == "daily_usd"
+        assert error["limit"] == "5" and Decimal(error["spent"]) <= 5
+        assert error["resets_at"] == "2027-03-11T00:00:00Z"
+        assert headers["x-costwarden-budget-reset"] == "2027-03-11T00:00:00Z"
+
+        calls_before = (await _mock(mock))["requests"]
+        status, body, _ = await _chat(gw)
+        assert status == 402
+        assert (await _mock(mock))["requests"] == calls_before  # never reached the provider
+
+        await gw.app.ledger.flush()
+        rows = await asyncio.to_thread(ledger_rows, gw.app.engine)
+        spent = sum((r.cost_usd for r in rows if r.status == "success"), Decimal(0))
+        assert Decimal("4.9") < spent <= Decimal(5), spent
+        assert {r.status for r in rows if r.http_status == 402} == {"blocked"}
+
+        # The next day the budget is fresh.
+        clock.advance(86400)
+        status, _, headers = await _chat(gw)
+        assert status == 200
+        assert headers["x-costwarden-budget-reset"] == "2027-03-12T00:00:00Z"
+
+
+async def test_requests_per_hour_429_with_exact_retry_after(
+    mock: MockServer, database_url: str, tmp_path: Path
+) -> None:
+    clock = FakeClock(T0)
+    async with live_gateway(mock, database_url, tmp_path, clock=clock) as gw:
+        await _set(gw, requests_per_hour=10)
+        for i in range(10):
+            status, _, headers = await _chat(gw)
+            assert status == 200
+            assert headers["x-ratelimit-remaining-requests"] == str(9 - i)
+            assert headers["x-ratelimit-limit-requests"] == "10"
+            clock.advance(1)
+        calls = (await _mock(mock))["requests"]
+        status, body, headers = await _chat(gw)
+        assert status == 429
+        assert body["error"]["type"] == "rate_limit_exceeded"
+        assert body["error"]["limit_name"] == "requests_per_hour"
+        # All ten landed in the minute bucket starting at 10:00:00; it leaves the rolling hour
+        # at 11:01:00, which is 3,620 s after 10:00:40.
+        assert headers["retry-after"] == "3620"
+        assert (await _mock(mock))["requests"] == calls
+
+        clock.advance(3619)
+        status, _, _ = await _chat(gw)
+        assert status == 429  # one second early is still too early
+        clock.advance(1)
+        status, _, headers = await _chat(gw)
+        assert status == 200
+        assert headers["x-ratelimit-remaining-requests"] == "9"
+
+
+async def test_client_max_tokens_kept_when_it_fits_and_clamped_when_not(
+    mock: MockServer, database_url: str, tmp_path: Path
+) -> None:
+    clock = FakeClock(T0)
+    await _mock(mock, output_tokens=1000)
+    async with live_gateway(mock, database_url, tmp_path, extra_toml=PRICEY, clock=clock) as gw:
+        await _set(gw, daily_usd="0.5")
+        body = {
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 100,
+        }
+        status, _, headers = await _chat(gw, body)
+        assert status == 200 and "x-costwarden-max-tokens-clamped" not in headers
+        body["max_tokens"] = 5000
+        status, _, headers = await _chat(gw, body)
+        assert status == 200
+        clamped = int(headers["x-costwarden-max-tokens-clamped"])
+        assert 300 < clamped < 400  # ~$0.39 left at $0.001 per token
+        status, resp, _ = await _chat(gw, body)
+        assert status == 402, resp
+
+
+async def test_limits_on_user_tag_and_key_scopes(
+    mock: MockServer, database_url: str, tmp_path: Path
+) -> None:
+    async with live_gateway(mock, database_url, tmp_path) as gw:
+        await _set(gw, "user", "alice", daily_requests=1)
+        await _set(gw, "tag", "team=search", requests_per_minute=2)
+        await _set(gw, "key", gw.key_id, daily_requests=5)
+        assert (await _chat(gw, **{"x-costwarden-user": "alice"}))[0] == 200
+        status, body, _ = await _chat(gw, **{"x-costwarden-user": "alice"})
+        assert status == 402 and body["error"]["scope"] == "user"
+        assert (await _chat(gw, **{"x-costwarden-user": "bob"}))[0] == 200
+        assert (await _chat(gw, **{"x-costwarden-tags": "team=search"}))[0] == 200
+        assert (await _chat(gw, **{"x-costwarden-tags": "team=search"}))[0] == 200
+        status, body, headers = await _chat(gw, **{"x-costwarden-tags": "team=search"})
+        assert status == 429 and body["error"]["scope"] == "tag" and "retry-after" in headers
+        assert (await _chat(gw))[0] == 200  # the key's fifth admitted request today
+        status, body, _ = await _chat(gw)
+        assert body["error"]["scope"] == "key"
