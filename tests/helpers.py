@@ -5,6 +5,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import signal
+import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -12,6 +16,8 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import orjson
 import uvicorn
 
 from costwarden.app import CostwardenApp, create_app
@@ -150,3 +156,76 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    async with aiohttp.ClientSession() as http:
+        for _ in range(600):
+            if proc.poll() is not None:
+                raise AssertionError("gateway exited early:\n" + log.read_text())
+            try:
+                async with http.get(url + "/healthz") as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.05)
+    raise AssertionError("gateway never became healthy:\n" + log.read_text())
+
+
+def spawn_gateway(
+    config: Path, log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """``costwarden serve --config`` as a real process, output to ``log``."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "costwarden.cli", "serve", "--config", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **PROVIDER_ENV, **(env or {})},
+        )
+
+
+def stop_gateway(proc: subprocess.Popen[bytes], timeout: float = 30) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
+# $10 per MTok in, $1000 per MTok out: a 1,000-token answer costs $1, so $5 goes in a few calls.
+PRICEY = """
+[[deployments]]
+id = "openai:gpt-4o-mini"
+price = { input_mtok = "10", output_mtok = "1000" }
+"""
+# 2027-03-10 10:00:30 UTC: mid-minute, far from midnight.
+T0 = 1_804_672_830.0
+
+
+async def chat(
+    gw: LiveGateway, body: dict[str, Any] | None = None, **headers: str
+) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """POST a chat completion (default: "hi" to gpt-4o-mini); (status, body, headers)."""
+    payload = body or {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            gw.openai_url + "/chat/completions",
+            json=payload,
+            headers={"authorization": f"Bearer {gw.key}", **headers},
+        ) as r:
+            return (
+                r.status,
+                orjson.loads(await r.read()),
+                {k.lower(): v for k, v in r.headers.items()},
+            )

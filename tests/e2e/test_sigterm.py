@@ -7,11 +7,7 @@ for a while so a few hundred requests are in flight when the signal arrives.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import aiohttp
@@ -22,32 +18,10 @@ from costwarden.mock import MockServer
 from costwarden.storage import repo
 from costwarden.storage.db import create_engine_for
 from costwarden.storage.migrate import migrate
-from tests.helpers import PROVIDER_ENV, gateway_toml
+from tests.helpers import free_port, gateway_toml, spawn_gateway, wait_healthy
 
 CONCURRENCY = 300
 BODY = orjson.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-async def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    async with aiohttp.ClientSession() as http:
-        for _ in range(300):
-            if proc.poll() is not None:
-                raise AssertionError("gateway exited early:\n" + log.read_text())
-            try:
-                async with http.get(url + "/healthz") as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.05)
-    raise AssertionError("gateway never became healthy:\n" + log.read_text())
 
 
 async def _one(http: aiohttp.ClientSession, url: str, key: str) -> int | None:
@@ -68,7 +42,7 @@ async def test_sigterm_under_load_loses_no_ledger_rows(
 ) -> None:
     # Long enough that all requests are in flight together even on a busy 2-core machine.
     mock.state.update(latency_ms=2000)
-    port = _free_port()
+    port = free_port()
     config = tmp_path / "costwarden.toml"
     config.write_text(gateway_toml(mock.base_url, database_url, port=port, timeout=30))
     engine = create_engine_for(database_url)
@@ -78,16 +52,10 @@ async def test_sigterm_under_load_loses_no_ledger_rows(
     finally:
         engine.dispose()
     log = tmp_path / "gateway.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "costwarden.cli", "serve", "--config", str(config)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **PROVIDER_ENV},
-        )
+    proc = spawn_gateway(config, log)
     url = f"http://127.0.0.1:{port}"
     try:
-        await _wait_healthy(url, proc, log)
+        await wait_healthy(url, proc, log)
         connector = aiohttp.TCPConnector(limit=0)
         async with aiohttp.ClientSession(connector=connector) as http:
             tasks = [asyncio.create_task(_one(http, url, key)) for _ in range(CONCURRENCY)]

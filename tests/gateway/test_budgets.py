@@ -14,34 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import orjson
 
 from costwarden.mock import MockServer
 from costwarden.storage import policy
 from costwarden.storage.usage import ledger_rows
-from tests.helpers import FakeClock, LiveGateway, live_gateway
-
-# $10 per MTok in, $1000 per MTok out: a 1,000-token answer costs $1, so $5 goes in a few calls.
-PRICEY = """
-[[deployments]]
-id = "openai:gpt-4o-mini"
-price = { input_mtok = "10", output_mtok = "1000" }
-"""
-# 2027-03-10 10:00:30 UTC: mid-minute, far from midnight.
-T0 = 1_804_672_830.0
-
-
-async def _chat(
-    gw: LiveGateway, body: dict[str, Any] | None = None, **headers: str
-) -> tuple[int, dict[str, Any], dict[str, str]]:
-    payload = body or {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
-    async with aiohttp.ClientSession() as http:
-        async with http.post(
-            gw.openai_url + "/chat/completions",
-            json=payload,
-            headers={"authorization": f"Bearer {gw.key}", **headers},
-        ) as r:
-            return r.status, orjson.loads(await r.read()), {k.lower(): v for k, v in r.headers.items()}
+from tests.helpers import PRICEY, T0, FakeClock, LiveGateway, live_gateway
+from tests.helpers import chat as _chat
 
 
 async def _mock(mock: MockServer, path: str = "/_mock/stats", **fields: object) -> Any:

@@ -51,7 +51,7 @@ from importlib import resources
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
@@ -73,6 +73,10 @@ logger = logging.getLogger(__name__)
 
 # Expired leases undone per tenant by one reserve; the rest by the following ones.
 PURGE_BATCH = 100
+# Connections per process. Past this, a request waits for a free one (up to POOL_TIMEOUT
+# seconds) instead of failing: redis-py's default pool raises at 100 in use.
+MAX_CONNECTIONS = 64
+POOL_TIMEOUT = 5.0
 
 _SCRIPTS = ("reserve", "settle", "renew", "seed")
 
@@ -116,7 +120,10 @@ class RedisStore:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        client = Redis.from_url(self.url, decode_responses=False)
+        pool = BlockingConnectionPool.from_url(
+            self.url, max_connections=MAX_CONNECTIONS, timeout=POOL_TIMEOUT
+        )
+        client = Redis.from_pool(pool)
         try:
             for name in _SCRIPTS:
                 source = _script_source(name)
@@ -224,14 +231,9 @@ class RedisStore:
         if "lost" in data:
             raise CountersLost(list(data["lost"]))
         if "refusal" in data:
-            i = int(data["index"])
-            return Refusal(
-                data["refusal"],
-                i,
-                int(data["used"]),
-                int(data["reserved"]),
-                _retry_after(checks[i], data["bucket"], now),
-            )
+            kind, i = str(data["refusal"]), int(data["index"])
+            retry = _retry_after(checks[i], data["bucket"], now) if kind == "rate" else None
+            return Refusal(kind, i, int(data["used"]), int(data["reserved"]), retry)
         grant = Grant(data["out"], list(data["amounts"]), list(data["remaining"]))
         held: dict[str, list[_Entry]] = {}
         for check, amount in zip(checks, grant.amounts, strict=True):
@@ -342,9 +344,7 @@ class RedisStore:
                 items.append(["r", [[b, v] for b, v in value.items()], ttl])
             else:
                 items.append(["c", value, ttl])
-        await self._scripts["seed"](
-            keys=keys, args=[1 if complete else 0, orjson.dumps(items)]
-        )
+        await self._scripts["seed"](keys=keys, args=[1 if complete else 0, orjson.dumps(items)])
         logger.debug("seeded %d counters for %s (complete=%s)", len(seeds), tenant, complete)
 
     async def prune(self, now: float) -> None:

@@ -74,18 +74,21 @@ local function milli_div(d, p)
   return math.min(a * 1000 + mul_div_floor(r, 1000, p), NO_CAP)
 end
 
--- ceil(x * p / 1000) for 0 <= x, 0 <= p (policy._ceil_div(x * p, 1000)), exact whenever
--- the result is below 2^53 (and x below 9e12), without forming x * p.
+-- ceil(x * p / 1000) for integers 0 <= x, 0 <= p (policy._ceil_div(x * p, 1000)), exact
+-- whenever the result is below 2^53, without forming x * p: with p = 1000 ph + pl and
+-- x = 1000 xh + xl, x p / 1000 = x ph + xh pl + xl pl / 1000, each term at most the result.
 local function ceil_milli(x, p)
   local pl = math.fmod(p, 1000)
   local ph = (p - pl) / 1000
-  local lo = x * pl
+  local xl = math.fmod(x, 1000)
+  local xh = (x - xl) / 1000
+  local lo = xl * pl -- below 10^6
   local rem = math.fmod(lo, 1000)
   local c = (lo - rem) / 1000
   if rem > 0 then
     c = c + 1
   end
-  return x * ph + c
+  return x * ph + xh * pl + c
 end
 
 local now_ms = ARGV[2]

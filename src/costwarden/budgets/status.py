@@ -1,0 +1,121 @@
+"""Budget status per limit: spent, reserved, remaining, percent used and when it resets.
+
+The admin API reads a running gateway's own counters (:func:`live_status`); the CLI, which
+runs in its own process, reads the shared Redis counters when Redis is configured and
+otherwise the ledger itself (:func:`offline_status`) -- in-process reservations of a running
+gateway are invisible from outside it and reported as zero. Alerts and the dashboard will
+read the same records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from costwarden.budgets.limits import Limit, LimitBook, format_amount, tier_from_mapping
+from costwarden.budgets.memory import MemoryStore
+from costwarden.budgets.policy import Check, View, checks_for, window_total
+from costwarden.budgets.rebuild import compute_seeds, tenant_of
+from costwarden.budgets.store import CounterStore
+from costwarden.budgets.windows import iso, zone
+from costwarden.settings import Settings
+from costwarden.storage import policy as policy_repo
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LimitStatus:
+    limit: Limit
+    spent: int  # counter units; for rate limits, everything in the window (in flight too)
+    reserved: int
+    resets_at: float | None
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.limit.amount - self.spent - self.reserved)
+
+    @property
+    def percent(self) -> Decimal:
+        if self.limit.amount <= 0:
+            return Decimal(100) if self.spent or self.limit.amount == 0 else Decimal(0)
+        return (Decimal(self.spent) * 100 / self.limit.amount).quantize(Decimal("0.01"))
+
+    def to_json(self) -> dict[str, Any]:
+        metric = self.limit.metric
+        return {
+            "scope": self.limit.scope,
+            "scope_id": self.limit.subject or None,
+            "limit_name": self.limit.name,
+            "metric": metric,
+            "window": self.limit.window,
+            "kind": "rate_limit" if self.limit.rolling else "budget",
+            "mode": self.limit.mode,
+            "source": f"tier {self.limit.tier}" if self.limit.tier else "override",
+            "limit": format_amount(metric, self.limit.amount),
+            "spent": format_amount(metric, self.spent),
+            "reserved": format_amount(metric, self.reserved),
+            "remaining": format_amount(metric, self.remaining),
+            "percent_used": str(self.percent),
+            "resets_at": iso(self.resets_at),
+        }
+
+
+def _statuses(checks: list[Check], views: list[View]) -> list[LimitStatus]:
+    out: list[LimitStatus] = []
+    for check, view in zip(checks, views, strict=True):
+        if check.rolling:
+            out.append(LimitStatus(check.limit, window_total(view, check), 0, None))
+        else:
+            out.append(LimitStatus(check.limit, view.used, view.reserved, check.resets_at))
+    return out
+
+
+async def live_status(
+    book: LimitBook, store: CounterStore, org_id: str, now: float, tz_name: str
+) -> list[LimitStatus]:
+    """From the counters a gateway enforces with (in-process or Redis)."""
+    checks = checks_for(book.for_org(org_id), now, zone(tz_name))
+    return _statuses(checks, await store.views(checks, now))
+
+
+def _book(engine: Engine, settings: Settings) -> LimitBook:
+    version, limits, api_tiers, org_tiers = policy_repo.load_policy(engine)
+    config_tiers = [
+        tier_from_mapping(t.name, t.limits, where=f"tiers.{t.name}", source="config")
+        for t in settings.tiers
+    ]
+    return LimitBook(limits, [*config_tiers, *api_tiers], org_tiers, version)
+
+
+async def offline_status(
+    engine: Engine, settings: Settings, org_id: str, now: float | None = None
+) -> list[LimitStatus]:
+    """For a process that does not enforce: Redis counters if configured, else the ledger."""
+    now = time.time() if now is None else now
+    book = await asyncio.to_thread(_book, engine, settings)
+    limits = book.for_org(org_id)
+    tz = zone(settings.budgets.timezone)
+    checks = checks_for(limits, now, tz)
+    if settings.budgets.redis_url:
+        from costwarden.budgets.redis_store import RedisStore
+
+        redis = RedisStore(settings.budgets.redis_url)
+        await redis.start()
+        try:
+            tenants = {c.limit.tenant for c in checks}
+            if all([await redis.ready(t) for t in tenants]):
+                return _statuses(checks, await redis.views(checks, now))
+        finally:
+            await redis.close()
+    families = {(lim.org_id, lim.scope, lim.metric, lim.window) for lim in limits}
+    seeds = await asyncio.to_thread(compute_seeds, engine, families, now, tz)
+    store = MemoryStore()
+    for tenant in {tenant_of(f) for f in families}:
+        found = seeds.get(tenant)
+        if found is not None:
+            await store.seed(tenant, found.seeds, found.ttls, complete=True)
+    return _statuses(checks, await store.views(checks, now))

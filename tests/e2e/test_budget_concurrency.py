@@ -1,0 +1,185 @@
+"""The hard case: a $1 hard budget under 1,000 concurrent requests, never overspent.
+
+1,000 requests from the official ``openai`` SDK, no ``max_tokens`` (the gateway must clamp),
+the mock answering with varied lengths, spread over 4 ``costwarden serve`` processes that
+share PostgreSQL and Redis -- and the same on the embedded default (one process, SQLite,
+in-process counters). Afterwards: the settled spend is at most $1.00, the counters equal the
+ledger row by row, no reservation is left, and every refusal was a 402 (money gone) or a
+429 (room held by reservations in flight), nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+from collections.abc import Iterator
+from decimal import ROUND_CEILING, Decimal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import openai
+import pytest
+import redis
+
+from costwarden.mock import MockServer
+from costwarden.storage import policy, repo
+from costwarden.storage.db import create_engine_for
+from costwarden.storage.migrate import migrate
+from costwarden.storage.usage import ledger_rows
+from tests.helpers import (
+    free_port,
+    gateway_toml,
+    scratch_pg_database,
+    spawn_gateway,
+    stop_gateway,
+    wait_healthy,
+)
+
+REQUESTS = 1000
+BUDGET = Decimal("1.00")
+ADMIN_TOKEN = "admin-token-for-concurrency-test"
+REDIS_URL = "redis://127.0.0.1:6379/13"
+
+
+def _extra(redis_url: str | None) -> str:
+    """$1 per MTok in, $10 per MTok out: answers of 1..1,000 tokens cost up to ~$0.01 each."""
+    redis_line = f'redis_url = "{redis_url}"\n' if redis_url else ""
+    return f"""
+[budgets]
+default_max_output_tokens = 1024
+{redis_line}
+[[deployments]]
+id = "openai:gpt-4o-mini"
+price = {{ input_mtok = "1", output_mtok = "10" }}
+"""
+
+
+def _redis_reason() -> str | None:
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+        return None
+    except redis.RedisError as exc:
+        return f"Redis not reachable at {REDIS_URL}: {exc}"
+
+
+@pytest.fixture
+def shared_stack(pg_ready: None) -> Iterator[tuple[str, str]]:
+    reason = _redis_reason()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    with scratch_pg_database() as url:
+        yield url, REDIS_URL
+    client.flushdb()
+    client.close()
+
+
+async def _admin(base: str, path: str) -> Any:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(base + path, headers={"authorization": f"Bearer {ADMIN_TOKEN}"}) as r:
+            assert r.status == 200, await r.text()
+            return await r.json()
+
+
+async def _run(
+    mock: MockServer, tmp_path: Path, database_url: str, processes: int, redis_url: str | None
+) -> None:
+    mock.state.update(vary_output=True, output_tokens=500, latency_ms=20)
+    engine = create_engine_for(database_url)
+    try:
+        migrate(engine)
+        key, record = repo.create_key(engine, org="budget", project="burst")
+        policy.set_limits(engine, org="budget", scope="org", subject="", amounts={"daily_usd": "1"})
+    finally:
+        engine.dispose()
+    extra = _extra(redis_url)
+    procs = []
+    urls = []
+    for i in range(processes):
+        port = free_port()
+        config = tmp_path / f"gw{i}.toml"
+        config.write_text(
+            gateway_toml(mock.base_url, database_url, port=port, timeout=60, extra=extra)
+        )
+        log = tmp_path / f"gw{i}.log"
+        procs.append((spawn_gateway(config, log, {"COSTWARDEN_ADMIN_TOKEN": ADMIN_TOKEN}), log))
+        urls.append(f"http://127.0.0.1:{port}")
+    try:
+        for (proc, log), url in zip(procs, urls, strict=True):
+            await wait_healthy(url, proc, log)
+        calls_before = mock.state.requests
+        clients = [
+            openai.AsyncOpenAI(base_url=url + "/v1", api_key=key, max_retries=40) for url in urls
+        ]
+
+        async def one(i: int) -> int:
+            client = clients[i % processes]
+            try:
+                await client.chat.completions.create(
+                    model="gpt-4o-mini",
+                    messages=[{"role": "user", "content": f"request {i}: tell me something"}],
+                )
+                return 200
+            except openai.APIStatusError as exc:
+                return exc.status_code
+
+        statuses = await asyncio.gather(*(one(i) for i in range(REQUESTS)))
+        counts = collections.Counter(statuses)
+        status = await _admin(urls[0], "/admin/budgets?org=budget")
+        for client in clients:
+            await client.close()
+    finally:
+        codes = [await asyncio.to_thread(stop_gateway, proc) for proc, _ in procs]
+    for (_, log), code in zip(procs, codes, strict=True):
+        assert code in (0, -15), log.read_text()
+
+    upstream = mock.state.requests - calls_before
+    print(f"\n{processes} process(es): {dict(counts)}; upstream calls {upstream}")
+    assert set(counts) <= {200, 402, 429}, counts
+    assert counts[200] > 50 and counts[402] > 0, counts
+
+    engine = create_engine_for(database_url)
+    try:
+        rows = [r for r in ledger_rows(engine) if r.org_id == record.org_id]
+    finally:
+        engine.dispose()
+    admitted = [r for r in rows if r.status == "success"]
+    refused = [r for r in rows if r.status == "blocked"]
+    assert len(admitted) == counts[200]
+    assert {r.http_status for r in refused} <= {402, 429}
+    assert all(r.cost_usd == 0 for r in refused)
+    spent = sum((r.cost_usd for r in rows), Decimal(0))
+    nanos = sum(int((r.cost_usd * 10**9).to_integral_value(rounding=ROUND_CEILING)) for r in rows)
+    print(f"settled ${spent} of ${BUDGET}; counter ${Decimal(nanos) / 10**9}")
+    assert spent <= BUDGET
+    assert spent > BUDGET - Decimal("0.02"), spent  # the budget was really used up
+    # No admitted call's upstream was skipped and no refused call reached it.
+    assert upstream == len(admitted)
+
+    (daily,) = [s for s in status["limits"] if s["limit_name"] == "daily_usd"]
+    assert Decimal(daily["spent"]) == Decimal(nanos) / 10**9  # counters == ledger, row by row
+    assert daily["reserved"] == "0"
+    assert Decimal(daily["spent"]) <= BUDGET
+    if redis_url:
+        client = redis.Redis.from_url(redis_url)
+        try:
+            assert client.zcard(f"cw:{{{record.org_id}}}:leases") == 0
+            assert client.hlen(f"cw:{{{record.org_id}}}:lease") == 0
+        finally:
+            client.close()
+
+
+async def test_hard_budget_holds_across_four_processes_with_redis(
+    mock: MockServer, tmp_path: Path, shared_stack: tuple[str, str]
+) -> None:
+    database_url, redis_url = shared_stack
+    await _run(mock, tmp_path, database_url, 4, redis_url)
+
+
+async def test_hard_budget_holds_on_the_embedded_default(mock: MockServer, tmp_path: Path) -> None:
+    await _run(mock, tmp_path, f"sqlite:///{tmp_path}/embedded.db", 1, None)
