@@ -1,4 +1,5 @@
-"""The ``costwarden`` command line: serve, demo, mock-upstream, keys, usage, migrate, settings.
+"""The ``costwarden`` command line: serve, demo, mock-upstream, keys, usage, migrate, settings;
+budgets, limits, tiers and orgs (in :mod:`costwarden.cli_budgets`).
 
 Tables are for people (rich); ``--json`` is for scripts. Configuration and input errors are
 printed as one line and exit with status 2 -- never a traceback.
@@ -294,5 +295,22 @@ def print_usage(report: Any, console: Console, *, title: str) -> None:
     console.print(table)
 
 
+# ---------------------------------------------------------------------- budgets, limits, tiers
+
+
+def _register_budget_commands() -> None:
+    """``budgets``, ``limits``, ``tiers`` and ``orgs`` live in :mod:`costwarden.cli_budgets`."""
+    from costwarden.cli_budgets import COMMANDS
+
+    for command in COMMANDS:
+        main.add_command(command)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    # Run as ``python -m costwarden.cli``: use the importable module, so that cli_budgets
+    # (which imports this module's helpers) registers on the very group that runs.
+    from costwarden.cli import main as entry
+
+    entry()
+else:
+    _register_budget_commands()

@@ -370,7 +370,9 @@ def _random_ask(rng: random.Random, *, big: bool = False) -> Ask:
     out_pico = rng.choice([0, 1000, 999, 10_000_000, rng.randint(1, 60_000_000)])
     if big:
         in_pico = rng.choice([0, 1, 1000, 3])
-        out_pico = rng.choice([1, 999, 10**13 + 7, 2**52 + 1, rng.randint(1, 2**52)])
+        out_pico = rng.choice(
+            [1, 7, 999, 1001, 10**13 + 7, 2**52 + 1, MAX_AMOUNT, rng.randint(1, 2**52)]
+        )
     want_out = rng.choice([None, None, rng.randint(0, 5000), rng.randint(1, 64)])
     return Ask(
         in_bound_tokens=in_bound,
@@ -381,7 +383,7 @@ def _random_ask(rng: random.Random, *, big: bool = False) -> Ask:
         want_out=want_out,
         max_out=rng.choice([4096, 1000, 8192]),
         min_out=rng.choice([1, 16, 64]),
-        est_out=rng.randint(0, 1500),
+        est_out=rng.randint(0, 999 if big else 1500),  # estimates stay below 2**53
         has_output=rng.random() < 0.9,
     )
 
@@ -436,7 +438,6 @@ async def test_memory_and_redis_agree(redis_stores: StoreFactory, clock: Clock) 
         assert await red.views(every, now) == await memory.views(every, now), f"step {step}"
     # The walk must have gone through every kind of outcome.
     assert all(n > 5 for n in counts.values()), counts
-    print(counts)
 
 
 async def test_memory_and_redis_agree_on_large_amounts(redis_stores: StoreFactory) -> None:
@@ -446,7 +447,7 @@ async def test_memory_and_redis_agree_on_large_amounts(redis_stores: StoreFactor
     red: RedisStore = await redis_stores()
     for s in (memory, red):
         await prepare(s, "o1", "platform")
-    for step in range(200):
+    for step in range(300):
         # Fresh counters each step, so that no counter passes 2**53.
         amounts = [MAX_AMOUNT, rng.randint(0, MAX_AMOUNT), rng.randint(0, 10**12)]
         limits = [
@@ -457,7 +458,7 @@ async def test_memory_and_redis_agree_on_large_amounts(redis_stores: StoreFactor
         ]
         cs = checks(*rng.sample(limits, rng.randint(1, 4)))
         a = _random_ask(rng, big=True)
-        a = Ask(**{**_asdict(a), "max_out": rng.choice([4096, 2**40, 2**52])})
+        a = Ask(**{**_asdict(a), "max_out": rng.choice([4096, 2**40, MAX_AMOUNT])})
         got = await red.reserve(f"b{step}", a, cs, NOW)
         want = await memory.reserve(f"b{step}", a, cs, NOW)
         assert got == want, f"step {step}: {a} {cs}"
@@ -624,7 +625,7 @@ async def test_reserve_and_settle_are_one_round_trip_each(
 
     async def counting(*args: Any, **options: Any) -> Any:
         commands.append(str(args[0]))
-        return await original(*args, **options)
+        return await original(*args, **options)  # type: ignore[no-untyped-call]
 
     client.execute_command = counting  # type: ignore[method-assign]
     cs = checks(

@@ -2,14 +2,21 @@
 
 Handlers are thin: they parse input, call storage in a worker thread (the event loop keeps
 serving gateway traffic meanwhile) and, for key changes, update the running gateway's key
-cache at once so the change is live without waiting for the poller.
+cache at once so the change is live without waiting for the poller. Limit and tier writes
+reload this process's limits at once; other gateway processes poll for them within
+``budgets.refresh_seconds``.
+
+Errors: bad input is 400 (``invalid_request_error``), an unknown org, project, key or tier
+is 404 (``not_found``), writing a tier defined in the config file is 409 (``conflict``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
@@ -18,9 +25,20 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from costwarden.budgets.limits import (
+    LIMIT_NAMES,
+    MODES,
+    SCOPES,
+    TIER_SCOPES,
+    Limit,
+    Tier,
+    format_amount,
+    tier_to_mapping,
+)
+from costwarden.budgets.status import live_status
 from costwarden.errors import InvalidInput, NotFound
 from costwarden.periods import parse_since
-from costwarden.storage import repo
+from costwarden.storage import policy, repo
 from costwarden.storage.records import KeyRecord
 from costwarden.storage.usage import usage_report
 
@@ -44,6 +62,36 @@ def key_json(record: KeyRecord) -> dict[str, Any]:
     }
 
 
+def limit_json(limit: Limit, org_name: str | None) -> dict[str, Any]:
+    """One explicitly set limit; ``org_name`` is None for platform limits."""
+    return {
+        "org": org_name,
+        "scope": limit.scope,
+        "scope_id": limit.subject or None,
+        "limit_name": limit.name,
+        "limit": format_amount(limit.metric, limit.amount),
+        "mode": limit.mode,
+        "kind": "rate_limit" if limit.rolling else "budget",
+        "metric": limit.metric,
+        "window": limit.window,
+    }
+
+
+def tier_json(tier: Tier) -> dict[str, Any]:
+    return {"name": tier.name, "source": tier.source, "limits": tier_to_mapping(tier)}
+
+
+def config_tier_conflict(name: str) -> str:
+    return (
+        f"tier {name!r} is defined in the config file ([[tiers]]); "
+        "change it there, or use another name"
+    )
+
+
+class Conflict(Exception):
+    """409: the request would overwrite something the config file owns."""
+
+
 def _error(status: int, kind: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"type": kind, "message": message}}, status_code=status)
 
@@ -63,14 +111,37 @@ def create_admin_app(gateway: CostwardenApp) -> Starlette:
             return _error(401, "authentication_error", "missing or wrong admin token")
         return None
 
-    async def body_json(request: Request) -> dict[str, Any]:
+    async def body_json(request: Request, *, allowed: set[str] | None = None) -> dict[str, Any]:
+        """The JSON object body; decimals stay exact (Decimal). ``allowed``: its only fields."""
         try:
-            data = await request.json()
-        except ValueError:
+            data = json.loads(await request.body(), parse_float=Decimal)
+        except ValueError:  # includes bad UTF-8
             raise InvalidInput("request body is not valid JSON") from None
         if not isinstance(data, dict):
             raise InvalidInput("request body must be a JSON object")
+        if allowed is not None:
+            unknown = sorted(set(data) - allowed)
+            if unknown:
+                raise InvalidInput(
+                    f"unknown field(s) {', '.join(map(repr, unknown))} "
+                    f"(known: {', '.join(sorted(allowed))})"
+                )
         return data
+
+    async def reload_limits() -> None:
+        """Apply a committed policy write in this process now (the poller would within
+        refresh_seconds, and retries if this fails)."""
+        try:
+            await gateway.enforcer.refresh()
+        except Exception as exc:
+            logger.warning(
+                "limits saved; reloading them at once failed (the poller retries): %s: %s",
+                type(exc).__name__,
+                exc,
+            )
+
+    def config_tier_names() -> list[str]:
+        return [t.name for t in gateway.enforcer.config_tiers]
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok", "keys": len(gateway.keys)})
@@ -124,6 +195,150 @@ def create_admin_app(gateway: CostwardenApp) -> Starlette:
         report = await asyncio.to_thread(usage_report, engine, org=org, since=since)
         return JSONResponse(report.to_json_dict())
 
+    # ------------------------------------------------------------------ limits
+
+    async def get_limits(request: Request) -> Response:
+        if denied := authorized(request):
+            return denied
+        org = request.query_params.get("org")
+        org_id, names = await asyncio.to_thread(_org_names, engine, org)
+        limits = await asyncio.to_thread(policy.list_limits, engine)
+        if org_id is not None:
+            limits = [lim for lim in limits if lim.org_id in (org_id, "")]
+        return JSONResponse(
+            {
+                "org": org.strip() if org_id is not None and org else None,
+                "org_id": org_id,
+                "limits": [limit_json(lim, names.get(lim.org_id)) for lim in limits],
+            }
+        )
+
+    async def put_limits(request: Request) -> Response:
+        if denied := authorized(request):
+            return denied
+        data = await body_json(request, allowed={"org", "scope", "scope_id", "limits", "mode"})
+        org, scope, subject = _target(data)
+        amounts = data.get("limits")
+        if not isinstance(amounts, dict) or not amounts:
+            raise InvalidInput(
+                "'limits' is required: an object of limit name to amount, e.g. "
+                '{"daily_usd": "5", "requests_per_minute": 60}'
+            )
+        mode = data.get("mode")
+        if mode is not None and mode not in MODES:
+            raise InvalidInput(f"'mode' must be one of {', '.join(MODES)}, got {mode!r}")
+        limits = await asyncio.to_thread(
+            policy.set_limits,
+            engine,
+            org=org,
+            scope=scope,
+            subject=subject,
+            amounts=amounts,
+            mode=mode,
+        )
+        await reload_limits()
+        org_name = org.strip() if org is not None else None
+        return JSONResponse(
+            {
+                "org": org_name,
+                "org_id": limits[0].org_id or None,
+                "limits": [limit_json(lim, org_name) for lim in limits],
+            }
+        )
+
+    async def delete_limits(request: Request) -> Response:
+        if denied := authorized(request):
+            return denied
+        data = await body_json(request, allowed={"org", "scope", "scope_id", "limits"})
+        org, scope, subject = _target(data)
+        names = data.get("limits")
+        if names is not None and (
+            not isinstance(names, list) or not all(isinstance(n, str) for n in names)
+        ):
+            raise InvalidInput("'limits' must be a list of limit names (omit it to clear all)")
+        deleted = await asyncio.to_thread(
+            policy.clear_limits, engine, org=org, scope=scope, subject=subject, names=names
+        )
+        if deleted:
+            await reload_limits()
+        return JSONResponse({"deleted": deleted})
+
+    async def budgets(request: Request) -> Response:
+        if denied := authorized(request):
+            return denied
+        org = request.query_params.get("org")
+        if org is None or not org.strip():
+            raise InvalidInput("query parameter 'org' is required")
+        record = await asyncio.to_thread(repo.get_org_by_name, engine, org.strip())
+        if record is None:
+            raise NotFound(f"unknown org {org!r}")
+        enforcer = gateway.enforcer
+        statuses = await live_status(
+            enforcer.book,
+            enforcer.store,
+            record.id,
+            gateway.clock(),
+            gateway.settings.budgets.timezone,
+        )
+        return JSONResponse(
+            {
+                "org": record.name,
+                "org_id": record.id,
+                "limits": [s.to_json() for s in statuses],
+            }
+        )
+
+    # ------------------------------------------------------------------ tiers
+
+    async def list_tiers(request: Request) -> Response:
+        if denied := authorized(request):
+            return denied
+        stored = await asyncio.to_thread(policy.list_tiers, engine)
+        tiers = [*gateway.enforcer.config_tiers, *stored]
+        return JSONResponse({"data": [tier_json(t) for t in tiers]})
+
+    async def put_tier(request: Request) -> Response:
+        if denied := authorized(request):
+            return denied
+        name = request.path_params["name"]
+        if name.strip() in config_tier_names():
+            raise Conflict(config_tier_conflict(name.strip()))
+        data = await body_json(request)
+        tier = await asyncio.to_thread(policy.set_tier, engine, name, data)
+        await reload_limits()
+        return JSONResponse(tier_json(tier))
+
+    async def delete_tier(request: Request) -> Response:
+        if denied := authorized(request):
+            return denied
+        name = request.path_params["name"]
+        if name.strip() in config_tier_names():
+            raise Conflict(config_tier_conflict(name.strip()))
+        await asyncio.to_thread(policy.delete_tier, engine, name)
+        await reload_limits()
+        return JSONResponse({"deleted": name.strip()})
+
+    async def set_org_tier(request: Request) -> Response:
+        if denied := authorized(request):
+            return denied
+        org = request.path_params["name"]
+        data = await body_json(request, allowed={"tier"})
+        if "tier" not in data:
+            raise InvalidInput("'tier' is required: a tier name, or null to take the org off")
+        tier = data["tier"]
+        if tier is not None and not isinstance(tier, str):
+            raise InvalidInput("'tier' must be a tier name or null")
+        await asyncio.to_thread(
+            policy.set_org_tier, engine, org, tier, known_tiers=config_tier_names()
+        )
+        await reload_limits()
+        return JSONResponse({"org": org.strip(), "tier": tier.strip() if tier else None})
+
+    # ------------------------------------------------------------------ errors
+
+    async def on_conflict(request: Request, exc: Exception) -> Response:
+        return _error(409, "conflict", str(exc))
+
     async def on_invalid(request: Request, exc: Exception) -> Response:
         return _error(400, "invalid_request_error", str(exc))
 
@@ -144,10 +359,19 @@ def create_admin_app(gateway: CostwardenApp) -> Starlette:
             Route("/admin/keys", create_key, methods=["POST"]),
             Route("/admin/keys/{key_id}/revoke", revoke_key, methods=["POST"]),
             Route("/admin/usage", usage),
+            Route("/admin/limits", get_limits, methods=["GET"]),
+            Route("/admin/limits", put_limits, methods=["PUT"]),
+            Route("/admin/limits", delete_limits, methods=["DELETE"]),
+            Route("/admin/budgets", budgets, methods=["GET"]),
+            Route("/admin/tiers", list_tiers, methods=["GET"]),
+            Route("/admin/tiers/{name}", put_tier, methods=["PUT"]),
+            Route("/admin/tiers/{name}", delete_tier, methods=["DELETE"]),
+            Route("/admin/orgs/{name}/tier", set_org_tier, methods=["PUT"]),
         ],
         exception_handlers={
             InvalidInput: on_invalid,
             NotFound: on_not_found,
+            Conflict: on_conflict,
             HTTPException: on_http,
         },
     )
@@ -155,6 +379,34 @@ def create_admin_app(gateway: CostwardenApp) -> Starlette:
 
 def _org_json(org: repo.OrgRecord) -> dict[str, Any]:
     return {"id": org.id, "name": org.name, "created_at": org.created_at.isoformat()}
+
+
+def _org_names(engine: Any, org: str | None) -> tuple[str | None, dict[str, str]]:
+    """(the id of ``org`` or None when not given, {org id: name}); NotFound if unknown."""
+    names = {o.id: o.name for o in repo.list_orgs(engine)}
+    if org is None:
+        return None, names
+    wanted = org.strip()
+    for org_id, name in names.items():
+        if name == wanted:
+            return org_id, names
+    raise NotFound(f"unknown org {org!r}")
+
+
+def _target(data: dict[str, Any]) -> tuple[str | None, str, str]:
+    """(org name or None, scope, subject) from a limits request body."""
+    org = data.get("org")
+    if org is not None and not isinstance(org, str):
+        raise InvalidInput("'org' must be an org name, or null for the platform scope")
+    scope = data.get("scope")
+    if not isinstance(scope, str):
+        raise InvalidInput(f"'scope' is required: one of {', '.join(SCOPES)}")
+    subject = data.get("scope_id")
+    if subject is None:
+        subject = ""
+    if not isinstance(subject, str):
+        raise InvalidInput("'scope_id' must be a string")
+    return org, scope, subject
 
 
 _KEY_SCHEMA = {
@@ -171,13 +423,94 @@ _KEY_SCHEMA = {
 }
 _ERROR = {"description": "error", "content": {"application/json": {"schema": {"type": "object"}}}}
 _BEARER: list[dict[str, list[str]]] = [{"adminToken": []}]
+_AMOUNT = {
+    "type": ["string", "integer", "number"],
+    "description": "USD as decimal text (at most 9 places), counts as integers; -1 = unlimited",
+}
+_LIMIT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "org": {"type": ["string", "null"]},
+        "scope": {"type": "string", "enum": list(SCOPES)},
+        "scope_id": {"type": ["string", "null"]},
+        "limit_name": {"type": "string", "enum": list(LIMIT_NAMES)},
+        "limit": {"type": "string"},
+        "mode": {"type": "string", "enum": list(MODES)},
+        "kind": {"type": "string", "enum": ["budget", "rate_limit"]},
+        "metric": {"type": "string"},
+        "window": {"type": "string"},
+    },
+}
+_STATUS_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "scope": {"type": "string"},
+        "scope_id": {"type": ["string", "null"]},
+        "limit_name": {"type": "string"},
+        "metric": {"type": "string"},
+        "window": {"type": "string"},
+        "kind": {"type": "string", "enum": ["budget", "rate_limit"]},
+        "mode": {"type": "string"},
+        "source": {"type": "string", "description": "override, or tier NAME"},
+        "limit": {"type": "string"},
+        "spent": {"type": "string"},
+        "reserved": {"type": "string"},
+        "remaining": {"type": "string"},
+        "percent_used": {"type": "string"},
+        "resets_at": {"type": ["string", "null"], "format": "date-time"},
+    },
+}
+_TIER_LIMITS_SCHEMA = {
+    "type": "object",
+    "description": "scope type -> {limit name: amount}",
+    "propertyNames": {"enum": list(TIER_SCOPES)},
+    "additionalProperties": {
+        "type": "object",
+        "propertyNames": {"enum": list(LIMIT_NAMES)},
+        "additionalProperties": _AMOUNT,
+    },
+}
+_TIER_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "source": {"type": "string", "enum": ["config", "api"]},
+        "limits": _TIER_LIMITS_SCHEMA,
+    },
+}
+_TARGET_PROPERTIES: dict[str, Any] = {
+    "org": {"type": ["string", "null"], "description": "org name; null for scope platform"},
+    "scope": {"type": "string", "enum": list(SCOPES)},
+    "scope_id": {
+        "type": "string",
+        "description": "project name or id, key id, end user, session id or tag name=value; "
+        "omit for org and platform",
+    },
+}
+
+
+def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+_ORG_QUERY = {"name": "org", "in": "query", "schema": {"type": "string"}}
+_NAME_PATH = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {"title": "costwarden admin API", "version": "0.1.0"},
     "components": {
         "securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer"}},
-        "schemas": {"Key": _KEY_SCHEMA},
+        "schemas": {
+            "Key": _KEY_SCHEMA,
+            "Limit": _LIMIT_SCHEMA,
+            "LimitStatus": _STATUS_SCHEMA,
+            "Tier": _TIER_SCHEMA,
+        },
     },
     "security": _BEARER,
     "paths": {
@@ -232,6 +565,138 @@ OPENAPI: dict[str, Any] = {
                     {"name": "since", "in": "query", "schema": {"type": "string", "default": "7d"}},
                 ],
                 "responses": {"200": {"description": "usage report"}, "404": _ERROR},
+            }
+        },
+        "/admin/limits": {
+            "get": {
+                "summary": "Limits set explicitly: one org's and the platform's (all without org)",
+                "parameters": [_ORG_QUERY],
+                "responses": {
+                    "200": {"description": "{org, org_id, limits: [Limit]}"},
+                    "401": _ERROR,
+                    "404": _ERROR,
+                },
+            },
+            "put": {
+                "summary": "Set limits on one scope instance; live on this gateway at once, "
+                "on others within budgets.refresh_seconds",
+                "requestBody": _json_body(
+                    {
+                        "type": "object",
+                        "required": ["scope", "limits"],
+                        "additionalProperties": False,
+                        "properties": {
+                            **_TARGET_PROPERTIES,
+                            "limits": {
+                                "type": "object",
+                                "propertyNames": {"enum": list(LIMIT_NAMES)},
+                                "additionalProperties": _AMOUNT,
+                                "minProperties": 1,
+                            },
+                            "mode": {
+                                "type": "string",
+                                "enum": list(MODES),
+                                "description": "budgets only (rate limits are always soft); "
+                                "omitted: keep an existing limit's mode, new ones hard",
+                            },
+                        },
+                    }
+                ),
+                "responses": {
+                    "200": {"description": "{org, org_id, limits: [Limit]} as stored"},
+                    "400": _ERROR,
+                    "401": _ERROR,
+                    "404": _ERROR,
+                },
+            },
+            "delete": {
+                "summary": "Clear limits of one scope instance (all of them without 'limits')",
+                "requestBody": _json_body(
+                    {
+                        "type": "object",
+                        "required": ["scope"],
+                        "additionalProperties": False,
+                        "properties": {
+                            **_TARGET_PROPERTIES,
+                            "limits": {
+                                "type": "array",
+                                "items": {"type": "string", "enum": list(LIMIT_NAMES)},
+                            },
+                        },
+                    }
+                ),
+                "responses": {
+                    "200": {"description": "{deleted: n}"},
+                    "400": _ERROR,
+                    "401": _ERROR,
+                    "404": _ERROR,
+                },
+            },
+        },
+        "/admin/budgets": {
+            "get": {
+                "summary": "Every limit applying to an org, with spent, reserved, remaining, "
+                "percent used and reset time, from this gateway's counters",
+                "parameters": [{**_ORG_QUERY, "required": True}],
+                "responses": {
+                    "200": {"description": "{org, org_id, limits: [LimitStatus]}"},
+                    "400": _ERROR,
+                    "401": _ERROR,
+                    "404": _ERROR,
+                },
+            }
+        },
+        "/admin/tiers": {
+            "get": {
+                "summary": "Plan tiers: from the config file (source config) and the API",
+                "responses": {"200": {"description": "{data: [Tier]}"}, "401": _ERROR},
+            }
+        },
+        "/admin/tiers/{name}": {
+            "put": {
+                "summary": "Create or replace an API tier (config-file tiers are read-only)",
+                "parameters": [_NAME_PATH],
+                "requestBody": _json_body(_TIER_LIMITS_SCHEMA),
+                "responses": {
+                    "200": {
+                        "description": "the tier",
+                        "content": {"application/json": {"schema": _ref("Tier")}},
+                    },
+                    "400": _ERROR,
+                    "401": _ERROR,
+                    "409": _ERROR,
+                },
+            },
+            "delete": {
+                "summary": "Delete an API tier no org is on",
+                "parameters": [_NAME_PATH],
+                "responses": {
+                    "200": {"description": "{deleted: name}"},
+                    "400": _ERROR,
+                    "401": _ERROR,
+                    "404": _ERROR,
+                    "409": _ERROR,
+                },
+            },
+        },
+        "/admin/orgs/{name}/tier": {
+            "put": {
+                "summary": "Put an org on a tier, or take it off (tier null)",
+                "parameters": [_NAME_PATH],
+                "requestBody": _json_body(
+                    {
+                        "type": "object",
+                        "required": ["tier"],
+                        "additionalProperties": False,
+                        "properties": {"tier": {"type": ["string", "null"]}},
+                    }
+                ),
+                "responses": {
+                    "200": {"description": "{org, tier}"},
+                    "400": _ERROR,
+                    "401": _ERROR,
+                    "404": _ERROR,
+                },
             }
         },
     },

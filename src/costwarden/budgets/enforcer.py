@@ -120,7 +120,7 @@ class Enforcer:
             if b.redis_url:
                 from costwarden.budgets.redis_store import RedisStore
 
-                store = RedisStore(b.redis_url, lease_seconds=b.lease_seconds)
+                store = RedisStore(b.redis_url, lease_seconds=b.lease_seconds, clock=clock)
             else:
                 store = MemoryStore()
         self.store: CounterStore = store

@@ -203,9 +203,10 @@ def decide(ask: Ask, checks: list[Check], views: list[View], now: float) -> Gran
                 refusal = _worse(refusal, Refusal(_kind(gone), i, view.used, view.reserved, None))
             out = min(out, fits)
         else:
-            need = 1 if limit.metric == "requests" else 0
-            if view.used + view.reserved + need > limit.amount:
-                gone = view.used + need > limit.amount
+            # Soft: admitted while anything is left (counters are integers, so "full" is
+            # used + reserved >= limit); the estimate may overshoot by what is in flight.
+            if view.used + view.reserved >= limit.amount:
+                gone = view.used >= limit.amount
                 refusal = _worse(refusal, Refusal(_kind(gone), i, view.used, view.reserved, None))
     if refusal is not None:
         return refusal

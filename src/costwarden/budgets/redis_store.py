@@ -329,6 +329,8 @@ class RedisStore:
                 await self.renew(self._clock())
             except (RedisError, OSError) as exc:
                 logger.warning("lease renewal failed: %s", exc)
+            except Exception:  # keep renewing: stopping would give back live reservations
+                logger.exception("lease renewal failed")
 
     # -- loading counters ------------------------------------------------------------------
 

@@ -295,12 +295,8 @@ for i, c in ipairs(checks) do
       end
       out = math.min(out, n)
     else
-      local need = 0
-      if c[5] == 'requests' then
-        need = 1
-      end
-      if view.used + view.reserved + need > limit then
-        local gone = view.used + need > limit
+      if view.used + view.reserved >= limit then
+        local gone = view.used >= limit
         refusal = worse(refusal, {
           kind = kind(gone), index = i, used = view.used, reserved = view.reserved,
         })

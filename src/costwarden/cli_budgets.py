@@ -1,0 +1,606 @@
+"""``costwarden budgets|limits|tiers|orgs``: budgets, rate limits and plan tiers from the CLI.
+
+Registered on the main group by :mod:`costwarden.cli`. Writes go straight to the database;
+running gateways pick them up within ``budgets.refresh_seconds`` (0.5 s by default).
+
+Every limit option is derived from the limit names of :mod:`costwarden.budgets.limits`
+(``daily_usd`` <-> ``--daily-usd``), so the CLI, the config file and the admin API share one
+vocabulary. Amounts are taken as text so USD stays exact; ``-1`` means unlimited (it lifts a
+tier's default).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+import click
+from rich import box
+from rich.markup import escape
+from rich.table import Table
+
+from costwarden.budgets.limits import (
+    BUDGET_NAMES,
+    LIMIT_NAMES,
+    MODES,
+    RATE_LIMIT_NAMES,
+    TIER_SCOPES,
+    UNLIMITED,
+    Limit,
+    Tier,
+    parse_amount,
+    tier_from_mapping,
+    tier_to_mapping,
+)
+from costwarden.cli import _engine, _friendly, _out, _settings, config_option
+from costwarden.errors import InvalidInput, NotFound
+from costwarden.settings import Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Scope options: (option, parameter, scope, help). --org and --platform pick the owner.
+_SUBSCOPES = (
+    ("--project", "project", "project", "A project of the org (name or id)."),
+    ("--key", "key", "key", "A virtual key id of the org."),
+    ("--user", "user", "user", "An end user (the x-costwarden-user header)."),
+    ("--session", "session", "session", "An agent session (the x-costwarden-session header)."),
+    ("--tag", "tag", "tag", "A request tag, as name=value (the x-costwarden-tags header)."),
+)
+_SCOPE_HELP = (
+    "Scope: --org ORG alone limits the whole org; add one of --project, --key, --user, "
+    "--session or --tag to limit that part of it; --platform (without --org) caps all traffic."
+)
+
+
+def _flag(name: str) -> str:
+    """``daily_usd`` -> ``--daily-usd``."""
+    return "--" + name.replace("_", "-")
+
+
+def _limit_options(names: Iterable[str]) -> Callable[[F], F]:
+    """One text option per limit name, e.g. ``--daily-usd`` for ``daily_usd``."""
+
+    def apply(func: F) -> F:
+        for name in reversed(list(names)):
+            metric, window = LIMIT_NAMES[name]
+            unit = "USD amount (up to 9 decimals)" if metric == "usd" else f"number of {metric}"
+            period = {
+                "day": "per calendar day",
+                "month": "per calendar month",
+                "lifetime": "in total, never resetting",
+                "minute": "in any rolling minute",
+                "hour": "in any rolling hour",
+                "24h": "in any rolling 24 hours",
+            }[window]
+            func = click.option(
+                _flag(name),
+                name,
+                default=None,
+                metavar="USD" if metric == "usd" else "N",
+                help=f"{unit} {period}; -1 = unlimited.",
+            )(func)
+        return func
+
+    return apply
+
+
+def _scope_options(func: F) -> F:
+    for option, param, _scope, help_text in reversed(_SUBSCOPES):
+        func = click.option(option, param, default=None, metavar=param.upper(), help=help_text)(
+            func
+        )
+    func = click.option(
+        "--platform", is_flag=True, help="The platform-wide scope (every org); give no --org."
+    )(func)
+    func = click.option("--org", default=None, help="The org (by name).")(func)
+    return func
+
+
+def _target(
+    org: str | None, platform: bool, subscopes: Mapping[str, str | None]
+) -> tuple[str | None, str, str]:
+    """(org name or None, scope, subject) from the scope options."""
+    given = [(param, value) for param, value in subscopes.items() if value is not None]
+    if len(given) > 1:
+        names = " and ".join(f"--{p}" for p, _ in given)
+        raise InvalidInput(
+            f"give at most one of --project, --key, --user, --session, --tag ({names})"
+        )
+    if platform:
+        if org is not None:
+            raise InvalidInput("--platform applies to every org: give no --org")
+        if given:
+            raise InvalidInput(f"--platform takes no --{given[0][0]}")
+        return None, "platform", ""
+    if org is None:
+        raise InvalidInput("give --org ORG (optionally with a narrower scope) or --platform")
+    if not given:
+        return org, "org", ""
+    param, value = given[0]
+    scope = next(s for _, p, s, _ in _SUBSCOPES if p == param)
+    assert value is not None
+    return org, scope, value
+
+
+def _describe(org: str | None, scope: str, subject: str) -> str:
+    if scope == "platform":
+        return "the platform"
+    if scope == "org":
+        return f"org {org}"
+    return f"{scope} {subject} of org {org}"
+
+
+def _amounts(options: Mapping[str, Any], names: Iterable[str]) -> dict[str, str]:
+    """The limit options given, checked (with the flag's name in any error)."""
+    out: dict[str, str] = {}
+    for name in names:
+        value = options.get(name)
+        if value is None:
+            continue
+        parse_amount(LIMIT_NAMES[name][0], value, what=_flag(name))
+        out[name] = value
+    if not out:
+        example = _flag(next(iter(names)))
+        raise InvalidInput(f"give at least one limit, e.g. {example} 5 (see --help)")
+    return out
+
+
+def _amount_text(metric: str, text: str, units: int) -> str:
+    if units == UNLIMITED:
+        return "unlimited"
+    return f"{text} USD" if metric == "usd" else text
+
+
+def _refresh_note(settings: Settings) -> str:
+    return f"running gateways apply this within {settings.budgets.refresh_seconds:g} s"
+
+
+def _config_tiers(settings: Settings) -> list[Tier]:
+    return [
+        tier_from_mapping(t.name, t.limits, where=f"tiers.{t.name}", source="config")
+        for t in settings.tiers
+    ]
+
+
+def _org_names(engine: Any) -> dict[str, str]:
+    from costwarden.storage import repo
+
+    return {o.id: o.name for o in repo.list_orgs(engine)}
+
+
+def _print_limits(limits: list[Limit], names: Mapping[str, str], title: str) -> None:
+    from costwarden.budgets.limits import format_amount
+
+    table = Table(title=escape(title), box=box.SIMPLE_HEAD)
+    for column in ("org", "scope", "scope id", "limit", "amount", "mode", "kind"):
+        table.add_column(column, overflow="fold")
+    for lim in limits:
+        text = format_amount(lim.metric, lim.amount)
+        table.add_row(
+            escape(names.get(lim.org_id, "")) if lim.org_id else "(platform)",
+            lim.scope,
+            escape(lim.subject),
+            lim.name,
+            _amount_text(lim.metric, text, lim.amount),
+            lim.mode,
+            "rate limit" if lim.rolling else "budget",
+        )
+    _out.print(table)
+
+
+def _set(
+    config: str,
+    target: tuple[str | None, str, str],
+    amounts: dict[str, str],
+    mode: str | None,
+    as_json: bool,
+) -> None:
+    from costwarden.admin.api import limit_json
+    from costwarden.storage import policy
+
+    org, scope, subject = target
+    settings = _settings(config, need_secrets=False)
+    engine = _engine(settings)
+    try:
+        limits = policy.set_limits(
+            engine, org=org, scope=scope, subject=subject, amounts=amounts, mode=mode
+        )
+        names = _org_names(engine)
+    finally:
+        engine.dispose()
+    if as_json:
+        click.echo(json.dumps([limit_json(lim, names.get(lim.org_id)) for lim in limits]))
+        return
+    _print_limits(limits, names, f"set on {_describe(org, scope, subject)}")
+    _out.print(_refresh_note(settings), highlight=False)
+
+
+# ---------------------------------------------------------------------- budgets
+
+
+@click.group()
+def budgets() -> None:
+    """Budgets (spend caps per day, month or lifetime): set, show, clear.
+
+    Amounts: USD as decimal text ("0.50"), tokens and requests as whole numbers; -1 means
+    unlimited (lifts a plan tier's default for that scope).
+    """
+
+
+@budgets.command("set", epilog=_SCOPE_HELP)
+@config_option
+@_scope_options
+@_limit_options(BUDGET_NAMES)
+@click.option(
+    "--mode",
+    type=click.Choice(MODES),
+    default=None,
+    help="hard: never overspend (clamps max_tokens); soft: may overshoot by one request. "
+    "Default: keep the current mode, hard for new budgets.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the limits set as JSON.")
+@_friendly
+def budgets_set(
+    config: str,
+    org: str | None,
+    platform: bool,
+    project: str | None,
+    key: str | None,
+    user: str | None,
+    session: str | None,
+    tag: str | None,
+    mode: str | None,
+    as_json: bool,
+    **options: str | None,
+) -> None:
+    """Set budgets on one scope, e.g. ``--org acme --daily-usd 5``."""
+    target = _target(
+        org,
+        platform,
+        {"project": project, "key": key, "user": user, "session": session, "tag": tag},
+    )
+    _set(config, target, _amounts(options, BUDGET_NAMES), mode, as_json)
+
+
+@budgets.command("show")
+@config_option
+@click.option("--org", required=True, help="The org (by name).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per limit.")
+@_friendly
+def budgets_show(config: str, org: str, as_json: bool) -> None:
+    """Every limit that applies to an org: spent, reserved, remaining, percent used, reset.
+
+    Read from the shared Redis counters when budgets.redis_url is set, else from the ledger
+    (reservations of requests still in flight on a gateway are then shown as zero).
+    """
+    from costwarden.budgets.status import offline_status
+    from costwarden.storage import repo
+
+    settings = _settings(config, need_secrets=False)
+    engine = _engine(settings)
+    try:
+        record = repo.get_org_by_name(engine, org.strip())
+        if record is None:
+            raise NotFound(f"unknown org {org!r}")
+        statuses = asyncio.run(offline_status(engine, settings, record.id))
+    finally:
+        engine.dispose()
+    if as_json:
+        click.echo(json.dumps([s.to_json() for s in statuses]))
+        return
+    if not statuses:
+        _out.print(f"no budgets or rate limits apply to org {escape(record.name)}")
+        return
+    table = Table(
+        title=f"budgets and rate limits of org {escape(record.name)}", box=box.SIMPLE_HEAD
+    )
+    columns = (
+        "scope",
+        "scope id",
+        "limit",
+        "mode",
+        "amount",
+        "spent",
+        "reserved",
+        "remaining",
+        "used %",
+        "resets at",
+    )
+    for column in columns:
+        right = column in ("amount", "spent", "reserved", "remaining", "used %")
+        table.add_column(column, justify="right" if right else "left", overflow="fold")
+    for s in statuses:
+        data = s.to_json()
+        lim = s.limit
+        name = lim.name + (f" (tier {lim.tier})" if lim.tier else "")
+        unlimited = lim.amount == UNLIMITED
+        if lim.rolling:
+            resets = f"rolling {lim.window}"
+        else:
+            resets = data["resets_at"] or "never"
+        table.add_row(
+            lim.scope,
+            escape(lim.subject) if lim.scope != "org" else escape(record.name),
+            escape(name),
+            lim.mode,
+            _amount_text(lim.metric, data["limit"], lim.amount),
+            data["spent"],
+            data["reserved"],
+            "unlimited" if unlimited else data["remaining"],
+            "-" if unlimited else data["percent_used"],
+            resets,
+        )
+    _out.print(table)
+
+
+@budgets.command("clear", epilog=_SCOPE_HELP)
+@config_option
+@_scope_options
+@click.option(
+    "--limit",
+    "names",
+    multiple=True,
+    type=click.Choice(list(LIMIT_NAMES)),
+    metavar="NAME",
+    help="A limit to clear (repeatable), e.g. daily_usd or requests_per_minute. "
+    "Default: every limit set on the scope.",
+)
+@click.option("--json", "as_json", is_flag=True, help='Print {"deleted": n}.')
+@_friendly
+def budgets_clear(
+    config: str,
+    org: str | None,
+    platform: bool,
+    project: str | None,
+    key: str | None,
+    user: str | None,
+    session: str | None,
+    tag: str | None,
+    names: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Remove budgets or rate limits set on one scope (a tier's defaults apply again)."""
+    from costwarden.storage import policy
+
+    org_name, scope, subject = _target(
+        org,
+        platform,
+        {"project": project, "key": key, "user": user, "session": session, "tag": tag},
+    )
+    settings = _settings(config, need_secrets=False)
+    engine = _engine(settings)
+    try:
+        deleted = policy.clear_limits(
+            engine, org=org_name, scope=scope, subject=subject, names=list(names) or None
+        )
+    finally:
+        engine.dispose()
+    if as_json:
+        click.echo(json.dumps({"deleted": deleted}))
+        return
+    _out.print(
+        f"cleared {deleted} limit(s) on {escape(_describe(org_name, scope, subject))}",
+        highlight=False,
+    )
+    if deleted:
+        _out.print(_refresh_note(settings), highlight=False)
+
+
+# ---------------------------------------------------------------------- limits
+
+
+@click.group()
+def limits() -> None:
+    """Rate limits (caps over a rolling minute, hour or 24 hours): set, show, clear.
+
+    Rate limits are always soft: a request is refused (429 with Retry-After) once the window
+    is full. Amounts as for budgets; -1 means unlimited.
+    """
+
+
+@limits.command("set", epilog=_SCOPE_HELP)
+@config_option
+@_scope_options
+@_limit_options(RATE_LIMIT_NAMES)
+@click.option("--json", "as_json", is_flag=True, help="Print the limits set as JSON.")
+@_friendly
+def limits_set(
+    config: str,
+    org: str | None,
+    platform: bool,
+    project: str | None,
+    key: str | None,
+    user: str | None,
+    session: str | None,
+    tag: str | None,
+    as_json: bool,
+    **options: str | None,
+) -> None:
+    """Set rate limits on one scope, e.g. ``--org acme --requests-per-minute 60``."""
+    target = _target(
+        org,
+        platform,
+        {"project": project, "key": key, "user": user, "session": session, "tag": tag},
+    )
+    _set(config, target, _amounts(options, RATE_LIMIT_NAMES), None, as_json)
+
+
+limits.add_command(budgets_show, "show")
+limits.add_command(budgets_clear, "clear")
+
+
+# ---------------------------------------------------------------------- tiers
+
+
+@click.group()
+def tiers() -> None:
+    """Plan tiers: default limits for every org on the tier, per scope type.
+
+    Tiers come from the config file ([[tiers]], read-only here) or are made with these
+    commands. A limit set on a scope overrides its tier's default for that limit.
+    """
+
+
+def _parse_tier_limits(option: str, text: str) -> dict[str, str]:
+    """``'daily_usd=5, requests_per_minute=60'`` -> {name: amount text}."""
+    out: dict[str, str] = {}
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        name, sep, value = item.partition("=")
+        name, value = name.strip(), value.strip()
+        if not sep or not name or not value:
+            raise InvalidInput(f"{option}: expected NAME=AMOUNT, got {item.strip()!r}")
+        if name in out:
+            raise InvalidInput(f"{option}: {name} given twice")
+        out[name] = value
+    if not out:
+        raise InvalidInput(f"{option}: no limits given")
+    return out
+
+
+def _tier_options(func: F) -> F:
+    for scope in reversed(TIER_SCOPES):
+        func = click.option(
+            f"--{scope}-limits",
+            f"{scope}_limits",
+            default=None,
+            metavar="NAME=AMOUNT,...",
+            help=f"Defaults for each {scope}, e.g. 'daily_usd=5,requests_per_minute=60'.",
+        )(func)
+    return func
+
+
+@tiers.command("list")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of tiers.")
+@_friendly
+def tiers_list(config: str, as_json: bool) -> None:
+    """List tiers: the config file's and those made with `tiers set`."""
+    from costwarden.admin.api import tier_json
+    from costwarden.storage import policy
+
+    settings = _settings(config, need_secrets=False)
+    engine = _engine(settings)
+    try:
+        found = [*_config_tiers(settings), *policy.list_tiers(engine)]
+    finally:
+        engine.dispose()
+    if as_json:
+        click.echo(json.dumps([tier_json(t) for t in found]))
+        return
+    table = Table(title="plan tiers", box=box.SIMPLE_HEAD)
+    for column in ("tier", "source", "scope", "limits"):
+        table.add_column(column, overflow="fold")
+    for tier in found:
+        mapping = tier_to_mapping(tier)
+        if not mapping:
+            table.add_row(escape(tier.name), tier.source, "", "(no limits)")
+        for scope, amounts in mapping.items():
+            shown = ", ".join(f"{k}={v}" for k, v in amounts.items())
+            table.add_row(escape(tier.name), tier.source, scope, shown)
+    _out.print(table)
+
+
+@tiers.command("set")
+@config_option
+@click.argument("name")
+@_tier_options
+@click.option("--json", "as_json", is_flag=True, help="Print the tier as JSON.")
+@_friendly
+def tiers_set(config: str, name: str, as_json: bool, **options: str | None) -> None:
+    """Create or replace tier NAME (its limits are replaced as a whole).
+
+    Example: costwarden tiers set pro --org-limits 'monthly_usd=500' --key-limits
+    'requests_per_minute=120'
+    """
+    from costwarden.admin.api import config_tier_conflict, tier_json
+    from costwarden.storage import policy
+
+    data: dict[str, dict[str, str]] = {}
+    for scope in TIER_SCOPES:
+        text = options.get(f"{scope}_limits")
+        if text is not None:
+            data[scope] = _parse_tier_limits(f"--{scope}-limits", text)
+    if not data:
+        flags = ", ".join(f"--{s}-limits" for s in TIER_SCOPES)
+        raise InvalidInput(f"give the tier's limits with at least one of {flags}")
+    settings = _settings(config, need_secrets=False)
+    if name.strip() in {t.name for t in settings.tiers}:
+        raise InvalidInput(config_tier_conflict(name.strip()))
+    engine = _engine(settings)
+    try:
+        tier = policy.set_tier(engine, name, data)
+    finally:
+        engine.dispose()
+    if as_json:
+        click.echo(json.dumps(tier_json(tier)))
+        return
+    _out.print(f"tier [bold]{escape(tier.name)}[/] set", highlight=False)
+    for scope, amounts in tier_to_mapping(tier).items():
+        shown = ", ".join(f"{k}={v}" for k, v in amounts.items())
+        _out.print(f"  {scope}: {escape(shown)}", highlight=False)
+    _out.print(_refresh_note(settings), highlight=False)
+
+
+@tiers.command("delete")
+@config_option
+@click.argument("name")
+@_friendly
+def tiers_delete(config: str, name: str) -> None:
+    """Delete tier NAME (move its orgs to another tier first)."""
+    from costwarden.admin.api import config_tier_conflict
+    from costwarden.storage import policy
+
+    settings = _settings(config, need_secrets=False)
+    if name.strip() in {t.name for t in settings.tiers}:
+        raise InvalidInput(config_tier_conflict(name.strip()))
+    engine = _engine(settings)
+    try:
+        policy.delete_tier(engine, name)
+    finally:
+        engine.dispose()
+    _out.print(f"deleted tier {escape(name.strip())}", highlight=False)
+
+
+# ---------------------------------------------------------------------- orgs
+
+
+@click.group()
+def orgs() -> None:
+    """Orgs: put an org on a plan tier."""
+
+
+@orgs.command("set-tier")
+@config_option
+@click.option("--org", required=True, help="The org (by name).")
+@click.option("--tier", default=None, help="The tier to put the org on.")
+@click.option("--none", "no_tier", is_flag=True, help="Take the org off its tier.")
+@click.option("--json", "as_json", is_flag=True, help='Print {"org": ..., "tier": ...}.')
+@_friendly
+def orgs_set_tier(config: str, org: str, tier: str | None, no_tier: bool, as_json: bool) -> None:
+    """Put an org on a tier (--tier NAME) or take it off (--none)."""
+    from costwarden.storage import policy
+
+    if (tier is None) == (not no_tier):
+        raise InvalidInput("give exactly one of --tier NAME and --none")
+    settings = _settings(config, need_secrets=False)
+    engine = _engine(settings)
+    try:
+        policy.set_org_tier(engine, org, tier, known_tiers=[t.name for t in settings.tiers])
+    finally:
+        engine.dispose()
+    chosen = tier.strip() if tier is not None else None
+    if as_json:
+        click.echo(json.dumps({"org": org.strip(), "tier": chosen}))
+        return
+    if chosen is None:
+        _out.print(f"org {escape(org.strip())} is on no tier", highlight=False)
+    else:
+        _out.print(f"org {escape(org.strip())} is on tier {escape(chosen)}", highlight=False)
+    _out.print(_refresh_note(settings), highlight=False)
+
+
+COMMANDS: list[click.Command] = [budgets, limits, tiers, orgs]
