@@ -10,6 +10,8 @@ from importlib import metadata
 from pathlib import Path
 
 from loadgen import WrkResult
+from redis_calls import RedisCalls
+from variants import VARIANTS
 
 START = "<!-- results:start -->"
 END = "<!-- results:end -->"
@@ -19,34 +21,59 @@ PACKAGES = ("costwarden", "uvicorn", "aiohttp", "uvloop")
 # document's own and a rerun replaces nothing but the text between the markers.
 INTRO = """# Benchmarks
 
-How much latency does the gateway add to an LLM call, and how many requests per second can
-it relay? `bench/run.py` answers both against the bundled mock upstream
-(`costwarden mock-upstream`, zero latency), so that the upstream costs almost nothing and
-what remains is the gateway's own work.
+How much latency does the gateway add to an LLM call, how many requests per second can it
+relay, and how much of that do budgets and rate limits cost? `bench/run.py` answers all three
+against the bundled mock upstream (`costwarden mock-upstream`, zero latency), so that the
+upstream costs almost nothing and what remains is the gateway's own work.
 
 ## Method
 
 - Everything runs on one machine: the load generator (`wrk`, Debian package `wrk`),
-  the mock upstream and the gateway. On a 2-core machine they share those two cores, so the
-  absolute numbers are pessimistic: under load the gateway competes for CPU with wrk and the
-  mock.
-- For each concurrency, wrk first hits the mock **directly**, then **through the gateway**
+  the mock upstream, the gateway processes and, for one variant, Redis. On a 2-core machine
+  they share those two cores, so the absolute numbers are pessimistic: under load the
+  gateway competes for CPU with wrk and the mock.
+- The gateway is measured in up to three **variants** (`--variants`, default
+  `off,memory,redis`), each a gateway process of its own with its own SQLite database:
+  - **ledger only** (`off`): no limit applies; the gateway authenticates, relays and bills.
+  - **budgets in-process** (`memory`): the org has hard budgets of $1,000,000 a day and
+    $9,000,000 a month and a rate limit of 100,000,000 requests per minute, its key one of
+    10^12 tokens per minute. They never refuse, but every request reserves in these four
+    counters before the upstream call and settles after it; the counters live in the
+    gateway process.
+  - **budgets on Redis** (`redis`): the same limits with the counters in Redis
+    (`redis://127.0.0.1:6379/11`, flushed before and after): one `EVALSHA` to reserve, one
+    to settle. When that Redis does not answer, the variant is skipped and the results say so.
+- For each concurrency, wrk hits the mock **directly**, then each gateway variant in turn
   (`POST /v1/chat/completions`, the same small non-streaming body, the gateway with a
-  virtual key). Each measured run follows a 2 s warm-up.
+  virtual key). Each measured run follows a 2 s warm-up. The gateways all run for the whole
+  benchmark (idle when not driven), so the variants are interleaved per concurrency and a
+  slow drift of the machine does not fall on one variant only.
 - **Overhead** is gateway latency minus direct latency at the same percentile and
   concurrency, measured in the same run. At high concurrency it includes queueing on the
   shared CPU, so the c=1 figure is the best estimate of the per-request cost.
+- **Enforcement cost** is a budgets variant's latency minus the ledger-only variant's, at the
+  same percentile and concurrency: what the limits add to the rest of the gateway's work.
+  Differences of a few hundredths of a millisecond are within run-to-run noise.
 - The gateway's **self-reported** overhead is the median of its `x-costwarden-overhead-ms`
-  response header over sequential requests on one keep-alive connection. It is timed
-  inside the request handler, minus the whole upstream call, so it leaves out the HTTP
+  response header over sequential requests on one keep-alive connection, per variant. It is
+  timed inside the request handler, minus the whole upstream call, so it leaves out the HTTP
   server's parsing and writing, the ASGI dispatch and the HTTP client's own work (all
   counted as "upstream"). It is a lower bound; the wrk difference is what a client sees.
-- The gateway runs as configured by default otherwise: SQLite storage and the ledger in
-  batched mode. After the runs it is stopped with SIGTERM (it drains its ledger) and the
-  ledger rows are counted. They must equal the calls the mock received from the gateway
-  (one per request) exactly. They may exceed the responses wrk counted by at most one per
-  connection per run: wrk drops the requests still in flight when a run ends, and the
-  gateway still completes and bills them.
+- **Budgets on**: after its runs each variant answers one more request, which must carry
+  `x-costwarden-budget-remaining-usd` for the budgets variants and must not for the
+  ledger-only one; otherwise the run fails.
+- **Redis calls** are server-wide `INFO stats commandstats` deltas around every phase that
+  drives the Redis variant, divided by the requests that reached the upstream meanwhile
+  (each of them reserved and settled): `EVALSHA` calls (2 expected; lease renewals add a
+  few), all commands (including those the scripts run inside Redis), and socket reads, i.e.
+  client round trips (a pipeline counts once). Anything else using that Redis meanwhile is
+  counted too.
+- The gateways run as configured by default otherwise: SQLite storage and the ledger in
+  batched mode. After the runs each is stopped with SIGTERM (it drains its ledger) and its
+  ledger rows are counted. They must equal the calls the mock received while that variant
+  was driven (one per request) exactly. They may exceed the responses wrk counted by at
+  most one per connection per run: wrk drops the requests still in flight when a run ends,
+  and the gateway still completes and bills them.
 
 ## Run it
 
@@ -55,24 +82,29 @@ what remains is the gateway's own work.
 python bench/run.py --duration 10 --connections 1,64 --out docs/benchmarks.md
 ```
 
-It installs `wrk` with `apt-get` if it is missing, starts its own mock and gateway on free
-loopback ports with a throw-away SQLite database, and rewrites the section below.
+It installs `wrk` with `apt-get` if it is missing, starts its own mock and gateways on free
+loopback ports with throw-away SQLite databases, and rewrites the section below.
 
 """
 
+DIRECT = "mock direct"
+VARIANT_OFF_LABEL = VARIANTS["off"].label
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class Pair:
+class Point:
+    """One measured wrk run: a target (the mock or a gateway variant) at one concurrency."""
+
+    target: str  # DIRECT or a variant's label
     connections: int
-    direct: WrkResult
-    gateway: WrkResult
+    result: WrkResult
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class LedgerCheck:
     rows: int
-    responses: int  # gateway responses wrk counted (warm-ups included) + header samples
-    upstream_calls: int  # requests the mock received while the gateway was being driven
+    responses: int  # gateway responses wrk counted (warm-ups included) + sample requests
+    upstream_calls: int  # requests the mock received while this gateway was being driven
     in_flight_bound: int  # requests wrk may have abandoned mid-flight when a run ended
 
     @property
@@ -96,15 +128,32 @@ class LedgerCheck:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class GatewayRun:
+    """What one variant's gateway process showed besides its wrk figures."""
+
+    label: str
+    self_reported_ms: float
+    header_samples: int
+    budget_header: str | None  # x-costwarden-budget-remaining-usd of the sample request
+    ledger: LedgerCheck
+    redis: RedisCalls | None  # the Redis variant only
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Run:
     command: str
     duration_s: float
     wrk_version: str
-    pairs: list[Pair]
-    self_reported_ms: float
-    header_samples: int
-    ledger: LedgerCheck
+    points: list[Point]
+    gateways: list[GatewayRun]
+    notes: list[str]  # variants skipped, and why
     problems: list[str]
+
+    def result(self, target: str, connections: int) -> WrkResult | None:
+        for p in self.points:
+            if p.target == target and p.connections == connections:
+                return p.result
+        return None
 
 
 def machine() -> dict[str, str]:
@@ -151,13 +200,16 @@ def render(run: Run) -> str:
         f"Run on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC with `{run.command}` "
         f"({run.duration_s:g} s per measured run, {run.wrk_version}).",
         _machine_table(),
-        "### Latency and throughput",
-        _main_table(run.pairs),
-        _self_reported(run),
-        _ledger_text(run.ledger),
-        "### Raw wrk figures (measured runs)",
-        _raw_table(run.pairs),
     ]
+    if run.notes:
+        parts.append("**Not measured**: " + "; ".join(run.notes) + ".")
+    parts += ["### Latency and throughput", main_table(run)]
+    cost = enforcement_table(run)
+    if cost:
+        parts += ["### Enforcement cost", _ENFORCEMENT_TEXT, cost]
+    parts += ["### Per gateway process", _gateway_table(run.gateways), _LEDGER_TEXT]
+    parts += [redis_text(g.label, g.redis) for g in run.gateways if g.redis is not None]
+    parts += ["### Raw wrk figures (measured runs)", _raw_table(run.points)]
     if run.problems:
         parts.append("### Problems seen\n\n" + "\n".join(f"- {p}" for p in run.problems))
     return "\n\n".join(parts)
@@ -168,66 +220,119 @@ def _machine_table() -> str:
     return "\n".join(["| machine | |", "| --- | --- |", *rows])
 
 
-def _main_table(pairs: list[Pair]) -> str:
+def target_name(target: str) -> str:
+    return target if target == DIRECT else f"gateway: {target}"
+
+
+def main_table(run: Run) -> str:
     rows = [
         "| target | connections | req/s | p50 ms | p99 ms | overhead p50 ms | overhead p99 ms |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for p in pairs:
-        d, g = p.direct, p.gateway
+    for p in run.points:
+        r, d = p.result, run.result(DIRECT, p.connections)
+        overhead = "| – | –"
+        if p.target != DIRECT and d is not None:
+            overhead = f"| {r.p50_ms - d.p50_ms:+.2f} | {r.p99_ms - d.p99_ms:+.2f}"
         rows.append(
-            f"| mock direct | {p.connections} | {d.rps:,.0f} | {d.p50_ms:.2f} "
-            f"| {d.p99_ms:.2f} | – | – |"
-        )
-        rows.append(
-            f"| via gateway | {p.connections} | {g.rps:,.0f} | {g.p50_ms:.2f} "
-            f"| {g.p99_ms:.2f} | {g.p50_ms - d.p50_ms:+.2f} | {g.p99_ms - d.p99_ms:+.2f} |"
+            f"| {target_name(p.target)} | {p.connections} | {r.rps:,.0f} | {r.p50_ms:.2f} "
+            f"| {r.p99_ms:.2f} {overhead} |"
         )
     return "\n".join(rows)
 
 
-def _self_reported(run: Run) -> str:
-    return (
-        f"**Self-reported overhead** (median `x-costwarden-overhead-ms` over "
-        f"{run.header_samples} sequential requests on one keep-alive connection): "
-        f"**{run.self_reported_ms:.3f} ms**."
-    )
+_ENFORCEMENT_TEXT = (
+    "A budgets variant minus the ledger-only variant at the same concurrency: what reserving "
+    "before the upstream call and settling after it add."
+)
 
 
-def _ledger_text(check: LedgerCheck) -> str:
-    text = (
-        f"**Ledger check**: {check.rows} rows in `ledger` after SIGTERM; "
-        f"{check.responses} gateway responses counted by the clients (wrk, warm-ups "
-        f"included, plus the header samples)"
-    )
-    if check.difference == 0:
-        text += ": they match."
-    else:
-        text += (
-            f": difference {check.difference:+d}. When a run ends wrk closes its connections "
-            f"with up to one request each in flight (at most {check.in_flight_bound} over all "
-            f"gateway runs); the gateway still completes and bills those, but wrk does not "
-            f"count them."
+def enforcement_table(run: Run) -> str:
+    """Budgets variants minus ledger only; empty when either side was not measured."""
+    base = VARIANT_OFF_LABEL
+    rows = []
+    for p in run.points:
+        ledger_only = run.result(base, p.connections)
+        if p.target in (DIRECT, base) or ledger_only is None:
+            continue
+        r = p.result
+        rps = (r.rps / ledger_only.rps - 1) * 100 if ledger_only.rps else float("nan")
+        rows.append(
+            f"| {p.target} | {p.connections} | {r.p50_ms - ledger_only.p50_ms:+.2f} "
+            f"| {r.p99_ms - ledger_only.p99_ms:+.2f} | {rps:+.1f} % |"
         )
-    match = "matches" if check.rows == check.upstream_calls else "does NOT match"
-    return text + (
-        f" The mock received {check.upstream_calls} calls from the gateway, one per request: "
-        f"the row count {match} that exactly."
+    if not rows:
+        return ""
+    head = [
+        f"| controls | connections | p50 ms vs {base} | p99 ms vs {base} | req/s vs {base} |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    return "\n".join(head + rows)
+
+
+def _gateway_table(gateways: list[GatewayRun]) -> str:
+    rows = [
+        "| gateway | self-reported overhead (median ms) | budget header | ledger rows "
+        "| upstream calls | responses counted |",
+        "| --- | ---: | --- | ---: | ---: | ---: |",
+    ]
+    for g in gateways:
+        check = g.ledger
+        match = "=" if check.rows == check.upstream_calls else "≠"
+        header = f"`{g.budget_header}` remaining" if g.budget_header is not None else "absent"
+        rows.append(
+            f"| {g.label} | {g.self_reported_ms:.3f} | {header} | {check.rows} "
+            f"| {match} {check.upstream_calls} | {check.responses} ({check.difference:+d}) |"
+        )
+    n = max((g.header_samples for g in gateways), default=0)
+    return "\n".join(rows) + (
+        f"\n\nSelf-reported overhead: median `x-costwarden-overhead-ms` over {n} sequential "
+        f"requests on one keep-alive connection. Budget header: "
+        f"`x-costwarden-budget-remaining-usd` of one request after the runs."
     )
 
 
-def _raw_table(pairs: list[Pair]) -> str:
+_LEDGER_TEXT = (
+    "**Ledger check**: rows in each gateway's `ledger` after SIGTERM, against the calls the "
+    "mock received while that gateway was driven (they must be equal: one per request) and "
+    "the gateway responses its clients counted (wrk, warm-ups included, plus the sample "
+    "requests). Rows may exceed responses by up to one per connection per wrk run: when a "
+    "run ends wrk closes its connections with a request each in flight, which the gateway "
+    "still completes and bills but wrk does not count."
+)
+
+
+def redis_text(label: str, calls: RedisCalls) -> str:
+    return (
+        f"**Redis calls** ({target_name(label)}; server-wide `INFO stats commandstats` "
+        f"deltas over the phases driving it, {calls.requests} requests reaching the "
+        f"upstream): **{calls.per_request(calls.evalsha):.3f} EVALSHA per request** "
+        f"({calls.evalsha_usec:.0f} µs of Redis time each), "
+        f"{calls.per_request(calls.usage.reads):.3f} client round trips (socket reads) and "
+        f"{calls.per_request(calls.commands):.2f} commands per request, counting those the "
+        f"scripts run inside Redis (most called: {calls.busiest()})."
+    ) + (_disturbed_text(calls.usage.disturbed) if calls.usage.disturbed else "")
+
+
+def _disturbed_text(spans: int) -> str:
+    return (
+        f" **Other clients used this Redis during {spans} of the measured spans**: these "
+        f"figures include their commands and overstate the gateway's."
+    )
+
+
+def _raw_table(points: list[Point]) -> str:
     rows = [
         "| target | connections | requests | p90 ms | non-2xx | socket errors |",
         "| --- | ---: | ---: | ---: | ---: | --- |",
     ]
-    for p in pairs:
-        for name, r in (("mock direct", p.direct), ("via gateway", p.gateway)):
-            errors = ", ".join(f"{k} {v}" for k, v in r.socket_errors.items() if v) or "0"
-            rows.append(
-                f"| {name} | {p.connections} | {r.requests} | {r.p90_ms:.2f} "
-                f"| {r.non_2xx} | {errors} |"
-            )
+    for p in points:
+        r = p.result
+        errors = ", ".join(f"{k} {v}" for k, v in r.socket_errors.items() if v) or "0"
+        rows.append(
+            f"| {target_name(p.target)} | {p.connections} | {r.requests} | {r.p90_ms:.2f} "
+            f"| {r.non_2xx} | {errors} |"
+        )
     return "\n".join(rows)
 
 

@@ -97,19 +97,23 @@ def clean_env() -> dict[str, str]:
     return {**env, **UPSTREAM_ENV}
 
 
-def write_config(path: Path, db: Path, mock_port: int, gateway_port: int) -> Path:
+def write_config(path: Path, db: Path, mock_port: int, gateway_port: int, extra: str = "") -> Path:
+    """The mock gateway config, with ``extra`` TOML (e.g. a ``[budgets]`` table) appended."""
     mock = f"http://{HOST}:{mock_port}"
-    path.write_text(mock_gateway_toml(mock, f"sqlite:///{db}", port=gateway_port), encoding="utf-8")
+    toml = mock_gateway_toml(mock, f"sqlite:///{db}", port=gateway_port) + extra
+    path.write_text(toml, encoding="utf-8")
     return path
 
 
-def create_key(config: Path, env: dict[str, str]) -> str:
+def create_key(config: Path, env: dict[str, str]) -> tuple[str, str]:
+    """A virtual key of org ``bench``: (the key itself, its id for key-scoped limits)."""
     cmd = [*cli(), "keys", "create", "--config", str(config), "--org", "bench", "--json"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
     if done.returncode != 0:
         raise BenchError(f"keys create exited {done.returncode}: {done.stderr.strip()}")
     try:
-        return str(json.loads(done.stdout)["key"])
+        created = json.loads(done.stdout)
+        return str(created["key"]), str(created["id"])
     except (ValueError, KeyError, TypeError):
         raise BenchError(f"keys create printed no key: {done.stdout!r}") from None
 
@@ -182,6 +186,20 @@ def overhead_header_samples(
     finally:
         conn.close()
     return samples
+
+
+def response_headers(port: int, path: str, body: bytes, headers: dict[str, str]) -> dict[str, str]:
+    """The headers of one POST's 200 response (lower-cased names)."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=10)
+    try:
+        conn.request("POST", path, body=body, headers=headers)
+        resp = conn.getresponse()
+        resp.read()
+        if resp.status != 200:
+            raise BenchError(f"gateway answered {resp.status} to a sample request")
+        return {name.lower(): value for name, value in resp.getheaders()}
+    finally:
+        conn.close()
 
 
 def median(values: list[float]) -> float:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich import box
@@ -37,6 +37,9 @@ from costwarden.budgets.limits import (
 from costwarden.cli import _engine, _friendly, _out, _settings, config_option
 from costwarden.errors import InvalidInput, NotFound
 from costwarden.settings import Settings
+
+if TYPE_CHECKING:
+    from costwarden.budgets.status import LimitStatus
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -293,46 +296,67 @@ def budgets_show(config: str, org: str, as_json: bool) -> None:
     if not statuses:
         _out.print(f"no budgets or rate limits apply to org {escape(record.name)}")
         return
-    table = Table(
-        title=f"budgets and rate limits of org {escape(record.name)}", box=box.SIMPLE_HEAD
-    )
-    columns = (
-        "scope",
-        "scope id",
-        "limit",
-        "mode",
-        "amount",
-        "spent",
-        "reserved",
-        "remaining",
-        "used %",
-        "resets at",
-    )
-    for column in columns:
-        right = column in ("amount", "spent", "reserved", "remaining", "used %")
-        table.add_column(column, justify="right" if right else "left", overflow="fold")
+    _print_statuses(statuses, record.name)
+
+
+_STATUS_COLUMNS = (
+    # (header, right-aligned)
+    ("scope", False),
+    ("scope id", False),
+    ("limit", False),
+    ("mode", False),
+    ("source", False),
+    ("amount", True),
+    ("spent", True),
+    ("reserved", True),
+    ("remaining", True),
+    ("used %", True),
+    ("resets at", False),
+)
+_WIDE_ENOUGH = 130  # below this, the ten-column table folds into unreadable slivers
+
+
+def _print_statuses(statuses: list[LimitStatus], org_name: str) -> None:
+    title = f"budgets and rate limits of org {escape(org_name)}"
+    rows: list[tuple[str, ...]] = []
     for s in statuses:
         data = s.to_json()
         lim = s.limit
-        name = lim.name + (f" (tier {lim.tier})" if lim.tier else "")
         unlimited = lim.amount == UNLIMITED
-        if lim.rolling:
-            resets = f"rolling {lim.window}"
-        else:
-            resets = data["resets_at"] or "never"
-        table.add_row(
-            lim.scope,
-            escape(lim.subject) if lim.scope != "org" else escape(record.name),
-            escape(name),
-            lim.mode,
-            _amount_text(lim.metric, data["limit"], lim.amount),
-            data["spent"],
-            data["reserved"],
-            "unlimited" if unlimited else data["remaining"],
-            "-" if unlimited else data["percent_used"],
-            resets,
+        rows.append(
+            (
+                lim.scope,
+                escape(org_name if lim.scope == "org" else lim.subject),
+                lim.name,
+                lim.mode,
+                escape(data["source"]),
+                "unlimited" if unlimited else data["limit"],
+                data["spent"],
+                data["reserved"],
+                "unlimited" if unlimited else data["remaining"],
+                "-" if unlimited else data["percent_used"],
+                f"rolling {lim.window}" if lim.rolling else data["resets_at"] or "never",
+            )
         )
-    _out.print(table)
+    if _out.width >= _WIDE_ENOUGH:
+        table = Table(title=title, box=box.SIMPLE_HEAD)
+        for header, right in _STATUS_COLUMNS:
+            # fold, never truncate: a spend table with "0.000193…" in it is useless
+            table.add_column(header, justify="right" if right else "left", overflow="fold")
+        for row in rows:
+            table.add_row(*row)
+        _out.print(table)
+        return
+    # Narrow terminal: two lines per limit, wrapping between fields rather than inside them.
+    _out.print(f"[bold]{title}[/]", highlight=False)
+    for scope, scope_id, name, mode, source, amount, spent, held, left, used, resets in rows:
+        _out.print(f"{scope} {scope_id} · [bold]{name}[/] ({mode}, {source})", highlight=False)
+        _out.print(
+            f"  limit {amount} · spent {spent} · reserved {held} · remaining {left} · used {used}%",
+            highlight=False,
+        )
+        label = "window" if resets.startswith("rolling") else "resets at"
+        _out.print(f"  {label} {resets}", highlight=False)
 
 
 @budgets.command("clear", epilog=_SCOPE_HELP)

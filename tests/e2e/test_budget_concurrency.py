@@ -145,7 +145,7 @@ async def _run(
 
     engine = create_engine_for(database_url)
     try:
-        rows = [r for r in ledger_rows(engine) if r.org_id == record.org_id]
+        rows = [r for r in ledger_rows(engine, limit=100_000) if r.org_id == record.org_id]
     finally:
         engine.dispose()
     admitted = [r for r in rows if r.status == "success"]
@@ -155,7 +155,9 @@ async def _run(
     assert all(r.cost_usd == 0 for r in refused)
     spent = sum((r.cost_usd for r in rows), Decimal(0))
     nanos = sum(int((r.cost_usd * 10**9).to_integral_value(rounding=ROUND_CEILING)) for r in rows)
+    refusals = collections.Counter(r.http_status for r in refused)
     print(f"settled ${spent} of ${BUDGET}; counter ${Decimal(nanos) / 10**9}")
+    print(f"refusals seen by the gateway (SDK retries included): {dict(refusals)}")
     assert spent <= BUDGET
     assert spent > BUDGET - Decimal("0.02"), spent  # the budget was really used up
     # No admitted call's upstream was skipped and no refused call reached it.

@@ -207,7 +207,7 @@ def create_admin_app(gateway: CostwardenApp) -> Starlette:
             limits = [lim for lim in limits if lim.org_id in (org_id, "")]
         return JSONResponse(
             {
-                "org": org.strip() if org_id is not None and org else None,
+                "org": names[org_id] if org_id is not None else None,
                 "org_id": org_id,
                 "limits": [limit_json(lim, names.get(lim.org_id)) for lim in limits],
             }

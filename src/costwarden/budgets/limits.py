@@ -39,6 +39,7 @@ NANOS_PER_USD = 1_000_000_000
 # Counters are compared exactly in Redis Lua, whose numbers are doubles: keep amounts below
 # 2**53 counter units ($9 million in nano-dollars).
 MAX_AMOUNT = 2**53 - 1
+_MAX_EXPONENT = 30
 
 BUDGET_NAMES: dict[str, tuple[str, str]] = {
     "daily_usd": ("usd", "day"),
@@ -87,6 +88,9 @@ def parse_amount(metric: str, value: Any, *, what: str = "amount") -> int:
         raise InvalidInput(f"{what}: not a number: {value!r}") from None
     if not amount.is_finite():
         raise InvalidInput(f"{what}: must be a finite number")
+    # Checked before any exact arithmetic: "1e999999" would overflow or take minutes to expand.
+    if amount.adjusted() > _MAX_EXPONENT:
+        raise InvalidInput(f"{what}: too large (at most {format_amount(metric, MAX_AMOUNT)})")
     if amount == UNLIMITED:
         return UNLIMITED
     if amount < 0:
