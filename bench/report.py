@@ -53,7 +53,10 @@ upstream costs almost nothing and what remains is the gateway's own work.
   shared CPU, so the c=1 figure is the best estimate of the per-request cost.
 - **Enforcement cost** is a budgets variant's latency minus the ledger-only variant's, at the
   same percentile and concurrency: what the limits add to the rest of the gateway's work.
-  Differences of a few hundredths of a millisecond are within run-to-run noise.
+  On a shared 2-core machine the c=1 p50 difference moves by up to about 0.1 ms between
+  runs, and the c=1 p99 (milliseconds, against a p50 of half a millisecond) comes from
+  occasional pauses seen with and without limits: compare several runs before reading much
+  into either.
 - The gateway's **self-reported** overhead is the median of its `x-costwarden-overhead-ms`
   response header over sequential requests on one keep-alive connection, per variant. It is
   timed inside the request handler, minus the whole upstream call, so it leaves out the HTTP

@@ -15,6 +15,7 @@ settles that failed, and forgets counters whose windows are over.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
@@ -72,29 +73,46 @@ class Reservation:
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         """Remaining budget and rate-limit headers (the tightest limit of each kind)."""
-        out: list[tuple[bytes, bytes]] = []
         tightest: dict[tuple[bool, str], int] = {}
+        remaining = self.remaining
         for i, check in enumerate(self.checks):
             kind = (check.rolling, check.limit.metric)
-            if kind not in tightest or self.remaining[i] < self.remaining[tightest[kind]]:
+            best = tightest.get(kind)
+            if best is None or remaining[i] < remaining[best]:
                 tightest[kind] = i
+        out: list[tuple[bytes, bytes]] = []
         reset: float | None = None
-        for (rolling, metric), i in sorted(tightest.items()):
+        for kind, i in tightest.items():
             check = self.checks[i]
-            left = format_amount(metric, max(0, self.remaining[i]))
-            if rolling:
-                name = "usd" if metric == "usd" else metric
-                out.append((f"x-ratelimit-limit-{name}".encode(), _amount(check).encode()))
-                out.append((f"x-ratelimit-remaining-{name}".encode(), left.encode()))
+            metric = kind[1]
+            left = format_amount(metric, max(0, remaining[i])).encode()
+            if kind[0]:
+                limit_name, remaining_name = _RATE_HEADERS[metric]
+                out.append((limit_name, _amount(check).encode()))
+                out.append((remaining_name, left))
             else:
-                out.append((f"x-costwarden-budget-remaining-{metric}".encode(), left.encode()))
+                out.append((_BUDGET_HEADERS[metric], left))
                 if check.resets_at is not None and (reset is None or check.resets_at < reset):
                     reset = check.resets_at
         if reset is not None:
-            out.append((b"x-costwarden-budget-reset", str(iso(reset)).encode()))
+            out.append((b"x-costwarden-budget-reset", _iso_bytes(reset)))
         if self.out_tokens is not None:
             out.append((b"x-costwarden-max-tokens-clamped", str(self.out_tokens).encode()))
         return out
+
+
+_RATE_HEADERS = {
+    m: (f"x-ratelimit-limit-{m}".encode(), f"x-ratelimit-remaining-{m}".encode())
+    for m in ("usd", "tokens", "requests")
+}
+_BUDGET_HEADERS = {
+    m: f"x-costwarden-budget-remaining-{m}".encode() for m in ("usd", "tokens", "requests")
+}
+
+
+@functools.lru_cache(maxsize=256)
+def _iso_bytes(epoch: float) -> bytes:
+    return str(iso(epoch)).encode()
 
 
 def _amount(check: Check) -> str:

@@ -46,9 +46,14 @@ class MemoryStore:
             view = self._views[check.key] = View()
         if check.ttl:
             self._expires[check.key] = now + check.ttl
-        if check.rolling and view.buckets:
-            for b in [b for b in view.buckets if b < check.first]:
-                del view.buckets[b]
+        if check.rolling:
+            # Buckets are created in time order, so the dict's first key is the oldest.
+            buckets = view.buckets
+            while buckets:
+                oldest = next(iter(buckets))
+                if oldest >= check.first:
+                    break
+                del buckets[oldest]
         return view
 
     async def reserve(
@@ -81,7 +86,7 @@ class MemoryStore:
         for key, value in seeds.items():
             view = self._views.setdefault(key, View())
             if isinstance(value, dict):
-                view.buckets = dict(value)
+                view.buckets = dict(sorted(value.items()))  # oldest first, as _view expects
             else:
                 view.used = value
         logger.debug("seeded %d counters for %s", len(seeds), tenant)

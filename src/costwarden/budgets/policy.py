@@ -39,7 +39,9 @@ _NO_CAP = 1 << 62
 _GRACE = 86400
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+# Check and Ask are built per request: plain slotted dataclasses (a frozen one pays an
+# object.__setattr__ per field). Treat them as immutable.
+@dataclasses.dataclass(slots=True)
 class Check:
     """One counter a request must fit in."""
 
@@ -78,7 +80,7 @@ def checks_for(
     return out
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Ask:
     """What one request may cost, in counter units."""
 
@@ -129,7 +131,11 @@ class Actual:
 
 
 def window_total(view: View, check: Check) -> int:
-    return sum(v for b, v in view.buckets.items() if b >= check.first)
+    buckets = view.buckets
+    first = check.first
+    if not buckets or min(buckets) >= first:  # the usual case: old buckets already pruned
+        return sum(buckets.values())
+    return sum(v for b, v in buckets.items() if b >= first)
 
 
 def estimate(ask: Ask, check: Check) -> int:
@@ -179,9 +185,10 @@ def rate_retry_after(view: View, check: Check, amount: int, now: float) -> float
 
 def decide(ask: Ask, checks: list[Check], views: list[View], now: float) -> Grant | Refusal:
     est = [estimate(ask, c) for c in checks]
+    totals = [window_total(views[i], c) if c.rolling else 0 for i, c in enumerate(checks)]
     for i, check in enumerate(checks):
         if check.rolling:
-            total = window_total(views[i], check)
+            total = totals[i]
             if total + est[i] > check.limit.amount:
                 return Refusal("rate", i, total, 0, rate_retry_after(views[i], check, est[i], now))
 
@@ -217,7 +224,7 @@ def decide(ask: Ask, checks: list[Check], views: list[View], now: float) -> Gran
         limit, view = check.limit, views[i]
         if check.rolling:
             amounts.append(est[i])
-            remaining.append(limit.amount - window_total(view, check) - est[i])
+            remaining.append(limit.amount - totals[i] - est[i])
             continue
         if limit.mode == "hard":
             fixed, per = _hard_terms(ask, limit.metric)
