@@ -26,6 +26,8 @@ from costwarden.budgets.store import Seed
 
 logger = logging.getLogger(__name__)
 
+_NEVER = -(1 << 62)
+
 
 class MemoryStore:
     name = "memory"
@@ -33,6 +35,8 @@ class MemoryStore:
     def __init__(self) -> None:
         self._views: dict[str, View] = {}
         self._expires: dict[str, float] = {}
+        self._pruned: dict[str, int] = {}  # rolling counter -> oldest bucket kept at last prune
+        self._stale: set[str] = set()  # rolling counters a settle wrote an old bucket into
 
     async def start(self) -> None:
         return None
@@ -40,20 +44,21 @@ class MemoryStore:
     async def close(self) -> None:
         return None
 
-    def _view(self, check: Check, now: float) -> View:
+    def _view(self, check: Check, now: float, *, prune: bool = True) -> View:
         view = self._views.get(check.key)
         if view is None:
             view = self._views[check.key] = View()
         if check.ttl:
             self._expires[check.key] = now + check.ttl
-        if check.rolling:
-            # Buckets are created in time order, so the dict's first key is the oldest.
-            buckets = view.buckets
-            while buckets:
-                oldest = next(iter(buckets))
-                if oldest >= check.first:
-                    break
-                del buckets[oldest]
+        if prune and check.rolling:
+            # Drop buckets that left the window, as the Redis script does on every reserve;
+            # a full pass is needed only when the window moved or a settle wrote behind it.
+            key = check.key
+            if check.first > self._pruned.get(key, _NEVER) or key in self._stale:
+                for b in [b for b in view.buckets if b < check.first]:
+                    del view.buckets[b]
+                self._pruned[key] = check.first
+                self._stale.discard(key)
         return view
 
     async def reserve(
@@ -68,8 +73,11 @@ class MemoryStore:
     async def settle(
         self, lease: str, checks: list[Check], amounts: list[int], actual: Actual, now: float
     ) -> list[int]:
-        views = [self._view(c, now) for c in checks]
+        views = [self._view(c, now, prune=False) for c in checks]
         apply_settle(checks, amounts, actual, views, held=True)
+        for check in checks:
+            if check.rolling and check.bucket < self._pruned.get(check.key, _NEVER):
+                self._stale.add(check.key)
         return [_room(c, v) for c, v in zip(checks, views, strict=True)]
 
     async def views(self, checks: list[Check], now: float) -> list[View]:
@@ -86,7 +94,8 @@ class MemoryStore:
         for key, value in seeds.items():
             view = self._views.setdefault(key, View())
             if isinstance(value, dict):
-                view.buckets = dict(sorted(value.items()))  # oldest first, as _view expects
+                view.buckets = dict(value)
+                self._stale.add(key)
             else:
                 view.used = value
         logger.debug("seeded %d counters for %s", len(seeds), tenant)
@@ -103,6 +112,8 @@ class MemoryStore:
     async def prune(self, now: float) -> None:
         for key in [k for k, t in self._expires.items() if t < now]:
             self._views.pop(key, None)
+            self._pruned.pop(key, None)
+            self._stale.discard(key)
             del self._expires[key]
 
 
