@@ -37,7 +37,13 @@ from costwarden.budgets.memory import MemoryStore
 from costwarden.budgets.policy import Actual, Ask, Check, Grant, Refusal, checks_for
 from costwarden.budgets.rebuild import Family, TenantSeeds, compute_seeds, tenant_of
 from costwarden.budgets.store import CountersLost, CounterStore
-from costwarden.budgets.windows import CalendarWindow, calendar_window, iso, zone
+from costwarden.budgets.windows import (
+    CalendarWindow,
+    bucket_seconds,
+    calendar_window,
+    iso,
+    zone,
+)
 from costwarden.errors import (
     BudgetExceeded,
     BudgetInFlight,
@@ -56,6 +62,7 @@ _PICO = Decimal(10**12)
 _NANO = Decimal(NANOS_PER_USD)
 _PRUNE_EVERY = 60.0
 _REBUILD_LOCK_MS = 15_000
+_CHECKS_CACHE_SIZE = 10_000
 
 
 class Reservation:
@@ -153,6 +160,8 @@ class Enforcer:
         # Rows other processes still hold in memory reach the ledger within a flush interval.
         self._flush_wait = 2 * settings.storage.flush_interval_ms / 1000 if batched else 0.0
         self._windows: dict[str, CalendarWindow] = {}
+        # Checks are shared read-only between the requests of one principal.
+        self._checks_cache: dict[tuple[Any, ...], tuple[LimitBook, float, list[Check]]] = {}
         self._prices: dict[str, tuple[int, int]] = {}
         self._unsettled: list[tuple[Reservation, Actual]] = []
         self._rebuilding = asyncio.Lock()
@@ -266,11 +275,12 @@ class Enforcer:
         payload: dict[str, Any],
     ) -> Reservation | None:
         """Reserve in every counter the request meets; None when no limit applies."""
-        limits = self.book.applicable(principal)
-        if not limits:
+        if self.book.empty:
             return None
         now = self.clock()
-        checks = checks_for(limits, now, self.tz, self._calendar)
+        checks = self._checks(principal, now)
+        if not checks:
+            return None
         ask = self._ask(deployment, endpoint, body_len, payload)
         try:
             result = await self.store.reserve(lease, ask, checks, now)
@@ -316,6 +326,33 @@ class Enforcer:
                 )
             except Exception:
                 self._unsettled.append((reservation, actual))
+
+    def _checks(self, principal: Principal, now: float) -> list[Check]:
+        """The principal's counters at ``now``, cached until a window or bucket moves on."""
+        book = self.book
+        cache_key = (
+            principal.org_id,
+            principal.project_id,
+            principal.key_id,
+            principal.end_user,
+            principal.session_id,
+            tuple(principal.tags.items()) if principal.tags else (),
+        )
+        cached = self._checks_cache.get(cache_key)
+        if cached is not None and cached[0] is book and now < cached[1]:
+            return cached[2]
+        checks = checks_for(book.applicable(principal), now, self.tz, self._calendar)
+        until = math.inf
+        for check in checks:
+            if check.rolling:
+                size = bucket_seconds(check.limit.window)
+                until = min(until, (check.bucket + 1) * size)
+            elif check.resets_at is not None:
+                until = min(until, check.resets_at)
+        if len(self._checks_cache) >= _CHECKS_CACHE_SIZE:
+            self._checks_cache.clear()  # bounded; rebuilt from hits within a bucket
+        self._checks_cache[cache_key] = (book, until, checks)
+        return checks
 
     def _calendar(self, window: str, now: float, tz: Any) -> CalendarWindow:
         cached = self._windows.get(window)
