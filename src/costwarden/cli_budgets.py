@@ -101,10 +101,11 @@ def _scope_options(func: F) -> F:
     return func
 
 
-def _target(
-    org: str | None, platform: bool, subscopes: Mapping[str, str | None]
-) -> tuple[str | None, str, str]:
-    """(org name or None, scope, subject) from the scope options."""
+def _target(options: dict[str, Any]) -> tuple[str | None, str, str]:
+    """(org name or None, scope, subject), taken out of the scope options in ``options``."""
+    org: str | None = options.pop("org")
+    platform: bool = options.pop("platform")
+    subscopes = {param: options.pop(param) for _, param, _, _ in _SUBSCOPES}
     given = [(param, value) for param, value in subscopes.items() if value is not None]
     if len(given) > 1:
         names = " and ".join(f"--{p}" for p, _ in given)
@@ -123,8 +124,7 @@ def _target(
         return org, "org", ""
     param, value = given[0]
     scope = next(s for _, p, s, _ in _SUBSCOPES if p == param)
-    assert value is not None
-    return org, scope, value
+    return org, scope, str(value)
 
 
 def _describe(org: str | None, scope: str, subject: str) -> str:
@@ -247,23 +247,12 @@ def budgets() -> None:
 @_friendly
 def budgets_set(
     config: str,
-    org: str | None,
-    platform: bool,
-    project: str | None,
-    key: str | None,
-    user: str | None,
-    session: str | None,
-    tag: str | None,
     mode: str | None,
     as_json: bool,
-    **options: str | None,
+    **options: Any,
 ) -> None:
     """Set budgets on one scope, e.g. ``--org acme --daily-usd 5``."""
-    target = _target(
-        org,
-        platform,
-        {"project": project, "key": key, "user": user, "session": session, "tag": tag},
-    )
+    target = _target(options)
     _set(config, target, _amounts(options, BUDGET_NAMES), mode, as_json)
 
 
@@ -373,26 +362,11 @@ def _print_statuses(statuses: list[LimitStatus], org_name: str) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help='Print {"deleted": n}.')
 @_friendly
-def budgets_clear(
-    config: str,
-    org: str | None,
-    platform: bool,
-    project: str | None,
-    key: str | None,
-    user: str | None,
-    session: str | None,
-    tag: str | None,
-    names: tuple[str, ...],
-    as_json: bool,
-) -> None:
+def budgets_clear(config: str, names: tuple[str, ...], as_json: bool, **options: Any) -> None:
     """Remove budgets or rate limits set on one scope (a tier's defaults apply again)."""
     from costwarden.storage import policy
 
-    org_name, scope, subject = _target(
-        org,
-        platform,
-        {"project": project, "key": key, "user": user, "session": session, "tag": tag},
-    )
+    org_name, scope, subject = _target(options)
     settings = _settings(config, need_secrets=False)
     engine = _engine(settings)
     try:
@@ -432,22 +406,11 @@ def limits() -> None:
 @_friendly
 def limits_set(
     config: str,
-    org: str | None,
-    platform: bool,
-    project: str | None,
-    key: str | None,
-    user: str | None,
-    session: str | None,
-    tag: str | None,
     as_json: bool,
-    **options: str | None,
+    **options: Any,
 ) -> None:
     """Set rate limits on one scope, e.g. ``--org acme --requests-per-minute 60``."""
-    target = _target(
-        org,
-        platform,
-        {"project": project, "key": key, "user": user, "session": session, "tag": tag},
-    )
+    target = _target(options)
     _set(config, target, _amounts(options, RATE_LIMIT_NAMES), None, as_json)
 
 

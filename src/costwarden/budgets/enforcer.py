@@ -26,7 +26,6 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from costwarden.budgets.limits import (
-    NANOS_PER_USD,
     LimitBook,
     Principal,
     Tier,
@@ -54,12 +53,12 @@ from costwarden.errors import (
 from costwarden.providers.base import Deployment
 from costwarden.settings import Settings
 from costwarden.storage import policy as policy_repo
+from costwarden.storage.db import usd_to_nanos
 from costwarden.storage.records import LedgerRecord
 
 logger = logging.getLogger(__name__)
 
 _PICO = Decimal(10**12)
-_NANO = Decimal(NANOS_PER_USD)
 _PRUNE_EVERY = 60.0
 _REBUILD_LOCK_MS = 15_000
 _CHECKS_CACHE_SIZE = 10_000
@@ -275,8 +274,6 @@ class Enforcer:
         payload: dict[str, Any],
     ) -> Reservation | None:
         """Reserve in every counter the request meets; None when no limit applies."""
-        if self.book.empty:
-            return None
         now = self.clock()
         checks = self._checks(principal, now)
         if not checks:
@@ -306,8 +303,9 @@ class Enforcer:
         if reservation.settled:
             return
         reservation.settled = True
-        nanos = (record.cost_usd * _NANO).to_integral_value(rounding=ROUND_CEILING)
-        actual = Actual(int(nanos), record.input_tokens + record.output_tokens)
+        actual = Actual(
+            usd_to_nanos(record.cost_usd), record.input_tokens + record.output_tokens
+        )
         try:
             reservation.remaining = await self.store.settle(
                 reservation.lease, reservation.checks, reservation.amounts, actual, self.clock()

@@ -27,6 +27,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from costwarden.errors import InvalidInput
+from costwarden.storage.db import NANOS_PER_USD
 
 SCOPES = ("platform", "org", "project", "key", "user", "session", "tag")
 METRICS = ("usd", "tokens", "requests")
@@ -35,7 +36,6 @@ ROLLING_WINDOWS: dict[str, int] = {"minute": 60, "hour": 3600, "24h": 86400}
 WINDOWS = (*CALENDAR_WINDOWS, *ROLLING_WINDOWS)
 MODES = ("hard", "soft")
 UNLIMITED = -1
-NANOS_PER_USD = 1_000_000_000
 # Counters are compared exactly in Redis Lua, whose numbers are doubles: keep amounts below
 # 2**53 counter units ($9 million in nano-dollars).
 MAX_AMOUNT = 2**53 - 1

@@ -210,6 +210,22 @@ def dialect_name(bind: Bind) -> str:
 # --------------------------------------------------------------------------- exact sums
 
 
+def _decimal_arg(function: str, value: object) -> Decimal | None:
+    """A money aggregate's input as a Decimal (None for NULL); floats and junk refused."""
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("ascii")
+    if isinstance(value, float):
+        raise ValueError(f"{function}() refuses REAL input: money must be stored as text")
+    if not isinstance(value, int | str):
+        raise ValueError(f"{function}() cannot add {type(value).__name__}")
+    try:
+        return Decimal(value)
+    except InvalidOperation:
+        raise ValueError(f"{function}(): not a decimal: {value!r:.40}") from None
+
+
 class DecimalSum:
     """SQLite aggregate ``dsum(x)``: exact sum of decimal strings, as a decimal string.
 
@@ -222,18 +238,9 @@ class DecimalSum:
         self._total: Decimal | None = None
 
     def step(self, value: object) -> None:
-        if value is None:
+        amount = _decimal_arg("dsum", value)
+        if amount is None:
             return
-        if isinstance(value, bytes):
-            value = value.decode("ascii")
-        if isinstance(value, float):
-            raise ValueError("dsum() refuses REAL input: money must be stored as text")
-        if not isinstance(value, int | str):
-            raise ValueError(f"dsum() cannot add {type(value).__name__}")
-        try:
-            amount = Decimal(value)
-        except InvalidOperation:
-            raise ValueError(f"dsum(): not a decimal: {value!r:.40}") from None
         if self._total is None:
             self._total = amount
         else:
@@ -290,18 +297,9 @@ class NanoSum:
         self._total: int | None = None
 
     def step(self, value: object) -> None:
-        if value is None:
+        amount = _decimal_arg("nanosum", value)
+        if amount is None:
             return
-        if isinstance(value, bytes):
-            value = value.decode("ascii")
-        if isinstance(value, float):
-            raise ValueError("nanosum() refuses REAL input: money must be stored as text")
-        if not isinstance(value, int | str):
-            raise ValueError(f"nanosum() cannot add {type(value).__name__}")
-        try:
-            amount = Decimal(value)
-        except InvalidOperation:
-            raise ValueError(f"nanosum(): not a decimal: {value!r:.40}") from None
         if not amount.is_finite():
             raise ValueError(f"nanosum(): not a finite decimal: {value!r:.40}")
         self._total = (self._total or 0) + usd_to_nanos(amount)
