@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
@@ -14,7 +15,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 
 from costwarden.errors import InvalidInput, StorageError
-from costwarden.storage.ledger import LedgerWriter
+from costwarden.storage.ledger import LedgerWriter, record_to_row
 from costwarden.storage.records import LedgerRecord
 from costwarden.storage.schema import ledger
 from costwarden.storage.usage import ledger_rows
@@ -366,3 +367,38 @@ async def test_survives_postgres_going_away(
     got = {r.request_id: r.cost_usd for r in ledger_rows(observer, None, limit=1000)}
     assert got == {r.request_id: r.cost_usd for r in first + second}
     assert all("hunter2" not in r.getMessage() for r in caplog.records)
+
+
+async def test_writer_stores_what_sqlalchemy_stores(
+    db_url: str, make_engine: MakeEngine, make_record: MakeRecord
+) -> None:
+    """The writer binds straight through the driver; the stored values must not differ."""
+    engine = make_engine(db_url)
+    variants = [
+        make_record(),
+        make_record(
+            ts=datetime(2031, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(hours=-5))),
+            cost_usd=Decimal("123.456789012345"),
+            tags={"team": "ml", "env": "prod"},
+            streamed=True,
+            cost_estimated=True,
+            ttft_ms=3.25,
+            error="upstream said \x00 no",
+            end_user="u-1",
+            session_id="s-1",
+        ),
+        make_record(ts=datetime(2024, 2, 29, 23, 59, 59, 999999, tzinfo=UTC), cost_usd=0),
+    ]
+    via_sqlalchemy = [dataclasses.replace(r, request_id="a" + r.request_id) for r in variants]
+    via_writer = [dataclasses.replace(r, request_id="b" + r.request_id) for r in variants]
+    with engine.begin() as conn:
+        conn.execute(ledger.insert(), [record_to_row(r) for r in via_sqlalchemy])
+    async with LedgerWriter(engine, flush_interval=0.01) as writer:
+        for record in via_writer:
+            writer.submit(record)
+    with engine.connect() as conn:
+        raw = conn.exec_driver_sql("SELECT * FROM ledger ORDER BY request_id").all()
+    assert len(raw) == 6
+    for a, b in zip(raw[:3], raw[3:], strict=True):
+        assert a[0] == "a" + b[0][1:]
+        assert a[1:] == b[1:]

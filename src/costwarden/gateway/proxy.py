@@ -10,7 +10,6 @@ client received always has its row (in durable mode the row is committed by then
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import secrets
 from collections.abc import Callable
@@ -18,7 +17,6 @@ from datetime import UTC, datetime
 from time import perf_counter, time
 from typing import Any
 
-import aiohttp
 import orjson
 
 from costwarden.budgets.enforcer import Enforcer, Reservation
@@ -34,6 +32,7 @@ from costwarden.errors import (
 from costwarden.gateway.asgi import JSON, Receive, Scope, Send, read_body, send_bytes
 from costwarden.gateway.auth import KeyCache, key_from_headers
 from costwarden.gateway.errors import error_body
+from costwarden.gateway.upstream import Response, UpstreamClient
 from costwarden.gateway.validate import principal_fields, validate_payload
 from costwarden.pricing import TokenUsage
 from costwarden.providers.base import Deployment, StreamMeter, estimate_tokens
@@ -48,7 +47,6 @@ ENDPOINTS: dict[str, tuple[str, str]] = {
     "/v1/embeddings": ("embeddings", "openai"),
     "/v1/messages": ("messages", "anthropic"),
 }
-_LARGE_BODY = 1 << 20
 _SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 
 
@@ -92,18 +90,15 @@ class Proxy:
         self.clock = clock
         self.max_body_bytes = max_body_bytes
         self.durable = durable
-        self.session: aiohttp.ClientSession | None = None
+        self.client: UpstreamClient | None = None
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
-        self.session = aiohttp.ClientSession(
-            connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",)
-        )
+        self.client = UpstreamClient()
 
     async def close(self) -> None:
-        if self.session is not None:
-            await self.session.close()
-            self.session = None
+        if self.client is not None:
+            await self.client.close()
+            self.client = None
 
     # ------------------------------------------------------------------ entry
 
@@ -272,34 +267,34 @@ class Proxy:
         body: bytes,
         headers: dict[bytes, bytes],
         record: LedgerRecord,
-    ) -> aiohttp.ClientResponse:
-        assert self.session is not None, "Proxy.start() was not awaited"
+    ) -> Response:
+        assert self.client is not None, "Proxy.start() was not awaited"
         adapter = deployment.adapter
         try:
-            return await self.session.post(
+            return await self.client.post(
                 adapter.url(endpoint),
-                # aiohttp wants big bodies as a stream so it does not write them in one go.
-                data=body if len(body) < _LARGE_BODY else io.BytesIO(body),
-                headers=adapter.headers(headers),
-                timeout=adapter.client_timeout,
+                adapter.headers(headers).items(),
+                body,
+                timeout=adapter.timeout,
+                connect_timeout=adapter.connect_timeout,
             )
         except TimeoutError:
             record.status = "upstream_error"
             raise UpstreamTimeout(f"upstream {adapter.name} did not answer in time") from None
-        except aiohttp.ClientError as exc:
+        except OSError as exc:
             record.status = "upstream_error"
             raise UpstreamError(
                 f"upstream {adapter.name} connection failed ({type(exc).__name__})"
             ) from None
 
     async def _upstream_failed(
-        self, resp: aiohttp.ClientResponse, deployment: Deployment, record: LedgerRecord
+        self, resp: Response, deployment: Deployment, record: LedgerRecord
     ) -> GatewayError:
         record.status = "upstream_error"
         name = deployment.adapter.name
         try:
             raw = await resp.read()
-        except (aiohttp.ClientError, TimeoutError):
+        except (OSError, TimeoutError):
             raw = b""
         message = _scrub(_upstream_message(raw), deployment.adapter.secrets())
         if resp.status in (401, 403):
@@ -334,7 +329,7 @@ class Proxy:
                 raise UpstreamTimeout(
                     f"upstream {deployment.adapter.name} did not answer in time"
                 ) from None
-            except aiohttp.ClientError as exc:
+            except OSError as exc:
                 record.status = "upstream_error"
                 raise UpstreamError(
                     f"upstream {deployment.adapter.name} dropped the connection "
@@ -407,7 +402,7 @@ class Proxy:
             record.status = "cancelled"
             record.http_status = 499
             record.error = "client disconnected mid-stream"
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (OSError, TimeoutError) as exc:
             record.status = "upstream_error"
             record.http_status = 502
             record.error = f"upstream stream broke ({type(exc).__name__})"
@@ -435,7 +430,7 @@ class Proxy:
 
     async def _pump(
         self,
-        resp: aiohttp.ClientResponse,
+        resp: Response,
         meter: StreamMeter,
         send: Send,
         record: LedgerRecord,
@@ -443,7 +438,7 @@ class Proxy:
     ) -> bytes:
         """Relay whole events as they arrive; returns any unterminated trailing bytes."""
         buffer = b""
-        async for chunk in resp.content.iter_any():
+        async for chunk in resp.chunks():
             buffer += chunk
             cut = buffer.rfind(b"\n\n")
             if cut < 0:

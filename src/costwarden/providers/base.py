@@ -11,8 +11,6 @@ import abc
 import dataclasses
 from typing import Any, ClassVar
 
-import aiohttp
-
 from costwarden.pricing import Pricer, TokenUsage
 from costwarden.settings import ProviderSettings
 
@@ -55,10 +53,8 @@ class ProviderAdapter(abc.ABC):
         self.name = settings.name
         self.base_url = settings.base_url
         self.price_provider = settings.price_provider or settings.type
-        # Built once: the request path passes it to every upstream call.
-        self.client_timeout = aiohttp.ClientTimeout(
-            total=settings.timeout, connect=settings.connect_timeout
-        )
+        self.timeout = settings.timeout  # the whole exchange, stream included
+        self.connect_timeout = settings.connect_timeout
         self._api_key = settings.api_key
 
     def url(self, endpoint: str) -> str:
