@@ -450,9 +450,13 @@ class LedgerWriter:
                 except TimeoutError:
                     pass
             self._wake.clear()
-            # Write everything buffered, batch by batch, including what arrives meanwhile:
-            # durable submitters that queue up during one transaction share the next one.
-            while self._buffer:
+            # Write what is buffered, batch by batch. What arrives meanwhile goes in the next
+            # transaction at once only when someone waits for it (durable submitters share
+            # it: group commit), a full batch is ready, or the writer is closing; otherwise it
+            # waits for the next interval, so that a steady trickle of requests is not
+            # written one transaction per row.
+            draining = True
+            while self._buffer and draining:
                 count = min(len(self._buffer), self.max_batch)
                 rows = list(itertools.islice(self._buffer, count))
                 try:
@@ -483,6 +487,9 @@ class LedgerWriter:
                 self._done += count
                 self.written += count
                 self._resolve_waiters()
+                draining = (
+                    bool(self._waiters) or self._closing or len(self._buffer) >= self.max_batch
+                )
 
     def _write_batch(self, rows: list[Any]) -> None:
         """One transaction, one executemany INSERT. Runs in a worker thread."""
