@@ -282,11 +282,17 @@ class Response:
 class UpstreamClient:
     """Pools connections per origin; belongs to one event loop."""
 
-    def __init__(self, *, max_idle: int = 512, idle_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        *,
+        max_idle: int = 512,
+        idle_timeout: float = 30.0,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
         self._idle: dict[Origin, list[_Connection]] = {}
-        self._ssl: ssl.SSLContext | None = None
+        self._ssl = tls  # the system's trust store unless given
         self._closed = False
 
     async def post(
