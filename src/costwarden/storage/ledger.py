@@ -6,11 +6,11 @@ a billed request. :class:`LedgerWriter` reconciles the two:
 - :meth:`LedgerWriter.submit` validates the record, converts it to the driver's parameters,
   appends them to an in-memory buffer and returns; it never awaits anything. A background
   task writes the buffer every ``flush_interval`` seconds, or at once when ``max_batch``
-  records are waiting, one ``executemany`` INSERT per batch in one transaction, in a worker
-  thread. The thread hands the parameters straight to the driver's cursor: SQLAlchemy's
-  per-row statement machinery held the GIL for about 25 µs a row there, and a batch of a few
-  hundred rows stalled the event loop by milliseconds (the benchmark's p99 at one
-  connection went from about 4 ms to 1.4 ms without it).
+  records are waiting: one transaction per batch, in a worker thread, of multi-row INSERTs
+  handed straight to the driver's cursor. SQLAlchemy's per-row statement machinery held the
+  GIL for about 25 µs a row there and stalled the event loop by milliseconds per batch; a
+  statement per row made the thread wait for the GIL once per row and fall behind a busy
+  event loop (see :class:`_DriverInsert`).
 - :meth:`LedgerWriter.submit_durable` is for deployments that want a request's row committed
   before the response completes. Concurrent callers share transactions (group commit):
   whatever accumulated while the previous batch was being written goes in the next one.
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import itertools
 import logging
 import math
@@ -42,7 +43,6 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from costwarden.errors import InvalidInput, StorageError
@@ -54,6 +54,8 @@ logger = logging.getLogger(__name__)
 
 _MAX_BIGINT = 2**63 - 1
 _MIN_BACKOFF = 0.1
+# 27 columns a row: 3,456 parameters a statement, well under SQLite's and PostgreSQL's caps.
+_ROWS_PER_STATEMENT = 128
 _TEXT_FIELDS = (
     "org_id",
     "project_id",
@@ -194,48 +196,64 @@ def _describe(exc: BaseException) -> str:
     return f"{type(source).__name__}: {message[:300]}"
 
 
-def _driver_insert(engine: Engine) -> tuple[str, Callable[[dict[str, Any]], Any]]:
-    """The INSERT as the driver's SQL, and a function turning a ledger row into its parameters.
+class _DriverInsert:
+    """The ledger INSERT in the driver's own terms: SQL for n rows, and a row's parameters.
 
-    The parameters are what SQLAlchemy would bind (its bind processors per column and
-    dialect), so rows written here read back exactly as rows written through SQLAlchemy.
+    One statement carries up to ``_ROWS_PER_STATEMENT`` rows. The writer thread must take
+    the GIL for every statement it executes (the drivers release it while the database
+    works); row by row, a thread that competes with a busy event loop for the GIL got a
+    few hundred rows a second through and the buffer grew without bound. The parameters
+    are what SQLAlchemy would bind (its bind processors per column and dialect), so the rows
+    read back exactly as rows written through SQLAlchemy.
     """
-    dialect = engine.dialect
-    if dialect.name == "postgresql":
-        stmt: Any = postgresql.insert(ledger)
-    elif dialect.name == "sqlite":
-        stmt = sqlite.insert(ledger)
-    else:  # pragma: no cover - create_engine_for only makes these two
-        raise StorageError(f"unsupported database dialect {dialect.name!r}")
-    stmt = stmt.on_conflict_do_nothing(index_elements=["request_id"])
-    names = [column.name for column in ledger.columns]
-    compiled = stmt.compile(dialect=dialect, column_keys=names)
-    processors: dict[str, Callable[[Any], Any] | None] = {
-        column.name: column.type._cached_bind_processor(dialect) for column in ledger.columns
-    }
-    if dialect.name == "sqlite":
-        # record_to_row has already checked and quantized these; SQLAlchemy's processors
-        # would check again and format through slow generic code (about 7 µs a row). The
-        # text is the same (tests/storage/test_ledger.py compares it with SQLAlchemy's).
-        processors["ts"] = _sqlite_timestamp
-        processors["cost_usd"] = _plain_decimal
-    if compiled.positional:
-        names = [compiled.binds[key].key for key in compiled.positiontup or ()]
-    else:
-        names = [bind.key for bind in compiled.binds.values()]
-    pick = operator.itemgetter(*names)
-    convert = [(i, p) for i, p in enumerate(processors[n] for n in names) if p is not None]
 
-    def positional(row: dict[str, Any]) -> list[Any]:
-        values = list(pick(row))
-        for i, processor in convert:
+    def __init__(self, engine: Engine) -> None:
+        dialect = engine.dialect
+        if dialect.name not in ("postgresql", "sqlite"):  # pragma: no cover
+            raise StorageError(f"unsupported database dialect {dialect.name!r}")
+        names = [column.name for column in ledger.columns]
+        quote = dialect.identifier_preparer.quote
+        mark = "?" if dialect.paramstyle == "qmark" else "%s"
+        self._head = f"INSERT INTO {quote(ledger.name)} ({', '.join(map(quote, names))}) VALUES "
+        self._one = "(" + ", ".join([mark] * len(names)) + ")"
+        self._tail = f" ON CONFLICT ({quote('request_id')}) DO NOTHING"
+        processors: dict[str, Callable[[Any], Any] | None] = {
+            column.name: column.type._cached_bind_processor(dialect) for column in ledger.columns
+        }
+        if dialect.name == "sqlite":
+            # record_to_row has already checked and quantized these; SQLAlchemy's processors
+            # would check again and format through slow generic code (about 7 µs a row). The
+            # text is the same (tests/storage/test_ledger.py compares it with SQLAlchemy's).
+            processors["ts"] = _sqlite_timestamp
+            processors["cost_usd"] = _plain_decimal
+        self._pick = operator.itemgetter(*names)
+        self._convert = [(i, p) for i, p in enumerate(map(processors.get, names)) if p]
+
+    def params(self, row: dict[str, Any]) -> list[Any]:
+        values = list(self._pick(row))
+        for i, processor in self._convert:
             values[i] = processor(values[i])
         return values
 
-    if compiled.positional:
-        return compiled.string, positional
-    keys = list(compiled.binds)
-    return compiled.string, lambda row: dict(zip(keys, positional(row), strict=True))
+    @functools.lru_cache(maxsize=16)  # noqa: B019 - one writer per engine, eight sizes
+    def sql(self, rows: int) -> str:
+        return self._head + ", ".join([self._one] * rows) + self._tail
+
+    def execute(self, cursor: Any, rows: list[list[Any]]) -> int:
+        """Insert ``rows`` in statements of power-of-two sizes; returns how many were new.
+
+        Few distinct sizes keep few prepared statements: each connection caches its own,
+        and a cache of every size up to the maximum held tens of MB.
+        """
+        inserted = 0
+        start = 0
+        while start < len(rows):
+            size = min(_ROWS_PER_STATEMENT, 1 << ((len(rows) - start).bit_length() - 1))
+            chunk = rows[start : start + size]
+            cursor.execute(self.sql(size), list(itertools.chain.from_iterable(chunk)))
+            inserted += max(cursor.rowcount, 0)
+            start += size
+        return inserted
 
 
 def _sqlite_timestamp(utc: datetime) -> str:
@@ -278,7 +296,7 @@ class LedgerWriter:
         self.max_batch = max_batch
         self.durable = durable
         self.max_backoff = max_backoff
-        self._buffer: collections.deque[Any] = collections.deque()
+        self._buffer: collections.deque[list[Any]] = collections.deque()
         self._submitted = 0  # sequence number of the last record submitted
         self._done = 0  # sequence number of the last record committed (commits are FIFO)
         self._waiters: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
@@ -286,7 +304,7 @@ class LedgerWriter:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._closed = False
-        self._sql, self._to_params = _driver_insert(engine)
+        self._insert = _DriverInsert(engine)
         #: records committed so far (including request_ids that were already recorded)
         self.written = 0
         #: failed write attempts so far
@@ -380,7 +398,7 @@ class LedgerWriter:
         """Queue ``record`` for writing; never waits. InvalidInput for an unstorable record."""
         if self._closed:
             raise StorageError("ledger writer is closed")
-        self._buffer.append(self._to_params(record_to_row(record)))
+        self._buffer.append(self._insert.params(record_to_row(record)))
         self._submitted += 1
         if len(self._buffer) >= self.max_batch:
             self._wake.set()
@@ -491,8 +509,8 @@ class LedgerWriter:
                     bool(self._waiters) or self._closing or len(self._buffer) >= self.max_batch
                 )
 
-    def _write_batch(self, rows: list[Any]) -> None:
-        """One transaction, one executemany INSERT. Runs in a worker thread."""
+    def _write_batch(self, rows: list[list[Any]]) -> None:
+        """One transaction of multi-row INSERTs. Runs in a worker thread."""
         with self._engine.connect() as conn:
             is_sqlite = conn.dialect.name == "sqlite"
             if self.durable and is_sqlite:
@@ -503,14 +521,13 @@ class LedgerWriter:
                         conn.exec_driver_sql("SET LOCAL synchronous_commit = on")
                     cursor = conn.connection.cursor()
                     try:
-                        cursor.executemany(self._sql, rows)
-                        inserted = cursor.rowcount
+                        inserted = self._insert.execute(cursor, rows)
                     finally:
                         cursor.close()
             finally:
                 if self.durable and is_sqlite:
                     self._sqlite_synchronous(conn, "NORMAL")
-        if 0 <= inserted < len(rows):
+        if inserted < len(rows):
             logger.warning(
                 "%d of %d ledger rows were already recorded (same request_id); kept the first",
                 len(rows) - inserted,
