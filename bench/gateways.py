@@ -1,19 +1,30 @@
-"""The gateway variants' processes: starting each one, and checking it after its runs."""
+"""The servers' processes: the mock, and each gateway variant with its checks after its runs."""
 
 from __future__ import annotations
 
 import functools
 import signal
 
-import report
 import stack
 from loadgen import BenchError
 from redis_calls import RedisCalls, RedisProbe
+from results import MOCK_PROCESS, GatewayRun, LedgerCheck, target_name
 from session import BODY, PATH, Bench, Gateway, auth_headers
 from variants import BUDGET_HEADER, REDIS_URL, Variant, apply_limits
 
 HEADER_SAMPLES = 500
 STOP_TIMEOUT_S = 30.0
+
+
+def start_mock(bench: Bench) -> int:
+    """The mock upstream on a free port (``bench.mock``): its port."""
+    port = stack.free_port()
+    cmd = [*stack.cli(), "mock-upstream", "--host", stack.HOST, "--port", str(port)]
+    mock = stack.Service(MOCK_PROCESS, cmd, bench.tmp / "mock.log", stack.clean_env())
+    bench.services.append(mock)
+    bench.mock = mock
+    stack.wait_ready(mock, port, "/_mock/health")
+    return port
 
 
 def usable_variants(bench: Bench) -> list[Variant]:
@@ -29,7 +40,7 @@ def usable_variants(bench: Bench) -> list[Variant]:
     probe.close()
     skipped = [v for v in chosen if v.redis]
     for v in skipped:
-        text = f"{report.target_name(v.label)} skipped, Redis at {REDIS_URL} unreachable ({why})"
+        text = f"{target_name(v.label)} skipped, Redis at {REDIS_URL} unreachable ({why})"
         bench.notes.append(text)
         bench.progress.console.print(f"[bold yellow]! {text}[/]", highlight=False)
     left = [v for v in chosen if not v.redis]
@@ -59,7 +70,7 @@ def start_gateway(bench: Bench, variant: Variant) -> Gateway:
 
 
 def header_samples(bench: Bench, gw: Gateway) -> list[float]:
-    label = f"{report.target_name(gw.variant.label)}: {HEADER_SAMPLES} sequential requests"
+    label = f"{target_name(gw.variant.label)}: {HEADER_SAMPLES} sequential requests"
     work = functools.partial(
         stack.overhead_header_samples,
         gw.port,
@@ -76,7 +87,7 @@ def header_samples(bench: Bench, gw: Gateway) -> list[float]:
 
 def budget_header(bench: Bench, gw: Gateway) -> str | None:
     """Proof that the limits were on (or off): the budget header of one more response."""
-    label = f"{report.target_name(gw.variant.label)}: sample request for {BUDGET_HEADER}"
+    label = f"{target_name(gw.variant.label)}: sample request for {BUDGET_HEADER}"
     work = functools.partial(
         stack.response_headers, gw.port, PATH, BODY.encode(), auth_headers(gw.key)
     )
@@ -91,8 +102,12 @@ def budget_header(bench: Bench, gw: Gateway) -> str | None:
     return value
 
 
-def ledger_check(bench: Bench, gw: Gateway) -> report.LedgerCheck:
-    name = report.target_name(gw.variant.label)
+def ledger_check(bench: Bench, gw: Gateway, wrk_runs: int = 2) -> LedgerCheck:
+    """SIGTERM (the gateway drains its ledger), then its rows against what was counted.
+
+    ``wrk_runs``: wrk runs per concurrency that drove this gateway (warm-up and measured).
+    """
+    name = target_name(gw.variant.label)
     code = bench.phase(
         f"{name}: SIGTERM, waiting for it to drain and exit",
         lambda: gw.service.terminate(STOP_TIMEOUT_S),
@@ -101,8 +116,8 @@ def ledger_check(bench: Bench, gw: Gateway) -> report.LedgerCheck:
     if code not in (0, -signal.SIGTERM):
         bench.problem(f"{name} exited with status {code} after SIGTERM")
     rows = stack.count_ledger_rows(gw.db)
-    bound = 2 * sum(bench.args.connections)  # one per connection per wrk run of this gateway
-    result = report.LedgerCheck(rows, gw.responses, gw.upstream_calls, bound)
+    bound = wrk_runs * sum(bench.args.connections)  # one per connection per wrk run
+    result = LedgerCheck(rows, gw.responses, gw.upstream_calls, bound)
     bench.note(
         f"ledger rows {rows}, gateway responses {result.responses}, "
         f"upstream calls {result.upstream_calls}"
@@ -118,11 +133,11 @@ def ledger_check(bench: Bench, gw: Gateway) -> report.LedgerCheck:
     return result
 
 
-def finish(bench: Bench, gw: Gateway) -> report.GatewayRun:
+def finish(bench: Bench, gw: Gateway) -> GatewayRun:
     """After the wrk runs: header samples, the budget header, then stop and count."""
     samples = header_samples(bench, gw)
     header = budget_header(bench, gw)
     ledger = ledger_check(bench, gw)
-    return report.GatewayRun(
+    return GatewayRun(
         gw.variant.label, stack.median(samples), len(samples), header, ledger, gw.redis
     )

@@ -92,12 +92,9 @@ def _lua_str(value: str) -> str:
     return f"[{eq}[{value}]{eq}]"
 
 
-def run_wrk(
-    wrk: str, url: str, script: Path, connections: int, duration_s: float
-) -> tuple[WrkResult, str]:
-    """Run wrk once; returns the parsed figures and the raw report."""
+def wrk_command(wrk: str, url: str, script: Path, connections: int, duration_s: float) -> list[str]:
     threads = min(connections, 2)  # two cores: more threads would only fight the servers
-    cmd = [
+    return [
         wrk,
         f"-t{threads}",
         f"-c{connections}",
@@ -107,14 +104,26 @@ def run_wrk(
         str(script),
         url,
     ]
+
+
+def run_wrk(
+    wrk: str, url: str, script: Path, connections: int, duration_s: float
+) -> tuple[WrkResult, str]:
+    """Run wrk once; returns the parsed figures and the raw report."""
+    cmd = wrk_command(wrk, url, script, connections, duration_s)
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration_s + 60)
     except subprocess.TimeoutExpired:
         raise BenchError(f"wrk did not finish: {' '.join(cmd)}") from None
+    return wrk_report(done.returncode, done.stdout, done.stderr), done.stdout
+
+
+def wrk_report(code: int, stdout: str, stderr: str) -> WrkResult:
+    """The figures of a finished wrk, or why there are none."""
     # A broken Lua script is only reported on stderr while wrk goes on with plain GETs.
-    if done.returncode != 0 or done.stderr.strip():
-        raise BenchError(f"wrk exited {done.returncode}: {done.stderr.strip() or done.stdout}")
-    return parse_wrk(done.stdout), done.stdout
+    if code != 0 or stderr.strip():
+        raise BenchError(f"wrk exited {code}: {stderr.strip() or stdout}")
+    return parse_wrk(stdout)
 
 
 _UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}

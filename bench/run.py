@@ -1,34 +1,37 @@
 #!/usr/bin/env python
 """Measure the gateway's overhead against the mock upstream, and record it in the docs.
 
-    python bench/run.py [--duration 10] [--connections 1,64] [--variants off,memory,redis]
-                        [--out docs/benchmarks.md]
+    python bench/run.py [--duration 10] [--connections 1,16,64] [--variants off,memory,redis]
+                        [--stream-connections 16] [--litellm] [--out docs/benchmarks.md]
 
 wrk drives the mock directly and then each gateway variant (no limits, budgets with
-in-process counters, budgets on Redis) at each concurrency; the differences are the
-gateway's cost and the cost of enforcing limits. See docs/benchmarks.md for the method.
+in-process counters, budgets on Redis), and LiteLLM's proxy with --litellm, at each
+concurrency; bench/streamgen.py then does the same with streamed requests. The differences
+are each gateway's cost and the cost of enforcing limits. See docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import shlex
-import shutil
 import signal
 import sys
-import tempfile
 from pathlib import Path
 
+import litellm_proxy
+import procs
 import redis
 import report
 import stack
-from gateways import finish, start_gateway, usable_variants
+from gateways import finish, start_gateway, start_mock, usable_variants
 from loadgen import BenchError, WrkResult, ensure_wrk, run_wrk, write_lua, wrk_version
+from results import DIRECT, LITELLM, MOCK_PROCESS, Point, Run, target_name
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from session import BODY, PATH, Bench, Gateway, Target, auth_headers
+from rich.markdown import Markdown
+from rich.markup import escape
+from session import BODY, PATH, Bench, Gateway, Target, auth_headers, cleanup, new_bench, show_logs
+from streaming import Shape, set_shape, stream_point
 from variants import parse_variants
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,7 +42,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measured run")
     parser.add_argument(
-        "--connections", type=_int_list, default=[1, 64], help="comma-separated concurrencies"
+        "--connections", type=_int_list, default=[1, 16, 64], help="comma-separated concurrencies"
+    )
+    parser.add_argument(
+        "--stream-connections",
+        type=lambda text: [] if text.strip() in ("", "0") else _int_list(text),
+        default=[16],
+        help="concurrencies of the streaming runs, comma-separated (0: none)",
+    )
+    parser.add_argument("--stream-tokens", type=int, default=32, help="content events a stream")
+    parser.add_argument(
+        "--stream-ttft-ms", type=float, default=0.0, help="the mock's wait before the first token"
+    )
+    parser.add_argument(
+        "--stream-tps", type=float, default=200.0, help="the mock's tokens/s (0: no pause)"
+    )
+    parser.add_argument(
+        "--litellm",
+        action="store_true",
+        help=f"also measure LiteLLM's proxy (installs {' '.join(litellm_proxy.REQUIREMENTS)} "
+        f"into bench/{litellm_proxy.VENV.name} on first use)",
     )
     parser.add_argument(
         "--variants",
@@ -55,6 +77,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.duration <= 0:
         parser.error("--duration must be positive")
+    if args.stream_tokens < 1 or args.stream_ttft_ms < 0 or args.stream_tps < 0:
+        parser.error("--stream-tokens must be positive, --stream-ttft-ms/--stream-tps not negative")
+    args.shape = Shape(args.stream_tokens, args.stream_ttft_ms, args.stream_tps)
     return args
 
 
@@ -68,22 +93,13 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
-def start_mock(bench: Bench) -> int:
-    port = stack.free_port()
-    cmd = [*stack.cli(), "mock-upstream", "--host", stack.HOST, "--port", str(port)]
-    mock = stack.Service("mock upstream", cmd, bench.tmp / "mock.log", stack.clean_env())
-    bench.services.append(mock)
-    stack.wait_ready(mock, port, "/_mock/health")
-    return port
-
-
-def wrk_point(bench: Bench, c: int, target: Target) -> report.Point:
+def wrk_point(bench: Bench, c: int, target: Target) -> Point:
     """One target at one concurrency: a warm-up, then the measured run."""
     measured: WrkResult | None = None
     for warmup in (True, False):
         seconds = WARMUP_S if warmup else bench.args.duration
         kind = "warm-up" if warmup else "measure"
-        label = f"wrk {kind} {report.target_name(target.name)} c={c} ({seconds:g} s)"
+        label = f"wrk {kind} {target_name(target.name)} c={c} ({seconds:g} s)"
         work = functools.partial(run_wrk, bench.wrk, target.url, target.script, c, seconds)
         result, _ = bench.phase(label, work, gateway=target.gateway)
         check(bench, f"{target.name} c={c} {kind}", result)
@@ -95,7 +111,7 @@ def wrk_point(bench: Bench, c: int, target: Target) -> report.Point:
         f"{measured.rps:,.0f} req/s, p50 {measured.p50_ms:.2f} ms, "
         f"p99 {measured.p99_ms:.2f} ms, {measured.requests} requests"
     )
-    return report.Point(target.name, c, measured)
+    return Point(target.name, c, measured)
 
 
 def check(bench: Bench, what: str, result: WrkResult) -> None:
@@ -106,82 +122,87 @@ def check(bench: Bench, what: str, result: WrkResult) -> None:
         bench.problem(f"{what}: socket errors ({errors})")
 
 
-def targets_for(bench: Bench, gateways: list[Gateway]) -> list[Target]:
+def targets_for(
+    bench: Bench, gateways: list[Gateway], proxy: litellm_proxy.LiteLLM | None
+) -> list[Target]:
     # The direct run carries an upstream-style credential, as the gateway's own call does.
     direct_headers = {
         "content-type": "application/json",
         "authorization": f"Bearer {stack.UPSTREAM_ENV['OPENAI_API_KEY']}",
     }
     direct_url = f"http://{stack.HOST}:{bench.mock_port}{PATH}"
-    targets = [
-        Target(
-            report.DIRECT,
-            direct_url,
-            write_lua(bench.tmp / "direct.lua", BODY, direct_headers),
-            None,
-        )
-    ]
+    direct_script = write_lua(bench.tmp / "direct.lua", BODY, direct_headers)
+    targets = [Target(DIRECT, direct_url, direct_headers, direct_script, None)]
     for gw in gateways:
-        script = write_lua(bench.tmp / f"{gw.variant.name}.lua", BODY, auth_headers(gw.key))
-        targets.append(Target(gw.variant.label, gw.url, script, gw))
+        headers = auth_headers(gw.key)
+        script = write_lua(bench.tmp / f"{gw.variant.name}.lua", BODY, headers)
+        targets.append(Target(gw.variant.label, gw.url, headers, script, gw))
+    if proxy is not None:
+        headers = auth_headers(litellm_proxy.MASTER_KEY)
+        script = write_lua(bench.tmp / "litellm.lua", BODY, headers)
+        targets.append(Target(LITELLM, proxy.url, headers, script, None))
     return targets
 
 
-def measure(bench: Bench, command: str) -> report.Run:
+def peak_memory(
+    bench: Bench, gateways: list[Gateway], proxy: litellm_proxy.LiteLLM | None
+) -> list[tuple[str, int]]:
+    """VmHWM of every server process, read while they all still run (before SIGTERM)."""
+    found = [(gw.variant.label, gw.service) for gw in gateways]
+    found += [(LITELLM, proxy.service)] if proxy else []
+    found += [(MOCK_PROCESS, bench.mock)] if bench.mock else []
+    peaks = [(name, procs.peak_rss_kib(service.proc.pid)) for name, service in found]
+    bench.note(", ".join(f"{target_name(n)} {procs.mib(kib)}" for n, kib in peaks))
+    return peaks
+
+
+def measure(bench: Bench, command: str) -> Run:
+    args = bench.args
     bench.wrk = bench.phase("wrk available (installing it if missing)", ensure_wrk)
     bench.mock_port = bench.phase("mock upstream started", lambda: start_mock(bench))
+    bench.phase(
+        f"mock streams: {args.shape.text()}", lambda: set_shape(bench.mock_port, args.shape)
+    )
     gateways = [
         bench.phase(
-            f"{report.target_name(v.label)} started (SQLite, batched ledger)",
+            f"{target_name(v.label)} started (SQLite, batched ledger)",
             functools.partial(start_gateway, bench, v),
         )
         for v in usable_variants(bench)
     ]
-    targets = targets_for(bench, gateways)
+    proxy = litellm_proxy.maybe_start(bench) if args.litellm else None
+    targets = targets_for(bench, gateways, proxy)
     # Interleaved per concurrency: a drift of the machine over the run hits every target.
-    points = [wrk_point(bench, c, t) for c in bench.args.connections for t in targets]
+    points = [wrk_point(bench, c, t) for c in args.connections for t in targets]
+    streams = [stream_point(bench, c, t) for c in args.stream_connections for t in targets]
+    peaks = bench.phase(
+        "peak memory (VmHWM) of the servers", lambda: peak_memory(bench, gateways, proxy)
+    )
     runs = [finish(bench, gw) for gw in gateways]
-    return report.Run(
+    return Run(
         command=command,
-        duration_s=bench.args.duration,
+        duration_s=args.duration,
         wrk_version=wrk_version(bench.wrk),
         points=points,
         gateways=runs,
         notes=bench.notes,
         problems=bench.problems,
+        streams=streams,
+        stream_shape=args.shape.text(),
+        peak_rss_kib=peaks,
+        litellm_versions=proxy.versions if proxy else None,
     )
 
 
-def show_logs(bench: Bench, console: Console) -> None:
-    for service in bench.services:
-        console.print(f"[bold]--- last lines of {service.name} log ({service.log}) ---[/]")
-        console.print(service.tail(), markup=False, highlight=False)
-
-
-def print_table(console: Console, run: report.Run) -> None:
-    blocks = [report.main_table(run), report.enforcement_table(run)]
+def print_table(console: Console, run: Run) -> None:
+    blocks = report.summary(run)
     blocks += [
-        f"{report.target_name(g.label)}: self-reported overhead {g.self_reported_ms:.3f} ms"
+        f"{target_name(g.label)}: self-reported overhead {g.self_reported_ms:.3f} ms"
         for g in run.gateways
     ]
     blocks += [report.redis_text(g.label, g.redis) for g in run.gateways if g.redis]
-    blocks += run.notes
-    text = "\n\n".join(b for b in blocks if b)
-    console.print(text, markup=False, highlight=False, soft_wrap=True)
-
-
-def cleanup(bench: Bench, console: Console) -> None:
-    """Kill what is still running, then empty the Redis database the run used."""
-    for service in reversed(bench.services):
-        service.kill()
-    if bench.probe is not None:
-        with contextlib.suppress(redis.RedisError, OSError):
-            bench.probe.flush()
-        bench.probe.close()
-    if bench.args.keep_temp:
-        console.print(f"temp dir kept: {bench.tmp}")
-    else:
-        shutil.rmtree(bench.tmp, ignore_errors=True)
+    blocks += [f"**Not measured**: {note}" for note in run.notes]
+    console.print(Markdown("\n\n".join(b for b in blocks if b)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -189,17 +210,14 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM would otherwise end Python without running the cleanup below.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     command = shlex.join(["python", "bench/run.py", *(sys.argv[1:] if argv is None else argv)])
-    console = Console()
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
-    bench = Bench(args, Progress(*columns, console=console, transient=True))
-    bench.tmp = Path(tempfile.mkdtemp(prefix="costwarden-bench-"))
+    bench, console = new_bench(args, "costwarden-bench-")
     try:
         with bench.progress:
             run = measure(bench, command)
         if run.problems:
             show_logs(bench, console)  # now: the logs go with the temp dir
     except (BenchError, OSError, redis.RedisError) as exc:
-        console.print(f"[bold red]benchmark failed:[/] {exc}", highlight=False)
+        console.print(f"[bold red]benchmark failed:[/] {escape(str(exc))}", highlight=False)
         show_logs(bench, console)
         return 1
     except KeyboardInterrupt:

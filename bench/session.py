@@ -3,20 +3,33 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import shutil
+import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+import redis
 import stack
 from redis_calls import RedisCalls, RedisProbe
-from rich.progress import Progress
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from variants import Variant
 
 T = TypeVar("T")
 
 PATH = "/v1/chat/completions"
 BODY = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}],"max_tokens":16}'
+# The streaming request: as BODY, streamed with the usage chunk, and room for the mock's
+# stream length (its output_tokens, set by --stream-tokens) below max_tokens.
+STREAM_BODY = (
+    '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}],"max_tokens":256,'
+    '"stream":true,"stream_options":{"include_usage":true}}'
+)
 
 
 def auth_headers(key: str) -> dict[str, str]:
@@ -43,10 +56,11 @@ class Gateway:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Target:
-    name: str  # report.DIRECT or a variant's label
+    name: str  # report.DIRECT, a variant's label or report.LITELLM
     url: str
-    script: Path
-    gateway: Gateway | None  # None for the mock itself
+    headers: dict[str, str]  # of every request (wrk's script sends them too)
+    script: Path  # wrk's Lua script
+    gateway: Gateway | None  # None for the mock itself and for LiteLLM
 
 
 @dataclasses.dataclass
@@ -60,6 +74,7 @@ class Bench:
     services: list[stack.Service] = dataclasses.field(default_factory=list)
     problems: list[str] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
+    mock: stack.Service | None = None
     mock_port: int = 0
     probe: RedisProbe | None = None  # set when the Redis variant runs
 
@@ -70,7 +85,7 @@ class Bench:
         ledger must end up with exactly one row per upstream call. For the Redis variant,
         the Redis commands of the same span are counted too.
         """
-        task = self.progress.add_task(label, total=None)
+        task = self.progress.add_task(escape(label), total=None)
         span: RedisCalls | None = None  # the Redis commands of this step, Redis variant only
         try:
             before = stack.mock_requests_settled(self.mock_port) if gateway else 0
@@ -85,7 +100,7 @@ class Bench:
                     gateway.redis += span
         finally:
             self.progress.remove_task(task)
-        self.progress.console.print(f"[green]✓[/] {label}")
+        self.progress.console.print(f"[green]✓[/] {escape(label)}")
         if span is not None:
             self.note(
                 f"Redis per request: {span.per_request(span.evalsha):.3f} EVALSHA, "
@@ -99,9 +114,39 @@ class Bench:
         return result
 
     def note(self, text: str) -> None:
-        self.progress.console.print(f"  {text}", highlight=False)
+        self.progress.console.print(f"  {escape(text)}", highlight=False)
 
     def problem(self, text: str) -> None:
         """Record what makes the run suspect; the caller fails after writing results."""
         self.problems.append(text)
-        self.progress.console.print(f"[bold red]✗ {text}[/]", highlight=False)
+        self.progress.console.print(f"[bold red]✗ {escape(text)}[/]", highlight=False)
+
+
+def new_bench(args: argparse.Namespace, prefix: str) -> tuple[Bench, Console]:
+    """A Bench with its own temp dir, and the console its progress and report print to."""
+    # Piped into a file or a log, rich would wrap the tables at 80 columns.
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
+    bench = Bench(args, Progress(*columns, console=console, transient=True))
+    bench.tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    return bench, console
+
+
+def show_logs(bench: Bench, console: Console) -> None:
+    for service in bench.services:
+        console.print(f"[bold]--- last lines of {service.name} log ({service.log}) ---[/]")
+        console.print(service.tail(), markup=False, highlight=False)
+
+
+def cleanup(bench: Bench, console: Console) -> None:
+    """Kill what is still running, then empty the Redis database the run used."""
+    for service in reversed(bench.services):
+        service.kill()
+    if bench.probe is not None:
+        with contextlib.suppress(redis.RedisError, OSError):
+            bench.probe.flush()
+        bench.probe.close()
+    if bench.args.keep_temp:
+        console.print(f"temp dir kept: {bench.tmp}")
+    else:
+        shutil.rmtree(bench.tmp, ignore_errors=True)
