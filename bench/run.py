@@ -102,7 +102,7 @@ def wrk_point(bench: Bench, c: int, target: Target) -> Point:
         label = f"wrk {kind} {target_name(target.name)} c={c} ({seconds:g} s)"
         work = functools.partial(run_wrk, bench.wrk, target.url, target.script, c, seconds)
         result, _ = bench.phase(label, work, gateway=target.gateway)
-        check(bench, f"{target.name} c={c} {kind}", result)
+        check(bench, f"{target.name} c={c} {kind}", result, ours=target.name != LITELLM)
         if target.gateway:
             target.gateway.responses += result.requests
         measured = result
@@ -114,12 +114,22 @@ def wrk_point(bench: Bench, c: int, target: Target) -> Point:
     return Point(target.name, c, measured)
 
 
-def check(bench: Bench, what: str, result: WrkResult) -> None:
+def check(bench: Bench, what: str, result: WrkResult, *, ours: bool = True) -> None:
+    """Errors of the mock or costwarden fail the run; LiteLLM's are its measured behaviour.
+
+    (Under load LiteLLM leaves some requests unanswered past wrk's 2 s timeout.)
+    """
+    found: list[str] = []
     if result.non_2xx:
-        bench.problem(f"{what}: {result.non_2xx} non-2xx responses")
+        found.append(f"{what}: {result.non_2xx} non-2xx responses")
     if result.errors:
         errors = ", ".join(f"{k} {v}" for k, v in result.socket_errors.items() if v)
-        bench.problem(f"{what}: socket errors ({errors})")
+        found.append(f"{what}: socket errors ({errors})")
+    for text in found:
+        if ours:
+            bench.problem(text)
+        else:
+            bench.notes.append(f"{text} (not counted as a failure of the run)")
 
 
 def targets_for(
