@@ -1,4 +1,4 @@
-"""Memory of the server processes, from /proc: resident set now and at its peak.
+"""Memory and CPU time of the server processes, from /proc: resident set now and at its peak.
 
 A server may fork (workers, helpers), so both figures are sums over the process tree under
 the process the benchmark started. For the peak (``VmHWM``, each process's own high-water
@@ -52,6 +52,18 @@ def peak_rss_kib(pid: int) -> int:
 def rss_kib(pid: int) -> int:
     """Sum of ``VmRSS`` (resident set now) over the tree; 0 if the process is gone."""
     return sum(_status_kib(p, "VmRSS") for p in tree(pid))
+
+
+def cpu_ticks(pid: int) -> int:
+    """utime + stime, in clock ticks, summed over the tree (0 for a process gone meanwhile)."""
+    total = 0
+    for p in tree(pid):
+        try:
+            fields = (_PROC / str(p) / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total
 
 
 def mib(kib: int) -> str:

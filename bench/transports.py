@@ -20,6 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import procs
 import report
 import stack
 from loadgen import BenchError, WrkResult, ensure_wrk, run_wrk, write_lua
@@ -62,20 +63,6 @@ def server_cmd(server: str, port: int) -> list[str]:
     return [sys.executable, "-m", "granian", *common, *opts, "passthrough:app"]
 
 
-def cpu_ticks(pid: int) -> int:
-    """utime + stime of ``pid`` and its descendants (granian serves from a child process)."""
-    total = 0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            for child in (task / "children").read_text().split():
-                total += cpu_ticks(int(child))
-    except (OSError, ValueError):
-        pass
-    return total
-
-
 def measure(
     server: str, client: str, args: argparse.Namespace, ctx: dict[str, object]
 ) -> list[Point]:
@@ -96,9 +83,9 @@ def measure(
         script = Path(str(ctx["script"]))
         for c in args.connections:
             run_wrk(str(ctx["wrk"]), url, script, c, WARMUP_S)
-            before = cpu_ticks(service.proc.pid)
+            before = procs.cpu_ticks(service.proc.pid)
             result, _ = run_wrk(str(ctx["wrk"]), url, script, c, args.duration)
-            ticks = cpu_ticks(service.proc.pid) - before
+            ticks = procs.cpu_ticks(service.proc.pid) - before
             if result.non_2xx or result.errors:
                 raise BenchError(
                     f"{server}+{client} c={c}: {result.non_2xx} non-2xx, "

@@ -112,12 +112,6 @@ class _Connection(asyncio.Protocol):
             else:
                 response.fail(ConnectionError("upstream closed the connection"))
 
-    def pause_writing(self) -> None:  # the request body is written whole; nothing to pause
-        pass
-
-    def resume_writing(self) -> None:
-        pass
-
     # httptools callbacks
 
     def on_header(self, name: bytes, value: bytes) -> None:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import functools
 import itertools
 import logging
 import math
@@ -54,7 +53,8 @@ logger = logging.getLogger(__name__)
 
 _MAX_BIGINT = 2**63 - 1
 _MIN_BACKOFF = 0.1
-# 27 columns a row: 3,456 parameters a statement, well under SQLite's and PostgreSQL's caps.
+# A power of two. 27 columns a row: 3,456 parameters a statement, well under SQLite's and
+# PostgreSQL's caps.
 _ROWS_PER_STATEMENT = 128
 _TEXT_FIELDS = (
     "org_id",
@@ -214,9 +214,15 @@ class _DriverInsert:
         names = [column.name for column in ledger.columns]
         quote = dialect.identifier_preparer.quote
         mark = "?" if dialect.paramstyle == "qmark" else "%s"
-        self._head = f"INSERT INTO {quote(ledger.name)} ({', '.join(map(quote, names))}) VALUES "
-        self._one = "(" + ", ".join([mark] * len(names)) + ")"
-        self._tail = f" ON CONFLICT ({quote('request_id')}) DO NOTHING"
+        head = f"INSERT INTO {quote(ledger.name)} ({', '.join(map(quote, names))}) VALUES "
+        one = "(" + ", ".join([mark] * len(names)) + ")"
+        tail = f" ON CONFLICT ({quote('request_id')}) DO NOTHING"
+        # Power-of-two sizes only: few prepared statements, and each connection caches its
+        # own (a statement for every size up to the maximum held tens of MB).
+        self._sql = {
+            size: head + ", ".join([one] * size) + tail
+            for size in (1 << k for k in range(_ROWS_PER_STATEMENT.bit_length()))
+        }
         processors: dict[str, Callable[[Any], Any] | None] = {
             column.name: column.type._cached_bind_processor(dialect) for column in ledger.columns
         }
@@ -235,22 +241,14 @@ class _DriverInsert:
             values[i] = processor(values[i])
         return values
 
-    @functools.lru_cache(maxsize=16)  # noqa: B019 - one writer per engine, eight sizes
-    def sql(self, rows: int) -> str:
-        return self._head + ", ".join([self._one] * rows) + self._tail
-
     def execute(self, cursor: Any, rows: list[list[Any]]) -> int:
-        """Insert ``rows`` in statements of power-of-two sizes; returns how many were new.
-
-        Few distinct sizes keep few prepared statements: each connection caches its own,
-        and a cache of every size up to the maximum held tens of MB.
-        """
+        """Insert ``rows`` in statements of power-of-two sizes; returns how many were new."""
         inserted = 0
         start = 0
         while start < len(rows):
             size = min(_ROWS_PER_STATEMENT, 1 << ((len(rows) - start).bit_length() - 1))
             chunk = rows[start : start + size]
-            cursor.execute(self.sql(size), list(itertools.chain.from_iterable(chunk)))
+            cursor.execute(self._sql[size], list(itertools.chain.from_iterable(chunk)))
             inserted += max(cursor.rowcount, 0)
             start += size
         return inserted
