@@ -14,7 +14,8 @@ Everything the package raises on purpose derives from :class:`CostwardenError`:
   gateway renders it OpenAI-shaped or Anthropic-shaped depending on the route. Subclasses
   name each row of that contract (``BadRequest``, ``AuthenticationFailed``,
   ``ModelNotFound``, ``RequestTooLarge``, ``BudgetExceeded``, ``RateLimited``,
-  ``UpstreamError``, ``UpstreamTimeout``).
+  ``ServiceDisabled`` (kill switch), ``NoHealthyDeployment`` (every candidate failing and no
+  degraded template), ``UpstreamError``, ``UpstreamTimeout``).
 
 Nothing here may carry a secret (a provider key or a virtual key) in its message.
 """
@@ -117,6 +118,23 @@ class CountersUnavailable(GatewayError):
     status = 503
     type = "service_unavailable"
     code = "budget_counters_unavailable"
+
+
+class ServiceDisabled(GatewayError):
+    """503: an operator switched AI off (platform-wide, for the org, or this feature)."""
+
+    status = 503
+    type = "service_disabled"
+    code = "service_disabled"
+
+
+class NoHealthyDeployment(GatewayError):
+    """503: every candidate of the route is failing or its breaker is open, and the route
+    has no degraded template."""
+
+    status = 503
+    type = "service_unavailable"
+    code = "no_healthy_deployment"
 
 
 class UpstreamError(GatewayError):

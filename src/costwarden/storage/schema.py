@@ -135,4 +135,68 @@ policy_state = sa.Table(
     sa.Column("updated_at", UTCDateTime(), nullable=False),
 )
 
-TABLES = (orgs, projects, virtual_keys, ledger, limits, tiers, org_tiers, policy_state)
+# Kill switch and feature toggles. One row per (scope, feature) that was ever set; ``version``
+# is global and grows with every write, so processes poll max(version) to learn of changes.
+switches = sa.Table(
+    "switches",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),  # "platform:<feature>" or "org:<org id>:<feature>"
+    sa.Column("org_id", sa.Text, nullable=True),  # NULL for platform-wide
+    sa.Column("feature", sa.Text, nullable=False),
+    sa.Column("enabled", sa.Boolean, nullable=False),
+    sa.Column("message", sa.Text, nullable=True),  # shown to clients while disabled
+    sa.Column("updated_by", sa.Text, nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Column("version", sa.BigInteger, nullable=False, index=True),
+)
+
+# Who changed what, when: kill switch, toggles, breaker resets, fallback chains.
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("ts", UTCDateTime(), nullable=False, index=True),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("action", sa.Text, nullable=False),
+    sa.Column("target", sa.Text, nullable=False),
+    sa.Column("old_value", sa.Text, nullable=True),  # compact JSON
+    sa.Column("new_value", sa.Text, nullable=True),  # compact JSON
+)
+
+# Every circuit-breaker state change, as the process that made it saw it.
+breaker_transitions = sa.Table(
+    "breaker_transitions",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("ts", UTCDateTime(), nullable=False, index=True),
+    sa.Column("deployment", sa.Text, nullable=False, index=True),
+    sa.Column("from_state", sa.Text, nullable=False),
+    sa.Column("to_state", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+)
+
+# Fallback chains set through the admin API; they override the config file's, per route.
+route_fallbacks = sa.Table(
+    "route_fallbacks",
+    metadata,
+    sa.Column("route", sa.Text, primary_key=True),
+    sa.Column("fallbacks", sa.Text, nullable=False),  # JSON list of route names
+    sa.Column("updated_by", sa.Text, nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Column("version", sa.BigInteger, nullable=False, index=True),
+)
+
+TABLES = (
+    orgs,
+    projects,
+    virtual_keys,
+    ledger,
+    limits,
+    tiers,
+    org_tiers,
+    policy_state,
+    switches,
+    audit_log,
+    breaker_transitions,
+    route_fallbacks,
+)
