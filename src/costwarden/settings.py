@@ -10,25 +10,31 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import tomllib
 from collections.abc import Mapping
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 from costwarden.budgets.limits import TIER_SCOPES, tier_from_mapping
 from costwarden.budgets.windows import zone
+from costwarden.config_fields import NAME_RE as _NAME_RE
+from costwarden.config_fields import section as _section
+from costwarden.config_fields import setting as _setting
 from costwarden.config_lines import ConfigText as _Ctx
 from costwarden.errors import ConfigError, InvalidInput
+from costwarden.settings_upstreams import PROVIDER_TYPES as PROVIDER_TYPES
+from costwarden.settings_upstreams import (
+    RATE_HELP,
+    DeploymentSettings,
+    RouteSettings,
+    parse_deployments,
+    parse_providers,
+    parse_routes,
+)
+from costwarden.settings_upstreams import PriceOverride as PriceOverride
+from costwarden.settings_upstreams import ProviderSettings as ProviderSettings
 
-PROVIDER_TYPES = ("openai", "anthropic")
 LEDGER_MODES = ("batched", "durable")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-
-
-def _setting(default: Any, help: str, env: str | None = None) -> Any:
-    return dataclasses.field(default=default, metadata={"help": help, "env": env})
 
 
 @dataclasses.dataclass(slots=True)
@@ -126,52 +132,6 @@ class TierSettings:
 
 
 @dataclasses.dataclass(slots=True)
-class ProviderSettings:
-    name: str = _setting("", "Name routes use to refer to this provider.")
-    type: str = _setting("openai", "Wire format: openai (any OpenAI-compatible API) or anthropic.")
-    base_url: str = _setting("", "Upstream base URL, e.g. https://api.openai.com/v1.")
-    api_key_env: str | None = _setting(
-        None, "Environment variable holding the upstream credential (never put it in the file)."
-    )
-    price_provider: str | None = _setting(
-        None, "genai-prices provider id used for pricing; defaults to the provider type."
-    )
-    connect_timeout: float = _setting(5.0, "Seconds allowed to connect to the upstream.")
-    timeout: float = _setting(600.0, "Seconds allowed for a whole upstream call.")
-    api_key: str | None = dataclasses.field(default=None, repr=False, metadata={"help": ""})
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class PriceOverride:
-    """USD per million tokens; ``None`` means "as genai-prices says" (or the input/output rate)."""
-
-    input_mtok: Decimal | None = None
-    cached_input_mtok: Decimal | None = None
-    cache_write_mtok: Decimal | None = None
-    output_mtok: Decimal | None = None
-    reasoning_mtok: Decimal | None = None
-
-
-@dataclasses.dataclass(slots=True)
-class DeploymentSettings:
-    id: str = _setting("", "provider:model, as routes name it.")
-    provider: str = dataclasses.field(default="", metadata={"help": ""})  # from the id
-    model: str = _setting("", "Model name sent upstream (defaults to the part after the colon).")
-    price: PriceOverride | None = _setting(None, "Per-deployment price override (USD per MTok).")
-    max_output_tokens: int | None = _setting(
-        None,
-        "Largest output cap this model accepts; hard budgets send at most this as max_tokens "
-        "when the client sent none (default budgets.default_max_output_tokens).",
-    )
-
-
-@dataclasses.dataclass(slots=True)
-class RouteSettings:
-    model: str = _setting("", "Public model name clients ask for.")
-    deployments: list[str] = _setting(None, "Deployments serving it, first one preferred.")
-
-
-@dataclasses.dataclass(slots=True)
 class Settings:
     server: ServerSettings = dataclasses.field(default_factory=ServerSettings)
     storage: StorageSettings = dataclasses.field(default_factory=StorageSettings)
@@ -194,15 +154,6 @@ class Settings:
         raise KeyError(name)
 
 
-_RATE_HELP = {
-    "input_mtok": 'USD per million prompt tokens (a string, e.g. "0.15").',
-    "cached_input_mtok": "USD per million prompt tokens read from the provider's cache.",
-    "cache_write_mtok": "USD per million prompt tokens written to the provider's cache.",
-    "output_mtok": "USD per million completion tokens.",
-    "reasoning_mtok": "USD per million reasoning tokens (defaults to the output rate).",
-}
-
-
 def settings_help() -> list[tuple[str, str, str, str]]:
     """(key, default, env var, help) for every documented setting."""
     rows: list[tuple[str, str, str, str]] = []
@@ -223,7 +174,7 @@ def settings_help() -> list[tuple[str, str, str, str]]:
             rows.append(
                 (f"{section}.{f.name}", default, f.metadata.get("env") or "", f.metadata["help"])
             )
-    for rate, meaning in _RATE_HELP.items():
+    for rate, meaning in RATE_HELP.items():
         rows.append((f"deployments[].price.{rate}", "", "", meaning))
     for scope in TIER_SCOPES:
         rows.append(
@@ -307,9 +258,9 @@ def _build(
     if storage.flush_interval_ms <= 0:
         raise _invalid(ctx, env, storage, "storage", "flush_interval_ms", "must be positive")
 
-    providers = _providers(raw.get("providers", []), ctx, env, require_secrets)
-    deployments = _deployments(raw.get("deployments", []), providers, ctx)
-    routes = _routes(raw.get("routes", []), providers, deployments, ctx)
+    providers = parse_providers(raw.get("providers", []), ctx, env, require_secrets)
+    deployments = parse_deployments(raw.get("deployments", []), providers, ctx)
+    routes = parse_routes(raw.get("routes", []), providers, deployments, ctx)
     return Settings(
         server=server,
         storage=storage,
@@ -332,35 +283,6 @@ def _invalid(
     return ctx.fail(f"{section}.{name}", message, str(getattr(obj, name)))
 
 
-def _section(cls: type[Any], data: Any, key: str, ctx: _Ctx) -> Any:
-    if not isinstance(data, dict):
-        raise ctx.fail(key, "must be a table", key)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.metadata.get("help")}
-    kwargs: dict[str, Any] = {}
-    for name, value in data.items():
-        if name not in fields:
-            raise ctx.fail(f"{key}.{name}", f"unknown setting (known: {', '.join(fields)})", name)
-        kwargs[name] = _coerce(value, fields[name], f"{key}.{name}", ctx)
-    return cls(**kwargs)
-
-
-def _coerce(value: Any, f: dataclasses.Field[Any], key: str, ctx: _Ctx) -> Any:
-    want = type(f.default) if f.default not in (None, dataclasses.MISSING) else str
-    if want is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if want is bool or isinstance(value, bool):
-        if want is not bool:
-            raise ctx.fail(key, f"expected {want.__name__}, got a boolean", None)
-        if not isinstance(value, bool):
-            raise ctx.fail(key, f"expected true/false, got {value!r}", key.rsplit(".", 1)[-1])
-        return value
-    if not isinstance(value, want):
-        raise ctx.fail(
-            key, f"expected {want.__name__}, got {type(value).__name__}", key.rsplit(".", 1)[-1]
-        )
-    return value
-
-
 def _apply_env(obj: Any, env: Mapping[str, str], ctx: _Ctx) -> None:
     for f in dataclasses.fields(obj):
         var = f.metadata.get("env")
@@ -373,166 +295,6 @@ def _apply_env(obj: Any, env: Mapping[str, str], ctx: _Ctx) -> None:
         except ValueError:
             raise ConfigError(f"environment {var}: expected {want.__name__}, got {raw!r}") from None
         setattr(obj, f.name, value)
-
-
-def _providers(
-    items: Any, ctx: _Ctx, env: Mapping[str, str], require_secrets: bool
-) -> list[ProviderSettings]:
-    if not isinstance(items, list):
-        raise ctx.fail("providers", "must be an array of tables ([[providers]])", "providers")
-    out: list[ProviderSettings] = []
-    seen: set[str] = set()
-    for i, item in enumerate(items):
-        key = f"providers[{i}]"
-        p: ProviderSettings = _section(ProviderSettings, item, key, ctx)
-        if not p.name or not _NAME_RE.match(p.name):
-            raise ctx.fail(
-                f"{key}.name", "required: letters, digits, '_', '-', '.'", p.name or None
-            )
-        if p.name in seen:
-            raise ctx.fail(f"{key}.name", f"duplicate provider name {p.name!r}", p.name)
-        seen.add(p.name)
-        if p.type not in PROVIDER_TYPES:
-            raise ctx.fail(
-                f"{key}.type", f"must be one of {PROVIDER_TYPES}, got {p.type!r}", p.type
-            )
-        if not p.base_url.startswith(("http://", "https://")):
-            raise ctx.fail(
-                f"{key}.base_url", "must be an http:// or https:// URL", p.base_url or None
-            )
-        p.base_url = p.base_url.rstrip("/")
-        if p.api_key_env:
-            secret = env.get(p.api_key_env)
-            if not secret and require_secrets:
-                raise ctx.fail(
-                    f"{key}.api_key_env",
-                    f"environment variable {p.api_key_env} is not set (provider {p.name!r})",
-                    p.api_key_env,
-                )
-            p.api_key = secret
-        if p.timeout <= 0 or p.connect_timeout <= 0:
-            raise ctx.fail(f"{key}.timeout", "timeouts must be positive", "timeout")
-        out.append(p)
-    return out
-
-
-def _price(data: Any, key: str, ctx: _Ctx) -> PriceOverride:
-    if not isinstance(data, dict):
-        raise ctx.fail(key, "must be a table of USD-per-million-token rates", key)
-    allowed = {f.name for f in dataclasses.fields(PriceOverride)}
-    values: dict[str, Decimal] = {}
-    for name, value in data.items():
-        if name not in allowed:
-            raise ctx.fail(
-                f"{key}.{name}", f"unknown rate (known: {', '.join(sorted(allowed))})", name
-            )
-        if isinstance(value, float):
-            raise ctx.fail(
-                f"{key}.{name}", 'write prices as strings ("0.15") so they stay exact', name
-            )
-        try:
-            amount = Decimal(str(value))
-        except InvalidOperation:
-            raise ctx.fail(f"{key}.{name}", f"not a number: {value!r}", name) from None
-        if not amount.is_finite() or amount < 0:
-            raise ctx.fail(f"{key}.{name}", "must be a non-negative number", name)
-        values[name] = amount
-    return PriceOverride(**values)
-
-
-def _split_deployment(ref: Any, key: str, ctx: _Ctx) -> tuple[str, str]:
-    if not isinstance(ref, str) or ":" not in ref:
-        raise ctx.fail(key, f"expected 'provider:model', got {ref!r}", str(ref))
-    provider, _, model = ref.partition(":")
-    if not provider or not model:
-        raise ctx.fail(key, f"expected 'provider:model', got {ref!r}", ref)
-    return provider, model
-
-
-def _deployments(
-    items: Any, providers: list[ProviderSettings], ctx: _Ctx
-) -> dict[str, DeploymentSettings]:
-    if not isinstance(items, list):
-        raise ctx.fail("deployments", "must be an array of tables ([[deployments]])", "deployments")
-    names = {p.name for p in providers}
-    out: dict[str, DeploymentSettings] = {}
-    for i, item in enumerate(items):
-        key = f"deployments[{i}]"
-        if not isinstance(item, dict):
-            raise ctx.fail(key, "must be a table", "deployments")
-        unknown = set(item) - {"id", "model", "price", "max_output_tokens"}
-        if unknown:
-            raise ctx.fail(
-                f"{key}.{sorted(unknown)[0]}",
-                "unknown setting (known: id, model, price, max_output_tokens)",
-            )
-        max_out = item.get("max_output_tokens")
-        if max_out is not None and (
-            isinstance(max_out, bool) or not isinstance(max_out, int) or max_out < 1
-        ):
-            raise ctx.fail(f"{key}.max_output_tokens", "must be a positive integer", None)
-        ref = item.get("id")
-        provider, model = _split_deployment(ref, f"{key}.id", ctx)
-        if provider not in names:
-            raise ctx.fail(f"{key}.id", f"unknown provider {provider!r}", str(ref))
-        upstream_model = item.get("model", model)
-        if not isinstance(upstream_model, str) or not upstream_model:
-            raise ctx.fail(f"{key}.model", "must be a non-empty string", "model")
-        price = _price(item["price"], f"{key}.price", ctx) if "price" in item else None
-        out[str(ref)] = DeploymentSettings(
-            id=str(ref),
-            provider=provider,
-            model=upstream_model,
-            price=price,
-            max_output_tokens=max_out,
-        )
-    return out
-
-
-def _routes(
-    items: Any,
-    providers: list[ProviderSettings],
-    deployments: dict[str, DeploymentSettings],
-    ctx: _Ctx,
-) -> list[RouteSettings]:
-    if not isinstance(items, list):
-        raise ctx.fail("routes", "must be an array of tables ([[routes]])", "routes")
-    names = {p.name for p in providers}
-    out: list[RouteSettings] = []
-    seen: set[str] = set()
-    for i, item in enumerate(items):
-        key = f"routes[{i}]"
-        if not isinstance(item, dict):
-            raise ctx.fail(key, "must be a table", "routes")
-        unknown = set(item) - {"model", "deployments"}
-        if unknown:
-            raise ctx.fail(
-                f"{key}.{sorted(unknown)[0]}", "unknown setting (known: model, deployments)"
-            )
-        model = item.get("model")
-        if not isinstance(model, str) or not model:
-            raise ctx.fail(f"{key}.model", "required: the public model name", None)
-        if model in seen:
-            raise ctx.fail(f"{key}.model", f"duplicate route {model!r}", model)
-        seen.add(model)
-        refs = item.get("deployments")
-        if not isinstance(refs, list) or not refs:
-            raise ctx.fail(
-                f"{key}.deployments", "required: a non-empty list of 'provider:model'", model
-            )
-        for j, ref in enumerate(refs):
-            provider, dep_model = _split_deployment(ref, f"{key}.deployments[{j}]", ctx)
-            if provider not in names:
-                known = ", ".join(sorted(names)) or "none configured"
-                raise ctx.fail(
-                    f"{key}.deployments[{j}]",
-                    f"unknown provider {provider!r} (known: {known})",
-                    str(ref),
-                )
-            if ref not in deployments:
-                deployments[ref] = DeploymentSettings(id=ref, provider=provider, model=dep_model)
-        out.append(RouteSettings(model=model, deployments=list(refs)))
-    return out
 
 
 def _check_budgets(b: BudgetSettings, ctx: _Ctx, env: Mapping[str, str]) -> None:
