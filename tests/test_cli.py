@@ -508,8 +508,15 @@ async def test_unknown_keys_do_not_query_the_database(mock: MockServer, tmp_path
     ]
     key_polls = [q for q in queries if "virtual_keys" in q and "updated_at" in q]
     policy_polls = [q for q in queries if "policy_state" in q]
-    # ...and those are the key cache's and the limit book's polls, not per-request lookups.
-    assert len(key_polls) + len(policy_polls) == len(queries), queries[:5]
+    switch_polls = [q for q in queries if "switches" in q]
+    route_polls = [q for q in queries if "route_fallbacks" in q]
+    # ...and those are the key cache's, the limit book's, the switch board's and the route
+    # table's polls, not per-request lookups.
+    polls = len(key_polls) + len(policy_polls) + len(switch_polls) + len(route_polls)
+    assert polls == len(queries), queries[:5]
+    switch_refresh = gw.app.settings.switches.refresh_seconds
+    assert len(switch_polls) <= duration / switch_refresh + 2, (len(switch_polls), duration)
+    assert len(route_polls) <= duration / switch_refresh + 2, (len(route_polls), duration)
     assert len(key_polls) <= duration / refresh + 2, (len(key_polls), duration)
     budget_refresh = gw.app.settings.budgets.refresh_seconds
     assert len(policy_polls) <= duration / budget_refresh + 2, (len(policy_polls), duration)

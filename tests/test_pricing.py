@@ -13,7 +13,7 @@ from decimal import Decimal
 import pytest
 from genai_prices import Usage, calc_price
 
-from costwarden.app import build_routes
+from costwarden.app import build_deployments
 from costwarden.errors import ConfigError
 from costwarden.pricing import Rates, TokenUsage, genai_usage, resolve_rates
 from costwarden.settings import PriceOverride, load_settings
@@ -268,7 +268,7 @@ deployments = ["openai:acme-finetune-7"]
 def test_config_unknown_model_fails_at_build_naming_the_deployment() -> None:
     settings = load_settings(text=_CONFIG, env={})
     with pytest.raises(ConfigError, match="deployment openai:acme-finetune-7"):
-        build_routes(settings)
+        build_deployments(settings)
 
 
 def test_config_override_prices_the_route() -> None:
@@ -276,8 +276,7 @@ def test_config_override_prices_the_route() -> None:
         '[[deployments]]\nid = "openai:acme-finetune-7"\n'
         'price = { input_mtok = "0.30", output_mtok = "1.20" }\n'
     )
-    routes = build_routes(load_settings(text=text, env={}))
-    (deployment,) = routes["ft"]
+    deployment = build_deployments(load_settings(text=text, env={}))["openai:acme-finetune-7"]
     assert deployment.id == "openai:acme-finetune-7"
     assert deployment.rates.input_mtok == Decimal("0.30")
     cost = deployment.rates.cost(TokenUsage(input_tokens=10, output_tokens=10))
@@ -288,6 +287,6 @@ def test_config_price_provider_is_used() -> None:
     """An OpenAI-compatible provider priced as another genai-prices provider."""
     text = _CONFIG.replace('type = "openai"', 'type = "openai"\nprice_provider = "anthropic"')
     text = text.replace("acme-finetune-7", "claude-haiku-4-5")
-    (deployment,) = build_routes(load_settings(text=text, env={}))["ft"]
+    deployment = build_deployments(load_settings(text=text, env={}))["openai:claude-haiku-4-5"]
     usage = TokenUsage(input_tokens=1234, cached_input_tokens=200, output_tokens=99)
     assert deployment.rates.cost(usage) == _genai("anthropic", "claude-haiku-4-5", usage)

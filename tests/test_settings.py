@@ -23,9 +23,11 @@ from costwarden.settings import (
     ServerSettings,
     Settings,
     StorageSettings,
+    SwitchSettings,
     load_settings,
     settings_help,
 )
+from costwarden.settings_upstreams import ResilienceSettings
 
 # The config from the issue, verbatim. Line numbers used below:
 #   3 port, 10 OPENAI_API_KEY, 15 ANTHROPIC_API_KEY, 17/18 first route, 20/21 second route.
@@ -463,10 +465,12 @@ _DOCUMENTED = [
     ("providers[]", ProviderSettings),
     ("deployments[]", DeploymentSettings),
     ("routes[]", RouteSettings),
+    ("switches", SwitchSettings),
+    ("resilience", ResilienceSettings),
 ]
 # Filled in by the loader, never written in the file: the credential from api_key_env, and a
 # deployment's provider from the part of its id before the colon.
-_INTERNAL = {"providers[].api_key", "deployments[].provider"}
+_INTERNAL = {"providers[].api_key", "deployments[].provider", "routes[].chain"}
 
 
 def test_settings_help_covers_every_field() -> None:
@@ -637,6 +641,59 @@ _EXAMPLES: dict[str, tuple[str, str, Callable[[Settings], bool]]] = {
         "append",
         _DEP + "max_output_tokens = 8192\n",
         lambda s: s.deployments["openai:gpt-4o-mini"].max_output_tokens == 8192,
+    ),
+    "switches.refresh_seconds": (
+        "append",
+        "[switches]\nrefresh_seconds = 0.25\n",
+        lambda s: s.switches.refresh_seconds == 0.25,
+    ),
+    "switches.message": (
+        "append",
+        '[switches]\nmessage = "Back soon."\n',
+        lambda s: s.switches.message == "Back soon.",
+    ),
+    "deployments[].context_window": (
+        "append",
+        _DEP + "context_window = 128000\n",
+        lambda s: s.deployments["openai:gpt-4o-mini"].context_window == 128000,
+    ),
+    **{
+        f"resilience.{name}": (
+            "append",
+            f"[resilience]\n{name} = {value}\n",
+            lambda s, name=name, value=value: getattr(s.resilience, name) == value,
+        )
+        for name, value in (
+            ("failure_threshold", 3),
+            ("failure_rate", 0.25),
+            ("window_seconds", 30.0),
+            ("min_requests", 10),
+            ("cooldown_seconds", 5.0),
+            ("probe_timeout_seconds", 9.0),
+            ("sync_seconds", 0.25),
+            ("retry_base_ms", 50),
+            ("retry_max_ms", 500),
+            ("max_retry_after_seconds", 3.0),
+        )
+    },
+    "routes[].fallbacks": (
+        "append",
+        _ROUTE + 'fallbacks = ["gpt-4o-mini"]\n',
+        lambda s: s.routes[-1].chain == ["openai:gpt-4o", "openai:gpt-4o-mini"],
+    ),
+    "routes[].retries": ("append", _ROUTE + "retries = 0\n", lambda s: s.routes[-1].retries == 0),
+    **{
+        f"routes[].{name}": (
+            "append",
+            _ROUTE + f"{name} = 7\n",
+            lambda s, name=name: getattr(s.routes[-1], name) == 7.0,
+        )
+        for name in ("connect_timeout", "first_byte_timeout", "timeout")
+    },
+    "routes[].degraded": (
+        "append",
+        _ROUTE + 'degraded = { content = "Busy." }\n',
+        lambda s: s.routes[-1].degraded is not None and s.routes[-1].degraded.content == "Busy.",
     ),
     "routes[].model": ("append", _ROUTE, lambda s: s.routes[-1].model == "gpt-4o"),
     "routes[].deployments": (

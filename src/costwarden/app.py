@@ -21,13 +21,19 @@ from sqlalchemy.engine import Engine
 from costwarden.admin.api import create_admin_app
 from costwarden.budgets.enforcer import Enforcer
 from costwarden.errors import AuthenticationFailed
+from costwarden.events import EventBus
 from costwarden.gateway.asgi import JSON, Receive, Scope, Send, send_bytes
 from costwarden.gateway.auth import KeyCache, key_from_headers
 from costwarden.gateway.errors import error_body
 from costwarden.gateway.proxy import ENDPOINTS, Proxy
-from costwarden.pricing import resolve_rates
+from costwarden.gateway.switches import SwitchBoard
+from costwarden.pricing import context_window, resolve_rates
 from costwarden.providers.base import Deployment, ProviderAdapter, make_adapter
+from costwarden.routing.breaker import BreakerPolicy
+from costwarden.routing.breakers import BreakerBoard
+from costwarden.routing.table import RouteTable
 from costwarden.settings import Settings
+from costwarden.settings_upstreams import ResilienceSettings, RouteSettings
 from costwarden.storage.db import create_engine_for
 from costwarden.storage.ledger import LedgerWriter
 from costwarden.storage.migrate import migrate
@@ -35,21 +41,32 @@ from costwarden.storage.migrate import migrate
 logger = logging.getLogger(__name__)
 
 
-def build_routes(settings: Settings) -> dict[str, list[Deployment]]:
-    """Resolve every route to deployments with their prices (ConfigError if one has none)."""
+def build_deployments(settings: Settings) -> dict[str, Deployment]:
+    """Every deployment with its price (ConfigError if one has none) and context window."""
     adapters: dict[str, ProviderAdapter] = {p.name: make_adapter(p) for p in settings.providers}
     deployments: dict[str, Deployment] = {}
     for ref, dep in settings.deployments.items():
         adapter = adapters[dep.provider]
-        rates = resolve_rates(adapter.price_provider, dep.model, dep.price, deployment=ref)
         deployments[ref] = Deployment(
             id=ref,
             adapter=adapter,
             model=dep.model,
-            rates=rates,
+            rates=resolve_rates(adapter.price_provider, dep.model, dep.price, deployment=ref),
             max_output_tokens=dep.max_output_tokens,
+            context_window=dep.context_window or context_window(adapter.price_provider, dep.model),
         )
-    return {r.model: [deployments[ref] for ref in r.deployments] for r in settings.routes}
+    return deployments
+
+
+def _breaker_policy(r: ResilienceSettings) -> BreakerPolicy:
+    return BreakerPolicy(
+        failure_threshold=r.failure_threshold,
+        failure_rate=r.failure_rate,
+        window_seconds=r.window_seconds,
+        min_requests=r.min_requests,
+        cooldown_seconds=r.cooldown_seconds,
+        probe_timeout_seconds=r.probe_timeout_seconds,
+    )
 
 
 class CostwardenApp:
@@ -62,22 +79,44 @@ class CostwardenApp:
     ) -> None:
         self.settings = settings
         self.clock = clock
-        self.routes = build_routes(settings)
         self.engine = engine or create_engine_for(settings.storage.database_url)
+        self.route_table = RouteTable(
+            settings.routes,
+            build_deployments(settings),
+            self.engine,
+            refresh_seconds=settings.switches.refresh_seconds,
+        )
+        self.routes = self.route_table.routes
         self.keys = KeyCache(self.engine, refresh_seconds=settings.server.key_refresh_seconds)
         self.ledger = LedgerWriter(
             self.engine,
             flush_interval=settings.storage.flush_interval_ms / 1000,
             durable=settings.storage.ledger_mode == "durable",
         )
-        self.enforcer = Enforcer(
-            settings, self.engine, clock=clock, flush_ledger=self.ledger.flush
+        self.enforcer = Enforcer(settings, self.engine, clock=clock, flush_ledger=self.ledger.flush)
+        self.switches = SwitchBoard(
+            self.engine,
+            refresh_seconds=settings.switches.refresh_seconds,
+            default_message=settings.switches.message,
+        )
+        self.events = EventBus()
+        self.breakers = BreakerBoard(
+            sorted(self.settings.deployments),  # an admin-API chain may name any of them
+            _breaker_policy(settings.resilience),
+            engine=self.engine,
+            events=self.events,
+            clock=clock,
+            redis_url=settings.budgets.redis_url or None,
+            sync_seconds=settings.resilience.sync_seconds,
         )
         self.proxy = Proxy(
             routes=self.routes,
             keys=self.keys,
             ledger=self.ledger,
             enforcer=self.enforcer,
+            switches=self.switches,
+            breakers=self.breakers,
+            resilience=settings.resilience,
             max_body_bytes=settings.server.max_body_bytes,
             durable=settings.storage.ledger_mode == "durable",
             clock=clock,
@@ -85,11 +124,14 @@ class CostwardenApp:
         self.admin = create_admin_app(self)
         self._started = False
 
+    def settings_route(self, model: str) -> RouteSettings:
+        return next(r for r in self.settings.routes if r.model == model)
+
     def secrets(self) -> list[str]:
         """Provider credentials, for log redaction."""
         found: list[str] = []
-        for deployments in self.routes.values():
-            for d in deployments:
+        for route in self.routes.values():
+            for d in route.candidates:
                 found.extend(d.adapter.secrets())
         return sorted(set(found))
 
@@ -102,6 +144,9 @@ class CostwardenApp:
         await self.keys.start()
         await self.ledger.start()
         await self.enforcer.start()
+        await self.switches.start()
+        await self.route_table.start()
+        await self.breakers.start()
         await self.proxy.start()
         self._started = True
         # What exists now (settings, engines, SQLAlchemy's and the app's caches) lives as long
@@ -119,10 +164,14 @@ class CostwardenApp:
             return
         self._started = False
         await self.proxy.close()
+        await self.route_table.close()
+        self.events.close()  # ends live event streams
+        await self.breakers.close()
         await self.keys.close()
         await self.ledger.close()  # drains every buffered ledger row
         logger.info("ledger drained: %d rows written", self.ledger.written)
         await self.enforcer.close()
+        await self.switches.close()
         self.engine.dispose()
 
     # ------------------------------------------------------------------ ASGI

@@ -1,5 +1,6 @@
 """The ``costwarden`` command line: serve, demo, mock-upstream, keys, usage, migrate, settings;
-budgets, limits, tiers and orgs (in :mod:`costwarden.cli_budgets`).
+budgets, limits, tiers and orgs (in :mod:`costwarden.cli_budgets`); switches and audit (in
+:mod:`costwarden.cli_switches`); breakers of a running gateway (in :mod:`costwarden.cli_breakers`).
 
 Tables are for people (rich); ``--json`` is for scripts. Configuration and input errors are
 printed as one line and exit with status 2 -- never a traceback.
@@ -306,6 +307,22 @@ def _register_budget_commands() -> None:
         main.add_command(command)
 
 
+def _register_switch_commands() -> None:
+    """``switches`` and ``audit`` live in :mod:`costwarden.cli_switches`."""
+    from costwarden.cli_switches import COMMANDS
+
+    for command in COMMANDS:
+        main.add_command(command)
+
+
+def _register_breaker_commands() -> None:
+    """``breakers`` lives in :mod:`costwarden.cli_breakers`."""
+    from costwarden.cli_breakers import COMMANDS
+
+    for command in COMMANDS:
+        main.add_command(command)
+
+
 if __name__ == "__main__":  # pragma: no cover
     # Run as ``python -m costwarden.cli``: use the importable module, so that cli_budgets
     # (which imports this module's helpers) registers on the very group that runs.
@@ -314,3 +331,5 @@ if __name__ == "__main__":  # pragma: no cover
     entry()
 else:
     _register_budget_commands()
+    _register_switch_commands()
+    _register_breaker_commands()

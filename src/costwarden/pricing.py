@@ -214,3 +214,20 @@ def _genai_rates(price_provider: str, model: str) -> Rates | TieredRates | None:
         cached_input_mtok=values["cache_read_mtok"],
         cache_write_mtok=values["cache_write_mtok"],
     )
+
+
+def context_window(price_provider: str, model: str) -> int | None:
+    """genai-prices' context window of ``model`` (tokens), or None when it does not say."""
+    from genai_prices import Usage, calc_price
+
+    try:
+        calc = calc_price(
+            Usage(input_tokens=0, output_tokens=0),
+            model,
+            provider_id=price_provider,
+            genai_request_timestamp=datetime.now(UTC),
+        )
+    except (LookupError, ValueError):
+        return None
+    window = getattr(calc.model, "context_window", None)
+    return window if isinstance(window, int) and window > 0 else None

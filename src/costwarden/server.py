@@ -6,7 +6,9 @@ runs the app's shutdown, which drains the ledger: no usage record is lost.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from types import FrameType
 
 import uvicorn
 
@@ -34,10 +36,30 @@ def uvicorn_config(app: CostwardenApp, settings: Settings) -> uvicorn.Config:
     )
 
 
+class _Server(uvicorn.Server):
+    """Ends live event streams (``/admin/events``) when a shutdown signal arrives: uvicorn
+    waits for open responses to finish before it shuts the app down, and an event stream
+    never finishes by itself, so one open dashboard would otherwise hold SIGTERM up until
+    the supervisor kills the process, ledger rows unwritten."""
+
+    def __init__(self, config: uvicorn.Config, app: CostwardenApp) -> None:
+        super().__init__(config)
+        self._app = app
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        # A signal handler may run in the middle of the loop's own work: schedule, not call.
+        loop.call_soon_threadsafe(self._app.events.close)
+
+
 def serve(settings: Settings) -> None:
     app = create_app(settings)
     configure_logging(settings.server.log_level, app.secrets())
-    server = uvicorn.Server(uvicorn_config(app, settings))
+    server = _Server(uvicorn_config(app, settings), app)
     logger.info("listening on http://%s:%d", settings.server.host, settings.server.port)
     server.run()
     if not server.started:

@@ -26,7 +26,9 @@ from costwarden.settings_upstreams import PROVIDER_TYPES as PROVIDER_TYPES
 from costwarden.settings_upstreams import (
     RATE_HELP,
     DeploymentSettings,
+    ResilienceSettings,
     RouteSettings,
+    check_resilience,
     parse_deployments,
     parse_providers,
     parse_routes,
@@ -123,6 +125,19 @@ class BudgetSettings:
 
 
 @dataclasses.dataclass(slots=True)
+class SwitchSettings:
+    refresh_seconds: float = _setting(
+        0.5,
+        "How often each gateway process polls storage for kill-switch and toggle changes.",
+        "COSTWARDEN_SWITCH_REFRESH_SECONDS",
+    )
+    message: str = _setting(
+        "AI features are temporarily disabled by the operator.",
+        "Told to clients refused by a switch that has no message of its own.",
+    )
+
+
+@dataclasses.dataclass(slots=True)
 class TierSettings:
     name: str = _setting("", "Plan tier name, assigned to orgs with the CLI or admin API.")
     # {scope type: {limit name: amount}}, from the tier's org/project/key/user/session tables
@@ -139,7 +154,9 @@ class Settings:
     deployments: dict[str, DeploymentSettings] = dataclasses.field(default_factory=dict)
     routes: list[RouteSettings] = dataclasses.field(default_factory=list)
     budgets: BudgetSettings = dataclasses.field(default_factory=BudgetSettings)
+    resilience: ResilienceSettings = dataclasses.field(default_factory=ResilienceSettings)
     tiers: list[TierSettings] = dataclasses.field(default_factory=list)
+    switches: SwitchSettings = dataclasses.field(default_factory=SwitchSettings)
     admin_token: str | None = dataclasses.field(
         default=None,
         repr=False,
@@ -161,7 +178,9 @@ def settings_help() -> list[tuple[str, str, str, str]]:
         ("server", ServerSettings),
         ("storage", StorageSettings),
         ("budgets", BudgetSettings),
+        ("resilience", ResilienceSettings),
         ("tiers[]", TierSettings),
+        ("switches", SwitchSettings),
         ("providers[]", ProviderSettings),
         ("deployments[]", DeploymentSettings),
         ("routes[]", RouteSettings),
@@ -231,7 +250,17 @@ def load_settings(
 def _build(
     raw: dict[str, Any], ctx: _Ctx, env: Mapping[str, str], require_secrets: bool
 ) -> Settings:
-    known = {"server", "storage", "budgets", "tiers", "providers", "deployments", "routes"}
+    known = {
+        "server",
+        "storage",
+        "budgets",
+        "tiers",
+        "switches",
+        "resilience",
+        "providers",
+        "deployments",
+        "routes",
+    }
     for key in raw:
         if key not in known:
             raise ctx.fail(
@@ -245,6 +274,12 @@ def _build(
     _apply_env(budgets, env, ctx)
     _check_budgets(budgets, ctx, env)
     tiers = _tiers(raw.get("tiers", []), ctx)
+    switches = _section(SwitchSettings, raw.get("switches", {}), "switches", ctx)
+    _apply_env(switches, env, ctx)
+    if switches.refresh_seconds <= 0:
+        raise _invalid(ctx, env, switches, "switches", "refresh_seconds", "must be positive")
+    if not switches.message.strip():
+        raise _invalid(ctx, env, switches, "switches", "message", "must not be empty")
     if storage.ledger_mode not in LEDGER_MODES:
         raise _invalid(
             ctx, env, storage, "storage", "ledger_mode", f"must be one of {LEDGER_MODES}"
@@ -258,6 +293,8 @@ def _build(
     if storage.flush_interval_ms <= 0:
         raise _invalid(ctx, env, storage, "storage", "flush_interval_ms", "must be positive")
 
+    resilience = _section(ResilienceSettings, raw.get("resilience", {}), "resilience", ctx)
+    check_resilience(resilience, ctx)
     providers = parse_providers(raw.get("providers", []), ctx, env, require_secrets)
     deployments = parse_deployments(raw.get("deployments", []), providers, ctx)
     routes = parse_routes(raw.get("routes", []), providers, deployments, ctx)
@@ -269,6 +306,8 @@ def _build(
         routes=routes,
         budgets=budgets,
         tiers=tiers,
+        switches=switches,
+        resilience=resilience,
         admin_token=env.get("COSTWARDEN_ADMIN_TOKEN") or None,
     )
 

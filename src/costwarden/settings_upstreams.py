@@ -12,6 +12,8 @@ from typing import Any
 
 from costwarden.config_fields import NAME_RE, section, setting
 from costwarden.config_lines import ConfigText as _Ctx
+from costwarden.errors import InvalidInput
+from costwarden.routing.chains import DegradedTemplate, expand_all, parse_template
 
 PROVIDER_TYPES = ("openai", "anthropic")
 
@@ -54,12 +56,85 @@ class DeploymentSettings:
         "Largest output cap this model accepts; hard budgets send at most this as max_tokens "
         "when the client sent none (default budgets.default_max_output_tokens).",
     )
+    context_window: int | None = setting(
+        None,
+        "Tokens of prompt plus output the model accepts (default: genai-prices' figure); a "
+        "request that cannot fit skips this deployment for the next in the chain.",
+    )
 
 
 @dataclasses.dataclass(slots=True)
 class RouteSettings:
     model: str = setting("", "Public model name clients ask for.")
     deployments: list[str] = setting(None, "Deployments serving it, first one preferred.")
+    fallbacks: list[str] = setting(
+        None,
+        "Routes (public model names) or 'provider:model' deployments tried, in order, when "
+        "this route's own deployments fail or their breakers are open; a fallback route brings "
+        "its own fallbacks. OpenAI and Anthropic formats are translated both ways.",
+    )
+    retries: int = setting(
+        2,
+        "Extra attempts on the same deployment after a connection error, 429 or 5xx, with "
+        "exponential backoff and jitter (never once a stream has reached the client).",
+    )
+    connect_timeout: float | None = setting(
+        None, "Seconds to connect to the upstream (default: the provider's connect_timeout)."
+    )
+    first_byte_timeout: float | None = setting(
+        None, "Seconds until the upstream's response headers arrive (default: no separate limit)."
+    )
+    timeout: float | None = setting(
+        None, "Seconds for a whole upstream call, stream included (default: the provider's)."
+    )
+    degraded: DegradedTemplate | None = setting(
+        None,
+        'Reply when every candidate is failing, e.g. { content = "We are busy; try again '
+        "shortly.\" }: sent in the client's format, streamed if asked, at $0.",
+    )
+    chain: list[str] = dataclasses.field(default_factory=list, metadata={"help": ""})
+
+
+@dataclasses.dataclass(slots=True)
+class ResilienceSettings:
+    failure_threshold: int = setting(
+        5, "Consecutive failures (5xx, timeouts, connection errors) that open a breaker."
+    )
+    failure_rate: float = setting(
+        0.5, "Failure rate over window_seconds that opens a breaker (with min_requests)."
+    )
+    window_seconds: float = setting(60.0, "Window of the failure rate.")
+    min_requests: int = setting(20, "Requests in the window before the failure rate counts.")
+    cooldown_seconds: float = setting(
+        60.0, "How long a breaker stays open before one probe request may test the deployment."
+    )
+    probe_timeout_seconds: float = setting(
+        30.0, "A half-open probe that reports nothing for this long frees its slot."
+    )
+    sync_seconds: float = setting(
+        0.5, "How often breaker state is re-read from Redis (besides pub/sub), when configured."
+    )
+    retry_base_ms: int = setting(100, "First retry's backoff; doubles each retry, full jitter.")
+    retry_max_ms: int = setting(2000, "Longest backoff between retries.")
+    max_retry_after_seconds: float = setting(
+        10.0,
+        "A 429 whose Retry-After asks for longer goes to the next candidate instead of waiting.",
+    )
+
+
+def check_resilience(r: ResilienceSettings, ctx: _Ctx) -> None:
+    """Each resilience setting within its meaningful range (ConfigError pointing at it)."""
+    positive = ("window_seconds", "cooldown_seconds", "probe_timeout_seconds", "sync_seconds")
+    for name in positive:
+        if getattr(r, name) <= 0:
+            raise ctx.fail(f"resilience.{name}", "must be positive", name)
+    for name in ("failure_threshold", "min_requests", "retry_base_ms", "retry_max_ms"):
+        if getattr(r, name) < 1:
+            raise ctx.fail(f"resilience.{name}", "must be a positive integer", name)
+    if not 0 < r.failure_rate <= 1:
+        raise ctx.fail("resilience.failure_rate", "must be in (0, 1]", "failure_rate")
+    if r.max_retry_after_seconds < 0:
+        raise ctx.fail("resilience.max_retry_after_seconds", "must be >= 0", None)
 
 
 RATE_HELP = {
@@ -156,17 +231,20 @@ def parse_deployments(
         key = f"deployments[{i}]"
         if not isinstance(item, dict):
             raise ctx.fail(key, "must be a table", "deployments")
-        unknown = set(item) - {"id", "model", "price", "max_output_tokens"}
+        allowed = {"id", "model", "price", "max_output_tokens", "context_window"}
+        unknown = set(item) - allowed
         if unknown:
             raise ctx.fail(
                 f"{key}.{sorted(unknown)[0]}",
-                "unknown setting (known: id, model, price, max_output_tokens)",
+                "unknown setting (known: " + ", ".join(sorted(allowed)) + ")",
             )
         max_out = item.get("max_output_tokens")
-        if max_out is not None and (
-            isinstance(max_out, bool) or not isinstance(max_out, int) or max_out < 1
-        ):
-            raise ctx.fail(f"{key}.max_output_tokens", "must be a positive integer", None)
+        window = item.get("context_window")
+        for name, value in (("max_output_tokens", max_out), ("context_window", window)):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise ctx.fail(f"{key}.{name}", "must be a positive integer", None)
         ref = item.get("id")
         provider, model = _split_deployment(ref, f"{key}.id", ctx)
         if provider not in names:
@@ -181,6 +259,7 @@ def parse_deployments(
             model=upstream_model,
             price=price,
             max_output_tokens=max_out,
+            context_window=window,
         )
     return out
 
@@ -200,10 +279,11 @@ def parse_routes(
         key = f"routes[{i}]"
         if not isinstance(item, dict):
             raise ctx.fail(key, "must be a table", "routes")
-        unknown = set(item) - {"model", "deployments"}
+        unknown = set(item) - _ROUTE_KEYS
         if unknown:
             raise ctx.fail(
-                f"{key}.{sorted(unknown)[0]}", "unknown setting (known: model, deployments)"
+                f"{key}.{sorted(unknown)[0]}",
+                "unknown setting (known: " + ", ".join(sorted(_ROUTE_KEYS)) + ")",
             )
         model = item.get("model")
         if not isinstance(model, str) or not model:
@@ -227,5 +307,57 @@ def parse_routes(
                 )
             if ref not in deployments:
                 deployments[ref] = DeploymentSettings(id=ref, provider=provider, model=dep_model)
-        out.append(RouteSettings(model=model, deployments=list(refs)))
+        out.append(
+            _route_options(RouteSettings(model=model, deployments=list(refs)), item, key, ctx)
+        )
+    own = {r.model: r.deployments for r in out}
+    try:
+        chains = expand_all(own, {r.model: r.fallbacks for r in out}, set(deployments))
+    except InvalidInput as exc:
+        bad = next((i for i, r in enumerate(out) if f"route {r.model!r}" in str(exc)), 0)
+        raise ctx.fail(f"routes[{bad}].fallbacks", str(exc), "fallbacks") from None
+    for r in out:
+        r.chain = chains[r.model]
     return out
+
+
+_ROUTE_KEYS = {
+    "model",
+    "deployments",
+    "fallbacks",
+    "retries",
+    "connect_timeout",
+    "first_byte_timeout",
+    "timeout",
+    "degraded",
+}
+
+
+def _route_options(
+    route: RouteSettings, item: dict[str, Any], key: str, ctx: _Ctx
+) -> RouteSettings:
+    fallbacks = item.get("fallbacks", [])
+    if not isinstance(fallbacks, list) or not all(isinstance(f, str) and f for f in fallbacks):
+        raise ctx.fail(
+            f"{key}.fallbacks", "must be a list of route names or 'provider:model' ids", None
+        )
+    route.fallbacks = list(fallbacks)
+    retries = item.get("retries", 2)
+    if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 10:
+        raise ctx.fail(f"{key}.retries", "must be an integer from 0 to 10", "retries")
+    route.retries = retries
+    for name in ("connect_timeout", "first_byte_timeout", "timeout"):
+        value = item.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise ctx.fail(f"{key}.{name}", "must be a positive number of seconds", name)
+        setattr(route, name, float(value))
+    if "degraded" in item:
+        try:
+            route.degraded = parse_template(item["degraded"], f"{key}.degraded")
+        except InvalidInput as exc:
+            raise ctx.fail(
+                f"{key}.degraded", str(exc).removeprefix(f"{key}.degraded: "), "degraded"
+            ) from None
+    return route

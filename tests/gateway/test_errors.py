@@ -225,6 +225,11 @@ async def test_battery_leaves_gateway_serving_and_logs_clean(
         await _post(gw, "/v1/chat/completions", CHAT)
         await _post(gw, "/v1/messages", MESSAGES)
     await _mock(gw.mock, fault_status=None, fault_drop=False, fault_timeout=False)
+    # The failures opened the deployment's breaker: refused without calling the upstream
+    # until the cooldown ends or an operator resets it.
+    status, data, _ = await _post(gw, "/v1/chat/completions", CHAT)
+    assert status == 503 and _openai_error(data)["code"] == "no_healthy_deployment"
+    await gw.app.breakers.reset("openai:gpt-4o-mini", actor="test")
     status, data, _ = await _post(gw, "/v1/chat/completions", CHAT)
     assert status == 200 and data["object"] == "chat.completion"
     await gw.app.ledger.flush()

@@ -25,7 +25,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from costwarden.admin.health_api import health_routes
 from costwarden.admin.openapi import OPENAPI
+from costwarden.admin.routes_api import route_routes
+from costwarden.admin.switches_api import switch_routes
 from costwarden.budgets.limits import (
     MODES,
     SCOPES,
@@ -366,6 +369,9 @@ def create_admin_app(gateway: CostwardenApp) -> Starlette:
             Route("/admin/tiers/{name}", put_tier, methods=["PUT"]),
             Route("/admin/tiers/{name}", delete_tier, methods=["DELETE"]),
             Route("/admin/orgs/{name}/tier", set_org_tier, methods=["PUT"]),
+            *switch_routes(gateway, authorized, body_json),
+            *health_routes(gateway, authorized, body_json),
+            *route_routes(gateway, authorized, body_json),
         ],
         exception_handlers={
             InvalidInput: on_invalid,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from costwarden.budgets.limits import LIMIT_NAMES, MODES, SCOPES, TIER_SCOPES
+from costwarden.storage.switches import FEATURES
 
 _KEY_SCHEMA = {
     "type": "object",
@@ -101,6 +102,218 @@ def _ref(name: str) -> dict[str, str]:
 _ORG_QUERY = {"name": "org", "in": "query", "schema": {"type": "string"}}
 _NAME_PATH = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
 
+_SWITCH_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "description": "platform:FEATURE or org:ORG_ID:FEATURE"},
+        "scope": {"type": "string", "enum": ["platform", "org"]},
+        "org": {"type": ["string", "null"]},
+        "org_id": {"type": ["string", "null"]},
+        "feature": {"type": "string", "enum": list(FEATURES)},
+        "enabled": {"type": "boolean"},
+        "message": {"type": ["string", "null"], "description": "null: the configured default"},
+        "updated_by": {"type": "string"},
+        "updated_at": {"type": "string", "format": "date-time"},
+        "version": {"type": "integer"},
+    },
+}
+_AUDIT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "ts": {"type": "string", "format": "date-time"},
+        "actor": {"type": "string", "description": "admin-api, or cli:OS_USER"},
+        "action": {"type": "string", "description": "e.g. switch.set"},
+        "target": {"type": "string"},
+        "old_value": {"description": "JSON value before the change; null if none"},
+        "new_value": {"description": "JSON value after the change"},
+    },
+}
+_SWITCH_PATHS: dict[str, Any] = {
+    "/admin/switches": {
+        "get": {
+            "summary": "Kill switch and feature toggles: every switch set (on and off)",
+            "responses": {"200": {"description": "{version, switches: [Switch]}"}, "401": _ERROR},
+        },
+        "put": {
+            "summary": "Turn a feature on or off, platform-wide (org null) or for one org; live "
+            "on this gateway at once, on others within switches.refresh_seconds; audited",
+            "requestBody": _json_body(
+                {
+                    "type": "object",
+                    "required": ["feature", "enabled"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "org": {"type": ["string", "null"], "description": "null: platform"},
+                        "feature": {
+                            "type": "string",
+                            "enum": list(FEATURES),
+                            "description": "ai: every model call; an endpoint name; "
+                            "streaming: requests with stream true",
+                        },
+                        "enabled": {"type": "boolean"},
+                        "message": {"type": ["string", "null"], "maxLength": 500},
+                        "confirm": {
+                            "type": "string",
+                            "enum": ["disable-all"],
+                            "description": "required to switch ai off platform-wide",
+                        },
+                    },
+                }
+            ),
+            "responses": {
+                "200": {
+                    "description": "the switch as stored",
+                    "content": {"application/json": {"schema": _ref("Switch")}},
+                },
+                "400": _ERROR,
+                "401": _ERROR,
+                "404": _ERROR,
+            },
+        },
+    },
+    "/admin/audit": {
+        "get": {
+            "summary": "Audit log (who changed what, old and new value), newest first",
+            "parameters": [
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+                },
+                {"name": "action", "in": "query", "schema": {"type": "string"}},
+            ],
+            "responses": {"200": {"description": "{data: [AuditEntry]}"}, "400": _ERROR},
+        }
+    },
+}
+
+_DEPLOYMENT_HEALTH_SCHEMA = {
+    "type": "object",
+    "description": "one deployment's circuit breaker, as this gateway process sees it",
+    "properties": {
+        "deployment": {"type": "string", "description": "provider:model"},
+        "state": {"type": "string", "enum": ["closed", "open", "half_open"]},
+        "reason": {"type": ["string", "null"], "description": "why it is in this state"},
+        "last_success_at": {"type": ["string", "null"], "format": "date-time"},
+        "last_failure_at": {"type": ["string", "null"], "format": "date-time"},
+        "error_rate": {"type": "number", "minimum": 0, "maximum": 1},
+        "requests_in_window": {"type": "integer"},
+        "consecutive_failures": {"type": "integer"},
+        "opened_at": {"type": ["string", "null"], "format": "date-time"},
+        "retry_at": {
+            "type": ["string", "null"],
+            "format": "date-time",
+            "description": "when an open breaker lets a probe through (half-open)",
+        },
+    },
+}
+_ROUTE_PATHS: dict[str, Any] = {
+    "/admin/routes": {
+        "get": {
+            "summary": "Every route: deployments, fallbacks (config or admin), resolved chain, "
+            "retries, timeouts, degraded template",
+            "responses": {"200": {"description": "{routes: [Route]}"}, "401": _ERROR},
+        }
+    },
+    "/admin/routes/{model}/fallbacks": {
+        "put": {
+            "summary": "Set a route's fallback chain (null: back to the config file's); "
+            "validated (unknown names, cycles), audited, live on every gateway within a poll",
+            "parameters": [
+                {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "required": ["fallbacks"],
+                            "properties": {
+                                "fallbacks": {
+                                    "type": ["array", "null"],
+                                    "items": {"type": "string"},
+                                    "description": "route names or provider:model ids",
+                                }
+                            },
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "200": {"description": "the route"},
+                "400": _ERROR,
+                "401": _ERROR,
+                "404": _ERROR,
+            },
+        }
+    },
+}
+_HEALTH_PATHS: dict[str, Any] = {
+    "/admin/health/deployments": {
+        "get": {
+            "summary": "Circuit breaker of every deployment (counts are this process's)",
+            "responses": {"200": {"description": "{data: [DeploymentHealth]}"}, "401": _ERROR},
+        }
+    },
+    "/admin/breakers/{deployment}/reset": {
+        "post": {
+            "summary": "Force a breaker closed, on every gateway sharing Redis; audited",
+            "parameters": [
+                {
+                    "name": "deployment",
+                    "in": "path",
+                    "required": True,
+                    "description": "provider:model, percent-encoded",
+                    "schema": {"type": "string"},
+                }
+            ],
+            "requestBody": {
+                "required": False,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "properties": {
+                                "actor": {"type": "string", "description": "for the audit log"}
+                            },
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "200": {
+                    "description": "the deployment's health after the reset",
+                    "content": {"application/json": {"schema": _ref("DeploymentHealth")}},
+                },
+                "400": _ERROR,
+                "401": _ERROR,
+                "404": _ERROR,
+            },
+        }
+    },
+    "/admin/events": {
+        "get": {
+            "summary": "Live events (server-sent events): breaker_changed, ...; a heartbeat "
+            "comment after 15 s of silence; resumes after the Last-Event-ID header",
+            "parameters": [
+                {"name": "Last-Event-ID", "in": "header", "schema": {"type": "integer"}}
+            ],
+            "responses": {
+                "200": {
+                    "description": "id: N, event: KIND, data: JSON lines per event",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                },
+                "400": _ERROR,
+                "401": _ERROR,
+            },
+        }
+    },
+}
+
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {"title": "costwarden admin API", "version": "0.1.0"},
@@ -111,10 +324,16 @@ OPENAPI: dict[str, Any] = {
             "Limit": _LIMIT_SCHEMA,
             "LimitStatus": _STATUS_SCHEMA,
             "Tier": _TIER_SCHEMA,
+            "Switch": _SWITCH_SCHEMA,
+            "AuditEntry": _AUDIT_SCHEMA,
+            "DeploymentHealth": _DEPLOYMENT_HEALTH_SCHEMA,
         },
     },
     "security": _BEARER,
     "paths": {
+        **_SWITCH_PATHS,
+        **_HEALTH_PATHS,
+        **_ROUTE_PATHS,
         "/admin/orgs": {
             "get": {"summary": "List orgs", "responses": {"200": {"description": "orgs"}}}
         },

@@ -315,6 +315,21 @@ class Enforcer:
             logger.warning("settle failed, will retry: %s: %s", type(exc).__name__, exc)
             self._unsettled.append((reservation, actual))
 
+    async def release(self, reservation: Reservation) -> None:
+        """Give the reservation back unused: the request will not be made (or is made on
+        another deployment, under a new reservation). Counts no request."""
+        if reservation.settled:
+            return
+        reservation.settled = True
+        actual = Actual(0, 0, requests=0)
+        try:
+            await self.store.settle(
+                reservation.lease, reservation.checks, reservation.amounts, actual, self.clock()
+            )
+        except Exception as exc:
+            logger.warning("release failed, will retry: %s: %s", type(exc).__name__, exc)
+            self._unsettled.append((reservation, actual))
+
     async def _retry_settles(self) -> None:
         pending, self._unsettled = self._unsettled, []
         for reservation, actual in pending:

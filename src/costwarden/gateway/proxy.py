@@ -1,8 +1,11 @@
 """The metered proxy: one request from the client's bytes to the ledger row.
 
-authenticate -> read and validate the body -> route -> rate limits and budget reservation
-(refused here: 402/429, nothing reaches the provider) -> upstream call -> relay (streamed or
-not) while metering -> price -> settle the reservation -> ledger row -> response. The ledger
+authenticate -> read and validate the body -> kill switch -> route -> for each candidate of
+the route's chain (gateway.failover): breaker, rate limits and budget reservation (refused
+here: 402/429, nothing reaches the provider), upstream call with retries -> relay (streamed
+or not, translated when the candidate speaks the other wire format) while metering -> price
+-> settle the reservation -> ledger row -> response; the degraded template or a 503 when no
+candidate answered. The ledger
 row is handed to the writer *before* the last byte reaches the client, so a response the
 client received always has its row (in durable mode the row is committed by then).
 """
@@ -23,19 +26,25 @@ from costwarden.budgets.enforcer import Enforcer, Reservation
 from costwarden.budgets.limits import Principal
 from costwarden.errors import (
     AuthenticationFailed,
-    BadRequest,
     GatewayError,
     ModelNotFound,
+    NoHealthyDeployment,
     UpstreamError,
     UpstreamTimeout,
 )
+from costwarden.gateway import degraded
 from costwarden.gateway.asgi import JSON, Receive, Scope, Send, read_body, send_bytes
 from costwarden.gateway.auth import KeyCache, key_from_headers
 from costwarden.gateway.errors import error_body
+from costwarden.gateway.failover import Attempt, Breakers, Call, Exhausted, Failover
+from costwarden.gateway.switches import SwitchBoard
 from costwarden.gateway.upstream import Response, UpstreamClient
 from costwarden.gateway.validate import principal_fields, validate_payload
 from costwarden.pricing import TokenUsage
+from costwarden.providers import translate
 from costwarden.providers.base import Deployment, StreamMeter, estimate_tokens
+from costwarden.routing.chains import Route
+from costwarden.settings_upstreams import ResilienceSettings
 from costwarden.storage.ledger import LedgerWriter
 from costwarden.storage.records import LedgerRecord
 
@@ -48,6 +57,7 @@ ENDPOINTS: dict[str, tuple[str, str]] = {
     "/v1/messages": ("messages", "anthropic"),
 }
 _SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+_Translator = translate.AnthropicToOpenAIStream | translate.OpenAIToAnthropicStream
 
 
 class _Disconnect:
@@ -75,10 +85,13 @@ class Proxy:
     def __init__(
         self,
         *,
-        routes: dict[str, list[Deployment]],
+        routes: dict[str, Route],
         keys: KeyCache,
         ledger: LedgerWriter,
         enforcer: Enforcer,
+        switches: SwitchBoard,
+        breakers: Breakers,
+        resilience: ResilienceSettings,
         max_body_bytes: int,
         durable: bool,
         clock: Callable[[], float] = time,
@@ -87,13 +100,31 @@ class Proxy:
         self.keys = keys
         self.ledger = ledger
         self.enforcer = enforcer
+        self.switches = switches
+        self.breakers = breakers
+        self.resilience = resilience
         self.clock = clock
         self.max_body_bytes = max_body_bytes
         self.durable = durable
         self.client: UpstreamClient | None = None
+        self._failover: Failover | None = None
+
+    @property
+    def failover(self) -> Failover:
+        assert self._failover is not None, "Proxy.start() was not awaited"
+        return self._failover
 
     async def start(self) -> None:
         self.client = UpstreamClient()
+        self._failover = Failover(
+            self.client,
+            self.breakers,
+            self.resilience,
+            default_max_tokens=self.enforcer.settings.default_max_output_tokens,
+            reserve=self._reserve,
+            release=self._release,
+            failed=self._upstream_failed,
+        )
 
     async def close(self) -> None:
         if self.client is not None:
@@ -117,37 +148,24 @@ class Proxy:
             record.end_user, record.session_id, record.tags = end_user, session_id, tags
             model: str = payload["model"]
             record.requested_model = model
-            deployment = self._route(model, wire)
-            record.provider = deployment.adapter.name
-            record.served_model = deployment.model
             stream = endpoint != "embeddings" and payload.get("stream") is True
             record.streamed = stream
-            wants_usage = _wants_usage(payload)  # before prepare() asks upstream for usage
-            reservation = await self._reserve(record, deployment, endpoint, len(body), payload)
-            changed = self._prepare(deployment, endpoint, payload, stream)
-            if reservation is not None and reservation.out_tokens is not None:
-                _cap_output(endpoint, payload, reservation.out_tokens)
-                changed = True
-            upstream_body = orjson.dumps(payload) if changed else body
+            off = self.switches.refusal(record.org_id, endpoint, stream)
+            if off is not None:
+                record.status = "blocked"
+                raise off
+            route = self._route(model)
+            call = Call(endpoint, wire, payload, body, stream, headers, record)
+            try:
+                attempt = await self.failover.open(call, route)
+            except Exhausted as exhausted:
+                await self._exhausted(send, call, route, exhausted, t0)
+                return
+            reservation = attempt.reservation
             if stream:
-                await self._relay_stream(
-                    send,
-                    receive,
-                    record,
-                    deployment,
-                    endpoint,
-                    wire,
-                    payload,
-                    upstream_body,
-                    t0,
-                    headers,
-                    wants_usage,
-                    reservation,
-                )
+                await self._relay_stream(send, receive, call, attempt, t0)
             else:
-                await self._relay_unary(
-                    send, record, deployment, endpoint, upstream_body, t0, headers, reservation
-                )
+                await self._relay_unary(send, call, attempt, t0)
         except GatewayError as exc:
             if isinstance(exc, _Refused):
                 record = exc.record
@@ -197,9 +215,9 @@ class Proxy:
             raise _Refused(record, AuthenticationFailed("this API key has been revoked"))
         return record
 
-    def _route(self, model: str, wire: str) -> Deployment:
-        deployments = self.routes.get(model)
-        if not deployments:
+    def _route(self, model: str) -> Route:
+        route = self.routes.get(model)
+        if route is None:
             available = sorted(self.routes)
             raise ModelNotFound(
                 f"model {model!r} is not served by this gateway; available: "
@@ -207,28 +225,11 @@ class Proxy:
                 param="model",
                 extra={"available": available},
             )
-        deployment = deployments[0]
-        if deployment.adapter.wire != wire:
-            other = (
-                "/v1/messages"
-                if deployment.adapter.wire == "anthropic"
-                else ("/v1/chat/completions")
-            )
-            raise BadRequest(
-                f"model {model!r} is served in the {deployment.adapter.wire} format; "
-                f"call {other} for it",
-                param="model",
-            )
-        return deployment
+        return route
 
-    async def _reserve(
-        self,
-        record: LedgerRecord,
-        deployment: Deployment,
-        endpoint: str,
-        body_len: int,
-        payload: dict[str, Any],
-    ) -> Reservation | None:
+    async def _reserve(self, call: Call, deployment: Deployment) -> Reservation | None:
+        """The budget reservation for calling ``deployment`` (the failover's callback)."""
+        record = call.record
         if self.enforcer.book.empty:
             return None  # no limit anywhere: skip building the principal
         assert record.org_id is not None and record.key_id is not None
@@ -242,53 +243,61 @@ class Proxy:
         )
         try:
             return await self.enforcer.reserve(
-                record.request_id, principal, deployment, endpoint, body_len, payload
+                record.request_id,
+                principal,
+                deployment,
+                call.endpoint,
+                len(call.body),
+                call.payload,
             )
         except GatewayError:
             record.status = "blocked"
             raise
 
-    @staticmethod
-    def _prepare(
-        deployment: Deployment, endpoint: str, payload: dict[str, Any], stream: bool
-    ) -> bool:
-        changed = deployment.adapter.prepare(endpoint, payload, stream)
-        if payload["model"] != deployment.model:
-            payload["model"] = deployment.model
-            changed = True
-        return changed
+    async def _release(self, reservation: Reservation) -> None:
+        await self.enforcer.release(reservation)
+
+    async def _exhausted(
+        self, send: Send, call: Call, route: Route, exhausted: Exhausted, t0: float
+    ) -> None:
+        """No candidate answered: the degraded template, else the error that says why."""
+        record = call.record
+        tried = "; ".join(exhausted.reasons) or "no candidate"
+        template = route.degraded
+        if template is None or call.endpoint == "embeddings":
+            record.status = "upstream_error" if exhausted.attempted else "blocked"
+            if exhausted.refusal is not None and not exhausted.attempted:
+                raise exhausted.refusal
+            if exhausted.last is not None and len(route.candidates) == 1:
+                raise exhausted.last  # one deployment, one error: the error contract's own
+            raise NoHealthyDeployment(f"no deployment of {route.model!r} can serve: {tried}")
+        record.status = "degraded"
+        record.http_status = 200
+        record.provider = None
+        record.served_model = None
+        record.error = tried[:500]
+        record.latency_ms = record.overhead_ms = (perf_counter() - t0) * 1000
+        await self._commit(record, None)
+        headers = [
+            (b"content-type", _SSE_HEADERS[0][1] if call.stream else JSON),
+            (b"x-request-id", record.request_id.encode()),
+            (b"x-costwarden-model", route.model.encode()),
+            (b"x-costwarden-degraded", b"true"),
+            (b"x-costwarden-cost-usd", b"0"),
+        ]
+        if call.stream:
+            body = degraded.stream(
+                call.wire, route.model, template.content, include_usage=_wants_usage(call.payload)
+            )
+            headers.append(_SSE_HEADERS[1])
+        else:
+            body = degraded.unary(call.wire, route.model, template.content)
+        await send_bytes(send, 200, body, headers)
 
     # ------------------------------------------------------------------ upstream
 
-    async def _open(
-        self,
-        deployment: Deployment,
-        endpoint: str,
-        body: bytes,
-        headers: dict[bytes, bytes],
-        record: LedgerRecord,
-    ) -> Response:
-        assert self.client is not None, "Proxy.start() was not awaited"
-        adapter = deployment.adapter
-        try:
-            return await self.client.post(
-                adapter.url(endpoint),
-                adapter.headers(headers).items(),
-                body,
-                timeout=adapter.timeout,
-                connect_timeout=adapter.connect_timeout,
-            )
-        except TimeoutError:
-            record.status = "upstream_error"
-            raise UpstreamTimeout(f"upstream {adapter.name} did not answer in time") from None
-        except OSError as exc:
-            record.status = "upstream_error"
-            raise UpstreamError(
-                f"upstream {adapter.name} connection failed ({type(exc).__name__})"
-            ) from None
-
     async def _upstream_failed(
-        self, resp: Response, deployment: Deployment, record: LedgerRecord
+        self, resp: Response, deployment: Deployment, record: LedgerRecord, translated: bool
     ) -> GatewayError:
         record.status = "upstream_error"
         name = deployment.adapter.name
@@ -296,6 +305,8 @@ class Proxy:
             raw = await resp.read()
         except (OSError, TimeoutError):
             raw = b""
+        finally:
+            resp.release()
         message = _scrub(_upstream_message(raw), deployment.adapter.secrets())
         if resp.status in (401, 403):
             # The client's key was fine; ours was not. The provider's text may quote it.
@@ -303,41 +314,33 @@ class Proxy:
                 f"upstream {name} rejected the gateway's credentials (status {resp.status})"
             )
         if resp.status < 500:
+            # Relayed as it came, unless it came in the other wire format.
+            raw = b"" if translated else raw
             return _PassThrough(resp.status, message, raw, resp.headers.get("retry-after"))
         return UpstreamError(f"upstream {name} returned {resp.status}: {message}")
 
-    async def _relay_unary(
-        self,
-        send: Send,
-        record: LedgerRecord,
-        deployment: Deployment,
-        endpoint: str,
-        body: bytes,
-        t0: float,
-        headers: dict[bytes, bytes],
-        reservation: Reservation | None,
-    ) -> None:
-        t_up = perf_counter()
-        resp = await self._open(deployment, endpoint, body, headers, record)
+    async def _relay_unary(self, send: Send, call: Call, attempt: Attempt, t0: float) -> None:
+        record = call.record
+        deployment = attempt.deployment
+        resp = attempt.response
         try:
-            if resp.status >= 400:
-                raise await self._upstream_failed(resp, deployment, record)
-            try:
-                raw = await resp.read()
-            except TimeoutError:
-                record.status = "upstream_error"
-                raise UpstreamTimeout(
-                    f"upstream {deployment.adapter.name} did not answer in time"
-                ) from None
-            except OSError as exc:
-                record.status = "upstream_error"
-                raise UpstreamError(
-                    f"upstream {deployment.adapter.name} dropped the connection "
-                    f"({type(exc).__name__})"
-                ) from None
+            raw = await resp.read()
+        except TimeoutError:
+            record.status = "upstream_error"
+            self.breakers.failure(deployment.id, "timeout")
+            raise UpstreamTimeout(
+                f"upstream {deployment.adapter.name} did not answer in time"
+            ) from None
+        except OSError as exc:
+            record.status = "upstream_error"
+            self.breakers.failure(deployment.id, f"connection dropped ({type(exc).__name__})")
+            raise UpstreamError(
+                f"upstream {deployment.adapter.name} dropped the connection "
+                f"({type(exc).__name__})"
+            ) from None
         finally:
             resp.release()
-        upstream_ms = (perf_counter() - t_up) * 1000
+        upstream_ms = (perf_counter() - attempt.upstream_started) * 1000
         try:
             obj = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -345,52 +348,59 @@ class Proxy:
             raise UpstreamError(
                 f"upstream {deployment.adapter.name} sent a response that is not JSON"
             ) from None
-        usage = deployment.adapter.usage_from_body(endpoint, obj)
+        usage = deployment.adapter.usage_from_body(call.endpoint, obj)
+        if attempt.translated:
+            if call.wire == "openai":
+                obj = translate.anthropic_to_openai_response(obj, model=deployment.model)
+            else:
+                obj = translate.openai_to_anthropic_response(obj, model=deployment.model)
+            raw = orjson.dumps(obj)
         _bill(record, deployment, usage, estimated=False)
         record.status = "success"
         record.http_status = 200
         record.latency_ms = (perf_counter() - t0) * 1000
         record.overhead_ms = max(0.0, record.latency_ms - upstream_ms)
+        reservation = attempt.reservation
         await self._commit(record, reservation)
         out_headers = _usage_headers(record)
+        if attempt.tries > 1:
+            out_headers.append((b"x-costwarden-attempts", str(attempt.tries).encode()))
         if reservation is not None:
             out_headers.extend(reservation.headers())
         await send_bytes(send, 200, raw, out_headers)
 
     async def _relay_stream(
-        self,
-        send: Send,
-        receive: Receive,
-        record: LedgerRecord,
-        deployment: Deployment,
-        endpoint: str,
-        wire: str,
-        payload: dict[str, Any],
-        body: bytes,
-        t0: float,
-        headers: dict[bytes, bytes],
-        client_wants_usage: bool,
-        reservation: Reservation | None,
+        self, send: Send, receive: Receive, call: Call, attempt: Attempt, t0: float
     ) -> None:
-        t_up = perf_counter()
-        resp = await self._open(deployment, endpoint, body, headers, record)
-        if resp.status >= 400:
-            try:
-                raise await self._upstream_failed(resp, deployment, record)
-            finally:
-                resp.release()
-        meter = deployment.adapter.stream_meter(client_wants_usage=client_wants_usage)
-        upstream_ms = (perf_counter() - t_up) * 1000
+        record = call.record
+        deployment = attempt.deployment
+        resp = attempt.response
+        reservation = attempt.reservation
+        wants_usage = _wants_usage(call.payload)
+        # A translator needs the usage chunk to end the other format's stream properly.
+        meter = deployment.adapter.stream_meter(
+            client_wants_usage=wants_usage or attempt.translated
+        )
+        translator: _Translator | None = None
+        if attempt.translated:
+            translator = (
+                translate.AnthropicToOpenAIStream(model=deployment.model, include_usage=wants_usage)
+                if call.wire == "openai"
+                else translate.OpenAIToAnthropicStream(model=deployment.model)
+            )
+        upstream_ms = (perf_counter() - attempt.upstream_started) * 1000
         overhead_ms = (perf_counter() - t0) * 1000 - upstream_ms
         start_headers = [*_SSE_HEADERS, *_id_headers(record)]
         start_headers.append((b"x-costwarden-overhead-ms", f"{overhead_ms:.3f}".encode()))
+        if attempt.tries > 1:
+            start_headers.append((b"x-costwarden-attempts", str(attempt.tries).encode()))
         if reservation is not None:
             start_headers.extend(reservation.headers())
         watcher = _Disconnect(receive)
         tail = b""
         try:
             await send({"type": "http.response.start", "status": 200, "headers": start_headers})
-            tail = await self._pump(resp, meter, send, record, t0)
+            tail = await self._pump(resp, meter, translator, send, record, t0)
             record.status = "success"
             record.http_status = 200
         except asyncio.CancelledError:
@@ -406,18 +416,20 @@ class Proxy:
             record.status = "upstream_error"
             record.http_status = 502
             record.error = f"upstream stream broke ({type(exc).__name__})"
-            tail = _stream_error_event(wire, record.error)
+            self.breakers.failure(deployment.id, record.error)
+            tail = _stream_error_event(call.wire, record.error)
         except Exception:
             logger.exception("%s: internal error while relaying a stream", record.request_id)
             record.status = "gateway_error"
             record.http_status = 500
             record.error = "internal gateway error while relaying the stream"
-            tail = _stream_error_event(wire, record.error)
+            tail = _stream_error_event(call.wire, record.error)
         finally:
             watcher.stop()
             resp.close()  # aborts the upstream call if it is still generating
         usage = meter.usage if meter.finished else None
         if usage is None:
+            payload = call.payload
             prompt = estimate_tokens([payload.get("messages"), payload.get("system")])
             _bill(record, deployment, meter.estimated_usage(prompt), estimated=True)
         else:
@@ -432,6 +444,7 @@ class Proxy:
         self,
         resp: Response,
         meter: StreamMeter,
+        translator: _Translator | None,
         send: Send,
         record: LedgerRecord,
         t0: float,
@@ -445,11 +458,16 @@ class Proxy:
                 continue
             out = meter.feed(buffer[: cut + 2])
             buffer = buffer[cut + 2 :]
+            if translator is not None and out:
+                out = translator.feed(out)
             if out:
                 if record.ttft_ms is None and meter.content_events:
                     record.ttft_ms = (perf_counter() - t0) * 1000
                 await send({"type": "http.response.body", "body": out, "more_body": True})
-        return meter.feed(buffer + b"\n\n") if buffer.strip() else b""
+        tail = meter.feed(buffer + b"\n\n") if buffer.strip() else b""
+        if translator is not None and tail:
+            tail = translator.feed(tail)
+        return tail
 
     # ------------------------------------------------------------------ finishing
 
@@ -535,16 +553,6 @@ def _usage_headers(record: LedgerRecord) -> list[tuple[bytes, bytes]]:
         (b"x-costwarden-cached-tokens", str(record.cached_input_tokens).encode()),
         (b"x-costwarden-overhead-ms", f"{record.overhead_ms:.3f}".encode()),
     ]
-
-
-def _cap_output(endpoint: str, payload: dict[str, Any], tokens: int) -> None:
-    """Send the budget's output cap in the field the client used (or the current one)."""
-    if endpoint == "messages":
-        payload["max_tokens"] = tokens
-        return
-    present = [k for k in ("max_tokens", "max_completion_tokens") if k in payload]
-    for key in present or ["max_completion_tokens"]:
-        payload[key] = tokens
 
 
 def _wants_usage(payload: dict[str, Any]) -> bool:

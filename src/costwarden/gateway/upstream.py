@@ -130,6 +130,8 @@ class _Connection(asyncio.Protocol):
             and status not in (204, 304)
         )
         response.status = status
+        if response.deadline is not None:
+            response.headers_in()
         response.wake()
 
     def on_body(self, body: bytes) -> None:
@@ -149,7 +151,14 @@ class _Connection(asyncio.Protocol):
 class Response:
     """An upstream response: status and headers at once, the body read or streamed."""
 
-    def __init__(self, conn: _Connection, client: UpstreamClient, origin: Origin, deadline: float):
+    def __init__(
+        self,
+        conn: _Connection,
+        client: UpstreamClient,
+        origin: Origin,
+        deadline: float,
+        first_byte_deadline: float | None = None,
+    ):
         self.status = 0
         self.headers: dict[str, str] = {}
         self.keep_alive = False
@@ -167,9 +176,21 @@ class Response:
         self._waiter: asyncio.Future[None] | None = None
         self._released = False
         loop = asyncio.get_running_loop()
+        # Until the headers are in, the earlier of the two deadlines; then the whole one.
+        self.deadline: float | None = None
+        if first_byte_deadline is not None and first_byte_deadline < deadline:
+            self.deadline = deadline
+            deadline = first_byte_deadline
         self._timer: asyncio.TimerHandle | None = loop.call_at(deadline, self._expire)
 
     # fed by the connection
+
+    def headers_in(self) -> None:
+        """The first-byte deadline is met: the exchange is now bound by the whole deadline."""
+        deadline, self.deadline = self.deadline, None
+        if self._timer is not None and deadline is not None:
+            self._timer.cancel()
+            self._timer = asyncio.get_running_loop().call_at(deadline, self._expire)
 
     def feed(self, data: bytes) -> None:
         self._chunks.append(data)
@@ -296,24 +317,30 @@ class UpstreamClient:
         *,
         timeout: float,
         connect_timeout: float,
+        first_byte_timeout: float | None = None,
     ) -> Response:
         """Send ``body`` and return once the response headers are in.
 
         ``timeout`` bounds the whole exchange, body or stream included: past it the
-        connection is cut and the pending read raises TimeoutError.
+        connection is cut and the pending read raises TimeoutError. ``first_byte_timeout``
+        bounds the wait for the response headers (connecting included).
         """
         if self._closed:
             raise ConnectionError("the upstream client is closed")
         origin, target, host = _split(url)
         head = _head(target, host, headers, len(body))
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        start = loop.time()
+        deadline = start + timeout
+        first_byte = start + first_byte_timeout if first_byte_timeout is not None else None
         while True:
             conn = self._take_idle(origin, loop.time())
             if conn is None:
-                remaining = deadline - loop.time()
+                remaining = (
+                    min(deadline, first_byte if first_byte is not None else deadline) - loop.time()
+                )
                 conn = await self._connect(origin, min(connect_timeout, remaining))
-            response = Response(conn, self, origin, deadline)
+            response = Response(conn, self, origin, deadline, first_byte)
             conn.response = response
             transport = conn.transport
             assert transport is not None

@@ -35,8 +35,11 @@ _INT_FIELDS = frozenset(
     {"output_tokens", "cached_tokens", "cache_write_tokens", "reasoning_tokens"}
 )
 _BOOL_FIELDS = frozenset({"vary_output", "fault_timeout", "fault_drop"})
-_OPT_INT_FIELDS = frozenset({"fault_status", "fault_drop_mid_stream_after"})
-CONFIG_FIELDS: frozenset[str] = _FLOAT_FIELDS | _INT_FIELDS | _BOOL_FIELDS | _OPT_INT_FIELDS
+_OPT_INT_FIELDS = frozenset({"fault_status", "fault_drop_mid_stream_after", "fault_retry_after"})
+_LIST_FIELDS = frozenset({"fault_models"})
+CONFIG_FIELDS: frozenset[str] = (
+    _FLOAT_FIELDS | _INT_FIELDS | _BOOL_FIELDS | _OPT_INT_FIELDS | _LIST_FIELDS
+)
 
 
 @dataclass
@@ -56,6 +59,10 @@ class MockState:
     fault_timeout: bool = False
     fault_drop: bool = False
     fault_drop_mid_stream_after: int | None = None
+    # Faults hit only requests for these models (all models when empty): one mock can then
+    # stand in for a failing provider and a healthy fallback at once.
+    fault_models: list[str] = field(default_factory=list)
+    fault_retry_after: int | None = None  # Retry-After seconds sent with faulted 429s
 
     requests: int = field(default=0, init=False)
     by_path: dict[str, int] = field(default_factory=dict, init=False)
@@ -109,9 +116,11 @@ class MockState:
             or self.fault_drop_mid_stream_after is not None
         )
 
-    def take_fault(self) -> bool:
+    def take_fault(self, model: Any = None) -> bool:
         """Whether this request is faulted; deterministic: rate 0.5 faults every other one."""
         if not self._fault_active():
+            return False
+        if self.fault_models and model not in self.fault_models:
             return False
         n = self._fault_seq
         self._fault_seq += 1
@@ -128,6 +137,10 @@ class MockState:
 
 
 def _validate(name: str, value: Any) -> Any:
+    if name in _LIST_FIELDS:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"{name} must be a list of model names")
+        return list(value)
     if name in _BOOL_FIELDS:
         if not isinstance(value, bool):
             raise ValueError(f"{name} must be a boolean")
@@ -235,7 +248,7 @@ def _upstream(provider: str, inner: _Inner) -> _Handler:
                     latency = float(lat)
                 if forced:
                     state.faults += 1
-            faulted = state.take_fault()
+            faulted = state.take_fault(body.get("model") if isinstance(body, dict) else None)
             if faulted and state.fault_timeout:
                 await _hang(request.app)
                 return _error(provider, 504, "mock upstream hang ended by shutdown")
@@ -246,7 +259,10 @@ def _upstream(provider: str, inner: _Inner) -> _Handler:
                 await asyncio.sleep(latency / 1000.0)
             status = forced or (state.fault_status if faulted else None)
             if status:
-                return _error(provider, status)
+                error = _error(provider, status)
+                if status == 429 and state.fault_retry_after is not None:
+                    error.headers["retry-after"] = str(state.fault_retry_after)
+                return error
             if bad_json:
                 return _error(provider, 400, "We could not parse the JSON body of your request.")
             if request.method == "POST" and not isinstance(body, dict):

@@ -87,6 +87,7 @@ class Deployment:
     model: str
     rates: Pricer
     max_output_tokens: int | None = None
+    context_window: int | None = None
 
 
 def make_adapter(settings: ProviderSettings) -> ProviderAdapter:

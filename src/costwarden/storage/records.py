@@ -70,4 +70,5 @@ LEDGER_STATUSES = (
     "upstream_error",  # upstream failed, timed out or dropped the connection
     "cancelled",  # the client went away mid-request; billed for what was generated
     "gateway_error",  # a fault in the gateway itself; still billed for what was generated
+    "degraded",  # every candidate failing: the route's template answered, at $0
 )

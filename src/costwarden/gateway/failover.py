@@ -1,0 +1,327 @@
+"""The upstream call with retries, circuit breakers and a fallback chain.
+
+:class:`Failover` walks a route's candidates in order. A candidate is skipped when it cannot
+take the request (a context window too small, embeddings on an Anthropic deployment) or its
+breaker is open. Each candidate is tried up to ``1 + route.retries`` times: connection errors,
+429 (honouring ``Retry-After`` up to a cap) and 5xx are retried after exponential backoff with
+full jitter; a timeout goes straight to the next candidate (waiting as long again rarely
+helps). A 4xx the client caused is the client's answer and ends the walk. Everything happens
+before the first byte reaches the client, so nothing is ever retried mid-stream.
+
+Every outcome is reported to the deployment's breaker (which decides what counts as a
+failure). The budget reservation is made for the candidate actually called: when a fallback
+has other prices, the reservation is given back and made again for it, so the bound stays
+a true bound for the model that serves the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from time import perf_counter
+from typing import Any, Protocol
+
+import orjson
+
+from costwarden.budgets.enforcer import Reservation
+from costwarden.errors import (
+    BudgetExceeded,
+    GatewayError,
+    RateLimited,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from costwarden.gateway.upstream import Response, UpstreamClient
+from costwarden.providers import translate
+from costwarden.providers.base import Deployment, estimate_tokens
+from costwarden.routing.breaker import counts_as_failure
+from costwarden.routing.chains import Route
+from costwarden.settings_upstreams import ResilienceSettings
+from costwarden.storage.records import LedgerRecord
+
+logger = logging.getLogger(__name__)
+
+
+class Breakers(Protocol):
+    async def admit(self, deployment: str) -> bool: ...
+    def success(self, deployment: str) -> None: ...
+    def failure(self, deployment: str, reason: str) -> None: ...
+    def state(self, deployment: str) -> str: ...
+
+
+@dataclasses.dataclass(slots=True)
+class Call:
+    """One client request, as the failover needs it."""
+
+    endpoint: str
+    wire: str  # the client's wire format
+    payload: dict[str, Any]  # the client's request, parsed (never modified here)
+    body: bytes  # the client's request bytes
+    stream: bool
+    headers: dict[bytes, bytes]
+    record: LedgerRecord
+
+
+@dataclasses.dataclass(slots=True)
+class Attempt:
+    """The upstream exchange that answered: its response is open, its headers are in."""
+
+    deployment: Deployment
+    response: Response
+    reservation: Reservation | None
+    translated: bool
+    tries: int
+    upstream_started: float  # perf_counter() when the successful try was sent
+
+
+class Exhausted(Exception):
+    """No candidate answered. ``attempted``: whether any upstream call was made at all."""
+
+    def __init__(
+        self, reasons: list[str], attempted: bool, last: GatewayError | None, refusal: Any
+    ) -> None:
+        super().__init__("; ".join(reasons))
+        self.reasons = reasons
+        self.attempted = attempted
+        self.last = last
+        self.refusal = refusal  # a budget refusal met on a fallback, if that was all there was
+
+
+@dataclasses.dataclass(slots=True)
+class _Held:
+    reservation: Reservation | None = None
+
+
+Reserve = Callable[[Call, Deployment], Awaitable[Reservation | None]]
+Release = Callable[[Reservation], Awaitable[None]]
+Failed = Callable[[Response, Deployment, LedgerRecord, bool], Awaitable[GatewayError]]
+
+
+class Failover:
+    def __init__(
+        self,
+        client: UpstreamClient,
+        breakers: Breakers,
+        resilience: ResilienceSettings,
+        *,
+        default_max_tokens: int,
+        reserve: Reserve,
+        release: Release,
+        failed: Failed,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.client = client
+        self.breakers = breakers
+        self.resilience = resilience
+        self.default_max_tokens = default_max_tokens
+        self._reserve = reserve
+        self._release = release
+        self._failed = failed
+        self._sleep = sleep
+
+    async def open(self, call: Call, route: Route) -> Attempt:
+        """The first candidate's answer, or Exhausted when none answered. A reservation made
+        on the way is handed over in the Attempt or given back, whatever happens."""
+        held = _Held()
+        try:
+            attempt = await self._walk(call, route, held)
+        except BaseException:
+            if held.reservation is not None:
+                await self._release(held.reservation)
+            raise
+        return attempt
+
+    async def _walk(self, call: Call, route: Route, held: _Held) -> Attempt:
+        reasons: list[str] = []
+        last: GatewayError | None = None
+        refusal: GatewayError | None = None
+        untranslatable: GatewayError | None = None
+        attempted = 0
+        reserved_for: Deployment | None = None
+        for index, dep in enumerate(route.candidates):
+            if call.endpoint == "embeddings" and dep.adapter.wire != "openai":
+                reasons.append(f"{dep.id}: has no embeddings endpoint")
+                continue
+            if not fits(dep, call):
+                reasons.append(f"{dep.id}: the request does not fit its context window")
+                continue
+            if not await self.breakers.admit(dep.id):
+                reasons.append(f"{dep.id}: circuit breaker open")
+                continue
+            if reserved_for is None or not _same_price(reserved_for, dep):
+                if held.reservation is not None:
+                    reservation, held.reservation = held.reservation, None
+                    await self._release(reservation)
+                try:
+                    held.reservation = await self._reserve(call, dep)
+                except (BudgetExceeded, RateLimited) as exc:
+                    if index == 0:
+                        raise  # the client's own budget decides, as without fallbacks
+                    refusal = refusal or exc
+                    reasons.append(f"{dep.id}: {exc.message}")
+                    reserved_for = None
+                    continue
+                reserved_for = dep
+            call.record.provider = dep.adapter.name
+            call.record.served_model = dep.model
+            translated = dep.adapter.wire != call.wire
+            try:
+                body = self._upstream_body(call, dep, held.reservation, translated)
+            except translate.TranslationError as exc:
+                untranslatable = untranslatable or exc
+                reasons.append(f"{dep.id}: cannot take this request ({exc.message})")
+                continue
+            outcome, tries = await self._try(call, route, dep, body, held.reservation, translated)
+            attempted += tries
+            if isinstance(outcome, Attempt):
+                outcome.tries = attempted
+                held.reservation = None  # handed over
+                return outcome
+            last = outcome
+            reasons.append(f"{dep.id}: {outcome.message}")
+            if outcome.status < 500 and outcome.status != 429:
+                raise outcome  # the client's own error: every candidate would agree
+        if not attempted and untranslatable is not None:
+            raise untranslatable  # a 400: the request itself is what no candidate can take
+        raise Exhausted(reasons, bool(attempted), last, refusal)
+
+    async def _try(
+        self,
+        call: Call,
+        route: Route,
+        dep: Deployment,
+        body: bytes,
+        reservation: Reservation | None,
+        translated: bool,
+    ) -> tuple[Attempt | GatewayError, int]:
+        adapter = dep.adapter
+        res = self.resilience
+        error: GatewayError = UpstreamError(f"upstream {adapter.name} was not called")
+        for tries in range(1, route.retries + 2):
+            started = perf_counter()
+            try:
+                resp = await self.client.post(
+                    adapter.url(_upstream_endpoint(call.endpoint, adapter.wire)),
+                    adapter.headers(call.headers).items(),
+                    body,
+                    timeout=route.timeout or adapter.timeout,
+                    connect_timeout=route.connect_timeout or adapter.connect_timeout,
+                    first_byte_timeout=route.first_byte_timeout,
+                )
+            except TimeoutError:
+                self.breakers.failure(dep.id, "timeout")
+                return UpstreamTimeout(f"upstream {adapter.name} did not answer in time"), tries
+            except OSError as exc:
+                self.breakers.failure(dep.id, f"connection failed ({type(exc).__name__})")
+                error = UpstreamError(
+                    f"upstream {adapter.name} connection failed ({type(exc).__name__})"
+                )
+                if tries <= route.retries and self.breakers.state(dep.id) != "open":
+                    await self._sleep(self.backoff(tries))
+                    continue
+                return error, tries
+            status = resp.status
+            if status < 400:
+                self.breakers.success(dep.id)
+                return Attempt(dep, resp, reservation, translated, tries, started), tries
+            retry_after = _seconds(resp.headers.get("retry-after"))
+            error = await self._failed(resp, dep, call.record, translated)
+            if counts_as_failure("status", status):
+                self.breakers.failure(dep.id, f"status {status}")
+            elif status != 429:
+                return error, tries  # the client's (or our credentials') problem: no retry
+            if tries > route.retries or self.breakers.state(dep.id) == "open":
+                return error, tries  # out of tries, or this failure opened the breaker
+            delay = self.backoff(tries)
+            if status == 429 and retry_after is not None:
+                if retry_after > res.max_retry_after_seconds:
+                    return error, tries  # too long to hold the client: try the next one
+                delay = max(delay, retry_after)
+            await self._sleep(delay)
+        return error, route.retries + 1
+
+    def backoff(self, tries: int) -> float:
+        """Seconds before retry number ``tries``: full jitter over a doubling ceiling."""
+        res = self.resilience
+        ceiling = min(res.retry_max_ms, res.retry_base_ms * 2 ** (tries - 1))
+        return random.uniform(0, ceiling) / 1000
+
+    def _upstream_body(
+        self, call: Call, dep: Deployment, reservation: Reservation | None, translated: bool
+    ) -> bytes:
+        """The request as ``dep`` takes it: translated, usage asked for, capped, renamed."""
+        payload = call.payload
+        changed = translated
+        if translated:
+            if dep.adapter.wire == "anthropic":
+                payload = translate.openai_to_anthropic_request(
+                    payload, default_max_tokens=dep.max_output_tokens or self.default_max_tokens
+                )
+            else:
+                payload = translate.anthropic_to_openai_request(payload)
+        else:
+            payload = dict(payload)
+        endpoint = _upstream_endpoint(call.endpoint, dep.adapter.wire)
+        if dep.adapter.prepare(endpoint, payload, call.stream):
+            changed = True
+        if reservation is not None and reservation.out_tokens is not None:
+            cap_output(endpoint, payload, reservation.out_tokens)
+            changed = True
+        if payload.get("model") != dep.model:
+            payload["model"] = dep.model
+            changed = True
+        return orjson.dumps(payload) if changed else call.body
+
+
+def fits(dep: Deployment, call: Call) -> bool:
+    """Whether the request can fit ``dep``'s context window (prompt estimate + output cap).
+
+    The body's byte count bounds its tokens from above, so the common case needs no walk
+    over the messages; only a body near the window is estimated at ~4 bytes a token.
+    """
+    window = dep.context_window
+    if window is None:
+        return True
+    payload = call.payload
+    wanted = payload.get("max_completion_tokens") or payload.get("max_tokens") or 0
+    out = wanted if isinstance(wanted, int) else 0
+    if len(call.body) + out <= window:
+        return True
+    prompt = estimate_tokens([payload.get("messages"), payload.get("system"), payload.get("tools")])
+    return prompt + out <= window
+
+
+def cap_output(endpoint: str, payload: dict[str, Any], tokens: int) -> None:
+    """Send the budget's output cap in the field the client used (or the current one)."""
+    if endpoint == "messages":
+        payload["max_tokens"] = tokens
+        return
+    present = [k for k in ("max_tokens", "max_completion_tokens") if k in payload]
+    for key in present or ["max_completion_tokens"]:
+        payload[key] = tokens
+
+
+def _upstream_endpoint(endpoint: str, wire: str) -> str:
+    if endpoint == "embeddings":
+        return endpoint
+    return "messages" if wire == "anthropic" else "chat.completions"
+
+
+def _same_price(a: Deployment, b: Deployment) -> bool:
+    return a is b or (
+        a.rates.bound_rates() == b.rates.bound_rates()
+        and a.max_output_tokens == b.max_output_tokens
+    )
+
+
+def _seconds(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None  # an HTTP date: rare from LLM providers; use the backoff instead
+    return seconds if seconds >= 0 else None

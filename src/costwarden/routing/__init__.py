@@ -1,0 +1,1 @@
+"""Routing policy: fallback chains and circuit breakers (pure policy; I/O at the edges)."""

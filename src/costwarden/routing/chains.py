@@ -1,0 +1,109 @@
+"""Fallback chains: which deployments a route may be served by, in order. Pure functions.
+
+A route lists its own deployments, then ``fallbacks``: other routes (by public model name)
+or deployments (``provider:model``). A fallback route brings its whole chain, its own
+fallbacks included, so ``gpt-4o -> claude-sonnet -> gpt-4o-mini`` can be written as each
+route naming the next. A deployment appears once in a chain, at its first place. A chain
+that leads back to its own route is a cycle and is refused, as is a name that is neither a
+route nor a known deployment: both are configuration mistakes that would otherwise surface
+only when a provider is already down.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from costwarden.errors import InvalidInput
+
+if TYPE_CHECKING:  # providers.base imports settings, which imports this module
+    from costwarden.providers.base import Deployment
+
+TEMPLATE_FIELDS = ("content",)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DegradedTemplate:
+    """What a route answers when every candidate is failing: the assistant's reply text."""
+
+    content: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Route:
+    """A public model name at run time: its candidates in order, and how to call them."""
+
+    model: str
+    candidates: tuple[Deployment, ...]
+    retries: int = 2
+    connect_timeout: float | None = None
+    first_byte_timeout: float | None = None
+    timeout: float | None = None
+    degraded: DegradedTemplate | None = None
+
+
+def parse_template(value: Any, where: str) -> DegradedTemplate:
+    """A degraded template from config or the admin API; InvalidInput says what is wrong."""
+    if not isinstance(value, Mapping):
+        raise InvalidInput(f'{where}: must be a table such as {{ content = "..." }}')
+    unknown = sorted(set(value) - set(TEMPLATE_FIELDS))
+    if unknown:
+        raise InvalidInput(f"{where}: unknown field {unknown[0]!r} (known: content)")
+    content = value.get("content")
+    if not isinstance(content, str) or not content.strip():
+        raise InvalidInput(f"{where}.content: required, a non-empty string (the reply text)")
+    return DegradedTemplate(content=content)
+
+
+def check_names(names: Any, where: str) -> list[str]:
+    """``fallbacks`` must be a list of strings."""
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise InvalidInput(f"{where}: must be a list of route names or 'provider:model' ids")
+    return list(names)
+
+
+def expand(
+    route: str,
+    own: Mapping[str, Sequence[str]],
+    fallbacks: Mapping[str, Sequence[str]],
+    deployments: Sequence[str] | set[str],
+) -> list[str]:
+    """The deployment ids ``route`` may be served by, in order.
+
+    ``own`` maps each route to its deployments, ``fallbacks`` to its fallback names,
+    ``deployments`` is every known deployment id. InvalidInput for an unknown name or a cycle.
+    """
+    known = set(deployments)
+    out: list[str] = []
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        for dep in own[name]:
+            if dep not in out:
+                out.append(dep)
+        for entry in fallbacks.get(name, ()):
+            if entry in own:
+                if entry in path:
+                    cycle = " -> ".join((*path, entry))
+                    raise InvalidInput(f"route {route!r}: fallbacks form a cycle: {cycle}")
+                visit(entry, (*path, entry))
+            elif entry in known:
+                if entry not in out:
+                    out.append(entry)
+            else:
+                raise InvalidInput(
+                    f"route {name!r}: fallback {entry!r} is neither a route nor a deployment "
+                    "(routes: " + ", ".join(sorted(own)) + ")"
+                )
+
+    visit(route, (route,))
+    return out
+
+
+def expand_all(
+    own: Mapping[str, Sequence[str]],
+    fallbacks: Mapping[str, Sequence[str]],
+    deployments: Sequence[str] | set[str],
+) -> dict[str, list[str]]:
+    """Every route's chain (InvalidInput on the first unknown name or cycle)."""
+    return {route: expand(route, own, fallbacks, deployments) for route in own}

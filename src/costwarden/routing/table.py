@@ -1,0 +1,123 @@
+"""The live route table: the config file's routes, with fallback chains the admin API set.
+
+Every process builds its routes from the config at startup, then polls ``route_fallbacks``
+(one indexed ``max(version)`` query every ``refresh_seconds``) and rebuilds a changed route
+in place, so a chain set through one process's admin API serves on every process within a
+poll. A change is validated against the whole table first (unknown names, cycles): a bad
+chain is refused with InvalidInput and stored nowhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+
+from sqlalchemy.engine import Engine
+
+from costwarden.errors import InvalidInput, NotFound
+from costwarden.providers.base import Deployment
+from costwarden.routing.chains import Route, check_names, expand_all
+from costwarden.settings_upstreams import RouteSettings
+from costwarden.storage import route_fallbacks as store
+
+logger = logging.getLogger(__name__)
+
+
+class RouteTable:
+    def __init__(
+        self,
+        routes: list[RouteSettings],
+        deployments: Mapping[str, Deployment],
+        engine: Engine,
+        *,
+        refresh_seconds: float = 0.5,
+    ) -> None:
+        self._config = {r.model: r for r in routes}
+        self._deployments = deployments
+        self._engine = engine
+        self.refresh_seconds = refresh_seconds
+        self._overrides: dict[str, list[str]] = {}
+        self.version = 0
+        #: public model name -> Route; updated in place, so holders of it see changes
+        self.routes: dict[str, Route] = {}
+        self._rebuild(self._overrides)
+        self._task: asyncio.Task[None] | None = None
+
+    def fallbacks(self, model: str) -> tuple[list[str], str]:
+        """``(fallbacks, source)`` of a route: "admin" when the admin API set them."""
+        if model in self._overrides:
+            return list(self._overrides[model]), "admin"
+        return list(self._config[model].fallbacks or []), "config"
+
+    def _chains(self, overrides: Mapping[str, list[str]]) -> dict[str, list[str]]:
+        own = {m: r.deployments for m, r in self._config.items()}
+        fallbacks = {m: overrides.get(m, r.fallbacks or []) for m, r in self._config.items()}
+        return expand_all(own, fallbacks, set(self._deployments))
+
+    def _rebuild(self, overrides: Mapping[str, list[str]]) -> None:
+        chains = self._chains(overrides)
+        for model, r in self._config.items():
+            self.routes[model] = Route(
+                model=model,
+                candidates=tuple(self._deployments[d] for d in chains[model]),
+                retries=r.retries,
+                connect_timeout=r.connect_timeout,
+                first_byte_timeout=r.first_byte_timeout,
+                timeout=r.timeout,
+                degraded=r.degraded,
+            )
+
+    async def set_fallbacks(self, model: str, fallbacks: object, *, actor: str) -> Route:
+        """Validate, store and apply ``model``'s fallbacks (None: back to the config's)."""
+        if model not in self._config:
+            raise NotFound(f"unknown route {model!r} (routes: {', '.join(sorted(self._config))})")
+        names = None if fallbacks is None else check_names(fallbacks, "fallbacks")
+        overrides = dict(self._overrides)
+        if names is None:
+            overrides.pop(model, None)
+        else:
+            overrides[model] = names
+        self._chains(overrides)  # InvalidInput: an unknown name or a cycle; nothing stored
+        version = await asyncio.to_thread(
+            store.set_fallbacks, self._engine, model, names, actor=actor
+        )
+        self._apply(version, overrides)
+        return self.routes[model]
+
+    def _apply(self, version: int, overrides: dict[str, list[str]]) -> None:
+        try:
+            self._rebuild(overrides)
+        except InvalidInput as exc:
+            # Stored by a process whose config differs from ours: keep what we serve now.
+            logger.error("fallback chains from the admin API do not fit this config: %s", exc)
+            return
+        self._overrides = overrides
+        self.version = version
+
+    async def reload(self) -> None:
+        version, overrides = await asyncio.to_thread(store.load_fallbacks, self._engine)
+        overrides = {m: f for m, f in overrides.items() if m in self._config}
+        self._apply(version, overrides)
+
+    async def start(self) -> None:
+        await self.reload()
+        if self._task is None:
+            self._task = asyncio.create_task(self._poll(), name="costwarden-route-poller")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.refresh_seconds)
+            try:
+                if await asyncio.to_thread(store.fallbacks_version, self._engine) != self.version:
+                    await self.reload()
+            except Exception as exc:
+                logger.warning("route refresh failed: %s: %s", type(exc).__name__, exc)
