@@ -141,12 +141,20 @@ class Failover:
         untranslatable: GatewayError | None = None
         attempted = 0
         reserved_for: Deployment | None = None
-        for index, dep in enumerate(route.candidates):
+        first_reservation = True
+        for dep in route.candidates:
             if call.endpoint == "embeddings" and dep.adapter.wire != "openai":
                 reasons.append(f"{dep.id}: has no embeddings endpoint")
                 continue
             if not fits(dep, call):
                 reasons.append(f"{dep.id}: the request does not fit its context window")
+                continue
+            translated = dep.adapter.wire != call.wire
+            try:  # before admit: a half-open breaker's probe must not go to waste
+                converted = self._translate(call, dep) if translated else None
+            except translate.TranslationError as exc:
+                untranslatable = untranslatable or exc
+                reasons.append(f"{dep.id}: cannot take this request ({exc.message})")
                 continue
             if not await self.breakers.admit(dep.id):
                 reasons.append(f"{dep.id}: circuit breaker open")
@@ -158,23 +166,21 @@ class Failover:
                 try:
                     held.reservation = await self._reserve(call, dep)
                 except (BudgetExceeded, RateLimited) as exc:
-                    if index == 0:
+                    if first_reservation:
                         raise  # the client's own budget decides, as without fallbacks
                     refusal = refusal or exc
                     reasons.append(f"{dep.id}: {exc.message}")
                     reserved_for = None
                     continue
+                finally:
+                    first_reservation = False
                 reserved_for = dep
             call.record.provider = dep.adapter.name
             call.record.served_model = dep.model
-            translated = dep.adapter.wire != call.wire
-            try:
-                body = self._upstream_body(call, dep, held.reservation, translated)
-            except translate.TranslationError as exc:
-                untranslatable = untranslatable or exc
-                reasons.append(f"{dep.id}: cannot take this request ({exc.message})")
-                continue
-            outcome, tries = await self._try(call, route, dep, body, held.reservation, translated)
+            body = self._upstream_body(call, dep, held.reservation, converted)
+            outcome, tries = await self._try(
+                call, route, dep, body, held.reservation, converted is not None
+            )
             attempted += tries
             if isinstance(outcome, Attempt):
                 outcome.tries = attempted
@@ -249,21 +255,24 @@ class Failover:
         ceiling = min(res.retry_max_ms, res.retry_base_ms * 2 ** (tries - 1))
         return random.uniform(0, ceiling) / 1000
 
+    def _translate(self, call: Call, dep: Deployment) -> dict[str, Any]:
+        """The client's request in ``dep``'s wire format (TranslationError if it cannot be)."""
+        if dep.adapter.wire == "anthropic":
+            return translate.openai_to_anthropic_request(
+                call.payload, default_max_tokens=dep.max_output_tokens or self.default_max_tokens
+            )
+        return translate.anthropic_to_openai_request(call.payload)
+
     def _upstream_body(
-        self, call: Call, dep: Deployment, reservation: Reservation | None, translated: bool
+        self,
+        call: Call,
+        dep: Deployment,
+        reservation: Reservation | None,
+        converted: dict[str, Any] | None,
     ) -> bytes:
         """The request as ``dep`` takes it: translated, usage asked for, capped, renamed."""
-        payload = call.payload
-        changed = translated
-        if translated:
-            if dep.adapter.wire == "anthropic":
-                payload = translate.openai_to_anthropic_request(
-                    payload, default_max_tokens=dep.max_output_tokens or self.default_max_tokens
-                )
-            else:
-                payload = translate.anthropic_to_openai_request(payload)
-        else:
-            payload = dict(payload)
+        changed = converted is not None
+        payload = converted if converted is not None else dict(call.payload)
         endpoint = _upstream_endpoint(call.endpoint, dep.adapter.wire)
         if dep.adapter.prepare(endpoint, payload, call.stream):
             changed = True
