@@ -265,8 +265,9 @@ class Proxy:
         tried = "; ".join(exhausted.reasons) or "no candidate"
         template = route.degraded
         if template is None or call.endpoint == "embeddings":
-            record.status = "upstream_error" if exhausted.attempted else "blocked"
+            record.status = "upstream_error"  # failing or open: the upstream side is down
             if exhausted.refusal is not None and not exhausted.attempted:
+                record.status = "blocked"
                 raise exhausted.refusal
             if exhausted.last is not None and len(route.candidates) == 1:
                 raise exhausted.last  # one deployment, one error: the error contract's own
