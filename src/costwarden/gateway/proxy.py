@@ -50,7 +50,7 @@ from costwarden.storage.records import LedgerRecord
 
 logger = logging.getLogger(__name__)
 
-# path -> (endpoint, wire format of the route)
+# path -> (endpoint, the wire format the client speaks there)
 ENDPOINTS: dict[str, tuple[str, str]] = {
     "/v1/chat/completions": ("chat.completions", "openai"),
     "/v1/embeddings": ("embeddings", "openai"),
