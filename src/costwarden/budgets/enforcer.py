@@ -25,6 +25,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
+from costwarden import polling
 from costwarden.budgets.limits import (
     LimitBook,
     Principal,
@@ -165,6 +166,7 @@ class Enforcer:
         self._unsettled: list[tuple[Reservation, Actual]] = []
         self._rebuilding = asyncio.Lock()
         self._stop = asyncio.Event()
+        self._last_prune = 0.0
         self._task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifetime
@@ -183,21 +185,15 @@ class Enforcer:
         await self.store.close()
 
     async def _run(self) -> None:
-        last_prune = self.clock()
-        while not self._stop.is_set():
-            try:
-                await asyncio.wait_for(self._stop.wait(), self.settings.refresh_seconds)
-                return
-            except TimeoutError:
-                pass
-            try:
-                await self.refresh()
-                await self._retry_settles()
-                if self.clock() - last_prune > _PRUNE_EVERY:
-                    last_prune = self.clock()
-                    await self.store.prune(last_prune)
-            except Exception as exc:  # keep enforcing with what we have
-                logger.warning("budget refresh failed: %s: %s", type(exc).__name__, exc)
+        self._last_prune = self.clock()
+        await polling.every(self.settings.refresh_seconds, self._stop, self._step, _poll_failed)
+
+    async def _step(self) -> None:
+        await self.refresh()
+        await self._retry_settles()
+        if self.clock() - self._last_prune > _PRUNE_EVERY:
+            self._last_prune = self.clock()
+            await self.store.prune(self._last_prune)
 
     async def refresh(self, *, initial: bool = False) -> None:
         """Load changed limits; counters for newly limited scopes are seeded before use."""
@@ -303,9 +299,7 @@ class Enforcer:
         if reservation.settled:
             return
         reservation.settled = True
-        actual = Actual(
-            usd_to_nanos(record.cost_usd), record.input_tokens + record.output_tokens
-        )
+        actual = Actual(usd_to_nanos(record.cost_usd), record.input_tokens + record.output_tokens)
         try:
             reservation.remaining = await self.store.settle(
                 reservation.lease, reservation.checks, reservation.amounts, actual, self.clock()
@@ -447,6 +441,10 @@ class Enforcer:
             extra=extra,
             headers={"retry-after": str(wait)},
         )
+
+
+def _poll_failed(exc: Exception) -> None:  # keep enforcing with what we have
+    logger.warning("budget refresh failed: %s: %s", type(exc).__name__, exc)
 
 
 def _pico(usd_per_token: Decimal) -> int:

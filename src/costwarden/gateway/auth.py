@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.engine import Engine
 
+from costwarden import polling
 from costwarden.storage import repo
 from costwarden.storage.records import KeyRecord
 
@@ -74,16 +75,14 @@ class KeyCache:
             self._task = None
 
     async def _poll(self) -> None:
-        while not self._stop.is_set():
-            try:
-                await asyncio.wait_for(self._stop.wait(), self._refresh)
-                return
-            except TimeoutError:
-                pass
-            try:
-                await asyncio.to_thread(self.load)
-            except Exception as exc:  # the gateway keeps serving from the cache it has
-                logger.warning("key cache refresh failed: %s", type(exc).__name__)
+        await polling.every(self._refresh, self._stop, self._poll_once, self._poll_failed)
+
+    async def _poll_once(self) -> None:
+        await asyncio.to_thread(self.load)
+
+    @staticmethod
+    def _poll_failed(exc: Exception) -> None:  # the gateway keeps serving from its cache
+        logger.warning("key cache refresh failed: %s", type(exc).__name__)
 
     def __len__(self) -> int:
         return len(self._by_hash)

@@ -18,6 +18,7 @@ import time
 
 from sqlalchemy.engine import Engine
 
+from costwarden import polling
 from costwarden.errors import ServiceDisabled
 from costwarden.storage.switches import SwitchRecord, load_switches, switches_version
 
@@ -128,26 +129,18 @@ class SwitchBoard:
             await self._task
             self._task = None
 
-    async def _poll(self) -> None:
-        while not self._stop.is_set():
-            try:
-                await asyncio.wait_for(self._stop.wait(), self._refresh)
-                return
-            except TimeoutError:
-                pass
-            try:
-                version = await asyncio.to_thread(switches_version, self._engine)
-                if version != self._version:
-                    await self.reload()
-            except Exception as exc:  # keep enforcing the last view
-                self._poll_failed(exc)
-            else:
-                if self._failing_since is not None:
-                    logger.info(
-                        "switch refresh recovered after %.1f s",
-                        time.monotonic() - self._failing_since,
-                    )
-                    self._failing_since = None
+    async def _poll(self) -> None:  # a failed poll keeps enforcing the last view
+        await polling.every(self._refresh, self._stop, self._poll_once, self._poll_failed)
+
+    async def _poll_once(self) -> None:
+        version = await asyncio.to_thread(switches_version, self._engine)
+        if version != self._version:
+            await self.reload()
+        if self._failing_since is not None:
+            logger.info(
+                "switch refresh recovered after %.1f s", time.monotonic() - self._failing_since
+            )
+            self._failing_since = None
 
     def _poll_failed(self, exc: Exception) -> None:
         now = time.monotonic()

@@ -10,12 +10,12 @@ chain is refused with InvalidInput and stored nowhere.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Mapping
 
 from sqlalchemy.engine import Engine
 
+from costwarden import polling
 from costwarden.errors import InvalidInput, NotFound
 from costwarden.providers.base import Deployment
 from costwarden.routing.chains import Route, check_names, expand_all
@@ -43,6 +43,7 @@ class RouteTable:
         #: public model name -> Route; updated in place, so holders of it see changes
         self.routes: dict[str, Route] = {}
         self._rebuild(self._overrides)
+        self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     def fallbacks(self, model: str) -> tuple[list[str], str]:
@@ -107,17 +108,18 @@ class RouteTable:
             self._task = asyncio.create_task(self._poll(), name="costwarden-route-poller")
 
     async def close(self) -> None:
+        self._stop.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._task
             self._task = None
 
     async def _poll(self) -> None:
-        while True:
-            await asyncio.sleep(self.refresh_seconds)
-            try:
-                if await asyncio.to_thread(store.fallbacks_version, self._engine) != self.version:
-                    await self.reload()
-            except Exception as exc:
-                logger.warning("route refresh failed: %s: %s", type(exc).__name__, exc)
+        await polling.every(self.refresh_seconds, self._stop, self._poll_once, _poll_failed)
+
+    async def _poll_once(self) -> None:
+        if await asyncio.to_thread(store.fallbacks_version, self._engine) != self.version:
+            await self.reload()
+
+
+def _poll_failed(exc: Exception) -> None:  # keep serving the routes we have
+    logger.warning("route refresh failed: %s: %s", type(exc).__name__, exc)
