@@ -37,3 +37,12 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 async def mock() -> AsyncIterator[MockServer]:
     async with serve_mock("127.0.0.1", 0) as server:
         yield server
+
+
+@pytest.fixture
+def clean_cli_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No COSTWARDEN_* variable from the developer's shell, and wide rich tables."""
+    for name in list(os.environ):
+        if name.startswith("COSTWARDEN_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("COLUMNS", "200")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
 import signal
 import socket
@@ -18,6 +19,8 @@ from typing import Any
 
 import aiohttp
 import orjson
+import pytest
+import redis
 import uvicorn
 
 from costwarden.app import CostwardenApp, create_app
@@ -143,6 +146,38 @@ async def live_gateway(
     finally:
         server.should_exit = True
         await task
+
+
+def require_redis(url: str) -> None:
+    """Skip when no Redis answers at ``url``, with the reason; in CI, fail instead."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        client.ping()
+        return
+    except (redis.RedisError, OSError) as exc:
+        reason = f"Redis not reachable at {url}: {exc}"
+    finally:
+        client.close()
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@dataclasses.dataclass
+class CliResult:
+    """What a CLI run printed and its exit code."""
+
+    code: int
+    out: str
+    err: str
+
+    @property
+    def both(self) -> str:
+        return self.out + self.err
+
+    def json(self) -> Any:
+        assert self.code == 0, self.err
+        return json.loads(self.out)
 
 
 class FakeClock:

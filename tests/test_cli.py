@@ -8,8 +8,6 @@ already running in this event loop: key changes must reach that gateway within a
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import json
 import os
 import random
 import re
@@ -34,25 +32,10 @@ from costwarden.storage.db import create_engine_for
 from costwarden.storage.ledger import LedgerWriter
 from costwarden.storage.records import LedgerRecord
 from costwarden.storage.sqltypes import money_str
-from tests.helpers import PROVIDER_ENV, gateway_toml, live_gateway
+from tests.helpers import PROVIDER_ENV, CliResult, gateway_toml, live_gateway
 
 CLI = [sys.executable, "-m", "costwarden.cli"]
 MOCK_URL = "http://127.0.0.1:9"  # nothing listens there; admin commands never call it
-
-
-@dataclasses.dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def both(self) -> str:
-        return self.out + self.err
-
-    def json(self) -> Any:
-        assert self.code == 0, self.err
-        return json.loads(self.out)
 
 
 def _env(columns: int = 250, **extra: str) -> dict[str, str]:
@@ -69,7 +52,7 @@ def _env(columns: int = 250, **extra: str) -> dict[str, str]:
 
 def run_cli(
     *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 60
-) -> Result:
+) -> CliResult:
     proc = subprocess.run(
         [*CLI, *args],
         cwd=cwd,
@@ -78,10 +61,10 @@ def run_cli(
         text=True,
         timeout=timeout,
     )
-    return Result(proc.returncode, proc.stdout, proc.stderr)
+    return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
 
-async def arun_cli(*args: str, env: dict[str, str] | None = None) -> Result:
+async def arun_cli(*args: str, env: dict[str, str] | None = None) -> CliResult:
     """The CLI in a subprocess without blocking this event loop (a gateway may run in it)."""
     proc = await asyncio.create_subprocess_exec(
         *CLI,
@@ -92,10 +75,10 @@ async def arun_cli(*args: str, env: dict[str, str] | None = None) -> Result:
     )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode is not None
-    return Result(proc.returncode, out.decode(), err.decode())
+    return CliResult(proc.returncode, out.decode(), err.decode())
 
 
-def assert_clean_error(result: Result, *needles: str) -> str:
+def assert_clean_error(result: CliResult, *needles: str) -> str:
     """Exit 2, one line on stderr starting with 'error:', no traceback; returns the line."""
     assert result.code == 2, result
     assert "Traceback" not in result.both, result.err

@@ -5,7 +5,6 @@ unreachable, token missing or refused, unknown deployment, bad --url."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import getpass
 import json
 import os
@@ -20,7 +19,7 @@ from costwarden.cli import main
 from costwarden.mock import MockServer
 from costwarden.routing.breaker import CLOSED, OPEN
 from costwarden.storage.audit import audit_entries
-from tests.helpers import LiveGateway, free_port, live_gateway
+from tests.helpers import CliResult, LiveGateway, free_port, live_gateway
 
 TOKEN = "adm-cli-breakers"
 CLI = [sys.executable, "-m", "costwarden.cli"]
@@ -28,14 +27,7 @@ MINI = "openai:gpt-4o-mini"
 HAIKU = "anthropic:claude-haiku-4-5"
 
 
-@dataclasses.dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-async def _run(*args: str, token: str | None = TOKEN) -> Result:
+async def _run(*args: str, token: str | None = TOKEN) -> CliResult:
     env = {
         k: v for k, v in os.environ.items() if k not in ("COSTWARDEN_ADMIN_TOKEN", "COSTWARDEN_URL")
     }
@@ -51,10 +43,10 @@ async def _run(*args: str, token: str | None = TOKEN) -> Result:
     )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode is not None
-    return Result(proc.returncode, out.decode(), err.decode())
+    return CliResult(proc.returncode, out.decode(), err.decode())
 
 
-def _one_line_error(result: Result) -> str:
+def _one_line_error(result: CliResult) -> str:
     assert result.code == 2, result
     assert result.out == ""
     lines = result.err.strip().splitlines()
@@ -121,10 +113,10 @@ async def test_a_refused_token(gw: LiveGateway) -> None:
     assert gw.app.breakers.state(MINI) == OPEN
 
 
-def _invoke(*args: str, token: str | None = TOKEN) -> Result:
+def _invoke(*args: str, token: str | None = TOKEN) -> CliResult:
     env = {"COSTWARDEN_ADMIN_TOKEN": token, "COSTWARDEN_URL": None}
     result = CliRunner().invoke(main, list(args), env=env)
-    return Result(result.exit_code, result.stdout, result.stderr)
+    return CliResult(result.exit_code, result.stdout, result.stderr)
 
 
 def test_an_unreachable_gateway() -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import math
 import os
 import sys
@@ -42,7 +41,7 @@ from costwarden.storage.db import create_engine_for
 from costwarden.storage.migrate import migrate
 from costwarden.storage.schema import org_tiers
 from costwarden.storage.usage import ledger_rows
-from tests.helpers import PROVIDER_ENV, LiveGateway, gateway_toml, live_gateway
+from tests.helpers import PROVIDER_ENV, CliResult, LiveGateway, gateway_toml, live_gateway
 
 MOCK_URL = "http://127.0.0.1:9"  # nothing listens there; these commands never call it
 CONFIG_TIER = """
@@ -53,23 +52,7 @@ org = { daily_usd = "1", requests_per_minute = 100 }
 CLI = [sys.executable, "-m", "costwarden.cli"]
 
 
-@dataclasses.dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        assert self.code == 0, self.err
-        return json.loads(self.out)
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("COSTWARDEN_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("COLUMNS", "200")
+pytestmark = pytest.mark.usefixtures("clean_cli_env")
 
 
 @pytest.fixture
@@ -105,14 +88,14 @@ def ctx(database_url: str, config: str) -> Iterator[Ctx]:
         engine.dispose()
 
 
-def cli(*args: str) -> Result:
+def cli(*args: str) -> CliResult:
     result = CliRunner().invoke(main, list(args))
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
-    return Result(result.exit_code, result.stdout, result.stderr)
+    return CliResult(result.exit_code, result.stdout, result.stderr)
 
 
-def assert_clean_error(result: Result, *needles: str) -> str:
+def assert_clean_error(result: CliResult, *needles: str) -> str:
     """Exit 2, one line on stderr starting with 'error:', nothing on stdout."""
     assert result.code == 2, result
     assert "Traceback" not in result.out + result.err
@@ -125,7 +108,7 @@ def assert_clean_error(result: Result, *needles: str) -> str:
     return line
 
 
-def assert_usage_error(result: Result, *needles: str) -> None:
+def assert_usage_error(result: CliResult, *needles: str) -> None:
     """click's usage error: exit 2, usage and the problem on stderr."""
     assert result.code == 2, result
     assert "Traceback" not in result.out + result.err
@@ -479,7 +462,7 @@ def _env() -> dict[str, str]:
     return env
 
 
-async def arun(*args: str) -> Result:
+async def arun(*args: str) -> CliResult:
     """The CLI in a subprocess, without blocking this event loop (the gateway runs in it)."""
     proc = await asyncio.create_subprocess_exec(
         *CLI,
@@ -490,7 +473,7 @@ async def arun(*args: str) -> Result:
     )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode is not None
-    return Result(proc.returncode, out.decode(), err.decode())
+    return CliResult(proc.returncode, out.decode(), err.decode())
 
 
 async def _status(http: aiohttp.ClientSession, gw: LiveGateway) -> int:

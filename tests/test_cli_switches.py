@@ -9,10 +9,7 @@ nothing. A running gateway applies a CLI change within a second.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import getpass
-import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,28 +27,12 @@ from costwarden.storage.audit import audit_entries
 from costwarden.storage.db import create_engine_for
 from costwarden.storage.migrate import migrate
 from costwarden.storage.switches import FEATURES, list_switches
-from tests.helpers import PROVIDER_ENV, gateway_toml
+from tests.helpers import PROVIDER_ENV, CliResult, gateway_toml
 
 MOCK_URL = "http://127.0.0.1:9"  # nothing listens there; these commands never call it
 
 
-@dataclasses.dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        assert self.code == 0, self.err
-        return json.loads(self.out)
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("COSTWARDEN_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("COLUMNS", "200")
+pytestmark = pytest.mark.usefixtures("clean_cli_env")
 
 
 @pytest.fixture
@@ -72,14 +53,14 @@ def engine(database_url: str) -> Iterator[Engine]:
         engine.dispose()
 
 
-def cli(*args: str) -> Result:
+def cli(*args: str) -> CliResult:
     result = CliRunner().invoke(main, list(args))
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
-    return Result(result.exit_code, result.stdout, result.stderr)
+    return CliResult(result.exit_code, result.stdout, result.stderr)
 
 
-def assert_clean_error(result: Result, *needles: str) -> str:
+def assert_clean_error(result: CliResult, *needles: str) -> str:
     """Exit 2, one line on stderr starting with 'error:', nothing on stdout."""
     assert result.code == 2, result
     assert "Traceback" not in result.out + result.err

@@ -27,6 +27,7 @@ from costwarden.budgets.memory import MemoryStore
 from costwarden.budgets.policy import Actual, Ask, Check, Grant, Refusal, View
 from costwarden.budgets.redis_store import RedisStore
 from costwarden.budgets.store import CountersLost, CounterStore
+from tests.helpers import require_redis
 
 REDIS_URL = os.environ.get("COSTWARDEN_TEST_REDIS", "redis://127.0.0.1:6379/15")
 TZ = ZoneInfo("UTC")
@@ -46,24 +47,9 @@ class Clock:
         return self.now
 
 
-def redis_unavailable_reason() -> str | None:
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
-    try:
-        client.ping()
-        return None
-    except (redis.RedisError, OSError) as exc:
-        return f"Redis not reachable at {REDIS_URL}: {exc}"
-    finally:
-        client.close()
-
-
 @pytest.fixture(scope="session")
 def redis_ready() -> None:
-    reason = redis_unavailable_reason()
-    if reason is not None:
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
+    require_redis(REDIS_URL)
 
 
 @asynccontextmanager

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import os
 from collections.abc import Iterator
 from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
@@ -31,6 +30,7 @@ from costwarden.storage.usage import ledger_rows
 from tests.helpers import (
     free_port,
     gateway_toml,
+    require_redis,
     scratch_pg_database,
     spawn_gateway,
     stop_gateway,
@@ -56,21 +56,9 @@ price = {{ input_mtok = "1", output_mtok = "10" }}
 """
 
 
-def _redis_reason() -> str | None:
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
-        return None
-    except redis.RedisError as exc:
-        return f"Redis not reachable at {REDIS_URL}: {exc}"
-
-
 @pytest.fixture
 def shared_stack(pg_ready: None) -> Iterator[tuple[str, str]]:
-    reason = _redis_reason()
-    if reason:
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
+    require_redis(REDIS_URL)
     client = redis.Redis.from_url(REDIS_URL)
     client.flushdb()
     with scratch_pg_database() as url:

@@ -9,7 +9,6 @@ with nothing reaching the upstream, and switching it back on must resume traffic
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +26,7 @@ from costwarden.storage.migrate import migrate
 from tests.helpers import (
     free_port,
     gateway_toml,
+    require_redis,
     scratch_pg_database,
     spawn_gateway,
     stop_gateway,
@@ -40,13 +40,7 @@ DEPLOYMENT = "openai:gpt-4o-mini"
 
 @pytest.fixture
 def shared_stack(pg_ready: None) -> Iterator[str]:
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
-    except redis.RedisError as exc:
-        reason = f"Redis not reachable at {REDIS_URL}: {exc}"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
+    require_redis(REDIS_URL)
     client = redis.Redis.from_url(REDIS_URL)
     client.flushdb()
     with scratch_pg_database() as url:

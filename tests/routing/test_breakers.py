@@ -31,7 +31,7 @@ from costwarden.storage.audit import audit_entries
 from costwarden.storage.breakers import list_transitions
 from costwarden.storage.db import create_engine_for
 from costwarden.storage.migrate import migrate
-from tests.helpers import FakeClock, free_port
+from tests.helpers import FakeClock, free_port, require_redis
 
 REDIS_URL = os.environ.get("COSTWARDEN_TEST_REDIS", "redis://127.0.0.1:6379/15")
 T0 = 1_800_000_000.0
@@ -283,24 +283,9 @@ async def test_records_on_postgresql_too(
 # --------------------------------------------------------------------------- Redis
 
 
-def _redis_unavailable_reason() -> str | None:
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
-    try:
-        client.ping()
-        return None
-    except (redis.RedisError, OSError) as exc:
-        return f"Redis not reachable at {REDIS_URL}: {exc}"
-    finally:
-        client.close()
-
-
 @pytest.fixture(scope="session")
 def redis_ready() -> None:
-    reason = _redis_unavailable_reason()
-    if reason is not None:
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
+    require_redis(REDIS_URL)
 
 
 def _prefix() -> str:
