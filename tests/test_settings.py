@@ -470,7 +470,7 @@ _DOCUMENTED = [
 ]
 # Filled in by the loader, never written in the file: the credential from api_key_env, and a
 # deployment's provider from the part of its id before the colon.
-_INTERNAL = {"providers[].api_key", "deployments[].provider", "routes[].chain"}
+_INTERNAL = {"providers[].api_key", "deployments[].provider"}
 
 
 def test_settings_help_covers_every_field() -> None:
@@ -679,7 +679,7 @@ _EXAMPLES: dict[str, tuple[str, str, Callable[[Settings], bool]]] = {
     "routes[].fallbacks": (
         "append",
         _ROUTE + 'fallbacks = ["gpt-4o-mini"]\n',
-        lambda s: s.routes[-1].chain == ["openai:gpt-4o", "openai:gpt-4o-mini"],
+        lambda s: s.routes[-1].fallbacks == ["gpt-4o-mini"],
     ),
     "routes[].retries": ("append", _ROUTE + "retries = 0\n", lambda s: s.routes[-1].retries == 0),
     **{

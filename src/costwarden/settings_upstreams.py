@@ -92,7 +92,6 @@ class RouteSettings:
         'Reply when every candidate is failing, e.g. { content = "We are busy; try again '
         "shortly.\" }: sent in the client's format, streamed if asked, at $0.",
     )
-    chain: list[str] = dataclasses.field(default_factory=list, metadata={"help": ""})
 
 
 @dataclasses.dataclass(slots=True)
@@ -311,13 +310,11 @@ def parse_routes(
             _route_options(RouteSettings(model=model, deployments=list(refs)), item, key, ctx)
         )
     own = {r.model: r.deployments for r in out}
-    try:
-        chains = expand_all(own, {r.model: r.fallbacks for r in out}, set(deployments))
+    try:  # the chains themselves are resolved by routing.table.RouteTable at startup
+        expand_all(own, {r.model: r.fallbacks for r in out}, set(deployments))
     except InvalidInput as exc:
         bad = next((i for i, r in enumerate(out) if f"route {r.model!r}" in str(exc)), 0)
         raise ctx.fail(f"routes[{bad}].fallbacks", str(exc), "fallbacks") from None
-    for r in out:
-        r.chain = chains[r.model]
     return out
 
 
