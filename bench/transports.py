@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Choose the gateway's HTTP server and upstream client by measurement.
 
-    python bench/transports.py [--duration 5] [--connections 1,64] [--out docs/benchmarks.md]
+    python bench/transports.py [--duration 5] [--connections 1,64] [--only uvicorn+none]
+                               [--out docs/benchmarks.md]
 
 Serves the bare pass-through of ``bench/passthrough.py`` under each server (uvicorn with
 uvloop and httptools, granian) with each upstream client (none, aiohttp, httpx, the
@@ -124,8 +125,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per measured run")
     parser.add_argument("--connections", default="1,64", help="comma-separated concurrencies")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated server+client pairs to measure (default: all); "
+        "'uvicorn+none' with mock direct is a quick check of the machine's speed",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     args = parser.parse_args(argv)
+    combos = COMBOS
+    if args.only:
+        wanted = [tuple(pair.split("+", 1)) for pair in args.only.split(",")]
+        unknown = [f"{s}+{c}" for s, c in wanted if (s, c) not in COMBOS]
+        if unknown:
+            parser.error(
+                f"unknown pair(s) {', '.join(unknown)}; known: "
+                + ", ".join(f"{s}+{c}" for s, c in COMBOS)
+            )
+        combos = [combo for combo in COMBOS if combo in wanted]
     args.connections = [int(c) for c in args.connections.split(",")]
     command = " ".join(["python bench/transports.py", *(sys.argv[1:] if argv is None else argv)])
     console = Console()
@@ -155,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
                 result, _ = run_wrk(wrk, mock_url, script, c, args.duration)
                 direct.append(Point("mock direct", "–", c, result, 0.0))
             points: list[Point] = []
-            for server, client in COMBOS:
+            for server, client in combos:
                 task = progress.add_task(f"{server} + {client}", total=None)
                 points += measure(server, client, args, ctx)
                 progress.remove_task(task)
