@@ -1,0 +1,276 @@
+#!/usr/bin/env python
+"""What the gateway costs per request in CPU instructions, which no machine can change.
+
+    python bench/instructions.py [--ref c586336] [--requests 300] [--out docs/benchmarks.md]
+
+Milliseconds depend on the machine: on this project's 2-core VMs the same commit has run
+2.5x slower from one day to the next. Instructions do not. This runs the gateway (budgets
+in-process, every control on) under ``valgrind --tool=callgrind``, the mock upstream
+beside it at full speed, sends ``--requests`` sequential requests on one keep-alive
+connection and reads the instructions the gateway process executed for them, minus what
+it executes in the same time when idle. Its storage pollers, which are off the request
+path, poll hourly during the measurement.
+
+Each ``--ref`` (a commit, tag or branch) is measured the same way from a copy of that
+commit's ``src/`` (``git archive``), beside the working tree, so a change's cost is a
+difference of two counts taken on the same day. Needs valgrind (Debian package).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import http.client
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import report
+import stack
+from loadgen import BenchError
+from rich.console import Console
+from session import BODY, PATH, auth_headers
+from variants import apply_limits
+
+ROOT = Path(__file__).resolve().parent.parent
+START, END = "<!-- instructions:start -->", "<!-- instructions:end -->"
+WORKTREE = "working tree"
+WARMUP_REQUESTS = 50
+IDLE_SECONDS = 10.0
+# The pollers (keys, limits, switches, routes) are off the request path; polling hourly
+# keeps their instructions out of the count instead of subtracting a noisy estimate.
+_QUIET_POLLERS = {
+    "COSTWARDEN_KEY_REFRESH_SECONDS": "3600",
+    "COSTWARDEN_BUDGET_REFRESH_SECONDS": "3600",
+    "COSTWARDEN_SWITCH_REFRESH_SECONDS": "3600",
+}
+_TOTALS = re.compile(rb"^(?:summary|totals):\s+(\d+)", re.MULTILINE)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--ref", action="append", default=[], help="also measure this commit (repeatable)"
+    )
+    parser.add_argument(
+        "--requests", type=int, default=300, help="measured sequential requests per target"
+    )
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        help="keep each target's callgrind dump of the measured requests in this directory "
+        "(for callgrind_annotate)",
+    )
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    # internal: measure the costwarden on PYTHONPATH only; the value is where to keep its dump
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.one:
+        keep = None if args.one == "-" else Path(args.one)
+        print(json.dumps(_measure_here(args.requests, keep)))
+        return 0
+    if shutil.which("valgrind") is None:
+        print("valgrind is not installed (Debian package valgrind)", file=sys.stderr)
+        return 1
+    console = Console()
+    tmp = Path(tempfile.mkdtemp(prefix="costwarden-instructions-"))
+    rows: list[dict[str, object]] = []
+    try:
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+        for n, label in enumerate([*args.ref, WORKTREE], 1):
+            with console.status(f"{label}: gateway under callgrind, {args.requests} requests"):
+                src = ROOT / "src" if label == WORKTREE else _export(label, tmp)
+                keep = (
+                    args.keep / f"{n}-{label.replace('/', '_').replace(' ', '-')}.callgrind"
+                    if args.keep
+                    else None
+                )
+                measured = _measure_tree(src, args.requests, keep)
+                rows.append({"target": _describe(label), **measured})
+            console.print(f"[green]✓[/] {rows[-1]['target']}: {_per_request(rows[-1]):,.0f}")
+    except BenchError as exc:
+        console.print(f"[bold red]failed:[/] {exc}")
+        return 1
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    command = " ".join(["python bench/instructions.py", *(sys.argv[1:] if argv is None else argv)])
+    section = _render(rows, command)
+    report.write(args.out, section, START, END)
+    console.print(section, markup=False, highlight=False)
+    return 0
+
+
+def _export(ref: str, tmp: Path) -> Path:
+    """``src/`` as it is at ``ref``, extracted under ``tmp``."""
+    dest = Path(tempfile.mkdtemp(dir=tmp))
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", ref, "src"], capture_output=True, timeout=60
+    )
+    if archive.returncode != 0:
+        raise BenchError(f"git archive {ref}: {archive.stderr.decode().strip()}")
+    tar = dest / "src.tar"
+    tar.write_bytes(archive.stdout)
+    with tarfile.open(tar) as t:
+        t.extractall(dest, filter="data")
+    return dest / "src"
+
+
+def _describe(label: str) -> str:
+    if label == WORKTREE:
+        head = _git("rev-parse", "--short", "HEAD")
+        dirty = " + uncommitted changes" if _git("status", "--porcelain", "src") else ""
+        return f"{WORKTREE} ({head}{dirty})"
+    return f"{_git('rev-parse', '--short', label)} ({label})"
+
+
+def _git(*argv: str) -> str:
+    done = subprocess.run(["git", "-C", str(ROOT), *argv], capture_output=True, text=True)
+    return done.stdout.strip()
+
+
+def _measure_tree(src: Path, requests: int, keep: Path | None) -> dict[str, float]:
+    """Measure in a child whose ``costwarden`` is imported from ``src``."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), str(Path(__file__).parent)])}
+    one = str(keep.resolve()) if keep else "-"
+    cmd = [sys.executable, __file__, "--one", one, "--requests", str(requests)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
+    if done.returncode != 0:
+        raise BenchError(f"measuring {src}: {done.stderr.strip()[-2000:]}")
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _measure_here(requests: int, keep: Path | None) -> dict[str, float]:
+    tmp = Path(tempfile.mkdtemp(prefix="costwarden-callgrind-"))
+    env = {**stack.clean_env(), "PYTHONHASHSEED": "0"}
+    services: list[stack.Service] = []
+    try:
+        mock_port = stack.free_port()
+        mock_cmd = [*stack.cli(), "mock-upstream", "--host", stack.HOST, "--port", str(mock_port)]
+        services.append(stack.Service("mock", mock_cmd, tmp / "mock.log", env))
+        stack.wait_ready(services[0], mock_port, "/_mock/health")
+        port, db = stack.free_port(), tmp / "gateway.db"
+        config = stack.write_config(tmp / "gateway.toml", db, mock_port, port)
+        key, key_id = stack.create_key(config, env)
+        apply_limits(db, key_id)
+        out = tmp / "callgrind.out"
+        cmd = [
+            "valgrind",
+            "--tool=callgrind",
+            "--instr-atstart=no",  # start-up runs at near full speed, uncounted
+            f"--callgrind-out-file={out}",
+            sys.executable,
+            "-m",
+            "costwarden.cli",
+            "serve",
+            "--config",
+            str(config),
+        ]
+        quiet = {**env, **_QUIET_POLLERS}
+        gateway = stack.Service("gateway under callgrind", cmd, tmp / "gateway.log", quiet)
+        services.append(gateway)
+        stack.wait_ready(gateway, port, "/healthz", timeout=300)
+        pid = gateway.proc.pid
+        _control(pid, "--instr=on")
+        _requests(port, key, WARMUP_REQUESTS)
+        idle = _counted(pid, out, lambda: time.sleep(IDLE_SECONDS))
+        busy = _counted(pid, out, lambda: _requests(port, key, requests))
+        if keep is not None:
+            shutil.copyfile(max(out.parent.glob(out.name + "*")), keep)
+        background = idle.instructions / idle.seconds * busy.seconds
+        return {
+            "requests": requests,
+            "instructions": busy.instructions,
+            "seconds": busy.seconds,
+            "background": background,
+        }
+    finally:
+        for service in reversed(services):
+            service.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Count:
+    instructions: int
+    seconds: float
+
+
+def _counted(pid: int, out: Path, work: Callable[[], None]) -> _Count:
+    """Instructions the process executed during ``work()`` (zeroed before, dumped after)."""
+    for old in out.parent.glob(out.name + "*"):
+        old.unlink()
+    _control(pid, "--zero")
+    started = time.monotonic()
+    work()
+    seconds = time.monotonic() - started
+    _control(pid, "--dump")
+    dumps = list(out.parent.glob(out.name + "*"))
+    total = 0
+    for dump in dumps:
+        found = _TOTALS.search(dump.read_bytes())
+        if found is None:
+            raise BenchError(f"no totals in {dump.name}")
+        total += int(found.group(1))
+    if not dumps:
+        raise BenchError("callgrind wrote no dump")
+    return _Count(total, seconds)
+
+
+def _control(pid: int, option: str) -> None:
+    cmd = ["callgrind_control", option, str(pid)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        raise BenchError(f"{' '.join(cmd)}: {(done.stdout + done.stderr).strip()}")
+
+
+def _requests(port: int, key: str, count: int) -> None:
+    conn = http.client.HTTPConnection(stack.HOST, port, timeout=120)
+    try:
+        for _ in range(count):
+            conn.request("POST", PATH, body=BODY.encode(), headers=auth_headers(key))
+            resp = conn.getresponse()
+            resp.read()
+            if resp.status != 200:
+                raise BenchError(f"gateway answered {resp.status}")
+    finally:
+        conn.close()
+
+
+def _per_request(row: dict[str, object]) -> float:
+    work = float(row["instructions"]) - float(row["background"])  # type: ignore[arg-type]
+    return work / float(row["requests"])  # type: ignore[arg-type]
+
+
+def _render(rows: list[dict[str, object]], command: str) -> str:
+    lines = [
+        "## Instructions per request",
+        "",
+        f"`{command}`: the gateway (budgets in-process: auth, budgets and rate limits, "
+        "ledger) under callgrind, sequential requests on one connection; instructions its "
+        "process executed for them, minus what its background loops execute in the same "
+        "time when idle. Counts, not seconds: the machine's speed on the day does not enter.",
+        "",
+        "| code | requests | instructions per request | of which background |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for row in rows:
+        background = float(row["background"]) / float(row["requests"])  # type: ignore[arg-type]
+        lines.append(
+            f"| {row['target']} | {row['requests']} | {_per_request(row):,.0f} | "
+            f"{background:,.0f} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
