@@ -388,6 +388,7 @@ async def test_writer_stores_what_sqlalchemy_stores(
             session_id="s-1",
         ),
         make_record(ts=datetime(2024, 2, 29, 23, 59, 59, 999999, tzinfo=UTC), cost_usd=0),
+        make_record(ts=datetime(987, 6, 5, 4, 3, 2, tzinfo=UTC)),  # padded, zero microseconds
     ]
     via_sqlalchemy = [dataclasses.replace(r, request_id="a" + r.request_id) for r in variants]
     via_writer = [dataclasses.replace(r, request_id="b" + r.request_id) for r in variants]
@@ -398,7 +399,7 @@ async def test_writer_stores_what_sqlalchemy_stores(
             writer.submit(record)
     with engine.connect() as conn:
         raw = conn.exec_driver_sql("SELECT * FROM ledger ORDER BY request_id").all()
-    assert len(raw) == 6
-    for a, b in zip(raw[:3], raw[3:], strict=True):
+    assert len(raw) == 8
+    for a, b in zip(raw[:4], raw[4:], strict=True):
         assert a[0] == "a" + b[0][1:]
         assert a[1:] == b[1:]

@@ -205,7 +205,7 @@ class Failover:
     ) -> tuple[Attempt | GatewayError, int]:
         adapter = dep.adapter
         res = self.resilience
-        error: GatewayError = UpstreamError(f"upstream {adapter.name} was not called")
+        error: GatewayError | None = None  # built only when a try fails: the common path has none
         for tries in range(1, route.retries + 2):
             started = perf_counter()
             try:
@@ -247,7 +247,8 @@ class Failover:
                     return error, tries  # too long to hold the client: try the next one
                 delay = max(delay, retry_after)
             await self._sleep(delay)
-        return error, route.retries + 1
+        # Unreachable while every failed last try returns above; kept for the type checker.
+        return error or UpstreamError(f"upstream {adapter.name} was not called"), route.retries + 1
 
     def backoff(self, tries: int) -> float:
         """Seconds before retry number ``tries``: full jitter over a doubling ceiling."""
