@@ -23,6 +23,7 @@ from costwarden.errors import ConfigError
 from costwarden.mock import MockServer
 from costwarden.pricing import TokenUsage
 from costwarden.settings import load_settings
+from costwarden.storage import policy
 from costwarden.storage.usage import ledger_rows
 from tests.helpers import FakeClock, LiveGateway, gateway_toml, live_gateway
 
@@ -42,6 +43,12 @@ degraded = { content = "We are busy right now; please try again in a minute." }
 model = "sonnet-first"
 deployments = ["anthropic:claude-sonnet-4-5"]
 fallbacks = ["openai:gpt-4o-mini"]
+retries = 0
+
+[[routes]]
+model = "cheap-first"
+deployments = ["openai:gpt-4o-mini"]
+fallbacks = ["anthropic:claude-sonnet-4-5"]
 retries = 0
 
 [[routes]]
@@ -608,3 +615,56 @@ async def test_a_fallback_that_cannot_take_the_request_is_passed_over(
             model="claude-haiku-4-5", messages=[{"role": "user", "content": "hi"}], n=2
         )
     assert "n" in info.value.message
+
+
+async def test_a_budget_refusal_on_a_fallback_leaves_its_probe_for_the_next_request(
+    gw: LiveGateway, clock: FakeClock, oa: openai.AsyncOpenAI, an: anthropic.AsyncAnthropic
+) -> None:
+    sonnet = "anthropic:claude-sonnet-4-5"
+    board = gw.app.breakers
+    await _mock(gw.mock, fault_status=500, fault_models=["claude-sonnet-4-5"])
+    for _ in range(5):  # each served by the gpt-4o-mini fallback; the 5th failure opens
+        await an.messages.create(
+            model="sonnet-first", max_tokens=50, messages=[{"role": "user", "content": "hi"}]
+        )
+    assert board.state(sonnet) == "open"
+    clock.advance(61)
+    assert board.probe_due(sonnet)
+
+    # A budget gpt-4o-mini's prompt fits and claude-sonnet's (20x the price) does not.
+    await asyncio.to_thread(
+        policy.set_limits,
+        gw.app.engine,
+        org="acme",
+        scope="org",
+        subject="",
+        amounts={"daily_usd": "0.01"},
+    )
+    await gw.app.enforcer.refresh()
+    await _mock(gw.mock, fault_status=500, fault_models=["gpt-4o-mini"])
+    messages_calls = (await _stats(gw.mock))["by_path"]["/v1/messages"]
+    long_prompt = [{"role": "user", "content": "word " * 8000}]
+    with pytest.raises(openai.APIStatusError) as refused:
+        await oa.chat.completions.create(model="cheap-first", messages=long_prompt)
+    assert refused.value.status_code == 503
+    assert "claude-sonnet-4-5" in refused.value.message
+    # The refused fallback was never called and its probe slot was not taken.
+    assert (await _stats(gw.mock))["by_path"]["/v1/messages"] == messages_calls
+    assert board.state(sonnet) == "open" and board.probe_due(sonnet)
+
+    # So the next request that can pay for it probes at once, and the breaker closes.
+    await asyncio.to_thread(
+        policy.set_limits,
+        gw.app.engine,
+        org="acme",
+        scope="org",
+        subject="",
+        amounts={"daily_usd": "100"},
+    )
+    await gw.app.enforcer.refresh()
+    await _mock(gw.mock, fault_status=None, fault_models=[])
+    message = await an.messages.create(
+        model="sonnet-first", max_tokens=50, messages=[{"role": "user", "content": "hi"}]
+    )
+    assert message.model == "claude-sonnet-4-5"
+    assert board.state(sonnet) == "closed"

@@ -11,7 +11,8 @@ before the first byte reaches the client, so nothing is ever retried mid-stream.
 Every outcome is reported to the deployment's breaker (which decides what counts as a
 failure). The budget reservation is made for the candidate actually called: when a fallback
 has other prices, the reservation is given back and made again for it, so the bound stays
-a true bound for the model that serves the request.
+a true bound for the model that serves the request. It is made before a half-open breaker's
+probe slot is taken, so a budget refusal never holds the probe that the deployment needs.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from costwarden.errors import (
 from costwarden.gateway.upstream import Response, UpstreamClient
 from costwarden.providers import translate
 from costwarden.providers.base import Deployment, estimate_tokens
-from costwarden.routing.breaker import counts_as_failure
+from costwarden.routing.breaker import CLOSED, counts_as_failure
 from costwarden.routing.chains import Route
 from costwarden.settings_upstreams import ResilienceSettings
 from costwarden.storage.records import LedgerRecord
@@ -47,6 +48,7 @@ logger = logging.getLogger(__name__)
 
 class Breakers(Protocol):
     async def admit(self, deployment: str) -> bool: ...
+    def probe_due(self, deployment: str) -> bool: ...
     def success(self, deployment: str) -> None: ...
     def failure(self, deployment: str, reason: str) -> None: ...
     def state(self, deployment: str) -> str: ...
@@ -142,6 +144,7 @@ class Failover:
         attempted = 0
         reserved_for: Deployment | None = None
         first_reservation = True
+        breakers = self.breakers
         for dep in route.candidates:
             if call.endpoint == "embeddings" and dep.adapter.wire != "openai":
                 reasons.append(f"{dep.id}: has no embeddings endpoint")
@@ -156,9 +159,11 @@ class Failover:
                 untranslatable = untranslatable or exc
                 reasons.append(f"{dep.id}: cannot take this request ({exc.message})")
                 continue
-            if not await self.breakers.admit(dep.id):
+            closed = breakers.state(dep.id) == CLOSED
+            if not closed and not breakers.probe_due(dep.id):
                 reasons.append(f"{dep.id}: circuit breaker open")
                 continue
+            # Reserve before a probe is taken: a budget refusal must not hold the probe slot.
             if reserved_for is None or not _same_price(reserved_for, dep):
                 if held.reservation is not None:
                     reservation, held.reservation = held.reservation, None
@@ -175,6 +180,9 @@ class Failover:
                 finally:
                     first_reservation = False
                 reserved_for = dep
+            if not closed and not await breakers.admit(dep.id):
+                reasons.append(f"{dep.id}: circuit breaker open")  # another took the probe
+                continue
             call.record.provider = dep.adapter.name
             call.record.served_model = dep.model
             body = self._upstream_body(call, dep, held.reservation, converted)

@@ -288,6 +288,13 @@ class BreakerBoard:
     def state(self, deployment: str) -> str:
         return self._breakers[deployment].state
 
+    def probe_due(self, deployment: str) -> bool:
+        """Whether :meth:`admit` would now let a probe through a breaker that is not closed
+        (if this process wins the probe slot); no I/O, nothing taken."""
+        if deployment in self._claiming:
+            return False
+        return self._breakers[deployment].probe_due(self._clock())
+
     def success(self, deployment: str) -> None:
         transition = self._breakers[deployment].record_success(self._clock())
         if transition is not None:
