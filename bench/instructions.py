@@ -129,7 +129,8 @@ def _describe(label: str) -> str:
         head = _git("rev-parse", "--short", "HEAD")
         dirty = " + uncommitted changes" if _git("status", "--porcelain", "src") else ""
         return f"{WORKTREE} ({head}{dirty})"
-    return f"{_git('rev-parse', '--short', label)} ({label})"
+    short = _git("rev-parse", "--short", label)
+    return short if short.startswith(label) or label.startswith(short) else f"{short} ({label})"
 
 
 def _git(*argv: str) -> str:
@@ -260,7 +261,7 @@ def _render(rows: list[dict[str, object]], command: str) -> str:
         "process executed for them, minus what its background loops execute in the same "
         "time when idle. Counts, not seconds: the machine's speed on the day does not enter.",
         "",
-        "| code | requests | instructions per request | of which background |",
+        "| code | requests | instructions per request | idle background subtracted |",
         "| --- | ---: | ---: | ---: |",
     ]
     for row in rows:
