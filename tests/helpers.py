@@ -28,7 +28,7 @@ from costwarden.mock import MockServer
 from costwarden.mock.config import mock_gateway_toml
 from costwarden.server import uvicorn_config
 from costwarden.settings import load_settings
-from costwarden.storage import repo
+from costwarden.storage import policy, repo
 
 PG_ADMIN_URL = os.environ.get("COSTWARDEN_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 OPENAI_SECRET = "sk-provider-openai-SECRET-0123456789"
@@ -246,6 +246,16 @@ price = { input_mtok = "10", output_mtok = "1000" }
 """
 # 2027-03-10 10:00:30 UTC: mid-minute, far from midnight.
 T0 = 1_804_672_830.0
+
+
+async def set_limits(
+    gw: LiveGateway, scope: str = "org", subject: str = "", **amounts: Any
+) -> None:
+    """Set limits on one scope of the live gateway's org ``acme``, and have it load them."""
+    await asyncio.to_thread(
+        policy.set_limits, gw.app.engine, org="acme", scope=scope, subject=subject, amounts=amounts
+    )
+    await gw.app.enforcer.refresh()
 
 
 async def chat(

@@ -8,7 +8,6 @@ anything is admitted.
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import subprocess
 import time
@@ -21,8 +20,15 @@ import redis
 
 from costwarden.budgets.status import live_status
 from costwarden.mock import MockServer
-from costwarden.storage import policy
-from tests.helpers import PRICEY, T0, FakeClock, LiveGateway, free_port, live_gateway
+from tests.helpers import (
+    PRICEY,
+    T0,
+    FakeClock,
+    LiveGateway,
+    free_port,
+    live_gateway,
+    set_limits,
+)
 from tests.helpers import chat as _chat
 
 
@@ -87,15 +93,7 @@ async def test_spend_survives_a_gateway_restart(
     db = f"sqlite:///{tmp_path}/restart.db"
     extra = _budgets(request.getfixturevalue("private_redis") if with_redis else None)
     async with live_gateway(mock, db, tmp_path, extra_toml=extra, clock=clock) as gw:
-        await asyncio.to_thread(
-            policy.set_limits,
-            gw.app.engine,
-            org="acme",
-            scope="org",
-            subject="",
-            amounts={"daily_usd": "5"},
-        )
-        await gw.app.enforcer.refresh()
+        await set_limits(gw, daily_usd="5")
         for _ in range(3):
             assert (await _chat(gw))[0] == 200
         before = await _spent(gw)
@@ -116,15 +114,7 @@ async def test_spend_survives_redis_flushall(
     async with live_gateway(
         mock, db, tmp_path, extra_toml=_budgets(private_redis), clock=clock
     ) as gw:
-        await asyncio.to_thread(
-            policy.set_limits,
-            gw.app.engine,
-            org="acme",
-            scope="org",
-            subject="",
-            amounts={"daily_usd": "5", "requests_per_hour": 100},
-        )
-        await gw.app.enforcer.refresh()
+        await set_limits(gw, daily_usd="5", requests_per_hour=100)
         for _ in range(3):
             assert (await _chat(gw))[0] == 200
         before = await _spent(gw)

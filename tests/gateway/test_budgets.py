@@ -16,9 +16,8 @@ from typing import Any
 import aiohttp
 
 from costwarden.mock import MockServer
-from costwarden.storage import policy
 from costwarden.storage.usage import ledger_rows
-from tests.helpers import PRICEY, T0, FakeClock, LiveGateway, live_gateway
+from tests.helpers import PRICEY, T0, FakeClock, live_gateway, set_limits
 from tests.helpers import chat as _chat
 
 
@@ -32,20 +31,13 @@ async def _mock(mock: MockServer, path: str = "/_mock/stats", **fields: object) 
             return await r.json()
 
 
-async def _set(gw: LiveGateway, scope: str = "org", subject: str = "", **amounts: Any) -> None:
-    await asyncio.to_thread(
-        policy.set_limits, gw.app.engine, org="acme", scope=scope, subject=subject, amounts=amounts
-    )
-    await gw.app.enforcer.refresh()
-
-
 async def test_daily_budget_runs_out_then_402_before_upstream(
     mock: MockServer, database_url: str, tmp_path: Path
 ) -> None:
     clock = FakeClock(T0)
     await _mock(mock, output_tokens=1000)
     async with live_gateway(mock, database_url, tmp_path, extra_toml=PRICEY, clock=clock) as gw:
-        await _set(gw, daily_usd="5")
+        await set_limits(gw, daily_usd="5")
         statuses: list[int] = []
         clamps: list[str | None] = []
         for _ in range(10):
@@ -89,7 +81,7 @@ async def test_requests_per_hour_429_with_exact_retry_after(
 ) -> None:
     clock = FakeClock(T0)
     async with live_gateway(mock, database_url, tmp_path, clock=clock) as gw:
-        await _set(gw, requests_per_hour=10)
+        await set_limits(gw, requests_per_hour=10)
         for i in range(10):
             status, _, headers = await _chat(gw)
             assert status == 200
@@ -121,7 +113,7 @@ async def test_client_max_tokens_kept_when_it_fits_and_clamped_when_not(
     clock = FakeClock(T0)
     await _mock(mock, output_tokens=1000)
     async with live_gateway(mock, database_url, tmp_path, extra_toml=PRICEY, clock=clock) as gw:
-        await _set(gw, daily_usd="0.5")
+        await set_limits(gw, daily_usd="0.5")
         body = {
             "model": "gpt-4o-mini",
             "messages": [{"role": "user", "content": "hi"}],
@@ -142,9 +134,9 @@ async def test_limits_on_user_tag_and_key_scopes(
     mock: MockServer, database_url: str, tmp_path: Path
 ) -> None:
     async with live_gateway(mock, database_url, tmp_path) as gw:
-        await _set(gw, "user", "alice", daily_requests=1)
-        await _set(gw, "tag", "team=search", requests_per_minute=2)
-        await _set(gw, "key", gw.key_id, daily_requests=5)
+        await set_limits(gw, "user", "alice", daily_requests=1)
+        await set_limits(gw, "tag", "team=search", requests_per_minute=2)
+        await set_limits(gw, "key", gw.key_id, daily_requests=5)
         assert (await _chat(gw, **{"x-costwarden-user": "alice"}))[0] == 200
         status, body, _ = await _chat(gw, **{"x-costwarden-user": "alice"})
         assert status == 402 and body["error"]["scope"] == "user"

@@ -23,9 +23,8 @@ from costwarden.errors import ConfigError
 from costwarden.mock import MockServer
 from costwarden.pricing import TokenUsage
 from costwarden.settings import load_settings
-from costwarden.storage import policy
 from costwarden.storage.usage import ledger_rows
-from tests.helpers import FakeClock, LiveGateway, gateway_toml, live_gateway
+from tests.helpers import FakeClock, LiveGateway, gateway_toml, live_gateway, set_limits
 
 ROUTES = """
 [resilience]
@@ -632,15 +631,7 @@ async def test_a_budget_refusal_on_a_fallback_leaves_its_probe_for_the_next_requ
     assert board.probe_due(sonnet)
 
     # A budget gpt-4o-mini's prompt fits and claude-sonnet's (20x the price) does not.
-    await asyncio.to_thread(
-        policy.set_limits,
-        gw.app.engine,
-        org="acme",
-        scope="org",
-        subject="",
-        amounts={"daily_usd": "0.01"},
-    )
-    await gw.app.enforcer.refresh()
+    await set_limits(gw, daily_usd="0.01")
     await _mock(gw.mock, fault_status=500, fault_models=["gpt-4o-mini"])
     messages_calls = (await _stats(gw.mock))["by_path"]["/v1/messages"]
     long_prompt = [{"role": "user", "content": "word " * 8000}]
@@ -653,15 +644,7 @@ async def test_a_budget_refusal_on_a_fallback_leaves_its_probe_for_the_next_requ
     assert board.state(sonnet) == "open" and board.probe_due(sonnet)
 
     # So the next request that can pay for it probes at once, and the breaker closes.
-    await asyncio.to_thread(
-        policy.set_limits,
-        gw.app.engine,
-        org="acme",
-        scope="org",
-        subject="",
-        amounts={"daily_usd": "100"},
-    )
-    await gw.app.enforcer.refresh()
+    await set_limits(gw, daily_usd="100")
     await _mock(gw.mock, fault_status=None, fault_models=[])
     message = await an.messages.create(
         model="sonnet-first", max_tokens=50, messages=[{"role": "user", "content": "hi"}]
