@@ -165,28 +165,23 @@ class Enforcer:
         self._prices: dict[str, tuple[int, int]] = {}
         self._unsettled: list[tuple[Reservation, Actual]] = []
         self._rebuilding = asyncio.Lock()
-        self._stop = asyncio.Event()
         self._last_prune = 0.0
-        self._task: asyncio.Task[None] | None = None
+        self._poller = polling.Poller(
+            "costwarden-budgets", b.refresh_seconds, self._step, _poll_failed
+        )
 
     # ------------------------------------------------------------------ lifetime
 
     async def start(self) -> None:
         await self.store.start()
         await self.refresh(initial=True)
-        self._task = asyncio.create_task(self._run(), name="costwarden-budgets")
+        self._last_prune = self.clock()
+        self._poller.start()
 
     async def close(self) -> None:
-        self._stop.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
+        await self._poller.close()
         await self._retry_settles()
         await self.store.close()
-
-    async def _run(self) -> None:
-        self._last_prune = self.clock()
-        await polling.every(self.settings.refresh_seconds, self._stop, self._step, _poll_failed)
 
     async def _step(self) -> None:
         await self.refresh()

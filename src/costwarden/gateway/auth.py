@@ -40,11 +40,11 @@ def key_from_headers(headers: dict[bytes, bytes]) -> str | None:
 class KeyCache:
     def __init__(self, engine: Engine, *, refresh_seconds: float = 0.5) -> None:
         self._engine = engine
-        self._refresh = refresh_seconds
         self._by_hash: dict[str, KeyRecord] = {}
         self._since: datetime | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._stop = asyncio.Event()
+        self._poller = polling.Poller(
+            "costwarden-key-cache", refresh_seconds, self._poll_once, self._poll_failed
+        )
 
     def lookup(self, key: str) -> KeyRecord | None:
         return self._by_hash.get(repo.hash_key(key))
@@ -64,18 +64,10 @@ class KeyCache:
     async def start(self) -> None:
         await asyncio.to_thread(self.load)
         logger.info("key cache loaded: %d keys", len(self._by_hash))
-        self._task = asyncio.create_task(self._poll(), name="costwarden-key-cache")
+        self._poller.start()
 
     async def close(self) -> None:
-        # Let a poll already running in its thread finish, so its connection goes back to the
-        # pool before the engine is disposed.
-        self._stop.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
-
-    async def _poll(self) -> None:
-        await polling.every(self._refresh, self._stop, self._poll_once, self._poll_failed)
+        await self._poller.close()
 
     async def _poll_once(self) -> None:
         await asyncio.to_thread(self.load)

@@ -40,7 +40,6 @@ def _match(off: _Off, endpoint: str, stream: bool) -> str | None:
 class SwitchBoard:
     def __init__(self, engine: Engine, *, refresh_seconds: float, default_message: str) -> None:
         self._engine = engine
-        self._refresh = refresh_seconds
         self._default = default_message
         self._platform: _Off = {}
         self._orgs: dict[str, _Off] = {}
@@ -50,8 +49,10 @@ class SwitchBoard:
         self._loads_applied = 0
         self._failing_since: float | None = None
         self._warned_at = 0.0
-        self._task: asyncio.Task[None] | None = None
-        self._stop = asyncio.Event()
+        # a failed poll keeps enforcing the last view
+        self._poller = polling.Poller(
+            "costwarden-switches", refresh_seconds, self._poll_once, self._poll_failed
+        )
 
     # ------------------------------------------------------------------ request path
 
@@ -119,18 +120,10 @@ class SwitchBoard:
 
     async def start(self) -> None:
         await self.reload()
-        self._task = asyncio.create_task(self._poll(), name="costwarden-switches")
+        self._poller.start()
 
     async def close(self) -> None:
-        # Let a poll already running in its thread finish, so its connection goes back to the
-        # pool before the engine is disposed.
-        self._stop.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
-
-    async def _poll(self) -> None:  # a failed poll keeps enforcing the last view
-        await polling.every(self._refresh, self._stop, self._poll_once, self._poll_failed)
+        await self._poller.close()
 
     async def _poll_once(self) -> None:
         version = await asyncio.to_thread(switches_version, self._engine)

@@ -37,14 +37,14 @@ class RouteTable:
         self._config = {r.model: r for r in routes}
         self._deployments = deployments
         self._engine = engine
-        self.refresh_seconds = refresh_seconds
         self._overrides: dict[str, list[str]] = {}
         self.version = 0
         #: public model name -> Route; updated in place, so holders of it see changes
         self.routes: dict[str, Route] = {}
         self._rebuild(self._overrides)
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._poller = polling.Poller(
+            "costwarden-route-poller", refresh_seconds, self._poll_once, _poll_failed
+        )
 
     def fallbacks(self, model: str) -> tuple[list[str], str]:
         """``(fallbacks, source)`` of a route: "admin" when the admin API set them."""
@@ -104,17 +104,10 @@ class RouteTable:
 
     async def start(self) -> None:
         await self.reload()
-        if self._task is None:
-            self._task = asyncio.create_task(self._poll(), name="costwarden-route-poller")
+        self._poller.start()
 
     async def close(self) -> None:
-        self._stop.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
-
-    async def _poll(self) -> None:
-        await polling.every(self.refresh_seconds, self._stop, self._poll_once, _poll_failed)
+        await self._poller.close()
 
     async def _poll_once(self) -> None:
         if await asyncio.to_thread(store.fallbacks_version, self._engine) != self.version:
