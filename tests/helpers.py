@@ -22,8 +22,10 @@ import orjson
 import pytest
 import redis
 import uvicorn
+from click.testing import CliRunner
 
 from costwarden.app import CostwardenApp, create_app
+from costwarden.cli import main
 from costwarden.mock import MockServer
 from costwarden.mock.config import mock_gateway_toml
 from costwarden.server import uvicorn_config
@@ -178,6 +180,58 @@ class CliResult:
     def json(self) -> Any:
         assert self.code == 0, self.err
         return json.loads(self.out)
+
+
+# The CLI as a user runs it: a process of its own.
+CLI = [sys.executable, "-m", "costwarden.cli"]
+
+
+def cli_env(columns: int = 250, **extra: str) -> dict[str, str]:
+    """The test process's environment minus anything costwarden reads; wide tables."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("COSTWARDEN_") and k not in PROVIDER_ENV
+    }
+    env["COLUMNS"] = str(columns)
+    env.update(extra)
+    return env
+
+
+async def arun_cli(*args: str, env: dict[str, str] | None = None) -> CliResult:
+    """The CLI in a subprocess without blocking this event loop (a gateway may run in it)."""
+    proc = await asyncio.create_subprocess_exec(
+        *CLI,
+        *args,
+        env=cli_env() if env is None else env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return CliResult(proc.returncode, out.decode(), err.decode())
+
+
+def invoke_cli(*args: str, env: dict[str, str | None] | None = None) -> CliResult:
+    """The CLI in this process (click's runner); an exception other than exit is raised."""
+    result = CliRunner().invoke(main, list(args), env=env)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return CliResult(result.exit_code, result.stdout, result.stderr)
+
+
+def assert_clean_error(result: CliResult, *needles: str) -> str:
+    """Exit 2, one line on stderr starting with 'error:', nothing on stdout, no traceback;
+    returns the line."""
+    assert result.code == 2, result
+    assert "Traceback" not in result.both, result.err
+    line = result.err.strip()
+    assert "\n" not in line, result.err
+    assert line.startswith("error: "), line
+    assert result.out == "", result.out
+    for needle in needles:
+        assert needle in line, (needle, line)
+    return line
 
 
 class FakeClock:

@@ -8,12 +8,10 @@ already running in this event loop: key changes must reach that gateway within a
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import re
 import secrets
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -32,22 +30,18 @@ from costwarden.storage.db import create_engine_for
 from costwarden.storage.ledger import LedgerWriter
 from costwarden.storage.records import LedgerRecord
 from costwarden.storage.sqltypes import money_str
-from tests.helpers import PROVIDER_ENV, CliResult, gateway_toml, live_gateway
+from tests.helpers import (
+    CLI,
+    PROVIDER_ENV,
+    CliResult,
+    arun_cli,
+    assert_clean_error,
+    cli_env,
+    gateway_toml,
+    live_gateway,
+)
 
-CLI = [sys.executable, "-m", "costwarden.cli"]
 MOCK_URL = "http://127.0.0.1:9"  # nothing listens there; admin commands never call it
-
-
-def _env(columns: int = 250, **extra: str) -> dict[str, str]:
-    """The test process's environment minus anything costwarden reads; wide tables."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("COSTWARDEN_") and k not in PROVIDER_ENV
-    }
-    env["COLUMNS"] = str(columns)
-    env.update(extra)
-    return env
 
 
 def run_cli(
@@ -56,38 +50,12 @@ def run_cli(
     proc = subprocess.run(
         [*CLI, *args],
         cwd=cwd,
-        env=_env() if env is None else env,
+        env=cli_env() if env is None else env,
         capture_output=True,
         text=True,
         timeout=timeout,
     )
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
-
-
-async def arun_cli(*args: str, env: dict[str, str] | None = None) -> CliResult:
-    """The CLI in a subprocess without blocking this event loop (a gateway may run in it)."""
-    proc = await asyncio.create_subprocess_exec(
-        *CLI,
-        *args,
-        env=_env() if env is None else env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return CliResult(proc.returncode, out.decode(), err.decode())
-
-
-def assert_clean_error(result: CliResult, *needles: str) -> str:
-    """Exit 2, one line on stderr starting with 'error:', no traceback; returns the line."""
-    assert result.code == 2, result
-    assert "Traceback" not in result.both, result.err
-    line = result.err.strip()
-    assert "\n" not in line, result.err
-    assert line.startswith("error: "), line
-    for needle in needles:
-        assert needle in line, (needle, line)
-    return line
 
 
 @pytest.fixture
@@ -208,13 +176,13 @@ def test_missing_config_file(tmp_path: Path) -> None:
     result = run_cli("keys", "list", "--config", "nope.toml", cwd=tmp_path)
     assert_clean_error(result, "nope.toml", "not found")
     # COSTWARDEN_CONFIG names the file too.
-    result = run_cli("keys", "list", cwd=tmp_path, env=_env(COSTWARDEN_CONFIG="other.toml"))
+    result = run_cli("keys", "list", cwd=tmp_path, env=cli_env(COSTWARDEN_CONFIG="other.toml"))
     assert_clean_error(result, "other.toml")
 
 
 def test_keys_list_table_shows_whole_ids_at_80_columns(config: str) -> None:
     a = _create(config, "acme", "--project", "website", "--name", "deploy key")
-    table = run_cli("keys", "list", "--config", config, env=_env(columns=80))
+    table = run_cli("keys", "list", "--config", config, env=cli_env(columns=80))
     assert table.code == 0, table.err
     assert a["id"] in table.out
 
@@ -350,7 +318,12 @@ def test_serve_unknown_provider(tmp_path: Path, db_url: str) -> None:
     text = gateway_toml(MOCK_URL, db_url).replace('["openai:gpt-4o-mini"]', '["azure:gpt-4o-mini"]')
     (tmp_path / "costwarden.toml").write_text(text, encoding="utf-8")
     result = run_cli(
-        "serve", "--config", "costwarden.toml", cwd=tmp_path, env=_env(**PROVIDER_ENV), timeout=30
+        "serve",
+        "--config",
+        "costwarden.toml",
+        cwd=tmp_path,
+        env=cli_env(**PROVIDER_ENV),
+        timeout=30,
     )
     line = _line_of(text, "azure:gpt-4o-mini")
     assert_clean_error(
@@ -358,10 +331,10 @@ def test_serve_unknown_provider(tmp_path: Path, db_url: str) -> None:
     )
 
 
-def test_serve_unset_api_key_env(tmp_path: Path, db_url: str) -> None:
+def test_serve_unset_api_keycli_env(tmp_path: Path, db_url: str) -> None:
     text = gateway_toml(MOCK_URL, db_url)
     (tmp_path / "costwarden.toml").write_text(text, encoding="utf-8")
-    env = _env(CW_TEST_ANTHROPIC_KEY="x")
+    env = cli_env(CW_TEST_ANTHROPIC_KEY="x")
     result = run_cli("serve", "--config", "costwarden.toml", cwd=tmp_path, env=env, timeout=30)
     line = _line_of(text, "CW_TEST_OPENAI_KEY")
     assert_clean_error(
@@ -376,7 +349,12 @@ def test_serve_unpriced_model(tmp_path: Path, db_url: str) -> None:
     )
     (tmp_path / "costwarden.toml").write_text(text, encoding="utf-8")
     result = run_cli(
-        "serve", "--config", "costwarden.toml", cwd=tmp_path, env=_env(**PROVIDER_ENV), timeout=30
+        "serve",
+        "--config",
+        "costwarden.toml",
+        cwd=tmp_path,
+        env=cli_env(**PROVIDER_ENV),
+        timeout=30,
     )
     assert_clean_error(result, "deployment openai:acme-finetune-7")
     for secret in PROVIDER_ENV.values():
@@ -384,7 +362,7 @@ def test_serve_unpriced_model(tmp_path: Path, db_url: str) -> None:
 
 
 def test_settings_command_prints_every_setting() -> None:
-    result = run_cli("settings", env=_env(columns=400))
+    result = run_cli("settings", env=cli_env(columns=400))
     assert result.code == 0, result.err
     assert "costwarden settings" in result.out
     for key, _default, env_var, help_text in settings_help():
@@ -393,7 +371,7 @@ def test_settings_command_prints_every_setting() -> None:
         assert help_text.split()[0] in result.out
     assert "COSTWARDEN_PORT" in result.out and "COSTWARDEN_ADMIN_TOKEN" in result.out
     # ...and it still renders, folded, in a narrow terminal.
-    narrow = run_cli("settings", env=_env(columns=80))
+    narrow = run_cli("settings", env=cli_env(columns=80))
     assert narrow.code == 0 and "server.port" in narrow.out
     assert max(len(line) for line in narrow.out.splitlines()) <= 80
 

@@ -7,52 +7,35 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
-import os
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from costwarden.cli import main
 from costwarden.mock import MockServer
 from costwarden.routing.breaker import CLOSED, OPEN
 from costwarden.storage.audit import audit_entries
-from tests.helpers import CliResult, LiveGateway, free_port, live_gateway
+from tests.helpers import (
+    CliResult,
+    LiveGateway,
+    arun_cli,
+    assert_clean_error,
+    cli_env,
+    free_port,
+    invoke_cli,
+    live_gateway,
+)
 
 TOKEN = "adm-cli-breakers"
-CLI = [sys.executable, "-m", "costwarden.cli"]
 MINI = "openai:gpt-4o-mini"
 HAIKU = "anthropic:claude-haiku-4-5"
 
 
 async def _run(*args: str, token: str | None = TOKEN) -> CliResult:
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("COSTWARDEN_ADMIN_TOKEN", "COSTWARDEN_URL")
-    }
+    env = cli_env(200)  # rich: one table row per line
     if token is not None:
         env["COSTWARDEN_ADMIN_TOKEN"] = token
-    env["COLUMNS"] = "200"  # rich: one table row per line
-    proc = await asyncio.create_subprocess_exec(
-        *CLI,
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return CliResult(proc.returncode, out.decode(), err.decode())
-
-
-def _one_line_error(result: CliResult) -> str:
-    assert result.code == 2, result
-    assert result.out == ""
-    lines = result.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.err
-    assert "Traceback" not in result.err
-    return lines[0]
+    return await arun_cli(*args, env=env)
 
 
 @pytest.fixture
@@ -100,7 +83,7 @@ async def test_reset_closes_the_breaker_of_the_running_gateway(gw: LiveGateway) 
 
 async def test_reset_of_an_unknown_deployment(gw: LiveGateway) -> None:
     _trip(gw)
-    line = _one_line_error(await _run("breakers", "reset", "openai:nope", "--url", gw.base_url))
+    line = assert_clean_error(await _run("breakers", "reset", "openai:nope", "--url", gw.base_url))
     assert "unknown deployment 'openai:nope'" in line and MINI in line
     assert gw.app.breakers.state(MINI) == OPEN
 
@@ -108,35 +91,33 @@ async def test_reset_of_an_unknown_deployment(gw: LiveGateway) -> None:
 async def test_a_refused_token(gw: LiveGateway) -> None:
     _trip(gw)
     result = await _run("breakers", "reset", MINI, "--url", gw.base_url, token="wrong")
-    line = _one_line_error(result)
+    line = assert_clean_error(result)
     assert "refused the admin token" in line and "wrong" not in line
     assert gw.app.breakers.state(MINI) == OPEN
 
 
 def _invoke(*args: str, token: str | None = TOKEN) -> CliResult:
-    env = {"COSTWARDEN_ADMIN_TOKEN": token, "COSTWARDEN_URL": None}
-    result = CliRunner().invoke(main, list(args), env=env)
-    return CliResult(result.exit_code, result.stdout, result.stderr)
+    return invoke_cli(*args, env={"COSTWARDEN_ADMIN_TOKEN": token, "COSTWARDEN_URL": None})
 
 
 def test_an_unreachable_gateway() -> None:
     url = f"http://127.0.0.1:{free_port()}"
     for args in (("breakers", "list", "--url", url), ("breakers", "reset", MINI, "--url", url)):
-        line = _one_line_error(_invoke(*args))
+        line = assert_clean_error(_invoke(*args))
         assert f"cannot reach the gateway at {url}" in line
 
 
 def test_the_token_is_needed() -> None:
-    line = _one_line_error(_invoke("breakers", "list", token=None))
+    line = assert_clean_error(_invoke("breakers", "list", token=None))
     assert "COSTWARDEN_ADMIN_TOKEN" in line
 
 
 @pytest.mark.parametrize("url", ["ftp://127.0.0.1:4000", "127.0.0.1:4000", "http://"])
 def test_a_bad_url(url: str) -> None:
-    line = _one_line_error(_invoke("breakers", "list", "--url", url))
+    line = assert_clean_error(_invoke("breakers", "list", "--url", url))
     assert "--url" in line
 
 
 def test_an_empty_deployment() -> None:
-    line = _one_line_error(_invoke("breakers", "reset", "  "))
+    line = assert_clean_error(_invoke("breakers", "reset", "  "))
     assert "DEPLOYMENT" in line

@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
-import os
-import sys
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -24,7 +22,6 @@ from typing import Any
 import aiohttp
 import pytest
 import sqlalchemy as sa
-from click.testing import CliRunner
 from sqlalchemy.engine import Engine
 
 from costwarden.budgets.limits import (
@@ -33,7 +30,6 @@ from costwarden.budgets.limits import (
     UNLIMITED,
     format_amount,
 )
-from costwarden.cli import main
 from costwarden.mock import MockServer
 from costwarden.storage import policy, repo
 from costwarden.storage.counters import ADMITTED_STATUSES
@@ -41,7 +37,15 @@ from costwarden.storage.db import create_engine_for
 from costwarden.storage.migrate import migrate
 from costwarden.storage.schema import org_tiers
 from costwarden.storage.usage import ledger_rows
-from tests.helpers import PROVIDER_ENV, CliResult, LiveGateway, gateway_toml, live_gateway
+from tests.helpers import (
+    CliResult,
+    LiveGateway,
+    arun_cli,
+    assert_clean_error,
+    gateway_toml,
+    live_gateway,
+)
+from tests.helpers import invoke_cli as cli
 
 MOCK_URL = "http://127.0.0.1:9"  # nothing listens there; these commands never call it
 CONFIG_TIER = """
@@ -49,7 +53,6 @@ CONFIG_TIER = """
 name = "free"
 org = { daily_usd = "1", requests_per_minute = 100 }
 """
-CLI = [sys.executable, "-m", "costwarden.cli"]
 
 
 pytestmark = pytest.mark.usefixtures("clean_cli_env")
@@ -86,26 +89,6 @@ def ctx(database_url: str, config: str) -> Iterator[Ctx]:
         yield Ctx(engine, config, acme, web, key.id, beta_key.id)
     finally:
         engine.dispose()
-
-
-def cli(*args: str) -> CliResult:
-    result = CliRunner().invoke(main, list(args))
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return CliResult(result.exit_code, result.stdout, result.stderr)
-
-
-def assert_clean_error(result: CliResult, *needles: str) -> str:
-    """Exit 2, one line on stderr starting with 'error:', nothing on stdout."""
-    assert result.code == 2, result
-    assert "Traceback" not in result.out + result.err
-    line = result.err.strip()
-    assert "\n" not in line, result.err
-    assert line.startswith("error: "), line
-    assert result.out == "", result.out
-    for needle in needles:
-        assert needle in line, (needle, line)
-    return line
 
 
 def assert_usage_error(result: CliResult, *needles: str) -> None:
@@ -452,30 +435,6 @@ def test_tiers_and_org_tier(ctx: Ctx) -> None:
 # ------------------------------------------------------------------------- live
 
 
-def _env() -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("COSTWARDEN_") and k not in PROVIDER_ENV
-    }
-    env["COLUMNS"] = "250"
-    return env
-
-
-async def arun(*args: str) -> CliResult:
-    """The CLI in a subprocess, without blocking this event loop (the gateway runs in it)."""
-    proc = await asyncio.create_subprocess_exec(
-        *CLI,
-        *args,
-        env=_env(),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return CliResult(proc.returncode, out.decode(), err.decode())
-
-
 async def _status(http: aiohttp.ClientSession, gw: LiveGateway) -> int:
     body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
     headers = {"authorization": f"Bearer {gw.key}"}
@@ -513,17 +472,17 @@ async def test_limits_set_from_the_cli_reach_a_running_gateway_within_a_second(
             assert await _status(http, gw) == 200
             delays: dict[str, float] = {}
 
-            done = await arun(
+            done = await arun_cli(
                 "limits", "set", "--config", config, "--org", "acme", "--requests-per-hour", "0"
             )
             assert done.code == 0, done.err
             delays["limits set --requests-per-hour 0 -> 429"] = await _seconds_until(http, gw, 429)
 
-            done = await arun("limits", "clear", "--config", config, "--org", "acme")
+            done = await arun_cli("limits", "clear", "--config", config, "--org", "acme")
             assert done.code == 0, done.err
             delays["limits clear -> 200"] = await _seconds_until(http, gw, 200)
 
-            done = await arun(
+            done = await arun_cli(
                 "budgets", "set", "--config", config, "--org", "acme", "--key", gw.key_id,
                 "--daily-requests", "0",
             )  # fmt: skip
@@ -541,12 +500,12 @@ async def test_cli_show_matches_the_ledger_after_live_traffic(
 ) -> None:
     async with live_gateway(mock, database_url, tmp_path) as gw:
         config = _cli_config(tmp_path, mock, database_url)
-        done = await arun(
+        done = await arun_cli(
             "budgets", "set", "--config", config, "--org", "acme",
             "--daily-usd", "5", "--daily-requests", "50", "--json",
         )  # fmt: skip
         assert [x["limit_name"] for x in done.json()] == ["daily_usd", "daily_requests"]
-        done = await arun(
+        done = await arun_cli(
             "limits", "set", "--config", config, "--org", "acme", "--project", "web",
             "--tokens-per-hour", "100000",
         )  # fmt: skip
@@ -563,7 +522,7 @@ async def test_cli_show_matches_the_ledger_after_live_traffic(
         tokens = sum(r.input_tokens + r.output_tokens for r in mine)
         assert nanos > 0 and tokens > 0
 
-        shown = await arun("budgets", "show", "--config", config, "--org", "acme", "--json")
+        shown = await arun_cli("budgets", "show", "--config", config, "--org", "acme", "--json")
         by_name = {x["limit_name"]: x for x in shown.json()}
         usd = by_name["daily_usd"]
         assert usd["spent"] == format_amount("usd", nanos), (usd, nanos)
@@ -585,7 +544,7 @@ async def test_cli_show_matches_the_ledger_after_live_traffic(
             name: x["spent"] for name, x in by_name.items()
         }
 
-        table = await arun("budgets", "show", "--config", config, "--org", "acme")
+        table = await arun_cli("budgets", "show", "--config", config, "--org", "acme")
         assert table.code == 0, table.err
         usd_line = next(line for line in table.out.splitlines() if "daily_usd" in line)
         assert format_amount("usd", nanos) in usd_line.split(), usd_line

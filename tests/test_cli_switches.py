@@ -16,18 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 from sqlalchemy.engine import Engine
 
 from costwarden.app import create_app
-from costwarden.cli import main
 from costwarden.settings import load_settings
 from costwarden.storage import repo
 from costwarden.storage.audit import audit_entries
 from costwarden.storage.db import create_engine_for
 from costwarden.storage.migrate import migrate
 from costwarden.storage.switches import FEATURES, list_switches
-from tests.helpers import PROVIDER_ENV, CliResult, gateway_toml
+from tests.helpers import PROVIDER_ENV, assert_clean_error, gateway_toml
+from tests.helpers import invoke_cli as cli
 
 MOCK_URL = "http://127.0.0.1:9"  # nothing listens there; these commands never call it
 
@@ -51,26 +50,6 @@ def engine(database_url: str) -> Iterator[Engine]:
         yield engine
     finally:
         engine.dispose()
-
-
-def cli(*args: str) -> CliResult:
-    result = CliRunner().invoke(main, list(args))
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return CliResult(result.exit_code, result.stdout, result.stderr)
-
-
-def assert_clean_error(result: CliResult, *needles: str) -> str:
-    """Exit 2, one line on stderr starting with 'error:', nothing on stdout."""
-    assert result.code == 2, result
-    assert "Traceback" not in result.out + result.err
-    line = result.err.strip()
-    assert "\n" not in line, result.err
-    assert line.startswith("error: "), line
-    assert result.out == "", result.out
-    for needle in needles:
-        assert needle in line, (needle, line)
-    return line
 
 
 def snapshot(engine: Engine) -> tuple[Any, ...]:

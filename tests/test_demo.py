@@ -6,7 +6,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from decimal import Decimal
@@ -15,8 +14,7 @@ from pathlib import Path
 from costwarden.storage import repo
 from costwarden.storage.db import create_engine_for
 from costwarden.storage.usage import usage_report
-
-CLI = [sys.executable, "-m", "costwarden.cli"]
+from tests.helpers import CLI
 
 
 def _env(columns: int) -> dict[str, str]:
