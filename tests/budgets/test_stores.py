@@ -183,6 +183,30 @@ async def test_hard_usd_budget_clamps_output(store: CounterStore) -> None:
     assert (await store.views(cs2, NOW))[0] == View(0, 2_500_000 + amount)
 
 
+async def test_choices_multiply_the_output_bound(store: CounterStore) -> None:
+    """OpenAI's ``n``: every choice is billed, so the cap that fits is per choice."""
+    await prepare(store)
+    cs = checks(lim("usd", "day", CENT))  # $0.01, $0.001 of it prompt
+    # $0.009 buys 600 output tokens at $15/M: 75 for each of 8 choices.
+    grant = await store.reserve(lease(), ask(want_out=100, choices=8), cs, NOW)
+    assert grant == Grant(75, [CENT], [0])
+    await prepare(store, "o2")
+    cs2 = checks(lim("usd", "day", CENT, subject="o2", org="o2"))
+    # A cap that fits for every choice is left alone, and reserved for every choice.
+    grant = await store.reserve(lease(), ask(want_out=50, choices=8), cs2, NOW)
+    assert grant == Grant(None, [1_000_000 + 8 * 50 * 15_000], [CENT - 7_000_000])
+    # Even an empty budget cannot give 128 choices min_out (16) tokens each: 402.
+    refused = await store.reserve(lease(), ask(want_out=100, choices=128), cs2, NOW)
+    assert refused == Refusal("budget", 0, 0, 7_000_000, None)
+    # Tokens budgets and estimates count every choice too.
+    await prepare(store, "o3")
+    tokens = checks(lim("tokens", "day", 5000, subject="o3", org="o3"))
+    assert await store.reserve(lease(), ask(choices=4), tokens, NOW) == Grant(1000, [5000], [0])
+    soft = checks(lim("tokens", "month", 10**6, mode="soft", subject="o3", org="o3"))
+    grant = await store.reserve(lease(), ask(choices=4), soft, NOW)
+    assert grant == Grant(None, [250 + 4 * 256], [10**6 - 250 - 4 * 256])
+
+
 async def test_budget_versus_inflight_refusals(store: CounterStore) -> None:
     await prepare(store)
     cs = checks(lim("usd", "day", CENT))
@@ -371,6 +395,8 @@ def _random_ask(rng: random.Random, *, big: bool = False) -> Ask:
         min_out=rng.choice([1, 16, 64]),
         est_out=rng.randint(0, 999 if big else 1500),  # estimates stay below 2**53
         has_output=rng.random() < 0.9,
+        # Prices near 2**53 stay exact in Lua only per token; n multiplies them.
+        choices=1 if big else rng.choice([1, 1, 1, 2, 8, 128]),
     )
 
 

@@ -174,6 +174,28 @@ async def test_chat_max_tokens_capping(mock: MockServer, oai: openai.AsyncOpenAI
     assert r.choices[0].finish_reason == "stop"
 
 
+async def test_chat_n_choices_are_each_generated_and_billed(oai: openai.AsyncOpenAI) -> None:
+    r = await oai.chat.completions.create(model="m", messages=USER_HI, n=3, max_tokens=5)
+    assert [c.index for c in r.choices] == [0, 1, 2]
+    assert all(c.message.content == reply(5) for c in r.choices)
+    assert r.usage is not None and r.usage.completion_tokens == 15
+    stream = await oai.chat.completions.create(
+        model="m",
+        messages=USER_HI,
+        n=3,
+        max_tokens=5,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    texts = ["", "", ""]
+    usage = None
+    async for chunk in stream:
+        for choice in chunk.choices:
+            texts[choice.index] += choice.delta.content or ""
+        usage = chunk.usage or usage
+    assert texts == [reply(5)] * 3 and usage is not None and usage.completion_tokens == 15
+
+
 async def test_chat_tool_call(mock: MockServer, oai: openai.AsyncOpenAI) -> None:
     msgs: Any = [{"role": "user", "content": "What's the weather in Paris?"}]
     r = await oai.chat.completions.create(model="m", messages=msgs, tools=OPENAI_TOOLS)

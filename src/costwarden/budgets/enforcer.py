@@ -374,10 +374,14 @@ class Enforcer:
         b = self.settings
         bound = body_len + b.prompt_overhead_tokens
         est = max(1, (body_len + 3) // 4)
+        choices = 1
         if endpoint == "messages":
             want = payload.get("max_tokens")
         else:
             want = payload.get("max_completion_tokens") or payload.get("max_tokens")
+            n = payload.get("n")  # validated: absent, null or a positive integer
+            if endpoint == "chat.completions" and isinstance(n, int) and n > 1:
+                choices = n
         return Ask(
             in_bound_tokens=bound,
             in_est_tokens=est,
@@ -389,6 +393,7 @@ class Enforcer:
             min_out=b.min_output_tokens,
             est_out=b.expected_output_tokens,
             has_output=endpoint != "embeddings",
+            choices=choices,
         )
 
     def _refused(self, refusal: Refusal, checks: list[Check]) -> GatewayError:

@@ -94,6 +94,9 @@ class Ask:
     min_out: int  # the smallest cap worth calling with
     est_out: int  # expected output tokens (soft budgets, rate limits)
     has_output: bool = True  # False for embeddings
+    # Choices generated per request (OpenAI's ``n``): providers bill every one, so each output
+    # bound and estimate is per choice times this.
+    choices: int = 1
 
 
 @dataclasses.dataclass(slots=True)
@@ -146,17 +149,19 @@ def estimate(ask: Ask, check: Check) -> int:
     out = 0
     if ask.has_output:
         out = ask.est_out if ask.want_out is None else min(ask.est_out, ask.want_out)
+        out *= ask.choices
     if metric == "tokens":
         return ask.in_est_tokens + out
     return ask.in_est_nanos + _ceil_div(out * ask.out_pico, 1000)
 
 
 def _hard_terms(ask: Ask, metric: str) -> tuple[int, int]:
-    """(fixed part, milli-units per output token) of a hard bound."""
+    """(fixed part, milli-units per token of the output cap) of a hard bound; the cap applies
+    to each of the request's choices."""
     if metric == "usd":
-        return ask.in_bound_nanos, ask.out_pico
+        return ask.in_bound_nanos, ask.out_pico * ask.choices
     if metric == "tokens":
-        return ask.in_bound_tokens, 1000
+        return ask.in_bound_tokens, 1000 * ask.choices
     return 1, 0
 
 

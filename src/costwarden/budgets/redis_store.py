@@ -201,6 +201,7 @@ class RedisStore:
             ask.min_out,
             ask.est_out,
             1 if ask.has_output else 0,
+            ask.choices,
         ]
         check_args = [
             [

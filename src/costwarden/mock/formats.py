@@ -247,8 +247,10 @@ def openai_completion(
     tool: tuple[str, str] | None,
     finish_reason: str,
     usage: JSON,
+    choices: int = 1,
 ) -> bytes:
-    """Non-stream ``chat.completion``; ``tool`` is ``(call_id, name)`` for a tool call."""
+    """Non-stream ``chat.completion``; ``tool`` is ``(call_id, name)`` for a tool call;
+    ``choices`` copies of the answer (``n``), which ``usage`` must count."""
     message: JSON = {"role": "assistant", "content": text, "refusal": None, "annotations": []}
     if tool is not None:
         message["tool_calls"] = [
@@ -265,7 +267,8 @@ def openai_completion(
             "created": int(time.time()),
             "model": model,
             "choices": [
-                {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}
+                {"index": i, "message": message, "logprobs": None, "finish_reason": finish_reason}
+                for i in range(choices)
             ],
             "usage": usage,
             "service_tier": "default",
@@ -279,7 +282,7 @@ class OpenAIChunks:
 
     __slots__ = ("_head", "_tail_open", "_usage_null", "_cid", "_model", "_created")
 
-    def __init__(self, cid: str, model: str, include_usage: bool) -> None:
+    def __init__(self, cid: str, model: str, include_usage: bool, index: int = 0) -> None:
         self._cid = cid
         self._model = model
         self._created = int(time.time())
@@ -292,7 +295,9 @@ class OpenAIChunks:
             + orjson.dumps(model)
             + b',"system_fingerprint":"'
             + SYSTEM_FINGERPRINT.encode()
-            + b'","choices":[{"index":0,"delta":'
+            + b'","choices":[{"index":'
+            + str(index).encode()
+            + b',"delta":'
         )
         self._usage_null = b',"usage":null' if include_usage else b""
         self._tail_open = b',"logprobs":null,"finish_reason":null}]' + self._usage_null + b"}\n\n"

@@ -378,19 +378,24 @@ async def _chat(request: web.Request, state: MockState, call: _Call) -> web.Stre
     reasoning = min(state.reasoning_tokens, total)
     visible = total - reasoning
     finish = "length" if capped else "stop"
-    usage = fmt.openai_usage(prompt, total, cached, reasoning)
+    # ``n`` choices, each as long as one answer, every one billed (as OpenAI does).
+    n = body.get("n")
+    choices = n if isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 128 else 1
+    usage = fmt.openai_usage(prompt, total * choices, cached, reasoning * choices)
     if not stream:
-        return _json(
-            fmt.openai_completion(cid, model, fmt.reply_text(visible), None, finish, usage)
-        )
-    chunks = fmt.OpenAIChunks(cid, model, include_usage)
-    tail = chunks.finish(finish) + (chunks.usage(usage) if include_usage else b"")
+        text = fmt.reply_text(visible)
+        return _json(fmt.openai_completion(cid, model, text, None, finish, usage, choices))
+    each = [fmt.OpenAIChunks(cid, model, include_usage, i) for i in range(choices)]
+    tail = b"".join(c.finish(finish) for c in each)
+    tail += each[0].usage(usage) if include_usage else b""
     return await _stream(
         request,
         state,
         call,
-        chunks.role(),
-        map(chunks.content, range(visible)),
+        b"".join(c.role() for c in each),
+        map(each[0].content, range(visible))
+        if choices == 1
+        else (b"".join(c.content(i) for c in each) for i in range(visible)),
         visible,
         tail + fmt.SSE_DONE,
     )

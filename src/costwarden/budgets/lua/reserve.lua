@@ -13,7 +13,8 @@
 -- ARGV[4] at most this many expired leases are purged per tenant
 -- ARGV[5] JSON: the tenant names, in KEYS order
 -- ARGV[6] JSON: the ask: [in_bound_tokens, in_est_tokens, in_bound_nanos, in_est_nanos,
---         out_pico, want_out (-1: none), max_out, min_out, est_out, has_output (0/1)]
+--         out_pico, want_out (-1: none), max_out, min_out, est_out, has_output (0/1),
+--         choices (the output cap applies to each of them)]
 -- ARGV[7] JSON: per check [tenant (1-based), rolling (0/1), limit, hard (0/1), metric,
 --         bucket, first, ttl]
 -- Returns JSON text: {"lost": [tenant, ...]} | {"refusal": kind, ...} | {"out": ..., ...}.
@@ -163,6 +164,7 @@ local in_bound_tokens, in_est_tokens = ask[1], ask[2]
 local in_bound_nanos, in_est_nanos = ask[3], ask[4]
 local out_pico, want_out, max_out, min_out, est_out = ask[5], ask[6], ask[7], ask[8], ask[9]
 local has_output = ask[10] == 1
+local choices = ask[11]
 
 local function window_total(view)
   local total = 0
@@ -184,6 +186,7 @@ local function estimate(c)
     else
       out = math.min(est_out, want_out)
     end
+    out = out * choices
   end
   if metric == 'tokens' then
     return in_est_tokens + out
@@ -193,10 +196,10 @@ end
 
 local function hard_terms(metric)
   if metric == 'usd' then
-    return in_bound_nanos, out_pico
+    return in_bound_nanos, out_pico * choices
   end
   if metric == 'tokens' then
-    return in_bound_tokens, 1000
+    return in_bound_tokens, 1000 * choices
   end
   return 1, 0
 end
