@@ -39,6 +39,8 @@ UNLIMITED = -1
 # Counters are compared exactly in Redis Lua, whose numbers are doubles: keep amounts below
 # 2**53 counter units ($9 million in nano-dollars).
 MAX_AMOUNT = 2**53 - 1
+# Characters of a free-text scope subject: an end user, a session, a tag's name or value.
+MAX_SUBJECT_LEN = 200
 _MAX_EXPONENT = 30
 
 BUDGET_NAMES: dict[str, tuple[str, str]] = {

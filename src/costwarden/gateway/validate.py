@@ -11,10 +11,11 @@ from typing import Any
 
 import orjson
 
+from costwarden.budgets.limits import MAX_SUBJECT_LEN
 from costwarden.errors import BadRequest
 
-_MAX_TAGS = 20
-_MAX_LABEL = 200
+MAX_TAGS = 20
+MAX_LABEL = MAX_SUBJECT_LEN  # an end user, session, tag name or value: a budget's subject
 
 
 def validate_payload(endpoint: str, body: bytes) -> dict[str, Any]:
@@ -52,6 +53,9 @@ def validate_payload(endpoint: str, body: bytes) -> dict[str, Any]:
     for cap in caps:
         if cap in payload and payload[cap] is not None:
             _check_positive_int(payload[cap], cap)
+    # Every choice is generated and billed: the budget's bound multiplies by it.
+    if endpoint == "chat.completions" and payload.get("n") is not None:
+        _check_positive_int(payload["n"], "n")
     if endpoint == "messages" and "max_tokens" not in payload:
         raise BadRequest("missing required field 'max_tokens'", param="max_tokens")
     return payload
@@ -84,32 +88,55 @@ def _check_input(payload: dict[str, Any]) -> None:
 def principal_fields(
     endpoint: str, payload: dict[str, Any], headers: dict[bytes, bytes]
 ) -> tuple[str | None, str | None, dict[str, str]]:
-    """(end user, agent session, tags) from the request: headers win over body fields."""
+    """(end user, agent session, tags) from the request: headers win over body fields.
+
+    Each names a budget scope, so none is ever cut short: two users sharing a long prefix
+    would share a budget, and a dropped tag would skip its budget. Too long is a 400.
+    """
     user = _header(headers, b"x-costwarden-user")
     if user is None:
         if endpoint == "messages":
             metadata = payload.get("metadata")
             candidate = metadata.get("user_id") if isinstance(metadata, dict) else None
+            where = "metadata.user_id"
         else:
             candidate = payload.get("user")
-        user = candidate[:_MAX_LABEL] if isinstance(candidate, str) and candidate else None
+            where = "user"
+        if isinstance(candidate, str) and candidate:
+            user = _label(candidate, where)
     session = _header(headers, b"x-costwarden-session")
-    raw_tags = _header(headers, b"x-costwarden-tags")
-    return user, session, parse_tags(raw_tags) if raw_tags else {}
+    raw_tags = headers.get(b"x-costwarden-tags")
+    return user, session, parse_tags(raw_tags.decode("utf-8", "replace")) if raw_tags else {}
 
 
 def parse_tags(raw: str) -> dict[str, str]:
-    """``team=search,feature=summaries`` -> {"team": "search", "feature": "summaries"}."""
+    """``team=search,feature=summaries`` -> {"team": "search", "feature": "summaries"}.
+
+    At most ``MAX_TAGS`` tags of at most ``MAX_LABEL`` characters per name and per value;
+    beyond either the header is refused whole (400), never shortened.
+    """
     tags: dict[str, str] = {}
     for item in raw.split(","):
         name, _, value = item.partition("=")
         name = name.strip()
         if not name:
             continue
-        if len(tags) >= _MAX_TAGS:
-            raise BadRequest(f"at most {_MAX_TAGS} tags per request", param="x-costwarden-tags")
-        tags[name[:_MAX_LABEL]] = value.strip()[:_MAX_LABEL]
+        if len(tags) >= MAX_TAGS:
+            raise BadRequest(
+                f"x-costwarden-tags: at most {MAX_TAGS} tags per request", param="x-costwarden-tags"
+            )
+        tags[_label(name, "x-costwarden-tags")] = _label(value.strip(), "x-costwarden-tags")
     return tags
+
+
+def _label(text: str, where: str) -> str:
+    if len(text) > MAX_LABEL:
+        raise BadRequest(
+            f"{where}: names and values are limited to {MAX_LABEL} characters "
+            f"(got {len(text)})",
+            param=where,
+        )
+    return text
 
 
 def _header(headers: dict[bytes, bytes], name: bytes) -> str | None:
@@ -117,4 +144,4 @@ def _header(headers: dict[bytes, bytes], name: bytes) -> str | None:
     if not value:
         return None
     text = value.decode("utf-8", "replace").strip()
-    return text[:_MAX_LABEL] or None
+    return _label(text, name.decode()) if text else None

@@ -37,6 +37,7 @@ from sqlalchemy.engine import Connection, Row
 
 from costwarden.budgets.limits import (
     LIMIT_NAMES,
+    MAX_SUBJECT_LEN,
     MODES,
     SCOPES,
     Limit,
@@ -62,7 +63,6 @@ from costwarden.storage.sqltypes import utcnow
 
 logger = logging.getLogger(__name__)
 
-MAX_SUBJECT_LEN = 200
 # Fixed key for pg_advisory_xact_lock serializing policy writes ("cwpl" in ASCII).
 POLICY_LOCK_ID = 0x6377706C
 _POLICY_ROW = 1
