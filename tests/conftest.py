@@ -7,7 +7,12 @@ from pathlib import Path
 import pytest
 
 from costwarden.mock import MockServer, serve_mock
-from tests.helpers import pg_unavailable_reason, scratch_pg_database
+from tests.helpers import (
+    HostileUpstream,
+    hostile_upstream,
+    pg_unavailable_reason,
+    scratch_pg_database,
+)
 
 
 @pytest.fixture(scope="session")
@@ -37,6 +42,13 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 async def mock() -> AsyncIterator[MockServer]:
     async with serve_mock("127.0.0.1", 0) as server:
         yield server
+
+
+@pytest.fixture
+async def hostile() -> AsyncIterator[HostileUpstream]:
+    """An upstream the test scripts (see HostileUpstream)."""
+    async with hostile_upstream() as upstream:
+        yield upstream
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
 import json
 import os
 import signal
@@ -12,7 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import orjson
 import pytest
 import redis
 import uvicorn
+from aiohttp import web
 from click.testing import CliRunner
 
 from costwarden.app import CostwardenApp, create_app
@@ -90,12 +92,48 @@ def gateway_toml(
 
 
 @dataclasses.dataclass
+class HostileUpstream:
+    """An upstream whose every answer the test writes: ``handler`` answers each request.
+
+    It records what the gateway sent (the raw bodies and the headers), so a test can check
+    exactly what went upstream, and serves both wire formats' paths.
+    """
+
+    base_url: str = ""
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None
+    bodies: list[bytes] = dataclasses.field(default_factory=list)
+    headers: list[dict[str, str]] = dataclasses.field(default_factory=list)
+
+
+@asynccontextmanager
+async def hostile_upstream() -> AsyncIterator[HostileUpstream]:
+    upstream = HostileUpstream()
+
+    async def route(request: web.Request) -> web.StreamResponse:
+        upstream.bodies.append(await request.read())
+        upstream.headers.append({k.lower(): v for k, v in request.headers.items()})
+        assert upstream.handler is not None, "the test set no handler"
+        return await upstream.handler(request)
+
+    app = web.Application(client_max_size=256 * 1024 * 1024)
+    app.router.add_route("*", "/{tail:.*}", route)
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=1)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        upstream.base_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        yield upstream
+    finally:
+        await runner.cleanup()
+
+
+@dataclasses.dataclass
 class LiveGateway:
     base_url: str
     key: str
     key_id: str
     app: CostwardenApp
-    mock: MockServer
+    mock: MockServer | HostileUpstream
 
     @property
     def openai_url(self) -> str:
@@ -104,7 +142,7 @@ class LiveGateway:
 
 @asynccontextmanager
 async def live_gateway(
-    mock: MockServer,
+    mock: MockServer | HostileUpstream,
     database_url: str,
     tmp_path: Path,
     *,
@@ -328,3 +366,54 @@ async def chat(
                 orjson.loads(await r.read()),
                 {k.lower(): v for k, v in r.headers.items()},
             )
+
+
+async def configure_mock(mock: MockServer, **fields: object) -> None:
+    """Change the mock upstream's behaviour through its control API."""
+    async with aiohttp.ClientSession() as http:
+        async with http.post(mock.base_url + "/_mock/config", json=fields) as r:
+            assert r.status == 200, await r.text()
+
+
+async def mock_stats(mock: MockServer) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(mock.base_url + "/_mock/stats") as r:
+            stats: dict[str, Any] = await r.json()
+            return stats
+
+
+async def post_json(
+    gw: LiveGateway,
+    path: str,
+    body: bytes | dict[str, Any],
+    key: str | None = "default",
+    extra: dict[str, str] | None = None,
+) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """POST to the gateway with its key (``key=None``: none); (status, JSON body, headers)."""
+    headers = {"content-type": "application/json", **(extra or {})}
+    if key == "default":
+        key = gw.key
+    if key is not None:
+        headers["authorization"] = f"Bearer {key}"
+    raw_body = body if isinstance(body, bytes) else orjson.dumps(body)
+    data: Any = io.BytesIO(raw_body) if len(raw_body) > 1_000_000 else raw_body
+    async with aiohttp.ClientSession() as http:
+        async with http.post(gw.base_url + path, data=data, headers=headers) as r:
+            raw = await r.read()
+            return r.status, orjson.loads(raw), {k.lower(): v for k, v in r.headers.items()}
+
+
+def openai_error(body: dict[str, Any]) -> dict[str, Any]:
+    """The ``error`` of an OpenAI-shaped error body, checked for shape."""
+    assert set(body) == {"error"}, body
+    error: dict[str, Any] = body["error"]
+    assert isinstance(error["message"], str) and error["message"]
+    return error
+
+
+def anthropic_error(body: dict[str, Any]) -> dict[str, Any]:
+    """The ``error`` of an Anthropic-shaped error body, checked for shape."""
+    assert body["type"] == "error", body
+    error: dict[str, Any] = body["error"]
+    assert isinstance(error["message"], str) and error["message"]
+    return error

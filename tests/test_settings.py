@@ -147,6 +147,18 @@ def test_env_override_bad_int_names_the_variable(write_config: Callable[[str], s
     assert "COSTWARDEN_PORT" in message and "'http'" in message
 
 
+@pytest.mark.parametrize(("raw", "want"), [("false", False), ("0", False), ("ON", True)])
+def test_env_override_boolean(write_config: Callable[[str], str], raw: str, want: bool) -> None:
+    env = {**SECRETS, "COSTWARDEN_CANCEL_ON_DISCONNECT": raw}
+    assert load_settings(write_config(ISSUE_CONFIG), env=env).server.cancel_on_disconnect is want
+
+
+def test_env_override_bad_boolean_names_the_variable(write_config: Callable[[str], str]) -> None:
+    env = {**SECRETS, "COSTWARDEN_CANCEL_ON_DISCONNECT": "maybe"}
+    message = _error(write_config(ISSUE_CONFIG), env)
+    assert "COSTWARDEN_CANCEL_ON_DISCONNECT" in message and "'maybe'" in message
+
+
 def test_env_override_bad_ledger_mode(write_config: Callable[[str], str]) -> None:
     message = _error(write_config(ISSUE_CONFIG), {**SECRETS, "COSTWARDEN_LEDGER_MODE": "fast"})
     assert "storage.ledger_mode" in message
@@ -518,6 +530,16 @@ _EXAMPLES: dict[str, tuple[str, str, Callable[[Settings], bool]]] = {
         "[server]",
         "max_body_bytes = 1024",
         lambda s: s.server.max_body_bytes == 1024,
+    ),
+    "server.max_response_bytes": (
+        "[server]",
+        "max_response_bytes = 4096",
+        lambda s: s.server.max_response_bytes == 4096,
+    ),
+    "server.cancel_on_disconnect": (
+        "[server]",
+        "cancel_on_disconnect = false",
+        lambda s: s.server.cancel_on_disconnect is False,
     ),
     "server.key_refresh_seconds": (
         "[server]",

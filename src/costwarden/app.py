@@ -80,9 +80,10 @@ class CostwardenApp:
         self.settings = settings
         self.clock = clock
         self.engine = engine or create_engine_for(settings.storage.database_url)
+        self.deployments = build_deployments(settings)
         self.route_table = RouteTable(
             settings.routes,
-            build_deployments(settings),
+            self.deployments,
             self.engine,
             refresh_seconds=settings.switches.refresh_seconds,
         )
@@ -119,6 +120,9 @@ class CostwardenApp:
             resilience=settings.resilience,
             max_body_bytes=settings.server.max_body_bytes,
             durable=settings.storage.ledger_mode == "durable",
+            secrets=self.secrets(),
+            max_response_bytes=settings.server.max_response_bytes,
+            cancel_on_disconnect=settings.server.cancel_on_disconnect,
             clock=clock,
         )
         self.admin = create_admin_app(self)
@@ -128,11 +132,11 @@ class CostwardenApp:
         return next(r for r in self.settings.routes if r.model == model)
 
     def secrets(self) -> list[str]:
-        """Provider credentials, for log redaction."""
+        """Every provider credential (of every deployment a route or an admin-API chain may
+        call), for log redaction and for scrubbing what upstreams send back."""
         found: list[str] = []
-        for route in self.routes.values():
-            for d in route.candidates:
-                found.extend(d.adapter.secrets())
+        for d in self.deployments.values():
+            found.extend(d.adapter.secrets())
         return sorted(set(found))
 
     # ------------------------------------------------------------------ lifetime

@@ -72,6 +72,13 @@ class BadRequest(GatewayError):
     type = "invalid_request_error"
 
 
+class ContextTooLong(BadRequest):
+    """400: the prompt and output cap exceed every candidate's context window: retrying,
+    which the SDKs do for 5xx, can never help."""
+
+    code = "context_length_exceeded"
+
+
 class AuthenticationFailed(GatewayError):
     status = 401
     type = "authentication_error"

@@ -48,6 +48,19 @@ class ServerSettings:
         "Largest request body accepted; larger ones get 413 before they are read whole.",
         "COSTWARDEN_MAX_BODY_BYTES",
     )
+    max_response_bytes: int = _setting(
+        64 * 1024 * 1024,
+        "Largest upstream response body (or single stream event) accepted; a larger one is "
+        "cut off and answered 502, so a hostile upstream cannot exhaust the gateway's memory.",
+        "COSTWARDEN_MAX_RESPONSE_BYTES",
+    )
+    cancel_on_disconnect: bool = _setting(
+        True,
+        "When a client disconnects before its answer is complete, cancel the upstream call "
+        "and record the request as cancelled (billed for what was estimated to be used); "
+        "false lets the upstream call run to completion and bills it in full.",
+        "COSTWARDEN_CANCEL_ON_DISCONNECT",
+    )
     key_refresh_seconds: float = _setting(
         0.5,
         "How often the in-memory key cache polls storage for created or revoked keys.",
@@ -288,6 +301,8 @@ def _build(
         raise _invalid(ctx, env, server, "server", "port", "must be between 1 and 65535")
     if server.max_body_bytes <= 0:
         raise _invalid(ctx, env, server, "server", "max_body_bytes", "must be positive")
+    if server.max_response_bytes <= 0:
+        raise _invalid(ctx, env, server, "server", "max_response_bytes", "must be positive")
     if server.key_refresh_seconds <= 0:
         raise _invalid(ctx, env, server, "server", "key_refresh_seconds", "must be positive")
     if storage.flush_interval_ms <= 0:
@@ -327,13 +342,23 @@ def _apply_env(obj: Any, env: Mapping[str, str], ctx: _Ctx) -> None:
         var = f.metadata.get("env")
         if not var or var not in env:
             continue
-        raw = env[var]
-        want = type(f.default)
-        try:
-            value: Any = want(raw) if want in (int, float) else raw
-        except ValueError:
-            raise ConfigError(f"environment {var}: expected {want.__name__}, got {raw!r}") from None
-        setattr(obj, f.name, value)
+        setattr(obj, f.name, _env_value(var, env[var], type(f.default)))
+
+
+_BOOLEANS = {"true": True, "1": True, "yes": True, "on": True}
+_BOOLEANS.update({"false": False, "0": False, "no": False, "off": False})
+
+
+def _env_value(var: str, raw: str, want: type[Any]) -> Any:
+    if want is bool:
+        flag = _BOOLEANS.get(raw.strip().lower())
+        if flag is None:
+            raise ConfigError(f"environment {var}: expected true or false, got {raw!r}")
+        return flag
+    try:
+        return want(raw) if want in (int, float) else raw
+    except ValueError:
+        raise ConfigError(f"environment {var}: expected {want.__name__}, got {raw!r}") from None
 
 
 def _check_budgets(b: BudgetSettings, ctx: _Ctx, env: Mapping[str, str]) -> None:

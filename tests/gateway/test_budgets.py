@@ -17,8 +17,10 @@ import aiohttp
 
 from costwarden.mock import MockServer
 from costwarden.storage.usage import ledger_rows
-from tests.helpers import PRICEY, T0, FakeClock, live_gateway, set_limits
+from tests.helpers import PRICEY, T0, FakeClock, configure_mock, live_gateway, set_limits
 from tests.helpers import chat as _chat
+
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
 
 async def _mock(mock: MockServer, path: str = "/_mock/stats", **fields: object) -> Any:
@@ -148,3 +150,52 @@ async def test_limits_on_user_tag_and_key_scopes(
         assert (await _chat(gw))[0] == 200  # the key's fifth admitted request today
         status, body, _ = await _chat(gw)
         assert body["error"]["scope"] == "key"
+
+
+async def test_n_choices_cannot_overspend_a_hard_budget(
+    mock: MockServer, database_url: str, tmp_path: Path
+) -> None:
+    """Providers bill every choice: the bound is n x max_tokens, and the clamp is per choice."""
+    await configure_mock(mock, output_tokens=1000)
+    async with live_gateway(mock, database_url, tmp_path, clock=FakeClock(T0)) as gw:
+        await set_limits(gw, daily_usd="0.001")
+        # 128 x 100 tokens at $0.60/M would be $0.00768: not even 16 tokens a choice fit.
+        status, body, _ = await _chat(gw, {**CHAT, "n": 128, "max_tokens": 100})
+        assert status == 402 and body["error"]["code"] == "budget_exceeded", body
+        clamps: list[int] = []
+        for _ in range(10):
+            status, body, headers = await _chat(gw, {**CHAT, "n": 8, "max_tokens": 1000})
+            if status != 200:
+                break
+            assert len(body["choices"]) == 8
+            clamps.append(int(headers["x-costwarden-max-tokens-clamped"]))
+        assert status == 402 and clamps and all(c < 1000 for c in clamps), (status, clamps)
+        await gw.app.ledger.flush()
+        rows = await asyncio.to_thread(ledger_rows, gw.app.engine)
+        spent = sum((r.cost_usd for r in rows), Decimal(0))
+        assert Decimal("0.0009") < spent <= Decimal("0.001"), spent
+        assert max(r.output_tokens for r in rows) >= 8 * clamps[0] - 8
+
+
+async def test_every_tag_counts_up_to_the_documented_limit(
+    mock: MockServer, database_url: str, tmp_path: Path
+) -> None:
+    """Ten tags in a 259-character header: the tenth's budget holds (it was once cut off)."""
+    tags = [f"tag{i}=value-{i:02d}-{'x' * 12}" for i in range(10)]
+    header = ",".join(tags)
+    assert len(header) > 200
+    async with live_gateway(mock, database_url, tmp_path) as gw:
+        await set_limits(gw, "tag", tags[-1], daily_requests=1)
+        assert (await _chat(gw, **{"x-costwarden-tags": header}))[0] == 200
+        status, body, _ = await _chat(gw, **{"x-costwarden-tags": header})
+        assert status == 402 and body["error"]["scope_id"] == tags[-1], body
+        # Past the documented limits the header is refused whole, naming the limit.
+        too_many = ",".join(f"t{i}=v" for i in range(21))
+        status, body, _ = await _chat(gw, **{"x-costwarden-tags": too_many})
+        assert status == 400 and "at most 20 tags" in body["error"]["message"]
+        status, body, _ = await _chat(gw, **{"x-costwarden-tags": "team=" + "y" * 201})
+        assert status == 400 and "200 characters" in body["error"]["message"]
+        status, body, _ = await _chat(gw, **{"x-costwarden-session": "s" * 201})
+        assert status == 400 and body["error"]["param"] == "x-costwarden-session"
+        calls = (await _mock(mock))["requests"]
+        assert calls == 1  # refused requests never reached the provider

@@ -7,12 +7,10 @@ succeed and no captured log line may contain a provider credential or a virtual 
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import anthropic
 import openai
 import orjson
@@ -21,7 +19,24 @@ import pytest
 from costwarden.mock import MockServer
 from costwarden.storage import repo
 from costwarden.storage.usage import ledger_rows
-from tests.helpers import ANTHROPIC_SECRET, OPENAI_SECRET, LiveGateway, live_gateway
+from tests.helpers import (
+    ANTHROPIC_SECRET,
+    OPENAI_SECRET,
+    LiveGateway,
+    live_gateway,
+    mock_stats,
+)
+from tests.helpers import anthropic_error as _anthropic_error
+from tests.helpers import configure_mock as _mock
+from tests.helpers import openai_error as _openai_error
+from tests.helpers import post_json as _post
+
+
+async def _upstream_calls(mock: MockServer) -> int:
+    calls: int = (await mock_stats(mock))["requests"]
+    return calls
+
+
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 MESSAGES = {
@@ -29,53 +44,6 @@ MESSAGES = {
     "max_tokens": 50,
     "messages": [{"role": "user", "content": "hi"}],
 }
-
-
-async def _post(
-    gw: LiveGateway,
-    path: str,
-    body: bytes | dict[str, Any],
-    key: str | None = "default",
-    extra: dict[str, str] | None = None,
-) -> tuple[int, dict[str, Any], dict[str, str]]:
-    headers = {"content-type": "application/json", **(extra or {})}
-    if key == "default":
-        key = gw.key
-    if key is not None:
-        headers["authorization"] = f"Bearer {key}"
-    raw_body = body if isinstance(body, bytes) else orjson.dumps(body)
-    data: Any = io.BytesIO(raw_body) if len(raw_body) > 1_000_000 else raw_body
-    async with aiohttp.ClientSession() as http:
-        async with http.post(gw.base_url + path, data=data, headers=headers) as r:
-            raw = await r.read()
-            return r.status, orjson.loads(raw), {k.lower(): v for k, v in r.headers.items()}
-
-
-def _openai_error(body: dict[str, Any]) -> dict[str, Any]:
-    assert set(body) == {"error"}, body
-    error: dict[str, Any] = body["error"]
-    assert isinstance(error["message"], str) and error["message"]
-    return error
-
-
-def _anthropic_error(body: dict[str, Any]) -> dict[str, Any]:
-    assert body["type"] == "error", body
-    error: dict[str, Any] = body["error"]
-    assert isinstance(error["message"], str) and error["message"]
-    return error
-
-
-async def _mock(mock: MockServer, **fields: object) -> None:
-    async with aiohttp.ClientSession() as http:
-        async with http.post(mock.base_url + "/_mock/config", json=fields) as r:
-            assert r.status == 200
-
-
-async def _upstream_calls(mock: MockServer) -> int:
-    async with aiohttp.ClientSession() as http:
-        async with http.get(mock.base_url + "/_mock/stats") as r:
-            calls: int = (await r.json())["requests"]
-            return calls
 
 
 @pytest.fixture
@@ -140,6 +108,23 @@ async def test_unknown_model_gets_404_listing_models(gw: LiveGateway) -> None:
     assert error["available"] == ["claude-haiku-4-5", "gpt-4o-mini", "text-embedding-3-small"]
     status, data, _ = await _post(gw, "/v1/messages", {**MESSAGES, "model": "claude-9"})
     assert status == 404 and _anthropic_error(data)["type"] == "model_not_found"
+
+
+@pytest.mark.parametrize(
+    ("path", "body"), [("/v1/chat/completions", CHAT), ("/v1/messages", MESSAGES)]
+)
+async def test_max_tokens_beyond_every_context_window_is_the_clients_400(
+    gw: LiveGateway, path: str, body: dict[str, Any]
+) -> None:
+    """Not a 503 (which the SDKs retry): no candidate could ever take the request."""
+    before = await _upstream_calls(gw.mock)
+    status, data, _ = await _post(gw, path, {**body, "max_tokens": 10_000_000})
+    error = _openai_error(data) if path.endswith("completions") else _anthropic_error(data)
+    assert status == 400 and error["type"] == "invalid_request_error", data
+    assert "context window" in error["message"] and "10000000" in error["message"]
+    if path.endswith("completions"):
+        assert error["code"] == "context_length_exceeded" and error["param"] == "max_tokens"
+    assert await _upstream_calls(gw.mock) == before
 
 
 @pytest.mark.parametrize("key", [None, "cw-unknown-key-000000000000", "Bearer-garbage"])

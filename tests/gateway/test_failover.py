@@ -25,6 +25,8 @@ from costwarden.pricing import TokenUsage
 from costwarden.settings import load_settings
 from costwarden.storage.usage import ledger_rows
 from tests.helpers import FakeClock, LiveGateway, gateway_toml, live_gateway, set_limits
+from tests.helpers import configure_mock as _mock
+from tests.helpers import mock_stats as _stats
 
 ROUTES = """
 [resilience]
@@ -106,17 +108,6 @@ async def gw(mock: MockServer, tmp_path: Path, clock: FakeClock) -> AsyncIterato
         yield gateway
 
 
-async def _mock(mock: MockServer, **fields: object) -> None:
-    async with aiohttp.ClientSession() as http:
-        async with http.post(mock.base_url + "/_mock/config", json=fields) as r:
-            assert r.status == 200, await r.text()
-
-
-async def _stats(mock: MockServer) -> dict[str, Any]:
-    async with aiohttp.ClientSession() as http:
-        async with http.get(mock.base_url + "/_mock/stats") as r:
-            stats: dict[str, Any] = await r.json()
-            return stats
 
 
 @pytest.fixture

@@ -8,6 +8,15 @@ full jitter; a timeout goes straight to the next candidate (waiting as long agai
 helps). A 4xx the client caused is the client's answer and ends the walk. Everything happens
 before the first byte reaches the client, so nothing is ever retried mid-stream.
 
+A request no candidate could ever take -- one whose prompt and ``max_tokens`` exceed every
+candidate's context window, or that none can translate -- is the client's error (400), not an
+outage: a 503 would be retried by the SDKs to no end.
+
+The body sent upstream is always serialized from the parsed request: the upstream reads
+exactly what the gateway routed, bounded and billed. Forwarding the client's bytes would
+let a body with a key twice (``"model"`` for one model, then for another) be billed as the
+last key while a provider that reads the first serves the other.
+
 Every outcome is reported to the deployment's breaker (which decides what counts as a
 failure). The budget reservation is made for the candidate actually called: when a fallback
 has other prices, the reservation is given back and made again for it, so the bound stays
@@ -30,6 +39,7 @@ import orjson
 from costwarden.budgets.enforcer import Reservation
 from costwarden.errors import (
     BudgetExceeded,
+    ContextTooLong,
     GatewayError,
     RateLimited,
     UpstreamError,
@@ -65,6 +75,9 @@ class Call:
     stream: bool
     headers: dict[bytes, bytes]
     record: LedgerRecord
+    # The budget reservation while the failover holds it; handed over in the Attempt.
+    reservation: Reservation | None = None
+    deployment: Deployment | None = None  # the candidate last called upstream
 
 
 @dataclasses.dataclass(slots=True)
@@ -90,11 +103,6 @@ class Exhausted(Exception):
         self.attempted = attempted
         self.last = last
         self.refusal = refusal  # a budget refusal met on a fallback, if that was all there was
-
-
-@dataclasses.dataclass(slots=True)
-class _Held:
-    reservation: Reservation | None = None
 
 
 Reserve = Callable[[Call, Deployment], Awaitable[Reservation | None]]
@@ -126,36 +134,43 @@ class Failover:
 
     async def open(self, call: Call, route: Route) -> Attempt:
         """The first candidate's answer, or Exhausted when none answered. A reservation made
-        on the way is handed over in the Attempt or given back, whatever happens."""
-        held = _Held()
+        on the way is handed over in the Attempt, or given back when the walk fails. When the
+        walk is cancelled (the client went away) it stays in ``call.reservation`` with
+        ``call.deployment``: the caller settles it for what the call may have used."""
         try:
-            attempt = await self._walk(call, route, held)
-        except BaseException:
-            if held.reservation is not None:
-                await self._release(held.reservation)
+            return await self._walk(call, route)
+        except Exception:
+            if call.reservation is not None:
+                reservation, call.reservation = call.reservation, None
+                await self._release(reservation)
             raise
-        return attempt
 
-    async def _walk(self, call: Call, route: Route, held: _Held) -> Attempt:
+    async def _walk(self, call: Call, route: Route) -> Attempt:
         reasons: list[str] = []
         last: GatewayError | None = None
         refusal: GatewayError | None = None
         untranslatable: GatewayError | None = None
         attempted = 0
+        never = 0  # candidates that can never take this request
+        windows: list[int] = []  # the context windows it does not fit
         reserved_for: Deployment | None = None
         first_reservation = True
         breakers = self.breakers
         for dep in route.candidates:
             if call.endpoint == "embeddings" and dep.adapter.wire != "openai":
+                never += 1
                 reasons.append(f"{dep.id}: has no embeddings endpoint")
                 continue
             if not fits(dep, call):
+                never += 1
+                windows.append(dep.context_window or 0)
                 reasons.append(f"{dep.id}: the request does not fit its context window")
                 continue
             translated = dep.adapter.wire != call.wire
             try:  # before admit: a half-open breaker's probe must not go to waste
                 converted = self._translate(call, dep) if translated else None
             except translate.TranslationError as exc:
+                never += 1
                 untranslatable = untranslatable or exc
                 reasons.append(f"{dep.id}: cannot take this request ({exc.message})")
                 continue
@@ -165,11 +180,11 @@ class Failover:
                 continue
             # Reserve before a probe is taken: a budget refusal must not hold the probe slot.
             if reserved_for is None or not _same_price(reserved_for, dep):
-                if held.reservation is not None:
-                    reservation, held.reservation = held.reservation, None
+                if call.reservation is not None:
+                    reservation, call.reservation = call.reservation, None
                     await self._release(reservation)
                 try:
-                    held.reservation = await self._reserve(call, dep)
+                    call.reservation = await self._reserve(call, dep)
                 except (BudgetExceeded, RateLimited) as exc:
                     if first_reservation:
                         raise  # the client's own budget decides, as without fallbacks
@@ -185,21 +200,24 @@ class Failover:
                 continue
             call.record.provider = dep.adapter.name
             call.record.served_model = dep.model
-            body = self._upstream_body(call, dep, held.reservation, converted)
+            call.deployment = dep
+            body = self._upstream_body(call, dep, call.reservation, converted)
             outcome, tries = await self._try(
-                call, route, dep, body, held.reservation, converted is not None
+                call, route, dep, body, call.reservation, converted is not None
             )
             attempted += tries
             if isinstance(outcome, Attempt):
                 outcome.tries = attempted
-                held.reservation = None  # handed over
                 return outcome
             last = outcome
             reasons.append(f"{dep.id}: {outcome.message}")
             if outcome.status < 500 and outcome.status != 429:
                 raise outcome  # the client's own error: every candidate would agree
-        if not attempted and untranslatable is not None:
-            raise untranslatable  # a 400: the request itself is what no candidate can take
+        if never == len(route.candidates):  # a 400: the request itself is what none can take
+            if windows:
+                raise _too_long(call, route, max(windows))
+            if untranslatable is not None:
+                raise untranslatable
         raise Exhausted(reasons, bool(attempted), last, refusal)
 
     async def _try(
@@ -279,19 +297,35 @@ class Failover:
         reservation: Reservation | None,
         converted: dict[str, Any] | None,
     ) -> bytes:
-        """The request as ``dep`` takes it: translated, usage asked for, capped, renamed."""
-        changed = converted is not None
+        """The request as ``dep`` takes it: translated, usage asked for, capped, renamed --
+        and always serialized from what was parsed (see the module docstring)."""
         payload = converted if converted is not None else dict(call.payload)
         endpoint = _upstream_endpoint(call.endpoint, dep.adapter.wire)
-        if dep.adapter.prepare(endpoint, payload, call.stream):
-            changed = True
+        dep.adapter.prepare(endpoint, payload, call.stream)
         if reservation is not None and reservation.out_tokens is not None:
             cap_output(endpoint, payload, reservation.out_tokens)
-            changed = True
-        if payload.get("model") != dep.model:
-            payload["model"] = dep.model
-            changed = True
-        return orjson.dumps(payload) if changed else call.body
+        payload["model"] = dep.model
+        return orjson.dumps(payload)
+
+
+def _output_cap(payload: dict[str, Any]) -> int:
+    wanted = payload.get("max_completion_tokens") or payload.get("max_tokens") or 0
+    return wanted if isinstance(wanted, int) else 0
+
+
+def _prompt_estimate(payload: dict[str, Any]) -> int:
+    return estimate_tokens([payload.get("messages"), payload.get("system"), payload.get("tools")])
+
+
+def _too_long(call: Call, route: Route, largest: int) -> ContextTooLong:
+    out = _output_cap(call.payload)
+    prompt = _prompt_estimate(call.payload)
+    return ContextTooLong(
+        f"the request needs about {prompt + out} tokens (a prompt of about {prompt} plus "
+        f"max_tokens {out}), more than the context window of any deployment of "
+        f"{route.model!r} (largest: {largest} tokens); lower max_tokens or shorten the prompt",
+        param="max_tokens" if out else "messages",
+    )
 
 
 def fits(dep: Deployment, call: Call) -> bool:
@@ -304,12 +338,10 @@ def fits(dep: Deployment, call: Call) -> bool:
     if window is None:
         return True
     payload = call.payload
-    wanted = payload.get("max_completion_tokens") or payload.get("max_tokens") or 0
-    out = wanted if isinstance(wanted, int) else 0
+    out = _output_cap(payload)
     if len(call.body) + out <= window:
         return True
-    prompt = estimate_tokens([payload.get("messages"), payload.get("system"), payload.get("tools")])
-    return prompt + out <= window
+    return _prompt_estimate(payload) + out <= window
 
 
 def cap_output(endpoint: str, payload: dict[str, Any], tokens: int) -> None:

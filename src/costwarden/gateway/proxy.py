@@ -5,9 +5,14 @@ the route's chain (gateway.failover): breaker, rate limits and budget reservatio
 here: 402/429, nothing reaches the provider), upstream call with retries -> relay (streamed
 or not, translated when the candidate speaks the other wire format) while metering -> price
 -> settle the reservation -> ledger row -> response; the degraded template or a 503 when no
-candidate answered. The ledger
-row is handed to the writer *before* the last byte reaches the client, so a response the
-client received always has its row (in durable mode the row is committed by then).
+candidate answered.
+
+The ledger row is handed to the writer *before* the last byte reaches the client -- for a
+stream, before its terminal event -- so a response the client received always has its row
+(in durable mode the row is committed by then). Everything relayed from an upstream is
+scrubbed of credentials first (gateway.scrub). A client that disconnects before its answer
+is complete cancels the upstream call (``server.cancel_on_disconnect``) and is billed for
+what the call was estimated to use, marked as estimated.
 """
 
 from __future__ import annotations
@@ -37,12 +42,15 @@ from costwarden.gateway.asgi import JSON, Receive, Scope, Send, read_body, send_
 from costwarden.gateway.auth import KeyCache, key_from_headers
 from costwarden.gateway.errors import error_body
 from costwarden.gateway.failover import Attempt, Breakers, Call, Exhausted, Failover
+from costwarden.gateway.scrub import Scrubber
+from costwarden.gateway.sse import EventSplitter, EventTooLarge
+from costwarden.gateway.streaming import Disconnect, Translator, pump, stop
 from costwarden.gateway.switches import SwitchBoard
-from costwarden.gateway.upstream import Response, UpstreamClient
+from costwarden.gateway.upstream import Response, ResponseTooLarge, UpstreamClient
 from costwarden.gateway.validate import principal_fields, validate_payload
 from costwarden.pricing import TokenUsage
 from costwarden.providers import translate
-from costwarden.providers.base import Deployment, StreamMeter, estimate_tokens
+from costwarden.providers.base import Deployment, estimate_tokens
 from costwarden.routing.chains import Route
 from costwarden.settings_upstreams import ResilienceSettings
 from costwarden.storage.ledger import LedgerWriter
@@ -57,28 +65,6 @@ ENDPOINTS: dict[str, tuple[str, str]] = {
     "/v1/messages": ("messages", "anthropic"),
 }
 _SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
-_Translator = translate.AnthropicToOpenAIStream | translate.OpenAIToAnthropicStream
-
-
-class _Disconnect:
-    """Watches ``receive`` for the client going away and cancels the relay when it does."""
-
-    def __init__(self, receive: Receive) -> None:
-        self.happened = False
-        self.done = False
-        self._relay = asyncio.current_task()
-        self._task = asyncio.create_task(self._watch(receive))
-
-    async def _watch(self, receive: Receive) -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
-        if not self.done and self._relay is not None:
-            self.happened = True
-            self._relay.cancel()
-
-    def stop(self) -> None:
-        self.done = True
-        self._task.cancel()
 
 
 class Proxy:
@@ -94,6 +80,9 @@ class Proxy:
         resilience: ResilienceSettings,
         max_body_bytes: int,
         durable: bool,
+        secrets: list[str],
+        max_response_bytes: int = 64 * 1024 * 1024,
+        cancel_on_disconnect: bool = True,
         clock: Callable[[], float] = time,
     ) -> None:
         self.routes = routes
@@ -105,7 +94,10 @@ class Proxy:
         self.resilience = resilience
         self.clock = clock
         self.max_body_bytes = max_body_bytes
+        self.max_response_bytes = max_response_bytes
+        self.cancel_on_disconnect = cancel_on_disconnect
         self.durable = durable
+        self.scrub = Scrubber(secrets)
         self.client: UpstreamClient | None = None
         self._failover: Failover | None = None
 
@@ -115,7 +107,7 @@ class Proxy:
         return self._failover
 
     async def start(self) -> None:
-        self.client = UpstreamClient()
+        self.client = UpstreamClient(max_response_bytes=self.max_response_bytes)
         self._failover = Failover(
             self.client,
             self.breakers,
@@ -139,7 +131,8 @@ class Proxy:
         request_id = new_request_id()
         headers: dict[bytes, bytes] = dict(scope["headers"])
         record: LedgerRecord | None = None
-        reservation: Reservation | None = None
+        call: Call | None = None
+        watcher: Disconnect | None = None
         try:
             record = self._authenticate(headers, request_id, endpoint)
             body = await read_body(receive, headers, self.max_body_bytes)
@@ -156,17 +149,20 @@ class Proxy:
                 raise off
             route = self._route(model)
             call = Call(endpoint, wire, payload, body, stream, headers, record)
+            if self.cancel_on_disconnect:
+                watcher = Disconnect(receive)
             try:
                 attempt = await self.failover.open(call, route)
             except Exhausted as exhausted:
+                stop(watcher)
                 await self._exhausted(send, call, route, exhausted, t0)
                 return
-            reservation = attempt.reservation
             if stream:
-                await self._relay_stream(send, receive, call, attempt, t0)
+                await self._relay_stream(send, watcher, call, attempt, t0)
             else:
-                await self._relay_unary(send, call, attempt, t0)
+                await self._relay_unary(send, watcher, call, attempt, t0)
         except GatewayError as exc:
+            stop(watcher)
             if isinstance(exc, _Refused):
                 record = exc.record
             if record is not None:
@@ -174,17 +170,30 @@ class Proxy:
                 record.error = exc.message[:500]
                 record.latency_ms = (perf_counter() - t0) * 1000
                 record.overhead_ms = record.latency_ms
-                await self._commit(record, reservation)
+                await self._commit(record, call.reservation if call else None)
             await self._send_error(send, wire, exc, request_id)
+        except asyncio.CancelledError:
+            if watcher is None or not watcher.happened or call is None:
+                if call is not None and call.reservation is not None:
+                    # Shutting down mid-request: the reservation is not the client's to keep.
+                    await asyncio.shield(self.enforcer.release(call.reservation))
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            await self._cancelled(call, t0)
         except Exception:
+            stop(watcher)
             # A bug must still give the client a well-formed error and keep the usage row.
             logger.exception("%s: internal error", request_id)
             if record is not None:
                 record.status = "gateway_error"
                 record.http_status = 500
                 record.latency_ms = (perf_counter() - t0) * 1000
-                await self._commit(record, reservation)
+                await self._commit(record, call.reservation if call else None)
             await self._send_error(send, wire, GatewayError("internal gateway error"), request_id)
+        finally:
+            stop(watcher)
 
     # ------------------------------------------------------------------ stages
 
@@ -257,6 +266,27 @@ class Proxy:
     async def _release(self, reservation: Reservation) -> None:
         await self.enforcer.release(reservation)
 
+    async def _cancelled(self, call: Call, t0: float) -> None:
+        """The client went away before its answer was sent: the upstream call, if one was
+        made, was aborted, and is billed for its prompt (estimated: a provider bills what it
+        processed). Without an upstream call nothing was admitted or spent."""
+        record = call.record
+        record.http_status = 499
+        record.latency_ms = record.overhead_ms = (perf_counter() - t0) * 1000
+        deployment = call.deployment
+        if deployment is None:
+            record.status = "client_error"
+            record.error = "client disconnected before the request was sent upstream"
+            if call.reservation is not None:
+                await self.enforcer.release(call.reservation)
+            await self._commit(record, None)
+            return
+        record.status = "cancelled"
+        record.error = "client disconnected before the answer was complete"
+        prompt = estimate_tokens([call.payload.get(k) for k in _PROMPT_FIELDS])
+        _bill(record, deployment, TokenUsage(input_tokens=prompt), estimated=True)
+        await self._commit(record, call.reservation)
+
     async def _exhausted(
         self, send: Send, call: Call, route: Route, exhausted: Exhausted, t0: float
     ) -> None:
@@ -308,24 +338,29 @@ class Proxy:
             raw = b""
         finally:
             resp.release()
-        message = _scrub(_upstream_message(raw), deployment.adapter.secrets())
+        raw = self.scrub(raw)
+        message = _upstream_message(raw)
         if resp.status in (401, 403):
             # The client's key was fine; ours was not. The provider's text may quote it.
             return UpstreamError(
                 f"upstream {name} rejected the gateway's credentials (status {resp.status})"
             )
         if resp.status < 500:
-            # Relayed as it came, unless it came in the other wire format.
+            # Relayed as it came (scrubbed), unless it came in the other wire format.
             raw = b"" if translated else raw
             return _PassThrough(resp.status, message, raw, resp.headers.get("retry-after"))
         return UpstreamError(f"upstream {name} returned {resp.status}: {message}")
 
-    async def _relay_unary(self, send: Send, call: Call, attempt: Attempt, t0: float) -> None:
+    async def _relay_unary(
+        self, send: Send, watcher: Disconnect | None, call: Call, attempt: Attempt, t0: float
+    ) -> None:
         record = call.record
         deployment = attempt.deployment
         resp = attempt.response
         try:
             raw = await resp.read()
+        except ResponseTooLarge:
+            raise self._too_large(record, deployment) from None
         except TimeoutError:
             record.status = "upstream_error"
             self.breakers.failure(deployment.id, "timeout")
@@ -341,6 +376,7 @@ class Proxy:
             ) from None
         finally:
             resp.release()
+        stop(watcher)  # the answer is in: nothing left to cancel
         upstream_ms = (perf_counter() - attempt.upstream_started) * 1000
         try:
             obj = orjson.loads(raw)
@@ -356,12 +392,13 @@ class Proxy:
             else:
                 obj = translate.openai_to_anthropic_response(obj, model=deployment.model)
             raw = orjson.dumps(obj)
+        raw = self.scrub(raw)
         _bill(record, deployment, usage, estimated=False)
         record.status = "success"
         record.http_status = 200
         record.latency_ms = (perf_counter() - t0) * 1000
         record.overhead_ms = max(0.0, record.latency_ms - upstream_ms)
-        reservation = attempt.reservation
+        reservation = call.reservation
         await self._commit(record, reservation)
         out_headers = _usage_headers(record)
         if attempt.tries > 1:
@@ -371,18 +408,20 @@ class Proxy:
         await send_bytes(send, 200, raw, out_headers)
 
     async def _relay_stream(
-        self, send: Send, receive: Receive, call: Call, attempt: Attempt, t0: float
+        self, send: Send, watcher: Disconnect | None, call: Call, attempt: Attempt, t0: float
     ) -> None:
         record = call.record
         deployment = attempt.deployment
         resp = attempt.response
-        reservation = attempt.reservation
+        reservation = call.reservation
+        if not resp.headers.get("content-type", "").lower().startswith("text/event-stream"):
+            raise await self._not_a_stream(call, attempt)
         wants_usage = _wants_usage(call.payload)
         # A translator needs the usage chunk to end the other format's stream properly.
         meter = deployment.adapter.stream_meter(
             client_wants_usage=wants_usage or attempt.translated
         )
-        translator: _Translator | None = None
+        translator: Translator | None = None
         if attempt.translated:
             translator = (
                 translate.AnthropicToOpenAIStream(model=deployment.model, include_usage=wants_usage)
@@ -397,15 +436,17 @@ class Proxy:
             start_headers.append((b"x-costwarden-attempts", str(attempt.tries).encode()))
         if reservation is not None:
             start_headers.extend(reservation.headers())
-        watcher = _Disconnect(receive)
+        splitter = EventSplitter(self.max_response_bytes)
         tail = b""
         try:
             await send({"type": "http.response.start", "status": 200, "headers": start_headers})
-            tail = await self._pump(resp, meter, translator, send, record, t0)
+            tail = await pump(
+                resp, splitter, meter, translator, self.scrub, send, call.wire, record, t0
+            )
             record.status = "success"
             record.http_status = 200
         except asyncio.CancelledError:
-            if not watcher.happened:
+            if watcher is None or not watcher.happened:
                 raise
             task = asyncio.current_task()
             if task is not None:
@@ -413,10 +454,12 @@ class Proxy:
             record.status = "cancelled"
             record.http_status = 499
             record.error = "client disconnected mid-stream"
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError, EventTooLarge) as exc:
             record.status = "upstream_error"
             record.http_status = 502
             record.error = f"upstream stream broke ({type(exc).__name__})"
+            if isinstance(exc, ResponseTooLarge | EventTooLarge):
+                record.error = f"upstream stream broke ({exc})"
             self.breakers.failure(deployment.id, record.error)
             tail = _stream_error_event(call.wire, record.error)
         except Exception:
@@ -426,49 +469,51 @@ class Proxy:
             record.error = "internal gateway error while relaying the stream"
             tail = _stream_error_event(call.wire, record.error)
         finally:
-            watcher.stop()
+            stop(watcher)
             resp.close()  # aborts the upstream call if it is still generating
         usage = meter.usage if meter.finished else None
         if usage is None:
-            payload = call.payload
-            prompt = estimate_tokens([payload.get("messages"), payload.get("system")])
+            prompt = estimate_tokens([call.payload.get(k) for k in _PROMPT_FIELDS])
             _bill(record, deployment, meter.estimated_usage(prompt), estimated=True)
         else:
             _bill(record, deployment, usage, estimated=False)
         record.latency_ms = (perf_counter() - t0) * 1000
         record.overhead_ms = max(0.0, overhead_ms)
+        # Committed before the terminal event (held back in ``tail``) goes out.
         await self._commit(record, reservation)
         if record.status != "cancelled":
             await send({"type": "http.response.body", "body": tail, "more_body": False})
 
-    async def _pump(
-        self,
-        resp: Response,
-        meter: StreamMeter,
-        translator: _Translator | None,
-        send: Send,
-        record: LedgerRecord,
-        t0: float,
-    ) -> bytes:
-        """Relay whole events as they arrive; returns any unterminated trailing bytes."""
-        buffer = b""
-        async for chunk in resp.chunks():
-            buffer += chunk
-            cut = buffer.rfind(b"\n\n")
-            if cut < 0:
-                continue
-            out = meter.feed(buffer[: cut + 2])
-            buffer = buffer[cut + 2 :]
-            if translator is not None and out:
-                out = translator.feed(out)
-            if out:
-                if record.ttft_ms is None and meter.content_events:
-                    record.ttft_ms = (perf_counter() - t0) * 1000
-                await send({"type": "http.response.body", "body": out, "more_body": True})
-        tail = meter.feed(buffer + b"\n\n") if buffer.strip() else b""
-        if translator is not None and tail:
-            tail = translator.feed(tail)
-        return tail
+    async def _not_a_stream(self, call: Call, attempt: Attempt) -> GatewayError:
+        """A streaming request answered with something other than an event stream: an
+        upstream fault. Billed for the usage the body reports, if it is a whole answer."""
+        record = call.record
+        deployment = attempt.deployment
+        resp = attempt.response
+        kind = resp.headers.get("content-type") or "no content-type"
+        try:
+            raw = await resp.read()
+        except (OSError, TimeoutError):
+            raw = b""
+        finally:
+            resp.release()
+        record.status = "upstream_error"
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            obj = None
+        if isinstance(obj, dict) and isinstance(obj.get("usage"), dict):
+            usage = deployment.adapter.usage_from_body(call.endpoint, obj)
+            _bill(record, deployment, usage, estimated=False)
+        reason = f"answered a streaming request with {kind[:80]!r}, not an event stream"
+        self.breakers.failure(deployment.id, reason)
+        return UpstreamError(f"upstream {deployment.adapter.name} {reason}")
+
+    def _too_large(self, record: LedgerRecord, deployment: Deployment) -> UpstreamError:
+        record.status = "upstream_error"
+        reason = f"sent a response larger than the limit of {self.max_response_bytes} bytes"
+        self.breakers.failure(deployment.id, reason)
+        return UpstreamError(f"upstream {deployment.adapter.name} {reason}")
 
     # ------------------------------------------------------------------ finishing
 
@@ -515,10 +560,13 @@ class _Refused(GatewayError):
 
 
 class _PassThrough(GatewayError):
-    """An upstream 4xx (other than auth) is the client's own error: relay it as it came."""
+    """An upstream 4xx (other than auth) is the client's own error: relay it as it came
+    (scrubbed); of its headers only a numeric Retry-After is passed on."""
 
     def __init__(self, status: int, message: str, raw: bytes, retry_after: str | None) -> None:
-        super().__init__(message, headers={"retry-after": retry_after} if retry_after else None)
+        wait = retry_after.strip() if retry_after else ""
+        retry = {"retry-after": wait} if wait.isdigit() and len(wait) < 10 else None
+        super().__init__(message, headers=retry)
         self.status = status
         self.type = "invalid_request_error" if status != 429 else "rate_limit_exceeded"
         self.raw = raw
@@ -556,6 +604,10 @@ def _usage_headers(record: LedgerRecord) -> list[tuple[bytes, bytes]]:
     ]
 
 
+# Request fields a prompt estimate reads (a stream cut short, a cancelled call).
+_PROMPT_FIELDS = ("messages", "system", "input")
+
+
 def _wants_usage(payload: dict[str, Any]) -> bool:
     options = payload.get("stream_options")
     return isinstance(options, dict) and options.get("include_usage") is True
@@ -570,13 +622,6 @@ def _upstream_message(raw: bytes) -> str:
     if isinstance(error, dict) and isinstance(error.get("message"), str):
         return str(error["message"])[:500]
     return raw[:200].decode("utf-8", "replace")
-
-
-def _scrub(text: str, secrets_: list[str]) -> str:
-    for secret in secrets_:
-        if secret:
-            text = text.replace(secret, "[redacted]")
-    return text
 
 
 def _stream_error_event(wire: str, message: str) -> bytes:

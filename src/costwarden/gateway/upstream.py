@@ -12,6 +12,9 @@ A provider call needs little of what those clients offer, so this one does only 
   server closes;
 - streamed bodies with flow control (reading pauses while ``_HIGH_WATER`` bytes wait);
 - a connect timeout and one deadline for the whole exchange, body or stream included;
+- a cap on the body bytes received and not yet read (``max_response_bytes``): a body read
+  whole cannot pass it, a streamed one is held to it by flow control; past it the
+  connection is cut and the read raises :class:`ResponseTooLarge`;
 - one retry when a *reused* connection turns out closed before the server answered a single
   byte: the server dropped an idle connection as the request went out, so it never saw it.
 
@@ -37,6 +40,10 @@ import httptools
 logger = logging.getLogger(__name__)
 
 _HIGH_WATER = 256 * 1024  # streamed body bytes waiting for the reader before reading pauses
+
+
+class ResponseTooLarge(ConnectionError):
+    """The upstream sent more body than ``max_response_bytes`` before it was read."""
 _LARGE_BODY = 64 * 1024  # above this, head and body are written without joining them
 
 
@@ -158,6 +165,7 @@ class Response:
         origin: Origin,
         deadline: float,
         first_byte_deadline: float | None = None,
+        limit: int = 1 << 62,
     ):
         self.status = 0
         self.headers: dict[str, str] = {}
@@ -170,6 +178,7 @@ class Response:
         self._origin = origin
         self._chunks: collections.deque[bytes] = collections.deque()
         self._buffered = 0
+        self._limit = limit
         self._streaming = False
         self._paused = False
         self._error: BaseException | None = None
@@ -195,6 +204,11 @@ class Response:
     def feed(self, data: bytes) -> None:
         self._chunks.append(data)
         self._buffered += len(data)
+        if self._buffered > self._limit:
+            self._chunks.clear()
+            self.fail(ResponseTooLarge(f"upstream response is larger than {self._limit} bytes"))
+            self._conn.abort()
+            return
         if self._streaming and self._buffered > _HIGH_WATER and not self._paused:
             transport = self._conn.transport
             if transport is not None:
@@ -302,9 +316,11 @@ class UpstreamClient:
         max_idle: int = 512,
         idle_timeout: float = 30.0,
         tls: ssl.SSLContext | None = None,
+        max_response_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
+        self.max_response_bytes = max_response_bytes
         self._idle: dict[Origin, list[_Connection]] = {}
         self._ssl = tls  # the system's trust store unless given
         self._closed = False
@@ -340,7 +356,9 @@ class UpstreamClient:
                     min(deadline, first_byte if first_byte is not None else deadline) - loop.time()
                 )
                 conn = await self._connect(origin, min(connect_timeout, remaining))
-            response = Response(conn, self, origin, deadline, first_byte)
+            response = Response(
+                conn, self, origin, deadline, first_byte, self.max_response_bytes
+            )
             conn.response = response
             transport = conn.transport
             assert transport is not None

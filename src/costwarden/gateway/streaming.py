@@ -1,0 +1,114 @@
+"""Relaying an upstream's event stream to the client, and noticing a client that went away.
+
+:func:`pump` forwards whole events as they arrive (split by :class:`~costwarden.gateway.sse.
+EventSplitter`), metered, translated into the client's wire format when the upstream speaks
+the other one, and scrubbed of credentials. It holds back the client's terminal event
+(``data: [DONE]`` / ``event: message_stop``): the caller commits the ledger row first and
+sends it after, so a client that saw the end of its stream has its row, even in durable mode
+when the gateway is killed the moment after.
+
+:class:`Disconnect` watches ``receive`` for the client going away and cancels the task that
+relays to it, which aborts the upstream call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from time import perf_counter
+
+from costwarden.gateway.asgi import Receive, Send
+from costwarden.gateway.sse import EventSplitter
+from costwarden.gateway.upstream import Response
+from costwarden.providers import translate
+from costwarden.providers.base import StreamMeter
+from costwarden.storage.records import LedgerRecord
+
+Translator = translate.AnthropicToOpenAIStream | translate.OpenAIToAnthropicStream
+
+# The event that ends a stream, in each client wire format.
+_TERMINAL = {"openai": b"data: [DONE]", "anthropic": b"event: message_stop"}
+
+
+class Disconnect:
+    """Cancels the current task when the client disconnects, until :meth:`stop`.
+
+    Stop it before the last byte of the response is sent (after that, ``receive`` reports
+    a disconnect for a completed response too) and before anything that must not be cut
+    short, such as the ledger commit.
+    """
+
+    __slots__ = ("happened", "done", "_relay", "_task")
+
+    def __init__(self, receive: Receive) -> None:
+        self.happened = False
+        self.done = False
+        self._relay = asyncio.current_task()
+        self._task = asyncio.create_task(self._watch(receive))
+
+    async def _watch(self, receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        if not self.done and self._relay is not None:
+            self.happened = True
+            self._relay.cancel()
+
+    def stop(self) -> None:
+        if not self.done:
+            self.done = True
+            self._task.cancel()
+
+
+def stop(watcher: Disconnect | None) -> None:
+    if watcher is not None:
+        watcher.stop()
+
+
+def terminal_at(events: bytes, wire: str) -> int:
+    """Where the client's terminal event starts in ``events`` (whole events), or -1."""
+    marker = _TERMINAL[wire]
+    if events.startswith(marker):
+        return 0
+    found = events.find(b"\n\n" + marker)
+    return found + 2 if found >= 0 else -1
+
+
+async def pump(
+    resp: Response,
+    splitter: EventSplitter,
+    meter: StreamMeter,
+    translator: Translator | None,
+    scrub: Callable[[bytes], bytes],
+    send: Send,
+    wire: str,
+    record: LedgerRecord,
+    t0: float,
+) -> bytes:
+    """Relay whole events as they arrive. Returns what waits for the commit: the client's
+    terminal event and anything after it, or an unterminated last event."""
+    held = b""
+    async for chunk in resp.chunks():
+        events = splitter.feed(chunk)
+        if not events:
+            continue
+        out = meter.feed(events)
+        if translator is not None and out:
+            out = translator.feed(out)
+        if not out:
+            continue
+        out = scrub(out)
+        if held:
+            held += out
+            continue
+        cut = terminal_at(out, wire)
+        if cut >= 0:
+            out, held = out[:cut], out[cut:]
+        if out:
+            if record.ttft_ms is None and meter.content_events:
+                record.ttft_ms = (perf_counter() - t0) * 1000
+            await send({"type": "http.response.body", "body": out, "more_body": True})
+    rest = splitter.flush()
+    tail = meter.feed(rest + b"\n\n") if rest.strip() else b""
+    if translator is not None and tail:
+        tail = translator.feed(tail)
+    return held + scrub(tail) if tail else held
