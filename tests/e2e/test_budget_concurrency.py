@@ -1,7 +1,8 @@
 """The hard case: a $1 hard budget under 1,000 concurrent requests, never overspent.
 
 1,000 requests from the official ``openai`` SDK, no ``max_tokens`` (the gateway must clamp),
-the mock answering with varied lengths, spread over 4 ``costwarden serve`` processes that
+half of them asking for ``n`` = 2..8 choices (each billed), the mock answering with varied
+lengths, spread over 4 ``costwarden serve`` processes that
 share PostgreSQL and Redis -- and the same on the embedded default (one process, SQLite,
 in-process counters). Afterwards: the settled spend is at most $1.00, the counters equal the
 ledger row by row, no reservation is left, and every refusal was a 402 (money gone) or a
@@ -107,10 +108,13 @@ async def _run(
 
         async def one(i: int) -> int:
             client = clients[i % processes]
+            # Every other request asks for 2..8 choices: the bound must cover each of them.
+            choices = {"n": 2 + i // 2 % 7} if i % 2 else {}
             try:
                 await client.chat.completions.create(
                     model="gpt-4o-mini",
                     messages=[{"role": "user", "content": f"request {i}: tell me something"}],
+                    **choices,  # type: ignore[arg-type]
                 )
                 return 200
             except openai.APIStatusError as exc:
@@ -137,6 +141,8 @@ async def _run(
     finally:
         engine.dispose()
     admitted = [r for r in rows if r.status == "success"]
+    # Requests with n choices were admitted and billed for every choice.
+    assert any(r.output_tokens > 1024 for r in admitted), "no multi-choice answer was admitted"
     refused = [r for r in rows if r.status == "blocked"]
     assert len(admitted) == counts[200]
     assert {r.http_status for r in refused} <= {402, 429}
