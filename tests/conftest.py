@@ -1,14 +1,20 @@
 from __future__ import annotations
 
 import os
+import shutil
+import signal
+import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from costwarden.mock import MockServer, serve_mock
 from tests.helpers import (
     HostileUpstream,
+    free_port,
     hostile_upstream,
     pg_unavailable_reason,
     scratch_pg_database,
@@ -58,3 +64,34 @@ def clean_cli_env(monkeypatch: pytest.MonkeyPatch) -> None:
         if name.startswith("COSTWARDEN_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("COLUMNS", "200")
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[str]:
+    """A redis-server of our own on a free port: FLUSHALL (or SIGSTOP) there touches nothing
+    else. Its pid is in ``INFO server`` (``process_id``)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed")
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        cwd=tmp_path,
+    )
+    client = redis.Redis(port=port)
+    try:
+        for _ in range(200):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if proc.poll() is not None:
+                    raise AssertionError("redis-server exited") from None
+                time.sleep(0.02)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        client.close()
+        proc.send_signal(signal.SIGCONT)  # a test may have left it stopped
+        proc.terminate()
+        proc.wait(10)

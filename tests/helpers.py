@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import io
 import json
@@ -12,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -27,6 +29,8 @@ from aiohttp import web
 from click.testing import CliRunner
 
 from costwarden.app import CostwardenApp, create_app
+from costwarden.budgets.policy import checks_for
+from costwarden.budgets.rebuild import compute_seeds
 from costwarden.cli import main
 from costwarden.mock import MockServer
 from costwarden.mock.config import mock_gateway_toml
@@ -417,3 +421,148 @@ def anthropic_error(body: dict[str, Any]) -> dict[str, Any]:
     error: dict[str, Any] = body["error"]
     assert isinstance(error["message"], str) and error["message"]
     return error
+
+
+async def seconds_until_unreserved(gw: LiveGateway, org_id: str, within: float) -> float:
+    """Seconds until no reservation is left in any calendar counter of the org (inf if not
+    within ``within`` seconds)."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    enforcer = gw.app.enforcer
+    while True:
+        checks = checks_for(enforcer.book.for_org(org_id), gw.app.clock(), enforcer.tz)
+        views = await enforcer.store.views(checks, gw.app.clock())
+        if all(v.reserved == 0 for c, v in zip(checks, views, strict=True) if not c.rolling):
+            return loop.time() - start
+        if loop.time() - start > within:
+            return float("inf")
+        await asyncio.sleep(0.05)
+
+
+async def counters_minus_ledger(
+    gw: LiveGateway, org_id: str
+) -> tuple[dict[str, dict[str, int]], dict[str, dict[int, int]]]:
+    """Per counter of the org, counter minus ledger (nothing when they agree): calendar
+    counters' settled and reserved amounts, rolling counters' window totals; and, apart, the
+    rolling counters' per-bucket differences (a request counts in the second it reserved in,
+    its ledger row in the second it arrived in: they may differ by one)."""
+    enforcer = gw.app.enforcer
+    await gw.app.ledger.flush()
+    now = gw.app.clock()
+    checks = checks_for(enforcer.book.for_org(org_id), now, enforcer.tz)
+    views = await enforcer.store.views(checks, now)
+    families = {(c.limit.org_id, c.limit.scope, c.limit.metric, c.limit.window) for c in checks}
+    seeds = await asyncio.to_thread(compute_seeds, gw.app.engine, families, now, enforcer.tz)
+    ledger = seeds[org_id].seeds
+    diffs: dict[str, dict[str, int]] = {}
+    seams: dict[str, dict[int, int]] = {}
+    for check, view in zip(checks, views, strict=True):
+        name = f"{check.limit.metric}/{check.limit.window}"
+        want = ledger.get(check.key, {} if check.rolling else 0)
+        if isinstance(want, dict):
+            got = view.buckets
+            if sum(got.values()) != sum(want.values()):
+                diffs[name] = {"window": sum(got.values()) - sum(want.values())}
+            seam = {b: got.get(b, 0) - want.get(b, 0) for b in sorted(set(got) | set(want))}
+            if any(seam.values()):
+                seams[name] = {b: d for b, d in seam.items() if d}
+        elif (view.used, view.reserved) != (want, 0):
+            diffs[name] = {"used": view.used - want, "reserved": view.reserved}
+    return diffs, seams
+
+
+class FlakyLink:
+    """A TCP proxy on loopback in front of a Redis that can lose answers and hold commands.
+
+    ``url``: the Redis URL to use instead of ``target`` (same database).
+    ``drop_answers``: what Redis sends back is thrown away -- a command runs, but its caller
+    times out with the outcome unknown.
+    ``holding``: what clients send is held back (each chunk in order, as a stopped Redis keeps
+    it in its socket; only chunks containing ``hold_only``, if set), and goes on when
+    :meth:`release` lets it, even after its sender gave up -- a command that runs late, after
+    commands sent later. Setting it False lets everything through.
+    Both deterministic: a stopped Redis (SIGSTOP) cannot be relied on for either.
+    """
+
+    def __init__(self, target: str) -> None:
+        parsed = urllib.parse.urlsplit(target)
+        assert parsed.hostname is not None and parsed.port is not None, target
+        self.host, self.port, self._db = parsed.hostname, parsed.port, parsed.path
+        self.drop_answers = False
+        self._holding = False
+        self.hold_only = b""
+        self._held: list[asyncio.Event] = []
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        port = self._server.sockets[0].getsockname()[1]
+        return f"redis://127.0.0.1:{port}{self._db}"
+
+    @property
+    def holding(self) -> bool:
+        return self._holding
+
+    @holding.setter
+    def holding(self, value: bool) -> None:
+        self._holding = value
+        if not value:
+            self.release()
+
+    @property
+    def held(self) -> int:
+        """How many chunks were held so far (released ones included)."""
+        return len(self._held)
+
+    def release(self, *positions: int) -> None:
+        """Let held chunks go on: those at ``positions`` (in the order they were held), or
+        all of them."""
+        for i in positions or range(len(self._held)):
+            self._held[i].set()
+
+    async def __aenter__(self) -> FlakyLink:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(self.host, self.port)
+        commands = asyncio.create_task(self._commands(reader, up_writer))
+        answers = asyncio.create_task(self._answers(up_reader, writer))
+        self._tasks.update((commands, answers))
+        try:
+            # Until the client is gone and all it sent went on (held chunks too).
+            await asyncio.wait([commands], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (commands, answers):
+                task.cancel()
+                self._tasks.discard(task)
+            for w in (writer, up_writer):
+                w.close()
+
+    async def _commands(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                if self._holding and self.hold_only in data:
+                    gate = asyncio.Event()
+                    self._held.append(gate)
+                    await gate.wait()
+                writer.write(data)
+                await writer.drain()
+            await asyncio.sleep(0.05)  # let Redis read it before the connection closes
+
+    async def _answers(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                if not self.drop_answers:
+                    writer.write(data)
+                    await writer.drain()

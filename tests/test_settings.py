@@ -257,6 +257,7 @@ def test_tiers_and_budget_settings(write_config: Callable[[str], str]) -> None:
         ('[budgets]\ntimezone = "Mars/Olympus"\n', "unknown timezone"),
         ("[budgets]\nmin_output_tokens = 0\n", "must be a positive integer"),
         ('[budgets]\nredis_url = "http://x"\n', "redis://"),
+        ("[budgets]\nredis_timeout_seconds = 0\n", "redis_timeout_seconds: must be positive"),
         ('[[tiers]]\nname = "free"\norg = { daily_usd = 0.5 }\n', "as strings"),
         ('[[tiers]]\nname = "free"\norg = { dayly_usd = "5" }\n', "unknown limit"),
         ('[[tiers]]\nname = "free"\nplanet = { daily_usd = "5" }\n', "unknown scope"),
@@ -646,6 +647,7 @@ _EXAMPLES: dict[str, tuple[str, str, Callable[[Settings], bool]]] = {
             "expected_output_tokens",
             "prompt_overhead_tokens",
             "lease_seconds",
+            "redis_timeout_seconds",
             "refresh_seconds",
             "inflight_retry_seconds",
         )

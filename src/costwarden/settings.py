@@ -127,6 +127,12 @@ class BudgetSettings:
         "Reservations are leases: one whose gateway process died is released after this long "
         "(live ones are renewed). Redis only.",
     )
+    redis_timeout_seconds: float = _setting(
+        1.0,
+        "Longest a budget counter command may take in Redis; past it (Redis stalled) the "
+        "request gets 503 budget_counters_unavailable rather than hanging, and the command's "
+        "reservation or settlement is undone or resent once Redis answers. Redis only.",
+    )
     refresh_seconds: float = _setting(
         0.5,
         "How often each gateway process polls storage for changed limits and tiers.",
@@ -375,7 +381,12 @@ def _check_budgets(b: BudgetSettings, ctx: _Ctx, env: Mapping[str, str]) -> None
             raise _invalid(ctx, env, b, "budgets", name, "must be a positive integer")
     if b.prompt_overhead_tokens < 0:
         raise _invalid(ctx, env, b, "budgets", "prompt_overhead_tokens", "must be >= 0")
-    for name in ("lease_seconds", "refresh_seconds", "inflight_retry_seconds"):
+    for name in (
+        "lease_seconds",
+        "redis_timeout_seconds",
+        "refresh_seconds",
+        "inflight_retry_seconds",
+    ):
         if getattr(b, name) <= 0:
             raise _invalid(ctx, env, b, "budgets", name, "must be positive")
 

@@ -26,8 +26,8 @@ from costwarden.budgets.limits import MAX_AMOUNT, NANOS_PER_USD, Limit
 from costwarden.budgets.memory import MemoryStore
 from costwarden.budgets.policy import Actual, Ask, Check, Grant, Refusal, View
 from costwarden.budgets.redis_store import RedisStore
-from costwarden.budgets.store import CountersLost, CounterStore
-from tests.helpers import require_redis
+from costwarden.budgets.store import CountersLost, CounterStore, LeaseClosed
+from tests.helpers import FlakyLink, require_redis
 
 REDIS_URL = os.environ.get("COSTWARDEN_TEST_REDIS", "redis://127.0.0.1:6379/15")
 TZ = ZoneInfo("UTC")
@@ -60,8 +60,8 @@ async def redis_env(clock: Clock) -> AsyncIterator[tuple[redis.asyncio.Redis, St
     prefix = f"cwtest-{uuid.uuid4().hex[:10]}"
     started: list[RedisStore] = []
 
-    async def make(*, lease_seconds: float = 30.0) -> RedisStore:
-        store = RedisStore(REDIS_URL, lease_seconds=lease_seconds, prefix=prefix, clock=clock)
+    async def make(*, lease_seconds: float = 30.0, url: str = REDIS_URL) -> RedisStore:
+        store = RedisStore(url, lease_seconds=lease_seconds, prefix=prefix, clock=clock)
         await store.start()
         started.append(store)
         return store
@@ -541,9 +541,11 @@ async def test_flush_loses_counters_until_seeded(
     assert sorted(lost.value.tenants) == ["o1", "platform"]
     # Nothing was written while the counters were lost.
     assert await redis_client.dbsize() == 0
-    # A settle of a tenant that is not loaded is skipped (the ledger has it).
+    # A settle of a tenant that is not loaded is skipped (the ledger has it); it only leaves
+    # a tombstone, so that a renewal sent before it cannot re-create the lease after a rebuild.
     await store.settle("a", cs, grant.amounts, Actual(10, 10), NOW)
-    assert await redis_client.dbsize() == 0
+    done = [store._tenant_key(t, "done").encode() for t in ("o1", "platform")]
+    assert sorted(await redis_client.keys("*")) == sorted(done)
 
     await store.seed("o1", {cs[0].key: 2_000_000}, {cs[0].key: cs[0].ttl}, complete=True)
     with pytest.raises(CountersLost) as lost:
@@ -651,3 +653,149 @@ async def test_reserve_and_settle_are_one_round_trip_each(
     commands.clear()
     await store.settle("a", cs, grant.amounts, Actual(5, 5), NOW)
     assert commands == ["EVALSHA"]
+
+
+# -- Redis: a lease is settled once, however often its settle is sent --------------------------
+#
+# A command that timed out may still run when Redis answers again, after commands sent later;
+# so a settle may run twice, and a reserve after the release of its lease.
+
+
+def _mixed() -> list[Check]:
+    """A calendar and a rolling counter of the org, and a calendar one of the platform."""
+    return checks(
+        lim("usd", "day", CENT),
+        lim("requests", "minute", 10),
+        lim("tokens", "day", 100_000, scope="platform"),
+    )
+
+
+ACTUAL = Actual(2_000_000, 300)
+SETTLED = [View(2_000_000, 0), View(buckets={int(NOW): 1}), View(300, 0)]
+
+
+async def test_a_settle_sent_twice_counts_once(redis_stores: StoreFactory) -> None:
+    store: RedisStore = await redis_stores()
+    other: RedisStore = await redis_stores()
+    await prepare(store)
+    cs = _mixed()
+    grant = await store.reserve("l", ask(), cs, NOW)
+    assert isinstance(grant, Grant)
+    rooms = await store.settle("l", cs, grant.amounts, ACTUAL, NOW + 1)
+    assert await store.views(cs, NOW + 1) == SETTLED
+    # Sent again, by this process and by another: the same rooms, nothing counted twice.
+    assert await store.settle("l", cs, grant.amounts, ACTUAL, NOW + 2) == rooms
+    assert await other.settle("l", cs, grant.amounts, ACTUAL, NOW + 2) == rooms
+    assert await store.views(cs, NOW + 2) == SETTLED
+
+
+async def test_a_settle_whose_answer_was_lost_counts_once_when_sent_again(
+    redis_stores: StoreFactory,
+) -> None:
+    async with FlakyLink(REDIS_URL) as link:
+        store: RedisStore = await redis_stores(url=link.url)
+        other: RedisStore = await redis_stores()
+        await prepare(store)
+        cs = _mixed()
+        grant = await store.reserve("l", ask(), cs, NOW)
+        assert isinstance(grant, Grant)
+        link.drop_answers = True
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(store.settle("l", cs, grant.amounts, ACTUAL, NOW + 1), 0.3)
+        assert await other.views(cs, NOW + 1) == SETTLED  # it ran; its caller cannot know
+        link.drop_answers = False
+        await store.settle("l", cs, grant.amounts, ACTUAL, NOW + 2)  # the retry
+        assert await other.views(cs, NOW + 2) == SETTLED
+
+
+async def test_a_release_before_its_delayed_reserve_leaves_nothing_reserved(
+    redis_stores: StoreFactory,
+) -> None:
+    store: RedisStore = await redis_stores()
+    await prepare(store)
+    cs = _mixed()
+    amounts = [CENT, 1, 1000]
+    # The release (a settle of nothing) arrives first, then the reserve sent before it.
+    await store.settle("l", cs, amounts, Actual(0, 0, requests=0), NOW)
+    with pytest.raises(LeaseClosed):
+        await store.reserve("l", ask(), cs, NOW)
+    assert await store.views(cs, NOW) == [View(), View(), View()]
+    # So too when the reserve is given up because it timed out (abandon).
+    await store.abandon("m", cs, NOW)
+    with pytest.raises(LeaseClosed):
+        await store.reserve("m", ask(), cs, NOW)
+    assert await store.views(cs, NOW) == [View(), View(), View()]
+    assert isinstance(await store.reserve("n", ask(), cs, NOW), Grant)  # others still reserve
+
+
+async def test_abandon_gives_a_reservation_back_once(
+    redis_stores: StoreFactory, redis_client: redis.asyncio.Redis
+) -> None:
+    store: RedisStore = await redis_stores()
+    await prepare(store)
+    cs = _mixed()
+    kept = await store.reserve("kept", ask(want_out=10), cs, NOW)
+    gone = await store.reserve("gone", ask(want_out=10), cs, NOW)
+    assert isinstance(kept, Grant) and isinstance(gone, Grant)
+    held = [View(0, kept.amounts[0]), View(buckets={int(NOW): 1}), View(0, kept.amounts[2])]
+    for _ in range(2):
+        await store.abandon("gone", cs, NOW + 1)
+        assert await store.views(cs, NOW + 1) == held
+    assert await redis_client.zrange(store._tenant_key("o1", "leases"), 0, -1) == [b"kept"]
+
+
+async def test_a_purged_lease_settled_twice_counts_its_actual_once(
+    redis_stores: StoreFactory,
+) -> None:
+    stalled: RedisStore = await redis_stores(lease_seconds=1)
+    other: RedisStore = await redis_stores(lease_seconds=1)
+    await prepare(other)
+    cs = _mixed()
+    grant = await stalled.reserve("stalled", ask(want_out=10), cs, NOW)
+    assert isinstance(grant, Grant)
+    # Not renewed: two seconds later another reserve gives its reservation back.
+    later = await other.reserve("x", ask(want_out=10), cs, NOW + 2)
+    assert isinstance(later, Grant)
+    for at in (NOW + 3, NOW + 4):  # its late settle counts what it spent, once
+        await stalled.settle("stalled", cs, grant.amounts, ACTUAL, at)
+        assert await other.views(cs, at) == [
+            View(2_000_000, later.amounts[0]),
+            View(buckets={int(NOW): 2}),
+            View(300, later.amounts[2]),
+        ]
+
+
+async def test_a_late_renewal_does_not_bring_a_settled_lease_back(
+    redis_stores: StoreFactory,
+) -> None:
+    store: RedisStore = await redis_stores()
+    await prepare(store)
+    cs = _mixed()
+    grant = await store.reserve("l", ask(), cs, NOW)
+    assert isinstance(grant, Grant)
+    held = store._leases["l"]
+    await store.settle("l", cs, grant.amounts, ACTUAL, NOW + 1)
+    # A renewal pass sent before the settle (it timed out) that Redis runs after it.
+    store._leases["l"] = held
+    await store.renew(NOW + 2)
+    assert await store.views(cs, NOW + 2) == SETTLED
+
+
+async def test_a_lease_lost_in_a_flush_is_settled_once(
+    redis_stores: StoreFactory, redis_client: redis.asyncio.Redis, clock: Clock
+) -> None:
+    store: RedisStore = await redis_stores()
+    other: RedisStore = await redis_stores()
+    await prepare(store)
+    cs = _mixed()
+    grant = await store.reserve("l", ask(), cs, NOW)
+    assert isinstance(grant, Grant)
+    # Redis loses everything; the counters are rebuilt from the ledger (no spend yet).
+    await redis_client.flushdb()
+    clock.now = NOW + 1
+    await prepare(other)
+    # Settled before a renewal re-created the lease: the rebuild could not include it.
+    await store.settle("l", cs, grant.amounts, ACTUAL, NOW + 2)
+    assert await other.views(cs, NOW + 2) == SETTLED
+    await other.settle("l", cs, grant.amounts, ACTUAL, NOW + 3)  # sent again
+    assert await other.views(cs, NOW + 3) == SETTLED

@@ -8,14 +8,22 @@ reservation by what the call really cost (one more round trip).
 
 In the background the enforcer polls storage for changed limits (one cheap query per
 ``refresh_seconds``), seeds counters for limits that just appeared from the ledger before
-they are enforced, rebuilds a tenant's counters when the store has lost them, retries
-settles that failed, and forgets counters whose windows are over.
+they are enforced, rebuilds a tenant's counters when the store has lost them, and forgets
+counters whose windows are over.
+
+A store call that fails may have run anyway (Redis timed out, then resumed): a failed settle
+or release is sent again, and a failed reserve is abandoned (whatever it reserved is given
+back), by a retry task that runs only while some are pending and retries within a fifth of a
+second of the store answering again. The store makes both idempotent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import functools
+import itertools
 import logging
 import math
 import time
@@ -63,6 +71,12 @@ _PICO = Decimal(10**12)
 _PRUNE_EVERY = 60.0
 _REBUILD_LOCK_MS = 15_000
 _CHECKS_CACHE_SIZE = 10_000
+# Failed store calls are sent again after _RETRY_FIRST, backing off to _RETRY_MAX while the
+# store still fails; one alone first (while the store is down a pass costs one timeout),
+# then the rest _RETRY_BATCH at a time.
+_RETRY_FIRST = 0.02
+_RETRY_MAX = 0.2
+_RETRY_BATCH = 32
 
 
 class Reservation:
@@ -126,6 +140,18 @@ def _amount(check: Check) -> str:
     return format_amount(check.limit.metric, check.limit.amount)
 
 
+@dataclasses.dataclass(slots=True)
+class _Pending:
+    """A store call to send again: a settle (or release, ``actual`` of nothing), or the
+    abandon of a lease whose reserve failed (``actual`` None)."""
+
+    lease: str
+    checks: list[Check]
+    amounts: list[int]
+    actual: Actual | None
+    since: float  # when the call first failed
+
+
 class Enforcer:
     def __init__(
         self,
@@ -145,7 +171,12 @@ class Enforcer:
             if b.redis_url:
                 from costwarden.budgets.redis_store import RedisStore
 
-                store = RedisStore(b.redis_url, lease_seconds=b.lease_seconds, clock=clock)
+                store = RedisStore(
+                    b.redis_url,
+                    lease_seconds=b.lease_seconds,
+                    timeout=b.redis_timeout_seconds,
+                    clock=clock,
+                )
             else:
                 store = MemoryStore()
         self.store: CounterStore = store
@@ -163,7 +194,10 @@ class Enforcer:
         # Checks are shared read-only between the requests of one principal.
         self._checks_cache: dict[tuple[Any, ...], tuple[LimitBook, float, list[Check]]] = {}
         self._prices: dict[str, tuple[int, int]] = {}
-        self._unsettled: list[tuple[Reservation, Actual]] = []
+        self._lease_seconds = b.lease_seconds
+        self._pending: list[_Pending] = []
+        self._retrying: asyncio.Task[None] | None = None
+        self._serial = itertools.count()
         self._rebuilding = asyncio.Lock()
         self._last_prune = 0.0
         self._poller = polling.Poller(
@@ -180,12 +214,25 @@ class Enforcer:
 
     async def close(self) -> None:
         await self._poller.close()
-        await self._retry_settles()
+        task, self._retrying = self._retrying, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._pending:
+            await self._retry_pending()  # a last pass; what still fails is logged
+            if self._pending:
+                logger.error(
+                    "closing with %d budget store call(s) unsent: counters may differ from "
+                    "the ledger until rebuilt",
+                    len(self._pending),
+                )
         await self.store.close()
 
     async def _step(self) -> None:
         await self.refresh()
-        await self._retry_settles()
+        if self._pending:
+            self._retry_soon()  # in case the retry task died
         if self.clock() - self._last_prune > _PRUNE_EVERY:
             self._last_prune = self.clock()
             await self.store.prune(self._last_prune)
@@ -264,23 +311,32 @@ class Enforcer:
         body_len: int,
         payload: dict[str, Any],
     ) -> Reservation | None:
-        """Reserve in every counter the request meets; None when no limit applies."""
+        """Reserve in every counter the request meets; None when no limit applies.
+
+        ``lease`` names the request; the lease is that name plus a serial, so that a request
+        that reserves again (on another deployment) never reuses a lease id: the store refuses
+        a lease it has seen settled or abandoned."""
         now = self.clock()
         checks = self._checks(principal, now)
         if not checks:
             return None
         ask = self._ask(deployment, endpoint, body_len, payload)
+        lease = f"{lease}.{next(self._serial)}"
         try:
-            result = await self.store.reserve(lease, ask, checks, now)
-        except CountersLost as lost:
-            await self._rebuild(lost.tenants)
             try:
+                result = await self.store.reserve(lease, ask, checks, now)
+            except CountersLost as lost:
+                await self._rebuild(lost.tenants)
                 result = await self.store.reserve(lease, ask, checks, self.clock())
-            except CountersLost:
-                raise CountersUnavailable(
-                    "budget counters are being rebuilt; retry shortly", headers={"retry-after": "1"}
-                ) from None
-        except Exception as exc:
+        except CountersLost:
+            raise CountersUnavailable(
+                "budget counters are being rebuilt; retry shortly", headers={"retry-after": "1"}
+            ) from None
+        except BaseException as exc:
+            # It may have reserved, or may when a stalled store resumes: give the lease up.
+            self._retry_later(_Pending(lease, checks, [], None, self.clock()))
+            if not isinstance(exc, Exception):
+                raise
             logger.warning("budget store unavailable: %s: %s", type(exc).__name__, exc)
             raise CountersUnavailable(
                 "budget counters are unavailable; refusing rather than risking overspend",
@@ -299,10 +355,12 @@ class Enforcer:
             reservation.remaining = await self.store.settle(
                 reservation.lease, reservation.checks, reservation.amounts, actual, self.clock()
             )
-        except Exception as exc:
-            # The lease keeps the room reserved meanwhile; retried in the background.
+        except BaseException as exc:
+            # The lease keeps the room reserved meanwhile; sent again (it may have run).
+            self._retry_later(_resend(reservation, actual, self.clock()))
+            if not isinstance(exc, Exception):
+                raise
             logger.warning("settle failed, will retry: %s: %s", type(exc).__name__, exc)
-            self._unsettled.append((reservation, actual))
 
     async def release(self, reservation: Reservation) -> None:
         """Give the reservation back unused: the request will not be made (or is made on
@@ -315,19 +373,73 @@ class Enforcer:
             await self.store.settle(
                 reservation.lease, reservation.checks, reservation.amounts, actual, self.clock()
             )
-        except Exception as exc:
+        except BaseException as exc:
+            self._retry_later(_resend(reservation, actual, self.clock()))
+            if not isinstance(exc, Exception):
+                raise
             logger.warning("release failed, will retry: %s: %s", type(exc).__name__, exc)
-            self._unsettled.append((reservation, actual))
 
-    async def _retry_settles(self) -> None:
-        pending, self._unsettled = self._unsettled, []
-        for reservation, actual in pending:
-            try:
-                await self.store.settle(
-                    reservation.lease, reservation.checks, reservation.amounts, actual, self.clock()
+    # ------------------------------------------------------------------ retries
+
+    def _retry_later(self, pending: _Pending) -> None:
+        self._pending.append(pending)
+        self._retry_soon()
+
+    def _retry_soon(self) -> None:
+        if self._retrying is None or self._retrying.done():
+            self._retrying = asyncio.create_task(self._retry_loop(), name="costwarden-budget-retry")
+
+    async def _retry_loop(self) -> None:
+        delay = _RETRY_FIRST
+        while self._pending:
+            await asyncio.sleep(delay)
+            if await self._retry_pending():
+                delay = _RETRY_FIRST
+                continue
+            if delay == _RETRY_FIRST:
+                logger.warning(
+                    "budget store still failing: %d call(s) pending, resent every %.1f s at most",
+                    len(self._pending),
+                    _RETRY_MAX,
                 )
-            except Exception:
-                self._unsettled.append((reservation, actual))
+            delay = min(2 * delay, _RETRY_MAX)
+
+    async def _retry_pending(self) -> bool:
+        """Send the pending calls again; False (the rest still pending) when the store fails."""
+        now = self.clock()
+        # An abandon is moot once its lease has expired (any reserve purges it): dropping
+        # those bounds the queue through a long outage.
+        todo = [
+            p for p in self._pending if p.actual is not None or now < p.since + self._lease_seconds
+        ]
+        self._pending = []
+        sent = 0
+        try:
+            while todo:
+                batch = todo[: _RETRY_BATCH if sent else 1]
+                results = await asyncio.gather(
+                    *(self._send(p) for p in batch), return_exceptions=True
+                )
+                failed = [p for p, r in zip(batch, results, strict=True) if r is not None]
+                # Failed ones go last: one that fails for good must not keep the others back.
+                todo = todo[len(batch) :] + failed
+                sent += len(batch) - len(failed)
+                if failed:
+                    logger.debug("budget store still failing: %r", next(r for r in results if r))
+                    return False
+            return True
+        finally:
+            self._pending[:0] = todo  # what was not sent (cancelled too), before newer calls
+            if sent:
+                logger.info("budget store answers again: %d call(s) sent again", sent)
+
+    async def _send(self, pending: _Pending) -> None:
+        if pending.actual is None:
+            await self.store.abandon(pending.lease, pending.checks, self.clock())
+        else:
+            await self.store.settle(
+                pending.lease, pending.checks, pending.amounts, pending.actual, self.clock()
+            )
 
     def _checks(self, principal: Principal, now: float) -> list[Check]:
         """The principal's counters at ``now``, cached until a window or bucket moves on."""
@@ -441,6 +553,10 @@ class Enforcer:
             extra=extra,
             headers={"retry-after": str(wait)},
         )
+
+
+def _resend(reservation: Reservation, actual: Actual, now: float) -> _Pending:
+    return _Pending(reservation.lease, reservation.checks, reservation.amounts, actual, now)
 
 
 def _poll_failed(exc: Exception) -> None:  # keep enforcing with what we have

@@ -80,6 +80,9 @@ class MemoryStore:
                 self._stale.add(check.key)
         return [_room(c, v) for c, v in zip(checks, views, strict=True)]
 
+    async def abandon(self, lease: str, checks: list[Check], now: float) -> None:
+        return None  # a reserve here never fails half-way: nothing can be left behind
+
     async def views(self, checks: list[Check], now: float) -> list[View]:
         out: list[View] = []
         for check in checks:

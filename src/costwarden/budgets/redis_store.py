@@ -13,9 +13,14 @@ touch any of them, including the counters named by an expired lease it undoes::
                                       calendar: ``u`` settled, ``r`` reserved (in flight)
                                       rolling:  bucket index (decimal) -> amount, reservations
                                                 included (as policy.apply_grant does)
-    {prefix}:{tenant}:ready         exists while the tenant's counters are loaded
+    {prefix}:{tenant}:ready         exists while the tenant's counters are loaded; holds
+                                    when they were (re)built (epoch ms)
     {prefix}:{tenant}:leases        zset: lease id -> expiry (epoch ms)
     {prefix}:{tenant}:lease         hash: lease id -> JSON [[counter key, field, amount], ...]
+    {prefix}:{tenant}:purged        zset: lease id -> when a reserve purged it after expiry
+                                    (kept a day: its late settle still counts)
+    {prefix}:{tenant}:done          zset: lease id -> tombstone time: settled or released
+                                    without a lease to find (kept ``2 * lease_seconds``)
     {prefix}:{tenant}:rebuild       the lock of whoever rebuilds the tenant from the ledger
 
 Counters carry an EXPIRE (the check's ``ttl``), so windows that are over disappear by
@@ -25,6 +30,16 @@ Leases: a reservation belongs to a request in flight in one process. That proces
 leases every ``lease_seconds / 3``; a lease not renewed by its expiry (the process died) is
 undone by the next reserve touching its tenant. A process whose lease was purged while it was
 stalled, or lost in a flush, re-creates it (and re-adds the reservation) when it next renews.
+
+Unknown outcomes: every command has a timeout (``budgets.redis_timeout_seconds``) and is
+never retried by redis-py, so a stalled Redis fails requests fast (503, fail closed) -- but a
+command that timed out may still run when Redis resumes, after commands sent later. So each
+lease is settled at most once, however often its settle is sent: ``settle.lua`` tells a
+settled lease (nothing to do) from a purged one (count the actual amounts) by the ``purged``
+markers, and one lost in a flush by the rebuild time in ``ready``; a settle or release that
+finds no lease leaves a tombstone in ``done``, which keeps a late reserve or renewal of that
+lease from creating it again. A reserve that timed out is given up with :meth:`abandon`. See
+``docs/scale-out.md`` ("Redis stalls").
 
 Counters are a cache of the ledger: when a tenant's ``ready`` key is missing (Redis restarted
 or was flushed) reserve raises :class:`~costwarden.budgets.store.CountersLost` and admits
@@ -52,6 +67,8 @@ from typing import Any
 
 import orjson
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
@@ -66,19 +83,21 @@ from costwarden.budgets.policy import (
     actual_amount,
     decide,
 )
-from costwarden.budgets.store import CountersLost, Seed
+from costwarden.budgets.store import CountersLost, LeaseClosed, Seed
 from costwarden.budgets.windows import bucket_leaves_at
 
 logger = logging.getLogger(__name__)
 
 # Expired leases undone per tenant by one reserve; the rest by the following ones.
 PURGE_BATCH = 100
-# Connections per process. Past this, a request waits for a free one (up to POOL_TIMEOUT
-# seconds) instead of failing: redis-py's default pool raises at 100 in use.
+# Connections per process. Past this, a request waits for a free one (up to the command
+# timeout) instead of failing: redis-py's default pool raises at 100 in use.
 MAX_CONNECTIONS = 64
-POOL_TIMEOUT = 5.0
+# Tombstones outlive any late command of their lease: one that runs later than its own lease
+# expiry (reserved or renewed until then) creates a lease already due for purging.
+TOMBSTONE_MIN_SECONDS = 60.0
 
-_SCRIPTS = ("reserve", "settle", "renew", "seed")
+_SCRIPTS = ("reserve", "settle", "renew", "seed", "abandon")
 
 
 def _script_source(name: str) -> str:
@@ -101,17 +120,24 @@ class RedisStore:
         url: str,
         *,
         lease_seconds: float = 30.0,
+        timeout: float = 1.0,
         prefix: str = "cw",
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.url = url
         self.lease_seconds = lease_seconds
+        self.timeout = timeout
         self.prefix = prefix
         self._clock = clock
+        self._keep_ms = _ms(max(2 * lease_seconds, TOMBSTONE_MIN_SECONDS))
         self._client: Redis | None = None
         self._scripts: dict[str, AsyncScript] = {}
-        # Leases this process holds: lease id -> tenant -> reservations, kept for renewal.
-        self._leases: dict[str, dict[str, list[_Entry]]] = {}
+        # Leases this process holds: lease id -> (reserved at, epoch ms; tenant ->
+        # reservations), kept for renewal.
+        self._leases: dict[str, tuple[int, dict[str, list[_Entry]]]] = {}
+        # Leases whose settle failed: lease id -> (reserved at, first attempt at), epoch ms;
+        # the retry tells settle.lua (a flush in between may have lost the lease).
+        self._unsure: dict[str, tuple[int, int]] = {}
         self._renew_lock = asyncio.Lock()
         self._renewing: set[str] = set()  # leases in the renewal pass under way
         self._renewed = asyncio.Event()
@@ -120,8 +146,16 @@ class RedisStore:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
+        # A stalled Redis must fail a request within the timeout, not hang it; and a command
+        # that timed out must not be sent again by redis-py (its first copy may still run):
+        # no retries, whatever the installed redis-py's default.
         pool = BlockingConnectionPool.from_url(
-            self.url, max_connections=MAX_CONNECTIONS, timeout=POOL_TIMEOUT
+            self.url,
+            max_connections=MAX_CONNECTIONS,
+            timeout=self.timeout,
+            socket_timeout=self.timeout,
+            socket_connect_timeout=self.timeout,
+            retry=Retry(NoBackoff(), 0),
         )
         client = Redis.from_pool(pool)
         try:
@@ -169,17 +203,16 @@ class RedisStore:
             self._tenant_key(tenant, "lease"),
         ]
 
+    def _marker_keys(self, tenant: str) -> list[str]:
+        return [self._tenant_key(tenant, "purged"), self._tenant_key(tenant, "done")]
+
     def _layout(self, checks: list[Check]) -> tuple[list[str], dict[str, int], list[str]]:
         """(tenants in order, tenant -> 1-based index, KEYS for reserve and settle)."""
-        tenants: list[str] = []
-        index: dict[str, int] = {}
-        for check in checks:
-            tenant = check.limit.tenant
-            if tenant not in index:
-                tenants.append(tenant)
-                index[tenant] = len(tenants)
+        tenants = _tenants(checks)
+        index = {tenant: i for i, tenant in enumerate(tenants, 1)}
         keys = [k for tenant in tenants for k in self._tenant_keys(tenant)]
         keys.extend(self.counter_key(check) for check in checks)
+        keys.extend(k for tenant in tenants for k in self._marker_keys(tenant))
         return tenants, index, keys
 
     # -- the request path ------------------------------------------------------------------
@@ -231,6 +264,8 @@ class RedisStore:
         data: dict[str, Any] = orjson.loads(raw)
         if "lost" in data:
             raise CountersLost(list(data["lost"]))
+        if "closed" in data:
+            raise LeaseClosed(lease)
         if "refusal" in data:
             kind, i = str(data["refusal"]), int(data["index"])
             retry = _retry_after(checks[i], data["bucket"], now) if kind == "rate" else None
@@ -242,19 +277,26 @@ class RedisStore:
             held.setdefault(check.limit.tenant, []).append(
                 _Entry(self.counter_key(check), field, amount, check.ttl)
             )
-        self._leases[lease] = held
+        self._leases[lease] = (_ms(now), held)
         return grant
 
     async def settle(
         self, lease: str, checks: list[Check], amounts: list[int], actual: Actual, now: float
     ) -> list[int]:
-        self._leases.pop(lease, None)
+        held = self._leases.pop(lease, None)
         # A renewal pass that started before the pop may re-create this lease after the
         # settle deletes it: let it finish first.
         while lease in self._renewing:
             await self._renewed.wait()
         if not checks:
             return []
+        unsure = self._unsure.get(lease) if held is None else None
+        if held is not None:
+            reserved_at, first_sent = held[0], -1
+        elif unsure is not None:
+            reserved_at, first_sent = unsure
+        else:
+            reserved_at, first_sent = -1, -1
         tenants, index, keys = self._layout(checks)
         check_args = [
             [
@@ -269,10 +311,39 @@ class RedisStore:
             ]
             for c, amount in zip(checks, amounts, strict=True)
         ]
-        raw = await self._scripts["settle"](
-            keys=keys, args=[lease, len(tenants), orjson.dumps(check_args)]
-        )
+        try:
+            raw = await self._scripts["settle"](
+                keys=keys,
+                args=[
+                    lease,
+                    len(tenants),
+                    orjson.dumps(check_args),
+                    _ms(now),
+                    reserved_at,
+                    first_sent,
+                    self._keep_ms,
+                ],
+            )
+        except BaseException:
+            # It may still run (a timeout): the retry must know when it was first sent.
+            self._unsure[lease] = (reserved_at, first_sent if first_sent >= 0 else _ms(now))
+            raise
+        if unsure is not None:
+            del self._unsure[lease]
         return [int(room) for room in orjson.loads(raw)]
+
+    async def abandon(self, lease: str, checks: list[Check], now: float) -> None:
+        """Give up a lease whose reserve failed with its outcome unknown (it timed out, and
+        may have run or still run): give back what it reserved, if it did, and keep it from
+        reserving if it runs later. Idempotent."""
+        self._leases.pop(lease, None)
+        keys = [
+            k
+            for tenant in _tenants(checks)
+            for k in (*self._tenant_keys(tenant)[1:], *self._marker_keys(tenant))
+        ]
+        if keys:
+            await self._scripts["abandon"](keys=keys, args=[lease, _ms(now), self._keep_ms])
 
     async def views(self, checks: list[Check], now: float) -> list[View]:
         pipe = self.client.pipeline(transaction=False)
@@ -300,10 +371,10 @@ class RedisStore:
             if not self._leases:
                 return
             per_tenant: dict[str, list[Any]] = {}
-            for lease, held in self._leases.items():
+            for lease, (reserved_at, held) in self._leases.items():
                 for tenant, entries in held.items():
                     per_tenant.setdefault(tenant, []).append(
-                        [lease, [[e.key, e.field, e.amount, e.ttl] for e in entries]]
+                        [lease, reserved_at, [[e.key, e.field, e.amount, e.ttl] for e in entries]]
                     )
             self._renewing = set(self._leases)
             self._renewed.clear()
@@ -311,7 +382,8 @@ class RedisStore:
                 expiry = _ms(now + self.lease_seconds)
                 for tenant, items in per_tenant.items():
                     extended, recreated = await self._scripts["renew"](
-                        keys=self._tenant_keys(tenant), args=[expiry, orjson.dumps(items)]
+                        keys=[*self._tenant_keys(tenant), *self._marker_keys(tenant)],
+                        args=[expiry, orjson.dumps(items)],
                     )
                     if recreated:
                         logger.warning(
@@ -347,7 +419,9 @@ class RedisStore:
                 items.append(["r", [[b, v] for b, v in value.items()], ttl])
             else:
                 items.append(["c", value, ttl])
-        await self._scripts["seed"](keys=keys, args=[1 if complete else 0, orjson.dumps(items)])
+        await self._scripts["seed"](
+            keys=keys, args=[1 if complete else 0, orjson.dumps(items), _ms(self._clock())]
+        )
         logger.debug("seeded %d counters for %s (complete=%s)", len(seeds), tenant, complete)
 
     async def prune(self, now: float) -> None:
@@ -368,6 +442,11 @@ class RedisStore:
 
 def _ms(seconds: float) -> int:
     return math.floor(seconds * 1000)
+
+
+def _tenants(checks: list[Check]) -> list[str]:
+    """The tenants of ``checks``, each once, in order."""
+    return list(dict.fromkeys(check.limit.tenant for check in checks))
 
 
 def _retry_after(check: Check, bucket: int | None, now: float) -> float:

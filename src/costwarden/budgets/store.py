@@ -28,6 +28,17 @@ class CountersLost(Exception):
         self.tenants = tenants
 
 
+class LeaseClosed(Exception):
+    """The lease was settled or given up already: a reserve under it reserves nothing.
+
+    Only a reserve that ran late (its caller timed out and abandoned the lease) meets this;
+    with lease ids unique per reservation, no caller waiting for an answer should."""
+
+    def __init__(self, lease: str) -> None:
+        super().__init__(lease)
+        self.lease = lease
+
+
 class CounterStore(Protocol):
     name: str
 
@@ -42,7 +53,16 @@ class CounterStore(Protocol):
     async def settle(
         self, lease: str, checks: list[Check], amounts: list[int], actual: Actual, now: float
     ) -> list[int]:
-        """Apply the actual amounts; returns the room left in each check afterwards."""
+        """Apply the actual amounts; returns the room left in each check afterwards.
+
+        Idempotent: when a settle fails with its outcome unknown (a timeout), the caller sends
+        it again, and a lease is settled at most once however often it is sent."""
+        ...
+
+    async def abandon(self, lease: str, checks: list[Check], now: float) -> None:
+        """Give up a lease whose ``reserve`` failed with its outcome unknown (it may have
+        reserved, or still reserve when a stalled store resumes): give back what it holds and
+        keep it from reserving later. Idempotent."""
         ...
 
     async def views(self, checks: list[Check], now: float) -> list[View]: ...

@@ -6,7 +6,7 @@
 -- kept exact here; products that could pass 2^53 are computed without forming them.
 --
 -- KEYS: for each involved tenant t = 1..T: ready, leases, lease (KEYS[3t-2 .. 3t]); then one
---       counter key per check (KEYS[3T + i]).
+--       counter key per check (KEYS[3T + i]); then per tenant: purged, done (the last 2T).
 -- ARGV[1] lease id
 -- ARGV[2] now, epoch milliseconds (the caller's clock, never Redis TIME)
 -- ARGV[3] the lease's expiry, epoch milliseconds
@@ -17,7 +17,8 @@
 --         choices (the output cap applies to each of them)]
 -- ARGV[7] JSON: per check [tenant (1-based), rolling (0/1), limit, hard (0/1), metric,
 --         bucket, first, ttl]
--- Returns JSON text: {"lost": [tenant, ...]} | {"refusal": kind, ...} | {"out": ..., ...}.
+-- Returns JSON text: {"lost": [tenant, ...]} | {"closed": true} | {"refusal": kind, ...} |
+-- {"out": ..., ...}.
 -- Numbers are written with %d: cjson.encode keeps only 14 significant digits.
 
 local NO_CAP = 4611686018427387904 -- 2^62, policy._NO_CAP
@@ -107,6 +108,20 @@ if #lost > 0 then
   return '{"lost":[' .. table.concat(lost, ',') .. ']}'
 end
 
+-- (a2) A lease that was already settled or released (a tombstone in "done") is not created:
+-- this reserve timed out at its caller, which gave the lease up, and ran late. Expired
+-- leases purged in (b) are remembered in "purged" (for PURGED_KEEP_MS), so that their late
+-- settle still counts what the request spent.
+local PURGED_KEEP_MS = 86400000
+local function purged_key(t)
+  return KEYS[#KEYS - 2 * (T - t) - 1]
+end
+for t = 1, T do
+  if redis.call('ZSCORE', KEYS[#KEYS - 2 * (T - t)], ARGV[1]) then
+    return '{"closed":true}'
+  end
+end
+
 -- (b) Give back the reservations of leases whose holder stopped renewing them.
 local purge_max = tonumber(ARGV[4])
 for t = 1, T do
@@ -122,8 +137,13 @@ for t = 1, T do
         end
       end
       redis.call('HDEL', lease, id)
+      redis.call('ZADD', purged_key(t), now_ms, id)
     end
     redis.call('ZREM', leases, id)
+  end
+  if #expired > 0 then
+    redis.call('ZREMRANGEBYSCORE', purged_key(t), '-inf', '(' .. int(now_ms - PURGED_KEEP_MS))
+    redis.call('PEXPIRE', purged_key(t), PURGED_KEEP_MS)
   end
 end
 

@@ -1,9 +1,12 @@
 -- seed.lua: load counters computed from the ledger, without overwriting any that exist.
 --
 -- KEYS[1] the tenant's ready key; KEYS[1 + i] counter i
--- ARGV[1] 1: this is all of the tenant's counters (a rebuild): mark the tenant as loaded
+-- ARGV[1] 1: this is all of the tenant's counters (a rebuild): mark the tenant as loaded,
+--         with the time (ARGV[3]) unless it is marked already: a lease reserved before that
+--         time was lost with the counters (settle.lua and renew.lua tell by it)
 -- ARGV[2] JSON: per counter [kind, value, ttl]: kind "c" (calendar, value = settled amount)
 --         or "r" (rolling, value = [[bucket, amount], ...]); ttl 0 keeps it forever
+-- ARGV[3] now, epoch milliseconds (the caller's clock)
 -- Other processes may already be counting into a counter, so fields are only filled when
 -- absent (HSETNX).
 
@@ -25,6 +28,6 @@ for i, s in ipairs(cjson.decode(ARGV[2])) do
   end
 end
 if ARGV[1] == '1' then
-  redis.call('SET', KEYS[1], '1')
+  redis.call('SET', KEYS[1], ARGV[3], 'NX')
 end
 return 1
