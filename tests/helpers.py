@@ -328,3 +328,15 @@ async def chat(
                 orjson.loads(await r.read()),
                 {k.lower(): v for k, v in r.headers.items()},
             )
+
+
+def assert_admin_error(r: Any, status: int, kind: str | None = None) -> str:
+    """An admin API error: ``status``, JSON ``{"error": {"type", "message"}}``; the message."""
+    assert r.status_code == status, (r.status_code, r.text)
+    assert r.headers["content-type"].startswith("application/json"), r.headers
+    error = r.json()["error"]
+    assert isinstance(error["message"], str) and error["message"], error
+    if kind is not None:
+        assert error["type"] == kind, error
+    message: str = error["message"]
+    return message
