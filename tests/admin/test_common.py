@@ -260,3 +260,30 @@ async def test_database_outage_is_503_on_every_route_then_recovers(
         for method, path, body in routes:
             r = await client.request(method, path, json=body, headers=AUTH)
             assert r.status_code in (200, 201), (method, path, r.status_code, r.text)
+
+
+async def test_values_postgresql_cannot_hold_are_400(
+    mock: MockServer, pg_url: str, tmp_path: Path
+) -> None:
+    # PostgreSQL text cannot hold NUL: such a value is the client's mistake, answered as one
+    # (not a 500, nor the 503 of an outage), and nothing changes.
+    async with (
+        live_gateway(mock, pg_url, tmp_path, admin_token=TOKEN) as gw,
+        httpx.AsyncClient(base_url=gw.base_url, timeout=30) as client,
+    ):
+        before = await _state(gw)
+        for method, path, body in [
+            ("GET", "/admin/keys?org=a%00b", None),
+            ("GET", "/admin/usage?org=a%00b", None),
+            ("DELETE", "/admin/tiers/a%00b", None),
+            ("PUT", "/admin/orgs/a%00b/tier", {"tier": None}),
+            ("GET", "/admin/audit?action=switch.set%00", None),
+            (
+                "PUT",
+                "/admin/limits",
+                {"org": "acme", "scope": "user", "scope_id": "u\x00", "limits": {"daily_usd": 1}},
+            ),
+        ]:
+            r = await client.request(method, path, json=body, headers=AUTH)
+            assert_admin_error(r, 400, "invalid_request_error")
+        assert await _state(gw) == before

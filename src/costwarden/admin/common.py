@@ -11,7 +11,9 @@ Errors: :func:`exception_handlers` is the admin app's one table from exception t
 answer ``{"error": {"type", "message"}}``. A database that cannot answer (SQLAlchemy's
 ``DBAPIError`` family -- ``OperationalError``, ``InterfaceError`` --, a pool timeout,
 costwarden's ``StorageError``) is a 503 with ``Retry-After`` and one warning line without a
-traceback or anything of the database URL. A 405 names every method of the path in
+traceback or anything of the database URL; of that family, a value the database cannot take
+(``DataError``, e.g. NUL in a PostgreSQL text) is a 400 and a race lost to another writer
+(``IntegrityError``) a 409. A 405 names every method of the path in
 ``Allow``, not only those of the first route that matched it.
 """
 
@@ -23,7 +25,7 @@ import re
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -164,6 +166,16 @@ async def _on_database(request: Request, exc: Exception) -> Response:
     )
 
 
+async def _on_data(request: Request, exc: Exception) -> Response:
+    # A value the database cannot store or compare (PostgreSQL text cannot hold NUL).
+    return error(400, "invalid_request_error", "the database cannot take a value given here")
+
+
+async def _on_integrity(request: Request, exc: Exception) -> Response:
+    # Another writer got there first (e.g. created the same org at the same moment).
+    return error(409, "conflict", "a concurrent change conflicts with this one; try again")
+
+
 def _allowed_methods(request: Request) -> list[str]:
     """Every method some route of this path serves (a path can have one route per method)."""
     methods: set[str] = set()
@@ -194,6 +206,8 @@ def exception_handlers() -> dict[Any, ExceptionHandler]:
         Conflict: _on_conflict,
         RequestTooLarge: _on_too_large,
         DBAPIError: _on_database,  # OperationalError, InterfaceError, ...
+        DataError: _on_data,
+        IntegrityError: _on_integrity,
         PoolTimeout: _on_database,
         StorageError: _on_database,
         HTTPException: _on_http,
