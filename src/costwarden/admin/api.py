@@ -26,7 +26,7 @@ from starlette.routing import Route
 
 from costwarden.admin.common import body_json, error, exception_handlers
 from costwarden.admin.health_api import health_routes
-from costwarden.admin.openapi import OPENAPI
+from costwarden.admin.openapi import openapi_document
 from costwarden.admin.routes_api import route_routes
 from costwarden.admin.switches_api import switch_routes
 from costwarden.budgets.limits import (
@@ -123,8 +123,10 @@ def create_admin_app(gateway: CostwardenApp) -> Starlette:
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok", "keys": len(gateway.keys)})
 
+    document = openapi_document(sorted(gateway.routes), sorted(gateway.settings.deployments))
+
     async def openapi(request: Request) -> Response:
-        return JSONResponse(OPENAPI)
+        return JSONResponse(document)
 
     async def list_orgs(request: Request) -> Response:
         if denied := authorized(request):
@@ -142,7 +144,7 @@ def create_admin_app(gateway: CostwardenApp) -> Starlette:
     async def create_key(request: Request) -> Response:
         if denied := authorized(request):
             return denied
-        data = await body_json(request)
+        data = await body_json(request, allowed={"org", "project", "name"})
         org = data.get("org")
         project = data.get("project")
         name = data.get("name")
