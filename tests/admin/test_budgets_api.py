@@ -19,7 +19,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from costwarden.budgets.limits import UNLIMITED, format_amount
+from costwarden.budgets.limits import LIMIT_NAMES, SCOPES, UNLIMITED, format_amount
 from costwarden.mock import MockServer
 from costwarden.storage import policy, repo
 from costwarden.storage.counters import ADMITTED_STATUSES
@@ -490,7 +490,11 @@ async def test_new_paths_are_in_the_openapi_document(client: httpx.AsyncClient) 
     assert set(paths["/admin/tiers/{name}"]) == {"put", "delete"}
     assert set(paths["/admin/orgs/{name}/tier"]) == {"put"}
     put = paths["/admin/limits"]["put"]["requestBody"]["content"]["application/json"]["schema"]
-    assert "weekly_usd" not in put["properties"]["limits"]["propertyNames"]["enum"]
-    assert "daily_usd" in put["properties"]["limits"]["propertyNames"]["enum"]
+    # One branch per scope; each takes exactly the known limit names.
+    assert [b["properties"]["scope"]["const"] for b in put["oneOf"]] == list(SCOPES)
+    for branch in put["oneOf"]:
+        limits = branch["properties"]["limits"]
+        assert limits["additionalProperties"] is False
+        assert set(limits["properties"]) == set(LIMIT_NAMES)
     for ref in ("Limit", "LimitStatus", "Tier"):
         assert ref in spec["components"]["schemas"]
