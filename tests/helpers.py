@@ -566,3 +566,15 @@ class FlakyLink:
                 if not self.drop_answers:
                     writer.write(data)
                     await writer.drain()
+
+
+def assert_admin_error(r: Any, status: int, kind: str | None = None) -> str:
+    """An admin API error: ``status``, JSON ``{"error": {"type", "message"}}``; the message."""
+    assert r.status_code == status, (r.status_code, r.text)
+    assert r.headers["content-type"].startswith("application/json"), r.headers
+    error = r.json()["error"]
+    assert isinstance(error["message"], str) and error["message"], error
+    if kind is not None:
+        assert error["type"] == kind, error
+    message: str = error["message"]
+    return message

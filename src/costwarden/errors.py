@@ -9,6 +9,8 @@ Everything the package raises on purpose derives from :class:`CostwardenError`:
 - :class:`NotFound` -- an admin/CLI operation names an org, project or key that does not
   exist.
 - :class:`InvalidInput` -- an admin/CLI operation got a value it cannot accept.
+- :class:`Conflict` -- an admin/CLI operation conflicts with what exists: it would overwrite a
+  config-file tier, delete a tier an org is on, or close a cycle of fallback chains.
 - :class:`GatewayError` -- a request through the gateway is refused or failed. It carries
   the HTTP status and the error ``type``/``code`` of the error contract in DESIGN.md, and the
   gateway renders it OpenAI-shaped or Anthropic-shaped depending on the route. Subclasses
@@ -43,6 +45,10 @@ class NotFound(CostwardenError):
 
 class InvalidInput(CostwardenError):
     """An operator supplied a value that cannot be accepted."""
+
+
+class Conflict(CostwardenError):
+    """The request conflicts with the current state (admin API: 409)."""
 
 
 class GatewayError(CostwardenError):

@@ -13,8 +13,9 @@ _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 def parse_since(value: str | None, *, now: datetime | None = None) -> datetime | None:
     """``7d``/``24h``/``30m``/``2w`` back from now, or an ISO date/datetime (UTC if naive)."""
-    if value is None or value == "":
+    if value is None or not value.strip():
         return None
+    value = value.strip()
     now = now or datetime.now(UTC)
     match = _SPAN.match(value)
     if match:

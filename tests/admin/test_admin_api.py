@@ -232,6 +232,7 @@ async def test_revoke_unknown_key(client: httpx.AsyncClient) -> None:
         (b'{"org": "   "}', {}),
         (b'{"org": "ok", "project": 3}', {}),
         (b'{"org": "ok", "name": ["x"]}', {}),
+        (b'{"org": "ok", "projet": "web"}', {}),
         (b'{"org": "' + b"x" * 201 + b'"}', {}),
         (b'{"org": "a\\u0000b"}', {}),
         (b'{"project": "web"}', {"content-type": "application/json"}),
@@ -381,6 +382,10 @@ def _check_openapi_structure(spec: dict[str, Any]) -> None:
             assert op["responses"], (path, method)
             for code, response in op["responses"].items():
                 assert re.fullmatch(r"[1-5](\d\d|XX)|default", code), code
+                if "$ref" in response:
+                    prefix = "#/components/responses/"
+                    assert response["$ref"].startswith(prefix), response
+                    response = spec["components"]["responses"][response["$ref"][len(prefix) :]]
                 assert isinstance(response["description"], str)
             declared = set()
             for param in op.get("parameters", []):

@@ -1,7 +1,8 @@
 """Budgets, rate limits and tiers through the admin API, against a live gateway.
 
 Writes are live on the gateway serving them at once (no poll interval to wait for); bad input
-is a 400 (or 404 for something unknown, 409 for a config-file tier) that changes nothing;
+is a 400 (or 404 for something unknown, 409 for a config-file tier or one in use) that
+changes nothing;
 the budget status shows spend equal to the ledger. SQLite and PostgreSQL.
 """
 
@@ -18,7 +19,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from costwarden.budgets.limits import UNLIMITED, format_amount
+from costwarden.budgets.limits import LIMIT_NAMES, SCOPES, UNLIMITED, format_amount
 from costwarden.mock import MockServer
 from costwarden.storage import policy, repo
 from costwarden.storage.counters import ADMITTED_STATUSES
@@ -433,9 +434,9 @@ async def test_tiers_lifecycle_and_live_assignment(
         ("monthly_usd", "tier pro")
     ]
 
-    # An org on a tier keeps it from being deleted.
+    # An org on a tier keeps it from being deleted: the request conflicts with it.
     r = await client.delete("/admin/tiers/pro", headers=AUTH)
-    assert "acme" in _assert_error(r, 400, "invalid_request_error")
+    assert "acme" in _assert_error(r, 409, "conflict")
     r = await client.put("/admin/orgs/acme/tier", json={"tier": "free"}, headers=AUTH)
     assert r.status_code == 200, r.text  # config tiers are known tiers
     assert (await _chat(client, gw.key)).status_code == 200
@@ -464,7 +465,7 @@ async def test_bad_tier_writes_are_refused_and_change_nothing(
         ("PUT", "/admin/tiers/pro", [1], 400, "JSON object"),
         ("PUT", "/admin/tiers/%20", {"org": {"daily_usd": 1}}, 400, "must not be empty"),
         ("DELETE", "/admin/tiers/nope", None, 404, "nope"),
-        ("PUT", "/admin/orgs/acme/tier", {"tier": "nope"}, 400, "unknown tier 'nope'"),
+        ("PUT", "/admin/orgs/acme/tier", {"tier": "nope"}, 404, "unknown tier 'nope'"),
         ("PUT", "/admin/orgs/acme/tier", {"tier": 5}, 400, "'tier'"),
         ("PUT", "/admin/orgs/acme/tier", {}, 400, "'tier' is required"),
         ("PUT", "/admin/orgs/acme/tier", {"tier": "free", "x": 1}, 400, "unknown field"),
@@ -489,7 +490,11 @@ async def test_new_paths_are_in_the_openapi_document(client: httpx.AsyncClient) 
     assert set(paths["/admin/tiers/{name}"]) == {"put", "delete"}
     assert set(paths["/admin/orgs/{name}/tier"]) == {"put"}
     put = paths["/admin/limits"]["put"]["requestBody"]["content"]["application/json"]["schema"]
-    assert "weekly_usd" not in put["properties"]["limits"]["propertyNames"]["enum"]
-    assert "daily_usd" in put["properties"]["limits"]["propertyNames"]["enum"]
+    # One branch per scope; each takes exactly the known limit names.
+    assert [b["properties"]["scope"]["const"] for b in put["oneOf"]] == list(SCOPES)
+    for branch in put["oneOf"]:
+        limits = branch["properties"]["limits"]
+        assert limits["additionalProperties"] is False
+        assert set(limits["properties"]) == set(LIMIT_NAMES)
     for ref in ("Limit", "LimitStatus", "Tier"):
         assert ref in spec["components"]["schemas"]

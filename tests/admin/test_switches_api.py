@@ -234,7 +234,9 @@ async def test_switch_paths_are_documented(client: httpx.AsyncClient) -> None:
     assert set(spec["paths"]["/admin/switches"]) == {"get", "put"}
     assert set(spec["paths"]["/admin/audit"]) == {"get"}
     put = spec["paths"]["/admin/switches"]["put"]["requestBody"]["content"]["application/json"]
-    assert set(put["schema"]["properties"]) == {"org", "feature", "enabled", "message", "confirm"}
+    for branch in put["schema"]["anyOf"]:
+        fields = {"org", "feature", "enabled", "message", "confirm"}
+        assert set(branch["properties"]) == fields and branch["additionalProperties"] is False
     assert spec["components"]["schemas"]["Switch"]["properties"]["feature"]["enum"] == list(
         FEATURES
     )

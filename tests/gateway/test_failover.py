@@ -467,15 +467,17 @@ async def test_admin_api_sets_validates_and_audits_fallback_chains(
         assert smart["fallbacks_source"] == "config"
 
         # Bad chains: refused with a clear error, nothing stored, nothing changed.
-        for fallbacks, words in (
-            (["nope"], "neither a route nor a deployment"),
-            (["sonnet-first", "smart"], "cycle"),
-            ("gpt-4o-mini", "must be a list"),
+        # A cycle through the other routes' chains conflicts with them: 409.
+        for fallbacks, code, words in (
+            (["nope"], 400, "neither a route nor a deployment"),
+            (["openai:gpt-4o", "nope"], 400, "'nope' is neither a route nor a deployment"),
+            (["sonnet-first", "smart"], 409, "cycle"),
+            ("gpt-4o-mini", 400, "must be a list"),
         ):
             status, body = await _admin(
                 one, "PUT", "/admin/routes/smart/fallbacks", {"fallbacks": fallbacks}
             )
-            assert status == 400 and words in body["error"]["message"], body
+            assert status == code and words in body["error"]["message"], body
         status, body = await _admin(one, "PUT", "/admin/routes/ghost/fallbacks", {"fallbacks": []})
         assert status == 404
 

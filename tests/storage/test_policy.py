@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from costwarden.budgets.limits import UNLIMITED, Limit, Tier, TierEntry
-from costwarden.errors import InvalidInput, NotFound
+from costwarden.errors import Conflict, InvalidInput, NotFound
 from costwarden.storage import policy, repo
 from costwarden.storage.migrate import migrate
 from costwarden.storage.schema import limits as limits_table
@@ -446,7 +446,7 @@ def test_org_tiers(ctx: Ctx) -> None:
     assert policy.load_policy(engine)[3] == {ctx.acme: "team", ctx.beta: "pro"}
 
     before = snapshot(engine)
-    with pytest.raises(InvalidInput) as info:
+    with pytest.raises(NotFound) as info:
         policy.set_org_tier(engine, "acme", "enterprise", known_tiers=config_tiers)
     assert "enterprise" in str(info.value)
     for known in ("free", "pro", "team"):
@@ -454,7 +454,7 @@ def test_org_tiers(ctx: Ctx) -> None:
     with pytest.raises(NotFound):
         policy.set_org_tier(engine, "ghost", "free", known_tiers=config_tiers)
     # an org on a tier keeps the tier from being deleted
-    with pytest.raises(InvalidInput, match="beta"):
+    with pytest.raises(Conflict, match="beta"):
         policy.delete_tier(engine, "pro")
     assert snapshot(engine) == before
 

@@ -6,27 +6,27 @@ cache at once so the change is live without waiting for the poller. Limit and ti
 reload this process's limits at once; other gateway processes poll for them within
 ``budgets.refresh_seconds``.
 
-Errors: bad input is 400 (``invalid_request_error``), an unknown org, project, key or tier
-is 404 (``not_found``), writing a tier defined in the config file is 409 (``conflict``).
+Errors (answered by :mod:`costwarden.admin.common`, shared by every admin module): bad input
+is 400 (``invalid_request_error``), an unknown org, project, key or tier is 404
+(``not_found``), writing a tier defined in the config file is 409 (``conflict``), a body over
+1 MiB is 413, a database that cannot answer is 503 (``service_unavailable``, ``Retry-After``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from costwarden.admin.common import body_json, error, exception_handlers
 from costwarden.admin.health_api import health_routes
-from costwarden.admin.openapi import OPENAPI
+from costwarden.admin.openapi import openapi_document
 from costwarden.admin.routes_api import route_routes
 from costwarden.admin.switches_api import switch_routes
 from costwarden.budgets.limits import (
@@ -38,7 +38,7 @@ from costwarden.budgets.limits import (
     tier_to_mapping,
 )
 from costwarden.budgets.status import live_status
-from costwarden.errors import InvalidInput, NotFound
+from costwarden.errors import Conflict, InvalidInput, NotFound
 from costwarden.periods import parse_since
 from costwarden.storage import policy, repo
 from costwarden.storage.records import KeyRecord
@@ -90,45 +90,20 @@ def config_tier_conflict(name: str) -> str:
     )
 
 
-class Conflict(Exception):
-    """409: the request would overwrite something the config file owns."""
-
-
-def _error(status: int, kind: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"type": kind, "message": message}}, status_code=status)
-
-
 def create_admin_app(gateway: CostwardenApp) -> Starlette:
     engine = gateway.engine
 
     def authorized(request: Request) -> JSONResponse | None:
         token = gateway.settings.admin_token
         if not token:
-            return _error(403, "admin_disabled", "the admin API is off: set COSTWARDEN_ADMIN_TOKEN")
+            return error(403, "admin_disabled", "the admin API is off: set COSTWARDEN_ADMIN_TOKEN")
         given = request.headers.get("authorization", "")
         scheme, _, value = given.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(
             value.strip().encode(), token.encode()
         ):
-            return _error(401, "authentication_error", "missing or wrong admin token")
+            return error(401, "authentication_error", "missing or wrong admin token")
         return None
-
-    async def body_json(request: Request, *, allowed: set[str] | None = None) -> dict[str, Any]:
-        """The JSON object body; decimals stay exact (Decimal). ``allowed``: its only fields."""
-        try:
-            data = json.loads(await request.body(), parse_float=Decimal)
-        except ValueError:  # includes bad UTF-8
-            raise InvalidInput("request body is not valid JSON") from None
-        if not isinstance(data, dict):
-            raise InvalidInput("request body must be a JSON object")
-        if allowed is not None:
-            unknown = sorted(set(data) - allowed)
-            if unknown:
-                raise InvalidInput(
-                    f"unknown field(s) {', '.join(map(repr, unknown))} "
-                    f"(known: {', '.join(sorted(allowed))})"
-                )
-        return data
 
     async def reload_limits() -> None:
         """Apply a committed policy write in this process now (the poller would within
@@ -148,8 +123,10 @@ def create_admin_app(gateway: CostwardenApp) -> Starlette:
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok", "keys": len(gateway.keys)})
 
+    document = openapi_document(sorted(gateway.routes), sorted(gateway.settings.deployments))
+
     async def openapi(request: Request) -> Response:
-        return JSONResponse(OPENAPI)
+        return JSONResponse(document)
 
     async def list_orgs(request: Request) -> Response:
         if denied := authorized(request):
@@ -167,7 +144,7 @@ def create_admin_app(gateway: CostwardenApp) -> Starlette:
     async def create_key(request: Request) -> Response:
         if denied := authorized(request):
             return denied
-        data = await body_json(request)
+        data = await body_json(request, allowed={"org", "project", "name"})
         org = data.get("org")
         project = data.get("project")
         name = data.get("name")
@@ -336,22 +313,6 @@ def create_admin_app(gateway: CostwardenApp) -> Starlette:
         await reload_limits()
         return JSONResponse({"org": org.strip(), "tier": tier.strip() if tier else None})
 
-    # ------------------------------------------------------------------ errors
-
-    async def on_conflict(request: Request, exc: Exception) -> Response:
-        return _error(409, "conflict", str(exc))
-
-    async def on_invalid(request: Request, exc: Exception) -> Response:
-        return _error(400, "invalid_request_error", str(exc))
-
-    async def on_not_found(request: Request, exc: Exception) -> Response:
-        return _error(404, "not_found", str(exc))
-
-    async def on_http(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPException)
-        kind = "not_found" if exc.status_code == 404 else "invalid_request_error"
-        return _error(exc.status_code, kind, f"{request.method} {request.url.path}: {exc.detail}")
-
     return Starlette(
         routes=[
             Route("/healthz", healthz),
@@ -373,12 +334,7 @@ def create_admin_app(gateway: CostwardenApp) -> Starlette:
             *health_routes(gateway, authorized, body_json),
             *route_routes(gateway, authorized, body_json),
         ],
-        exception_handlers={
-            InvalidInput: on_invalid,
-            NotFound: on_not_found,
-            Conflict: on_conflict,
-            HTTPException: on_http,
-        },
+        exception_handlers=exception_handlers(),
     )
 
 

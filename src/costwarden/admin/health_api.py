@@ -12,8 +12,7 @@
   the ``Last-Event-ID`` header out of the bus's ring buffer.
 
 The routes are built by :func:`health_routes` from the admin app's own ``authorized`` and
-``body_json`` closures; errors go through the admin app's handlers (InvalidInput -> 400,
-NotFound -> 404).
+``body_json``; errors go through the admin app's handlers (:mod:`costwarden.admin.common`).
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from costwarden.admin.common import parse_json_object, read_body
 from costwarden.errors import InvalidInput
 from costwarden.events import Event, EventBus
 
@@ -92,8 +92,9 @@ def health_routes(
             return denied
         deployment = request.path_params["deployment"]
         actor = ACTOR
-        if await request.body():
-            data = await body_json(request, allowed={"actor"})
+        raw = await read_body(request)  # the body is optional
+        if raw:
+            data = parse_json_object(raw, allowed={"actor"})
             given = data.get("actor", ACTOR)
             if not isinstance(given, str):
                 raise InvalidInput("'actor' must be a string: who resets the breaker")

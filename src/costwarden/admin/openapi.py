@@ -1,14 +1,32 @@
 """The admin API's OpenAPI document (served at ``/admin/openapi.json``).
 
 Kept apart from the handlers so ``api.py`` reads as the behaviour; a test checks that every
-route the admin app serves is described here.
+route the admin app serves is described here, and a schemathesis run
+(tests/admin/test_openapi_conformance.py) that the API answers as described: every status an
+operation can answer is listed, and the request schemas (:mod:`costwarden.admin.openapi_inputs`)
+allow exactly what the handlers accept. The gateway serves :func:`openapi_document`, which
+adds its own route and deployment names.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
+from costwarden.admin.openapi_inputs import (
+    CREATE_KEY,
+    DELETE_LIMITS,
+    EVENT_ID,
+    LABEL,
+    NAME,
+    PUT_LIMITS,
+    PUT_SWITCH,
+    SINCE,
+    TIER_LIMITS,
+    string,
+)
 from costwarden.budgets.limits import LIMIT_NAMES, MODES, SCOPES, TIER_SCOPES
+from costwarden.storage.audit import DEFAULT_AUDIT_LIMIT, MAX_AUDIT_LIMIT
 from costwarden.storage.switches import FEATURES
 
 _KEY_SCHEMA = {
@@ -23,12 +41,7 @@ _KEY_SCHEMA = {
         "revoked_at": {"type": ["string", "null"], "format": "date-time"},
     },
 }
-_ERROR = {"description": "error", "content": {"application/json": {"schema": {"type": "object"}}}}
 _BEARER: list[dict[str, list[str]]] = [{"adminToken": []}]
-_AMOUNT = {
-    "type": ["string", "integer", "number"],
-    "description": "USD as decimal text (at most 9 places), counts as integers; -1 = unlimited",
-}
 _LIMIT_SCHEMA = {
     "type": "object",
     "properties": {
@@ -62,45 +75,23 @@ _STATUS_SCHEMA = {
         "resets_at": {"type": ["string", "null"], "format": "date-time"},
     },
 }
-_TIER_LIMITS_SCHEMA = {
-    "type": "object",
-    "description": "scope type -> {limit name: amount}",
-    "propertyNames": {"enum": list(TIER_SCOPES)},
-    "additionalProperties": {
-        "type": "object",
-        "propertyNames": {"enum": list(LIMIT_NAMES)},
-        "additionalProperties": _AMOUNT,
-    },
-}
 _TIER_SCHEMA = {
     "type": "object",
     "properties": {
         "name": {"type": "string"},
         "source": {"type": "string", "enum": ["config", "api"]},
-        "limits": _TIER_LIMITS_SCHEMA,
+        "limits": {
+            "type": "object",
+            "description": "scope type -> {limit name: amount as text}",
+            "propertyNames": {"enum": list(TIER_SCOPES)},
+            "additionalProperties": {
+                "type": "object",
+                "propertyNames": {"enum": list(LIMIT_NAMES)},
+                "additionalProperties": {"type": "string"},
+            },
+        },
     },
 }
-_TARGET_PROPERTIES: dict[str, Any] = {
-    "org": {"type": ["string", "null"], "description": "org name; null for scope platform"},
-    "scope": {"type": "string", "enum": list(SCOPES)},
-    "scope_id": {
-        "type": "string",
-        "description": "project name or id, key id, end user, session id or tag name=value; "
-        "omit for org and platform",
-    },
-}
-
-
-def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"required": True, "content": {"application/json": {"schema": schema}}}
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-_ORG_QUERY = {"name": "org", "in": "query", "schema": {"type": "string"}}
-_NAME_PATH = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
 
 _SWITCH_SCHEMA = {
     "type": "object",
@@ -129,65 +120,6 @@ _AUDIT_SCHEMA = {
         "new_value": {"description": "JSON value after the change"},
     },
 }
-_SWITCH_PATHS: dict[str, Any] = {
-    "/admin/switches": {
-        "get": {
-            "summary": "Kill switch and feature toggles: every switch set (on and off)",
-            "responses": {"200": {"description": "{version, switches: [Switch]}"}, "401": _ERROR},
-        },
-        "put": {
-            "summary": "Turn a feature on or off, platform-wide (org null) or for one org; live "
-            "on this gateway at once, on others within switches.refresh_seconds; audited",
-            "requestBody": _json_body(
-                {
-                    "type": "object",
-                    "required": ["feature", "enabled"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "org": {"type": ["string", "null"], "description": "null: platform"},
-                        "feature": {
-                            "type": "string",
-                            "enum": list(FEATURES),
-                            "description": "ai: every model call; an endpoint name; "
-                            "streaming: requests with stream true",
-                        },
-                        "enabled": {"type": "boolean"},
-                        "message": {"type": ["string", "null"], "maxLength": 500},
-                        "confirm": {
-                            "type": "string",
-                            "enum": ["disable-all"],
-                            "description": "required to switch ai off platform-wide",
-                        },
-                    },
-                }
-            ),
-            "responses": {
-                "200": {
-                    "description": "the switch as stored",
-                    "content": {"application/json": {"schema": _ref("Switch")}},
-                },
-                "400": _ERROR,
-                "401": _ERROR,
-                "404": _ERROR,
-            },
-        },
-    },
-    "/admin/audit": {
-        "get": {
-            "summary": "Audit log (who changed what, old and new value), newest first",
-            "parameters": [
-                {
-                    "name": "limit",
-                    "in": "query",
-                    "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
-                },
-                {"name": "action", "in": "query", "schema": {"type": "string"}},
-            ],
-            "responses": {"200": {"description": "{data: [AuditEntry]}"}, "400": _ERROR},
-        }
-    },
-}
-
 _DEPLOYMENT_HEALTH_SCHEMA = {
     "type": "object",
     "description": "one deployment's circuit breaker, as this gateway process sees it",
@@ -208,109 +140,302 @@ _DEPLOYMENT_HEALTH_SCHEMA = {
         },
     },
 }
-_ROUTE_PATHS: dict[str, Any] = {
-    "/admin/routes": {
-        "get": {
-            "summary": "Every route: deployments, fallbacks (config or admin), resolved chain, "
-            "retries, timeouts, degraded template",
-            "responses": {"200": {"description": "{routes: [Route]}"}, "401": _ERROR},
+# ------------------------------------------------------------------ errors
+
+_ERROR_BODY = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["type", "message"],
+            "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
         }
     },
-    "/admin/routes/{model}/fallbacks": {
-        "put": {
-            "summary": "Set a route's fallback chain (null: back to the config file's); "
-            "validated (unknown names, cycles), audited, live on every gateway within a poll",
-            "parameters": [
-                {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}
-            ],
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {
-                        "schema": {
-                            "type": "object",
-                            "additionalProperties": False,
-                            "required": ["fallbacks"],
-                            "properties": {
-                                "fallbacks": {
-                                    "type": ["array", "null"],
-                                    "items": {"type": "string"},
-                                    "description": "route names or provider:model ids",
-                                }
-                            },
+}
+# Every error an operation can answer, by status: (component name, description).
+_ERRORS: dict[str, tuple[str, str]] = {
+    "400": ("BadRequest", "invalid_request_error: malformed JSON, a body nested over 32 "
+            "levels, an unknown field, a value the schema refuses"),
+    "401": ("Unauthorized", "authentication_error: missing or wrong admin token"),
+    "403": ("AdminDisabled", "admin_disabled: COSTWARDEN_ADMIN_TOKEN is not set"),
+    "404": ("NotFound", "not_found: an org, project, key, tier, route or deployment named "
+            "in the path, query or body does not exist"),
+    "409": ("Conflict", "conflict: a config-file tier, a tier still in use, a fallback "
+            "cycle, or a concurrent write"),
+    "413": ("TooLarge", "request_too_large: the body is over 1 MiB"),
+    "503": ("Unavailable", "service_unavailable: the database cannot be reached; nothing "
+            "was changed; retry after Retry-After seconds"),
+}
+_RESPONSES: dict[str, Any] = {
+    name: {"description": text, "content": {"application/json": {"schema": _ERROR_BODY}}}
+    for name, text in _ERRORS.values()
+}
+_RESPONSES["Unavailable"]["headers"] = {
+    "Retry-After": {"required": True, "schema": {"type": "integer", "minimum": 1}}
+}
+# What a request can run into besides its own errors.
+_AUTH = ("401", "403")
+_READ = (*_AUTH, "503")  # reads the database
+_WRITE = (*_AUTH, "400", "413", "503")  # takes a JSON body, writes the database
+
+
+def _op(summary: str, ok: dict[str, Any], *codes: str, **extra: Any) -> dict[str, Any]:
+    """An operation answering ``ok`` (status -> response) or one of the errors ``codes``."""
+    responses = dict(ok)
+    for code in sorted(set(codes)):
+        responses[code] = {"$ref": f"#/components/responses/{_ERRORS[code][0]}"}
+    return {"summary": summary, **extra, "responses": responses}
+
+
+def _ok(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": description}
+    if schema is not None:
+        response["content"] = {"application/json": {"schema": schema}}
+    return {"200": response}
+
+
+def _json_body(schema: dict[str, Any], *, required: bool = True) -> dict[str, Any]:
+    return {"required": required, "content": {"application/json": {"schema": schema}}}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _query(name: str, schema: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"name": name, "in": "query", "schema": schema, **extra}
+
+
+def _path(name: str, schema: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": schema, **extra}
+
+
+_NEW_KEY = {
+    "allOf": [_ref("Key"), {"required": ["key"], "properties": {"key": {"type": "string"}}}]
+}
+_ORG_QUERY = _query("org", string(NAME, "org name"))
+_NAME_PATH = _path("name", string(NAME))
+
+# ------------------------------------------------------------------ paths
+
+_KEY_PATHS: dict[str, Any] = {
+    "/admin/orgs": {"get": _op("List orgs", _ok("{data: [Org]}"), *_READ)},
+    "/admin/keys": {
+        "get": _op(
+            "List virtual keys (never the keys themselves)",
+            _ok("{data: [Key]}"),
+            *_READ, "400", "404",
+            parameters=[_ORG_QUERY],
+        ),
+        "post": _op(
+            "Create a virtual key; the org (and project) are created if new",
+            {
+                "201": {
+                    "description": "the key, shown once, in field 'key'",
+                    "content": {"application/json": {"schema": _NEW_KEY}},
+                    "links": {
+                        "Revoke": {
+                            "operationId": "revokeKey",
+                            "parameters": {"key_id": "$response.body#/id"},
                         }
-                    }
-                },
+                    },
+                }
             },
-            "responses": {
-                "200": {"description": "the route"},
-                "400": _ERROR,
-                "401": _ERROR,
-                "404": _ERROR,
-            },
-        }
+            *_WRITE, "409",
+            requestBody=_json_body(CREATE_KEY),
+        ),
+    },
+    "/admin/keys/{key_id}/revoke": {
+        "post": _op(
+            "Revoke a key (live on every gateway within a second)",
+            _ok("the revoked key", _ref("Key")),
+            *_READ, "400", "404",
+            operationId="revokeKey",
+            parameters=[_path("key_id", {"type": "string", "pattern": "^key_[0-9a-f]{12}$"})],
+        )
+    },
+    "/admin/usage": {
+        "get": _op(
+            "Spend by org, model and day",
+            _ok("usage report"),
+            *_READ, "400", "404",
+            parameters=[
+                _ORG_QUERY,
+                _query(
+                    "since",
+                    string(SINCE, "7d, 24h, 30m, 2w back from now, or an ISO date; "
+                           "empty: all time"),
+                ),
+            ],
+        )
+    },
+}
+_LIMIT_PATHS: dict[str, Any] = {
+    "/admin/limits": {
+        "get": _op(
+            "Limits set explicitly: one org's and the platform's (all without org)",
+            _ok("{org, org_id, limits: [Limit]}"),
+            *_READ, "400", "404",
+            parameters=[_ORG_QUERY],
+        ),
+        "put": _op(
+            "Set limits on one scope instance; live on this gateway at once, on others "
+            "within budgets.refresh_seconds",
+            _ok("{org, org_id, limits: [Limit]} as stored"),
+            *_WRITE, "404", "409",
+            requestBody=_json_body(PUT_LIMITS),
+        ),
+        "delete": _op(
+            "Clear limits of one scope instance (all of them without 'limits')",
+            _ok("{deleted: n}"),
+            *_WRITE, "404", "409",
+            requestBody=_json_body(DELETE_LIMITS),
+        ),
+    },
+    "/admin/budgets": {
+        "get": _op(
+            "Every limit applying to an org, with spent, reserved, remaining, percent used "
+            "and reset time, from this gateway's counters",
+            _ok("{org, org_id, limits: [LimitStatus]}"),
+            *_READ, "400", "404",
+            parameters=[{**_ORG_QUERY, "required": True}],
+        )
+    },
+    "/admin/tiers": {
+        "get": _op("Plan tiers: from the config file (source config) and the API",
+                   _ok("{data: [Tier]}"), *_READ)
+    },
+    "/admin/tiers/{name}": {
+        "put": _op(
+            "Create or replace an API tier (config-file tiers are read-only: 409)",
+            _ok("the tier", _ref("Tier")),
+            *_WRITE, "409",
+            parameters=[_NAME_PATH],
+            requestBody=_json_body(TIER_LIMITS),
+        ),
+        "delete": _op(
+            "Delete an API tier no org is on (409 while one is, or for a config-file tier)",
+            _ok("{deleted: name}"),
+            *_READ, "400", "404", "409",
+            parameters=[_path("name", {"type": "string"})],
+        ),
+    },
+    "/admin/orgs/{name}/tier": {
+        "put": _op(
+            "Put an org on a tier, or take it off (tier null)",
+            _ok("{org, tier}"),
+            *_WRITE, "404", "409",
+            parameters=[_path("name", {"type": "string"})],
+            requestBody=_json_body(
+                {
+                    "type": "object",
+                    "required": ["tier"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "tier": {"type": ["string", "null"], "description": "404 if unknown"}
+                    },
+                }
+            ),
+        )
+    },
+}
+_SWITCH_PATHS: dict[str, Any] = {
+    "/admin/switches": {
+        "get": _op("Kill switch and feature toggles: every switch set (on and off)",
+                   _ok("{version, switches: [Switch]}"), *_READ),
+        "put": _op(
+            "Turn a feature on or off, platform-wide (org null) or for one org; live on this "
+            "gateway at once, on others within switches.refresh_seconds; audited",
+            _ok("the switch as stored", _ref("Switch")),
+            *_WRITE, "404", "409",
+            requestBody=_json_body(PUT_SWITCH),
+        ),
+    },
+    "/admin/audit": {
+        "get": _op(
+            "Audit log (who changed what, old and new value), newest first",
+            _ok("{data: [AuditEntry]}"),
+            *_READ, "400",
+            parameters=[
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_AUDIT_LIMIT,
+                                 "default": DEFAULT_AUDIT_LIMIT}),
+                _query("action", string(LABEL, "e.g. switch.set")),
+            ],
+        )
     },
 }
 _HEALTH_PATHS: dict[str, Any] = {
     "/admin/health/deployments": {
-        "get": {
-            "summary": "Circuit breaker of every deployment (counts are this process's)",
-            "responses": {"200": {"description": "{data: [DeploymentHealth]}"}, "401": _ERROR},
-        }
+        "get": _op("Circuit breaker of every deployment (counts are this process's)",
+                   _ok("{data: [DeploymentHealth]}"), *_AUTH)
     },
     "/admin/breakers/{deployment}/reset": {
-        "post": {
-            "summary": "Force a breaker closed, on every gateway sharing Redis; audited",
-            "parameters": [
+        "post": _op(
+            "Force a breaker closed, on every gateway sharing Redis; audited",
+            _ok("the deployment's health after the reset", _ref("DeploymentHealth")),
+            *_WRITE, "404", "409",
+            parameters=[_path("deployment", {"type": "string"},
+                              description="provider:model, percent-encoded")],
+            requestBody=_json_body(
                 {
-                    "name": "deployment",
-                    "in": "path",
-                    "required": True,
-                    "description": "provider:model, percent-encoded",
-                    "schema": {"type": "string"},
-                }
-            ],
-            "requestBody": {
-                "required": False,
-                "content": {
-                    "application/json": {
-                        "schema": {
-                            "type": "object",
-                            "additionalProperties": False,
-                            "properties": {
-                                "actor": {"type": "string", "description": "for the audit log"}
-                            },
-                        }
-                    }
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {"actor": string(NAME, "for the audit log")},
                 },
-            },
-            "responses": {
-                "200": {
-                    "description": "the deployment's health after the reset",
-                    "content": {"application/json": {"schema": _ref("DeploymentHealth")}},
-                },
-                "400": _ERROR,
-                "401": _ERROR,
-                "404": _ERROR,
-            },
-        }
+                required=False,
+            ),
+        )
     },
     "/admin/events": {
-        "get": {
-            "summary": "Live events (server-sent events): breaker_changed, ...; a heartbeat "
-            "comment after 15 s of silence; resumes after the Last-Event-ID header",
-            "parameters": [
-                {"name": "Last-Event-ID", "in": "header", "schema": {"type": "integer"}}
-            ],
-            "responses": {
+        "get": _op(
+            "Live events (server-sent events): breaker_changed, ...; a heartbeat comment "
+            "after 15 s of silence; resumes after the Last-Event-ID header",
+            {
                 "200": {
                     "description": "id: N, event: KIND, data: JSON lines per event",
                     "content": {"text/event-stream": {"schema": {"type": "string"}}},
-                },
-                "400": _ERROR,
-                "401": _ERROR,
+                }
             },
-        }
+            *_AUTH, "400",
+            parameters=[
+                {
+                    "name": "Last-Event-ID",
+                    "in": "header",
+                    "schema": string(EVENT_ID, "an event id (blank: none)"),
+                }
+            ],
+        )
+    },
+}
+_ROUTE_PATHS: dict[str, Any] = {
+    "/admin/routes": {
+        "get": _op("Every route: deployments, fallbacks (config or admin), resolved chain, "
+                   "retries, timeouts, degraded template", _ok("{routes: [Route]}"), *_AUTH)
+    },
+    "/admin/routes/{model}/fallbacks": {
+        "put": _op(
+            "Set a route's fallback chain (null: back to the config file's); an unknown name "
+            "is a 400, a cycle through the other routes' chains a 409; audited, live on every "
+            "gateway within a poll",
+            _ok("the route"),
+            *_WRITE, "404", "409",
+            parameters=[_path("model", {"type": "string"})],
+            requestBody=_json_body(
+                {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["fallbacks"],
+                    "properties": {
+                        "fallbacks": {
+                            "type": ["array", "null"],
+                            "items": {"type": "string", "minLength": 1},
+                            "description": "route names or provider:model ids",
+                        }
+                    },
+                }
+            ),
+        )
     },
 }
 
@@ -328,196 +453,21 @@ OPENAPI: dict[str, Any] = {
             "AuditEntry": _AUDIT_SCHEMA,
             "DeploymentHealth": _DEPLOYMENT_HEALTH_SCHEMA,
         },
+        "responses": _RESPONSES,
     },
     "security": _BEARER,
-    "paths": {
-        **_SWITCH_PATHS,
-        **_HEALTH_PATHS,
-        **_ROUTE_PATHS,
-        "/admin/orgs": {
-            "get": {"summary": "List orgs", "responses": {"200": {"description": "orgs"}}}
-        },
-        "/admin/keys": {
-            "get": {
-                "summary": "List virtual keys (never the keys themselves)",
-                "parameters": [{"name": "org", "in": "query", "schema": {"type": "string"}}],
-                "responses": {"200": {"description": "keys"}, "401": _ERROR},
-            },
-            "post": {
-                "summary": "Create a virtual key; the org (and project) are created if new",
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["org"],
-                                "properties": {
-                                    "org": {"type": "string"},
-                                    "project": {"type": "string"},
-                                    "name": {"type": "string"},
-                                },
-                            }
-                        }
-                    },
-                },
-                "responses": {
-                    "201": {"description": "the key, shown once, in field 'key'"},
-                    "400": _ERROR,
-                    "401": _ERROR,
-                },
-            },
-        },
-        "/admin/keys/{key_id}/revoke": {
-            "post": {
-                "summary": "Revoke a key (live on every gateway within a second)",
-                "parameters": [
-                    {"name": "key_id", "in": "path", "required": True, "schema": {"type": "string"}}
-                ],
-                "responses": {"200": {"description": "revoked key"}, "404": _ERROR},
-            }
-        },
-        "/admin/usage": {
-            "get": {
-                "summary": "Spend by org, model and day",
-                "parameters": [
-                    {"name": "org", "in": "query", "schema": {"type": "string"}},
-                    {"name": "since", "in": "query", "schema": {"type": "string", "default": "7d"}},
-                ],
-                "responses": {"200": {"description": "usage report"}, "404": _ERROR},
-            }
-        },
-        "/admin/limits": {
-            "get": {
-                "summary": "Limits set explicitly: one org's and the platform's (all without org)",
-                "parameters": [_ORG_QUERY],
-                "responses": {
-                    "200": {"description": "{org, org_id, limits: [Limit]}"},
-                    "401": _ERROR,
-                    "404": _ERROR,
-                },
-            },
-            "put": {
-                "summary": "Set limits on one scope instance; live on this gateway at once, "
-                "on others within budgets.refresh_seconds",
-                "requestBody": _json_body(
-                    {
-                        "type": "object",
-                        "required": ["scope", "limits"],
-                        "additionalProperties": False,
-                        "properties": {
-                            **_TARGET_PROPERTIES,
-                            "limits": {
-                                "type": "object",
-                                "propertyNames": {"enum": list(LIMIT_NAMES)},
-                                "additionalProperties": _AMOUNT,
-                                "minProperties": 1,
-                            },
-                            "mode": {
-                                "type": "string",
-                                "enum": list(MODES),
-                                "description": "budgets only (rate limits are always soft); "
-                                "omitted: keep an existing limit's mode, new ones hard",
-                            },
-                        },
-                    }
-                ),
-                "responses": {
-                    "200": {"description": "{org, org_id, limits: [Limit]} as stored"},
-                    "400": _ERROR,
-                    "401": _ERROR,
-                    "404": _ERROR,
-                },
-            },
-            "delete": {
-                "summary": "Clear limits of one scope instance (all of them without 'limits')",
-                "requestBody": _json_body(
-                    {
-                        "type": "object",
-                        "required": ["scope"],
-                        "additionalProperties": False,
-                        "properties": {
-                            **_TARGET_PROPERTIES,
-                            "limits": {
-                                "type": "array",
-                                "items": {"type": "string", "enum": list(LIMIT_NAMES)},
-                            },
-                        },
-                    }
-                ),
-                "responses": {
-                    "200": {"description": "{deleted: n}"},
-                    "400": _ERROR,
-                    "401": _ERROR,
-                    "404": _ERROR,
-                },
-            },
-        },
-        "/admin/budgets": {
-            "get": {
-                "summary": "Every limit applying to an org, with spent, reserved, remaining, "
-                "percent used and reset time, from this gateway's counters",
-                "parameters": [{**_ORG_QUERY, "required": True}],
-                "responses": {
-                    "200": {"description": "{org, org_id, limits: [LimitStatus]}"},
-                    "400": _ERROR,
-                    "401": _ERROR,
-                    "404": _ERROR,
-                },
-            }
-        },
-        "/admin/tiers": {
-            "get": {
-                "summary": "Plan tiers: from the config file (source config) and the API",
-                "responses": {"200": {"description": "{data: [Tier]}"}, "401": _ERROR},
-            }
-        },
-        "/admin/tiers/{name}": {
-            "put": {
-                "summary": "Create or replace an API tier (config-file tiers are read-only)",
-                "parameters": [_NAME_PATH],
-                "requestBody": _json_body(_TIER_LIMITS_SCHEMA),
-                "responses": {
-                    "200": {
-                        "description": "the tier",
-                        "content": {"application/json": {"schema": _ref("Tier")}},
-                    },
-                    "400": _ERROR,
-                    "401": _ERROR,
-                    "409": _ERROR,
-                },
-            },
-            "delete": {
-                "summary": "Delete an API tier no org is on",
-                "parameters": [_NAME_PATH],
-                "responses": {
-                    "200": {"description": "{deleted: name}"},
-                    "400": _ERROR,
-                    "401": _ERROR,
-                    "404": _ERROR,
-                    "409": _ERROR,
-                },
-            },
-        },
-        "/admin/orgs/{name}/tier": {
-            "put": {
-                "summary": "Put an org on a tier, or take it off (tier null)",
-                "parameters": [_NAME_PATH],
-                "requestBody": _json_body(
-                    {
-                        "type": "object",
-                        "required": ["tier"],
-                        "additionalProperties": False,
-                        "properties": {"tier": {"type": ["string", "null"]}},
-                    }
-                ),
-                "responses": {
-                    "200": {"description": "{org, tier}"},
-                    "400": _ERROR,
-                    "401": _ERROR,
-                    "404": _ERROR,
-                },
-            }
-        },
-    },
+    "paths": {**_KEY_PATHS, **_LIMIT_PATHS, **_SWITCH_PATHS, **_HEALTH_PATHS, **_ROUTE_PATHS},
 }
+
+
+def openapi_document(routes: list[str], deployments: list[str]) -> dict[str, Any]:
+    """The document of one gateway: OPENAPI with its route and deployment names as enums,
+    so a fallback naming neither is a value the schema refuses (400), as the API does."""
+    doc = copy.deepcopy(OPENAPI)
+    fallbacks = doc["paths"]["/admin/routes/{model}/fallbacks"]["put"]
+    fallbacks["parameters"][0]["schema"]["enum"] = list(routes)
+    body = fallbacks["requestBody"]["content"]["application/json"]["schema"]
+    body["properties"]["fallbacks"]["items"]["enum"] = sorted({*routes, *deployments})
+    reset = doc["paths"]["/admin/breakers/{deployment}/reset"]["post"]
+    reset["parameters"][0]["schema"]["enum"] = list(deployments)
+    return doc

@@ -8,7 +8,7 @@
 - ``GET /admin/audit``: the audit log, newest first.
 
 The routes are built by :func:`switch_routes` from the admin app's own ``authorized`` and
-``body_json`` closures, so auth and body parsing behave exactly as for every other route;
+``body_json`` (admin/common.py), so auth and body parsing behave exactly as for every other route;
 errors (InvalidInput -> 400, NotFound -> 404) go through the admin app's handlers.
 """
 

@@ -3,8 +3,8 @@
 Every process builds its routes from the config at startup, then polls ``route_fallbacks``
 (one indexed ``max(version)`` query every ``refresh_seconds``) and rebuilds a changed route
 in place, so a chain set through one process's admin API serves on every process within a
-poll. A change is validated against the whole table first (unknown names, cycles): a bad
-chain is refused with InvalidInput and stored nowhere.
+poll. A change is validated against the whole table first: an unknown name is refused with
+InvalidInput, a cycle through the other routes' chains with Conflict, and nothing is stored.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from sqlalchemy.engine import Engine
 
 from costwarden import polling
-from costwarden.errors import InvalidInput, NotFound
+from costwarden.errors import Conflict, InvalidInput, NotFound
 from costwarden.providers.base import Deployment
 from costwarden.routing.chains import Route, check_names, expand_all
 from costwarden.settings_upstreams import RouteSettings
@@ -79,8 +79,18 @@ class RouteTable:
         if names is None:
             overrides.pop(model, None)
         else:
+            known = set(self._config) | set(self._deployments)
+            unknown = [n for n in names if n not in known]
+            if unknown:  # bad input: 400
+                raise InvalidInput(
+                    f"route {model!r}: fallback {unknown[0]!r} is neither a route nor a "
+                    "deployment (routes: " + ", ".join(sorted(self._config)) + ")"
+                )
             overrides[model] = names
-        self._chains(overrides)  # InvalidInput: an unknown name or a cycle; nothing stored
+        try:
+            self._chains(overrides)  # a cycle through the other routes' chains; nothing stored
+        except InvalidInput as exc:
+            raise Conflict(str(exc)) from None
         version = await asyncio.to_thread(
             store.set_fallbacks, self._engine, model, names, actor=actor
         )

@@ -180,6 +180,8 @@ def audit_entries(
     if action is not None:
         if not isinstance(action, str) or not action.strip():
             raise InvalidInput("action must be a non-empty string")
+        if any(unicodedata.category(ch) == "Cc" for ch in action.strip()):
+            raise InvalidInput("action must not contain control characters")
         stmt = stmt.where(audit_log.c.action == action.strip())
     with connect_read(engine) as conn:
         rows = conn.execute(stmt.limit(count)).all()

@@ -47,7 +47,7 @@ from costwarden.budgets.limits import (
     tier_from_mapping,
     tier_to_mapping,
 )
-from costwarden.errors import InvalidInput, NotFound, StorageError
+from costwarden.errors import Conflict, InvalidInput, NotFound, StorageError
 from costwarden.storage.db import Bind, begin_write, connect_read
 from costwarden.storage.repo import clean_name, new_id, org_id_by_name
 from costwarden.storage.schema import limits as limits_table
@@ -119,6 +119,8 @@ def _free_text_subject(scope: str, subject: str) -> str:
     """Validate the subject of a scope whose instances need no lookup (user, session, tag)."""
     if not isinstance(subject, str):
         raise InvalidInput(f"{scope} scope: subject must be a string")
+    if "\x00" in subject:  # PostgreSQL text cannot hold it: refused on every database alike
+        raise InvalidInput(f"{scope} scope: subject must not contain NUL characters")
     if scope == "tag":
         name, sep, value = subject.partition("=")
         name, value = name.strip(), value.strip()
@@ -421,7 +423,7 @@ def set_tier(engine: Bind, name: str, limits: Mapping[str, Any]) -> Tier:
 def delete_tier(engine: Bind, name: str) -> None:
     """Delete the API tier ``name``.
 
-    Raises NotFound if there is no such tier, InvalidInput if an org is still on it.
+    Raises NotFound if there is no such tier, Conflict if an org is still on it.
     """
     tier_name = name.strip()
     with begin_write(engine) as conn:
@@ -435,7 +437,7 @@ def delete_tier(engine: Bind, name: str) -> None:
         if users:
             shown = ", ".join(r.name for r in users[:10])
             more = f" and {len(users) - 10} more" if len(users) > 10 else ""
-            raise InvalidInput(
+            raise Conflict(
                 f"tier {tier_name!r} is still used by org(s) {shown}{more}; "
                 "move them to another tier first"
             )
@@ -459,7 +461,7 @@ def set_org_tier(
     """Put org ``org_name`` on ``tier``, or take it off its tier when ``tier`` is None.
 
     ``known_tiers`` are the config file's tier names; the API tiers in the database are known
-    too. Raises NotFound for an unknown org and InvalidInput for an unknown tier.
+    too. Raises NotFound for an unknown org or tier.
     """
     tier_name = tier.strip() if tier is not None else None
     with begin_write(engine) as conn:
@@ -472,7 +474,7 @@ def set_org_tier(
             known = set(known_tiers) | api_tiers
             if tier_name not in known:
                 listed = ", ".join(sorted(known)) or "none"
-                raise InvalidInput(f"unknown tier {tier_name!r} (known: {listed})")
+                raise NotFound(f"unknown tier {tier_name!r} (known: {listed})")
             now = utcnow()
             stmt = _insert(conn, org_tiers).values(org_id=org_id, tier=tier_name, updated_at=now)
             stmt = stmt.on_conflict_do_update(
