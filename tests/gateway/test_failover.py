@@ -321,6 +321,66 @@ async def test_openai_client_served_by_anthropic_fallback_with_tool_call(
     assert (final.choices[0].message.content or "").startswith("tok0")
 
 
+async def test_tool_results_go_back_across_formats_both_sdks(
+    gw: LiveGateway, oa: openai.AsyncOpenAI, an: anthropic.AsyncAnthropic
+) -> None:
+    """The second turn of a tool call: the client's tool result reaches the other format's
+    upstream as its own kind of block, tied to the call the upstream made."""
+    await _mock(gw.mock, fault_status=500, fault_models=["gpt-4o", "claude-sonnet-4-5"])
+    first = await oa.chat.completions.create(
+        model="smart",
+        messages=[{"role": "user", "content": ASK_WEATHER}],
+        tools=WEATHER_OPENAI,  # type: ignore[arg-type]
+    )
+    call = (first.choices[0].message.tool_calls or [])[0]
+    second = await oa.chat.completions.create(
+        model="smart",
+        messages=[
+            {"role": "user", "content": ASK_WEATHER},
+            first.choices[0].message.model_dump(exclude_none=True),  # type: ignore[list-item]
+            {"role": "tool", "tool_call_id": call.id, "content": "18 C, sunny"},
+            {"role": "user", "content": "Thanks. Anything else?"},
+        ],
+        tools=WEATHER_OPENAI,  # type: ignore[arg-type]
+    )
+    assert second.model == "claude-haiku-4-5" and second.choices[0].finish_reason == "stop"
+    sent = (await _last(gw.mock, "/v1/messages"))["body"]["messages"]
+    assert sent[1]["content"][-1]["type"] == "tool_use" and sent[1]["content"][-1]["id"] == call.id
+    assert sent[2]["content"][0] == {
+        "type": "tool_result",
+        "tool_use_id": call.id,
+        "content": "18 C, sunny",
+    }
+
+    message = await an.messages.create(
+        model="sonnet-first",
+        max_tokens=200,
+        tools=WEATHER_ANTHROPIC,  # type: ignore[arg-type]
+        messages=[{"role": "user", "content": ASK_WEATHER}],
+    )
+    tool = next(b for b in message.content if b.type == "tool_use")
+    async with an.messages.stream(
+        model="sonnet-first",
+        max_tokens=200,
+        tools=WEATHER_ANTHROPIC,  # type: ignore[arg-type]
+        messages=[
+            {"role": "user", "content": ASK_WEATHER},
+            {"role": "assistant", "content": [b.model_dump() for b in message.content]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": tool.id, "content": "18 C, sunny"}
+                ],
+            },
+        ],
+    ) as stream:
+        final = await stream.get_final_message()
+    assert final.model == "gpt-4o-mini" and final.stop_reason == "end_turn"
+    sent = (await _last(gw.mock, "/v1/chat/completions"))["body"]["messages"]
+    assert sent[1]["tool_calls"][0]["id"] == tool.id
+    assert sent[2] == {"role": "tool", "tool_call_id": tool.id, "content": "18 C, sunny"}
+
+
 async def test_all_failing_route_with_template_answers_both_sdks(
     gw: LiveGateway, oa: openai.AsyncOpenAI, an: anthropic.AsyncAnthropic
 ) -> None:
