@@ -350,6 +350,14 @@ async def test_uvicorn_internals_the_protocol_relies_on() -> None:
     assert "self.parser.feed_data(data)" in feed
     # The request target is accumulated in self.url (the route of an error's shape).
     assert "self.url += url" in inspect.getsource(HttpToolsProtocol.on_url)
+    # The end of a head is recognised by the new cycle uvicorn makes for it, and whether its
+    # body came whole with it by the cycle's more_body, which the end of the message clears.
+    assert "self.cycle = RequestResponseCycle(" in inspect.getsource(
+        HttpToolsProtocol.on_headers_complete
+    )
+    assert "self.cycle.more_body = False" in inspect.getsource(
+        HttpToolsProtocol.on_message_complete
+    )
     # A cycle's state: what tells "a response is under way" and "the client is gone".
     cycle = RequestResponseCycle(
         scope={"type": "http", "method": "POST"},
@@ -369,6 +377,7 @@ async def test_uvicorn_internals_the_protocol_relies_on() -> None:
         False,
         False,
     )
+    assert cycle.more_body is True
     cycle.disconnected = True
     cycle.message_event.set()
     assert await cycle.receive() == {"type": "http.disconnect"}
