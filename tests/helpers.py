@@ -155,11 +155,13 @@ async def live_gateway(
     admin_token: str | None = None,
     extra_toml: str = "",
     clock: Callable[[], float] = time.time,
+    env: dict[str, str] | None = None,
 ) -> AsyncIterator[LiveGateway]:
     """A real gateway (uvicorn, loopback, port 0) in this event loop, with one org and key.
 
     ``extra_toml`` is appended to the config (e.g. ``[budgets]`` or price overrides);
-    ``clock`` is the gateway's clock (epoch seconds), for tests that move time.
+    ``clock`` is the gateway's clock (epoch seconds), for tests that move time; ``env``
+    adds environment overrides (e.g. ``COSTWARDEN_HEADER_TIMEOUT_SECONDS``).
     """
     config = tmp_path / f"gw-{uuid.uuid4().hex[:6]}.toml"
     config.write_text(
@@ -167,10 +169,10 @@ async def live_gateway(
             mock.base_url, database_url, ledger_mode=ledger_mode, timeout=timeout, extra=extra_toml
         )
     )
-    env: dict[str, Any] = {**os.environ, **PROVIDER_ENV}
+    environ: dict[str, Any] = {**os.environ, **PROVIDER_ENV, **(env or {})}
     if admin_token:
-        env["COSTWARDEN_ADMIN_TOKEN"] = admin_token
-    settings = load_settings(config, env=env)
+        environ["COSTWARDEN_ADMIN_TOKEN"] = admin_token
+    settings = load_settings(config, env=environ)
     settings.server.port = 0
     app = create_app(settings, clock=clock)
     server = uvicorn.Server(uvicorn_config(app, settings))

@@ -350,6 +350,56 @@ def test_bad_port_range(write_config: Callable[[str], str]) -> None:
     assert message.startswith("costwarden.toml:3: server.port:") and "65535" in message
 
 
+def test_connection_limits_defaults() -> None:
+    server = ServerSettings()
+    assert server.max_header_bytes == 65536
+    assert (server.header_timeout_seconds, server.body_timeout_seconds) == (10.0, 60.0)
+
+
+@pytest.mark.parametrize(
+    ("line", "key", "expect"),
+    [
+        ("max_header_bytes = 4095", "server.max_header_bytes", "at least 4096"),
+        ("max_header_bytes = -1", "server.max_header_bytes", "at least 4096"),
+        ('max_header_bytes = "64k"', "server.max_header_bytes", "expected int, got str"),
+        ("header_timeout_seconds = 0", "server.header_timeout_seconds", "positive"),
+        ("header_timeout_seconds = -1.5", "server.header_timeout_seconds", "positive"),
+        ("header_timeout_seconds = inf", "server.header_timeout_seconds", "positive"),
+        ("body_timeout_seconds = 0.0", "server.body_timeout_seconds", "positive"),
+        ("body_timeout_seconds = nan", "server.body_timeout_seconds", "positive"),
+        ('body_timeout_seconds = "30s"', "server.body_timeout_seconds", "expected float"),
+    ],
+)
+def test_bad_connection_limits(
+    write_config: Callable[[str], str], line: str, key: str, expect: str
+) -> None:
+    text = ISSUE_CONFIG.replace("[server]\n", f"[server]\n{line}\n")
+    message = _error(write_config(text))
+    assert message.startswith(f"costwarden.toml:2: {key}:"), message
+    assert expect in message
+
+
+def test_connection_limits_from_the_environment(write_config: Callable[[str], str]) -> None:
+    env = {
+        **SECRETS,
+        "COSTWARDEN_MAX_HEADER_BYTES": "8192",
+        "COSTWARDEN_HEADER_TIMEOUT_SECONDS": "3",
+        "COSTWARDEN_BODY_TIMEOUT_SECONDS": "45.5",
+    }
+    server = load_settings(write_config(ISSUE_CONFIG), env=env).server
+    assert server.max_header_bytes == 8192
+    assert (server.header_timeout_seconds, server.body_timeout_seconds) == (3.0, 45.5)
+    for var, value, key in [
+        ("COSTWARDEN_MAX_HEADER_BYTES", "100", "server.max_header_bytes"),
+        ("COSTWARDEN_HEADER_TIMEOUT_SECONDS", "0", "server.header_timeout_seconds"),
+        ("COSTWARDEN_BODY_TIMEOUT_SECONDS", "-5", "server.body_timeout_seconds"),
+    ]:
+        message = _error("costwarden.toml", {**SECRETS, var: value})
+        assert message.startswith(f"environment {var}={value!r}: {key}:"), message
+    message = _error("costwarden.toml", {**SECRETS, "COSTWARDEN_BODY_TIMEOUT_SECONDS": "soon"})
+    assert "COSTWARDEN_BODY_TIMEOUT_SECONDS" in message and "expected float" in message
+
+
 def test_duplicate_route(write_config: Callable[[str], str]) -> None:
     text = ISSUE_CONFIG.replace('model = "claude-haiku-4-5"', 'model = "gpt-4o-mini"')
     message = _error(write_config(text))
@@ -546,6 +596,21 @@ _EXAMPLES: dict[str, tuple[str, str, Callable[[Settings], bool]]] = {
         "[server]",
         "key_refresh_seconds = 0.1",
         lambda s: s.server.key_refresh_seconds == 0.1,
+    ),
+    "server.max_header_bytes": (
+        "[server]",
+        "max_header_bytes = 16384",
+        lambda s: s.server.max_header_bytes == 16384,
+    ),
+    "server.header_timeout_seconds": (
+        "[server]",
+        "header_timeout_seconds = 2.5",
+        lambda s: s.server.header_timeout_seconds == 2.5,
+    ),
+    "server.body_timeout_seconds": (
+        "[server]",
+        "body_timeout_seconds = 30",
+        lambda s: s.server.body_timeout_seconds == 30.0,
     ),
     "server.log_level": (
         "[server]",

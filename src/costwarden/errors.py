@@ -17,7 +17,12 @@ Everything the package raises on purpose derives from :class:`CostwardenError`:
   name each row of that contract (``BadRequest``, ``AuthenticationFailed``,
   ``ModelNotFound``, ``RequestTooLarge``, ``BudgetExceeded``, ``RateLimited``,
   ``ServiceDisabled`` (kill switch), ``NoHealthyDeployment`` (every candidate failing and no
-  degraded template), ``UpstreamError``, ``UpstreamTimeout``).
+  degraded template), ``UpstreamError``, ``UpstreamTimeout``). ``RequestHeaderFieldsTooLarge``
+  and ``RequestTimeout`` are answered by the server's connection protocol (server.py), before
+  or instead of the app, for a request head that is too large or a head or body that is late.
+- :class:`ClientDisconnected` -- the client went away before its request body was read
+  whole. There is no one left to answer: the request is dropped, nothing is forwarded or
+  billed.
 
 Nothing here may carry a secret (a provider key or a virtual key) in its message.
 """
@@ -101,6 +106,27 @@ class RequestTooLarge(GatewayError):
     status = 413
     type = "request_too_large"
     code = "request_too_large"
+
+
+class RequestHeaderFieldsTooLarge(GatewayError):
+    """431: the request line and headers together exceed ``server.max_header_bytes``."""
+
+    status = 431
+    type = "request_too_large"
+    code = "request_header_fields_too_large"
+
+
+class RequestTimeout(GatewayError):
+    """408: the request head or body did not arrive in time (``server.*_timeout_seconds``)."""
+
+    status = 408
+    type = "request_timeout"
+    code = "request_timeout"
+
+
+class ClientDisconnected(CostwardenError):
+    """The client closed the connection (or it was closed for being too slow) before the
+    request body was read whole; nothing of the request may be forwarded or billed."""
 
 
 class BudgetExceeded(GatewayError):

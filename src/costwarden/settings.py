@@ -9,6 +9,7 @@ path and, where it can be found, the line -- never a traceback.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -37,6 +38,8 @@ from costwarden.settings_upstreams import PriceOverride as PriceOverride
 from costwarden.settings_upstreams import ProviderSettings as ProviderSettings
 
 LEDGER_MODES = ("batched", "durable")
+# SDKs send about 1 KiB of headers; a smaller cap would refuse ordinary clients.
+MIN_HEADER_BYTES = 4096
 
 
 @dataclasses.dataclass(slots=True)
@@ -60,6 +63,26 @@ class ServerSettings:
         "and record the request as cancelled (billed for what was estimated to be used); "
         "false lets the upstream call run to completion and bills it in full.",
         "COSTWARDEN_CANCEL_ON_DISCONNECT",
+    )
+    max_header_bytes: int = _setting(
+        64 * 1024,
+        "Largest request head (request line and headers together) accepted; a larger one gets "
+        "431 and its connection is closed. At least 4096.",
+        "COSTWARDEN_MAX_HEADER_BYTES",
+    )
+    header_timeout_seconds: float = _setting(
+        10.0,
+        "A request head must arrive whole within this long of its first byte (of the "
+        "connection opening, for a new connection's first request); otherwise 408 and the "
+        "connection is closed (a new connection that sent nothing is closed silently).",
+        "COSTWARDEN_HEADER_TIMEOUT_SECONDS",
+    )
+    body_timeout_seconds: float = _setting(
+        60.0,
+        "A request body must arrive whole within this long of the end of its head: a "
+        "deadline, not an idle gap, so trickling bytes cannot extend it; otherwise 408 and "
+        "the connection is closed. The default takes max_body_bytes (8 MiB) at >= 140 KB/s.",
+        "COSTWARDEN_BODY_TIMEOUT_SECONDS",
     )
     key_refresh_seconds: float = _setting(
         0.5,
@@ -311,6 +334,13 @@ def _build(
         raise _invalid(ctx, env, server, "server", "max_response_bytes", "must be positive")
     if server.key_refresh_seconds <= 0:
         raise _invalid(ctx, env, server, "server", "key_refresh_seconds", "must be positive")
+    if server.max_header_bytes < MIN_HEADER_BYTES:
+        raise _invalid(
+            ctx, env, server, "server", "max_header_bytes", f"must be at least {MIN_HEADER_BYTES}"
+        )
+    for name in ("header_timeout_seconds", "body_timeout_seconds"):
+        if not 0 < getattr(server, name) < math.inf:
+            raise _invalid(ctx, env, server, "server", name, "must be a positive number")
     if storage.flush_interval_ms <= 0:
         raise _invalid(ctx, env, storage, "storage", "flush_interval_ms", "must be positive")
 

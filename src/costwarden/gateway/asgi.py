@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from costwarden.errors import RequestTooLarge
+from costwarden.errors import ClientDisconnected, RequestTooLarge
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -17,7 +17,12 @@ JSON = b"application/json"
 
 
 async def read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -> bytes:
-    """The whole request body, refusing (413) as soon as it is known to exceed ``limit``."""
+    """The whole request body, refusing (413) as soon as it is known to exceed ``limit``.
+
+    ClientDisconnected if the client goes away (or is cut off for sending too slowly)
+    before the body is whole: a truncated body must not be forwarded or billed, even when
+    the part that came happens to parse.
+    """
     declared = headers.get(b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise RequestTooLarge(f"request body is larger than the limit of {limit} bytes")
@@ -26,13 +31,16 @@ async def read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -
     if not message.get("more_body"):
         if len(body) > limit:
             raise RequestTooLarge(f"request body is larger than the limit of {limit} bytes")
+        # Only an empty body can be a disconnect: the type is not looked at otherwise.
+        if not body and message["type"] == "http.disconnect":
+            raise ClientDisconnected("the client went away before sending its request body")
         return body
     parts = [body]
     size = len(body)
     while message.get("more_body"):
         message = await receive()
         if message["type"] == "http.disconnect":
-            break
+            raise ClientDisconnected("the client went away while sending its request body")
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:

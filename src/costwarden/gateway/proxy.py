@@ -31,6 +31,7 @@ from costwarden.budgets.enforcer import Enforcer, Reservation
 from costwarden.budgets.limits import Principal
 from costwarden.errors import (
     AuthenticationFailed,
+    ClientDisconnected,
     GatewayError,
     ModelNotFound,
     NoHealthyDeployment,
@@ -161,6 +162,10 @@ class Proxy:
                 await self._relay_stream(send, watcher, call, attempt, t0)
             else:
                 await self._relay_unary(send, watcher, call, attempt, t0)
+        except ClientDisconnected as exc:
+            # Dropped, with no ledger row: nothing was forwarded or reserved, nobody is left
+            # to receive a status, and a row would only record the hang-up.
+            logger.debug("%s: %s", request_id, exc)
         except GatewayError as exc:
             stop(watcher)
             if isinstance(exc, _Refused):
