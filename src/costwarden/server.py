@@ -19,13 +19,14 @@ import http
 import logging
 from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from costwarden.app import CostwardenApp, create_app
 from costwarden.errors import GatewayError, RequestHeaderFieldsTooLarge, RequestTimeout
+from costwarden.gateway.asgi import ON_DISCONNECT
 from costwarden.gateway.errors import error_body
 from costwarden.gateway.proxy import ENDPOINTS
 from costwarden.logs import configure_logging
@@ -64,6 +65,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     - 408 or 431 is answered when no other response is under way on the connection, and
       the app is told the client is gone (its ``receive()`` returns ``http.disconnect``);
       then the connection is closed.
+    - **Disconnect callback.** Every request's scope gets ``ON_DISCONNECT`` (None); when the
+      connection is lost before the response is complete, a callable the app put there is
+      called. The proxy cancels the upstream call with it: without it, noticing a client
+      that left takes a task awaiting ``receive()`` per request (about 50,000 instructions
+      per request, measured; this costs one dict store).
 
     Cost: the common request (head, and body if any, in one read) arms no timer: a timer is
     armed only when a head or body spans reads, or once per connection for its first head.
@@ -99,6 +105,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            notify = cast("Callable[[], None] | None", cycle.scope.get(ON_DISCONNECT))
+            if notify is not None:
+                notify()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -116,6 +127,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.cycle is not cycle:
             # A head ended in this read (uvicorn made a cycle for it). The newest cycle's app
             # task has not run yet, so more_body says exactly whether its body is unfinished.
+            self.cycle.scope[ON_DISCONNECT] = None  # type: ignore[literal-required]
             if self.cycle.more_body:
                 self._enter_body()
         elif self._timer is None and self._head > 0:
@@ -159,6 +171,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             )
             return
         # A head ended within the cap; the rest is its body or the next request.
+        self.cycle.scope[ON_DISCONNECT] = None  # type: ignore[literal-required]
         if self.cycle.more_body:
             self._enter_body()
         self.data_received(data[room:])

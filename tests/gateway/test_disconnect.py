@@ -16,6 +16,8 @@ import openai
 import pytest
 
 from costwarden.budgets.status import live_status
+from costwarden.gateway.asgi import ON_DISCONNECT
+from costwarden.gateway.streaming import Disconnect
 from costwarden.mock import MockServer
 from costwarden.storage.db import usd_to_nanos
 from costwarden.storage.records import LedgerRecord
@@ -108,3 +110,40 @@ async def test_cancel_on_disconnect_off_lets_the_call_finish(
         rows = await _settled(gw, mock, within=3.0)
         (row,) = rows
         assert (row.status, row.cost_estimated) == ("success", False)
+
+
+@pytest.mark.parametrize("hooked", [True, False])
+async def test_the_watch_cancels_on_either_signal(hooked: bool) -> None:
+    """Our server's callback, or (another server) a task awaiting ``receive()``."""
+    gone = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    scope: dict[str, Any] = {ON_DISCONNECT: None} if hooked else {}
+    watch = Disconnect(scope, receive)
+    if hooked:
+        assert callable(scope[ON_DISCONNECT])
+
+    async def lose_connection() -> None:
+        await asyncio.sleep(0.05)
+        if hooked:
+            scope[ON_DISCONNECT]()
+        else:
+            gone.set()
+
+    loser = asyncio.create_task(lose_connection())
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.sleep(5)
+    task = asyncio.current_task()
+    assert task is not None and task.uncancel() == 0
+    assert watch.happened
+    watch.stop()
+    await loser
+    # Stopped: a later loss is nobody's business.
+    watch2 = Disconnect(scope, receive)
+    watch2.stop()
+    assert scope.get(ON_DISCONNECT) is None
+    await asyncio.sleep(0.01)
+    assert not watch2.happened

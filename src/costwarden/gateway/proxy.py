@@ -151,7 +151,7 @@ class Proxy:
             route = self._route(model)
             call = Call(endpoint, wire, payload, body, stream, headers, record)
             if self.cancel_on_disconnect:
-                watcher = Disconnect(receive)
+                watcher = Disconnect(scope, receive)
             try:
                 attempt = await self.failover.open(call, route)
             except Exhausted as exhausted:

@@ -17,7 +17,7 @@ import asyncio
 from collections.abc import Callable
 from time import perf_counter
 
-from costwarden.gateway.asgi import Receive, Send
+from costwarden.gateway.asgi import ON_DISCONNECT, Receive, Scope, Send
 from costwarden.gateway.sse import EventSplitter
 from costwarden.gateway.upstream import Response
 from costwarden.providers import translate
@@ -33,30 +33,44 @@ _TERMINAL = {"openai": b"data: [DONE]", "anthropic": b"event: message_stop"}
 class Disconnect:
     """Cancels the current task when the client disconnects, until :meth:`stop`.
 
-    Stop it before the last byte of the response is sent (after that, ``receive`` reports
-    a disconnect for a completed response too) and before anything that must not be cut
-    short, such as the ledger commit.
+    Under our server the connection's loss is a callback (``ON_DISCONNECT`` in the scope):
+    nothing runs until it happens. Under another server a task awaits ``receive()``, which
+    costs a task per request. Stop it before the last byte of the response is sent (after
+    that, ``receive`` reports a disconnect for a completed response too) and before anything
+    that must not be cut short, such as the ledger commit.
     """
 
-    __slots__ = ("happened", "done", "_relay", "_task")
+    __slots__ = ("happened", "done", "_relay", "_scope", "_task")
 
-    def __init__(self, receive: Receive) -> None:
+    def __init__(self, scope: Scope, receive: Receive) -> None:
         self.happened = False
         self.done = False
         self._relay = asyncio.current_task()
-        self._task = asyncio.create_task(self._watch(receive))
+        self._task: asyncio.Task[None] | None = None
+        self._scope: Scope | None = None
+        if ON_DISCONNECT in scope:
+            scope[ON_DISCONNECT] = self._lost
+            self._scope = scope
+        else:
+            self._task = asyncio.create_task(self._watch(receive))
 
-    async def _watch(self, receive: Receive) -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
+    def _lost(self) -> None:
         if not self.done and self._relay is not None:
             self.happened = True
             self._relay.cancel()
 
+    async def _watch(self, receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self._lost()
+
     def stop(self) -> None:
         if not self.done:
             self.done = True
-            self._task.cancel()
+            if self._scope is not None:
+                self._scope[ON_DISCONNECT] = None
+            if self._task is not None:
+                self._task.cancel()
 
 
 def stop(watcher: Disconnect | None) -> None:
