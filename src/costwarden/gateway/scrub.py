@@ -6,8 +6,9 @@ streamed events, the headers that are passed on -- goes through :class:`Scrubber
 replaces each configured provider credential (as sent, and as it reads inside a JSON string)
 and anything shaped like a costwarden virtual key with ``[redacted]``.
 
-Cost: one substring search per credential over the relayed bytes (memchr speed), plus one for
-``cw-``; the replacements only run when something was found.
+Cost: one substring search per credential over the relayed bytes, plus one for ``cw-``
+(about 0.25 and 0.6 µs over a 600-byte body); the replacements only run when something was
+found.
 
 Limit: events are scrubbed one at a time, so an upstream that deliberately spells a
 credential across several stream events is not caught. An upstream sent a credential can
@@ -42,10 +43,12 @@ class Scrubber:
         self._patterns = sorted(patterns, key=len, reverse=True)
 
     def __call__(self, data: bytes) -> bytes:
+        # find(), not ``in``: ``pattern in data`` first tries the pattern as an integer (a
+        # byte value) and formats and drops a TypeError, ~1,900 instructions a test.
         for pattern in self._patterns:
-            if pattern in data:
+            if data.find(pattern) >= 0:
                 data = data.replace(pattern, _REDACTED)
-        if b"cw-" in data:
+        if data.find(b"cw-") >= 0:
             data = _VIRTUAL_KEY.sub(b"cw-" + _REDACTED, data)
         return data
 

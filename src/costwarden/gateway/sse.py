@@ -31,7 +31,7 @@ class EventSplitter:
 
     def feed(self, chunk: bytes) -> bytes:
         """Every event completed by ``chunk``, joined (b"" when none is complete yet)."""
-        if self._cr or b"\r" in chunk:
+        if self._cr or chunk.find(b"\r") >= 0:
             chunk = self._lf(chunk)
         parts = self._parts
         # ``cut``: the index of the last "\n" of the last event that ends in this chunk. An

@@ -34,7 +34,7 @@ class AnthropicStreamMeter(StreamMeter):
 
     def feed(self, events: bytes) -> bytes:
         self.content_events += events.count(b"event: content_block_delta")
-        if b"event: message_start" in events or b"event: message_delta" in events:
+        if events.find(b"event: message_start") >= 0 or events.find(b"event: message_delta") >= 0:
             for event in events.split(b"\n\n"):
                 if event.startswith(b"event: message_start"):
                     message = self._data(event).get("message") or {}
@@ -43,7 +43,7 @@ class AnthropicStreamMeter(StreamMeter):
                 elif event.startswith(b"event: message_delta"):
                     merged = {**self._start, **(self._data(event).get("usage") or {})}
                     self.usage = usage_from_anthropic(merged)
-        if b"event: message_stop" in events:
+        if events.find(b"event: message_stop") >= 0:
             self.finished = True
         return events
 

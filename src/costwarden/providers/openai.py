@@ -33,9 +33,10 @@ class OpenAIStreamMeter(StreamMeter):
     def feed(self, events: bytes) -> bytes:
         # Fast path: only the final usage chunk needs decoding; content chunks are counted
         # by substring tests and forwarded untouched.
-        if b'"usage":{' not in events and b'"usage": {' not in events:
+        # (find(), not ``in``: on bytes ``in`` first tries an integer and drops a TypeError.)
+        if events.find(b'"usage":{') < 0 and events.find(b'"usage": {') < 0:
             self.content_events += _content_deltas(events)
-            if b"data: [DONE]" in events:
+            if events.find(b"data: [DONE]") >= 0:
                 self.finished = True
             return events
         out: list[bytes] = []

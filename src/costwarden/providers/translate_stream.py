@@ -254,7 +254,7 @@ def _iter_events(buffer: bytes) -> tuple[list[bytes], bytes]:
 
     Only ``data:`` lines matter: both formats repeat the event name inside the JSON.
     """
-    if b"\r" in buffer:
+    if buffer.find(b"\r") >= 0:
         buffer = buffer.replace(b"\r\n", b"\n")
     *complete, rest = buffer.split(b"\n\n")
     events: list[bytes] = []
