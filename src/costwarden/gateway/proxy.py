@@ -23,7 +23,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from random import getrandbits
 from time import perf_counter, time, time_ns
-from typing import Any
 
 import orjson
 
@@ -43,6 +42,15 @@ from costwarden.gateway.asgi import JSON, Receive, Scope, Send, read_body, send_
 from costwarden.gateway.auth import KeyCache, key_from_headers
 from costwarden.gateway.errors import error_body
 from costwarden.gateway.failover import Attempt, Breakers, Call, Exhausted, Failover
+from costwarden.gateway.responses import (
+    PROMPT_FIELDS,
+    bill,
+    id_headers,
+    stream_error_event,
+    upstream_message,
+    usage_headers,
+    wants_usage,
+)
 from costwarden.gateway.scrub import Scrubber
 from costwarden.gateway.sse import EventSplitter, EventTooLarge
 from costwarden.gateway.streaming import Disconnect, Translator, pump, stop
@@ -288,8 +296,8 @@ class Proxy:
             return
         record.status = "cancelled"
         record.error = "client disconnected before the answer was complete"
-        prompt = estimate_tokens([call.payload.get(k) for k in _PROMPT_FIELDS])
-        _bill(record, deployment, TokenUsage(input_tokens=prompt), estimated=True)
+        prompt = estimate_tokens([call.payload.get(k) for k in PROMPT_FIELDS])
+        bill(record, deployment, TokenUsage(input_tokens=prompt), estimated=True)
         await self._commit(record, call.reservation)
 
     async def _exhausted(
@@ -323,7 +331,7 @@ class Proxy:
         ]
         if call.stream:
             body = degraded.stream(
-                call.wire, route.model, template.content, include_usage=_wants_usage(call.payload)
+                call.wire, route.model, template.content, include_usage=wants_usage(call.payload)
             )
             headers.append(_SSE_HEADERS[1])
         else:
@@ -344,7 +352,7 @@ class Proxy:
         finally:
             resp.release()
         raw = self.scrub(raw)
-        message = _upstream_message(raw)
+        message = upstream_message(raw)
         if resp.status in (401, 403):
             # The client's key was fine; ours was not. The provider's text may quote it.
             return UpstreamError(
@@ -398,14 +406,14 @@ class Proxy:
                 obj = translate.openai_to_anthropic_response(obj, model=deployment.model)
             raw = orjson.dumps(obj)
         raw = self.scrub(raw)
-        _bill(record, deployment, usage, estimated=False)
+        bill(record, deployment, usage, estimated=False)
         record.status = "success"
         record.http_status = 200
         record.latency_ms = (perf_counter() - t0) * 1000
         record.overhead_ms = max(0.0, record.latency_ms - upstream_ms)
         reservation = call.reservation
         await self._commit(record, reservation)
-        out_headers = _usage_headers(record)
+        out_headers = usage_headers(record)
         if attempt.tries > 1:
             out_headers.append((b"x-costwarden-attempts", str(attempt.tries).encode()))
         if reservation is not None:
@@ -421,21 +429,21 @@ class Proxy:
         reservation = call.reservation
         if not resp.headers.get("content-type", "").lower().startswith("text/event-stream"):
             raise await self._not_a_stream(call, attempt)
-        wants_usage = _wants_usage(call.payload)
+        usage_asked = wants_usage(call.payload)
         # A translator needs the usage chunk to end the other format's stream properly.
         meter = deployment.adapter.stream_meter(
-            client_wants_usage=wants_usage or attempt.translated
+            client_wants_usage=usage_asked or attempt.translated
         )
         translator: Translator | None = None
         if attempt.translated:
             translator = (
-                translate.AnthropicToOpenAIStream(model=deployment.model, include_usage=wants_usage)
+                translate.AnthropicToOpenAIStream(model=deployment.model, include_usage=usage_asked)
                 if call.wire == "openai"
                 else translate.OpenAIToAnthropicStream(model=deployment.model)
             )
         upstream_ms = (perf_counter() - attempt.upstream_started) * 1000
         overhead_ms = (perf_counter() - t0) * 1000 - upstream_ms
-        start_headers = [*_SSE_HEADERS, *_id_headers(record)]
+        start_headers = [*_SSE_HEADERS, *id_headers(record)]
         start_headers.append((b"x-costwarden-overhead-ms", f"{overhead_ms:.3f}".encode()))
         if attempt.tries > 1:
             start_headers.append((b"x-costwarden-attempts", str(attempt.tries).encode()))
@@ -466,22 +474,22 @@ class Proxy:
             if isinstance(exc, ResponseTooLarge | EventTooLarge):
                 record.error = f"upstream stream broke ({exc})"
             self.breakers.failure(deployment.id, record.error)
-            tail = _stream_error_event(call.wire, record.error)
+            tail = stream_error_event(call.wire, record.error)
         except Exception:
             logger.exception("%s: internal error while relaying a stream", record.request_id)
             record.status = "gateway_error"
             record.http_status = 500
             record.error = "internal gateway error while relaying the stream"
-            tail = _stream_error_event(call.wire, record.error)
+            tail = stream_error_event(call.wire, record.error)
         finally:
             stop(watcher)
             resp.close()  # aborts the upstream call if it is still generating
         usage = meter.usage if meter.finished else None
         if usage is None:
-            prompt = estimate_tokens([call.payload.get(k) for k in _PROMPT_FIELDS])
-            _bill(record, deployment, meter.estimated_usage(prompt), estimated=True)
+            prompt = estimate_tokens([call.payload.get(k) for k in PROMPT_FIELDS])
+            bill(record, deployment, meter.estimated_usage(prompt), estimated=True)
         else:
-            _bill(record, deployment, usage, estimated=False)
+            bill(record, deployment, usage, estimated=False)
         record.latency_ms = (perf_counter() - t0) * 1000
         record.overhead_ms = max(0.0, overhead_ms)
         # Committed before the terminal event (held back in ``tail``) goes out.
@@ -509,7 +517,7 @@ class Proxy:
             obj = None
         if isinstance(obj, dict) and isinstance(obj.get("usage"), dict):
             usage = deployment.adapter.usage_from_body(call.endpoint, obj)
-            _bill(record, deployment, usage, estimated=False)
+            bill(record, deployment, usage, estimated=False)
         reason = f"answered a streaming request with {kind[:80]!r}, not an event stream"
         self.breakers.failure(deployment.id, reason)
         return UpstreamError(f"upstream {deployment.adapter.name} {reason}")
@@ -575,63 +583,3 @@ class _PassThrough(GatewayError):
         self.status = status
         self.type = "invalid_request_error" if status != 429 else "rate_limit_exceeded"
         self.raw = raw
-
-
-def _bill(
-    record: LedgerRecord, deployment: Deployment, usage: TokenUsage, *, estimated: bool
-) -> None:
-    record.input_tokens = usage.input_tokens
-    record.cached_input_tokens = usage.cached_input_tokens
-    record.cache_write_tokens = usage.cache_write_tokens
-    record.output_tokens = usage.output_tokens
-    record.reasoning_tokens = usage.reasoning_tokens
-    record.cost_usd = deployment.rates.cost(usage)
-    record.cost_estimated = estimated
-
-
-def _id_headers(record: LedgerRecord) -> list[tuple[bytes, bytes]]:
-    return [
-        (b"x-request-id", record.request_id.encode()),
-        (b"x-costwarden-model", (record.served_model or "").encode()),
-        (b"x-costwarden-provider", (record.provider or "").encode()),
-    ]
-
-
-def _usage_headers(record: LedgerRecord) -> list[tuple[bytes, bytes]]:
-    return [
-        (b"content-type", JSON),
-        *_id_headers(record),
-        (b"x-costwarden-cost-usd", format(record.cost_usd, "f").encode()),
-        (b"x-costwarden-input-tokens", str(record.input_tokens).encode()),
-        (b"x-costwarden-output-tokens", str(record.output_tokens).encode()),
-        (b"x-costwarden-cached-tokens", str(record.cached_input_tokens).encode()),
-        (b"x-costwarden-overhead-ms", f"{record.overhead_ms:.3f}".encode()),
-    ]
-
-
-# Request fields a prompt estimate reads (a stream cut short, a cancelled call).
-_PROMPT_FIELDS = ("messages", "system", "input")
-
-
-def _wants_usage(payload: dict[str, Any]) -> bool:
-    options = payload.get("stream_options")
-    return isinstance(options, dict) and options.get("include_usage") is True
-
-
-def _upstream_message(raw: bytes) -> str:
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return raw[:200].decode("utf-8", "replace") or "no error message"
-    error = obj.get("error") if isinstance(obj, dict) else None
-    if isinstance(error, dict) and isinstance(error.get("message"), str):
-        return str(error["message"])[:500]
-    return raw[:200].decode("utf-8", "replace")
-
-
-def _stream_error_event(wire: str, message: str) -> bytes:
-    if wire == "anthropic":
-        data = orjson.dumps({"type": "error", "error": {"type": "api_error", "message": message}})
-        return b"event: error\ndata: " + data + b"\n\n"
-    data = orjson.dumps({"error": {"message": message, "type": "upstream_error"}})
-    return b"data: " + data + b"\n\n"
