@@ -345,13 +345,7 @@ class Proxy:
     ) -> GatewayError:
         record.status = "upstream_error"
         name = deployment.adapter.name
-        try:
-            raw = await resp.read()
-        except (OSError, TimeoutError):
-            raw = b""
-        finally:
-            resp.release()
-        raw = self.scrub(raw)
+        raw = self.scrub(await _read_all(resp))
         message = upstream_message(raw)
         if resp.status in (401, 403):
             # The client's key was fine; ours was not. The provider's text may quote it.
@@ -504,12 +498,7 @@ class Proxy:
         deployment = attempt.deployment
         resp = attempt.response
         kind = resp.headers.get("content-type") or "no content-type"
-        try:
-            raw = await resp.read()
-        except (OSError, TimeoutError):
-            raw = b""
-        finally:
-            resp.release()
+        raw = await _read_all(resp)
         record.status = "upstream_error"
         try:
             obj = orjson.loads(raw)
@@ -550,6 +539,16 @@ class Proxy:
         if exc.status >= 500:
             logger.warning("%s %s: %s", rid, exc.status, exc.message)
         await send_bytes(send, exc.status, body, headers)
+
+
+async def _read_all(resp: Response) -> bytes:
+    """A failed exchange's body (b"" if it cannot be read whole); the connection released."""
+    try:
+        return await resp.read()
+    except (OSError, TimeoutError):
+        return b""
+    finally:
+        resp.release()
 
 
 def new_request_id() -> str:
