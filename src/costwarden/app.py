@@ -26,6 +26,7 @@ from costwarden.gateway.asgi import JSON, Receive, Scope, Send, send_bytes
 from costwarden.gateway.auth import KeyCache, key_from_headers
 from costwarden.gateway.errors import error_body
 from costwarden.gateway.proxy import ENDPOINTS, Proxy
+from costwarden.gateway.scrub import per_upstream
 from costwarden.gateway.switches import SwitchBoard
 from costwarden.pricing import context_window, resolve_rates
 from costwarden.providers.base import Deployment, ProviderAdapter, make_adapter
@@ -120,7 +121,7 @@ class CostwardenApp:
             resilience=settings.resilience,
             max_body_bytes=settings.server.max_body_bytes,
             durable=settings.storage.ledger_mode == "durable",
-            secrets=self.secrets(),
+            scrubbers=per_upstream(d.adapter for d in self.deployments.values()),
             max_response_bytes=settings.server.max_response_bytes,
             cancel_on_disconnect=settings.server.cancel_on_disconnect,
             clock=clock,
@@ -133,7 +134,7 @@ class CostwardenApp:
 
     def secrets(self) -> list[str]:
         """Every provider credential (of every deployment a route or an admin-API chain may
-        call), for log redaction and for scrubbing what upstreams send back."""
+        call), for log redaction."""
         found: list[str] = []
         for d in self.deployments.values():
             found.extend(d.adapter.secrets())

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import orjson
 
-from costwarden.gateway.scrub import Scrubber
+from costwarden.gateway.scrub import Scrubber, per_upstream
+from costwarden.providers.base import ProviderAdapter, make_adapter
+from costwarden.settings import ProviderSettings
 
 KEY = "sk-proj-ABCdef0123456789"
 ODD = 'k3y/with"quote'  # reads differently inside a JSON string
@@ -33,3 +35,22 @@ def test_short_credentials_are_not_worth_corrupting_every_body_for() -> None:
 def test_clean_bytes_come_back_unchanged() -> None:
     body = b'{"choices": [{"message": {"content": "hello"}}]}'
     assert Scrubber([KEY])(body) is body
+
+
+def test_each_upstream_is_scrubbed_of_what_its_origin_was_sent() -> None:
+    def adapter(name: str, base_url: str, key: str) -> ProviderAdapter:
+        settings = ProviderSettings(name=name, type="openai", base_url=base_url, api_key=key)
+        return make_adapter(settings)
+
+    scrubbers = per_upstream(
+        [
+            adapter("a", "https://api.example.com/v1", "key-aaaaaaaaaaaa"),
+            adapter("b", "https://API.example.com:443/other", "key-bbbbbbbbbbbb"),
+            adapter("c", "http://127.0.0.1:9000/v1", "key-cccccccccccc"),
+        ]
+    )
+    both = b"key-aaaaaaaaaaaa key-bbbbbbbbbbbb key-cccccccccccc"
+    # a and b share an origin: that server saw both credentials.
+    assert scrubbers["a"](both) == b"[redacted] [redacted] key-cccccccccccc"
+    assert scrubbers["b"](both) == scrubbers["a"](both)
+    assert scrubbers["c"](both) == b"key-aaaaaaaaaaaa key-bbbbbbbbbbbb [redacted]"

@@ -14,11 +14,12 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 JSON = b"application/json"
-# A scope key our server (server.GuardedHttpToolsProtocol) puts in every request's scope:
-# the app may set it to a callable, which the server calls when the client's connection is
-# lost before the response is complete -- the app learns of it without a task awaiting
-# ``receive()``. Under another server the key is absent.
+# A scope key our server (server.GuardedHttpToolsProtocol) puts in every request's scope
+# (None): the app may set it to the task serving the request, which the server cancels with
+# the message CLIENT_GONE when the client's connection is lost before the response is
+# complete -- no task awaiting ``receive()`` is needed. Under another server it is absent.
 ON_DISCONNECT = "costwarden.on_disconnect"
+CLIENT_GONE = "the client disconnected"
 
 
 async def read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -> bytes:

@@ -53,7 +53,7 @@ from costwarden.gateway.responses import (
 )
 from costwarden.gateway.scrub import Scrubber
 from costwarden.gateway.sse import EventSplitter, EventTooLarge
-from costwarden.gateway.streaming import Disconnect, Translator, pump, stop
+from costwarden.gateway.streaming import Disconnect, Translator, client_gone, pump, stop
 from costwarden.gateway.switches import SwitchBoard
 from costwarden.gateway.upstream import Response, ResponseTooLarge, UpstreamClient
 from costwarden.gateway.validate import principal_fields, validate_payload
@@ -89,7 +89,7 @@ class Proxy:
         resilience: ResilienceSettings,
         max_body_bytes: int,
         durable: bool,
-        secrets: list[str],
+        scrubbers: dict[str, Scrubber],
         max_response_bytes: int = 64 * 1024 * 1024,
         cancel_on_disconnect: bool = True,
         clock: Callable[[], float] = time,
@@ -106,7 +106,7 @@ class Proxy:
         self.max_response_bytes = max_response_bytes
         self.cancel_on_disconnect = cancel_on_disconnect
         self.durable = durable
-        self.scrub = Scrubber(secrets)
+        self.scrubbers = scrubbers  # provider name -> what to take out of its answers
         self.client: UpstreamClient | None = None
         self._failover: Failover | None = None
 
@@ -185,8 +185,9 @@ class Proxy:
                 record.overhead_ms = record.latency_ms
                 await self._commit(record, call.reservation if call else None)
             await self._send_error(send, wire, exc, request_id)
-        except asyncio.CancelledError:
-            if watcher is None or not watcher.happened or call is None:
+        except asyncio.CancelledError as cancelled:
+            stop(watcher)
+            if not client_gone(cancelled) or call is None:
                 if call is not None and call.reservation is not None:
                     # Shutting down mid-request: the reservation is not the client's to keep.
                     await asyncio.shield(self.enforcer.release(call.reservation))
@@ -345,7 +346,7 @@ class Proxy:
     ) -> GatewayError:
         record.status = "upstream_error"
         name = deployment.adapter.name
-        raw = self.scrub(await _read_all(resp))
+        raw = self.scrubbers[name](await _read_all(resp))
         message = upstream_message(raw)
         if resp.status in (401, 403):
             # The client's key was fine; ours was not. The provider's text may quote it.
@@ -399,7 +400,7 @@ class Proxy:
             else:
                 obj = translate.openai_to_anthropic_response(obj, model=deployment.model)
             raw = orjson.dumps(obj)
-        raw = self.scrub(raw)
+        raw = self.scrubbers[deployment.adapter.name](raw)
         bill(record, deployment, usage, estimated=False)
         record.status = "success"
         record.http_status = 200
@@ -448,12 +449,20 @@ class Proxy:
         try:
             await send({"type": "http.response.start", "status": 200, "headers": start_headers})
             tail = await pump(
-                resp, splitter, meter, translator, self.scrub, send, call.wire, record, t0
+                resp,
+                splitter,
+                meter,
+                translator,
+                self.scrubbers[deployment.adapter.name],
+                send,
+                call.wire,
+                record,
+                t0,
             )
             record.status = "success"
             record.http_status = 200
-        except asyncio.CancelledError:
-            if watcher is None or not watcher.happened:
+        except asyncio.CancelledError as cancelled:
+            if not client_gone(cancelled):
                 raise
             task = asyncio.current_task()
             if task is not None:

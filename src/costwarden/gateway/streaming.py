@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from time import perf_counter
+from typing import Any
 
-from costwarden.gateway.asgi import ON_DISCONNECT, Receive, Scope, Send
+from costwarden.gateway.asgi import CLIENT_GONE, ON_DISCONNECT, Receive, Scope, Send
 from costwarden.gateway.sse import EventSplitter
 from costwarden.gateway.upstream import Response
 from costwarden.providers import translate
@@ -31,46 +32,45 @@ _TERMINAL = {"openai": b"data: [DONE]", "anthropic": b"event: message_stop"}
 
 
 class Disconnect:
-    """Cancels the current task when the client disconnects, until :meth:`stop`.
+    """While it is on, the client's disconnecting cancels the current task with the message
+    ``CLIENT_GONE`` (see :func:`client_gone`), until :meth:`stop`.
 
-    Under our server the connection's loss is a callback (``ON_DISCONNECT`` in the scope):
-    nothing runs until it happens. Under another server a task awaits ``receive()``, which
-    costs a task per request. Stop it before the last byte of the response is sent (after
-    that, ``receive`` reports a disconnect for a completed response too) and before anything
-    that must not be cut short, such as the ledger commit.
+    Under our server the task is handed to the server through the scope (``ON_DISCONNECT``):
+    nothing runs until the connection is lost. Under another server a task awaits
+    ``receive()``, a task per request. Stop it before the last byte of the response is sent
+    (after that, ``receive`` reports a disconnect for a completed response too) and before
+    anything that must not be cut short, such as the ledger commit.
     """
 
-    __slots__ = ("happened", "done", "_relay", "_scope", "_task")
+    __slots__ = ("_scope", "_watch")
 
     def __init__(self, scope: Scope, receive: Receive) -> None:
-        self.happened = False
-        self.done = False
-        self._relay = asyncio.current_task()
-        self._task: asyncio.Task[None] | None = None
+        task = asyncio.current_task()
         self._scope: Scope | None = None
+        self._watch: asyncio.Task[None] | None = None
         if ON_DISCONNECT in scope:
-            scope[ON_DISCONNECT] = self._lost
+            scope[ON_DISCONNECT] = task
             self._scope = scope
-        else:
-            self._task = asyncio.create_task(self._watch(receive))
-
-    def _lost(self) -> None:
-        if not self.done and self._relay is not None:
-            self.happened = True
-            self._relay.cancel()
-
-    async def _watch(self, receive: Receive) -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
-        self._lost()
+        elif task is not None:
+            self._watch = asyncio.create_task(_watch(receive, task))
 
     def stop(self) -> None:
-        if not self.done:
-            self.done = True
-            if self._scope is not None:
-                self._scope[ON_DISCONNECT] = None
-            if self._task is not None:
-                self._task.cancel()
+        if self._scope is not None:
+            self._scope[ON_DISCONNECT] = None
+        elif self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+
+
+async def _watch(receive: Receive, task: asyncio.Task[Any]) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    task.cancel(CLIENT_GONE)
+
+
+def client_gone(exc: asyncio.CancelledError) -> bool:
+    """Whether this cancellation is a :class:`Disconnect`'s (not a shutdown's)."""
+    return exc.args == (CLIENT_GONE,)
 
 
 def stop(watcher: Disconnect | None) -> None:
