@@ -113,9 +113,15 @@ def parse_amount(metric: str, value: Any, *, what: str = "amount") -> int:
 
 
 def format_amount(metric: str, units: int) -> str:
-    """Counter units back to the operator's unit: exact decimal USD, or an integer count."""
+    """Counter units back to the operator's unit: exact decimal USD, or an integer count.
+
+    USD is formatted with integer arithmetic (what ``Decimal(units) / NANOS_PER_USD``
+    formats to, without building Decimals: it runs for every response's budget headers).
+    """
     if metric == "usd" and units != UNLIMITED:
-        return format(Decimal(units) / NANOS_PER_USD, "f")
+        whole, nanos = divmod(abs(units), NANOS_PER_USD)
+        sign = "-" if units < 0 else ""
+        return f"{sign}{whole}" if not nanos else f"{sign}{whole}.{nanos:09d}".rstrip("0")
     return str(units)
 
 

@@ -338,7 +338,8 @@ def fits(dep: Deployment, call: Call) -> bool:
     if window is None:
         return True
     payload = call.payload
-    out = _output_cap(payload)
+    wanted = payload.get("max_completion_tokens") or payload.get("max_tokens") or 0
+    out = wanted if isinstance(wanted, int) else 0
     if len(call.body) + out <= window:
         return True
     return _prompt_estimate(payload) + out <= window

@@ -53,7 +53,14 @@ from costwarden.gateway.responses import (
 )
 from costwarden.gateway.scrub import Scrubber
 from costwarden.gateway.sse import EventSplitter, EventTooLarge
-from costwarden.gateway.streaming import Disconnect, Translator, client_gone, pump, stop
+from costwarden.gateway.streaming import (
+    NOT_WATCHING,
+    Disconnect,
+    NotWatching,
+    Translator,
+    client_gone,
+    pump,
+)
 from costwarden.gateway.switches import SwitchBoard
 from costwarden.gateway.upstream import Response, ResponseTooLarge, UpstreamClient
 from costwarden.gateway.validate import principal_fields, validate_payload
@@ -141,7 +148,7 @@ class Proxy:
         headers: dict[bytes, bytes] = dict(scope["headers"])
         record: LedgerRecord | None = None
         call: Call | None = None
-        watcher: Disconnect | None = None
+        watcher: Disconnect | NotWatching = NOT_WATCHING
         try:
             record = self._authenticate(headers, request_id, endpoint)
             body = await read_body(receive, headers, self.max_body_bytes)
@@ -163,7 +170,7 @@ class Proxy:
             try:
                 attempt = await self.failover.open(call, route)
             except Exhausted as exhausted:
-                stop(watcher)
+                watcher.stop()
                 await self._exhausted(send, call, route, exhausted, t0)
                 return
             if stream:
@@ -175,7 +182,7 @@ class Proxy:
             # to receive a status, and a row would only record the hang-up.
             logger.debug("%s: %s", request_id, exc)
         except GatewayError as exc:
-            stop(watcher)
+            watcher.stop()
             if isinstance(exc, _Refused):
                 record = exc.record
             if record is not None:
@@ -186,7 +193,7 @@ class Proxy:
                 await self._commit(record, call.reservation if call else None)
             await self._send_error(send, wire, exc, request_id)
         except asyncio.CancelledError as cancelled:
-            stop(watcher)
+            watcher.stop()
             if not client_gone(cancelled) or call is None:
                 if call is not None and call.reservation is not None:
                     # Shutting down mid-request: the reservation is not the client's to keep.
@@ -197,7 +204,7 @@ class Proxy:
                 task.uncancel()
             await self._cancelled(call, t0)
         except Exception:
-            stop(watcher)
+            watcher.stop()
             # A bug must still give the client a well-formed error and keep the usage row.
             logger.exception("%s: internal error", request_id)
             if record is not None:
@@ -207,7 +214,7 @@ class Proxy:
                 await self._commit(record, call.reservation if call else None)
             await self._send_error(send, wire, GatewayError("internal gateway error"), request_id)
         finally:
-            stop(watcher)
+            watcher.stop()
 
     # ------------------------------------------------------------------ stages
 
@@ -360,7 +367,7 @@ class Proxy:
         return UpstreamError(f"upstream {name} returned {resp.status}: {message}")
 
     async def _relay_unary(
-        self, send: Send, watcher: Disconnect | None, call: Call, attempt: Attempt, t0: float
+        self, send: Send, watcher: Disconnect | NotWatching, call: Call, attempt: Attempt, t0: float
     ) -> None:
         record = call.record
         deployment = attempt.deployment
@@ -384,7 +391,7 @@ class Proxy:
             ) from None
         finally:
             resp.release()
-        stop(watcher)  # the answer is in: nothing left to cancel
+        watcher.stop()  # the answer is in: nothing left to cancel
         upstream_ms = (perf_counter() - attempt.upstream_started) * 1000
         try:
             obj = orjson.loads(raw)
@@ -416,7 +423,7 @@ class Proxy:
         await send_bytes(send, 200, raw, out_headers)
 
     async def _relay_stream(
-        self, send: Send, watcher: Disconnect | None, call: Call, attempt: Attempt, t0: float
+        self, send: Send, watcher: Disconnect | NotWatching, call: Call, attempt: Attempt, t0: float
     ) -> None:
         record = call.record
         deployment = attempt.deployment
@@ -485,7 +492,7 @@ class Proxy:
             record.error = "internal gateway error while relaying the stream"
             tail = stream_error_event(call.wire, record.error)
         finally:
-            stop(watcher)
+            watcher.stop()
             resp.close()  # aborts the upstream call if it is still generating
         usage = meter.usage if meter.finished else None
         if usage is None:

@@ -73,9 +73,16 @@ def client_gone(exc: asyncio.CancelledError) -> bool:
     return exc.args == (CLIENT_GONE,)
 
 
-def stop(watcher: Disconnect | None) -> None:
-    if watcher is not None:
-        watcher.stop()
+class NotWatching:
+    """What the proxy holds instead of a :class:`Disconnect` when none is on."""
+
+    __slots__ = ()
+
+    def stop(self) -> None:
+        return None
+
+
+NOT_WATCHING = NotWatching()
 
 
 def terminal_at(events: bytes, wire: str) -> int:
