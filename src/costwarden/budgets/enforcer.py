@@ -109,7 +109,7 @@ class Reservation:
             left = format_amount(metric, max(0, remaining[i])).encode()
             if kind[0]:
                 limit_name, remaining_name = _RATE_HEADERS[metric]
-                out.append((limit_name, _amount(check).encode()))
+                out.append((limit_name, _amount_bytes(metric, check.limit.amount)))
                 out.append((remaining_name, left))
             else:
                 out.append((_BUDGET_HEADERS[metric], left))
@@ -136,8 +136,10 @@ def _iso_bytes(epoch: float) -> bytes:
     return str(iso(epoch)).encode()
 
 
-def _amount(check: Check) -> str:
-    return format_amount(check.limit.metric, check.limit.amount)
+@functools.lru_cache(maxsize=1024)
+def _amount_bytes(metric: str, amount: int) -> bytes:
+    """A limit's amount as a header value (the same few limits on every response)."""
+    return format_amount(metric, amount).encode()
 
 
 @dataclasses.dataclass(slots=True)
@@ -492,7 +494,7 @@ class Enforcer:
         else:
             want = payload.get("max_completion_tokens") or payload.get("max_tokens")
             n = payload.get("n")  # validated: absent, null or a positive integer
-            if endpoint == "chat.completions" and isinstance(n, int) and n > 1:
+            if n is not None and n != 1 and endpoint == "chat.completions":
                 choices = n
         return Ask(
             in_bound_tokens=bound,
