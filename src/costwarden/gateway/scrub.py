@@ -61,9 +61,6 @@ class Scrubber:
             data = _VIRTUAL_KEY.sub(b"cw-" + _REDACTED, data)
         return data
 
-    def text(self, text: str) -> str:
-        return self(text.encode()).decode("utf-8", "replace")
-
 
 def per_upstream(adapters: Iterable[ProviderAdapter]) -> dict[str, Scrubber]:
     """Provider name -> the Scrubber for what its upstream sends back: the credentials of
