@@ -12,7 +12,7 @@ from pathlib import Path
 
 from loadgen import BenchError
 
-from costwarden.errors import CostwardenError
+from costwarden.core.errors import CostwardenError
 from costwarden.storage.db import create_engine_for
 from costwarden.storage.policy import set_limits
 

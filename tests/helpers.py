@@ -28,14 +28,14 @@ import uvicorn
 from aiohttp import web
 from click.testing import CliRunner
 
-from costwarden.app import CostwardenApp, create_app
+from costwarden.app.factory import CostwardenApp, create_app
+from costwarden.app.server import uvicorn_config
 from costwarden.budgets.policy import checks_for
 from costwarden.budgets.rebuild import compute_seeds
 from costwarden.cli import main
+from costwarden.config.settings import load_settings
 from costwarden.mock import MockServer
 from costwarden.mock.config import mock_gateway_toml
-from costwarden.server import uvicorn_config
-from costwarden.settings import load_settings
 from costwarden.storage import policy, repo
 
 PG_ADMIN_URL = os.environ.get("COSTWARDEN_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")

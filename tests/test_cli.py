@@ -23,12 +23,12 @@ import aiohttp
 import pytest
 from sqlalchemy import event
 
+from costwarden.config.settings import settings_help
+from costwarden.core.records import LedgerRecord
 from costwarden.mock import MockServer
-from costwarden.settings import settings_help
 from costwarden.storage import repo
 from costwarden.storage.db import create_engine_for
 from costwarden.storage.ledger import LedgerWriter
-from costwarden.storage.records import LedgerRecord
 from costwarden.storage.sqltypes import money_str
 from tests.helpers import (
     CLI,

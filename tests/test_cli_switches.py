@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import Engine
 
-from costwarden.app import create_app
-from costwarden.settings import load_settings
+from costwarden.app.factory import create_app
+from costwarden.config.settings import load_settings
 from costwarden.storage import repo
 from costwarden.storage.audit import audit_entries
 from costwarden.storage.db import create_engine_for

@@ -9,7 +9,7 @@ import logging
 
 import pytest
 
-from costwarden.events import Event, EventBus, Subscription
+from costwarden.core.events import Event, EventBus, Subscription
 from tests.helpers import FakeClock
 
 
@@ -83,7 +83,7 @@ async def test_async_iteration() -> None:
 async def test_a_slow_subscriber_drops_its_oldest_events(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="costwarden.events")
+    caplog.set_level(logging.WARNING, logger="costwarden.core.events")
     bus = EventBus(queue_size=3)
     slow = bus.subscribe()
     fast = bus.subscribe()

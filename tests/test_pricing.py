@@ -13,10 +13,10 @@ from decimal import Decimal
 import pytest
 from genai_prices import Usage, calc_price
 
-from costwarden.app import build_deployments
-from costwarden.errors import ConfigError
+from costwarden.app.factory import build_deployments
+from costwarden.config.settings import PriceOverride, load_settings
+from costwarden.core.errors import ConfigError
 from costwarden.pricing import Rates, TokenUsage, genai_usage, resolve_rates
-from costwarden.settings import PriceOverride, load_settings
 
 MODELS = [
     ("openai", "gpt-4o-mini"),

@@ -21,9 +21,9 @@ import uvicorn
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
+from costwarden.app.server import GuardedHttpToolsProtocol, uvicorn_config
+from costwarden.config.settings import ServerSettings
 from costwarden.mock import MockServer
-from costwarden.server import GuardedHttpToolsProtocol, uvicorn_config
-from costwarden.settings import ServerSettings
 from costwarden.storage.usage import ledger_rows
 from tests.helpers import LiveGateway, chat, live_gateway
 

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from costwarden.errors import ConfigError
-from costwarden.settings import (
+from costwarden.config.settings import (
     DeploymentSettings,
     PriceOverride,
     ProviderSettings,
@@ -27,7 +26,8 @@ from costwarden.settings import (
     load_settings,
     settings_help,
 )
-from costwarden.settings_upstreams import ResilienceSettings
+from costwarden.config.upstreams import ResilienceSettings
+from costwarden.core.errors import ConfigError
 
 # The config from the issue, verbatim. Line numbers used below:
 #   3 port, 10 OPENAI_API_KEY, 15 ANTHROPIC_API_KEY, 17/18 first route, 20/21 second route.

@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
-from costwarden.errors import ConfigError
-from costwarden.settings import PriceOverride
+from costwarden.config.settings import PriceOverride
+from costwarden.core.errors import ConfigError
 
 _MILLION = Decimal(1_000_000)
 

@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
+from costwarden.core.records import LedgerRecord
 from costwarden.mock import MockServer
 from costwarden.storage import repo
-from costwarden.storage.records import LedgerRecord
 from costwarden.storage.usage import ledger_rows
 from tests.helpers import LiveGateway, live_gateway
 

@@ -21,10 +21,10 @@ import orjson
 import pytest
 
 from costwarden.admin import health_api
-from costwarden.app import CostwardenApp, create_app
+from costwarden.app.factory import CostwardenApp, create_app
+from costwarden.config.settings import load_settings
 from costwarden.mock import MockServer
 from costwarden.routing.breaker import CLOSED, OPEN
-from costwarden.settings import load_settings
 from costwarden.storage.audit import audit_entries
 from tests.helpers import (
     PROVIDER_ENV,

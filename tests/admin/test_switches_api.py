@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from costwarden.app import CostwardenApp, create_app
-from costwarden.settings import load_settings
+from costwarden.app.factory import CostwardenApp, create_app
+from costwarden.config.settings import load_settings
 from costwarden.storage import repo
 from costwarden.storage.audit import audit_entries
 from costwarden.storage.switches import FEATURES, list_switches, switches_version

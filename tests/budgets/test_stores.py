@@ -22,11 +22,12 @@ import redis
 import redis.asyncio
 
 from costwarden.budgets import policy
-from costwarden.budgets.limits import MAX_AMOUNT, NANOS_PER_USD, Limit
+from costwarden.budgets.limits import MAX_AMOUNT, Limit
 from costwarden.budgets.memory import MemoryStore
 from costwarden.budgets.policy import Actual, Ask, Check, Grant, Refusal, View
 from costwarden.budgets.redis_store import RedisStore
 from costwarden.budgets.store import CountersLost, CounterStore, LeaseClosed
+from costwarden.core.money import NANOS_PER_USD
 from tests.helpers import FlakyLink, require_redis
 
 REDIS_URL = os.environ.get("COSTWARDEN_TEST_REDIS", "redis://127.0.0.1:6379/15")

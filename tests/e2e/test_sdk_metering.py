@@ -17,9 +17,9 @@ import orjson
 import pytest
 from genai_prices import Usage, calc_price
 
+from costwarden.core.records import LedgerRecord
 from costwarden.mock import MockServer
 from costwarden.storage.ledger import LedgerWriter
-from costwarden.storage.records import LedgerRecord
 from costwarden.storage.usage import ledger_rows
 from tests.helpers import ANTHROPIC_SECRET, OPENAI_SECRET, LiveGateway, live_gateway
 

@@ -16,11 +16,11 @@ import openai
 import pytest
 
 from costwarden.budgets.status import live_status
+from costwarden.core.money import usd_to_nanos
+from costwarden.core.records import LedgerRecord
 from costwarden.gateway.asgi import CLIENT_GONE, ON_DISCONNECT
 from costwarden.gateway.streaming import Disconnect, client_gone
 from costwarden.mock import MockServer
-from costwarden.storage.db import usd_to_nanos
-from costwarden.storage.records import LedgerRecord
 from costwarden.storage.usage import ledger_rows
 from tests.helpers import LiveGateway, configure_mock, live_gateway, set_limits
 

@@ -19,10 +19,10 @@ import anthropic
 import openai
 import pytest
 
-from costwarden.errors import ConfigError
+from costwarden.config.settings import load_settings
+from costwarden.core.errors import ConfigError
 from costwarden.mock import MockServer
 from costwarden.pricing import TokenUsage
-from costwarden.settings import load_settings
 from costwarden.storage.usage import ledger_rows
 from tests.helpers import FakeClock, LiveGateway, gateway_toml, live_gateway, set_limits
 from tests.helpers import configure_mock as _mock

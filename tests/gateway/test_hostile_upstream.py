@@ -21,7 +21,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from costwarden.storage.records import LedgerRecord
+from costwarden.core.records import LedgerRecord
 from costwarden.storage.usage import ledger_rows
 from tests.helpers import (
     ANTHROPIC_SECRET,

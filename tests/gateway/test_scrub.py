@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import orjson
 
+from costwarden.config.settings import ProviderSettings
 from costwarden.gateway.scrub import Scrubber, per_upstream
 from costwarden.providers.base import ProviderAdapter, make_adapter
-from costwarden.settings import ProviderSettings
 
 KEY = "sk-proj-ABCdef0123456789"
 ODD = 'k3y/with"quote'  # reads differently inside a JSON string

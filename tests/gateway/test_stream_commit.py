@@ -14,8 +14,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from costwarden.core.records import LedgerRecord
 from costwarden.mock import MockServer
-from costwarden.storage.records import LedgerRecord
 from costwarden.storage.usage import ledger_rows
 from tests.helpers import live_gateway
 

@@ -16,9 +16,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from costwarden.errors import ConfigError, ServiceDisabled
+from costwarden.config.settings import load_settings
+from costwarden.core.errors import ConfigError, ServiceDisabled
 from costwarden.gateway.switches import SwitchBoard
-from costwarden.settings import load_settings
 from costwarden.storage import repo
 from costwarden.storage.db import create_engine_for
 from costwarden.storage.migrate import migrate

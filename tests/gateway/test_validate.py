@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 import pytest
 
-from costwarden.errors import BadRequest
+from costwarden.core.errors import BadRequest
 from costwarden.gateway.validate import MAX_LABEL, parse_tags, principal_fields, validate_payload
 
 CHAT: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}

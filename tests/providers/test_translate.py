@@ -9,7 +9,7 @@ import openai
 import orjson
 import pytest
 
-from costwarden.errors import BadRequest, UpstreamError
+from costwarden.core.errors import BadRequest, UpstreamError
 from costwarden.mock import formats as fmt
 from costwarden.providers.translate import (
     TranslationError,

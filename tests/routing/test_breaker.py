@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from costwarden.errors import InvalidInput
+from costwarden.core.errors import InvalidInput
 from costwarden.routing.breaker import (
     CLOSED,
     HALF_OPEN,

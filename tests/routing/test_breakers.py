@@ -23,8 +23,8 @@ import redis
 import redis.asyncio
 from sqlalchemy.engine import Engine
 
-from costwarden.errors import InvalidInput, NotFound
-from costwarden.events import EventBus
+from costwarden.core.errors import InvalidInput, NotFound
+from costwarden.core.events import EventBus
 from costwarden.routing.breaker import CLOSED, HALF_OPEN, OPEN, BreakerPolicy
 from costwarden.routing.breakers import EVENT_KIND, BreakerBoard
 from costwarden.storage.audit import audit_entries

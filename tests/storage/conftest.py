@@ -29,9 +29,9 @@ import sqlalchemy as sa
 from psycopg import sql
 from sqlalchemy.engine import Engine, make_url
 
+from costwarden.core.records import LedgerRecord
 from costwarden.storage.db import create_engine_for, redact_url
 from costwarden.storage.migrate import migrate
-from costwarden.storage.records import LedgerRecord
 from costwarden.storage.schema import metadata
 
 PG_ADMIN_URL_ENV = "COSTWARDEN_TEST_PG"

@@ -12,11 +12,12 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from costwarden.errors import InvalidInput
+from costwarden.core.errors import InvalidInput
+from costwarden.core.money import usd_to_nanos
+from costwarden.core.records import LEDGER_STATUSES, LedgerRecord
 from costwarden.storage.counters import ADMITTED_STATUSES, ledger_buckets, ledger_totals
-from costwarden.storage.db import NanoSum, nanos_sum, usd_to_nanos
+from costwarden.storage.db import NanoSum, nanos_sum
 from costwarden.storage.ledger import record_to_row
-from costwarden.storage.records import LEDGER_STATUSES, LedgerRecord
 from costwarden.storage.schema import ledger
 
 MakeRecord = Callable[..., LedgerRecord]

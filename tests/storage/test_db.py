@@ -10,7 +10,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from costwarden.errors import InvalidInput
+from costwarden.core.errors import InvalidInput
+from costwarden.core.records import LedgerRecord
 from costwarden.storage.db import (
     DecimalSum,
     create_engine_for,
@@ -19,7 +20,6 @@ from costwarden.storage.db import (
     redact_url,
 )
 from costwarden.storage.ledger import record_to_row
-from costwarden.storage.records import LedgerRecord
 from costwarden.storage.schema import ledger
 
 

@@ -14,9 +14,9 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 
-from costwarden.errors import InvalidInput, StorageError
+from costwarden.core.errors import InvalidInput, StorageError
+from costwarden.core.records import LedgerRecord
 from costwarden.storage.ledger import LedgerWriter, record_to_row
-from costwarden.storage.records import LedgerRecord
 from costwarden.storage.schema import ledger
 from costwarden.storage.usage import ledger_rows
 

@@ -11,7 +11,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Engine
 
-from costwarden.errors import StorageError
+from costwarden.core.errors import StorageError
 from costwarden.storage.migrate import current_revision, head_revision, migrate
 from costwarden.storage.schema import metadata
 

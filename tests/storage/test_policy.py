@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from costwarden.budgets.limits import UNLIMITED, Limit, Tier, TierEntry
-from costwarden.errors import Conflict, InvalidInput, NotFound
+from costwarden.core.errors import Conflict, InvalidInput, NotFound
 from costwarden.storage import policy, repo
 from costwarden.storage.migrate import migrate
 from costwarden.storage.schema import limits as limits_table

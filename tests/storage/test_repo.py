@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from costwarden.errors import InvalidInput, NotFound
+from costwarden.core.errors import InvalidInput, NotFound
 from costwarden.storage import repo
 from costwarden.storage.schema import virtual_keys
 

@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from costwarden.errors import InvalidInput, NotFound
+from costwarden.core.errors import InvalidInput, NotFound
 from costwarden.storage import repo
 from costwarden.storage.audit import MAX_AUDIT_LIMIT, audit_entries, record_audit
 from costwarden.storage.db import begin_write

@@ -12,10 +12,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from costwarden.errors import NotFound
+from costwarden.core.errors import NotFound
+from costwarden.core.records import LedgerRecord
 from costwarden.storage import repo
 from costwarden.storage.ledger import LedgerWriter, record_to_row
-from costwarden.storage.records import LedgerRecord
 from costwarden.storage.schema import ledger
 from costwarden.storage.usage import UsageReport, ledger_rows, usage_report
 

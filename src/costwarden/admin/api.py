@@ -38,14 +38,14 @@ from costwarden.budgets.limits import (
     tier_to_mapping,
 )
 from costwarden.budgets.status import live_status
-from costwarden.errors import Conflict, InvalidInput, NotFound
-from costwarden.periods import parse_since
+from costwarden.core.errors import Conflict, InvalidInput, NotFound
+from costwarden.core.periods import parse_since
+from costwarden.core.records import KeyRecord
 from costwarden.storage import policy, repo
-from costwarden.storage.records import KeyRecord
 from costwarden.storage.usage import usage_report
 
 if TYPE_CHECKING:
-    from costwarden.app import CostwardenApp
+    from costwarden.app.factory import CostwardenApp
 
 logger = logging.getLogger(__name__)
 

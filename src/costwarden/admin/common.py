@@ -33,7 +33,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Route
 from starlette.types import ExceptionHandler
 
-from costwarden.errors import Conflict, InvalidInput, NotFound, RequestTooLarge, StorageError
+from costwarden.core.errors import Conflict, InvalidInput, NotFound, RequestTooLarge, StorageError
 
 logger = logging.getLogger(__name__)
 

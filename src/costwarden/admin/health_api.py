@@ -27,11 +27,11 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from costwarden.admin.common import parse_json_object, read_body
-from costwarden.errors import InvalidInput
-from costwarden.events import Event, EventBus
+from costwarden.core.errors import InvalidInput
+from costwarden.core.events import Event, EventBus
 
 if TYPE_CHECKING:
-    from costwarden.app import CostwardenApp
+    from costwarden.app.factory import CostwardenApp
 
 logger = logging.getLogger(__name__)
 

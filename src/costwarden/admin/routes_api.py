@@ -17,10 +17,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from costwarden.errors import InvalidInput
+from costwarden.core.errors import InvalidInput
 
 if TYPE_CHECKING:
-    from costwarden.app import CostwardenApp
+    from costwarden.app.factory import CostwardenApp
 
 ACTOR = "admin-api"
 

@@ -23,12 +23,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from costwarden.errors import InvalidInput
+from costwarden.core.errors import InvalidInput
 from costwarden.storage import audit
 from costwarden.storage import switches as store
 
 if TYPE_CHECKING:
-    from costwarden.app import CostwardenApp
+    from costwarden.app.factory import CostwardenApp
 
 logger = logging.getLogger(__name__)
 

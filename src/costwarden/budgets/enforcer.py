@@ -33,7 +33,6 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from costwarden import polling
 from costwarden.budgets.limits import (
     LimitBook,
     Principal,
@@ -52,18 +51,19 @@ from costwarden.budgets.windows import (
     iso,
     zone,
 )
-from costwarden.errors import (
+from costwarden.config.settings import Settings
+from costwarden.core import polling
+from costwarden.core.errors import (
     BudgetExceeded,
     BudgetInFlight,
     CountersUnavailable,
     GatewayError,
     RateLimited,
 )
+from costwarden.core.money import usd_to_nanos
+from costwarden.core.records import LedgerRecord
 from costwarden.providers.base import Deployment
-from costwarden.settings import Settings
 from costwarden.storage import policy as policy_repo
-from costwarden.storage.db import usd_to_nanos
-from costwarden.storage.records import LedgerRecord
 
 logger = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from costwarden.errors import InvalidInput
-from costwarden.storage.db import NANOS_PER_USD
+from costwarden.core.errors import InvalidInput
+from costwarden.core.money import NANOS_PER_USD, format_nanos
 
 SCOPES = ("platform", "org", "project", "key", "user", "session", "tag")
 METRICS = ("usd", "tokens", "requests")
@@ -113,15 +113,9 @@ def parse_amount(metric: str, value: Any, *, what: str = "amount") -> int:
 
 
 def format_amount(metric: str, units: int) -> str:
-    """Counter units back to the operator's unit: exact decimal USD, or an integer count.
-
-    USD is formatted with integer arithmetic (what ``Decimal(units) / NANOS_PER_USD``
-    formats to, without building Decimals: it runs for every response's budget headers).
-    """
+    """Counter units back to the operator's unit: exact decimal USD, or an integer count."""
     if metric == "usd" and units != UNLIMITED:
-        whole, nanos = divmod(abs(units), NANOS_PER_USD)
-        sign = "-" if units < 0 else ""
-        return f"{sign}{whole}" if not nanos else f"{sign}{whole}.{nanos:09d}".rstrip("0")
+        return format_nanos(units)
     return str(units)
 
 

@@ -23,7 +23,7 @@ from costwarden.budgets.policy import Check, View, checks_for, window_total
 from costwarden.budgets.rebuild import compute_seeds, tenant_of
 from costwarden.budgets.store import CounterStore
 from costwarden.budgets.windows import iso, zone
-from costwarden.settings import Settings
+from costwarden.config.settings import Settings
 from costwarden.storage import policy as policy_repo
 
 

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from costwarden.budgets.limits import ROLLING_WINDOWS
-from costwarden.errors import ConfigError
+from costwarden.core.errors import ConfigError
 
 BUCKETS = 60
 

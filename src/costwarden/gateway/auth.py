@@ -14,9 +14,9 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.engine import Engine
 
-from costwarden import polling
+from costwarden.core import polling
+from costwarden.core.records import KeyRecord
 from costwarden.storage import repo
-from costwarden.storage.records import KeyRecord
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from costwarden.errors import GatewayError
+from costwarden.core.errors import GatewayError
 
 
 def error_body(wire: str, exc: GatewayError) -> bytes:

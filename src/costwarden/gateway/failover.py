@@ -37,7 +37,8 @@ from typing import Any, Protocol
 import orjson
 
 from costwarden.budgets.enforcer import Reservation
-from costwarden.errors import (
+from costwarden.config.upstreams import ResilienceSettings
+from costwarden.core.errors import (
     BudgetExceeded,
     ContextTooLong,
     GatewayError,
@@ -45,13 +46,12 @@ from costwarden.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from costwarden.core.records import LedgerRecord
 from costwarden.gateway.upstream import Response, UpstreamClient
 from costwarden.providers import translate
 from costwarden.providers.base import Deployment, estimate_tokens
 from costwarden.routing.breaker import CLOSED, counts_as_failure
 from costwarden.routing.chains import Route
-from costwarden.settings_upstreams import ResilienceSettings
-from costwarden.storage.records import LedgerRecord
 
 logger = logging.getLogger(__name__)
 

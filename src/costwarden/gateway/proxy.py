@@ -28,7 +28,8 @@ import orjson
 
 from costwarden.budgets.enforcer import Enforcer, Reservation
 from costwarden.budgets.limits import Principal
-from costwarden.errors import (
+from costwarden.config.upstreams import ResilienceSettings
+from costwarden.core.errors import (
     AuthenticationFailed,
     ClientDisconnected,
     GatewayError,
@@ -37,6 +38,7 @@ from costwarden.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from costwarden.core.records import LedgerRecord
 from costwarden.gateway import degraded
 from costwarden.gateway.asgi import JSON, Receive, Scope, Send, read_body, send_bytes
 from costwarden.gateway.auth import KeyCache, key_from_headers
@@ -68,9 +70,7 @@ from costwarden.pricing import TokenUsage
 from costwarden.providers import translate
 from costwarden.providers.base import Deployment, estimate_tokens
 from costwarden.routing.chains import Route
-from costwarden.settings_upstreams import ResilienceSettings
 from costwarden.storage.ledger import LedgerWriter
-from costwarden.storage.records import LedgerRecord
 
 logger = logging.getLogger(__name__)
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import orjson
 
+from costwarden.core.records import LedgerRecord
 from costwarden.gateway.asgi import JSON
 from costwarden.pricing import TokenUsage
 from costwarden.providers.base import Deployment
-from costwarden.storage.records import LedgerRecord
 
 
 def bill(

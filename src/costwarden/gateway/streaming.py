@@ -18,12 +18,12 @@ from collections.abc import Callable
 from time import perf_counter
 from typing import Any
 
+from costwarden.core.records import LedgerRecord
 from costwarden.gateway.asgi import CLIENT_GONE, ON_DISCONNECT, Receive, Scope, Send
 from costwarden.gateway.sse import EventSplitter
 from costwarden.gateway.upstream import Response
 from costwarden.providers import translate
 from costwarden.providers.base import StreamMeter
-from costwarden.storage.records import LedgerRecord
 
 Translator = translate.AnthropicToOpenAIStream | translate.OpenAIToAnthropicStream
 

@@ -18,8 +18,8 @@ import time
 
 from sqlalchemy.engine import Engine
 
-from costwarden import polling
-from costwarden.errors import ServiceDisabled
+from costwarden.core import polling
+from costwarden.core.errors import ServiceDisabled
 from costwarden.storage.switches import SwitchRecord, load_switches, switches_version
 
 logger = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from costwarden.budgets.limits import MAX_SUBJECT_LEN
-from costwarden.errors import BadRequest
+from costwarden.core.errors import BadRequest
 
 MAX_TAGS = 20
 MAX_LABEL = MAX_SUBJECT_LEN  # an end user, session, tag name or value: a budget's subject

@@ -11,8 +11,8 @@ import abc
 import dataclasses
 from typing import Any, ClassVar
 
+from costwarden.config.settings import ProviderSettings
 from costwarden.pricing import Pricer, TokenUsage
-from costwarden.settings import ProviderSettings
 
 
 class StreamMeter(abc.ABC):

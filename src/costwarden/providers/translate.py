@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from costwarden.errors import BadRequest
+from costwarden.core.errors import BadRequest
 from costwarden.providers.translate_stream import (
     AnthropicToOpenAIStream,
     OpenAIToAnthropicStream,

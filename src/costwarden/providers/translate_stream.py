@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from costwarden.errors import UpstreamError
+from costwarden.core.errors import UpstreamError
 
 logger = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
-from costwarden.errors import InvalidInput
+from costwarden.core.errors import InvalidInput
 
 CLOSED = "closed"
 OPEN = "open"

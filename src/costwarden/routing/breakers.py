@@ -53,8 +53,8 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 from sqlalchemy.engine import Engine
 
-from costwarden.errors import InvalidInput, NotFound
-from costwarden.events import EventBus
+from costwarden.core.errors import InvalidInput, NotFound
+from costwarden.core.events import EventBus
 from costwarden.routing.breaker import (
     CLOSED,
     HALF_OPEN,

@@ -15,7 +15,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from costwarden.errors import InvalidInput
+from costwarden.core.errors import InvalidInput
 
 if TYPE_CHECKING:  # providers.base imports settings, which imports this module
     from costwarden.providers.base import Deployment

@@ -15,11 +15,11 @@ from collections.abc import Mapping
 
 from sqlalchemy.engine import Engine
 
-from costwarden import polling
-from costwarden.errors import Conflict, InvalidInput, NotFound
+from costwarden.config.upstreams import RouteSettings
+from costwarden.core import polling
+from costwarden.core.errors import Conflict, InvalidInput, NotFound
 from costwarden.providers.base import Deployment
 from costwarden.routing.chains import Route, check_names, expand_all
-from costwarden.settings_upstreams import RouteSettings
 from costwarden.storage import route_fallbacks as store
 
 logger = logging.getLogger(__name__)

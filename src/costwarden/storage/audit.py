@@ -24,7 +24,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
-from costwarden.errors import InvalidInput, StorageError
+from costwarden.core.errors import InvalidInput, StorageError
 from costwarden.storage.db import Bind, connect_read
 from costwarden.storage.schema import audit_log
 from costwarden.storage.sqltypes import utcnow

@@ -27,8 +27,9 @@ import orjson
 import sqlalchemy as sa
 
 from costwarden.budgets.limits import SCOPES
-from costwarden.errors import InvalidInput
-from costwarden.storage.db import Bind, connect_read, nanos_sum, usd_to_nanos
+from costwarden.core.errors import InvalidInput
+from costwarden.core.money import usd_to_nanos
+from costwarden.storage.db import Bind, connect_read, nanos_sum
 from costwarden.storage.schema import ledger
 from costwarden.storage.sqltypes import ensure_utc
 

@@ -26,7 +26,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from decimal import ROUND_CEILING, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +39,9 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.functions import FunctionElement
 
-from costwarden.errors import InvalidInput
-from costwarden.storage.sqltypes import MONEY_CONTEXT, Money
+from costwarden.core.errors import InvalidInput
+from costwarden.core.money import MONEY_CONTEXT, NANOS_PER_USD, usd_to_nanos
+from costwarden.storage.sqltypes import Money
 
 logger = logging.getLogger(__name__)
 
@@ -276,14 +277,6 @@ def money_sum(column: ColumnElement[Any]) -> ColumnElement[Decimal]:
 
 
 # --------------------------------------------------------------------------- nano-dollars
-
-NANOS_PER_USD = 1_000_000_000
-
-
-def usd_to_nanos(value: Decimal) -> int:
-    """``ceil(value * 1e9)``: a cost in whole nano-dollars, rounded up, computed exactly."""
-    nanos = MONEY_CONTEXT.multiply(value, Decimal(NANOS_PER_USD))
-    return int(nanos.to_integral_value(rounding=ROUND_CEILING, context=MONEY_CONTEXT))
 
 
 class NanoSum:

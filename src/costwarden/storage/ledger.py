@@ -45,8 +45,8 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from costwarden.errors import InvalidInput, StorageError
-from costwarden.storage.records import LEDGER_STATUSES, LedgerRecord
+from costwarden.core.errors import InvalidInput, StorageError
+from costwarden.core.records import LEDGER_STATUSES, LedgerRecord
 from costwarden.storage.schema import ledger
 from costwarden.storage.sqltypes import ensure_utc, to_money
 

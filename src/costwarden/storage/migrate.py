@@ -27,7 +27,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from costwarden.errors import StorageError
+from costwarden.core.errors import StorageError
 from costwarden.storage.db import Bind, begin_write, connect_read, create_engine_for, redact_url
 
 logger = logging.getLogger(__name__)

@@ -6,8 +6,8 @@ poller (:func:`policy_version`, :func:`load_policy`); none is meant for the requ
 Rules every write follows:
 
 - Everything is validated before anything is written, and a write is one transaction: an
-  invalid request raises :class:`~costwarden.errors.InvalidInput` or
-  :class:`~costwarden.errors.NotFound` and changes nothing.
+  invalid request raises :class:`~costwarden.core.errors.InvalidInput` or
+  :class:`~costwarden.core.errors.NotFound` and changes nothing.
 - Each write bumps ``policy_state.version`` by one in the same transaction, so a poller that
   sees the version unchanged knows nothing changed. The bump is an upsert, so it works even
   if the row is missing.
@@ -47,7 +47,7 @@ from costwarden.budgets.limits import (
     tier_from_mapping,
     tier_to_mapping,
 )
-from costwarden.errors import Conflict, InvalidInput, NotFound, StorageError
+from costwarden.core.errors import Conflict, InvalidInput, NotFound, StorageError
 from costwarden.storage.db import Bind, begin_write, connect_read
 from costwarden.storage.repo import clean_name, new_id, org_id_by_name
 from costwarden.storage.schema import limits as limits_table

@@ -25,9 +25,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 
-from costwarden.errors import InvalidInput, NotFound
+from costwarden.core.errors import InvalidInput, NotFound
+from costwarden.core.records import KeyRecord
 from costwarden.storage.db import Bind, begin_write, connect_read
-from costwarden.storage.records import KeyRecord
 from costwarden.storage.schema import orgs, projects, virtual_keys
 from costwarden.storage.sqltypes import ensure_utc, utcnow
 

@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-from costwarden.errors import InvalidInput
+from costwarden.core.errors import InvalidInput
+from costwarden.core.money import MONEY_CONTEXT
 
 logger = logging.getLogger(__name__)
 
@@ -33,9 +34,6 @@ MONEY_SCALE = 12
 MONEY_QUANTUM = Decimal(1).scaleb(-MONEY_SCALE)  # Decimal('1E-12')
 _MONEY_LIMIT = Decimal(10) ** (MONEY_PRECISION - MONEY_SCALE)
 
-# Arithmetic on money must never round because of the *default* context's 28 digits; every
-# operation in storage goes through this context (far more digits than NUMERIC(24, 12)).
-MONEY_CONTEXT = Context(prec=80, rounding=ROUND_HALF_UP)
 
 
 def to_money(value: object) -> Decimal:

@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 
-from costwarden.errors import InvalidInput
+from costwarden.core.errors import InvalidInput
 from costwarden.storage.audit import clean_actor, record_audit
 from costwarden.storage.db import Bind, begin_write, connect_read
 from costwarden.storage.repo import org_id_by_name

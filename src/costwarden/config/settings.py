@@ -2,7 +2,7 @@
 
 The app factory takes a :class:`Settings`; nothing reads the environment or the file at import
 time. Every setting carries a help text (``costwarden settings`` prints them all), and every
-validation failure is a :class:`~costwarden.errors.ConfigError` that names the file, the key
+validation failure is a :class:`~costwarden.core.errors.ConfigError` that names the file, the key
 path and, where it can be found, the line -- never a traceback.
 """
 
@@ -18,13 +18,12 @@ from typing import Any
 
 from costwarden.budgets.limits import TIER_SCOPES, tier_from_mapping
 from costwarden.budgets.windows import zone
-from costwarden.config_fields import NAME_RE as _NAME_RE
-from costwarden.config_fields import section as _section
-from costwarden.config_fields import setting as _setting
-from costwarden.config_lines import ConfigText as _Ctx
-from costwarden.errors import ConfigError, InvalidInput
-from costwarden.settings_upstreams import PROVIDER_TYPES as PROVIDER_TYPES
-from costwarden.settings_upstreams import (
+from costwarden.config.fields import NAME_RE as _NAME_RE
+from costwarden.config.fields import section as _section
+from costwarden.config.fields import setting as _setting
+from costwarden.config.lines import ConfigText as _Ctx
+from costwarden.config.upstreams import PROVIDER_TYPES as PROVIDER_TYPES
+from costwarden.config.upstreams import (
     RATE_HELP,
     DeploymentSettings,
     ResilienceSettings,
@@ -34,8 +33,9 @@ from costwarden.settings_upstreams import (
     parse_providers,
     parse_routes,
 )
-from costwarden.settings_upstreams import PriceOverride as PriceOverride
-from costwarden.settings_upstreams import ProviderSettings as ProviderSettings
+from costwarden.config.upstreams import PriceOverride as PriceOverride
+from costwarden.config.upstreams import ProviderSettings as ProviderSettings
+from costwarden.core.errors import ConfigError, InvalidInput
 
 LEDGER_MODES = ("batched", "durable")
 # SDKs send about 1 KiB of headers; a smaller cap would refuse ordinary clients.

@@ -20,8 +20,10 @@ from sqlalchemy.engine import Engine
 
 from costwarden.admin.api import create_admin_app
 from costwarden.budgets.enforcer import Enforcer
-from costwarden.errors import AuthenticationFailed
-from costwarden.events import EventBus
+from costwarden.config.settings import Settings
+from costwarden.config.upstreams import ResilienceSettings, RouteSettings
+from costwarden.core.errors import AuthenticationFailed
+from costwarden.core.events import EventBus
 from costwarden.gateway.asgi import JSON, Receive, Scope, Send, send_bytes
 from costwarden.gateway.auth import KeyCache, key_from_headers
 from costwarden.gateway.errors import error_body
@@ -33,8 +35,6 @@ from costwarden.providers.base import Deployment, ProviderAdapter, make_adapter
 from costwarden.routing.breaker import BreakerPolicy
 from costwarden.routing.breakers import BreakerBoard
 from costwarden.routing.table import RouteTable
-from costwarden.settings import Settings
-from costwarden.settings_upstreams import ResilienceSettings, RouteSettings
 from costwarden.storage.db import create_engine_for
 from costwarden.storage.ledger import LedgerWriter
 from costwarden.storage.migrate import migrate

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from costwarden.errors import ConfigError
+from costwarden.core.errors import ConfigError
 
 _TABLE_HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-]+)\s*\]\]?")
 _PATH_PART = re.compile(r"^([A-Za-z0-9_\-]+)(?:\[(\d+)\])?$")

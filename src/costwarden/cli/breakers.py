@@ -25,8 +25,8 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from costwarden.cli import _friendly, _out
-from costwarden.errors import CostwardenError, InvalidInput, NotFound
+from costwarden.cli.common import friendly, out
+from costwarden.core.errors import CostwardenError, InvalidInput, NotFound
 
 DEFAULT_URL = "http://127.0.0.1:4000"
 TOKEN_ENV = "COSTWARDEN_ADMIN_TOKEN"
@@ -129,7 +129,7 @@ def _print(entries: list[dict[str, Any]], title: str) -> None:
             _time(e.get("retry_at")),
             escape(str(e.get("reason") or "")),
         )
-    _out.print(table)
+    out.print(table)
 
 
 url_option = click.option(
@@ -149,7 +149,7 @@ def breakers() -> None:
 @breakers.command("list")
 @url_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON ({data: [...]}).")
-@_friendly
+@friendly
 def breakers_list(url: str, as_json: bool) -> None:
     """Every deployment's breaker: state, error rate, failures, when it will retry."""
     answer = _call(url, "GET", "/admin/health/deployments")
@@ -163,7 +163,7 @@ def breakers_list(url: str, as_json: bool) -> None:
 @click.argument("deployment")
 @url_option
 @click.option("--json", "as_json", is_flag=True, help="Print the deployment's health as JSON.")
-@_friendly
+@friendly
 def breakers_reset(deployment: str, url: str, as_json: bool) -> None:
     """Force DEPLOYMENT's breaker closed (e.g. openai:gpt-4o-mini), on every gateway
     process sharing Redis. Audited as breaker.reset."""
@@ -174,7 +174,7 @@ def breakers_reset(deployment: str, url: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(answer))
         return
-    _out.print(
+    out.print(
         f"breaker of [bold]{escape(deployment)}[/] is {escape(str(answer['state']))}",
         highlight=False,
     )

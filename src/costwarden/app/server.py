@@ -24,13 +24,13 @@ from typing import Any, cast
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from costwarden.app import CostwardenApp, create_app
-from costwarden.errors import GatewayError, RequestHeaderFieldsTooLarge, RequestTimeout
+from costwarden.app.factory import CostwardenApp, create_app
+from costwarden.app.logs import configure_logging
+from costwarden.config.settings import ServerSettings, Settings
+from costwarden.core.errors import GatewayError, RequestHeaderFieldsTooLarge, RequestTimeout
 from costwarden.gateway.asgi import CLIENT_GONE, ON_DISCONNECT
 from costwarden.gateway.errors import error_body
 from costwarden.gateway.proxy import ENDPOINTS
-from costwarden.logs import configure_logging
-from costwarden.settings import ServerSettings, Settings
 
 logger = logging.getLogger(__name__)
 

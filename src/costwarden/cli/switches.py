@@ -16,9 +16,9 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from costwarden.cli import _engine, _friendly, _out, _settings, config_option
-from costwarden.errors import InvalidInput
-from costwarden.settings import Settings
+from costwarden.cli.common import config_option, friendly, load, open_engine, out
+from costwarden.config.settings import Settings
+from costwarden.core.errors import InvalidInput
 from costwarden.storage.audit import DEFAULT_AUDIT_LIMIT, AuditRecord
 from costwarden.storage.switches import FEATURES, SwitchRecord, needs_confirmation
 
@@ -59,9 +59,9 @@ def _print_switches(records: list[SwitchRecord], version: int) -> None:
             escape(r.updated_by),
             f"{r.updated_at:%Y-%m-%d %H:%M:%S}",
         )
-    _out.print(table)
+    out.print(table)
     if not records:
-        _out.print("no switch has been set: everything is on", highlight=False)
+        out.print("no switch has been set: everything is on", highlight=False)
 
 
 def _set(
@@ -74,8 +74,8 @@ def _set(
 ) -> None:
     from costwarden.storage.switches import set_switch
 
-    settings = _settings(config, need_secrets=False)
-    engine = _engine(settings)
+    settings = load(config, need_secrets=False)
+    engine = open_engine(settings)
     try:
         record = set_switch(
             engine, org=org, feature=feature, enabled=enabled, message=message, actor=actor()
@@ -86,11 +86,11 @@ def _set(
         click.echo(json.dumps(record.to_json()))
         return
     state = "on" if record.enabled else "OFF"
-    _out.print(
+    out.print(
         f"{escape(record.feature)} is {state} {escape(_where(record))} (version {record.version})",
         highlight=False,
     )
-    _out.print(_refresh_note(settings), highlight=False)
+    out.print(_refresh_note(settings), highlight=False)
 
 
 @click.group()
@@ -101,12 +101,12 @@ def switches() -> None:
 @switches.command("list")
 @config_option
 @click.option("--json", "as_json", is_flag=True, help='Print {"version": n, "switches": [...]}.')
-@_friendly
+@friendly
 def switches_list(config: str, as_json: bool) -> None:
     """Every switch set so far (on and off), platform-wide ones first."""
     from costwarden.storage.switches import load_switches
 
-    engine = _engine(_settings(config, need_secrets=False))
+    engine = open_engine(load(config, need_secrets=False))
     try:
         version, records = load_switches(engine)
     finally:
@@ -129,7 +129,7 @@ def switches_list(config: str, as_json: bool) -> None:
     help="Required to switch ai off platform-wide (stops every model call).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the switch as JSON.")
-@_friendly
+@friendly
 def switches_off(
     config: str,
     org: str | None,
@@ -152,7 +152,7 @@ def switches_off(
 @click.option("--org", default=None, help="Only this org (by name); without it: platform-wide.")
 @click.option("--feature", default="ai", show_default=True, help=_FEATURE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the switch as JSON.")
-@_friendly
+@friendly
 def switches_on(config: str, org: str | None, feature: str, as_json: bool) -> None:
     """Switch a feature back on."""
     _set(config, org, feature, True, None, as_json)
@@ -175,7 +175,7 @@ def _print_audit(entries: list[AuditRecord]) -> None:
             escape(_value(e.old_value)),
             escape(_value(e.new_value)),
         )
-    _out.print(table)
+    out.print(table)
 
 
 @click.command("audit")
@@ -185,13 +185,13 @@ def _print_audit(entries: list[AuditRecord]) -> None:
 )
 @click.option("--action", default=None, help="Only this action, e.g. switch.set.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, newest first.")
-@_friendly
+@friendly
 def audit(config: str, limit: int, action: str | None, as_json: bool) -> None:
     """Who changed what and when: kill switch and other operator actions."""
     from costwarden.storage.audit import audit_entries, parse_limit
 
     count = parse_limit(limit)
-    engine = _engine(_settings(config, need_secrets=False))
+    engine = open_engine(load(config, need_secrets=False))
     try:
         entries = audit_entries(engine, limit=count, action=action)
     finally:

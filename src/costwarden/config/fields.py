@@ -8,7 +8,7 @@ import dataclasses
 import re
 from typing import Any
 
-from costwarden.config_lines import ConfigText as _Ctx
+from costwarden.config.lines import ConfigText as _Ctx
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 

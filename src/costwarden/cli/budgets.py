@@ -34,9 +34,9 @@ from costwarden.budgets.limits import (
     tier_from_mapping,
     tier_to_mapping,
 )
-from costwarden.cli import _engine, _friendly, _out, _settings, config_option
-from costwarden.errors import InvalidInput, NotFound
-from costwarden.settings import Settings
+from costwarden.cli.common import config_option, friendly, load, open_engine, out
+from costwarden.config.settings import Settings
+from costwarden.core.errors import InvalidInput, NotFound
 
 if TYPE_CHECKING:
     from costwarden.budgets.status import LimitStatus
@@ -190,7 +190,7 @@ def _print_limits(limits: list[Limit], names: Mapping[str, str], title: str) -> 
             lim.mode,
             "rate limit" if lim.rolling else "budget",
         )
-    _out.print(table)
+    out.print(table)
 
 
 def _set(
@@ -204,8 +204,8 @@ def _set(
     from costwarden.storage import policy
 
     org, scope, subject = target
-    settings = _settings(config, need_secrets=False)
-    engine = _engine(settings)
+    settings = load(config, need_secrets=False)
+    engine = open_engine(settings)
     try:
         limits = policy.set_limits(
             engine, org=org, scope=scope, subject=subject, amounts=amounts, mode=mode
@@ -217,7 +217,7 @@ def _set(
         click.echo(json.dumps([limit_json(lim, names.get(lim.org_id)) for lim in limits]))
         return
     _print_limits(limits, names, f"set on {_describe(org, scope, subject)}")
-    _out.print(_refresh_note(settings), highlight=False)
+    out.print(_refresh_note(settings), highlight=False)
 
 
 # ---------------------------------------------------------------------- budgets
@@ -244,7 +244,7 @@ def budgets() -> None:
     "Default: keep the current mode, hard for new budgets.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the limits set as JSON.")
-@_friendly
+@friendly
 def budgets_set(
     config: str,
     mode: str | None,
@@ -260,7 +260,7 @@ def budgets_set(
 @config_option
 @click.option("--org", required=True, help="The org (by name).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per limit.")
-@_friendly
+@friendly
 def budgets_show(config: str, org: str, as_json: bool) -> None:
     """Every limit that applies to an org: spent, reserved, remaining, percent used, reset.
 
@@ -270,8 +270,8 @@ def budgets_show(config: str, org: str, as_json: bool) -> None:
     from costwarden.budgets.status import offline_status
     from costwarden.storage import repo
 
-    settings = _settings(config, need_secrets=False)
-    engine = _engine(settings)
+    settings = load(config, need_secrets=False)
+    engine = open_engine(settings)
     try:
         record = repo.get_org_by_name(engine, org.strip())
         if record is None:
@@ -283,7 +283,7 @@ def budgets_show(config: str, org: str, as_json: bool) -> None:
         click.echo(json.dumps([s.to_json() for s in statuses]))
         return
     if not statuses:
-        _out.print(f"no budgets or rate limits apply to org {escape(record.name)}")
+        out.print(f"no budgets or rate limits apply to org {escape(record.name)}")
         return
     _print_statuses(statuses, record.name)
 
@@ -327,25 +327,25 @@ def _print_statuses(statuses: list[LimitStatus], org_name: str) -> None:
                 f"rolling {lim.window}" if lim.rolling else data["resets_at"] or "never",
             )
         )
-    if _out.width >= _WIDE_ENOUGH:
+    if out.width >= _WIDE_ENOUGH:
         table = Table(title=title, box=box.SIMPLE_HEAD)
         for header, right in _STATUS_COLUMNS:
             # fold, never truncate: a spend table with "0.000193…" in it is useless
             table.add_column(header, justify="right" if right else "left", overflow="fold")
         for row in rows:
             table.add_row(*row)
-        _out.print(table)
+        out.print(table)
         return
     # Narrow terminal: two lines per limit, wrapping between fields rather than inside them.
-    _out.print(f"[bold]{title}[/]", highlight=False)
+    out.print(f"[bold]{title}[/]", highlight=False)
     for scope, scope_id, name, mode, source, amount, spent, held, left, used, resets in rows:
-        _out.print(f"{scope} {scope_id} · [bold]{name}[/] ({mode}, {source})", highlight=False)
-        _out.print(
+        out.print(f"{scope} {scope_id} · [bold]{name}[/] ({mode}, {source})", highlight=False)
+        out.print(
             f"  limit {amount} · spent {spent} · reserved {held} · remaining {left} · used {used}%",
             highlight=False,
         )
         label = "window" if resets.startswith("rolling") else "resets at"
-        _out.print(f"  {label} {resets}", highlight=False)
+        out.print(f"  {label} {resets}", highlight=False)
 
 
 @budgets.command("clear", epilog=_SCOPE_HELP)
@@ -361,14 +361,14 @@ def _print_statuses(statuses: list[LimitStatus], org_name: str) -> None:
     "Default: every limit set on the scope.",
 )
 @click.option("--json", "as_json", is_flag=True, help='Print {"deleted": n}.')
-@_friendly
+@friendly
 def budgets_clear(config: str, names: tuple[str, ...], as_json: bool, **options: Any) -> None:
     """Remove budgets or rate limits set on one scope (a tier's defaults apply again)."""
     from costwarden.storage import policy
 
     org_name, scope, subject = _target(options)
-    settings = _settings(config, need_secrets=False)
-    engine = _engine(settings)
+    settings = load(config, need_secrets=False)
+    engine = open_engine(settings)
     try:
         deleted = policy.clear_limits(
             engine, org=org_name, scope=scope, subject=subject, names=list(names) or None
@@ -378,12 +378,12 @@ def budgets_clear(config: str, names: tuple[str, ...], as_json: bool, **options:
     if as_json:
         click.echo(json.dumps({"deleted": deleted}))
         return
-    _out.print(
+    out.print(
         f"cleared {deleted} limit(s) on {escape(_describe(org_name, scope, subject))}",
         highlight=False,
     )
     if deleted:
-        _out.print(_refresh_note(settings), highlight=False)
+        out.print(_refresh_note(settings), highlight=False)
 
 
 # ---------------------------------------------------------------------- limits
@@ -403,7 +403,7 @@ def limits() -> None:
 @_scope_options
 @_limit_options(RATE_LIMIT_NAMES)
 @click.option("--json", "as_json", is_flag=True, help="Print the limits set as JSON.")
-@_friendly
+@friendly
 def limits_set(
     config: str,
     as_json: bool,
@@ -463,14 +463,14 @@ def _tier_options(func: F) -> F:
 @tiers.command("list")
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of tiers.")
-@_friendly
+@friendly
 def tiers_list(config: str, as_json: bool) -> None:
     """List tiers: the config file's and those made with `tiers set`."""
     from costwarden.admin.api import tier_json
     from costwarden.storage import policy
 
-    settings = _settings(config, need_secrets=False)
-    engine = _engine(settings)
+    settings = load(config, need_secrets=False)
+    engine = open_engine(settings)
     try:
         found = [*_config_tiers(settings), *policy.list_tiers(engine)]
     finally:
@@ -488,7 +488,7 @@ def tiers_list(config: str, as_json: bool) -> None:
         for scope, amounts in mapping.items():
             shown = ", ".join(f"{k}={v}" for k, v in amounts.items())
             table.add_row(escape(tier.name), tier.source, scope, shown)
-    _out.print(table)
+    out.print(table)
 
 
 @tiers.command("set")
@@ -496,7 +496,7 @@ def tiers_list(config: str, as_json: bool) -> None:
 @click.argument("name")
 @_tier_options
 @click.option("--json", "as_json", is_flag=True, help="Print the tier as JSON.")
-@_friendly
+@friendly
 def tiers_set(config: str, name: str, as_json: bool, **options: str | None) -> None:
     """Create or replace tier NAME (its limits are replaced as a whole).
 
@@ -514,10 +514,10 @@ def tiers_set(config: str, name: str, as_json: bool, **options: str | None) -> N
     if not data:
         flags = ", ".join(f"--{s}-limits" for s in TIER_SCOPES)
         raise InvalidInput(f"give the tier's limits with at least one of {flags}")
-    settings = _settings(config, need_secrets=False)
+    settings = load(config, need_secrets=False)
     if name.strip() in {t.name for t in settings.tiers}:
         raise InvalidInput(config_tier_conflict(name.strip()))
-    engine = _engine(settings)
+    engine = open_engine(settings)
     try:
         tier = policy.set_tier(engine, name, data)
     finally:
@@ -525,31 +525,31 @@ def tiers_set(config: str, name: str, as_json: bool, **options: str | None) -> N
     if as_json:
         click.echo(json.dumps(tier_json(tier)))
         return
-    _out.print(f"tier [bold]{escape(tier.name)}[/] set", highlight=False)
+    out.print(f"tier [bold]{escape(tier.name)}[/] set", highlight=False)
     for scope, amounts in tier_to_mapping(tier).items():
         shown = ", ".join(f"{k}={v}" for k, v in amounts.items())
-        _out.print(f"  {scope}: {escape(shown)}", highlight=False)
-    _out.print(_refresh_note(settings), highlight=False)
+        out.print(f"  {scope}: {escape(shown)}", highlight=False)
+    out.print(_refresh_note(settings), highlight=False)
 
 
 @tiers.command("delete")
 @config_option
 @click.argument("name")
-@_friendly
+@friendly
 def tiers_delete(config: str, name: str) -> None:
     """Delete tier NAME (move its orgs to another tier first)."""
     from costwarden.admin.api import config_tier_conflict
     from costwarden.storage import policy
 
-    settings = _settings(config, need_secrets=False)
+    settings = load(config, need_secrets=False)
     if name.strip() in {t.name for t in settings.tiers}:
         raise InvalidInput(config_tier_conflict(name.strip()))
-    engine = _engine(settings)
+    engine = open_engine(settings)
     try:
         policy.delete_tier(engine, name)
     finally:
         engine.dispose()
-    _out.print(f"deleted tier {escape(name.strip())}", highlight=False)
+    out.print(f"deleted tier {escape(name.strip())}", highlight=False)
 
 
 # ---------------------------------------------------------------------- orgs
@@ -566,15 +566,15 @@ def orgs() -> None:
 @click.option("--tier", default=None, help="The tier to put the org on.")
 @click.option("--none", "no_tier", is_flag=True, help="Take the org off its tier.")
 @click.option("--json", "as_json", is_flag=True, help='Print {"org": ..., "tier": ...}.')
-@_friendly
+@friendly
 def orgs_set_tier(config: str, org: str, tier: str | None, no_tier: bool, as_json: bool) -> None:
     """Put an org on a tier (--tier NAME) or take it off (--none)."""
     from costwarden.storage import policy
 
     if (tier is None) == (not no_tier):
         raise InvalidInput("give exactly one of --tier NAME and --none")
-    settings = _settings(config, need_secrets=False)
-    engine = _engine(settings)
+    settings = load(config, need_secrets=False)
+    engine = open_engine(settings)
     try:
         policy.set_org_tier(engine, org, tier, known_tiers=[t.name for t in settings.tiers])
     finally:
@@ -584,10 +584,10 @@ def orgs_set_tier(config: str, org: str, tier: str | None, no_tier: bool, as_jso
         click.echo(json.dumps({"org": org.strip(), "tier": chosen}))
         return
     if chosen is None:
-        _out.print(f"org {escape(org.strip())} is on no tier", highlight=False)
+        out.print(f"org {escape(org.strip())} is on no tier", highlight=False)
     else:
-        _out.print(f"org {escape(org.strip())} is on tier {escape(chosen)}", highlight=False)
-    _out.print(_refresh_note(settings), highlight=False)
+        out.print(f"org {escape(org.strip())} is on tier {escape(chosen)}", highlight=False)
+    out.print(_refresh_note(settings), highlight=False)
 
 
 COMMANDS: list[click.Command] = [budgets, limits, tiers, orgs]

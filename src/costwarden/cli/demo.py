@@ -18,12 +18,12 @@ import orjson
 import uvicorn
 from rich.console import Console
 
-from costwarden.app import create_app
-from costwarden.logs import configure_logging
+from costwarden.app.factory import create_app
+from costwarden.app.logs import configure_logging
+from costwarden.app.server import uvicorn_config
+from costwarden.config.settings import load_settings
 from costwarden.mock import serve_mock
 from costwarden.mock.config import mock_gateway_toml
-from costwarden.server import uvicorn_config
-from costwarden.settings import load_settings
 from costwarden.storage import repo
 from costwarden.storage.usage import usage_report
 
@@ -131,7 +131,7 @@ async def _demo(data: Path, port: int, once: bool, console: Console) -> None:
         await _send_requests(base, key, console)
         await app.ledger.flush()
         report = await asyncio.to_thread(usage_report, app.engine, org="demo")
-        from costwarden.cli import print_usage
+        from costwarden.cli.common import print_usage
 
         print_usage(report, console, title="demo spend (from the ledger)")
         _print_snippets(console, base, key, config_path)

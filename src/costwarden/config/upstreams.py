@@ -1,6 +1,6 @@
 """Settings of the upstream side: providers, deployments and routes (with their parsing).
 
-Split from :mod:`costwarden.settings`, which assembles them into one ``Settings`` object.
+Split from :mod:`costwarden.config.settings`, which assembles them into one ``Settings`` object.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from costwarden.config_fields import NAME_RE, section, setting
-from costwarden.config_lines import ConfigText as _Ctx
-from costwarden.errors import InvalidInput
+from costwarden.config.fields import NAME_RE, section, setting
+from costwarden.config.lines import ConfigText as _Ctx
+from costwarden.core.errors import InvalidInput
 from costwarden.routing.chains import DegradedTemplate, expand_all, parse_template
 
 PROVIDER_TYPES = ("openai", "anthropic")

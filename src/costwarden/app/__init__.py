@@ -1,0 +1,1 @@
+"""The composition root: the app factory, the server, logging."""

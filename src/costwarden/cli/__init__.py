@@ -1,0 +1,5 @@
+"""The ``costwarden`` command line (``main``); ``python -m costwarden`` runs it too."""
+
+from costwarden.cli.main import main
+
+__all__ = ["main"]

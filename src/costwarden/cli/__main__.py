@@ -1,0 +1,3 @@
+from costwarden.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""Configuration: the TOML file and the environment, mapped into typed settings."""

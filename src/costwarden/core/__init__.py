@@ -1,0 +1,1 @@
+"""The core layer, which every other may use: errors, money, records, events, polling."""
