@@ -12,7 +12,7 @@ Everything the package raises on purpose derives from :class:`CostwardenError`:
 - :class:`Conflict` -- an admin/CLI operation conflicts with what exists: it would overwrite a
   config-file tier, delete a tier an org is on, or close a cycle of fallback chains.
 - :class:`GatewayError` -- a request through the gateway is refused or failed. It carries
-  the HTTP status and the error ``type``/``code`` of the error contract in DESIGN.md, and the
+  the HTTP status and the error ``type``/``code`` of the error contract (docs/errors.md), and the
   gateway renders it OpenAI-shaped or Anthropic-shaped depending on the route. Subclasses
   name each row of that contract (``BadRequest``, ``AuthenticationFailed``,
   ``ModelNotFound``, ``RequestTooLarge``, ``BudgetExceeded``, ``RateLimited``,

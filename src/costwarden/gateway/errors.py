@@ -1,4 +1,4 @@
-"""Rendering errors per wire format (DESIGN.md's error contract)."""
+"""Rendering errors per wire format (the error contract: docs/errors.md)."""
 
 from __future__ import annotations
 
