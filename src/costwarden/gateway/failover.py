@@ -44,9 +44,9 @@ from costwarden.core.errors import (
     GatewayError,
     RateLimited,
     UpstreamError,
-    UpstreamTimeout,
 )
 from costwarden.core.records import LedgerRecord
+from costwarden.gateway.transport import transport_failure
 from costwarden.gateway.upstream import Response, UpstreamClient
 from costwarden.providers import translate
 from costwarden.providers.base import Deployment, estimate_tokens
@@ -243,14 +243,11 @@ class Failover:
                     connect_timeout=route.connect_timeout or adapter.connect_timeout,
                     first_byte_timeout=route.first_byte_timeout,
                 )
-            except TimeoutError:
-                self.breakers.failure(dep.id, "timeout")
-                return UpstreamTimeout(f"upstream {adapter.name} did not answer in time"), tries
-            except OSError as exc:
-                self.breakers.failure(dep.id, f"connection failed ({type(exc).__name__})")
-                error = UpstreamError(
-                    f"upstream {adapter.name} connection failed ({type(exc).__name__})"
-                )
+            except (TimeoutError, OSError) as exc:
+                error, reason = transport_failure(exc, adapter.name, "connect")
+                self.breakers.failure(dep.id, reason)
+                if isinstance(exc, TimeoutError):
+                    return error, tries  # waiting as long again rarely helps: next candidate
                 if tries <= route.retries and self.breakers.state(dep.id) != "open":
                     await self._sleep(self.backoff(tries))
                     continue

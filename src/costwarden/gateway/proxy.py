@@ -36,7 +36,6 @@ from costwarden.core.errors import (
     ModelNotFound,
     NoHealthyDeployment,
     UpstreamError,
-    UpstreamTimeout,
 )
 from costwarden.core.records import LedgerRecord
 from costwarden.gateway import degraded
@@ -64,7 +63,8 @@ from costwarden.gateway.streaming import (
     pump,
 )
 from costwarden.gateway.switches import SwitchBoard
-from costwarden.gateway.upstream import Response, ResponseTooLarge, UpstreamClient
+from costwarden.gateway.transport import transport_failure
+from costwarden.gateway.upstream import Response, UpstreamClient
 from costwarden.gateway.validate import principal_fields, validate_payload
 from costwarden.pricing import TokenUsage
 from costwarden.providers import translate
@@ -374,21 +374,11 @@ class Proxy:
         resp = attempt.response
         try:
             raw = await resp.read()
-        except ResponseTooLarge:
-            raise self._too_large(record, deployment) from None
-        except TimeoutError:
+        except (TimeoutError, OSError) as exc:
             record.status = "upstream_error"
-            self.breakers.failure(deployment.id, "timeout")
-            raise UpstreamTimeout(
-                f"upstream {deployment.adapter.name} did not answer in time"
-            ) from None
-        except OSError as exc:
-            record.status = "upstream_error"
-            self.breakers.failure(deployment.id, f"connection dropped ({type(exc).__name__})")
-            raise UpstreamError(
-                f"upstream {deployment.adapter.name} dropped the connection "
-                f"({type(exc).__name__})"
-            ) from None
+            error, reason = transport_failure(exc, deployment.adapter.name, "read")
+            self.breakers.failure(deployment.id, reason)
+            raise error from None
         finally:
             resp.release()
         watcher.stop()  # the answer is in: nothing left to cancel
@@ -478,12 +468,11 @@ class Proxy:
             record.http_status = 499
             record.error = "client disconnected mid-stream"
         except (OSError, TimeoutError, EventTooLarge) as exc:
+            error, reason = transport_failure(exc, deployment.adapter.name, "stream")
             record.status = "upstream_error"
-            record.http_status = 502
-            record.error = f"upstream stream broke ({type(exc).__name__})"
-            if isinstance(exc, ResponseTooLarge | EventTooLarge):
-                record.error = f"upstream stream broke ({exc})"
-            self.breakers.failure(deployment.id, record.error)
+            record.http_status = error.status
+            record.error = f"upstream {reason}"
+            self.breakers.failure(deployment.id, reason)
             tail = stream_error_event(call.wire, record.error)
         except Exception:
             logger.exception("%s: internal error while relaying a stream", record.request_id)
@@ -524,12 +513,6 @@ class Proxy:
             usage = deployment.adapter.usage_from_body(call.endpoint, obj)
             bill(record, deployment, usage, estimated=False)
         reason = f"answered a streaming request with {kind[:80]!r}, not an event stream"
-        self.breakers.failure(deployment.id, reason)
-        return UpstreamError(f"upstream {deployment.adapter.name} {reason}")
-
-    def _too_large(self, record: LedgerRecord, deployment: Deployment) -> UpstreamError:
-        record.status = "upstream_error"
-        reason = f"sent a response larger than the limit of {self.max_response_bytes} bytes"
         self.breakers.failure(deployment.id, reason)
         return UpstreamError(f"upstream {deployment.adapter.name} {reason}")
 

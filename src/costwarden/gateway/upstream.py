@@ -206,7 +206,7 @@ class Response:
         self._buffered += len(data)
         if self._buffered > self._limit:
             self._chunks.clear()
-            self.fail(ResponseTooLarge(f"upstream response is larger than {self._limit} bytes"))
+            self.fail(ResponseTooLarge(f"{self._limit} bytes"))
             self._conn.abort()
             return
         if self._streaming and self._buffered > _HIGH_WATER and not self._paused:
