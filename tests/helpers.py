@@ -37,6 +37,7 @@ from costwarden.config.settings import load_settings
 from costwarden.mock import MockServer
 from costwarden.mock.config import mock_gateway_toml
 from costwarden.storage import policy, repo
+from costwarden.storage.counters import LedgerAggregates
 
 PG_ADMIN_URL = os.environ.get("COSTWARDEN_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 OPENAI_SECRET = "sk-provider-openai-SECRET-0123456789"
@@ -454,7 +455,8 @@ async def counters_minus_ledger(
     checks = checks_for(enforcer.book.for_org(org_id), now, enforcer.tz)
     views = await enforcer.store.views(checks, now)
     families = {(c.limit.org_id, c.limit.scope, c.limit.metric, c.limit.window) for c in checks}
-    seeds = await asyncio.to_thread(compute_seeds, gw.app.engine, families, now, enforcer.tz)
+    ledger_sums = LedgerAggregates(gw.app.engine)
+    seeds = await asyncio.to_thread(compute_seeds, ledger_sums, families, now, enforcer.tz)
     ledger = seeds[org_id].seeds
     diffs: dict[str, dict[str, int]] = {}
     seams: dict[str, dict[int, int]] = {}

@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from costwarden.budgets.limits import Tier, TierEntry
+from costwarden.budgets.ports import BudgetConfig
+from costwarden.config.budgets import budget_config
 from costwarden.config.settings import (
     DeploymentSettings,
     PriceOverride,
@@ -249,6 +252,44 @@ def test_tiers_and_budget_settings(write_config: Callable[[str], str]) -> None:
     assert settings.budgets.min_output_tokens == 8
     assert [t.name for t in settings.tiers] == ["free"]
     assert settings.tiers[0].limits["org"]["daily_usd"] == "5"
+
+
+def test_budget_config_maps_every_setting_the_budgets_package_reads(
+    write_config: Callable[[str], str],
+) -> None:
+    # Every value differs from its default and from the others: a field mapped from the
+    # wrong setting (or left at its default) shows.
+    text = ISSUE_CONFIG.replace(
+        "[storage]\n", '[storage]\nledger_mode = "durable"\nflush_interval_ms = 150\n'
+    ) + (
+        '[budgets]\nredis_url = "redis://127.0.0.1:6379/5"\ntimezone = "Europe/Paris"\n'
+        "min_output_tokens = 8\ndefault_max_output_tokens = 2048\n"
+        "expected_output_tokens = 300\nprompt_overhead_tokens = 12\nlease_seconds = 45.0\n"
+        "redis_timeout_seconds = 2.5\nrefresh_seconds = 0.75\ninflight_retry_seconds = 3\n"
+        '[[tiers]]\nname = "free"\norg = { daily_usd = "5" }\n'
+        "key = { requests_per_minute = 60 }\n"
+    )
+    settings = load_settings(write_config(text), env=SECRETS)
+    free = Tier(
+        "free",
+        (TierEntry("org", "usd", "day", 5 * 10**9), TierEntry("key", "requests", "minute", 60)),
+        source="config",
+    )
+    assert budget_config(settings) == BudgetConfig(
+        tiers=(free,),
+        timezone="Europe/Paris",
+        redis_url="redis://127.0.0.1:6379/5",
+        lease_seconds=45.0,
+        redis_timeout_seconds=2.5,
+        refresh_seconds=0.75,
+        prompt_overhead_tokens=12,
+        default_max_output_tokens=2048,
+        min_output_tokens=8,
+        expected_output_tokens=300,
+        inflight_retry_seconds=3,
+        ledger_mode="durable",
+        flush_interval_ms=150,
+    )
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 
 from costwarden.admin.api import create_admin_app
 from costwarden.budgets.enforcer import Enforcer
+from costwarden.config.budgets import budget_config
 from costwarden.config.settings import Settings
 from costwarden.config.upstreams import ResilienceSettings, RouteSettings
 from costwarden.core.errors import AuthenticationFailed
@@ -35,9 +36,11 @@ from costwarden.providers.base import Deployment, ProviderAdapter, make_adapter
 from costwarden.routing.breaker import BreakerPolicy
 from costwarden.routing.breakers import BreakerBoard
 from costwarden.routing.table import RouteTable
+from costwarden.storage.counters import LedgerAggregates
 from costwarden.storage.db import create_engine_for
 from costwarden.storage.ledger import LedgerWriter
 from costwarden.storage.migrate import migrate
+from costwarden.storage.policy import PolicyTables
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +98,13 @@ class CostwardenApp:
             flush_interval=settings.storage.flush_interval_ms / 1000,
             durable=settings.storage.ledger_mode == "durable",
         )
-        self.enforcer = Enforcer(settings, self.engine, clock=clock, flush_ledger=self.ledger.flush)
+        self.enforcer = Enforcer(
+            budget_config(settings),
+            PolicyTables(self.engine),
+            LedgerAggregates(self.engine),
+            clock=clock,
+            flush_ledger=self.ledger.flush,
+        )
         self.switches = SwitchBoard(
             self.engine,
             refresh_seconds=settings.switches.refresh_seconds,

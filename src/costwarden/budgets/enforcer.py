@@ -31,17 +31,15 @@ from collections.abc import Awaitable, Callable
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
-from sqlalchemy.engine import Engine
-
 from costwarden.budgets.limits import (
     LimitBook,
     Principal,
     Tier,
     format_amount,
-    tier_from_mapping,
 )
 from costwarden.budgets.memory import MemoryStore
 from costwarden.budgets.policy import Actual, Ask, Check, Grant, Refusal, checks_for
+from costwarden.budgets.ports import BudgetConfig, LedgerSums, PolicySource
 from costwarden.budgets.rebuild import Family, TenantSeeds, compute_seeds, tenant_of
 from costwarden.budgets.store import CountersLost, CounterStore
 from costwarden.budgets.windows import (
@@ -51,7 +49,6 @@ from costwarden.budgets.windows import (
     iso,
     zone,
 )
-from costwarden.config.settings import Settings
 from costwarden.core import polling
 from costwarden.core.errors import (
     BudgetExceeded,
@@ -63,7 +60,6 @@ from costwarden.core.errors import (
 from costwarden.core.money import usd_to_nanos
 from costwarden.core.records import LedgerRecord
 from costwarden.providers.base import Deployment
-from costwarden.storage import policy as policy_repo
 
 logger = logging.getLogger(__name__)
 
@@ -155,18 +151,22 @@ class _Pending:
 
 
 class Enforcer:
+    """``policy`` and ``ledger`` are storage's readers (see budgets/ports.py); they are called
+    in worker threads by the refresh, the seeding and the rebuild, never by reserve or settle."""
+
     def __init__(
         self,
-        settings: Settings,
-        engine: Engine,
+        config: BudgetConfig,
+        policy: PolicySource,
+        ledger: LedgerSums,
         *,
         clock: Callable[[], float] = time.time,
         flush_ledger: Callable[[], Awaitable[None]] | None = None,
         store: CounterStore | None = None,
     ) -> None:
-        b = settings.budgets
-        self.settings = b
-        self.engine = engine
+        self.settings = b = config  # the proxy reads default_max_output_tokens from it
+        self._policy = policy
+        self._ledger = ledger
         self.clock = clock
         self.tz = zone(b.timezone)
         if store is None:
@@ -182,16 +182,13 @@ class Enforcer:
             else:
                 store = MemoryStore()
         self.store: CounterStore = store
-        self.config_tiers: list[Tier] = [
-            tier_from_mapping(t.name, t.limits, where=f"tiers.{t.name}", source="config")
-            for t in settings.tiers
-        ]
+        self.config_tiers: list[Tier] = list(b.tiers)
         self.book = LimitBook(tiers=self.config_tiers, version=-1)
         self._families: set[Family] = set()
         self._flush_ledger = flush_ledger
-        batched = settings.storage.ledger_mode == "batched"
+        batched = b.ledger_mode == "batched"
         # Rows other processes still hold in memory reach the ledger within a flush interval.
-        self._flush_wait = 2 * settings.storage.flush_interval_ms / 1000 if batched else 0.0
+        self._flush_wait = 2 * b.flush_interval_ms / 1000 if batched else 0.0
         self._windows: dict[str, CalendarWindow] = {}
         # Checks are shared read-only between the requests of one principal.
         self._checks_cache: dict[tuple[Any, ...], tuple[LimitBook, float, list[Check]]] = {}
@@ -241,12 +238,10 @@ class Enforcer:
 
     async def refresh(self, *, initial: bool = False) -> None:
         """Load changed limits; counters for newly limited scopes are seeded before use."""
-        version = await asyncio.to_thread(policy_repo.policy_version, self.engine)
+        version = await asyncio.to_thread(self._policy.version)
         if version == self.book.version and not initial:
             return
-        version, limits, api_tiers, org_tiers = await asyncio.to_thread(
-            policy_repo.load_policy, self.engine
-        )
+        version, limits, api_tiers, org_tiers = await asyncio.to_thread(self._policy.load)
         book = LimitBook(limits, [*self.config_tiers, *api_tiers], org_tiers, version)
         families = book.families()
         new = families if initial else families - self._families
@@ -267,7 +262,7 @@ class Enforcer:
         rest = {f for f in families if tenant_of(f) not in lost}
         if not rest:
             return
-        seeds = await asyncio.to_thread(compute_seeds, self.engine, rest, self.clock(), self.tz)
+        seeds = await asyncio.to_thread(compute_seeds, self._ledger, rest, self.clock(), self.tz)
         for tenant, found in seeds.items():
             await self.store.seed(tenant, found.seeds, found.ttls, complete=False)
 
@@ -288,7 +283,7 @@ class Enforcer:
                     await asyncio.sleep(self._flush_wait)
                     families = {f for f in book.families() if tenant_of(f) == tenant}
                     seeds = await asyncio.to_thread(
-                        compute_seeds, self.engine, families, self.clock(), self.tz
+                        compute_seeds, self._ledger, families, self.clock(), self.tz
                     )
                     found = seeds.get(tenant, TenantSeeds())
                     await self.store.seed(tenant, found.seeds, found.ttls, complete=True)

@@ -14,13 +14,11 @@ import dataclasses
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-from sqlalchemy.engine import Engine
-
 from costwarden.budgets.limits import ROLLING_WINDOWS, Limit
 from costwarden.budgets.policy import Check, checks_for
+from costwarden.budgets.ports import LedgerSums
 from costwarden.budgets.store import Seed
 from costwarden.budgets.windows import bucket_seconds, calendar_window, first_bucket
-from costwarden.storage.counters import ledger_buckets, ledger_totals
 
 Family = tuple[str, str, str, str]  # (org id or "", scope, metric, window)
 
@@ -38,9 +36,9 @@ def tenant_of(family: Family) -> str:
 
 
 def compute_seeds(
-    engine: Engine, families: set[Family], now: float, tz: ZoneInfo
+    ledger: LedgerSums, families: set[Family], now: float, tz: ZoneInfo
 ) -> dict[str, TenantSeeds]:
-    """Counter values for ``families`` at ``now``, grouped by tenant."""
+    """Counter values for ``families`` at ``now`` from the ledger's sums, grouped by tenant."""
     out: dict[str, TenantSeeds] = {}
     for family in sorted(families):
         org, scope, metric, window = family
@@ -49,8 +47,8 @@ def compute_seeds(
         if window in ROLLING_WINDOWS:
             size = bucket_seconds(window)
             since = datetime.fromtimestamp(first_bucket(window, now) * size, UTC)
-            per_bucket = ledger_buckets(
-                engine, scope=scope, since=since, bucket_seconds=size, org_id=org or None
+            per_bucket = ledger.buckets(
+                scope=scope, since=since, bucket_seconds=size, org_id=org or None
             )
             for (row_org, subject), buckets in per_bucket.items():
                 check = _check(scope, subject, row_org, metric, window, now, tz)
@@ -60,7 +58,7 @@ def compute_seeds(
         else:
             start = calendar_window(window, now, tz).start
             since_dt = None if window == "lifetime" else datetime.fromtimestamp(start, UTC)
-            totals = ledger_totals(engine, scope=scope, since=since_dt, org_id=org or None)
+            totals = ledger.totals(scope=scope, since=since_dt, org_id=org or None)
             for (row_org, subject), values in totals.items():
                 check = _check(scope, subject, row_org, metric, window, now, tz)
                 tenant.seeds[check.key] = values[at]

@@ -15,16 +15,13 @@ import time
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy.engine import Engine
-
-from costwarden.budgets.limits import Limit, LimitBook, format_amount, tier_from_mapping
+from costwarden.budgets.limits import Limit, LimitBook, format_amount
 from costwarden.budgets.memory import MemoryStore
 from costwarden.budgets.policy import Check, View, checks_for, window_total
+from costwarden.budgets.ports import BudgetConfig, LedgerSums, PolicySource
 from costwarden.budgets.rebuild import compute_seeds, tenant_of
 from costwarden.budgets.store import CounterStore
 from costwarden.budgets.windows import iso, zone
-from costwarden.config.settings import Settings
-from costwarden.storage import policy as policy_repo
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -82,28 +79,28 @@ async def live_status(
     return _statuses(checks, await store.views(checks, now))
 
 
-def _book(engine: Engine, settings: Settings) -> LimitBook:
-    version, limits, api_tiers, org_tiers = policy_repo.load_policy(engine)
-    config_tiers = [
-        tier_from_mapping(t.name, t.limits, where=f"tiers.{t.name}", source="config")
-        for t in settings.tiers
-    ]
-    return LimitBook(limits, [*config_tiers, *api_tiers], org_tiers, version)
+def _book(policy: PolicySource, config: BudgetConfig) -> LimitBook:
+    version, limits, api_tiers, org_tiers = policy.load()
+    return LimitBook(limits, [*config.tiers, *api_tiers], org_tiers, version)
 
 
 async def offline_status(
-    engine: Engine, settings: Settings, org_id: str, now: float | None = None
+    config: BudgetConfig,
+    policy: PolicySource,
+    ledger: LedgerSums,
+    org_id: str,
+    now: float | None = None,
 ) -> list[LimitStatus]:
     """For a process that does not enforce: Redis counters if configured, else the ledger."""
     now = time.time() if now is None else now
-    book = await asyncio.to_thread(_book, engine, settings)
+    book = await asyncio.to_thread(_book, policy, config)
     limits = book.for_org(org_id)
-    tz = zone(settings.budgets.timezone)
+    tz = zone(config.timezone)
     checks = checks_for(limits, now, tz)
-    if settings.budgets.redis_url:
+    if config.redis_url:
         from costwarden.budgets.redis_store import RedisStore
 
-        redis = RedisStore(settings.budgets.redis_url)
+        redis = RedisStore(config.redis_url)
         await redis.start()
         try:
             tenants = {c.limit.tenant for c in checks}
@@ -112,7 +109,7 @@ async def offline_status(
         finally:
             await redis.close()
     families = {(lim.org_id, lim.scope, lim.metric, lim.window) for lim in limits}
-    seeds = await asyncio.to_thread(compute_seeds, engine, families, now, tz)
+    seeds = await asyncio.to_thread(compute_seeds, ledger, families, now, tz)
     store = MemoryStore()
     for tenant in {tenant_of(f) for f in families}:
         found = seeds.get(tenant)

@@ -29,12 +29,11 @@ from costwarden.budgets.limits import (
     TIER_SCOPES,
     UNLIMITED,
     Limit,
-    Tier,
     parse_amount,
-    tier_from_mapping,
     tier_to_mapping,
 )
 from costwarden.cli.common import config_option, friendly, load, open_engine, out
+from costwarden.config.budgets import budget_config
 from costwarden.config.settings import Settings
 from costwarden.core.errors import InvalidInput, NotFound
 
@@ -160,13 +159,6 @@ def _refresh_note(settings: Settings) -> str:
     return f"running gateways apply this within {settings.budgets.refresh_seconds:g} s"
 
 
-def _config_tiers(settings: Settings) -> list[Tier]:
-    return [
-        tier_from_mapping(t.name, t.limits, where=f"tiers.{t.name}", source="config")
-        for t in settings.tiers
-    ]
-
-
 def _org_names(engine: Any) -> dict[str, str]:
     from costwarden.storage import repo
 
@@ -269,6 +261,8 @@ def budgets_show(config: str, org: str, as_json: bool) -> None:
     """
     from costwarden.budgets.status import offline_status
     from costwarden.storage import repo
+    from costwarden.storage.counters import LedgerAggregates
+    from costwarden.storage.policy import PolicyTables
 
     settings = load(config, need_secrets=False)
     engine = open_engine(settings)
@@ -276,7 +270,8 @@ def budgets_show(config: str, org: str, as_json: bool) -> None:
         record = repo.get_org_by_name(engine, org.strip())
         if record is None:
             raise NotFound(f"unknown org {org!r}")
-        statuses = asyncio.run(offline_status(engine, settings, record.id))
+        stored, sums = PolicyTables(engine), LedgerAggregates(engine)
+        statuses = asyncio.run(offline_status(budget_config(settings), stored, sums, record.id))
     finally:
         engine.dispose()
     if as_json:
@@ -472,7 +467,7 @@ def tiers_list(config: str, as_json: bool) -> None:
     settings = load(config, need_secrets=False)
     engine = open_engine(settings)
     try:
-        found = [*_config_tiers(settings), *policy.list_tiers(engine)]
+        found = [*budget_config(settings).tiers, *policy.list_tiers(engine)]
     finally:
         engine.dispose()
     if as_json:

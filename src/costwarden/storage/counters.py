@@ -18,6 +18,7 @@ whatever happened upstream afterwards. Refused requests (``blocked``, ``client_e
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
@@ -27,6 +28,7 @@ import orjson
 import sqlalchemy as sa
 
 from costwarden.budgets.limits import SCOPES
+from costwarden.budgets.ports import Buckets, Totals
 from costwarden.core.errors import InvalidInput
 from costwarden.core.money import usd_to_nanos
 from costwarden.storage.db import Bind, connect_read, nanos_sum
@@ -36,11 +38,6 @@ from costwarden.storage.sqltypes import ensure_utc
 logger = logging.getLogger(__name__)
 
 ADMITTED_STATUSES = ("success", "upstream_error", "cancelled", "gateway_error")
-
-# (org_id, subject) -> (usd_nanos, tokens, requests)
-Totals = dict[tuple[str, str], tuple[int, int, int]]
-# (org_id, subject) -> {bucket index: (usd_nanos, tokens, requests)}
-Buckets = dict[tuple[str, str], dict[int, tuple[int, int, int]]]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # The ledger column holding each org-level scope's subject (org and tag are special).
@@ -193,3 +190,22 @@ def ledger_buckets(
             for subject in _subjects(scope, row_org, row.dim, cache):
                 _add(out.setdefault((row_org, subject), {}), bucket, nanos, tokens, 1)
     return out
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LedgerAggregates:
+    """:func:`ledger_totals` and :func:`ledger_buckets` on one engine, as the budgets package
+    takes them (:class:`~costwarden.budgets.ports.LedgerSums`): the domain does not import
+    storage."""
+
+    engine: Bind
+
+    def totals(self, *, scope: str, since: datetime | None, org_id: str | None) -> Totals:
+        return ledger_totals(self.engine, scope=scope, since=since, org_id=org_id)
+
+    def buckets(
+        self, *, scope: str, since: datetime, bucket_seconds: int, org_id: str | None
+    ) -> Buckets:
+        return ledger_buckets(
+            self.engine, scope=scope, since=since, bucket_seconds=bucket_seconds, org_id=org_id
+        )

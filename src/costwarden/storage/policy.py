@@ -1,7 +1,8 @@
 """Limits and plan tiers in the database: the admin-side writes and the gateway's policy feed.
 
 These functions serve the admin API and the CLI (writes) and the gateway's background policy
-poller (:func:`policy_version`, :func:`load_policy`); none is meant for the request path.
+poller (:func:`policy_version`, :func:`load_policy`, handed to the enforcer bound to an engine
+as :class:`PolicyTables`); none is meant for the request path.
 
 Rules every write follows:
 
@@ -26,6 +27,7 @@ user or session id for ``user``/``session``, and ``name=value`` (both stripped) 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Collection, Mapping
 from typing import Any
@@ -379,6 +381,20 @@ def _read_policy(conn: Connection) -> tuple[int, list[Limit], list[Tier], dict[s
         [_tier_from_row(r.name, r.limits) for r in tier_rows],
         {r.org_id: r.tier for r in assignment_rows},
     )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PolicyTables:
+    """The policy feed on one engine, as the budgets package takes it
+    (:class:`~costwarden.budgets.ports.PolicySource`): the domain does not import storage."""
+
+    engine: Bind
+
+    def version(self) -> int:
+        return policy_version(self.engine)
+
+    def load(self) -> tuple[int, list[Limit], list[Tier], dict[str, str]]:
+        return load_policy(self.engine)
 
 
 # --------------------------------------------------------------------------- tiers
