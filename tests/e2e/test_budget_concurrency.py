@@ -46,7 +46,9 @@ REDIS_URL = "redis://127.0.0.1:6379/13"
 
 def _extra(redis_url: str | None) -> str:
     """$1 per MTok in, $10 per MTok out: answers of 1..1,000 tokens cost up to ~$0.01 each."""
-    redis_line = f'redis_url = "{redis_url}"\n' if redis_url else ""
+    # A generous command timeout: this test is about the budget holding, and 1,000 requests
+    # over 4 processes on 2 busy cores can delay a Redis answer past the 1 s default.
+    redis_line = f'redis_url = "{redis_url}"\nredis_timeout_seconds = 10\n' if redis_url else ""
     return f"""
 [budgets]
 default_max_output_tokens = 1024
