@@ -37,6 +37,8 @@ from costwarden.core.errors import Conflict, InvalidInput, NotFound, RequestTooL
 
 logger = logging.getLogger(__name__)
 
+# Who a write through the admin API is audited as (unless the request names an actor).
+ACTOR = "admin-api"
 MAX_BODY_BYTES = 1024 * 1024
 # Admin bodies nest three deep at most (a tier: scope -> limit -> amount).
 MAX_JSON_DEPTH = 32

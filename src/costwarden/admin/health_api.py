@@ -1,4 +1,4 @@
-"""Admin API routes for deployment health, circuit-breaker resets and the live event stream.
+"""Admin API handlers for deployment health, circuit-breaker resets and the live event stream.
 
 - ``GET /admin/health/deployments``: every deployment's breaker as this gateway sees it
   (state, error rate and requests in the window, consecutive failures, last success and
@@ -11,38 +11,30 @@
   JSON), a heartbeat comment after :data:`HEARTBEAT_SECONDS` without an event, resumed from
   the ``Last-Event-ID`` header out of the bus's ring buffer.
 
-The routes are built by :func:`health_routes` from the admin app's own ``authorized`` and
-``body_json``; errors go through the admin app's handlers (:mod:`costwarden.admin.common`).
+Handlers read the admin context (:mod:`costwarden.admin.context`); errors go through the
+admin app's handlers (:mod:`costwarden.admin.common`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
 
-from costwarden.admin.common import parse_json_object, read_body
+from costwarden.admin.common import ACTOR, parse_json_object, read_body
+from costwarden.admin.context import context
 from costwarden.core.errors import InvalidInput
 from costwarden.core.events import Event, EventBus
 
-if TYPE_CHECKING:
-    from costwarden.app.factory import CostwardenApp
-
 logger = logging.getLogger(__name__)
 
-ACTOR = "admin-api"
 # Seconds of silence after which an event stream gets a comment line, so proxies and load
 # balancers do not time the connection out. Read per request (tests lower it).
 HEARTBEAT_SECONDS = 15.0
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
-
-Authorize = Callable[[Request], JSONResponse | None]
-BodyJson = Callable[..., Awaitable[dict[str, Any]]]
 
 
 def sse_frame(event: Event) -> bytes:
@@ -79,45 +71,37 @@ def _last_event_id(request: Request) -> int | None:
     return int(text)
 
 
-def health_routes(
-    gateway: CostwardenApp, authorized: Authorize, body_json: BodyJson
-) -> list[Route]:
-    async def deployments(request: Request) -> Response:
-        if denied := authorized(request):
-            return denied
-        return JSONResponse({"data": gateway.breakers.health()})
+async def deployments(request: Request) -> Response:
+    ctx = context(request)
+    if denied := ctx.authorized(request):
+        return denied
+    return JSONResponse({"data": ctx.breakers.health()})
 
-    async def reset(request: Request) -> Response:
-        if denied := authorized(request):
-            return denied
-        deployment = request.path_params["deployment"]
-        actor = ACTOR
-        raw = await read_body(request)  # the body is optional
-        if raw:
-            data = parse_json_object(raw, allowed={"actor"})
-            given = data.get("actor", ACTOR)
-            if not isinstance(given, str):
-                raise InvalidInput("'actor' must be a string: who resets the breaker")
-            actor = given
-        await gateway.breakers.reset(deployment, actor=actor)
-        return JSONResponse(gateway.breakers.health_of(deployment))
 
-    async def events(request: Request) -> Response:
-        if denied := authorized(request):
-            return denied
-        after = _last_event_id(request)
-        return StreamingResponse(
-            event_stream(gateway.events, after, HEARTBEAT_SECONDS),
-            media_type="text/event-stream",
-            headers=SSE_HEADERS,
-        )
+async def reset_breaker(request: Request) -> Response:
+    ctx = context(request)
+    if denied := ctx.authorized(request):
+        return denied
+    deployment = request.path_params["deployment"]
+    actor = ACTOR
+    raw = await read_body(request)  # the body is optional
+    if raw:
+        data = parse_json_object(raw, allowed={"actor"})
+        given = data.get("actor", ACTOR)
+        if not isinstance(given, str):
+            raise InvalidInput("'actor' must be a string: who resets the breaker")
+        actor = given
+    await ctx.breakers.reset(deployment, actor=actor)
+    return JSONResponse(ctx.breakers.health_of(deployment))
 
-    reset_route = Route("/admin/breakers/{deployment:path}/reset", reset, methods=["POST"])
-    # Routes are listed (and documented) by their template; the ``:path`` converter, which
-    # lets the id contain "/", is a detail of matching, not part of the public path.
-    reset_route.path = reset_route.path_format
-    return [
-        Route("/admin/health/deployments", deployments, methods=["GET"]),
-        reset_route,
-        Route("/admin/events", events, methods=["GET"]),
-    ]
+
+async def events(request: Request) -> Response:
+    ctx = context(request)
+    if denied := ctx.authorized(request):
+        return denied
+    after = _last_event_id(request)
+    return StreamingResponse(
+        event_stream(ctx.events, after, HEARTBEAT_SECONDS),
+        media_type="text/event-stream",
+        headers=SSE_HEADERS,
+    )

@@ -1,40 +1,31 @@
-"""Admin API routes for routes and their fallback chains.
+"""Admin API handlers for routes and their fallback chains.
 
 - ``GET /admin/routes``: every route: its deployments, fallbacks (and whether they come from
   the config file or the admin API), the resolved chain, retries, timeouts and template.
 - ``PUT /admin/routes/{model}/fallbacks``: body ``{"fallbacks": ["route or provider:model",
   ...]}``, or ``null`` to go back to the config file's. Validated against the whole table
-  (unknown names and cycles are 400, an unknown route 404), audit-logged, live on this
+  (an unknown name is 400, a cycle 409, an unknown route 404), audit-logged, live on this
   gateway at once and on the others within a poll (:class:`~costwarden.routing.table.RouteTable`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
+from costwarden.admin.common import ACTOR, body_json
+from costwarden.admin.context import AdminContext, context
 from costwarden.core.errors import InvalidInput
 
-if TYPE_CHECKING:
-    from costwarden.app.factory import CostwardenApp
 
-ACTOR = "admin-api"
-
-Authorize = Callable[[Request], JSONResponse | None]
-BodyJson = Callable[..., Awaitable[dict[str, Any]]]
-
-
-def route_json(gateway: CostwardenApp, model: str) -> dict[str, Any]:
-    route = gateway.routes[model]
-    config = gateway.settings_route(model)
-    fallbacks, source = gateway.route_table.fallbacks(model)
+def route_json(ctx: AdminContext, model: str) -> dict[str, Any]:
+    route = ctx.route_table.routes[model]
+    fallbacks, source = ctx.route_table.fallbacks(model)
     return {
         "model": model,
-        "deployments": list(config.deployments),
+        "deployments": list(ctx.route_deployments[model]),
         "fallbacks": fallbacks,
         "fallbacks_source": source,
         "chain": [d.id for d in route.candidates],
@@ -46,23 +37,21 @@ def route_json(gateway: CostwardenApp, model: str) -> dict[str, Any]:
     }
 
 
-def route_routes(gateway: CostwardenApp, authorized: Authorize, body_json: BodyJson) -> list[Route]:
-    async def list_routes(request: Request) -> Response:
-        if denied := authorized(request):
-            return denied
-        return JSONResponse({"routes": [route_json(gateway, m) for m in sorted(gateway.routes)]})
+async def list_routes(request: Request) -> Response:
+    ctx = context(request)
+    if denied := ctx.authorized(request):
+        return denied
+    models = sorted(ctx.route_table.routes)
+    return JSONResponse({"routes": [route_json(ctx, m) for m in models]})
 
-    async def put_fallbacks(request: Request) -> Response:
-        if denied := authorized(request):
-            return denied
-        data = await body_json(request, allowed={"fallbacks"})
-        if "fallbacks" not in data:
-            raise InvalidInput("'fallbacks' is required: a list of names, or null for the config's")
-        model = request.path_params["model"]
-        await gateway.route_table.set_fallbacks(model, data["fallbacks"], actor=ACTOR)
-        return JSONResponse(route_json(gateway, model))
 
-    return [
-        Route("/admin/routes", list_routes, methods=["GET"]),
-        Route("/admin/routes/{model}/fallbacks", put_fallbacks, methods=["PUT"]),
-    ]
+async def put_fallbacks(request: Request) -> Response:
+    ctx = context(request)
+    if denied := ctx.authorized(request):
+        return denied
+    data = await body_json(request, allowed={"fallbacks"})
+    if "fallbacks" not in data:
+        raise InvalidInput("'fallbacks' is required: a list of names, or null for the config's")
+    model = request.path_params["model"]
+    await ctx.route_table.set_fallbacks(model, data["fallbacks"], actor=ACTOR)
+    return JSONResponse(route_json(ctx, model))

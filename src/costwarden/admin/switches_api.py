@@ -1,4 +1,4 @@
-"""Admin API routes for the kill switch, feature toggles and the audit log.
+"""Admin API handlers for the kill switch, feature toggles and the audit log.
 
 - ``GET /admin/switches``: every switch ever set (on and off), with org names, and the version.
 - ``PUT /admin/switches``: turn one feature on or off, platform-wide or for one org. Switching
@@ -7,37 +7,30 @@
   within ``switches.refresh_seconds``.
 - ``GET /admin/audit``: the audit log, newest first.
 
-The routes are built by :func:`switch_routes` from the admin app's own ``authorized`` and
-``body_json`` (admin/common.py), so auth and body parsing behave exactly as for every other route;
-errors (InvalidInput -> 400, NotFound -> 404) go through the admin app's handlers.
+Handlers read the admin context (:mod:`costwarden.admin.context`) and the shared body reader
+(:mod:`costwarden.admin.common`), so auth and body parsing behave exactly as for every other
+route; errors (InvalidInput -> 400, NotFound -> 404) go through the admin app's handlers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
+from costwarden.admin.common import ACTOR, body_json
+from costwarden.admin.context import AdminContext, context
 from costwarden.core.errors import InvalidInput
 from costwarden.storage import audit
 from costwarden.storage import switches as store
 
-if TYPE_CHECKING:
-    from costwarden.app.factory import CostwardenApp
-
 logger = logging.getLogger(__name__)
 
-ACTOR = "admin-api"
 CONFIRM_DISABLE_ALL = "disable-all"
 PUT_FIELDS = {"org", "feature", "enabled", "message", "confirm"}
-
-Authorize = Callable[[Request], JSONResponse | None]
-BodyJson = Callable[..., Awaitable[dict[str, Any]]]
 
 
 def confirmation_error(feature: str) -> str:
@@ -72,56 +65,51 @@ def parse_switch_body(data: dict[str, Any]) -> tuple[str | None, str, bool, str 
     return org, feature, enabled, message
 
 
-def switch_routes(
-    gateway: CostwardenApp, authorized: Authorize, body_json: BodyJson
-) -> list[Route]:
-    engine = gateway.engine
+async def get_switches(request: Request) -> Response:
+    ctx = context(request)
+    if denied := ctx.authorized(request):
+        return denied
+    version, records = await asyncio.to_thread(store.load_switches, ctx.engine)
+    return JSONResponse({"version": version, "switches": [r.to_json() for r in records]})
 
-    async def reload_switches() -> None:
-        """Apply a committed switch write in this process now (the poller would within
-        refresh_seconds, and retries if this fails)."""
-        try:
-            await gateway.switches.reload()
-        except Exception as exc:
-            logger.warning(
-                "switch saved; applying it at once failed (the poller retries): %s: %s",
-                type(exc).__name__,
-                exc,
-            )
 
-    async def get_switches(request: Request) -> Response:
-        if denied := authorized(request):
-            return denied
-        version, records = await asyncio.to_thread(store.load_switches, engine)
-        return JSONResponse({"version": version, "switches": [r.to_json() for r in records]})
+async def put_switch(request: Request) -> Response:
+    ctx = context(request)
+    if denied := ctx.authorized(request):
+        return denied
+    data = await body_json(request, allowed=PUT_FIELDS)
+    org, feature, enabled, message = parse_switch_body(data)
+    record = await asyncio.to_thread(
+        store.set_switch,
+        ctx.engine,
+        org=org,
+        feature=feature,
+        enabled=enabled,
+        message=message,
+        actor=ACTOR,
+    )
+    await _reload_switches(ctx)
+    return JSONResponse(record.to_json())
 
-    async def put_switch(request: Request) -> Response:
-        if denied := authorized(request):
-            return denied
-        data = await body_json(request, allowed=PUT_FIELDS)
-        org, feature, enabled, message = parse_switch_body(data)
-        record = await asyncio.to_thread(
-            store.set_switch,
-            engine,
-            org=org,
-            feature=feature,
-            enabled=enabled,
-            message=message,
-            actor=ACTOR,
+
+async def get_audit(request: Request) -> Response:
+    ctx = context(request)
+    if denied := ctx.authorized(request):
+        return denied
+    limit = audit.parse_limit(request.query_params.get("limit", audit.DEFAULT_AUDIT_LIMIT))
+    action = request.query_params.get("action")
+    entries = await asyncio.to_thread(audit.audit_entries, ctx.engine, limit=limit, action=action)
+    return JSONResponse({"data": [e.to_json() for e in entries]})
+
+
+async def _reload_switches(ctx: AdminContext) -> None:
+    """Apply a committed switch write in this process now (the poller would within
+    refresh_seconds, and retries if this fails)."""
+    try:
+        await ctx.switches.reload()
+    except Exception as exc:
+        logger.warning(
+            "switch saved; applying it at once failed (the poller retries): %s: %s",
+            type(exc).__name__,
+            exc,
         )
-        await reload_switches()
-        return JSONResponse(record.to_json())
-
-    async def get_audit(request: Request) -> Response:
-        if denied := authorized(request):
-            return denied
-        limit = audit.parse_limit(request.query_params.get("limit", audit.DEFAULT_AUDIT_LIMIT))
-        action = request.query_params.get("action")
-        entries = await asyncio.to_thread(audit.audit_entries, engine, limit=limit, action=action)
-        return JSONResponse({"data": [e.to_json() for e in entries]})
-
-    return [
-        Route("/admin/switches", get_switches, methods=["GET"]),
-        Route("/admin/switches", put_switch, methods=["PUT"]),
-        Route("/admin/audit", get_audit, methods=["GET"]),
-    ]

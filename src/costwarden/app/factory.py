@@ -19,10 +19,11 @@ import orjson
 from sqlalchemy.engine import Engine
 
 from costwarden.admin.api import create_admin_app
+from costwarden.admin.context import AdminContext
 from costwarden.budgets.enforcer import Enforcer
 from costwarden.config.budgets import budget_config
 from costwarden.config.settings import Settings
-from costwarden.config.upstreams import ResilienceSettings, RouteSettings
+from costwarden.config.upstreams import ResilienceSettings
 from costwarden.core.errors import AuthenticationFailed
 from costwarden.core.events import EventBus
 from costwarden.gateway.asgi import JSON, Receive, Scope, Send, send_bytes
@@ -135,11 +136,26 @@ class CostwardenApp:
             cancel_on_disconnect=settings.server.cancel_on_disconnect,
             clock=clock,
         )
-        self.admin = create_admin_app(self)
+        self.admin = create_admin_app(self._admin_context())
         self._started = False
 
-    def settings_route(self, model: str) -> RouteSettings:
-        return next(r for r in self.settings.routes if r.model == model)
+    def _admin_context(self) -> AdminContext:
+        """What the admin API's handlers may use of this gateway."""
+        settings = self.settings
+        return AdminContext(
+            engine=self.engine,
+            admin_token=settings.admin_token,
+            keys=self.keys,
+            enforcer=self.enforcer,
+            switches=self.switches,
+            breakers=self.breakers,
+            route_table=self.route_table,
+            route_deployments={r.model: tuple(r.deployments) for r in settings.routes},
+            deployments=tuple(sorted(settings.deployments)),
+            events=self.events,
+            clock=self.clock,
+            budgets_timezone=settings.budgets.timezone,
+        )
 
     def secrets(self) -> list[str]:
         """Every provider credential (of every deployment a route or an admin-API chain may

@@ -192,7 +192,7 @@ def _set(
     mode: str | None,
     as_json: bool,
 ) -> None:
-    from costwarden.admin.api import limit_json
+    from costwarden.admin.limits_api import limit_json
     from costwarden.storage import policy
 
     org, scope, subject = target
@@ -461,7 +461,7 @@ def _tier_options(func: F) -> F:
 @friendly
 def tiers_list(config: str, as_json: bool) -> None:
     """List tiers: the config file's and those made with `tiers set`."""
-    from costwarden.admin.api import tier_json
+    from costwarden.admin.limits_api import tier_json
     from costwarden.storage import policy
 
     settings = load(config, need_secrets=False)
@@ -498,7 +498,7 @@ def tiers_set(config: str, name: str, as_json: bool, **options: str | None) -> N
     Example: costwarden tiers set pro --org-limits 'monthly_usd=500' --key-limits
     'requests_per_minute=120'
     """
-    from costwarden.admin.api import config_tier_conflict, tier_json
+    from costwarden.admin.limits_api import config_tier_conflict, tier_json
     from costwarden.storage import policy
 
     data: dict[str, dict[str, str]] = {}
@@ -533,7 +533,7 @@ def tiers_set(config: str, name: str, as_json: bool, **options: str | None) -> N
 @friendly
 def tiers_delete(config: str, name: str) -> None:
     """Delete tier NAME (move its orgs to another tier first)."""
-    from costwarden.admin.api import config_tier_conflict
+    from costwarden.admin.limits_api import config_tier_conflict
     from costwarden.storage import policy
 
     settings = load(config, need_secrets=False)

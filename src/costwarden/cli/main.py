@@ -120,7 +120,7 @@ def keys_create(
     config: str, org: str, project: str | None, name: str | None, as_json: bool
 ) -> None:
     """Create a virtual key. It is shown once and stored only as a hash."""
-    from costwarden.admin.api import key_json
+    from costwarden.admin.keys_api import key_json
     from costwarden.storage import repo
 
     engine = open_engine(load(config, need_secrets=False))
@@ -143,7 +143,7 @@ def keys_create(
 @friendly
 def keys_list(config: str, org: str | None, as_json: bool) -> None:
     """List keys (ids and prefixes, never the keys)."""
-    from costwarden.admin.api import key_json
+    from costwarden.admin.keys_api import key_json
     from costwarden.storage import repo
 
     engine = open_engine(load(config, need_secrets=False))
@@ -178,7 +178,7 @@ def keys_list(config: str, org: str | None, as_json: bool) -> None:
 @friendly
 def keys_revoke(config: str, key_id: str, as_json: bool) -> None:
     """Revoke a key by id; running gateways stop accepting it within a second."""
-    from costwarden.admin.api import key_json
+    from costwarden.admin.keys_api import key_json
     from costwarden.storage import repo
 
     engine = open_engine(load(config, need_secrets=False))

@@ -1,0 +1,90 @@
+"""What the admin handlers work with: :class:`AdminContext`, and :func:`context` to get it.
+
+The app (``costwarden.app.factory``, the composition root) builds one context from the parts
+it owns and hands it to :func:`costwarden.admin.api.create_admin_app`, which keeps it in the
+Starlette app's state; every handler is a module-level function that starts with
+``ctx = context(request)``. So the admin package never imports the app, and a handler's
+dependencies are the fields listed here, no more.
+
+The key cache and the switch board belong to the gateway package, a sibling layer admin does
+not import: they are typed by the two small protocols below (what the admin API calls on
+them). The rest are the domain's own classes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+from sqlalchemy.engine import Engine
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from costwarden.admin.common import error
+from costwarden.budgets.enforcer import Enforcer
+from costwarden.core.events import EventBus
+from costwarden.core.records import KeyRecord
+from costwarden.routing.breakers import BreakerBoard
+from costwarden.routing.table import RouteTable
+
+
+class Keys(Protocol):
+    """The gateway's in-memory keys (``gateway.auth.KeyCache``): a key written through the
+    admin API is applied at once, not at the next poll."""
+
+    def apply(self, records: list[KeyRecord]) -> None: ...
+
+    def __len__(self) -> int: ...
+
+
+class Switches(Protocol):
+    """The gateway's switch board (``gateway.switches.SwitchBoard``): reloaded after a write."""
+
+    async def reload(self) -> None: ...
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AdminContext:
+    """Everything an admin handler reads; built once per app by the composition root."""
+
+    engine: Engine
+    #: the bearer token the admin API asks for; None turns the API off (403). Kept out of
+    #: the repr so the context can be logged or shown in a traceback without it.
+    admin_token: str | None = dataclasses.field(repr=False)
+    keys: Keys
+    #: limits: ``refresh()`` after a policy write, ``book``/``store`` for live budget status,
+    #: ``config_tiers`` (tiers from the config file, not writable through the API)
+    enforcer: Enforcer
+    switches: Switches
+    breakers: BreakerBoard
+    route_table: RouteTable
+    #: route (public model name) -> the deployments the config file lists for it
+    route_deployments: Mapping[str, tuple[str, ...]]
+    #: every deployment id, sorted (any of them may be named in a fallback chain)
+    deployments: tuple[str, ...]
+    events: EventBus
+    #: epoch seconds; the gateway's clock, so tests that move time move the admin API's too
+    clock: Callable[[], float]
+    #: the timezone of calendar budget windows (``budgets.timezone``)
+    budgets_timezone: str
+
+    def authorized(self, request: Request) -> JSONResponse | None:
+        """None when ``request`` carries the admin token; else the 401 / 403 to answer."""
+        token = self.admin_token
+        if not token:
+            return error(403, "admin_disabled", "the admin API is off: set COSTWARDEN_ADMIN_TOKEN")
+        given = request.headers.get("authorization", "")
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            value.strip().encode(), token.encode()
+        ):
+            return error(401, "authentication_error", "missing or wrong admin token")
+        return None
+
+
+def context(request: Request) -> AdminContext:
+    """The context of the admin app serving ``request`` (set by ``create_admin_app``)."""
+    ctx: AdminContext = request.app.state.admin
+    return ctx

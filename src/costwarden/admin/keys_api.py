@@ -1,0 +1,100 @@
+"""Admin API handlers for orgs, virtual keys and usage.
+
+- ``GET /admin/orgs``: every org.
+- ``GET /admin/keys`` (``?org=``): keys, never their plaintext or hash.
+- ``POST /admin/keys``: body ``{"org", "project"?, "name"?}``; creates the org and project
+  when new; answers the plaintext key, once. Live on this gateway at once (the key cache is
+  updated), on the others at their next key poll.
+- ``POST /admin/keys/{key_id}/revoke``: live at once here too.
+- ``GET /admin/usage`` (``?since=7d&org=``): spend by org, model and day, from the ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from costwarden.admin.common import body_json
+from costwarden.admin.context import context
+from costwarden.core.errors import InvalidInput
+from costwarden.core.periods import parse_since
+from costwarden.core.records import KeyRecord
+from costwarden.storage import repo
+from costwarden.storage.usage import usage_report
+
+
+def key_json(record: KeyRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "prefix": record.prefix,
+        "org": record.org_name,
+        "org_id": record.org_id,
+        "project": record.project_name,
+        "project_id": record.project_id,
+        "name": record.name,
+        "created_at": record.created_at.isoformat(),
+        "revoked_at": record.revoked_at.isoformat() if record.revoked_at else None,
+    }
+
+
+async def list_orgs(request: Request) -> Response:
+    ctx = context(request)
+    if denied := ctx.authorized(request):
+        return denied
+    orgs = await asyncio.to_thread(repo.list_orgs, ctx.engine)
+    return JSONResponse({"data": [_org_json(o) for o in orgs]})
+
+
+async def list_keys(request: Request) -> Response:
+    ctx = context(request)
+    if denied := ctx.authorized(request):
+        return denied
+    org = request.query_params.get("org")
+    keys = await asyncio.to_thread(repo.list_keys, ctx.engine, org)
+    return JSONResponse({"data": [key_json(k) for k in keys]})
+
+
+async def create_key(request: Request) -> Response:
+    ctx = context(request)
+    if denied := ctx.authorized(request):
+        return denied
+    data = await body_json(request, allowed={"org", "project", "name"})
+    org = data.get("org")
+    project = data.get("project")
+    name = data.get("name")
+    if not isinstance(org, str):
+        raise InvalidInput("'org' is required and must be a string")
+    for field, value in (("project", project), ("name", name)):
+        if value is not None and not isinstance(value, str):
+            raise InvalidInput(f"'{field}' must be a string")
+    plaintext, record = await asyncio.to_thread(
+        repo.create_key, ctx.engine, org=org, project=project, name=name
+    )
+    ctx.keys.apply([record])
+    return JSONResponse({"key": plaintext, **key_json(record)}, status_code=201)
+
+
+async def revoke_key(request: Request) -> Response:
+    ctx = context(request)
+    if denied := ctx.authorized(request):
+        return denied
+    record = await asyncio.to_thread(repo.revoke_key, ctx.engine, request.path_params["key_id"])
+    ctx.keys.apply([record])
+    return JSONResponse(key_json(record))
+
+
+async def usage(request: Request) -> Response:
+    ctx = context(request)
+    if denied := ctx.authorized(request):
+        return denied
+    since = parse_since(request.query_params.get("since", "7d"))
+    org = request.query_params.get("org")
+    report = await asyncio.to_thread(usage_report, ctx.engine, org=org, since=since)
+    return JSONResponse(report.to_json_dict())
+
+
+def _org_json(org: repo.OrgRecord) -> dict[str, Any]:
+    return {"id": org.id, "name": org.name, "created_at": org.created_at.isoformat()}

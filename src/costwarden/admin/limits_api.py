@@ -1,0 +1,265 @@
+"""Admin API handlers for limits, live budget status and tiers.
+
+- ``GET /admin/limits`` (``?org=``): the explicitly set limits (platform ones included).
+- ``PUT /admin/limits``: body ``{"org", "scope", "scope_id"?, "limits": {name: amount},
+  "mode"?}``; ``DELETE /admin/limits``: the same target, ``"limits"``: names (all if omitted).
+- ``GET /admin/budgets?org=``: spent, reserved, remaining per limit, from the counters this
+  gateway enforces with.
+- ``GET /admin/tiers``, ``PUT`` / ``DELETE /admin/tiers/{name}``: tiers; one defined in the
+  config file cannot be written here (409).
+- ``PUT /admin/orgs/{name}/tier``: body ``{"tier": name or null}``.
+
+A write reloads this process's limits at once (:func:`_reload_limits`); other gateway
+processes poll for them within ``budgets.refresh_seconds``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from costwarden.admin.common import body_json
+from costwarden.admin.context import AdminContext, context
+from costwarden.budgets.limits import MODES, SCOPES, Limit, Tier, format_amount, tier_to_mapping
+from costwarden.budgets.status import LimitStatus, live_status
+from costwarden.core.errors import Conflict, InvalidInput, NotFound
+from costwarden.storage import policy, repo
+
+logger = logging.getLogger(__name__)
+
+
+def limit_json(limit: Limit, org_name: str | None) -> dict[str, Any]:
+    """One explicitly set limit; ``org_name`` is None for platform limits."""
+    return {
+        "org": org_name,
+        "scope": limit.scope,
+        "scope_id": limit.subject or None,
+        "limit_name": limit.name,
+        "limit": format_amount(limit.metric, limit.amount),
+        "mode": limit.mode,
+        "kind": "rate_limit" if limit.rolling else "budget",
+        "metric": limit.metric,
+        "window": limit.window,
+    }
+
+
+def tier_json(tier: Tier) -> dict[str, Any]:
+    return {"name": tier.name, "source": tier.source, "limits": tier_to_mapping(tier)}
+
+
+def config_tier_conflict(name: str) -> str:
+    return (
+        f"tier {name!r} is defined in the config file ([[tiers]]); "
+        "change it there, or use another name"
+    )
+
+
+# ------------------------------------------------------------------ limits
+
+
+async def get_limits(request: Request) -> Response:
+    ctx = context(request)
+    if denied := ctx.authorized(request):
+        return denied
+    org = request.query_params.get("org")
+    org_id, names = await asyncio.to_thread(_org_names, ctx.engine, org)
+    limits = await asyncio.to_thread(policy.list_limits, ctx.engine)
+    if org_id is not None:
+        limits = [lim for lim in limits if lim.org_id in (org_id, "")]
+    return JSONResponse(
+        {
+            "org": names[org_id] if org_id is not None else None,
+            "org_id": org_id,
+            "limits": [limit_json(lim, names.get(lim.org_id)) for lim in limits],
+        }
+    )
+
+
+async def put_limits(request: Request) -> Response:
+    ctx = context(request)
+    if denied := ctx.authorized(request):
+        return denied
+    data = await body_json(request, allowed={"org", "scope", "scope_id", "limits", "mode"})
+    org, scope, subject = _target(data)
+    amounts = data.get("limits")
+    if not isinstance(amounts, dict) or not amounts:
+        raise InvalidInput(
+            "'limits' is required: an object of limit name to amount, e.g. "
+            '{"daily_usd": "5", "requests_per_minute": 60}'
+        )
+    mode = data.get("mode")
+    if mode is not None and mode not in MODES:
+        raise InvalidInput(f"'mode' must be one of {', '.join(MODES)}, got {mode!r}")
+    limits = await asyncio.to_thread(
+        policy.set_limits,
+        ctx.engine,
+        org=org,
+        scope=scope,
+        subject=subject,
+        amounts=amounts,
+        mode=mode,
+    )
+    await _reload_limits(ctx)
+    org_name = org.strip() if org is not None else None
+    return JSONResponse(
+        {
+            "org": org_name,
+            "org_id": limits[0].org_id or None,
+            "limits": [limit_json(lim, org_name) for lim in limits],
+        }
+    )
+
+
+async def delete_limits(request: Request) -> Response:
+    ctx = context(request)
+    if denied := ctx.authorized(request):
+        return denied
+    data = await body_json(request, allowed={"org", "scope", "scope_id", "limits"})
+    org, scope, subject = _target(data)
+    names = data.get("limits")
+    if names is not None and (
+        not isinstance(names, list) or not all(isinstance(n, str) for n in names)
+    ):
+        raise InvalidInput("'limits' must be a list of limit names (omit it to clear all)")
+    deleted = await asyncio.to_thread(
+        policy.clear_limits, ctx.engine, org=org, scope=scope, subject=subject, names=names
+    )
+    if deleted:
+        await _reload_limits(ctx)
+    return JSONResponse({"deleted": deleted})
+
+
+async def budgets(request: Request) -> Response:
+    ctx = context(request)
+    if denied := ctx.authorized(request):
+        return denied
+    org = request.query_params.get("org")
+    if org is None or not org.strip():
+        raise InvalidInput("query parameter 'org' is required")
+    record = await asyncio.to_thread(repo.get_org_by_name, ctx.engine, org.strip())
+    if record is None:
+        raise NotFound(f"unknown org {org!r}")
+    statuses = await _live_status(ctx, record.id)
+    return JSONResponse(
+        {
+            "org": record.name,
+            "org_id": record.id,
+            "limits": [s.to_json() for s in statuses],
+        }
+    )
+
+
+# ------------------------------------------------------------------ tiers
+
+
+async def list_tiers(request: Request) -> Response:
+    ctx = context(request)
+    if denied := ctx.authorized(request):
+        return denied
+    stored = await asyncio.to_thread(policy.list_tiers, ctx.engine)
+    tiers = [*ctx.enforcer.config_tiers, *stored]
+    return JSONResponse({"data": [tier_json(t) for t in tiers]})
+
+
+async def put_tier(request: Request) -> Response:
+    ctx = context(request)
+    if denied := ctx.authorized(request):
+        return denied
+    name = request.path_params["name"]
+    if name.strip() in _config_tier_names(ctx):
+        raise Conflict(config_tier_conflict(name.strip()))
+    data = await body_json(request)
+    tier = await asyncio.to_thread(policy.set_tier, ctx.engine, name, data)
+    await _reload_limits(ctx)
+    return JSONResponse(tier_json(tier))
+
+
+async def delete_tier(request: Request) -> Response:
+    ctx = context(request)
+    if denied := ctx.authorized(request):
+        return denied
+    name = request.path_params["name"]
+    if name.strip() in _config_tier_names(ctx):
+        raise Conflict(config_tier_conflict(name.strip()))
+    await asyncio.to_thread(policy.delete_tier, ctx.engine, name)
+    await _reload_limits(ctx)
+    return JSONResponse({"deleted": name.strip()})
+
+
+async def set_org_tier(request: Request) -> Response:
+    ctx = context(request)
+    if denied := ctx.authorized(request):
+        return denied
+    org = request.path_params["name"]
+    data = await body_json(request, allowed={"tier"})
+    if "tier" not in data:
+        raise InvalidInput("'tier' is required: a tier name, or null to take the org off")
+    tier = data["tier"]
+    if tier is not None and not isinstance(tier, str):
+        raise InvalidInput("'tier' must be a tier name or null")
+    await asyncio.to_thread(
+        policy.set_org_tier, ctx.engine, org, tier, known_tiers=_config_tier_names(ctx)
+    )
+    await _reload_limits(ctx)
+    return JSONResponse({"org": org.strip(), "tier": tier.strip() if tier else None})
+
+
+# ------------------------------------------------------------------ helpers
+
+
+async def _reload_limits(ctx: AdminContext) -> None:
+    """Apply a committed policy write in this process now (the poller would within
+    refresh_seconds, and retries if this fails)."""
+    try:
+        await ctx.enforcer.refresh()
+    except Exception as exc:
+        logger.warning(
+            "limits saved; reloading them at once failed (the poller retries): %s: %s",
+            type(exc).__name__,
+            exc,
+        )
+
+
+async def _live_status(ctx: AdminContext, org_id: str) -> list[LimitStatus]:
+    # The one use of budgets.status.live_status in the admin API (its signature may change).
+    enforcer = ctx.enforcer
+    return await live_status(
+        enforcer.book, enforcer.store, org_id, ctx.clock(), ctx.budgets_timezone
+    )
+
+
+def _config_tier_names(ctx: AdminContext) -> list[str]:
+    return [t.name for t in ctx.enforcer.config_tiers]
+
+
+def _org_names(engine: Engine, org: str | None) -> tuple[str | None, dict[str, str]]:
+    """(the id of ``org`` or None when not given, {org id: name}); NotFound if unknown."""
+    names = {o.id: o.name for o in repo.list_orgs(engine)}
+    if org is None:
+        return None, names
+    wanted = org.strip()
+    for org_id, name in names.items():
+        if name == wanted:
+            return org_id, names
+    raise NotFound(f"unknown org {org!r}")
+
+
+def _target(data: dict[str, Any]) -> tuple[str | None, str, str]:
+    """(org name or None, scope, subject) from a limits request body."""
+    org = data.get("org")
+    if org is not None and not isinstance(org, str):
+        raise InvalidInput("'org' must be an org name, or null for the platform scope")
+    scope = data.get("scope")
+    if not isinstance(scope, str):
+        raise InvalidInput(f"'scope' is required: one of {', '.join(SCOPES)}")
+    subject = data.get("scope_id")
+    if subject is None:
+        subject = ""
+    if not isinstance(subject, str):
+        raise InvalidInput("'scope_id' must be a string")
+    return org, scope, subject
