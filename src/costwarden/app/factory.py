@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 from costwarden.admin.api import create_admin_app
 from costwarden.budgets.enforcer import Enforcer
 from costwarden.config.settings import Settings
-from costwarden.config.upstreams import ResilienceSettings, RouteSettings
+from costwarden.config.upstreams import ProviderSettings, ResilienceSettings, RouteSettings
 from costwarden.core.errors import AuthenticationFailed
 from costwarden.core.events import EventBus
 from costwarden.gateway.asgi import JSON, Receive, Scope, Send, send_bytes
@@ -31,7 +31,8 @@ from costwarden.gateway.proxy import ENDPOINTS, Proxy
 from costwarden.gateway.scrub import per_upstream
 from costwarden.gateway.switches import SwitchBoard
 from costwarden.pricing import context_window, resolve_rates
-from costwarden.providers.base import Deployment, ProviderAdapter, make_adapter
+from costwarden.providers.adapters import make_adapter
+from costwarden.providers.base import Deployment, ProviderAdapter, ProviderSpec
 from costwarden.routing.breaker import BreakerPolicy
 from costwarden.routing.breakers import BreakerBoard
 from costwarden.routing.table import RouteTable
@@ -44,7 +45,9 @@ logger = logging.getLogger(__name__)
 
 def build_deployments(settings: Settings) -> dict[str, Deployment]:
     """Every deployment with its price (ConfigError if one has none) and context window."""
-    adapters: dict[str, ProviderAdapter] = {p.name: make_adapter(p) for p in settings.providers}
+    adapters: dict[str, ProviderAdapter] = {
+        p.name: make_adapter(_provider_spec(p)) for p in settings.providers
+    }
     deployments: dict[str, Deployment] = {}
     for ref, dep in settings.deployments.items():
         adapter = adapters[dep.provider]
@@ -57,6 +60,21 @@ def build_deployments(settings: Settings) -> dict[str, Deployment]:
             context_window=dep.context_window or context_window(adapter.price_provider, dep.model),
         )
     return deployments
+
+
+# Settings -> the domain's own types, one function each: the domain never sees config.
+
+
+def _provider_spec(p: ProviderSettings) -> ProviderSpec:
+    return ProviderSpec(
+        name=p.name,
+        type=p.type,
+        base_url=p.base_url,
+        connect_timeout=p.connect_timeout,
+        timeout=p.timeout,
+        api_key=p.api_key,
+        price_provider=p.price_provider,
+    )
 
 
 def _breaker_policy(r: ResilienceSettings) -> BreakerPolicy:
