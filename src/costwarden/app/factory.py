@@ -35,10 +35,12 @@ from costwarden.providers.adapters import make_adapter
 from costwarden.providers.base import Deployment, ProviderAdapter, ProviderSpec
 from costwarden.routing.breaker import BreakerPolicy
 from costwarden.routing.breakers import BreakerBoard
-from costwarden.routing.table import RouteTable
+from costwarden.routing.table import RouteSpec, RouteTable
+from costwarden.storage.breakers import SqlBreakerRecorder
 from costwarden.storage.db import create_engine_for
 from costwarden.storage.ledger import LedgerWriter
 from costwarden.storage.migrate import migrate
+from costwarden.storage.route_fallbacks import SqlFallbackStore
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +79,19 @@ def _provider_spec(p: ProviderSettings) -> ProviderSpec:
     )
 
 
+def _route_spec(r: RouteSettings) -> RouteSpec:
+    return RouteSpec(
+        model=r.model,
+        deployments=tuple(r.deployments or ()),
+        retries=r.retries,
+        fallbacks=tuple(r.fallbacks or ()),
+        connect_timeout=r.connect_timeout,
+        first_byte_timeout=r.first_byte_timeout,
+        timeout=r.timeout,
+        degraded=r.degraded,
+    )
+
+
 def _breaker_policy(r: ResilienceSettings) -> BreakerPolicy:
     return BreakerPolicy(
         failure_threshold=r.failure_threshold,
@@ -101,9 +116,9 @@ class CostwardenApp:
         self.engine = engine or create_engine_for(settings.storage.database_url)
         self.deployments = build_deployments(settings)
         self.route_table = RouteTable(
-            settings.routes,
+            [_route_spec(r) for r in settings.routes],
             self.deployments,
-            self.engine,
+            SqlFallbackStore(self.engine),
             refresh_seconds=settings.switches.refresh_seconds,
         )
         self.routes = self.route_table.routes
@@ -123,7 +138,7 @@ class CostwardenApp:
         self.breakers = BreakerBoard(
             sorted(self.settings.deployments),  # an admin-API chain may name any of them
             _breaker_policy(settings.resilience),
-            engine=self.engine,
+            recorder=SqlBreakerRecorder(self.engine),
             events=self.events,
             clock=clock,
             redis_url=settings.budgets.redis_url or None,
