@@ -14,9 +14,9 @@ import pytest
 from genai_prices import Usage, calc_price
 
 from costwarden.app.factory import build_deployments
-from costwarden.config.settings import PriceOverride, load_settings
+from costwarden.config.settings import load_settings
 from costwarden.core.errors import ConfigError
-from costwarden.pricing import Rates, TokenUsage, genai_usage, resolve_rates
+from costwarden.pricing import PriceOverride, Rates, TokenUsage, genai_usage, resolve_rates
 
 MODELS = [
     ("openai", "gpt-4o-mini"),

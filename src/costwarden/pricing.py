@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
-from costwarden.config.settings import PriceOverride
 from costwarden.core.errors import ConfigError
 
 _MILLION = Decimal(1_000_000)
@@ -31,6 +30,20 @@ class TokenUsage:
     cache_write_tokens: int = 0
     output_tokens: int = 0  # every completion token, reasoning included
     reasoning_tokens: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PriceOverride:
+    """USD per million tokens; ``None`` means "as genai-prices says" (or the input/output rate).
+
+    A deployment's ``price`` table in the config file parses straight into this.
+    """
+
+    input_mtok: Decimal | None = None
+    cached_input_mtok: Decimal | None = None
+    cache_write_mtok: Decimal | None = None
+    output_mtok: Decimal | None = None
+    reasoning_mtok: Decimal | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

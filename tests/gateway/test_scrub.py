@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import orjson
 
-from costwarden.config.settings import ProviderSettings
 from costwarden.gateway.scrub import Scrubber, per_upstream
-from costwarden.providers.base import ProviderAdapter, make_adapter
+from costwarden.providers.adapters import make_adapter
+from costwarden.providers.base import ProviderAdapter, ProviderSpec
 
 KEY = "sk-proj-ABCdef0123456789"
 ODD = 'k3y/with"quote'  # reads differently inside a JSON string
@@ -39,8 +39,15 @@ def test_clean_bytes_come_back_unchanged() -> None:
 
 def test_each_upstream_is_scrubbed_of_what_its_origin_was_sent() -> None:
     def adapter(name: str, base_url: str, key: str) -> ProviderAdapter:
-        settings = ProviderSettings(name=name, type="openai", base_url=base_url, api_key=key)
-        return make_adapter(settings)
+        spec = ProviderSpec(
+            name=name,
+            type="openai",
+            base_url=base_url,
+            connect_timeout=5.0,
+            timeout=60.0,
+            api_key=key,
+        )
+        return make_adapter(spec)
 
     scrubbers = per_upstream(
         [

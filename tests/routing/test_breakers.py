@@ -28,7 +28,7 @@ from costwarden.core.events import EventBus
 from costwarden.routing.breaker import CLOSED, HALF_OPEN, OPEN, BreakerPolicy
 from costwarden.routing.breakers import EVENT_KIND, BreakerBoard
 from costwarden.storage.audit import audit_entries
-from costwarden.storage.breakers import list_transitions
+from costwarden.storage.breakers import SqlBreakerRecorder, list_transitions
 from costwarden.storage.db import create_engine_for
 from costwarden.storage.migrate import migrate
 from tests.helpers import FakeClock, free_port, require_redis
@@ -58,7 +58,9 @@ async def _board(
     engine: Engine, clock: FakeClock, **kwargs: Any
 ) -> AsyncIterator[tuple[BreakerBoard, EventBus]]:
     events = EventBus(clock=clock)
-    board = BreakerBoard([A, B], POLICY, engine=engine, events=events, clock=clock, **kwargs)
+    board = BreakerBoard(
+        [A, B], POLICY, recorder=SqlBreakerRecorder(engine), events=events, clock=clock, **kwargs
+    )
     await board.start()
     try:
         yield board, events
@@ -245,22 +247,24 @@ async def test_a_database_failure_is_logged_and_harmless(
 
 
 async def test_close_writes_pending_transitions(engine: Engine, clock: FakeClock) -> None:
-    board = BreakerBoard([A], POLICY, engine=engine, events=EventBus(), clock=clock)
+    recorder = SqlBreakerRecorder(engine)
+    board = BreakerBoard([A], POLICY, recorder=recorder, events=EventBus(), clock=clock)
     await board.start()
     _trip(board)
     await board.close()
     assert [r.to_state for r in list_transitions(engine)] == [OPEN]
     # made without start(): written at close too
-    unstarted = BreakerBoard([B], POLICY, engine=engine, events=EventBus(), clock=clock)
+    unstarted = BreakerBoard([B], POLICY, recorder=recorder, events=EventBus(), clock=clock)
     _trip(unstarted, B)
     await unstarted.close()
     assert len(list_transitions(engine, deployment=B)) == 1
 
 
 async def test_sync_seconds_is_validated(engine: Engine) -> None:
+    recorder = SqlBreakerRecorder(engine)
     for bad in (0, -1, 61, True):
         with pytest.raises(InvalidInput):
-            BreakerBoard([A], POLICY, engine=engine, events=EventBus(), sync_seconds=bad)
+            BreakerBoard([A], POLICY, recorder=recorder, events=EventBus(), sync_seconds=bad)
 
 
 async def test_records_on_postgresql_too(
@@ -314,7 +318,7 @@ async def _shared_boards(
         BreakerBoard(
             [A, B],
             POLICY,
-            engine=engine,
+            recorder=SqlBreakerRecorder(engine),
             events=EventBus(),
             clock=clock,
             redis_url=REDIS_URL,

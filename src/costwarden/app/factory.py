@@ -23,7 +23,7 @@ from costwarden.admin.context import AdminContext
 from costwarden.budgets.enforcer import Enforcer
 from costwarden.config.budgets import budget_config
 from costwarden.config.settings import Settings
-from costwarden.config.upstreams import ResilienceSettings
+from costwarden.config.upstreams import ProviderSettings, ResilienceSettings, RouteSettings
 from costwarden.core.errors import AuthenticationFailed
 from costwarden.core.events import EventBus
 from costwarden.gateway.asgi import JSON, Receive, Scope, Send, send_bytes
@@ -33,22 +33,27 @@ from costwarden.gateway.proxy import ENDPOINTS, Proxy
 from costwarden.gateway.scrub import per_upstream
 from costwarden.gateway.switches import SwitchBoard
 from costwarden.pricing import context_window, resolve_rates
-from costwarden.providers.base import Deployment, ProviderAdapter, make_adapter
+from costwarden.providers.adapters import make_adapter
+from costwarden.providers.base import Deployment, ProviderAdapter, ProviderSpec
 from costwarden.routing.breaker import BreakerPolicy
 from costwarden.routing.breakers import BreakerBoard
-from costwarden.routing.table import RouteTable
+from costwarden.routing.table import RouteSpec, RouteTable
+from costwarden.storage.breakers import SqlBreakerRecorder
 from costwarden.storage.counters import LedgerAggregates
 from costwarden.storage.db import create_engine_for
 from costwarden.storage.ledger import LedgerWriter
 from costwarden.storage.migrate import migrate
 from costwarden.storage.policy import PolicyTables
+from costwarden.storage.route_fallbacks import SqlFallbackStore
 
 logger = logging.getLogger(__name__)
 
 
 def build_deployments(settings: Settings) -> dict[str, Deployment]:
     """Every deployment with its price (ConfigError if one has none) and context window."""
-    adapters: dict[str, ProviderAdapter] = {p.name: make_adapter(p) for p in settings.providers}
+    adapters: dict[str, ProviderAdapter] = {
+        p.name: make_adapter(_provider_spec(p)) for p in settings.providers
+    }
     deployments: dict[str, Deployment] = {}
     for ref, dep in settings.deployments.items():
         adapter = adapters[dep.provider]
@@ -61,6 +66,34 @@ def build_deployments(settings: Settings) -> dict[str, Deployment]:
             context_window=dep.context_window or context_window(adapter.price_provider, dep.model),
         )
     return deployments
+
+
+# Settings -> the domain's own types, one function each: the domain never sees config.
+
+
+def _provider_spec(p: ProviderSettings) -> ProviderSpec:
+    return ProviderSpec(
+        name=p.name,
+        type=p.type,
+        base_url=p.base_url,
+        connect_timeout=p.connect_timeout,
+        timeout=p.timeout,
+        api_key=p.api_key,
+        price_provider=p.price_provider,
+    )
+
+
+def _route_spec(r: RouteSettings) -> RouteSpec:
+    return RouteSpec(
+        model=r.model,
+        deployments=tuple(r.deployments or ()),
+        retries=r.retries,
+        fallbacks=tuple(r.fallbacks or ()),
+        connect_timeout=r.connect_timeout,
+        first_byte_timeout=r.first_byte_timeout,
+        timeout=r.timeout,
+        degraded=r.degraded,
+    )
 
 
 def _breaker_policy(r: ResilienceSettings) -> BreakerPolicy:
@@ -87,9 +120,9 @@ class CostwardenApp:
         self.engine = engine or create_engine_for(settings.storage.database_url)
         self.deployments = build_deployments(settings)
         self.route_table = RouteTable(
-            settings.routes,
+            [_route_spec(r) for r in settings.routes],
             self.deployments,
-            self.engine,
+            SqlFallbackStore(self.engine),
             refresh_seconds=settings.switches.refresh_seconds,
         )
         self.routes = self.route_table.routes
@@ -115,7 +148,7 @@ class CostwardenApp:
         self.breakers = BreakerBoard(
             sorted(self.settings.deployments),  # an admin-API chain may name any of them
             _breaker_policy(settings.resilience),
-            engine=self.engine,
+            recorder=SqlBreakerRecorder(self.engine),
             events=self.events,
             clock=clock,
             redis_url=settings.budgets.redis_url or None,

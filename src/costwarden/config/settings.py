@@ -33,9 +33,9 @@ from costwarden.config.upstreams import (
     parse_providers,
     parse_routes,
 )
-from costwarden.config.upstreams import PriceOverride as PriceOverride
 from costwarden.config.upstreams import ProviderSettings as ProviderSettings
 from costwarden.core.errors import ConfigError, InvalidInput
+from costwarden.pricing import PriceOverride as PriceOverride
 
 LEDGER_MODES = ("batched", "durable")
 # SDKs send about 1 KiB of headers; a smaller cap would refuse ordinary clients.

@@ -13,6 +13,7 @@ from typing import Any
 from costwarden.config.fields import NAME_RE, section, setting
 from costwarden.config.lines import ConfigText as _Ctx
 from costwarden.core.errors import InvalidInput
+from costwarden.pricing import PriceOverride
 from costwarden.routing.chains import DegradedTemplate, expand_all, parse_template
 
 PROVIDER_TYPES = ("openai", "anthropic")
@@ -32,17 +33,6 @@ class ProviderSettings:
     connect_timeout: float = setting(5.0, "Seconds allowed to connect to the upstream.")
     timeout: float = setting(600.0, "Seconds allowed for a whole upstream call.")
     api_key: str | None = dataclasses.field(default=None, repr=False, metadata={"help": ""})
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class PriceOverride:
-    """USD per million tokens; ``None`` means "as genai-prices says" (or the input/output rate)."""
-
-    input_mtok: Decimal | None = None
-    cached_input_mtok: Decimal | None = None
-    cache_write_mtok: Decimal | None = None
-    output_mtok: Decimal | None = None
-    reasoning_mtok: Decimal | None = None
 
 
 @dataclasses.dataclass(slots=True)

@@ -11,7 +11,6 @@ import abc
 import dataclasses
 from typing import Any, ClassVar
 
-from costwarden.config.settings import ProviderSettings
 from costwarden.pricing import Pricer, TokenUsage
 
 
@@ -45,17 +44,32 @@ class StreamMeter(abc.ABC):
         )
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class ProviderSpec:
+    """What an adapter is built from: one upstream provider (the app maps the config's
+    ``[[providers]]`` entries into these)."""
+
+    name: str
+    type: str  # wire format: "openai" or "anthropic"
+    base_url: str  # without a trailing slash
+    connect_timeout: float
+    timeout: float  # the whole exchange, stream included
+    api_key: str | None = dataclasses.field(default=None, repr=False)  # a secret: never shown
+    price_provider: str | None = None  # genai-prices provider id; None: the wire type
+
+
 class ProviderAdapter(abc.ABC):
     wire: ClassVar[str]
     endpoints: ClassVar[dict[str, str]]
 
-    def __init__(self, settings: ProviderSettings) -> None:
-        self.name = settings.name
-        self.base_url = settings.base_url
-        self.price_provider = settings.price_provider or settings.type
-        self.timeout = settings.timeout  # the whole exchange, stream included
-        self.connect_timeout = settings.connect_timeout
-        self._api_key = settings.api_key
+    # Copied into plain attributes: the request path reads them without another lookup.
+    def __init__(self, spec: ProviderSpec) -> None:
+        self.name = spec.name
+        self.base_url = spec.base_url
+        self.price_provider = spec.price_provider or spec.type
+        self.timeout = spec.timeout  # the whole exchange, stream included
+        self.connect_timeout = spec.connect_timeout
+        self._api_key = spec.api_key
 
     def url(self, endpoint: str) -> str:
         return self.base_url + self.endpoints[endpoint]
@@ -88,15 +102,6 @@ class Deployment:
     rates: Pricer
     max_output_tokens: int | None = None
     context_window: int | None = None
-
-
-def make_adapter(settings: ProviderSettings) -> ProviderAdapter:
-    from costwarden.providers.anthropic import AnthropicAdapter
-    from costwarden.providers.openai import OpenAIAdapter
-
-    if settings.type == "anthropic":
-        return AnthropicAdapter(settings)
-    return OpenAIAdapter(settings)
 
 
 def count_text_bytes(value: Any) -> int:

@@ -6,8 +6,9 @@ The request path calls :meth:`BreakerBoard.admit` before an upstream call and
 closed (nearly always) ``admit`` returns without awaiting anything, and ``success`` /
 ``failure`` only count in memory; a transition hands its I/O to tasks the board owns:
 
-- a writer task appends it to ``breaker_transitions`` in a worker thread (a database failure
-  is logged, never raised to the request);
+- a writer task hands it to the recorder (:class:`BreakerRecorder`; the app passes one
+  writing ``breaker_transitions``) in a worker thread (a failure is logged, never raised to
+  the request);
 - it is logged (WARNING when a breaker opens, INFO otherwise) and published on the event
   bus as ``breaker_changed`` {deployment, from, to, reason, at, remote};
 - with Redis, a sync task writes the new state to Redis and publishes it to the other
@@ -45,14 +46,14 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
-from sqlalchemy.engine import Engine
 
+from costwarden.core.actors import clean_actor
 from costwarden.core.errors import InvalidInput, NotFound
 from costwarden.core.events import EventBus
 from costwarden.routing.breaker import (
@@ -65,8 +66,6 @@ from costwarden.routing.breaker import (
     Transition,
     iso,
 )
-from costwarden.storage.audit import clean_actor
-from costwarden.storage.breakers import audit_reset, record_transitions
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +109,19 @@ return {1, ARGV[2]}
 """
 
 
+class BreakerRecorder(Protocol):
+    """Where the board keeps history: its transitions, and operator resets in the audit log.
+
+    Blocking calls: the board runs them in a worker thread, never on the request path.
+    """
+
+    def record_transitions(self, transitions: Sequence[Transition]) -> None:
+        """Append every transition, in one write."""
+
+    def audit_reset(self, *, actor: str, deployment: str, old: Any, new: Any) -> None:
+        """One audit row for a reset (``old``/``new``: JSON-serializable breaker state)."""
+
+
 def _redact_url(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     if sep and "@" in rest:
@@ -133,7 +145,7 @@ class BreakerBoard:
         deployments: Iterable[str],
         policy: BreakerPolicy,
         *,
-        engine: Engine,
+        recorder: BreakerRecorder,
         events: EventBus,
         clock: Callable[[], float] = time.time,
         redis_url: str | None = None,
@@ -146,7 +158,7 @@ class BreakerBoard:
             raise InvalidInput(f"breaker sync_seconds must be in (0, 60], got {sync_seconds!r}")
         self.policy = policy
         self._breakers = {d: Breaker(d, policy) for d in deployments}
-        self._engine = engine
+        self._recorder = recorder
         self._events = events
         self._clock = clock
         self._redis_url = redis_url
@@ -335,8 +347,7 @@ class BreakerBoard:
             "consecutive_failures": breaker.consecutive_failures,
         }
         await asyncio.to_thread(
-            audit_reset,
-            self._engine,
+            self._recorder.audit_reset,
             actor=who,
             deployment=deployment,
             old=old,
@@ -352,7 +363,7 @@ class BreakerBoard:
                     self._down(exc)  # the sync loop writes it once Redis is back
 
     async def flush(self) -> None:
-        """Wait until every transition made so far is written to the database."""
+        """Wait until every transition made so far is handed to the recorder (written)."""
         if self._writer is None:
             batch, self._pending = self._pending, []
             await self._write(batch)
@@ -417,7 +428,7 @@ class BreakerBoard:
         if not batch:
             return
         try:
-            await asyncio.to_thread(record_transitions, self._engine, batch)
+            await asyncio.to_thread(self._recorder.record_transitions, batch)
         except Exception as exc:  # history only: never let it break the gateway
             logger.warning(
                 "could not record %d breaker transition(s): %s: %s",

@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from costwarden.core.errors import InvalidInput
-
-if TYPE_CHECKING:  # providers.base imports settings, which imports this module
-    from costwarden.providers.base import Deployment
+from costwarden.providers.base import Deployment
 
 TEMPLATE_FIELDS = ("content",)
 

@@ -1,42 +1,72 @@
 """The live route table: the config file's routes, with fallback chains the admin API set.
 
-Every process builds its routes from the config at startup, then polls ``route_fallbacks``
-(one indexed ``max(version)`` query every ``refresh_seconds``) and rebuilds a changed route
-in place, so a chain set through one process's admin API serves on every process within a
-poll. A change is validated against the whole table first: an unknown name is refused with
-InvalidInput, a cycle through the other routes' chains with Conflict, and nothing is stored.
+Every process builds its routes from the config at startup, then polls the fallback store
+(the app passes storage's ``route_fallbacks`` table in: one indexed ``max(version)`` query
+every ``refresh_seconds``) and rebuilds a changed route in place, so a chain set through one
+process's admin API serves on every process within a poll. A change is validated against the
+whole table first: an unknown name is refused with InvalidInput, a cycle through the other
+routes' chains with Conflict, and nothing is stored.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from typing import Protocol
 
-from sqlalchemy.engine import Engine
-
-from costwarden.config.upstreams import RouteSettings
 from costwarden.core import polling
 from costwarden.core.errors import Conflict, InvalidInput, NotFound
 from costwarden.providers.base import Deployment
-from costwarden.routing.chains import Route, check_names, expand_all
-from costwarden.storage import route_fallbacks as store
+from costwarden.routing.chains import DegradedTemplate, Route, check_names, expand_all
 
 logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RouteSpec:
+    """One configured route, as the table needs it (the app maps the config's ``[[routes]]``
+    entries into these)."""
+
+    model: str  # the public model name
+    deployments: tuple[str, ...]  # its own deployments, first one preferred
+    retries: int
+    fallbacks: tuple[str, ...] = ()  # the config file's: routes or deployments
+    connect_timeout: float | None = None
+    first_byte_timeout: float | None = None
+    timeout: float | None = None
+    degraded: DegradedTemplate | None = None
+
+
+class FallbackStore(Protocol):
+    """Where fallback chains set through the admin API live, shared by every process.
+
+    Blocking calls: the table runs them in a worker thread, never on the request path.
+    """
+
+    def set_fallbacks(self, route: str, fallbacks: list[str] | None, *, actor: str) -> int:
+        """Store ``route``'s fallbacks (None: back to the config's), audited; the new version."""
+
+    def fallbacks_version(self) -> int:
+        """The version of the whole set (grows with every write)."""
+
+    def load_fallbacks(self) -> tuple[int, dict[str, list[str]]]:
+        """``(version, {route: fallbacks})`` of the routes the admin API changed."""
 
 
 class RouteTable:
     def __init__(
         self,
-        routes: list[RouteSettings],
+        routes: Iterable[RouteSpec],
         deployments: Mapping[str, Deployment],
-        engine: Engine,
+        store: FallbackStore,
         *,
         refresh_seconds: float = 0.5,
     ) -> None:
         self._config = {r.model: r for r in routes}
         self._deployments = deployments
-        self._engine = engine
+        self._store = store
         self._overrides: dict[str, list[str]] = {}
         self.version = 0
         #: public model name -> Route; updated in place, so holders of it see changes
@@ -50,11 +80,11 @@ class RouteTable:
         """``(fallbacks, source)`` of a route: "admin" when the admin API set them."""
         if model in self._overrides:
             return list(self._overrides[model]), "admin"
-        return list(self._config[model].fallbacks or []), "config"
+        return list(self._config[model].fallbacks), "config"
 
     def _chains(self, overrides: Mapping[str, list[str]]) -> dict[str, list[str]]:
         own = {m: r.deployments for m, r in self._config.items()}
-        fallbacks = {m: overrides.get(m, r.fallbacks or []) for m, r in self._config.items()}
+        fallbacks = {m: overrides.get(m, r.fallbacks) for m, r in self._config.items()}
         return expand_all(own, fallbacks, set(self._deployments))
 
     def _rebuild(self, overrides: Mapping[str, list[str]]) -> None:
@@ -91,9 +121,7 @@ class RouteTable:
             self._chains(overrides)  # a cycle through the other routes' chains; nothing stored
         except InvalidInput as exc:
             raise Conflict(str(exc)) from None
-        version = await asyncio.to_thread(
-            store.set_fallbacks, self._engine, model, names, actor=actor
-        )
+        version = await asyncio.to_thread(self._store.set_fallbacks, model, names, actor=actor)
         self._apply(version, overrides)
         return self.routes[model]
 
@@ -108,7 +136,7 @@ class RouteTable:
         self.version = version
 
     async def reload(self) -> None:
-        version, overrides = await asyncio.to_thread(store.load_fallbacks, self._engine)
+        version, overrides = await asyncio.to_thread(self._store.load_fallbacks)
         overrides = {m: f for m, f in overrides.items() if m in self._config}
         self._apply(version, overrides)
 
@@ -120,7 +148,7 @@ class RouteTable:
         await self._poller.close()
 
     async def _poll_once(self) -> None:
-        if await asyncio.to_thread(store.fallbacks_version, self._engine) != self.version:
+        if await asyncio.to_thread(self._store.fallbacks_version) != self.version:
             await self.reload()
 
 

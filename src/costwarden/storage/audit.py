@@ -24,6 +24,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
+from costwarden.core.actors import clean_actor
 from costwarden.core.errors import InvalidInput, StorageError
 from costwarden.storage.db import Bind, connect_read
 from costwarden.storage.schema import audit_log
@@ -33,7 +34,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_AUDIT_LIMIT = 100
 MAX_AUDIT_LIMIT = 1000
-MAX_ACTOR_LEN = 200
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -61,18 +61,6 @@ class AuditRecord:
 def new_audit_id() -> str:
     """``aud_`` + milliseconds + random bits, in hex: unique, and ordered by time."""
     return f"aud_{time.time_ns() // 1_000_000:012x}{secrets.randbits(48):012x}"
-
-
-def clean_actor(actor: Any) -> str:
-    """The actor as stored; InvalidInput if it is empty, over-long or has control characters."""
-    if not isinstance(actor, str) or not actor.strip():
-        raise InvalidInput("the actor (who makes the change) must be a non-empty string")
-    text = actor.strip()
-    if len(text) > MAX_ACTOR_LEN:
-        raise InvalidInput(f"the actor is longer than {MAX_ACTOR_LEN} characters")
-    if any(unicodedata.category(ch) == "Cc" for ch in text):
-        raise InvalidInput("the actor must not contain control characters")
-    return text
 
 
 def _dumps(value: Any) -> str | None:

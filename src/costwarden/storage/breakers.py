@@ -2,7 +2,8 @@
 
 Transitions are written by the gateway process that made them, in the background (the
 board's writer task calls :func:`record_transitions` in a worker thread); resets are audited
-by the admin request that makes them (:func:`audit_reset`).
+by the admin request that makes them (:func:`audit_reset`). The board reaches both through
+:class:`SqlBreakerRecorder`, which the app passes it.
 """
 
 from __future__ import annotations
@@ -104,3 +105,17 @@ def audit_reset(bind: Bind, *, actor: str, deployment: str, old: Any, new: Any) 
     """One ``breaker.reset`` row in the audit log (InvalidInput for a bad actor)."""
     with begin_write(bind) as conn:
         record_audit(conn, actor, RESET_ACTION, deployment, old, new)
+
+
+class SqlBreakerRecorder:
+    """These tables as the breaker board's recorder
+    (:class:`costwarden.routing.breakers.BreakerRecorder`), bound to one engine."""
+
+    def __init__(self, engine: Bind) -> None:
+        self._engine = engine
+
+    def record_transitions(self, transitions: Sequence[Transition]) -> None:
+        record_transitions(self._engine, transitions)
+
+    def audit_reset(self, *, actor: str, deployment: str, old: Any, new: Any) -> None:
+        audit_reset(self._engine, actor=actor, deployment=deployment, old=old, new=new)

@@ -76,6 +76,23 @@ def load_fallbacks(engine: Bind) -> tuple[int, dict[str, list[str]]]:
     return version, found
 
 
+class SqlFallbackStore:
+    """This table as the route table's fallback store
+    (:class:`costwarden.routing.table.FallbackStore`), bound to one engine."""
+
+    def __init__(self, engine: Bind) -> None:
+        self._engine = engine
+
+    def set_fallbacks(self, route: str, fallbacks: list[str] | None, *, actor: str) -> int:
+        return set_fallbacks(self._engine, route, fallbacks, actor=actor)
+
+    def fallbacks_version(self) -> int:
+        return fallbacks_version(self._engine)
+
+    def load_fallbacks(self) -> tuple[int, dict[str, list[str]]]:
+        return load_fallbacks(self._engine)
+
+
 def _insert(conn: Connection) -> Any:
     if conn.dialect.name == "postgresql":
         return postgresql.insert(route_fallbacks)

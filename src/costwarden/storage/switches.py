@@ -31,8 +31,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 
+from costwarden.core.actors import clean_actor
 from costwarden.core.errors import InvalidInput
-from costwarden.storage.audit import clean_actor, record_audit
+from costwarden.storage.audit import record_audit
 from costwarden.storage.db import Bind, begin_write, connect_read
 from costwarden.storage.repo import org_id_by_name
 from costwarden.storage.schema import orgs, switches
