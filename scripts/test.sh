@@ -15,6 +15,8 @@ echo "== ruff"
 .venv/bin/ruff check src tests bench
 echo "== mypy (strict)"
 .venv/bin/mypy
+echo "== import contracts (layers, no cycles)"
+.venv/bin/lint-imports
 echo "== pytest"
 log="$(mktemp)"
 set +e

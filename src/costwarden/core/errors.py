@@ -18,7 +18,7 @@ Everything the package raises on purpose derives from :class:`CostwardenError`:
   ``ModelNotFound``, ``RequestTooLarge``, ``BudgetExceeded``, ``RateLimited``,
   ``ServiceDisabled`` (kill switch), ``NoHealthyDeployment`` (every candidate failing and no
   degraded template), ``UpstreamError``, ``UpstreamTimeout``). ``RequestHeaderFieldsTooLarge``
-  and ``RequestTimeout`` are answered by the server's connection protocol (server.py), before
+  and ``RequestTimeout`` are answered by the server's connection protocol (app/server.py), before
   or instead of the app, for a request head that is too large or a head or body that is late.
 - :class:`ClientDisconnected` -- the client went away before its request body was read
   whole. There is no one left to answer: the request is dropped, nothing is forwarded or
