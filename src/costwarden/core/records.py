@@ -8,6 +8,21 @@ from __future__ import annotations
 import dataclasses
 from datetime import datetime
 from decimal import Decimal
+from typing import Literal, get_args
+
+# The closed sets a ledger row is made of: mypy checks every status written.
+Endpoint = Literal["chat.completions", "embeddings", "messages", "models"]
+LedgerStatus = Literal[
+    "success",  # upstream answered 2xx and the response reached the client
+    "client_error",  # refused before the upstream: bad input from a known key
+    "auth_error",  # a known key that is revoked
+    "blocked",  # refused by policy (budgets, limits, kill switch)
+    "upstream_error",  # upstream failed, timed out or dropped the connection
+    "cancelled",  # the client went away mid-request; billed for what was generated
+    "gateway_error",  # a fault in the gateway itself; still billed for what was generated
+    "degraded",  # every candidate failing: the route's template answered, at $0
+]
+LEDGER_STATUSES: tuple[LedgerStatus, ...] = get_args(LedgerStatus)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -36,8 +51,8 @@ class LedgerRecord:
 
     request_id: str
     ts: datetime  # UTC, when the request arrived
-    endpoint: str  # "chat.completions" | "embeddings" | "messages" | "models"
-    status: str  # see LEDGER_STATUSES
+    endpoint: Endpoint
+    status: LedgerStatus
     http_status: int
     org_id: str | None = None
     project_id: str | None = None
@@ -61,14 +76,3 @@ class LedgerRecord:
     overhead_ms: float = 0.0
     error: str | None = None
 
-
-LEDGER_STATUSES = (
-    "success",  # upstream answered 2xx and the response reached the client
-    "client_error",  # refused before the upstream: bad input from a known key
-    "auth_error",  # a known key that is revoked
-    "blocked",  # refused by policy (budgets, limits, kill switch)
-    "upstream_error",  # upstream failed, timed out or dropped the connection
-    "cancelled",  # the client went away mid-request; billed for what was generated
-    "gateway_error",  # a fault in the gateway itself; still billed for what was generated
-    "degraded",  # every candidate failing: the route's template answered, at $0
-)

@@ -46,6 +46,7 @@ from costwarden.core.errors import (
     UpstreamError,
 )
 from costwarden.core.records import LedgerRecord
+from costwarden.gateway.state import RequestState
 from costwarden.gateway.transport import transport_failure
 from costwarden.gateway.upstream import Response, UpstreamClient
 from costwarden.providers import translate
@@ -62,22 +63,6 @@ class Breakers(Protocol):
     def success(self, deployment: str) -> None: ...
     def failure(self, deployment: str, reason: str) -> None: ...
     def state(self, deployment: str) -> str: ...
-
-
-@dataclasses.dataclass(slots=True)
-class Call:
-    """One client request, as the failover needs it."""
-
-    endpoint: str
-    wire: str  # the client's wire format
-    payload: dict[str, Any]  # the client's request, parsed (never modified here)
-    body: bytes  # the client's request bytes
-    stream: bool
-    headers: dict[bytes, bytes]
-    record: LedgerRecord
-    # The budget reservation while the failover holds it; handed over in the Attempt.
-    reservation: Reservation | None = None
-    deployment: Deployment | None = None  # the candidate last called upstream
 
 
 @dataclasses.dataclass(slots=True)
@@ -105,7 +90,7 @@ class Exhausted(Exception):
         self.refusal = refusal  # a budget refusal met on a fallback, if that was all there was
 
 
-Reserve = Callable[[Call, Deployment], Awaitable[Reservation | None]]
+Reserve = Callable[[RequestState, Deployment], Awaitable[Reservation | None]]
 Release = Callable[[Reservation], Awaitable[None]]
 Failed = Callable[[Response, Deployment, LedgerRecord, bool], Awaitable[GatewayError]]
 
@@ -132,7 +117,7 @@ class Failover:
         self._failed = failed
         self._sleep = sleep
 
-    async def open(self, call: Call, route: Route) -> Attempt:
+    async def open(self, call: RequestState, route: Route) -> Attempt:
         """The first candidate's answer, or Exhausted when none answered. A reservation made
         on the way is handed over in the Attempt, or given back when the walk fails. When the
         walk is cancelled (the client went away) it stays in ``call.reservation`` with
@@ -145,7 +130,7 @@ class Failover:
                 await self._release(reservation)
             raise
 
-    async def _walk(self, call: Call, route: Route) -> Attempt:
+    async def _walk(self, call: RequestState, route: Route) -> Attempt:
         reasons: list[str] = []
         last: GatewayError | None = None
         refusal: GatewayError | None = None
@@ -222,7 +207,7 @@ class Failover:
 
     async def _try(
         self,
-        call: Call,
+        call: RequestState,
         route: Route,
         dep: Deployment,
         body: bytes,
@@ -279,7 +264,7 @@ class Failover:
         ceiling = min(res.retry_max_ms, res.retry_base_ms * 2 ** (tries - 1))
         return random.uniform(0, ceiling) / 1000
 
-    def _translate(self, call: Call, dep: Deployment) -> dict[str, Any]:
+    def _translate(self, call: RequestState, dep: Deployment) -> dict[str, Any]:
         """The client's request in ``dep``'s wire format (TranslationError if it cannot be)."""
         if dep.adapter.wire == "anthropic":
             return translate.openai_to_anthropic_request(
@@ -289,7 +274,7 @@ class Failover:
 
     def _upstream_body(
         self,
-        call: Call,
+        call: RequestState,
         dep: Deployment,
         reservation: Reservation | None,
         converted: dict[str, Any] | None,
@@ -314,7 +299,7 @@ def _prompt_estimate(payload: dict[str, Any]) -> int:
     return estimate_tokens([payload.get("messages"), payload.get("system"), payload.get("tools")])
 
 
-def _too_long(call: Call, route: Route, largest: int) -> ContextTooLong:
+def _too_long(call: RequestState, route: Route, largest: int) -> ContextTooLong:
     out = _output_cap(call.payload)
     prompt = _prompt_estimate(call.payload)
     return ContextTooLong(
@@ -325,7 +310,7 @@ def _too_long(call: Call, route: Route, largest: int) -> ContextTooLong:
     )
 
 
-def fits(dep: Deployment, call: Call) -> bool:
+def fits(dep: Deployment, call: RequestState) -> bool:
     """Whether the request can fit ``dep``'s context window (prompt estimate + output cap).
 
     The body's byte count bounds its tokens from above, so the common case needs no walk

@@ -1,11 +1,15 @@
-"""The metered proxy: one request from the client's bytes to the ledger row.
+"""The metered proxy: one request from the client's bytes to the ledger row, as stages.
 
-authenticate -> read and validate the body -> kill switch -> route -> for each candidate of
-the route's chain (gateway.failover): breaker, rate limits and budget reservation (refused
-here: 402/429, nothing reaches the provider), upstream call with retries -> relay (streamed
-or not, translated when the candidate speaks the other wire format) while metering -> price
--> settle the reservation -> ledger row -> response; the degraded template or a 503 when no
-candidate answered.
+The admission stages (gateway.stages: authenticate, read the body, validate, switches,
+resolve the route; a later stage slots into that list) run in order over one
+RequestState; then the call stages: for each candidate of the route's chain
+(gateway.failover) breaker, rate limits and budget reservation (refused here: 402/429,
+nothing reaches the provider), upstream call with retries -> relay (streamed or not,
+translated when the candidate speaks the other wire format) while metering -> price ->
+settle the reservation -> ledger row -> response; the degraded template or a 503 when no
+candidate answered. A stage refuses by raising a GatewayError; :meth:`Proxy.handle` turns
+every refusal or failure into the error contract's answer and, once the request is
+attributed to a key, its ledger row.
 
 The ledger row is handed to the writer *before* the last byte reaches the client -- for a
 stream, before its terminal event -- so a response the client received always has its row
@@ -30,19 +34,17 @@ from costwarden.budgets.enforcer import Enforcer, Reservation
 from costwarden.budgets.limits import Principal
 from costwarden.config.upstreams import ResilienceSettings
 from costwarden.core.errors import (
-    AuthenticationFailed,
     ClientDisconnected,
     GatewayError,
-    ModelNotFound,
     NoHealthyDeployment,
     UpstreamError,
 )
-from costwarden.core.records import LedgerRecord
+from costwarden.core.records import Endpoint, LedgerRecord
 from costwarden.gateway import degraded
-from costwarden.gateway.asgi import JSON, Receive, Scope, Send, read_body, send_bytes
-from costwarden.gateway.auth import KeyCache, key_from_headers
+from costwarden.gateway.asgi import JSON, Receive, Scope, Send, send_bytes
+from costwarden.gateway.auth import KeyCache
 from costwarden.gateway.errors import error_body
-from costwarden.gateway.failover import Attempt, Breakers, Call, Exhausted, Failover
+from costwarden.gateway.failover import Attempt, Breakers, Exhausted, Failover
 from costwarden.gateway.responses import (
     PROMPT_FIELDS,
     bill,
@@ -54,6 +56,8 @@ from costwarden.gateway.responses import (
 )
 from costwarden.gateway.scrub import Scrubber
 from costwarden.gateway.sse import EventSplitter, EventTooLarge
+from costwarden.gateway.stages import Stage, admission
+from costwarden.gateway.state import RequestState, Wire
 from costwarden.gateway.streaming import (
     NOT_WATCHING,
     Disconnect,
@@ -65,7 +69,6 @@ from costwarden.gateway.streaming import (
 from costwarden.gateway.switches import SwitchBoard
 from costwarden.gateway.transport import transport_failure
 from costwarden.gateway.upstream import Response, UpstreamClient
-from costwarden.gateway.validate import principal_fields, validate_payload
 from costwarden.pricing import TokenUsage
 from costwarden.providers import translate
 from costwarden.providers.base import Deployment, estimate_tokens
@@ -75,7 +78,7 @@ from costwarden.storage.ledger import LedgerWriter
 logger = logging.getLogger(__name__)
 
 # path -> (endpoint, the wire format the client speaks there)
-ENDPOINTS: dict[str, tuple[str, str]] = {
+ENDPOINTS: dict[str, tuple[Endpoint, Wire]] = {
     "/v1/chat/completions": ("chat.completions", "openai"),
     "/v1/embeddings": ("embeddings", "openai"),
     "/v1/messages": ("messages", "anthropic"),
@@ -116,6 +119,9 @@ class Proxy:
         self.scrubbers = scrubbers  # provider name -> what to take out of its answers
         self.client: UpstreamClient | None = None
         self._failover: Failover | None = None
+        # The request path: these admission stages, in order, then the call stages
+        # (route/failover with limits and reservation, relay, settle, record) below.
+        self.stages: list[Stage] = admission(keys, switches, routes, max_body_bytes)
 
     @property
     def failover(self) -> Failover:
@@ -142,122 +148,77 @@ class Proxy:
     # ------------------------------------------------------------------ entry
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        t0 = perf_counter()
         endpoint, wire = ENDPOINTS[scope["path"]]
-        request_id = new_request_id()
-        headers: dict[bytes, bytes] = dict(scope["headers"])
-        record: LedgerRecord | None = None
-        call: Call | None = None
+        record = LedgerRecord(
+            new_request_id(),
+            datetime.fromtimestamp(self.clock(), UTC),
+            endpoint,
+            "client_error",
+            400,
+        )
+        state = RequestState(
+            scope, receive, send, endpoint, wire, dict(scope["headers"]), record, perf_counter()
+        )
         watcher: Disconnect | NotWatching = NOT_WATCHING
         try:
-            record = self._authenticate(headers, request_id, endpoint)
-            body = await read_body(receive, headers, self.max_body_bytes)
-            payload = validate_payload(endpoint, body)
-            end_user, session_id, tags = principal_fields(endpoint, payload, headers)
-            record.end_user, record.session_id, record.tags = end_user, session_id, tags
-            model: str = payload["model"]
-            record.requested_model = model
-            stream = endpoint != "embeddings" and payload.get("stream") is True
-            record.streamed = stream
-            off = self.switches.refusal(record.org_id, endpoint, stream)
-            if off is not None:
-                record.status = "blocked"
-                raise off
-            route = self._route(model)
-            call = Call(endpoint, wire, payload, body, stream, headers, record)
+            for stage in self.stages:
+                pending = stage(state)
+                if pending is not None:
+                    await pending
+            route = state.route
+            assert route is not None, "the admission stages resolve the route"
             if self.cancel_on_disconnect:
                 watcher = Disconnect(scope, receive)
             try:
-                attempt = await self.failover.open(call, route)
+                attempt = await self.failover.open(state, route)
             except Exhausted as exhausted:
                 watcher.stop()
-                await self._exhausted(send, call, route, exhausted, t0)
+                await self._exhausted(state, route, exhausted)
                 return
-            if stream:
-                await self._relay_stream(send, watcher, call, attempt, t0)
+            if state.stream:
+                await self._relay_stream(state, watcher, attempt)
             else:
-                await self._relay_unary(send, watcher, call, attempt, t0)
+                await self._relay_unary(state, watcher, attempt)
         except ClientDisconnected as exc:
             # Dropped, with no ledger row: nothing was forwarded or reserved, nobody is left
             # to receive a status, and a row would only record the hang-up.
-            logger.debug("%s: %s", request_id, exc)
+            logger.debug("%s: %s", record.request_id, exc)
         except GatewayError as exc:
             watcher.stop()
-            if isinstance(exc, _Refused):
-                record = exc.record
-            if record is not None:
+            if state.known:
                 record.http_status = exc.status
                 record.error = exc.message[:500]
-                record.latency_ms = (perf_counter() - t0) * 1000
+                record.latency_ms = (perf_counter() - state.t0) * 1000
                 record.overhead_ms = record.latency_ms
-                await self._commit(record, call.reservation if call else None)
-            await self._send_error(send, wire, exc, request_id)
+                await self._commit(record, state.reservation)
+            await self._send_error(state, exc)
         except asyncio.CancelledError as cancelled:
             watcher.stop()
-            if not client_gone(cancelled) or call is None:
-                if call is not None and call.reservation is not None:
+            if not client_gone(cancelled):
+                if state.reservation is not None:
                     # Shutting down mid-request: the reservation is not the client's to keep.
-                    await asyncio.shield(self.enforcer.release(call.reservation))
+                    await asyncio.shield(self.enforcer.release(state.reservation))
                 raise
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
-            await self._cancelled(call, t0)
+            await self._cancelled(state)
         except Exception:
             watcher.stop()
             # A bug must still give the client a well-formed error and keep the usage row.
-            logger.exception("%s: internal error", request_id)
-            if record is not None:
+            logger.exception("%s: internal error", record.request_id)
+            if state.known:
                 record.status = "gateway_error"
                 record.http_status = 500
-                record.latency_ms = (perf_counter() - t0) * 1000
-                await self._commit(record, call.reservation if call else None)
-            await self._send_error(send, wire, GatewayError("internal gateway error"), request_id)
+                record.latency_ms = (perf_counter() - state.t0) * 1000
+                await self._commit(record, state.reservation)
+            await self._send_error(state, GatewayError("internal gateway error"))
         finally:
             watcher.stop()
 
-    # ------------------------------------------------------------------ stages
+    # ------------------------------------------------------------------ call stages
 
-    def _authenticate(
-        self, headers: dict[bytes, bytes], request_id: str, endpoint: str
-    ) -> LedgerRecord:
-        token = key_from_headers(headers)
-        if token is None:
-            raise AuthenticationFailed(
-                "missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'"
-            )
-        key = self.keys.lookup(token)
-        if key is None:
-            raise AuthenticationFailed("invalid API key")
-        record = LedgerRecord(
-            request_id=request_id,
-            ts=datetime.fromtimestamp(self.clock(), UTC),
-            endpoint=endpoint,
-            status="client_error",
-            http_status=400,
-            org_id=key.org_id,
-            project_id=key.project_id,
-            key_id=key.id,
-        )
-        if key.revoked:
-            record.status = "auth_error"
-            record.http_status = 401
-            raise _Refused(record, AuthenticationFailed("this API key has been revoked"))
-        return record
-
-    def _route(self, model: str) -> Route:
-        route = self.routes.get(model)
-        if route is None:
-            available = sorted(self.routes)
-            raise ModelNotFound(
-                f"model {model!r} is not served by this gateway; available: "
-                + ", ".join(available),
-                param="model",
-                extra={"available": available},
-            )
-        return route
-
-    async def _reserve(self, call: Call, deployment: Deployment) -> Reservation | None:
+    async def _reserve(self, call: RequestState, deployment: Deployment) -> Reservation | None:
         """The budget reservation for calling ``deployment`` (the failover's callback)."""
         record = call.record
         if self.enforcer.book.empty:
@@ -287,13 +248,13 @@ class Proxy:
     async def _release(self, reservation: Reservation) -> None:
         await self.enforcer.release(reservation)
 
-    async def _cancelled(self, call: Call, t0: float) -> None:
+    async def _cancelled(self, call: RequestState) -> None:
         """The client went away before its answer was sent: the upstream call, if one was
         made, was aborted, and is billed for its prompt (estimated: a provider bills what it
         processed). Without an upstream call nothing was admitted or spent."""
         record = call.record
         record.http_status = 499
-        record.latency_ms = record.overhead_ms = (perf_counter() - t0) * 1000
+        record.latency_ms = record.overhead_ms = (perf_counter() - call.t0) * 1000
         deployment = call.deployment
         if deployment is None:
             record.status = "client_error"
@@ -308,9 +269,7 @@ class Proxy:
         bill(record, deployment, TokenUsage(input_tokens=prompt), estimated=True)
         await self._commit(record, call.reservation)
 
-    async def _exhausted(
-        self, send: Send, call: Call, route: Route, exhausted: Exhausted, t0: float
-    ) -> None:
+    async def _exhausted(self, call: RequestState, route: Route, exhausted: Exhausted) -> None:
         """No candidate answered: the degraded template, else the error that says why."""
         record = call.record
         tried = "; ".join(exhausted.reasons) or "no candidate"
@@ -328,7 +287,7 @@ class Proxy:
         record.provider = None
         record.served_model = None
         record.error = tried[:500]
-        record.latency_ms = record.overhead_ms = (perf_counter() - t0) * 1000
+        record.latency_ms = record.overhead_ms = (perf_counter() - call.t0) * 1000
         await self._commit(record, None)
         headers = [
             (b"content-type", _SSE_HEADERS[0][1] if call.stream else JSON),
@@ -344,7 +303,7 @@ class Proxy:
             headers.append(_SSE_HEADERS[1])
         else:
             body = degraded.unary(call.wire, route.model, template.content)
-        await send_bytes(send, 200, body, headers)
+        await send_bytes(call.send, 200, body, headers)
 
     # ------------------------------------------------------------------ upstream
 
@@ -367,7 +326,7 @@ class Proxy:
         return UpstreamError(f"upstream {name} returned {resp.status}: {message}")
 
     async def _relay_unary(
-        self, send: Send, watcher: Disconnect | NotWatching, call: Call, attempt: Attempt, t0: float
+        self, call: RequestState, watcher: Disconnect | NotWatching, attempt: Attempt
     ) -> None:
         record = call.record
         deployment = attempt.deployment
@@ -401,7 +360,7 @@ class Proxy:
         bill(record, deployment, usage, estimated=False)
         record.status = "success"
         record.http_status = 200
-        record.latency_ms = (perf_counter() - t0) * 1000
+        record.latency_ms = (perf_counter() - call.t0) * 1000
         record.overhead_ms = max(0.0, record.latency_ms - upstream_ms)
         reservation = call.reservation
         await self._commit(record, reservation)
@@ -410,10 +369,10 @@ class Proxy:
             out_headers.append((b"x-costwarden-attempts", str(attempt.tries).encode()))
         if reservation is not None:
             out_headers.extend(reservation.headers())
-        await send_bytes(send, 200, raw, out_headers)
+        await send_bytes(call.send, 200, raw, out_headers)
 
     async def _relay_stream(
-        self, send: Send, watcher: Disconnect | NotWatching, call: Call, attempt: Attempt, t0: float
+        self, call: RequestState, watcher: Disconnect | NotWatching, attempt: Attempt
     ) -> None:
         record = call.record
         deployment = attempt.deployment
@@ -434,7 +393,7 @@ class Proxy:
                 else translate.OpenAIToAnthropicStream(model=deployment.model)
             )
         upstream_ms = (perf_counter() - attempt.upstream_started) * 1000
-        overhead_ms = (perf_counter() - t0) * 1000 - upstream_ms
+        overhead_ms = (perf_counter() - call.t0) * 1000 - upstream_ms
         start_headers = [*_SSE_HEADERS, *id_headers(record)]
         start_headers.append((b"x-costwarden-overhead-ms", f"{overhead_ms:.3f}".encode()))
         if attempt.tries > 1:
@@ -444,17 +403,18 @@ class Proxy:
         splitter = EventSplitter(self.max_response_bytes)
         tail = b""
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": start_headers})
+            start = {"type": "http.response.start", "status": 200, "headers": start_headers}
+            await call.send(start)
             tail = await pump(
                 resp,
                 splitter,
                 meter,
                 translator,
                 self.scrubbers[deployment.adapter.name],
-                send,
+                call.send,
                 call.wire,
                 record,
-                t0,
+                call.t0,
             )
             record.status = "success"
             record.http_status = 200
@@ -489,14 +449,14 @@ class Proxy:
             bill(record, deployment, meter.estimated_usage(prompt), estimated=True)
         else:
             bill(record, deployment, usage, estimated=False)
-        record.latency_ms = (perf_counter() - t0) * 1000
+        record.latency_ms = (perf_counter() - call.t0) * 1000
         record.overhead_ms = max(0.0, overhead_ms)
         # Committed before the terminal event (held back in ``tail``) goes out.
         await self._commit(record, reservation)
         if record.status != "cancelled":
-            await send({"type": "http.response.body", "body": tail, "more_body": False})
+            await call.send({"type": "http.response.body", "body": tail, "more_body": False})
 
-    async def _not_a_stream(self, call: Call, attempt: Attempt) -> GatewayError:
+    async def _not_a_stream(self, call: RequestState, attempt: Attempt) -> GatewayError:
         """A streaming request answered with something other than an event stream: an
         upstream fault. Billed for the usage the body reports, if it is a whole answer."""
         record = call.record
@@ -526,9 +486,8 @@ class Proxy:
         else:
             self.ledger.submit(record)
 
-    async def _send_error(self, send: Send, wire: str, exc: GatewayError, rid: str) -> None:
-        if isinstance(exc, _Refused):
-            exc = exc.error
+    async def _send_error(self, state: RequestState, exc: GatewayError) -> None:
+        wire, rid = state.wire, state.record.request_id
         headers = [(b"content-type", JSON), (b"x-request-id", rid.encode())]
         headers.extend((k.encode(), v.encode()) for k, v in exc.headers.items())
         if isinstance(exc, _PassThrough):
@@ -537,7 +496,7 @@ class Proxy:
             body = error_body(wire, exc)
         if exc.status >= 500:
             logger.warning("%s %s: %s", rid, exc.status, exc.message)
-        await send_bytes(send, exc.status, body, headers)
+        await send_bytes(state.send, exc.status, body, headers)
 
 
 async def _read_all(resp: Response) -> bytes:
@@ -558,16 +517,6 @@ def new_request_id() -> str:
     system time per request on SQLite in the benchmark), ordered ids append at its end.
     """
     return f"req_{time_ns() // 1_000_000:012x}{getrandbits(48):012x}"
-
-
-class _Refused(GatewayError):
-    """A refusal decided after the ledger record exists (so the row is still written)."""
-
-    def __init__(self, record: LedgerRecord, error: GatewayError) -> None:
-        super().__init__(error.message)
-        self.record = record
-        self.error = error
-        self.status = error.status
 
 
 class _PassThrough(GatewayError):

@@ -31,14 +31,15 @@ import collections
 import dataclasses
 import math
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final, Literal, get_args
 
 from costwarden.core.errors import InvalidInput
 
-CLOSED = "closed"
-OPEN = "open"
-HALF_OPEN = "half_open"
-STATES = (CLOSED, OPEN, HALF_OPEN)
+BreakerState = Literal["closed", "open", "half_open"]
+CLOSED: Final = "closed"
+OPEN: Final = "open"
+HALF_OPEN: Final = "half_open"
+STATES: tuple[BreakerState, ...] = get_args(BreakerState)
 
 OUTCOME_KINDS = ("status", "timeout", "connection")
 MAX_REASON_LEN = 300
@@ -103,8 +104,8 @@ class BreakerPolicy:
 @dataclasses.dataclass(frozen=True, slots=True)
 class Transition:
     deployment: str
-    from_state: str
-    to_state: str
+    from_state: BreakerState
+    to_state: BreakerState
     reason: str
     at: float  # epoch seconds
 
@@ -140,7 +141,7 @@ class Breaker:
     def __init__(self, deployment: str, policy: BreakerPolicy) -> None:
         self.deployment = deployment
         self.policy = policy
-        self.state = CLOSED
+        self.state: BreakerState = CLOSED
         self.reason = ""
         self.opened_at: float | None = None  # when the breaker last opened (open, half_open)
         self.probe_until: float | None = None  # the probe slot is taken until then
@@ -194,7 +195,11 @@ class Breaker:
 
     # ---------------------------------------------------------------- transitions
 
-    def _move(self, to_state: str, reason: str, now: float) -> Transition:
+    @property
+    def closed(self) -> bool:
+        return self.state == CLOSED
+
+    def _move(self, to_state: BreakerState, reason: str, now: float) -> Transition:
         transition = Transition(self.deployment, self.state, to_state, _clip(reason), now)
         self.state = to_state
         self.reason = transition.reason

@@ -63,6 +63,7 @@ from costwarden.routing.breaker import (
     STATES,
     Breaker,
     BreakerPolicy,
+    BreakerState,
     Transition,
     iso,
 )
@@ -282,7 +283,7 @@ class BreakerBoard:
             if holder_until is not None:
                 breaker.hold_probe(holder_until)
                 return False
-            if breaker.state == CLOSED:  # closed elsewhere while we asked
+            if breaker.closed:  # closed elsewhere while we asked
                 return True
             if not breaker.probe_due(now):
                 return False
@@ -297,7 +298,7 @@ class BreakerBoard:
             self._emit(transition, remote=False)
         return True
 
-    def state(self, deployment: str) -> str:
+    def state(self, deployment: str) -> BreakerState:
         return self._breakers[deployment].state
 
     def probe_due(self, deployment: str) -> bool:

@@ -1,0 +1,40 @@
+"""One request's state as the pipeline's stages see it (gateway.stages, gateway.proxy).
+
+A stage reads what the stages before it left and adds its own part; the closed sets a
+request is described by are types (``Endpoint``, ``Wire``, the record's ``LedgerStatus``), so
+mypy checks every value written. The ledger record is part of the state from the start: it
+becomes a row once the request is attributed to a key (``known``), whatever happens next.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal
+
+from costwarden.budgets.enforcer import Reservation
+from costwarden.core.records import Endpoint, LedgerRecord
+from costwarden.gateway.asgi import Receive, Scope, Send
+from costwarden.providers.base import Deployment
+from costwarden.routing.chains import Route
+
+Wire = Literal["openai", "anthropic"]
+
+
+@dataclasses.dataclass(slots=True)
+class RequestState:
+    scope: Scope
+    receive: Receive
+    send: Send
+    endpoint: Endpoint
+    wire: Wire  # the wire format the client speaks
+    headers: dict[bytes, bytes]
+    record: LedgerRecord  # the ledger row to be, written by every stage that learns something
+    t0: float  # perf_counter() when the request arrived
+    known: bool = False  # attributed to a key: the request gets a ledger row
+    body: bytes = b""  # the client's request bytes
+    payload: dict[str, Any] = dataclasses.field(default_factory=dict)  # parsed; never modified
+    stream: bool = False
+    route: Route | None = None
+    # The budget reservation while the failover holds it; settled with the record.
+    reservation: Reservation | None = None
+    deployment: Deployment | None = None  # the candidate last called upstream
