@@ -12,7 +12,6 @@ from pathlib import Path
 
 from loadgen import BenchError
 
-from costwarden.core.errors import CostwardenError
 from costwarden.storage.db import create_engine_for
 from costwarden.storage.policy import set_limits
 
@@ -70,7 +69,9 @@ def apply_limits(db: Path, key_id: str) -> None:
     try:
         set_limits(engine, org="bench", scope="org", subject="", amounts=ORG_LIMITS)
         set_limits(engine, org="bench", scope="key", subject=key_id, amounts=KEY_LIMITS)
-    except CostwardenError as exc:
+    # Any error (not only CostwardenError): instructions.py runs this against older commits,
+    # whose exception hierarchy lives elsewhere.
+    except Exception as exc:
         raise BenchError(f"could not set the benchmark's limits: {exc}") from None
     finally:
         engine.dispose()
