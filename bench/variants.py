@@ -38,7 +38,7 @@ class Variant:
 
     def config_extra(self) -> str:
         """TOML appended to the mock gateway config (empty keeps counters in-process)."""
-        return f'\n[budgets]\nredis_url = "{REDIS_URL}"\n' if self.redis else ""
+        return f'\n[redis]\nurl = "{REDIS_URL}"\n' if self.redis else ""
 
 
 VARIANTS = {

@@ -24,6 +24,7 @@ import aiohttp
 import orjson
 import pytest
 import redis
+import redis.asyncio
 import uvicorn
 from aiohttp import web
 from click.testing import CliRunner
@@ -38,6 +39,7 @@ from costwarden.mock import MockServer
 from costwarden.mock.config import mock_gateway_toml
 from costwarden.storage import policy, repo
 from costwarden.storage.counters import LedgerAggregates
+from costwarden.storage.redis import MAX_CONNECTIONS, redis_client
 
 PG_ADMIN_URL = os.environ.get("COSTWARDEN_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 OPENAI_SECRET = "sk-provider-openai-SECRET-0123456789"
@@ -193,6 +195,17 @@ async def live_gateway(
     finally:
         server.should_exit = True
         await task
+
+
+@asynccontextmanager
+async def process_redis(url: str, *, timeout: float = 1.0) -> AsyncIterator[redis.asyncio.Redis]:
+    """A Redis client as one gateway process has it (storage.redis.redis_client: one pool,
+    the timeout, no retries); closed at the end. Two of them are two processes."""
+    client = redis_client(url, timeout=timeout, max_connections=MAX_CONNECTIONS)
+    try:
+        yield client
+    finally:
+        await client.aclose()
 
 
 def require_redis(url: str) -> None:

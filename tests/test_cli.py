@@ -376,6 +376,28 @@ def test_settings_command_prints_every_setting() -> None:
     assert max(len(line) for line in narrow.out.splitlines()) <= 80
 
 
+def test_settings_command_warns_of_a_files_deprecated_settings(tmp_path: Path) -> None:
+    config = tmp_path / "costwarden.toml"
+    config.write_text(
+        gateway_toml(MOCK_URL, f"sqlite:///{tmp_path}/cw.db")
+        + '[budgets]\nredis_url = "redis://:pw-123@cache:6379/0"\n'
+    )
+    result = run_cli("settings", "--config", str(config), env=cli_env(columns=400))
+    assert result.code == 0, result.err
+    assert "redis.url" in result.out  # the table still
+    (warning,) = result.err.splitlines()
+    assert warning.startswith(f"warning: {config}:"), warning
+    assert "budgets.redis_url: deprecated: it is now redis.url" in warning
+    assert "pw-123" not in result.both
+    # Without --config, or with a file that needs no change: no warning.
+    assert run_cli("settings", env=cli_env(columns=400)).err == ""
+    config.write_text(gateway_toml(MOCK_URL, f"sqlite:///{tmp_path}/cw.db"))
+    assert run_cli("settings", "--config", str(config), env=cli_env()).err == ""
+    # A file that does not load is an error, as for any command.
+    bad = run_cli("settings", "--config", str(tmp_path / "missing.toml"), env=cli_env())
+    assert_clean_error(bad, "config file not found")
+
+
 # ----------------------------------------------------------------------------- live
 
 

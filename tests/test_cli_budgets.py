@@ -11,6 +11,7 @@ Bad input is one line on stderr, exit status 2, and changes nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import math
 import time
@@ -44,6 +45,7 @@ from tests.helpers import (
     assert_clean_error,
     gateway_toml,
     live_gateway,
+    set_limits,
 )
 from tests.helpers import invoke_cli as cli
 
@@ -551,3 +553,32 @@ async def test_cli_show_matches_the_ledger_after_live_traffic(
         requests_line = next(line for line in table.out.splitlines() if "daily_requests" in line)
         cells = requests_line.split()
         assert cells[cells.index("50") + 1] == "4", cells  # amount, then spent
+
+
+async def test_cli_show_reads_the_shared_redis_counters(
+    mock: MockServer, tmp_path: Path, private_redis: str
+) -> None:
+    # Only Redis knows what a running gateway has reserved: the ledger has no row yet.
+    database_url = f"sqlite:///{tmp_path}/cw.db"
+    extra = f'[redis]\nurl = "{private_redis}"\n'
+    mock.state.update(latency_ms=30_000)  # longer than the CLI takes, however busy
+    async with live_gateway(mock, database_url, tmp_path, extra_toml=extra) as gw:
+        config = tmp_path / "cli.toml"
+        config.write_text(gateway_toml(mock.base_url, database_url, extra=extra))
+        await set_limits(gw, daily_requests="10")
+        async with aiohttp.ClientSession() as http:
+            call = asyncio.create_task(_status(http, gw))
+            await asyncio.sleep(0.5)  # reserved, waiting for the upstream
+            shown = await arun_cli(
+                "budgets", "show", "--config", str(config), "--org", "acme", "--json"
+            )
+            assert not call.done()
+            call.cancel()  # the client goes away: the gateway cancels the upstream call
+            with contextlib.suppress(asyncio.CancelledError):
+                await call
+    (requests,) = shown.json()
+    assert (requests["limit_name"], requests["reserved"], requests["spent"]) == (
+        "daily_requests",
+        "1",
+        "0",
+    )

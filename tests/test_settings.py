@@ -18,9 +18,11 @@ from costwarden.budgets.limits import Tier, TierEntry
 from costwarden.budgets.ports import BudgetConfig
 from costwarden.config.budgets import budget_config
 from costwarden.config.settings import (
+    BudgetSettings,
     DeploymentSettings,
     PriceOverride,
     ProviderSettings,
+    RedisSettings,
     RouteSettings,
     ServerSettings,
     Settings,
@@ -262,10 +264,10 @@ def test_budget_config_maps_every_setting_the_budgets_package_reads(
     text = ISSUE_CONFIG.replace(
         "[storage]\n", '[storage]\nledger_mode = "durable"\nflush_interval_ms = 150\n'
     ) + (
-        '[budgets]\nredis_url = "redis://127.0.0.1:6379/5"\ntimezone = "Europe/Paris"\n'
+        '[budgets]\ntimezone = "Europe/Paris"\n'
         "min_output_tokens = 8\ndefault_max_output_tokens = 2048\n"
         "expected_output_tokens = 300\nprompt_overhead_tokens = 12\nlease_seconds = 45.0\n"
-        "redis_timeout_seconds = 2.5\nrefresh_seconds = 0.75\ninflight_retry_seconds = 3\n"
+        "refresh_seconds = 0.75\ninflight_retry_seconds = 3\n"
         '[[tiers]]\nname = "free"\norg = { daily_usd = "5" }\n'
         "key = { requests_per_minute = 60 }\n"
     )
@@ -278,9 +280,7 @@ def test_budget_config_maps_every_setting_the_budgets_package_reads(
     assert budget_config(settings) == BudgetConfig(
         tiers=(free,),
         timezone="Europe/Paris",
-        redis_url="redis://127.0.0.1:6379/5",
         lease_seconds=45.0,
-        redis_timeout_seconds=2.5,
         refresh_seconds=0.75,
         prompt_overhead_tokens=12,
         default_max_output_tokens=2048,
@@ -309,6 +309,157 @@ def test_bad_budget_config(write_config: Callable[[str], str], snippet: str, nee
     message = _error(write_config(ISSUE_CONFIG + snippet))
     assert needle in message, message
     assert message.startswith("costwarden.toml:"), message
+
+
+# --------------------------------------------------------------------- [redis]
+
+_PASSWORD = "s3cret-redis-pw"
+
+
+def test_redis_defaults(write_config: Callable[[str], str]) -> None:
+    s = load_settings(write_config(ISSUE_CONFIG), env=SECRETS)
+    assert s.redis == RedisSettings() == RedisSettings("", 1.0, 64)
+    assert s.deprecations == []
+
+
+def test_redis_section_and_its_environment_overrides(write_config: Callable[[str], str]) -> None:
+    text = ISSUE_CONFIG + (
+        '[redis]\nurl = "redis://10.0.0.5:6379/0"\ntimeout_seconds = 2\nmax_connections = 8\n'
+    )
+    s = load_settings(write_config(text), env=SECRETS)
+    assert s.redis == RedisSettings("redis://10.0.0.5:6379/0", 2.0, 8)
+    assert isinstance(s.redis.timeout_seconds, float)
+    env = {
+        **SECRETS,
+        "COSTWARDEN_REDIS_URL": "unix:///run/redis.sock?db=3",
+        "COSTWARDEN_REDIS_TIMEOUT_SECONDS": "0.5",
+        "COSTWARDEN_REDIS_MAX_CONNECTIONS": "128",
+    }
+    s = load_settings("costwarden.toml", env=env)
+    assert s.redis == RedisSettings("unix:///run/redis.sock?db=3", 0.5, 128)
+    assert s.deprecations == []
+
+
+def test_deprecated_budget_keys_still_work_with_a_warning(
+    write_config: Callable[[str], str],
+) -> None:
+    url = f"redis://:{_PASSWORD}@10.0.0.5:6379/0"
+    text = ISSUE_CONFIG + f'[budgets]\nredis_url = "{url}"\nredis_timeout_seconds = 0.3\n'
+    s = load_settings(write_config(text), env=SECRETS)
+    assert (s.redis.url, s.redis.timeout_seconds) == (url, 0.3)
+    assert s.redis.max_connections == 64
+    # The old names read the same values (anything not yet moved to settings.redis).
+    assert (s.budgets.redis_url, s.budgets.redis_timeout_seconds) == (url, 0.3)
+    assert s.deprecations == [
+        f"costwarden.toml:{_line(text, 'redis_url')}: budgets.redis_url: deprecated: it is "
+        "now redis.url (the same setting, in a [redis] section): move it there",
+        f"costwarden.toml:{_line(text, 'redis_timeout')}: budgets.redis_timeout_seconds: "
+        "deprecated: it is now redis.timeout_seconds (the same setting, in a [redis] "
+        "section): move it there",
+    ]
+    assert _PASSWORD not in " ".join(s.deprecations)
+
+
+def test_deprecated_key_equal_to_the_new_one_is_only_a_warning(
+    write_config: Callable[[str], str],
+) -> None:
+    text = ISSUE_CONFIG + (
+        '[budgets]\nredis_url = "redis://h:6379/1"\n[redis]\nurl = "redis://h:6379/1"\n'
+        "timeout_seconds = 1\n"  # and the deprecated timeout left at its default
+    )
+    s = load_settings(write_config(text), env=SECRETS)
+    assert (s.redis.url, s.redis.timeout_seconds) == ("redis://h:6379/1", 1.0)
+    assert [m.split(": ")[1] for m in s.deprecations] == ["budgets.redis_url"]
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (f'redis_url = "redis://:{_PASSWORD}@a:6379/0"', 'url = "redis://b:6379/0"'),
+        ("redis_timeout_seconds = 2.0", "timeout_seconds = 1.0"),
+    ],
+)
+def test_deprecated_key_and_new_key_that_differ_is_an_error(
+    write_config: Callable[[str], str], old: str, new: str
+) -> None:
+    text = ISSUE_CONFIG + f"[budgets]\n{old}\n[redis]\n{new}\n"
+    message = _error(write_config(text))
+    old_key, new_key = old.split(" = ")[0], new.split(" = ")[0]
+    assert message == (
+        f"costwarden.toml:{_line(text, old_key)}: budgets.{old_key}: deprecated name of "
+        f"redis.{new_key}, which is set to another value: keep only redis.{new_key}"
+    )
+    assert _PASSWORD not in message
+
+
+def test_the_environment_overrides_a_deprecated_key_too(
+    write_config: Callable[[str], str],
+) -> None:
+    # As COSTWARDEN_REDIS_URL overrode budgets.redis_url before it moved: one file, many
+    # environments.
+    text = ISSUE_CONFIG + '[budgets]\nredis_url = "redis://file:6379/0"\n'
+    env = {**SECRETS, "COSTWARDEN_REDIS_URL": "redis://env:6379/0"}
+    s = load_settings(write_config(text), env=env)
+    assert s.redis.url == s.budgets.redis_url == "redis://env:6379/0"
+    assert len(s.deprecations) == 1
+
+
+@pytest.mark.parametrize(
+    ("snippet", "key", "needle"),
+    [
+        ('url = "http://cache:6379"', "url", "must be a redis://, rediss:// or unix:// URL"),
+        ('url = "cache:6379"', "url", "must be a redis://, rediss:// or unix:// URL"),
+        ('url = "redis://cache:port/0"', "url", "as redis-py reads them"),
+        ("timeout_seconds = 0", "timeout_seconds", "must be a positive number"),
+        ("timeout_seconds = -1.5", "timeout_seconds", "must be a positive number"),
+        ("timeout_seconds = inf", "timeout_seconds", "must be a positive number"),
+        ("max_connections = 3", "max_connections", "must be at least 4"),
+        ('timeout_seconds = "1"', "timeout_seconds", "expected float, got str"),
+        ("max_connections = 8.0", "max_connections", "expected int, got float"),
+        ("pool_size = 8", "pool_size", "unknown setting"),
+    ],
+)
+def test_bad_redis_settings_name_key_and_line(
+    write_config: Callable[[str], str], snippet: str, key: str, needle: str
+) -> None:
+    text = ISSUE_CONFIG + f"[redis]\n{snippet}\n"
+    message = _error(write_config(text))
+    assert message.startswith(f"costwarden.toml:{_line(text, snippet)}: redis.{key}: "), message
+    assert needle in message, message
+
+
+def test_a_bad_redis_url_is_never_echoed(write_config: Callable[[str], str]) -> None:
+    bad = f"http://user:{_PASSWORD}@cache:6379/0"
+    text = ISSUE_CONFIG + f'[redis]\nurl = "{bad}"\n'
+    for message in (
+        _error(write_config(text)),
+        _error(write_config(ISSUE_CONFIG), {**SECRETS, "COSTWARDEN_REDIS_URL": bad}),
+        _error(write_config(ISSUE_CONFIG + f'[budgets]\nredis_url = "{bad}"\n')),
+    ):
+        assert "must be a redis://" in message and _PASSWORD not in message, message
+    env_message = _error(write_config(ISSUE_CONFIG), {**SECRETS, "COSTWARDEN_REDIS_URL": bad})
+    assert env_message.startswith("environment COSTWARDEN_REDIS_URL: redis.url: "), env_message
+
+
+def test_bad_redis_setting_from_the_environment_names_the_variable(
+    write_config: Callable[[str], str],
+) -> None:
+    path = write_config(ISSUE_CONFIG)
+    message = _error(path, {**SECRETS, "COSTWARDEN_REDIS_MAX_CONNECTIONS": "2"})
+    assert message.startswith("environment COSTWARDEN_REDIS_MAX_CONNECTIONS='2': "), message
+    assert "redis.max_connections: must be at least 4" in message
+    message = _error(path, {**SECRETS, "COSTWARDEN_REDIS_TIMEOUT_SECONDS": "soon"})
+    assert "COSTWARDEN_REDIS_TIMEOUT_SECONDS" in message and "expected float" in message
+
+
+def test_deprecated_keys_are_documented_as_such() -> None:
+    rows = {row[0]: row for row in settings_help()}
+    for old, new in (("redis_url", "url"), ("redis_timeout_seconds", "timeout_seconds")):
+        assert rows[f"budgets.{old}"][3].startswith(f"Deprecated: use redis.{new} "), old
+        assert rows[f"budgets.{old}"][2] == ""  # the variable sets the new key
+    assert rows["redis.url"][2] == "COSTWARDEN_REDIS_URL"
+    assert rows["redis.timeout_seconds"][1] == "1.0"
+    assert rows["redis.max_connections"][1] == "64"
 
 
 def test_unknown_setting(write_config: Callable[[str], str]) -> None:
@@ -571,6 +722,8 @@ _DOCUMENTED = [
     ("routes[]", RouteSettings),
     ("switches", SwitchSettings),
     ("resilience", ResilienceSettings),
+    ("budgets", BudgetSettings),
+    ("redis", RedisSettings),
 ]
 # Filled in by the loader, never written in the file: the credential from api_key_env, and a
 # deployment's provider from the part of its id before the colon.
@@ -731,10 +884,25 @@ _EXAMPLES: dict[str, tuple[str, str, Callable[[Settings], bool]]] = {
             "reasoning_mtok",
         )
     },
-    "budgets.redis_url": (
+    "budgets.redis_url": (  # deprecated: mapped onto redis.url
         "append",
         '[budgets]\nredis_url = "redis://127.0.0.1:6379/0"\n',
-        lambda s: s.budgets.redis_url == "redis://127.0.0.1:6379/0",
+        lambda s: s.redis.url == s.budgets.redis_url == "redis://127.0.0.1:6379/0",
+    ),
+    "redis.url": (
+        "append",
+        '[redis]\nurl = "rediss://:pw@cache.internal:6380/2"\n',
+        lambda s: s.redis.url == "rediss://:pw@cache.internal:6380/2",
+    ),
+    "redis.timeout_seconds": (
+        "append",
+        "[redis]\ntimeout_seconds = 0.25\n",
+        lambda s: s.redis.timeout_seconds == 0.25,
+    ),
+    "redis.max_connections": (
+        "append",
+        "[redis]\nmax_connections = 16\n",
+        lambda s: s.redis.max_connections == 16,
     ),
     "budgets.timezone": (
         "append",
@@ -753,7 +921,7 @@ _EXAMPLES: dict[str, tuple[str, str, Callable[[Settings], bool]]] = {
             "expected_output_tokens",
             "prompt_overhead_tokens",
             "lease_seconds",
-            "redis_timeout_seconds",
+            "redis_timeout_seconds",  # deprecated: mapped onto redis.timeout_seconds
             "refresh_seconds",
             "inflight_retry_seconds",
         )

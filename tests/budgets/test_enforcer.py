@@ -2,7 +2,7 @@
 
 A live gateway whose Redis (a private redis-server) is reached through a :class:`FlakyLink`
 that can throw Redis's answers away: the command runs, the gateway times out
-(``redis_timeout_seconds = 0.2``) not knowing. The poll that reloads limits is slowed down to
+(``[redis] timeout_seconds = 0.2``) not knowing. The poll that reloads limits is slowed down to
 a minute, so that only the enforcer's own retries can repair anything within the tests.
 """
 
@@ -25,6 +25,7 @@ from tests.helpers import (
     chat,
     counters_minus_ledger,
     live_gateway,
+    process_redis,
     seconds_until_unreserved,
     set_limits,
 )
@@ -42,8 +43,8 @@ async def gw(
 ) -> AsyncIterator[LiveGateway]:
     extra = (
         PRICEY
-        + f'\n[budgets]\nredis_url = "{link.url}"\nredis_timeout_seconds = 0.2\n'
-        + "refresh_seconds = 60\n"
+        + f'\n[redis]\nurl = "{link.url}"\ntimeout_seconds = 0.2\n'
+        + "[budgets]\nrefresh_seconds = 60\n"
     )
     db = f"sqlite:///{tmp_path}/enforcer.db"
     async with live_gateway(mock, db, tmp_path, extra_toml=extra) as live:
@@ -56,12 +57,13 @@ async def _direct_views(gw: LiveGateway, url: str) -> dict[str, View]:
     enforcer = gw.app.enforcer
     now = gw.app.clock()
     checks = checks_for(enforcer.book.for_org(_org(gw)), now, enforcer.tz)
-    store = RedisStore(url)
-    await store.start()
-    try:
-        views = await store.views(checks, now)
-    finally:
-        await store.close()
+    async with process_redis(url) as client:
+        store = RedisStore(client)
+        await store.start()
+        try:
+            views = await store.views(checks, now)
+        finally:
+            await store.close()
     return {c.limit.metric: v for c, v in zip(checks, views, strict=True)}
 
 

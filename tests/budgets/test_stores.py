@@ -8,6 +8,7 @@ key prefix per test and flushes db 15 afterwards; when Redis is unreachable it i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import random
@@ -28,7 +29,7 @@ from costwarden.budgets.policy import Actual, Ask, Check, Grant, Refusal, View
 from costwarden.budgets.redis_store import RedisStore
 from costwarden.budgets.store import CountersLost, CounterStore, LeaseClosed
 from costwarden.core.money import NANOS_PER_USD
-from tests.helpers import FlakyLink, require_redis
+from tests.helpers import FlakyLink, process_redis, require_redis
 
 REDIS_URL = os.environ.get("COSTWARDEN_TEST_REDIS", "redis://127.0.0.1:6379/15")
 TZ = ZoneInfo("UTC")
@@ -56,22 +57,23 @@ def redis_ready() -> None:
 @asynccontextmanager
 async def redis_env(clock: Clock) -> AsyncIterator[tuple[redis.asyncio.Redis, StoreFactory]]:
     """A client of db 15 and a factory of started RedisStores sharing one fresh key prefix
-    (several gateway processes); closes them and flushes db 15 at the end."""
+    (several gateway processes, each with its own client as the app builds it); closes them
+    and flushes db 15 at the end."""
     client = redis.asyncio.Redis.from_url(REDIS_URL)
     prefix = f"cwtest-{uuid.uuid4().hex[:10]}"
-    started: list[RedisStore] = []
+    stack = contextlib.AsyncExitStack()
 
     async def make(*, lease_seconds: float = 30.0, url: str = REDIS_URL) -> RedisStore:
-        store = RedisStore(url, lease_seconds=lease_seconds, prefix=prefix, clock=clock)
+        shared = await stack.enter_async_context(process_redis(url))
+        store = RedisStore(shared, lease_seconds=lease_seconds, prefix=prefix, clock=clock)
         await store.start()
-        started.append(store)
+        stack.push_async_callback(store.close)  # closed before its client
         return store
 
     try:
         yield client, make
     finally:
-        for store in started:
-            await store.close()
+        await stack.aclose()
         await client.flushdb()
         await client.aclose()
 
@@ -673,6 +675,20 @@ def _mixed() -> list[Check]:
 
 ACTUAL = Actual(2_000_000, 300)
 SETTLED = [View(2_000_000, 0), View(buckets={int(NOW): 1}), View(300, 0)]
+
+
+async def test_the_store_refuses_a_client_that_may_resend_a_command() -> None:
+    # A client made with redis-py's defaults may resend a command that timed out (how often
+    # depends on the version and the constructor): a duplicate script run.
+    for client in (
+        redis.asyncio.Redis(host="127.0.0.1", db=15),
+        redis.asyncio.Redis.from_url(REDIS_URL),
+    ):  # neither opens a connection
+        try:
+            with pytest.raises(ValueError, match="without retries"):
+                RedisStore(client)
+        finally:
+            await client.aclose()
 
 
 async def test_a_settle_sent_twice_counts_once(redis_stores: StoreFactory) -> None:

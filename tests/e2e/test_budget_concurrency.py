@@ -48,11 +48,11 @@ def _extra(redis_url: str | None) -> str:
     """$1 per MTok in, $10 per MTok out: answers of 1..1,000 tokens cost up to ~$0.01 each."""
     # A generous command timeout: this test is about the budget holding, and 1,000 requests
     # over 4 processes on 2 busy cores can delay a Redis answer past the 1 s default.
-    redis_line = f'redis_url = "{redis_url}"\nredis_timeout_seconds = 10\n' if redis_url else ""
+    redis_table = f'[redis]\nurl = "{redis_url}"\ntimeout_seconds = 10\n' if redis_url else ""
     return f"""
 [budgets]
 default_max_output_tokens = 1024
-{redis_line}
+{redis_table}
 [[deployments]]
 id = "openai:gpt-4o-mini"
 price = {{ input_mtok = "1", output_mtok = "10" }}

@@ -47,7 +47,7 @@ async def _spend_until_refused(gw: LiveGateway, most: int = 20) -> int:
 
 
 def _budgets(redis_url: str | None) -> str:
-    return PRICEY + (f'\n[budgets]\nredis_url = "{redis_url}"\n' if redis_url else "")
+    return PRICEY + (f'\n[redis]\nurl = "{redis_url}"\n' if redis_url else "")
 
 
 @pytest.mark.parametrize("with_redis", [False, True], ids=["embedded", "redis"])

@@ -90,7 +90,7 @@ async def test_redis_stall_counts_every_request_once(
     mock: MockServer, tmp_path: Path, private_redis: str
 ) -> None:
     mock.state.update(output_tokens=2, latency_ms=20)
-    extra = PRICEY + f'\n[budgets]\nredis_url = "{private_redis}"\n'
+    extra = PRICEY + f'\n[redis]\nurl = "{private_redis}"\n'
     db = f"sqlite:///{tmp_path}/stall.db"
     loop = asyncio.get_running_loop()
     async with live_gateway(mock, db, tmp_path, extra_toml=extra) as gw:

@@ -82,7 +82,7 @@ async def test_breaker_and_kill_switch_reach_the_other_process_within_a_second(
         key, _ = repo.create_key(engine, org="acme", project="web")
     finally:
         engine.dispose()
-    extra = f'[budgets]\nredis_url = "{REDIS_URL}"\n'
+    extra = f'[redis]\nurl = "{REDIS_URL}"\n'
     procs, urls = [], []
     for i in range(2):
         port = free_port()

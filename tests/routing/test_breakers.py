@@ -10,6 +10,7 @@ skipped with the reason shown when Redis is unreachable (a failure when ``CI`` i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import uuid
@@ -31,7 +32,7 @@ from costwarden.storage.audit import audit_entries
 from costwarden.storage.breakers import SqlBreakerRecorder, list_transitions
 from costwarden.storage.db import create_engine_for
 from costwarden.storage.migrate import migrate
-from tests.helpers import FakeClock, free_port, require_redis
+from tests.helpers import FakeClock, free_port, process_redis, require_redis
 
 REDIS_URL = os.environ.get("COSTWARDEN_TEST_REDIS", "redis://127.0.0.1:6379/15")
 T0 = 1_800_000_000.0
@@ -55,17 +56,26 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
 
 @asynccontextmanager
 async def _board(
-    engine: Engine, clock: FakeClock, **kwargs: Any
+    engine: Engine, clock: FakeClock, redis_url: str | None = None, **kwargs: Any
 ) -> AsyncIterator[tuple[BreakerBoard, EventBus]]:
-    events = EventBus(clock=clock)
-    board = BreakerBoard(
-        [A, B], POLICY, recorder=SqlBreakerRecorder(engine), events=events, clock=clock, **kwargs
-    )
-    await board.start()
-    try:
-        yield board, events
-    finally:
-        await board.close()
+    """A started board; with ``redis_url``, on a client of its own as the app builds it."""
+    async with contextlib.AsyncExitStack() as stack:
+        if redis_url is not None:
+            kwargs["redis"] = await stack.enter_async_context(process_redis(redis_url))
+        events = EventBus(clock=clock)
+        board = BreakerBoard(
+            [A, B],
+            POLICY,
+            recorder=SqlBreakerRecorder(engine),
+            events=events,
+            clock=clock,
+            **kwargs,
+        )
+        await board.start()
+        try:
+            yield board, events
+        finally:
+            await board.close()
 
 
 def _trip(board: BreakerBoard, deployment: str = A) -> None:
@@ -314,26 +324,27 @@ async def _shared_boards(
 ) -> AsyncIterator[list[BreakerBoard]]:
     """``count`` boards sharing one Redis prefix: gateway processes of one deployment."""
     shared = prefix or _prefix()
-    boards = [
-        BreakerBoard(
-            [A, B],
-            POLICY,
-            recorder=SqlBreakerRecorder(engine),
-            events=EventBus(),
-            clock=clock,
-            redis_url=REDIS_URL,
-            sync_seconds=sync_seconds,
-            prefix=shared,
-        )
-        for _ in range(count)
-    ]
-    for board in boards:
-        await board.start()
-    try:
-        yield boards
-    finally:
+    async with contextlib.AsyncExitStack() as stack:
+        boards = [
+            BreakerBoard(
+                [A, B],
+                POLICY,
+                recorder=SqlBreakerRecorder(engine),
+                events=EventBus(),
+                clock=clock,
+                redis=await stack.enter_async_context(process_redis(REDIS_URL)),
+                sync_seconds=sync_seconds,
+                prefix=shared,
+            )
+            for _ in range(count)
+        ]
         for board in boards:
-            await board.close()
+            await board.start()
+        try:
+            yield boards
+        finally:
+            for board in boards:
+                await board.close()
 
 
 async def _eventually(check: Callable[[], bool], within: float = 1.0) -> float:

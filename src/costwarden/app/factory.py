@@ -4,6 +4,10 @@ No engine, client or cache exists before this is called, so tests build as many 
 apps as they like. The returned object is an ASGI app; its lifespan (or ``startup()`` /
 ``shutdown()`` called directly) opens and closes every connection it owns, and shutdown
 drains the ledger so no usage record is lost on SIGTERM.
+
+Redis: one client (one pool, ``storage/redis.py``) per app, built from ``[redis]`` and given
+to each of its users -- the budget counters (a RedisStore) and the breaker board. They use
+it between their start() and close(); the app closes it after them.
 """
 
 from __future__ import annotations
@@ -16,13 +20,15 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+from redis.asyncio import Redis
 from sqlalchemy.engine import Engine
 
 from costwarden.admin.api import create_admin_app
 from costwarden.admin.context import AdminContext
 from costwarden.budgets.enforcer import Enforcer
+from costwarden.budgets.redis_store import RedisStore
 from costwarden.config.budgets import budget_config
-from costwarden.config.settings import Settings
+from costwarden.config.settings import RedisSettings, Settings
 from costwarden.config.upstreams import ProviderSettings, ResilienceSettings, RouteSettings
 from costwarden.core.errors import AuthenticationFailed
 from costwarden.core.events import EventBus
@@ -44,6 +50,7 @@ from costwarden.storage.db import create_engine_for
 from costwarden.storage.ledger import LedgerWriter
 from costwarden.storage.migrate import migrate
 from costwarden.storage.policy import PolicyTables
+from costwarden.storage.redis import describe, redis_client
 from costwarden.storage.route_fallbacks import SqlFallbackStore
 
 logger = logging.getLogger(__name__)
@@ -96,6 +103,13 @@ def _route_spec(r: RouteSettings) -> RouteSpec:
     )
 
 
+def _redis(r: RedisSettings) -> Redis | None:
+    """The app's one Redis client (no connection opened yet), or None without Redis."""
+    if not r.url:
+        return None
+    return redis_client(r.url, timeout=r.timeout_seconds, max_connections=r.max_connections)
+
+
 def _breaker_policy(r: ResilienceSettings) -> BreakerPolicy:
     return BreakerPolicy(
         failure_threshold=r.failure_threshold,
@@ -132,12 +146,19 @@ class CostwardenApp:
             flush_interval=settings.storage.flush_interval_ms / 1000,
             durable=settings.storage.ledger_mode == "durable",
         )
+        self.redis = _redis(settings.redis)
+        budgets = budget_config(settings)
         self.enforcer = Enforcer(
-            budget_config(settings),
+            budgets,
             PolicyTables(self.engine),
             LedgerAggregates(self.engine),
             clock=clock,
             flush_ledger=self.ledger.flush,
+            store=(
+                None  # in-process counters
+                if self.redis is None
+                else RedisStore(self.redis, lease_seconds=budgets.lease_seconds, clock=clock)
+            ),
         )
         self.switches = SwitchBoard(
             self.engine,
@@ -151,7 +172,7 @@ class CostwardenApp:
             recorder=SqlBreakerRecorder(self.engine),
             events=self.events,
             clock=clock,
-            redis_url=settings.budgets.redis_url or None,
+            redis=self.redis,
             sync_seconds=settings.resilience.sync_seconds,
         )
         self.proxy = Proxy(
@@ -203,6 +224,13 @@ class CostwardenApp:
     async def startup(self) -> None:
         if self._started:
             return
+        for message in self.settings.deprecations:
+            logger.warning("%s", message)
+        if self.redis is not None:
+            r = self.settings.redis
+            logger.info(
+                "%s", describe(r.url, timeout=r.timeout_seconds, max_connections=r.max_connections)
+            )
         await asyncio.to_thread(migrate, self.engine)
         await self.keys.start()
         await self.ledger.start()
@@ -234,6 +262,8 @@ class CostwardenApp:
         await self.ledger.close()  # drains every buffered ledger row
         logger.info("ledger drained: %d rows written", self.ledger.written)
         await self.enforcer.close()
+        if self.redis is not None:  # after its users: the enforcer's store, the breakers
+            await self.redis.aclose()
         await self.switches.close()
         self.engine.dispose()
 

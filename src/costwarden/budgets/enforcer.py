@@ -169,19 +169,8 @@ class Enforcer:
         self._ledger = ledger
         self.clock = clock
         self.tz = zone(b.timezone)
-        if store is None:
-            if b.redis_url:
-                from costwarden.budgets.redis_store import RedisStore
-
-                store = RedisStore(
-                    b.redis_url,
-                    lease_seconds=b.lease_seconds,
-                    timeout=b.redis_timeout_seconds,
-                    clock=clock,
-                )
-            else:
-                store = MemoryStore()
-        self.store: CounterStore = store
+        # The app passes a RedisStore (on its one Redis client) when Redis is configured.
+        self.store: CounterStore = MemoryStore() if store is None else store
         self.config_tiers: list[Tier] = list(b.tiers)
         self.book = LimitBook(tiers=self.config_tiers, version=-1)
         self._families: set[Family] = set()

@@ -32,12 +32,8 @@ class BudgetConfig:
     tiers: tuple[Tier, ...]
     # budgets.timezone: the zone calendar windows (day, month) reset in
     timezone: str
-    # budgets.redis_url: shared Redis counters; empty keeps counters in-process
-    redis_url: str
     # budgets.lease_seconds: a reservation of a dead process is released after this (Redis)
     lease_seconds: float
-    # budgets.redis_timeout_seconds: longest a Redis counter command may take
-    redis_timeout_seconds: float
     # budgets.refresh_seconds: how often the stored policy version is polled
     refresh_seconds: float
     # budgets.prompt_overhead_tokens: prompt tokens a provider may add, in every hard bound

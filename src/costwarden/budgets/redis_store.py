@@ -31,9 +31,13 @@ leases every ``lease_seconds / 3``; a lease not renewed by its expiry (the proce
 undone by the next reserve touching its tenant. A process whose lease was purged while it was
 stalled, or lost in a flush, re-creates it (and re-adds the reservation) when it next renews.
 
-Unknown outcomes: every command has a timeout (``budgets.redis_timeout_seconds``) and is
-never retried by redis-py, so a stalled Redis fails requests fast (503, fail closed) -- but a
-command that timed out may still run when Redis resumes, after commands sent later. So each
+The store is given its client (the app's one Redis client, ``storage/redis.py``: one pool
+per process, shared with the circuit breakers) and never closes it.
+
+Unknown outcomes: every command has a timeout (``redis.timeout_seconds``) and is never
+retried by redis-py (the client is built so, and the store refuses one that retries), so a
+stalled Redis fails requests fast (503, fail closed) -- but a command that timed out may
+still run when Redis resumes, after commands sent later. So each
 lease is settled at most once, however often its settle is sent: ``settle.lua`` tells a
 settled lease (nothing to do) from a purged one (count the actual amounts) by the ``purged``
 markers, and one lost in a flush by the rebuild time in ``ready``; a settle or release that
@@ -66,9 +70,7 @@ from importlib import resources
 from typing import Any
 
 import orjson
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
@@ -90,9 +92,6 @@ logger = logging.getLogger(__name__)
 
 # Expired leases undone per tenant by one reserve; the rest by the following ones.
 PURGE_BATCH = 100
-# Connections per process. Past this, a request waits for a free one (up to the command
-# timeout) instead of failing: redis-py's default pool raises at 100 in use.
-MAX_CONNECTIONS = 64
 # Tombstones outlive any late command of their lease: one that runs later than its own lease
 # expiry (reserved or renewed until then) creates a lease already due for purging.
 TOMBSTONE_MIN_SECONDS = 60.0
@@ -117,16 +116,15 @@ class RedisStore:
 
     def __init__(
         self,
-        url: str,
+        redis: Redis,
         *,
         lease_seconds: float = 30.0,
-        timeout: float = 1.0,
         prefix: str = "cw",
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.url = url
+        _check_no_retries(redis)
+        self._redis = redis
         self.lease_seconds = lease_seconds
-        self.timeout = timeout
         self.prefix = prefix
         self._clock = clock
         self._keep_ms = _ms(max(2 * lease_seconds, TOMBSTONE_MIN_SECONDS))
@@ -146,41 +144,25 @@ class RedisStore:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        # A stalled Redis must fail a request within the timeout, not hang it; and a command
-        # that timed out must not be sent again by redis-py (its first copy may still run):
-        # no retries, whatever the installed redis-py's default.
-        pool = BlockingConnectionPool.from_url(
-            self.url,
-            max_connections=MAX_CONNECTIONS,
-            timeout=self.timeout,
-            socket_timeout=self.timeout,
-            socket_connect_timeout=self.timeout,
-            retry=Retry(NoBackoff(), 0),
-        )
-        client = Redis.from_pool(pool)
-        try:
-            for name in _SCRIPTS:
-                source = _script_source(name)
-                script = client.register_script(source)
-                # Loaded now, so that the first EVALSHA of each is already one round trip.
-                script.sha = await client.script_load(source)
-                self._scripts[name] = script
-        except BaseException:
-            await client.aclose()
-            raise
+        client = self._redis
+        for name in _SCRIPTS:
+            source = _script_source(name)
+            script = client.register_script(source)
+            # Loaded now, so that the first EVALSHA of each is already one round trip.
+            script.sha = await client.script_load(source)
+            self._scripts[name] = script
         self._client = client
         self._task = asyncio.create_task(self._renew_loop(), name="costwarden-lease-renewal")
-        logger.info("redis counter store at %s (prefix %r)", _redact(self.url), self.prefix)
+        logger.info("budget counters in redis (prefix %r)", self.prefix)
 
     async def close(self) -> None:
+        """Stop renewing leases. The client is the app's: it stays open."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
+        self._client = None
 
     @property
     def client(self) -> Redis:
@@ -456,8 +438,14 @@ def _retry_after(check: Check, bucket: int | None, now: float) -> float:
     return max(0.0, bucket_leaves_at(check.limit.window, bucket) - now)
 
 
-def _redact(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    if sep and "@" in rest:
-        return f"{scheme}://***@{rest.rpartition('@')[2]}"
-    return url
+def _check_no_retries(redis: Redis) -> None:
+    """Refuse a client that may resend a command that timed out (see the module docstring: a
+    resent script is a duplicate whose outcome nobody knows). Its pool must say so itself:
+    without a retry policy of its own, what a connection does depends on the redis-py
+    version and on how the client was made (Redis(host=...) retries, from_url may not)."""
+    retry = redis.get_retry()
+    if retry is None or retry.get_retries() > 0:
+        raise ValueError(
+            "the budget counter store needs a Redis client without retries "
+            "(costwarden.storage.redis.redis_client builds one)"
+        )

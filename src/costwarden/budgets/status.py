@@ -13,7 +13,7 @@ import asyncio
 import dataclasses
 import time
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from costwarden.budgets.limits import Limit, LimitBook, format_amount
 from costwarden.budgets.memory import MemoryStore
@@ -22,6 +22,9 @@ from costwarden.budgets.ports import BudgetConfig, LedgerSums, PolicySource
 from costwarden.budgets.rebuild import compute_seeds, tenant_of
 from costwarden.budgets.store import CounterStore
 from costwarden.budgets.windows import iso, zone
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -90,24 +93,27 @@ async def offline_status(
     ledger: LedgerSums,
     org_id: str,
     now: float | None = None,
+    *,
+    redis: Redis | None = None,
 ) -> list[LimitStatus]:
-    """For a process that does not enforce: Redis counters if configured, else the ledger."""
+    """For a process that does not enforce: the Redis counters through ``redis`` (the caller's
+    client, left open) when given and loaded, else the ledger."""
     now = time.time() if now is None else now
     book = await asyncio.to_thread(_book, policy, config)
     limits = book.for_org(org_id)
     tz = zone(config.timezone)
     checks = checks_for(limits, now, tz)
-    if config.redis_url:
+    if redis is not None:
         from costwarden.budgets.redis_store import RedisStore
 
-        redis = RedisStore(config.redis_url)
-        await redis.start()
+        shared = RedisStore(redis)
+        await shared.start()
         try:
             tenants = {c.limit.tenant for c in checks}
-            if all([await redis.ready(t) for t in tenants]):
-                return _statuses(checks, await redis.views(checks, now))
+            if all([await shared.ready(t) for t in tenants]):
+                return _statuses(checks, await shared.views(checks, now))
         finally:
-            await redis.close()
+            await shared.close()
     families = {(lim.org_id, lim.scope, lim.metric, lim.window) for lim in limits}
     seeds = await asyncio.to_thread(compute_seeds, ledger, families, now, tz)
     store = MemoryStore()

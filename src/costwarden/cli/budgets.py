@@ -256,13 +256,10 @@ def budgets_set(
 def budgets_show(config: str, org: str, as_json: bool) -> None:
     """Every limit that applies to an org: spent, reserved, remaining, percent used, reset.
 
-    Read from the shared Redis counters when budgets.redis_url is set, else from the ledger
+    Read from the shared Redis counters when redis.url is set, else from the ledger
     (reservations of requests still in flight on a gateway are then shown as zero).
     """
-    from costwarden.budgets.status import offline_status
     from costwarden.storage import repo
-    from costwarden.storage.counters import LedgerAggregates
-    from costwarden.storage.policy import PolicyTables
 
     settings = load(config, need_secrets=False)
     engine = open_engine(settings)
@@ -270,8 +267,7 @@ def budgets_show(config: str, org: str, as_json: bool) -> None:
         record = repo.get_org_by_name(engine, org.strip())
         if record is None:
             raise NotFound(f"unknown org {org!r}")
-        stored, sums = PolicyTables(engine), LedgerAggregates(engine)
-        statuses = asyncio.run(offline_status(budget_config(settings), stored, sums, record.id))
+        statuses = asyncio.run(_offline_status(settings, engine, record.id))
     finally:
         engine.dispose()
     if as_json:
@@ -281,6 +277,27 @@ def budgets_show(config: str, org: str, as_json: bool) -> None:
         out.print(f"no budgets or rate limits apply to org {escape(record.name)}")
         return
     _print_statuses(statuses, record.name)
+
+
+async def _offline_status(settings: Settings, engine: Any, org_id: str) -> list[LimitStatus]:
+    """With Redis, on a client built as a gateway builds its own (closed here)."""
+    from costwarden.budgets.status import offline_status
+    from costwarden.storage.counters import LedgerAggregates
+    from costwarden.storage.policy import PolicyTables
+    from costwarden.storage.redis import redis_client
+
+    r = settings.redis
+    redis = (
+        redis_client(r.url, timeout=r.timeout_seconds, max_connections=r.max_connections)
+        if r.url
+        else None
+    )
+    policy, sums = PolicyTables(engine), LedgerAggregates(engine)
+    try:
+        return await offline_status(budget_config(settings), policy, sums, org_id, redis=redis)
+    finally:
+        if redis is not None:
+            await redis.aclose()
 
 
 _STATUS_COLUMNS = (

@@ -91,14 +91,25 @@ def migrate_cmd(config: str) -> None:
 
 
 @main.command("settings")
-def settings_cmd() -> None:
+@click.option(
+    "--config",
+    "config",
+    default=None,
+    envvar="COSTWARDEN_CONFIG",
+    help="Also check this config file, and warn of its deprecated settings.",
+)
+@friendly
+def settings_cmd(config: str | None) -> None:
     """List every setting with its default, environment variable and meaning."""
+    deprecations = [] if config is None else load(config, need_secrets=False).deprecations
     table = Table(title="costwarden settings")
     for column in ("setting", "default", "env", "meaning"):
         table.add_column(column, overflow="fold")
     for row in settings_help():
         table.add_row(*(escape(cell) for cell in row))
     out.print(table)
+    for message in deprecations:
+        err.print(f"[bold yellow]warning:[/] {escape(message)}", soft_wrap=True)
 
 
 # ---------------------------------------------------------------------- keys

@@ -21,9 +21,7 @@ def budget_config(settings: Settings) -> BudgetConfig:
             for t in settings.tiers
         ),
         timezone=b.timezone,
-        redis_url=b.redis_url,
         lease_seconds=b.lease_seconds,
-        redis_timeout_seconds=b.redis_timeout_seconds,
         refresh_seconds=b.refresh_seconds,
         prompt_overhead_tokens=b.prompt_overhead_tokens,
         default_max_output_tokens=b.default_max_output_tokens,

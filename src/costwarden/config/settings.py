@@ -36,6 +36,9 @@ from costwarden.config.upstreams import (
 from costwarden.config.upstreams import ProviderSettings as ProviderSettings
 from costwarden.core.errors import ConfigError, InvalidInput
 from costwarden.pricing import PriceOverride as PriceOverride
+from costwarden.storage.redis import MAX_CONNECTIONS as MAX_REDIS_CONNECTIONS
+from costwarden.storage.redis import MIN_CONNECTIONS as MIN_REDIS_CONNECTIONS
+from costwarden.storage.redis import url_problem as redis_url_problem
 
 LEDGER_MODES = ("batched", "durable")
 # SDKs send about 1 KiB of headers; a smaller cap would refuse ordinary clients.
@@ -116,11 +119,12 @@ class StorageSettings:
 
 @dataclasses.dataclass(slots=True)
 class BudgetSettings:
+    # Deprecated aliases of [redis] url and timeout_seconds: still read (with a warning, see
+    # _redis), and after loading always equal to them. Code reads settings.redis.
     redis_url: str = _setting(
         "",
-        "Redis URL for counters shared by several gateway processes (redis://host:6379/0); "
-        "empty keeps counters in-process, for a single gateway process.",
-        "COSTWARDEN_REDIS_URL",
+        "Deprecated: use redis.url (the same setting; COSTWARDEN_REDIS_URL sets that). Still "
+        "read, with a warning at startup; an error if redis.url is set to another value.",
     )
     timezone: str = _setting(
         "UTC",
@@ -152,9 +156,8 @@ class BudgetSettings:
     )
     redis_timeout_seconds: float = _setting(
         1.0,
-        "Longest a budget counter command may take in Redis; past it (Redis stalled) the "
-        "request gets 503 budget_counters_unavailable rather than hanging, and the command's "
-        "reservation or settlement is undone or resent once Redis answers. Redis only.",
+        "Deprecated: use redis.timeout_seconds (the same setting). Still read, with a warning "
+        "at startup; an error if redis.timeout_seconds is set to another value.",
     )
     refresh_seconds: float = _setting(
         0.5,
@@ -163,6 +166,36 @@ class BudgetSettings:
     )
     inflight_retry_seconds: int = _setting(
         1, "Retry-After sent when a request waits only for other requests' reservations."
+    )
+
+
+@dataclasses.dataclass(slots=True)
+class RedisSettings:
+    url: str = _setting(
+        "",
+        "Redis (or Valkey) shared by several gateway processes: redis://[[user]:password@]"
+        "host:6379/0, rediss:// for TLS, or unix:///path/to.sock. It holds the budget "
+        "counters and reservations and the circuit breakers' shared state. Empty keeps both "
+        "in-process, for a single gateway process.",
+        "COSTWARDEN_REDIS_URL",
+    )
+    timeout_seconds: float = _setting(
+        1.0,
+        "Longest one Redis command may take: connecting, waiting for a free connection of the "
+        "pool, and the answer. Past it (Redis stalled or unreachable) a request under a limit "
+        "gets 503 budget_counters_unavailable rather than hanging (its reservation or "
+        "settlement is undone or resent once Redis answers), and circuit breakers run on "
+        "this process's own state. Commands are never retried by the client: a resent "
+        "counter script could count twice.",
+        "COSTWARDEN_REDIS_TIMEOUT_SECONDS",
+    )
+    max_connections: int = _setting(
+        MAX_REDIS_CONNECTIONS,
+        "Connections each gateway process opens to Redis at most: one pool, shared by the "
+        "budget counters and the circuit breakers. When all are busy a command waits for "
+        "one (up to timeout_seconds). Each pub/sub subscription (the circuit breakers' "
+        f"channel) holds one for as long as it listens. At least {MIN_REDIS_CONNECTIONS}.",
+        "COSTWARDEN_REDIS_MAX_CONNECTIONS",
     )
 
 
@@ -196,6 +229,7 @@ class Settings:
     deployments: dict[str, DeploymentSettings] = dataclasses.field(default_factory=dict)
     routes: list[RouteSettings] = dataclasses.field(default_factory=list)
     budgets: BudgetSettings = dataclasses.field(default_factory=BudgetSettings)
+    redis: RedisSettings = dataclasses.field(default_factory=RedisSettings)
     resilience: ResilienceSettings = dataclasses.field(default_factory=ResilienceSettings)
     tiers: list[TierSettings] = dataclasses.field(default_factory=list)
     switches: SwitchSettings = dataclasses.field(default_factory=SwitchSettings)
@@ -205,6 +239,9 @@ class Settings:
         metadata={"help": "Bearer token for the admin API.", "env": "COSTWARDEN_ADMIN_TOKEN"},
     )
     source: str = "<defaults>"
+    # What the file says that still works but should change (deprecated keys): logged once
+    # by the app at startup, printed by ``costwarden settings --config``.
+    deprecations: list[str] = dataclasses.field(default_factory=list)
 
     def provider(self, name: str) -> ProviderSettings:
         for p in self.providers:
@@ -220,6 +257,7 @@ def settings_help() -> list[tuple[str, str, str, str]]:
         ("server", ServerSettings),
         ("storage", StorageSettings),
         ("budgets", BudgetSettings),
+        ("redis", RedisSettings),
         ("resilience", ResilienceSettings),
         ("tiers[]", TierSettings),
         ("switches", SwitchSettings),
@@ -296,6 +334,7 @@ def _build(
         "server",
         "storage",
         "budgets",
+        "redis",
         "tiers",
         "switches",
         "resilience",
@@ -315,6 +354,7 @@ def _build(
     budgets = _section(BudgetSettings, raw.get("budgets", {}), "budgets", ctx)
     _apply_env(budgets, env, ctx)
     _check_budgets(budgets, ctx, env)
+    redis, deprecations = _redis(raw, budgets, ctx, env)
     tiers = _tiers(raw.get("tiers", []), ctx)
     switches = _section(SwitchSettings, raw.get("switches", {}), "switches", ctx)
     _apply_env(switches, env, ctx)
@@ -356,10 +396,12 @@ def _build(
         deployments=deployments,
         routes=routes,
         budgets=budgets,
+        redis=redis,
         tiers=tiers,
         switches=switches,
         resilience=resilience,
         admin_token=env.get("COSTWARDEN_ADMIN_TOKEN") or None,
+        deprecations=deprecations,
     )
 
 
@@ -398,8 +440,9 @@ def _env_value(var: str, raw: str, want: type[Any]) -> Any:
 
 
 def _check_budgets(b: BudgetSettings, ctx: _Ctx, env: Mapping[str, str]) -> None:
-    if b.redis_url and not b.redis_url.startswith(("redis://", "rediss://", "unix://")):
-        raise _invalid(ctx, env, b, "budgets", "redis_url", "must be a redis:// URL")
+    problem = redis_url_problem(b.redis_url) if b.redis_url else None
+    if problem:  # the value is not shown: a Redis URL may carry a password
+        raise ctx.fail("budgets.redis_url", problem, b.redis_url)
     try:
         zone(b.timezone)
     except ConfigError:
@@ -419,6 +462,57 @@ def _check_budgets(b: BudgetSettings, ctx: _Ctx, env: Mapping[str, str]) -> None
     ):
         if getattr(b, name) <= 0:
             raise _invalid(ctx, env, b, "budgets", name, "must be positive")
+
+
+# [budgets] keys that moved to [redis]: old name -> new name.
+_MOVED_TO_REDIS = {"redis_url": "url", "redis_timeout_seconds": "timeout_seconds"}
+
+
+def _redis(
+    raw: dict[str, Any], budgets: BudgetSettings, ctx: _Ctx, env: Mapping[str, str]
+) -> tuple[RedisSettings, list[str]]:
+    """``[redis]``, with the deprecated ``[budgets]`` keys mapped onto it (the file's values;
+    the environment then overrides either), and the deprecation messages."""
+    redis = _section(RedisSettings, raw.get("redis", {}), "redis", ctx)
+    raw_redis = raw.get("redis", {})
+    raw_budgets = raw.get("budgets", {})
+    deprecations: list[str] = []
+    for old, new in _MOVED_TO_REDIS.items():
+        if old not in raw_budgets:
+            continue
+        value = getattr(budgets, old)
+        if new in raw_redis and getattr(redis, new) != value:
+            raise ctx.fail(
+                f"budgets.{old}",
+                f"deprecated name of redis.{new}, which is set to another value: keep only "
+                f"redis.{new}",
+                str(value),
+            )
+        setattr(redis, new, value)
+        # Worded as a config error is (file, line, key), without the value (a password).
+        where = ctx.fail(f"budgets.{old}", f"deprecated: it is now redis.{new}", str(value))
+        deprecations.append(f"{where} (the same setting, in a [redis] section): move it there")
+    _apply_env(redis, env, ctx)
+    problem = redis_url_problem(redis.url) if redis.url else None
+    if problem:
+        var = "COSTWARDEN_REDIS_URL"
+        if var in env:  # the value is not shown: a Redis URL may carry a password
+            raise ConfigError(f"environment {var}: redis.url: {problem}")
+        raise ctx.fail("redis.url", problem, redis.url)
+    if not 0 < redis.timeout_seconds < math.inf:
+        raise _invalid(ctx, env, redis, "redis", "timeout_seconds", "must be a positive number")
+    if redis.max_connections < MIN_REDIS_CONNECTIONS:
+        raise _invalid(
+            ctx,
+            env,
+            redis,
+            "redis",
+            "max_connections",
+            f"must be at least {MIN_REDIS_CONNECTIONS} (each pub/sub subscription holds one)",
+        )
+    # Code not yet moved to settings.redis reads the same values.
+    budgets.redis_url, budgets.redis_timeout_seconds = redis.url, redis.timeout_seconds
+    return redis, deprecations
 
 
 def _tiers(items: Any, ctx: _Ctx) -> list[TierSettings]:

@@ -14,11 +14,16 @@ closed (nearly always) ``admit`` returns without awaiting anything, and ``succes
 - with Redis, a sync task writes the new state to Redis and publishes it to the other
   processes.
 
-Shared state (with ``redis_url``), keys under ``{prefix}:breaker:``::
+Shared state (when given a Redis client: the app's one client, ``storage/redis.py``, whose
+pool the board shares with the budget counters and never closes), keys under
+``{prefix}:breaker:``::
 
     state:{deployment}   hash: state, opened_at, reason, at, origin, version (grows per write)
     probe:{deployment}   who holds the half-open probe slot, and until when
     changes              pub/sub channel: every state write, as JSON
+
+The subscription holds one connection of that pool while it listens (redis-py's ``PubSub``
+takes one from the pool), and gives it back when it ends.
 
 What is shared is the breaker's *state* (closed / open / half-open, when it opened, why).
 Every board subscribes to the channel and also polls the state hashes every
@@ -71,9 +76,11 @@ from costwarden.routing.breaker import (
 logger = logging.getLogger(__name__)
 
 EVENT_KIND = "breaker_changed"
-# Connect and read timeout of Redis calls: an unreachable Redis costs admit() at most this,
-# once per outage (after the first failure the board stops asking until the sync loop
-# reaches Redis again).
+# How long the subscription waits for a message before it looks at whether to stop; and,
+# doubled, how long start() waits for the shared state and close() for the last write.
+# Each Redis command has the client's own timeout (redis.timeout_seconds): an unreachable
+# Redis costs admit() at most that, once per outage (after the first failure the board stops
+# asking until the sync loop reaches Redis again).
 REDIS_TIMEOUT = 1.0
 # How long close() waits for the transition writer to drain.
 DRAIN_SECONDS = 10.0
@@ -123,11 +130,9 @@ class BreakerRecorder(Protocol):
         """One audit row for a reset (``old``/``new``: JSON-serializable breaker state)."""
 
 
-def _redact_url(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    if sep and "@" in rest:
-        return f"{scheme}://***@{rest.rpartition('@')[2]}"
-    return url
+def _text(value: bytes | str) -> str:
+    """A reply as text (the shared client answers bytes)."""
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
 def _float_or_none(text: str | None) -> float | None:
@@ -149,7 +154,7 @@ class BreakerBoard:
         recorder: BreakerRecorder,
         events: EventBus,
         clock: Callable[[], float] = time.time,
-        redis_url: str | None = None,
+        redis: Redis | None = None,
         sync_seconds: float = 0.5,
         prefix: str = "cw",
     ) -> None:
@@ -162,7 +167,7 @@ class BreakerBoard:
         self._recorder = recorder
         self._events = events
         self._clock = clock
-        self._redis_url = redis_url
+        self._redis = redis
         self._sync_seconds = float(sync_seconds)
         self._prefix = f"{prefix}:breaker"
         self._channel = f"{self._prefix}:changes"
@@ -198,14 +203,9 @@ class BreakerBoard:
         self._writer = asyncio.create_task(self._writer_loop(), name="costwarden-breaker-writer")
         if self._pending:
             self._writer_wake.set()
-        if self._redis_url is None:
+        if self._redis is None:
             return
-        client = Redis.from_url(
-            self._redis_url,
-            decode_responses=True,
-            socket_connect_timeout=REDIS_TIMEOUT,
-            socket_timeout=REDIS_TIMEOUT,
-        )
+        client = self._redis
         self._client = client
         self._push_script = client.register_script(_PUSH_LUA)
         self._claim_script = client.register_script(_CLAIM_LUA)
@@ -219,11 +219,7 @@ class BreakerBoard:
             asyncio.create_task(self._sync_loop(), name="costwarden-breaker-sync"),
             asyncio.create_task(self._listen_loop(), name="costwarden-breaker-listen"),
         ]
-        logger.info(
-            "circuit breakers shared through redis at %s (prefix %r)",
-            _redact_url(self._redis_url),
-            self._prefix,
-        )
+        logger.info("circuit breakers shared through redis (prefix %r)", self._prefix)
 
     async def close(self) -> None:
         if not self._started:
@@ -252,9 +248,7 @@ class BreakerBoard:
                 logger.warning(
                     "breaker transitions not written within %gs of shutdown", DRAIN_SECONDS
                 )
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
+        self._client = None  # the app's: it stays open
 
     # ------------------------------------------------------------------ the request path
 
@@ -409,7 +403,7 @@ class BreakerBoard:
         self._pending.append(t)
         self._idle.clear()
         self._writer_wake.set()
-        if self._redis_url is not None:
+        if self._redis is not None:
             self._generation += 1
             self._dirty[t.deployment] = self._generation
             self._wake.set()
@@ -450,9 +444,8 @@ class BreakerBoard:
         if not self.redis_down:
             self.redis_down = True
             logger.warning(
-                "redis unreachable at %s (%s: %s): circuit breakers run on this process's "
-                "own state until it is back",
-                _redact_url(self._redis_url or ""),
+                "redis unreachable (%s: %s): circuit breakers run on this process's own "
+                "state until it is back",
                 type(exc).__name__,
                 exc,
             )
@@ -474,7 +467,7 @@ class BreakerBoard:
         won, until = result
         if int(won) == 1:
             return None
-        return float(until)
+        return float(_text(until))
 
     async def _push_dirty(self) -> None:
         assert self._push_script is not None
@@ -502,7 +495,8 @@ class BreakerBoard:
         async with self._client.pipeline(transaction=False) as pipe:
             for deployment in deployments:
                 pipe.hgetall(self._state_key(deployment))
-            results: list[dict[str, str]] = await pipe.execute()
+            replies: list[dict[bytes, bytes]] = await pipe.execute()
+        results = [{_text(k): _text(v) for k, v in reply.items()} for reply in replies]
         for deployment, fields in zip(deployments, results, strict=True):
             if not fields:
                 # Never written, or Redis lost it (restart, flush): re-share a breaker that
