@@ -50,6 +50,11 @@ def open_engine(settings: Settings) -> Any:
     return engine
 
 
+def refresh_note(settings: Settings) -> str:
+    """What a write through the CLI tells: when running gateways apply it."""
+    return f"running gateways apply this within {settings.budgets.refresh_seconds:g} s"
+
+
 config_option = click.option(
     "--config",
     "config",

@@ -17,6 +17,7 @@ from rich.table import Table
 from costwarden.cli import breakers as breaker_commands
 from costwarden.cli import budgets as budget_commands
 from costwarden.cli import switches as switch_commands
+from costwarden.cli import tiers as tier_commands
 from costwarden.cli.common import (
     config_option,
     err,
@@ -231,5 +232,6 @@ def usage(config: str, org: str | None, since: str, as_json: bool) -> None:
 
 # ---------------------------------------------------------------------- the other groups
 
-for _command in (*budget_commands.COMMANDS, *switch_commands.COMMANDS, *breaker_commands.COMMANDS):
-    main.add_command(_command)
+for _group in (budget_commands, tier_commands, switch_commands, breaker_commands):
+    for _command in _group.COMMANDS:
+        main.add_command(_command)
