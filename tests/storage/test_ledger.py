@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
@@ -105,6 +106,31 @@ async def test_full_batch_wakes_the_flusher(
         writer.submit(make_record())
         await wait_until(lambda: writer.written == 10)
         assert count_rows(engine) == 10
+
+
+async def test_flush_lag_is_the_age_of_the_oldest_uncommitted_record(
+    db_url: str, make_engine: MakeEngine, make_record: MakeRecord
+) -> None:
+    engine = make_engine(db_url)
+    async with LedgerWriter(engine, flush_interval=60, max_batch=3) as writer:
+        assert writer.flush_lag() == 0.0
+        t0 = time.monotonic()
+        writer.submit(make_record())
+        writer.submit(make_record())
+        await asyncio.sleep(0.05)
+        t1 = time.monotonic()
+        writer.submit(make_record())  # a full batch: written at once, with the two before
+        writer.submit(make_record())
+        writer.submit(make_record())
+        t2 = time.monotonic()
+        lag = writer.flush_lag(t1 + 1.0)
+        assert t1 + 1.0 - lag >= t0 and lag >= 1.0 + 0.05  # the first record's age
+        await wait_until(lambda: writer.written == 3)
+        # What is left arrived between t1 and t2: its age, not the first record's.
+        assert writer.pending == 2
+        assert 1.0 - (t2 - t1) <= writer.flush_lag(t1 + 1.0) <= 1.0
+        await writer.flush()
+        assert writer.pending == 0 and writer.flush_lag() == 0.0
 
 
 async def test_submit_durable_commits_before_returning(

@@ -131,3 +131,29 @@ def test_timestamps_are_utc_aware(engine: Engine) -> None:
 def test_naive_timestamps_are_refused(engine: Engine) -> None:
     with pytest.raises(StatementError), engine.begin() as conn:
         conn.execute(orgs.insert(), {"id": "o", "name": "n", "created_at": datetime(2024, 1, 1)})
+
+
+def test_ledger_nanos_is_usd_to_nanos_of_the_stored_amount() -> None:
+    """core.money.ledger_nanos(x) == usd_to_nanos(to_money(x)): the nano-dollars the ledger's
+    row of ``x`` sums to (nanos_sum), for amounts with more places than the ledger keeps too."""
+    from costwarden.core.money import ledger_nanos, usd_to_nanos
+
+    table = [
+        (Decimal("0.000000123"), 123),
+        (Decimal("0.0000001231"), 124),  # up to whole nano-dollars
+        (Decimal("0.0000000000005"), 1),  # 12 places, half up: 1e-12, then up to 1 nano
+        (Decimal("0.0000000000004999"), 0),  # 12 places: 0, so no nano at all
+        (Decimal("0.0000010000004"), 1000),  # 12 places: 0.000001000000
+        (Decimal("0.0000010000005"), 1001),  # 12 places: 0.000001000001
+        (Decimal(0), 0),
+        (Decimal("1.5"), 1_500_000_000),
+        (Decimal("-0.0000000015"), -1),  # ceiling, as usd_to_nanos
+    ]
+    for amount, nanos in table:
+        assert ledger_nanos(amount) == nanos == usd_to_nanos(to_money(amount)), amount
+    rng = random.Random(7)
+    for _ in range(2000):
+        amount = Decimal(rng.randrange(0, 10**18)).scaleb(-rng.randrange(7, 25))
+        assert ledger_nanos(amount) == usd_to_nanos(to_money(amount)), amount
+    for amount in AMOUNTS:
+        assert ledger_nanos(amount) == usd_to_nanos(to_money(amount))

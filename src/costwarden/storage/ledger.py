@@ -35,6 +35,7 @@ import logging
 import math
 import operator
 import sqlite3
+import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from decimal import Decimal
@@ -321,6 +322,8 @@ class LedgerWriter:
         self.durable = durable
         self.max_backoff = max_backoff
         self._buffer: collections.deque[list[Any]] = collections.deque()
+        # When each buffered record was submitted (time.monotonic), for flush_lag.
+        self._since: collections.deque[float] = collections.deque()
         self._submitted = 0  # sequence number of the last record submitted
         self._done = 0  # sequence number of the last record committed (commits are FIFO)
         self._waiters: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
@@ -342,6 +345,13 @@ class LedgerWriter:
     def pending(self) -> int:
         """Records submitted but not yet committed."""
         return len(self._buffer)
+
+    def flush_lag(self, now: float | None = None) -> float:
+        """Seconds the oldest record not yet committed has waited (0 when none waits);
+        ``now`` is a ``time.monotonic()`` reading."""
+        if not self._since:
+            return 0.0
+        return max(0.0, (time.monotonic() if now is None else now) - self._since[0])
 
     @property
     def running(self) -> bool:
@@ -423,6 +433,7 @@ class LedgerWriter:
         if self._closed:
             raise StorageError("ledger writer is closed")
         self._buffer.append(self._insert.params(record_to_row(record)))
+        self._since.append(time.monotonic())
         self._submitted += 1
         if len(self._buffer) >= self.max_batch:
             self._wake.set()
@@ -526,6 +537,7 @@ class LedgerWriter:
                     self.last_error = None
                 for _ in range(count):
                     self._buffer.popleft()
+                    self._since.popleft()
                 self._done += count
                 self.written += count
                 self._resolve_waiters()

@@ -25,12 +25,11 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from costwarden.core.errors import InvalidInput
-from costwarden.core.money import MONEY_CONTEXT
+from costwarden.core.money import MONEY_CONTEXT, MONEY_SCALE
 
 logger = logging.getLogger(__name__)
 
 MONEY_PRECISION = 24
-MONEY_SCALE = 12
 MONEY_QUANTUM = Decimal(1).scaleb(-MONEY_SCALE)  # Decimal('1E-12')
 _MONEY_LIMIT = Decimal(10) ** (MONEY_PRECISION - MONEY_SCALE)
 

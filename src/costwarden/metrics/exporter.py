@@ -1,0 +1,322 @@
+"""The Prometheus side: one registry per app, one custom collector, text exposition.
+
+:class:`MetricsExporter` owns a ``CollectorRegistry`` of its own (never the library's global
+one: two apps in one process export separate numbers) with one collector registered in it.
+A scrape (:meth:`MetricsExporter.render`) has two steps:
+
+1. on the event loop, a snapshot: copies of the request counters
+   (:meth:`RequestMetrics.snapshot`) and one call of each gauge source
+   (:class:`~costwarden.metrics.sources.GaugeSources`: breaker states, limits, ledger
+   writer, event subscribers -- values already in memory);
+2. in a worker thread, ``prometheus_client.generate_latest`` over the registry, whose
+   collector turns that snapshot into metric families. Formatting a few thousand series
+   takes milliseconds; the event loop keeps serving requests meanwhile.
+
+Scrapes run one at a time (a lock), so the collector always formats the snapshot of its own
+scrape. A gauge source that raises is logged and its metrics are left out of that scrape;
+the rest is still exported. Metric names, labels and meanings: docs/metrics.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import math
+from collections.abc import Callable, Iterable, Mapping
+from typing import TypeVar
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from costwarden.core.money import NANOS_PER_USD
+from costwarden.core.records import LedgerRecord
+from costwarden.metrics.requests import (
+    CACHED_INPUT_TOKENS,
+    INPUT_TOKENS,
+    OUTPUT_TOKENS,
+    REQUESTS,
+    SPEND_NANOS,
+    HistogramData,
+    RequestMetrics,
+    RequestSnapshot,
+)
+from costwarden.metrics.sources import (
+    BREAKER_STATE_VALUES,
+    GaugeSources,
+    LedgerGauges,
+    LimitGauges,
+)
+
+logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+_REQUEST_LABELS = ("org", "model", "provider", "status")
+_LIMIT_LABELS = ("org", "scope", "scope_id", "limit")
+# (metric name without _total, help, index in a series' totals)
+_TOTALS: tuple[tuple[str, str, int], ...] = (
+    ("costwarden_requests", "Requests, one per ledger row.", REQUESTS),
+    (
+        "costwarden_input_tokens",
+        "Prompt tokens billed (cached ones included).",
+        INPUT_TOKENS,
+    ),
+    (
+        "costwarden_output_tokens",
+        "Completion tokens billed (reasoning ones included).",
+        OUTPUT_TOKENS,
+    ),
+    (
+        "costwarden_cached_input_tokens",
+        "Prompt tokens read from the provider's cache.",
+        CACHED_INPUT_TOKENS,
+    ),
+    (
+        "costwarden_spend_nanodollars",
+        "Spend in whole nano-dollars: the sum over ledger rows of ceil(cost_usd * 1e9).",
+        SPEND_NANOS,
+    ),
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Scrape:
+    """Everything one scrape exports, read on the event loop."""
+
+    requests: RequestSnapshot
+    breakers: Mapping[str, str] | None
+    limits: LimitGauges | None
+    ledger: LedgerGauges | None
+    event_subscribers: int | None
+
+
+class MetricsExporter:
+    """The request counters and gauge sources of one app, exported on ``GET /metrics``."""
+
+    def __init__(self, requests: RequestMetrics, sources: GaugeSources | None = None) -> None:
+        self.requests = requests
+        self.sources = sources or GaugeSources()
+        self.registry = CollectorRegistry(auto_describe=False)
+        self._collector = _Collector()
+        self.registry.register(self._collector)
+        self._lock = asyncio.Lock()
+
+    def observe(self, record: LedgerRecord) -> None:
+        """Count one ledger row (the request path's hook; see RequestMetrics.observe)."""
+        self.requests.observe(record)
+
+    async def render(self) -> bytes:
+        """The exposition text of everything, as of now (Prometheus text format)."""
+        async with self._lock:
+            self._collector.scrape = self._read()
+            try:
+                return await asyncio.to_thread(generate_latest, self.registry)
+            finally:
+                self._collector.scrape = None
+
+    def render_sync(self) -> bytes:
+        """:meth:`render` on the caller's thread (tests, tools); not while a scrape runs."""
+        self._collector.scrape = self._read()
+        try:
+            return generate_latest(self.registry)
+        finally:
+            self._collector.scrape = None
+
+    def _read(self) -> _Scrape:
+        s = self.sources
+        return _Scrape(
+            requests=self.requests.snapshot(),
+            breakers=_call("breakers", s.breakers),
+            limits=_call("limits", s.limits),
+            ledger=_call("ledger", s.ledger),
+            event_subscribers=_call("event_subscribers", s.event_subscribers),
+        )
+
+
+def _call(name: str, source: Callable[[], _T] | None) -> _T | None:
+    if source is None:
+        return None
+    try:
+        return source()
+    except Exception as exc:  # one broken source must not take the others down
+        logger.warning("metrics source %s failed: %s: %s", name, type(exc).__name__, exc)
+        return None
+
+
+class _Collector:
+    """Turns the current scrape's snapshot into metric families (prometheus_client calls
+    :meth:`collect` from ``generate_latest``)."""
+
+    def __init__(self) -> None:
+        self.scrape: _Scrape | None = None
+
+    def collect(self) -> Iterable[Metric]:
+        scrape = self.scrape
+        if scrape is None:  # registered, but asked outside a scrape
+            return []
+        families: list[Metric] = []
+        families.extend(_request_families(scrape.requests))
+        if scrape.breakers is not None:
+            families.append(_breaker_family(scrape.breakers))
+        if scrape.limits is not None:
+            families.extend(_limit_families(scrape.limits))
+        if scrape.ledger is not None:
+            families.extend(_ledger_families(scrape.ledger))
+        if scrape.event_subscribers is not None:
+            families.append(
+                GaugeMetricFamily(
+                    "costwarden_event_subscribers",
+                    "Live subscribers of the event bus (GET /admin/events streams).",
+                    value=scrape.event_subscribers,
+                )
+            )
+        return families
+
+
+def _request_families(snap: RequestSnapshot) -> list[Metric]:
+    families: list[Metric] = []
+    rows = sorted(snap.series.items())
+    for name, help_text, index in _TOTALS:
+        family = CounterMetricFamily(name, help_text, labels=_REQUEST_LABELS)
+        for key, totals in rows:
+            family.add_metric(key, totals[index])
+        families.append(family)
+    usd = CounterMetricFamily(
+        "costwarden_spend_usd",
+        "costwarden_spend_nanodollars_total / 1e9, for dashboards (a float: sum the "
+        "nano-dollar counter for exact amounts).",
+        labels=_REQUEST_LABELS,
+    )
+    for key, totals in rows:
+        usd.add_metric(key, totals[SPEND_NANOS] / NANOS_PER_USD)
+    families.append(usd)
+    families.append(
+        _histogram_family(
+            "costwarden_gateway_overhead_seconds",
+            "Time the gateway itself spent on a request (ledger overhead_ms): rows that "
+            "measured their upstream call separately, and refusals that never reached one.",
+            snap.overhead,
+        )
+    )
+    families.append(
+        _histogram_family(
+            "costwarden_upstream_latency_seconds",
+            "Time spent waiting on the provider (latency_ms - overhead_ms) of rows that "
+            "measured it: answered and relayed requests, streams ended by either side.",
+            snap.upstream,
+        )
+    )
+    families.append(
+        _histogram_family(
+            "costwarden_time_to_first_token_seconds",
+            "From the request's arrival to the first content event of a stream (ttft_ms).",
+            snap.ttft,
+        )
+    )
+    folded = CounterMetricFamily(
+        "costwarden_metrics_label_overflow",
+        "Rows counted under org or model \"_other\": the label cap (metrics.max_orgs, "
+        "metrics.max_models) was reached.",
+        labels=("label",),
+    )
+    for label, count in sorted(snap.folded.items()):
+        folded.add_metric((label,), count)
+    families.append(folded)
+    return families
+
+
+def _histogram_family(name: str, help_text: str, data: Mapping[str, HistogramData]) -> Metric:
+    family = HistogramMetricFamily(name, help_text, labels=("provider",))
+    for provider, histogram in sorted(data.items()):
+        buckets = [(_le(le), count) for le, count in histogram.buckets]
+        family.add_metric((provider,), buckets, histogram.sum_seconds)
+    return family
+
+
+def _le(bound: float) -> str:
+    # As prometheus_client's own histograms write it ("0.25", "1.0"), so queries match.
+    return "+Inf" if math.isinf(bound) else repr(bound)
+
+
+def _breaker_family(states: Mapping[str, str]) -> Metric:
+    family = GaugeMetricFamily(
+        "costwarden_breaker_state",
+        "Circuit breaker of each deployment as this process sees it: 0 closed, 1 half-open, "
+        "2 open.",
+        labels=("deployment",),
+    )
+    for deployment, state in sorted(states.items()):
+        value = BREAKER_STATE_VALUES.get(state)
+        if value is None:
+            logger.warning("unknown breaker state %r of %s: not exported", state, deployment)
+            continue
+        family.add_metric((deployment,), value)
+    return family
+
+
+def _limit_families(gauges: LimitGauges) -> list[Metric]:
+    unit = "nano-dollars for *_usd limits, else tokens or requests"
+    amount = GaugeMetricFamily(
+        "costwarden_limit_amount", f"A limit in force ({unit}).", labels=_LIMIT_LABELS
+    )
+    spent = GaugeMetricFamily(
+        "costwarden_limit_spent",
+        f"Settled use of a limit in its current window ({unit}); for a rate limit, "
+        "everything in its window, in-flight requests included.",
+        labels=_LIMIT_LABELS,
+    )
+    reserved = GaugeMetricFamily(
+        "costwarden_limit_reserved",
+        f"Held by in-flight requests against a budget ({unit}).",
+        labels=_LIMIT_LABELS,
+    )
+    remaining = GaugeMetricFamily(
+        "costwarden_limit_remaining",
+        f"Room left: amount - spent - reserved, at least 0 ({unit}).",
+        labels=_LIMIT_LABELS,
+    )
+    for g in gauges.limits:
+        labels = (g.org, g.scope, g.scope_id, g.limit)
+        amount.add_metric(labels, g.amount)
+        if g.spent is not None:
+            spent.add_metric(labels, g.spent)
+        if g.reserved is not None:
+            reserved.add_metric(labels, g.reserved)
+        if g.remaining is not None:
+            remaining.add_metric(labels, g.remaining)
+    omitted = GaugeMetricFamily(
+        "costwarden_limits_not_exported",
+        "Limits in force left out of the costwarden_limit_* gauges (over metrics.max_limits).",
+        value=gauges.omitted,
+    )
+    return [amount, spent, reserved, remaining, omitted]
+
+
+def _ledger_families(ledger: LedgerGauges) -> list[Metric]:
+    return [
+        GaugeMetricFamily(
+            "costwarden_ledger_queue_depth",
+            "Ledger rows accepted and not yet committed to the database.",
+            value=ledger.queue_depth,
+        ),
+        GaugeMetricFamily(
+            "costwarden_ledger_flush_lag_seconds",
+            "Age of the oldest ledger row not yet committed (0 when none waits).",
+            value=ledger.flush_lag_seconds,
+        ),
+        CounterMetricFamily(
+            "costwarden_ledger_rows_written",
+            "Ledger rows committed by this process.",
+            value=ledger.written,
+        ),
+        CounterMetricFamily(
+            "costwarden_ledger_write_failures",
+            "Failed ledger write attempts (each is retried; no row is dropped).",
+            value=ledger.failures,
+        ),
+    ]
