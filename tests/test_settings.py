@@ -17,6 +17,7 @@ import pytest
 from costwarden.budgets.limits import Tier, TierEntry
 from costwarden.budgets.ports import BudgetConfig
 from costwarden.config.budgets import budget_config
+from costwarden.config.metrics import MetricsSettings
 from costwarden.config.settings import (
     BudgetSettings,
     DeploymentSettings,
@@ -428,6 +429,41 @@ def test_bad_redis_settings_name_key_and_line(
     assert needle in message, message
 
 
+@pytest.mark.parametrize(
+    ("snippet", "key", "needle"),
+    [
+        ("max_orgs = 0", "max_orgs", "must be at least 1"),
+        ("max_models = -1", "max_models", "must be zero or more"),
+        ("max_limits = -5", "max_limits", "must be zero or more"),
+        ('public = "yes"', "public", "expected true/false"),
+        ("path = \"/m\"", "path", "unknown setting"),
+    ],
+)
+def test_bad_metrics_settings_name_key_and_line(
+    write_config: Callable[[str], str], snippet: str, key: str, needle: str
+) -> None:
+    text = ISSUE_CONFIG + f"[metrics]\n{snippet}\n"
+    message = _error(write_config(text))
+    assert message.startswith(f"costwarden.toml:{_line(text, snippet)}: metrics.{key}: "), message
+    assert needle in message, message
+
+
+def test_metrics_settings_defaults_and_environment(write_config: Callable[[str], str]) -> None:
+    s = load_settings(write_config(ISSUE_CONFIG), env=SECRETS)
+    assert (s.metrics.enabled, s.metrics.public) == (True, False)
+    assert (s.metrics.max_orgs, s.metrics.max_models, s.metrics.max_limits) == (1000, 100, 1000)
+    env = {
+        **SECRETS,
+        "COSTWARDEN_METRICS_ENABLED": "false",
+        "COSTWARDEN_METRICS_PUBLIC": "true",
+        "COSTWARDEN_METRICS_MAX_ORGS": "7",
+    }
+    s = load_settings(write_config(ISSUE_CONFIG), env=env)
+    assert (s.metrics.enabled, s.metrics.public, s.metrics.max_orgs) == (False, True, 7)
+    message = _error(write_config(ISSUE_CONFIG), {**SECRETS, "COSTWARDEN_METRICS_MAX_ORGS": "0"})
+    assert message.startswith("environment COSTWARDEN_METRICS_MAX_ORGS='0': metrics.max_orgs")
+
+
 def test_a_bad_redis_url_is_never_echoed(write_config: Callable[[str], str]) -> None:
     bad = f"http://user:{_PASSWORD}@cache:6379/0"
     text = ISSUE_CONFIG + f'[redis]\nurl = "{bad}"\n'
@@ -724,6 +760,7 @@ _DOCUMENTED = [
     ("resilience", ResilienceSettings),
     ("budgets", BudgetSettings),
     ("redis", RedisSettings),
+    ("metrics", MetricsSettings),
 ]
 # Filled in by the loader, never written in the file: the credential from api_key_env, and a
 # deployment's provider from the part of its id before the colon.
@@ -903,6 +940,27 @@ _EXAMPLES: dict[str, tuple[str, str, Callable[[Settings], bool]]] = {
         "append",
         "[redis]\nmax_connections = 16\n",
         lambda s: s.redis.max_connections == 16,
+    ),
+    "metrics.enabled": (
+        "append",
+        "[metrics]\nenabled = false\n",
+        lambda s: s.metrics.enabled is False,
+    ),
+    "metrics.public": ("append", "[metrics]\npublic = true\n", lambda s: s.metrics.public),
+    "metrics.max_orgs": (
+        "append",
+        "[metrics]\nmax_orgs = 10\n",
+        lambda s: s.metrics.max_orgs == 10,
+    ),
+    "metrics.max_models": (
+        "append",
+        "[metrics]\nmax_models = 0\n",
+        lambda s: s.metrics.max_models == 0,
+    ),
+    "metrics.max_limits": (
+        "append",
+        "[metrics]\nmax_limits = 5\n",
+        lambda s: s.metrics.max_limits == 5,
     ),
     "budgets.timezone": (
         "append",

@@ -22,6 +22,7 @@ from costwarden.config.fields import NAME_RE as _NAME_RE
 from costwarden.config.fields import section as _section
 from costwarden.config.fields import setting as _setting
 from costwarden.config.lines import ConfigText as _Ctx
+from costwarden.config.metrics import MetricsSettings, metrics_problem
 from costwarden.config.upstreams import PROVIDER_TYPES as PROVIDER_TYPES
 from costwarden.config.upstreams import (
     RATE_HELP,
@@ -233,6 +234,7 @@ class Settings:
     resilience: ResilienceSettings = dataclasses.field(default_factory=ResilienceSettings)
     tiers: list[TierSettings] = dataclasses.field(default_factory=list)
     switches: SwitchSettings = dataclasses.field(default_factory=SwitchSettings)
+    metrics: MetricsSettings = dataclasses.field(default_factory=MetricsSettings)
     admin_token: str | None = dataclasses.field(
         default=None,
         repr=False,
@@ -261,6 +263,7 @@ def settings_help() -> list[tuple[str, str, str, str]]:
         ("resilience", ResilienceSettings),
         ("tiers[]", TierSettings),
         ("switches", SwitchSettings),
+        ("metrics", MetricsSettings),
         ("providers[]", ProviderSettings),
         ("deployments[]", DeploymentSettings),
         ("routes[]", RouteSettings),
@@ -337,6 +340,7 @@ def _build(
         "redis",
         "tiers",
         "switches",
+        "metrics",
         "resilience",
         "providers",
         "deployments",
@@ -362,6 +366,10 @@ def _build(
         raise _invalid(ctx, env, switches, "switches", "refresh_seconds", "must be positive")
     if not switches.message.strip():
         raise _invalid(ctx, env, switches, "switches", "message", "must not be empty")
+    metrics = _section(MetricsSettings, raw.get("metrics", {}), "metrics", ctx)
+    _apply_env(metrics, env, ctx)
+    if problem := metrics_problem(metrics):
+        raise _invalid(ctx, env, metrics, "metrics", *problem)
     if storage.ledger_mode not in LEDGER_MODES:
         raise _invalid(
             ctx, env, storage, "storage", "ledger_mode", f"must be one of {LEDGER_MODES}"
@@ -399,6 +407,7 @@ def _build(
         redis=redis,
         tiers=tiers,
         switches=switches,
+        metrics=metrics,
         resilience=resilience,
         admin_token=env.get("COSTWARDEN_ADMIN_TOKEN") or None,
         deprecations=deprecations,
