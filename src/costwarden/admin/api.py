@@ -25,7 +25,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from costwarden.admin import health_api, keys_api, limits_api, routes_api, switches_api
+from costwarden.admin import (
+    health_api,
+    keys_api,
+    limits_api,
+    metrics_api,
+    routes_api,
+    switches_api,
+)
 from costwarden.admin.common import exception_handlers
 from costwarden.admin.context import AdminContext, context
 from costwarden.admin.openapi import openapi_document
@@ -81,6 +88,8 @@ ROUTES: tuple[Route, ...] = (
     # routes and their fallback chains
     Route("/admin/routes", routes_api.list_routes, methods=["GET"]),
     Route("/admin/routes/{model}/fallbacks", routes_api.put_fallbacks, methods=["PUT"]),
+    # Prometheus (text format, not in the OpenAPI document)
+    Route("/metrics", metrics_api.metrics, methods=["GET"]),
 )
 
 

@@ -26,6 +26,7 @@ from costwarden.admin.common import error
 from costwarden.budgets.enforcer import Enforcer
 from costwarden.core.events import EventBus
 from costwarden.core.records import KeyRecord
+from costwarden.metrics import MetricsExporter
 from costwarden.routing.breakers import BreakerBoard
 from costwarden.routing.table import RouteTable
 
@@ -69,6 +70,10 @@ class AdminContext:
     clock: Callable[[], float]
     #: the timezone of calendar budget windows (``budgets.timezone``)
     budgets_timezone: str
+    #: what ``GET /metrics`` renders; None when ``[metrics] enabled = false``
+    metrics: MetricsExporter | None = None
+    #: ``[metrics] public``: /metrics without the admin token
+    metrics_public: bool = False
 
     def authorized(self, request: Request) -> JSONResponse | None:
         """None when ``request`` carries the admin token; else the 401 / 403 to answer."""

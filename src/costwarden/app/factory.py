@@ -25,6 +25,7 @@ from sqlalchemy.engine import Engine
 
 from costwarden.admin.api import create_admin_app
 from costwarden.admin.context import AdminContext
+from costwarden.app.observability import metrics_exporter
 from costwarden.budgets.enforcer import Enforcer
 from costwarden.budgets.redis_store import RedisStore
 from costwarden.config.budgets import budget_config
@@ -190,6 +191,16 @@ class CostwardenApp:
             cancel_on_disconnect=settings.server.cancel_on_disconnect,
             clock=clock,
         )
+        self.metrics = metrics_exporter(
+            settings.metrics,
+            routes=self.routes,
+            breakers=self.breakers,
+            enforcer=self.enforcer,
+            ledger=self.ledger,
+            events=self.events,
+        )
+        if self.metrics is not None:
+            self.proxy.observe = self.metrics.requests.observe  # once per request
         self.admin = create_admin_app(self._admin_context())
         self._started = False
 
@@ -209,6 +220,8 @@ class CostwardenApp:
             events=self.events,
             clock=self.clock,
             budgets_timezone=settings.budgets.timezone,
+            metrics=self.metrics,
+            metrics_public=settings.metrics.public,
         )
 
     def secrets(self) -> list[str]:

@@ -1,6 +1,8 @@
 """Budget status per limit: spent, reserved, remaining, percent used and when it resets.
 
-The admin API reads a running gateway's own counters (:func:`live_status`); the CLI, which
+The admin API reads a running gateway's own counters (:func:`live_status`); the metrics
+endpoint reads every exportable limit's in-process counters without I/O
+(:func:`memory_snapshot`); the CLI, which
 runs in its own process, reads the shared Redis counters when Redis is configured and
 otherwise the ledger itself (:func:`offline_status`) -- in-process reservations of a running
 gateway are invisible from outside it and reported as zero. Alerts and the dashboard will
@@ -14,8 +16,9 @@ import dataclasses
 import time
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
-from costwarden.budgets.limits import Limit, LimitBook, format_amount
+from costwarden.budgets.limits import SCOPES, UNLIMITED, Limit, LimitBook, format_amount
 from costwarden.budgets.memory import MemoryStore
 from costwarden.budgets.policy import Check, View, checks_for, window_total
 from costwarden.budgets.ports import BudgetConfig, LedgerSums, PolicySource
@@ -80,6 +83,50 @@ async def live_status(
     """From the counters a gateway enforces with (in-process or Redis)."""
     checks = checks_for(book.for_org(org_id), now, zone(tz_name))
     return _statuses(checks, await store.views(checks, now))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LimitsSnapshot:
+    """The limits a metrics scrape exports, and their counters when this process holds them."""
+
+    limits: list[Limit]  # at most the cap asked for, platform / org / project limits first
+    statuses: list[LimitStatus] | None  # one per limit; None: the counters are in Redis
+    omitted: int  # limits in force left out by the cap
+
+
+def exportable_limits(book: LimitBook) -> list[Limit]:
+    """Every limit in force on a scope instance the book names: explicit limits (those that
+    lift a default, ``-1``, enforce nothing and are left out) and, for each org on a tier,
+    the tier's org-scope defaults it does not override. Tier defaults of other scopes apply
+    to every project, key, user or session of the org, which the book does not enumerate.
+    Ordered platform, org, project, key, user, session, tag; then org, subject, name."""
+    found = [lim for lim in book.limits if lim.amount != UNLIMITED]
+    explicit = {(lim.org_id, lim.metric, lim.window) for lim in found if lim.scope == "org"}
+    for org, name in book.org_tiers.items():
+        tier = book.tiers.get(name)
+        if tier is None:
+            continue
+        for e in tier.entries:
+            if e.scope == "org" and e.amount != UNLIMITED:
+                if (org, e.metric, e.window) not in explicit:
+                    found.append(Limit("org", org, org, e.metric, e.window, e.amount, e.mode, name))
+    rank = {scope: i for i, scope in enumerate(SCOPES)}
+    found.sort(key=lambda lim: (rank[lim.scope], lim.org_id, lim.subject, lim.name))
+    return found
+
+
+def memory_snapshot(
+    book: LimitBook, store: CounterStore, now: float, tz: ZoneInfo, *, max_limits: int
+) -> LimitsSnapshot:
+    """The first ``max_limits`` exportable limits and, when ``store`` is the in-process one,
+    their status; no I/O and no await (counters in Redis are not read: statuses None)."""
+    every = exportable_limits(book)
+    limits = every[:max_limits]
+    statuses: list[LimitStatus] | None = None
+    if isinstance(store, MemoryStore):
+        checks = checks_for(limits, now, tz)
+        statuses = _statuses(checks, store.peek(checks))
+    return LimitsSnapshot(limits, statuses, len(every) - len(limits))
 
 
 def _book(policy: PolicySource, config: BudgetConfig) -> LimitBook:

@@ -117,6 +117,7 @@ class Proxy:
         self.cancel_on_disconnect = cancel_on_disconnect
         self.durable = durable
         self.scrubbers = scrubbers  # provider name -> what to take out of its answers
+        self.observe: Callable[[LedgerRecord], None] = lambda record: None  # app: metrics
         self.client: UpstreamClient | None = None
         self._failover: Failover | None = None
         # The request path: these admission stages, in order, then the call stages
@@ -485,6 +486,7 @@ class Proxy:
             await self.ledger.submit_durable(record)
         else:
             self.ledger.submit(record)
+        self.observe(record)  # counted once the ledger has accepted the row
 
     async def _send_error(self, state: RequestState, exc: GatewayError) -> None:
         wire, rid = state.wire, state.record.request_id

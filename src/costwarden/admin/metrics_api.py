@@ -1,0 +1,28 @@
+"""``GET /metrics``: the app's Prometheus metrics (docs/metrics.md), in the text format.
+
+Authenticated like the admin API -- ``Authorization: Bearer $COSTWARDEN_ADMIN_TOKEN``, the
+same 401 and 403 answers -- unless ``[metrics] public = true``: the labels name orgs and
+models and the values are spend, which is nobody else's business, and Prometheus scrape
+configs take a bearer token (``authorization: {credentials: ...}``). 404 when
+``[metrics] enabled = false``.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.requests import Request
+from starlette.responses import Response
+
+from costwarden.admin.common import error
+from costwarden.admin.context import context
+
+
+async def metrics(request: Request) -> Response:
+    ctx = context(request)
+    exporter = ctx.metrics
+    if exporter is None:
+        return error(404, "not_found", "metrics are off ([metrics] enabled = false)")
+    if not ctx.metrics_public and (denied := ctx.authorized(request)):
+        return denied
+    body = await exporter.render()
+    return Response(body, headers={"content-type": CONTENT_TYPE_LATEST})
