@@ -220,7 +220,7 @@ def _request_families(snap: RequestSnapshot) -> list[Metric]:
     )
     folded = CounterMetricFamily(
         "costwarden_metrics_label_overflow",
-        "Rows counted under org or model \"_other\": the label cap (metrics.max_orgs, "
+        'Rows counted under org or model "_other": the label cap (metrics.max_orgs, '
         "metrics.max_models) was reached.",
         labels=("label",),
     )
