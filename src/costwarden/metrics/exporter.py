@@ -294,7 +294,9 @@ def _limit_families(gauges: LimitGauges) -> list[Metric]:
         "Limits in force left out of the costwarden_limit_* gauges (over metrics.max_limits).",
         value=gauges.omitted,
     )
-    return [amount, spent, reserved, remaining, omitted]
+    # A family without samples is only noise (no limits, or counters not in memory).
+    families: list[Metric] = [f for f in (amount, spent, reserved, remaining) if f.samples]
+    return [*families, omitted]
 
 
 def _ledger_families(ledger: LedgerGauges) -> list[Metric]:
