@@ -101,7 +101,8 @@ def exportable_limits(book: LimitBook) -> list[Limit]:
     to every project, key, user or session of the org, which the book does not enumerate.
     Ordered platform, org, project, key, user, session, tag; then org, subject, name."""
     found = [lim for lim in book.limits if lim.amount != UNLIMITED]
-    explicit = {(lim.org_id, lim.metric, lim.window) for lim in found if lim.scope == "org"}
+    # An explicit org limit overrides the tier's default even when it lifts it (-1).
+    explicit = {(lim.org_id, lim.metric, lim.window) for lim in book.limits if lim.scope == "org"}
     for org, name in book.org_tiers.items():
         tier = book.tiers.get(name)
         if tier is None:
