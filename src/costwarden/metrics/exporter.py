@@ -9,8 +9,10 @@ A scrape (:meth:`MetricsExporter.render`) has two steps:
    (:class:`~costwarden.metrics.sources.GaugeSources`: breaker states, limits, ledger
    writer, event subscribers -- values already in memory);
 2. in a worker thread, ``prometheus_client.generate_latest`` over the registry, whose
-   collector turns that snapshot into metric families. Formatting a few thousand series
-   takes milliseconds; the event loop keeps serving requests meanwhile.
+   collector turns that snapshot into metric families. Measured on the development VM with
+   4,000 request series (1,000 orgs): the snapshot takes 0.7 ms on the loop, formatting
+   135 ms (2.7 MB of text) in the thread -- a stall the event loop does not take: it gets
+   the GIL back every switch interval (5 ms) and keeps serving requests.
 
 Scrapes run one at a time (a lock), so the collector always formats the snapshot of its own
 scrape. A gauge source that raises is logged and its metrics are left out of that scrape;
