@@ -11,8 +11,8 @@ A scrape (:meth:`MetricsExporter.render`) has two steps:
 2. in a worker thread, ``prometheus_client.generate_latest`` over the registry, whose
    collector turns that snapshot into metric families. Measured on the development VM with
    4,000 request series (1,000 orgs): the snapshot takes 0.7 ms on the loop, formatting
-   135 ms (2.7 MB of text) in the thread -- a stall the event loop does not take: it gets
-   the GIL back every switch interval (5 ms) and keeps serving requests.
+   135 ms (2.7 MB of text) in the thread, during which the event loop's longest wait was
+   11 ms (the thread hands it the GIL every switch interval), not 135.
 
 Scrapes run one at a time (a lock), so the collector always formats the snapshot of its own
 scrape. A gauge source that raises is logged and its metrics are left out of that scrape;
