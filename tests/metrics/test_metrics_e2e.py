@@ -206,3 +206,33 @@ async def test_scrape_equals_the_ledger(
         assert found["costwarden_limit_spent"][budget] == acme_nanos > 0
         assert found["costwarden_limit_reserved"][budget] == 0
         assert found["costwarden_limit_remaining"][budget] == 100 * 10**9 - acme_nanos
+
+
+async def test_org_cap_through_the_gateway(mock: MockServer, tmp_path: Path) -> None:
+    """50 orgs, [metrics] max_orgs = 10: ten org labels and "_other" for the other forty."""
+    cap = "[metrics]\nmax_orgs = 10\n"
+    async with live_gateway(
+        mock, f"sqlite:///{tmp_path}/cw.db", tmp_path, admin_token=TOKEN, extra_toml=cap
+    ) as gw:
+        made = [
+            await asyncio.to_thread(repo.create_key, gw.app.engine, org=f"tenant-{i:02d}")
+            for i in range(50)
+        ]
+        gw.app.keys.apply([record for _, record in made])
+        chat = [{"role": "user", "content": "hi"}]
+        for key, _ in made:
+            async with openai.AsyncOpenAI(
+                base_url=gw.openai_url, api_key=key, max_retries=0
+            ) as client:
+                await client.chat.completions.create(model="gpt-4o-mini", messages=chat)  # type: ignore[arg-type]
+        async with httpx.AsyncClient(base_url=gw.base_url) as http:
+            r = await http.get("/metrics", headers={"authorization": f"Bearer {TOKEN}"})
+        found = _scrape_samples(r.text)
+        requests = _by_series(found["costwarden_requests_total"])
+        orgs = {org for org, _, _, _ in requests}
+        first_ten = {record.org_id for _, record in made[:10]}
+        assert orgs == first_ten | {"_other"}
+        assert requests[("_other", "gpt-4o-mini", "openai", "success")] == 40
+        assert sum(requests.values()) == 50
+        overflow = found["costwarden_metrics_label_overflow_total"]
+        assert overflow[(("label", "org"),)] == 40
