@@ -25,7 +25,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from costwarden.admin import health_api, keys_api, limits_api, routes_api, switches_api
+from costwarden.admin import (
+    events_api,
+    health_api,
+    keys_api,
+    limits_api,
+    routes_api,
+    switches_api,
+)
 from costwarden.admin.common import exception_handlers
 from costwarden.admin.context import AdminContext, context
 from costwarden.admin.openapi import openapi_document
@@ -77,7 +84,7 @@ ROUTES: tuple[Route, ...] = (
             "/admin/breakers/{deployment:path}/reset", health_api.reset_breaker, methods=["POST"]
         )
     ),
-    Route("/admin/events", health_api.events, methods=["GET"]),
+    Route("/admin/events", events_api.events, methods=["GET"]),
     # routes and their fallback chains
     Route("/admin/routes", routes_api.list_routes, methods=["GET"]),
     Route("/admin/routes/{model}/fallbacks", routes_api.put_fallbacks, methods=["PUT"]),

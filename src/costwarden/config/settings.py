@@ -213,6 +213,38 @@ class SwitchSettings:
 
 
 @dataclasses.dataclass(slots=True)
+class EventSettings:
+    retention_days: float = _setting(
+        7.0,
+        "How long the event log keeps events: a live-stream client can resume (Last-Event-ID) "
+        "from any event this recent, from any gateway process.",
+        "COSTWARDEN_EVENTS_RETENTION_DAYS",
+    )
+    flush_ms: float = _setting(
+        20.0,
+        "Events are written to the log, numbered and sent to the other processes in batches "
+        "gathered for this long: longer is fewer transactions, shorter is fresher streams.",
+        "COSTWARDEN_EVENTS_FLUSH_MS",
+    )
+    poll_seconds: float = _setting(
+        0.5,
+        "Without Redis, or while it is unreachable, how often each process reads the event "
+        "log for the events other processes raised.",
+        "COSTWARDEN_EVENTS_POLL_SECONDS",
+    )
+    buffer: int = _setting(
+        10_000,
+        "Recent events each process keeps in memory to replay to reconnecting clients "
+        "(older ones come from the log).",
+    )
+    client_queue: int = _setting(
+        1000,
+        "Events a live-stream client may fall behind before it is cut off (it gets a last "
+        "stream_cut event and resumes with Last-Event-ID).",
+    )
+
+
+@dataclasses.dataclass(slots=True)
 class TierSettings:
     name: str = _setting("", "Plan tier name, assigned to orgs with the CLI or admin API.")
     # {scope type: {limit name: amount}}, from the tier's org/project/key/user/session tables
@@ -233,6 +265,7 @@ class Settings:
     resilience: ResilienceSettings = dataclasses.field(default_factory=ResilienceSettings)
     tiers: list[TierSettings] = dataclasses.field(default_factory=list)
     switches: SwitchSettings = dataclasses.field(default_factory=SwitchSettings)
+    events: EventSettings = dataclasses.field(default_factory=EventSettings)
     admin_token: str | None = dataclasses.field(
         default=None,
         repr=False,
@@ -261,6 +294,7 @@ def settings_help() -> list[tuple[str, str, str, str]]:
         ("resilience", ResilienceSettings),
         ("tiers[]", TierSettings),
         ("switches", SwitchSettings),
+        ("events", EventSettings),
         ("providers[]", ProviderSettings),
         ("deployments[]", DeploymentSettings),
         ("routes[]", RouteSettings),
@@ -337,6 +371,7 @@ def _build(
         "redis",
         "tiers",
         "switches",
+        "events",
         "resilience",
         "providers",
         "deployments",
@@ -362,6 +397,7 @@ def _build(
         raise _invalid(ctx, env, switches, "switches", "refresh_seconds", "must be positive")
     if not switches.message.strip():
         raise _invalid(ctx, env, switches, "switches", "message", "must not be empty")
+    events = _events(raw, ctx, env)
     if storage.ledger_mode not in LEDGER_MODES:
         raise _invalid(
             ctx, env, storage, "storage", "ledger_mode", f"must be one of {LEDGER_MODES}"
@@ -399,10 +435,23 @@ def _build(
         redis=redis,
         tiers=tiers,
         switches=switches,
+        events=events,
         resilience=resilience,
         admin_token=env.get("COSTWARDEN_ADMIN_TOKEN") or None,
         deprecations=deprecations,
     )
+
+
+def _events(raw: dict[str, Any], ctx: _Ctx, env: Mapping[str, str]) -> EventSettings:
+    events: EventSettings = _section(EventSettings, raw.get("events", {}), "events", ctx)
+    _apply_env(events, env, ctx)
+    for name in ("retention_days", "flush_ms", "poll_seconds"):
+        if not 0 < getattr(events, name) < math.inf:
+            raise _invalid(ctx, env, events, "events", name, "must be a positive number")
+    for name in ("buffer", "client_queue"):
+        if getattr(events, name) < 1:
+            raise _invalid(ctx, env, events, "events", name, "must be at least 1")
+    return events
 
 
 def _invalid(
