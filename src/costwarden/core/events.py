@@ -16,10 +16,11 @@ Everything else happens in background tasks:
   strictly in id order: an event above the next expected id waits until the ids before it
   arrive, and if they have not arrived after ``gap_timeout`` seconds the process reads them
   from the log (which has them all, see above).
-- **No relay, or the relay is down.** Every ``poll_interval`` seconds the process reads the
-  log after the last id it delivered, so a process without Redis, or whose Redis connection
-  dropped, still receives every event, late but in order; a reconnect reads the log at once.
-  This process's own events never wait for Redis.
+- **No relay, or the relay is down.** Every ``poll_interval`` seconds each process also reads
+  the log after the last id it delivered (one indexed query that usually finds nothing), so
+  a process without Redis, or whose Redis connection dropped or stalled, still receives
+  every event, late but in order; a reconnect reads the log at once. Relaying is never
+  waited for: this process's own events, and its log writes, do not depend on Redis.
 - **Subscribers** (``GET /admin/events``, in-process consumers) each get a bounded queue,
   filtered by kind and org up front. One that falls ``queue_size`` events behind is **cut
   off** (its iterator ends with ``cut`` set, so the stream can say so): it resumes from the
@@ -41,6 +42,7 @@ import asyncio
 import collections
 import logging
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Protocol
 
@@ -59,7 +61,6 @@ DEFAULT_RETENTION_SECONDS = 7 * 86_400
 _MAX_OUTBOX = 100_000  # events held while the log cannot be written; the oldest go first
 _MAX_BATCH = 1000
 _READ_PAGE = 1000
-_SAFETY_POLL_SECONDS = 5.0  # with a live relay: catches an event whose relay publish failed
 _PRUNE_SECONDS = 3600.0
 _MAX_BACKOFF = 5.0
 
@@ -133,13 +134,16 @@ class EventBus:
         self.gap_timeout = gap_timeout
         self.retention_seconds = retention_seconds
         self._clock = clock
-        self._subscribers: set[Subscription] = set()
+        # Weak: a subscription nobody holds any more is gone, closed or not.
+        self._subscribers: weakref.WeakSet[Subscription] = weakref.WeakSet()
         self._outbox: collections.deque[tuple[float, EventPayload]] = collections.deque()
         self._pending: dict[int, Event] = {}  # arrived ahead of a gap
         self._gap_since: float | None = None
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._catching_up = asyncio.Lock()
+        self._relaying: asyncio.Task[None] | None = None
+        self._writing = asyncio.Lock()
         self.last_id = 0  # the last id delivered here
         self.closed = False
         self._streams_ended = False
@@ -150,6 +154,8 @@ class EventBus:
         self.dropped = 0
         #: subscribers cut off for falling behind
         self.cut = 0
+        #: batches not relayed because the previous publish was still going
+        self.unrelayed = 0
 
     # ------------------------------------------------------------------ publishing
 
@@ -302,6 +308,8 @@ class EventBus:
                     await self._write_outbox()
             except Exception as exc:  # noqa: BLE001 - shutting down: say it, go on
                 logger.error("%d events not written at shutdown: %s", len(self._outbox), exc)
+        if self._relaying is not None:
+            self._tasks.append(self._relaying)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -340,6 +348,10 @@ class EventBus:
                 self._wake.set()
 
     async def _write_outbox(self) -> None:
+        async with self._writing:  # the writer task, or close(): never both on one batch
+            await self._write_batches()
+
+    async def _write_batches(self) -> None:
         assert self._log is not None
         outbox = self._outbox
         while outbox:
@@ -361,10 +373,20 @@ class EventBus:
                         for e, r in zip(events, rows, strict=True)
                     ]
                 )
-                try:
-                    await self._relay.publish(message)
-                except Exception as exc:  # noqa: BLE001 - the others poll the log meanwhile
-                    logger.warning("event relay publish failed: %s", type(exc).__name__)
+                # Never waited for: a stalled Redis must not hold up the log or this
+                # process's own stream. One publish at a time; a batch that finds one still
+                # going is not relayed, and the others read it from the log.
+                if self._relaying is None or self._relaying.done():
+                    self._relaying = asyncio.create_task(self._relay_publish(message))
+                else:
+                    self.unrelayed += 1
+
+    async def _relay_publish(self, message: bytes) -> None:
+        assert self._relay is not None
+        try:
+            await self._relay.publish(message)
+        except Exception as exc:  # noqa: BLE001 - the others read the log meanwhile
+            logger.warning("event relay publish failed: %s", type(exc).__name__)
 
     def _relay_ready(self) -> None:
         if not self.relay_up:
@@ -401,9 +423,8 @@ class EventBus:
             await asyncio.sleep(tick)
             now = time.monotonic()
             gap = self._gap_since is not None and now - self._gap_since >= self.gap_timeout
-            every = self.poll_interval if not self.relay_up else _SAFETY_POLL_SECONDS
             try:
-                if gap or self._read_now or now - last_read >= every:
+                if gap or self._read_now or now - last_read >= self.poll_interval:
                     last_read = now
                     self._read_now = False
                     await self.catch_up()
