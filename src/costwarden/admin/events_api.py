@@ -1,6 +1,7 @@
 """``GET /admin/events``: the live event stream, as server-sent events.
 
-Each event is a frame ``id: N`` (the global event id), ``event: KIND``, ``data: {json}``.
+Each event is a frame ``id: N`` (the global event id), ``event: KIND``, ``data: {json}``
+(the kind's fields and ``ts``).
 Query parameters ``kind`` (repeatable or comma-separated; unknown kinds are a 400)
 and ``org`` (an org name; unknown: 404) filter the stream. A ``Last-Event-ID`` header
 resumes after that id: from the bus's ring, older events from the event log, then live;
@@ -46,8 +47,9 @@ SSE_HEADERS = {
 
 
 def sse_frame(event: Event) -> bytes:
-    """One server-sent event: ``id``, ``event`` (the kind) and ``data`` (the JSON payload)."""
-    data = orjson.dumps(event.data, default=str)
+    """One server-sent event: ``id``, ``event`` (the kind) and ``data`` (the JSON payload,
+    plus ``ts``: when it was raised, in epoch seconds)."""
+    data = orjson.dumps({**event.data, "ts": round(event.ts, 6)}, default=str)
     return b"id: %d\nevent: %s\ndata: %s\n\n" % (event.id, event.kind.encode(), data)
 
 

@@ -63,6 +63,7 @@ _MAX_BATCH = 1000
 _READ_PAGE = 1000
 _PRUNE_SECONDS = 3600.0
 _MAX_BACKOFF = 5.0
+_MAX_UNRELAYED = 100  # batches waiting for Redis
 
 # (ts_ms, kind, org_id, data as JSON) as appended; (id, ts_ms, kind, org_id, data) as read.
 LogRow = tuple[int, str, str | None, bytes]
@@ -142,7 +143,8 @@ class EventBus:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._catching_up = asyncio.Lock()
-        self._relaying: asyncio.Task[None] | None = None
+        self._to_relay: collections.deque[bytes] = collections.deque()
+        self._relay_wake = asyncio.Event()
         self._writing = asyncio.Lock()
         self.last_id = 0  # the last id delivered here
         self.closed = False
@@ -154,7 +156,7 @@ class EventBus:
         self.dropped = 0
         #: subscribers cut off for falling behind
         self.cut = 0
-        #: batches not relayed because the previous publish was still going
+        #: batches not relayed (Redis failing or stalled): the others read them from the log
         self.unrelayed = 0
 
     # ------------------------------------------------------------------ publishing
@@ -293,7 +295,10 @@ class EventBus:
         self._tasks.append(asyncio.create_task(self._poll_loop(), name="costwarden-events-poll"))
         if self._relay is not None:
             self._tasks.append(
-                asyncio.create_task(self._listen_loop(), name="costwarden-events-relay")
+                asyncio.create_task(self._listen_loop(), name="costwarden-events-listen")
+            )
+            self._tasks.append(
+                asyncio.create_task(self._relay_loop(), name="costwarden-events-relay")
             )
 
     async def close(self, timeout: float = 5.0) -> None:
@@ -308,8 +313,6 @@ class EventBus:
                     await self._write_outbox()
             except Exception as exc:  # noqa: BLE001 - shutting down: say it, go on
                 logger.error("%d events not written at shutdown: %s", len(self._outbox), exc)
-        if self._relaying is not None:
-            self._tasks.append(self._relaying)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -374,19 +377,26 @@ class EventBus:
                     ]
                 )
                 # Never waited for: a stalled Redis must not hold up the log or this
-                # process's own stream. One publish at a time; a batch that finds one still
-                # going is not relayed, and the others read it from the log.
-                if self._relaying is None or self._relaying.done():
-                    self._relaying = asyncio.create_task(self._relay_publish(message))
-                else:
+                # process's own stream. A task publishes in order; past _MAX_UNRELAYED
+                # waiting batches the oldest is not relayed (the others read it from the log).
+                self._to_relay.append(message)
+                if len(self._to_relay) > _MAX_UNRELAYED:
+                    self._to_relay.popleft()
                     self.unrelayed += 1
+                self._relay_wake.set()
 
-    async def _relay_publish(self, message: bytes) -> None:
+    async def _relay_loop(self) -> None:
         assert self._relay is not None
-        try:
-            await self._relay.publish(message)
-        except Exception as exc:  # noqa: BLE001 - the others read the log meanwhile
-            logger.warning("event relay publish failed: %s", type(exc).__name__)
+        while True:
+            await self._relay_wake.wait()
+            self._relay_wake.clear()
+            while self._to_relay:
+                message = self._to_relay.popleft()
+                try:
+                    await self._relay.publish(message)
+                except Exception as exc:  # noqa: BLE001 - the others read the log meanwhile
+                    self.unrelayed += 1
+                    logger.warning("event relay publish failed: %s", type(exc).__name__)
 
     def _relay_ready(self) -> None:
         if not self.relay_up:
