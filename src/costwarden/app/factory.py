@@ -178,6 +178,7 @@ class CostwardenApp:
             retention_seconds=ev.retention_days * 86_400,
             clock=clock,
         )
+        self.enforcer.publish = self.events.publish
         self.breakers = BreakerBoard(
             sorted(self.settings.deployments),  # an admin-API chain may name any of them
             _breaker_policy(settings.resilience),
