@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import orjson
@@ -63,7 +64,7 @@ async def _stream(http: aiohttp.ClientSession, url: str, stats: dict[str, float]
                 stats["delay_max"] = max(stats["delay_max"], delay)
 
 
-def _clients(urls: list[str], seconds: float, out: multiprocessing.Queue[object]) -> None:
+def _clients(urls: list[str], stop: Any, out: multiprocessing.Queue[object]) -> None:
     async def main() -> None:
         stats = [
             {"frames": 0.0, "disorder": 0.0, "delay_sum": 0.0, "delay_n": 0.0, "delay_max": 0.0}
@@ -75,7 +76,7 @@ def _clients(urls: list[str], seconds: float, out: multiprocessing.Queue[object]
                 asyncio.create_task(_stream(http, urls[i % len(urls)], stats[i]))
                 for i in range(STREAMS_PER_WORKER)
             ]
-            await asyncio.sleep(seconds)
+            await asyncio.to_thread(stop.wait)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -133,8 +134,9 @@ async def run(seconds: float, rate: int, clients: int) -> None:
         async with serve_mock("127.0.0.1", 0) as mock:
             async with gateways(mock.base_url, database_url, REDIS_URL, Path(tmp)) as gw:
                 results: multiprocessing.Queue[object] = ctx.Queue()
+                stop = ctx.Event()
                 workers = [
-                    ctx.Process(target=_clients, args=(gw.urls, seconds + 8, results))
+                    ctx.Process(target=_clients, args=(gw.urls, stop, results))
                     for _ in range(max(1, clients // STREAMS_PER_WORKER))
                 ]
                 for w in workers:
@@ -150,12 +152,15 @@ async def run(seconds: float, rate: int, clients: int) -> None:
                     print(f"t={samples[-1][0]:5.1f}s  RSS gateway 1 {rss[0] / 1024:7.1f} MiB"
                           f"  gateway 2 {rss[1] / 1024:7.1f} MiB", flush=True)
                     await asyncio.to_thread(load.join, 5)
-                got = [await asyncio.to_thread(results.get) for _ in range(len(workers) + 1)]
+                loaded = await asyncio.to_thread(results.get)
+                await asyncio.sleep(5)  # the last events reach every client
+                stop.set()
+                got = [await asyncio.to_thread(results.get) for _ in range(len(workers))]
                 for w in workers:
                     w.join()
     client.flushdb()
     client.close()
-    loaded = next(g for g in got if isinstance(g, dict))
+    assert isinstance(loaded, dict)
     streams = [s for g in got if isinstance(g, list) for s in g]
     frames = [int(s["frames"]) for s in streams]
     delays_n = sum(s["delay_n"] for s in streams)
