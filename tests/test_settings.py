@@ -1008,6 +1008,20 @@ _EXAMPLES: dict[str, tuple[str, str, Callable[[Settings], bool]]] = {
         '[switches]\nmessage = "Back soon."\n',
         lambda s: s.switches.message == "Back soon.",
     ),
+    **{
+        f"events.{name}": (
+            "append",
+            f"[events]\n{name} = {value}\n",
+            lambda s, name=name, value=value: getattr(s.events, name) == value,
+        )
+        for name, value in (
+            ("retention_days", 1.5),
+            ("flush_ms", 5.0),
+            ("poll_seconds", 2.0),
+            ("buffer", 50),
+            ("client_queue", 20),
+        )
+    },
     "deployments[].context_window": (
         "append",
         _DEP + "context_window = 128000\n",
@@ -1083,3 +1097,18 @@ def test_every_documented_key_is_accepted(write_config: Callable[[str], str], ke
             text = text.replace('["openai:', '["oai:')
     settings = load_settings(write_config(text), env={**SECRETS, "OTHER_KEY": "o"})
     assert check(settings)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("retention_days = 0", "events.retention_days: must be a positive number"),
+        ("flush_ms = -1", "events.flush_ms: must be a positive number"),
+        ("poll_seconds = inf", "events.poll_seconds: must be a positive number"),
+        ("buffer = 0", "events.buffer: must be at least 1"),
+        ("client_queue = 0", "events.client_queue: must be at least 1"),
+    ],
+)
+def test_bad_event_settings_are_named(line: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(text=f"[events]\n{line}\n", env={})

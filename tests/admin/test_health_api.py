@@ -20,7 +20,7 @@ import httpx
 import orjson
 import pytest
 
-from costwarden.admin import health_api
+from costwarden.admin import events_api
 from costwarden.app.factory import CostwardenApp, create_app
 from costwarden.config.settings import load_settings
 from costwarden.mock import MockServer
@@ -252,7 +252,7 @@ async def _read_frames(lines: AsyncIterator[str], count: int) -> list[dict[str, 
 async def test_event_stream_delivers_and_resumes(
     mock: MockServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(health_api, "HEARTBEAT_SECONDS", 0.2)
+    monkeypatch.setattr(events_api, "HEARTBEAT_SECONDS", 0.2)
     url = f"sqlite:///{tmp_path}/cw.db"
     async with live_gateway(mock, url, tmp_path, admin_token=TOKEN) as gw:
         app = gw.app

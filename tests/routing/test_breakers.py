@@ -123,7 +123,7 @@ async def test_transitions_are_recorded_and_published(engine: Engine, clock: Fak
             "to": OPEN,
             "reason": "3 consecutive failures; last: status 503",
             "at": "2027-01-15T08:00:00+00:00",
-            "remote": False,
+            "org_id": None,
         }
         assert await subscription.get(timeout=0.05) is None  # nothing else happened
     assert list_transitions(engine, deployment=B) == []
@@ -369,9 +369,9 @@ async def test_a_breaker_opened_in_one_process_is_open_in_the_other(
         assert two.health_of(A)["retry_at"] == one.health_of(A)["retry_at"]
         assert two.health_of(A)["reason"] == "3 consecutive failures; last: status 503"
         assert await two.admit(A) is False
-        event = await subscription.get(timeout=1)
-        assert event is not None and event.data["remote"] is True
-        assert (event.data["from"], event.data["to"]) == (CLOSED, OPEN)
+        # Raised once, by the process that made the transition: the event log carries it
+        # to the others (each board here has a bus of its own, without a log).
+        assert await subscription.get(timeout=0.2) is None
         await one.flush()
         await two.flush()
         # recorded once, by the process that made the transition

@@ -26,6 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from costwarden.admin import (
+    events_api,
     health_api,
     keys_api,
     limits_api,
@@ -84,7 +85,7 @@ ROUTES: tuple[Route, ...] = (
             "/admin/breakers/{deployment:path}/reset", health_api.reset_breaker, methods=["POST"]
         )
     ),
-    Route("/admin/events", health_api.events, methods=["GET"]),
+    Route("/admin/events", events_api.events, methods=["GET"]),
     # routes and their fallback chains
     Route("/admin/routes", routes_api.list_routes, methods=["GET"]),
     Route("/admin/routes/{model}/fallbacks", routes_api.put_fallbacks, methods=["PUT"]),

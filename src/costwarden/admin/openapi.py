@@ -17,6 +17,7 @@ from costwarden.admin.openapi_inputs import (
     CREATE_KEY,
     DELETE_LIMITS,
     EVENT_ID,
+    EVENT_KINDS,
     LABEL,
     NAME,
     PUT_LIMITS,
@@ -389,16 +390,20 @@ _HEALTH_PATHS: dict[str, Any] = {
     },
     "/admin/events": {
         "get": _op(
-            "Live events (server-sent events): breaker_changed, ...; a heartbeat comment "
-            "after 15 s of silence; resumes after the Last-Event-ID header",
+            "Live events (server-sent events): request_settled, request_refused, "
+            "breaker_changed, switch_changed, ...; filtered by kind and org; a heartbeat "
+            "comment after 15 s of silence; resumes after the Last-Event-ID header (from the "
+            "event log); a client that falls behind gets a last stream_cut event",
             {
                 "200": {
                     "description": "id: N, event: KIND, data: JSON lines per event",
                     "content": {"text/event-stream": {"schema": {"type": "string"}}},
                 }
             },
-            *_AUTH, "400",
+            *_AUTH, "400", "404",
             parameters=[
+                _query("kind", string(EVENT_KINDS, "event kinds, comma-separated")),
+                _ORG_QUERY,
                 {
                     "name": "Last-Event-ID",
                     "in": "header",

@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 from costwarden.budgets.limits import LIMIT_NAMES, MODES, TIER_SCOPES
+from costwarden.core.event_kinds import KINDS
 from costwarden.storage.repo import MAX_NAME_LEN
 from costwarden.storage.switches import FEATURES, MAX_MESSAGE_LEN
 
@@ -60,6 +61,7 @@ TAG = (
 )
 BLANK = f"^[{WS}]*$"
 # Last-Event-ID: an event id, or blank for none.
+EVENT_KINDS = "^(?:" + "|".join(sorted(KINDS)) + ")(?:,(?:" + "|".join(sorted(KINDS)) + "))*$"
 EVENT_ID = f"^[{WS}]*(?:[0-9]{{1,18}})?[{WS}]*$"
 MESSAGE = stripped(f"^{CC}{WS}", f"^{CC}", MAX_MESSAGE_LEN, blank=True)
 

@@ -48,6 +48,8 @@ from costwarden.routing.table import RouteSpec, RouteTable
 from costwarden.storage.breakers import SqlBreakerRecorder
 from costwarden.storage.counters import LedgerAggregates
 from costwarden.storage.db import create_engine_for
+from costwarden.storage.event_log import SqlEventLog
+from costwarden.storage.event_relay import RedisEventRelay
 from costwarden.storage.ledger import LedgerWriter
 from costwarden.storage.migrate import migrate
 from costwarden.storage.policy import PolicyTables
@@ -166,7 +168,18 @@ class CostwardenApp:
             refresh_seconds=settings.switches.refresh_seconds,
             default_message=settings.switches.message,
         )
-        self.events = EventBus()
+        ev = settings.events
+        self.events = EventBus(
+            log=SqlEventLog(self.engine),
+            relay=None if self.redis is None else RedisEventRelay(self.redis),
+            capacity=ev.buffer,
+            queue_size=ev.client_queue,
+            flush_interval=ev.flush_ms / 1000,
+            poll_interval=ev.poll_seconds,
+            retention_seconds=ev.retention_days * 86_400,
+            clock=clock,
+        )
+        self.enforcer.publish = self.events.publish
         self.breakers = BreakerBoard(
             sorted(self.settings.deployments),  # an admin-API chain may name any of them
             _breaker_policy(settings.resilience),
@@ -183,6 +196,7 @@ class CostwardenApp:
             enforcer=self.enforcer,
             switches=self.switches,
             breakers=self.breakers,
+            events=self.events,
             resilience=settings.resilience,
             max_body_bytes=settings.server.max_body_bytes,
             durable=settings.storage.ledger_mode == "durable",
@@ -249,6 +263,7 @@ class CostwardenApp:
         await self.ledger.start()
         await self.enforcer.start()
         await self.switches.start()
+        await self.events.start()
         await self.route_table.start()
         await self.breakers.start()
         await self.proxy.start()
@@ -269,8 +284,8 @@ class CostwardenApp:
         self._started = False
         await self.proxy.close()
         await self.route_table.close()
-        self.events.close()  # ends live event streams
         await self.breakers.close()
+        await self.events.close()  # writes what is left, ends live event streams
         await self.keys.close()
         await self.ledger.close()  # drains every buffered ledger row
         logger.info("ledger drained: %d rows written", self.ledger.written)

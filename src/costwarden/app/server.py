@@ -282,7 +282,7 @@ class _Server(uvicorn.Server):
         except RuntimeError:
             return
         # A signal handler may run in the middle of the loop's own work: schedule, not call.
-        loop.call_soon_threadsafe(self._app.events.close)
+        loop.call_soon_threadsafe(self._app.events.end_streams)
 
 
 def serve(settings: Settings) -> None:

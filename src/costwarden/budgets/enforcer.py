@@ -42,6 +42,7 @@ from costwarden.budgets.policy import Actual, Ask, Check, Grant, Refusal, checks
 from costwarden.budgets.ports import BudgetConfig, LedgerSums, PolicySource
 from costwarden.budgets.rebuild import Family, TenantSeeds, compute_seeds, tenant_of
 from costwarden.budgets.store import CountersLost, CounterStore
+from costwarden.budgets.thresholds import Crossings
 from costwarden.budgets.windows import (
     CalendarWindow,
     bucket_seconds,
@@ -57,6 +58,7 @@ from costwarden.core.errors import (
     GatewayError,
     RateLimited,
 )
+from costwarden.core.event_kinds import EventPayload
 from costwarden.core.money import usd_to_nanos
 from costwarden.core.records import LedgerRecord
 from costwarden.providers.base import Deployment
@@ -171,6 +173,9 @@ class Enforcer:
         self.tz = zone(b.timezone)
         # The app passes a RedisStore (on its one Redis client) when Redis is configured.
         self.store: CounterStore = MemoryStore() if store is None else store
+        # Where limit_threshold_crossed events go (the app's event bus), if anywhere.
+        self.publish: Callable[[EventPayload], None] | None = None
+        self._crossings = Crossings()
         self.config_tiers: list[Tier] = list(b.tiers)
         self.book = LimitBook(tiers=self.config_tiers, version=-1)
         self._families: set[Family] = set()
@@ -338,9 +343,15 @@ class Enforcer:
         reservation.settled = True
         actual = Actual(usd_to_nanos(record.cost_usd), record.input_tokens + record.output_tokens)
         try:
+            admitted = reservation.remaining
             reservation.remaining = await self.store.settle(
                 reservation.lease, reservation.checks, reservation.amounts, actual, self.clock()
             )
+            if self.publish is not None and reservation.checks:
+                for event in self._crossings.events(
+                    reservation.checks, reservation.amounts, admitted, reservation.remaining
+                ):
+                    self.publish(event)
         except BaseException as exc:
             # The lease keeps the room reserved meanwhile; sent again (it may have run).
             self._retry_later(_resend(reservation, actual, self.clock()))

@@ -18,6 +18,7 @@ from typing import Any
 
 from costwarden.budgets.limits import TIER_SCOPES, tier_from_mapping
 from costwarden.budgets.windows import zone
+from costwarden.config.events import EventSettings, events_problem
 from costwarden.config.fields import NAME_RE as _NAME_RE
 from costwarden.config.fields import section as _section
 from costwarden.config.fields import setting as _setting
@@ -235,6 +236,7 @@ class Settings:
     tiers: list[TierSettings] = dataclasses.field(default_factory=list)
     switches: SwitchSettings = dataclasses.field(default_factory=SwitchSettings)
     metrics: MetricsSettings = dataclasses.field(default_factory=MetricsSettings)
+    events: EventSettings = dataclasses.field(default_factory=EventSettings)
     admin_token: str | None = dataclasses.field(
         default=None,
         repr=False,
@@ -264,6 +266,7 @@ def settings_help() -> list[tuple[str, str, str, str]]:
         ("tiers[]", TierSettings),
         ("switches", SwitchSettings),
         ("metrics", MetricsSettings),
+        ("events", EventSettings),
         ("providers[]", ProviderSettings),
         ("deployments[]", DeploymentSettings),
         ("routes[]", RouteSettings),
@@ -341,6 +344,7 @@ def _build(
         "tiers",
         "switches",
         "metrics",
+        "events",
         "resilience",
         "providers",
         "deployments",
@@ -370,6 +374,10 @@ def _build(
     _apply_env(metrics, env, ctx)
     if problem := metrics_problem(metrics):
         raise _invalid(ctx, env, metrics, "metrics", *problem)
+    events = _section(EventSettings, raw.get("events", {}), "events", ctx)
+    _apply_env(events, env, ctx)
+    if problem := events_problem(events):
+        raise _invalid(ctx, env, events, "events", *problem)
     if storage.ledger_mode not in LEDGER_MODES:
         raise _invalid(
             ctx, env, storage, "storage", "ledger_mode", f"must be one of {LEDGER_MODES}"
@@ -408,6 +416,7 @@ def _build(
         tiers=tiers,
         switches=switches,
         metrics=metrics,
+        events=events,
         resilience=resilience,
         admin_token=env.get("COSTWARDEN_ADMIN_TOKEN") or None,
         deprecations=deprecations,

@@ -1,192 +1,452 @@
-"""The in-process event bus: typed events fanned out to live subscribers (SSE, later webhooks).
+"""The event bus: typed events, one global order across gateway processes, fanned out live.
 
-``publish`` is synchronous and never waits: it appends the event to a ring buffer of the last
-``capacity`` events and offers it to every subscriber's bounded queue. A subscriber that does
-not keep up loses its *oldest* undelivered events (with a warning), never the publisher's
-time: publishers sit on the request path and on background loops that must not stall.
+``publish(payload)`` is synchronous and never waits: it appends the event to an outbox and
+returns (publishers sit on the request path and on background loops that must not stall).
+Everything else happens in background tasks:
 
-``subscribe(after)`` replays the buffered events with an id above ``after`` and then goes
-live; the subscriber is registered before the replay is read, so nothing published in
-between is lost or delivered twice. Ids grow by one per event and start at 1 in each
-process: an ``after`` beyond the newest id comes from an earlier process (a client resuming
-across a restart), so everything still buffered is replayed.
+- **Ids.** With an :class:`EventLog` (the app always has one: the database), a writer task
+  appends the outbox to the log every ``flush_interval`` seconds, one transaction per batch.
+  The log hands out ids from one counter row that each append updates first, so appends from
+  all processes are serialised and **ids are committed in order, without gaps**: whoever sees
+  id *n* in the log can also see every id below it. That is the one global, ordered event id
+  a client resumes from.
+- **Delivery.** After its append commits, the writer offers the batch to this process and
+  publishes it on the :class:`EventRelay` (Redis pub/sub), which offers it to every other
+  process. Batches from several processes can cross on the way, so each process delivers
+  strictly in id order: an event above the next expected id waits until the ids before it
+  arrive, and if they have not arrived after ``gap_timeout`` seconds the process reads them
+  from the log (which has them all, see above).
+- **No relay, or the relay is down.** Every ``poll_interval`` seconds each process also reads
+  the log after the last id it delivered (one indexed query that usually finds nothing), so
+  a process without Redis, or whose Redis connection dropped or stalled, still receives
+  every event, late but in order; a reconnect reads the log at once. Relaying is never
+  waited for: this process's own events, and its log writes, do not depend on Redis.
+- **Subscribers** (``GET /admin/events``, in-process consumers) each get a bounded queue,
+  filtered by kind and org up front. One that falls ``queue_size`` events behind is **cut
+  off** (its iterator ends with ``cut`` set, so the stream can say so): it resumes from the
+  log with ``Last-Event-ID``; neither publishers nor other subscribers ever wait for it.
+- **Resume.** ``subscribe(after)`` replays the events above ``after`` from a ring of the
+  last ``capacity`` delivered events, older ones from the log, then goes live; it is
+  registered before the replay is read, so nothing is lost or delivered twice.
+- The log keeps ``retention_seconds`` of events (7 days by default); every process prunes
+  it now and then (idempotent).
 
-Everything here runs on the event loop's thread; ``close`` (shutdown) ends every
-subscription, so long-lived streams do not hold the server open.
+Without a log (unit tests of one component), ids count from 1 in the process and events are
+delivered at once. Everything here runs on the event loop's thread; the log's blocking calls
+run in worker threads.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import dataclasses
-import itertools
 import logging
 import time
 import weakref
-from collections.abc import Callable
-from types import TracebackType
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from typing import Protocol
+
+import orjson
+
+from costwarden.core.event_kinds import KINDS, Event, EventPayload
+from costwarden.core.subscription import Subscription
+
+__all__ = ["Event", "EventBus", "EventLog", "EventRelay", "LogRow", "StoredRow", "Subscription"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CAPACITY = 1000
+DEFAULT_CAPACITY = 10_000
 DEFAULT_QUEUE_SIZE = 1000
+DEFAULT_RETENTION_SECONDS = 7 * 86_400
+_MAX_OUTBOX = 100_000  # events held while the log cannot be written; the oldest go first
+_MAX_BATCH = 1000
+_READ_PAGE = 1000
+_PRUNE_SECONDS = 3600.0
+_MAX_BACKOFF = 5.0
+_MAX_UNRELAYED = 100  # batches waiting for Redis
+
+# (ts_ms, kind, org_id, data as JSON) as appended; (id, ts_ms, kind, org_id, data) as read.
+LogRow = tuple[int, str, str | None, bytes]
+StoredRow = tuple[int, int, str, str | None, bytes]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Event:
-    id: int  # grows by one per event, per process
-    kind: str  # e.g. "breaker_changed"
-    ts: float  # epoch seconds
-    data: dict[str, Any]
+class EventLog(Protocol):
+    """Where events are numbered and kept (storage implements it); blocking calls."""
+
+    def append(self, rows: Sequence[LogRow]) -> int:
+        """Store ``rows`` under the next consecutive ids; the id of the last one."""
+        ...
+
+    def read(self, after: int, limit: int) -> list[StoredRow]:
+        """Up to ``limit`` events with an id above ``after``, in id order."""
+        ...
+
+    def last_id(self) -> int: ...
+
+    def prune(self, before_ms: int) -> int:
+        """Delete events older than ``before_ms``; how many went."""
+        ...
 
 
-class _Closed:
-    """Put in a subscriber's queue when the bus closes."""
+class EventRelay(Protocol):
+    """Carries committed batches to the other processes (Redis pub/sub implements it)."""
+
+    async def publish(self, message: bytes) -> None: ...
+
+    def listen(self, on_ready: Callable[[], None]) -> AsyncIterator[bytes]:
+        """Messages published by any process (this one's included); ``on_ready`` is called
+        each time the subscription is (re)established. Raises when the connection drops."""
+        ...
 
 
-_CLOSED = _Closed()
-
-
-class Subscription:
-    """Events after a point, then live ones; an async iterator. ``close()`` unsubscribes.
-
-    Dropped (never closed) subscriptions are unsubscribed when they are garbage collected.
-    """
-
-    def __init__(self, bus: EventBus, backlog: list[Event], queue_size: int) -> None:
-        self._bus = bus
-        self._backlog = collections.deque(backlog)
-        self._queue: asyncio.Queue[Event | _Closed] = asyncio.Queue(queue_size)
-        # Highest id handed out: the live queue may repeat what the backlog already gave.
-        self._last = backlog[-1].id if backlog else 0
-        self._dropping = False
-        self.dropped = 0  # events this subscriber lost by falling behind
-        self.closed = False
-
-    def _offer(self, item: Event | _Closed) -> None:
-        if self._queue.full():
-            self._queue.get_nowait()
-            self.dropped += 1
-            if not self._dropping:
-                self._dropping = True
-                logger.warning(
-                    "an event subscriber is falling behind: dropping its oldest events "
-                    "(queue of %d full)",
-                    self._queue.maxsize,
-                )
-        self._queue.put_nowait(item)
-
-    async def get(self, timeout: float | None = None) -> Event | None:
-        """The next event; None if ``timeout`` seconds pass first. StopAsyncIteration once
-        the subscription or the bus is closed."""
-        if self._backlog:
-            return self._backlog.popleft()
-        while True:
-            if self.closed:
-                raise StopAsyncIteration
-            if self._queue.empty():
-                self._dropping = False  # caught up: warn again if it falls behind again
-                if timeout is None:
-                    item = await self._queue.get()
-                else:
-                    # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a
-                    # cancellation arriving as the get completes (a stream that never ends).
-                    try:
-                        async with asyncio.timeout(timeout):
-                            item = await self._queue.get()
-                    except TimeoutError:
-                        return None
-            else:
-                item = self._queue.get_nowait()
-            if isinstance(item, _Closed):
-                self.close()
-                raise StopAsyncIteration
-            if item.id > self._last:
-                self._last = item.id
-                return item
-
-    def __aiter__(self) -> Subscription:
-        return self
-
-    async def __anext__(self) -> Event:
-        event = await self.get()
-        assert event is not None  # no timeout: get waits for one
-        return event
-
-    def close(self) -> None:
-        self.closed = True
-        self._bus._unsubscribe(self)
-
-    def __enter__(self) -> Subscription:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+def _decode(rows: Iterable[StoredRow]) -> list[Event]:
+    events: list[Event] = []
+    for event_id, ts_ms, kind, _org, raw in rows:
+        cls = KINDS.get(kind)
+        if cls is None:  # raised by a newer version of costwarden: not ours to show
+            logger.debug("skipping event %d of unknown kind %r", event_id, kind)
+            continue
+        events.append(Event(event_id, ts_ms / 1000, cls.from_data(orjson.loads(raw))))
+    return events
 
 
 class EventBus:
     def __init__(
         self,
         *,
+        log: EventLog | None = None,
+        relay: EventRelay | None = None,
         capacity: int = DEFAULT_CAPACITY,
         queue_size: int = DEFAULT_QUEUE_SIZE,
+        flush_interval: float = 0.02,
+        poll_interval: float = 0.5,
+        gap_timeout: float = 0.2,
+        retention_seconds: float = DEFAULT_RETENTION_SECONDS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if capacity < 1 or queue_size < 1:
             raise ValueError("capacity and queue_size must be at least 1")
+        self._log = log
+        self._relay = relay
         self._ring: collections.deque[Event] = collections.deque(maxlen=capacity)
-        self._ids = itertools.count(1)
         self._queue_size = queue_size
+        self.flush_interval = flush_interval
+        self.poll_interval = poll_interval
+        self.gap_timeout = gap_timeout
+        self.retention_seconds = retention_seconds
         self._clock = clock
+        # Weak: a subscription nobody holds any more is gone, closed or not.
         self._subscribers: weakref.WeakSet[Subscription] = weakref.WeakSet()
-        self.last_id = 0
+        self._outbox: collections.deque[tuple[float, EventPayload]] = collections.deque()
+        self._pending: dict[int, Event] = {}  # arrived ahead of a gap
+        self._gap_since: float | None = None
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._catching_up = asyncio.Lock()
+        self._to_relay: collections.deque[bytes] = collections.deque()
+        self._relay_wake = asyncio.Event()
+        self._writing = asyncio.Lock()
+        self.last_id = 0  # the last id delivered here
         self.closed = False
+        self._streams_ended = False
+        self.relay_up = False
+        self._read_now = False
+        #: events published by this process / lost because the log was unwritable too long
+        self.published = 0
+        self.dropped = 0
+        #: subscribers cut off for falling behind
+        self.cut = 0
+        #: batches not relayed (Redis failing or stalled): the others read them from the log
+        self.unrelayed = 0
 
-    def publish(self, kind: str, data: dict[str, Any]) -> Event:
-        event = Event(id=next(self._ids), kind=kind, ts=self._clock(), data=data)
-        self.last_id = event.id
-        self._ring.append(event)
-        for subscriber in list(self._subscribers):
-            subscriber._offer(event)
-        return event
+    # ------------------------------------------------------------------ publishing
 
-    def subscribe(self, after: int | None = None) -> Subscription:
-        """Events with an id above ``after`` still in the buffer, then live ones; only live
-        ones when ``after`` is None."""
-        if after is None:
-            backlog: list[Event] = []
-        elif after > self.last_id:  # an id of an earlier process: replay what we have
-            backlog = list(self._ring)
-        else:
-            backlog = [e for e in self._ring if e.id > after]
-        subscription = Subscription(self, backlog, self._queue_size)
+    def publish(self, payload: EventPayload) -> None:
+        """Raise an event; returns at once (see the module docstring)."""
         if self.closed:
-            subscription.closed = True
+            return
+        self.published += 1
+        if self._log is None:
+            self._deliver(Event(self.last_id + 1, self._clock(), payload))
+            return
+        outbox = self._outbox
+        outbox.append((self._clock(), payload))
+        if len(outbox) > _MAX_OUTBOX:
+            outbox.popleft()
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 10_000 == 0:
+                logger.error("event log unwritable: %d events dropped so far", self.dropped)
+        if not self._wake.is_set():
+            self._wake.set()
+
+    # ------------------------------------------------------------------ subscribing
+
+    def subscribe(
+        self,
+        after: int | None = None,
+        *,
+        kinds: frozenset[str] | None = None,
+        org_id: str | None = None,
+    ) -> Subscription:
+        """Events with an id above ``after`` (None: live only), then live ones; only those of
+        ``kinds`` (None: all) and of ``org_id`` (None: every org's and platform events)."""
+        ring = self._ring
+        log_upto = 0
+        if after is None or after >= self.last_id:
+            backlog: list[Event] = []
+        elif ring and after >= ring[0].id - 1:
+            backlog = [e for e in ring if e.id > after]
+        else:  # older than the ring holds: from the log first, when there is one
+            backlog = list(ring)
+            if self._log is not None:
+                log_upto = ring[0].id - 1 if ring else self.last_id
+        subscription = Subscription(
+            self._unsubscribe,
+            self._read_log,
+            backlog,
+            after=after or 0,
+            log_upto=log_upto,
+            queue_size=self._queue_size,
+            kinds=kinds,
+            org_id=org_id,
+        )
+        if self.closed or self._streams_ended:
+            subscription.end()
         else:
             self._subscribers.add(subscription)
         return subscription
 
+    def end_streams(self) -> None:
+        """End every subscription, and any made from now on (a shutdown has begun: live
+        streams must not hold the server open); publishing goes on until :meth:`close`."""
+        self._streams_ended = True
+        for subscriber in list(self._subscribers):
+            subscriber.end()
+        self._subscribers.clear()
+
     def recent(self, after: int = 0) -> list[Event]:
-        """The buffered events with an id above ``after``, oldest first."""
+        """The delivered events still in the ring with an id above ``after``, oldest first."""
         return [e for e in self._ring if e.id > after]
 
     @property
     def subscribers(self) -> int:
         return len(self._subscribers)
 
-    def close(self) -> None:
-        """End every subscription (their iterators stop once they have read what they got)."""
-        self.closed = True
-        for subscriber in list(self._subscribers):
-            subscriber._offer(_CLOSED)
-        self._subscribers.clear()
+    @property
+    def outbox(self) -> int:
+        """Events published here and not yet in the log."""
+        return len(self._outbox)
 
-    def _unsubscribe(self, subscription: Subscription) -> None:
+    def _unsubscribe(self, subscription: Subscription, cut: bool) -> None:
         self._subscribers.discard(subscription)
+        if cut:
+            self.cut += 1
+
+    async def _read_log(self, after: int, limit: int) -> list[Event]:
+        assert self._log is not None
+        return _decode(await asyncio.to_thread(self._log.read, after, limit))
+
+    # ------------------------------------------------------------------ delivering
+
+    def _deliver(self, event: Event) -> None:
+        self.last_id = event.id
+        self._ring.append(event)
+        for subscriber in list(self._subscribers):
+            subscriber.offer(event)
+
+    def _accept(self, events: Iterable[Event]) -> None:
+        """Events from this process's appends or the relay: delivered in id order."""
+        pending = self._pending
+        for event in events:
+            if event.id > self.last_id:
+                pending[event.id] = event
+        while self.last_id + 1 in pending:
+            self._deliver(pending.pop(self.last_id + 1))
+        self._gap_since = (self._gap_since or time.monotonic()) if pending else None
+
+    def _accept_from_log(self, events: Iterable[Event]) -> None:
+        """Events read from the log: it has every id, so a missing one is gone for good."""
+        for event in events:
+            if event.id > self.last_id:
+                self._deliver(event)
+        for event_id in [i for i in self._pending if i <= self.last_id]:
+            del self._pending[event_id]
+        self._accept(())
+
+    async def catch_up(self) -> None:
+        """Deliver what the log has after the last id delivered here."""
+        if self._log is None:
+            return
+        async with self._catching_up:
+            while True:
+                events = await self._read_log(self.last_id, _READ_PAGE)
+                self._accept_from_log(events)
+                if len(events) < _READ_PAGE:
+                    return
+
+    # ------------------------------------------------------------------ lifetime
+
+    async def start(self) -> None:
+        """Start from the log's newest id, and the writer, relay and poll tasks."""
+        if self._log is None or self._tasks:
+            return
+        self.last_id = await asyncio.to_thread(self._log.last_id)
+        self._tasks.append(asyncio.create_task(self._write_loop(), name="costwarden-events-log"))
+        self._tasks.append(asyncio.create_task(self._poll_loop(), name="costwarden-events-poll"))
+        if self._relay is not None:
+            self._tasks.append(
+                asyncio.create_task(self._listen_loop(), name="costwarden-events-listen")
+            )
+            self._tasks.append(
+                asyncio.create_task(self._relay_loop(), name="costwarden-events-relay")
+            )
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Write what is still in the outbox (up to ``timeout``), stop the tasks and end
+        every subscription (their iterators stop once they have read what they got)."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._outbox and self._log is not None and self._tasks:
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._write_outbox()
+            except Exception as exc:  # noqa: BLE001 - shutting down: say it, go on
+                logger.error("%d events not written at shutdown: %s", len(self._outbox), exc)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+        self._tasks.clear()
+        self.end_streams()
+
+    # ------------------------------------------------------------------ background
+
+    async def _write_loop(self) -> None:
+        failures = 0
+        while True:
+            await self._wake.wait()
+            # A short wait gathers a batch: one transaction for many events.
+            await asyncio.sleep(self.flush_interval if not failures else 0)
+            self._wake.clear()
+            try:
+                await self._write_outbox()
+                failures = 0
+            except Exception as exc:  # noqa: BLE001 - the log is down: keep, retry
+                failures += 1
+                delay = min(0.1 * 2 ** (failures - 1), _MAX_BACKOFF)
+                log = logger.error if failures == 1 else logger.warning
+                log(
+                    "event log write failed (attempt %d, %d events waiting); retrying in "
+                    "%.1fs: %s",
+                    failures,
+                    len(self._outbox),
+                    delay,
+                    type(exc).__name__,
+                )
+                await asyncio.sleep(delay)
+                self._wake.set()
+
+    async def _write_outbox(self) -> None:
+        async with self._writing:  # the writer task, or close(): never both on one batch
+            await self._write_batches()
+
+    async def _write_batches(self) -> None:
+        assert self._log is not None
+        outbox = self._outbox
+        while outbox:
+            batch = [outbox[i] for i in range(min(len(outbox), _MAX_BATCH))]
+            rows = [
+                (int(ts * 1000), p.kind, p.org_id, orjson.dumps(p.data(), default=str))
+                for ts, p in batch
+            ]
+            last = await asyncio.to_thread(self._log.append, rows)
+            for _ in batch:
+                outbox.popleft()
+            first = last - len(batch) + 1
+            events = [Event(first + i, ts, p) for i, (ts, p) in enumerate(batch)]
+            self._accept(events)
+            if self._relay is not None:
+                message = orjson.dumps(
+                    [
+                        [e.id, r[0], r[1], r[2], orjson.Fragment(r[3])]
+                        for e, r in zip(events, rows, strict=True)
+                    ]
+                )
+                # Never waited for: a stalled Redis must not hold up the log or this
+                # process's own stream. A task publishes in order; past _MAX_UNRELAYED
+                # waiting batches the oldest is not relayed (the others read it from the log).
+                self._to_relay.append(message)
+                if len(self._to_relay) > _MAX_UNRELAYED:
+                    self._to_relay.popleft()
+                    self.unrelayed += 1
+                self._relay_wake.set()
+
+    async def _relay_loop(self) -> None:
+        assert self._relay is not None
+        while True:
+            await self._relay_wake.wait()
+            self._relay_wake.clear()
+            while self._to_relay:
+                message = self._to_relay.popleft()
+                try:
+                    await self._relay.publish(message)
+                except Exception as exc:  # noqa: BLE001 - the others read the log meanwhile
+                    self.unrelayed += 1
+                    logger.warning("event relay publish failed: %s", type(exc).__name__)
+
+    def _relay_ready(self) -> None:
+        if not self.relay_up:
+            self.relay_up = True
+            logger.info("event relay connected")
+            self._read_now = True  # what was raised while it was down: from the log
+
+    async def _listen_loop(self) -> None:
+        assert self._relay is not None
+        failures = 0
+        while True:
+            try:
+                async for message in self._relay.listen(self._relay_ready):
+                    failures = 0
+                    rows = orjson.loads(message)
+                    self._accept(
+                        _decode((r[0], r[1], r[2], r[3], orjson.dumps(r[4])) for r in rows)
+                    )
+            except Exception as exc:  # noqa: BLE001 - Redis went away: poll the log meanwhile
+                failures += 1
+                if self.relay_up or failures == 1:
+                    logger.warning(
+                        "event relay lost (%s); reading the log every %.1fs until it is back",
+                        type(exc).__name__,
+                        self.poll_interval,
+                    )
+                self.relay_up = False
+            await asyncio.sleep(min(0.1 * 2 ** max(failures - 1, 0), _MAX_BACKOFF))
+
+    async def _poll_loop(self) -> None:
+        last_read = last_prune = time.monotonic()
+        tick = min(self.gap_timeout / 2, self.poll_interval)
+        while True:
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            gap = self._gap_since is not None and now - self._gap_since >= self.gap_timeout
+            try:
+                if gap or self._read_now or now - last_read >= self.poll_interval:
+                    last_read = now
+                    self._read_now = False
+                    await self.catch_up()
+                if now - last_prune >= _PRUNE_SECONDS:
+                    last_prune = now
+                    await self._prune()
+            except Exception as exc:  # noqa: BLE001 - the log is down: try again next tick
+                logger.warning("event log read failed: %s", type(exc).__name__)
+
+    async def _prune(self) -> None:
+        assert self._log is not None
+        before_ms = int((self._clock() - self.retention_seconds) * 1000)
+        gone = await asyncio.to_thread(self._log.prune, before_ms)
+        if gone:
+            logger.info("event log: %d events older than the retention pruned", gone)

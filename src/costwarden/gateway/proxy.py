@@ -39,6 +39,8 @@ from costwarden.core.errors import (
     NoHealthyDeployment,
     UpstreamError,
 )
+from costwarden.core.event_kinds import request_event
+from costwarden.core.events import EventBus
 from costwarden.core.records import Endpoint, LedgerRecord
 from costwarden.gateway import degraded
 from costwarden.gateway.asgi import JSON, Receive, Scope, Send, send_bytes
@@ -96,6 +98,7 @@ class Proxy:
         enforcer: Enforcer,
         switches: SwitchBoard,
         breakers: Breakers,
+        events: EventBus,
         resilience: ResilienceSettings,
         max_body_bytes: int,
         durable: bool,
@@ -110,6 +113,7 @@ class Proxy:
         self.enforcer = enforcer
         self.switches = switches
         self.breakers = breakers
+        self.events = events  # request_settled / request_refused, once per request
         self.resilience = resilience
         self.clock = clock
         self.max_body_bytes = max_body_bytes
@@ -487,6 +491,7 @@ class Proxy:
         else:
             self.ledger.submit(record)
         self.observe(record)  # counted once the ledger has accepted the row
+        self.events.publish(request_event(record))
 
     async def _send_error(self, state: RequestState, exc: GatewayError) -> None:
         wire, rid = state.wire, state.record.request_id

@@ -60,6 +60,7 @@ from redis.exceptions import RedisError
 
 from costwarden.core.actors import clean_actor
 from costwarden.core.errors import InvalidInput, NotFound
+from costwarden.core.event_kinds import BreakerChanged
 from costwarden.core.events import EventBus
 from costwarden.routing.breaker import (
     CLOSED,
@@ -75,7 +76,7 @@ from costwarden.routing.breaker import (
 
 logger = logging.getLogger(__name__)
 
-EVENT_KIND = "breaker_changed"
+EVENT_KIND = BreakerChanged.kind
 # How long the subscription waits for a message before it looks at whether to stop; and,
 # doubled, how long start() waits for the shared state and close() for the last write.
 # Each Redis command has the client's own timeout (redis.timeout_seconds): an unreachable
@@ -387,17 +388,16 @@ class BreakerBoard:
             t.reason,
             " [from another gateway process]" if remote else "",
         )
-        self._events.publish(
-            EVENT_KIND,
-            {
-                "deployment": t.deployment,
-                "from": t.from_state,
-                "to": t.to_state,
-                "reason": t.reason,
-                "at": iso(t.at),
-                "remote": remote,
-            },
-        )
+        if not remote:  # the process that made it raised it, for every process to see
+            self._events.publish(
+                BreakerChanged(
+                    deployment=t.deployment,
+                    from_state=t.from_state,
+                    to_state=t.to_state,
+                    reason=t.reason,
+                    at=iso(t.at),
+                )
+            )
         if remote:
             return  # the process that made it records it
         self._pending.append(t)

@@ -186,6 +186,26 @@ route_fallbacks = sa.Table(
     sa.Column("version", sa.BigInteger, nullable=False, index=True),
 )
 
+# Events, in the one global order of their ids (see core/events.py); kept for a retention.
+event_log = sa.Table(
+    "event_log",
+    metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("ts_ms", sa.BigInteger, nullable=False, index=True),  # epoch milliseconds
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("org_id", sa.Text, nullable=True),
+    sa.Column("data", sa.Text, nullable=False),  # the payload, compact JSON
+)
+
+# The event id counter: one row, updated first by every append, which serialises appends
+# across processes so ids are committed in order.
+event_sequence = sa.Table(
+    "event_sequence",
+    metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("last_id", sa.BigInteger, nullable=False),
+)
+
 TABLES = (
     orgs,
     projects,
@@ -198,5 +218,7 @@ TABLES = (
     switches,
     audit_log,
     breaker_transitions,
+    event_log,
+    event_sequence,
     route_fallbacks,
 )

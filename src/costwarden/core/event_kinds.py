@@ -1,0 +1,257 @@
+"""The kinds of event costwarden raises: one frozen dataclass per kind.
+
+An event says what happened, once, to whoever listens: the live stream (``GET /admin/events``),
+other gateway processes (through the event log and Redis) and in-process subscribers such as
+alerts. Every kind carries the org (and project and key) it belongs to where it has one, so a
+stream can be filtered by org and a tenant never receives another's events.
+
+Payloads are plain data: ids, names, counts, money as a decimal *string* (exact in JSON), times
+as ISO 8601 strings. They never carry a secret: no key, no prompt, no provider credential.
+A kind is added here by a later capability (alerts, sessions, security, ...) together with the
+code that raises it; :data:`KINDS` is what the stream's ``kind`` filter accepts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+from costwarden.core.records import LedgerRecord
+
+# Ledger statuses of a request refused before any upstream was asked (the rest are settled).
+REFUSED_STATUSES = frozenset({"blocked", "client_error", "auth_error"})
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class EventPayload:
+    """What every kind has: its name, and the tenant it belongs to (None: platform-wide)."""
+
+    kind: ClassVar[str] = ""
+    org_id: str | None = None
+
+    def data(self) -> dict[str, Any]:
+        """The payload as the JSON object clients receive."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> EventPayload:
+        """The payload back from :meth:`data` (as read from the log or another process)."""
+        return cls(**data)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class RequestSettled(EventPayload):
+    """A request that reached an upstream (or the degraded template) and was billed."""
+
+    kind: ClassVar[str] = "request_settled"
+    request_id: str
+    project_id: str | None
+    key_id: str | None
+    session_id: str | None
+    end_user: str | None
+    endpoint: str
+    status: str  # a LedgerStatus
+    http_status: int
+    provider: str | None
+    model: str | None  # the model that answered, else the one asked for
+    streamed: bool
+    input_tokens: int
+    cached_input_tokens: int
+    output_tokens: int
+    cost_usd: str  # exact decimal
+    cost_estimated: bool
+    latency_ms: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class RequestRefused(EventPayload):
+    """A request of a known key refused before any upstream: budget, limit, switch, input."""
+
+    kind: ClassVar[str] = "request_refused"
+    request_id: str
+    project_id: str | None
+    key_id: str | None
+    session_id: str | None
+    end_user: str | None
+    endpoint: str
+    status: str  # blocked | client_error | auth_error
+    http_status: int
+    model: str | None
+    reason: str | None
+
+
+def request_event(record: LedgerRecord) -> RequestSettled | RequestRefused:
+    """The event for a request's final ledger row."""
+    if record.status in REFUSED_STATUSES:
+        return RequestRefused(
+            org_id=record.org_id,
+            request_id=record.request_id,
+            project_id=record.project_id,
+            key_id=record.key_id,
+            session_id=record.session_id,
+            end_user=record.end_user,
+            endpoint=record.endpoint,
+            status=record.status,
+            http_status=record.http_status,
+            model=record.requested_model,
+            reason=record.error,
+        )
+    return RequestSettled(
+        org_id=record.org_id,
+        request_id=record.request_id,
+        project_id=record.project_id,
+        key_id=record.key_id,
+        session_id=record.session_id,
+        end_user=record.end_user,
+        endpoint=record.endpoint,
+        status=record.status,
+        http_status=record.http_status,
+        provider=record.provider,
+        model=record.served_model or record.requested_model,
+        streamed=record.streamed,
+        input_tokens=record.input_tokens,
+        cached_input_tokens=record.cached_input_tokens,
+        output_tokens=record.output_tokens,
+        cost_usd=str(record.cost_usd),
+        cost_estimated=record.cost_estimated,
+        latency_ms=round(record.latency_ms, 3),
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class LimitThresholdCrossed(EventPayload):
+    """A limit's spend (settled plus in flight) went past a share of the limit."""
+
+    kind: ClassVar[str] = "limit_threshold_crossed"
+    scope: str  # org | project | key | user | session | tag
+    scope_id: str
+    window: str  # daily | monthly | ... (the limit's period)
+    metric: str  # usd | requests | tokens
+    threshold_pct: int
+    used: str  # exact decimal, in the metric's unit
+    limit: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class BreakerChanged(EventPayload):
+    """A deployment's circuit breaker moved (closed / open / half_open)."""
+
+    kind: ClassVar[str] = "breaker_changed"
+    deployment: str
+    from_state: str
+    to_state: str
+    reason: str
+    at: str | None
+
+    def data(self) -> dict[str, Any]:
+        # "from"/"to" on the wire since the stream's first release.
+        return {
+            "org_id": None,
+            "deployment": self.deployment,
+            "from": self.from_state,
+            "to": self.to_state,
+            "reason": self.reason,
+            "at": self.at,
+        }
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> EventPayload:
+        return cls(
+            deployment=data["deployment"],
+            from_state=data["from"],
+            to_state=data["to"],
+            reason=data["reason"],
+            at=data["at"],
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class SwitchChanged(EventPayload):
+    """A kill switch was turned on or off (org_id None: platform-wide)."""
+
+    kind: ClassVar[str] = "switch_changed"
+    feature: str
+    enabled: bool
+    message: str | None
+    actor: str
+
+
+# The kinds the next capabilities raise; their fields grow with them.
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class AlertChanged(EventPayload):
+    kind: ClassVar[str] = "alert_changed"
+    alert_id: str
+    rule: str
+    state: str  # firing | acknowledged | resolved
+    detail: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class SessionChanged(EventPayload):
+    kind: ClassVar[str] = "session_changed"
+    session_id: str
+    key_id: str | None
+    state: str
+    budget_pct: float | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class EscalationChanged(EventPayload):
+    kind: ClassVar[str] = "escalation_changed"
+    escalation_id: str
+    session_id: str
+    state: str  # open | approved | denied
+    detail: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class SecurityFinding(EventPayload):
+    kind: ClassVar[str] = "security_finding"
+    request_id: str | None
+    key_id: str | None
+    detector: str
+    severity: str
+    action: str  # blocked | flagged | redacted
+
+
+KINDS: dict[str, type[EventPayload]] = {
+    cls.kind: cls
+    for cls in (
+        RequestSettled,
+        RequestRefused,
+        LimitThresholdCrossed,
+        BreakerChanged,
+        SwitchChanged,
+        AlertChanged,
+        SessionChanged,
+        EscalationChanged,
+        SecurityFinding,
+    )
+}
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Event:
+    """A payload as delivered: with its id and when it was raised."""
+
+    id: int  # global and ordered (per process without a log)
+    ts: float  # epoch seconds, when it was published
+    payload: EventPayload
+
+    @property
+    def kind(self) -> str:
+        return self.payload.kind
+
+    @property
+    def org_id(self) -> str | None:
+        return self.payload.org_id
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self.payload.data()
+
+
+
+# Not an event of the log: the last frame a stream gets before it is cut off.
+STREAM_CUT = "stream_cut"

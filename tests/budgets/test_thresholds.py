@@ -1,0 +1,88 @@
+"""Threshold crossings: the pure rule (table), the per-process memory, and the events a live
+gateway raises as a daily budget is spent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from costwarden.budgets.limits import UNLIMITED, Limit
+from costwarden.budgets.policy import Check
+from costwarden.budgets.thresholds import Crossings, crossed
+from costwarden.core.event_kinds import LimitThresholdCrossed
+from costwarden.mock import MockServer
+from tests.helpers import PRICEY, T0, FakeClock, configure_mock, live_gateway, set_limits
+from tests.helpers import chat as _chat
+
+
+@pytest.mark.parametrize(
+    ("amount", "before", "after", "expected"),
+    [
+        (100, 0, 49, []),
+        (100, 0, 50, [50]),
+        (100, 49, 80, [50, 80]),
+        (100, 50, 79, []),  # at 50 already: crossed before
+        (100, 79, 130, [80, 100]),
+        (100, 100, 120, []),
+        (100, 60, 40, []),  # going down crosses nothing
+        (0, 0, 10, []),
+        (3, 1, 2, [50]),  # 1/3 -> 2/3: exact integer arithmetic, no rounding
+        (3, 2, 3, [80, 100]),
+    ],
+)
+def test_crossed(amount: int, before: int, after: int, expected: list[int]) -> None:
+    assert crossed(amount, before, after) == expected
+
+
+def _check(amount: int, metric: str = "usd", key: str = "c:1") -> Check:
+    limit = Limit("org", "org_1", "org_1", metric, "day", amount)
+    return Check(limit, key, rolling=False, resets_at=1000.0)
+
+
+def test_events_say_what_crossed_in_the_metric_s_unit_once_per_process() -> None:
+    crossings = Crossings()
+    usd = _check(5_000_000_000)  # $5 in nano-dollars
+    # reserved $2, room $3 left when admitted (so $0 used by others), $2.6 used after
+    (event,) = crossings.events([usd], [2_000_000_000], [3_000_000_000], [2_400_000_000])
+    assert event == LimitThresholdCrossed(
+        org_id="org_1",
+        scope="org",
+        scope_id="org_1",
+        window="day",
+        metric="usd",
+        threshold_pct=50,
+        used="2.6",
+        limit="5",
+    )
+    # an overlapping request that also saw the line: reported once in this process
+    assert crossings.events([usd], [1], [2_999_999_999], [2_300_000_000]) == []
+    tokens = _check(1000, "tokens", key="c:2")
+    (event,) = crossings.events([tokens], [10], [200], [190])
+    assert (event.threshold_pct, event.used, event.limit) == (80, "810", "1000")
+    assert crossings.events([_check(UNLIMITED, key="c:3")], [1], [5], [0]) == []
+
+
+async def test_a_gateway_raises_crossings_as_a_budget_is_spent(
+    mock: MockServer, tmp_path: Path
+) -> None:
+    clock = FakeClock(T0)
+    await configure_mock(mock, output_tokens=1000)  # about $1 a request with PRICEY
+    url = f"sqlite:///{tmp_path}/cw.db"
+    async with live_gateway(mock, url, tmp_path, extra_toml=PRICEY, clock=clock) as gw:
+        await set_limits(gw, daily_usd="4.5")
+        subscription = gw.app.events.subscribe(kinds=frozenset({"limit_threshold_crossed"}))
+        for _ in range(4):
+            status, _, _ = await _chat(gw)
+            assert status == 200
+        got = []
+        while (event := await subscription.get(timeout=2)) is not None:
+            got.append(event.payload)
+            if len(got) == 2:
+                break
+        subscription.close()
+    assert [(e.scope, e.window, e.metric, e.threshold_pct) for e in got] == [
+        ("org", "day", "usd", 50),
+        ("org", "day", "usd", 80),
+    ]
+    assert all(e.limit == "4.5" for e in got)
