@@ -941,6 +941,17 @@ _EXAMPLES: dict[str, tuple[str, str, Callable[[Settings], bool]]] = {
         "[redis]\nmax_connections = 16\n",
         lambda s: s.redis.max_connections == 16,
     ),
+    "otel.enabled": ("append", "[otel]\nenabled = true\n", lambda s: s.otel.enabled),
+    "otel.endpoint": (
+        "append",
+        '[otel]\nendpoint = "https://collector:4318/v1/traces"\n',
+        lambda s: s.otel.endpoint == "https://collector:4318/v1/traces",
+    ),
+    "otel.service_name": (
+        "append",
+        '[otel]\nservice_name = "gw-eu"\n',
+        lambda s: s.otel.service_name == "gw-eu",
+    ),
     "metrics.enabled": (
         "append",
         "[metrics]\nenabled = false\n",
@@ -1112,3 +1123,15 @@ def test_every_documented_key_is_accepted(write_config: Callable[[str], str], ke
 def test_bad_event_settings_are_named(line: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_settings(text=f"[events]\n{line}\n", env={})
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('endpoint = "collector:4318"', "otel.endpoint: must be an http:// or https:// URL"),
+        ('service_name = " "', "otel.service_name: must not be empty"),
+    ],
+)
+def test_bad_otel_settings_are_named(line: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(text=f"[otel]\n{line}\n", env={})

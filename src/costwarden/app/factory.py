@@ -13,6 +13,7 @@ it between their start() and close(); the app closes it after them.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import time
@@ -26,6 +27,7 @@ from sqlalchemy.engine import Engine
 from costwarden.admin.api import create_admin_app
 from costwarden.admin.context import AdminContext
 from costwarden.app.observability import metrics_exporter
+from costwarden.app.tracing import request_spans
 from costwarden.budgets.enforcer import Enforcer
 from costwarden.budgets.redis_store import RedisStore
 from costwarden.config.budgets import budget_config
@@ -33,6 +35,7 @@ from costwarden.config.settings import RedisSettings, Settings
 from costwarden.config.upstreams import ProviderSettings, ResilienceSettings, RouteSettings
 from costwarden.core.errors import AuthenticationFailed
 from costwarden.core.events import EventBus
+from costwarden.core.records import LedgerRecord
 from costwarden.gateway.asgi import JSON, Receive, Scope, Send, send_bytes
 from costwarden.gateway.auth import KeyCache, key_from_headers
 from costwarden.gateway.errors import error_body
@@ -213,8 +216,14 @@ class CostwardenApp:
             ledger=self.ledger,
             events=self.events,
         )
-        if self.metrics is not None:
-            self.proxy.observe = self.metrics.requests.observe  # once per request
+        self.spans = request_spans(settings.otel)
+        observers = [
+            o.observe for o in (self.metrics and self.metrics.requests, self.spans) if o
+        ]
+        if len(observers) == 1:
+            self.proxy.observe = observers[0]  # once per request
+        elif observers:
+            self.proxy.observe = functools.partial(_observe_all, tuple(observers))
         self.admin = create_admin_app(self._admin_context())
         self._started = False
 
@@ -267,6 +276,8 @@ class CostwardenApp:
         await self.route_table.start()
         await self.breakers.start()
         await self.proxy.start()
+        if self.spans is not None:
+            await self.spans.start()
         self._started = True
         # What exists now (settings, engines, SQLAlchemy's and the app's caches) lives as long
         # as the process: keep the collector from walking it on every full collection.
@@ -283,6 +294,8 @@ class CostwardenApp:
             return
         self._started = False
         await self.proxy.close()
+        if self.spans is not None:
+            await self.spans.close()  # spans what is left, flushes the exporter
         await self.route_table.close()
         await self.breakers.close()
         await self.events.close()  # writes what is left, ends live event streams
@@ -382,3 +395,10 @@ def create_app(
 ) -> CostwardenApp:
     """Build a gateway; ``clock`` (epoch seconds) is injectable so tests can move time."""
     return CostwardenApp(settings, engine=engine, clock=clock)
+
+
+def _observe_all(
+    observers: tuple[Callable[[LedgerRecord], None], ...], record: LedgerRecord
+) -> None:
+    for observe in observers:
+        observe(record)

@@ -24,6 +24,7 @@ from costwarden.config.fields import section as _section
 from costwarden.config.fields import setting as _setting
 from costwarden.config.lines import ConfigText as _Ctx
 from costwarden.config.metrics import MetricsSettings, metrics_problem
+from costwarden.config.otel import OtelSettings, otel_problem
 from costwarden.config.upstreams import PROVIDER_TYPES as PROVIDER_TYPES
 from costwarden.config.upstreams import (
     RATE_HELP,
@@ -236,6 +237,7 @@ class Settings:
     tiers: list[TierSettings] = dataclasses.field(default_factory=list)
     switches: SwitchSettings = dataclasses.field(default_factory=SwitchSettings)
     metrics: MetricsSettings = dataclasses.field(default_factory=MetricsSettings)
+    otel: OtelSettings = dataclasses.field(default_factory=OtelSettings)
     events: EventSettings = dataclasses.field(default_factory=EventSettings)
     admin_token: str | None = dataclasses.field(
         default=None,
@@ -266,6 +268,7 @@ def settings_help() -> list[tuple[str, str, str, str]]:
         ("tiers[]", TierSettings),
         ("switches", SwitchSettings),
         ("metrics", MetricsSettings),
+        ("otel", OtelSettings),
         ("events", EventSettings),
         ("providers[]", ProviderSettings),
         ("deployments[]", DeploymentSettings),
@@ -344,6 +347,7 @@ def _build(
         "tiers",
         "switches",
         "metrics",
+        "otel",
         "events",
         "resilience",
         "providers",
@@ -374,6 +378,10 @@ def _build(
     _apply_env(metrics, env, ctx)
     if problem := metrics_problem(metrics):
         raise _invalid(ctx, env, metrics, "metrics", *problem)
+    otel = _section(OtelSettings, raw.get("otel", {}), "otel", ctx)
+    _apply_env(otel, env, ctx)
+    if problem := otel_problem(otel):
+        raise _invalid(ctx, env, otel, "otel", *problem)
     events = _section(EventSettings, raw.get("events", {}), "events", ctx)
     _apply_env(events, env, ctx)
     if problem := events_problem(events):
@@ -416,6 +424,7 @@ def _build(
         tiers=tiers,
         switches=switches,
         metrics=metrics,
+        otel=otel,
         events=events,
         resilience=resilience,
         admin_token=env.get("COSTWARDEN_ADMIN_TOKEN") or None,

@@ -1,0 +1,1 @@
+"""OpenTelemetry spans for requests (optional: ``pip install costwarden[otel]``)."""
