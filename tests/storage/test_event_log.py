@@ -152,10 +152,10 @@ async def test_a_dropped_redis_connection_loses_nothing(
         for i in range(60, 80):
             a.publish(_ev("a", i))
         got_b = await _take(sb, 100)
-        got_a = await _take(sa_, 100)
+        got_a = await _take(sa_, 120)
         ids = [e.id for e in got_b]
         assert ids == list(range(ids[0], ids[0] + 100))
-        assert [e.id for e in got_a] == ids  # the same order in both processes
+        assert [e.id for e in got_a[20:]] == ids  # the same order in both processes
         assert await sb.get(timeout=0.3) is None
     admin.close()
 

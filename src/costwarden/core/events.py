@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 import weakref
@@ -64,6 +65,7 @@ _READ_PAGE = 1000
 _PRUNE_SECONDS = 3600.0
 _MAX_BACKOFF = 5.0
 _MAX_UNRELAYED = 100  # batches waiting for Redis
+_STOPPABLE = ("costwarden-events-poll", "costwarden-events-relay")
 
 # (ts_ms, kind, org_id, data as JSON) as appended; (id, ts_ms, kind, org_id, data) as read.
 LogRow = tuple[int, str, str | None, bytes]
@@ -146,6 +148,7 @@ class EventBus:
         self._to_relay: collections.deque[bytes] = collections.deque()
         self._relay_wake = asyncio.Event()
         self._writing = asyncio.Lock()
+        self._stop = asyncio.Event()
         self.last_id = 0  # the last id delivered here
         self.closed = False
         self._streams_ended = False
@@ -313,6 +316,16 @@ class EventBus:
                     await self._write_outbox()
             except Exception as exc:  # noqa: BLE001 - shutting down: say it, go on
                 logger.error("%d events not written at shutdown: %s", len(self._outbox), exc)
+        # The poll and relay loops stop between steps, so no read is left running in a worker
+        # thread (holding a database connection) and no Redis command half-sent; the rest
+        # are cancelled where they wait.
+        self._stop.set()
+        self._relay_wake.set()
+        graceful = [t for t in self._tasks if t.get_name() in _STOPPABLE]
+        if graceful:
+            _, late = await asyncio.wait(graceful, timeout=timeout)
+            for task in late:
+                task.cancel()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -387,7 +400,7 @@ class EventBus:
 
     async def _relay_loop(self) -> None:
         assert self._relay is not None
-        while True:
+        while not self._stop.is_set():
             await self._relay_wake.wait()
             self._relay_wake.clear()
             while self._to_relay:
@@ -430,7 +443,10 @@ class EventBus:
         last_read = last_prune = time.monotonic()
         tick = min(self.gap_timeout / 2, self.poll_interval)
         while True:
-            await asyncio.sleep(tick)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(tick):
+                    await self._stop.wait()
+                    return
             now = time.monotonic()
             gap = self._gap_since is not None and now - self._gap_since >= self.gap_timeout
             try:
