@@ -5,7 +5,8 @@ returns (publishers sit on the request path and on background loops that must no
 Everything else happens in background tasks:
 
 - **Ids.** With an :class:`EventLog` (the app always has one: the database), a writer task
-  appends the outbox to the log every ``flush_interval`` seconds, one transaction per batch.
+  appends the outbox to the log every ``flush_interval`` seconds, one transaction per batch
+  (every ``idle_flush_interval`` while no one can be waiting: no relay, no subscriber).
   The log hands out ids from one counter row that each append updates first, so appends from
   all processes are serialised and **ids are committed in order, without gaps**: whoever sees
   id *n* in the log can also see every id below it. That is the one global, ordered event id
@@ -121,6 +122,7 @@ class EventBus:
         capacity: int = DEFAULT_CAPACITY,
         queue_size: int = DEFAULT_QUEUE_SIZE,
         flush_interval: float = 0.02,
+        idle_flush_interval: float = 1.0,
         poll_interval: float = 0.5,
         gap_timeout: float = 0.2,
         retention_seconds: float = DEFAULT_RETENTION_SECONDS,
@@ -133,6 +135,7 @@ class EventBus:
         self._ring: collections.deque[Event] = collections.deque(maxlen=capacity)
         self._queue_size = queue_size
         self.flush_interval = flush_interval
+        self.idle_flush_interval = idle_flush_interval
         self.poll_interval = poll_interval
         self.gap_timeout = gap_timeout
         self.retention_seconds = retention_seconds
@@ -149,6 +152,8 @@ class EventBus:
         self._relay_wake = asyncio.Event()
         self._writing = asyncio.Lock()
         self._stop = asyncio.Event()
+        self._poke = asyncio.Event()  # wakes the poll loop: a gap began, a reconnect, close
+        self._listener = asyncio.Event()  # set when a subscriber comes
         self.last_id = 0  # the last id delivered here
         self.closed = False
         self._streams_ended = False
@@ -217,6 +222,7 @@ class EventBus:
             subscription.end()
         else:
             self._subscribers.add(subscription)
+            self._listener.set()
         return subscription
 
     def end_streams(self) -> None:
@@ -265,7 +271,11 @@ class EventBus:
                 pending[event.id] = event
         while self.last_id + 1 in pending:
             self._deliver(pending.pop(self.last_id + 1))
-        self._gap_since = (self._gap_since or time.monotonic()) if pending else None
+        if not pending:
+            self._gap_since = None
+        elif self._gap_since is None:
+            self._gap_since = time.monotonic()
+            self._poke.set()  # the poll loop times the gap out
 
     def _accept_from_log(self, events: Iterable[Event]) -> None:
         """Events read from the log: it has every id, so a missing one is gone for good."""
@@ -320,6 +330,7 @@ class EventBus:
         # thread (holding a database connection) and no Redis command half-sent; the rest
         # are cancelled where they wait.
         self._stop.set()
+        self._poke.set()
         self._relay_wake.set()
         graceful = [t for t in self._tasks if t.get_name() in _STOPPABLE]
         if graceful:
@@ -342,8 +353,20 @@ class EventBus:
         failures = 0
         while True:
             await self._wake.wait()
-            # A short wait gathers a batch: one transaction for many events.
-            await asyncio.sleep(self.flush_interval if not failures else 0)
+            # A short wait gathers a batch: one transaction for many events. With no other
+            # process to send them to (no relay) and no subscriber here, nobody waits for
+            # them: the batch gathers for idle_flush_interval instead (a subscriber that
+            # comes cuts that short), so a lone gateway pays a transaction a second, not 50.
+            if failures:
+                pass
+            elif self._relay is None and not self._subscribers:
+                self._listener.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.idle_flush_interval):
+                        await self._listener.wait()
+                await asyncio.sleep(self.flush_interval)
+            else:
+                await asyncio.sleep(self.flush_interval)
             self._wake.clear()
             try:
                 await self._write_outbox()
@@ -416,6 +439,7 @@ class EventBus:
             self.relay_up = True
             logger.info("event relay connected")
             self._read_now = True  # what was raised while it was down: from the log
+            self._poke.set()
 
     async def _listen_loop(self) -> None:
         assert self._relay is not None
@@ -441,12 +465,20 @@ class EventBus:
 
     async def _poll_loop(self) -> None:
         last_read = last_prune = time.monotonic()
-        tick = min(self.gap_timeout / 2, self.poll_interval)
         while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(tick):
-                    await self._stop.wait()
-                    return
+            # Asleep until the next read is due: the poll interval, a gap's timeout, a relay
+            # that reconnected (poked), or close; no ticking in between.
+            now = time.monotonic()
+            due = last_read + self.poll_interval
+            if self._gap_since is not None:
+                due = min(due, self._gap_since + self.gap_timeout)
+            if not self._read_now:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(due - now, 0.0)):
+                        await self._poke.wait()
+            self._poke.clear()
+            if self._stop.is_set():
+                return
             now = time.monotonic()
             gap = self._gap_since is not None and now - self._gap_since >= self.gap_timeout
             try:
