@@ -198,7 +198,7 @@ async def test_retention_prunes_old_events(database_url: str) -> None:
         await bus._prune()
         engine = create_engine_for(database_url)
         with engine.connect() as conn:
-            left = conn.execute(sa.text("SELECT data FROM event_log")).scalars().all()
+            left = conn.execute(sa.text("SELECT events FROM event_log")).scalars().all()
         engine.dispose()
         assert len(left) == 1 and '"a1"' in left[0]
 

@@ -24,6 +24,7 @@ from costwarden.budgets.policy import Check
 from costwarden.core.event_kinds import LimitThresholdCrossed
 
 THRESHOLDS_PCT = (50, 80, 100)
+_LOWEST = THRESHOLDS_PCT[0]
 _REMEMBERED = 10_000  # crossings kept per process to report each once
 
 
@@ -55,11 +56,12 @@ class Crossings:
         out: list[LimitThresholdCrossed] = []
         rows = zip(checks, reserved, admitted, settled, strict=True)
         for check, amount_reserved, room_admitted, room_settled in rows:
+            amount = check.limit.amount
+            used = amount - room_settled
+            if used * 100 < _LOWEST * amount or amount == UNLIMITED:
+                continue  # below the lowest line: most settles stop here
             limit = check.limit
-            if limit.amount == UNLIMITED:
-                continue
-            before = limit.amount - room_admitted - amount_reserved
-            used = limit.amount - room_settled
+            before = amount - room_admitted - amount_reserved
             for pct in crossed(limit.amount, before, used):
                 seen = (check.key, check.resets_at or 0.0, check.bucket, pct)
                 if seen in self._seen:

@@ -45,15 +45,16 @@ import contextlib
 import logging
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from typing import Protocol
+from collections.abc import AsyncIterator, Callable, Iterable
+from decimal import Decimal
+from typing import Any, Protocol
 
 import orjson
 
 from costwarden.core.event_kinds import KINDS, Event, EventPayload
 from costwarden.core.subscription import Subscription
 
-__all__ = ["Event", "EventBus", "EventLog", "EventRelay", "LogRow", "StoredRow", "Subscription"]
+__all__ = ["Batch", "Event", "EventBus", "EventLog", "EventRelay", "Subscription"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,26 +69,29 @@ _MAX_BACKOFF = 5.0
 _MAX_UNRELAYED = 100  # batches waiting for Redis
 _STOPPABLE = ("costwarden-events-poll", "costwarden-events-relay")
 
-# (ts_ms, kind, org_id, data as JSON) as appended; (id, ts_ms, kind, org_id, data) as read.
-LogRow = tuple[int, str, str | None, bytes]
-StoredRow = tuple[int, int, str, str | None, bytes]
+# The log keeps events in batches: one row per append, a JSON array of
+# [ts_ms, kind, org_id, payload] whose ids run from the row's first id, one apart. A row per
+# event cost the request path more than everything else an event costs.
+Batch = tuple[int, bytes]  # (first id, the JSON array)
 
 
 class EventLog(Protocol):
     """Where events are numbered and kept (storage implements it); blocking calls."""
 
-    def append(self, rows: Sequence[LogRow]) -> int:
-        """Store ``rows`` under the next consecutive ids; the id of the last one."""
+    def append(self, count: int, ts_ms: int, data: bytes) -> int:
+        """Store a batch of ``count`` events (``data``: the JSON array, ``ts_ms``: its last
+        event's time) under the next consecutive ids; the id of its last event."""
         ...
 
-    def read(self, after: int, limit: int) -> list[StoredRow]:
-        """Up to ``limit`` events with an id above ``after``, in id order."""
+    def read(self, after: int, limit: int) -> list[Batch]:
+        """Batches holding events with an id above ``after``, in id order, at least
+        ``limit`` events' worth when the log has them."""
         ...
 
     def last_id(self) -> int: ...
 
     def prune(self, before_ms: int) -> int:
-        """Delete events older than ``before_ms``; how many went."""
+        """Delete batches whose last event is older than ``before_ms``; how many went."""
         ...
 
 
@@ -102,15 +106,26 @@ class EventRelay(Protocol):
         ...
 
 
-def _decode(rows: Iterable[StoredRow]) -> list[Event]:
+def _decode(batches: Iterable[tuple[int, list[Any]]], after: int) -> list[Event]:
+    """Events of parsed batches with an id above ``after``."""
     events: list[Event] = []
-    for event_id, ts_ms, kind, _org, raw in rows:
-        cls = KINDS.get(kind)
-        if cls is None:  # raised by a newer version of costwarden: not ours to show
-            logger.debug("skipping event %d of unknown kind %r", event_id, kind)
-            continue
-        events.append(Event(event_id, ts_ms / 1000, cls.from_data(orjson.loads(raw))))
+    for first, items in batches:
+        for offset, (ts_ms, kind, _org, data) in enumerate(items):
+            event_id = first + offset
+            if event_id <= after:
+                continue
+            cls = KINDS.get(kind)
+            if cls is None:  # raised by a newer version of costwarden: not ours to show
+                logger.debug("skipping event %d of unknown kind %r", event_id, kind)
+                continue
+            events.append(Event(event_id, ts_ms / 1000, cls.from_data(data)))
     return events
+
+
+def _json_default(value: object) -> str:
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 class EventBus:
@@ -253,13 +268,16 @@ class EventBus:
 
     async def _read_log(self, after: int, limit: int) -> list[Event]:
         assert self._log is not None
-        return _decode(await asyncio.to_thread(self._log.read, after, limit))
+        batches = await asyncio.to_thread(self._log.read, after, limit)
+        return _decode([(first, orjson.loads(raw)) for first, raw in batches], after)
 
     # ------------------------------------------------------------------ delivering
 
     def _deliver(self, event: Event) -> None:
         self.last_id = event.id
         self._ring.append(event)
+        if not self._subscribers:
+            return
         for subscriber in list(self._subscribers):
             subscriber.offer(event)
 
@@ -395,23 +413,18 @@ class EventBus:
         outbox = self._outbox
         while outbox:
             batch = [outbox[i] for i in range(min(len(outbox), _MAX_BATCH))]
-            rows = [
-                (int(ts * 1000), p.kind, p.org_id, orjson.dumps(p.data(), default=str))
-                for ts, p in batch
-            ]
-            last = await asyncio.to_thread(self._log.append, rows)
+            data = orjson.dumps(
+                [(int(ts * 1000), p.kind, p.org_id, p.stored()) for ts, p in batch],
+                default=_json_default,
+            )
+            ts_ms = int(batch[-1][0] * 1000)
+            last = await asyncio.to_thread(self._log.append, len(batch), ts_ms, data)
             for _ in batch:
                 outbox.popleft()
             first = last - len(batch) + 1
-            events = [Event(first + i, ts, p) for i, (ts, p) in enumerate(batch)]
-            self._accept(events)
+            self._accept(Event(first + i, ts, p) for i, (ts, p) in enumerate(batch))
             if self._relay is not None:
-                message = orjson.dumps(
-                    [
-                        [e.id, r[0], r[1], r[2], orjson.Fragment(r[3])]
-                        for e, r in zip(events, rows, strict=True)
-                    ]
-                )
+                message = orjson.dumps([first, orjson.Fragment(data)])
                 # Never waited for: a stalled Redis must not hold up the log or this
                 # process's own stream. A task publishes in order; past _MAX_UNRELAYED
                 # waiting batches the oldest is not relayed (the others read it from the log).
@@ -448,10 +461,8 @@ class EventBus:
             try:
                 async for message in self._relay.listen(self._relay_ready):
                     failures = 0
-                    rows = orjson.loads(message)
-                    self._accept(
-                        _decode((r[0], r[1], r[2], r[3], orjson.dumps(r[4])) for r in rows)
-                    )
+                    first, batch = orjson.loads(message)
+                    self._accept(_decode([(first, batch)], 0))
             except Exception as exc:  # noqa: BLE001 - Redis went away: poll the log meanwhile
                 failures += 1
                 if self.relay_up or failures == 1:

@@ -3,11 +3,11 @@
 
 An append is one write transaction: first ``UPDATE event_sequence ... RETURNING last_id``
 (taking the counter row's lock, on PostgreSQL a row lock and on SQLite the database's write
-lock, held until commit), then the rows under the ids it reserved. A second process's append
-waits on that lock, so the ids commit in the order they were handed out and a rolled-back
-append gives its ids back: no gaps, no reordering. Inserts go straight to the driver's cursor
-(one ``executemany``) for the same reason the ledger's do: SQLAlchemy's per-row machinery
-costs more than the row.
+lock, held until commit), then one row for the whole batch under the ids it reserved
+(``first_id`` .. ``last_id``, the events as one JSON array). A second process's append waits
+on that lock, so the ids commit in the order they were handed out and a rolled-back append
+gives its ids back: no gaps, no reordering. One row per batch rather than per event: an
+event then costs the writer a share of one JSON array, not an index insert of its own.
 
 Methods block; the bus calls them in a worker thread.
 """
@@ -15,13 +15,12 @@ Methods block; the bus calls them in a worker thread.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from costwarden.core.errors import StorageError
-from costwarden.core.events import LogRow, StoredRow
+from costwarden.core.events import Batch
 from costwarden.storage.db import begin_write, connect_read
 from costwarden.storage.schema import event_log, event_sequence
 
@@ -37,44 +36,48 @@ _NEXT = sa.text(
 class SqlEventLog:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        mark = "?" if engine.dialect.name == "sqlite" else "%s"
-        self._insert = (
-            f"INSERT INTO event_log (id, ts_ms, kind, org_id, data) "
-            f"VALUES ({mark}, {mark}, {mark}, {mark}, {mark})"
-        )
 
-    def append(self, rows: Sequence[LogRow]) -> int:
-        if not rows:
-            return self.last_id()
+    def append(self, count: int, ts_ms: int, data: bytes) -> int:
         with begin_write(self._engine) as conn:
-            last = conn.execute(_NEXT, {"n": len(rows), "name": SEQUENCE}).scalar()
+            last = conn.execute(_NEXT, {"n": count, "name": SEQUENCE}).scalar()
             if last is None:
                 raise StorageError("the event_sequence row is missing (run costwarden migrate)")
-            first = int(last) - len(rows) + 1
-            cursor = conn.connection.cursor()
-            try:
-                cursor.executemany(
-                    self._insert,
-                    [(first + i, ts, kind, org, data.decode()) for i, (ts, kind, org, data)
-                     in enumerate(rows)],
-                )
-            finally:
-                cursor.close()
+            conn.execute(
+                sa.insert(event_log),
+                {
+                    "first_id": int(last) - count + 1,
+                    "last_id": int(last),
+                    "ts_ms": ts_ms,
+                    "events": data.decode(),
+                },
+            )
         return int(last)
 
-    def read(self, after: int, limit: int) -> list[StoredRow]:
-        query = (
-            sa.select(event_log.c.id, event_log.c.ts_ms, event_log.c.kind, event_log.c.org_id,
-                      event_log.c.data)
-            .where(event_log.c.id > after)
-            .order_by(event_log.c.id)
-            .limit(limit)
+    def read(self, after: int, limit: int) -> list[Batch]:
+        """Batches with an event above ``after``: the one holding ``after + 1`` (found by
+        its first id, the primary key) and those after it, until ``limit`` events."""
+        c = event_log.c
+        holding = (
+            sa.select(c.first_id)
+            .where(c.first_id <= after + 1)
+            .order_by(c.first_id.desc())
+            .limit(1)
+            .scalar_subquery()
         )
+        query = (
+            sa.select(c.first_id, c.last_id, c.events)
+            .where(c.first_id >= sa.func.coalesce(holding, 0), c.last_id > after)
+            .order_by(c.first_id)
+        )
+        out: list[Batch] = []
+        count = 0
         with connect_read(self._engine) as conn:
-            return [
-                (int(r.id), int(r.ts_ms), r.kind, r.org_id, r.data.encode())
-                for r in conn.execute(query)
-            ]
+            for row in conn.execute(query):
+                out.append((int(row.first_id), row.events.encode()))
+                count += int(row.last_id) - max(int(row.first_id) - 1, after)
+                if count >= limit:
+                    break
+        return out
 
     def last_id(self) -> int:
         query = sa.select(event_sequence.c.last_id).where(event_sequence.c.name == SEQUENCE)

@@ -190,11 +190,11 @@ route_fallbacks = sa.Table(
 event_log = sa.Table(
     "event_log",
     metadata,
-    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
-    sa.Column("ts_ms", sa.BigInteger, nullable=False, index=True),  # epoch milliseconds
-    sa.Column("kind", sa.Text, nullable=False),
-    sa.Column("org_id", sa.Text, nullable=True),
-    sa.Column("data", sa.Text, nullable=False),  # the payload, compact JSON
+    # One row per appended batch: events first_id .. last_id, one apart.
+    sa.Column("first_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("last_id", sa.BigInteger, nullable=False),
+    sa.Column("ts_ms", sa.BigInteger, nullable=False, index=True),  # its last event's, epoch ms
+    sa.Column("events", sa.Text, nullable=False),  # JSON array of [ts_ms, kind, org_id, data]
 )
 
 # The event id counter: one row, updated first by every append, which serialises appends

@@ -1,4 +1,5 @@
-"""Events: event_log (the durable, ordered event stream) and event_sequence (its id counter).
+"""Events: event_log (the durable, ordered event stream, a row per batch) and event_sequence
+(its id counter).
 
 Revision ID: 0004
 Revises: 0003
@@ -23,12 +24,11 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     op.create_table(
         "event_log",
-        sa.Column("id", sa.BigInteger(), autoincrement=False, nullable=False),
+        sa.Column("first_id", sa.BigInteger(), autoincrement=False, nullable=False),
+        sa.Column("last_id", sa.BigInteger(), nullable=False),
         sa.Column("ts_ms", sa.BigInteger(), nullable=False),
-        sa.Column("kind", sa.Text(), nullable=False),
-        sa.Column("org_id", sa.Text(), nullable=True),
-        sa.Column("data", sa.Text(), nullable=False),
-        sa.PrimaryKeyConstraint("id", name="pk_event_log"),
+        sa.Column("events", sa.Text(), nullable=False),
+        sa.PrimaryKeyConstraint("first_id", name="pk_event_log"),
     )
     op.create_index("ix_event_log_ts_ms", "event_log", ["ts_ms"])
     sequence = op.create_table(
