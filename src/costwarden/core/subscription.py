@@ -34,8 +34,8 @@ _END = _End()
 
 
 class Subscription:
-    """An async iterator of events; ``close()`` unsubscribes (so does garbage collection of
-    the bus's reference: closing is still the caller's job)."""
+    """An async iterator of events; ``close()`` (or leaving a ``with`` block) unsubscribes:
+    whoever subscribes closes."""
 
     def __init__(
         self,
