@@ -22,7 +22,8 @@ class EventSettings:
     flush_ms: float = _setting(
         20.0,
         "Events are written to the log, numbered and sent to the other processes in batches "
-        "gathered for this long: longer is fewer transactions, shorter is fresher streams.",
+        "gathered for this long: longer is fewer transactions, shorter is fresher streams. "
+        "While nothing can be waiting (no Redis, no live-stream client) they gather for 5 s.",
         "COSTWARDEN_EVENTS_FLUSH_MS",
     )
     poll_seconds: float = _setting(
