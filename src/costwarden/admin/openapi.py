@@ -27,6 +27,7 @@ from costwarden.admin.openapi_inputs import (
     string,
 )
 from costwarden.budgets.limits import LIMIT_NAMES, MODES, SCOPES, TIER_SCOPES
+from costwarden.core.event_kinds import KINDS, STREAM_CUT
 from costwarden.storage.audit import DEFAULT_AUDIT_LIMIT, MAX_AUDIT_LIMIT
 from costwarden.storage.switches import FEATURES
 
@@ -216,6 +217,16 @@ _NEW_KEY = {
     "allOf": [_ref("Key"), {"required": ["key"], "properties": {"key": {"type": "string"}}}]
 }
 _ORG_QUERY = _query("org", string(NAME, "org name"))
+# One server-sent event of /admin/events (a stream_cut frame has no id).
+_SSE_EVENT: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "pattern": "^[0-9]+$"},
+        "event": {"type": "string", "enum": sorted([*KINDS, STREAM_CUT])},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+    },
+    "required": ["event", "data"],
+}
 _NAME_PATH = _path("name", string(NAME))
 
 # ------------------------------------------------------------------ paths
@@ -397,7 +408,7 @@ _HEALTH_PATHS: dict[str, Any] = {
             {
                 "200": {
                     "description": "id: N, event: KIND, data: JSON lines per event",
-                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    "content": {"text/event-stream": {"schema": _SSE_EVENT}},
                 }
             },
             *_AUTH, "400", "404",
