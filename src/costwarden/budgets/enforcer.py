@@ -59,8 +59,7 @@ from costwarden.core.errors import (
     RateLimited,
 )
 from costwarden.core.event_kinds import EventPayload
-from costwarden.core.money import usd_to_nanos
-from costwarden.core.records import LedgerRecord
+from costwarden.core.records import LedgerRecord, cost_nanos
 from costwarden.providers.base import Deployment
 
 logger = logging.getLogger(__name__)
@@ -341,7 +340,9 @@ class Enforcer:
         if reservation.settled:
             return
         reservation.settled = True
-        actual = Actual(usd_to_nanos(record.cost_usd), record.input_tokens + record.output_tokens)
+        # As the ledger stores the cost (12 places, then up to whole nano-dollars): the
+        # counter then equals a rebuild from the ledger's rows, never below their sum.
+        actual = Actual(cost_nanos(record), record.input_tokens + record.output_tokens)
         try:
             admitted = reservation.remaining
             reservation.remaining = await self.store.settle(

@@ -68,7 +68,7 @@ _REQUEST_FIELDS = (
 )
 
 
-_RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(LedgerRecord))
+_RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(LedgerRecord) if f.name != "nanos_cache")
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

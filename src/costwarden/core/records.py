@@ -10,6 +10,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Literal, get_args
 
+from costwarden.core.money import ledger_nanos
+
 # The closed sets a ledger row is made of: mypy checks every status written.
 Endpoint = Literal["chat.completions", "embeddings", "messages", "models"]
 LedgerStatus = Literal[
@@ -75,4 +77,21 @@ class LedgerRecord:
     ttft_ms: float | None = None
     overhead_ms: float = 0.0
     error: str | None = None
+    # (cost_usd, its nano-dollars) once computed: see cost_nanos. Not a ledger column.
+    nanos_cache: tuple[Decimal, int] | None = dataclasses.field(
+        default=None, repr=False, compare=False
+    )
+
+
+def cost_nanos(record: LedgerRecord) -> int:
+    """The record's cost in nano-dollars as the ledger stores it (``ledger_nanos``), computed
+    once per cost: the budget settle and the metrics both need it, and each conversion of a
+    Decimal costs about 6,000 instructions."""
+    cost = record.cost_usd
+    cached = record.nanos_cache
+    if cached is not None and cached[0] is cost:
+        return cached[1]
+    nanos = ledger_nanos(cost) if cost else 0
+    record.nanos_cache = (cost, nanos)
+    return nanos
 

@@ -46,8 +46,7 @@ from bisect import bisect_left
 from collections.abc import Iterable
 from typing import Final
 
-from costwarden.core.money import ledger_nanos
-from costwarden.core.records import LedgerRecord, LedgerStatus
+from costwarden.core.records import LedgerRecord, LedgerStatus, cost_nanos
 
 logger = logging.getLogger(__name__)
 
@@ -188,7 +187,7 @@ class RequestMetrics:
         series[3] += record.cached_input_tokens
         cost = record.cost_usd
         if cost:  # most error rows cost nothing: skip the Decimal work
-            series[4] += ledger_nanos(cost)
+            series[4] += cost_nanos(record)  # computed once, shared with the budget settle
         timings = self._timings.get(provider or "")
         if timings is None:
             timings = self._timings[provider or ""] = _Timings()
