@@ -135,7 +135,9 @@ async def _run(
     upstream = mock.state.requests - calls_before
     print(f"\n{processes} process(es): {dict(counts)}; upstream calls {upstream}")
     assert set(counts) <= {200, 402, 429}, counts
-    assert counts[200] > 50 and counts[402] > 0, counts
+    # How many fit depends on which requests won the race (1 to 8 choices each): liveness is
+    # checked below, where the budget must be used up.
+    assert counts[200] > 0 and counts[402] > 0, counts
 
     engine = create_engine_for(database_url)
     try:
