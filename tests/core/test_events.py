@@ -38,17 +38,20 @@ async def _drain(subscription: Subscription, count: int) -> list[Event]:
     return got
 
 
-def test_publish_numbers_events_and_keeps_the_last_ones() -> None:
+async def test_publish_numbers_events_and_keeps_the_last_ones() -> None:
     clock = FakeClock(1000.0)
     bus = EventBus(capacity=3, clock=clock)
     for i in range(5):
         clock.advance(1)
         bus.publish(_tick(i))
-    assert [e.id for e in bus.recent()] == [3, 4, 5]
-    assert bus.recent()[0] == Event(id=3, ts=1003.0, payload=_tick(2))
-    assert [e.id for e in bus.recent(after=4)] == [5]
     assert bus.last_id == 5
-    assert bus.published == 5
+    # older than the ring: the last three are what it has
+    assert await _drain(bus.subscribe(after=0), 3) == [
+        Event(id=3, ts=1003.0, payload=_tick(2)),
+        Event(id=4, ts=1004.0, payload=_tick(3)),
+        Event(id=5, ts=1005.0, payload=_tick(4)),
+    ]
+    assert [e.id for e in await _drain(bus.subscribe(after=4), 1)] == [5]
 
 
 def test_every_kind_round_trips_through_what_is_stored() -> None:

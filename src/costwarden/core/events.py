@@ -164,7 +164,7 @@ class EventBus:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._catching_up = asyncio.Lock()
-        self._to_relay: collections.deque[bytes] = collections.deque()
+        self._to_relay: collections.deque[bytes] = collections.deque(maxlen=_MAX_UNRELAYED)
         self._relay_wake = asyncio.Event()
         self._writing = asyncio.Lock()
         self._stop = asyncio.Event()
@@ -175,13 +175,10 @@ class EventBus:
         self._streams_ended = False
         self.relay_up = False
         self._read_now = False
-        #: events published by this process / lost because the log was unwritable too long
-        self.published = 0
+        #: events lost because the log was unwritable too long
         self.dropped = 0
         #: subscribers cut off for falling behind
         self.cut = 0
-        #: batches not relayed (Redis failing or stalled): the others read them from the log
-        self.unrelayed = 0
 
     # ------------------------------------------------------------------ publishing
 
@@ -189,7 +186,6 @@ class EventBus:
         """Raise an event; returns at once (see the module docstring)."""
         if self.closed:
             return
-        self.published += 1
         if self._log is None:
             self._deliver(Event(self.last_id + 1, self._clock(), payload))
             return
@@ -249,18 +245,9 @@ class EventBus:
             subscriber.end()
         self._subscribers.clear()
 
-    def recent(self, after: int = 0) -> list[Event]:
-        """The delivered events still in the ring with an id above ``after``, oldest first."""
-        return [e for e in self._ring if e.id > after]
-
     @property
     def subscribers(self) -> int:
         return len(self._subscribers)
-
-    @property
-    def outbox(self) -> int:
-        """Events published here and not yet in the log."""
-        return len(self._outbox)
 
     def _unsubscribe(self, subscription: Subscription, cut: bool) -> None:
         self._subscribers.discard(subscription)
@@ -431,11 +418,8 @@ class EventBus:
                 message = orjson.dumps([first, orjson.Fragment(data)])
                 # Never waited for: a stalled Redis must not hold up the log or this
                 # process's own stream. A task publishes in order; past _MAX_UNRELAYED
-                # waiting batches the oldest is not relayed (the others read it from the log).
+                # waiting batches the oldest is dropped (the others read it from the log).
                 self._to_relay.append(message)
-                if len(self._to_relay) > _MAX_UNRELAYED:
-                    self._to_relay.popleft()
-                    self.unrelayed += 1
                 self._relay_wake.set()
 
     async def _relay_loop(self) -> None:
@@ -448,7 +432,6 @@ class EventBus:
                 try:
                     await self._relay.publish(message)
                 except Exception as exc:  # noqa: BLE001 - the others read the log meanwhile
-                    self.unrelayed += 1
                     logger.warning("event relay publish failed: %s", type(exc).__name__)
 
     def _relay_ready(self) -> None:
