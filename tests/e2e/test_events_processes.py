@@ -140,7 +140,8 @@ async def test_a_client_that_stops_reading_delays_no_one(
         # The slow client, reading at last: some events, then the cut-off frame.
         slow.settimeout(10)
         received = b""
-        while b"event: stream_cut" not in received:
+        # Until the cut-off frame has arrived whole (its blank line), not just its first bytes.
+        while b"\n\n" not in received.partition(b"event: stream_cut")[2]:
             chunk = slow.recv(65536)
             assert chunk, received[-500:]
             received += chunk
