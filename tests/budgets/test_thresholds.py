@@ -3,13 +3,16 @@ gateway raises as a daily budget is spent."""
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from costwarden.budgets.limits import UNLIMITED, Limit
 from costwarden.budgets.policy import Check
-from costwarden.budgets.thresholds import Crossings, crossed
+from costwarden.budgets.thresholds import THRESHOLDS_PCT, Crossings, crossed, lowest_line
 from costwarden.core.event_kinds import LimitThresholdCrossed
 from costwarden.mock import MockServer
 from tests.helpers import PRICEY, T0, FakeClock, configure_mock, live_gateway, set_limits
@@ -33,6 +36,26 @@ from tests.helpers import chat as _chat
 )
 def test_crossed(amount: int, before: int, after: int, expected: list[int]) -> None:
     assert crossed(amount, before, after) == expected
+
+
+@given(amount=st.integers(-1, 10**15), share=st.fractions(-1, 2))
+def test_the_lowest_line_is_the_rule_itself(amount: int, share: Fraction) -> None:
+    room = int(amount * share)
+    below = amount <= 0 or (amount - room) * 100 < THRESHOLDS_PCT[0] * amount
+    assert (room > lowest_line(amount)) == below
+    for edge in (amount // 2 - 1, amount // 2, amount // 2 + 1, (amount + 1) // 2):
+        below = amount <= 0 or (amount - edge) * 100 < THRESHOLDS_PCT[0] * amount
+        assert (edge > lowest_line(amount)) == below
+
+
+def test_the_lines_follow_a_new_list_of_checks() -> None:
+    crossings = Crossings()
+    small, large = [_check(100, "tokens")], [_check(10_000, "tokens", key="c:9")]
+    assert crossings.events(large, [1], [9_000], [8_000]) == []  # 20 %: below
+    (event,) = crossings.events(small, [1], [60], [40])  # 60 %: the list's own line
+    assert event.threshold_pct == 50
+    (event,) = crossings.events(large, [1], [6_000], [4_000])  # and the first one's
+    assert (event.threshold_pct, event.used) == (50, "6000")
 
 
 def _check(amount: int, metric: str = "usd", key: str = "c:1") -> Check:

@@ -52,6 +52,7 @@ from typing import Any, Protocol
 import orjson
 
 from costwarden.core.event_kinds import KINDS, Event, EventPayload
+from costwarden.core.event_ring import EventRing, Item
 from costwarden.core.subscription import Subscription
 
 __all__ = ["Batch", "Event", "EventBus", "EventLog", "EventRelay", "Subscription"]
@@ -147,7 +148,7 @@ class EventBus:
             raise ValueError("capacity and queue_size must be at least 1")
         self._log = log
         self._relay = relay
-        self._ring: collections.deque[Event] = collections.deque(maxlen=capacity)
+        self._ring = EventRing(capacity)
         self._queue_size = queue_size
         self.flush_interval = flush_interval
         self.idle_flush_interval = idle_flush_interval
@@ -158,7 +159,7 @@ class EventBus:
         # Subscriptions are closed by whoever made them (the stream handler's finally, an
         # in-process consumer's ``with``); a plain set keeps the per-event check cheap.
         self._subscribers: set[Subscription] = set()
-        self._outbox: collections.deque[tuple[float, EventPayload]] = collections.deque()
+        self._outbox: collections.deque[Item] = collections.deque()
         self._pending: dict[int, Event] = {}  # arrived ahead of a gap
         self._gap_since: float | None = None
         self._wake = asyncio.Event()
@@ -210,16 +211,16 @@ class EventBus:
     ) -> Subscription:
         """Events with an id above ``after`` (None: live only), then live ones; only those of
         ``kinds`` (None: all) and of ``org_id`` (None: every org's and platform events)."""
-        ring = self._ring
+        oldest = self._ring.first_id
         log_upto = 0
         if after is None or after >= self.last_id:
             backlog: list[Event] = []
-        elif ring and after >= ring[0].id - 1:
-            backlog = [e for e in ring if e.id > after]
+        elif oldest is not None and after >= oldest - 1:
+            backlog = self._ring.after(after)
         else:  # older than the ring holds: from the log first, when there is one
-            backlog = list(ring)
+            backlog = self._ring.after(0)
             if self._log is not None:
-                log_upto = ring[0].id - 1 if ring else self.last_id
+                log_upto = self.last_id if oldest is None else oldest - 1
         subscription = Subscription(
             self._unsubscribe,
             self._read_log,
@@ -263,11 +264,25 @@ class EventBus:
 
     def _deliver(self, event: Event) -> None:
         self.last_id = event.id
-        self._ring.append(event)
+        self._ring.add(event.id, ((event.ts, event.payload),))
         if not self._subscribers:
             return
         for subscriber in list(self._subscribers):
             subscriber.offer(event)
+
+    def _deliver_batch(self, first: int, items: list[Item]) -> None:
+        """A batch whose first id is the next in line (this process's own append): kept as
+        it is, and made into events only when someone is subscribed."""
+        self.last_id = first + len(items) - 1
+        self._ring.add(first, items)
+        if not self._subscribers:
+            return
+        events = [Event(first + i, ts, payload) for i, (ts, payload) in enumerate(items)]
+        for subscriber in list(self._subscribers):
+            for event in events:
+                subscriber.offer(event)
+                if subscriber.cut:
+                    break
 
     def _accept(self, events: Iterable[Event]) -> None:
         """Events from this process's appends or the relay: delivered in id order."""
@@ -413,7 +428,10 @@ class EventBus:
             for _ in batch:
                 outbox.popleft()
             first = last - len(batch) + 1
-            self._accept(Event(first + i, ts, p) for i, (ts, p) in enumerate(batch))
+            if first == self.last_id + 1 and not self._pending:
+                self._deliver_batch(first, batch)
+            else:  # another process's batch is still on its way: in id order
+                self._accept([Event(first + i, ts, p) for i, (ts, p) in enumerate(batch)])
             if self._relay is not None:
                 message = orjson.dumps([first, orjson.Fragment(data)])
                 # Never waited for: a stalled Redis must not hold up the log or this
@@ -449,7 +467,8 @@ class EventBus:
                 async for message in self._relay.listen(self._relay_ready):
                     failures = 0
                     first, batch = orjson.loads(message)
-                    self._accept(_decode([(first, batch)], 0))
+                    # This process's own batches come back too: skipped before decoding.
+                    self._accept(_decode([(first, batch)], self.last_id))
             except Exception as exc:  # noqa: BLE001 - Redis went away: poll the log meanwhile
                 failures += 1
                 if self.relay_up or failures == 1:
