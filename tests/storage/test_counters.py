@@ -17,7 +17,7 @@ from costwarden.core.money import usd_to_nanos
 from costwarden.core.records import LEDGER_STATUSES, LedgerRecord
 from costwarden.storage.counters import ADMITTED_STATUSES, ledger_buckets, ledger_totals
 from costwarden.storage.db import NanoSum, nanos_sum
-from costwarden.storage.ledger import record_to_row
+from costwarden.storage.ledger_rows import record_to_row
 from costwarden.storage.schema import ledger
 
 MakeRecord = Callable[..., LedgerRecord]

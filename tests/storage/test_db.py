@@ -19,7 +19,7 @@ from costwarden.storage.db import (
     normalize_url,
     redact_url,
 )
-from costwarden.storage.ledger import record_to_row
+from costwarden.storage.ledger_rows import record_to_row
 from costwarden.storage.schema import ledger
 
 

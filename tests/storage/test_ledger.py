@@ -17,7 +17,8 @@ from sqlalchemy.engine import Engine, make_url
 
 from costwarden.core.errors import InvalidInput, StorageError
 from costwarden.core.records import LedgerRecord
-from costwarden.storage.ledger import LedgerWriter, record_to_row
+from costwarden.storage.ledger import LedgerWriter
+from costwarden.storage.ledger_rows import record_to_row
 from costwarden.storage.schema import ledger
 from costwarden.storage.usage import ledger_rows
 

@@ -15,7 +15,7 @@ from sqlalchemy.exc import StatementError
 from costwarden.core.errors import InvalidInput
 from costwarden.core.records import LedgerRecord
 from costwarden.storage.db import money_sum
-from costwarden.storage.ledger import record_to_row
+from costwarden.storage.ledger_rows import record_to_row
 from costwarden.storage.schema import ledger, orgs
 from costwarden.storage.sqltypes import money_str, to_money
 

@@ -15,7 +15,8 @@ from sqlalchemy.engine import Engine
 from costwarden.core.errors import NotFound
 from costwarden.core.records import LedgerRecord
 from costwarden.storage import repo
-from costwarden.storage.ledger import LedgerWriter, record_to_row
+from costwarden.storage.ledger import LedgerWriter
+from costwarden.storage.ledger_rows import record_to_row
 from costwarden.storage.schema import ledger
 from costwarden.storage.usage import UsageReport, ledger_rows, usage_report
 

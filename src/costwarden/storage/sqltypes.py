@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 MONEY_PRECISION = 24
 MONEY_QUANTUM = Decimal(1).scaleb(-MONEY_SCALE)  # Decimal('1E-12')
-_MONEY_LIMIT = Decimal(10) ** (MONEY_PRECISION - MONEY_SCALE)
+MONEY_LIMIT = Decimal(10) ** (MONEY_PRECISION - MONEY_SCALE)
 
 
 
@@ -55,7 +55,7 @@ def to_money(value: object) -> Decimal:
     if not d.is_finite():
         raise InvalidInput(f"money must be finite, got {d}")
     q = d.quantize(MONEY_QUANTUM, context=MONEY_CONTEXT)
-    if abs(q) >= _MONEY_LIMIT:
+    if abs(q) >= MONEY_LIMIT:
         raise InvalidInput(f"money amount out of range: {d}")
     return q
 

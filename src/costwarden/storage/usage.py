@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from costwarden.core.money import MONEY_CONTEXT
 from costwarden.core.records import LedgerRecord
 from costwarden.storage.db import Bind, connect_read, money_sum
-from costwarden.storage.ledger import row_to_record
+from costwarden.storage.ledger_rows import row_to_record
 from costwarden.storage.repo import org_id_by_name
 from costwarden.storage.schema import ledger, orgs
 from costwarden.storage.sqltypes import ensure_utc, money_str
