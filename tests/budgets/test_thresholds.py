@@ -77,6 +77,8 @@ def test_events_say_what_crossed_in_the_metric_s_unit_once_per_process() -> None
         threshold_pct=50,
         used="2.6",
         limit="5",
+        window_key="until:1000",  # the window instance: the same for every request in it
+        resets_at="1970-01-01T00:16:40+00:00",
     )
     # an overlapping request that also saw the line: reported once in this process
     assert crossings.events([usd], [1], [2_999_999_999], [2_300_000_000]) == []

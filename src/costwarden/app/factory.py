@@ -27,6 +27,7 @@ from sqlalchemy.engine import Engine
 from costwarden.admin.api import create_admin_app
 from costwarden.admin.context import AdminContext
 from costwarden.app.observability import metrics_exporter
+from costwarden.app.alerting import Alerting
 from costwarden.app.tracing import request_spans
 from costwarden.budgets.enforcer import Enforcer
 from costwarden.budgets.redis_store import RedisStore
@@ -224,6 +225,11 @@ class CostwardenApp:
             self.proxy.observe = observers[0]  # once per request
         elif observers:
             self.proxy.observe = functools.partial(_observe_all, tuple(observers))
+        self.alerting = (
+            Alerting(settings.alerts, self.engine, self.events, clock=clock)
+            if settings.alerts.enabled
+            else None
+        )
         self.admin = create_admin_app(self._admin_context())
         self._started = False
 
@@ -273,6 +279,8 @@ class CostwardenApp:
         await self.enforcer.start()
         await self.switches.start()
         await self.events.start()
+        if self.alerting is not None:
+            await self.alerting.start()
         await self.route_table.start()
         await self.breakers.start()
         await self.proxy.start()
@@ -298,6 +306,8 @@ class CostwardenApp:
             await self.spans.close()  # spans what is left, flushes the exporter
         await self.route_table.close()
         await self.breakers.close()
+        if self.alerting is not None:
+            await self.alerting.close()
         await self.events.close()  # writes what is left, ends live event streams
         await self.keys.close()
         await self.ledger.close()  # drains every buffered ledger row

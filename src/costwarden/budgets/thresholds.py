@@ -21,6 +21,7 @@ from __future__ import annotations
 import collections
 import math
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from decimal import Decimal
 from operator import gt
 
@@ -103,6 +104,8 @@ class Crossings:
                         threshold_pct=pct,
                         used=_units(limit.metric, used),
                         limit=_units(limit.metric, limit.amount),
+                        window_key=_window_key(check),
+                        resets_at=_iso(check.resets_at),
                     )
                 )
         return out
@@ -113,6 +116,21 @@ class Crossings:
         known = (checks, tuple(lowest_line(c.limit.amount) for c in checks))
         self._lines[id(checks)] = known
         return known
+
+
+def _window_key(check: Check) -> str:
+    """The window instance a crossing belongs to: the same for every request in it."""
+    if check.rolling:
+        return f"bucket:{check.bucket}"
+    if check.resets_at is None:
+        return "lifetime"
+    return f"until:{int(check.resets_at)}"
+
+
+def _iso(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).isoformat()
 
 
 def _units(metric: str, value: int) -> str:

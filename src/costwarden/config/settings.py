@@ -18,6 +18,7 @@ from typing import Any
 
 from costwarden.budgets.limits import TIER_SCOPES, tier_from_mapping
 from costwarden.budgets.windows import zone
+from costwarden.config.alerts import AlertSettings, alerts_problem
 from costwarden.config.events import EventSettings, events_problem
 from costwarden.config.fields import NAME_RE as _NAME_RE
 from costwarden.config.fields import section as _section
@@ -239,6 +240,7 @@ class Settings:
     metrics: MetricsSettings = dataclasses.field(default_factory=MetricsSettings)
     otel: OtelSettings = dataclasses.field(default_factory=OtelSettings)
     events: EventSettings = dataclasses.field(default_factory=EventSettings)
+    alerts: AlertSettings = dataclasses.field(default_factory=AlertSettings)
     admin_token: str | None = dataclasses.field(
         default=None,
         repr=False,
@@ -270,6 +272,7 @@ def settings_help() -> list[tuple[str, str, str, str]]:
         ("metrics", MetricsSettings),
         ("otel", OtelSettings),
         ("events", EventSettings),
+        ("alerts", AlertSettings),
         ("providers[]", ProviderSettings),
         ("deployments[]", DeploymentSettings),
         ("routes[]", RouteSettings),
@@ -349,6 +352,7 @@ def _build(
         "metrics",
         "otel",
         "events",
+        "alerts",
         "resilience",
         "providers",
         "deployments",
@@ -386,6 +390,10 @@ def _build(
     _apply_env(events, env, ctx)
     if problem := events_problem(events):
         raise _invalid(ctx, env, events, "events", *problem)
+    alerts = _section(AlertSettings, raw.get("alerts", {}), "alerts", ctx)
+    _apply_env(alerts, env, ctx)
+    if problem := alerts_problem(alerts):
+        raise _invalid(ctx, env, alerts, "alerts", *problem)
     if storage.ledger_mode not in LEDGER_MODES:
         raise _invalid(
             ctx, env, storage, "storage", "ledger_mode", f"must be one of {LEDGER_MODES}"
@@ -426,6 +434,7 @@ def _build(
         metrics=metrics,
         otel=otel,
         events=events,
+        alerts=alerts,
         resilience=resilience,
         admin_token=env.get("COSTWARDEN_ADMIN_TOKEN") or None,
         deprecations=deprecations,

@@ -172,8 +172,12 @@ class LimitThresholdCrossed(FieldsPayload):
     window: str  # daily | monthly | ... (the limit's period)
     metric: str  # usd | requests | tokens
     threshold_pct: int
-    used: str  # exact decimal, in the metric's unit
+    used: str  # exact decimal, in the metric's unit: settled plus in flight
     limit: str
+    # Which window instance: the reset of a calendar window (epoch seconds), "lifetime", or a
+    # rolling window's bucket; with resets_at (ISO 8601 UTC, None for lifetime and rolling).
+    window_key: str = ""
+    resets_at: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

@@ -206,6 +206,81 @@ event_sequence = sa.Table(
     sa.Column("last_id", sa.BigInteger, nullable=False),
 )
 
+# Alerts (costwarden.alerts). One row per (rule, scope, window, threshold): the unique
+# dedupe_key is what makes an alert fire once across any number of processes and restarts.
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("dedupe_key", sa.Text, nullable=False, unique=True),
+    sa.Column("kind", sa.Text, nullable=False),  # threshold | forecast | spike | service | test
+    sa.Column("rule", sa.Text, nullable=False),
+    sa.Column("severity", sa.Text, nullable=False),
+    sa.Column("org_id", sa.Text, nullable=True, index=True),  # NULL: platform-wide
+    sa.Column("scope", sa.Text, nullable=True),
+    sa.Column("scope_id", sa.Text, nullable=True),
+    sa.Column("window_key", sa.Text, nullable=False),
+    sa.Column("threshold_pct", sa.Integer, nullable=True),
+    sa.Column("state", sa.Text, nullable=False, index=True),  # firing | acknowledged | resolved
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),  # JSON: the message's fields
+    sa.Column("fired_at", UTCDateTime(), nullable=False, index=True),
+    sa.Column("resolves_at", UTCDateTime(), nullable=True),  # when its window resets
+    sa.Column("snoozed_until", UTCDateTime(), nullable=True),
+    sa.Column("acknowledged_by", sa.Text, nullable=True),
+    sa.Column("acknowledged_at", UTCDateTime(), nullable=True),
+    sa.Column("resolved_by", sa.Text, nullable=True),
+    sa.Column("resolved_at", UTCDateTime(), nullable=True),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+# Where alerts go. config holds the type's settings as JSON, secrets included (never shown).
+alert_channels = sa.Table(
+    "alert_channels",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("name", sa.Text, nullable=False, unique=True),
+    sa.Column("type", sa.Text, nullable=False),  # webhook | slack | email
+    sa.Column("config", sa.Text, nullable=False),
+    sa.Column("filter", sa.Text, nullable=False),
+    sa.Column("enabled", sa.Boolean, nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+# One delivery per (alert, channel), retried until delivered or dead (the dead letter).
+alert_deliveries = sa.Table(
+    "alert_deliveries",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("alert_id", sa.Text, sa.ForeignKey("alerts.id"), nullable=False),
+    sa.Column("channel_id", sa.Text, sa.ForeignKey("alert_channels.id"), nullable=False),
+    sa.Column("state", sa.Text, nullable=False),  # pending | delivered | dead
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_at", UTCDateTime(), nullable=False, index=True),
+    sa.Column("claimed_until", UTCDateTime(), nullable=True),
+    sa.Column("first_attempt_at", UTCDateTime(), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("delivered_at", UTCDateTime(), nullable=True),
+    sa.Column("last_status", sa.Integer, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.UniqueConstraint("alert_id", "channel_id"),
+)
+
+# The delivery log: every attempt, its answer.
+alert_attempts = sa.Table(
+    "alert_attempts",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("delivery_id", sa.Text, sa.ForeignKey("alert_deliveries.id"), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("delivered", sa.Boolean, nullable=False),
+    sa.Column("status", sa.Integer, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Index("ix_alert_attempts_delivery_id_attempt", "delivery_id", "attempt"),
+)
+
 TABLES = (
     orgs,
     projects,
@@ -221,4 +296,8 @@ TABLES = (
     event_log,
     event_sequence,
     route_fallbacks,
+    alerts,
+    alert_channels,
+    alert_deliveries,
+    alert_attempts,
 )

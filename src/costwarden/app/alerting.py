@@ -1,0 +1,229 @@
+"""The alerting service of one gateway process: events in, alerts raised, deliveries sent.
+
+Everything here runs off the request path, in two background tasks:
+
+- **Raising.** An in-process subscription to ``limit_threshold_crossed`` events (every process
+  receives every process's events through the event log) turns each into an alert draft
+  (``alerts.rules``) and stores it (``storage.alerts.raise_alert``). The alert's unique key
+  makes the database, not the processes, decide that it fires once: whichever process inserts
+  it first enqueues its deliveries; the others, and any process after a restart, find it
+  there and do nothing. Each new alert is published as ``alert_changed``.
+- **Delivering.** Every ``delivery_poll_seconds`` (and at once after this process raised an
+  alert) the process resolves the alerts whose window has reset, claims the deliveries that
+  are due, and sends them concurrently, each bounded by the send timeout: a dead channel
+  delays no other. Failed attempts are retried on the ``alerts.delivery`` schedule for up
+  to 24 h, then go to the dead letter; every attempt is in the delivery log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.engine import Engine
+
+from costwarden.alerts.channels import Attempt, Sender
+from costwarden.alerts.delivery import next_attempt_at
+from costwarden.alerts.model import AlertMessage
+from costwarden.alerts.rules import threshold_alert
+from costwarden.config.alerts import AlertSettings
+from costwarden.core.event_kinds import AlertChanged, LimitThresholdCrossed
+from costwarden.core.events import EventBus
+from costwarden.core.subscription import Subscription
+from costwarden.storage.alerts import (
+    AlertRecord,
+    DueDelivery,
+    claim_deliveries,
+    raise_alert,
+    record_attempt,
+    resolve_reset_windows,
+)
+
+logger = logging.getLogger(__name__)
+
+_KINDS = frozenset({LimitThresholdCrossed.kind})
+
+
+def alert_changed(alert: AlertRecord) -> AlertChanged:
+    """The event of an alert's new state."""
+    return AlertChanged(
+        org_id=alert.org_id,
+        alert_id=alert.id,
+        rule=alert.rule,
+        state=alert.state,
+        detail=alert.title,
+    )
+
+
+def alert_message(alert: AlertRecord, delivery_id: str, dashboard_url: str) -> AlertMessage:
+    """What a delivery of ``alert`` sends."""
+    detail = alert.detail
+    link = f"{dashboard_url.rstrip('/')}/dashboard/alerts/{alert.id}" if dashboard_url else None
+    return AlertMessage(
+        message_id=delivery_id,
+        alert_id=alert.id,
+        kind=alert.kind,
+        rule=alert.rule,
+        severity=alert.severity,
+        state=alert.state,
+        title=alert.title,
+        text=_text(alert),
+        created_at=alert.fired_at.astimezone(UTC).isoformat(),
+        org_id=alert.org_id,
+        scope=alert.scope,
+        scope_id=alert.scope_id,
+        limit_name=detail.get("limit_name"),
+        metric=detail.get("metric"),
+        threshold_pct=alert.threshold_pct,
+        spent=detail.get("spent"),
+        reserved=detail.get("reserved"),
+        limit=detail.get("limit"),
+        percent=detail.get("percent"),
+        resets_at=detail.get("resets_at"),
+        dashboard_url=link,
+    )
+
+
+def _text(alert: AlertRecord) -> str:
+    d = alert.detail
+    if alert.kind == "threshold":
+        resets = f"; the window resets at {d['resets_at']}" if d.get("resets_at") else ""
+        return (
+            f"{d.get('spent')} of {d.get('limit')} {d.get('metric')} used "
+            f"(settled and in flight){resets}."
+        )
+    return alert.title
+
+
+class Alerting:
+    def __init__(
+        self,
+        settings: AlertSettings,
+        engine: Engine,
+        events: EventBus,
+        *,
+        clock: Callable[[], float],
+    ) -> None:
+        self.settings = settings
+        self._engine = engine
+        self._events = events
+        self._clock = clock
+        self._sender = Sender(timeout=settings.send_timeout_seconds)
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        #: alerts this process raised (others raised the same ones first, or will)
+        self.raised = 0
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock(), UTC)
+
+    async def start(self) -> None:
+        if self._tasks:
+            return
+        subscription = self._events.subscribe(kinds=_KINDS)
+        self._tasks.append(asyncio.create_task(self._raise_loop(subscription)))
+        self._tasks.append(asyncio.create_task(self._deliver_loop()))
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        await self._sender.aclose()
+
+    # ------------------------------------------------------------------ raising
+
+    async def _raise_loop(self, subscription: Subscription) -> None:
+        last = 0
+        while True:
+            with subscription:
+                async for event in subscription:
+                    last = event.id
+                    payload = event.payload
+                    if isinstance(payload, LimitThresholdCrossed):
+                        await self._raise(payload)
+            # Cut off for falling behind, or the bus ended streams: resume where it stopped.
+            if self._events.closed:
+                return
+            subscription = self._events.subscribe(after=last, kinds=_KINDS)
+
+    async def _raise(self, crossing: LimitThresholdCrossed) -> None:
+        draft = threshold_alert(crossing)
+        try:
+            alert = await asyncio.to_thread(raise_alert, self._engine, draft, now=self._now())
+        except Exception as exc:  # noqa: BLE001 - the database is down: the next crossing
+            logger.warning("alert %s not stored: %s", draft.dedupe_key, type(exc).__name__)
+            return
+        if alert is None:
+            return  # raised already, by this process or another
+        self.raised += 1
+        logger.warning("alert fired: %s (%s)", alert.title, alert.id)
+        self._events.publish(alert_changed(alert))
+        self._wake.set()
+
+    # ------------------------------------------------------------------ delivering
+
+    async def _deliver_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.delivery_poll_seconds):
+                    await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self.deliver_due()
+            except Exception as exc:  # noqa: BLE001 - the database is down: next tick
+                logger.warning("alert delivery round failed: %s", type(exc).__name__)
+
+    async def deliver_due(self) -> int:
+        """One round: resolve reset windows, send what is due; how many attempts were made."""
+        now = self._now()
+        for alert in await asyncio.to_thread(resolve_reset_windows, self._engine, now=now):
+            self._events.publish(alert_changed(alert))
+        lease = timedelta(seconds=2 * self.settings.send_timeout_seconds + 5)
+        due = await asyncio.to_thread(claim_deliveries, self._engine, now=now, lease=lease)
+        if due:
+            await asyncio.gather(*(self._send(d) for d in due))
+        return len(due)
+
+    async def _send(self, delivery: DueDelivery) -> None:
+        message = alert_message(delivery.alert, delivery.id, self.settings.dashboard_url)
+        attempt: Attempt = await self._sender.send(delivery.channel, message)
+        now = self._now()
+        first = delivery.first_attempt_at or now
+        retry_at: datetime | None = None
+        if not attempt.delivered and attempt.retryable:
+            due = next_attempt_at(
+                delivery.attempts + 1, first.timestamp(), base=self.settings.retry_base_seconds
+            )
+            retry_at = None if due is None else datetime.fromtimestamp(due, UTC)
+        state = await asyncio.to_thread(
+            record_attempt,
+            self._engine,
+            delivery,
+            delivered=attempt.delivered,
+            status=attempt.status,
+            error=attempt.error,
+            next_attempt_at=retry_at,
+            now=now,
+        )
+        if state == "dead":
+            logger.error(
+                "alert %s to channel %s: delivery dead after %d attempts (%s)",
+                delivery.alert.id,
+                delivery.channel.name,
+                delivery.attempts + 1,
+                attempt.error,
+            )
+        elif not attempt.delivered:
+            logger.warning(
+                "alert %s to channel %s: attempt %d failed (%s), retrying",
+                delivery.alert.id,
+                delivery.channel.name,
+                delivery.attempts + 1,
+                attempt.error,
+            )
