@@ -95,7 +95,9 @@ def test_actions_are_audited_with_who_and_when(
     assert acked.acknowledged_at == T0 + timedelta(minutes=3)
     with pytest.raises(Conflict):
         store.act_on_alert(engine, alert.id, "acknowledge", actor="bob")
-    resolved = store.act_on_alert(engine, alert.id, "resolve", actor="bob", now=T0)
+    resolved = store.act_on_alert(
+        engine, alert.id, "resolve", actor="bob", now=T0 + timedelta(minutes=5)
+    )
     assert (resolved.state, resolved.resolved_by) == ("resolved", "bob")
     with pytest.raises(NotFound):
         store.act_on_alert(engine, "alr_nope", "resolve", actor="bob")

@@ -26,8 +26,8 @@ from sqlalchemy.engine import Engine
 
 from costwarden.admin.api import create_admin_app
 from costwarden.admin.context import AdminContext
-from costwarden.app.observability import metrics_exporter
 from costwarden.app.alerting import Alerting
+from costwarden.app.observability import metrics_exporter
 from costwarden.app.tracing import request_spans
 from costwarden.budgets.enforcer import Enforcer
 from costwarden.budgets.redis_store import RedisStore

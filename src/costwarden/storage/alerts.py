@@ -123,7 +123,9 @@ def _insert(conn: Connection, table: sa.Table) -> Any:
 # --------------------------------------------------------------------------- alerts
 
 
-def raise_alert(bind: Bind, draft: AlertDraft, *, now: datetime | None = None) -> AlertRecord | None:
+def raise_alert(
+    bind: Bind, draft: AlertDraft, *, now: datetime | None = None
+) -> AlertRecord | None:
     """Store ``draft`` as a firing alert with its deliveries; None if its key already fired."""
     at = utcnow() if now is None else now
     alert_id = new_alert_id("alr")
@@ -149,8 +151,9 @@ def raise_alert(bind: Bind, draft: AlertDraft, *, now: datetime | None = None) -
                 updated_at=at,
             )
             .on_conflict_do_nothing(index_elements=["dedupe_key"])
-        )
-        if conn.execute(stmt).rowcount != 1:
+            .returning(alerts.c.id)  # a row only if this call inserted it (rowcount is -1 on
+        )  # some drivers for ON CONFLICT statements)
+        if conn.execute(stmt).first() is None:
             return None
         for channel in _channels(conn, enabled_only=True):
             if matches(

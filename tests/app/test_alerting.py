@@ -1,0 +1,126 @@
+"""The alerting service in a live gateway: a daily budget spent past 50 % and 80 % sends one
+signed webhook per threshold and channel, a receiver that is down gets it once it is back,
+and the delivery log shows every attempt."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import orjson
+import pytest
+from aiohttp import web
+from standardwebhooks import Webhook
+
+from costwarden.alerts.model import Channel
+from costwarden.mock import MockServer
+from costwarden.storage import alerts as store
+from tests.helpers import PRICEY, configure_mock, free_port, live_gateway, set_limits
+from tests.helpers import chat as _chat
+
+SECRET = "whsec_" + base64.b64encode(b"alerting-e2e-key-0123456789abcdef").decode()
+# Retries every 0.2 s (doubling), deliveries looked for every 0.1 s.
+FAST = "[alerts]\ndelivery_poll_seconds = 0.1\nretry_base_seconds = 0.2\n"
+
+
+class Receiver:
+    """A webhook endpoint that verifies every signature and can be made to fail."""
+
+    def __init__(self) -> None:
+        self.verified: list[dict[str, object]] = []
+        self.refused = 0
+        self.down = False
+        self.port = free_port()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if self.down:
+            self.refused += 1
+            return web.Response(status=503)
+        body = await request.read()
+        data = Webhook(SECRET).verify(body, dict(request.headers))  # raises if forged
+        self.verified.append({"id": request.headers["webhook-id"], **data})
+        return web.Response(status=204)
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    r = Receiver()
+    app = web.Application()
+    app.router.add_post("/hook", r.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", r.port)
+    await site.start()
+    yield r
+    await runner.cleanup()
+
+
+def _channel(port: int) -> Channel:
+    return Channel(
+        id="", name="ops", type="webhook", url=f"http://127.0.0.1:{port}/hook", secret=SECRET
+    )
+
+
+async def _until(predicate: object, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():  # type: ignore[operator]
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("timed out")
+        await asyncio.sleep(0.05)
+
+
+async def test_each_threshold_alerts_each_channel_once_signed(
+    mock: MockServer, tmp_path: Path, receiver: Receiver
+) -> None:
+    await configure_mock(mock, output_tokens=1000)  # about $1 a request with PRICEY
+    url = f"sqlite:///{tmp_path}/cw.db"
+    async with live_gateway(mock, url, tmp_path, extra_toml=PRICEY + FAST) as gw:
+        await asyncio.to_thread(store.save_channel, gw.app.engine, _channel(receiver.port),
+                                actor="test")
+        await set_limits(gw, daily_usd="4.5")
+        alerts_seen = gw.app.events.subscribe(kinds=frozenset({"alert_changed"}))
+        for _ in range(4):
+            status, _, _ = await _chat(gw)
+            assert status == 200
+        await _until(lambda: len(receiver.verified) >= 2)
+        await asyncio.sleep(0.5)  # and nothing more comes
+        changed = [(await alerts_seen.get(timeout=2)) for _ in range(2)]
+        alerts_seen.close()
+    assert len(receiver.verified) == 2
+    data = sorted((m["data"] for m in receiver.verified), key=lambda d: d["threshold_pct"])  # type: ignore[index]
+    assert [(d["scope"], d["metric"], d["threshold_pct"], d["limit"]) for d in data] == [
+        ("org", "usd", 50, "4.5"),
+        ("org", "usd", 80, "4.5"),
+    ]
+    assert [d["severity"] for d in data] == ["info", "warning"]
+    assert all(d["resets_at"] and d["spent"] for d in data)
+    assert {c.payload.state for c in changed if c is not None} == {"firing"}  # type: ignore[attr-defined]
+    assert len({m["id"] for m in receiver.verified}) == 2
+
+
+async def test_a_receiver_that_was_down_gets_the_alert_once_back(
+    mock: MockServer, tmp_path: Path, receiver: Receiver
+) -> None:
+    await configure_mock(mock, output_tokens=1000)
+    url = f"sqlite:///{tmp_path}/cw.db"
+    async with live_gateway(mock, url, tmp_path, extra_toml=PRICEY + FAST) as gw:
+        engine = gw.app.engine
+        await asyncio.to_thread(store.save_channel, engine, _channel(receiver.port), actor="t")
+        await set_limits(gw, daily_usd="2")
+        receiver.down = True
+        status, _, _ = await _chat(gw)  # about $1 of $2: 50 %
+        assert status == 200
+        await _until(lambda: receiver.refused >= 3)
+        receiver.down = False
+        await _until(lambda: len(receiver.verified) == 1)
+        await asyncio.sleep(0.6)  # no repeat once delivered
+        (alert,) = await asyncio.to_thread(store.list_alerts, engine)
+        (log,) = await asyncio.to_thread(store.delivery_log, engine, alert_id=alert.id)
+    assert len(receiver.verified) == 1
+    assert log["state"] == "delivered"
+    statuses = [a["status"] for a in log["attempts"]]
+    assert statuses[:-1] == [503] * (len(statuses) - 1) and statuses[-1] == 204
+    assert len(statuses) - 1 == receiver.refused >= 3
+    assert orjson.loads(orjson.dumps(log))["attempts"][0]["error"] == "HTTP 503"
