@@ -8,6 +8,7 @@ import asyncio
 import base64
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -89,7 +90,10 @@ async def test_each_threshold_alerts_each_channel_once_signed(
         changed = [(await alerts_seen.get(timeout=2)) for _ in range(2)]
         alerts_seen.close()
     assert len(receiver.verified) == 2
-    data = sorted((m["data"] for m in receiver.verified), key=lambda d: d["threshold_pct"])  # type: ignore[index]
+    data: list[dict[str, Any]] = sorted(
+        (m["data"] for m in receiver.verified),  # type: ignore[misc]
+        key=lambda d: d["threshold_pct"],
+    )
     assert [(d["scope"], d["metric"], d["threshold_pct"], d["limit"]) for d in data] == [
         ("org", "usd", 50, "4.5"),
         ("org", "usd", 80, "4.5"),

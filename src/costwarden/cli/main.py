@@ -14,6 +14,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
+from costwarden.cli import alerts as alert_commands
 from costwarden.cli import breakers as breaker_commands
 from costwarden.cli import budgets as budget_commands
 from costwarden.cli import switches as switch_commands
@@ -232,6 +233,6 @@ def usage(config: str, org: str | None, since: str, as_json: bool) -> None:
 
 # ---------------------------------------------------------------------- the other groups
 
-for _group in (budget_commands, tier_commands, switch_commands, breaker_commands):
+for _group in (budget_commands, tier_commands, switch_commands, breaker_commands, alert_commands):
     for _command in _group.COMMANDS:
         main.add_command(_command)
