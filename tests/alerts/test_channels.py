@@ -318,11 +318,19 @@ async def test_an_invalid_channel_is_not_sent_and_not_retried(
 
 
 class Mailbox:
-    """An aiosmtpd handler: keeps what it accepts, or refuses at RCPT or DATA when told."""
+    """An aiosmtpd handler: keeps what it accepts, or refuses at RCPT (every recipient, or
+    only those in ``refused``) or at DATA when told."""
 
-    def __init__(self, *, rcpt_reply: str | None = None, data_reply: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        rcpt_reply: str | None = None,
+        data_reply: str | None = None,
+        refused: tuple[str, ...] = (),
+    ) -> None:
         self.rcpt_reply = rcpt_reply
         self.data_reply = data_reply
+        self.refused = refused
         self.messages: list[Envelope] = []
 
     async def handle_RCPT(
@@ -333,7 +341,7 @@ class Mailbox:
         address: str,
         rcpt_options: list[str],
     ) -> str:
-        if self.rcpt_reply is not None:
+        if self.rcpt_reply is not None and (not self.refused or address in self.refused):
             return self.rcpt_reply
         envelope.rcpt_tos.append(address)
         return "250 OK"
@@ -462,6 +470,20 @@ async def test_smtp_5xx_is_permanent_and_4xx_retryable(
     assert got == attempt
     assert mailbox.messages == []
     _assert_no_leak(caplog, got)
+
+
+@pytest.mark.parametrize(
+    "mailbox", [Mailbox(rcpt_reply="550 5.1.1 No such user", refused=("finance@example.com",))]
+)
+async def test_an_email_some_recipients_took_is_delivered(
+    smtp: Controller, mailbox: Mailbox, sender: Sender, caplog: pytest.LogCaptureFixture
+) -> None:
+    attempt = await sender.send(_email(smtp.port), MESSAGE)
+    # delivered: a retry would send it again to those who have it
+    assert attempt == Attempt(delivered=True, status=250, error=None, retryable=False)
+    (envelope,) = mailbox.messages
+    assert envelope.rcpt_tos == ["oncall@example.com"]
+    assert "1 of 2 recipients refused it (codes 550)" in caplog.text
 
 
 @pytest.mark.parametrize("security", ["starttls", "tls"])
