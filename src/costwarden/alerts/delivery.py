@@ -23,9 +23,7 @@ import math
 from typing import Final
 from urllib.parse import urlsplit
 
-from costwarden.core.errors import InvalidInput
-
-from .model import (
+from costwarden.alerts.model import (
     CHANNEL_TYPES,
     SEVERITIES,
     AlertMessage,
@@ -34,6 +32,7 @@ from .model import (
     EmailSettings,
     Severity,
 )
+from costwarden.core.errors import InvalidInput
 
 __all__ = [
     "MAX_DELAY_SECONDS",
