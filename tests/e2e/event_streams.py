@@ -1,5 +1,5 @@
-"""Two real gateway processes on PostgreSQL + Redis, and SSE clients of ``/admin/events``:
-shared by the cross-process event tests and ``bench/events.py``."""
+"""Real gateway processes (two by default) on PostgreSQL + Redis, and SSE clients of
+``/admin/events``: shared by the cross-process event and alert tests and ``bench/events.py``."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from costwarden.storage.migrate import migrate
 from tests.helpers import free_port, gateway_toml, spawn_gateway, stop_gateway, wait_healthy
 
 ADMIN_TOKEN = "admin-token-for-event-tests"
+REDIS_URL = "redis://127.0.0.1:6379/13"  # the shared_stack fixture's (tests/e2e/conftest.py)
 AUTH = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
@@ -41,7 +42,13 @@ class Gateways:
 
 @asynccontextmanager
 async def gateways(
-    mock_url: str, database_url: str, redis_url: str, tmp_path: Path, extra: str = ""
+    mock_url: str,
+    database_url: str,
+    redis_url: str,
+    tmp_path: Path,
+    extra: str = "",
+    *,
+    count: int = 2,
 ) -> AsyncIterator[Gateways]:
     engine = create_engine_for(database_url)
     try:
@@ -52,7 +59,7 @@ async def gateways(
     toml = f'[redis]\nurl = "{redis_url}"\n{extra}'
     procs, urls = [], []
     try:
-        for i in range(2):
+        for i in range(count):
             port = free_port()
             config = tmp_path / f"gw{i}.toml"
             config.write_text(gateway_toml(mock_url, database_url, port=port, extra=toml))

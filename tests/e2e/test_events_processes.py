@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import openai
 import pytest
-import redis
 
 from costwarden.mock import MockServer
 from tests.e2e.event_streams import (
     ADMIN_TOKEN,
+    REDIS_URL,
     chat,
     connected,
     frames,
@@ -30,22 +29,9 @@ from tests.e2e.event_streams import (
     percentile,
     take,
 )
-from tests.helpers import require_redis, scratch_pg_database
 
-REDIS_URL = "redis://127.0.0.1:6379/13"
 HI: Any = [{"role": "user", "content": "hi"}]
 EVENTS = 8000
-
-
-@pytest.fixture
-def shared_stack(pg_ready: None) -> Iterator[str]:
-    require_redis(REDIS_URL)
-    client = redis.Redis.from_url(REDIS_URL)
-    client.flushdb()
-    with scratch_pg_database() as url:
-        yield url
-    client.flushdb()
-    client.close()
 
 
 async def _requests(client: openai.AsyncOpenAI, count: int, concurrency: int = 8) -> list[str]:

@@ -15,7 +15,7 @@ import redis
 import redis.asyncio
 import sqlalchemy as sa
 
-from costwarden.core.event_kinds import SwitchChanged
+from costwarden.core.event_kinds import LimitThresholdCrossed, SwitchChanged
 from costwarden.core.events import Event, EventBus, Subscription
 from costwarden.storage.db import create_engine_for
 from costwarden.storage.event_log import SqlEventLog
@@ -214,3 +214,28 @@ async def test_the_log_survives_a_restart(database_url: str) -> None:
         sub = bus.subscribe(after=first + 1)
         bus.publish(_ev("a", 5))
         assert [e.payload.message for e in await _take(sub, 4)] == ["a2", "a3", "a4", "a5"]
+
+
+async def test_a_background_consumer_hurries_only_its_own_kinds(database_url: str) -> None:
+    # No Redis, no live stream: events gather for the idle interval (here 3 s), except the
+    # kinds a background consumer waits for, which go out within the flush interval.
+    async with _buses(database_url, 1, idle_flush_interval=3.0) as (bus,):
+        start = bus.last_id
+        consumer = bus.subscribe(kinds=frozenset({"limit_threshold_crossed"}), background=True)
+        assert bus.subscribers == 0  # not a live stream
+        await asyncio.sleep(0.1)  # the writer is idle now
+        bus.publish(_ev("a", 1))
+        await asyncio.sleep(1.0)
+        assert bus.last_id == start  # gathering
+        bus.publish(LimitThresholdCrossed(
+            scope="org", scope_id="o", window="day", metric="usd", threshold_pct=50,
+            used="1", limit="2",
+        ))  # fmt: skip
+        started = time.monotonic()
+        got = await consumer.get(timeout=2.0)
+        assert got is not None and time.monotonic() - started < 0.5
+        assert bus.last_id == start + 2  # the batch went out whole
+        consumer.close()
+        bus.publish(_ev("a", 2))  # no urgent kind left: gathering again
+        await asyncio.sleep(1.0)
+        assert bus.last_id == start + 2

@@ -123,7 +123,7 @@ class Alerting:
     async def start(self) -> None:
         if self._tasks:
             return
-        subscription = self._events.subscribe(kinds=_KINDS)
+        subscription = self._events.subscribe(kinds=_KINDS, background=True)
         self._tasks.append(asyncio.create_task(self._raise_loop(subscription)))
         self._tasks.append(asyncio.create_task(self._deliver_loop()))
 
@@ -150,7 +150,7 @@ class Alerting:
             # Cut off for falling behind, or the bus ended streams: resume where it stopped.
             if self._events.closed:
                 return
-            subscription = self._events.subscribe(after=last, kinds=_KINDS)
+            subscription = self._events.subscribe(after=last, kinds=_KINDS, background=True)
 
     async def _raise(self, crossing: LimitThresholdCrossed) -> None:
         draft = threshold_alert(crossing)

@@ -170,7 +170,12 @@ class EventBus:
         self._writing = asyncio.Lock()
         self._stop = asyncio.Event()
         self._poke = asyncio.Event()  # wakes the poll loop: a gap began, a reconnect, close
-        self._listener = asyncio.Event()  # set when a subscriber comes
+        self._listener = asyncio.Event()  # set when a live subscriber or an urgent event comes
+        # Live subscribers (streams: someone waits for every event) and the kinds background
+        # consumers wait for (see subscribe); everything else may gather in the outbox.
+        self._live: set[Subscription] = set()
+        self._urgent: dict[str, int] = {}
+        self._hurry = False  # an urgent event is in the outbox
         self.last_id = 0  # the last id delivered here
         self.closed = False
         self._streams_ended = False
@@ -192,6 +197,9 @@ class EventBus:
             return
         outbox = self._outbox
         outbox.append((self._clock(), payload))
+        if self._urgent and payload.kind in self._urgent:
+            self._hurry = True  # a background consumer waits for this kind
+            self._listener.set()
         if len(outbox) > _MAX_OUTBOX:
             outbox.popleft()
             self.dropped += 1
@@ -208,9 +216,18 @@ class EventBus:
         *,
         kinds: frozenset[str] | None = None,
         org_id: str | None = None,
+        background: bool = False,
     ) -> Subscription:
         """Events with an id above ``after`` (None: live only), then live ones; only those of
-        ``kinds`` (None: all) and of ``org_id`` (None: every org's and platform events)."""
+        ``kinds`` (None: all) and of ``org_id`` (None: every org's and platform events).
+
+        A ``background`` subscriber (an in-process consumer such as alerting) is not a live
+        stream: it is not counted in :attr:`subscribers`, and events gather for it as long as
+        for no one, except those of its ``kinds`` (which must be given), which are written and
+        delivered within ``flush_interval``. So a consumer of rare kinds does not make every
+        request's event cost a transaction every 20 ms."""
+        if background and not kinds:
+            raise ValueError("a background subscription names its kinds")
         oldest = self._ring.first_id
         log_upto = 0
         if after is None or after >= self.last_id:
@@ -233,8 +250,15 @@ class EventBus:
         )
         if self.closed or self._streams_ended:
             subscription.end()
+        elif background:
+            assert kinds is not None
+            self._subscribers.add(subscription)
+            for kind in kinds:
+                self._urgent[kind] = self._urgent.get(kind, 0) + 1
+            subscription.urgent = kinds
         else:
             self._subscribers.add(subscription)
+            self._live.add(subscription)
             self._listener.set()
         return subscription
 
@@ -245,13 +269,24 @@ class EventBus:
         for subscriber in list(self._subscribers):
             subscriber.end()
         self._subscribers.clear()
+        self._live.clear()
+        self._urgent.clear()
 
     @property
     def subscribers(self) -> int:
-        return len(self._subscribers)
+        """Live subscribers (streams), background consumers not counted."""
+        return len(self._live)
 
     def _unsubscribe(self, subscription: Subscription, cut: bool) -> None:
         self._subscribers.discard(subscription)
+        self._live.discard(subscription)
+        for kind in subscription.urgent:
+            left = self._urgent.get(kind, 0) - 1
+            if left > 0:
+                self._urgent[kind] = left
+            else:
+                self._urgent.pop(kind, None)
+        subscription.urgent = frozenset()
         if cut:
             self.cut += 1
 
@@ -383,7 +418,7 @@ class EventBus:
             # seconds, not 50 a second.
             if failures:
                 pass
-            elif self._relay is None and not self._subscribers:
+            elif self._relay is None and not self._live and not self._hurry:
                 self._listener.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.idle_flush_interval):
@@ -392,6 +427,7 @@ class EventBus:
             else:
                 await asyncio.sleep(self.flush_interval)
             self._wake.clear()
+            self._hurry = False
             try:
                 await self._write_outbox()
                 failures = 0

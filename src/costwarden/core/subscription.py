@@ -62,6 +62,8 @@ class Subscription:
         self.last_id = after  # the highest id handed out (or skipped by the filters)
         self.closed = False
         self.cut = False  # cut off for falling behind
+        # The kinds a background subscription made urgent (the bus undoes that on unsubscribe).
+        self.urgent: frozenset[str] = frozenset()
 
     def matches(self, event: Event) -> bool:
         if self.kinds is not None and event.payload.kind not in self.kinds:
