@@ -147,8 +147,9 @@ class Alerting:
                     payload = event.payload
                     if isinstance(payload, LimitThresholdCrossed):
                         await self._raise(payload)
-            # Cut off for falling behind, or the bus ended streams: resume where it stopped.
-            if self._events.closed:
+            # Cut off for falling behind: resume where it stopped. Otherwise the bus ended its
+            # streams (shutting down): so does this.
+            if not subscription.cut:
                 return
             subscription = self._events.subscribe(after=last, kinds=_KINDS, background=True)
 
