@@ -30,6 +30,14 @@ SEED = 20261201
 MAX_EXAMPLES = 8
 # An event stream never ends: schemathesis reads it until its request timeout.
 EVENTS_READ_SECONDS = 0.3
+# Alerts are raised by the gateway, never through the API: schemathesis can only reach these
+# with ids that do not exist (404). Their successes are tests/admin/test_alerts_api.py's.
+NEED_AN_ALERT = [
+    "GET /admin/alerts/{alert_id}",
+    "POST /admin/alerts/{alert_id}/acknowledge",
+    "POST /admin/alerts/{alert_id}/snooze",
+    "POST /admin/alerts/{alert_id}/resolve",
+]
 # A tier in the config file: writing or deleting it is the 409 the document promises.
 CONFIG_TIER = """
 [[tiers]]
@@ -94,7 +102,7 @@ async def test_admin_api_conforms_to_its_openapi_document(
     operations = {f"{m.upper()} {path}" for path, item in OPENAPI["paths"].items() for m in item}
     assert set(statuses) == operations
     unserved = [op for op, codes in statuses.items() if not any(200 <= c < 300 for c in codes)]
-    assert unserved == [], statuses
+    assert sorted(unserved) == sorted(NEED_AN_ALERT), statuses
 
 
 

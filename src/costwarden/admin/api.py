@@ -26,6 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from costwarden.admin import (
+    alerts_api,
     events_api,
     health_api,
     keys_api,
@@ -91,6 +92,11 @@ ROUTES: tuple[Route, ...] = (
     Route("/admin/routes/{model}/fallbacks", routes_api.put_fallbacks, methods=["PUT"]),
     # Prometheus (text format, not in the OpenAPI document)
     Route("/metrics", metrics_api.metrics, methods=["GET"]),
+    Route("/admin/alerts", alerts_api.list_alerts, methods=["GET"]),
+    Route("/admin/alerts/{alert_id}", alerts_api.get_alert, methods=["GET"]),
+    Route("/admin/alerts/{alert_id}/acknowledge", alerts_api.acknowledge, methods=["POST"]),
+    Route("/admin/alerts/{alert_id}/snooze", alerts_api.snooze, methods=["POST"]),
+    Route("/admin/alerts/{alert_id}/resolve", alerts_api.resolve, methods=["POST"]),
 )
 
 

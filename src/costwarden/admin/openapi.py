@@ -142,6 +142,31 @@ _DEPLOYMENT_HEALTH_SCHEMA = {
         },
     },
 }
+_ALERT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "kind": {"type": "string", "description": "threshold | forecast | spike | service"},
+        "rule": {"type": "string"},
+        "severity": {"type": "string", "enum": ["info", "warning", "critical"]},
+        "org_id": {"type": ["string", "null"]},
+        "scope": {"type": ["string", "null"]},
+        "scope_id": {"type": ["string", "null"]},
+        "window_key": {"type": "string", "description": "which window instance"},
+        "threshold_pct": {"type": ["integer", "null"]},
+        "state": {"type": "string", "enum": ["firing", "acknowledged", "resolved"]},
+        "title": {"type": "string"},
+        "detail": {"type": "object", "description": "limit, spent, percent, resets_at, ..."},
+        "fired_at": {"type": "string", "format": "date-time"},
+        "resolves_at": {"type": ["string", "null"], "format": "date-time"},
+        "snoozed_until": {"type": ["string", "null"], "format": "date-time"},
+        "acknowledged_by": {"type": ["string", "null"]},
+        "acknowledged_at": {"type": ["string", "null"], "format": "date-time"},
+        "resolved_by": {"type": ["string", "null"]},
+        "resolved_at": {"type": ["string", "null"], "format": "date-time"},
+        "updated_at": {"type": "string", "format": "date-time"},
+    },
+}
 # ------------------------------------------------------------------ errors
 
 _ERROR_BODY = {
@@ -455,6 +480,65 @@ _ROUTE_PATHS: dict[str, Any] = {
     },
 }
 
+_ALERT_ID = _path("alert_id", {"type": "string"})
+
+
+def _alert_action(summary: str, extra: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    return _op(
+        summary,
+        _ok("the alert", _ref("Alert")),
+        *_WRITE, "404", "409",
+        parameters=[_ALERT_ID],
+        requestBody=_json_body(
+            {
+                "type": "object",
+                "additionalProperties": False,
+                "required": required,
+                "properties": {"actor": string(NAME, "for the audit log"), **extra},
+            },
+            required=bool(required),
+        ),
+    )
+
+
+_ALERT_PATHS: dict[str, Any] = {
+    "/admin/alerts": {
+        "get": _op(
+            "Alerts, newest first (raised by the gateway: threshold crossings of every limit, "
+            "once per rule, scope, window and threshold)",
+            _ok("{data: [Alert]}"),
+            *_READ, "400", "404",
+            parameters=[
+                _query("state", {"type": "string", "enum": ["firing", "acknowledged",
+                                                             "resolved"]}),
+                _ORG_QUERY,
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000,
+                                 "default": 100}),
+            ],
+        )
+    },
+    "/admin/alerts/{alert_id}": {
+        "get": _op("One alert, with its deliveries and every attempt (the delivery log)",
+                   _ok("Alert + {deliveries: [...]}"), *_READ, "404",
+                   parameters=[_ALERT_ID])
+    },
+    "/admin/alerts/{alert_id}/acknowledge": {
+        "post": _alert_action("Acknowledge an alert: it stays open; audited with who and when",
+                              {}, [])
+    },
+    "/admin/alerts/{alert_id}/snooze": {
+        "post": _alert_action(
+            "Hold an open alert's deliveries for some minutes; audited",
+            {"minutes": {"type": "integer", "minimum": 1, "maximum": 7 * 24 * 60}},
+            ["minutes"],
+        )
+    },
+    "/admin/alerts/{alert_id}/resolve": {
+        "post": _alert_action("Resolve an alert; deliveries not yet sent are dropped; audited",
+                              {}, [])
+    },
+}
+
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {"title": "costwarden admin API", "version": "0.1.0"},
@@ -468,11 +552,19 @@ OPENAPI: dict[str, Any] = {
             "Switch": _SWITCH_SCHEMA,
             "AuditEntry": _AUDIT_SCHEMA,
             "DeploymentHealth": _DEPLOYMENT_HEALTH_SCHEMA,
+            "Alert": _ALERT_SCHEMA,
         },
         "responses": _RESPONSES,
     },
     "security": _BEARER,
-    "paths": {**_KEY_PATHS, **_LIMIT_PATHS, **_SWITCH_PATHS, **_HEALTH_PATHS, **_ROUTE_PATHS},
+    "paths": {
+        **_KEY_PATHS,
+        **_LIMIT_PATHS,
+        **_SWITCH_PATHS,
+        **_HEALTH_PATHS,
+        **_ROUTE_PATHS,
+        **_ALERT_PATHS,
+    },
 }
 
 

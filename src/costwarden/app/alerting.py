@@ -30,7 +30,7 @@ from costwarden.alerts.delivery import next_attempt_at
 from costwarden.alerts.model import AlertMessage
 from costwarden.alerts.rules import threshold_alert
 from costwarden.config.alerts import AlertSettings
-from costwarden.core.event_kinds import AlertChanged, LimitThresholdCrossed
+from costwarden.core.event_kinds import LimitThresholdCrossed
 from costwarden.core.events import EventBus
 from costwarden.core.subscription import Subscription
 from costwarden.storage.alerts import (
@@ -45,17 +45,6 @@ from costwarden.storage.alerts import (
 logger = logging.getLogger(__name__)
 
 _KINDS = frozenset({LimitThresholdCrossed.kind})
-
-
-def alert_changed(alert: AlertRecord) -> AlertChanged:
-    """The event of an alert's new state."""
-    return AlertChanged(
-        org_id=alert.org_id,
-        alert_id=alert.id,
-        rule=alert.rule,
-        state=alert.state,
-        detail=alert.title,
-    )
 
 
 def alert_message(alert: AlertRecord, delivery_id: str, dashboard_url: str) -> AlertMessage:
@@ -164,7 +153,7 @@ class Alerting:
             return  # raised already, by this process or another
         self.raised += 1
         logger.warning("alert fired: %s (%s)", alert.title, alert.id)
-        self._events.publish(alert_changed(alert))
+        self._events.publish(alert.event())
         self._wake.set()
 
     # ------------------------------------------------------------------ delivering
@@ -184,7 +173,7 @@ class Alerting:
         """One round: resolve reset windows, send what is due; how many attempts were made."""
         now = self._now()
         for alert in await asyncio.to_thread(resolve_reset_windows, self._engine, now=now):
-            self._events.publish(alert_changed(alert))
+            self._events.publish(alert.event())
         lease = timedelta(seconds=2 * self.settings.send_timeout_seconds + 5)
         due = await asyncio.to_thread(claim_deliveries, self._engine, now=now, lease=lease)
         if due:

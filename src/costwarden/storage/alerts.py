@@ -30,8 +30,10 @@ from costwarden.alerts.model import AlertState, Channel, ChannelFilter, EmailSet
 from costwarden.alerts.rules import AlertDraft
 from costwarden.alerts.state import Action, AlertStatus, apply
 from costwarden.core.errors import NotFound
+from costwarden.core.event_kinds import AlertChanged
 from costwarden.storage.audit import record_audit
 from costwarden.storage.db import Bind, begin_write, connect_read
+from costwarden.storage.repo import org_id_by_name
 from costwarden.storage.schema import alert_attempts, alert_channels, alert_deliveries, alerts
 from costwarden.storage.sqltypes import utcnow
 
@@ -79,6 +81,13 @@ class AlertRecord:
             resolved_at=self.resolved_at,
             resolved_by=self.resolved_by,
         )
+
+    def event(self) -> AlertChanged:
+        """The ``alert_changed`` event of this state."""
+        return AlertChanged(
+            org_id=self.org_id, alert_id=self.id, rule=self.rule, state=self.state,
+            detail=self.title,
+        )  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -185,17 +194,18 @@ def get_alert(bind: Bind, alert_id: str) -> AlertRecord:
 def list_alerts(
     bind: Bind,
     *,
-    org_id: str | None = None,
+    org: str | None = None,
     state: AlertState | None = None,
     limit: int = 100,
 ) -> list[AlertRecord]:
-    """The newest alerts first, of one org (None: all) and state (None: all)."""
+    """The newest alerts first, of one org (by name; None: all; NotFound if unknown) and
+    state (None: all)."""
     stmt = sa.select(alerts).order_by(alerts.c.fired_at.desc(), alerts.c.id.desc()).limit(limit)
-    if org_id is not None:
-        stmt = stmt.where(alerts.c.org_id == org_id)
     if state is not None:
         stmt = stmt.where(alerts.c.state == state)
     with connect_read(bind) as conn:
+        if org is not None:
+            stmt = stmt.where(alerts.c.org_id == org_id_by_name(conn, org))
         return [_alert(row) for row in conn.execute(stmt)]
 
 

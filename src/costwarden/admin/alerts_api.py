@@ -1,0 +1,122 @@
+"""Admin API handlers for alerts.
+
+- ``GET /admin/alerts`` (``?state=&org=&limit=``): the newest alerts first.
+- ``GET /admin/alerts/{alert_id}``: one alert, with its deliveries and their attempts.
+- ``POST /admin/alerts/{alert_id}/acknowledge`` | ``/resolve``: body ``{"actor"?}`` (or
+  none); ``POST /admin/alerts/{alert_id}/snooze``: body ``{"minutes", "actor"?}``. Audited
+  (the actor given, as for a breaker reset, else ``admin-api``), published as
+  ``alert_changed``; 409 when the state does not allow it (acknowledging a resolved alert).
+
+Alerts are raised by the gateway (``costwarden.app.alerting``), never through the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from costwarden.admin.common import ACTOR, parse_json_object, read_body
+from costwarden.admin.context import context
+from costwarden.alerts.state import Action
+from costwarden.core.actors import clean_actor
+from costwarden.core.errors import InvalidInput
+from costwarden.storage import alerts as store
+from costwarden.storage import repo
+
+STATES = ("firing", "acknowledged", "resolved")
+MAX_LIST = 1000
+MAX_SNOOZE_MINUTES = 7 * 24 * 60
+
+
+def _limit(raw: str | None) -> int:
+    if raw is None:
+        return 100
+    text = raw.strip()
+    if not text.isdigit() or not 1 <= int(text) <= MAX_LIST:
+        raise InvalidInput(f"limit must be a whole number from 1 to {MAX_LIST}")
+    return int(text)
+
+
+def _actor(data: dict[str, Any]) -> str:
+    """Who acts: the body's ``actor`` (as for a breaker reset), else ``admin-api``."""
+    return clean_actor(data.get("actor", ACTOR))
+
+
+async def list_alerts(request: Request) -> Response:
+    ctx = context(request)
+    if denied := ctx.authorized(request):
+        return denied
+    query = request.query_params
+    state = query.get("state")
+    if state is not None and state not in STATES:
+        raise InvalidInput(f"state must be one of {', '.join(STATES)}")
+    org = query.get("org")
+    if org is not None:
+        org = repo.clean_name(org, "org")
+    records = await asyncio.to_thread(
+        store.list_alerts,
+        ctx.engine,
+        org=org,
+        state=state,  # type: ignore[arg-type]
+        limit=_limit(query.get("limit")),
+    )
+    return JSONResponse({"data": [r.to_json() for r in records]})
+
+
+async def get_alert(request: Request) -> Response:
+    ctx = context(request)
+    if denied := ctx.authorized(request):
+        return denied
+    alert_id = request.path_params["alert_id"]
+    record = await asyncio.to_thread(store.get_alert, ctx.engine, alert_id)
+    deliveries = await asyncio.to_thread(store.delivery_log, ctx.engine, alert_id=alert_id)
+    return JSONResponse({**record.to_json(), "deliveries": deliveries})
+
+
+async def _act(request: Request, action: Action, allowed: set[str]) -> Response:
+    ctx = context(request)
+    if denied := ctx.authorized(request):
+        return denied
+    raw = await read_body(request)
+    data = parse_json_object(raw, allowed=allowed) if raw.strip() or action == "snooze" else {}
+    actor = _actor(data)
+    until: datetime | None = None
+    if action == "snooze":
+        minutes = data.get("minutes")
+        if isinstance(minutes, Decimal) and minutes.is_finite() and minutes == int(minutes):
+            minutes = int(minutes)  # 36.0 is a whole number in JSON
+        if (
+            not isinstance(minutes, int)
+            or isinstance(minutes, bool)
+            or not 1 <= minutes <= MAX_SNOOZE_MINUTES
+        ):
+            raise InvalidInput(f"'minutes' must be a whole number from 1 to {MAX_SNOOZE_MINUTES}")
+        until = datetime.fromtimestamp(ctx.clock(), UTC) + timedelta(minutes=minutes)
+    record = await asyncio.to_thread(
+        store.act_on_alert,
+        ctx.engine,
+        request.path_params["alert_id"],
+        action,
+        actor=actor,
+        until=until,
+        now=datetime.fromtimestamp(ctx.clock(), UTC),
+    )
+    ctx.events.publish(record.event())
+    return JSONResponse(record.to_json())
+
+
+async def acknowledge(request: Request) -> Response:
+    return await _act(request, "acknowledge", {"actor"})
+
+
+async def snooze(request: Request) -> Response:
+    return await _act(request, "snooze", {"actor", "minutes"})
+
+
+async def resolve(request: Request) -> Response:
+    return await _act(request, "resolve", {"actor"})
