@@ -595,3 +595,21 @@ def assert_admin_error(r: Any, status: int, kind: str | None = None) -> str:
         assert error["type"] == kind, error
     message: str = error["message"]
     return message
+
+
+@contextmanager
+def database_down(url: str) -> Iterator[None]:
+    """The database refuses new connections and its open ones are cut; restored after."""
+    import psycopg
+
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+        )
+    try:
+        yield
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')

@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 
 from costwarden.admin.common import MAX_BODY_BYTES, MAX_JSON_DEPTH
 from costwarden.mock import MockServer
 from costwarden.storage import policy, repo
-from tests.helpers import PG_ADMIN_URL, LiveGateway, assert_admin_error, live_gateway
+from tests.helpers import LiveGateway, assert_admin_error, database_down, live_gateway
 
 TOKEN = "adm-secret"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
@@ -204,23 +202,9 @@ DATABASE_ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
     ("GET", "/admin/audit", None),
     ("PUT", "/admin/routes/gpt-4o-mini/fallbacks", {"fallbacks": ["claude-haiku-4-5"]}),
     ("POST", "/admin/breakers/openai:gpt-4o-mini/reset", {"actor": "ops"}),
+    ("GET", "/admin/alerts", None),
+    ("POST", "/admin/alerts/alr_x/resolve", None),
 ]
-
-
-@contextmanager
-def _database_down(url: str) -> Iterator[None]:
-    """The database refuses new connections and its open ones are cut; restored after."""
-    name = url.rsplit("/", 1)[1]
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-        conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
-        )
-    try:
-        yield
-    finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
 
 
 async def test_database_outage_is_503_on_every_route_then_recovers(
@@ -239,7 +223,7 @@ async def test_database_outage_is_503_on_every_route_then_recovers(
         ]
         database = pg_url.rsplit("/", 1)[1]
         caplog.set_level(logging.WARNING)
-        with _database_down(pg_url):
+        with database_down(pg_url):
             for method, path, body in routes:
                 caplog.clear()
                 r = await client.request(method, path, json=body, headers=AUTH)

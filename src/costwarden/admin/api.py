@@ -32,6 +32,7 @@ from costwarden.admin import (
     keys_api,
     limits_api,
     metrics_api,
+    risks_api,
     routes_api,
     switches_api,
 )
@@ -92,6 +93,7 @@ ROUTES: tuple[Route, ...] = (
     Route("/admin/routes/{model}/fallbacks", routes_api.put_fallbacks, methods=["PUT"]),
     # Prometheus (text format, not in the OpenAPI document)
     Route("/metrics", metrics_api.metrics, methods=["GET"]),
+    Route("/admin/risks", risks_api.risks, methods=["GET"]),
     Route("/admin/alerts", alerts_api.list_alerts, methods=["GET"]),
     Route("/admin/alerts/{alert_id}", alerts_api.get_alert, methods=["GET"]),
     Route("/admin/alerts/{alert_id}/acknowledge", alerts_api.acknowledge, methods=["POST"]),

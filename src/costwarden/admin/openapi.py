@@ -23,6 +23,7 @@ from costwarden.admin.openapi_inputs import (
     PUT_LIMITS,
     PUT_SWITCH,
     SINCE,
+    SUBJECT,
     TIER_LIMITS,
     string,
 )
@@ -502,6 +503,20 @@ def _alert_action(summary: str, extra: dict[str, Any], required: list[str]) -> d
 
 
 _ALERT_PATHS: dict[str, Any] = {
+    "/admin/risks": {
+        "get": _op(
+            "Risk signals for a product to show its user: high_token_usage (80 % of a daily "
+            "token limit), upstream_failures (last hour, from the ledger), model_unavailable "
+            "(an open breaker of a model the org used); [] when storage is unreachable",
+            _ok("{data: [{type, rule, message, ratio, scope, scope_id, ...}]}"),
+            *_AUTH, "400", "404",
+            parameters=[
+                _query("org", string(NAME, "org name"), required=True),
+                _query("user", string(SUBJECT, "end user id")),
+                _query("key", string(NAME, "key id of the org")),
+            ],
+        )
+    },
     "/admin/alerts": {
         "get": _op(
             "Alerts, newest first (raised by the gateway: threshold crossings of every limit, "

@@ -1,0 +1,109 @@
+"""``GET /admin/risks?org=&user=&key=``: risk signals a product shows its own user.
+
+The org (by name) is required; ``user`` (an end-user id) and ``key`` (a key id of the org)
+narrow the token allowances looked at to that user's and key's (the org's and the key's
+project's always count). Signals (``costwarden.alerts.risks``): ``high_token_usage`` at 80 %
+of a daily token limit, ``upstream_failures`` from the last hour's ledger rows, and
+``model_unavailable`` for an open breaker of a model the org used in that hour.
+
+A storage error (the database or Redis unreachable) answers an empty list, with one WARNING
+line, not a 500: a product polls this from its own request path, and a gateway in trouble
+must not take its callers down with it. An unknown org or key is still a 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from costwarden.admin.context import AdminContext, context
+from costwarden.alerts.risks import Risk, TokenAllowance, breaker_risks, failure_risks, token_risks
+from costwarden.budgets.limits import Principal
+from costwarden.budgets.policy import checks_for
+from costwarden.budgets.windows import iso, zone
+from costwarden.core.errors import InvalidInput, NotFound, StorageError
+from costwarden.storage import repo
+from costwarden.storage.risks import key_project, recent_activity
+
+logger = logging.getLogger(__name__)
+
+WINDOW_SECONDS = 3600
+_ALLOWANCE_SCOPES = ("org", "project", "key", "user")
+
+
+async def risks(request: Request) -> Response:
+    ctx = context(request)
+    if denied := ctx.authorized(request):
+        return denied
+    query = request.query_params
+    org = query.get("org")
+    if org is None:
+        raise InvalidInput("query parameter 'org' is required (an org name)")
+    name = repo.clean_name(org, "org")
+    user = query.get("user")
+    if user is not None:
+        user = user.strip()
+        if not user or len(user) > 200 or "\x00" in user:
+            raise InvalidInput("'user' must be an end-user id of 1 to 200 characters")
+    key = query.get("key")
+    if key is not None:
+        key = repo.clean_name(key, "key")
+    try:
+        found = await _risks(ctx, name, user, key)
+    except (SQLAlchemyError, StorageError, OSError, ConnectionError) as exc:
+        logger.warning("risk signals unavailable (storage error: %s): answering []",
+                       type(exc).__name__)
+        return JSONResponse({"data": []})
+    return JSONResponse({"data": [r.to_json() for r in found]})
+
+
+async def _risks(ctx: AdminContext, org: str, user: str | None, key: str | None) -> list[Risk]:
+    record = await asyncio.to_thread(repo.get_org_by_name, ctx.engine, org)
+    if record is None:
+        raise NotFound(f"unknown org {org!r}")
+    project: str | None = None
+    if key is not None:
+        found = await asyncio.to_thread(key_project, ctx.engine, record.id, key)
+        if found is False:
+            raise NotFound(f"no key {key!r} in org {org!r}")
+        project = found if isinstance(found, str) else None
+    now = ctx.clock()
+    allowances = await _allowances(ctx, Principal(record.id, project, key or "", user), now)
+    since = datetime.fromtimestamp(now, UTC) - timedelta(seconds=WINDOW_SECONDS)
+    counts, models = await asyncio.to_thread(
+        recent_activity, ctx.engine, record.id, since, WINDOW_SECONDS
+    )
+    deployments = {d for m in models for d in ctx.route_deployments.get(m, ())}
+    states = {d: ctx.breakers.state(d) for d in deployments if d in ctx.breakers.deployments}
+    return [*token_risks(allowances), *failure_risks(counts), *breaker_risks(states)]
+
+
+async def _allowances(ctx: AdminContext, principal: Principal, now: float) -> list[TokenAllowance]:
+    """The principal's daily token limits (override, else tier) and their use today."""
+    enforcer = ctx.enforcer
+    limits = [
+        lim
+        for lim in enforcer.book.applicable(principal)
+        if lim.metric == "tokens" and lim.window == "day" and lim.scope in _ALLOWANCE_SCOPES
+        and (lim.scope != "key" or principal.key_id)
+    ]
+    if not limits:
+        return []
+    checks = checks_for(limits, now, zone(ctx.budgets_timezone))
+    views = await enforcer.store.views(checks, now)
+    return [
+        TokenAllowance(
+            scope=check.limit.scope,
+            scope_id=check.limit.subject,
+            amount=check.limit.amount,
+            used=view.used,
+            source=f"tier {check.limit.tier}" if check.limit.tier else "override",
+            resets_at=iso(check.resets_at),
+        )
+        for check, view in zip(checks, views, strict=True)
+    ]
