@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from aiohttp import web
@@ -128,3 +129,39 @@ async def test_a_receiver_that_was_down_gets_the_alert_once_back(
     assert statuses[:-1] == [503] * (len(statuses) - 1) and statuses[-1] == 204
     assert len(statuses) - 1 == receiver.refused >= 3
     assert orjson.loads(orjson.dumps(log))["attempts"][0]["error"] == "HTTP 503"
+
+
+async def test_a_kill_switch_and_an_open_breaker_alert_and_clear(
+    mock: MockServer, tmp_path: Path, receiver: Receiver
+) -> None:
+    url = f"sqlite:///{tmp_path}/cw.db"
+    fast_breaker = "[resilience]\nfailure_threshold = 2\nretry_base_ms = 1\nretry_max_ms = 2\n"
+    async with live_gateway(
+        mock, url, tmp_path, extra_toml=FAST + fast_breaker, admin_token="adm"
+    ) as gw:
+        engine = gw.app.engine
+        await asyncio.to_thread(store.save_channel, engine, _channel(receiver.port), actor="t")
+        admin = {"authorization": "Bearer adm"}
+        async with httpx.AsyncClient(base_url=gw.base_url, timeout=10) as client:
+            off = {"feature": "streaming", "enabled": False, "org": None}
+            r = await client.put("/admin/switches", json=off, headers=admin)
+            assert r.status_code == 200, r.text
+            await _until(lambda: len(receiver.verified) == 1)
+            (switch,) = [m["data"] for m in receiver.verified]
+            assert (switch["rule"], switch["severity"]) == ("service-kill-switch", "warning")  # type: ignore[index]
+            r = await client.put("/admin/switches", json={**off, "enabled": True}, headers=admin)
+            assert r.status_code == 200, r.text
+            await _until(lambda: _states(engine) == {"resolved"})
+            # A deployment failing: its breaker opens after two failures.
+            await configure_mock(mock, fault_status=503)
+            for _ in range(3):
+                await _chat(gw)
+            await configure_mock(mock, fault_status=None)
+            await _until(lambda: len(receiver.verified) == 2)
+        breaker = receiver.verified[1]["data"]
+        assert breaker["rule"] == "service-breaker-open" and breaker["kind"] == "service"  # type: ignore[index]
+        assert breaker["scope_id"].startswith("openai:")  # type: ignore[index]
+
+
+def _states(engine: Any) -> set[str]:
+    return {a.state for a in store.list_alerts(engine)}

@@ -9,6 +9,12 @@ a settle moves a limit's use, settled plus in flight, past 50, 80 or 100 %). Sev
 the share: below 80 % ``info``, below 100 % ``warning``, at 100 % ``critical``. The alert
 resolves itself when the window resets (``resolves_at``); a lifetime limit's alert stays open
 until someone resolves it.
+
+**Service** alerts come from ``breaker_changed`` (a deployment's breaker opened: warning) and
+``switch_changed`` (a kill switch or toggle turned off: critical for ``ai``, else warning).
+Each is keyed on its event's id, which is global and raised once, so every process that
+receives the event raises the same alert. The breaker closing again, or the switch turned
+back on, resolves them (:func:`cleared`).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from costwarden.alerts.model import Severity
-from costwarden.core.event_kinds import LimitThresholdCrossed
+from costwarden.core.event_kinds import BreakerChanged, LimitThresholdCrossed, SwitchChanged
 
 THRESHOLD_RULE = "limit-threshold"
 
@@ -90,3 +96,56 @@ def threshold_alert(event: LimitThresholdCrossed) -> AlertDraft:
             "resets_at": event.resets_at,
         },
     )
+
+
+# ------------------------------------------------------------------ service alerts
+
+BREAKER_RULE = "service-breaker-open"
+SWITCH_RULE = "service-kill-switch"
+
+
+def breaker_alert(event_id: int, event: BreakerChanged) -> AlertDraft | None:
+    """An alert when a deployment's breaker opens (None for other moves). Keyed on the event
+    id: each transition is one event, raised once by the process that made it."""
+    if event.to_state != "open":
+        return None
+    return AlertDraft(
+        dedupe_key=f"{BREAKER_RULE}|{event_id}",
+        kind="service",
+        rule=BREAKER_RULE,
+        severity="warning",
+        title=f"{event.deployment} is failing: its circuit breaker opened ({event.reason})",
+        window_key=f"event:{event_id}",
+        scope="deployment",
+        scope_id=event.deployment,
+        detail={"reason": event.reason, "at": event.at},
+    )
+
+
+def switch_alert(event_id: int, event: SwitchChanged) -> AlertDraft | None:
+    """An alert when a kill switch or feature toggle is turned off (None when on: that
+    resolves it instead, see :func:`cleared`)."""
+    if event.enabled:
+        return None
+    where = "platform-wide" if event.org_id is None else f"for org {event.org_id}"
+    severity: Severity = "critical" if event.feature == "ai" else "warning"
+    return AlertDraft(
+        dedupe_key=f"{SWITCH_RULE}|{event_id}",
+        kind="service",
+        rule=SWITCH_RULE,
+        severity=severity,
+        title=f"{event.feature} switched off {where} by {event.actor}",
+        window_key=f"event:{event_id}",
+        org_id=event.org_id,
+        scope="switch",
+        scope_id=event.feature,
+        detail={"actor": event.actor, "message": event.message},
+    )
+
+
+def cleared(event: BreakerChanged | SwitchChanged) -> tuple[str, str, str | None] | None:
+    """(rule, scope_id, org_id) of the open service alerts an event clears: a breaker that
+    closed again, a switch turned back on; None if it clears nothing."""
+    if isinstance(event, BreakerChanged):
+        return (BREAKER_RULE, event.deployment, None) if event.to_state == "closed" else None
+    return (SWITCH_RULE, event.feature, event.org_id) if event.enabled else None

@@ -28,9 +28,15 @@ from sqlalchemy.engine import Engine
 from costwarden.alerts.channels import Attempt, Sender
 from costwarden.alerts.delivery import next_attempt_at
 from costwarden.alerts.model import AlertMessage
-from costwarden.alerts.rules import threshold_alert
+from costwarden.alerts.rules import (
+    AlertDraft,
+    breaker_alert,
+    cleared,
+    switch_alert,
+    threshold_alert,
+)
 from costwarden.config.alerts import AlertSettings
-from costwarden.core.event_kinds import LimitThresholdCrossed
+from costwarden.core.event_kinds import BreakerChanged, LimitThresholdCrossed, SwitchChanged
 from costwarden.core.events import EventBus
 from costwarden.core.subscription import Subscription
 from costwarden.storage.alerts import (
@@ -39,12 +45,13 @@ from costwarden.storage.alerts import (
     claim_deliveries,
     raise_alert,
     record_attempt,
+    resolve_cleared,
     resolve_reset_windows,
 )
 
 logger = logging.getLogger(__name__)
 
-_KINDS = frozenset({LimitThresholdCrossed.kind})
+_KINDS = frozenset({LimitThresholdCrossed.kind, BreakerChanged.kind, SwitchChanged.kind})
 
 
 def alert_message(alert: AlertRecord, delivery_id: str, dashboard_url: str) -> AlertMessage:
@@ -133,17 +140,40 @@ class Alerting:
             with subscription:
                 async for event in subscription:
                     last = event.id
-                    payload = event.payload
-                    if isinstance(payload, LimitThresholdCrossed):
-                        await self._raise(payload)
+                    await self._on_event(event.id, event.payload)
             # Cut off for falling behind: resume where it stopped. Otherwise the bus ended its
             # streams (shutting down): so does this.
             if not subscription.cut:
                 return
             subscription = self._events.subscribe(after=last, kinds=_KINDS, background=True)
 
-    async def _raise(self, crossing: LimitThresholdCrossed) -> None:
-        draft = threshold_alert(crossing)
+    async def _on_event(self, event_id: int, payload: object) -> None:
+        if isinstance(payload, LimitThresholdCrossed):
+            await self._raise(threshold_alert(payload))
+        elif isinstance(payload, BreakerChanged | SwitchChanged):
+            draft = (
+                breaker_alert(event_id, payload)
+                if isinstance(payload, BreakerChanged)
+                else switch_alert(event_id, payload)
+            )
+            if draft is not None:
+                await self._raise(draft)
+            if (what := cleared(payload)) is not None:
+                await self._clear(*what)
+
+    async def _clear(self, rule: str, scope_id: str, org_id: str | None) -> None:
+        try:
+            resolved = await asyncio.to_thread(
+                resolve_cleared, self._engine, rule, scope_id, org_id,
+                reason="condition cleared", now=self._now(),
+            )  # fmt: skip
+        except Exception as exc:  # noqa: BLE001 - the database is down: resolve by hand
+            logger.warning("alerts of %s not resolved: %s", rule, type(exc).__name__)
+            return
+        for alert in resolved:
+            self._events.publish(alert.event())
+
+    async def _raise(self, draft: AlertDraft) -> None:
         try:
             alert = await asyncio.to_thread(raise_alert, self._engine, draft, now=self._now())
         except Exception as exc:  # noqa: BLE001 - the database is down: the next crossing

@@ -291,6 +291,54 @@ def resolve_reset_windows(bind: Bind, *, now: datetime | None = None) -> list[Al
         return [_alert(row) for row in rows]
 
 
+def resolve_cleared(
+    bind: Bind,
+    rule: str,
+    scope_id: str,
+    org_id: str | None,
+    *,
+    reason: str,
+    now: datetime | None = None,
+) -> list[AlertRecord]:
+    """Resolve the open alerts of ``rule`` on ``scope_id`` (and org) whose condition cleared
+    (a breaker closed again, a switch back on); the ones resolved."""
+    at = utcnow() if now is None else now
+    org_match = alerts.c.org_id.is_(None) if org_id is None else alerts.c.org_id == org_id
+    with begin_write(bind) as conn:
+        due = [
+            _alert(row)
+            for row in conn.execute(
+                sa.select(alerts).where(
+                    alerts.c.state.in_(("firing", "acknowledged")),
+                    alerts.c.rule == rule,
+                    alerts.c.scope_id == scope_id,
+                    org_match,
+                )
+            )
+        ]
+        if not due:
+            return []
+        ids = [a.id for a in due]
+        conn.execute(
+            alerts.update()
+            .where(alerts.c.id.in_(ids))
+            .values(
+                state="resolved",
+                resolved_at=at,
+                resolved_by=SYSTEM_ACTOR,
+                snoozed_until=None,
+                updated_at=at,
+            )
+        )
+        _cancel_pending(conn, ids)
+        for alert in due:
+            record_audit(
+                conn, SYSTEM_ACTOR, "alert.resolve", alert.id, _audited(alert.status),
+                {"state": "resolved", "reason": reason}, ts=at,
+            )  # fmt: skip
+        return [_alert(row) for row in conn.execute(sa.select(alerts).where(alerts.c.id.in_(ids)))]
+
+
 def _audited(status: AlertStatus) -> dict[str, Any]:
     return {
         k: v.isoformat() if isinstance(v, datetime) else v

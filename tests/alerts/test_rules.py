@@ -1,0 +1,67 @@
+"""Alert rules: what each event makes of an alert, and the key that makes it fire once."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from costwarden.alerts.rules import (
+    breaker_alert,
+    cleared,
+    severity_of,
+    switch_alert,
+    threshold_alert,
+)
+from costwarden.core.event_kinds import BreakerChanged, LimitThresholdCrossed, SwitchChanged
+
+CROSSING = LimitThresholdCrossed(
+    org_id="org_1", scope="key", scope_id="key_1", window="day", metric="usd",
+    threshold_pct=80, used="8.1", limit="10", window_key="until:1900000000",
+    resets_at="2030-03-17T17:46:40+00:00",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(("pct", "severity"), [(50, "info"), (79, "info"), (80, "warning"),
+                                               (99, "warning"), (100, "critical")])
+def test_severity_grows_with_the_share(pct: int, severity: str) -> None:
+    assert severity_of(pct) == severity
+
+
+def test_a_crossing_is_keyed_on_rule_scope_window_and_threshold() -> None:
+    draft = threshold_alert(CROSSING)
+    assert threshold_alert(dataclasses.replace(CROSSING, used="9")).dedupe_key == draft.dedupe_key
+    for change in (
+        {"window_key": "until:1900086400"},  # the next day
+        {"threshold_pct": 100},
+        {"scope_id": "key_2"},
+        {"org_id": "org_2"},
+        {"metric": "tokens"},
+    ):
+        assert threshold_alert(dataclasses.replace(CROSSING, **change)).dedupe_key != (
+            draft.dedupe_key
+        ), change
+    assert (draft.severity, draft.kind, draft.threshold_pct) == ("warning", "threshold", 80)
+    assert draft.resolves_at is not None and draft.resolves_at.isoformat() == CROSSING.resets_at
+    assert draft.detail["spent"] == "8.1" and draft.detail["limit"] == "10"
+    assert "80%" in draft.title and "key key_1" in draft.title
+
+
+def test_service_alerts_open_and_clear() -> None:
+    opened = BreakerChanged(deployment="openai:gpt-4o", from_state="closed", to_state="open",
+                            reason="5 consecutive failures", at=None)
+    draft = breaker_alert(7, opened)
+    assert draft is not None and draft.dedupe_key == "service-breaker-open|7"
+    assert breaker_alert(8, dataclasses.replace(opened, to_state="half_open")) is None
+    assert cleared(opened) is None
+    closed = dataclasses.replace(opened, from_state="half_open", to_state="closed")
+    assert cleared(closed) == ("service-breaker-open", "openai:gpt-4o", None)
+    off = SwitchChanged(org_id=None, feature="ai", enabled=False, message=None, actor="ops")
+    switch = switch_alert(9, off)
+    assert switch is not None and switch.severity == "critical" and "ops" in switch.title
+    streaming = switch_alert(10, dataclasses.replace(off, feature="streaming", org_id="org_1"))
+    assert streaming is not None and streaming.severity == "warning"
+    assert streaming.org_id == "org_1"
+    on = dataclasses.replace(off, enabled=True)
+    assert switch_alert(11, on) is None
+    assert cleared(on) == ("service-kill-switch", "ai", None)
