@@ -51,6 +51,7 @@ from costwarden.storage.alerts import (
 
 logger = logging.getLogger(__name__)
 
+_RAISE_ATTEMPTS = 7  # 0.5 + 1 + 2 + 4 + 8 + 15 s of waiting between them
 _KINDS = frozenset({LimitThresholdCrossed.kind, BreakerChanged.kind, SwitchChanged.kind})
 
 
@@ -174,11 +175,23 @@ class Alerting:
             self._events.publish(alert.event())
 
     async def _raise(self, draft: AlertDraft) -> None:
-        try:
-            alert = await asyncio.to_thread(raise_alert, self._engine, draft, now=self._now())
-        except Exception as exc:  # noqa: BLE001 - the database is down: the next crossing
-            logger.warning("alert %s not stored: %s", draft.dedupe_key, type(exc).__name__)
-            return
+        # A crossing happens once per window: an alert not stored now would never fire, so a
+        # database blip is waited out (about a minute in all) before giving up with an error.
+        alert = None
+        for attempt in range(_RAISE_ATTEMPTS):
+            try:
+                alert = await asyncio.to_thread(
+                    raise_alert, self._engine, draft, now=self._now()
+                )
+                break
+            except Exception as exc:  # noqa: BLE001 - the database is down: wait, retry
+                if attempt == _RAISE_ATTEMPTS - 1:
+                    logger.error(
+                        "alert %s not stored after %d attempts: %s",
+                        draft.dedupe_key, _RAISE_ATTEMPTS, type(exc).__name__,
+                    )  # fmt: skip
+                    return
+                await asyncio.sleep(min(0.5 * 2**attempt, 15.0))
         if alert is None:
             return  # raised already, by this process or another
         self.raised += 1
