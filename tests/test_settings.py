@@ -228,9 +228,9 @@ def test_unset_api_key_env_names_the_variable(write_config: Callable[[str], str]
 
 
 def test_unknown_section(write_config: Callable[[str], str]) -> None:
-    text = ISSUE_CONFIG + "[alerts]\nmonthly_usd = 100\n"
+    text = ISSUE_CONFIG + "[alarms]\nmonthly_usd = 100\n"
     message = _error(write_config(text))
-    assert message.startswith(f"costwarden.toml:{_line(text, '[alerts]')}: alerts:"), message
+    assert message.startswith(f"costwarden.toml:{_line(text, '[alarms]')}: alarms:"), message
     assert "unknown section" in message and "providers" in message
 
 
@@ -1033,6 +1033,20 @@ _EXAMPLES: dict[str, tuple[str, str, Callable[[Settings], bool]]] = {
             ("client_queue", 20),
         )
     },
+    **{
+        f"alerts.{name}": (
+            "append",
+            f"[alerts]\n{name} = {toml}\n",
+            lambda s, name=name, value=value: getattr(s.alerts, name) == value,
+        )
+        for name, toml, value in (
+            ("enabled", "false", False),
+            ("dashboard_url", '"https://gw.example.com"', "https://gw.example.com"),
+            ("delivery_poll_seconds", "0.5", 0.5),
+            ("retry_base_seconds", "30.0", 30.0),
+            ("send_timeout_seconds", "3.0", 3.0),
+        )
+    },
     "deployments[].context_window": (
         "append",
         _DEP + "context_window = 128000\n",
@@ -1123,6 +1137,20 @@ def test_every_documented_key_is_accepted(write_config: Callable[[str], str], ke
 def test_bad_event_settings_are_named(line: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_settings(text=f"[events]\n{line}\n", env={})
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("delivery_poll_seconds = 0", "alerts.delivery_poll_seconds: must be a positive number"),
+        ("retry_base_seconds = -1", "alerts.retry_base_seconds: must be a positive number"),
+        ("send_timeout_seconds = inf", "alerts.send_timeout_seconds: must be a positive number"),
+        ('dashboard_url = "gw.example.com"', "alerts.dashboard_url: must be an http"),
+    ],
+)
+def test_bad_alert_settings_are_named(line: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(text=f"[alerts]\n{line}\n", env={})
 
 
 @pytest.mark.parametrize(
