@@ -30,8 +30,9 @@ SEED = 20261201
 MAX_EXAMPLES = 8
 # An event stream never ends: schemathesis reads it until its request timeout.
 EVENTS_READ_SECONDS = 0.3
-# Alerts are raised by the gateway, never through the API: schemathesis can only reach these
-# with ids that do not exist (404). Their successes are tests/admin/test_alerts_api.py's.
+# Alerts are raised by the gateway, never through the API: schemathesis reaches these with ids
+# that exist only when its own traffic happened to cross a limit's threshold (usually 404).
+# Their successes are tests/admin/test_alerts_api.py's.
 NEED_AN_ALERT = [
     "GET /admin/alerts/{alert_id}",
     "POST /admin/alerts/{alert_id}/acknowledge",
@@ -102,7 +103,7 @@ async def test_admin_api_conforms_to_its_openapi_document(
     operations = {f"{m.upper()} {path}" for path, item in OPENAPI["paths"].items() for m in item}
     assert set(statuses) == operations
     unserved = [op for op, codes in statuses.items() if not any(200 <= c < 300 for c in codes)]
-    assert sorted(unserved) == sorted(NEED_AN_ALERT), statuses
+    assert set(unserved) <= set(NEED_AN_ALERT), statuses
 
 
 

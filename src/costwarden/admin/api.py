@@ -27,6 +27,7 @@ from starlette.routing import Route
 
 from costwarden.admin import (
     alerts_api,
+    channels_api,
     events_api,
     health_api,
     keys_api,
@@ -94,6 +95,15 @@ ROUTES: tuple[Route, ...] = (
     # Prometheus (text format, not in the OpenAPI document)
     Route("/metrics", metrics_api.metrics, methods=["GET"]),
     Route("/admin/risks", risks_api.risks, methods=["GET"]),
+    Route("/admin/alert-channels", channels_api.list_channels, methods=["GET"]),
+    Route("/admin/alert-channels/{name}", channels_api.put_channel, methods=["PUT"]),
+    Route("/admin/alert-channels/{name}", channels_api.delete_channel, methods=["DELETE"]),
+    Route("/admin/alert-channels/{name}/test", channels_api.test_channel, methods=["POST"]),
+    Route(
+        "/admin/alert-channels/{name}/deliveries",
+        channels_api.channel_deliveries,
+        methods=["GET"],
+    ),
     Route("/admin/alerts", alerts_api.list_alerts, methods=["GET"]),
     Route("/admin/alerts/{alert_id}", alerts_api.get_alert, methods=["GET"]),
     Route("/admin/alerts/{alert_id}/acknowledge", alerts_api.acknowledge, methods=["POST"]),

@@ -13,7 +13,12 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from costwarden.admin.openapi_alerts import ALERT_PATHS, ALERT_SCHEMA
+from costwarden.admin.openapi_alerts import (
+    ALERT_PATHS,
+    ALERT_SCHEMA,
+    CHANNEL_PATHS,
+    CHANNEL_SCHEMA,
+)
 from costwarden.admin.openapi_inputs import (
     CREATE_KEY,
     DELETE_LIMITS,
@@ -411,6 +416,7 @@ OPENAPI: dict[str, Any] = {
             "AuditEntry": _AUDIT_SCHEMA,
             "DeploymentHealth": _DEPLOYMENT_HEALTH_SCHEMA,
             "Alert": ALERT_SCHEMA,
+            "AlertChannel": CHANNEL_SCHEMA,
         },
         "responses": RESPONSES,
     },
@@ -422,6 +428,7 @@ OPENAPI: dict[str, Any] = {
         **_HEALTH_PATHS,
         **_ROUTE_PATHS,
         **ALERT_PATHS,
+        **CHANNEL_PATHS,
     },
 }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from costwarden.admin.channel_inputs import PUT_CHANNEL
 from costwarden.admin.openapi_inputs import NAME, SUBJECT, string
 from costwarden.admin.openapi_parts import (
     AUTH,
@@ -115,3 +116,75 @@ ALERT_PATHS: dict[str, Any] = {
                               {}, [])
     },
 }
+
+_CHANNEL_NAME = path_param("name", string(NAME, "the channel's name"))
+CHANNEL_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "a channel as shown: no secret, no password, of a URL only scheme://host/…",
+    "properties": {
+        "id": {"type": "string"},
+        "name": {"type": "string"},
+        "type": {"type": "string", "enum": ["webhook", "slack", "email"]},
+        "enabled": {"type": "boolean"},
+        "url": {"type": ["string", "null"]},
+        "has_secret": {"type": "boolean"},
+        "email": {"type": ["object", "null"]},
+        "filter": {"type": "object"},
+    },
+}
+_BY_NAME = {"name": "$request.path.name"}
+CHANNEL_PATHS: dict[str, Any] = {
+    "/admin/alert-channels": {
+        "get": op("Alert channels (secrets never shown)", ok("{data: [AlertChannel]}"), *READ)
+    },
+    "/admin/alert-channels/{name}": {
+        "put": op(
+            "Create or replace a channel: a webhook signed per Standard Webhooks, a Slack "
+            "incoming webhook, or e-mail over SMTP; filters by severity, org and kind; audited",
+            {
+                "200": {
+                    "description": "the channel as stored (redacted)",
+                    "content": {"application/json": {"schema": ref("AlertChannel")}},
+                    "links": {
+                        "Test": {"operationId": "testAlertChannel", "parameters": _BY_NAME},
+                        "Deliveries": {
+                            "operationId": "alertChannelDeliveries",
+                            "parameters": _BY_NAME,
+                        },
+                        "Delete": {"operationId": "deleteAlertChannel", "parameters": _BY_NAME},
+                    },
+                }
+            },
+            *WRITE,
+            operationId="putAlertChannel",
+            parameters=[_CHANNEL_NAME],
+            requestBody=json_body(PUT_CHANNEL),
+        ),
+        "delete": op(
+            "Disable a channel; its deliveries not yet sent are dropped (the log stays)",
+            ok("{name, enabled: false}"),
+            *READ, "400", "404",
+            operationId="deleteAlertChannel",
+            parameters=[_CHANNEL_NAME],
+        ),
+    },
+    "/admin/alert-channels/{name}/test": {
+        "post": op(
+            "Send the channel a test message now (signed, for a webhook)",
+            ok("{delivered, status, error}"),
+            *READ, "400", "404",
+            operationId="testAlertChannel",
+            parameters=[_CHANNEL_NAME],
+        )
+    },
+    "/admin/alert-channels/{name}/deliveries": {
+        "get": op(
+            "The channel's delivery log: each delivery and every attempt, newest first",
+            ok("{data: [Delivery]}"),
+            *READ, "400", "404",
+            operationId="alertChannelDeliveries",
+            parameters=[_CHANNEL_NAME],
+        )
+    },
+}
+

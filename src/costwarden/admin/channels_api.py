@@ -1,0 +1,98 @@
+"""Admin API handlers for alert channels.
+
+- ``GET /admin/alert-channels``: every channel, redacted (no secret, no password, of a URL only
+  its scheme, host and port).
+- ``PUT /admin/alert-channels/{name}``: create or replace a channel (body:
+  :data:`costwarden.admin.channel_inputs.PUT_CHANNEL`); audited.
+- ``DELETE /admin/alert-channels/{name}``: disable it; its deliveries not yet sent are
+  dropped, the delivery log stays; audited.
+- ``POST /admin/alert-channels/{name}/test``: send it a test message now (signed, for a
+  webhook); answers whether it was delivered, the status and the error (never a secret).
+- ``GET /admin/alert-channels/{name}/deliveries``: its delivery log, newest first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from costwarden.admin.channel_inputs import parse_channel
+from costwarden.admin.common import ACTOR, body_json
+from costwarden.admin.context import context
+from costwarden.alerts.channels import Sender
+from costwarden.alerts.delivery import redacted
+from costwarden.alerts.model import AlertMessage
+from costwarden.storage import alerts as store
+from costwarden.storage import repo
+
+# A test send is bounded so that an unreachable URL cannot hold the request for long.
+TEST_TIMEOUT_SECONDS = 5.0
+
+
+def _name(request: Request) -> str:
+    return repo.clean_name(request.path_params["name"], "channel")
+
+
+async def list_channels(request: Request) -> Response:
+    ctx = context(request)
+    if denied := ctx.authorized(request):
+        return denied
+    channels = await asyncio.to_thread(store.list_channels, ctx.engine)
+    return JSONResponse({"data": [redacted(c) for c in channels]})
+
+
+async def put_channel(request: Request) -> Response:
+    ctx = context(request)
+    if denied := ctx.authorized(request):
+        return denied
+    name = _name(request)
+    channel = parse_channel(name, await body_json(request))
+    saved = await asyncio.to_thread(store.save_channel, ctx.engine, channel, actor=ACTOR)
+    return JSONResponse(redacted(saved))
+
+
+async def delete_channel(request: Request) -> Response:
+    ctx = context(request)
+    if denied := ctx.authorized(request):
+        return denied
+    name = _name(request)
+    await asyncio.to_thread(store.delete_channel, ctx.engine, name, actor=ACTOR)
+    return JSONResponse({"name": name, "enabled": False})
+
+
+async def test_channel(request: Request) -> Response:
+    ctx = context(request)
+    if denied := ctx.authorized(request):
+        return denied
+    channel = await asyncio.to_thread(store.get_channel, ctx.engine, _name(request))
+    message = AlertMessage(
+        message_id=store.new_alert_id("tst"),
+        alert_id="test",
+        kind="test",
+        rule="test",
+        severity="info",
+        state="firing",
+        title=f"costwarden test message to channel {channel.name}",
+        text="If you can read this, alerts reach this channel.",
+        created_at=datetime.fromtimestamp(ctx.clock(), UTC).isoformat(),
+    )
+    sender = Sender(timeout=TEST_TIMEOUT_SECONDS)
+    try:
+        attempt = await sender.send(channel, message)
+    finally:
+        await sender.aclose()
+    return JSONResponse(
+        {"delivered": attempt.delivered, "status": attempt.status, "error": attempt.error}
+    )
+
+
+async def channel_deliveries(request: Request) -> Response:
+    ctx = context(request)
+    if denied := ctx.authorized(request):
+        return denied
+    channel = await asyncio.to_thread(store.get_channel, ctx.engine, _name(request))
+    log = await asyncio.to_thread(store.delivery_log, ctx.engine, channel_id=channel.id)
+    return JSONResponse({"data": log})

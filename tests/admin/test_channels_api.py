@@ -1,0 +1,119 @@
+"""Alert channels through the admin API: created, shown without secrets, refused when
+malformed (nothing stored), tested against a real receiver, disabled; no secret in any
+response or log line."""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiohttp import web
+from standardwebhooks import Webhook
+
+from costwarden.mock import MockServer
+from tests.helpers import LiveGateway, free_port, live_gateway
+
+TOKEN = "adm-channels-secret"
+AUTH = {"authorization": f"Bearer {TOKEN}"}
+SECRET = "whsec_" + base64.b64encode(b"channels-api-key-0123456789abcdef").decode()
+PASSWORD = "smtp-hunter2-password"
+SLACK_PATH = "/services/T0SECRET/B0SECRET/xoxbSecretPath"
+
+
+@pytest.fixture
+async def gw(mock: MockServer, database_url: str, tmp_path: Path) -> AsyncIterator[LiveGateway]:
+    async with live_gateway(mock, database_url, tmp_path, admin_token=TOKEN) as gateway:
+        yield gateway
+
+
+@pytest.fixture
+async def hook() -> AsyncIterator[tuple[int, list[dict[str, Any]]]]:
+    got: list[dict[str, Any]] = []
+
+    async def receive(request: web.Request) -> web.Response:
+        got.append(Webhook(SECRET).verify(await request.read(), dict(request.headers)))
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", receive)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    yield port, got
+    await runner.cleanup()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"type": "pager", "url": "https://x.example/h"},  # unknown type
+        {"type": "slack", "url": "ftp://x.example/h"},  # invalid URL
+        {"type": "slack", "url": "not a url"},
+        {"type": "slack", "url": "http:///nohost"},
+        {"type": "webhook", "url": "https://x.example/h", "secret": "whsec_!!"},
+        {"type": "webhook", "url": "https://x.example/h"},  # unsigned
+        {"type": "email", "sender": "a@b", "host": "smtp"},  # no recipient
+        {"type": "email", "to": ["a@b"], "sender": "a@b", "host": "smtp", "username": "u"},
+        {"type": "email", "to": ["a@b, c@d"], "sender": "a@b", "host": "smtp"},
+        {"type": "slack", "url": "https://x.example/h", "min_severity": "fatal"},
+    ],
+)
+async def test_bad_channels_are_refused_and_nothing_is_stored(
+    gw: LiveGateway, body: dict[str, Any]
+) -> None:
+    async with httpx.AsyncClient(base_url=gw.base_url, timeout=10) as client:
+        r = await client.put("/admin/alert-channels/ops", json=body, headers=AUTH)
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["type"] == "invalid_request_error"
+        assert "!!" not in r.text and "x.example/h" not in r.text
+        listed = await client.get("/admin/alert-channels", headers=AUTH)
+        assert listed.json() == {"data": []}
+
+
+async def test_channels_round_trip_without_their_secrets(
+    gw: LiveGateway, hook: tuple[int, list[dict[str, Any]]], caplog: pytest.LogCaptureFixture
+) -> None:
+    port, got = hook
+    caplog.set_level(logging.DEBUG)
+    async with httpx.AsyncClient(base_url=gw.base_url, timeout=10) as client:
+        webhook = {"type": "webhook", "url": f"http://127.0.0.1:{port}/hook", "secret": SECRET}
+        r = await client.put("/admin/alert-channels/ops", json=webhook, headers=AUTH)
+        assert r.status_code == 200, r.text
+        assert r.json()["has_secret"] is True and SECRET not in r.text
+        slack = {"type": "slack", "url": "https://hooks.slack.example" + SLACK_PATH,
+                 "min_severity": "critical", "kinds": ["threshold"]}
+        r = await client.put("/admin/alert-channels/chat", json=slack, headers=AUTH)
+        assert r.status_code == 200 and SLACK_PATH not in r.text
+        mail = {"type": "email", "to": ["oncall@example.com"], "sender": "cw@example.com",
+                "host": "127.0.0.1", "port": 2525.0, "username": "cw", "password": PASSWORD,
+                "security": "none"}
+        r = await client.put("/admin/alert-channels/mail", json=mail, headers=AUTH)
+        assert r.status_code == 200, r.text
+        assert r.json()["email"]["has_password"] is True and PASSWORD not in r.text
+        assert r.json()["email"]["port"] == 2525
+        listed = await client.get("/admin/alert-channels", headers=AUTH)
+        names = {c["name"]: c for c in listed.json()["data"]}
+        assert set(names) == {"ops", "chat", "mail"}
+        assert names["chat"]["filter"] == {"min_severity": "critical", "org_ids": [],
+                                           "kinds": ["threshold"]}
+        for leak in (SECRET, SLACK_PATH, PASSWORD):
+            assert leak not in listed.text
+        tested = await client.post("/admin/alert-channels/ops/test", headers=AUTH)
+        assert tested.json() == {"delivered": True, "status": 204, "error": None}
+        assert [m["data"]["kind"] for m in got] == ["test"]
+        failed = await client.post("/admin/alert-channels/mail/test", headers=AUTH)
+        assert failed.json()["delivered"] is False and PASSWORD not in failed.text
+        gone = await client.delete("/admin/alert-channels/chat", headers=AUTH)
+        assert gone.json() == {"name": "chat", "enabled": False}
+        log = await client.get("/admin/alert-channels/ops/deliveries", headers=AUTH)
+        assert log.json() == {"data": []}  # a test message is no delivery of an alert
+        missing = await client.post("/admin/alert-channels/nope/test", headers=AUTH)
+        assert missing.status_code == 404
+    for leak in (SECRET, SECRET.removeprefix("whsec_"), SLACK_PATH, PASSWORD):
+        assert leak not in caplog.text
