@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal, cast
 
 from costwarden.alerts.delivery import validate_channel
-from costwarden.alerts.model import Channel, ChannelFilter, EmailSettings
+from costwarden.alerts.model import Channel, ChannelFilter, ChannelType, EmailSettings, Severity
 from costwarden.core.errors import InvalidInput
 
 _HOST = "[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?"
@@ -37,7 +37,8 @@ _ADDRESS_CHAR = "[!#-'*+\\-./0-9:=?A-Z\\[\\]^_`a-z{|}~]"
 ADDRESS = f"^{_ADDRESS_CHAR}{{1,64}}@{_ADDRESS_CHAR}{{1,255}}$"
 TOKEN = "^[!-~]{1,255}$"
 KINDS = ("threshold", "forecast", "spike", "service", "test")
-_SECURITY = ("starttls", "tls", "none")
+Security = Literal["starttls", "tls", "none"]
+_SECURITY: tuple[Security, ...] = ("starttls", "tls", "none")
 
 _COMMON: dict[str, Any] = {
     "min_severity": {"type": "string", "enum": ["info", "warning", "critical"]},
@@ -136,7 +137,7 @@ def parse_channel(name: str, data: dict[str, Any]) -> Channel:
     channel = Channel(
         id="",
         name=name,
-        type=kind,
+        type=cast(ChannelType, kind),
         url=url,
         secret=secret,
         email=email,
@@ -172,7 +173,7 @@ def _email(data: dict[str, Any]) -> EmailSettings:
         port=port,
         username=_text(data, "username", TOKEN) if "username" in data else None,
         password=password,
-        security=security,
+        security=cast(Security, security),
     )
 
 
@@ -194,7 +195,9 @@ def _filter(data: dict[str, Any]) -> ChannelFilter:
         or not all(isinstance(k, str) and k in KINDS for k in kinds)
     ):
         raise InvalidInput(f"'kinds' must be a list of: {', '.join(KINDS)}")
-    return ChannelFilter(min_severity=severity, org_ids=tuple(org_ids), kinds=tuple(kinds))
+    return ChannelFilter(
+        min_severity=cast(Severity, severity), org_ids=tuple(org_ids), kinds=tuple(kinds)
+    )
 
 
 def _enabled(data: dict[str, Any]) -> bool:
