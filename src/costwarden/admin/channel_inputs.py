@@ -173,7 +173,7 @@ def _email(data: dict[str, Any]) -> EmailSettings:
         port=port,
         username=_text(data, "username", TOKEN) if "username" in data else None,
         password=password,
-        security=cast(Security, security),
+        security=security,
     )
 
 
