@@ -19,7 +19,10 @@ import httpx
 import pytest
 
 from costwarden.admin.common import MAX_BODY_BYTES, MAX_JSON_DEPTH
+from costwarden.alerts.rules import threshold_alert
+from costwarden.core.event_kinds import LimitThresholdCrossed
 from costwarden.mock import MockServer
+from costwarden.storage import alerts as store_alerts
 from costwarden.storage import policy, repo
 from tests.helpers import LiveGateway, assert_admin_error, database_down, live_gateway
 
@@ -203,7 +206,7 @@ DATABASE_ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
     ("PUT", "/admin/routes/gpt-4o-mini/fallbacks", {"fallbacks": ["claude-haiku-4-5"]}),
     ("POST", "/admin/breakers/openai:gpt-4o-mini/reset", {"actor": "ops"}),
     ("GET", "/admin/alerts", None),
-    ("POST", "/admin/alerts/alr_x/resolve", None),
+    ("POST", "/admin/alerts/{alert_id}/resolve", None),
 ]
 
 
@@ -217,8 +220,19 @@ async def test_database_outage_is_503_on_every_route_then_recovers(
         made = (await client.post("/admin/keys", json={"org": "acme"}, headers=AUTH)).json()
         r = await client.put("/admin/tiers/basic", json={"org": {"daily_usd": "1"}}, headers=AUTH)
         assert r.status_code == 200, r.text
+        alert = await asyncio.to_thread(
+            store_alerts.raise_alert,
+            gw.app.engine,
+            threshold_alert(
+                LimitThresholdCrossed(
+                    org_id=made["org_id"], scope="org", scope_id=made["org_id"], window="day",
+                    metric="usd", threshold_pct=50, used="1", limit="2", window_key="until:1",
+                )
+            ),
+        )  # fmt: skip
+        assert alert is not None
         routes = [
-            (method, path.format(key_id=made["id"]), body)
+            (method, path.format(key_id=made["id"], alert_id=alert.id), body)
             for method, path, body in DATABASE_ROUTES
         ]
         database = pg_url.rsplit("/", 1)[1]

@@ -254,7 +254,9 @@ async def test_event_stream_delivers_and_resumes(
 ) -> None:
     monkeypatch.setattr(events_api, "HEARTBEAT_SECONDS", 0.2)
     url = f"sqlite:///{tmp_path}/cw.db"
-    async with live_gateway(mock, url, tmp_path, admin_token=TOKEN) as gw:
+    # Without alerts: an open breaker would also raise an alert_changed event in between.
+    no_alerts = "[alerts]\nenabled = false\n"
+    async with live_gateway(mock, url, tmp_path, admin_token=TOKEN, extra_toml=no_alerts) as gw:
         app = gw.app
         async with httpx.AsyncClient(base_url=gw.base_url, timeout=10) as http:
             async with http.stream("GET", "/admin/events", headers=AUTH) as r:
