@@ -32,9 +32,12 @@ no use). The method, with the defaults tuned for 5-minute buckets:
 5. *Margin.* Alert only when the exhaustion falls within the first ``1 - margin_share`` (75 %)
    of the time left before the reset: a prediction that the budget lasts until five minutes
    before the reset is not a reason to wake anyone (the 80 and 100 % threshold alerts still
-   cover it). A lifetime limit (``resets_at`` None) has no reset; it alerts when the
-   exhaustion falls within ``lifetime_horizon_seconds`` (a day) minus the same margin, since
-   two hours of evidence say little about next week.
+   cover it). The time left is counted at most ``max_horizon_seconds`` (a day) ahead, and a
+   lifetime limit (``resets_at`` None) has no reset, so that is its horizon: two hours of
+   evidence say little about next week, and a day of 5-minute buckets has a rhythm (busy
+   hours, quiet nights) that a weekly or monthly forecast must not extrapolate. A weekly or
+   monthly limit that should be forecast further ahead is given hourly or daily buckets and
+   a longer horizon (the parameters are per call).
 
 Rates are :class:`~decimal.Decimal` units (nano-dollars or tokens) per second, computed in a
 34-digit context of this module's own, so a caller's context never changes a result. The
@@ -57,7 +60,9 @@ a few cents is nobody's emergency. A usual of zero with an hour above the floor 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import operator
 import time
 from collections.abc import Iterable, Sequence
 from decimal import ROUND_HALF_UP, Context, Decimal, localcontext
@@ -93,7 +98,7 @@ class ForecastParams:
     trend_t_min: Decimal | None = Decimal(3)  # None: never use the trend
     trend_reach_buckets: int = 36
     margin_share: Decimal = Decimal("0.25")
-    lifetime_horizon_seconds: int = 86_400
+    max_horizon_seconds: int = 86_400
 
     def __post_init__(self) -> None:
         # Three points at least: the slope's significance needs n - 2 > 0 degrees of freedom.
@@ -109,8 +114,8 @@ class ForecastParams:
             raise InvalidInput("trend_reach_buckets must be at least 1")
         if not _ZERO <= self.margin_share < 1:
             raise InvalidInput("margin_share must be at least 0 and below 1")
-        if self.lifetime_horizon_seconds <= 0:
-            raise InvalidInput("lifetime_horizon_seconds must be positive")
+        if self.max_horizon_seconds <= 0:
+            raise InvalidInput("max_horizon_seconds must be positive")
 
 
 DEFAULT_PARAMS = ForecastParams()
@@ -124,8 +129,9 @@ class Forecast:
     how fast that rate rises (units per second per second; zero unless ``basis`` is
     ``trend``). ``exhausts_at`` is when the limit runs out at that pace (epoch seconds), None
     when it does not before the reset, when nothing is being used, or when it is already
-    used up. ``remaining`` is the amount less settled and reserved, never below zero.
-    ``alert`` is true only for the verdict ``alert``."""
+    used up. ``remaining`` is the amount less settled and reserved, never below zero;
+    ``active_buckets`` the window's buckets with use (0 when the window was not read: an
+    unlimited or used-up limit). ``alert`` is true only for the verdict ``alert``."""
 
     verdict: ForecastVerdict
     alert: bool
@@ -159,20 +165,23 @@ def _window(
     first = current - n
     ys = [0] * n
     for start, used in buckets:
-        slot = math.floor(start / bucket_seconds)
-        if first <= slot < current:  # older buckets, and any from the future, are ignored
-            ys[slot - first] += used
-    # One pass (the backtest calls this some hundred thousand times).
-    active = sy = sxy = syy = 0
-    x = 1 - n
-    for y in ys:
-        if y:
-            active += 1
-            sy += y
-            sxy += x * y
-            syy += y * y
-        x += 2
-    return _Window(n=n, active=active, sy=sy, sxy=sxy, syy=syy, sxx=n * (n * n - 1) // 3)
+        i = int(start // bucket_seconds) - first
+        if 0 <= i < n:  # older buckets, and any from the future, are ignored
+            ys[i] += used
+    # Built-in loops: the backtest calls this some hundred thousand times.
+    return _Window(
+        n=n,
+        active=n - ys.count(0),
+        sy=sum(ys),
+        sxy=sum(map(operator.mul, _xs(n), ys)),
+        syy=sum(map(operator.mul, ys, ys)),
+        sxx=n * (n * n - 1) // 3,
+    )
+
+
+@functools.cache
+def _xs(n: int) -> tuple[int, ...]:
+    return tuple(range(1 - n, n, 2))
 
 
 def _significant_rise(w: _Window, t_min: Decimal) -> bool:
@@ -268,7 +277,9 @@ def _forecast(
 
     exhausts = now + float(seconds)
     exhausts_at = exhausts if resets_at is None or exhausts < resets_at else None
-    horizon = (resets_at - now) if resets_at is not None else params.lifetime_horizon_seconds
+    horizon = float(params.max_horizon_seconds)
+    if resets_at is not None:
+        horizon = min(horizon, resets_at - now)
     if w.active < params.min_active_buckets:
         verdict: ForecastVerdict = "insufficient_evidence"
         why = (
@@ -286,7 +297,7 @@ def _forecast(
     else:
         within = Decimal(repr(horizon)) * (1 - params.margin_share)
         verdict = "alert" if seconds <= within else "on_track"
-        why = _verdict_text(verdict, exhausts, seconds, horizon, resets_at)
+        why = _verdict_text(verdict, exhausts, exhausts_at, within, resets_at)
     pace_text = _pace_text(rate, basis, amount, lookback)
     return Forecast(
         verdict=verdict,
@@ -320,21 +331,18 @@ def _quiet(verdict: ForecastVerdict, used: int, remaining: int, reason: str) -> 
 def _verdict_text(
     verdict: ForecastVerdict,
     exhausts: float,
-    seconds: Decimal,
-    horizon: float,
+    exhausts_at: float | None,
+    within: Decimal,
     resets_at: float | None,
 ) -> str:
     when = _when(exhausts)
-    if resets_at is None:
-        if verdict == "alert":
-            return f"runs out at {when}, within {_span(float(seconds))}"
-        return f"runs out at {when}, beyond the next {_span(horizon)}"
-    before = _span(horizon - float(seconds)) if seconds < Decimal(repr(horizon)) else ""
     if verdict == "alert":
-        return f"runs out at {when}, {before} before it resets at {_when(resets_at)}"
-    if before:
-        return f"runs out at {when}, only {before} before the reset: within the margin"
-    return f"lasts until the reset at {_when(resets_at)}"
+        if resets_at is None:
+            return f"runs out at {when}, within the next {_span(float(within))}"
+        return f"runs out at {when}, {_span(resets_at - exhausts)} before the reset"
+    if exhausts_at is None and resets_at is not None:
+        return f"lasts until the reset at {_when(resets_at)}"
+    return f"runs out at {when}: later than the {_span(float(within))} ahead it alerts for"
 
 
 def _pace_text(rate: Decimal, basis: ForecastBasis, amount: int, lookback: str) -> str:
