@@ -212,6 +212,21 @@ def test_a_window_already_due_to_reset_does_not_alert() -> None:
     assert f.verdict == "on_track" and f.exhausts_at is None
 
 
+def test_uneven_use_needs_a_clearer_pace() -> None:
+    # 0 and 600 in turn: a mean of 1 per second that would use the last 30,000 in exactly the
+    # 75 % of the time left, but one standard error below it (about 0.79 per second) it would
+    # not: not enough evidence to alert. Told to ignore the spread, it alerts.
+    uneven = [(s, 600 if i % 2 else 0) for i, (s, _) in enumerate(ONE_PER_SECOND)]
+    f = _run(uneven, settled=70_000)
+    assert f.rate == 1 and f.exhausts_at == NOON + 30_000
+    assert f.verdict == "insufficient_evidence" and not f.alert
+    assert "too uneven to be sure" in f.reason
+    trusting = dataclasses.replace(DEFAULT_PARAMS, evidence_z=Decimal(0))
+    assert _run(uneven, settled=70_000, params=trusting).verdict == "alert"
+    # Twice the pace's doubt to spare: 10,000 left, the low end exhausts it well in time.
+    assert _run(uneven, settled=90_000).verdict == "alert"
+
+
 def test_a_significant_rise_projects_a_growing_rate() -> None:
     # Use per bucket rising by exactly 30 a bucket: 0.1 units/s more every 300 s.
     ramp = [(NOON - (24 - i) * BUCKET, 300 + 30 * i) for i in range(24)]
@@ -265,6 +280,7 @@ def test_the_decimal_context_of_the_caller_does_not_matter() -> None:
         {"trend_reach_buckets": 0},
         {"margin_share": Decimal(1)},
         {"max_horizon_seconds": 0},
+        {"evidence_z": Decimal(-1)},
     ],
 )
 def test_parameters_out_of_range_are_refused(change: dict[str, object]) -> None:
@@ -488,10 +504,10 @@ def test_backtest_business_hours_days_rarely_alarm() -> None:
     # The known limit (module docstring): the forecast has no time of day, and at 8:00 a
     # business-hours pace does look like one that would not last the day.
     rng = random.Random(20231117)
-    days = [_business_hours_day(rng) for _ in range(100)]
+    days = [_business_hours_day(rng) for _ in range(60)]
     alarms = _false_alarms(days)
     print(f"\nforecast backtest, business-hours days: {len(days)} series, alarms: {alarms}")
-    assert alarms <= 10
+    assert alarms <= 6  # 10 %
 
 
 def _quiet_day_with_burst(burst_share: float, *, background: bool) -> Day:
@@ -535,15 +551,26 @@ def test_a_small_burst_over_a_steady_base_does_not_alert() -> None:
 
 
 def test_a_large_burst_alerts_while_it_is_the_pace_then_quiet_takes_over() -> None:
-    # 40 % in 15 minutes over a steady base: while the burst is in the two-hour window it
-    # cannot be told from a step up (a runaway starts the same way), so it alerts; once it has
-    # left the window the pace is the base again and the forecast says on track.
+    # 40 % in 15 minutes over a steady base. Its first bucket alone is too uneven a pace to
+    # trust; with the second it cannot be told from a step up (a runaway starts the same way),
+    # so it alerts; once it has left the two-hour window the pace is the base again.
     day = _quiet_day_with_burst(0.4, background=True)
-    during = _verdicts(day, range(121, 124))
-    assert all(f.alert for f in during)
-    after = _verdicts(day, range(123 + 24, DAY_BUCKETS))
-    assert not any(f.alert for f in after)
+    assert not any(f.alert for f in _verdicts(day, range(1, 121)))
+    first = _verdicts(day, range(121, 122))[0]
+    assert first.verdict == "insufficient_evidence" and "too uneven" in first.reason
+    assert all(f.alert for f in _verdicts(day, range(122, 146)))
+    # Its last bucket alone in the window (10:10 to 12:10) is uneven again, then the base.
+    assert not any(f.alert for f in _verdicts(day, range(146, DAY_BUCKETS)))
     base_rate = Decimal(int(0.3 * LIMIT / DAY_BUCKETS)) / BUCKET
-    assert all(f.rate == base_rate and f.basis == "pace" for f in after)
-    before = _verdicts(day, range(1, 121))
-    assert not any(f.alert for f in before)
+    after = _verdicts(day, range(147, DAY_BUCKETS))
+    assert all(f.rate == base_rate and f.verdict == "on_track" for f in after)
+
+
+def test_a_step_up_that_lasts_alerts_within_the_hour() -> None:
+    # From a 30 %-a-day pace to ten times that at 10:00: 100 % at about 17:00.
+    base = int(0.3 * LIMIT / DAY_BUCKETS)
+    day = [base] * 120 + [10 * base] * (DAY_BUCKETS - 120)
+    replay = _replay(day)
+    assert replay.first_alert is not None and replay.crossing is not None
+    assert 120 < replay.first_alert <= 120 + 12
+    assert replay.crossing - replay.first_alert >= 6 * 12  # six hours' notice, at least
