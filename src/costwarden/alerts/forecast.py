@@ -96,8 +96,6 @@ ForecastVerdict = Literal["alert", "on_track", "insufficient_evidence", "exhaust
 ForecastBasis = Literal["pace", "trend", "none"]
 SpikeVerdict = Literal["spike", "normal", "short_history", "below_floor"]
 
-FORECAST_RULE = "budget-forecast"
-SPIKE_RULE = "hourly-spike"
 SPIKE_FLOOR_NANOS = NANOS_PER_USD  # one US dollar
 
 # Estimates, not money: 34 digits is far more than the data supports, and fixing the context
@@ -225,6 +223,19 @@ def _residual_q(w: _Window) -> int:
     return w.n * w.sxx * w.syy - w.sxx * w.sy * w.sy - w.n * w.sxy * w.sxy
 
 
+def _sure(p: _Projection, remaining: Decimal, within: Decimal, z: Decimal) -> bool:
+    """Whether the projection's starting rate less ``z`` standard errors, rising as it does,
+    still uses ``remaining`` within ``within`` seconds (module docstring, step 4).
+
+    The rate needed is ``(remaining - growth within^2 / 2) / within``; comparing squares
+    keeps square roots out of a check made on every call."""
+    needed = (remaining - p.growth * within * within / 2) / within
+    if needed <= 0:  # the rise alone uses it up, whatever the rate it starts from
+        return True
+    ahead = p.rate - needed
+    return ahead >= 0 and ahead * ahead >= z * z * p.variance
+
+
 def _trend_time(remaining: Decimal, rate: Decimal, growth: Decimal) -> Decimal:
     """Seconds until ``rate * T + growth * T^2 / 2`` reaches ``remaining`` (growth > 0).
 
@@ -279,44 +290,17 @@ def _forecast(
         )
 
     w = _window(buckets, bucket_seconds, now, params.lookback_buckets)
-    size = Decimal(bucket_seconds)
     lookback = _lookback_text(params.lookback_buckets * bucket_seconds)
-    if w.sy == 0:
+    if w.sy <= 0:
         return _quiet("insufficient_evidence", used, remaining, f"no use in the last {lookback}")
-
-    # The pace: the window's mean, per second; and how uncertain it is: the residual
-    # standard deviation around the fitted line (so a ramp's own rise is not counted as noise)
-    # over root n. The alert needs the pace ``evidence_z`` standard errors below its estimate
-    # to exhaust the budget as well, so sparse, uneven use needs a clearer pace to alarm.
-    pace = Decimal(w.sy) / (w.n * size)
-    spread = (Decimal(_residual_q(w)) / (w.n * w.sxx * (w.n - 2))).sqrt() / size
-    doubt = params.evidence_z * spread
     rem = Decimal(remaining)
-    seconds = rem / pace
-    low = pace - doubt / Decimal(w.n).sqrt()
-    sure_seconds = rem / low if low > 0 else None
-    rate, growth = pace, _ZERO
-    basis: ForecastBasis = "pace"
-    if params.trend_t_min is not None and _significant_rise(w, params.trend_t_min):
-        # The line's value at now: x = 2 u - n, u = n + the fraction of the bucket in
-        # progress that has passed (u counts buckets from the window's start).
-        into = Decimal(repr(now % bucket_seconds)) / size
-        x_now = w.n + 2 * into
-        slope_x = Decimal(w.sxy) / w.sxx  # use per bucket, per half-bucket of x
-        at_now = (Decimal(w.sy) / w.n + slope_x * x_now) / size
-        rising = 2 * slope_x / (size * size)  # per bucket per bucket -> per second^2
-        trend_seconds = _trend_time(rem, at_now, rising)
-        if trend_seconds < seconds and trend_seconds <= params.trend_reach_buckets * size:
-            seconds, rate, growth, basis = trend_seconds, at_now, rising, "trend"
-            # The fitted line's standard error at now: s sqrt(1/n + x_now^2 / sxx).
-            low = at_now - doubt * (1 / Decimal(w.n) + x_now * x_now / w.sxx).sqrt()
-            sure_seconds = _trend_time(rem, max(low, _ZERO), rising)
-
-    exhausts = now + float(seconds)
+    p = _project(w, rem, now, bucket_seconds, params)
+    exhausts = now + float(p.seconds)
     exhausts_at = exhausts if resets_at is None or exhausts < resets_at else None
     horizon = float(params.max_horizon_seconds)
     if resets_at is not None:
         horizon = min(horizon, resets_at - now)
+
     if w.active < params.min_active_buckets:
         verdict: ForecastVerdict = "insufficient_evidence"
         why = (
@@ -333,25 +317,66 @@ def _forecast(
         verdict, why = "on_track", "the window is already due to reset"
     else:
         within = Decimal(repr(horizon)) * (1 - params.margin_share)
-        if seconds > within:
+        if p.seconds > within:
             verdict = "on_track"
-        elif sure_seconds is not None and sure_seconds <= within:
+        elif _sure(p, rem, within, params.evidence_z):
             verdict = "alert"
         else:
             verdict = "insufficient_evidence"
         why = _verdict_text(verdict, exhausts, exhausts_at, within, resets_at)
-    pace_text = _pace_text(rate, basis, amount, lookback)
+    pace_text = _pace_text(p.rate, p.basis, amount, lookback)
     return Forecast(
         verdict=verdict,
         alert=verdict == "alert",
-        rate=rate,
-        growth=growth,
-        basis=basis,
+        rate=p.rate,
+        growth=p.growth,
+        basis=p.basis,
         exhausts_at=exhausts_at,
         remaining=remaining,
         used=used,
         active_buckets=w.active,
         reason=f"{_share(used, amount)} used (settled and in flight); {pace_text}; {why}",
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Projection:
+    """Use from now on: starting at ``rate`` (per second), rising at ``growth`` (per second
+    squared), gone in ``seconds``; ``variance`` is the starting rate's (its standard error,
+    squared)."""
+
+    seconds: Decimal
+    rate: Decimal
+    growth: Decimal
+    basis: ForecastBasis
+    variance: Decimal
+
+
+def _project(
+    w: _Window, remaining: Decimal, now: float, bucket_seconds: int, params: ForecastParams
+) -> _Projection:
+    """The pace's projection, or the rising line's when it is significant, earlier and within
+    its reach (module docstring, steps 2 and 3). ``w.sy`` is positive."""
+    size = Decimal(bucket_seconds)
+    # One bucket's residual variance around the fitted line, as a rate (per second, squared):
+    # the line's own rise is not counted as noise, so a steady ramp is not taken for noise.
+    spread = Decimal(_residual_q(w)) / (w.n * w.sxx * (w.n - 2)) / (size * size)
+    pace = Decimal(w.sy) / (w.n * size)
+    by_pace = _Projection(remaining / pace, pace, _ZERO, "pace", spread / w.n)
+    if params.trend_t_min is None or not _significant_rise(w, params.trend_t_min):
+        return by_pace
+    # The line's value at now: x = 2 u - n, u = n + the part of the bucket in progress that
+    # has passed (u counts buckets from the window's start, x half-buckets from its middle).
+    x_now = w.n + 2 * Decimal(repr(now % bucket_seconds)) / size
+    slope_x = Decimal(w.sxy) / w.sxx  # use per bucket, per half-bucket of x
+    at_now = (Decimal(w.sy) / w.n + slope_x * x_now) / size
+    rising = 2 * slope_x / (size * size)  # per bucket per bucket -> per second squared
+    seconds = _trend_time(remaining, at_now, rising)
+    if seconds >= by_pace.seconds or seconds > params.trend_reach_buckets * size:
+        return by_pace
+    # The fitted line's variance at x_now: s^2 (1/n + x_now^2 / sxx).
+    return _Projection(
+        seconds, at_now, rising, "trend", spread * (1 / Decimal(w.n) + x_now * x_now / w.sxx)
     )
 
 
