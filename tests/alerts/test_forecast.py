@@ -27,6 +27,7 @@ DAY_BUCKETS = 288
 DAY0 = 1_700_006_400.0  # 2023-11-15 00:00 UTC: a day's window starts on a bucket boundary
 RESET = DAY0 + 86_400
 LIMIT = 50 * NANOS_PER_USD  # a $50 daily budget, in nano-dollars
+NOON = DAY0 + 12 * 3600
 
 
 def _steady(per_bucket: int, count: int, end: float) -> list[tuple[float, int]]:
@@ -40,8 +41,8 @@ def _run(
     amount: int = 100_000,
     settled: int = 50_000,
     reserved: int = 0,
-    now: float = DAY0 + 12 * 3600,
-    resets_at: float | None = DAY0 + 12 * 3600 + 40_000,
+    now: float = NOON,
+    resets_at: float | None = NOON + 40_000,
     params: ForecastParams = DEFAULT_PARAMS,
 ) -> Forecast:
     return forecast(
@@ -56,7 +57,6 @@ def _run(
     )
 
 
-NOON = DAY0 + 12 * 3600
 ONE_PER_SECOND = _steady(BUCKET, 24, NOON)  # 300 units a bucket: exactly 1 unit per second
 
 
@@ -132,6 +132,8 @@ def test_evidence_gates(active: int, settled: int, verdict: str) -> None:
     f = _run(buckets, settled=settled)
     assert f.verdict == verdict
     assert f.active_buckets == active
+    if settled < 10_000:
+        assert f.reason.endswith("9.9 % used: below the 10.0 % before a forecast is trusted")
 
 
 def test_insufficient_evidence_still_reports_the_pace_but_never_alerts() -> None:
@@ -243,6 +245,15 @@ def test_a_significant_rise_projects_a_growing_rate() -> None:
     flat = _run(ramp, settled=90_000, params=dataclasses.replace(DEFAULT_PARAMS, trend_t_min=None))
     assert flat.basis == "pace" and flat.exhausts_at is not None
     assert flat.exhausts_at > f.exhausts_at  # the mean lags the ramp
+
+
+def test_the_rising_line_is_read_at_now_within_the_bucket_in_progress() -> None:
+    ramp = [(NOON - (24 - i) * BUCKET, 300 + 30 * i) for i in range(24)]
+    in_progress = (NOON, 5)  # a partial bucket: not part of the line
+    f = _run([*ramp, in_progress], settled=90_005, now=NOON + BUCKET / 2)
+    assert f.basis == "trend"
+    # Half a bucket into the next one: a whole bucket past the newest bucket's centre.
+    assert f.rate == Decimal(300 + 30 * 24) / BUCKET
 
 
 def test_noise_is_not_a_trend() -> None:

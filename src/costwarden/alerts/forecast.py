@@ -84,7 +84,7 @@ import math
 import operator
 import time
 from collections.abc import Iterable, Sequence
-from decimal import ROUND_HALF_UP, Context, Decimal, localcontext
+from decimal import ROUND_FLOOR, ROUND_HALF_UP, Context, Decimal, localcontext
 from fractions import Fraction
 from typing import Literal
 
@@ -430,7 +430,8 @@ def _share(used: int, amount: int) -> str:
 
 
 def _pct(ratio: Decimal) -> str:
-    return f"{(ratio * 100).quantize(_TENTH, rounding=ROUND_HALF_UP)} %"
+    # Down, as risks.py does: 99.96 % used is not "100.0 %".
+    return f"{(ratio * 100).quantize(_TENTH, rounding=ROUND_FLOOR)} %"
 
 
 def _when(epoch: float) -> str:
