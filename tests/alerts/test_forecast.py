@@ -370,7 +370,8 @@ def test_spike_refuses_nonsense(bad: dict[str, object]) -> None:
 # Synthetic $50 days of 5-minute buckets, replayed as the alerting job would see them: at the
 # end of every bucket, the last two hours of complete buckets, settled use so far, and a
 # quarter of the bucket in progress in flight. Per-bucket use is gamma noise around the
-# day's pace (coefficient of variation 0.5 with 10 % idle buckets, or 0.7 with 30 % idle).
+# day's pace: a coefficient of variation of 0.5 with 10 % idle buckets, or of 0.7 with 30 %
+# idle ("heavy"), the idle ones made up for by the others.
 
 Day = list[int]  # use per bucket, 288 of them
 
@@ -438,7 +439,7 @@ def _replay(day: Day, params: ForecastParams = DEFAULT_PARAMS) -> _Replay:
             amount=LIMIT,
             settled=settled,
             reserved=day[k] // 4,
-            buckets=pairs[max(0, k - DEFAULT_PARAMS.lookback_buckets) : k],
+            buckets=pairs[max(0, k - params.lookback_buckets) : k],
             bucket_seconds=BUCKET,
             now=DAY0 + k * BUCKET,
             resets_at=RESET,
@@ -585,3 +586,77 @@ def test_a_step_up_that_lasts_alerts_within_the_hour() -> None:
     assert replay.first_alert is not None and replay.crossing is not None
     assert 120 < replay.first_alert <= 120 + 12
     assert replay.crossing - replay.first_alert >= 6 * 12  # six hours' notice, at least
+
+
+# -- the parameter sweep behind the module docstring's "Why these parameters" -------------
+# Too slow for the suite (a minute or two): run it as `python -m tests.alerts.test_forecast`.
+
+
+def _sparse_day(rng: random.Random, idle: float) -> Day:
+    """40 to 70 % a day in few, uneven buckets (exponential noise, ``idle`` of them empty)."""
+    mean = rng.uniform(0.4, 0.7) * LIMIT / DAY_BUCKETS
+    return [_noisy(rng, mean, shape=1.0, idle=idle) for _ in range(DAY_BUCKETS)]
+
+
+def _sweep_line(
+    name: str,
+    params: ForecastParams,
+    ramps: dict[str, list[tuple[Day, int]]],
+    quiet: dict[str, list[Day]],
+) -> str:
+    parts = [f"{name:16s}"]
+    for family, days in ramps.items():
+        replays = [(_replay(day, params), start) for day, start in days]
+        missed = sum(r.first_alert is None or r.crossing is None for r, _ in replays)
+        early = sum(r.first_alert is not None and r.first_alert <= s for r, s in replays)
+        leads = [
+            (r.crossing - r.first_alert) * BUCKET // 60
+            for r, _ in replays
+            if r.first_alert is not None and r.crossing is not None
+        ]
+        parts.append(
+            f"{family}: missed {missed}, before the ramp {early}, "
+            f"median {statistics.median(leads)} min {min(leads)}"
+        )
+    for family, quiet_days in quiet.items():
+        alarms = sum(_replay(day, params).first_alert is not None for day in quiet_days)
+        parts.append(f"{family} {alarms}/{len(quiet_days)}")
+    return " | ".join(parts)
+
+
+def _sweep() -> None:
+    rng = random.Random(20231115)
+    ramps = {
+        "gradual": [_ramp_day(rng, late=False) for _ in range(100)],
+        "late": [_ramp_day(rng, late=True) for _ in range(100)],
+    }
+    flat_rng, heavy_rng = random.Random(20231116), random.Random(7)
+    biz_rng, sparse60_rng, sparse85_rng = (
+        random.Random(20231117),
+        random.Random(5),
+        random.Random(6),
+    )
+    quiet: dict[str, list[Day]] = {
+        "flat": [_flat_day(flat_rng, heavy=i % 2 == 1) for i in range(200)],
+        "heavy": [_flat_day(heavy_rng, heavy=True) for _ in range(300)],
+        "sparse60": [_sparse_day(sparse60_rng, 0.6) for _ in range(200)],
+        "sparse85": [_sparse_day(sparse85_rng, 0.85) for _ in range(200)],
+        "business": [_business_hours_day(biz_rng) for _ in range(200)],
+    }
+    d = DEFAULT_PARAMS
+    variants = {
+        "defaults": d,
+        "no trend": dataclasses.replace(d, trend_t_min=None),
+        "trend to reset": dataclasses.replace(d, trend_reach_buckets=DAY_BUCKETS),
+        "trend t >= 2": dataclasses.replace(d, trend_t_min=Decimal(2)),
+        "window 1 h": dataclasses.replace(d, lookback_buckets=12, min_active_buckets=6),
+        "margin 10 %": dataclasses.replace(d, margin_share=Decimal("0.10")),
+        "no gates": dataclasses.replace(d, min_active_buckets=0, min_used_share=Decimal(0)),
+        "evidence_z 0": dataclasses.replace(d, evidence_z=Decimal(0)),
+    }
+    for name, params in variants.items():
+        print(_sweep_line(name, params, ramps, quiet), flush=True)
+
+
+if __name__ == "__main__":
+    _sweep()

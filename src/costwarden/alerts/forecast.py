@@ -45,8 +45,9 @@ Rates are :class:`~decimal.Decimal` units (nano-dollars or tokens) per second, c
 34-digit context of this module's own, so a caller's context never changes a result; the
 slope's significance test is exact integer arithmetic.
 
-*Why these parameters* (the seeded backtest in ``tests/alerts/test_forecast.py``, figures with
-``pytest -s``; $50 days of 5-minute buckets): with them, 200 ramps (100 starting between 2:00
+*Why these parameters* (the seeded backtest in ``tests/alerts/test_forecast.py``: its figures
+with ``pytest -s``, the comparisons below with ``python -m tests.alerts.test_forecast``; $50
+days of 5-minute buckets): with them, 200 ramps (100 starting between 2:00
 and 14:00, 100 starting 1 to 4 hours before an evening crossing) all alert before 100 % and
 none before its ramp begins, and 200 flat days (40 to 70 %) never alarm. Each choice against
 its alternative, on the same days plus 300 more heavy-noise flat days, 400 sparse ones (60 and
