@@ -589,7 +589,7 @@ def test_a_step_up_that_lasts_alerts_within_the_hour() -> None:
 
 
 # -- the parameter sweep behind the module docstring's "Why these parameters" -------------
-# Too slow for the suite (a minute or two): run it as `python -m tests.alerts.test_forecast`.
+# Too slow for the suite (a few minutes): run it as `python -m tests.alerts.test_forecast`.
 
 
 def _sparse_day(rng: random.Random, idle: float) -> Day:
