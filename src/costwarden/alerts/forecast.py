@@ -85,7 +85,7 @@ import math
 import operator
 import time
 from collections.abc import Iterable, Sequence
-from decimal import ROUND_FLOOR, ROUND_HALF_UP, Context, Decimal, localcontext
+from decimal import ROUND_HALF_UP, Context, Decimal, localcontext
 from fractions import Fraction
 from typing import Literal
 
@@ -104,7 +104,6 @@ SPIKE_FLOOR_NANOS = NANOS_PER_USD  # one US dollar
 _CTX = Context(prec=34, rounding=ROUND_HALF_UP)
 _ZERO = Decimal(0)
 _LAST_DAY = 253_402_214_400.0  # 9999-12-31T00:00:00Z
-_TENTH = Decimal("0.1")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -317,7 +316,7 @@ def _forecast(
     elif horizon <= 0:
         verdict, why = "on_track", "the window is already due to reset"
     else:
-        within = Decimal(repr(horizon)) * (1 - params.margin_share)
+        within = Decimal(horizon) * (1 - params.margin_share)
         if p.seconds > within:
             verdict = "on_track"
         elif _sure(p, rem, within, params.evidence_z):
@@ -368,7 +367,7 @@ def _project(
         return by_pace
     # The line's value at now: x = 2 u - n, u = n + the part of the bucket in progress that
     # has passed (u counts buckets from the window's start, x half-buckets from its middle).
-    x_now = w.n + 2 * Decimal(repr(now % bucket_seconds)) / size
+    x_now = w.n + 2 * Decimal(now % bucket_seconds) / size
     slope_x = Decimal(w.sxy) / w.sxx  # use per bucket, per half-bucket of x
     at_now = (Decimal(w.sy) / w.n + slope_x * x_now) / size
     rising = 2 * slope_x / (size * size)  # per bucket per bucket -> per second squared
@@ -419,20 +418,25 @@ def _verdict_text(
 
 
 def _pace_text(rate: Decimal, basis: ForecastBasis, amount: int, lookback: str) -> str:
-    per_hour = rate * 3600 / amount
+    per_mille = int(rate * 3_600_000 / amount)  # of the limit, per hour
     how = "rising" if basis == "trend" else "steady"
-    return f"pace of the last {lookback}: {_pct(per_hour)} of the limit per hour, {how}"
+    return f"pace of the last {lookback}: {_tenths(per_mille)} of the limit per hour, {how}"
 
 
 def _share(used: int, amount: int) -> str:
     if amount <= 0:
         return "all"
-    return _pct(Decimal(used) / amount)
+    return _tenths(used * 1000 // amount)
 
 
 def _pct(ratio: Decimal) -> str:
-    # Down, as risks.py does: 99.96 % used is not "100.0 %".
-    return f"{(ratio * 100).quantize(_TENTH, rounding=ROUND_FLOOR)} %"
+    return _tenths(int(ratio * 1000))
+
+
+def _tenths(per_mille: int) -> str:
+    """Tenths of a per cent, rounded down (as risks.py does: 99.96 % used is not "100.0 %");
+    integer formatting, as this runs on every forecast."""
+    return f"{per_mille // 10}.{per_mille % 10} %"
 
 
 def _when(epoch: float) -> str:
