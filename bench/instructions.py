@@ -45,8 +45,9 @@ START, END = "<!-- instructions:start -->", "<!-- instructions:end -->"
 WORKTREE = "working tree"
 WARMUP_REQUESTS = 50
 IDLE_SECONDS = 10.0
-# The pollers (keys, limits, switches, routes, alert deliveries) are off the request path; polling hourly
-# keeps their instructions out of the count instead of subtracting a noisy estimate.
+# The pollers (keys, limits, switches, routes, alert deliveries) are off the request path;
+# polling hourly keeps their instructions out of the count instead of subtracting a noisy
+# estimate.
 _QUIET_POLLERS = {
     "COSTWARDEN_KEY_REFRESH_SECONDS": "3600",
     "COSTWARDEN_BUDGET_REFRESH_SECONDS": "3600",

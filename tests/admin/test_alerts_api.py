@@ -13,6 +13,7 @@ import pytest
 from costwarden.alerts.rules import threshold_alert
 from costwarden.core.event_kinds import LimitThresholdCrossed
 from costwarden.mock import MockServer
+from costwarden.storage import alert_records as records
 from costwarden.storage import alerts as store
 from costwarden.storage import repo
 from costwarden.storage.audit import audit_entries
@@ -34,7 +35,7 @@ async def client(gw: LiveGateway) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
-async def _raise(gw: LiveGateway, pct: int) -> store.AlertRecord:
+async def _raise(gw: LiveGateway, pct: int) -> records.AlertRecord:
     org_id = (await asyncio.to_thread(repo.list_orgs, gw.app.engine))[0].id
     crossing = LimitThresholdCrossed(
         org_id=org_id, scope="org", scope_id=org_id, window="day", metric="usd",

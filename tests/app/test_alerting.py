@@ -18,6 +18,7 @@ from standardwebhooks import Webhook
 
 from costwarden.alerts.model import Channel
 from costwarden.mock import MockServer
+from costwarden.storage import alert_deliveries as deliveries
 from costwarden.storage import alerts as store
 from tests.helpers import PRICEY, configure_mock, free_port, live_gateway, set_limits
 from tests.helpers import chat as _chat
@@ -122,7 +123,7 @@ async def test_a_receiver_that_was_down_gets_the_alert_once_back(
         await _until(lambda: len(receiver.verified) == 1)
         await asyncio.sleep(0.6)  # no repeat once delivered
         (alert,) = await asyncio.to_thread(store.list_alerts, engine)
-        (log,) = await asyncio.to_thread(store.delivery_log, engine, alert_id=alert.id)
+        (log,) = await asyncio.to_thread(deliveries.delivery_log, engine, alert_id=alert.id)
     assert len(receiver.verified) == 1
     assert log["state"] == "delivered"
     statuses = [a["status"] for a in log["attempts"]]

@@ -21,6 +21,7 @@ from standardwebhooks import Webhook
 
 from costwarden.alerts.model import Channel
 from costwarden.mock import MockServer
+from costwarden.storage import alert_deliveries as deliveries
 from costwarden.storage import alerts as store
 from costwarden.storage.db import create_engine_for
 from costwarden.storage.migrate import migrate
@@ -143,7 +144,7 @@ async def test_four_processes_alert_once_per_threshold_and_not_again_after_resta
             await asyncio.sleep(2)
         assert len(receiver.got) == 2
         assert len(await asyncio.to_thread(store.list_alerts, engine)) == 2
-        logs = await asyncio.to_thread(store.delivery_log, engine)
+        logs = await asyncio.to_thread(deliveries.delivery_log, engine)
         assert sorted(len(d["attempts"]) for d in logs) == [1, 1]
     finally:
         engine.dispose()

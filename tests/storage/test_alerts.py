@@ -15,6 +15,7 @@ from costwarden.alerts.model import Channel, ChannelFilter
 from costwarden.alerts.rules import threshold_alert
 from costwarden.core.errors import Conflict, NotFound
 from costwarden.core.event_kinds import LimitThresholdCrossed
+from costwarden.storage import alert_deliveries as deliveries
 from costwarden.storage import alerts as store
 from costwarden.storage.audit import audit_entries
 
@@ -76,7 +77,7 @@ def test_a_draft_fires_once_however_many_writers_race(
         engine, threshold_alert(_crossing(window_key="until:1904774400")), now=T0
     ) is not None
     assert len(store.list_alerts(engine)) == 3
-    (delivery,) = store.delivery_log(engine, alert_id=fired[0].id)  # type: ignore[attr-defined]
+    (delivery,) = deliveries.delivery_log(engine, alert_id=fired[0].id)  # type: ignore[attr-defined]
     assert delivery["channel"] == "ops" and delivery["state"] == "pending"
     fired_audit = [e for e in audit_entries(engine, limit=50) if e.action == "alert.fired"]
     assert len(fired_audit) == 3
@@ -123,23 +124,23 @@ def test_deliveries_are_claimed_once_retried_and_logged(
     alert = store.raise_alert(engine, threshold_alert(_crossing()), now=T0)
     assert alert is not None
     lease = timedelta(seconds=30)
-    (due,) = store.claim_deliveries(engine, now=T0, lease=lease)  # "b" takes critical only
+    (due,) = deliveries.claim_deliveries(engine, now=T0, lease=lease)  # "b" takes critical only
     assert due.channel.name == "a" and due.channel.secret == SECRET
-    assert store.claim_deliveries(engine, now=T0, lease=lease) == []  # claimed: not twice
-    state = store.record_attempt(
+    assert deliveries.claim_deliveries(engine, now=T0, lease=lease) == []  # claimed: not twice
+    state = deliveries.record_attempt(
         engine, due, delivered=False, status=503, error="HTTP 503",
         next_attempt_at=T0 + timedelta(seconds=10), now=T0,
     )
     assert state == "pending"
-    assert store.claim_deliveries(engine, now=T0 + timedelta(seconds=5), lease=lease) == []
-    (again,) = store.claim_deliveries(engine, now=T0 + timedelta(seconds=10), lease=lease)
+    assert deliveries.claim_deliveries(engine, now=T0 + timedelta(seconds=5), lease=lease) == []
+    (again,) = deliveries.claim_deliveries(engine, now=T0 + timedelta(seconds=10), lease=lease)
     assert again.attempts == 1 and again.first_attempt_at == T0
-    state = store.record_attempt(
+    state = deliveries.record_attempt(
         engine, again, delivered=True, status=200, error=None, next_attempt_at=None,
         now=T0 + timedelta(seconds=10),
     )
     assert state == "delivered"
-    (log,) = store.delivery_log(engine, alert_id=alert.id)
+    (log,) = deliveries.delivery_log(engine, alert_id=alert.id)
     assert log["state"] == "delivered"
     assert [(a["attempt"], a["delivered"], a["status"]) for a in log["attempts"]] == [
         (1, False, 503),
@@ -148,8 +149,8 @@ def test_deliveries_are_claimed_once_retried_and_logged(
     # A lapsed claim (its process died mid-send) is taken by another.
     second = store.raise_alert(engine, threshold_alert(_crossing(80)), now=T0)
     assert second is not None
-    (first_claim,) = store.claim_deliveries(engine, now=T0, lease=lease)
-    (retaken,) = store.claim_deliveries(engine, now=T0 + lease, lease=lease)
+    (first_claim,) = deliveries.claim_deliveries(engine, now=T0, lease=lease)
+    (retaken,) = deliveries.claim_deliveries(engine, now=T0 + lease, lease=lease)
     assert retaken.id == first_claim.id
 
 
@@ -164,9 +165,9 @@ def test_a_snoozed_alert_waits_and_a_reset_window_resolves(
     snoozed = store.act_on_alert(engine, alert.id, "snooze", actor="alice", until=until, now=T0)
     assert snoozed.snoozed_until == until
     lease = timedelta(seconds=30)
-    assert store.claim_deliveries(engine, now=T0 + timedelta(minutes=1), lease=lease) == []
-    assert store.claim_deliveries(engine, now=until - timedelta(seconds=1), lease=lease) == []
-    (due,) = store.claim_deliveries(engine, now=until, lease=lease)
+    assert deliveries.claim_deliveries(engine, now=T0 + timedelta(minutes=1), lease=lease) == []
+    assert deliveries.claim_deliveries(engine, now=until - timedelta(seconds=1), lease=lease) == []
+    (due,) = deliveries.claim_deliveries(engine, now=until, lease=lease)
     assert due.alert.id == alert.id
     # The day's window resets: the alert resolves itself, its pending delivery is dropped.
     assert store.resolve_reset_windows(engine, now=T0) == []
@@ -174,7 +175,7 @@ def test_a_snoozed_alert_waits_and_a_reset_window_resolves(
         engine, now=datetime(2030, 5, 7, tzinfo=UTC)
     )
     assert (resolved.state, resolved.resolved_by) == ("resolved", "costwarden")
-    (log,) = store.delivery_log(engine, alert_id=alert.id)
+    (log,) = deliveries.delivery_log(engine, alert_id=alert.id)
     assert log["state"] == "cancelled"
 
 

@@ -27,6 +27,7 @@ from costwarden.core.actors import clean_actor
 from costwarden.core.errors import InvalidInput
 from costwarden.storage import alerts as store
 from costwarden.storage import repo
+from costwarden.storage.alert_deliveries import delivery_log
 
 STATES = ("firing", "acknowledged", "resolved")
 MAX_LIST = 1000
@@ -74,7 +75,7 @@ async def get_alert(request: Request) -> Response:
         return denied
     alert_id = request.path_params["alert_id"]
     record = await asyncio.to_thread(store.get_alert, ctx.engine, alert_id)
-    deliveries = await asyncio.to_thread(store.delivery_log, ctx.engine, alert_id=alert_id)
+    deliveries = await asyncio.to_thread(delivery_log, ctx.engine, alert_id=alert_id)
     return JSONResponse({**record.to_json(), "deliveries": deliveries})
 
 

@@ -27,6 +27,8 @@ from costwarden.alerts.delivery import redacted
 from costwarden.alerts.model import AlertMessage
 from costwarden.storage import alerts as store
 from costwarden.storage import repo
+from costwarden.storage.alert_deliveries import delivery_log
+from costwarden.storage.alert_records import new_alert_id
 
 # A test send is bounded so that an unreachable URL cannot hold the request for long.
 TEST_TIMEOUT_SECONDS = 5.0
@@ -69,7 +71,7 @@ async def test_channel(request: Request) -> Response:
         return denied
     channel = await asyncio.to_thread(store.get_channel, ctx.engine, _name(request))
     message = AlertMessage(
-        message_id=store.new_alert_id("tst"),
+        message_id=new_alert_id("tst"),
         alert_id="test",
         kind="test",
         rule="test",
@@ -94,5 +96,5 @@ async def channel_deliveries(request: Request) -> Response:
     if denied := ctx.authorized(request):
         return denied
     channel = await asyncio.to_thread(store.get_channel, ctx.engine, _name(request))
-    log = await asyncio.to_thread(store.delivery_log, ctx.engine, channel_id=channel.id)
+    log = await asyncio.to_thread(delivery_log, ctx.engine, channel_id=channel.id)
     return JSONResponse({"data": log})

@@ -39,15 +39,9 @@ from costwarden.config.alerts import AlertSettings
 from costwarden.core.event_kinds import BreakerChanged, LimitThresholdCrossed, SwitchChanged
 from costwarden.core.events import EventBus
 from costwarden.core.subscription import Subscription
-from costwarden.storage.alerts import (
-    AlertRecord,
-    DueDelivery,
-    claim_deliveries,
-    raise_alert,
-    record_attempt,
-    resolve_cleared,
-    resolve_reset_windows,
-)
+from costwarden.storage.alert_deliveries import DueDelivery, claim_deliveries, record_attempt
+from costwarden.storage.alert_records import AlertRecord
+from costwarden.storage.alerts import raise_alert, resolve_cleared, resolve_reset_windows
 
 logger = logging.getLogger(__name__)
 

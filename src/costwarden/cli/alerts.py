@@ -276,7 +276,8 @@ def alerts_test(config: str, name: str) -> None:
     """Send a test message to a channel now (signed, for webhooks); exit 1 if it failed."""
     from costwarden.alerts.channels import Sender
     from costwarden.alerts.model import AlertMessage
-    from costwarden.storage.alerts import get_channel, new_alert_id
+    from costwarden.storage.alert_records import new_alert_id
+    from costwarden.storage.alerts import get_channel
 
     settings = load(config, need_secrets=False)
     engine = open_engine(settings)
@@ -318,7 +319,7 @@ def alerts_test(config: str, name: str) -> None:
 @friendly
 def deliveries(config: str, alert_id: str | None, as_json: bool) -> None:
     """The delivery log: each delivery's state and every attempt."""
-    from costwarden.storage.alerts import delivery_log
+    from costwarden.storage.alert_deliveries import delivery_log
 
     engine = open_engine(load(config, need_secrets=False))
     try:
