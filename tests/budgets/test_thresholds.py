@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from costwarden.budgets.limits import UNLIMITED, Limit
 from costwarden.budgets.policy import Check
 from costwarden.budgets.thresholds import THRESHOLDS_PCT, Crossings, crossed, lowest_line
+from costwarden.budgets.windows import bucket_seconds
 from costwarden.core.event_kinds import LimitThresholdCrossed
 from costwarden.mock import MockServer
 from tests.helpers import PRICEY, T0, FakeClock, configure_mock, live_gateway, set_limits
@@ -46,6 +47,21 @@ def test_the_lowest_line_is_the_rule_itself(amount: int, share: Fraction) -> Non
     for edge in (amount // 2 - 1, amount // 2, amount // 2 + 1, (amount + 1) // 2):
         below = amount <= 0 or (amount - edge) * 100 < THRESHOLDS_PCT[0] * amount
         assert (edge > lowest_line(amount)) == below
+
+
+def test_a_rate_limit_crosses_a_line_once_an_hour() -> None:
+    crossings = Crossings()
+    limit = Limit("org", "org_1", "org_1", "requests", "minute", 100)
+    per_bucket = bucket_seconds("minute")
+
+    def at(seconds: float) -> Check:
+        return Check(limit, "r:1", rolling=True, bucket=int(seconds // per_bucket))
+
+    (event,) = crossings.events([at(7200)], [1], [51], [50])
+    assert (event.window_key, event.resets_at) == ("hour:2", "1970-01-01T03:00:00+00:00")
+    assert crossings.events([at(7200 + 600)], [1], [51], [50]) == []  # the same hour
+    (later,) = crossings.events([at(3 * 3600)], [1], [51], [50])  # the next hour
+    assert later.window_key == "hour:3"
 
 
 def test_the_lines_follow_a_new_list_of_checks() -> None:

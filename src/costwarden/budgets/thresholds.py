@@ -27,6 +27,7 @@ from operator import gt
 
 from costwarden.budgets.limits import UNLIMITED
 from costwarden.budgets.policy import Check
+from costwarden.budgets.windows import bucket_seconds
 from costwarden.core.event_kinds import LimitThresholdCrossed
 
 THRESHOLDS_PCT = (50, 80, 100)
@@ -56,7 +57,7 @@ class Crossings:
     """Remembers what this process reported (see the module docstring)."""
 
     def __init__(self) -> None:
-        self._seen: collections.OrderedDict[tuple[str, float, int, int], None] = (
+        self._seen: collections.OrderedDict[tuple[str, str, int], None] = (
             collections.OrderedDict()
         )
         # id of a list of checks -> (that list, each check's lowest line); the list is kept
@@ -88,7 +89,7 @@ class Crossings:
             limit = check.limit
             before = amount - room_admitted - amount_reserved
             for pct in crossed(limit.amount, before, used):
-                seen = (check.key, check.resets_at or 0.0, check.bucket, pct)
+                seen = (check.key, _window_key(check), pct)
                 if seen in self._seen:
                     continue
                 self._seen[seen] = None
@@ -105,7 +106,7 @@ class Crossings:
                         used=_units(limit.metric, used),
                         limit=_units(limit.metric, limit.amount),
                         window_key=_window_key(check),
-                        resets_at=_iso(check.resets_at),
+                        resets_at=_iso(_resets_at(check)),
                     )
                 )
         return out
@@ -119,12 +120,27 @@ class Crossings:
 
 
 def _window_key(check: Check) -> str:
-    """The window instance a crossing belongs to: the same for every request in it."""
+    """The window instance a crossing belongs to: the same for every request in it.
+
+    A rolling window (a rate limit) has no instance of its own, and a steady rate would cross
+    its lines again in every bucket: its crossings count per clock hour instead, so a rate
+    limit alerts at most once an hour per line."""
     if check.rolling:
-        return f"bucket:{check.bucket}"
+        return f"hour:{_hour(check)}"
     if check.resets_at is None:
         return "lifetime"
     return f"until:{int(check.resets_at)}"
+
+
+def _hour(check: Check) -> int:
+    return check.bucket * bucket_seconds(check.limit.window) // 3600
+
+
+def _resets_at(check: Check) -> float | None:
+    """When the window instance ends: the calendar reset, or a rolling window's hour's end."""
+    if check.rolling:
+        return float((_hour(check) + 1) * 3600)
+    return check.resets_at
 
 
 def _iso(epoch: float | None) -> str | None:
