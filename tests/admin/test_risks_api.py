@@ -6,12 +6,15 @@ reached answers [] with one WARNING line."""
 from __future__ import annotations
 
 import logging
+import os
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import redis
 import sqlalchemy as sa
 
 from costwarden.mock import MockServer
@@ -131,3 +134,27 @@ async def test_an_unreachable_database_is_an_empty_list_and_one_warning(
         assert (r.status_code, r.json()) == (200, {"data": []})
         assert len(lines) == 1 and lines[0].levelno == logging.WARNING
         assert "Traceback" not in caplog.text
+
+
+async def test_an_unreachable_redis_is_an_empty_list_too(
+    mock: MockServer, tmp_path: Path, private_redis: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    toml = f'[redis]\nurl = "{private_redis}"\ntimeout_seconds = 0.3\n'
+    url = f"sqlite:///{tmp_path}/cw.db"
+    async with live_gateway(mock, url, tmp_path, admin_token=TOKEN, extra_toml=toml) as gw:
+        async with httpx.AsyncClient(base_url=gw.base_url, timeout=30) as client:
+            org = (await client.get("/admin/orgs", headers=AUTH)).json()["data"][0]["name"]
+            r = await client.put("/admin/limits", json={"org": org, "scope": "org",
+                                 "limits": {"daily_tokens": 1000}}, headers=AUTH)
+            assert r.status_code == 200, r.text
+            pid = int(redis.Redis.from_url(private_redis).info("server")["process_id"])
+            caplog.set_level(logging.WARNING)
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                caplog.clear()
+                r = await client.get("/admin/risks", params={"org": org}, headers=AUTH)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            lines = [rec for rec in caplog.records if rec.name == "costwarden.admin.risks_api"]
+    assert (r.status_code, r.json()) == (200, {"data": []})
+    assert len(lines) == 1 and lines[0].levelno == logging.WARNING

@@ -17,6 +17,7 @@ import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 
+from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -55,7 +56,7 @@ async def risks(request: Request) -> Response:
         key = repo.clean_name(key, "key")
     try:
         found = await _risks(ctx, name, user, key)
-    except (SQLAlchemyError, StorageError, OSError, ConnectionError) as exc:
+    except (SQLAlchemyError, RedisError, StorageError, OSError) as exc:
         logger.warning("risk signals unavailable (storage error: %s): answering []",
                        type(exc).__name__)
         return JSONResponse({"data": []})
