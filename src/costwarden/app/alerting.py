@@ -105,8 +105,6 @@ class Alerting:
         self._sender = Sender(timeout=settings.send_timeout_seconds)
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        #: alerts this process raised (others raised the same ones first, or will)
-        self.raised = 0
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
@@ -188,7 +186,6 @@ class Alerting:
                 await asyncio.sleep(min(0.5 * 2**attempt, 15.0))
         if alert is None:
             return  # raised already, by this process or another
-        self.raised += 1
         logger.warning("alert fired: %s (%s)", alert.title, alert.id)
         self._events.publish(alert.event())
         self._wake.set()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 
@@ -25,7 +25,7 @@ from costwarden.storage.db import Bind, begin_write, connect_read
 from costwarden.storage.schema import alert_attempts, alert_channels, alert_deliveries, alerts
 from costwarden.storage.sqltypes import utcnow
 
-DeliveryState = str  # pending | delivered | dead | cancelled
+DeliveryState = Literal["pending", "delivered", "dead", "cancelled"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
