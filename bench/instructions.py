@@ -45,7 +45,8 @@ START, END = "<!-- instructions:start -->", "<!-- instructions:end -->"
 WORKTREE = "working tree"
 WARMUP_REQUESTS = 50
 IDLE_SECONDS = 10.0
-# The pollers (keys, limits, switches, routes, alert deliveries) are off the request path;
+# The pollers (keys, limits, switches, routes, alert deliveries and forecasts) are off the
+# request path;
 # polling hourly keeps their instructions out of the count instead of subtracting a noisy
 # estimate.
 _QUIET_POLLERS = {
@@ -54,6 +55,7 @@ _QUIET_POLLERS = {
     "COSTWARDEN_SWITCH_REFRESH_SECONDS": "3600",
     "COSTWARDEN_EVENTS_POLL_SECONDS": "3600",
     "COSTWARDEN_ALERTS_DELIVERY_POLL_SECONDS": "3600",
+    "COSTWARDEN_ALERTS_FORECAST_INTERVAL_SECONDS": "3600",
 }
 _TOTALS = re.compile(rb"^(?:summary|totals):\s+(\d+)", re.MULTILINE)
 

@@ -1044,6 +1044,7 @@ _EXAMPLES: dict[str, tuple[str, str, Callable[[Settings], bool]]] = {
             ("dashboard_url", '"https://gw.example.com"', "https://gw.example.com"),
             ("delivery_poll_seconds", "0.5", 0.5),
             ("retry_base_seconds", "30.0", 30.0),
+            ("forecast_interval_seconds", "60.0", 60.0),
             ("send_timeout_seconds", "3.0", 3.0),
         )
     },

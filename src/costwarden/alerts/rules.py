@@ -149,3 +149,49 @@ def cleared(event: BreakerChanged | SwitchChanged) -> tuple[str, str, str | None
     if isinstance(event, BreakerChanged):
         return (BREAKER_RULE, event.deployment, None) if event.to_state == "closed" else None
     return (SWITCH_RULE, event.feature, event.org_id) if event.enabled else None
+
+
+# ------------------------------------------------------------------ forecasts
+
+FORECAST_RULE = "budget-forecast"
+
+
+def forecast_alert(
+    *,
+    org_id: str,
+    scope: str,
+    scope_id: str,
+    metric: str,
+    window: str,
+    window_key: str,
+    resets_at: str | None,
+    limit: str,
+    used: str,
+    exhausts_at: str | None,
+    reason: str,
+) -> AlertDraft:
+    """The alert of a forecast that a limit runs out before its window resets: once per
+    limit and window (``alerts.forecast`` decides; this names and keys it)."""
+    key = "|".join((FORECAST_RULE, org_id, scope, scope_id or "-", metric, window, window_key))
+    who = scope if not scope_id else f"{scope} {scope_id}"
+    return AlertDraft(
+        dedupe_key=key,
+        kind="forecast",
+        rule=FORECAST_RULE,
+        severity="warning",
+        title=f"{who}: at the current pace its {window} {metric} limit runs out before it resets",
+        window_key=window_key,
+        org_id=org_id,
+        scope=scope,
+        scope_id=scope_id,
+        resolves_at=datetime.fromisoformat(resets_at) if resets_at else None,
+        detail={
+            "limit_name": f"{window} {metric}",
+            "metric": metric,
+            "spent": used,
+            "limit": limit,
+            "resets_at": resets_at,
+            "exhausts_at": exhausts_at,
+            "reason": reason,
+        },
+    )

@@ -8,6 +8,9 @@ Everything here runs off the request path, in two background tasks:
   makes the database, not the processes, decide that it fires once: whichever process inserts
   it first enqueues its deliveries; the others, and any process after a restart, find it
   there and do nothing. Each new alert is published as ``alert_changed``.
+- **Forecasting.** Every ``forecast_interval_seconds`` the one process holding the forecast
+  lease (``storage.leases``) forecasts every org budget (``app.forecasting``) and raises the
+  alerts of those that run out before they reset, once per limit and window.
 - **Delivering.** Every ``delivery_poll_seconds`` (and at once after this process raised an
   alert) the process resolves the alerts whose window has reset, claims the deliveries that
   are due, and sends them concurrently, each bounded by the send timeout: a dead channel
@@ -20,6 +23,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import secrets
+import socket
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -35,6 +41,8 @@ from costwarden.alerts.rules import (
     switch_alert,
     threshold_alert,
 )
+from costwarden.app.forecasting import forecast_drafts
+from costwarden.budgets.enforcer import Enforcer
 from costwarden.config.alerts import AlertSettings
 from costwarden.core.event_kinds import BreakerChanged, LimitThresholdCrossed, SwitchChanged
 from costwarden.core.events import EventBus
@@ -42,9 +50,11 @@ from costwarden.core.subscription import Subscription
 from costwarden.storage.alert_deliveries import DueDelivery, claim_deliveries, record_attempt
 from costwarden.storage.alert_records import AlertRecord
 from costwarden.storage.alerts import raise_alert, resolve_cleared, resolve_reset_windows
+from costwarden.storage.leases import try_lead
 
 logger = logging.getLogger(__name__)
 
+FORECAST_LEASE = "alerts.forecast"
 _RAISE_ATTEMPTS = 7  # 0.5 + 1 + 2 + 4 + 8 + 15 s of waiting between them
 _KINDS = frozenset({LimitThresholdCrossed.kind, BreakerChanged.kind, SwitchChanged.kind})
 
@@ -97,6 +107,7 @@ class Alerting:
         events: EventBus,
         *,
         clock: Callable[[], float],
+        enforcer: Enforcer | None = None,
     ) -> None:
         self.settings = settings
         self._engine = engine
@@ -105,6 +116,9 @@ class Alerting:
         self._sender = Sender(timeout=settings.send_timeout_seconds)
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._enforcer = enforcer
+        # Who holds the forecast lease: this process, unique across restarts and machines.
+        self._holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
@@ -115,6 +129,8 @@ class Alerting:
         subscription = self._events.subscribe(kinds=_KINDS, background=True)
         self._tasks.append(asyncio.create_task(self._raise_loop(subscription)))
         self._tasks.append(asyncio.create_task(self._deliver_loop()))
+        if self._enforcer is not None:
+            self._tasks.append(asyncio.create_task(self._forecast_loop(self._enforcer)))
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -189,6 +205,30 @@ class Alerting:
         logger.warning("alert fired: %s (%s)", alert.title, alert.id)
         self._events.publish(alert.event())
         self._wake.set()
+
+    # ------------------------------------------------------------------ forecasting
+
+    async def _forecast_loop(self, enforcer: Enforcer) -> None:
+        interval = self.settings.forecast_interval_seconds
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.forecast_round(enforcer)
+            except Exception as exc:  # noqa: BLE001 - storage down: the next round
+                logger.warning("budget forecasts failed: %s", type(exc).__name__)
+
+    async def forecast_round(self, enforcer: Enforcer) -> int:
+        """One round, if this process holds the lease; the alerts it tried to raise."""
+        ttl = timedelta(seconds=3 * self.settings.forecast_interval_seconds)
+        leading = await asyncio.to_thread(
+            try_lead, self._engine, FORECAST_LEASE, self._holder, ttl=ttl, now=self._now()
+        )
+        if not leading:
+            return 0
+        drafts = await forecast_drafts(enforcer, self._engine, self._clock())
+        for draft in drafts:
+            await self._raise(draft)
+        return len(drafts)
 
     # ------------------------------------------------------------------ delivering
 

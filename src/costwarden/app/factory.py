@@ -226,7 +226,9 @@ class CostwardenApp:
         elif observers:
             self.proxy.observe = functools.partial(_observe_all, tuple(observers))
         self.alerting = (
-            Alerting(settings.alerts, self.engine, self.events, clock=clock)
+            Alerting(
+                settings.alerts, self.engine, self.events, clock=clock, enforcer=self.enforcer
+            )
             if settings.alerts.enabled
             else None
         )

@@ -37,6 +37,13 @@ class AlertSettings:
         "hour apart), for up to 24 hours, then the delivery goes to the dead letter.",
         "COSTWARDEN_ALERTS_RETRY_BASE_SECONDS",
     )
+    forecast_interval_seconds: float = _setting(
+        300.0,
+        "How often one process (the holder of the forecast lease) forecasts every org budget "
+        "(daily and monthly, USD and tokens) from its last two hours of spend, and alerts "
+        "when at that pace it runs out before it resets (alerts/forecast.py says how).",
+        "COSTWARDEN_ALERTS_FORECAST_INTERVAL_SECONDS",
+    )
     send_timeout_seconds: float = _setting(
         10.0,
         "How long one delivery attempt may take (connect, send, answer) before it counts as "
@@ -47,7 +54,12 @@ class AlertSettings:
 
 def alerts_problem(a: AlertSettings) -> tuple[str, str] | None:
     """(field, what is wrong) for the first out-of-range ``[alerts]`` value, or None."""
-    for name in ("delivery_poll_seconds", "retry_base_seconds", "send_timeout_seconds"):
+    for name in (
+        "delivery_poll_seconds",
+        "retry_base_seconds",
+        "forecast_interval_seconds",
+        "send_timeout_seconds",
+    ):
         if not 0 < getattr(a, name) < math.inf:
             return name, "must be a positive number"
     if a.dashboard_url and not a.dashboard_url.startswith(("http://", "https://")):

@@ -281,6 +281,16 @@ alert_attempts = sa.Table(
     sa.Index("ix_alert_attempts_delivery_id_attempt", "delivery_id", "attempt"),
 )
 
+# Leader leases: a scheduled job runs in the one process that holds its lease (costwarden's
+# own processes renew theirs; a dead holder's lease lapses after its ttl).
+leases = sa.Table(
+    "leases",
+    metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("holder", sa.Text, nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+)
+
 TABLES = (
     orgs,
     projects,
@@ -300,4 +310,5 @@ TABLES = (
     alert_channels,
     alert_deliveries,
     alert_attempts,
+    leases,
 )

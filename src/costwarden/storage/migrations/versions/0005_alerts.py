@@ -1,5 +1,6 @@
 """Alerts: alerts (one row per rule, scope, window and threshold), alert_channels,
-alert_deliveries (one per alert and channel) and alert_attempts (the delivery log).
+alert_deliveries (one per alert and channel), alert_attempts (the delivery log), and leases
+(the leader of a scheduled job).
 
 Revision ID: 0005
 Revises: 0004
@@ -117,7 +118,17 @@ def upgrade() -> None:
     )
 
 
+    op.create_table(
+        "leases",
+        sa.Column("name", sa.Text(), nullable=False),
+        sa.Column("holder", sa.Text(), nullable=False),
+        sa.Column("expires_at", TS, nullable=False),
+        sa.PrimaryKeyConstraint("name", name="pk_leases"),
+    )
+
+
 def downgrade() -> None:
+    op.drop_table("leases")
     op.drop_table("alert_attempts")
     op.drop_table("alert_deliveries")
     op.drop_table("alert_channels")
