@@ -44,6 +44,8 @@ from costwarden.storage.sqltypes import utcnow
 
 logger = logging.getLogger(__name__)
 
+_OPEN = alerts.c.state.in_(("firing", "acknowledged"))
+
 
 
 # --------------------------------------------------------------------------- alerts
@@ -168,53 +170,12 @@ def act_on_alert(
 def resolve_reset_windows(bind: Bind, *, now: datetime | None = None) -> list[AlertRecord]:
     """Resolve the open alerts whose window has reset; the ones resolved."""
     at = utcnow() if now is None else now
-    reset = (
-        alerts.c.state.in_(("firing", "acknowledged")),
-        alerts.c.resolves_at.is_not(None),
-        alerts.c.resolves_at <= at,
-    )
+    reset = (alerts.c.resolves_at.is_not(None), alerts.c.resolves_at <= at)
     # Each process asks every few seconds: a read first, so that the usual answer (nothing)
     # takes no write lock (on SQLite, the one the ledger writer needs).
-    if not any_row(bind, sa.select(alerts.c.id).where(*reset).limit(1)):
+    if not any_row(bind, sa.select(alerts.c.id).where(_OPEN, *reset).limit(1)):
         return []
-    with begin_write(bind) as conn:
-        due = [
-            alert_row(row)
-            for row in conn.execute(
-                sa.select(alerts).where(
-                    alerts.c.state.in_(("firing", "acknowledged")),
-                    alerts.c.resolves_at.is_not(None),
-                    alerts.c.resolves_at <= at,
-                )
-            )
-        ]
-        if not due:
-            return []
-        ids = [a.id for a in due]
-        conn.execute(
-            alerts.update()
-            .where(alerts.c.id.in_(ids))
-            .values(
-                state="resolved",
-                resolved_at=at,
-                resolved_by=SYSTEM_ACTOR,
-                snoozed_until=None,
-                updated_at=at,
-            )
-        )
-        cancel_pending(conn, ids)
-        for alert in due:
-            record_audit(
-                conn,
-                SYSTEM_ACTOR,
-                "alert.resolve",
-                alert.id,
-                _audited(alert.status),
-                {"state": "resolved", "reason": "window reset"},
-                ts=at,
-            )
-        rows = conn.execute(sa.select(alerts).where(alerts.c.id.in_(ids)))
-        return [alert_row(row) for row in rows]
+    return _resolve_where(bind, reset, reason="window reset", at=at)
 
 
 def resolve_cleared(
@@ -228,20 +189,18 @@ def resolve_cleared(
 ) -> list[AlertRecord]:
     """Resolve the open alerts of ``rule`` on ``scope_id`` (and org) whose condition cleared
     (a breaker closed again, a switch back on); the ones resolved."""
-    at = utcnow() if now is None else now
     org_match = alerts.c.org_id.is_(None) if org_id is None else alerts.c.org_id == org_id
+    where = (alerts.c.rule == rule, alerts.c.scope_id == scope_id, org_match)
+    return _resolve_where(bind, where, reason=reason, at=utcnow() if now is None else now)
+
+
+def _resolve_where(
+    bind: Bind, where: tuple[sa.ColumnElement[bool], ...], *, reason: str, at: datetime
+) -> list[AlertRecord]:
+    """Resolve the open alerts matching ``where`` (by costwarden, audited with ``reason``),
+    dropping their deliveries not yet sent; the ones resolved."""
     with begin_write(bind) as conn:
-        due = [
-            alert_row(row)
-            for row in conn.execute(
-                sa.select(alerts).where(
-                    alerts.c.state.in_(("firing", "acknowledged")),
-                    alerts.c.rule == rule,
-                    alerts.c.scope_id == scope_id,
-                    org_match,
-                )
-            )
-        ]
+        due = [alert_row(row) for row in conn.execute(sa.select(alerts).where(_OPEN, *where))]
         if not due:
             return []
         ids = [a.id for a in due]
