@@ -22,9 +22,8 @@ from starlette.responses import JSONResponse, Response
 from costwarden.admin.channel_inputs import parse_channel
 from costwarden.admin.common import ACTOR, body_json
 from costwarden.admin.context import context
-from costwarden.alerts.channels import Sender
+from costwarden.alerts.channels import send_check
 from costwarden.alerts.delivery import redacted
-from costwarden.alerts.model import AlertMessage
 from costwarden.storage import alerts as store
 from costwarden.storage import repo
 from costwarden.storage.alert_deliveries import delivery_log
@@ -70,22 +69,12 @@ async def test_channel(request: Request) -> Response:
     if denied := ctx.authorized(request):
         return denied
     channel = await asyncio.to_thread(store.get_channel, ctx.engine, _name(request))
-    message = AlertMessage(
+    attempt = await send_check(
+        channel,
         message_id=new_alert_id("tst"),
-        alert_id="test",
-        kind="test",
-        rule="test",
-        severity="info",
-        state="firing",
-        title=f"costwarden test message to channel {channel.name}",
-        text="If you can read this, alerts reach this channel.",
         created_at=datetime.fromtimestamp(ctx.clock(), UTC).isoformat(),
+        timeout=TEST_TIMEOUT_SECONDS,
     )
-    sender = Sender(timeout=TEST_TIMEOUT_SECONDS)
-    try:
-        attempt = await sender.send(channel, message)
-    finally:
-        await sender.aclose()
     return JSONResponse(
         {"delivered": attempt.delivered, "status": attempt.status, "error": attempt.error}
     )

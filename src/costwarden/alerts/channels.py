@@ -275,3 +275,26 @@ def _smtp_reply(name: str, code: int | None) -> Attempt:
     # 5xx: the server refuses for good. 4xx, or a reply that was no SMTP code: try again.
     retryable = status is None or status < 500
     return Attempt(delivered=False, status=status, error=error, retryable=retryable)
+
+
+async def send_check(
+    channel: Channel, *, message_id: str, created_at: str, timeout: float
+) -> Attempt:
+    """Send ``channel`` a check message now, on a sender of its own: "can alerts reach this
+    channel?" (``costwarden alerts test``, ``POST /admin/alert-channels/{name}/test``)."""
+    message = AlertMessage(
+        message_id=message_id,
+        alert_id="test",
+        kind="test",
+        rule="test",
+        severity="info",
+        state="firing",
+        title=f"costwarden test message to channel {channel.name}",
+        text="If you can read this, alerts reach this channel.",
+        created_at=created_at,
+    )
+    sender = Sender(timeout=timeout)
+    try:
+        return await sender.send(channel, message)
+    finally:
+        await sender.aclose()

@@ -274,8 +274,7 @@ def channel_remove(config: str, name: str) -> None:
 @friendly
 def alerts_test(config: str, name: str) -> None:
     """Send a test message to a channel now (signed, for webhooks); exit 1 if it failed."""
-    from costwarden.alerts.channels import Sender
-    from costwarden.alerts.model import AlertMessage
+    from costwarden.alerts.channels import send_check
     from costwarden.storage.alert_records import new_alert_id
     from costwarden.storage.alerts import get_channel
 
@@ -285,26 +284,14 @@ def alerts_test(config: str, name: str) -> None:
         channel = get_channel(engine, name)
     finally:
         engine.dispose()
-    message = AlertMessage(
-        message_id=new_alert_id("tst"),
-        alert_id="test",
-        kind="test",
-        rule="test",
-        severity="info",
-        state="firing",
-        title=f"costwarden test message to channel {channel.name}",
-        text="If you can read this, alerts reach this channel.",
-        created_at=datetime.now(UTC).isoformat(),
+    attempt = asyncio.run(
+        send_check(
+            channel,
+            message_id=new_alert_id("tst"),
+            created_at=datetime.now(UTC).isoformat(),
+            timeout=settings.alerts.send_timeout_seconds,
+        )
     )
-
-    async def send() -> Any:
-        sender = Sender(timeout=settings.alerts.send_timeout_seconds)
-        try:
-            return await sender.send(channel, message)
-        finally:
-            await sender.aclose()
-
-    attempt = asyncio.run(send())
     if attempt.delivered:
         out.print(f"delivered to {escape(channel.name)} (status {attempt.status})", highlight=False)
         return
