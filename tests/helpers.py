@@ -613,3 +613,48 @@ def database_down(url: str) -> Iterator[None]:
     finally:
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
             conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+
+
+class WebhookReceiver:
+    """A webhook endpoint on loopback (``url``) that verifies every request's Standard Webhooks
+    signature with the ``standardwebhooks`` library: ``verified`` holds the payloads (with
+    their ``webhook-id`` as ``id``), ``forged`` counts the ones that failed verification, and
+    while ``down`` it answers 503 (counted in ``refused``)."""
+
+    def __init__(self, secret: str) -> None:
+        self.secret = secret
+        self.verified: list[dict[str, Any]] = []
+        self.forged = 0
+        self.refused = 0
+        self.down = False
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+        if self.down:
+            self.refused += 1
+            return web.Response(status=503)
+        body = await request.read()
+        try:
+            data = Webhook(self.secret).verify(body, dict(request.headers))
+        except WebhookVerificationError:
+            self.forged += 1
+            return web.Response(status=400)
+        self.verified.append({"id": request.headers["webhook-id"], **data})
+        return web.Response(status=204)
+
+
+@asynccontextmanager
+async def webhook_receiver(secret: str) -> AsyncIterator[WebhookReceiver]:
+    receiver = WebhookReceiver(secret)
+    app = web.Application()
+    app.router.add_post("/hook", receiver._handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", receiver.port).start()
+        yield receiver
+    finally:
+        await runner.cleanup()

@@ -12,11 +12,9 @@ from typing import Any
 
 import httpx
 import pytest
-from aiohttp import web
-from standardwebhooks import Webhook
 
 from costwarden.mock import MockServer
-from tests.helpers import LiveGateway, free_port, live_gateway
+from tests.helpers import LiveGateway, WebhookReceiver, live_gateway, webhook_receiver
 
 TOKEN = "adm-channels-secret"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
@@ -32,21 +30,9 @@ async def gw(mock: MockServer, database_url: str, tmp_path: Path) -> AsyncIterat
 
 
 @pytest.fixture
-async def hook() -> AsyncIterator[tuple[int, list[dict[str, Any]]]]:
-    got: list[dict[str, Any]] = []
-
-    async def receive(request: web.Request) -> web.Response:
-        got.append(Webhook(SECRET).verify(await request.read(), dict(request.headers)))
-        return web.Response(status=204)
-
-    app = web.Application()
-    app.router.add_post("/hook", receive)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield port, got
-    await runner.cleanup()
+async def hook() -> AsyncIterator[WebhookReceiver]:
+    async with webhook_receiver(SECRET) as r:
+        yield r
 
 
 @pytest.mark.parametrize(
@@ -77,9 +63,9 @@ async def test_bad_channels_are_refused_and_nothing_is_stored(
 
 
 async def test_channels_round_trip_without_their_secrets(
-    gw: LiveGateway, hook: tuple[int, list[dict[str, Any]]], caplog: pytest.LogCaptureFixture
+    gw: LiveGateway, hook: WebhookReceiver, caplog: pytest.LogCaptureFixture
 ) -> None:
-    port, got = hook
+    port, got = hook.port, hook.verified
     caplog.set_level(logging.DEBUG)
     async with httpx.AsyncClient(base_url=gw.base_url, timeout=10) as client:
         webhook = {"type": "webhook", "url": f"http://127.0.0.1:{port}/hook", "secret": SECRET}

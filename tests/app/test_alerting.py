@@ -13,14 +13,19 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from aiohttp import web
-from standardwebhooks import Webhook
 
 from costwarden.alerts.model import Channel
 from costwarden.mock import MockServer
 from costwarden.storage import alert_deliveries as deliveries
 from costwarden.storage import alerts as store
-from tests.helpers import PRICEY, configure_mock, free_port, live_gateway, set_limits
+from tests.helpers import (
+    PRICEY,
+    WebhookReceiver,
+    configure_mock,
+    live_gateway,
+    set_limits,
+    webhook_receiver,
+)
 from tests.helpers import chat as _chat
 
 SECRET = "whsec_" + base64.b64encode(b"alerting-e2e-key-0123456789abcdef").decode()
@@ -28,36 +33,10 @@ SECRET = "whsec_" + base64.b64encode(b"alerting-e2e-key-0123456789abcdef").decod
 FAST = "[alerts]\ndelivery_poll_seconds = 0.1\nretry_base_seconds = 0.2\n"
 
 
-class Receiver:
-    """A webhook endpoint that verifies every signature and can be made to fail."""
-
-    def __init__(self) -> None:
-        self.verified: list[dict[str, object]] = []
-        self.refused = 0
-        self.down = False
-        self.port = free_port()
-
-    async def handle(self, request: web.Request) -> web.Response:
-        if self.down:
-            self.refused += 1
-            return web.Response(status=503)
-        body = await request.read()
-        data = Webhook(SECRET).verify(body, dict(request.headers))  # raises if forged
-        self.verified.append({"id": request.headers["webhook-id"], **data})
-        return web.Response(status=204)
-
-
 @pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = Receiver()
-    app = web.Application()
-    app.router.add_post("/hook", r.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", r.port)
-    await site.start()
-    yield r
-    await runner.cleanup()
+async def receiver() -> AsyncIterator[WebhookReceiver]:
+    async with webhook_receiver(SECRET) as r:
+        yield r
 
 
 def _channel(port: int) -> Channel:
@@ -75,7 +54,7 @@ async def _until(predicate: object, timeout: float = 10.0) -> None:
 
 
 async def test_each_threshold_alerts_each_channel_once_signed(
-    mock: MockServer, tmp_path: Path, receiver: Receiver
+    mock: MockServer, tmp_path: Path, receiver: WebhookReceiver
 ) -> None:
     await configure_mock(mock, output_tokens=1000)  # about $1 a request with PRICEY
     url = f"sqlite:///{tmp_path}/cw.db"
@@ -93,7 +72,7 @@ async def test_each_threshold_alerts_each_channel_once_signed(
         alerts_seen.close()
     assert len(receiver.verified) == 2
     data: list[dict[str, Any]] = sorted(
-        (m["data"] for m in receiver.verified),  # type: ignore[misc]
+        (m["data"] for m in receiver.verified),
         key=lambda d: d["threshold_pct"],
     )
     assert [(d["scope"], d["metric"], d["threshold_pct"], d["limit"]) for d in data] == [
@@ -107,7 +86,7 @@ async def test_each_threshold_alerts_each_channel_once_signed(
 
 
 async def test_a_receiver_that_was_down_gets_the_alert_once_back(
-    mock: MockServer, tmp_path: Path, receiver: Receiver
+    mock: MockServer, tmp_path: Path, receiver: WebhookReceiver
 ) -> None:
     await configure_mock(mock, output_tokens=1000)
     url = f"sqlite:///{tmp_path}/cw.db"
@@ -133,7 +112,7 @@ async def test_a_receiver_that_was_down_gets_the_alert_once_back(
 
 
 async def test_a_kill_switch_and_an_open_breaker_alert_and_clear(
-    mock: MockServer, tmp_path: Path, receiver: Receiver
+    mock: MockServer, tmp_path: Path, receiver: WebhookReceiver
 ) -> None:
     url = f"sqlite:///{tmp_path}/cw.db"
     fast_breaker = "[resilience]\nfailure_threshold = 2\nretry_base_ms = 1\nretry_max_ms = 2\n"
@@ -149,7 +128,7 @@ async def test_a_kill_switch_and_an_open_breaker_alert_and_clear(
             assert r.status_code == 200, r.text
             await _until(lambda: len(receiver.verified) == 1)
             (switch,) = [m["data"] for m in receiver.verified]
-            assert (switch["rule"], switch["severity"]) == ("service-kill-switch", "warning")  # type: ignore[index]
+            assert (switch["rule"], switch["severity"]) == ("service-kill-switch", "warning")
             r = await client.put("/admin/switches", json={**off, "enabled": True}, headers=admin)
             assert r.status_code == 200, r.text
             await _until(lambda: _states(engine) == {"resolved"})
@@ -160,8 +139,8 @@ async def test_a_kill_switch_and_an_open_breaker_alert_and_clear(
             await configure_mock(mock, fault_status=None)
             await _until(lambda: len(receiver.verified) == 2)
         breaker = receiver.verified[1]["data"]
-        assert breaker["rule"] == "service-breaker-open" and breaker["kind"] == "service"  # type: ignore[index]
-        assert breaker["scope_id"].startswith("openai:")  # type: ignore[index]
+        assert breaker["rule"] == "service-breaker-open" and breaker["kind"] == "service"
+        assert breaker["scope_id"].startswith("openai:")
 
 
 def _states(engine: Any) -> set[str]:

@@ -9,8 +9,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiohttp import web
-from standardwebhooks import Webhook
 
 from costwarden.alerts.rules import threshold_alert
 from costwarden.core.event_kinds import LimitThresholdCrossed
@@ -18,7 +16,7 @@ from costwarden.storage import alerts as store
 from costwarden.storage.audit import audit_entries
 from costwarden.storage.db import create_engine_for
 from costwarden.storage.migrate import migrate
-from tests.helpers import arun_cli, cli_env, free_port, gateway_toml
+from tests.helpers import WebhookReceiver, arun_cli, cli_env, gateway_toml, webhook_receiver
 
 SECRET = "whsec_" + base64.b64encode(b"cli-test-signing-key-0123456789ab").decode()
 
@@ -33,27 +31,15 @@ def config(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-async def receiver() -> AsyncIterator[tuple[int, list[dict[str, object]]]]:
-    got: list[dict[str, object]] = []
-
-    async def hook(request: web.Request) -> web.Response:
-        got.append(Webhook(SECRET).verify(await request.read(), dict(request.headers)))
-        return web.Response(status=200)
-
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield port, got
-    await runner.cleanup()
+async def receiver() -> AsyncIterator[WebhookReceiver]:
+    async with webhook_receiver(SECRET) as r:
+        yield r
 
 
 async def test_channels_tests_and_acknowledgements(
-    config: str, tmp_path: Path, receiver: tuple[int, list[dict[str, object]]]
+    config: str, tmp_path: Path, receiver: WebhookReceiver
 ) -> None:
-    port, got = receiver
+    port, got = receiver.port, receiver.verified
     env = cli_env(CW_HOOK_SECRET=SECRET)
     bad = await arun_cli(
         "alerts", "channel-add", "ops", "--config", config, "--type", "webhook",
@@ -78,7 +64,7 @@ async def test_channels_tests_and_acknowledgements(
     assert channel["name"] == "ops" and SECRET not in listed.both
     sent = await arun_cli("alerts", "test", "ops", "--config", config, env=env)
     assert sent.code == 0, sent.both
-    assert [m["data"]["kind"] for m in got] == ["test"]  # type: ignore[index]
+    assert [m["data"]["kind"] for m in got] == ["test"]
 
     engine = create_engine_for(f"sqlite:///{tmp_path}/cw.db")
     try:

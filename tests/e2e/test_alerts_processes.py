@@ -12,12 +12,9 @@ import asyncio
 import base64
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
-from standardwebhooks import Webhook
 
 from costwarden.alerts.model import Channel
 from costwarden.mock import MockServer
@@ -27,7 +24,7 @@ from costwarden.storage.db import create_engine_for
 from costwarden.storage.migrate import migrate
 from costwarden.storage.policy import set_limits
 from tests.e2e.event_streams import REDIS_URL, gateways
-from tests.helpers import free_port
+from tests.helpers import WebhookReceiver, webhook_receiver
 
 SECRET = "whsec_" + base64.b64encode(b"four-process-alerts-key-01234567").decode()
 REQUESTS = 2000
@@ -36,32 +33,10 @@ BODY = {"model": "gpt-4o-mini", "max_tokens": 8, "messages": [{"role": "user", "
 FAST = "[alerts]\ndelivery_poll_seconds = 0.2\nretry_base_seconds = 0.5\n"
 
 
-class Receiver:
-    def __init__(self) -> None:
-        self.got: list[dict[str, Any]] = []
-        self.forged = 0
-        self.port = free_port()
-
-    async def hook(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        try:
-            self.got.append(Webhook(SECRET).verify(body, dict(request.headers)))
-        except Exception:  # noqa: BLE001 - counted, and asserted to be none
-            self.forged += 1
-            return web.Response(status=400)
-        return web.Response(status=204)
-
-
 @pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = Receiver()
-    app = web.Application()
-    app.router.add_post("/hook", r.hook)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", r.port).start()
-    yield r
-    await runner.cleanup()
+async def receiver() -> AsyncIterator[WebhookReceiver]:
+    async with webhook_receiver(SECRET) as r:
+        yield r
 
 
 async def _spend(urls: list[str], key: str, count: int) -> list[int]:
@@ -96,7 +71,7 @@ async def _tokens_per_request(url: str, key: str) -> int:
 
 
 async def test_four_processes_alert_once_per_threshold_and_not_again_after_restarts(
-    mock: MockServer, tmp_path: Path, shared_stack: str, receiver: Receiver
+    mock: MockServer, tmp_path: Path, shared_stack: str, receiver: WebhookReceiver
 ) -> None:
     engine = create_engine_for(shared_stack)
     try:
@@ -123,10 +98,10 @@ async def test_four_processes_alert_once_per_threshold_and_not_again_after_resta
             statuses = await _spend(gw.urls, gw.key, REQUESTS)
             assert statuses == [200] * REQUESTS
             async with asyncio.timeout(20):
-                while len(receiver.got) < 2:
+                while len(receiver.verified) < 2:
                     await asyncio.sleep(0.1)
             await asyncio.sleep(2)  # time for any duplicate to arrive
-        got = sorted(receiver.got, key=lambda m: m["data"]["threshold_pct"])
+        got = sorted(receiver.verified, key=lambda m: m["data"]["threshold_pct"])
         assert [(m["data"]["threshold_pct"], m["data"]["metric"]) for m in got] == [
             (50, "tokens"),
             (80, "tokens"),
@@ -142,7 +117,7 @@ async def test_four_processes_alert_once_per_threshold_and_not_again_after_resta
             statuses = await _spend(gw.urls, gw.key, 40)
             assert statuses == [200] * 40
             await asyncio.sleep(2)
-        assert len(receiver.got) == 2
+        assert len(receiver.verified) == 2
         assert len(await asyncio.to_thread(store.list_alerts, engine)) == 2
         logs = await asyncio.to_thread(deliveries.delivery_log, engine)
         assert sorted(len(d["attempts"]) for d in logs) == [1, 1]
