@@ -246,6 +246,28 @@ alert_channels = sa.Table(
     sa.Column("enabled", sa.Boolean, nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
+    # "api" (admin API, CLI) or "config" (the config file's [[alerts.channels]])
+    sa.Column("source", sa.Text, nullable=False, server_default="api"),
+)
+
+# Alert rules: the threshold lines (percent of a limit) of one scope instance, of every
+# instance of a scope type in one org, or of a scope type on a plan tier. "" stands for "not
+# set" in the key columns so that the unique constraint holds (NULLs never collide).
+alert_rules = sa.Table(
+    "alert_rules",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("kind", sa.Text, nullable=False),  # threshold
+    sa.Column("org_id", sa.Text, nullable=False),  # "": a tier's rule (tiers are global)
+    sa.Column("scope", sa.Text, nullable=False),
+    sa.Column("subject", sa.Text, nullable=False),  # "": every instance of the scope type
+    sa.Column("tier", sa.Text, nullable=False),  # "": not a tier's rule
+    sa.Column("limit_name", sa.Text, nullable=False),  # "": every limit of the scope
+    sa.Column("thresholds", sa.Text, nullable=False),  # JSON list of percents, ascending
+    sa.Column("created_by", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("kind", "org_id", "scope", "subject", "tier", "limit_name"),
 )
 
 # One delivery per (alert, channel), retried until delivered or dead (the dead letter).
@@ -308,6 +330,7 @@ TABLES = (
     route_fallbacks,
     alerts,
     alert_channels,
+    alert_rules,
     alert_deliveries,
     alert_attempts,
     leases,
