@@ -39,6 +39,9 @@ NEED_AN_ALERT = [
     "POST /admin/alerts/{alert_id}/snooze",
     "POST /admin/alerts/{alert_id}/resolve",
 ]
+# A rule's target is what the rule says: one that does not exist (an org, project, key or
+# tier schemathesis made up) is a 400, not a 404 (tests/admin/test_alert_rules_api.py).
+RULE_ACCEPTANCE = ["2xx", "3xx", "400", "401", "403", "404", "409", "429", "5xx"]
 # A tier in the config file: writing or deleting it is the 409 the document promises.
 CONFIG_TIER = """
 [[tiers]]
@@ -59,7 +62,13 @@ def _run(base_url: str) -> tuple[list[str], dict[str, set[int]]]:
             "generation": {"mode": "all", "max-examples": MAX_EXAMPLES, "database": "none"},
             "workers": 1,
             "operations": [
-                {"include-path": "/admin/events", "request-timeout": EVENTS_READ_SECONDS}
+                {"include-path": "/admin/events", "request-timeout": EVENTS_READ_SECONDS},
+                {
+                    "include-operation-id": "putAlertRule",
+                    "checks": {
+                        "positive_data_acceptance": {"expected-statuses": RULE_ACCEPTANCE}
+                    },
+                },
             ],
         }
     )

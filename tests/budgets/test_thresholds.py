@@ -10,9 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from costwarden.budgets.alert_lines import DEFAULT_LINES
 from costwarden.budgets.limits import UNLIMITED, Limit
 from costwarden.budgets.policy import Check
-from costwarden.budgets.thresholds import THRESHOLDS_PCT, Crossings, crossed, lowest_line
+from costwarden.budgets.thresholds import Crossings, crossed, lowest_line
 from costwarden.budgets.windows import bucket_seconds
 from costwarden.core.event_kinds import LimitThresholdCrossed
 from costwarden.mock import MockServer
@@ -42,10 +43,10 @@ def test_crossed(amount: int, before: int, after: int, expected: list[int]) -> N
 @given(amount=st.integers(-1, 10**15), share=st.fractions(-1, 2))
 def test_the_lowest_line_is_the_rule_itself(amount: int, share: Fraction) -> None:
     room = int(amount * share)
-    below = amount <= 0 or (amount - room) * 100 < THRESHOLDS_PCT[0] * amount
+    below = amount <= 0 or (amount - room) * 100 < DEFAULT_LINES[0] * amount
     assert (room > lowest_line(amount)) == below
     for edge in (amount // 2 - 1, amount // 2, amount // 2 + 1, (amount + 1) // 2):
-        below = amount <= 0 or (amount - edge) * 100 < THRESHOLDS_PCT[0] * amount
+        below = amount <= 0 or (amount - edge) * 100 < DEFAULT_LINES[0] * amount
         assert (edge > lowest_line(amount)) == below
 
 

@@ -13,6 +13,7 @@ import pytest
 from costwarden.alerts.rules import threshold_alert
 from costwarden.core.event_kinds import LimitThresholdCrossed
 from costwarden.storage import alerts as store
+from costwarden.storage import repo
 from costwarden.storage.audit import audit_entries
 from costwarden.storage.db import create_engine_for
 from costwarden.storage.migrate import migrate
@@ -90,3 +91,41 @@ async def test_channels_tests_and_acknowledgements(
         assert ("alert.acknowledge", "cli:alice") in trail
     finally:
         engine.dispose()
+
+
+async def test_alert_rules_set_list_and_remove(config: str, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/cw.db"
+    engine = create_engine_for(url)
+    repo.ensure_org(engine, "acme")
+    engine.dispose()
+    base = ("alerts", "rule-set", "--config", config)
+    made = await arun_cli(
+        *base, "--org", "acme", "--scope", "user", "--limit", "daily_tokens",
+        "--thresholds", "90, 60%", "--json",
+    )  # fmt: skip
+    rule = made.json()
+    assert (rule["scope"], rule["scope_id"], rule["limit"], rule["thresholds"]) == (
+        "user", None, "daily_tokens", [60, 90],
+    )  # fmt: skip
+    assert rule["created_by"].startswith("cli:")
+    # Bad input: a clear error, exit code 2, nothing stored.
+    for args, message in [
+        (("--org", "acme", "--scope", "org", "--thresholds", "0"), "outside (0, 1000] %"),
+        (("--org", "acme", "--scope", "org", "--thresholds", "1001"), "outside (0, 1000] %"),
+        (("--org", "acme", "--scope", "org", "--thresholds", "half"), "not a whole percent"),
+        (("--org", "nope", "--scope", "org", "--thresholds", "50"), "unknown org"),
+        (("--org", "acme", "--scope", "project", "--scope-id", "x", "--thresholds", "50"),
+         "has no project"),
+        (("--scope", "user", "--tier", "gold", "--thresholds", "50"), "unknown tier"),
+    ]:
+        bad = await arun_cli(*base, *args)
+        assert bad.code == 2 and message in bad.err.replace("\n", " "), (args, bad.both)
+    listed = (await arun_cli("alerts", "rules", "--config", config, "--json")).json()
+    assert [r["id"] for r in listed] == [rule["id"]]
+    table = await arun_cli("alerts", "rules", "--config", config)
+    assert rule["id"] in table.out and "60%, 90%" in table.out
+    gone = await arun_cli("alerts", "rule-remove", rule["id"], "--config", config)
+    assert gone.code == 0
+    assert (await arun_cli("alerts", "rules", "--config", config, "--json")).json() == []
+    again = await arun_cli("alerts", "rule-remove", rule["id"], "--config", config)
+    assert again.code == 2 and "no alert rule" in again.err

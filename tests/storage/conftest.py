@@ -30,6 +30,7 @@ from psycopg import sql
 from sqlalchemy.engine import Engine, make_url
 
 from costwarden.core.records import LedgerRecord
+from costwarden.storage import repo
 from costwarden.storage.db import create_engine_for, redact_url
 from costwarden.storage.migrate import migrate
 from costwarden.storage.schema import metadata
@@ -201,3 +202,28 @@ def make_record() -> Callable[..., LedgerRecord]:
         return LedgerRecord(**fields)
 
     return make
+
+
+# --------------------------------------------------------------------------- policy
+
+
+class Ctx:
+    """An org ``acme`` with a project and two keys (one revoked), and an org ``beta``."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.acme, _ = repo.ensure_org(engine, "acme")
+        self.beta, _ = repo.ensure_org(engine, "beta")
+        self.web = repo.ensure_project(engine, self.acme, "web")
+        self.beta_web = repo.ensure_project(engine, self.beta, "web")
+        _, key = repo.create_key(engine, org="acme", project="web")
+        self.key = key.id
+        _, revoked = repo.create_key(engine, org="acme")
+        self.revoked = repo.revoke_key(engine, revoked.id).id
+        _, beta_key = repo.create_key(engine, org="beta")
+        self.beta_key = beta_key.id
+
+
+@pytest.fixture
+def ctx(engine: Engine) -> Ctx:
+    return Ctx(engine)

@@ -16,30 +16,9 @@ from costwarden.storage import policy, repo
 from costwarden.storage.migrate import migrate
 from costwarden.storage.schema import limits as limits_table
 from costwarden.storage.schema import org_tiers, policy_state, tiers
+from tests.storage.conftest import Ctx
 
 NANO = 1_000_000_000
-
-
-class Ctx:
-    """An org ``acme`` with a project and two keys (one revoked), and an org ``beta``."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.acme, _ = repo.ensure_org(engine, "acme")
-        self.beta, _ = repo.ensure_org(engine, "beta")
-        self.web = repo.ensure_project(engine, self.acme, "web")
-        self.beta_web = repo.ensure_project(engine, self.beta, "web")
-        _, key = repo.create_key(engine, org="acme", project="web")
-        self.key = key.id
-        _, revoked = repo.create_key(engine, org="acme")
-        self.revoked = repo.revoke_key(engine, revoked.id).id
-        _, beta_key = repo.create_key(engine, org="beta")
-        self.beta_key = beta_key.id
-
-
-@pytest.fixture
-def ctx(engine: Engine) -> Ctx:
-    return Ctx(engine)
 
 
 def snapshot(engine: Engine) -> tuple[Any, ...]:
@@ -78,7 +57,7 @@ def test_version_starts_at_zero_without_row(engine: Engine) -> None:
     with engine.begin() as conn:
         conn.execute(policy_state.delete())
     assert policy.policy_version(engine) == 0
-    assert policy.load_policy(engine) == (0, [], [], {})
+    assert policy.load_policy(engine) == (0, [], [], {}, [])
     policy.set_tier(engine, "pro", {})
     assert policy.policy_version(engine) == 1
 
@@ -437,7 +416,7 @@ def test_org_tiers(ctx: Ctx) -> None:
     policy.set_org_tier(engine, "acme", "free", known_tiers=config_tiers)
     policy.set_org_tier(engine, "beta", "pro", known_tiers=config_tiers)
     assert policy.policy_version(engine) == v + 2
-    version, _, api_tiers, assigned = policy.load_policy(engine)
+    version, _, api_tiers, assigned, _ = policy.load_policy(engine)
     assert version == v + 2
     assert [t.name for t in api_tiers] == ["pro"]
     assert assigned == {ctx.acme: "free", ctx.beta: "pro"}
@@ -475,7 +454,7 @@ def test_load_policy(ctx: Ctx) -> None:
     )
     pro = policy.set_tier(engine, "pro", {"user": {"daily_requests": 50}})
     policy.set_org_tier(engine, "acme", "pro", known_tiers=())
-    version, limits, api_tiers, assigned = policy.load_policy(engine)
+    version, limits, api_tiers, assigned, rules = policy.load_policy(engine)
     assert version == policy.policy_version(engine)
     assert limits == policy.list_limits(engine)
     assert set(limits) == {
@@ -486,4 +465,4 @@ def test_load_policy(ctx: Ctx) -> None:
     assert assigned == {ctx.acme: "pro"}
     # load_policy also accepts a connection (the caller's transaction)
     with engine.connect() as conn:
-        assert policy.load_policy(conn) == (version, limits, api_tiers, assigned)
+        assert policy.load_policy(conn) == (version, limits, api_tiers, assigned, rules)

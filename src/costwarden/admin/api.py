@@ -26,6 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from costwarden.admin import (
+    alert_rules_api,
     alerts_api,
     channels_api,
     events_api,
@@ -95,6 +96,9 @@ ROUTES: tuple[Route, ...] = (
     # Prometheus (text format, not in the OpenAPI document)
     Route("/metrics", metrics_api.metrics, methods=["GET"]),
     Route("/admin/risks", risks_api.risks, methods=["GET"]),
+    Route("/admin/alert-rules", alert_rules_api.get_rules, methods=["GET"]),
+    Route("/admin/alert-rules", alert_rules_api.put_rule, methods=["PUT"]),
+    Route("/admin/alert-rules/{rule_id}", alert_rules_api.remove_rule, methods=["DELETE"]),
     Route("/admin/alert-channels", channels_api.list_channels, methods=["GET"]),
     Route("/admin/alert-channels/{name}", channels_api.put_channel, methods=["PUT"]),
     Route("/admin/alert-channels/{name}", channels_api.delete_channel, methods=["DELETE"]),

@@ -9,7 +9,7 @@
   config file cannot be written here (409).
 - ``PUT /admin/orgs/{name}/tier``: body ``{"tier": name or null}``.
 
-A write reloads this process's limits at once (:func:`_reload_limits`); other gateway
+A write reloads this process's limits at once (:func:`reload_limits`); other gateway
 processes poll for them within ``budgets.refresh_seconds``.
 """
 
@@ -104,7 +104,7 @@ async def put_limits(request: Request) -> Response:
         amounts=amounts,
         mode=mode,
     )
-    await _reload_limits(ctx)
+    await reload_limits(ctx)
     org_name = org.strip() if org is not None else None
     return JSONResponse(
         {
@@ -130,7 +130,7 @@ async def delete_limits(request: Request) -> Response:
         policy.clear_limits, ctx.engine, org=org, scope=scope, subject=subject, names=names
     )
     if deleted:
-        await _reload_limits(ctx)
+        await reload_limits(ctx)
     return JSONResponse({"deleted": deleted})
 
 
@@ -171,11 +171,11 @@ async def put_tier(request: Request) -> Response:
     if denied := ctx.authorized(request):
         return denied
     name = request.path_params["name"]
-    if name.strip() in _config_tier_names(ctx):
+    if name.strip() in config_tier_names(ctx):
         raise Conflict(config_tier_conflict(name.strip()))
     data = await body_json(request)
     tier = await asyncio.to_thread(policy.set_tier, ctx.engine, name, data)
-    await _reload_limits(ctx)
+    await reload_limits(ctx)
     return JSONResponse(tier_json(tier))
 
 
@@ -184,10 +184,10 @@ async def delete_tier(request: Request) -> Response:
     if denied := ctx.authorized(request):
         return denied
     name = request.path_params["name"]
-    if name.strip() in _config_tier_names(ctx):
+    if name.strip() in config_tier_names(ctx):
         raise Conflict(config_tier_conflict(name.strip()))
     await asyncio.to_thread(policy.delete_tier, ctx.engine, name)
-    await _reload_limits(ctx)
+    await reload_limits(ctx)
     return JSONResponse({"deleted": name.strip()})
 
 
@@ -203,16 +203,16 @@ async def set_org_tier(request: Request) -> Response:
     if tier is not None and not isinstance(tier, str):
         raise InvalidInput("'tier' must be a tier name or null")
     await asyncio.to_thread(
-        policy.set_org_tier, ctx.engine, org, tier, known_tiers=_config_tier_names(ctx)
+        policy.set_org_tier, ctx.engine, org, tier, known_tiers=config_tier_names(ctx)
     )
-    await _reload_limits(ctx)
+    await reload_limits(ctx)
     return JSONResponse({"org": org.strip(), "tier": tier.strip() if tier else None})
 
 
 # ------------------------------------------------------------------ helpers
 
 
-async def _reload_limits(ctx: AdminContext) -> None:
+async def reload_limits(ctx: AdminContext) -> None:
     """Apply a committed policy write in this process now (the poller would within
     refresh_seconds, and retries if this fails)."""
     try:
@@ -233,7 +233,7 @@ async def _live_status(ctx: AdminContext, org_id: str) -> list[LimitStatus]:
     )
 
 
-def _config_tier_names(ctx: AdminContext) -> list[str]:
+def config_tier_names(ctx: AdminContext) -> list[str]:
     return [t.name for t in ctx.enforcer.config_tiers]
 
 

@@ -44,6 +44,7 @@ from costwarden.admin.openapi_parts import (
     query,
     ref,
 )
+from costwarden.admin.openapi_rules import RULE_PATHS, RULE_SCHEMA
 from costwarden.budgets.limits import LIMIT_NAMES, MODES, SCOPES, TIER_SCOPES
 from costwarden.core.event_kinds import KINDS, STREAM_CUT
 from costwarden.storage.audit import DEFAULT_AUDIT_LIMIT, MAX_AUDIT_LIMIT
@@ -417,6 +418,7 @@ OPENAPI: dict[str, Any] = {
             "DeploymentHealth": _DEPLOYMENT_HEALTH_SCHEMA,
             "Alert": ALERT_SCHEMA,
             "AlertChannel": CHANNEL_SCHEMA,
+            "AlertRule": RULE_SCHEMA,
         },
         "responses": RESPONSES,
     },
@@ -429,6 +431,7 @@ OPENAPI: dict[str, Any] = {
         **_ROUTE_PATHS,
         **ALERT_PATHS,
         **CHANNEL_PATHS,
+        **RULE_PATHS,
     },
 }
 

@@ -234,8 +234,10 @@ class Enforcer:
         version = await asyncio.to_thread(self._policy.version)
         if version == self.book.version and not initial:
             return
-        version, limits, api_tiers, org_tiers = await asyncio.to_thread(self._policy.load)
-        book = LimitBook(limits, [*self.config_tiers, *api_tiers], org_tiers, version)
+        snap = await asyncio.to_thread(self._policy.load)
+        version = snap.version
+        tiers = [*self.config_tiers, *snap.api_tiers]
+        book = LimitBook(snap.limits, tiers, snap.org_tiers, version, snap.alert_rules)
         families = book.families()
         new = families if initial else families - self._families
         if new:

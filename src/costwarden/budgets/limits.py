@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from costwarden.budgets.alert_lines import DEFAULT_LINES, AlertLines, LineBook
 from costwarden.core.errors import InvalidInput
 from costwarden.core.money import NANOS_PER_USD, format_nanos
 
@@ -131,6 +132,8 @@ class Limit:
     amount: int  # counter units; UNLIMITED lifts a tier default
     mode: str = "hard"
     tier: str | None = None  # set when this limit is a tier default
+    # Percent of amount whose crossing raises a threshold alert (budgets/alert_lines.py).
+    alert_lines: tuple[int, ...] = DEFAULT_LINES
 
     @property
     def name(self) -> str:
@@ -234,11 +237,14 @@ class LimitBook:
         tiers: Iterable[Tier] = (),
         org_tiers: Mapping[str, str] | None = None,
         version: int = 0,
+        alert_rules: Iterable[AlertLines] = (),
     ) -> None:
         self.version = version
-        self.limits = tuple(limits)
         self.tiers = {t.name: t for t in tiers}
         self.org_tiers = dict(org_tiers or {})
+        self.alert_rules = tuple(alert_rules)
+        self._lines = LineBook(self.alert_rules)
+        self.limits = tuple(self._with_lines(limit, None) for limit in limits)
         self._explicit: dict[tuple[str, str, str], list[Limit]] = {}
         for limit in self.limits:
             self._explicit.setdefault((limit.org_id, limit.scope, limit.subject), []).append(
@@ -271,19 +277,29 @@ class LimitBook:
                     e.metric == entry.metric and e.window == entry.window for e in explicit
                 ):
                     continue
-                found.append(
-                    Limit(
-                        scope,
-                        subject,
-                        org,
-                        entry.metric,
-                        entry.window,
-                        entry.amount,
-                        entry.mode,
-                        tier=tier,
-                    )
+                limit = Limit(
+                    scope,
+                    subject,
+                    org,
+                    entry.metric,
+                    entry.window,
+                    entry.amount,
+                    entry.mode,
+                    tier=tier,
                 )
+                found.append(self._with_lines(limit, tier) if self._lines else limit)
         return found
+
+    def _with_lines(self, limit: Limit, tier: str | None) -> Limit:
+        """``limit`` with the alert lines its rules give it (tier: the org's plan tier)."""
+        if not self._lines:
+            return limit
+        if tier is None and limit.org_id:
+            tier = self.org_tiers.get(limit.org_id)
+        lines = self._lines.lines(limit.org_id, limit.scope, limit.subject, limit.name, tier)
+        if lines == limit.alert_lines:
+            return limit
+        return dataclasses.replace(limit, alert_lines=lines)
 
     def families(self) -> set[tuple[str, str, str, str]]:
         """(tenant org id or "", scope, metric, window) of every limit that can apply.

@@ -11,16 +11,25 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
+from costwarden.budgets.alert_lines import AlertLines
 from costwarden.budgets.limits import Limit, Tier
 
 # (org_id, subject) -> (usd_nanos, tokens, requests)
 Totals = dict[tuple[str, str], tuple[int, int, int]]
 # (org_id, subject) -> {bucket index: (usd_nanos, tokens, requests)}
 Buckets = dict[tuple[str, str], dict[int, tuple[int, int, int]]]
-# (version, limits, API-defined tiers, {org_id: tier name}), from one consistent snapshot
-PolicySnapshot = tuple[int, list[Limit], list[Tier], dict[str, str]]
+
+
+class PolicySnapshot(NamedTuple):
+    """Everything the limit book is built from, read in one consistent snapshot."""
+
+    version: int
+    limits: list[Limit]
+    api_tiers: list[Tier]  # the tiers defined through the API (the config's are in BudgetConfig)
+    org_tiers: dict[str, str]  # org id -> tier name
+    alert_rules: list[AlertLines]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -131,8 +131,9 @@ def memory_snapshot(
 
 
 def _book(policy: PolicySource, config: BudgetConfig) -> LimitBook:
-    version, limits, api_tiers, org_tiers = policy.load()
-    return LimitBook(limits, [*config.tiers, *api_tiers], org_tiers, version)
+    snap = policy.load()
+    tiers = [*config.tiers, *snap.api_tiers]
+    return LimitBook(snap.limits, tiers, snap.org_tiers, snap.version, snap.alert_rules)
 
 
 async def offline_status(

@@ -1,5 +1,8 @@
 """Which shares of a limit one settle went past: the ``limit_threshold_crossed`` events.
 
+Each limit carries its own lines (``Limit.alert_lines``: 50, 80 and 100 % unless an alert
+rule sets others, see ``budgets.alert_lines``).
+
 A limit's use is what its counter holds: settled spend plus what requests in flight have
 reserved (the figure admission checks). A request crosses a threshold when the use without
 it, as it was admitted, was below the line and the use once it settled (its actual cost in,
@@ -25,32 +28,34 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from operator import gt
 
+from costwarden.budgets.alert_lines import DEFAULT_LINES
 from costwarden.budgets.limits import UNLIMITED
 from costwarden.budgets.policy import Check
 from costwarden.budgets.windows import bucket_seconds
 from costwarden.core.event_kinds import LimitThresholdCrossed
 
-THRESHOLDS_PCT = (50, 80, 100)
-_LOWEST = THRESHOLDS_PCT[0]
 _REMEMBERED = 10_000  # crossings kept per process to report each once
 _LINES_KEPT = 4096  # lists of checks whose lines are known (the enforcer caches the lists)
 
 
-def crossed(amount: int, before: int, after: int) -> list[int]:
-    """The thresholds (percent of ``amount``) that a use going ``before`` -> ``after`` passed."""
+def crossed(
+    amount: int, before: int, after: int, lines: Sequence[int] = DEFAULT_LINES
+) -> list[int]:
+    """The ``lines`` (percent of ``amount``) that a use going ``before`` -> ``after`` passed."""
     if amount <= 0 or after <= before:
         return []
-    return [t for t in THRESHOLDS_PCT if before * 100 < t * amount <= after * 100]
+    return [t for t in lines if before * 100 < t * amount <= after * 100]
 
 
-def lowest_line(amount: int) -> float:
-    """The room left at or below which a limit of ``amount`` has reached its lowest threshold
+def lowest_line(amount: int, lowest_pct: int = DEFAULT_LINES[0]) -> float:
+    """The room left at or below which a limit of ``amount`` has reached its lowest line
     (-inf: never, for an unlimited or empty limit). Exact: for an integer room, ``room >
-    line`` is ``(amount - room) * 100 < lowest * amount``, the rule :meth:`Crossings.events`
-    applies to each limit."""
+    line`` is ``(amount - room) * 100 < lowest_pct * amount``, the rule
+    :meth:`Crossings.events` applies to each limit (floor division keeps it exact for lines
+    past 100 %, where the room is negative)."""
     if amount <= 0:
         return -math.inf
-    return amount * (100 - _LOWEST) // 100
+    return amount * (100 - lowest_pct) // 100
 
 
 class Crossings:
@@ -82,13 +87,13 @@ class Crossings:
         out: list[LimitThresholdCrossed] = []
         rows = zip(checks, reserved, admitted, settled, strict=True)
         for check, amount_reserved, room_admitted, room_settled in rows:
-            amount = check.limit.amount
-            used = amount - room_settled
-            if used * 100 < _LOWEST * amount or amount == UNLIMITED:
-                continue  # below the lowest line
             limit = check.limit
+            amount = limit.amount
+            used = amount - room_settled
+            if used * 100 < limit.alert_lines[0] * amount or amount == UNLIMITED:
+                continue  # below the lowest line
             before = amount - room_admitted - amount_reserved
-            for pct in crossed(limit.amount, before, used):
+            for pct in crossed(amount, before, used, limit.alert_lines):
                 seen = (check.key, _window_key(check), pct)
                 if seen in self._seen:
                     continue
@@ -114,7 +119,10 @@ class Crossings:
     def _learn(self, checks: Sequence[Check]) -> tuple[Sequence[Check], tuple[float, ...]]:
         if len(self._lines) >= _LINES_KEPT:
             self._lines.clear()  # bounded; relearnt from the next settles
-        known = (checks, tuple(lowest_line(c.limit.amount) for c in checks))
+        known = (
+            checks,
+            tuple(lowest_line(c.limit.amount, c.limit.alert_lines[0]) for c in checks),
+        )
         self._lines[id(checks)] = known
         return known
 

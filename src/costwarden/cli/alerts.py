@@ -20,6 +20,7 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
+from costwarden.cli.alert_rules import RULE_COMMANDS
 from costwarden.cli.common import config_option, friendly, load, open_engine, out
 from costwarden.cli.switches import actor
 from costwarden.core.errors import InvalidInput
@@ -29,10 +30,13 @@ COMMANDS: list[click.Command] = []
 
 @click.group()
 def alerts() -> None:
-    """Alerts (list, ack, snooze, resolve), channels and their delivery log."""
+    """Alerts (list, ack, snooze, resolve), threshold rules, channels and their delivery
+    log."""
 
 
 COMMANDS.append(alerts)
+for _command in RULE_COMMANDS:
+    alerts.add_command(_command)
 
 
 def _who(by: str | None) -> str:

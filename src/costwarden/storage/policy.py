@@ -37,6 +37,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 
+from costwarden.budgets.alert_lines import AlertLines
 from costwarden.budgets.limits import (
     LIMIT_NAMES,
     MAX_SUBJECT_LEN,
@@ -49,11 +50,12 @@ from costwarden.budgets.limits import (
     tier_from_mapping,
     tier_to_mapping,
 )
+from costwarden.budgets.ports import PolicySnapshot
 from costwarden.core.errors import Conflict, InvalidInput, NotFound, StorageError
 from costwarden.storage.db import Bind, begin_write, connect_read
 from costwarden.storage.repo import clean_name, new_id, org_id_by_name
-from costwarden.storage.schema import limits as limits_table
 from costwarden.storage.schema import (
+    alert_rules,
     org_tiers,
     orgs,
     policy_state,
@@ -61,6 +63,7 @@ from costwarden.storage.schema import (
     tiers,
     virtual_keys,
 )
+from costwarden.storage.schema import limits as limits_table
 from costwarden.storage.sqltypes import utcnow
 
 logger = logging.getLogger(__name__)
@@ -73,22 +76,22 @@ _POLICY_ROW = 1
 # --------------------------------------------------------------------------- helpers
 
 
-def _insert(conn: Connection, table: sa.Table) -> Any:
+def insert_for(conn: Connection, table: sa.Table) -> Any:
     """A dialect-specific INSERT that supports ``ON CONFLICT``."""
     if conn.dialect.name == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
 
 
-def _lock_policy(conn: Connection) -> None:
+def lock_policy(conn: Connection) -> None:
     """Serialize policy writes (SQLite already holds the write lock: BEGIN IMMEDIATE)."""
     if conn.dialect.name == "postgresql":
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": POLICY_LOCK_ID})
 
 
-def _bump_version(conn: Connection) -> int:
+def bump_version(conn: Connection) -> int:
     """Add one to ``policy_state.version`` (creating the row if missing); the new version."""
-    stmt = _insert(conn, policy_state).values(id=_POLICY_ROW, version=1, updated_at=utcnow())
+    stmt = insert_for(conn, policy_state).values(id=_POLICY_ROW, version=1, updated_at=utcnow())
     stmt = stmt.on_conflict_do_update(
         index_elements=["id"],
         set_={
@@ -141,7 +144,7 @@ def _free_text_subject(scope: str, subject: str) -> str:
     return text
 
 
-def _check_target(org: str | None, scope: str, subject: str) -> None:
+def check_target(org: str | None, scope: str, subject: str) -> None:
     """The checks on (org, scope, subject) that need no database."""
     _check_scope(scope)
     if not isinstance(subject, str):
@@ -160,8 +163,8 @@ def _check_target(org: str | None, scope: str, subject: str) -> None:
         raise InvalidInput(f"{scope} scope: subject must name a {scope}")
 
 
-def _resolve_target(conn: Connection, org: str | None, scope: str, subject: str) -> tuple[str, str]:
-    """``(org_id, stored subject)`` for a target that passed :func:`_check_target`."""
+def resolve_target(conn: Connection, org: str | None, scope: str, subject: str) -> tuple[str, str]:
+    """``(org_id, stored subject)`` for a target that passed :func:`check_target`."""
     if scope == "platform":
         return "", ""
     assert org is not None
@@ -225,7 +228,7 @@ def set_limits(
 
     Raises InvalidInput or NotFound, having changed nothing, if anything is invalid.
     """
-    _check_target(org, scope, subject)
+    check_target(org, scope, subject)
     if not isinstance(amounts, Mapping) or not amounts:
         raise InvalidInput("no limits given")
     if mode is not None and mode not in MODES:
@@ -239,12 +242,12 @@ def set_limits(
 
     result: list[Limit] = []
     with begin_write(engine) as conn:
-        _lock_policy(conn)
-        org_id, stored_subject = _resolve_target(conn, org, scope, subject)
+        lock_policy(conn)
+        org_id, stored_subject = resolve_target(conn, org, scope, subject)
         now = utcnow()
         for metric, window, amount in parsed:
             row_mode = "soft" if is_rolling(window) else (mode or "hard")
-            stmt = _insert(conn, limits_table).values(
+            stmt = insert_for(conn, limits_table).values(
                 id=new_id("lim"),
                 org_id=org_id,
                 scope=scope,
@@ -264,7 +267,7 @@ def set_limits(
                 set_=update,
             ).returning(*limits_table.c)
             result.append(_limit_from_row(conn.execute(stmt).one()))
-        version = _bump_version(conn)
+        version = bump_version(conn)
     logger.info(
         "set %s on %s (policy version %d)",
         ", ".join(lim.name for lim in result),
@@ -288,7 +291,7 @@ def clear_limits(
     were deleted; the policy version is bumped only when that is not zero. Raises InvalidInput
     or NotFound, having changed nothing, if anything is invalid.
     """
-    _check_target(org, scope, subject)
+    check_target(org, scope, subject)
     pairs: list[tuple[str, str]] | None = None
     if names is not None:
         if isinstance(names, str):
@@ -301,8 +304,8 @@ def clear_limits(
         pairs = [LIMIT_NAMES[name] for name in names]
 
     with begin_write(engine) as conn:
-        _lock_policy(conn)
-        org_id, stored_subject = _resolve_target(conn, org, scope, subject)
+        lock_policy(conn)
+        org_id, stored_subject = resolve_target(conn, org, scope, subject)
         stmt = limits_table.delete().where(
             limits_table.c.org_id == org_id,
             limits_table.c.scope == scope,
@@ -311,7 +314,7 @@ def clear_limits(
         if pairs is not None:
             stmt = stmt.where(sa.tuple_(limits_table.c.metric, limits_table.c.period).in_(pairs))
         deleted = int(conn.execute(stmt).rowcount or 0)
-        version = _bump_version(conn) if deleted else None
+        version = bump_version(conn) if deleted else None
     if deleted:
         logger.info(
             "cleared %d limit(s) on %s (policy version %s)",
@@ -351,8 +354,9 @@ def policy_version(engine: Bind) -> int:
     return 0 if version is None else int(version)
 
 
-def load_policy(engine: Bind) -> tuple[int, list[Limit], list[Tier], dict[str, str]]:
-    """``(version, limits, API tiers, {org_id: tier name})`` from one consistent snapshot.
+def load_policy(engine: Bind) -> PolicySnapshot:
+    """``(version, limits, API tiers, {org_id: tier name}, alert rules)`` from one consistent
+    snapshot.
 
     On PostgreSQL the reads run in one REPEATABLE READ (read-only) transaction, on SQLite in
     one read transaction, so the version matches the limits and tiers returned with it. (Given
@@ -368,18 +372,32 @@ def load_policy(engine: Bind) -> tuple[int, list[Limit], list[Tier], dict[str, s
             return _read_policy(conn)
 
 
-def _read_policy(conn: Connection) -> tuple[int, list[Limit], list[Tier], dict[str, str]]:
+def _read_policy(conn: Connection) -> PolicySnapshot:
     version = conn.execute(
         sa.select(policy_state.c.version).where(policy_state.c.id == _POLICY_ROW)
     ).scalar_one_or_none()
     limit_rows = conn.execute(_select_limits()).all()
     tier_rows = conn.execute(sa.select(tiers.c.name, tiers.c.limits).order_by(tiers.c.name)).all()
     assignment_rows = conn.execute(sa.select(org_tiers.c.org_id, org_tiers.c.tier)).all()
-    return (
+    rule_rows = conn.execute(sa.select(alert_rules).where(alert_rules.c.kind == "threshold"))
+    return PolicySnapshot(
         0 if version is None else int(version),
         [_limit_from_row(r) for r in limit_rows],
         [_tier_from_row(r.name, r.limits) for r in tier_rows],
         {r.org_id: r.tier for r in assignment_rows},
+        [alert_lines_of(r) for r in rule_rows],
+    )
+
+
+def alert_lines_of(row: Row[Any]) -> AlertLines:
+    """A stored threshold rule (an ``alert_rules`` row) as the budgets package takes it."""
+    return AlertLines(
+        lines=tuple(int(p) for p in orjson.loads(row.thresholds)),
+        scope=row.scope,
+        org_id=row.org_id,
+        subject=row.subject,
+        tier=row.tier,
+        limit_name=row.limit_name,
     )
 
 
@@ -393,7 +411,7 @@ class PolicyTables:
     def version(self) -> int:
         return policy_version(self.engine)
 
-    def load(self) -> tuple[int, list[Limit], list[Tier], dict[str, str]]:
+    def load(self) -> PolicySnapshot:
         return load_policy(self.engine)
 
 
@@ -422,16 +440,16 @@ def set_tier(engine: Bind, name: str, limits: Mapping[str, Any]) -> Tier:
     tier = tier_from_mapping(tier_name, limits, where=f"tier {tier_name}", source="api")
     text = orjson.dumps(tier_to_mapping(tier)).decode("utf-8")  # keeps the given order
     with begin_write(engine) as conn:
-        _lock_policy(conn)
+        lock_policy(conn)
         now = utcnow()
-        stmt = _insert(conn, tiers).values(
+        stmt = insert_for(conn, tiers).values(
             name=tier_name, limits=text, created_at=now, updated_at=now
         )
         stmt = stmt.on_conflict_do_update(
             index_elements=["name"], set_={"limits": text, "updated_at": now}
         )
         conn.execute(stmt)
-        version = _bump_version(conn)
+        version = bump_version(conn)
     logger.info("set tier %s (policy version %d)", tier_name, version)
     return tier
 
@@ -443,7 +461,7 @@ def delete_tier(engine: Bind, name: str) -> None:
     """
     tier_name = name.strip()
     with begin_write(engine) as conn:
-        _lock_policy(conn)
+        lock_policy(conn)
         users = conn.execute(
             sa.select(orgs.c.name)
             .select_from(org_tiers.join(orgs, orgs.c.id == org_tiers.c.org_id))
@@ -460,7 +478,7 @@ def delete_tier(engine: Bind, name: str) -> None:
         deleted = conn.execute(tiers.delete().where(tiers.c.name == tier_name)).rowcount
         if not deleted:
             raise NotFound(f"unknown tier {tier_name!r}")
-        version = _bump_version(conn)
+        version = bump_version(conn)
     logger.info("deleted tier %s (policy version %d)", tier_name, version)
 
 
@@ -481,7 +499,7 @@ def set_org_tier(
     """
     tier_name = tier.strip() if tier is not None else None
     with begin_write(engine) as conn:
-        _lock_policy(conn)
+        lock_policy(conn)
         org_id = org_id_by_name(conn, org_name)
         if tier_name is None:
             changed = conn.execute(org_tiers.delete().where(org_tiers.c.org_id == org_id)).rowcount
@@ -492,12 +510,12 @@ def set_org_tier(
                 listed = ", ".join(sorted(known)) or "none"
                 raise NotFound(f"unknown tier {tier_name!r} (known: {listed})")
             now = utcnow()
-            stmt = _insert(conn, org_tiers).values(org_id=org_id, tier=tier_name, updated_at=now)
+            stmt = insert_for(conn, org_tiers).values(org_id=org_id, tier=tier_name, updated_at=now)
             stmt = stmt.on_conflict_do_update(
                 index_elements=["org_id"], set_={"tier": tier_name, "updated_at": now}
             )
             changed = conn.execute(stmt).rowcount
-        version = _bump_version(conn) if changed else None
+        version = bump_version(conn) if changed else None
     if changed:
         logger.info(
             "org %s %s (policy version %s)",

@@ -1,0 +1,126 @@
+"""Admin API handlers for alert rules: the threshold lines of a scope or a plan tier's scope.
+
+- ``GET /admin/alert-rules`` (``?org=``): every rule, oldest first; with ``org``, that org's
+  rules and the tiers' rules.
+- ``PUT /admin/alert-rules``: body ``{"org"?, "scope", "scope_id"?, "tier"?, "limit"?,
+  "thresholds"}``, set on its target (the last write wins). The target is one of: a scope
+  instance (``org`` + ``scope`` + ``scope_id`` as for ``PUT /admin/limits``), every instance
+  of a scope type in an org (``scope_id`` omitted or null), or a scope type on a plan tier
+  (``tier``, no org). ``thresholds`` are percents of the limit, each in (0, 1000].
+  A target that does not exist is a 400 and stores nothing.
+- ``DELETE /admin/alert-rules/{rule_id}``.
+
+A write reloads this process's limits at once; other processes pick the rule up with their
+next limits refresh (``budgets.refresh_seconds``), like a limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from costwarden.admin.common import ACTOR, body_json
+from costwarden.admin.context import context
+from costwarden.admin.limits_api import config_tier_names, reload_limits
+from costwarden.budgets.limits import SCOPES
+from costwarden.core.errors import InvalidInput, NotFound
+from costwarden.storage import repo
+from costwarden.storage.alert_rules import AlertRule, RuleTarget, delete_rule, list_rules, set_rule
+
+_FIELDS = {"org", "scope", "scope_id", "tier", "limit", "thresholds"}
+
+
+def rule_json(rule: AlertRule, org_names: dict[str, str]) -> dict[str, Any]:
+    lines = rule.rule
+    return {
+        "id": rule.id,
+        "kind": "threshold",
+        "org": org_names.get(lines.org_id) if lines.org_id else None,
+        "org_id": lines.org_id or None,
+        "scope": lines.scope,
+        "scope_id": lines.subject or None,
+        "tier": lines.tier or None,
+        "limit": lines.limit_name or None,
+        "thresholds": list(lines.lines),
+        "created_by": rule.created_by,
+        "created_at": rule.created_at.isoformat(),
+        "updated_at": rule.updated_at.isoformat(),
+    }
+
+
+def _org_names(ctx_engine: Any) -> dict[str, str]:
+    return {o.id: o.name for o in repo.list_orgs(ctx_engine)}
+
+
+async def get_rules(request: Request) -> Response:
+    ctx = context(request)
+    if denied := ctx.authorized(request):
+        return denied
+    names = await asyncio.to_thread(_org_names, ctx.engine)
+    org = request.query_params.get("org")
+    org_id: str | None = None
+    if org is not None:
+        org_id = next((i for i, n in names.items() if n == org.strip()), None)
+        if org_id is None:
+            raise NotFound(f"unknown org {org!r}")
+    rules = await asyncio.to_thread(list_rules, ctx.engine, org_id=org_id)
+    return JSONResponse({"data": [rule_json(r, names) for r in rules]})
+
+
+def _optional_str(data: dict[str, Any], field: str, what: str) -> str | None:
+    value = data.get(field)
+    if value is not None and not isinstance(value, str):
+        raise InvalidInput(f"'{field}' must be {what}")
+    return value
+
+
+def rule_target(data: dict[str, Any]) -> RuleTarget:
+    """The target named by a rule's request body (its checks against the database come
+    later, in storage)."""
+    scope = data.get("scope")
+    if not isinstance(scope, str) or scope not in SCOPES:
+        raise InvalidInput(f"'scope' is required: one of {', '.join(SCOPES)}")
+    org = _optional_str(data, "org", "an org name, or null for the platform or a tier")
+    subject = _optional_str(data, "scope_id", "a string, or null for every instance")
+    limit = _optional_str(data, "limit", "a limit name, or null for every limit")
+    tier = None
+    if "tier" in data:
+        tier = data["tier"]
+        if tier is not None and not (isinstance(tier, str) and tier.strip()):
+            raise InvalidInput("'tier' must be a tier name, or null")
+    return RuleTarget(
+        scope=scope, org=org, subject=subject, tier=(tier or "").strip(), limit_name=limit or ""
+    )
+
+
+async def put_rule(request: Request) -> Response:
+    ctx = context(request)
+    if denied := ctx.authorized(request):
+        return denied
+    data = await body_json(request, allowed=_FIELDS)
+    if "thresholds" not in data:
+        raise InvalidInput("'thresholds' is required: percents of the limit, e.g. [50, 80, 100]")
+    rule = await asyncio.to_thread(
+        set_rule,
+        ctx.engine,
+        rule_target(data),
+        data["thresholds"],
+        actor=ACTOR,
+        known_tiers=config_tier_names(ctx),
+    )
+    await reload_limits(ctx)
+    names = await asyncio.to_thread(_org_names, ctx.engine)
+    return JSONResponse(rule_json(rule, names))
+
+
+async def remove_rule(request: Request) -> Response:
+    ctx = context(request)
+    if denied := ctx.authorized(request):
+        return denied
+    rule_id = request.path_params["rule_id"]
+    await asyncio.to_thread(delete_rule, ctx.engine, rule_id)
+    await reload_limits(ctx)
+    return JSONResponse({"deleted": rule_id})
