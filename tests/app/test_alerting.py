@@ -1,5 +1,6 @@
 """The alerting service in a live gateway: a daily budget spent past 50 % and 80 % sends one
-signed webhook per threshold and channel, a receiver that is down gets it once it is back,
+signed webhook per threshold and channel (not again after a restart, again the next day), a
+receiver that is down gets it once it is back,
 and the delivery log shows every attempt."""
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from costwarden.storage import alert_deliveries as deliveries
 from costwarden.storage import alerts as store
 from tests.helpers import (
     PRICEY,
+    T0,
+    FakeClock,
     WebhookReceiver,
     configure_mock,
     live_gateway,
@@ -83,6 +86,40 @@ async def test_each_threshold_alerts_each_channel_once_signed(
     assert all(d["resets_at"] and d["spent"] for d in data)
     assert {c.payload.state for c in changed if c is not None} == {"firing"}  # type: ignore[attr-defined]
     assert len({m["id"] for m in receiver.verified}) == 2
+
+
+async def test_a_restart_fires_nothing_again_and_the_next_day_fires_anew(
+    mock: MockServer, tmp_path: Path, receiver: WebhookReceiver
+) -> None:
+    """The same window after a restart: nothing; the next day's window: each line again."""
+    await configure_mock(mock, output_tokens=1000)  # about $1 a request with PRICEY
+    url = f"sqlite:///{tmp_path}/cw.db"
+    clock = FakeClock(T0)
+    toml = PRICEY + FAST
+    async with live_gateway(mock, url, tmp_path, extra_toml=toml, clock=clock) as gw:
+        await asyncio.to_thread(store.save_channel, gw.app.engine, _channel(receiver.port),
+                                actor="test")
+        await set_limits(gw, daily_usd="4.5")
+        for _ in range(3):  # $3 of $4.5: 50 %
+            assert (await _chat(gw))[0] == 200
+        await _until(lambda: len(receiver.verified) >= 1)
+    async with live_gateway(mock, url, tmp_path, extra_toml=toml, clock=clock) as gw:
+        assert (await _chat(gw))[0] == 200  # $4: 80 %, crossed by the restarted process
+        await _until(lambda: len(receiver.verified) >= 2)
+        await asyncio.sleep(0.3)
+        first_day = len(receiver.verified)
+        clock.advance(86_400)  # the next day: a new window, spent from zero
+        for _ in range(4):
+            assert (await _chat(gw))[0] == 200
+        await _until(lambda: len(receiver.verified) >= 4)
+        await asyncio.sleep(0.5)  # and nothing more comes
+        rows = await asyncio.to_thread(store.list_alerts, gw.app.engine, limit=10)
+    assert first_day == 2 and len(receiver.verified) == 4
+    got = [(m["data"]["threshold_pct"], m["data"]["resets_at"]) for m in receiver.verified]
+    days = sorted({resets for _, resets in got})
+    assert len(days) == 2  # two window instances, a day apart
+    assert sorted(got) == sorted([(50, days[0]), (80, days[0]), (50, days[1]), (80, days[1])])
+    assert len(rows) == 4 and len({r.window_key for r in rows}) == 2
 
 
 async def test_a_receiver_that_was_down_gets_the_alert_once_back(
