@@ -1,7 +1,6 @@
 """The alerting service in a live gateway: a daily budget spent past 50 % and 80 % sends one
 signed webhook per threshold and channel (not again after a restart, again the next day), a
-receiver that is down gets it once it is back,
-and the delivery log shows every attempt."""
+receiver that is down gets it once it is back, and the delivery log shows every attempt."""
 
 from __future__ import annotations
 
