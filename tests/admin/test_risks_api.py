@@ -153,8 +153,14 @@ async def test_an_unreachable_redis_is_an_empty_list_too(
             try:
                 caplog.clear()
                 r = await client.get("/admin/risks", params={"org": org}, headers=AUTH)
+                lines = [
+                    rec for rec in caplog.records if rec.name == "costwarden.admin.risks_api"
+                ]
+                # The budgets' live status reads the same counters: a 503, not a 500.
+                budgets = await client.get("/admin/budgets", params={"org": org}, headers=AUTH)
             finally:
                 os.kill(pid, signal.SIGCONT)
-            lines = [rec for rec in caplog.records if rec.name == "costwarden.admin.risks_api"]
     assert (r.status_code, r.json()) == (200, {"data": []})
     assert len(lines) == 1 and lines[0].levelno == logging.WARNING
+    assert budgets.status_code == 503, budgets.text
+    assert budgets.headers["retry-after"] and "counters" in budgets.json()["error"]["message"]

@@ -13,7 +13,8 @@ answer ``{"error": {"type", "message"}}``. A database that cannot answer (SQLAlc
 costwarden's ``StorageError``) is a 503 with ``Retry-After`` and one warning line without a
 traceback or anything of the database URL; of that family, a value the database cannot take
 (``DataError``, e.g. NUL in a PostgreSQL text) is a 400 and a race lost to another writer
-(``IntegrityError``) a 409. A 405 names every method of the path in
+(``IntegrityError``) a 409. Redis (the budget counters the live status reads) down or too
+slow is a 503 the same way. A 405 names every method of the path in
 ``Allow``, not only those of the first route that matched it.
 """
 
@@ -25,6 +26,7 @@ import re
 from decimal import Decimal
 from typing import Any
 
+from redis.exceptions import RedisError
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
@@ -168,6 +170,23 @@ async def _on_database(request: Request, exc: Exception) -> Response:
     )
 
 
+async def _on_counters(request: Request, exc: Exception) -> Response:
+    # Redis (the budget counters) down or too slow: the live status reads it. Its errors'
+    # text can carry the host, so the log line names the class only.
+    logger.warning(
+        "admin %s %s answered 503: budget counters (Redis) unavailable (%s)",
+        request.method,
+        request.url.path,
+        type(exc).__name__,
+    )
+    return error(
+        503,
+        "service_unavailable",
+        "the budget counters are unavailable; nothing was changed, try again shortly",
+        headers={"retry-after": str(RETRY_AFTER_SECONDS)},
+    )
+
+
 async def _on_data(request: Request, exc: Exception) -> Response:
     # A value the database cannot store or compare (PostgreSQL text cannot hold NUL).
     return error(400, "invalid_request_error", "the database cannot take a value given here")
@@ -212,5 +231,6 @@ def exception_handlers() -> dict[Any, ExceptionHandler]:
         IntegrityError: _on_integrity,
         PoolTimeout: _on_database,
         StorageError: _on_database,
+        RedisError: _on_counters,
         HTTPException: _on_http,
     }
