@@ -3,7 +3,8 @@
 Commands run in-process with click's CliRunner against a real database. Every change is
 audited with the actor ``cli:<OS user>``; switching everything off needs
 ``--yes-disable-everything``; bad input is one line on stderr, exit status 2, and changes
-nothing. A running gateway applies a CLI change within a second.
+nothing. A running gateway applies a CLI change within a second, and alerts on it: the CLI
+raises switch_changed as the admin API does.
 """
 
 from __future__ import annotations
@@ -192,4 +193,46 @@ async def test_a_running_gateway_applies_a_cli_change_within_a_second(
             await asyncio.sleep(0.01)
         assert refusal.message == "cli says no" and refusal.status == 503
     finally:
+        await app.shutdown()
+
+
+async def test_a_cli_switch_change_alerts_through_a_running_gateway(
+    config: str, engine: Engine
+) -> None:
+    """The CLI raises switch_changed as the admin API does: the gateway's alerting turns the
+    switch going off into a service alert, and back on resolves it."""
+    from costwarden.storage.alerts import list_alerts
+
+    settings = load_settings(config, env={**PROVIDER_ENV})
+    app = create_app(settings)
+    await app.startup()
+    changes = app.events.subscribe(kinds=frozenset({"switch_changed"}))
+    try:
+        off = await asyncio.to_thread(
+            cli, "switches", "off", "--config", config, "--org", "acme", "--feature", "embeddings"
+        )
+        assert off.code == 0, off.err
+        event = await changes.get(timeout=10)
+        assert event is not None
+        assert (event.payload.feature, event.payload.enabled) == ("embeddings", False)  # type: ignore[attr-defined]
+        assert event.payload.actor == ACTOR  # type: ignore[attr-defined]
+
+        async def alerts() -> list[Any]:
+            return await asyncio.to_thread(list_alerts, engine, limit=10)
+
+        started = time.monotonic()
+        while not (found := await alerts()):
+            assert time.monotonic() - started < 10, "no alert was raised"
+            await asyncio.sleep(0.05)
+        (alert,) = found
+        assert alert.rule == "service-kill-switch" and "embeddings" in alert.title
+        on = await asyncio.to_thread(
+            cli, "switches", "on", "--config", config, "--org", "acme", "--feature", "embeddings"
+        )
+        assert on.code == 0, on.err
+        while (await alerts())[0].state != "resolved":
+            assert time.monotonic() - started < 20, "the alert was not resolved"
+            await asyncio.sleep(0.05)
+    finally:
+        changes.close()
         await app.shutdown()

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import getpass
 import json
+import time
 
 import click
 from rich import box
 from rich.markup import escape
 from rich.table import Table
+from sqlalchemy.engine import Engine
 
-from costwarden.cli.common import config_option, friendly, load, open_engine, out
+from costwarden.cli.common import config_option, err, friendly, load, open_engine, out
 from costwarden.config.settings import Settings
 from costwarden.core.errors import InvalidInput
 from costwarden.storage.audit import DEFAULT_AUDIT_LIMIT, AuditRecord
@@ -64,6 +66,29 @@ def _print_switches(records: list[SwitchRecord], version: int) -> None:
         out.print("no switch has been set: everything is on", highlight=False)
 
 
+def _announce(engine: Engine, record: SwitchRecord) -> None:
+    """Raise ``switch_changed`` as the admin API does (the gateways' alerting turns a switch
+    turned off into an alert): appended to the event log every gateway reads. The switch is
+    set either way; an event log that cannot take it is a warning."""
+    from costwarden.core.event_kinds import SwitchChanged
+    from costwarden.storage.event_log import append_events
+
+    event = SwitchChanged(
+        org_id=record.org_id,
+        feature=record.feature,
+        enabled=record.enabled,
+        message=record.message,
+        actor=record.updated_by,
+    )
+    try:
+        append_events(engine, [event], time.time())
+    except Exception as exc:  # noqa: BLE001 - the change itself is committed
+        err.print(
+            f"[yellow]warning:[/] switch set, but its event was not raised ({type(exc).__name__})",
+            highlight=False,
+        )
+
+
 def _set(
     config: str,
     org: str | None,
@@ -80,6 +105,7 @@ def _set(
         record = set_switch(
             engine, org=org, feature=feature, enabled=enabled, message=message, actor=actor()
         )
+        _announce(engine, record)
     finally:
         engine.dispose()
     if as_json:

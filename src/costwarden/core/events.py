@@ -45,7 +45,7 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -121,6 +121,14 @@ def _decode(batches: Iterable[tuple[int, list[Any]]], after: int) -> list[Event]
                 continue
             events.append(Event(event_id, ts_ms / 1000, cls.from_data(data)))
     return events
+
+
+def encode_batch(batch: Sequence[tuple[float, EventPayload]]) -> bytes:
+    """Events (when, what) as one event-log row stores them: a JSON array, in order."""
+    return orjson.dumps(
+        [(int(ts * 1000), p.kind, p.org_id, p.stored()) for ts, p in batch],
+        default=_json_default,
+    )
 
 
 def _json_default(value: object) -> str:
@@ -455,10 +463,7 @@ class EventBus:
         outbox = self._outbox
         while outbox:
             batch = [outbox[i] for i in range(min(len(outbox), _MAX_BATCH))]
-            data = orjson.dumps(
-                [(int(ts * 1000), p.kind, p.org_id, p.stored()) for ts, p in batch],
-                default=_json_default,
-            )
+            data = encode_batch(batch)
             ts_ms = int(batch[-1][0] * 1000)
             last = await asyncio.to_thread(self._log.append, len(batch), ts_ms, data)
             for _ in batch:

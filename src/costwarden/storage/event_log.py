@@ -15,12 +15,14 @@ Methods block; the bus calls them in a worker thread.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from costwarden.core.errors import StorageError
-from costwarden.core.events import Batch
+from costwarden.core.event_kinds import EventPayload
+from costwarden.core.events import Batch, encode_batch
 from costwarden.storage.db import begin_write, connect_read
 from costwarden.storage.schema import event_log, event_sequence
 
@@ -95,3 +97,11 @@ class SqlEventLog:
         with begin_write(self._engine) as conn:
             result = conn.execute(sa.delete(event_log).where(event_log.c.ts_ms < before_ms))
         return int(result.rowcount or 0)
+
+
+def append_events(engine: Engine, payloads: Sequence[EventPayload], now: float) -> int:
+    """Raise events from a process that runs no event bus (the CLI): appended to the log as
+    one batch, they reach every gateway process's subscribers (alerts, the live stream) with
+    its next read of the log. Returns the last id."""
+    batch = [(now, p) for p in payloads]
+    return SqlEventLog(engine).append(len(batch), int(now * 1000), encode_batch(batch))
