@@ -36,7 +36,13 @@ _MAX_BIGINT = 2**63 - 1
 # A power of two. 27 columns a row: 3,456 parameters a statement, well under SQLite's and
 # PostgreSQL's caps.
 _ROWS_PER_STATEMENT = 128
-# The ledger's columns in their table order: the order params_of builds a row in.
+# The database's clock in epoch milliseconds, as SQL (ledger.written_ms).
+_NOW_MS = {
+    "sqlite": "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)",
+    "postgresql": "CAST(floor(extract(epoch FROM clock_timestamp()) * 1000) AS BIGINT)",
+}
+# The ledger's columns in their table order (but written_ms, set by the INSERT itself): the
+# order params_of builds a row in.
 _COLUMNS = (
     "request_id", "ts", "day", "endpoint", "status", "http_status", "org_id", "project_id",
     "key_id", "end_user", "session_id", "tags", "provider", "requested_model", "served_model",
@@ -200,11 +206,14 @@ class DriverInsert:
         dialect = engine.dialect
         if dialect.name not in ("postgresql", "sqlite"):  # pragma: no cover
             raise StorageError(f"unsupported database dialect {dialect.name!r}")
-        names = [column.name for column in ledger.columns]
+        names = [column.name for column in ledger.columns if column.name != "written_ms"]
         quote = dialect.identifier_preparer.quote
         mark = "?" if dialect.paramstyle == "qmark" else "%s"
-        head = f"INSERT INTO {quote(ledger.name)} ({', '.join(map(quote, names))}) VALUES "
-        one = "(" + ", ".join([mark] * len(names)) + ")"
+        columns = ", ".join(map(quote, [*names, "written_ms"]))
+        head = f"INSERT INTO {quote(ledger.name)} ({columns}) VALUES "
+        # written_ms is the database's clock when the row is inserted, not a parameter: the
+        # rollup's watermark runs over it (analytics), whatever the writers' clocks say.
+        one = "(" + ", ".join([mark] * len(names)) + ", " + _NOW_MS[dialect.name] + ")"
         tail = f" ON CONFLICT ({quote('request_id')}) DO NOTHING"
         # Power-of-two sizes only: few prepared statements, and each connection caches its
         # own (a statement for every size up to the maximum held tens of MB).
@@ -214,7 +223,7 @@ class DriverInsert:
         }
         processors: dict[str, Callable[[Any], Any] | None] = {
             column.name: column.type._cached_bind_processor(dialect) for column in ledger.columns
-        }
+        }  # (written_ms's is never used: see above)
         self._sqlite = dialect.name == "sqlite"
         if self._sqlite:
             # record_to_row has already checked and quantized these; SQLAlchemy's processors

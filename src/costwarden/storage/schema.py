@@ -90,6 +90,10 @@ ledger = sa.Table(
     sa.Column("ttft_ms", sa.Float, nullable=True),
     sa.Column("overhead_ms", sa.Float, nullable=False),
     sa.Column("error", sa.Text, nullable=True),
+    # When the row reached the ledger (epoch ms, the database's clock, set by the INSERT
+    # itself): the analytics rollup's watermark runs over it, so a row written late lands in
+    # its own hour. NULL for rows written before migration 0007 (the first rollup takes all).
+    sa.Column("written_ms", sa.BigInteger, nullable=True, index=True),
 )
 
 # Limits and plan tiers. Every write also bumps policy_state.version in the same transaction,
@@ -313,6 +317,54 @@ leases = sa.Table(
     sa.Column("expires_at", UTCDateTime(), nullable=False),
 )
 
+# Analytics rollups (costwarden.analytics): totals per hour and per UTC day by every
+# dimension, and by tag. "" stands for a dimension the row did not have (NULLs never collide
+# in a primary key). Latencies are summed in whole microseconds, so every sum is exact.
+ROLLUP_DIMS = ("org_id", "project_id", "key_id", "end_user", "provider", "model", "status")
+ROLLUP_MEASURES = (
+    "requests", "input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens",
+    "reasoning_tokens", "cost_usd", "cache_savings_usd", "latency_us", "ttft_us", "ttft_count",
+)  # fmt: skip
+
+
+def _measures() -> list[sa.Column[object]]:
+    money = ("cost_usd", "cache_savings_usd")
+    return [
+        sa.Column(name, Money() if name in money else sa.BigInteger, nullable=False)
+        for name in ROLLUP_MEASURES
+    ]
+
+
+def _rollup(name: str, bucket: sa.Column[object], *dims: str) -> sa.Table:
+    return sa.Table(
+        name,
+        metadata,
+        bucket,
+        *(sa.Column(d, sa.Text, primary_key=True) for d in dims),
+        *_measures(),
+    )
+
+
+rollup_hourly = _rollup(
+    "rollup_hourly", sa.Column("hour", UTCDateTime(), primary_key=True), *ROLLUP_DIMS
+)
+rollup_daily = _rollup("rollup_daily", sa.Column("day", sa.Text, primary_key=True), *ROLLUP_DIMS)
+rollup_tags_hourly = _rollup(
+    "rollup_tags_hourly", sa.Column("hour", UTCDateTime(), primary_key=True), "org_id", "tag"
+)
+rollup_tags_daily = _rollup(
+    "rollup_tags_daily", sa.Column("day", sa.Text, primary_key=True), "org_id", "tag"
+)
+
+# Where the rollup job is: the ledger's written_ms it has rolled up to.
+analytics_state = sa.Table(
+    "analytics_state",
+    metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("value", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
 TABLES = (
     orgs,
     projects,
@@ -334,4 +386,9 @@ TABLES = (
     alert_deliveries,
     alert_attempts,
     leases,
+    rollup_hourly,
+    rollup_daily,
+    rollup_tags_hourly,
+    rollup_tags_daily,
+    analytics_state,
 )
