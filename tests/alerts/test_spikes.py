@@ -19,7 +19,7 @@ from costwarden.alerts.spikes import (
 from costwarden.core.errors import InvalidInput
 from costwarden.core.money import NANOS_PER_USD as USD
 
-H = 1_900_000_800  # 2030-03-17 17:00 UTC, a multiple of 3600
+H = 1_900_000_800  # 2030-03-17 18:00 UTC, a multiple of 3600
 P = SpikeParams(factor=Decimal(3), history_days=7, min_history_days=3, min_usd_nanos=USD)
 LONG_AGO = 0.0
 
