@@ -27,6 +27,8 @@ def provider_minutes(bind: Bind, first: int, minutes: int) -> dict[str, list[Min
 
     A failure is a row whose status is a failure (``alerts.risks.FAILURE_STATUSES``), less
     the client's own errors relayed from upstream (4xx but 429)."""
+    if minutes < 1:
+        return {}
     starts = [datetime.fromtimestamp(first + i * MINUTE, UTC) for i in range(minutes)]
     slot, in_any = slot_of(ledger.c.ts, starts, timedelta(seconds=MINUTE))
     client_error = sa.and_(
