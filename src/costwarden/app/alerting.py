@@ -1,6 +1,6 @@
 """The alerting service of one gateway process: events in, alerts raised, deliveries sent.
 
-Everything here runs off the request path, in two background tasks:
+Everything here runs off the request path, in background tasks:
 
 - **Raising.** An in-process subscription to ``limit_threshold_crossed`` events (every process
   receives every process's events through the event log) turns each into an alert draft

@@ -110,6 +110,9 @@ class WatchRound:
 
 
 class Watcher:
+    """The watch of one process (module docstring): rounds only while it holds the lease;
+    alerts raised and cleared through the callables it is given (the alerting service's)."""
+
     def __init__(
         self,
         params: WatchParams,
