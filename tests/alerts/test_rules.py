@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+from datetime import UTC, datetime
 
 import pytest
 
 from costwarden.alerts.rules import (
     breaker_alert,
     cleared,
+    error_rate_alert,
     severity_of,
+    spike_alert,
     switch_alert,
     threshold_alert,
 )
@@ -65,3 +68,35 @@ def test_service_alerts_open_and_clear() -> None:
     on = dataclasses.replace(off, enabled=True)
     assert switch_alert(11, on) is None
     assert cleared(on) == ("service-kill-switch", "ai", None)
+
+
+def test_a_spike_is_keyed_per_org_metric_and_hour_and_resolves_after_the_next() -> None:
+    hour = 1_900_000_800  # 2030-03-17 18:00 UTC
+    args = {"org_id": "org_1", "metric": "usd", "hour": hour, "spent": "31.5", "usual": "10",
+            "ratio": "3.2", "reason": "r"}  # fmt: skip
+    draft = spike_alert(**args)  # type: ignore[arg-type]
+    assert draft.dedupe_key == f"spend-spike|org_1|usd|hour:{hour}"
+    assert (draft.kind, draft.rule, draft.severity) == ("spike", "spend-spike", "warning")
+    assert draft.resolves_at == datetime(2030, 3, 17, 20, tzinfo=UTC)
+    assert "31.5 usd" in draft.title and "18:00 UTC" in draft.title and "3.2 times" in draft.title
+    assert (draft.org_id, draft.scope, draft.scope_id) == ("org_1", "org", "org_1")
+    for change in ({"hour": hour + 3600}, {"metric": "tokens"}, {"org_id": "org_2"}):
+        assert spike_alert(**{**args, **change}).dedupe_key != draft.dedupe_key  # type: ignore[arg-type]
+    assert spike_alert(**{**args, "spent": "40"}).dedupe_key == draft.dedupe_key  # type: ignore[arg-type]
+
+
+def test_an_error_rate_alert_is_keyed_on_its_provider_and_episode() -> None:
+    start = 1_900_000_200
+    draft = error_rate_alert(
+        provider="openai", episode_start=start, pct=20, minutes=5, requests=50, failures=12,
+        reason="r",
+    )  # fmt: skip
+    assert draft.dedupe_key == f"service-error-rate|openai|minute:{start}"
+    assert (draft.kind, draft.scope, draft.scope_id) == ("service", "provider", "openai")
+    assert draft.resolves_at is None and draft.org_id is None and draft.threshold_pct == 20
+    assert draft.detail["percent"] == "24" and "12 of 50 requests (24 %)" in draft.title
+    later = error_rate_alert(
+        provider="openai", episode_start=start + 60, pct=20, minutes=5, requests=9,
+        failures=9, reason="r",
+    )  # fmt: skip
+    assert later.dedupe_key != draft.dedupe_key

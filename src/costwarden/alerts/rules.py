@@ -15,12 +15,17 @@ until someone resolves it.
 Each is keyed on its event's id, which is global and raised once, so every process that
 receives the event raises the same alert. The breaker closing again, or the switch turned
 back on, resolves them (:func:`cleared`).
+
+**Spike** alerts (:func:`spike_alert`, decided by ``alerts.spikes``) are keyed per org, metric
+and clock hour and resolve themselves at the end of the next hour. **Error-rate** service
+alerts (:func:`error_rate_alert`, decided by ``alerts.error_rate``) are keyed per provider and
+the minute its episode began; the watch (``app.watching``) resolves them when the rate falls.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from costwarden.alerts.model import Severity
@@ -192,6 +197,88 @@ def forecast_alert(
             "limit": limit,
             "resets_at": resets_at,
             "exhausts_at": exhausts_at,
+            "reason": reason,
+        },
+    )
+
+
+# ------------------------------------------------------------------ spend spikes
+
+SPIKE_RULE = "spend-spike"
+
+
+def spike_alert(
+    *, org_id: str, metric: str, hour: int, spent: str, usual: str, ratio: str | None, reason: str
+) -> AlertDraft:
+    """The alert of an org's hour far above the usual for that hour (``alerts.spikes``
+    decides): once per org, metric and hour; it resolves itself at the end of the next hour."""
+    start = datetime.fromtimestamp(hour, UTC)
+    times = f"{ratio} times" if ratio is not None else "far above"
+    return AlertDraft(
+        dedupe_key=f"{SPIKE_RULE}|{org_id}|{metric}|hour:{hour}",
+        kind="spike",
+        rule=SPIKE_RULE,
+        severity="warning",
+        title=(
+            f"org {org_id}: {spent} {metric} in the hour from {start:%Y-%m-%d %H:%M} UTC, "
+            f"{times} its usual {usual} for that hour"
+        ),
+        window_key=f"hour:{hour}",
+        org_id=org_id,
+        scope="org",
+        scope_id=org_id,
+        resolves_at=start + timedelta(hours=2),  # the end of the hour after the spike's
+        detail={
+            "metric": metric,
+            "spent": spent,
+            "usual": usual,
+            "ratio": ratio,
+            "hour": start.isoformat(),
+            "reason": reason,
+        },
+    )
+
+
+# ------------------------------------------------------------------ upstream error rate
+
+ERROR_RATE_RULE = "service-error-rate"
+
+
+def error_rate_alert(
+    *,
+    provider: str,
+    episode_start: int,
+    pct: int,
+    minutes: int,
+    requests: int,
+    failures: int,
+    reason: str,
+) -> AlertDraft:
+    """The alert of a provider failing at least ``pct`` % of its requests for ``minutes``
+    minutes (``alerts.error_rate`` decides): keyed on the minute its episode began, so every
+    process names the same episode alike; resolved when the rate falls back (:func:`cleared`
+    does not apply: the watcher resolves it)."""
+    began = datetime.fromtimestamp(episode_start, UTC)
+    share = failures * 100 // requests if requests else 0
+    return AlertDraft(
+        dedupe_key=f"{ERROR_RATE_RULE}|{provider}|minute:{episode_start}",
+        kind="service",
+        rule=ERROR_RATE_RULE,
+        severity="warning",
+        title=(
+            f"{provider} is failing: {failures} of {requests} requests ({share} %) in the "
+            f"last {minutes} min, at least {pct} % each minute since {began:%H:%M} UTC"
+        ),
+        window_key=f"minute:{episode_start}",
+        scope="provider",
+        scope_id=provider,
+        threshold_pct=pct,
+        detail={
+            "percent": str(share),
+            "requests": requests,
+            "failures": failures,
+            "minutes": minutes,
+            "started_at": began.isoformat(),
             "reason": reason,
         },
     )

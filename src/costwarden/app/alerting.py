@@ -1,6 +1,6 @@
 """The alerting service of one gateway process: events in, alerts raised, deliveries sent.
 
-Everything here runs off the request path, in two background tasks:
+Everything here runs off the request path, in background tasks:
 
 - **Raising.** An in-process subscription to ``limit_threshold_crossed`` events (every process
   receives every process's events through the event log) turns each into an alert draft
@@ -11,6 +11,9 @@ Everything here runs off the request path, in two background tasks:
 - **Forecasting.** Every ``forecast_interval_seconds`` the one process holding the forecast
   lease (``storage.leases``) forecasts every org budget (``app.forecasting``) and raises the
   alerts of those that run out before they reset, once per limit and window.
+- **Watching.** Every ``watch_interval_seconds`` the one process holding the watch lease
+  checks each provider's upstream error rate and, once an hour, every org's spend for spikes
+  (``app.watching``), raising and resolving their alerts through this service.
 - **Delivering.** Every ``delivery_poll_seconds`` (and at once after this process raised an
   alert) the process resolves the alerts whose window has reset, claims the deliveries that
   are due, and sends them concurrently, each bounded by the send timeout: a dead channel
@@ -42,6 +45,7 @@ from costwarden.alerts.rules import (
     threshold_alert,
 )
 from costwarden.app.forecasting import forecast_drafts
+from costwarden.app.watching import Watcher, watch_params
 from costwarden.budgets.enforcer import Enforcer
 from costwarden.config.alerts import AlertSettings
 from costwarden.core.event_kinds import BreakerChanged, LimitThresholdCrossed, SwitchChanged
@@ -119,6 +123,11 @@ class Alerting:
         self._enforcer = enforcer
         # Who holds the forecast lease: this process, unique across restarts and machines.
         self._holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        # Error-rate and spike alerts: the ledger watched on a schedule (app.watching).
+        self.watcher = Watcher(
+            watch_params(settings), engine, clock=clock, holder=self._holder,
+            raise_alert=self._raise, clear=self._clear,
+        )  # fmt: skip
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
@@ -131,6 +140,7 @@ class Alerting:
         self._tasks.append(asyncio.create_task(self._deliver_loop()))
         if self._enforcer is not None:
             self._tasks.append(asyncio.create_task(self._forecast_loop(self._enforcer)))
+        self._tasks.append(asyncio.create_task(self.watcher.loop()))
 
     async def close(self) -> None:
         for task in self._tasks:

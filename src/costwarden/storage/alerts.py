@@ -194,6 +194,15 @@ def resolve_cleared(
     return _resolve_where(bind, where, reason=reason, at=utcnow() if now is None else now)
 
 
+def recent_alerts(bind: Bind, rule: str, since: datetime) -> list[AlertRecord]:
+    """The alerts of ``rule`` that are open, or fired at or after ``since``: what a watcher
+    looks at before raising another (``alerts.error_rate.decide``)."""
+    recent = sa.or_(_OPEN, alerts.c.fired_at >= since)
+    with connect_read(bind) as conn:
+        rows = conn.execute(sa.select(alerts).where(alerts.c.rule == rule, recent))
+        return [alert_row(row) for row in rows]
+
+
 def _resolve_where(
     bind: Bind, where: tuple[sa.ColumnElement[bool], ...], *, reason: str, at: datetime
 ) -> list[AlertRecord]:
