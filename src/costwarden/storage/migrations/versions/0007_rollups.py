@@ -13,6 +13,7 @@ Constraint and index names follow costwarden.storage.schema.NAMING_CONVENTION.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -26,14 +27,14 @@ TS = sa.DateTime(timezone=True)
 _DIMS = ("org_id", "project_id", "key_id", "end_user", "provider", "model", "status")
 
 
-def _money() -> sa.types.TypeEngine[object]:
+def _money() -> sa.types.TypeEngine[Any]:
     # NUMERIC(24, 12) on PostgreSQL, the exact decimal text on SQLite (storage.sqltypes.Money)
     if op.get_bind().dialect.name == "sqlite":
         return sa.String(40)
     return sa.Numeric(24, 12)
 
 
-def _measures() -> list[sa.Column[object]]:
+def _measures() -> list[sa.Column[Any]]:
     return [
         sa.Column("requests", sa.BigInteger(), nullable=False),
         sa.Column("input_tokens", sa.BigInteger(), nullable=False),
