@@ -36,8 +36,9 @@ _MAX_BIGINT = 2**63 - 1
 # A power of two. 27 columns a row: 3,456 parameters a statement, well under SQLite's and
 # PostgreSQL's caps.
 _ROWS_PER_STATEMENT = 128
-# The database's clock in epoch milliseconds, as SQL (ledger.written_ms).
-_NOW_MS = {
+# The database's clock in epoch milliseconds, as SQL (ledger.written_ms; the rollup job
+# reads the same clock).
+NOW_MS_SQL = {
     "sqlite": "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)",
     "postgresql": "CAST(floor(extract(epoch FROM clock_timestamp()) * 1000) AS BIGINT)",
 }
@@ -213,7 +214,7 @@ class DriverInsert:
         head = f"INSERT INTO {quote(ledger.name)} ({columns}) VALUES "
         # written_ms is the database's clock when the row is inserted, not a parameter: the
         # rollup's watermark runs over it (analytics), whatever the writers' clocks say.
-        one = "(" + ", ".join([mark] * len(names)) + ", " + _NOW_MS[dialect.name] + ")"
+        one = "(" + ", ".join([mark] * len(names)) + ", " + NOW_MS_SQL[dialect.name] + ")"
         tail = f" ON CONFLICT ({quote('request_id')}) DO NOTHING"
         # Power-of-two sizes only: few prepared statements, and each connection caches its
         # own (a statement for every size up to the maximum held tens of MB).

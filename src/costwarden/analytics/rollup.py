@@ -1,0 +1,175 @@
+"""Rollups as data: what one rollup row holds, the buckets rows fall in, and drift.
+
+A rollup row is the totals of the ledger rows of one bucket (a UTC hour, or a UTC day) that
+share every dimension (org, project, key, end user, provider, model, status), or one tag.
+Its measures are sums only, so a bucket can be recomputed from its raw rows at any time and
+give the same row (the rollup job's idempotence), and a day is the sum of its hours.
+
+Every measure is exact: counts and tokens are integers, money is ``Decimal`` (the ledger's 12
+places), and latencies are summed in whole microseconds (each row's milliseconds rounded to a
+microsecond first), so the same rows always give the same sums, in any order.
+
+Reconciliation compares a day's totals per org from the raw ledger with the rollup's: any
+difference in requests, tokens or cost is a :class:`Drift` (a row written behind the job's
+back, or deleted).
+
+Pure: storage reads and writes the rows (``storage.rollups``), the app schedules the job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+HOUR = timedelta(hours=1)
+DIMENSIONS = ("org_id", "project_id", "key_id", "end_user", "provider", "model", "status")
+# What reconciliation compares: the measures a bill is made of.
+CHECKED = (
+    "requests", "input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens",
+    "reasoning_tokens", "cost_usd",
+)  # fmt: skip
+_ZERO = Decimal(0)
+
+
+@dataclasses.dataclass(slots=True)
+class Totals:
+    """The measures of one rollup row (or of any set of ledger rows)."""
+
+    requests: int = 0
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost_usd: Decimal = _ZERO
+    cache_savings_usd: Decimal = _ZERO  # what cached answers saved: 0 until caching exists
+    latency_us: int = 0
+    ttft_us: int = 0
+    ttft_count: int = 0
+
+    def add(self, other: Totals) -> None:
+        for field in _FIELDS:
+            setattr(self, field, getattr(self, field) + getattr(other, field))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {field: getattr(self, field) for field in _FIELDS}
+
+    @classmethod
+    def of(cls, values: Mapping[Any, Any]) -> Totals:
+        """Totals from a rollup row's measures (money as Decimal, the rest as integers)."""
+        out = cls()
+        for f in _FIELDS:
+            setattr(out, f, Decimal(values[f]) if f in _MONEY else int(values[f] or 0))
+        return out
+
+
+_FIELDS = tuple(f.name for f in dataclasses.fields(Totals))
+_MONEY = frozenset({"cost_usd", "cache_savings_usd"})
+MEASURES = _FIELDS
+
+
+def micros(ms: float | None) -> int:
+    """A latency in milliseconds as whole microseconds (what rollups sum)."""
+    return 0 if ms is None else round(ms * 1000)
+
+
+def row_totals(row: Mapping[Any, Any]) -> Totals:
+    """One ledger row's measures (``row`` has the ledger's columns)."""
+    ttft = row["ttft_ms"]
+    return Totals(
+        requests=1,
+        input_tokens=int(row["input_tokens"]),
+        cached_input_tokens=int(row["cached_input_tokens"]),
+        cache_write_tokens=int(row["cache_write_tokens"]),
+        output_tokens=int(row["output_tokens"]),
+        reasoning_tokens=int(row["reasoning_tokens"]),
+        cost_usd=Decimal(row["cost_usd"]),
+        latency_us=micros(row["latency_ms"]),
+        ttft_us=micros(ttft),
+        ttft_count=0 if ttft is None else 1,
+    )
+
+
+def hour_of(ts: datetime) -> datetime:
+    """The UTC hour ``ts`` falls in (its start)."""
+    return ts.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def day_of(ts: datetime) -> str:
+    """The UTC day ``ts`` falls in, as the ledger's ``day`` column writes it."""
+    return ts.astimezone(UTC).strftime("%Y-%m-%d")
+
+
+def day_start(day: str) -> datetime:
+    return datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC)
+
+
+def hours_of_day(day: str) -> list[datetime]:
+    start = day_start(day)
+    return [start + i * HOUR for i in range(24)]
+
+
+def hours_between(first: datetime, last: datetime) -> list[datetime]:
+    """Every hour from the one ``first`` falls in to the one ``last`` falls in."""
+    hour, end = hour_of(first), hour_of(last)
+    out = []
+    while hour <= end:
+        out.append(hour)
+        hour += HOUR
+    return out
+
+
+def tags_of(text: str | None) -> list[str]:
+    """A ledger row's tags (a compact JSON object) as ``name=value`` strings."""
+    if not text or text == "{}":
+        return []
+    data = orjson.loads(text)
+    return [f"{name}={value}" for name, value in sorted(data.items())]
+
+
+def tag_rollup(rows: Iterable[Mapping[Any, Any]]) -> dict[tuple[str, str], Totals]:
+    """(org id, tag) -> totals of the rows carrying that tag (a row counts once per tag)."""
+    out: dict[tuple[str, str], Totals] = {}
+    for row in rows:
+        tags = tags_of(row["tags"])
+        if not tags:
+            continue
+        totals = row_totals(row)
+        org = row["org_id"] or ""
+        for tag in tags:
+            found = out.get((org, tag))
+            if found is None:
+                out[(org, tag)] = found = Totals()
+            found.add(totals)
+    return out
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Drift:
+    """A day and org whose rollup differs from the raw ledger in ``measure``."""
+
+    day: str
+    org_id: str
+    measure: str
+    ledger: str
+    rollup: str
+
+
+def drifts(
+    day: str, ledger: Mapping[str, Totals], rollup: Mapping[str, Totals]
+) -> list[Drift]:
+    """Where a day's rollup totals per org differ from the ledger's (empty: they agree)."""
+    out: list[Drift] = []
+    empty = Totals()
+    for org in sorted(set(ledger) | set(rollup)):
+        raw, rolled = ledger.get(org, empty), rollup.get(org, empty)
+        for measure in CHECKED:
+            a, b = getattr(raw, measure), getattr(rolled, measure)
+            if a != b:
+                out.append(Drift(day, org, measure, str(a), str(b)))
+    return out

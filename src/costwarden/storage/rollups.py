@@ -1,0 +1,261 @@
+"""The analytics rollups in the database: the incremental job and the reconciliation.
+
+**The job** (:func:`roll_up`). Its watermark is ``ledger.written_ms``, the database's clock
+when a row was inserted (the ledger's INSERT sets it), not the row's own time: the batched
+ledger writes a row after others that came later, and a row held while the database was
+down arrives hours late. Each run takes the rows written since the watermark (up to the
+database's clock minus ``lag_ms``, which covers a transaction that stamped its rows but had
+not committed yet), and recomputes every hour those rows fall in from all of that hour's raw
+rows, then the days of those hours from their hours. Recomputing replaces the bucket's
+rows, so a run repeated, or two runs over one hour, give the same rows: idempotent. The
+first run (no watermark) takes every hour the ledger spans.
+
+**Reconciliation** (:func:`reconcile`): for each day, the raw ledger's totals per org
+against the daily rollup's, exactly; :func:`repair` recomputes a day that drifted.
+
+Blocking: the app runs these in a worker thread, in the one process holding the rollup
+lease, never on the request path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from costwarden.analytics.rollup import (
+    DIMENSIONS,
+    HOUR,
+    Drift,
+    Totals,
+    day_of,
+    day_start,
+    drifts,
+    hour_of,
+    hours_between,
+    hours_of_day,
+    row_totals,
+    tag_rollup,
+)
+from costwarden.storage.db import Bind, begin_write, connect_read
+from costwarden.storage.ledger_rows import NOW_MS_SQL
+from costwarden.storage.schema import (
+    analytics_state,
+    ledger,
+    rollup_daily,
+    rollup_hourly,
+    rollup_tags_daily,
+    rollup_tags_hourly,
+)
+from costwarden.storage.sqltypes import utcnow
+
+logger = logging.getLogger(__name__)
+
+WATERMARK = "rollup.written_ms"
+_c = ledger.c
+# The columns a rollup reads of a raw row.
+_READ = (
+    _c.org_id, _c.project_id, _c.key_id, _c.end_user, _c.provider,
+    sa.func.coalesce(_c.served_model, _c.requested_model).label("model"), _c.status, _c.tags,
+    _c.input_tokens, _c.cached_input_tokens, _c.cache_write_tokens, _c.output_tokens,
+    _c.reasoning_tokens, _c.cost_usd, _c.latency_ms, _c.ttft_ms,
+)  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RollupRun:
+    """What one run did: the hours recomputed, the raw rows read, the new watermark."""
+
+    hours: int
+    rows: int
+    watermark: int
+
+
+def db_now_ms(conn: Connection) -> int:
+    """The database's clock (the one ``ledger.written_ms`` is stamped with)."""
+    return int(conn.exec_driver_sql("SELECT " + NOW_MS_SQL[conn.dialect.name]).scalar_one())
+
+
+def _watermark(conn: Connection) -> int | None:
+    value = conn.execute(
+        sa.select(analytics_state.c.value).where(analytics_state.c.name == WATERMARK)
+    ).scalar_one_or_none()
+    return None if value is None else int(value)
+
+
+def _set_watermark(conn: Connection, value: int) -> None:
+    updated = conn.execute(
+        analytics_state.update()
+        .where(analytics_state.c.name == WATERMARK)
+        .values(value=value, updated_at=utcnow())
+    ).rowcount
+    if not updated:
+        conn.execute(
+            analytics_state.insert().values(name=WATERMARK, value=value, updated_at=utcnow())
+        )
+
+
+def _pending_hours(conn: Connection, after: int | None, upto: int) -> set[datetime]:
+    """The hours of the rows written in (after, upto]; every hour the ledger spans when
+    there is no watermark yet."""
+    if after is None:
+        first, last = conn.execute(sa.select(sa.func.min(_c.ts), sa.func.max(_c.ts))).one()
+        return set() if first is None else set(hours_between(first, last))
+    rows = conn.execute(
+        sa.select(_c.ts).where(_c.written_ms > after, _c.written_ms <= upto)
+    ).scalars()
+    return {hour_of(ts) for ts in rows}
+
+
+def _hour_rows(conn: Connection, hour: datetime) -> list[Any]:
+    return list(
+        conn.execute(sa.select(*_READ).where(_c.ts >= hour, _c.ts < hour + HOUR)).mappings()
+    )
+
+
+def _dims(row: Any) -> tuple[str, ...]:
+    return tuple(row[d] or "" for d in DIMENSIONS)
+
+
+def _group(rows: Iterable[Any]) -> dict[tuple[str, ...], Totals]:
+    out: dict[tuple[str, ...], Totals] = {}
+    for row in rows:
+        key = _dims(row)
+        found = out.get(key)
+        if found is None:
+            out[key] = found = Totals()
+        found.add(row_totals(row))
+    return out
+
+
+def _write_hour(conn: Connection, hour: datetime) -> int:
+    """Recompute one hour's rollup rows from its raw rows; how many raw rows it read."""
+    rows = _hour_rows(conn, hour)
+    conn.execute(rollup_hourly.delete().where(rollup_hourly.c.hour == hour))
+    conn.execute(rollup_tags_hourly.delete().where(rollup_tags_hourly.c.hour == hour))
+    grouped = _group(rows)
+    if grouped:
+        conn.execute(
+            rollup_hourly.insert(),
+            [
+                {"hour": hour, **dict(zip(DIMENSIONS, key, strict=True)), **t.as_dict()}
+                for key, t in grouped.items()
+            ],
+        )
+    tagged = tag_rollup(rows)
+    if tagged:
+        conn.execute(
+            rollup_tags_hourly.insert(),
+            [
+                {"hour": hour, "org_id": org, "tag": tag, **t.as_dict()}
+                for (org, tag), t in tagged.items()
+            ],
+        )
+    return len(rows)
+
+
+def _write_day(conn: Connection, day: str) -> None:
+    """Recompute one day's rollup rows from its hours' rows."""
+    start = day_start(day)
+    for hourly, daily, keys in (
+        (rollup_hourly, rollup_daily, DIMENSIONS),
+        (rollup_tags_hourly, rollup_tags_daily, ("org_id", "tag")),
+    ):
+        conn.execute(daily.delete().where(daily.c.day == day))
+        found: dict[tuple[str, ...], Totals] = {}
+        rows = conn.execute(
+            sa.select(hourly).where(hourly.c.hour >= start, hourly.c.hour < start + 24 * HOUR)
+        ).mappings()
+        for row in rows:
+            key = tuple(row[k] for k in keys)
+            totals = found.get(key)
+            if totals is None:
+                found[key] = totals = Totals()
+            totals.add(Totals.of(row))
+        if found:
+            conn.execute(
+                daily.insert(),
+                [
+                    {"day": day, **dict(zip(keys, key, strict=True)), **t.as_dict()}
+                    for key, t in found.items()
+                ],
+            )
+
+
+def _recompute(bind: Bind, hours: Iterable[datetime]) -> int:
+    """Recompute ``hours`` and their days, one transaction a day; raw rows read."""
+    by_day: dict[str, list[datetime]] = {}
+    for hour in sorted(hours):
+        by_day.setdefault(day_of(hour), []).append(hour)
+    read = 0
+    for day, day_hours in by_day.items():
+        with begin_write(bind) as conn:
+            for hour in day_hours:
+                read += _write_hour(conn, hour)
+            _write_day(conn, day)
+    return read
+
+
+def roll_up(bind: Bind, *, lag_ms: int) -> RollupRun:
+    """One run of the job (see the module docstring)."""
+    with connect_read(bind) as conn:
+        after = _watermark(conn)
+        upto = db_now_ms(conn) - lag_ms
+        if after is not None and upto <= after:
+            return RollupRun(0, 0, after)
+        hours = _pending_hours(conn, after, upto)
+    read = _recompute(bind, hours)
+    with begin_write(bind) as conn:
+        _set_watermark(conn, upto)
+    if hours:
+        logger.info("rolled up %d hour(s) from %d ledger row(s)", len(hours), read)
+    return RollupRun(len(hours), read, upto)
+
+
+# ------------------------------------------------------------------ reconciliation
+
+
+def _ledger_day(conn: Connection, day: str) -> dict[str, Totals]:
+    start = day_start(day)
+    out: dict[str, Totals] = {}
+    rows = conn.execute(
+        sa.select(*_READ).where(_c.ts >= start, _c.ts < start + 24 * HOUR)
+    ).mappings()
+    for row in rows:
+        org = row["org_id"] or ""
+        found = out.get(org)
+        if found is None:
+            out[org] = found = Totals()
+        found.add(row_totals(row))
+    return out
+
+
+def _rollup_day(conn: Connection, day: str) -> dict[str, Totals]:
+    out: dict[str, Totals] = {}
+    for row in conn.execute(sa.select(rollup_daily).where(rollup_daily.c.day == day)).mappings():
+        found = out.get(row["org_id"])
+        if found is None:
+            out[row["org_id"]] = found = Totals()
+        found.add(Totals.of(row))
+    return out
+
+
+def reconcile(bind: Bind, days: Iterable[str]) -> list[Drift]:
+    """Every difference between the raw ledger and the daily rollup on ``days``, per org and
+    measure (requests, tokens, cost), exactly; empty when they agree."""
+    out: list[Drift] = []
+    with connect_read(bind) as conn:
+        for day in days:
+            out.extend(drifts(day, _ledger_day(conn, day), _rollup_day(conn, day)))
+    return out
+
+
+def repair(bind: Bind, day: str) -> int:
+    """Recompute every hour of ``day`` and the day from the raw ledger; raw rows read."""
+    return _recompute(bind, hours_of_day(day))
+
