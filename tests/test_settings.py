@@ -1034,6 +1034,19 @@ _EXAMPLES: dict[str, tuple[str, str, Callable[[Settings], bool]]] = {
         )
     },
     **{
+        f"analytics.{name}": (
+            "append",
+            f"[analytics]\n{name} = {toml}\n",
+            lambda s, name=name, value=value: getattr(s.analytics, name) == value,
+        )
+        for name, toml, value in (
+            ("enabled", "false", False),
+            ("rollup_interval_seconds", "30.0", 30.0),
+            ("lag_seconds", "10.0", 10.0),
+            ("reconcile_days", "3", 3),
+        )
+    },
+    **{
         f"alerts.{name}": (
             "append",
             f"[alerts]\n{name} = {toml}\n",
@@ -1175,6 +1188,20 @@ def test_bad_event_settings_are_named(line: str, message: str) -> None:
 def test_bad_alert_settings_are_named(line: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_settings(text=f"[alerts]\n{line}\n", env={})
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("rollup_interval_seconds = 0", "analytics.rollup_interval_seconds: must be a positive"),
+        ("lag_seconds = inf", "analytics.lag_seconds: must be a positive number"),
+        ("reconcile_days = 0", "analytics.reconcile_days: must be from 1 to 366"),
+        ("reconcile_days = 367", "analytics.reconcile_days: must be from 1 to 366"),
+    ],
+)
+def test_bad_analytics_settings_are_named(line: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(text=f"[analytics]\n{line}\n", env={})
 
 
 @pytest.mark.parametrize(

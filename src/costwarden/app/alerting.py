@@ -103,6 +103,11 @@ def _text(alert: AlertRecord) -> str:
     return alert.title
 
 
+def process_holder() -> str:
+    """A lease holder's name for this process: unique across restarts and machines."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
 class Alerting:
     def __init__(
         self,
@@ -122,7 +127,7 @@ class Alerting:
         self._tasks: list[asyncio.Task[None]] = []
         self._enforcer = enforcer
         # Who holds the forecast lease: this process, unique across restarts and machines.
-        self._holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._holder = process_holder()
         # Error-rate and spike alerts: the ledger watched on a schedule (app.watching).
         self.watcher = Watcher(
             watch_params(settings), engine, clock=clock, holder=self._holder,
@@ -191,6 +196,11 @@ class Alerting:
             return
         for alert in resolved:
             self._events.publish(alert.event())
+
+    async def raise_draft(self, draft: AlertDraft) -> None:
+        """Raise an alert another service found (analytics drift, ...): stored once,
+        published, delivered, as this service's own."""
+        await self._raise(draft)
 
     async def _raise(self, draft: AlertDraft) -> None:
         # A crossing happens once per window: an alert not stored now would never fire, so a

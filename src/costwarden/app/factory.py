@@ -26,7 +26,8 @@ from sqlalchemy.engine import Engine
 
 from costwarden.admin.api import create_admin_app
 from costwarden.admin.context import AdminContext
-from costwarden.app.alerting import Alerting
+from costwarden.app.alerting import Alerting, process_holder
+from costwarden.app.analytics import Rollups
 from costwarden.app.observability import metrics_exporter
 from costwarden.app.tracing import request_spans
 from costwarden.budgets.enforcer import Enforcer
@@ -232,6 +233,14 @@ class CostwardenApp:
             if settings.alerts.enabled
             else None
         )
+        self.rollups = (
+            Rollups(
+                settings.analytics, self.engine, clock=clock, holder=process_holder(),
+                raise_alert=self.alerting.raise_draft if self.alerting else None,
+            )  # fmt: skip
+            if settings.analytics.enabled
+            else None
+        )
         self.admin = create_admin_app(self._admin_context())
         self._started = False
 
@@ -283,6 +292,8 @@ class CostwardenApp:
         await self.events.start()
         if self.alerting is not None:
             await self.alerting.start()
+        if self.rollups is not None:
+            await self.rollups.start()
         await self.route_table.start()
         await self.breakers.start()
         await self.proxy.start()
@@ -308,6 +319,8 @@ class CostwardenApp:
             await self.spans.close()  # spans what is left, flushes the exporter
         await self.route_table.close()
         await self.breakers.close()
+        if self.rollups is not None:
+            await self.rollups.close()
         if self.alerting is not None:
             await self.alerting.close()
         await self.events.close()  # writes what is left, ends live event streams

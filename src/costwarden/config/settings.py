@@ -12,13 +12,14 @@ import dataclasses
 import math
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from costwarden.budgets.limits import TIER_SCOPES, tier_from_mapping
 from costwarden.budgets.windows import zone
 from costwarden.config.alerts import AlertSettings, alerts_problem
+from costwarden.config.analytics import AnalyticsSettings, analytics_problem
 from costwarden.config.events import EventSettings, events_problem
 from costwarden.config.fields import NAME_RE as _NAME_RE
 from costwarden.config.fields import section as _section
@@ -241,6 +242,7 @@ class Settings:
     otel: OtelSettings = dataclasses.field(default_factory=OtelSettings)
     events: EventSettings = dataclasses.field(default_factory=EventSettings)
     alerts: AlertSettings = dataclasses.field(default_factory=AlertSettings)
+    analytics: AnalyticsSettings = dataclasses.field(default_factory=AnalyticsSettings)
     admin_token: str | None = dataclasses.field(
         default=None,
         repr=False,
@@ -273,6 +275,7 @@ def settings_help() -> list[tuple[str, str, str, str]]:
         ("otel", OtelSettings),
         ("events", EventSettings),
         ("alerts", AlertSettings),
+        ("analytics", AnalyticsSettings),
         ("providers[]", ProviderSettings),
         ("deployments[]", DeploymentSettings),
         ("routes[]", RouteSettings),
@@ -353,6 +356,7 @@ def _build(
         "otel",
         "events",
         "alerts",
+        "analytics",
         "resilience",
         "providers",
         "deployments",
@@ -382,18 +386,10 @@ def _build(
     _apply_env(metrics, env, ctx)
     if problem := metrics_problem(metrics):
         raise _invalid(ctx, env, metrics, "metrics", *problem)
-    otel = _section(OtelSettings, raw.get("otel", {}), "otel", ctx)
-    _apply_env(otel, env, ctx)
-    if problem := otel_problem(otel):
-        raise _invalid(ctx, env, otel, "otel", *problem)
-    events = _section(EventSettings, raw.get("events", {}), "events", ctx)
-    _apply_env(events, env, ctx)
-    if problem := events_problem(events):
-        raise _invalid(ctx, env, events, "events", *problem)
-    alerts = _section(AlertSettings, raw.get("alerts", {}), "alerts", ctx)
-    _apply_env(alerts, env, ctx)
-    if problem := alerts_problem(alerts):
-        raise _invalid(ctx, env, alerts, "alerts", *problem)
+    otel = _checked(OtelSettings, otel_problem, raw, "otel", ctx, env)
+    events = _checked(EventSettings, events_problem, raw, "events", ctx, env)
+    alerts = _checked(AlertSettings, alerts_problem, raw, "alerts", ctx, env)
+    analytics = _checked(AnalyticsSettings, analytics_problem, raw, "analytics", ctx, env)
     if storage.ledger_mode not in LEDGER_MODES:
         raise _invalid(
             ctx, env, storage, "storage", "ledger_mode", f"must be one of {LEDGER_MODES}"
@@ -435,10 +431,30 @@ def _build(
         otel=otel,
         events=events,
         alerts=alerts,
+        analytics=analytics,
         resilience=resilience,
         admin_token=env.get("COSTWARDEN_ADMIN_TOKEN") or None,
         deprecations=deprecations,
     )
+
+
+_S = TypeVar("_S")
+
+
+def _checked(
+    cls: type[_S],
+    problem_of: Callable[[_S], tuple[str, str] | None],
+    raw: Mapping[str, Any],
+    name: str,
+    ctx: _Ctx,
+    env: Mapping[str, str],
+) -> _S:
+    """Section ``name`` read, overridden from the environment, and range-checked."""
+    section: _S = _section(cls, raw.get(name, {}), name, ctx)
+    _apply_env(section, env, ctx)
+    if problem := problem_of(section):
+        raise _invalid(ctx, env, section, name, *problem)
+    return section
 
 
 def _invalid(

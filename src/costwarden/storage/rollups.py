@@ -57,6 +57,7 @@ from costwarden.storage.sqltypes import utcnow
 logger = logging.getLogger(__name__)
 
 WATERMARK = "rollup.written_ms"
+RECONCILED = "reconciled.epoch_day"  # the last day the daily check covered
 _c = ledger.c
 # The columns a rollup reads of a raw row.
 _READ = (
@@ -88,16 +89,14 @@ def _watermark(conn: Connection) -> int | None:
     return None if value is None else int(value)
 
 
-def _set_watermark(conn: Connection, value: int) -> None:
+def _set_state(conn: Connection, name: str, value: int) -> None:
     updated = conn.execute(
         analytics_state.update()
-        .where(analytics_state.c.name == WATERMARK)
+        .where(analytics_state.c.name == name)
         .values(value=value, updated_at=utcnow())
     ).rowcount
     if not updated:
-        conn.execute(
-            analytics_state.insert().values(name=WATERMARK, value=value, updated_at=utcnow())
-        )
+        conn.execute(analytics_state.insert().values(name=name, value=value, updated_at=utcnow()))
 
 
 def _pending_hours(conn: Connection, after: int | None, upto: int) -> set[datetime]:
@@ -112,10 +111,18 @@ def _pending_hours(conn: Connection, after: int | None, upto: int) -> set[dateti
     return {hour_of(ts) for ts in rows}
 
 
-def _hour_rows(conn: Connection, hour: datetime) -> list[Any]:
-    return list(
-        conn.execute(sa.select(*_READ).where(_c.ts >= hour, _c.ts < hour + HOUR)).mappings()
-    )
+def _rolled(stmt: sa.Select[Any], upto: int | None) -> sa.Select[Any]:
+    """Only the rows written up to the watermark ``upto`` (and those from before written_ms
+    existed): a row written later is the next run's, so the rollup and the reconciliation
+    see the same rows."""
+    if upto is None:
+        return stmt
+    return stmt.where(sa.or_(_c.written_ms.is_(None), _c.written_ms <= upto))
+
+
+def _hour_rows(conn: Connection, hour: datetime, upto: int | None) -> list[Any]:
+    stmt = sa.select(*_READ).where(_c.ts >= hour, _c.ts < hour + HOUR)
+    return list(conn.execute(_rolled(stmt, upto)).mappings())
 
 
 def _dims(row: Any) -> tuple[str, ...]:
@@ -133,9 +140,9 @@ def _group(rows: Iterable[Any]) -> dict[tuple[str, ...], Totals]:
     return out
 
 
-def _write_hour(conn: Connection, hour: datetime) -> int:
+def _write_hour(conn: Connection, hour: datetime, upto: int | None) -> int:
     """Recompute one hour's rollup rows from its raw rows; how many raw rows it read."""
-    rows = _hour_rows(conn, hour)
+    rows = _hour_rows(conn, hour, upto)
     conn.execute(rollup_hourly.delete().where(rollup_hourly.c.hour == hour))
     conn.execute(rollup_tags_hourly.delete().where(rollup_tags_hourly.c.hour == hour))
     grouped = _group(rows)
@@ -187,8 +194,9 @@ def _write_day(conn: Connection, day: str) -> None:
             )
 
 
-def _recompute(bind: Bind, hours: Iterable[datetime]) -> int:
-    """Recompute ``hours`` and their days, one transaction a day; raw rows read."""
+def _recompute(bind: Bind, hours: Iterable[datetime], upto: int | None) -> int:
+    """Recompute ``hours`` and their days from the rows written up to ``upto``, one
+    transaction a day; raw rows read."""
     by_day: dict[str, list[datetime]] = {}
     for hour in sorted(hours):
         by_day.setdefault(day_of(hour), []).append(hour)
@@ -196,7 +204,7 @@ def _recompute(bind: Bind, hours: Iterable[datetime]) -> int:
     for day, day_hours in by_day.items():
         with begin_write(bind) as conn:
             for hour in day_hours:
-                read += _write_hour(conn, hour)
+                read += _write_hour(conn, hour, upto)
             _write_day(conn, day)
     return read
 
@@ -209,9 +217,9 @@ def roll_up(bind: Bind, *, lag_ms: int) -> RollupRun:
         if after is not None and upto <= after:
             return RollupRun(0, 0, after)
         hours = _pending_hours(conn, after, upto)
-    read = _recompute(bind, hours)
+    read = _recompute(bind, hours, upto)
     with begin_write(bind) as conn:
-        _set_watermark(conn, upto)
+        _set_state(conn, WATERMARK, upto)
     if hours:
         logger.info("rolled up %d hour(s) from %d ledger row(s)", len(hours), read)
     return RollupRun(len(hours), read, upto)
@@ -220,12 +228,13 @@ def roll_up(bind: Bind, *, lag_ms: int) -> RollupRun:
 # ------------------------------------------------------------------ reconciliation
 
 
-def _ledger_day(conn: Connection, day: str) -> dict[str, Totals]:
+def _ledger_day(conn: Connection, day: str, upto: int | None) -> dict[str, Totals]:
+    """The raw ledger's totals per org on ``day``, of the rows the job has had the chance to
+    roll up (written up to its watermark ``upto``; rows from before written_ms existed)."""
     start = day_start(day)
     out: dict[str, Totals] = {}
-    rows = conn.execute(
-        sa.select(*_READ).where(_c.ts >= start, _c.ts < start + 24 * HOUR)
-    ).mappings()
+    stmt = sa.select(*_READ).where(_c.ts >= start, _c.ts < start + 24 * HOUR)
+    rows = conn.execute(_rolled(stmt, upto)).mappings()
     for row in rows:
         org = row["org_id"] or ""
         found = out.get(org)
@@ -247,15 +256,34 @@ def _rollup_day(conn: Connection, day: str) -> dict[str, Totals]:
 
 def reconcile(bind: Bind, days: Iterable[str]) -> list[Drift]:
     """Every difference between the raw ledger and the daily rollup on ``days``, per org and
-    measure (requests, tokens, cost), exactly; empty when they agree."""
+    measure (requests, tokens, cost), exactly; empty when they agree. Rows written after the
+    job's watermark are left out of both sides: the next run rolls them up."""
     out: list[Drift] = []
     with connect_read(bind) as conn:
+        upto = _watermark(conn)
         for day in days:
-            out.extend(drifts(day, _ledger_day(conn, day), _rollup_day(conn, day)))
+            out.extend(drifts(day, _ledger_day(conn, day, upto), _rollup_day(conn, day)))
     return out
 
 
+def reconciled_through(bind: Bind) -> int | None:
+    """The last day (as days since the epoch) the daily check covered, if any."""
+    with connect_read(bind) as conn:
+        value = conn.execute(
+            sa.select(analytics_state.c.value).where(analytics_state.c.name == RECONCILED)
+        ).scalar_one_or_none()
+    return None if value is None else int(value)
+
+
+def set_reconciled_through(bind: Bind, epoch_day: int) -> None:
+    with begin_write(bind) as conn:
+        _set_state(conn, RECONCILED, epoch_day)
+
+
 def repair(bind: Bind, day: str) -> int:
-    """Recompute every hour of ``day`` and the day from the raw ledger; raw rows read."""
-    return _recompute(bind, hours_of_day(day))
+    """Recompute every hour of ``day`` and the day from the raw ledger (the rows written up
+    to the watermark); raw rows read."""
+    with connect_read(bind) as conn:
+        upto = _watermark(conn)
+    return _recompute(bind, hours_of_day(day), upto)
 
