@@ -15,8 +15,8 @@ from costwarden.mock import MockServer
 from costwarden.storage import alerts as store
 from costwarden.storage.rollups import reconcile
 from costwarden.storage.schema import ledger, rollup_daily
-from tests.helpers import live_gateway
 from tests.helpers import chat as _chat
+from tests.helpers import live_gateway
 
 QUIET = "[analytics]\nlag_seconds = 0.001\nrollup_interval_seconds = 3600\n"
 
