@@ -45,10 +45,9 @@ START, END = "<!-- instructions:start -->", "<!-- instructions:end -->"
 WORKTREE = "working tree"
 WARMUP_REQUESTS = 50
 IDLE_SECONDS = 10.0
-# The pollers (keys, limits, switches, routes, alert deliveries and forecasts) are off the
-# request path;
-# polling hourly keeps their instructions out of the count instead of subtracting a noisy
-# estimate.
+# The pollers (keys, limits, switches, routes, alert deliveries, forecasts and the ledger
+# watch, the analytics rollup) are off the request path; polling hourly keeps their
+# instructions out of the count instead of subtracting a noisy estimate.
 _QUIET_POLLERS = {
     "COSTWARDEN_KEY_REFRESH_SECONDS": "3600",
     "COSTWARDEN_BUDGET_REFRESH_SECONDS": "3600",
@@ -56,6 +55,8 @@ _QUIET_POLLERS = {
     "COSTWARDEN_EVENTS_POLL_SECONDS": "3600",
     "COSTWARDEN_ALERTS_DELIVERY_POLL_SECONDS": "3600",
     "COSTWARDEN_ALERTS_FORECAST_INTERVAL_SECONDS": "3600",
+    "COSTWARDEN_ALERTS_WATCH_INTERVAL_SECONDS": "3600",
+    "COSTWARDEN_ANALYTICS_ROLLUP_INTERVAL_SECONDS": "3600",
 }
 _TOTALS = re.compile(rb"^(?:summary|totals):\s+(\d+)", re.MULTILINE)
 
