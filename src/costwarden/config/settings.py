@@ -18,6 +18,7 @@ from typing import Any
 
 from costwarden.budgets.limits import TIER_SCOPES, tier_from_mapping
 from costwarden.budgets.windows import zone
+from costwarden.config.alert_channels import CHANNEL_HELP, parse_channels
 from costwarden.config.alerts import AlertSettings, alerts_problem
 from costwarden.config.events import EventSettings, events_problem
 from costwarden.config.fields import NAME_RE as _NAME_RE
@@ -285,6 +286,8 @@ def settings_help() -> list[tuple[str, str, str, str]]:
             rows.append(
                 (f"{section}.{f.name}", default, f.metadata.get("env") or "", f.metadata["help"])
             )
+    for field, meaning in CHANNEL_HELP:
+        rows.append((f"alerts.channels[].{field}", "", "", meaning))
     for rate, meaning in RATE_HELP.items():
         rows.append((f"deployments[].price.{rate}", "", "", meaning))
     for scope in TIER_SCOPES:
@@ -313,8 +316,9 @@ def load_settings(
 ) -> Settings:
     """Read a TOML config (or ``text``), apply environment overrides, validate everything.
 
-    ``require_secrets=False`` is for admin commands that never call a provider: an unset
-    ``api_key_env`` variable is then not an error.
+    ``require_secrets=False`` is for admin commands that never call a provider nor send an
+    alert: an unset ``api_key_env`` variable, or a secret variable of an alert channel, is then
+    not an error.
     """
     env = os.environ if env is None else env
     source = "<string>"
@@ -390,10 +394,18 @@ def _build(
     _apply_env(events, env, ctx)
     if problem := events_problem(events):
         raise _invalid(ctx, env, events, "events", *problem)
-    alerts = _section(AlertSettings, raw.get("alerts", {}), "alerts", ctx)
+    raw_alerts = raw.get("alerts", {})
+    # [[alerts.channels]] is a list of tables, not a setting: parsed on its own.
+    raw_channels = raw_alerts.get("channels", []) if isinstance(raw_alerts, dict) else []
+    if isinstance(raw_alerts, dict):
+        raw_alerts = {k: v for k, v in raw_alerts.items() if k != "channels"}
+    alerts = _section(AlertSettings, raw_alerts, "alerts", ctx)
     _apply_env(alerts, env, ctx)
     if problem := alerts_problem(alerts):
         raise _invalid(ctx, env, alerts, "alerts", *problem)
+    alerts.channels, alerts.channels_unresolved = parse_channels(
+        raw_channels, ctx, env, require_secrets
+    )
     if storage.ledger_mode not in LEDGER_MODES:
         raise _invalid(
             ctx, env, storage, "storage", "ledger_mode", f"must be one of {LEDGER_MODES}"
