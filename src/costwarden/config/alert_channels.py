@@ -59,6 +59,14 @@ CHANNEL_HELP: Final[tuple[tuple[str, str], ...]] = (
 )  # fmt: skip
 
 
+def split_channels(raw_alerts: Any) -> tuple[Any, Any]:
+    """``[alerts]`` without its ``channels`` (a list of tables, not a setting), and those."""
+    if not isinstance(raw_alerts, dict):
+        return raw_alerts, []  # the section check says what is wrong with it
+    rest = {k: v for k, v in raw_alerts.items() if k != "channels"}
+    return rest, raw_alerts.get("channels", [])
+
+
 def parse_channels(
     items: Any, ctx: _Ctx, env: Mapping[str, str], require_secrets: bool
 ) -> tuple[tuple[Channel, ...], tuple[str, ...]]:

@@ -18,7 +18,7 @@ from typing import Any
 
 from costwarden.budgets.limits import TIER_SCOPES, tier_from_mapping
 from costwarden.budgets.windows import zone
-from costwarden.config.alert_channels import CHANNEL_HELP, parse_channels
+from costwarden.config.alert_channels import CHANNEL_HELP, parse_channels, split_channels
 from costwarden.config.alerts import AlertSettings, alerts_problem
 from costwarden.config.events import EventSettings, events_problem
 from costwarden.config.fields import NAME_RE as _NAME_RE
@@ -394,11 +394,7 @@ def _build(
     _apply_env(events, env, ctx)
     if problem := events_problem(events):
         raise _invalid(ctx, env, events, "events", *problem)
-    raw_alerts = raw.get("alerts", {})
-    # [[alerts.channels]] is a list of tables, not a setting: parsed on its own.
-    raw_channels = raw_alerts.get("channels", []) if isinstance(raw_alerts, dict) else []
-    if isinstance(raw_alerts, dict):
-        raw_alerts = {k: v for k, v in raw_alerts.items() if k != "channels"}
+    raw_alerts, raw_channels = split_channels(raw.get("alerts", {}))
     alerts = _section(AlertSettings, raw_alerts, "alerts", ctx)
     _apply_env(alerts, env, ctx)
     if problem := alerts_problem(alerts):
