@@ -23,7 +23,7 @@ import aiohttp
 import pytest
 from sqlalchemy import event
 
-from costwarden.config.settings import settings_help
+from costwarden.config.reference import settings_help
 from costwarden.core.records import LedgerRecord
 from costwarden.mock import MockServer
 from costwarden.storage import repo

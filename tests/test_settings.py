@@ -18,6 +18,7 @@ from costwarden.budgets.limits import Tier, TierEntry
 from costwarden.budgets.ports import BudgetConfig
 from costwarden.config.budgets import budget_config
 from costwarden.config.metrics import MetricsSettings
+from costwarden.config.reference import settings_help
 from costwarden.config.settings import (
     BudgetSettings,
     DeploymentSettings,
@@ -30,7 +31,6 @@ from costwarden.config.settings import (
     StorageSettings,
     SwitchSettings,
     load_settings,
-    settings_help,
 )
 from costwarden.config.upstreams import ResilienceSettings
 from costwarden.core.errors import ConfigError
@@ -805,6 +805,19 @@ _ROUTE = '[[routes]]\nmodel = "gpt-4o"\ndeployments = ["openai:gpt-4o"]\n'
 _DEP = '[[deployments]]\nid = "openai:gpt-4o-mini"\n'
 
 # One valid, non-default example per documented key: (where to put it, line, check).
+CHANNEL_ENV = {
+    "CW_CHANNEL_URL": "https://hooks.example.com/services/T0/B0/x",
+    "CW_CHANNEL_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    "CW_SMTP_PASSWORD": "smtp-pw",
+}
+_HOOK = (
+    'name = "ops"\ntype = "webhook"\nurl = "https://hooks.example.com/x"\n'
+    f'secret = "{CHANNEL_ENV["CW_CHANNEL_SECRET"]}"\n'
+)
+_MAIL = (
+    'name = "mail"\ntype = "email"\nto = ["a@example.com"]\nsender = "cw@example.com"\n'
+    'host = "smtp.example.com"\n'
+)
 _EXAMPLES: dict[str, tuple[str, str, Callable[[Settings], bool]]] = {
     "server.host": ("[server]", 'host = "0.0.0.0"', lambda s: s.server.host == "0.0.0.0"),
     "server.port": ("[server]", "port = 4100", lambda s: s.server.port == 4100),
@@ -1020,6 +1033,40 @@ _EXAMPLES: dict[str, tuple[str, str, Callable[[Settings], bool]]] = {
         lambda s: s.switches.message == "Back soon.",
     ),
     **{
+        f"alerts.channels[].{name}": (
+            "append",
+            f"[[alerts.channels]]\n{toml}\n",
+            lambda s, name=name, value=value: value(s.alerts.channels[0]),
+        )
+        for name, toml, value in (
+            ("name", _HOOK, lambda c: c.name == "ops"),
+            ("type", _HOOK, lambda c: c.type == "webhook"),
+            ("url", _HOOK, lambda c: c.url == "https://hooks.example.com/x"),
+            ("url_env", 'name = "s"\ntype = "slack"\nurl_env = "CW_CHANNEL_URL"',
+             lambda c: c.url == CHANNEL_ENV["CW_CHANNEL_URL"]),
+            ("secret", _HOOK, lambda c: c.secret == CHANNEL_ENV["CW_CHANNEL_SECRET"]),
+            ("secret_env", _HOOK.replace(f'secret = "{CHANNEL_ENV["CW_CHANNEL_SECRET"]}"',
+                                         'secret_env = "CW_CHANNEL_SECRET"'),
+             lambda c: c.secret == CHANNEL_ENV["CW_CHANNEL_SECRET"]),
+            ("to", _MAIL, lambda c: c.email.to == ("a@example.com",)),
+            ("sender", _MAIL, lambda c: c.email.sender == "cw@example.com"),
+            ("host", _MAIL, lambda c: c.email.host == "smtp.example.com"),
+            ("port", _MAIL + "port = 2525", lambda c: c.email.port == 2525),
+            ("username", _MAIL + 'username = "cw"\npassword = "pw"',
+             lambda c: c.email.username == "cw"),
+            ("password", _MAIL + 'username = "cw"\npassword = "pw"',
+             lambda c: c.email.password == "pw"),
+            ("password_env", _MAIL + 'username = "cw"\npassword_env = "CW_SMTP_PASSWORD"',
+             lambda c: c.email.password == CHANNEL_ENV["CW_SMTP_PASSWORD"]),
+            ("security", _MAIL + 'security = "tls"', lambda c: c.email.security == "tls"),
+            ("min_severity", _HOOK + 'min_severity = "critical"',
+             lambda c: c.filter.min_severity == "critical"),
+            ("org_ids", _HOOK + 'org_ids = ["org_1"]', lambda c: c.filter.org_ids == ("org_1",)),
+            ("kinds", _HOOK + 'kinds = ["forecast"]', lambda c: c.filter.kinds == ("forecast",)),
+            ("enabled", _HOOK + "enabled = false", lambda c: c.enabled is False),
+        )
+    },
+    **{
         f"events.{name}": (
             "append",
             f"[events]\n{name} = {value}\n",
@@ -1143,7 +1190,9 @@ def test_every_documented_key_is_accepted(write_config: Callable[[str], str], ke
         text = "\n".join([*lines[: head + 1], line, *body, *lines[end:]]) + "\n"
         if key == "providers[].name":
             text = text.replace('["openai:', '["oai:')
-    settings = load_settings(write_config(text), env={**SECRETS, "OTHER_KEY": "o"})
+    settings = load_settings(
+        write_config(text), env={**SECRETS, "OTHER_KEY": "o", **CHANNEL_ENV}
+    )
     assert check(settings)
 
 

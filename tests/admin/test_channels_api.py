@@ -1,6 +1,6 @@
 """Alert channels through the admin API: created, shown without secrets, refused when
 malformed (nothing stored), tested against a real receiver, disabled; no secret in any
-response or log line."""
+response or log line; a channel of the config file shown and tested, but 409 to a change."""
 
 from __future__ import annotations
 
@@ -103,3 +103,39 @@ async def test_channels_round_trip_without_their_secrets(
         assert missing.status_code == 404
     for leak in (SECRET, SECRET.removeprefix("whsec_"), SLACK_PATH, PASSWORD):
         assert leak not in caplog.text
+
+
+async def test_a_config_channel_is_shown_and_tested_but_changed_only_in_the_file(
+    mock: MockServer, database_url: str, tmp_path: Path, hook: WebhookReceiver
+) -> None:
+    extra = (
+        f'[[alerts.channels]]\nname = "ops"\ntype = "webhook"\nurl = "{hook.url}"\n'
+        'secret_env = "CW_TEST_HOOK_SECRET"\n'
+    )
+    env = {"CW_TEST_HOOK_SECRET": SECRET}
+    async with (
+        live_gateway(
+            mock, database_url, tmp_path, admin_token=TOKEN, extra_toml=extra, env=env
+        ) as gateway,
+        httpx.AsyncClient(base_url=gateway.base_url, timeout=10) as client,
+    ):
+        listed = await client.get("/admin/alert-channels", headers=AUTH)
+        (ops,) = listed.json()["data"]
+        assert (ops["name"], ops["source"], ops["has_secret"]) == ("ops", "config", True)
+        assert SECRET not in listed.text
+        slack = {"type": "slack", "url": "https://hooks.slack.example" + SLACK_PATH}
+        for r in (
+            await client.put("/admin/alert-channels/ops", json=slack, headers=AUTH),
+            await client.delete("/admin/alert-channels/ops", headers=AUTH),
+        ):
+            assert r.status_code == 409, r.text
+            error = r.json()["error"]
+            assert error["type"] == "conflict"
+            assert "managed in the config file" in error["message"]
+            assert SECRET not in r.text and SLACK_PATH not in r.text
+        tested = await client.post("/admin/alert-channels/ops/test", headers=AUTH)
+        assert tested.json()["delivered"] is True
+        # Nothing changed: still the file's channel, enabled, with its URL.
+        (after,) = (await client.get("/admin/alert-channels", headers=AUTH)).json()["data"]
+        assert after == ops
+    assert [m["data"]["kind"] for m in hook.verified] == ["test"]

@@ -315,6 +315,7 @@ def test_a_redacted_webhook_shows_the_host_and_whether_a_secret_is_set() -> None
         "name": "ops hook",
         "type": "webhook",
         "enabled": True,
+        "source": "api",
         "filter": {"min_severity": "info", "org_ids": [], "kinds": []},
         "url": "https://hooks.example.com/…",
         "has_secret": True,

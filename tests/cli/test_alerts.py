@@ -1,6 +1,6 @@
 """``costwarden alerts``: channels added from the environment's secrets and never printed,
 bad channels refused with nothing stored, acknowledgements audited with who, a signed test
-message to a real receiver."""
+message to a real receiver; a channel of the config file listed but not changed."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from costwarden.alerts.model import Channel
 from costwarden.alerts.rules import threshold_alert
 from costwarden.core.event_kinds import LimitThresholdCrossed
 from costwarden.storage import alerts as store
 from costwarden.storage import repo
 from costwarden.storage.audit import audit_entries
+from costwarden.storage.config_channels import sync_config_channels
 from costwarden.storage.db import create_engine_for
 from costwarden.storage.migrate import migrate
 from tests.helpers import WebhookReceiver, arun_cli, cli_env, gateway_toml, webhook_receiver
@@ -129,3 +131,33 @@ async def test_alert_rules_set_list_and_remove(config: str, tmp_path: Path) -> N
     assert (await arun_cli("alerts", "rules", "--config", config, "--json")).json() == []
     again = await arun_cli("alerts", "rule-remove", rule["id"], "--config", config)
     assert again.code == 2 and "no alert rule" in again.err
+
+
+async def test_a_config_channel_is_listed_but_not_changed_from_the_cli(
+    config: str, tmp_path: Path
+) -> None:
+    engine = create_engine_for(f"sqlite:///{tmp_path}/cw.db")
+    try:
+        sync_config_channels(
+            engine,
+            [Channel(id="", name="ops", type="webhook", url="http://127.0.0.1:9/hook",
+                     secret=SECRET, source="config")],
+        )  # fmt: skip
+    finally:
+        engine.dispose()
+    env = cli_env(CW_HOOK_SECRET=SECRET)
+    listed = await arun_cli("alerts", "channels", "--config", config, "--json", env=env)
+    assert [(c["name"], c["source"]) for c in listed.json()] == [("ops", "config")]
+    table = await arun_cli("alerts", "channels", "--config", config, env=env)
+    assert "config" in table.out
+    replaced = await arun_cli(
+        "alerts", "channel-add", "ops", "--config", config, "--type", "webhook",
+        "--url", "http://127.0.0.1:9/other", "--secret-env", "CW_HOOK_SECRET", env=env,
+    )  # fmt: skip
+    removed = await arun_cli("alerts", "channel-remove", "ops", "--config", config, env=env)
+    for result in (replaced, removed):
+        assert result.code == 2 and "managed in the config file" in result.err
+        assert SECRET not in result.both
+    listed = await arun_cli("alerts", "channels", "--config", config, "--json", env=env)
+    (ops,) = listed.json()
+    assert ops["enabled"] is True and ops["url"] == "http://127.0.0.1:9/…"

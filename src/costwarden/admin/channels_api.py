@@ -6,6 +6,9 @@
   :data:`costwarden.admin.channel_inputs.PUT_CHANNEL`); audited.
 - ``DELETE /admin/alert-channels/{name}``: disable it; its deliveries not yet sent are
   dropped, the delivery log stays; audited.
+- A channel of the config file (``"source": "config"``) is shown like any other, and
+  tested, but PUT and DELETE answer 409: it is changed in the file (the storage functions
+  refuse it, under the write lock).
 - ``POST /admin/alert-channels/{name}/test``: send it a test message now (signed, for a
   webhook); answers whether it was delivered, the status and the error (never a secret).
 - ``GET /admin/alert-channels/{name}/deliveries``: its delivery log, newest first.

@@ -126,6 +126,11 @@ CHANNEL_SCHEMA: dict[str, Any] = {
         "name": {"type": "string"},
         "type": {"type": "string", "enum": ["webhook", "slack", "email"]},
         "enabled": {"type": "boolean"},
+        "source": {
+            "type": "string",
+            "enum": ["api", "config"],
+            "description": "config: from the config file's [[alerts.channels]], read-only here",
+        },
         "url": {"type": ["string", "null"]},
         "has_secret": {"type": "boolean"},
         "email": {"type": ["object", "null"]},
@@ -140,7 +145,8 @@ CHANNEL_PATHS: dict[str, Any] = {
     "/admin/alert-channels/{name}": {
         "put": op(
             "Create or replace a channel: a webhook signed per Standard Webhooks, a Slack "
-            "incoming webhook, or e-mail over SMTP; filters by severity, org and kind; audited",
+            "incoming webhook, or e-mail over SMTP; filters by severity, org and kind; audited "
+            "(409 for a channel of the config file)",
             {
                 "200": {
                     "description": "the channel as stored (redacted)",
@@ -155,15 +161,16 @@ CHANNEL_PATHS: dict[str, Any] = {
                     },
                 }
             },
-            *WRITE,
+            *WRITE, "409",
             operationId="putAlertChannel",
             parameters=[_CHANNEL_NAME],
             requestBody=json_body(PUT_CHANNEL),
         ),
         "delete": op(
-            "Disable a channel; its deliveries not yet sent are dropped (the log stays)",
+            "Disable a channel; its deliveries not yet sent are dropped (the log stays); 409 "
+            "for a channel of the config file",
             ok("{name, enabled: false}"),
-            *READ, "400", "404",
+            *READ, "400", "404", "409",
             operationId="deleteAlertChannel",
             parameters=[_CHANNEL_NAME],
         ),

@@ -24,8 +24,8 @@ ERRORS: dict[str, tuple[str, str]] = {
     "403": ("AdminDisabled", "admin_disabled: COSTWARDEN_ADMIN_TOKEN is not set"),
     "404": ("NotFound", "not_found: an org, project, key, tier, route or deployment named "
             "in the path, query or body does not exist"),
-    "409": ("Conflict", "conflict: a config-file tier, a tier still in use, a fallback "
-            "cycle, or a concurrent write"),
+    "409": ("Conflict", "conflict: a config-file tier or alert channel, a tier still in "
+            "use, a fallback cycle, or a concurrent write"),
     "413": ("TooLarge", "request_too_large: the body is over 1 MiB"),
     "503": ("Unavailable", "service_unavailable: the database cannot be reached; nothing "
             "was changed; retry after Retry-After seconds"),

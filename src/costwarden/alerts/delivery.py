@@ -280,6 +280,7 @@ def redacted(channel: Channel) -> dict[str, object]:
         "name": channel.name,
         "type": channel.type,
         "enabled": channel.enabled,
+        "source": channel.source,
         "filter": {
             "min_severity": channel.filter.min_severity,
             "org_ids": list(channel.filter.org_ids),

@@ -10,6 +10,9 @@ CHANNEL_TYPES: tuple[ChannelType, ...] = ("webhook", "slack", "email")
 Severity = Literal["info", "warning", "critical"]
 SEVERITIES: tuple[Severity, ...] = ("info", "warning", "critical")
 AlertState = Literal["firing", "acknowledged", "resolved"]
+# Who manages a channel: the admin API and CLI, or the config file's [[alerts.channels]]
+# (read-only through the API and CLI).
+ChannelSource = Literal["api", "config"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -38,7 +41,8 @@ class EmailSettings:
 @dataclasses.dataclass(frozen=True, slots=True)
 class Channel:
     """One place alerts go. ``url`` for webhook and Slack (a Slack URL is itself a secret);
-    ``secret`` signs webhooks (Standard Webhooks, ``whsec_`` + base64); ``email`` for e-mail."""
+    ``secret`` signs webhooks (Standard Webhooks, ``whsec_`` + base64); ``email`` for e-mail.
+    ``source``: where it is managed (see :data:`ChannelSource`)."""
 
     id: str
     name: str
@@ -48,6 +52,7 @@ class Channel:
     email: EmailSettings | None = None
     filter: ChannelFilter = ChannelFilter()
     enabled: bool = True
+    source: ChannelSource = "api"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

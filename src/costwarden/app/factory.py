@@ -28,6 +28,7 @@ from costwarden.admin.api import create_admin_app
 from costwarden.admin.context import AdminContext
 from costwarden.app.alerting import Alerting, process_holder
 from costwarden.app.analytics import Rollups
+from costwarden.app.config_channels import channel_secrets, sync_channels
 from costwarden.app.observability import metrics_exporter
 from costwarden.app.tracing import request_spans
 from costwarden.budgets.enforcer import Enforcer
@@ -266,10 +267,11 @@ class CostwardenApp:
 
     def secrets(self) -> list[str]:
         """Every provider credential (of every deployment a route or an admin-API chain may
-        call), for log redaction."""
+        call) and every config alert channel's secret, for log redaction."""
         found: list[str] = []
         for d in self.deployments.values():
             found.extend(d.adapter.secrets())
+        found.extend(channel_secrets(self.settings.alerts.channels))
         return sorted(set(found))
 
     # ------------------------------------------------------------------ lifetime
@@ -285,6 +287,7 @@ class CostwardenApp:
                 "%s", describe(r.url, timeout=r.timeout_seconds, max_connections=r.max_connections)
             )
         await asyncio.to_thread(migrate, self.engine)
+        await sync_channels(self.engine, self.settings.alerts)
         await self.keys.start()
         await self.ledger.start()
         await self.enforcer.start()

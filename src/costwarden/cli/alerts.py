@@ -190,7 +190,7 @@ def channel_add(
     min_severity: str,
     as_json: bool,
 ) -> None:
-    """Add a channel, or replace the one of the same name."""
+    """Add a channel, or replace the one of the same name (not one of the config file's)."""
     from costwarden.alerts.delivery import redacted, validate_channel
     from costwarden.alerts.model import Channel, ChannelFilter, EmailSettings
     from costwarden.storage.alerts import save_channel
@@ -247,12 +247,15 @@ def channels(config: str, as_json: bool) -> None:
         click.echo(json.dumps(found, default=str))
         return
     table = Table(title="alert channels", box=box.SIMPLE_HEAD)
-    for column in ("name", "type", "enabled", "where"):
+    for column in ("name", "type", "enabled", "source", "where"):
         table.add_column(column, overflow="fold")
     for c in found:
         email: Any = c.get("email") or {}
         where = c.get("url") or ", ".join(email.get("to", ()))
-        table.add_row(escape(str(c["name"])), str(c["type"]), str(c["enabled"]), escape(str(where)))
+        table.add_row(
+            escape(str(c["name"])), str(c["type"]), str(c["enabled"]), str(c["source"]),
+            escape(str(where)),
+        )  # fmt: skip
     out.print(table)
 
 
@@ -261,7 +264,8 @@ def channels(config: str, as_json: bool) -> None:
 @click.argument("name")
 @friendly
 def channel_remove(config: str, name: str) -> None:
-    """Disable a channel; its deliveries not yet sent are dropped (the log stays)."""
+    """Disable a channel; its deliveries not yet sent are dropped (the log stays). A channel
+    of the config file is removed there."""
     from costwarden.storage.alerts import delete_channel
 
     engine = open_engine(load(config, need_secrets=False))

@@ -28,7 +28,7 @@ from costwarden.cli.common import (
     out,
     print_usage,
 )
-from costwarden.config.settings import settings_help
+from costwarden.config.reference import settings_help
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

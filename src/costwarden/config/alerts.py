@@ -9,6 +9,7 @@ import dataclasses
 import math
 from decimal import Decimal, InvalidOperation
 
+from costwarden.alerts.model import Channel
 from costwarden.config.fields import setting as _setting
 
 
@@ -17,9 +18,14 @@ class AlertSettings:
     enabled: bool = _setting(
         True,
         "Raise alerts (threshold crossings of every limit) and deliver them to the channels "
-        "set through the admin API or the CLI.",
+        "of [[alerts.channels]] and those set through the admin API or the CLI.",
         "COSTWARDEN_ALERTS_ENABLED",
     )
+    # [[alerts.channels]] (config/alert_channels.py), validated; stored at gateway start.
+    # Not in repr: they hold secrets.
+    channels: tuple[Channel, ...] = dataclasses.field(default=(), repr=False, metadata={"help": ""})
+    # Of those, the ones skipped for an unset secret variable by a load without secrets.
+    channels_unresolved: tuple[str, ...] = dataclasses.field(default=(), metadata={"help": ""})
     dashboard_url: str = _setting(
         "",
         "The base URL of this gateway as on-call people reach it (e.g. https://gw.example.com):"

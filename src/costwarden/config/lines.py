@@ -47,6 +47,18 @@ class ConfigText:
         where = f"{self.source}:{line}" if line else self.source
         return ConfigError(f"{where}: {key}: {message}")
 
+    def _nested_block(self, parts: list[str]) -> tuple[int, int] | None:
+        """The lines of a dotted array table's entry, ``alerts.channels[1]`` of
+        ``[[alerts.channels]]``, when the key is inside one."""
+        for depth in range(len(parts), 1, -1):
+            last = _PATH_PART.match(parts[depth - 1])
+            if last is None or last.group(2) is None:
+                continue
+            name = ".".join([*parts[: depth - 1], last.group(1)])
+            if (block := self._blocks.get((name, int(last.group(2))))) is not None:
+                return block
+        return None
+
     def _line_for(self, key: str, needle: str | None) -> int | None:
         parts = key.split(".")
         head = _PATH_PART.match(parts[0])
@@ -54,6 +66,8 @@ class ConfigText:
         if head:
             index = int(head.group(2)) if head.group(2) is not None else None
             start, end = self._blocks.get((head.group(1), index), (start, end))
+        if nested := self._nested_block(parts):  # e.g. [[alerts.channels]]
+            start, end = nested
         field_match = _PATH_PART.match(parts[-1]) if len(parts) > 1 else None
         field = field_match.group(1) if field_match else None
         assign = re.compile(rf"^\s*{re.escape(field)}\s*=") if field else None

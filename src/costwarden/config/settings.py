@@ -16,8 +16,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from costwarden.budgets.limits import TIER_SCOPES, tier_from_mapping
+from costwarden.budgets.limits import tier_from_mapping
 from costwarden.budgets.windows import zone
+from costwarden.config.alert_channels import parse_channels, split_channels
 from costwarden.config.alerts import AlertSettings, alerts_problem
 from costwarden.config.analytics import AnalyticsSettings, analytics_problem
 from costwarden.config.events import EventSettings, events_problem
@@ -29,7 +30,6 @@ from costwarden.config.metrics import MetricsSettings, metrics_problem
 from costwarden.config.otel import OtelSettings, otel_problem
 from costwarden.config.upstreams import PROVIDER_TYPES as PROVIDER_TYPES
 from costwarden.config.upstreams import (
-    RATE_HELP,
     DeploymentSettings,
     ResilienceSettings,
     RouteSettings,
@@ -260,50 +260,6 @@ class Settings:
         raise KeyError(name)
 
 
-def settings_help() -> list[tuple[str, str, str, str]]:
-    """(key, default, env var, help) for every documented setting."""
-    rows: list[tuple[str, str, str, str]] = []
-    sections: list[tuple[str, type[Any]]] = [
-        ("server", ServerSettings),
-        ("storage", StorageSettings),
-        ("budgets", BudgetSettings),
-        ("redis", RedisSettings),
-        ("resilience", ResilienceSettings),
-        ("tiers[]", TierSettings),
-        ("switches", SwitchSettings),
-        ("metrics", MetricsSettings),
-        ("otel", OtelSettings),
-        ("events", EventSettings),
-        ("alerts", AlertSettings),
-        ("analytics", AnalyticsSettings),
-        ("providers[]", ProviderSettings),
-        ("deployments[]", DeploymentSettings),
-        ("routes[]", RouteSettings),
-    ]
-    for section, cls in sections:
-        for f in dataclasses.fields(cls):
-            if not f.metadata.get("help"):
-                continue
-            default = "" if f.default in (None, dataclasses.MISSING) else str(f.default)
-            rows.append(
-                (f"{section}.{f.name}", default, f.metadata.get("env") or "", f.metadata["help"])
-            )
-    for rate, meaning in RATE_HELP.items():
-        rows.append((f"deployments[].price.{rate}", "", "", meaning))
-    for scope in TIER_SCOPES:
-        rows.append(
-            (
-                f"tiers[].{scope}",
-                "",
-                "",
-                f"Default limits for every {scope} of an org on this tier: a table of limit = "
-                'amount, e.g. { daily_usd = "5", requests_per_minute = 60 }; -1 is unlimited.',
-            )
-        )
-    rows.append(("(env only)", "", "COSTWARDEN_ADMIN_TOKEN", "Bearer token for the admin API."))
-    return rows
-
-
 # ---------------------------------------------------------------- loading
 
 
@@ -316,8 +272,9 @@ def load_settings(
 ) -> Settings:
     """Read a TOML config (or ``text``), apply environment overrides, validate everything.
 
-    ``require_secrets=False`` is for admin commands that never call a provider: an unset
-    ``api_key_env`` variable is then not an error.
+    ``require_secrets=False`` is for admin commands that never call a provider nor send an
+    alert: an unset ``api_key_env`` variable, or a secret variable of an alert channel, is then
+    not an error.
     """
     env = os.environ if env is None else env
     source = "<string>"
@@ -388,7 +345,11 @@ def _build(
         raise _invalid(ctx, env, metrics, "metrics", *problem)
     otel = _checked(OtelSettings, otel_problem, raw, "otel", ctx, env)
     events = _checked(EventSettings, events_problem, raw, "events", ctx, env)
-    alerts = _checked(AlertSettings, alerts_problem, raw, "alerts", ctx, env)
+    raw_alerts, raw_channels = split_channels(raw.get("alerts", {}))
+    alerts = _checked(AlertSettings, alerts_problem, {"alerts": raw_alerts}, "alerts", ctx, env)
+    alerts.channels, alerts.channels_unresolved = parse_channels(
+        raw_channels, ctx, env, require_secrets
+    )
     analytics = _checked(AnalyticsSettings, analytics_problem, raw, "analytics", ctx, env)
     if storage.ledger_mode not in LEDGER_MODES:
         raise _invalid(

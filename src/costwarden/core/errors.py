@@ -10,7 +10,8 @@ Everything the package raises on purpose derives from :class:`CostwardenError`:
   exist.
 - :class:`InvalidInput` -- an admin/CLI operation got a value it cannot accept.
 - :class:`Conflict` -- an admin/CLI operation conflicts with what exists: it would overwrite a
-  config-file tier, delete a tier an org is on, or close a cycle of fallback chains.
+  config-file tier or alert channel, delete a tier an org is on, or close a cycle of fallback
+  chains.
 - :class:`GatewayError` -- a request through the gateway is refused or failed. It carries
   the HTTP status and the error ``type``/``code`` of the error contract (docs/errors.md), and the
   gateway renders it OpenAI-shaped or Anthropic-shaped depending on the route. Subclasses

@@ -140,7 +140,26 @@ def channel_row(row: Row[Any]) -> Channel:
             kinds=tuple(raw_filter.get("kinds", ())),
         ),
         enabled=bool(m["enabled"]),
+        source=m["source"],
     )
+
+
+def channel_values(channel: Channel) -> dict[str, Any]:
+    """The ``alert_channels`` columns a channel's fields fill (not its id, source or times)."""
+    config: dict[str, Any] = {}
+    if channel.url is not None:
+        config["url"] = channel.url
+    if channel.secret is not None:
+        config["secret"] = channel.secret
+    if channel.email is not None:
+        config["email"] = dataclasses.asdict(channel.email)
+    return {
+        "name": channel.name,
+        "type": channel.type,
+        "config": orjson.dumps(config).decode(),
+        "filter": orjson.dumps(dataclasses.asdict(channel.filter)).decode(),
+        "enabled": channel.enabled,
+    }
 
 
 def channels_of(conn: Connection, *, enabled_only: bool = False) -> list[Channel]:

@@ -7,7 +7,10 @@
 - :func:`act_on_alert` applies an operator's action (``alerts.state.apply``) under the row's
   write lock and records who did what and when in the audit log (``alert.<action>``).
 - Channels: saved by name (validated by the caller), disabled rather than deleted, so the
-  delivery log keeps naming them. Deliveries are :mod:`costwarden.storage.alert_deliveries`'.
+  delivery log keeps naming them. A channel of the config file (``source = 'config'``, kept
+  in step by :mod:`costwarden.storage.config_channels`) is refused here with Conflict: the
+  file would undo the change at the next start. Deliveries are
+  :mod:`costwarden.storage.alert_deliveries`'.
 """
 
 from __future__ import annotations
@@ -21,10 +24,10 @@ import orjson
 import sqlalchemy as sa
 
 from costwarden.alerts.delivery import matches
-from costwarden.alerts.model import AlertState, Channel, ChannelFilter
+from costwarden.alerts.model import AlertState, Channel
 from costwarden.alerts.rules import AlertDraft
 from costwarden.alerts.state import Action, AlertStatus, apply
-from costwarden.core.errors import NotFound
+from costwarden.core.errors import Conflict, NotFound
 from costwarden.storage.alert_records import (
     SYSTEM_ACTOR,
     AlertRecord,
@@ -32,6 +35,7 @@ from costwarden.storage.alert_records import (
     any_row,
     cancel_pending,
     channel_row,
+    channel_values,
     channels_of,
     insert_into,
     new_alert_id,
@@ -262,36 +266,26 @@ def get_channel(bind: Bind, ref: str) -> Channel:
     return channel_row(row)
 
 
-def _config_json(channel: Channel) -> str:
-    config: dict[str, Any] = {}
-    if channel.url is not None:
-        config["url"] = channel.url
-    if channel.secret is not None:
-        config["secret"] = channel.secret
-    if channel.email is not None:
-        config["email"] = dataclasses.asdict(channel.email)
-    return orjson.dumps(config).decode()
-
-
-def _filter_json(channel_filter: ChannelFilter) -> str:
-    return orjson.dumps(dataclasses.asdict(channel_filter)).decode()
+def _config_managed(name: str) -> Conflict:
+    return Conflict(
+        f"alert channel {name!r} is managed in the config file ([[alerts.channels]]): "
+        "change or remove it there"
+    )
 
 
 def save_channel(bind: Bind, channel: Channel, *, actor: str) -> Channel:
-    """Create a channel, or replace the one of the same name (validated by the caller)."""
+    """Create a channel, or replace the one of the same name (validated by the caller);
+    Conflict if that one is the config file's."""
     at = utcnow()
     with begin_write(bind) as conn:
         existing = conn.execute(
-            sa.select(alert_channels.c.id).where(alert_channels.c.name == channel.name)
+            sa.select(alert_channels.c.id, alert_channels.c.source).where(
+                alert_channels.c.name == channel.name
+            )
         ).first()
-        values = {
-            "name": channel.name,
-            "type": channel.type,
-            "config": _config_json(channel),
-            "filter": _filter_json(channel.filter),
-            "enabled": channel.enabled,
-            "updated_at": at,
-        }
+        if existing is not None and existing.source == "config":
+            raise _config_managed(channel.name)
+        values = {**channel_values(channel), "updated_at": at}
         if existing is None:
             channel_id = channel.id or new_alert_id("chn")
             conn.execute(alert_channels.insert().values(id=channel_id, created_at=at, **values))
@@ -314,9 +308,16 @@ def save_channel(bind: Bind, channel: Channel, *, actor: str) -> Channel:
 
 
 def delete_channel(bind: Bind, ref: str, *, actor: str) -> None:
-    """Remove a channel; its deliveries that have not gone out are cancelled (the log stays)."""
+    """Remove a channel; its deliveries that have not gone out are cancelled (the log stays).
+    Conflict if it is the config file's."""
     channel = get_channel(bind, ref)
     with begin_write(bind) as conn:
+        # Checked again under the write lock: a gateway starting now may have taken it over.
+        source = conn.execute(
+            sa.select(alert_channels.c.source).where(alert_channels.c.id == channel.id)
+        ).scalar_one()
+        if source == "config":
+            raise _config_managed(channel.name)
         conn.execute(
             alert_deliveries.update()
             .where(
