@@ -29,6 +29,7 @@ from costwarden.storage.rollups import reconcile, repair, roll_up
 from costwarden.storage.schema import ledger, rollup_daily, rollup_hourly, rollup_tags_daily
 
 BASE = datetime(2026, 11, 1, tzinfo=UTC)
+LAG_MS = 500
 ORGS = ["org_a", "org_b", None]
 MODELS = [("gpt-4o-mini", "gpt-4o-mini-2024-07-18"), ("claude-haiku-4-5", None)]
 STATUSES = ["success", "success", "success", "upstream_error", "blocked", "degraded"]
@@ -128,16 +129,19 @@ async def test_randomised_traffic_rolls_up_to_exactly_the_ledger(
                 await w.flush()
 
         async def run_job() -> None:
+            # A lag longer than a writer's transaction: a row stamped (written_ms) but not
+            # yet committed when a run reads is never behind the watermark.
             for _ in range(6):
-                await asyncio.to_thread(roll_up, engine, lag_ms=0)
+                await asyncio.to_thread(roll_up, engine, lag_ms=LAG_MS)
                 await asyncio.sleep(0.01)
 
         await asyncio.gather(write(), run_job())
     finally:
         for w in writers:
             await w.__aexit__(None, None, None)
-    await asyncio.to_thread(roll_up, engine, lag_ms=0)
-    again = await asyncio.to_thread(roll_up, engine, lag_ms=0)
+    await asyncio.sleep(LAG_MS / 1000)  # every row is past the lag: the last run takes all
+    await asyncio.to_thread(roll_up, engine, lag_ms=LAG_MS)
+    again = await asyncio.to_thread(roll_up, engine, lag_ms=LAG_MS)
     everything = [*first, *late, *newer]
     assert again.hours == 0
     assert _hourly(engine) == _expected(everything)

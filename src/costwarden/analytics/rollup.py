@@ -7,7 +7,9 @@ give the same row (the rollup job's idempotence), and a day is the sum of its ho
 
 Every measure is exact: counts and tokens are integers, money is ``Decimal`` (the ledger's 12
 places), and latencies are summed in whole microseconds (each row's milliseconds rounded to a
-microsecond first), so the same rows always give the same sums, in any order.
+microsecond first: by the database for the dimensions' rollup, by :func:`micros` for tags;
+the two may differ on an exact half microsecond), so the same rows always give the same
+sums, in any order.
 
 Reconciliation compares a day's totals per org from the raw ledger with the rollup's: any
 difference in requests, tokens or cost is a :class:`Drift` (a row written behind the job's

@@ -8,7 +8,13 @@ database's clock minus ``lag_ms``, which covers a transaction that stamped its r
 not committed yet), and recomputes every hour those rows fall in from all of that hour's raw
 rows, then the days of those hours from their hours. Recomputing replaces the bucket's
 rows, so a run repeated, or two runs over one hour, give the same rows: idempotent. The
-first run (no watermark) takes every hour the ledger spans.
+first run (no watermark) takes every hour the ledger spans. A writer whose transaction
+commits more than ``lag_ms`` after its INSERT stamped the rows (a database stalled for a
+minute) can leave rows behind the watermark: the daily reconciliation finds that day and
+recomputes it.
+
+Sums are the database's (``INSERT ... SELECT ... GROUP BY``; money with ``money_sum``, exact
+on both dialects); tags, a JSON object per row, are summed in Python.
 
 **Reconciliation** (:func:`reconcile`): for each day, the raw ledger's totals per org
 against the daily rollup's, exactly; :func:`repair` recomputes a day that drifted.
@@ -23,7 +29,7 @@ import dataclasses
 import logging
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -31,6 +37,7 @@ from sqlalchemy.engine import Connection
 from costwarden.analytics.rollup import (
     DIMENSIONS,
     HOUR,
+    MEASURES,
     Drift,
     Totals,
     day_of,
@@ -39,10 +46,9 @@ from costwarden.analytics.rollup import (
     hour_of,
     hours_between,
     hours_of_day,
-    row_totals,
     tag_rollup,
 )
-from costwarden.storage.db import Bind, begin_write, connect_read
+from costwarden.storage.db import Bind, begin_write, connect_read, money_sum
 from costwarden.storage.ledger_rows import NOW_MS_SQL
 from costwarden.storage.schema import (
     analytics_state,
@@ -52,19 +58,45 @@ from costwarden.storage.schema import (
     rollup_tags_daily,
     rollup_tags_hourly,
 )
-from costwarden.storage.sqltypes import utcnow
+from costwarden.storage.sqltypes import UTCDateTime, utcnow
 
 logger = logging.getLogger(__name__)
 
+_Select = TypeVar("_Select", bound=sa.Select[*tuple[Any, ...]])
+_MONEY_MEASURES = frozenset({"cost_usd", "cache_savings_usd"})
 WATERMARK = "rollup.written_ms"
 RECONCILED = "reconciled.epoch_day"  # the last day the daily check covered
 _c = ledger.c
-# The columns a rollup reads of a raw row.
+# The columns a tag rollup reads of a raw row.
 _READ = (
-    _c.org_id, _c.project_id, _c.key_id, _c.end_user, _c.provider,
-    sa.func.coalesce(_c.served_model, _c.requested_model).label("model"), _c.status, _c.tags,
-    _c.input_tokens, _c.cached_input_tokens, _c.cache_write_tokens, _c.output_tokens,
-    _c.reasoning_tokens, _c.cost_usd, _c.latency_ms, _c.ttft_ms,
+    _c.org_id, _c.tags, _c.input_tokens, _c.cached_input_tokens, _c.cache_write_tokens,
+    _c.output_tokens, _c.reasoning_tokens, _c.cost_usd, _c.latency_ms, _c.ttft_ms,
+)  # fmt: skip
+# The dimensions as a rollup row stores them: "" for none.
+_DIMS = {
+    "org_id": _c.org_id, "project_id": _c.project_id, "key_id": _c.key_id,
+    "end_user": _c.end_user, "provider": _c.provider,
+    "model": sa.func.coalesce(_c.served_model, _c.requested_model), "status": _c.status,
+}  # fmt: skip
+
+
+def _micros_sum(column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    # Each row's milliseconds rounded to whole microseconds, then summed: exact integers.
+    return sa.func.sum(sa.cast(sa.func.round(column * 1000), sa.BigInteger))
+
+
+# Every measure of a group of raw rows, summed by the database (money exactly: money_sum).
+_SUMS = (
+    sa.func.count().label("requests"),
+    *(sa.func.sum(getattr(_c, t)).label(t) for t in (
+        "input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens",
+        "reasoning_tokens",
+    )),
+    money_sum(_c.cost_usd).label("cost_usd"),
+    sa.literal(0).label("cache_savings_usd"),
+    _micros_sum(_c.latency_ms).label("latency_us"),
+    sa.func.coalesce(_micros_sum(_c.ttft_ms), 0).label("ttft_us"),
+    sa.func.count(_c.ttft_ms).label("ttft_count"),
 )  # fmt: skip
 
 
@@ -111,7 +143,7 @@ def _pending_hours(conn: Connection, after: int | None, upto: int) -> set[dateti
     return {hour_of(ts) for ts in rows}
 
 
-def _rolled(stmt: sa.Select[Any], upto: int | None) -> sa.Select[Any]:
+def _rolled(stmt: _Select, upto: int | None) -> _Select:
     """Only the rows written up to the watermark ``upto`` (and those from before written_ms
     existed): a row written later is the next run's, so the rollup and the reconciliation
     see the same rows."""
@@ -120,41 +152,39 @@ def _rolled(stmt: sa.Select[Any], upto: int | None) -> sa.Select[Any]:
     return stmt.where(sa.or_(_c.written_ms.is_(None), _c.written_ms <= upto))
 
 
-def _hour_rows(conn: Connection, hour: datetime, upto: int | None) -> list[Any]:
-    stmt = sa.select(*_READ).where(_c.ts >= hour, _c.ts < hour + HOUR)
-    return list(conn.execute(_rolled(stmt, upto)).mappings())
-
-
-def _dims(row: Any) -> tuple[str, ...]:
-    return tuple(row[d] or "" for d in DIMENSIONS)
-
-
-def _group(rows: Iterable[Any]) -> dict[tuple[str, ...], Totals]:
-    out: dict[tuple[str, ...], Totals] = {}
-    for row in rows:
-        key = _dims(row)
-        found = out.get(key)
-        if found is None:
-            out[key] = found = Totals()
-        found.add(row_totals(row))
-    return out
+def _totals(
+    conn: Connection, start: datetime, end: datetime, upto: int | None, keys: list[str]
+) -> dict[tuple[str, ...], Totals]:
+    """The raw rows of [start, end) written up to ``upto``, summed by the database per
+    ``keys`` (dimension names)."""
+    dims = [_DIMS[k] for k in keys]
+    stmt = sa.select(*dims, *_SUMS).where(_c.ts >= start, _c.ts < end).group_by(*dims)
+    return {
+        tuple(row[i] or "" for i in range(len(keys))): Totals.of(row._mapping)
+        for row in conn.execute(_rolled(stmt, upto))
+    }
 
 
 def _write_hour(conn: Connection, hour: datetime, upto: int | None) -> int:
-    """Recompute one hour's rollup rows from its raw rows; how many raw rows it read."""
-    rows = _hour_rows(conn, hour, upto)
+    """Recompute one hour's rollup rows from its raw rows; how many raw rows it read. The
+    dimensions' rows are summed and written by the database (INSERT ... SELECT); the tags,
+    a JSON object per row, are summed here."""
     conn.execute(rollup_hourly.delete().where(rollup_hourly.c.hour == hour))
     conn.execute(rollup_tags_hourly.delete().where(rollup_tags_hourly.c.hour == hour))
-    grouped = _group(rows)
-    if grouped:
-        conn.execute(
-            rollup_hourly.insert(),
-            [
-                {"hour": hour, **dict(zip(DIMENSIONS, key, strict=True)), **t.as_dict()}
-                for key, t in grouped.items()
-            ],
-        )
-    tagged = tag_rollup(rows)
+    dims = [sa.func.coalesce(col, "") for col in _DIMS.values()]
+    grouped = _rolled(
+        sa.select(sa.literal(hour, UTCDateTime()), *dims, *_SUMS)
+        .where(_c.ts >= hour, _c.ts < hour + HOUR)
+        .group_by(*dims),
+        upto,
+    )
+    conn.execute(
+        rollup_hourly.insert().from_select(["hour", *DIMENSIONS, *MEASURES], grouped)
+    )
+    tagged_rows = _rolled(
+        sa.select(*_READ).where(_c.ts >= hour, _c.ts < hour + HOUR, _c.tags != "{}"), upto
+    )
+    tagged = tag_rollup(conn.execute(tagged_rows).mappings())
     if tagged:
         conn.execute(
             rollup_tags_hourly.insert(),
@@ -163,35 +193,31 @@ def _write_hour(conn: Connection, hour: datetime, upto: int | None) -> int:
                 for (org, tag), t in tagged.items()
             ],
         )
-    return len(rows)
+    read = conn.execute(
+        sa.select(sa.func.sum(rollup_hourly.c.requests)).where(rollup_hourly.c.hour == hour)
+    ).scalar()
+    return int(read or 0)
 
 
 def _write_day(conn: Connection, day: str) -> None:
-    """Recompute one day's rollup rows from its hours' rows."""
+    """Recompute one day's rollup rows from its hours' rows, in the database."""
     start = day_start(day)
     for hourly, daily, keys in (
         (rollup_hourly, rollup_daily, DIMENSIONS),
         (rollup_tags_hourly, rollup_tags_daily, ("org_id", "tag")),
     ):
         conn.execute(daily.delete().where(daily.c.day == day))
-        found: dict[tuple[str, ...], Totals] = {}
-        rows = conn.execute(
-            sa.select(hourly).where(hourly.c.hour >= start, hourly.c.hour < start + 24 * HOUR)
-        ).mappings()
-        for row in rows:
-            key = tuple(row[k] for k in keys)
-            totals = found.get(key)
-            if totals is None:
-                found[key] = totals = Totals()
-            totals.add(Totals.of(row))
-        if found:
-            conn.execute(
-                daily.insert(),
-                [
-                    {"day": day, **dict(zip(keys, key, strict=True)), **t.as_dict()}
-                    for key, t in found.items()
-                ],
-            )
+        columns = [hourly.c[k] for k in keys]
+        sums = [
+            money_sum(hourly.c[m]) if m in _MONEY_MEASURES else sa.func.sum(hourly.c[m])
+            for m in MEASURES
+        ]
+        summed = (
+            sa.select(sa.literal(day), *columns, *sums)
+            .where(hourly.c.hour >= start, hourly.c.hour < start + 24 * HOUR)
+            .group_by(*columns)
+        )
+        conn.execute(daily.insert().from_select(["day", *keys, *MEASURES], summed))
 
 
 def _recompute(bind: Bind, hours: Iterable[datetime], upto: int | None) -> int:
@@ -232,16 +258,8 @@ def _ledger_day(conn: Connection, day: str, upto: int | None) -> dict[str, Total
     """The raw ledger's totals per org on ``day``, of the rows the job has had the chance to
     roll up (written up to its watermark ``upto``; rows from before written_ms existed)."""
     start = day_start(day)
-    out: dict[str, Totals] = {}
-    stmt = sa.select(*_READ).where(_c.ts >= start, _c.ts < start + 24 * HOUR)
-    rows = conn.execute(_rolled(stmt, upto)).mappings()
-    for row in rows:
-        org = row["org_id"] or ""
-        found = out.get(org)
-        if found is None:
-            out[org] = found = Totals()
-        found.add(row_totals(row))
-    return out
+    found = _totals(conn, start, start + 24 * HOUR, upto, ["org_id"])
+    return {key[0]: totals for key, totals in found.items()}
 
 
 def _rollup_day(conn: Connection, day: str) -> dict[str, Totals]:
