@@ -16,6 +16,7 @@ test and is deliberately not shadowed here.
 from __future__ import annotations
 
 import os
+import random
 import secrets
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -23,6 +24,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psycopg
 import pytest
 import sqlalchemy as sa
@@ -227,3 +229,54 @@ class Ctx:
 @pytest.fixture
 def ctx(engine: Engine) -> Ctx:
     return Ctx(engine)
+
+
+# --------------------------------------------------------------------------- analytics
+
+ORGS = ["org_a", "org_b", None]
+MODELS = [("gpt-4o-mini", "gpt-4o-mini-2024-07-18"), ("claude-haiku-4-5", None)]
+STATUSES = ["success", "success", "success", "upstream_error", "blocked", "degraded"]
+
+
+def random_record(rng: random.Random, ts: datetime) -> LedgerRecord:
+    """A ledger record with every dimension drawn at random (analytics tests)."""
+    requested, served = rng.choice(MODELS)
+    tags = rng.choice([{}, {"team": "ml"}, {"team": "web", "env": "prod"}])
+    return LedgerRecord(
+        request_id=f"req_{rng.getrandbits(96):024x}",
+        ts=ts,
+        endpoint="chat.completions",
+        status=rng.choice(STATUSES),
+        http_status=200,
+        org_id=rng.choice(ORGS),
+        project_id=rng.choice([None, "prj_1", "prj_2"]),
+        key_id=rng.choice(["key_1", "key_2"]),
+        end_user=rng.choice([None, "alice", "bob"]),
+        tags=tags,
+        provider=rng.choice(["openai", "anthropic"]),
+        requested_model=requested,
+        served_model=served,
+        input_tokens=rng.randrange(0, 5000),
+        cached_input_tokens=rng.randrange(0, 100),
+        output_tokens=rng.randrange(0, 2000),
+        reasoning_tokens=rng.randrange(0, 50),
+        cost_usd=Decimal(rng.randrange(0, 10**10)).scaleb(-12),  # up to $0.01, 12 places
+        latency_ms=rng.uniform(1, 3000),
+        ttft_ms=rng.choice([None, rng.uniform(1, 500)]),
+        overhead_ms=0.3,
+    )
+
+
+def ledger_row(r: LedgerRecord) -> dict[str, Any]:
+    """What the ledger row of ``r`` holds, as analytics reads it (model: served, else
+    requested)."""
+    return {
+        "org_id": r.org_id, "project_id": r.project_id, "key_id": r.key_id,
+        "end_user": r.end_user, "provider": r.provider,
+        "model": r.served_model or r.requested_model, "status": r.status,
+        "tags": "{}" if not r.tags else orjson.dumps(r.tags).decode(),
+        "input_tokens": r.input_tokens, "cached_input_tokens": r.cached_input_tokens,
+        "cache_write_tokens": r.cache_write_tokens, "output_tokens": r.output_tokens,
+        "reasoning_tokens": r.reasoning_tokens, "cost_usd": r.cost_usd,
+        "latency_ms": r.latency_ms, "ttft_ms": r.ttft_ms, "ts": r.ts,
+    }  # fmt: skip

@@ -8,7 +8,6 @@ import asyncio
 import random
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -27,59 +26,14 @@ from costwarden.core.records import LedgerRecord
 from costwarden.storage.ledger import LedgerWriter
 from costwarden.storage.rollups import reconcile, repair, roll_up
 from costwarden.storage.schema import ledger, rollup_daily, rollup_hourly, rollup_tags_daily
+from tests.storage.conftest import ledger_row, random_record
 
 BASE = datetime(2026, 11, 1, tzinfo=UTC)
 LAG_MS = 500
-ORGS = ["org_a", "org_b", None]
-MODELS = [("gpt-4o-mini", "gpt-4o-mini-2024-07-18"), ("claude-haiku-4-5", None)]
-STATUSES = ["success", "success", "success", "upstream_error", "blocked", "degraded"]
-
-
-def _record(rng: random.Random, ts: datetime) -> LedgerRecord:
-    requested, served = rng.choice(MODELS)
-    tags = rng.choice([{}, {"team": "ml"}, {"team": "web", "env": "prod"}])
-    return LedgerRecord(
-        request_id=f"req_{rng.getrandbits(96):024x}",
-        ts=ts,
-        endpoint="chat.completions",
-        status=rng.choice(STATUSES),
-        http_status=200,
-        org_id=rng.choice(ORGS),
-        project_id=rng.choice([None, "prj_1", "prj_2"]),
-        key_id=rng.choice(["key_1", "key_2"]),
-        end_user=rng.choice([None, "alice", "bob"]),
-        tags=tags,
-        provider=rng.choice(["openai", "anthropic"]),
-        requested_model=requested,
-        served_model=served,
-        input_tokens=rng.randrange(0, 5000),
-        cached_input_tokens=rng.randrange(0, 100),
-        output_tokens=rng.randrange(0, 2000),
-        reasoning_tokens=rng.randrange(0, 50),
-        cost_usd=Decimal(rng.randrange(0, 10**10)).scaleb(-12),  # up to $0.01, 12 places
-        latency_ms=rng.uniform(1, 3000),
-        ttft_ms=rng.choice([None, rng.uniform(1, 500)]),
-        overhead_ms=0.3,
-    )
-
-
-def _as_row(r: LedgerRecord) -> dict[str, Any]:
-    return {
-        "org_id": r.org_id, "project_id": r.project_id, "key_id": r.key_id,
-        "end_user": r.end_user, "provider": r.provider,
-        "model": r.served_model or r.requested_model, "status": r.status,
-        "tags": "{}" if not r.tags else __import__("orjson").dumps(r.tags).decode(),
-        "input_tokens": r.input_tokens, "cached_input_tokens": r.cached_input_tokens,
-        "cache_write_tokens": r.cache_write_tokens, "output_tokens": r.output_tokens,
-        "reasoning_tokens": r.reasoning_tokens, "cost_usd": r.cost_usd,
-        "latency_ms": r.latency_ms, "ttft_ms": r.ttft_ms, "ts": r.ts,
-    }  # fmt: skip
-
-
 def _expected(records: list[LedgerRecord]) -> dict[tuple[Any, ...], Totals]:
     out: dict[tuple[Any, ...], Totals] = {}
     for r in records:
-        row = _as_row(r)
+        row = ledger_row(r)
         key = (hour_of(r.ts), *(row[d] or "" for d in DIMENSIONS))
         out.setdefault(key, Totals()).add(row_totals(row))
     return out
@@ -99,11 +53,17 @@ async def test_randomised_traffic_rolls_up_to_exactly_the_ledger(
     engine: Engine, db_url: str, make_engine: Callable[[str], Engine]
 ) -> None:
     rng = random.Random(20261202)
-    first = [_record(rng, BASE + timedelta(seconds=rng.uniform(0, 3 * 86400))) for _ in range(400)]
+    def spread(days: int, count: int) -> list[LedgerRecord]:
+        return [
+            random_record(rng, BASE + timedelta(seconds=rng.uniform(0, days * 86400)))
+            for _ in range(count)
+        ]
+
+    first = spread(3, 400)
     # Written later but stamped earlier than much of what the job already rolled up: the
     # first day's hours (as a batched writer holding rows through an outage would).
-    late = [_record(rng, BASE + timedelta(seconds=rng.uniform(0, 86400))) for _ in range(150)]
-    newer = [_record(rng, BASE + timedelta(seconds=rng.uniform(0, 4 * 86400))) for _ in range(150)]
+    late = spread(1, 150)
+    newer = spread(4, 150)
     writers = [
         LedgerWriter(engine, flush_interval=0.01),
         LedgerWriter(make_engine(db_url), flush_interval=0.01),  # a second process's writer
@@ -159,11 +119,11 @@ async def test_randomised_traffic_rolls_up_to_exactly_the_ledger(
         want = Totals()
         for r in everything:
             if day_of(r.ts) == day:
-                want.add(row_totals(_as_row(r)))
+                want.add(row_totals(ledger_row(r)))
         assert by_day[day] == want
     want_tags: dict[tuple[str, str, str], Totals] = {}
     for day in days:
-        rows = [_as_row(r) for r in everything if day_of(r.ts) == day]
+        rows = [ledger_row(r) for r in everything if day_of(r.ts) == day]
         for (org, tag), totals in tag_rollup(rows).items():
             want_tags[(day, org, tag)] = totals
     assert {(r["day"], r["org_id"], r["tag"]): Totals.of(r) for r in tagged} == want_tags

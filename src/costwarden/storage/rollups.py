@@ -72,11 +72,14 @@ _READ = (
     _c.org_id, _c.tags, _c.input_tokens, _c.cached_input_tokens, _c.cache_write_tokens,
     _c.output_tokens, _c.reasoning_tokens, _c.cost_usd, _c.latency_ms, _c.ttft_ms,
 )  # fmt: skip
-# The dimensions as a rollup row stores them: "" for none.
-_DIMS = {
-    "org_id": _c.org_id, "project_id": _c.project_id, "key_id": _c.key_id,
-    "end_user": _c.end_user, "provider": _c.provider,
-    "model": sa.func.coalesce(_c.served_model, _c.requested_model), "status": _c.status,
+# The dimensions of a raw row as a rollup row stores them: "" for none.
+RAW_DIMS: dict[str, sa.ColumnElement[Any]] = {
+    name: sa.func.coalesce(column, "")
+    for name, column in (
+        ("org_id", _c.org_id), ("project_id", _c.project_id), ("key_id", _c.key_id),
+        ("end_user", _c.end_user), ("provider", _c.provider),
+        ("model", sa.func.coalesce(_c.served_model, _c.requested_model)), ("status", _c.status),
+    )
 }  # fmt: skip
 
 
@@ -86,7 +89,7 @@ def _micros_sum(column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
 
 
 # Every measure of a group of raw rows, summed by the database (money exactly: money_sum).
-_SUMS = (
+RAW_SUMS = (
     sa.func.count().label("requests"),
     *(sa.func.sum(getattr(_c, t)).label(t) for t in (
         "input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens",
@@ -114,7 +117,7 @@ def db_now_ms(conn: Connection) -> int:
     return int(conn.exec_driver_sql("SELECT " + NOW_MS_SQL[conn.dialect.name]).scalar_one())
 
 
-def _watermark(conn: Connection) -> int | None:
+def watermark(conn: Connection) -> int | None:
     value = conn.execute(
         sa.select(analytics_state.c.value).where(analytics_state.c.name == WATERMARK)
     ).scalar_one_or_none()
@@ -157,8 +160,8 @@ def _totals(
 ) -> dict[tuple[str, ...], Totals]:
     """The raw rows of [start, end) written up to ``upto``, summed by the database per
     ``keys`` (dimension names)."""
-    dims = [_DIMS[k] for k in keys]
-    stmt = sa.select(*dims, *_SUMS).where(_c.ts >= start, _c.ts < end).group_by(*dims)
+    dims = [RAW_DIMS[k] for k in keys]
+    stmt = sa.select(*dims, *RAW_SUMS).where(_c.ts >= start, _c.ts < end).group_by(*dims)
     return {
         tuple(row[i] or "" for i in range(len(keys))): Totals.of(row._mapping)
         for row in conn.execute(_rolled(stmt, upto))
@@ -171,9 +174,9 @@ def _write_hour(conn: Connection, hour: datetime, upto: int | None) -> int:
     a JSON object per row, are summed here."""
     conn.execute(rollup_hourly.delete().where(rollup_hourly.c.hour == hour))
     conn.execute(rollup_tags_hourly.delete().where(rollup_tags_hourly.c.hour == hour))
-    dims = [sa.func.coalesce(col, "") for col in _DIMS.values()]
+    dims = list(RAW_DIMS.values())
     grouped = _rolled(
-        sa.select(sa.literal(hour, UTCDateTime()), *dims, *_SUMS)
+        sa.select(sa.literal(hour, UTCDateTime()), *dims, *RAW_SUMS)
         .where(_c.ts >= hour, _c.ts < hour + HOUR)
         .group_by(*dims),
         upto,
@@ -238,7 +241,7 @@ def _recompute(bind: Bind, hours: Iterable[datetime], upto: int | None) -> int:
 def roll_up(bind: Bind, *, lag_ms: int) -> RollupRun:
     """One run of the job (see the module docstring)."""
     with connect_read(bind) as conn:
-        after = _watermark(conn)
+        after = watermark(conn)
         upto = db_now_ms(conn) - lag_ms
         if after is not None and upto <= after:
             return RollupRun(0, 0, after)
@@ -278,7 +281,7 @@ def reconcile(bind: Bind, days: Iterable[str]) -> list[Drift]:
     job's watermark are left out of both sides: the next run rolls them up."""
     out: list[Drift] = []
     with connect_read(bind) as conn:
-        upto = _watermark(conn)
+        upto = watermark(conn)
         for day in days:
             out.extend(drifts(day, _ledger_day(conn, day, upto), _rollup_day(conn, day)))
     return out
@@ -302,6 +305,6 @@ def repair(bind: Bind, day: str) -> int:
     """Recompute every hour of ``day`` and the day from the raw ledger (the rows written up
     to the watermark); raw rows read."""
     with connect_read(bind) as conn:
-        upto = _watermark(conn)
+        upto = watermark(conn)
     return _recompute(bind, hours_of_day(day), upto)
 

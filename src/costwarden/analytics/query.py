@@ -1,0 +1,114 @@
+"""Analytics queries as data: what a caller asks for, checked, and where each part is read.
+
+A :class:`SpendQuery` asks for totals over ``[since, until)``, grouped by some dimensions
+(org, project, key, end user, provider, model, status; or tag), optionally per UTC hour or
+day, with equality filters on any dimension. The org a caller may see is part of the query
+(``tenant``), set from who asks, never only from the query string: an org admin's queries are
+confined to its org whatever filters it sends.
+
+:func:`plan` splits the range by where it is read: whole UTC days before the rollup's
+watermark from the daily rollup, the other hours before it from the hourly rollup, and the
+rest (the hour the watermark is in, and after) from the raw ledger, so a query over a year
+reads a few hundred rows per group and today's last minutes are still counted. A range
+starts on a whole UTC hour; it may end anywhere (now).
+
+Pure: ``storage.analytics_read`` runs the plan.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from costwarden.analytics.rollup import DIMENSIONS, HOUR, day_of, day_start, hour_of
+from costwarden.core.errors import InvalidInput
+
+Granularity = Literal["hour", "day"]
+GRANULARITIES: tuple[Granularity, ...] = ("hour", "day")
+GROUPS = (*DIMENSIONS, "tag")
+MAX_RANGE = timedelta(days=366)
+DAY = timedelta(days=1)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SpendQuery:
+    since: datetime
+    until: datetime
+    by: tuple[str, ...] = ()
+    granularity: Granularity | None = None
+    filters: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    tenant: str | None = None  # the one org the caller may see; None: every org
+
+    def __post_init__(self) -> None:
+        check(self)
+
+
+def check(q: SpendQuery) -> None:
+    """InvalidInput, naming what is wrong, for a query that cannot be answered."""
+    for when in (q.since, q.until):
+        if when.tzinfo is None:
+            raise InvalidInput("times must carry a UTC offset (e.g. 2026-11-01T00:00:00Z)")
+    if q.since != hour_of(q.since):
+        raise InvalidInput("'since' must be a whole UTC hour (or a date)")
+    if q.until <= q.since:
+        raise InvalidInput("'until' must be after 'since'")
+    if q.until - q.since > MAX_RANGE:
+        raise InvalidInput(f"a range is at most {MAX_RANGE.days} days")
+    for name in q.by:
+        if name not in GROUPS:
+            raise InvalidInput(f"unknown dimension {name!r} (known: {', '.join(GROUPS)})")
+    if len(set(q.by)) != len(q.by):
+        raise InvalidInput("a dimension is named twice in 'by'")
+    if "tag" in q.by and len(q.by) > 1 and set(q.by) != {"tag", "org_id"}:
+        raise InvalidInput("'tag' groups alone or with org_id")
+    for name in q.filters:
+        if name not in GROUPS:
+            raise InvalidInput(f"unknown filter {name!r} (known: {', '.join(GROUPS)})")
+    if "tag" in q.filters and (set(q.filters) - {"tag", "org_id"} or _dims_only(q.by)):
+        raise InvalidInput("a 'tag' filter goes with org_id filters and 'tag' groups only")
+    if q.granularity is not None and q.granularity not in GRANULARITIES:
+        raise InvalidInput(f"granularity must be one of {', '.join(GRANULARITIES)}")
+
+
+def _dims_only(by: tuple[str, ...]) -> bool:
+    return bool(by) and "tag" not in by and by != ("org_id",)
+
+
+def uses_tags(q: SpendQuery) -> bool:
+    return "tag" in q.by or "tag" in q.filters
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Plan:
+    """Where each part of a query's range is read: whole days (daily rollup), hours (hourly
+    rollup), and the rest (the ledger, ``[raw[0], raw[1])``)."""
+
+    days: tuple[str, ...]
+    hours: tuple[datetime, ...]
+    raw: tuple[datetime, datetime] | None
+
+
+def plan(q: SpendQuery, rolled_until: datetime | None) -> Plan:
+    """Split ``q``'s range at ``rolled_until`` (the start of the hour the rollup's watermark
+    is in: everything before it is rolled up): before it from the rollups (whole UTC days
+    from the daily one, unless per hour), from there on from the ledger."""
+    since, until = q.since.astimezone(UTC), q.until.astimezone(UTC)
+    boundary = since if rolled_until is None else max(since, hour_of(rolled_until))
+    boundary = min(boundary, hour_of(until))
+    days: list[str] = []
+    hours: list[datetime] = []
+    hour = since
+    while hour < boundary:
+        if (
+            q.granularity != "hour"
+            and hour == day_start(day_of(hour))
+            and hour + DAY <= boundary
+        ):
+            days.append(day_of(hour))
+            hour += DAY
+        else:
+            hours.append(hour)
+            hour += HOUR
+    return Plan(tuple(days), tuple(hours), (boundary, until) if boundary < until else None)
