@@ -41,6 +41,9 @@ NEED_AN_ALERT = [
 ]
 # A rule's target is what the rule says: one that does not exist (an org, project, key or
 # tier schemathesis made up) is a 400, not a 404 (tests/admin/test_alert_rules_api.py).
+# An analytics range can be well-formed and still not a range: inverted, over 366 days, a
+# date that does not exist (2026-02-31), a start off the hour: 400s the pattern cannot tell.
+ANALYTICS_RANGES = ["analyticsSpend", "analyticsTop", "analyticsChargeback"]
 RULE_ACCEPTANCE = ["2xx", "3xx", "400", "401", "403", "404", "409", "429", "5xx"]
 # A tier in the config file: writing or deleting it is the 409 the document promises.
 CONFIG_TIER = """
@@ -69,6 +72,15 @@ def _run(base_url: str) -> tuple[list[str], dict[str, set[int]]]:
                         "positive_data_acceptance": {"expected-statuses": RULE_ACCEPTANCE}
                     },
                 },
+                *(
+                    {
+                        "include-operation-id": operation,
+                        "checks": {
+                            "positive_data_acceptance": {"expected-statuses": RULE_ACCEPTANCE}
+                        },
+                    }
+                    for operation in ANALYTICS_RANGES
+                ),
             ],
         }
     )

@@ -131,3 +131,12 @@ async def test_rolled_hours_read_the_rollups_and_the_rest_the_ledger(
     (after,) = await asyncio.to_thread(spend, engine, q)
     assert after.totals.requests == before.totals.requests - 1
     assert after.totals.cost_usd == before.totals.cost_usd - fresh[0].cost_usd
+
+
+async def test_an_empty_ledger_answers_nothing(engine: Engine) -> None:
+    now = datetime.now(UTC)
+    for by in ((), ("org_id",), ("tag",)):
+        q = SpendQuery(hour_of(now) - timedelta(days=2), now, by=by)
+        assert await asyncio.to_thread(spend, engine, q) == []
+    await asyncio.to_thread(roll_up, engine, lag_ms=0)
+    assert await asyncio.to_thread(spend, engine, SpendQuery(hour_of(now), now)) == []

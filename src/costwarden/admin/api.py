@@ -28,6 +28,7 @@ from starlette.routing import Route
 from costwarden.admin import (
     alert_rules_api,
     alerts_api,
+    analytics_api,
     channels_api,
     events_api,
     health_api,
@@ -96,6 +97,9 @@ ROUTES: tuple[Route, ...] = (
     # Prometheus (text format, not in the OpenAPI document)
     Route("/metrics", metrics_api.metrics, methods=["GET"]),
     Route("/admin/risks", risks_api.risks, methods=["GET"]),
+    Route("/admin/analytics/spend", analytics_api.spend_report, methods=["GET"]),
+    Route("/admin/analytics/top", analytics_api.top, methods=["GET"]),
+    Route("/admin/analytics/chargeback.csv", analytics_api.chargeback, methods=["GET"]),
     Route("/admin/alert-rules", alert_rules_api.get_rules, methods=["GET"]),
     Route("/admin/alert-rules", alert_rules_api.put_rule, methods=["PUT"]),
     Route("/admin/alert-rules/{rule_id}", alert_rules_api.remove_rule, methods=["DELETE"]),

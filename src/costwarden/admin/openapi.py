@@ -19,6 +19,7 @@ from costwarden.admin.openapi_alerts import (
     CHANNEL_PATHS,
     CHANNEL_SCHEMA,
 )
+from costwarden.admin.openapi_analytics import ANALYTICS_PATHS, TOTALS_SCHEMA
 from costwarden.admin.openapi_inputs import (
     CREATE_KEY,
     DELETE_LIMITS,
@@ -419,6 +420,7 @@ OPENAPI: dict[str, Any] = {
             "Alert": ALERT_SCHEMA,
             "AlertChannel": CHANNEL_SCHEMA,
             "AlertRule": RULE_SCHEMA,
+            "AnalyticsTotals": TOTALS_SCHEMA,
         },
         "responses": RESPONSES,
     },
@@ -432,6 +434,7 @@ OPENAPI: dict[str, Any] = {
         **ALERT_PATHS,
         **CHANNEL_PATHS,
         **RULE_PATHS,
+        **ANALYTICS_PATHS,
     },
 }
 

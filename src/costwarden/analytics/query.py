@@ -18,6 +18,7 @@ Pure: ``storage.analytics_read`` runs the plan.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -112,3 +113,52 @@ def plan(q: SpendQuery, rolled_until: datetime | None) -> Plan:
             hours.append(hour)
             hour += HOUR
     return Plan(tuple(days), tuple(hours), (boundary, until) if boundary < until else None)
+
+
+# A time as the API and the CLI take it (the OpenAPI document's pattern is this text):
+# a span back from now (24h, 30d), a date, or a date and time with an offset (Z, +02:00).
+WHEN = (
+    r"^(?:([0-9]{1,4})([hd])|([0-9]{4}-[0-9]{2}-[0-9]{2})"
+    r"(?:T([0-9]{2}:[0-9]{2}(?::[0-9]{2})?)(Z|[+-][0-9]{2}:[0-9]{2}))?)$"
+)
+_WHEN = re.compile(WHEN)
+# What the API and the CLI call the dimensions.
+NAMES = {
+    "org": "org_id", "project": "project_id", "key": "key_id", "user": "end_user",
+    "provider": "provider", "model": "model", "status": "status", "tag": "tag",
+}  # fmt: skip
+BY = "^(?:" + "|".join(NAMES) + ")(?:,(?:" + "|".join(NAMES) + "))*$"
+
+
+def parse_when(value: str, now: datetime, *, what: str) -> datetime:
+    """``24h`` / ``30d`` back from now (from the start of that hour), a date (its midnight,
+    UTC) or a date and time with an offset; InvalidInput naming ``what`` otherwise."""
+    match = _WHEN.match(value)
+    if match is None:
+        raise InvalidInput(
+            f"{what}: use a span like 24h or 30d, a date (2026-11-01) or a time with an "
+            f"offset (2026-11-01T08:00Z), got {value!r}"
+        )
+    amount, unit, date, clock, offset = match.groups()
+    if amount is not None:
+        back = timedelta(hours=int(amount)) if unit == "h" else timedelta(days=int(amount))
+        return hour_of(now - back)
+    try:
+        if clock is None:
+            return datetime.strptime(date, "%Y-%m-%d").replace(tzinfo=UTC)
+        zone = "+00:00" if offset == "Z" else offset
+        return datetime.fromisoformat(f"{date}T{clock}{zone}").astimezone(UTC)
+    except ValueError:
+        raise InvalidInput(f"{what}: not a real date or time: {value!r}") from None
+
+
+def dimensions(text: str | None) -> tuple[str, ...]:
+    """``org,model`` -> the dimensions' column names; InvalidInput for an unknown one."""
+    if text is None:
+        return ()
+    out = []
+    for name in text.split(","):
+        if name not in NAMES:
+            raise InvalidInput(f"unknown dimension {name!r} (known: {', '.join(NAMES)})")
+        out.append(NAMES[name])
+    return tuple(out)

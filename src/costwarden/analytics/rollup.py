@@ -66,7 +66,8 @@ class Totals:
         """Totals from a rollup row's measures (money as Decimal, the rest as integers)."""
         out = cls()
         for f in _FIELDS:
-            setattr(out, f, Decimal(values[f]) if f in _MONEY else int(values[f] or 0))
+            # An aggregate over no rows sums to NULL.
+            setattr(out, f, Decimal(values[f] or 0) if f in _MONEY else int(values[f] or 0))
         return out
 
 

@@ -65,6 +65,8 @@ def spend(bind: Bind, q: SpendQuery) -> list[SpendRow]:
 
 def _add(acc: dict[Key, Totals], found: Iterable[tuple[Key, Totals]]) -> None:
     for key, totals in found:
+        if not totals.requests:
+            continue  # an ungrouped aggregate over no rows
         have = acc.get(key)
         if have is None:
             acc[key] = have = Totals()

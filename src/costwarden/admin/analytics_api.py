@@ -1,0 +1,243 @@
+"""Admin API handlers for analytics: spend by any dimension, the top spenders, and the monthly
+chargeback as CSV. Every answer is summed from the rollups and the raw ledger past their
+watermark (``storage.analytics_read``), so it equals the ledger's rows.
+
+- ``GET /admin/analytics/spend?since=&until=&by=&granularity=`` and a filter per dimension
+  (``org`` by name; ``project``, ``key``, ``user``, ``provider``, ``model``, ``status``,
+  ``tag`` as stored).
+- ``GET /admin/analytics/top?by=org|project|key|user|provider|model&n=10&since=&until=``.
+- ``GET /admin/analytics/chargeback.csv?month=YYYY-MM&by=org|project|tag``: one row per org
+  (and project or tag) for the month, in FOCUS column names where they fit.
+
+The org a caller may see is passed to the query as its ``tenant`` (the platform admin: every
+org), not only taken from the query string.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from costwarden.admin.context import AdminContext, context
+from costwarden.analytics.query import (
+    GRANULARITIES,
+    NAMES,
+    Granularity,
+    SpendQuery,
+    dimensions,
+    parse_when,
+)
+from costwarden.analytics.rollup import Totals
+from costwarden.core.errors import InvalidInput, NotFound
+from costwarden.storage import repo
+from costwarden.storage.analytics_read import SpendRow, spend
+
+COLUMN_NAMES = {column: name for name, column in NAMES.items()}
+FILTERS = ("org", "project", "key", "user", "provider", "model", "status", "tag")
+TOP_BY = ("org", "project", "key", "user", "provider", "model")
+MAX_TOP = 100
+CHARGEBACK_BY = {"org": ("org_id",), "project": ("org_id", "project_id"), "tag": ("org_id", "tag")}
+
+
+def totals_json(t: Totals) -> dict[str, Any]:
+    """Totals as the API shows them: money as exact decimal strings, mean latencies in ms."""
+    return {
+        "requests": t.requests,
+        "input_tokens": t.input_tokens,
+        "cached_input_tokens": t.cached_input_tokens,
+        "cache_write_tokens": t.cache_write_tokens,
+        "output_tokens": t.output_tokens,
+        "reasoning_tokens": t.reasoning_tokens,
+        "cost_usd": _money(t.cost_usd),
+        "cache_savings_usd": _money(t.cache_savings_usd),
+        "avg_latency_ms": round(t.latency_us / t.requests / 1000, 3) if t.requests else None,
+        "avg_ttft_ms": round(t.ttft_us / t.ttft_count / 1000, 3) if t.ttft_count else None,
+    }
+
+
+def _money(value: Decimal) -> str:
+    return format(value.normalize(), "f") if value else "0"
+
+
+async def _query(
+    request: Request, ctx: AdminContext, *, by: tuple[str, ...], since_default: str
+) -> tuple[SpendQuery, dict[str, str]]:
+    """The query a request asks for (its filters checked), and {org id: name}."""
+    params = request.query_params
+    now = datetime.fromtimestamp(ctx.clock(), UTC)
+    since = parse_when(params.get("since", since_default), now, what="since")
+    until_text = params.get("until")
+    until = now if until_text is None else parse_when(until_text, now, what="until")
+    granularity: Granularity | None = None
+    wanted = params.get("granularity")
+    if wanted is not None:
+        if wanted not in GRANULARITIES:
+            raise InvalidInput(f"granularity must be one of {', '.join(GRANULARITIES)}")
+        granularity = "hour" if wanted == "hour" else "day"
+    names = {o.id: o.name for o in await asyncio.to_thread(repo.list_orgs, ctx.engine)}
+    filters: dict[str, str] = {}
+    for name in FILTERS:
+        value = params.get(name)
+        if value is None:
+            continue
+        if name == "org":
+            found = next((i for i, n in names.items() if n == value.strip()), None)
+            if found is None:
+                raise NotFound(f"unknown org {value!r}")
+            value = found
+        filters[NAMES[name]] = value
+    # The platform admin sees every org: tenant None (an org admin's will be its org).
+    query = SpendQuery(
+        since, until, by=by, granularity=granularity, filters=filters, tenant=None
+    )
+    return query, names
+
+
+def _row_json(row: SpendRow, q: SpendQuery, names: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if q.granularity is not None:
+        out["bucket"] = row.bucket
+    for column, value in zip(q.by, row.keys, strict=True):
+        out[COLUMN_NAMES[column]] = value or None
+        if column == "org_id":
+            out["org_name"] = names.get(value)
+    out.update(totals_json(row.totals))
+    return out
+
+
+def _sum(rows: list[SpendRow]) -> Totals:
+    total = Totals()
+    for row in rows:
+        total.add(row.totals)
+    return total
+
+
+async def spend_report(request: Request) -> Response:
+    ctx = context(request)
+    if denied := ctx.authorized(request):
+        return denied
+    by = dimensions(request.query_params.get("by"))
+    q, names = await _query(request, ctx, by=by, since_default="7d")
+    rows = await asyncio.to_thread(spend, ctx.engine, q)
+    return JSONResponse(
+        {
+            "since": q.since.isoformat(),
+            "until": q.until.isoformat(),
+            "by": [COLUMN_NAMES[c] for c in q.by],
+            "granularity": q.granularity,
+            "data": [_row_json(r, q, names) for r in rows],
+            "totals": totals_json(_sum(rows)),
+        }
+    )
+
+
+def _top_n(raw: str | None) -> int:
+    if raw is None:
+        return 10
+    text = raw.strip()
+    if not text.isdigit() or not 1 <= int(text) <= MAX_TOP:
+        raise InvalidInput(f"n must be a whole number from 1 to {MAX_TOP}")
+    return int(text)
+
+
+async def top(request: Request) -> Response:
+    ctx = context(request)
+    if denied := ctx.authorized(request):
+        return denied
+    params = request.query_params
+    name = params.get("by", "org")
+    if name not in TOP_BY:
+        raise InvalidInput(f"by must be one of {', '.join(TOP_BY)}")
+    n = _top_n(params.get("n"))
+    q, names = await _query(request, ctx, by=(NAMES[name],), since_default="30d")
+    if q.granularity is not None:
+        raise InvalidInput("top takes no granularity")
+    rows = await asyncio.to_thread(spend, ctx.engine, q)
+    rows.sort(key=lambda r: (-r.totals.cost_usd, r.keys))
+    return JSONResponse(
+        {
+            "since": q.since.isoformat(),
+            "until": q.until.isoformat(),
+            "by": name,
+            "data": [_row_json(r, q, names) for r in rows[:n]],
+        }
+    )
+
+
+# ------------------------------------------------------------------ chargeback
+
+_CSV_COLUMNS = (
+    "BillingPeriodStart", "BillingPeriodEnd", "ChargePeriodStart", "ChargePeriodEnd",
+    "ChargeCategory", "BillingCurrency", "BilledCost", "EffectiveCost", "ListCost",
+    "ConsumedQuantity", "ConsumedUnit", "ServiceName", "SubAccountId", "SubAccountName",
+    "x_ProjectId", "Tags", "x_Requests", "x_InputTokens", "x_OutputTokens",
+)  # fmt: skip
+
+
+def _month(raw: str | None) -> tuple[datetime, datetime]:
+    text = (raw or "").strip()
+    try:
+        start = datetime.strptime(text, "%Y-%m").replace(tzinfo=UTC)
+    except ValueError:
+        raise InvalidInput(f"month must be YYYY-MM, got {raw!r}") from None
+    end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(
+        month=start.month + 1
+    )
+    return start, end
+
+
+def chargeback_rows(
+    rows: list[SpendRow], by: str, names: dict[str, str], start: datetime, end: datetime
+) -> list[list[str]]:
+    """The CSV's data rows: cost billed as the ledger recorded it (no discounts: billed,
+    effective and list cost are the same figure)."""
+    out = []
+    for row in rows:
+        org = row.keys[0]
+        project = row.keys[1] if by == "project" else ""
+        tags = ""
+        if by == "tag":
+            tag_name, _, tag_value = row.keys[1].partition("=")
+            tags = orjson.dumps({tag_name: tag_value}).decode()
+        t = row.totals
+        cost = _money(t.cost_usd)
+        out.append([
+            start.isoformat(), end.isoformat(), start.isoformat(), end.isoformat(), "Usage",
+            "USD", cost, cost, cost, str(t.input_tokens + t.output_tokens), "Tokens",
+            "LLM inference (costwarden)", org, names.get(org, ""), project, tags,
+            str(t.requests), str(t.input_tokens), str(t.output_tokens),
+        ])  # fmt: skip
+    return out
+
+
+async def chargeback(request: Request) -> Response:
+    ctx = context(request)
+    if denied := ctx.authorized(request):
+        return denied
+    params = request.query_params
+    start, end = _month(params.get("month"))
+    by = params.get("by", "org")
+    if by not in CHARGEBACK_BY:
+        raise InvalidInput(f"by must be one of {', '.join(CHARGEBACK_BY)}")
+    q = SpendQuery(start, end, by=CHARGEBACK_BY[by])
+    names = {o.id: o.name for o in await asyncio.to_thread(repo.list_orgs, ctx.engine)}
+    rows = await asyncio.to_thread(spend, ctx.engine, q)
+    rows.sort(key=lambda r: r.keys)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(_CSV_COLUMNS)
+    writer.writerows(chargeback_rows(rows, by, names, start, end))
+    filename = f"chargeback-{start:%Y-%m}-{by}.csv"
+    return Response(
+        buffer.getvalue(),
+        media_type="text/csv; charset=utf-8",
+        headers={"content-disposition": f'attachment; filename="{filename}"'},
+    )

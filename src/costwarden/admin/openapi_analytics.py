@@ -1,0 +1,100 @@
+"""The analytics part of the admin API's OpenAPI document (``admin.analytics_api``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from costwarden.admin.analytics_api import CHARGEBACK_BY, FILTERS, MAX_TOP, TOP_BY
+from costwarden.admin.openapi_inputs import NAME, string
+from costwarden.admin.openapi_parts import READ, op, query
+from costwarden.analytics.query import BY, GRANULARITIES, WHEN
+
+_WHEN_HELP = "24h or 30d back from now, a date (UTC midnight), or a time with an offset"
+_RANGE = [
+    query("since", {"type": "string", "pattern": WHEN, "description": _WHEN_HELP}),
+    query("until", {"type": "string", "pattern": WHEN, "description": "default: now"}),
+]
+_FILTERS = [
+    query(name, string(NAME, "org name") if name == "org" else {"type": "string"})
+    for name in FILTERS
+]
+TOTALS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "requests": {"type": "integer"},
+        "input_tokens": {"type": "integer"},
+        "cached_input_tokens": {"type": "integer"},
+        "cache_write_tokens": {"type": "integer"},
+        "output_tokens": {"type": "integer"},
+        "reasoning_tokens": {"type": "integer"},
+        "cost_usd": {"type": "string", "description": "exact decimal"},
+        "cache_savings_usd": {"type": "string"},
+        "avg_latency_ms": {"type": ["number", "null"]},
+        "avg_ttft_ms": {"type": ["number", "null"]},
+    },
+}
+
+
+def _json(description: str) -> dict[str, Any]:
+    return {
+        "200": {
+            "description": description,
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+    }
+
+
+ANALYTICS_PATHS: dict[str, Any] = {
+    "/admin/analytics/spend": {
+        "get": op(
+            "Spend, tokens and requests over a range, grouped by any dimensions (or tag), per "
+            "hour or day, filtered on any dimension; from the rollups and, past their "
+            "watermark, the ledger: equal to the ledger's rows",
+            _json("{since, until, by, granularity, data: [{bucket?, <dims>, ...totals}], "
+                  "totals}"),
+            *READ, "400", "404",
+            operationId="analyticsSpend",
+            parameters=[
+                *_RANGE,
+                query("by", {"type": "string", "pattern": BY,
+                             "description": "comma-separated dimensions"}),
+                query("granularity", {"type": "string", "enum": list(GRANULARITIES)}),
+                *_FILTERS,
+            ],
+        )
+    },
+    "/admin/analytics/top": {
+        "get": op(
+            "The top spenders of one dimension over a range (default the last 30 days)",
+            _json("{since, until, by, data: [{<dim>, ...totals}]}"),
+            *READ, "400", "404",
+            operationId="analyticsTop",
+            parameters=[
+                *_RANGE,
+                query("by", {"type": "string", "enum": list(TOP_BY), "default": "org"}),
+                query("n", {"type": "integer", "minimum": 1, "maximum": MAX_TOP,
+                            "default": 10}),
+                *_FILTERS,
+            ],
+        )
+    },
+    "/admin/analytics/chargeback.csv": {
+        "get": op(
+            "A month's chargeback as CSV, one row per org (and project or tag), in FOCUS "
+            "column names where they fit; its totals equal the spend API's and the ledger's",
+            {
+                "200": {
+                    "description": "text/csv",
+                    "content": {"text/csv": {"schema": {"type": "string"}}},
+                }
+            },
+            *READ, "400",
+            operationId="analyticsChargeback",
+            parameters=[
+                query("month", {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"},
+                      required=True),
+                query("by", {"type": "string", "enum": list(CHARGEBACK_BY), "default": "org"}),
+            ],
+        )
+    },
+}

@@ -1,0 +1,146 @@
+"""The analytics admin API: spend by dimension, top spenders and the monthly chargeback CSV
+add up to the ledger's rows exactly (CSV = API = ledger for the same month), and bad input is
+a clear 400."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import dataclasses
+import io
+import random
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import pytest
+
+from costwarden.core.records import LedgerRecord
+from costwarden.mock import MockServer
+from costwarden.storage import repo
+from costwarden.storage.ledger import LedgerWriter
+from costwarden.storage.rollups import roll_up
+from tests.helpers import LiveGateway, live_gateway
+from tests.storage.conftest import random_record
+
+TOKEN = "adm-analytics-secret"
+AUTH = {"authorization": f"Bearer {TOKEN}"}
+MONTH_START = datetime(2026, 10, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+async def gw(mock: MockServer, database_url: str, tmp_path: Path) -> AsyncIterator[LiveGateway]:
+    async with live_gateway(mock, database_url, tmp_path, admin_token=TOKEN) as gateway:
+        yield gateway
+
+
+@pytest.fixture
+async def client(gw: LiveGateway) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=gw.base_url, timeout=30) as c:
+        yield c
+
+
+@pytest.fixture
+async def records(gw: LiveGateway) -> list[LedgerRecord]:
+    """October 2026 and the first days of November, for two real orgs, rolled up."""
+    engine = gw.app.engine
+    ids = [
+        (await asyncio.to_thread(repo.ensure_org, engine, name))[0] for name in ("acme", "beta")
+    ]
+    rng = random.Random(7)
+    out = []
+    for _ in range(400):
+        ts = MONTH_START + timedelta(seconds=rng.uniform(0, 36 * 86400))
+        out.append(dataclasses.replace(random_record(rng, ts), org_id=rng.choice(ids)))
+    async with LedgerWriter(engine, flush_interval=0.01) as writer:
+        for record in out:
+            writer.submit(record)
+    await asyncio.to_thread(roll_up, engine, lag_ms=0)
+    return out
+
+
+def _in_october(records: list[LedgerRecord]) -> list[LedgerRecord]:
+    return [r for r in records if r.ts < datetime(2026, 11, 1, tzinfo=UTC)]
+
+
+async def test_spend_top_and_chargeback_equal_the_ledger(
+    gw: LiveGateway, client: httpx.AsyncClient, records: list[LedgerRecord]
+) -> None:
+    october = _in_october(records)
+    ledger_cost = sum((r.cost_usd for r in october), Decimal(0))
+    range_ = {"since": "2026-10-01", "until": "2026-11-01"}
+    by_org = await client.get(
+        "/admin/analytics/spend", params={**range_, "by": "org", "granularity": "day"},
+        headers=AUTH,
+    )  # fmt: skip
+    assert by_org.status_code == 200, by_org.text
+    body = by_org.json()
+    assert Decimal(body["totals"]["cost_usd"]) == ledger_cost
+    assert body["totals"]["requests"] == len(october)
+    assert {row["org_name"] for row in body["data"]} == {"acme", "beta"}
+    assert len({row["bucket"] for row in body["data"]}) == 31
+
+    acme = (await asyncio.to_thread(repo.get_org_by_name, gw.app.engine, "acme"))
+    assert acme is not None
+    only_acme = await client.get(
+        "/admin/analytics/spend", params={**range_, "org": "acme", "by": "model"}, headers=AUTH
+    )
+    acme_cost = sum((r.cost_usd for r in october if r.org_id == acme.id), Decimal(0))
+    assert Decimal(only_acme.json()["totals"]["cost_usd"]) == acme_cost
+
+    top = await client.get(
+        "/admin/analytics/top", params={**range_, "by": "org", "n": "1"}, headers=AUTH
+    )
+    (first,) = top.json()["data"]
+    per_org: dict[str | None, Decimal] = {}
+    for r in october:
+        per_org[r.org_id] = per_org.get(r.org_id, Decimal(0)) + r.cost_usd
+    leader = max(per_org, key=lambda org: per_org[org])
+    assert (first["org"], Decimal(first["cost_usd"])) == (leader, per_org[leader])
+
+    csv_answer = await client.get(
+        "/admin/analytics/chargeback.csv", params={"month": "2026-10"}, headers=AUTH
+    )
+    assert csv_answer.status_code == 200 and csv_answer.headers["content-type"].startswith(
+        "text/csv"
+    )
+    rows = list(csv.DictReader(io.StringIO(csv_answer.text)))
+    assert {r["SubAccountName"] for r in rows} == {"acme", "beta"}
+    assert sum(Decimal(r["BilledCost"]) for r in rows) == ledger_cost
+    assert sum(int(r["x_Requests"]) for r in rows) == len(october)
+    by_project = await client.get(
+        "/admin/analytics/chargeback.csv", params={"month": "2026-10", "by": "project"},
+        headers=AUTH,
+    )  # fmt: skip
+    projects = list(csv.DictReader(io.StringIO(by_project.text)))
+    assert sum(Decimal(r["BilledCost"]) for r in projects) == ledger_cost
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "status", "message"),
+    [
+        ("spend", {"by": "colour"}, 400, "unknown dimension 'colour'"),
+        ("spend", {"by": "model,model"}, 400, "named twice"),
+        ("spend", {"since": "2026-11-02", "until": "2026-11-01"}, 400, "must be after"),
+        ("spend", {"since": "3650d"}, 400, "at most 366 days"),
+        ("spend", {"since": "yesterday"}, 400, "use a span like 24h"),
+        ("spend", {"since": "2026-02-31"}, 400, "not a real date"),
+        ("spend", {"since": "2026-11-01T08:30Z"}, 400, "whole UTC hour"),
+        ("spend", {"granularity": "week"}, 400, "granularity must be one of"),
+        ("spend", {"org": "nope"}, 404, "unknown org"),
+        ("top", {"by": "tag"}, 400, "by must be one of"),
+        ("top", {"n": "0"}, 400, "n must be a whole number"),
+        ("top", {"granularity": "day"}, 400, "no granularity"),
+        ("chargeback.csv", {"month": "2026-13"}, 400, "month must be YYYY-MM"),
+        ("chargeback.csv", {}, 400, "month must be YYYY-MM"),
+        ("chargeback.csv", {"month": "2026-10", "by": "model"}, 400, "by must be one of"),
+    ],
+)
+async def test_bad_input(
+    client: httpx.AsyncClient, path: str, params: dict[str, str], status: int, message: str
+) -> None:
+    r = await client.get(f"/admin/analytics/{path}", params=params, headers=AUTH)
+    assert r.status_code == status, r.text
+    assert message in r.json()["error"]["message"]
