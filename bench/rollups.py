@@ -12,6 +12,8 @@ fresh SQLite file or, with ``--postgres``, a scratch PostgreSQL database. Then t
 - a second run right after (nothing new: the idempotent no-op);
 - an incremental run after a minute's worth of new rows, some of them late (stamped hours
   earlier);
+- the analytics queries behind the API (30-day overview, by org and day, top orgs, one org
+  by model, a month's chargeback by project), p95 of 20 calls;
 - reconciling the busiest day against the raw ledger.
 
 ``--days 1`` gives "a day of N rows". Prints rows/s and the seconds of each step.
@@ -25,7 +27,7 @@ import random
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -39,8 +41,10 @@ sys.path.insert(0, str(ROOT))
 
 from tests.helpers import scratch_pg_database  # noqa: E402
 
+from costwarden.analytics.query import SpendQuery  # noqa: E402
 from costwarden.analytics.rollup import day_of  # noqa: E402
 from costwarden.core.records import LedgerRecord  # noqa: E402
+from costwarden.storage.analytics_read import spend  # noqa: E402
 from costwarden.storage.db import create_engine_for  # noqa: E402
 from costwarden.storage.ledger_rows import DriverInsert  # noqa: E402
 from costwarden.storage.migrate import migrate  # noqa: E402
@@ -140,6 +144,33 @@ def _database(postgres: bool) -> Iterator[str]:
         yield f"sqlite:///{tmp}/bench.db"
 
 
+def _queries(end: datetime) -> list[tuple[str, SpendQuery]]:
+    """What the analytics endpoints ask, over the last 30 days (or a month)."""
+    since = end - timedelta(days=30)
+    month = datetime(end.year, end.month, 1, tzinfo=UTC) - timedelta(days=1)
+    month_start = datetime(month.year, month.month, 1, tzinfo=UTC)
+    return [
+        ("30-day overview", SpendQuery(since, end)),
+        ("30 days by org and day", SpendQuery(since, end, by=("org_id",), granularity="day")),
+        ("top 10 orgs (30 days)", SpendQuery(since, end, by=("org_id",))),
+        ("one org by model and day",
+         SpendQuery(since, end, by=("model",), granularity="day",
+                    filters={"org_id": "org_0001"})),
+        ("chargeback month by project",
+         SpendQuery(month_start, month_start + timedelta(days=30), by=("org_id", "project_id"))),
+    ]  # fmt: skip
+
+
+def _p95(call: Callable[[], object], runs: int = 20) -> float:
+    call()  # warm caches and connections
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - started) * 1000)
+    return sorted(times)[int(0.95 * (len(times) - 1))]
+
+
 def main(rows: int, days: int, postgres: bool) -> int:
     traffic = _Traffic(days)
     results: list[tuple[str, str, str]] = []
@@ -172,6 +203,11 @@ def main(rows: int, days: int, postgres: bool) -> int:
             ("incremental run", f"{len(fresh) + len(late):,} new rows in {step.hours} hours "
              f"({step.rows:,} rows reread)", f"{time.perf_counter() - started:.2f} s")
         )  # fmt: skip
+
+        for label, query in _queries(traffic.end):
+            took_ms = _p95(lambda q=query: spend(engine, q))
+            results.append((label, "p95 of 20 calls (storage.analytics_read.spend)",
+                            f"{took_ms:.1f} ms"))  # fmt: skip
 
         busiest = day_of(traffic.end - timedelta(days=1))
         started = time.perf_counter()
