@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 from costwarden.analytics.query import SpendQuery
 from costwarden.analytics.rollup import Totals, day_of, hour_of, row_totals, tags_of
 from costwarden.core.records import LedgerRecord
-from costwarden.storage.analytics_read import rolled_until, spend
+from costwarden.storage.analytics_read import rolled_until, slice_for, spend
 from costwarden.storage.ledger import LedgerWriter
 from costwarden.storage.rollups import roll_up
 from costwarden.storage.schema import ledger
@@ -93,6 +93,11 @@ QUERIES = [
     {"by": ("key_id", "end_user"), "tenant": "org_a"},
     {"by": ("project_id",), "tenant": "org_b", "filters": {"org_id": "org_a"}},  # nothing
     {"by": ("provider",), "granularity": "day", "since_h": 5, "until_h": 55.5},
+    # Each kind of daily slice: every org by a dimension, one org by one, one org's totals.
+    {"by": ("model",)},
+    {"by": ("end_user",), "filters": {"org_id": "org_a"}, "granularity": "day"},
+    {"by": (), "tenant": "org_b"},
+    {"by": ("status",), "filters": {"status": "success"}},
 ]
 
 
@@ -109,7 +114,7 @@ async def test_every_answer_equals_the_ledger(
     rows = await asyncio.to_thread(spend, engine, q)
     got = {(r.bucket, r.keys): r.totals for r in rows}
     assert got == _expected(written.records, q)
-    if q.by == () and until_h is None:
+    if q.by == () and until_h is None and q.tenant is None:
         assert got[(None, ())].requests == len(written.records)
 
 
@@ -131,6 +136,25 @@ async def test_rolled_hours_read_the_rollups_and_the_rest_the_ledger(
     (after,) = await asyncio.to_thread(spend, engine, q)
     assert after.totals.requests == before.totals.requests - 1
     assert after.totals.cost_usd == before.totals.cost_usd - fresh[0].cost_usd
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({}, ("total", None)),
+        ({"by": ("org_id",)}, ("org", None)),
+        ({"tenant": "o"}, ("org", None)),
+        ({"by": ("model",)}, ("all:model", "model")),
+        ({"by": ("model",), "tenant": "o"}, ("model", "model")),
+        ({"filters": {"key_id": "k"}, "by": ("org_id",)}, ("key_id", "key_id")),
+        ({"by": ("model", "status")}, None),
+    ],
+)
+def test_queries_read_the_narrowest_slice(
+    fields: dict[str, Any], expected: tuple[str, str | None] | None
+) -> None:
+    now = datetime.now(UTC)
+    assert slice_for(SpendQuery(hour_of(now), now, **fields)) == expected
 
 
 async def test_an_empty_ledger_answers_nothing(engine: Engine) -> None:

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Engine
 
 from costwarden.analytics.rollup import (
     DIMENSIONS,
+    SLICES,
     Drift,
     Totals,
     day_of,
@@ -25,7 +26,13 @@ from costwarden.analytics.rollup import (
 from costwarden.core.records import LedgerRecord
 from costwarden.storage.ledger import LedgerWriter
 from costwarden.storage.rollups import reconcile, repair, roll_up
-from costwarden.storage.schema import ledger, rollup_daily, rollup_hourly, rollup_tags_daily
+from costwarden.storage.schema import (
+    ledger,
+    rollup_daily,
+    rollup_hourly,
+    rollup_slices_daily,
+    rollup_tags_daily,
+)
 from tests.storage.conftest import ledger_row, random_record
 
 BASE = datetime(2026, 11, 1, tzinfo=UTC)
@@ -127,6 +134,19 @@ async def test_randomised_traffic_rolls_up_to_exactly_the_ledger(
         for (org, tag), totals in tag_rollup(rows).items():
             want_tags[(day, org, tag)] = totals
     assert {(r["day"], r["org_id"], r["tag"]): Totals.of(r) for r in tagged} == want_tags
+    # Every slice is its grouping of the full daily rows.
+    with engine.connect() as conn:
+        slices = conn.execute(sa.select(rollup_slices_daily)).mappings().all()
+    want_slices: dict[tuple[str, str, str, str], Totals] = {}
+    for row in daily:
+        for name, org_column, value_column in SLICES:
+            key = (
+                row["day"], name, row[org_column] if org_column else "",
+                row[value_column] if value_column else "",
+            )  # fmt: skip
+            want_slices.setdefault(key, Totals()).add(Totals.of(row))
+    got_slices = {(r["day"], r["slice"], r["org_id"], r["value"]): Totals.of(r) for r in slices}
+    assert got_slices == want_slices
 
     # A row deleted behind the job's back: reconciliation finds it, repair mends it.
     gone = late[0]

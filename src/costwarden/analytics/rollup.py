@@ -36,6 +36,15 @@ CHECKED = (
     "reasoning_tokens", "cost_usd",
 )  # fmt: skip
 _ZERO = Decimal(0)
+# The daily slices (storage: rollup_slices_daily): (slice name, its org column, its value
+# column); None is "" in the table. What most queries read instead of the full cube.
+OTHER_DIMENSIONS = DIMENSIONS[1:]
+SLICES: tuple[tuple[str, str | None, str | None], ...] = (
+    ("total", None, None),
+    ("org", "org_id", None),
+    *((d, "org_id", d) for d in OTHER_DIMENSIONS),
+    *((f"all:{d}", None, d) for d in OTHER_DIMENSIONS),
+)
 
 
 @dataclasses.dataclass(slots=True)

@@ -23,6 +23,7 @@ from costwarden.storage.schema import (
     ledger,
     rollup_daily,
     rollup_hourly,
+    rollup_slices_daily,
     rollup_tags_daily,
     rollup_tags_hourly,
 )
@@ -96,6 +97,40 @@ def _bucket(q: SpendQuery, when: datetime | str) -> str | None:
     return when.isoformat() if q.granularity == "hour" else day_of(when)
 
 
+def slice_for(q: SpendQuery) -> tuple[str, str | None] | None:
+    """The daily slice that holds what ``q`` groups and filters by, and the dimension its
+    ``value`` column is (None: the full daily rows are needed)."""
+    named = set(q.by) | set(q.filters)
+    other = named - {"org_id"}
+    per_org = "org_id" in named or q.tenant is not None
+    if len(other) > 1:
+        return None
+    if not other:
+        return ("org" if per_org else "total"), None
+    (dim,) = other
+    return (dim if per_org else f"all:{dim}"), dim
+
+
+def _from_slice(
+    conn: Connection, q: SpendQuery, days: tuple[str, ...], name: str, dim: str | None
+) -> list[tuple[Key, Totals]]:
+    t = rollup_slices_daily.c
+    columns = {"org_id": t.org_id, **({dim: t.value} if dim else {})}
+    cols = [columns[k] for k in q.by]
+    group = [t.day, *cols] if q.granularity else cols
+    stmt = sa.select(*group, *_sums(rollup_slices_daily)).where(
+        t.slice == name, t.day.in_(days)
+    )
+    stmt = _filtered(stmt, columns, q)
+    stmt = stmt.group_by(*group) if group else stmt
+    out = []
+    for row in conn.execute(stmt):
+        at = row[0] if q.granularity else None
+        keys = tuple(row[1 : 1 + len(cols)] if q.granularity else row[: len(cols)])
+        out.append(((at, keys), Totals.of(row._mapping)))
+    return out
+
+
 def _runs(hours: tuple[datetime, ...]) -> list[tuple[datetime, datetime]]:
     """Contiguous runs of hours as [start, end) ranges."""
     runs: list[tuple[datetime, datetime]] = []
@@ -113,7 +148,10 @@ def _rolled(conn: Connection, q: SpendQuery, parts: Plan) -> list[tuple[Key, Tot
         (rollup_tags_daily, rollup_tags_hourly) if tags else (rollup_daily, rollup_hourly)
     )
     out: list[tuple[Key, Totals]] = []
-    if parts.days:
+    picked = None if tags else slice_for(q)
+    if parts.days and picked is not None:
+        out.extend(_from_slice(conn, q, parts.days, *picked))
+    elif parts.days:
         cols = [daily.c[k] for k in q.by]
         group = [daily.c.day, *cols] if q.granularity else cols
         stmt = sa.select(*group, *_sums(daily)).where(daily.c.day.in_(parts.days))

@@ -38,6 +38,7 @@ from costwarden.analytics.rollup import (
     DIMENSIONS,
     HOUR,
     MEASURES,
+    SLICES,
     Drift,
     Totals,
     day_of,
@@ -55,6 +56,7 @@ from costwarden.storage.schema import (
     ledger,
     rollup_daily,
     rollup_hourly,
+    rollup_slices_daily,
     rollup_tags_daily,
     rollup_tags_hourly,
 )
@@ -221,6 +223,32 @@ def _write_day(conn: Connection, day: str) -> None:
             .group_by(*columns)
         )
         conn.execute(daily.insert().from_select(["day", *keys, *MEASURES], summed))
+    _write_slices(conn, day)
+
+
+def _write_slices(conn: Connection, day: str) -> None:
+    """The day's narrow slices, from its full daily rows."""
+    d = rollup_daily.c
+    conn.execute(rollup_slices_daily.delete().where(rollup_slices_daily.c.day == day))
+    sums = [
+        money_sum(d[m]) if m in _MONEY_MEASURES else sa.func.sum(d[m]) for m in MEASURES
+    ]
+    for name, org_column, value_column in SLICES:
+        org = d[org_column] if org_column else sa.literal("")
+        value = d[value_column] if value_column else sa.literal("")
+        group = [c for c in (org_column, value_column) if c]
+        summed = (
+            sa.select(sa.literal(day), sa.literal(name), org, value, *sums)
+            .where(d.day == day)
+            .group_by(*(d[c] for c in group))
+        )
+        if not group:  # an aggregate over no rows is one row of NULLs: none then
+            summed = summed.having(sa.func.count() > 0)
+        conn.execute(
+            rollup_slices_daily.insert().from_select(
+                ["day", "slice", "org_id", "value", *MEASURES], summed
+            )
+        )
 
 
 def _recompute(bind: Bind, hours: Iterable[datetime], upto: int | None) -> int:

@@ -356,6 +356,18 @@ rollup_tags_daily = _rollup(
     "rollup_tags_daily", sa.Column("day", sa.Text, primary_key=True), "org_id", "tag"
 )
 
+# Narrow daily slices of rollup_daily, what most analytics queries read (the full cube has
+# about a row per raw row once end users are in it): slice "total" (org_id and value ""),
+# "org" (value ""), a dimension's name (that org's totals per value of the dimension), or
+# "all:" + a dimension's name (every org's together per value, org_id "").
+rollup_slices_daily = _rollup(
+    "rollup_slices_daily",
+    sa.Column("day", sa.Text, primary_key=True),
+    "slice",
+    "org_id",
+    "value",
+)
+
 # Where the rollup job is: the ledger's written_ms it has rolled up to.
 analytics_state = sa.Table(
     "analytics_state",
@@ -390,5 +402,6 @@ TABLES = (
     rollup_daily,
     rollup_tags_hourly,
     rollup_tags_daily,
+    rollup_slices_daily,
     analytics_state,
 )

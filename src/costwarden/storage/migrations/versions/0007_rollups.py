@@ -1,5 +1,6 @@
 """Analytics rollups: hourly and daily totals by org, project, key, end user, provider, model
-and status (rollup_hourly, rollup_daily), by tag (rollup_tags_hourly, rollup_tags_daily), the
+and status (rollup_hourly, rollup_daily), by tag (rollup_tags_hourly, rollup_tags_daily), per
+day by org or one dimension (rollup_slices_daily: what most queries read), the
 job's watermark (analytics_state), and ledger.written_ms: when a row reached the ledger (the
 rollup job's watermark runs over it, so a row written late is rolled up into its own hour).
 
@@ -74,6 +75,15 @@ def upgrade() -> None:
             sa.PrimaryKeyConstraint(bucket.name, "org_id", "tag", name=f"pk_{table}"),
         )
     op.create_table(
+        "rollup_slices_daily",
+        sa.Column("day", sa.Text(), nullable=False),
+        sa.Column("slice", sa.Text(), nullable=False),
+        sa.Column("org_id", sa.Text(), nullable=False),
+        sa.Column("value", sa.Text(), nullable=False),
+        *_measures(),
+        sa.PrimaryKeyConstraint("day", "slice", "org_id", "value", name="pk_rollup_slices_daily"),
+    )
+    op.create_table(
         "analytics_state",
         sa.Column("name", sa.Text(), nullable=False),
         sa.Column("value", sa.BigInteger(), nullable=False),
@@ -84,6 +94,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("analytics_state")
+    op.drop_table("rollup_slices_daily")
     for table in ("rollup_tags_daily", "rollup_tags_hourly", "rollup_daily", "rollup_hourly"):
         op.drop_table(table)
     op.drop_index("ix_ledger_written_ms", table_name="ledger")
