@@ -100,6 +100,17 @@ async def test_spend_top_and_chargeback_equal_the_ledger(
     leader = max(per_org, key=lambda org: per_org[org])
     assert (first["org"], Decimal(first["cost_usd"])) == (leader, per_org[leader])
 
+    # A month that is over: every day complete, the projection is what was spent.
+    projected = await client.get(
+        "/admin/analytics/projection", params={"month": "2026-10"}, headers=AUTH
+    )
+    assert projected.status_code == 200, projected.text
+    per_org = {row["org"]: row for row in projected.json()["data"]}
+    for org_id, row in per_org.items():
+        spent = sum((r.cost_usd for r in october if r.org_id == org_id), Decimal(0))
+        assert Decimal(row["spent"]) == spent and row["days_left"] == 0
+        assert Decimal(row["projected"]) == spent.quantize(Decimal("0.01"))
+
     csv_answer = await client.get(
         "/admin/analytics/chargeback.csv", params={"month": "2026-10"}, headers=AUTH
     )
@@ -134,6 +145,8 @@ async def test_spend_top_and_chargeback_equal_the_ledger(
         ("top", {"n": "0"}, 400, "n must be a whole number"),
         ("top", {"granularity": "day"}, 400, "no granularity"),
         ("chargeback.csv", {"month": "2026-13"}, 400, "month must be YYYY-MM"),
+        ("projection", {"month": "2999-01"}, 400, "has not begun"),
+        ("projection", {"org": "nope"}, 404, "unknown org"),
         ("chargeback.csv", {}, 400, "month must be YYYY-MM"),
         ("chargeback.csv", {"month": "2026-10", "by": "model"}, 400, "by must be one of"),
     ],

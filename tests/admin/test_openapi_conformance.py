@@ -43,7 +43,9 @@ NEED_AN_ALERT = [
 # tier schemathesis made up) is a 400, not a 404 (tests/admin/test_alert_rules_api.py).
 # An analytics range can be well-formed and still not a range: inverted, over 366 days, a
 # date that does not exist (2026-02-31), a start off the hour: 400s the pattern cannot tell.
-ANALYTICS_RANGES = ["analyticsSpend", "analyticsTop", "analyticsChargeback"]
+ANALYTICS_RANGES = [
+    "analyticsSpend", "analyticsTop", "analyticsChargeback", "analyticsProjection",
+]  # fmt: skip
 RULE_ACCEPTANCE = ["2xx", "3xx", "400", "401", "403", "404", "409", "429", "5xx"]
 # A tier in the config file: writing or deleting it is the 409 the document promises.
 CONFIG_TIER = """

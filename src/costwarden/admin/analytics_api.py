@@ -6,6 +6,8 @@ watermark (``storage.analytics_read``), so it equals the ledger's rows.
   (``org`` by name; ``project``, ``key``, ``user``, ``provider``, ``model``, ``status``,
   ``tag`` as stored).
 - ``GET /admin/analytics/top?by=org|project|key|user|provider|model&n=10&since=&until=``.
+- ``GET /admin/analytics/projection?month=YYYY-MM&org=``: each org's month-end spend with
+  a 90 % interval (``analytics.projection``).
 - ``GET /admin/analytics/chargeback.csv?month=YYYY-MM&by=org|project|tag``: one row per org
   (and project or tag) for the month, in FOCUS column names where they fit.
 
@@ -18,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -27,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from costwarden.admin.context import AdminContext, context
+from costwarden.analytics.projection import SPREAD_DAYS, project_month
 from costwarden.analytics.query import (
     GRANULARITIES,
     NAMES,
@@ -168,6 +171,59 @@ async def top(request: Request) -> Response:
             "until": q.until.isoformat(),
             "by": name,
             "data": [_row_json(r, q, names) for r in rows[:n]],
+        }
+    )
+
+
+# ------------------------------------------------------------------ projection
+
+
+async def projection(request: Request) -> Response:
+    ctx = context(request)
+    if denied := ctx.authorized(request):
+        return denied
+    params = request.query_params
+    now = datetime.fromtimestamp(ctx.clock(), UTC)
+    start, end = _month(params.get("month") or f"{now:%Y-%m}")
+    if start > now:
+        raise InvalidInput("month: a month that has not begun has nothing to project from")
+    today = min(datetime(now.year, now.month, now.day, tzinfo=UTC), end)
+    history_start = start - timedelta(days=SPREAD_DAYS)
+    names = {o.id: o.name for o in await asyncio.to_thread(repo.list_orgs, ctx.engine)}
+    filters = {}
+    if (org := params.get("org")) is not None:
+        found = next((i for i, n in names.items() if n == org.strip()), None)
+        if found is None:
+            raise NotFound(f"unknown org {org!r}")
+        filters["org_id"] = found
+    q = SpendQuery(history_start, max(today, start + timedelta(hours=1)), by=("org_id",),
+                   granularity="day", filters=filters)  # fmt: skip
+    rows = await asyncio.to_thread(spend, ctx.engine, q)
+    per_org: dict[str, dict[str, Decimal]] = {}
+    for row in rows:
+        per_org.setdefault(row.keys[0], {})[row.bucket or ""] = row.totals.cost_usd
+    days_in_month = (end - start).days
+    complete = (today - start).days
+    out: list[tuple[Decimal, str, dict[str, Any]]] = []
+    for org_id, by_day in per_org.items():
+        def cost(day: datetime, by_day: dict[str, Decimal] = by_day) -> Decimal:
+            return by_day.get(f"{day:%Y-%m-%d}", Decimal(0))
+
+        daily = [cost(start + timedelta(days=i)) for i in range(complete)]
+        history = [cost(history_start + timedelta(days=i)) for i in range(SPREAD_DAYS)]
+        p = project_month(daily, days_in_month, history=history)
+        out.append((-p.projected, org_id, {
+            "org": org_id, "org_name": names.get(org_id), "spent": _money(p.spent),
+            "projected": _money(p.projected), "low": _money(p.low), "high": _money(p.high),
+            "pace_per_day": _money(p.pace), "days_left": p.days_left,
+        }))  # fmt: skip
+    out.sort(key=lambda item: item[:2])
+    return JSONResponse(
+        {
+            "month": f"{start:%Y-%m}",
+            "complete_days": complete,
+            "method": "spent + 7-day pace x days left; 90 % interval from the 14-day spread",
+            "data": [item for _, _, item in out],
         }
     )
 

@@ -99,6 +99,7 @@ ROUTES: tuple[Route, ...] = (
     Route("/admin/risks", risks_api.risks, methods=["GET"]),
     Route("/admin/analytics/spend", analytics_api.spend_report, methods=["GET"]),
     Route("/admin/analytics/top", analytics_api.top, methods=["GET"]),
+    Route("/admin/analytics/projection", analytics_api.projection, methods=["GET"]),
     Route("/admin/analytics/chargeback.csv", analytics_api.chargeback, methods=["GET"]),
     Route("/admin/alert-rules", alert_rules_api.get_rules, methods=["GET"]),
     Route("/admin/alert-rules", alert_rules_api.put_rule, methods=["PUT"]),

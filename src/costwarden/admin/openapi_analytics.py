@@ -78,6 +78,21 @@ ANALYTICS_PATHS: dict[str, Any] = {
             ],
         )
     },
+    "/admin/analytics/projection": {
+        "get": op(
+            "Each org's month-end spend: spent so far (complete days), projected at the "
+            "7-day pace, and a 90 % interval from the 14-day spread",
+            _json("{month, complete_days, method, data: [{org, org_name, spent, projected, "
+                  "low, high, pace_per_day, days_left}]}"),
+            *READ, "400", "404",
+            operationId="analyticsProjection",
+            parameters=[
+                query("month", {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$",
+                                "description": "default: this month"}),
+                query("org", string(NAME, "org name")),
+            ],
+        )
+    },
     "/admin/analytics/chargeback.csv": {
         "get": op(
             "A month's chargeback as CSV, one row per org (and project or tag), in FOCUS "
