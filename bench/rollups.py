@@ -151,13 +151,17 @@ def _queries(end: datetime) -> list[tuple[str, SpendQuery]]:
     month_start = datetime(month.year, month.month, 1, tzinfo=UTC)
     return [
         ("30-day overview", SpendQuery(since, end)),
-        ("30 days by org and day", SpendQuery(since, end, by=("org_id",), granularity="day")),
+        ("30 days by day", SpendQuery(since, end, granularity="day")),
         ("top 10 orgs (30 days)", SpendQuery(since, end, by=("org_id",))),
         ("one org by model and day",
          SpendQuery(since, end, by=("model",), granularity="day",
                     filters={"org_id": "org_0001"})),
+        ("chargeback month by org",
+         SpendQuery(month_start, month_start + timedelta(days=30), by=("org_id",))),
         ("chargeback month by project",
          SpendQuery(month_start, month_start + timedelta(days=30), by=("org_id", "project_id"))),
+        ("30 days by org and day (every org-day)",
+         SpendQuery(since, end, by=("org_id",), granularity="day")),
     ]  # fmt: skip
 
 
