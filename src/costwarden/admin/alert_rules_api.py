@@ -26,7 +26,7 @@ from costwarden.admin.common import ACTOR, body_json
 from costwarden.admin.context import context
 from costwarden.admin.limits_api import config_tier_names, reload_limits
 from costwarden.budgets.limits import SCOPES
-from costwarden.core.errors import InvalidInput, NotFound
+from costwarden.core.errors import InvalidInput
 from costwarden.storage import repo
 from costwarden.storage.alert_rules import AlertRule, RuleTarget, delete_rule, list_rules, set_rule
 
@@ -51,21 +51,13 @@ def rule_json(rule: AlertRule, org_names: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def _org_names(ctx_engine: Any) -> dict[str, str]:
-    return {o.id: o.name for o in repo.list_orgs(ctx_engine)}
-
-
 async def get_rules(request: Request) -> Response:
     ctx = context(request)
     if denied := ctx.authorized(request):
         return denied
-    names = await asyncio.to_thread(_org_names, ctx.engine)
+    names = await asyncio.to_thread(repo.org_names, ctx.engine)
     org = request.query_params.get("org")
-    org_id: str | None = None
-    if org is not None:
-        org_id = next((i for i, n in names.items() if n == org.strip()), None)
-        if org_id is None:
-            raise NotFound(f"unknown org {org!r}")
+    org_id = None if org is None else repo.named(names, org)
     rules = await asyncio.to_thread(list_rules, ctx.engine, org_id=org_id)
     return JSONResponse({"data": [rule_json(r, names) for r in rules]})
 
@@ -112,7 +104,7 @@ async def put_rule(request: Request) -> Response:
         known_tiers=config_tier_names(ctx),
     )
     await reload_limits(ctx)
-    names = await asyncio.to_thread(_org_names, ctx.engine)
+    names = await asyncio.to_thread(repo.org_names, ctx.engine)
     return JSONResponse(rule_json(rule, names))
 
 

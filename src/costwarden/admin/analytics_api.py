@@ -39,7 +39,7 @@ from costwarden.analytics.query import (
     parse_when,
 )
 from costwarden.analytics.rollup import Totals
-from costwarden.core.errors import InvalidInput, NotFound
+from costwarden.core.errors import InvalidInput
 from costwarden.storage import repo
 from costwarden.storage.analytics_read import SpendRow, spend
 
@@ -85,18 +85,12 @@ async def _query(
         if wanted not in GRANULARITIES:
             raise InvalidInput(f"granularity must be one of {', '.join(GRANULARITIES)}")
         granularity = "hour" if wanted == "hour" else "day"
-    names = {o.id: o.name for o in await asyncio.to_thread(repo.list_orgs, ctx.engine)}
+    names = await asyncio.to_thread(repo.org_names, ctx.engine)
     filters: dict[str, str] = {}
     for name in FILTERS:
         value = params.get(name)
-        if value is None:
-            continue
-        if name == "org":
-            found = next((i for i, n in names.items() if n == value.strip()), None)
-            if found is None:
-                raise NotFound(f"unknown org {value!r}")
-            value = found
-        filters[NAMES[name]] = value
+        if value is not None:
+            filters[NAMES[name]] = repo.named(names, value) if name == "org" else value
     # The platform admin sees every org: tenant None (an org admin's will be its org).
     query = SpendQuery(
         since, until, by=by, granularity=granularity, filters=filters, tenant=None
@@ -189,13 +183,9 @@ async def projection(request: Request) -> Response:
         raise InvalidInput("month: a month that has not begun has nothing to project from")
     today = min(datetime(now.year, now.month, now.day, tzinfo=UTC), end)
     history_start = start - timedelta(days=SPREAD_DAYS)
-    names = {o.id: o.name for o in await asyncio.to_thread(repo.list_orgs, ctx.engine)}
-    filters = {}
-    if (org := params.get("org")) is not None:
-        found = next((i for i, n in names.items() if n == org.strip()), None)
-        if found is None:
-            raise NotFound(f"unknown org {org!r}")
-        filters["org_id"] = found
+    names = await asyncio.to_thread(repo.org_names, ctx.engine)
+    org = params.get("org")
+    filters = {} if org is None else {"org_id": repo.named(names, org)}
     q = SpendQuery(history_start, max(today, start + timedelta(hours=1)), by=("org_id",),
                    granularity="day", filters=filters)  # fmt: skip
     rows = await asyncio.to_thread(spend, ctx.engine, q)
@@ -284,7 +274,7 @@ async def chargeback(request: Request) -> Response:
     if by not in CHARGEBACK_BY:
         raise InvalidInput(f"by must be one of {', '.join(CHARGEBACK_BY)}")
     q = SpendQuery(start, end, by=CHARGEBACK_BY[by])
-    names = {o.id: o.name for o in await asyncio.to_thread(repo.list_orgs, ctx.engine)}
+    names = await asyncio.to_thread(repo.org_names, ctx.engine)
     rows = await asyncio.to_thread(spend, ctx.engine, q)
     rows.sort(key=lambda r: r.keys)
     buffer = io.StringIO()

@@ -80,7 +80,7 @@ def rule_set(
         rule = set_rule(
             engine, target, lines, actor=actor(), known_tiers=[t.name for t in settings.tiers]
         )
-        shown = rule_json(rule, {o.id: o.name for o in repo.list_orgs(engine)})
+        shown = rule_json(rule, repo.org_names(engine))
     finally:
         engine.dispose()
     if as_json:
@@ -97,18 +97,13 @@ def rule_set(
 def rules_list(config: str, org: str | None, as_json: bool) -> None:
     """Threshold alert rules (limits without one alert at 50, 80 and 100 %)."""
     from costwarden.admin.alert_rules_api import rule_json
-    from costwarden.core.errors import NotFound
     from costwarden.storage import repo
     from costwarden.storage.alert_rules import list_rules
 
     engine = open_engine(load(config, need_secrets=False))
     try:
-        names = {o.id: o.name for o in repo.list_orgs(engine)}
-        org_id = None
-        if org is not None:
-            org_id = next((i for i, n in names.items() if n == org.strip()), None)
-            if org_id is None:
-                raise NotFound(f"unknown org {org!r}")
+        names = repo.org_names(engine)
+        org_id = None if org is None else repo.named(names, org)
         shown = [rule_json(r, names) for r in list_rules(engine, org_id=org_id)]
     finally:
         engine.dispose()

@@ -56,7 +56,6 @@ def report(
     from costwarden.admin.analytics_api import COLUMN_NAMES, totals_json
     from costwarden.analytics.query import SpendQuery, dimensions, parse_when
     from costwarden.analytics.rollup import Totals
-    from costwarden.core.errors import NotFound
     from costwarden.storage import repo
     from costwarden.storage.analytics_read import spend
 
@@ -66,13 +65,8 @@ def report(
     end = now if until is None else parse_when(until, now, what="--until")
     engine = open_engine(load(config, need_secrets=False))
     try:
-        names = {o.id: o.name for o in repo.list_orgs(engine)}
-        filters = {}
-        if org is not None:
-            org_id = next((i for i, n in names.items() if n == org.strip()), None)
-            if org_id is None:
-                raise NotFound(f"unknown org {org!r}")
-            filters["org_id"] = org_id
+        names = repo.org_names(engine)
+        filters = {} if org is None else {"org_id": repo.named(names, org)}
         rows = spend(engine, SpendQuery(start, end, by=by, granularity="day", filters=filters))
     finally:
         engine.dispose()

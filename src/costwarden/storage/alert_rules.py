@@ -33,8 +33,8 @@ from costwarden.storage.policy import (
     lock_policy,
     resolve_target,
 )
-from costwarden.storage.repo import new_id
-from costwarden.storage.schema import alert_rules, orgs, tiers
+from costwarden.storage.repo import new_id, org_id_by_name
+from costwarden.storage.schema import alert_rules, tiers
 from costwarden.storage.sqltypes import utcnow
 
 logger = logging.getLogger(__name__)
@@ -107,20 +107,11 @@ def _resolve(conn: Connection, target: RuleTarget, known_tiers: Collection[str])
             org_id, subject = resolve_target(conn, target.org, target.scope, target.subject or "")
         else:
             assert target.org is not None
-            org_id = _org_id(conn, target.org)
+            org_id = org_id_by_name(conn, target.org)
             subject = ""
     except NotFound as exc:
         raise InvalidInput(f"no such scope: {exc}") from None
     return AlertLines((), target.scope, org_id, subject, limit_name=target.limit_name)
-
-
-def _org_id(conn: Connection, org: str) -> str:
-    found: str | None = conn.execute(
-        sa.select(orgs.c.id).where(orgs.c.name == org.strip())
-    ).scalar_one_or_none()
-    if found is None:
-        raise NotFound(f"unknown org {org!r}")
-    return found
 
 
 def set_rule(

@@ -254,6 +254,22 @@ def revoke_key(bind: Bind, key_id: str) -> KeyRecord:
     return record
 
 
+def org_names(bind: Bind) -> dict[str, str]:
+    """{org id: name} of every org."""
+    with connect_read(bind) as conn:
+        return {row.id: row.name for row in conn.execute(sa.select(orgs.c.id, orgs.c.name))}
+
+
+def named(names: dict[str, str], org: str) -> str:
+    """The id of the org called ``org`` (surrounding blanks ignored) in ``names`` (from
+    :func:`org_names`); NotFound if there is none."""
+    wanted = org.strip()
+    for org_id, name in names.items():
+        if name == wanted:
+            return org_id
+    raise NotFound(f"unknown org {org!r}")
+
+
 def org_id_by_name(conn: Connection, org: str) -> str:
     """The id of org ``org``; NotFound if there is none."""
     org_id: str | None = conn.execute(
