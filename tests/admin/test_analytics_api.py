@@ -146,6 +146,7 @@ async def test_spend_top_and_chargeback_equal_the_ledger(
         ("top", {"granularity": "day"}, 400, "no granularity"),
         ("chargeback.csv", {"month": "2026-13"}, 400, "month must be YYYY-MM"),
         ("projection", {"month": "2999-01"}, 400, "has not begun"),
+        ("projection", {"month": ""}, 400, "month must be YYYY-MM"),
         ("projection", {"org": "nope"}, 404, "unknown org"),
         ("chargeback.csv", {}, 400, "month must be YYYY-MM"),
         ("chargeback.csv", {"month": "2026-10", "by": "model"}, 400, "by must be one of"),

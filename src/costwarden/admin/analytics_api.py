@@ -178,7 +178,7 @@ async def projection(request: Request) -> Response:
         return denied
     params = request.query_params
     now = datetime.fromtimestamp(ctx.clock(), UTC)
-    start, end = _month(params.get("month") or f"{now:%Y-%m}")
+    start, end = _month(params.get("month", f"{now:%Y-%m}"))
     if start > now:
         raise InvalidInput("month: a month that has not begun has nothing to project from")
     today = min(datetime(now.year, now.month, now.day, tzinfo=UTC), end)
