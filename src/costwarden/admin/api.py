@@ -35,6 +35,7 @@ from costwarden.admin import (
     keys_api,
     limits_api,
     metrics_api,
+    request_log_api,
     risks_api,
     routes_api,
     switches_api,
@@ -99,6 +100,10 @@ ROUTES: tuple[Route, ...] = (
     Route("/admin/risks", risks_api.risks, methods=["GET"]),
     Route("/admin/analytics/spend", analytics_api.spend_report, methods=["GET"]),
     Route("/admin/analytics/top", analytics_api.top, methods=["GET"]),
+    Route("/admin/analytics/requests", request_log_api.search_requests, methods=["GET"]),
+    Route(
+        "/admin/analytics/requests/{request_id}", request_log_api.get_request, methods=["GET"]
+    ),
     Route("/admin/analytics/projection", analytics_api.projection, methods=["GET"]),
     Route("/admin/analytics/chargeback.csv", analytics_api.chargeback, methods=["GET"]),
     Route("/admin/alert-rules", alert_rules_api.get_rules, methods=["GET"]),

@@ -6,7 +6,8 @@ from typing import Any
 
 from costwarden.admin.analytics_api import CHARGEBACK_BY, FILTERS, MAX_TOP, TOP_BY
 from costwarden.admin.openapi_inputs import NAME, string
-from costwarden.admin.openapi_parts import READ, op, query
+from costwarden.admin.openapi_parts import READ, op, path_param, query
+from costwarden.admin.request_log_api import COST, LOG_FILTERS, MAX_PAGE
 from costwarden.analytics.query import BY, GRANULARITIES, WHEN
 
 _WHEN_HELP = "24h or 30d back from now, a date (UTC midnight), or a time with an offset"
@@ -76,6 +77,35 @@ ANALYTICS_PATHS: dict[str, Any] = {
                             "default": 10}),
                 *_FILTERS,
             ],
+        )
+    },
+    "/admin/analytics/requests": {
+        "get": op(
+            "Search the request log (the ledger's records), newest first, a page at a time: "
+            "filters, a time range, a cost range; next_cursor continues the same query",
+            _json("{data: [record], next_cursor}"),
+            *READ, "400", "404",
+            operationId="analyticsRequests",
+            parameters=[
+                *_RANGE,
+                query("org", string(NAME, "org name")),
+                *(query(name, {"type": "string"}) for name in LOG_FILTERS),
+                query("min_cost", {"type": "string", "pattern": COST, "description": "USD"}),
+                query("max_cost", {"type": "string", "pattern": COST, "description": "USD"}),
+                query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE,
+                                "default": 50}),
+                query("cursor", {"type": "string", "description": "next_cursor of the "
+                                 "previous page of the same query"}),
+            ],
+        )
+    },
+    "/admin/analytics/requests/{request_id}": {
+        "get": op(
+            "One request's full ledger record",
+            _json("the record"),
+            *READ, "404",
+            operationId="analyticsRequest",
+            parameters=[path_param("request_id", {"type": "string"})],
         )
     },
     "/admin/analytics/projection": {

@@ -17,7 +17,10 @@ Pure: ``storage.analytics_read`` runs the plan.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
+import hashlib
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -162,3 +165,32 @@ def dimensions(text: str | None) -> tuple[str, ...]:
             raise InvalidInput(f"unknown dimension {name!r} (known: {', '.join(NAMES)})")
         out.append(NAMES[name])
     return tuple(out)
+
+
+# ------------------------------------------------------------------ request-log cursors
+
+
+def cursor_digest(parts: Mapping[str, object]) -> str:
+    """A short digest of a request-log query (its filters, range, bounds and tenant): the
+    cursor of one query does not fit another."""
+    text = "&".join(f"{k}={parts[k]}" for k in sorted(parts))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def make_cursor(ts: datetime, request_id: str, digest: str) -> str:
+    raw = f"{ts.astimezone(UTC).isoformat()}|{request_id}|{digest}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def read_cursor(cursor: str, digest: str) -> tuple[datetime, str]:
+    """The position a cursor holds; InvalidInput for one that is not a cursor of this
+    query (another query's, edited, or not a cursor at all)."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        when, request_id, their_digest = raw.split("|")
+        ts = datetime.fromisoformat(when)
+    except (ValueError, UnicodeDecodeError, binascii.Error):
+        raise InvalidInput("cursor: not a cursor this API gave out") from None
+    if their_digest != digest or ts.tzinfo is None or not request_id:
+        raise InvalidInput("cursor: it belongs to another query (filters or range differ)")
+    return ts, request_id
