@@ -158,3 +158,70 @@ async def test_bad_input(
     r = await client.get(f"/admin/analytics/{path}", params=params, headers=AUTH)
     assert r.status_code == status, r.text
     assert message in r.json()["error"]["message"]
+
+
+@pytest.fixture
+async def recent(gw: LiveGateway) -> list[LedgerRecord]:
+    """The last 14 days for two real orgs, rolled up."""
+    engine = gw.app.engine
+    ids = [
+        (await asyncio.to_thread(repo.ensure_org, engine, name))[0] for name in ("acme", "beta")
+    ]
+    rng = random.Random(11)
+    now = datetime.now(UTC)
+    out = [
+        dataclasses.replace(
+            random_record(rng, now - timedelta(seconds=rng.uniform(60, 14 * 86400))),
+            org_id=rng.choice(ids),
+        )
+        for _ in range(300)
+    ]
+    async with LedgerWriter(engine, flush_interval=0.01) as writer:
+        for record in out:
+            writer.submit(record)
+    await asyncio.to_thread(roll_up, engine, lag_ms=0)
+    return out
+
+
+async def test_overview_and_trends_equal_the_ledger(
+    client: httpx.AsyncClient, recent: list[LedgerRecord]
+) -> None:
+    answer = await client.get("/admin/analytics/overview", params={"period": "7d"}, headers=AUTH)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    start = datetime.fromisoformat(body["since"])
+    before = start - timedelta(days=7)
+    this = [r for r in recent if r.ts >= start]
+    prior = [r for r in recent if before <= r.ts < start]
+    cost = sum((r.cost_usd for r in this), Decimal(0))
+    earlier = sum((r.cost_usd for r in prior), Decimal(0))
+    assert body["requests"] == len(this) and Decimal(body["cost_usd"]) == cost
+    assert Decimal(body["previous"]["cost_usd"]) == earlier
+    assert body["previous"]["requests"] == len(prior)
+    assert body["active_orgs"] == len({r.org_id for r in this})
+    failed = sum(r.status in ("upstream_error", "degraded", "gateway_error") for r in this)
+    rate = (Decimal(failed) / len(this) * 100).quantize(Decimal("0.1"))
+    assert Decimal(body["error_rate_pct"]) == rate
+    change = ((cost - earlier) / earlier * 100).quantize(Decimal("0.1"))
+    assert Decimal(body["cost_change_pct"]) == change
+
+    trends = await client.get(
+        "/admin/analytics/trends", params={"period": "7d", "by": "org"}, headers=AUTH
+    )
+    rows = trends.json()["data"]
+    for row in rows:
+        now_cost = sum((r.cost_usd for r in this if r.org_id == row["org"]), Decimal(0))
+        was = sum((r.cost_usd for r in prior if r.org_id == row["org"]), Decimal(0))
+        assert (Decimal(row["cost_usd"]), Decimal(row["previous_cost_usd"])) == (now_cost, was)
+        assert Decimal(row["change_usd"]) == now_cost - was
+    moves = [abs(Decimal(row["change_usd"])) for row in rows]
+    assert moves == sorted(moves, reverse=True) and len(rows) == 2
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [("overview", {"period": "1y"}), ("trends", {"period": "week"}), ("trends", {"by": "tag"})],
+)
+async def test_bad_periods(client: httpx.AsyncClient, path: str, params: dict[str, str]) -> None:
+    r = await client.get(f"/admin/analytics/{path}", params=params, headers=AUTH)
+    assert r.status_code == 400 and "must be one of" in r.json()["error"]["message"]

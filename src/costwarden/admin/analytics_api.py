@@ -6,6 +6,10 @@ watermark (``storage.analytics_read``), so it equals the ledger's rows.
   (``org`` by name; ``project``, ``key``, ``user``, ``provider``, ``model``, ``status``,
   ``tag`` as stored).
 - ``GET /admin/analytics/top?by=org|project|key|user|provider|model&n=10&since=&until=``.
+- ``GET /admin/analytics/overview?period=24h|7d|30d``: requests, cost, tokens, active orgs,
+  error rate, mean latency, and cost against the previous period.
+- ``GET /admin/analytics/trends?by=org|...&period=7d&n=10``: the groups whose cost moved
+  most against the previous period.
 - ``GET /admin/analytics/projection?month=YYYY-MM&org=``: each org's month-end spend with
   a 90 % interval (``analytics.projection``).
 - ``GET /admin/analytics/chargeback.csv?month=YYYY-MM&by=org|project|tag``: one row per org
@@ -29,6 +33,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from costwarden.admin.context import AdminContext, context
+from costwarden.analytics.overview import PERIODS, change_pct, error_rate, windows
 from costwarden.analytics.projection import SPREAD_DAYS, project_month
 from costwarden.analytics.query import (
     GRANULARITIES,
@@ -165,6 +170,88 @@ async def top(request: Request) -> Response:
             "until": q.until.isoformat(),
             "by": name,
             "data": [_row_json(r, q, names) for r in rows[:n]],
+        }
+    )
+
+
+# ------------------------------------------------------------------ overview and trends
+
+
+def _period(raw: str | None) -> str:
+    period = raw if raw is not None else "24h"
+    if period not in PERIODS:
+        raise InvalidInput(f"period must be one of {', '.join(PERIODS)}")
+    return period
+
+
+async def overview(request: Request) -> Response:
+    ctx = context(request)
+    if denied := ctx.authorized(request):
+        return denied
+    period = _period(request.query_params.get("period"))
+    before, start, now = windows(period, datetime.fromtimestamp(ctx.clock(), UTC))
+    this = SpendQuery(start, now, by=("status",))
+    by_status = await asyncio.to_thread(spend, ctx.engine, this)
+    by_org = await asyncio.to_thread(spend, ctx.engine, SpendQuery(start, now, by=("org_id",)))
+    previous = await asyncio.to_thread(spend, ctx.engine, SpendQuery(before, start))
+    total, earlier = _sum(by_status), _sum(previous)
+    return JSONResponse(
+        {
+            "period": period,
+            "since": start.isoformat(),
+            "until": now.isoformat(),
+            **totals_json(total),
+            "active_orgs": sum(1 for row in by_org if row.keys[0] and row.totals.requests),
+            "error_rate_pct": _pct(error_rate({r.keys[0]: r.totals.requests for r in by_status})),
+            # Not kept yet: the rollups hold exact latency sums (means), not distributions,
+            # and nothing is cached before the response cache exists.
+            "p95_latency_ms": None,
+            "cache_hit_rate_pct": None,
+            "previous": {"requests": earlier.requests, "cost_usd": _money(earlier.cost_usd)},
+            "cost_change_pct": _pct(change_pct(total.cost_usd, earlier.cost_usd)),
+        }
+    )
+
+
+def _pct(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+async def trends(request: Request) -> Response:
+    ctx = context(request)
+    if denied := ctx.authorized(request):
+        return denied
+    params = request.query_params
+    period = _period(params.get("period"))
+    name = params.get("by", "org")
+    if name not in TOP_BY:
+        raise InvalidInput(f"by must be one of {', '.join(TOP_BY)}")
+    n = _top_n(params.get("n"))
+    before, start, now = windows(period, datetime.fromtimestamp(ctx.clock(), UTC))
+    by = (NAMES[name],)
+    this = await asyncio.to_thread(spend, ctx.engine, SpendQuery(start, now, by=by))
+    prior = await asyncio.to_thread(spend, ctx.engine, SpendQuery(before, start, by=by))
+    was = {row.keys: row.totals.cost_usd for row in prior}
+    now_cost = {row.keys: row.totals.cost_usd for row in this}
+    names = await asyncio.to_thread(repo.org_names, ctx.engine)
+    rows = []
+    for keys in set(was) | set(now_cost):
+        cost, earlier = now_cost.get(keys, Decimal(0)), was.get(keys, Decimal(0))
+        value = keys[0] or None
+        rows.append((-abs(cost - earlier), keys, {
+            name: value, **({"org_name": names.get(keys[0])} if name == "org" else {}),
+            "cost_usd": _money(cost), "previous_cost_usd": _money(earlier),
+            "change_usd": _money(cost - earlier),
+            "change_pct": _pct(change_pct(cost, earlier)),
+        }))  # fmt: skip
+    rows.sort(key=lambda item: item[:2])
+    return JSONResponse(
+        {
+            "period": period,
+            "since": start.isoformat(),
+            "previous_since": before.isoformat(),
+            "by": name,
+            "data": [item for _, _, item in rows[:n]],
         }
     )
 

@@ -100,6 +100,8 @@ ROUTES: tuple[Route, ...] = (
     Route("/admin/risks", risks_api.risks, methods=["GET"]),
     Route("/admin/analytics/spend", analytics_api.spend_report, methods=["GET"]),
     Route("/admin/analytics/top", analytics_api.top, methods=["GET"]),
+    Route("/admin/analytics/overview", analytics_api.overview, methods=["GET"]),
+    Route("/admin/analytics/trends", analytics_api.trends, methods=["GET"]),
     Route("/admin/analytics/requests", request_log_api.search_requests, methods=["GET"]),
     Route(
         "/admin/analytics/requests/{request_id}", request_log_api.get_request, methods=["GET"]

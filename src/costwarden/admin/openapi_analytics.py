@@ -8,6 +8,7 @@ from costwarden.admin.analytics_api import CHARGEBACK_BY, FILTERS, MAX_TOP, TOP_
 from costwarden.admin.openapi_inputs import NAME, string
 from costwarden.admin.openapi_parts import READ, op, path_param, query
 from costwarden.admin.request_log_api import COST, LOG_FILTERS, MAX_PAGE
+from costwarden.analytics.overview import PERIODS
 from costwarden.analytics.query import BY, GRANULARITIES, WHEN
 
 _WHEN_HELP = "24h or 30d back from now, a date (UTC midnight), or a time with an offset"
@@ -76,6 +77,34 @@ ANALYTICS_PATHS: dict[str, Any] = {
                 query("n", {"type": "integer", "minimum": 1, "maximum": MAX_TOP,
                             "default": 10}),
                 *_FILTERS,
+            ],
+        )
+    },
+    "/admin/analytics/overview": {
+        "get": op(
+            "Requests, cost, tokens, active orgs, error rate (upstream errors, degraded "
+            "answers, gateway errors) and mean latency over the last 24h / 7d / 30d, and cost "
+            "against the period before; p95 latency and cache hit rate are null (not kept yet)",
+            _json("{period, since, until, ...totals, active_orgs, error_rate_pct, previous, "
+                  "cost_change_pct}"),
+            *READ, "400",
+            operationId="analyticsOverview",
+            parameters=[query("period", {"type": "string", "enum": list(PERIODS),
+                                         "default": "24h"})],
+        )
+    },
+    "/admin/analytics/trends": {
+        "get": op(
+            "The groups of one dimension whose cost moved most against the previous period",
+            _json("{period, since, previous_since, by, data: [{<dim>, cost_usd, "
+                  "previous_cost_usd, change_usd, change_pct}]}"),
+            *READ, "400",
+            operationId="analyticsTrends",
+            parameters=[
+                query("period", {"type": "string", "enum": list(PERIODS), "default": "24h"}),
+                query("by", {"type": "string", "enum": list(TOP_BY), "default": "org"}),
+                query("n", {"type": "integer", "minimum": 1, "maximum": MAX_TOP,
+                            "default": 10}),
             ],
         )
     },
