@@ -13,6 +13,7 @@ import pytest
 
 from costwarden.mock import MockServer
 from costwarden.storage.alert_rules import list_rules
+from tests.admin.conftest import AUTH, TOKEN
 from tests.helpers import (
     PRICEY,
     T0,
@@ -24,9 +25,6 @@ from tests.helpers import (
 )
 from tests.helpers import chat as _chat
 
-TOKEN = "adm-rules-secret"
-AUTH = {"authorization": f"Bearer {TOKEN}"}
-
 
 @pytest.fixture
 async def gw(mock: MockServer, database_url: str, tmp_path: Path) -> AsyncIterator[LiveGateway]:
@@ -35,12 +33,6 @@ async def gw(mock: MockServer, database_url: str, tmp_path: Path) -> AsyncIterat
         mock, database_url, tmp_path, admin_token=TOKEN, extra_toml=tier
     ) as gateway:
         yield gateway
-
-
-@pytest.fixture
-async def client(gw: LiveGateway) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=gw.base_url, timeout=10) as c:
-        yield c
 
 
 async def test_set_list_and_delete(gw: LiveGateway, client: httpx.AsyncClient) -> None:

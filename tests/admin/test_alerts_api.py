@@ -4,35 +4,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from costwarden.alerts.rules import threshold_alert
 from costwarden.core.event_kinds import LimitThresholdCrossed
-from costwarden.mock import MockServer
 from costwarden.storage import alert_records as records
 from costwarden.storage import alerts as store
 from costwarden.storage import repo
 from costwarden.storage.audit import audit_entries
-from tests.helpers import LiveGateway, live_gateway
-
-TOKEN = "adm-alerts-secret"
-AUTH = {"authorization": f"Bearer {TOKEN}"}
-
-
-@pytest.fixture
-async def gw(mock: MockServer, database_url: str, tmp_path: Path) -> AsyncIterator[LiveGateway]:
-    async with live_gateway(mock, database_url, tmp_path, admin_token=TOKEN) as gateway:
-        yield gateway
-
-
-@pytest.fixture
-async def client(gw: LiveGateway) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=gw.base_url, timeout=10) as c:
-        yield c
+from tests.admin.conftest import AUTH
+from tests.helpers import LiveGateway
 
 
 async def _raise(gw: LiveGateway, pct: int) -> records.AlertRecord:

@@ -14,19 +14,12 @@ import httpx
 import pytest
 
 from costwarden.mock import MockServer
+from tests.admin.conftest import AUTH, TOKEN
 from tests.helpers import LiveGateway, WebhookReceiver, live_gateway, webhook_receiver
 
-TOKEN = "adm-channels-secret"
-AUTH = {"authorization": f"Bearer {TOKEN}"}
 SECRET = "whsec_" + base64.b64encode(b"channels-api-key-0123456789abcdef").decode()
 PASSWORD = "smtp-hunter2-password"
 SLACK_PATH = "/services/T0SECRET/B0SECRET/xoxbSecretPath"
-
-
-@pytest.fixture
-async def gw(mock: MockServer, database_url: str, tmp_path: Path) -> AsyncIterator[LiveGateway]:
-    async with live_gateway(mock, database_url, tmp_path, admin_token=TOKEN) as gateway:
-        yield gateway
 
 
 @pytest.fixture

@@ -6,36 +6,19 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from costwarden.core.records import LedgerRecord
-from costwarden.mock import MockServer
 from costwarden.storage import repo
 from costwarden.storage.ledger import LedgerWriter
-from tests.helpers import LiveGateway, live_gateway
+from tests.admin.conftest import AUTH
+from tests.helpers import LiveGateway
 from tests.storage.conftest import random_record
-
-TOKEN = "adm-log-secret"
-AUTH = {"authorization": f"Bearer {TOKEN}"}
-
-
-@pytest.fixture
-async def gw(mock: MockServer, database_url: str, tmp_path: Path) -> AsyncIterator[LiveGateway]:
-    async with live_gateway(mock, database_url, tmp_path, admin_token=TOKEN) as gateway:
-        yield gateway
-
-
-@pytest.fixture
-async def client(gw: LiveGateway) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=gw.base_url, timeout=30) as c:
-        yield c
 
 
 async def _write(gw: LiveGateway, records: list[LedgerRecord]) -> None:
