@@ -20,7 +20,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from costwarden.admin.common import ACTOR, parse_json_object, read_body
+from costwarden.admin.common import ACTOR, count_param, parse_json_object, read_body
 from costwarden.admin.context import context
 from costwarden.alerts.state import Action
 from costwarden.core.actors import clean_actor
@@ -32,15 +32,6 @@ from costwarden.storage.alert_deliveries import delivery_log
 STATES = ("firing", "acknowledged", "resolved")
 MAX_LIST = 1000
 MAX_SNOOZE_MINUTES = 7 * 24 * 60
-
-
-def _limit(raw: str | None) -> int:
-    if raw is None:
-        return 100
-    text = raw.strip()
-    if not text.isdigit() or not 1 <= int(text) <= MAX_LIST:
-        raise InvalidInput(f"limit must be a whole number from 1 to {MAX_LIST}")
-    return int(text)
 
 
 def _actor(data: dict[str, Any]) -> str:
@@ -64,7 +55,7 @@ async def list_alerts(request: Request) -> Response:
         ctx.engine,
         org=org,
         state=state,  # type: ignore[arg-type]
-        limit=_limit(query.get("limit")),
+        limit=count_param(query.get("limit"), "limit", default=100, most=MAX_LIST),
     )
     return JSONResponse({"data": [r.to_json() for r in records]})
 

@@ -32,6 +32,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from costwarden.admin.common import count_param
 from costwarden.admin.context import AdminContext, context
 from costwarden.analytics.overview import PERIODS, change_pct, error_rate, windows
 from costwarden.analytics.projection import SPREAD_DAYS, project_month
@@ -141,15 +142,6 @@ async def spend_report(request: Request) -> Response:
     )
 
 
-def _top_n(raw: str | None) -> int:
-    if raw is None:
-        return 10
-    text = raw.strip()
-    if not text.isdigit() or not 1 <= int(text) <= MAX_TOP:
-        raise InvalidInput(f"n must be a whole number from 1 to {MAX_TOP}")
-    return int(text)
-
-
 async def top(request: Request) -> Response:
     ctx = context(request)
     if denied := ctx.authorized(request):
@@ -158,7 +150,7 @@ async def top(request: Request) -> Response:
     name = params.get("by", "org")
     if name not in TOP_BY:
         raise InvalidInput(f"by must be one of {', '.join(TOP_BY)}")
-    n = _top_n(params.get("n"))
+    n = count_param(params.get("n"), "n", default=10, most=MAX_TOP)
     q, names = await _query(request, ctx, by=(NAMES[name],), since_default="30d")
     if q.granularity is not None:
         raise InvalidInput("top takes no granularity")
@@ -226,7 +218,7 @@ async def trends(request: Request) -> Response:
     name = params.get("by", "org")
     if name not in TOP_BY:
         raise InvalidInput(f"by must be one of {', '.join(TOP_BY)}")
-    n = _top_n(params.get("n"))
+    n = count_param(params.get("n"), "n", default=10, most=MAX_TOP)
     before, start, now = windows(period, datetime.fromtimestamp(ctx.clock(), UTC))
     by = (NAMES[name],)
     this = await asyncio.to_thread(spend, ctx.engine, SpendQuery(start, now, by=by))

@@ -120,6 +120,17 @@ def parse_json_object(raw: bytes, *, allowed: set[str] | None = None) -> dict[st
     return data
 
 
+def count_param(raw: str | None, name: str, *, default: int, most: int) -> int:
+    """A query parameter that counts things (a page size, the top n): a whole number from 1
+    to ``most``, ``default`` when absent; InvalidInput naming ``name`` otherwise."""
+    if raw is None:
+        return default
+    text = raw.strip()
+    if not text.isdigit() or not 1 <= int(text) <= most:
+        raise InvalidInput(f"{name} must be a whole number from 1 to {most}")
+    return int(text)
+
+
 async def body_json(request: Request, *, allowed: set[str] | None = None) -> dict[str, Any]:
     """The request's JSON object body (see :func:`read_body`, :func:`parse_json_object`)."""
     return parse_json_object(await read_body(request), allowed=allowed)

@@ -19,7 +19,6 @@ import asyncio
 import logging
 from typing import Any
 
-from sqlalchemy.engine import Engine
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -67,7 +66,8 @@ async def get_limits(request: Request) -> Response:
     if denied := ctx.authorized(request):
         return denied
     org = request.query_params.get("org")
-    org_id, names = await asyncio.to_thread(_org_names, ctx.engine, org)
+    names = await asyncio.to_thread(repo.org_names, ctx.engine)
+    org_id = None if org is None else repo.named(names, org)
     limits = await asyncio.to_thread(policy.list_limits, ctx.engine)
     if org_id is not None:
         limits = [lim for lim in limits if lim.org_id in (org_id, "")]
@@ -235,18 +235,6 @@ async def _live_status(ctx: AdminContext, org_id: str) -> list[LimitStatus]:
 
 def config_tier_names(ctx: AdminContext) -> list[str]:
     return [t.name for t in ctx.enforcer.config_tiers]
-
-
-def _org_names(engine: Engine, org: str | None) -> tuple[str | None, dict[str, str]]:
-    """(the id of ``org`` or None when not given, {org id: name}); NotFound if unknown."""
-    names = {o.id: o.name for o in repo.list_orgs(engine)}
-    if org is None:
-        return None, names
-    wanted = org.strip()
-    for org_id, name in names.items():
-        if name == wanted:
-            return org_id, names
-    raise NotFound(f"unknown org {org!r}")
 
 
 def _target(data: dict[str, Any]) -> tuple[str | None, str, str]:

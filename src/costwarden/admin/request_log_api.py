@@ -20,6 +20,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from costwarden.admin.common import count_param
 from costwarden.admin.context import context
 from costwarden.analytics.query import (
     MAX_RANGE,
@@ -58,14 +59,6 @@ def _cost(raw: str | None, what: str) -> Decimal | None:
     return Decimal(raw)
 
 
-def _limit(raw: str | None) -> int:
-    if raw is None:
-        return 50
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
-        raise InvalidInput(f"limit must be a whole number from 1 to {MAX_PAGE}")
-    return int(raw)
-
-
 async def search_requests(request: Request) -> Response:
     ctx = context(request)
     if denied := ctx.authorized(request):
@@ -85,7 +78,7 @@ async def search_requests(request: Request) -> Response:
     low, high = _cost(params.get("min_cost"), "min_cost"), _cost(params.get("max_cost"), "max_cost")
     if low is not None and high is not None and low > high:
         raise InvalidInput("min_cost must not be above max_cost")
-    limit = _limit(params.get("limit"))
+    limit = count_param(params.get("limit"), "limit", default=50, most=MAX_PAGE)
     # The platform admin sees every org: tenant None (an org admin's will be its org).
     q = LogQuery(since, until, filters, low, high, tenant=None)
     # The query as asked (a relative "24h" or an open "until" stay the same query from page
