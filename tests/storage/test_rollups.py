@@ -31,6 +31,7 @@ from costwarden.storage.schema import (
     rollup_daily,
     rollup_hourly,
     rollup_slices_daily,
+    rollup_slices_hourly,
     rollup_tags_daily,
 )
 from tests.storage.conftest import ledger_row, random_record
@@ -50,6 +51,19 @@ def _hourly(engine: Engine) -> dict[tuple[Any, ...], Totals]:
     with engine.connect() as conn:
         rows = conn.execute(sa.select(rollup_hourly)).mappings().all()
     return {(row["hour"], *(row[d] for d in DIMENSIONS)): Totals.of(row) for row in rows}
+
+
+def _grouped_slices(full: Any, bucket: str) -> dict[tuple[Any, ...], Totals]:
+    """The slices (analytics.rollup.SLICES) of full-cube rows, summed in Python."""
+    out: dict[tuple[Any, ...], Totals] = {}
+    for row in full:
+        for name, org_column, value_column in SLICES:
+            key = (
+                row[bucket], name, row[org_column] if org_column else "",
+                row[value_column] if value_column else "",
+            )  # fmt: skip
+            out.setdefault(key, Totals()).add(Totals.of(row))
+    return out
 
 
 def _days(records: list[LedgerRecord]) -> list[str]:
@@ -134,19 +148,16 @@ async def test_randomised_traffic_rolls_up_to_exactly_the_ledger(
         for (org, tag), totals in tag_rollup(rows).items():
             want_tags[(day, org, tag)] = totals
     assert {(r["day"], r["org_id"], r["tag"]): Totals.of(r) for r in tagged} == want_tags
-    # Every slice is its grouping of the full daily rows.
+    # Every slice, hourly and daily, is its grouping of the full hourly or daily rows.
     with engine.connect() as conn:
-        slices = conn.execute(sa.select(rollup_slices_daily)).mappings().all()
-    want_slices: dict[tuple[str, str, str, str], Totals] = {}
-    for row in daily:
-        for name, org_column, value_column in SLICES:
-            key = (
-                row["day"], name, row[org_column] if org_column else "",
-                row[value_column] if value_column else "",
-            )  # fmt: skip
-            want_slices.setdefault(key, Totals()).add(Totals.of(row))
-    got_slices = {(r["day"], r["slice"], r["org_id"], r["value"]): Totals.of(r) for r in slices}
-    assert got_slices == want_slices
+        hourly = conn.execute(sa.select(rollup_hourly)).mappings().all()
+        for full, table, bucket in (
+            (daily, rollup_slices_daily, "day"), (hourly, rollup_slices_hourly, "hour")
+        ):
+            slices = conn.execute(sa.select(table)).mappings().all()
+            assert _grouped_slices(full, bucket) == {
+                (r[bucket], r["slice"], r["org_id"], r["value"]): Totals.of(r) for r in slices
+            }
 
     # A row deleted behind the job's back: reconciliation finds it, repair mends it.
     gone = late[0]

@@ -24,6 +24,7 @@ from costwarden.storage.schema import (
     rollup_daily,
     rollup_hourly,
     rollup_slices_daily,
+    rollup_slices_hourly,
     rollup_tags_daily,
     rollup_tags_hourly,
 )
@@ -112,20 +113,26 @@ def slice_for(q: SpendQuery) -> tuple[str, str | None] | None:
 
 
 def _from_slice(
-    conn: Connection, q: SpendQuery, days: tuple[str, ...], name: str, dim: str | None
+    conn: Connection,
+    q: SpendQuery,
+    table: sa.Table,
+    within: sa.ColumnElement[bool],
+    name: str,
+    dim: str | None,
 ) -> list[tuple[Key, Totals]]:
-    t = rollup_slices_daily.c
+    """The slice ``name`` of ``table``'s rows ``within`` (days of the daily slices, or a
+    run of hours of the hourly ones)."""
+    t = table.c
+    bucket = t.hour if "hour" in t else t.day
     columns = {"org_id": t.org_id, **({dim: t.value} if dim else {})}
     cols = [columns[k] for k in q.by]
-    group = [t.day, *cols] if q.granularity else cols
-    stmt = sa.select(*group, *_sums(rollup_slices_daily)).where(
-        t.slice == name, t.day.in_(days)
-    )
+    group = [bucket, *cols] if q.granularity else cols
+    stmt = sa.select(*group, *_sums(table)).where(t.slice == name, within)
     stmt = _filtered(stmt, columns, q)
     stmt = stmt.group_by(*group) if group else stmt
     out = []
     for row in conn.execute(stmt):
-        at = row[0] if q.granularity else None
+        at = _bucket(q, row[0]) if q.granularity else None
         keys = tuple(row[1 : 1 + len(cols)] if q.granularity else row[: len(cols)])
         out.append(((at, keys), Totals.of(row._mapping)))
     return out
@@ -150,7 +157,8 @@ def _rolled(conn: Connection, q: SpendQuery, parts: Plan) -> list[tuple[Key, Tot
     out: list[tuple[Key, Totals]] = []
     picked = None if tags else slice_for(q)
     if parts.days and picked is not None:
-        out.extend(_from_slice(conn, q, parts.days, *picked))
+        within = rollup_slices_daily.c.day.in_(parts.days)
+        out.extend(_from_slice(conn, q, rollup_slices_daily, within, *picked))
     elif parts.days:
         cols = [daily.c[k] for k in q.by]
         group = [daily.c.day, *cols] if q.granularity else cols
@@ -161,6 +169,11 @@ def _rolled(conn: Connection, q: SpendQuery, parts: Plan) -> list[tuple[Key, Tot
             keys = tuple(row[1 : 1 + len(cols)] if q.granularity else row[: len(cols)])
             out.append(((at, keys), Totals.of(row._mapping)))
     for start, end in _runs(parts.hours):
+        if picked is not None:
+            hour = rollup_slices_hourly.c.hour
+            run = sa.and_(hour >= start, hour < end)
+            out.extend(_from_slice(conn, q, rollup_slices_hourly, run, *picked))
+            continue
         cols = [hourly.c[k] for k in q.by]
         group = [hourly.c.hour, *cols] if q.granularity else cols
         stmt = sa.select(*group, *_sums(hourly))

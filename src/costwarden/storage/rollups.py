@@ -57,6 +57,7 @@ from costwarden.storage.schema import (
     rollup_daily,
     rollup_hourly,
     rollup_slices_daily,
+    rollup_slices_hourly,
     rollup_tags_daily,
     rollup_tags_hourly,
 )
@@ -186,6 +187,7 @@ def _write_hour(conn: Connection, hour: datetime, upto: int | None) -> int:
     conn.execute(
         rollup_hourly.insert().from_select(["hour", *DIMENSIONS, *MEASURES], grouped)
     )
+    _write_hour_slices(conn, hour)
     tagged_rows = _rolled(
         sa.select(*_READ).where(_c.ts >= hour, _c.ts < hour + HOUR, _c.tags != "{}"), upto
     )
@@ -213,12 +215,8 @@ def _write_day(conn: Connection, day: str) -> None:
     ):
         conn.execute(daily.delete().where(daily.c.day == day))
         columns = [hourly.c[k] for k in keys]
-        sums = [
-            money_sum(hourly.c[m]) if m in _MONEY_MEASURES else sa.func.sum(hourly.c[m])
-            for m in MEASURES
-        ]
         summed = (
-            sa.select(sa.literal(day), *columns, *sums)
+            sa.select(sa.literal(day), *columns, *_sums_of(hourly))
             .where(hourly.c.hour >= start, hourly.c.hour < start + 24 * HOUR)
             .group_by(*columns)
         )
@@ -226,29 +224,53 @@ def _write_day(conn: Connection, day: str) -> None:
     _write_slices(conn, day)
 
 
-def _write_slices(conn: Connection, day: str) -> None:
-    """The day's narrow slices, from its full daily rows."""
-    d = rollup_daily.c
-    conn.execute(rollup_slices_daily.delete().where(rollup_slices_daily.c.day == day))
-    sums = [
-        money_sum(d[m]) if m in _MONEY_MEASURES else sa.func.sum(d[m]) for m in MEASURES
+def _sums_of(table: sa.Table) -> list[sa.ColumnElement[Any]]:
+    return [
+        money_sum(table.c[m]) if m in _MONEY_MEASURES else sa.func.sum(table.c[m])
+        for m in MEASURES
     ]
+
+
+def _write_hour_slices(conn: Connection, hour: datetime) -> None:
+    """The hour's narrow slices, from its full hourly rows (just written)."""
+    h = rollup_hourly.c
+    conn.execute(rollup_slices_hourly.delete().where(rollup_slices_hourly.c.hour == hour))
+    sums = _sums_of(rollup_hourly)
     for name, org_column, value_column in SLICES:
-        org = d[org_column] if org_column else sa.literal("")
-        value = d[value_column] if value_column else sa.literal("")
-        group = [c for c in (org_column, value_column) if c]
+        org = h[org_column] if org_column else sa.literal("")
+        value = h[value_column] if value_column else sa.literal("")
+        group = [h[c] for c in (org_column, value_column) if c]
         summed = (
-            sa.select(sa.literal(day), sa.literal(name), org, value, *sums)
-            .where(d.day == day)
-            .group_by(*(d[c] for c in group))
+            sa.select(sa.literal(hour, UTCDateTime()), sa.literal(name), org, value, *sums)
+            .where(h.hour == hour)
+            .group_by(*group)
         )
         if not group:  # an aggregate over no rows is one row of NULLs: none then
             summed = summed.having(sa.func.count() > 0)
         conn.execute(
-            rollup_slices_daily.insert().from_select(
-                ["day", "slice", "org_id", "value", *MEASURES], summed
+            rollup_slices_hourly.insert().from_select(
+                ["hour", "slice", "org_id", "value", *MEASURES], summed
             )
         )
+
+
+def _write_slices(conn: Connection, day: str) -> None:
+    """The day's narrow slices, from its hours' slices (one statement: far fewer rows than
+    the day's full cube)."""
+    h = rollup_slices_hourly.c
+    conn.execute(rollup_slices_daily.delete().where(rollup_slices_daily.c.day == day))
+    start = day_start(day)
+    keys = (h.slice, h.org_id, h.value)
+    summed = (
+        sa.select(sa.literal(day), *keys, *_sums_of(rollup_slices_hourly))
+        .where(h.hour >= start, h.hour < start + 24 * HOUR)
+        .group_by(*keys)
+    )
+    conn.execute(
+        rollup_slices_daily.insert().from_select(
+            ["day", "slice", "org_id", "value", *MEASURES], summed
+        )
+    )
 
 
 def _recompute(bind: Bind, hours: Iterable[datetime], upto: int | None) -> int:

@@ -356,10 +356,17 @@ rollup_tags_daily = _rollup(
     "rollup_tags_daily", sa.Column("day", sa.Text, primary_key=True), "org_id", "tag"
 )
 
-# Narrow daily slices of rollup_daily, what most analytics queries read (the full cube has
-# about a row per raw row once end users are in it): slice "total" (org_id and value ""),
-# "org" (value ""), a dimension's name (that org's totals per value of the dimension), or
-# "all:" + a dimension's name (every org's together per value, org_id "").
+# Narrow slices of the full cube, per hour and per day: what most analytics queries read (the
+# full cube has about a row per raw row once end users are in it): slice "total" (org_id and
+# value ""), "org" (value ""), a dimension's name (that org's totals per value of the
+# dimension), or "all:" + a dimension's name (every org's together per value, org_id "").
+rollup_slices_hourly = _rollup(
+    "rollup_slices_hourly",
+    sa.Column("hour", UTCDateTime(), primary_key=True),
+    "slice",
+    "org_id",
+    "value",
+)
 rollup_slices_daily = _rollup(
     "rollup_slices_daily",
     sa.Column("day", sa.Text, primary_key=True),
@@ -402,6 +409,7 @@ TABLES = (
     rollup_daily,
     rollup_tags_hourly,
     rollup_tags_daily,
+    rollup_slices_hourly,
     rollup_slices_daily,
     analytics_state,
 )
