@@ -9,6 +9,7 @@ import dataclasses
 import random
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from sqlalchemy.engine import Engine
 from costwarden.analytics.query import SpendQuery
 from costwarden.analytics.rollup import Totals, day_of, hour_of, row_totals, tags_of
 from costwarden.core.records import LedgerRecord
-from costwarden.storage.analytics_read import rolled_until, slice_for, spend
+from costwarden.storage.analytics_read import rolled_until, slice_for, spend, top
 from costwarden.storage.ledger import LedgerWriter
 from costwarden.storage.rollups import roll_up
 from costwarden.storage.schema import ledger
@@ -164,3 +165,46 @@ async def test_an_empty_ledger_answers_nothing(engine: Engine) -> None:
         assert await asyncio.to_thread(spend, engine, q) == []
     await asyncio.to_thread(roll_up, engine, lag_ms=0)
     assert await asyncio.to_thread(spend, engine, SpendQuery(hour_of(now), now)) == []
+
+
+@pytest.mark.parametrize("by", ["org_id", "model", "key_id", "end_user"])
+@pytest.mark.parametrize("n", [1, 2, 10])
+async def test_top_is_the_costliest_n_with_every_measure(
+    engine: Engine, written: Written, by: str, n: int
+) -> None:
+    q = SpendQuery(written.base + timedelta(hours=5), written.now, by=(by,))
+    ranked = sorted(
+        ((keys, totals) for (_, keys), totals in _expected(written.records, q).items()),
+        key=lambda item: (-item[1].cost_usd, item[0]),
+    )
+    got = await asyncio.to_thread(top, engine, q, n)
+    assert [(r.keys, r.totals) for r in got] == ranked[:n]
+
+
+async def test_top_ranks_costs_doubles_order_the_other_way(
+    engine: Engine, make_record: Callable[..., LedgerRecord]
+) -> None:
+    """key_a: $100,000 in one hour, then 5e-12 in each of two more (as doubles, summed in
+    that order: 100000.0, each trillionth lost); key_b: $100,000.000000000008 in one hour
+    (the double above 100000.0). Exactly, key_a costs more; as doubles, key_b does. SQLite
+    ranks on doubles first: the bound on their error keeps key_a a candidate."""
+    hour = hour_of(datetime.now(UTC))
+    spent = [
+        ("key_a", 3, "100000.000000000000"), ("key_a", 2, "0.000000000005"),
+        ("key_a", 1, "0.000000000005"), ("key_b", 3, "100000.000000000008"),
+        ("key_c", 2, "1"),
+    ]  # fmt: skip
+    async with LedgerWriter(engine, flush_interval=0.01) as writer:
+        for key, hours_back, cost in spent:
+            writer.submit(make_record(
+                ts=hour - timedelta(hours=hours_back, minutes=-10), key_id=key,
+                cost_usd=Decimal(cost),
+            ))  # fmt: skip
+    await asyncio.to_thread(roll_up, engine, lag_ms=0)
+    q = SpendQuery(hour - timedelta(hours=4), hour, by=("key_id",))
+    (first,) = await asyncio.to_thread(top, engine, q, 1)
+    assert first.keys == ("key_a",)
+    assert first.totals.cost_usd == Decimal("100000.000000000010")
+    assert [r.keys for r in await asyncio.to_thread(top, engine, q, 3)] == [
+        ("key_a",), ("key_b",), ("key_c",)
+    ]

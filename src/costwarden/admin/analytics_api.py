@@ -48,6 +48,7 @@ from costwarden.analytics.rollup import Totals
 from costwarden.core.errors import InvalidInput
 from costwarden.storage import repo
 from costwarden.storage.analytics_read import SpendRow, spend
+from costwarden.storage.analytics_read import top as top_spend
 
 COLUMN_NAMES = {column: name for name, column in NAMES.items()}
 FILTERS = ("org", "project", "key", "user", "provider", "model", "status", "tag")
@@ -154,14 +155,13 @@ async def top(request: Request) -> Response:
     q, names = await _query(request, ctx, by=(NAMES[name],), since_default="30d")
     if q.granularity is not None:
         raise InvalidInput("top takes no granularity")
-    rows = await asyncio.to_thread(spend, ctx.engine, q)
-    rows.sort(key=lambda r: (-r.totals.cost_usd, r.keys))
+    rows = await asyncio.to_thread(top_spend, ctx.engine, q, n)
     return JSONResponse(
         {
             "since": q.since.isoformat(),
             "until": q.until.isoformat(),
             "by": name,
-            "data": [_row_json(r, q, names) for r in rows[:n]],
+            "data": [_row_json(r, q, names) for r in rows],
         }
     )
 

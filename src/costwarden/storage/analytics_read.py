@@ -8,8 +8,9 @@ the parts are added in Python: the answer equals what the raw ledger's rows add 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -32,6 +33,7 @@ from costwarden.storage.schema import (
 _c = ledger.c
 _MONEY = frozenset({"cost_usd", "cache_savings_usd"})
 Key = tuple[str | None, tuple[str, ...]]  # (bucket, the group's values)
+_Part = tuple[Key, Mapping[Any, Any]]  # a group of one part of an answer, and its sums
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -52,27 +54,114 @@ def rolled_until(conn: Connection) -> datetime | None:
     return datetime.fromtimestamp(mark / 1000, UTC).replace(minute=0, second=0, microsecond=0)
 
 
-def spend(bind: Bind, q: SpendQuery) -> list[SpendRow]:
-    """The totals ``q`` asks for, newest bucket last, the costliest group first within one."""
+def spend(
+    bind: Bind, q: SpendQuery, *, among: tuple[str, Collection[str]] | None = None
+) -> list[SpendRow]:
+    """The totals ``q`` asks for, newest bucket last, the costliest group first within one;
+    ``among`` (a dimension and values) keeps only the rows with one of those values."""
     acc: dict[Key, Totals] = {}
+    reading = _Reading(_sums, RAW_SUMS, among)
     with connect_read(bind) as conn:
-        parts = plan(q, rolled_until(conn))
-        _add(acc, _rolled(conn, q, parts))
-        if parts.raw is not None:
-            _add(acc, _raw(conn, q, *parts.raw))
+        for key, values in _parts(conn, q, reading):
+            totals = Totals.of(values)
+            if not totals.requests:
+                continue  # an ungrouped aggregate over no rows
+            have = acc.get(key)
+            if have is None:
+                acc[key] = have = Totals()
+            have.add(totals)
     rows = [SpendRow(bucket, keys, totals) for (bucket, keys), totals in acc.items()]
     rows.sort(key=lambda r: (r.bucket or "", -r.totals.cost_usd, r.keys))
     return rows
 
 
-def _add(acc: dict[Key, Totals], found: Iterable[tuple[Key, Totals]]) -> None:
-    for key, totals in found:
-        if not totals.requests:
-            continue  # an ungrouped aggregate over no rows
-        have = acc.get(key)
-        if have is None:
-            acc[key] = have = Totals()
-        have.add(totals)
+def top(bind: Bind, q: SpendQuery, n: int) -> list[SpendRow]:
+    """The ``n`` groups of ``q`` (one dimension, no granularity) that cost the most,
+    costliest first (ties by value), with every measure.
+
+    Two reads: every group's cost alone, then every measure of the candidates only. On
+    PostgreSQL the first read is exact (NUMERIC), so the candidates are the ``n`` costliest
+    and any tied with the last. On SQLite, where an exact sum of decimal text is a Python
+    aggregate (a few µs a row), the first read sums costs as doubles, with a bound on each
+    group's error (:func:`_rank_of`); a group is a candidate unless even its upper bound is
+    below the ``n``-th highest lower bound, so the exact second read always ranks the true
+    ``n``.
+    """
+    if len(q.by) != 1 or q.granularity is not None or uses_tags(q):
+        raise ValueError("top ranks one dimension (not tags) over the whole range")
+    ranks: dict[str, tuple[Decimal, Decimal]] = {}  # value: (lower bound, upper bound)
+    with connect_read(bind) as conn:
+        exact = conn.dialect.name != "sqlite"
+        for (_, (value,)), sums in _parts(conn, q, _rank_reading(exact)):
+            if not sums["requests"]:
+                continue
+            low, high = _rank_of(sums, exact)
+            have = ranks.get(value)
+            ranks[value] = (low, high) if have is None else (have[0] + low, have[1] + high)
+    if not ranks:
+        return []
+    lows = sorted((low for low, _ in ranks.values()), reverse=True)
+    floor = lows[min(n, len(lows)) - 1]
+    wanted = {value for value, (_, high) in ranks.items() if high >= floor}
+    rows = spend(bind, q, among=(q.by[0], wanted))
+    rows.sort(key=lambda r: (-r.totals.cost_usd, r.keys))
+    return rows[:n]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Reading:
+    """What a read sums: over a rollup table (``sums``), over raw ledger rows (``raw``); and
+    the rows it keeps (``among``: a dimension and its values)."""
+
+    sums: Callable[[sa.Table], list[sa.ColumnElement[Any]]]
+    raw: Sequence[sa.ColumnElement[Any]]
+    among: tuple[str, Collection[str]] | None = None
+
+
+def _rank_reading(exact: bool) -> _Reading:
+    """The first read of :func:`top`: per group, its requests and cost (exact), or its
+    cost as a double with what bounds the double's error (the sum of magnitudes, the
+    number of terms)."""
+
+    def sums(requests: Any, cost: sa.ColumnElement[Any]) -> list[sa.ColumnElement[Any]]:
+        if exact:
+            return [requests.label("requests"), money_sum(cost).label("cost")]
+        double = sa.cast(cost, sa.Float)
+        return [
+            requests.label("requests"),
+            sa.func.total(double).label("cost"),
+            sa.func.total(sa.func.abs(double)).label("magnitude"),
+            sa.func.count().label("terms"),
+        ]
+
+    return _Reading(
+        lambda table: sums(sa.func.sum(table.c.requests), table.c.cost_usd),
+        sums(sa.func.count(), _c.cost_usd),
+    )
+
+
+# A generous bound on the relative error of one double: each decimal text is converted with
+# at most a few ulps of error and each addition adds at most one (2**-53 of the magnitude).
+_ULPS = Decimal(2) ** -50
+
+
+def _rank_of(sums: Mapping[Any, Any], exact: bool) -> tuple[Decimal, Decimal]:
+    """A group's cost as (lower bound, upper bound): the same exact figure twice, or a
+    double's sum widened by its error bound, (terms + 8) x 2**-50 x the sum of magnitudes."""
+    if exact:
+        cost = Decimal(sums["cost"] or 0)
+        return cost, cost
+    approx = Decimal(sums["cost"] or 0.0)
+    slack = (sums["terms"] + 8) * _ULPS * Decimal(sums["magnitude"] or 0.0)
+    return approx - slack, approx + slack
+
+
+def _parts(conn: Connection, q: SpendQuery, reading: _Reading) -> Iterator[_Part]:
+    """Every part of ``q``'s answer (``analytics.query.plan``): rollups, then raw rows."""
+    parts = plan(q, rolled_until(conn))
+    yield from _rolled(conn, q, parts, reading)
+    if parts.raw is not None:
+        yield from _raw(conn, q, *parts.raw, reading)
 
 
 def _sums(table: sa.Table) -> list[sa.ColumnElement[Any]]:
@@ -82,11 +171,14 @@ def _sums(table: sa.Table) -> list[sa.ColumnElement[Any]]:
     ]
 
 
-def _filtered(stmt: Any, columns: dict[str, Any], q: SpendQuery) -> Any:
+def _filtered(stmt: Any, columns: dict[str, Any], q: SpendQuery, reading: _Reading) -> Any:
     for name, value in q.filters.items():
         stmt = stmt.where(columns[name] == value)
     if q.tenant is not None:
         stmt = stmt.where(columns["org_id"] == q.tenant)
+    if reading.among is not None:
+        name, values = reading.among
+        stmt = stmt.where(columns[name].in_(sorted(values)))
     return stmt
 
 
@@ -115,27 +207,33 @@ def slice_for(q: SpendQuery) -> tuple[str, str | None] | None:
 def _from_slice(
     conn: Connection,
     q: SpendQuery,
+    reading: _Reading,
     table: sa.Table,
     within: sa.ColumnElement[bool],
-    name: str,
-    dim: str | None,
-) -> list[tuple[Key, Totals]]:
-    """The slice ``name`` of ``table``'s rows ``within`` (days of the daily slices, or a
-    run of hours of the hourly ones)."""
+    picked: tuple[str, str | None],
+) -> Iterator[_Part]:
+    """The slice ``picked`` (its name and its value's dimension) of ``table``'s rows
+    ``within`` (days of the daily slices, or a run of hours of the hourly ones)."""
+    name, dim = picked
     t = table.c
     bucket = t.hour if "hour" in t else t.day
     columns = {"org_id": t.org_id, **({dim: t.value} if dim else {})}
     cols = [columns[k] for k in q.by]
     group = [bucket, *cols] if q.granularity else cols
-    stmt = sa.select(*group, *_sums(table)).where(t.slice == name, within)
-    stmt = _filtered(stmt, columns, q)
+    stmt = sa.select(*group, *reading.sums(table)).where(t.slice == name, within)
+    stmt = _filtered(stmt, columns, q, reading)
     stmt = stmt.group_by(*group) if group else stmt
-    out = []
+    yield from _grouped(conn, q, stmt, len(cols))
+
+
+def _grouped(conn: Connection, q: SpendQuery, stmt: Any, width: int) -> Iterator[_Part]:
+    """The rows of a grouped read whose first column is the bucket (with a granularity),
+    then ``width`` group columns, then sums."""
     for row in conn.execute(stmt):
-        at = _bucket(q, row[0]) if q.granularity else None
-        keys = tuple(row[1 : 1 + len(cols)] if q.granularity else row[: len(cols)])
-        out.append(((at, keys), Totals.of(row._mapping)))
-    return out
+        if q.granularity:
+            yield (_bucket(q, row[0]), tuple(row[1 : 1 + width])), row._mapping
+        else:
+            yield (None, tuple(row[:width])), row._mapping
 
 
 def _runs(hours: tuple[datetime, ...]) -> list[tuple[datetime, datetime]]:
@@ -149,64 +247,59 @@ def _runs(hours: tuple[datetime, ...]) -> list[tuple[datetime, datetime]]:
     return runs
 
 
-def _rolled(conn: Connection, q: SpendQuery, parts: Plan) -> list[tuple[Key, Totals]]:
+def _rolled(
+    conn: Connection, q: SpendQuery, parts: Plan, reading: _Reading
+) -> Iterator[_Part]:
     tags = uses_tags(q)
     daily, hourly = (
         (rollup_tags_daily, rollup_tags_hourly) if tags else (rollup_daily, rollup_hourly)
     )
-    out: list[tuple[Key, Totals]] = []
     picked = None if tags else slice_for(q)
     if parts.days and picked is not None:
         within = rollup_slices_daily.c.day.in_(parts.days)
-        out.extend(_from_slice(conn, q, rollup_slices_daily, within, *picked))
+        yield from _from_slice(conn, q, reading, rollup_slices_daily, within, picked)
     elif parts.days:
         cols = [daily.c[k] for k in q.by]
         group = [daily.c.day, *cols] if q.granularity else cols
-        stmt = sa.select(*group, *_sums(daily)).where(daily.c.day.in_(parts.days))
-        stmt = _filtered(stmt, dict(daily.c), q).group_by(*group)
-        for row in conn.execute(stmt):
-            at = row[0] if q.granularity else None
-            keys = tuple(row[1 : 1 + len(cols)] if q.granularity else row[: len(cols)])
-            out.append(((at, keys), Totals.of(row._mapping)))
+        stmt = sa.select(*group, *reading.sums(daily)).where(daily.c.day.in_(parts.days))
+        stmt = _filtered(stmt, dict(daily.c), q, reading).group_by(*group)
+        yield from _grouped(conn, q, stmt, len(cols))
     for start, end in _runs(parts.hours):
         if picked is not None:
             hour = rollup_slices_hourly.c.hour
             run = sa.and_(hour >= start, hour < end)
-            out.extend(_from_slice(conn, q, rollup_slices_hourly, run, *picked))
+            yield from _from_slice(conn, q, reading, rollup_slices_hourly, run, picked)
             continue
         cols = [hourly.c[k] for k in q.by]
         group = [hourly.c.hour, *cols] if q.granularity else cols
-        stmt = sa.select(*group, *_sums(hourly))
+        stmt = sa.select(*group, *reading.sums(hourly))
         stmt = stmt.where(hourly.c.hour >= start, hourly.c.hour < end)
-        stmt = _filtered(stmt, dict(hourly.c), q).group_by(*group)
-        for row in conn.execute(stmt):
-            at = _bucket(q, row[0]) if q.granularity else None
-            keys = tuple(row[1 : 1 + len(cols)] if q.granularity else row[: len(cols)])
-            out.append(((at, keys), Totals.of(row._mapping)))
-    return out
+        stmt = _filtered(stmt, dict(hourly.c), q, reading).group_by(*group)
+        yield from _grouped(conn, q, stmt, len(cols))
 
 
 def _raw(
-    conn: Connection, q: SpendQuery, start: datetime, end: datetime
-) -> list[tuple[Key, Totals]]:
+    conn: Connection, q: SpendQuery, start: datetime, end: datetime, reading: _Reading
+) -> Iterator[_Part]:
     """The ledger's rows in [start, end), per bucket if the query has a granularity (one
     query per bucket: this part is normally the last hour or two)."""
     step = {"hour": HOUR, "day": DAY}.get(q.granularity or "", end - start)
-    out: list[tuple[Key, Totals]] = []
     at = start
     while at < end:
         stop = min(end, _next(at, step))
         bucket = _bucket(q, at)
         if uses_tags(q):
-            out.extend(((bucket, k), t) for k, t in _raw_tags(conn, q, at, stop))
+            if reading.raw is not RAW_SUMS or reading.among is not None:
+                raise ValueError("tags are read with every measure, unrestricted")
+            for keys, totals in _raw_tags(conn, q, at, stop):
+                yield (bucket, keys), totals.as_dict()
         else:
             cols = [RAW_DIMS[k] for k in q.by]
-            stmt = sa.select(*cols, *RAW_SUMS).where(_c.ts >= at, _c.ts < stop)
-            stmt = _filtered(stmt, RAW_DIMS, q).group_by(*cols)
+            stmt = sa.select(*cols, *reading.raw).where(_c.ts >= at, _c.ts < stop)
+            stmt = _filtered(stmt, RAW_DIMS, q, reading).group_by(*cols)
             for row in conn.execute(stmt):
-                out.append(((bucket, tuple(row[: len(cols)])), Totals.of(row._mapping)))
+                yield (bucket, tuple(row[: len(cols)])), row._mapping
         at = stop
-    return out
 
 
 def _next(at: datetime, step: timedelta) -> datetime:
