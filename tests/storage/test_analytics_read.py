@@ -18,7 +18,13 @@ from sqlalchemy.engine import Engine
 from costwarden.analytics.query import SpendQuery
 from costwarden.analytics.rollup import Totals, day_of, hour_of, row_totals, tags_of
 from costwarden.core.records import LedgerRecord
-from costwarden.storage.analytics_read import rolled_until, slice_for, spend, top
+from costwarden.storage.analytics_read import (
+    requests_by,
+    rolled_until,
+    slice_for,
+    spend,
+    top,
+)
 from costwarden.storage.ledger import LedgerWriter
 from costwarden.storage.rollups import roll_up
 from costwarden.storage.schema import ledger
@@ -208,3 +214,21 @@ async def test_top_ranks_costs_doubles_order_the_other_way(
     assert [r.keys for r in await asyncio.to_thread(top, engine, q, 3)] == [
         ("key_a",), ("key_b",), ("key_c",)
     ]
+
+
+@pytest.mark.parametrize(
+    "fields", [f for f in QUERIES if "since_h" not in f and "tag" not in f.get("by", ())]
+)
+async def test_fewer_measures_and_counts_alone_equal_the_ledger(
+    engine: Engine, written: Written, fields: dict[str, Any]
+) -> None:
+    """``measures`` sums only those (and requests and cost); ``requests_by`` counts only."""
+    q = SpendQuery(written.base, written.now, **fields)
+    expected = _expected(written.records, q)
+    light = await asyncio.to_thread(spend, engine, q, measures=("output_tokens",))
+    assert {(r.bucket, r.keys): r.totals for r in light} == {
+        key: Totals(requests=t.requests, cost_usd=t.cost_usd, output_tokens=t.output_tokens)
+        for key, t in expected.items()
+    }
+    counts = await asyncio.to_thread(requests_by, engine, q)
+    assert counts == {key: t.requests for key, t in expected.items()}

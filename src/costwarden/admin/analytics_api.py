@@ -24,13 +24,14 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from costwarden.admin.common import count_param
 from costwarden.admin.context import AdminContext, context
@@ -47,7 +48,7 @@ from costwarden.analytics.query import (
 from costwarden.analytics.rollup import Totals
 from costwarden.core.errors import InvalidInput
 from costwarden.storage import repo
-from costwarden.storage.analytics_read import SpendRow, spend
+from costwarden.storage.analytics_read import SpendRow, requests_by, spend
 from costwarden.storage.analytics_read import top as top_spend
 
 COLUMN_NAMES = {column: name for name, column in NAMES.items()}
@@ -184,7 +185,9 @@ async def overview(request: Request) -> Response:
     before, start, now = windows(period, datetime.fromtimestamp(ctx.clock(), UTC))
     this = SpendQuery(start, now, by=("status",))
     by_status = await asyncio.to_thread(spend, ctx.engine, this)
-    by_org = await asyncio.to_thread(spend, ctx.engine, SpendQuery(start, now, by=("org_id",)))
+    by_org = await asyncio.to_thread(
+        requests_by, ctx.engine, SpendQuery(start, now, by=("org_id",))
+    )
     previous = await asyncio.to_thread(spend, ctx.engine, SpendQuery(before, start))
     total, earlier = _sum(by_status), _sum(previous)
     return JSONResponse(
@@ -193,7 +196,7 @@ async def overview(request: Request) -> Response:
             "since": start.isoformat(),
             "until": now.isoformat(),
             **totals_json(total),
-            "active_orgs": sum(1 for row in by_org if row.keys[0] and row.totals.requests),
+            "active_orgs": sum(1 for _, (org,) in by_org if org),
             "error_rate_pct": _pct(error_rate({r.keys[0]: r.totals.requests for r in by_status})),
             # Not kept yet: the rollups hold exact latency sums (means), not distributions,
             # and nothing is cached before the response cache exists.
@@ -221,8 +224,10 @@ async def trends(request: Request) -> Response:
     n = count_param(params.get("n"), "n", default=10, most=MAX_TOP)
     before, start, now = windows(period, datetime.fromtimestamp(ctx.clock(), UTC))
     by = (NAMES[name],)
-    this = await asyncio.to_thread(spend, ctx.engine, SpendQuery(start, now, by=by))
-    prior = await asyncio.to_thread(spend, ctx.engine, SpendQuery(before, start, by=by))
+    this = await asyncio.to_thread(spend, ctx.engine, SpendQuery(start, now, by=by), measures=())
+    prior = await asyncio.to_thread(
+        spend, ctx.engine, SpendQuery(before, start, by=by), measures=()
+    )
     was = {row.keys: row.totals.cost_usd for row in prior}
     now_cost = {row.keys: row.totals.cost_usd for row in this}
     names = await asyncio.to_thread(repo.org_names, ctx.engine)
@@ -267,7 +272,7 @@ async def projection(request: Request) -> Response:
     filters = {} if org is None else {"org_id": repo.named(names, org)}
     q = SpendQuery(history_start, max(today, start + timedelta(hours=1)), by=("org_id",),
                    granularity="day", filters=filters)  # fmt: skip
-    rows = await asyncio.to_thread(spend, ctx.engine, q)
+    rows = await asyncio.to_thread(spend, ctx.engine, q, measures=())  # cost (and requests)
     per_org: dict[str, dict[str, Decimal]] = {}
     for row in rows:
         per_org.setdefault(row.keys[0], {})[row.bucket or ""] = row.totals.cost_usd
@@ -299,6 +304,7 @@ async def projection(request: Request) -> Response:
 
 # ------------------------------------------------------------------ chargeback
 
+_CSV_MEASURES = ("requests", "input_tokens", "output_tokens", "cost_usd")
 _CSV_COLUMNS = (
     "BillingPeriodStart", "BillingPeriodEnd", "ChargePeriodStart", "ChargePeriodEnd",
     "ChargeCategory", "BillingCurrency", "BilledCost", "EffectiveCost", "ListCost",
@@ -354,15 +360,23 @@ async def chargeback(request: Request) -> Response:
         raise InvalidInput(f"by must be one of {', '.join(CHARGEBACK_BY)}")
     q = SpendQuery(start, end, by=CHARGEBACK_BY[by])
     names = await asyncio.to_thread(repo.org_names, ctx.engine)
-    rows = await asyncio.to_thread(spend, ctx.engine, q)
-    rows.sort(key=lambda r: r.keys)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(_CSV_COLUMNS)
-    writer.writerows(chargeback_rows(rows, by, names, start, end))
+
+    async def body() -> AsyncIterator[str]:
+        # The header line goes out at once; the rows when the month is summed.
+        yield _csv_lines([_CSV_COLUMNS])
+        rows = await asyncio.to_thread(spend, ctx.engine, q, measures=_CSV_MEASURES)
+        rows.sort(key=lambda r: r.keys)
+        yield _csv_lines(chargeback_rows(rows, by, names, start, end))
+
     filename = f"chargeback-{start:%Y-%m}-{by}.csv"
-    return Response(
-        buffer.getvalue(),
+    return StreamingResponse(
+        body(),
         media_type="text/csv; charset=utf-8",
         headers={"content-disposition": f'attachment; filename="{filename}"'},
     )
+
+
+def _csv_lines(rows: Iterable[Sequence[str]]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    return buffer.getvalue()

@@ -72,11 +72,14 @@ class Totals:
 
     @classmethod
     def of(cls, values: Mapping[Any, Any]) -> Totals:
-        """Totals from a rollup row's measures (money as Decimal, the rest as integers)."""
+        """Totals from a rollup row's measures (money as Decimal, the rest as integers);
+        a measure the row lacks stays 0."""
         out = cls()
         for f in _FIELDS:
             # An aggregate over no rows sums to NULL.
-            setattr(out, f, Decimal(values[f] or 0) if f in _MONEY else int(values[f] or 0))
+            value = values.get(f)
+            if value:
+                setattr(out, f, Decimal(value) if f in _MONEY else int(value))
         return out
 
 
