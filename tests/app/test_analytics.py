@@ -1,22 +1,36 @@
 """The rollup job in a live gateway: the lease holder rolls up what the gateway billed, a
 second process does not, and the daily check finds a ledger row deleted behind the job's
-back, alerts once and recomputes the day."""
+back, alerts once and recomputes the day. A long run stops when its lease is lost between
+days."""
 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Engine
 
-from costwarden.app.analytics import DRIFT_RULE, Rollups
+from costwarden.app.analytics import DRIFT_RULE, ROLLUP_LEASE, Rollups
+from costwarden.config.analytics import AnalyticsSettings
+from costwarden.core.records import LedgerRecord
 from costwarden.mock import MockServer
 from costwarden.storage import alerts as store
-from costwarden.storage.rollups import reconcile
-from costwarden.storage.schema import ledger, rollup_daily
+from costwarden.storage.db import create_engine_for
+from costwarden.storage.leases import try_lead
+from costwarden.storage.migrate import migrate
+from costwarden.storage.rollups import (
+    reconcile,
+    reconciled_through,
+    watermark,
+)
+from costwarden.storage.schema import ledger, rollup_daily, rollup_hourly
 from tests.helpers import chat as _chat
 from tests.helpers import live_gateway
+from tests.storage.conftest import insert_records, random_record
 
 QUIET = "[analytics]\nlag_seconds = 0.001\nrollup_interval_seconds = 3600\n"
 
@@ -57,3 +71,50 @@ async def test_the_leader_rolls_up_and_the_daily_check_repairs_drift(
     assert victim.day in alerts[0].title and "requests: ledger 4, rollup 5" in str(
         alerts[0].detail
     )
+
+
+T0 = datetime(2026, 11, 20, 12, tzinfo=UTC).timestamp()
+
+
+def _ledger_over_days(tmp_path: Path, days: int) -> tuple[Engine, list[LedgerRecord]]:
+    url = f"sqlite:///{tmp_path}/cw.db"
+    migrate(url)
+    engine = create_engine_for(url)
+    rng = random.Random(days)
+    first = datetime(2026, 6, 1, tzinfo=UTC)
+    records = [random_record(rng, first + timedelta(days=d, hours=3)) for d in range(days)]
+    insert_records(engine, records, 1)
+    return engine, records
+
+
+async def test_a_run_that_loses_the_lease_between_days_stops(tmp_path: Path) -> None:
+    """A long first run renews the lease between days; lost (it lapsed and another process
+    took it), the run stops there, its watermark unmoved, and the new holder finishes."""
+    engine, records = _ledger_over_days(tmp_path, 3)
+    settings = AnalyticsSettings(rollup_interval_seconds=60)
+    calls: list[float] = []
+
+    def clock() -> float:  # called at the round's start, then before each day
+        calls.append(T0 + len(calls))
+        if len(calls) == 3:  # the second day: this process stalled past its lease's ttl
+            lapsed = datetime.fromtimestamp(T0 + 1000, UTC)
+            assert try_lead(engine, ROLLUP_LEASE, "other", ttl=timedelta(minutes=3), now=lapsed)
+            return T0 + 1000
+        return calls[-1]
+
+    try:
+        mine = Rollups(settings, engine, clock=clock, holder="me")
+        run = await mine.round()
+        assert run is not None and not run.complete and run.watermark is None
+        assert len(calls) == 3  # the round's lease, day one's renewal, day two's (lost)
+        with engine.connect() as conn:
+            assert watermark(conn) is None
+            hours = conn.execute(sa.select(sa.func.count()).select_from(rollup_hourly))
+            assert hours.scalar_one() == 1  # day one's only hour with rows
+        assert reconciled_through(engine) is None  # no check after an unfinished run
+        other = Rollups(settings, engine, clock=lambda: T0 + 1010, holder="other")
+        done = await other.round()
+        assert done is not None and done.complete and done.rows == len(records)
+        assert await mine.round() is None  # the other holds it now
+    finally:
+        engine.dispose()

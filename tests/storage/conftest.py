@@ -32,13 +32,14 @@ import sqlalchemy as sa
 from psycopg import sql
 from sqlalchemy.engine import Connection, Engine, make_url
 
+from costwarden.analytics.rollup import DIMENSIONS, Totals, hour_of, row_totals
 from costwarden.core.records import LedgerRecord
 from costwarden.storage import repo
 from costwarden.storage.db import create_engine_for, redact_url
 from costwarden.storage.ledger_rows import record_to_row
 from costwarden.storage.migrate import migrate
 from costwarden.storage.partitions import epoch_ms
-from costwarden.storage.schema import ledger, metadata
+from costwarden.storage.schema import ledger, metadata, rollup_hourly
 
 PG_ADMIN_URL_ENV = "COSTWARDEN_TEST_PG"
 DEFAULT_PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -309,3 +310,19 @@ def insert_records(bind: Engine | Connection, records: list[LedgerRecord], writt
     with bind.begin() as conn:
         conn.execute(ledger.insert(), rows)
 
+
+def expected_hourly(records: list[LedgerRecord]) -> dict[tuple[Any, ...], Totals]:
+    """The hourly rollup ``records`` make: (hour, *dimensions) -> totals."""
+    out: dict[tuple[Any, ...], Totals] = {}
+    for r in records:
+        row = ledger_row(r)
+        key = (hour_of(r.ts), *(row[d] or "" for d in DIMENSIONS))
+        out.setdefault(key, Totals()).add(row_totals(row))
+    return out
+
+
+def hourly_rollup(engine: Engine) -> dict[tuple[Any, ...], Totals]:
+    """The hourly rollup in the database, keyed like :func:`expected_hourly`."""
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(rollup_hourly)).mappings().all()
+    return {(row["hour"], *(row[d] for d in DIMENSIONS)): Totals.of(row) for row in rows}

@@ -9,6 +9,9 @@ day and org that differ raise an alert (through the alerting service, once per d
 difference: the key holds the ledger's figures) and the day is recomputed from the raw rows
 (``repair``), so the rollups are right again before anyone reads them.
 
+A long run (the first over a large ledger) renews the lease between days and stops, the
+watermark unmoved, if it was lost meanwhile: another replica may be at the same work.
+
 Off the request path: worker threads for the database, one task, cancelled at shutdown.
 """
 
@@ -77,6 +80,7 @@ class Rollups:
         self._clock = clock
         self._holder = holder
         self._raise_alert = raise_alert
+        self._ttl = timedelta(seconds=3 * settings.rollup_interval_seconds)
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -98,16 +102,19 @@ class Rollups:
             except Exception as exc:  # noqa: BLE001 - storage down: the next round
                 logger.warning("analytics rollup failed: %s", type(exc).__name__)
 
+    def _lead(self) -> bool:
+        """Take or renew the lease (blocking: a worker thread's, also between a run's days)."""
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        return try_lead(self._engine, ROLLUP_LEASE, self._holder, ttl=self._ttl, now=now)
+
     async def round(self) -> RollupRun | None:
         """One round if this process holds the lease (None if another does)."""
-        now = datetime.fromtimestamp(self._clock(), UTC)
-        ttl = timedelta(seconds=3 * self.settings.rollup_interval_seconds)
-        if not await asyncio.to_thread(
-            try_lead, self._engine, ROLLUP_LEASE, self._holder, ttl=ttl, now=now
-        ):
+        if not await asyncio.to_thread(self._lead):
             return None
         lag_ms = int(self.settings.lag_seconds * 1000)
-        run = await asyncio.to_thread(roll_up, self._engine, lag_ms=lag_ms)
+        run = await asyncio.to_thread(roll_up, self._engine, lag_ms=lag_ms, on_day=self._lead)
+        if not run.complete or run.watermark is None:
+            return run  # the lease was lost mid-run: the new holder goes on
         yesterday = int(run.watermark // 1000 // _DAY) - 1  # the last complete UTC day
         done = await asyncio.to_thread(reconciled_through, self._engine)
         if done is None or done < yesterday:
