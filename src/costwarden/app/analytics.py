@@ -12,6 +12,11 @@ difference: the key holds the ledger's figures) and the day is recomputed from t
 A long run (the first over a large ledger) renews the lease between days and stops, the
 watermark unmoved, if it was lost meanwhile: another replica may be at the same work.
 
+Once an hour, after the rollup, the holder keeps the ledger's monthly partitions ahead
+(PostgreSQL, ``storage.retention.ensure_partitions``) and, with ``raw_retention_days`` set,
+prunes raw rows past it (``storage.retention.prune``; never one not rolled up yet). Not
+while a lifetime limit is in force: its counter is rebuilt from the raw ledger (budgets).
+
 Off the request path: worker threads for the database, one task, cancelled at shutdown.
 """
 
@@ -24,11 +29,13 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from costwarden.alerts.rules import AlertDraft
 from costwarden.analytics.rollup import Drift
 from costwarden.config.analytics import AnalyticsSettings
 from costwarden.storage.leases import try_lead
+from costwarden.storage.retention import Pruned, ensure_partitions, prune
 from costwarden.storage.rollups import (
     RollupRun,
     reconcile,
@@ -43,6 +50,7 @@ logger = logging.getLogger(__name__)
 ROLLUP_LEASE = "analytics.rollup"
 DRIFT_RULE = "analytics-drift"
 _DAY = 86_400
+MAINTAIN_EVERY = 3600.0  # seconds between partition upkeep and retention
 
 
 def drift_alert(day: str, org_id: str, found: list[Drift]) -> AlertDraft:
@@ -74,13 +82,16 @@ class Rollups:
         clock: Callable[[], float],
         holder: str,
         raise_alert: Callable[[AlertDraft], Awaitable[None]] | None = None,
+        lifetime_limits: Callable[[], bool] = lambda: False,
     ) -> None:
         self.settings = settings
         self._engine = engine
         self._clock = clock
         self._holder = holder
         self._raise_alert = raise_alert
+        self._lifetime_limits = lifetime_limits
         self._ttl = timedelta(seconds=3 * settings.rollup_interval_seconds)
+        self._maintained_at: float | None = None  # clock of the last upkeep and prune
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -119,7 +130,36 @@ class Rollups:
         done = await asyncio.to_thread(reconciled_through, self._engine)
         if done is None or done < yesterday:
             await self.reconcile(yesterday)
+        await self.maintain()
         return run
+
+    async def maintain(self) -> Pruned | None:
+        """At most once every MAINTAIN_EVERY seconds, in the lease holder: the ledger's
+        partitions kept ahead, then raw rows past ``raw_retention_days`` pruned. What was
+        pruned (None: nothing was tried)."""
+        at = self._clock()
+        if self._maintained_at is not None and at - self._maintained_at < MAINTAIN_EVERY:
+            return None
+        if not await asyncio.to_thread(self._lead):  # the reconciliation may have been long
+            return None
+        self._maintained_at = at  # a failure waits for the next hour too: nothing is urgent
+        now = datetime.fromtimestamp(at, UTC)
+        try:
+            await asyncio.to_thread(ensure_partitions, self._engine, now)
+            days = self.settings.raw_retention_days
+            if not days:
+                return None
+            if self._lifetime_limits():
+                logger.warning(
+                    "raw ledger retention paused: a lifetime limit is in force, and its "
+                    "counter is rebuilt from the raw ledger"
+                )
+                return None
+            return await asyncio.to_thread(prune, self._engine, keep_days=days, now=now)
+        except SQLAlchemyError as exc:  # a lock not granted in time, the database down
+            logger.warning("ledger partitions / retention failed (%s): retried in an hour",
+                           type(exc).__name__)  # fmt: skip
+            return None
 
     async def reconcile(self, through: int) -> list[Drift]:
         """Check the ``reconcile_days`` days up to epoch day ``through``; alert on and
