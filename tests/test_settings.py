@@ -1091,6 +1091,7 @@ _EXAMPLES: dict[str, tuple[str, str, Callable[[Settings], bool]]] = {
             ("rollup_interval_seconds", "30.0", 30.0),
             ("lag_seconds", "10.0", 10.0),
             ("reconcile_days", "3", 3),
+            ("raw_retention_days", "90", 90),
         )
     },
     **{
@@ -1246,11 +1247,30 @@ def test_bad_alert_settings_are_named(line: str, message: str) -> None:
         ("lag_seconds = inf", "analytics.lag_seconds: must be a positive number"),
         ("reconcile_days = 0", "analytics.reconcile_days: must be from 1 to 366"),
         ("reconcile_days = 367", "analytics.reconcile_days: must be from 1 to 366"),
+        ("raw_retention_days = -1", "analytics.raw_retention_days: must be 0 .keep raw rows"),
+        ("raw_retention_days = 31", "analytics.raw_retention_days: must be at least 32: "),
+        (
+            "reconcile_days = 40\nraw_retention_days = 41",
+            r"analytics.raw_retention_days: must be more than reconcile_days \+ 1 \(41\)",
+        ),
+        (
+            "enabled = false\nraw_retention_days = 90",
+            "analytics.raw_retention_days: needs enabled = true",
+        ),
     ],
 )
 def test_bad_analytics_settings_are_named(line: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_settings(text=f"[analytics]\n{line}\n", env={})
+
+
+def test_raw_retention_is_off_by_default_and_takes_the_bounds() -> None:
+    assert load_settings(text="", env={}).analytics.raw_retention_days == 0
+    for days in (32, 366):
+        text = f"[analytics]\nraw_retention_days = {days}\n"
+        assert load_settings(text=text, env={}).analytics.raw_retention_days == days
+    env = {"COSTWARDEN_ANALYTICS_RAW_RETENTION_DAYS": "45"}
+    assert load_settings(text="", env=env).analytics.raw_retention_days == 45
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ test and is deliberately not shadowed here.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import secrets
@@ -29,13 +30,16 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 from psycopg import sql
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 
+from costwarden.analytics.rollup import DIMENSIONS, Totals, hour_of, row_totals
 from costwarden.core.records import LedgerRecord
 from costwarden.storage import repo
 from costwarden.storage.db import create_engine_for, redact_url
+from costwarden.storage.ledger_rows import record_to_row
 from costwarden.storage.migrate import migrate
-from costwarden.storage.schema import metadata
+from costwarden.storage.partitions import epoch_ms
+from costwarden.storage.schema import ledger, metadata, rollup_hourly
 
 PG_ADMIN_URL_ENV = "COSTWARDEN_TEST_PG"
 DEFAULT_PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -280,3 +284,45 @@ def ledger_row(r: LedgerRecord) -> dict[str, Any]:
         "reasoning_tokens": r.reasoning_tokens, "cost_usd": r.cost_usd,
         "latency_ms": r.latency_ms, "ttft_ms": r.ttft_ms, "ts": r.ts,
     }  # fmt: skip
+
+
+def timed_record(rng: random.Random, ts: datetime) -> LedgerRecord:
+    """:func:`random_record` with the id the gateway makes at ``ts``
+    (``gateway.proxy.new_request_id``: its month's partition on PostgreSQL)."""
+    rid = f"req_{epoch_ms(ts):012x}{rng.getrandbits(48):012x}"
+    return dataclasses.replace(random_record(rng, ts), request_id=rid)
+
+
+def ledger_placement(engine: Engine) -> dict[str, str]:
+    """request id -> the partition holding its row (PostgreSQL)."""
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql("SELECT request_id, tableoid::regclass::text FROM ledger")
+        return {r[0]: r[1] for r in rows}
+
+
+def insert_records(bind: Engine | Connection, records: list[LedgerRecord], written_ms: int) -> None:
+    """``records`` in the ledger as if written at ``written_ms`` (the rollup's watermark runs
+    over it); in the caller's transaction when given a Connection."""
+    rows = [{**record_to_row(r), "written_ms": written_ms} for r in records]
+    if isinstance(bind, Connection):
+        bind.execute(ledger.insert(), rows)
+        return
+    with bind.begin() as conn:
+        conn.execute(ledger.insert(), rows)
+
+
+def expected_hourly(records: list[LedgerRecord]) -> dict[tuple[Any, ...], Totals]:
+    """The hourly rollup ``records`` make: (hour, *dimensions) -> totals."""
+    out: dict[tuple[Any, ...], Totals] = {}
+    for r in records:
+        row = ledger_row(r)
+        key = (hour_of(r.ts), *(row[d] or "" for d in DIMENSIONS))
+        out.setdefault(key, Totals()).add(row_totals(row))
+    return out
+
+
+def hourly_rollup(engine: Engine) -> dict[tuple[Any, ...], Totals]:
+    """The hourly rollup in the database, keyed like :func:`expected_hourly`."""
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(rollup_hourly)).mappings().all()
+    return {(row["hour"], *(row[d] for d in DIMENSIONS)): Totals.of(row) for row in rows}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,18 +15,26 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from costwarden.analytics.rollup import (
-    DIMENSIONS,
     SLICES,
     Drift,
     Totals,
     day_of,
-    hour_of,
     row_totals,
     tag_rollup,
 )
 from costwarden.core.records import LedgerRecord
 from costwarden.storage.ledger import LedgerWriter
-from costwarden.storage.rollups import reconcile, repair, roll_up
+from costwarden.storage.partitions import epoch_ms
+from costwarden.storage.rollups import (
+    PRUNED,
+    WATERMARK,
+    RollupRun,
+    reconcile,
+    repair,
+    roll_up,
+    set_state,
+    watermark,
+)
 from costwarden.storage.schema import (
     ledger,
     rollup_daily,
@@ -34,23 +43,16 @@ from costwarden.storage.schema import (
     rollup_slices_hourly,
     rollup_tags_daily,
 )
-from tests.storage.conftest import ledger_row, random_record
+from tests.storage.conftest import (
+    expected_hourly,
+    hourly_rollup,
+    insert_records,
+    ledger_row,
+    random_record,
+)
 
 BASE = datetime(2026, 11, 1, tzinfo=UTC)
 LAG_MS = 1500  # far longer than a writer transaction takes, even on a loaded machine
-def _expected(records: list[LedgerRecord]) -> dict[tuple[Any, ...], Totals]:
-    out: dict[tuple[Any, ...], Totals] = {}
-    for r in records:
-        row = ledger_row(r)
-        key = (hour_of(r.ts), *(row[d] or "" for d in DIMENSIONS))
-        out.setdefault(key, Totals()).add(row_totals(row))
-    return out
-
-
-def _hourly(engine: Engine) -> dict[tuple[Any, ...], Totals]:
-    with engine.connect() as conn:
-        rows = conn.execute(sa.select(rollup_hourly)).mappings().all()
-    return {(row["hour"], *(row[d] for d in DIMENSIONS)): Totals.of(row) for row in rows}
 
 
 def _grouped_slices(full: Any, bucket: str) -> dict[tuple[Any, ...], Totals]:
@@ -98,7 +100,7 @@ async def test_randomised_traffic_rolls_up_to_exactly_the_ledger(
             await w.flush()
         runs = [await asyncio.to_thread(roll_up, engine, lag_ms=0) for _ in range(2)]
         assert runs[0].rows == len(first) and runs[1].hours == 0  # the second finds nothing
-        assert _hourly(engine) == _expected(first)
+        assert hourly_rollup(engine) == expected_hourly(first)
 
         # Late and new rows from both writers while the job runs alongside them.
         async def write() -> None:
@@ -125,7 +127,7 @@ async def test_randomised_traffic_rolls_up_to_exactly_the_ledger(
     again = await asyncio.to_thread(roll_up, engine, lag_ms=LAG_MS)
     everything = [*first, *late, *newer]
     assert again.hours == 0
-    assert _hourly(engine) == _expected(everything)
+    assert hourly_rollup(engine) == expected_hourly(everything)
     days = _days(everything)
     assert await asyncio.to_thread(reconcile, engine, days) == []
 
@@ -170,7 +172,7 @@ async def test_randomised_traffic_rolls_up_to_exactly_the_ledger(
     await asyncio.to_thread(repair, engine, day_of(gone.ts))
     assert await asyncio.to_thread(reconcile, engine, days) == []
     remaining = [r for r in everything if r.request_id != gone.request_id]
-    assert _hourly(engine) == _expected(remaining)
+    assert hourly_rollup(engine) == expected_hourly(remaining)
 
 
 def _counts(records: list[LedgerRecord], gone: LedgerRecord) -> tuple[str, str]:
@@ -179,3 +181,62 @@ def _counts(records: list[LedgerRecord], gone: LedgerRecord) -> tuple[str, str]:
         r for r in records if day_of(r.ts) == day_of(gone.ts) and r.org_id == gone.org_id
     ]
     return str(len(same) - 1), str(len(same))
+
+
+def test_a_run_told_to_stop_leaves_the_watermark_and_the_next_finishes(engine: Engine) -> None:
+    """A run that loses its lease between days (on_day says stop) keeps what it recomputed
+    (recomputing is idempotent) but not the watermark: the next run takes the same rows."""
+    rng = random.Random(11)
+    records = [
+        random_record(rng, BASE + timedelta(days=d, hours=h)) for d in range(3) for h in (1, 7)
+    ]
+    insert_records(engine, records, 1)
+    with engine.begin() as conn:
+        set_state(conn, WATERMARK, 0)
+    asked: list[int] = []
+
+    def on_day() -> bool:
+        asked.append(1)
+        return len(asked) < 2  # the lease is gone by the second day
+
+    run = roll_up(engine, lag_ms=0, on_day=on_day)
+    assert (run.complete, run.hours, run.watermark) == (False, 2, 0)
+    with engine.connect() as conn:
+        assert watermark(conn) == 0
+    assert hourly_rollup(engine) == expected_hourly(records[:2])  # the first day only
+    done = roll_up(engine, lag_ms=0)
+    assert done.complete and done.hours == 6 and done.watermark is not None
+    assert hourly_rollup(engine) == expected_hourly(records)
+
+
+def test_late_rows_of_pruned_hours_are_added_once_when_two_runs_overlap(engine: Engine) -> None:
+    """Two holders of one lease (a lapse mid-run): both find the same late row of a pruned
+    hour; only the run that moves the watermark from where both started adds it."""
+    rng = random.Random(12)
+    early = [random_record(rng, BASE + timedelta(hours=h)) for h in range(0, 30, 3)]
+    insert_records(engine, early, 1)
+    with engine.begin() as conn:
+        set_state(conn, WATERMARK, 0)
+    roll_up(engine, lag_ms=0)
+    with engine.begin() as conn:
+        rolled = watermark(conn)
+        assert rolled is not None
+        set_state(conn, PRUNED, epoch_ms(BASE + timedelta(days=2)))  # both days pruned
+        # Late rows of hour 3, whose raw row early[1] is gone: recomputing would lose it.
+        late = [random_record(rng, BASE + timedelta(hours=3, minutes=m)) for m in (1, 2)]
+        insert_records(conn, late, rolled + 1)
+        conn.execute(ledger.delete().where(ledger.c.request_id == early[1].request_id))
+    time.sleep(0.005)  # the database's clock past rolled + 1
+    other: list[RollupRun] = []
+
+    def on_day() -> bool:
+        if not other:  # the other holder's run, start to end, while this one is between days
+            other.append(roll_up(engine, lag_ms=0))
+        return True
+
+    mine = roll_up(engine, lag_ms=0, on_day=on_day)
+    assert other[0].complete and other[0].hours == 1
+    assert not mine.complete  # the watermark had moved: its late rows were the other's
+    assert roll_up(engine, lag_ms=0).hours == 0
+    # Added once; the pruned hour kept the row gone from the raw ledger (early[1]).
+    assert hourly_rollup(engine) == expected_hourly([*early, *late])

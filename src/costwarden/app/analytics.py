@@ -9,6 +9,14 @@ day and org that differ raise an alert (through the alerting service, once per d
 difference: the key holds the ledger's figures) and the day is recomputed from the raw rows
 (``repair``), so the rollups are right again before anyone reads them.
 
+A long run (the first over a large ledger) renews the lease between days and stops, the
+watermark unmoved, if it was lost meanwhile: another replica may be at the same work.
+
+Once an hour, after the rollup, the holder keeps the ledger's monthly partitions ahead
+(PostgreSQL, ``storage.retention.ensure_partitions``) and, with ``raw_retention_days`` set,
+prunes raw rows past it (``storage.retention.prune``; never one not rolled up yet). Not
+while a lifetime limit is in force: its counter is rebuilt from the raw ledger (budgets).
+
 Off the request path: worker threads for the database, one task, cancelled at shutdown.
 """
 
@@ -21,11 +29,13 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from costwarden.alerts.rules import AlertDraft
 from costwarden.analytics.rollup import Drift
 from costwarden.config.analytics import AnalyticsSettings
 from costwarden.storage.leases import try_lead
+from costwarden.storage.retention import Pruned, ensure_partitions, prune
 from costwarden.storage.rollups import (
     RollupRun,
     reconcile,
@@ -40,6 +50,7 @@ logger = logging.getLogger(__name__)
 ROLLUP_LEASE = "analytics.rollup"
 DRIFT_RULE = "analytics-drift"
 _DAY = 86_400
+MAINTAIN_EVERY = 3600.0  # seconds between partition upkeep and retention
 
 
 def drift_alert(day: str, org_id: str, found: list[Drift]) -> AlertDraft:
@@ -71,12 +82,16 @@ class Rollups:
         clock: Callable[[], float],
         holder: str,
         raise_alert: Callable[[AlertDraft], Awaitable[None]] | None = None,
+        lifetime_limits: Callable[[], bool] = lambda: False,
     ) -> None:
         self.settings = settings
         self._engine = engine
         self._clock = clock
         self._holder = holder
         self._raise_alert = raise_alert
+        self._lifetime_limits = lifetime_limits
+        self._ttl = timedelta(seconds=3 * settings.rollup_interval_seconds)
+        self._maintained_at: float | None = None  # clock of the last upkeep and prune
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -98,21 +113,53 @@ class Rollups:
             except Exception as exc:  # noqa: BLE001 - storage down: the next round
                 logger.warning("analytics rollup failed: %s", type(exc).__name__)
 
+    def _lead(self) -> bool:
+        """Take or renew the lease (blocking: a worker thread's, also between a run's days)."""
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        return try_lead(self._engine, ROLLUP_LEASE, self._holder, ttl=self._ttl, now=now)
+
     async def round(self) -> RollupRun | None:
         """One round if this process holds the lease (None if another does)."""
-        now = datetime.fromtimestamp(self._clock(), UTC)
-        ttl = timedelta(seconds=3 * self.settings.rollup_interval_seconds)
-        if not await asyncio.to_thread(
-            try_lead, self._engine, ROLLUP_LEASE, self._holder, ttl=ttl, now=now
-        ):
+        if not await asyncio.to_thread(self._lead):
             return None
         lag_ms = int(self.settings.lag_seconds * 1000)
-        run = await asyncio.to_thread(roll_up, self._engine, lag_ms=lag_ms)
+        run = await asyncio.to_thread(roll_up, self._engine, lag_ms=lag_ms, on_day=self._lead)
+        if not run.complete or run.watermark is None:
+            return run  # the lease was lost mid-run: the new holder goes on
         yesterday = int(run.watermark // 1000 // _DAY) - 1  # the last complete UTC day
         done = await asyncio.to_thread(reconciled_through, self._engine)
         if done is None or done < yesterday:
             await self.reconcile(yesterday)
+        await self.maintain()
         return run
+
+    async def maintain(self) -> Pruned | None:
+        """At most once every MAINTAIN_EVERY seconds, in the lease holder: the ledger's
+        partitions kept ahead, then raw rows past ``raw_retention_days`` pruned. What was
+        pruned (None: nothing was tried)."""
+        at = self._clock()
+        if self._maintained_at is not None and at - self._maintained_at < MAINTAIN_EVERY:
+            return None
+        if not await asyncio.to_thread(self._lead):  # the reconciliation may have been long
+            return None
+        self._maintained_at = at  # a failure waits for the next hour too: nothing is urgent
+        now = datetime.fromtimestamp(at, UTC)
+        try:
+            await asyncio.to_thread(ensure_partitions, self._engine, now)
+            days = self.settings.raw_retention_days
+            if not days:
+                return None
+            if self._lifetime_limits():
+                logger.warning(
+                    "raw ledger retention paused: a lifetime limit is in force, and its "
+                    "counter is rebuilt from the raw ledger"
+                )
+                return None
+            return await asyncio.to_thread(prune, self._engine, keep_days=days, now=now)
+        except SQLAlchemyError as exc:  # a lock not granted in time, the database down
+            logger.warning("ledger partitions / retention failed (%s): retried in an hour",
+                           type(exc).__name__)  # fmt: skip
+            return None
 
     async def reconcile(self, through: int) -> list[Drift]:
         """Check the ``reconcile_days`` days up to epoch day ``through``; alert on and

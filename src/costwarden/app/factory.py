@@ -18,11 +18,13 @@ import gc
 import logging
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from redis.asyncio import Redis
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from costwarden.admin.api import create_admin_app
 from costwarden.admin.context import AdminContext
@@ -60,6 +62,7 @@ from costwarden.storage.ledger import LedgerWriter
 from costwarden.storage.migrate import migrate
 from costwarden.storage.policy import PolicyTables
 from costwarden.storage.redis import describe, redis_client
+from costwarden.storage.retention import ensure_partitions
 from costwarden.storage.route_fallbacks import SqlFallbackStore
 
 logger = logging.getLogger(__name__)
@@ -238,6 +241,7 @@ class CostwardenApp:
             Rollups(
                 settings.analytics, self.engine, clock=clock, holder=process_holder(),
                 raise_alert=self.alerting.raise_draft if self.alerting else None,
+                lifetime_limits=lambda: self.enforcer.book.counts_over("lifetime"),
             )  # fmt: skip
             if settings.analytics.enabled
             else None
@@ -287,6 +291,7 @@ class CostwardenApp:
                 "%s", describe(r.url, timeout=r.timeout_seconds, max_connections=r.max_connections)
             )
         await asyncio.to_thread(migrate, self.engine)
+        await self._ensure_partitions()
         await sync_channels(self.engine, self.settings.alerts)
         await self.keys.start()
         await self.ledger.start()
@@ -312,6 +317,17 @@ class CostwardenApp:
             len(self.keys),
             self.settings.storage.ledger_mode,
         )
+
+    async def _ensure_partitions(self) -> None:
+        """The ledger's partitions of this month and the next two (PostgreSQL), also where
+        no rollup job keeps them ahead ([analytics] enabled = false). A lock not granted in
+        time leaves them to the job or the next start: rows go to the DEFAULT partition
+        meanwhile, and are moved when their month's partition is made."""
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        try:
+            await asyncio.to_thread(ensure_partitions, self.engine, now)
+        except SQLAlchemyError as exc:
+            logger.warning("ledger partitions not made at start-up: %s", type(exc).__name__)
 
     async def shutdown(self) -> None:
         if not self._started:

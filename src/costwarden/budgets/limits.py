@@ -301,6 +301,17 @@ class LimitBook:
             return limit
         return dataclasses.replace(limit, alert_lines=lines)
 
+    def counts_over(self, window: str) -> bool:
+        """Whether a limit, or an entry of any tier (assigned or not), counts over
+        ``window`` (e.g. "lifetime": raw-ledger retention waits while one does)."""
+        return any(
+            limit.window == window and limit.amount != UNLIMITED for limit in self.limits
+        ) or any(
+            e.window == window and e.amount != UNLIMITED
+            for tier in self.tiers.values()
+            for e in tier.entries
+        )
+
     def families(self) -> set[tuple[str, str, str, str]]:
         """(tenant org id or "", scope, metric, window) of every limit that can apply.
 

@@ -38,6 +38,16 @@ class AnalyticsSettings:
         "raw ledger, exactly; a difference raises an alert and the day is recomputed.",
         "COSTWARDEN_ANALYTICS_RECONCILE_DAYS",
     )
+    raw_retention_days: int = _setting(
+        0,
+        "Raw ledger rows (request log, usage reports) are kept this many days; the rollups "
+        "analytics and reports read stay. 0 keeps raw rows for ever. Rows go only once rolled "
+        "up, a UTC day at a time (on PostgreSQL a month's partition, once wholly past: up to "
+        "a month later). At least 32 and more than reconcile_days + 1; needs enabled = true. "
+        "Nothing goes while a lifetime limit is in force (its counter is rebuilt from raw "
+        "rows).",
+        "COSTWARDEN_ANALYTICS_RAW_RETENTION_DAYS",
+    )
 
 
 def analytics_problem(a: AnalyticsSettings) -> tuple[str, str] | None:
@@ -47,4 +57,32 @@ def analytics_problem(a: AnalyticsSettings) -> tuple[str, str] | None:
             return name, "must be a positive number"
     if not 1 <= a.reconcile_days <= 366:
         return "reconcile_days", "must be from 1 to 366"
+    return _retention_problem(a)
+
+
+# A budget's month window (up to 31 days, in any timezone) and the spike check's 31 days of
+# history are read from raw rows: retention keeps at least this many days.
+MIN_RETENTION_DAYS = 32
+
+
+def _retention_problem(a: AnalyticsSettings) -> tuple[str, str] | None:
+    days = a.raw_retention_days
+    if days == 0:
+        return None
+    if days < 0:
+        return "raw_retention_days", "must be 0 (keep raw rows for ever) or a number of days"
+    if not a.enabled:
+        return "raw_retention_days", (
+            "needs enabled = true: raw rows go only once the rollups hold them"
+        )
+    if days < MIN_RETENTION_DAYS:
+        return "raw_retention_days", (
+            f"must be at least {MIN_RETENTION_DAYS}: budgets' month windows are rebuilt from "
+            "raw rows"
+        )
+    if days <= a.reconcile_days + 1:
+        return "raw_retention_days", (
+            f"must be more than reconcile_days + 1 ({a.reconcile_days + 1}): the daily check "
+            "compares the rollups with raw rows"
+        )
     return None

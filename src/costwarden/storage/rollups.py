@@ -13,6 +13,21 @@ commits more than ``lag_ms`` after its INSERT stamped the rows (a database stall
 minute) can leave rows behind the watermark: the daily reconciliation finds that day and
 recomputes it.
 
+**After retention** (``storage.retention``) raw rows before the pruned horizon
+(``retention.pruned_before_ms``, a UTC day) may be gone, so an hour before it is never
+recomputed: the rows written since the watermark for such an hour (a row held back for
+days) are *added* to its rollup rows, in the very transaction that moves the watermark on,
+so each is added once; then the hour's day is recomputed from its hours as usual. Each
+day's transaction reads the horizon locked (``FOR SHARE`` on PostgreSQL; SQLite's write
+transactions are serial), so retention cannot prune an hour while it is being recomputed.
+The reconciliation and its repair leave days before the horizon alone: the raw side would
+be short, a false drift, and a repair would recompute the rollup from what is left.
+
+**Leases.** A first run over a large ledger outlasts the lease it runs under; ``on_day``,
+called before each day's transaction, renews it, and a run told the lease is lost stops
+there, without moving the watermark (what it recomputed stays right: recomputing is
+idempotent; the next holder takes the same rows).
+
 Sums are the database's (``INSERT ... SELECT ... GROUP BY``; money with ``money_sum``, exact
 on both dialects); tags, a JSON object per row, are summed in Python.
 
@@ -27,8 +42,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterable
-from datetime import datetime
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -69,6 +84,9 @@ _Select = TypeVar("_Select", bound=sa.Select[*tuple[Any, ...]])
 _MONEY_MEASURES = frozenset({"cost_usd", "cache_savings_usd"})
 WATERMARK = "rollup.written_ms"
 RECONCILED = "reconciled.epoch_day"  # the last day the daily check covered
+# Epoch ms before which raw ledger rows may be pruned (storage.retention writes it).
+PRUNED = "retention.pruned_before_ms"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _c = ledger.c
 # The columns a tag rollup reads of a raw row.
 _READ = (
@@ -108,11 +126,14 @@ RAW_SUMS = (
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class RollupRun:
-    """What one run did: the hours recomputed, the raw rows read, the new watermark."""
+    """What one run did: the hours rolled up, the raw rows read, the watermark after it
+    (None: there is none yet), and whether it ran to the end (False: stopped early, the
+    watermark where it was)."""
 
     hours: int
     rows: int
-    watermark: int
+    watermark: int | None
+    complete: bool = True
 
 
 def db_now_ms(conn: Connection) -> int:
@@ -120,14 +141,32 @@ def db_now_ms(conn: Connection) -> int:
     return int(conn.exec_driver_sql("SELECT " + NOW_MS_SQL[conn.dialect.name]).scalar_one())
 
 
-def watermark(conn: Connection) -> int | None:
-    value = conn.execute(
-        sa.select(analytics_state.c.value).where(analytics_state.c.name == WATERMARK)
-    ).scalar_one_or_none()
+def state(conn: Connection, name: str, *, lock: bool = False) -> int | None:
+    """An ``analytics_state`` value; ``lock``: held (``FOR SHARE``) until the transaction
+    ends, so a writer of it waits (PostgreSQL; SQLite's write transactions are serial)."""
+    stmt = sa.select(analytics_state.c.value).where(analytics_state.c.name == name)
+    if lock and conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update(read=True)
+    value = conn.execute(stmt).scalar_one_or_none()
     return None if value is None else int(value)
 
 
-def _set_state(conn: Connection, name: str, value: int) -> None:
+def watermark(conn: Connection) -> int | None:
+    return state(conn, WATERMARK)
+
+
+def pruned_before(conn: Connection, *, lock: bool = False) -> datetime | None:
+    """The retention horizon: raw rows before it may be gone (None: nothing pruned)."""
+    value = state(conn, PRUNED, lock=lock)
+    return None if value is None else _EPOCH + timedelta(milliseconds=value)
+
+
+def _pruned(start: datetime, horizon: datetime | None) -> bool:
+    """Whether the bucket starting at ``start`` may have lost raw rows to retention."""
+    return horizon is not None and start < horizon
+
+
+def set_state(conn: Connection, name: str, value: int) -> None:
     updated = conn.execute(
         analytics_state.update()
         .where(analytics_state.c.name == name)
@@ -273,35 +312,136 @@ def _write_slices(conn: Connection, day: str) -> None:
     )
 
 
-def _recompute(bind: Bind, hours: Iterable[datetime], upto: int | None) -> int:
+def _add_to(conn: Connection, table: sa.Table, key: dict[str, Any], delta: Totals) -> None:
+    """Add ``delta`` to the rollup row of ``key`` (made if missing); in Python, as SQLite
+    keeps money as text."""
+    where = sa.and_(*(table.c[k] == v for k, v in key.items()))
+    row = conn.execute(sa.select(table).where(where)).mappings().first()
+    if row is None:
+        conn.execute(table.insert().values(**key, **delta.as_dict()))
+        return
+    total = Totals.of(row)
+    total.add(delta)
+    conn.execute(table.update().where(where).values(**total.as_dict()))
+
+
+def _add_late(conn: Connection, hour: datetime, after: int, upto: int) -> int:
+    """Add the raw rows of ``hour`` written in (after, upto] to its rollup rows (an hour
+    retention may have pruned: never recomputed); how many rows were added."""
+    window = (
+        _c.ts >= hour, _c.ts < hour + HOUR, _c.written_ms > after, _c.written_ms <= upto
+    )  # fmt: skip
+    dims = list(RAW_DIMS.values())
+    added = 0
+    for row in conn.execute(sa.select(*dims, *RAW_SUMS).where(*window).group_by(*dims)):
+        delta = Totals.of(row._mapping)
+        key = {"hour": hour, **{d: row[i] or "" for i, d in enumerate(DIMENSIONS)}}
+        _add_to(conn, rollup_hourly, key, delta)
+        added += delta.requests
+    tagged = tag_rollup(conn.execute(sa.select(*_READ).where(*window, _c.tags != "{}")).mappings())
+    for (org, tag), totals in tagged.items():
+        _add_to(conn, rollup_tags_hourly, {"hour": hour, "org_id": org, "tag": tag}, totals)
+    if added:
+        _write_hour_slices(conn, hour)  # from the hour's full rows, the late ones now in
+    return added
+
+
+@dataclasses.dataclass(slots=True)
+class _Progress:
+    read: int = 0  # raw rows read
+    done: set[datetime] = dataclasses.field(default_factory=set)  # hours recomputed
+    pruned: set[datetime] = dataclasses.field(default_factory=set)  # hours not recomputed
+    stopped: bool = False  # on_day said stop
+
+
+def _recompute(
+    bind: Bind,
+    hours: Iterable[datetime],
+    upto: int | None,
+    on_day: Callable[[], bool] | None = None,
+) -> _Progress:
     """Recompute ``hours`` and their days from the rows written up to ``upto``, one
-    transaction a day; raw rows read."""
+    transaction a day; an hour retention may have pruned is left alone (``pruned``).
+    ``on_day`` is asked before each day whether to go on."""
     by_day: dict[str, list[datetime]] = {}
     for hour in sorted(hours):
         by_day.setdefault(day_of(hour), []).append(hour)
-    read = 0
+    out = _Progress()
     for day, day_hours in by_day.items():
+        if on_day is not None and not on_day():
+            out.stopped = True
+            return out
         with begin_write(bind) as conn:
-            for hour in day_hours:
-                read += _write_hour(conn, hour, upto)
+            horizon = pruned_before(conn, lock=True)  # retention waits for this day
+            whole = [h for h in day_hours if not _pruned(h, horizon)]
+            out.pruned.update(h for h in day_hours if _pruned(h, horizon))
+            if not whole:
+                continue
+            for hour in whole:
+                out.read += _write_hour(conn, hour, upto)
             _write_day(conn, day)
-    return read
+            out.done.update(whole)
+    return out
 
 
-def roll_up(bind: Bind, *, lag_ms: int) -> RollupRun:
-    """One run of the job (see the module docstring)."""
+def _advance(conn: Connection, after: int | None, upto: int) -> bool:
+    """Move the watermark from ``after`` to ``upto``; False if another run moved it first
+    (two holders of one lease: the late rows it would add are that run's)."""
+    if after is None:
+        if watermark(conn) is not None:
+            return False
+        # Two first runs at once on PostgreSQL: the second INSERT fails on the key.
+        conn.execute(
+            analytics_state.insert().values(name=WATERMARK, value=upto, updated_at=utcnow())
+        )
+        return True
+    moved = conn.execute(
+        analytics_state.update()
+        .where(analytics_state.c.name == WATERMARK, analytics_state.c.value == after)
+        .values(value=upto, updated_at=utcnow())
+    ).rowcount
+    return bool(moved)
+
+
+def roll_up(
+    bind: Bind, *, lag_ms: int, on_day: Callable[[], bool] | None = None
+) -> RollupRun:
+    """One run of the job (see the module docstring). ``on_day`` is called before each
+    day's transaction (the app renews its lease there); False stops the run, the watermark
+    unmoved."""
     with connect_read(bind) as conn:
         after = watermark(conn)
         upto = db_now_ms(conn) - lag_ms
         if after is not None and upto <= after:
             return RollupRun(0, 0, after)
         hours = _pending_hours(conn, after, upto)
-    read = _recompute(bind, hours, upto)
+    progress = _recompute(bind, hours, upto, on_day)
+    if progress.stopped:
+        logger.warning(
+            "rollup stopped after %d of %d hour(s): the lease was lost; the watermark stays",
+            len(progress.done), len(hours),
+        )  # fmt: skip
+        return RollupRun(len(progress.done), progress.read, after, complete=False)
+    late = sorted(progress.pruned)
     with begin_write(bind) as conn:
-        _set_state(conn, WATERMARK, upto)
+        if not _advance(conn, after, upto):  # nothing written in this transaction yet
+            logger.warning("rollup: another run moved the watermark first; this one stops")
+            return RollupRun(len(progress.done), progress.read, after, complete=False)
+        if late and after is None:
+            # No watermark but a pruned horizon (the state row removed by hand): which of
+            # the rows were rolled up is unknown, so these hours stay as they are.
+            logger.warning("rollup: %d pruned hour(s) left as they are (no watermark)", len(late))
+        elif late and after is not None:
+            for hour in late:
+                progress.read += _add_late(conn, hour, after, upto)
+            for day in sorted({day_of(h) for h in late}):
+                _write_day(conn, day)
     if hours:
-        logger.info("rolled up %d hour(s) from %d ledger row(s)", len(hours), read)
-    return RollupRun(len(hours), read, upto)
+        logger.info(
+            "rolled up %d hour(s) from %d ledger row(s)%s", len(hours), progress.read,
+            f", {len(late)} of them pruned (rows added)" if late else "",
+        )  # fmt: skip
+    return RollupRun(len(hours), progress.read, upto)
 
 
 # ------------------------------------------------------------------ reconciliation
@@ -332,7 +472,10 @@ def reconcile(bind: Bind, days: Iterable[str]) -> list[Drift]:
     out: list[Drift] = []
     with connect_read(bind) as conn:
         upto = watermark(conn)
+        horizon = pruned_before(conn)
         for day in days:
+            if _pruned(day_start(day), horizon):
+                continue  # its raw rows may be partly gone: no comparison to make
             out.extend(drifts(day, _ledger_day(conn, day, upto), _rollup_day(conn, day)))
     return out
 
@@ -348,13 +491,17 @@ def reconciled_through(bind: Bind) -> int | None:
 
 def set_reconciled_through(bind: Bind, epoch_day: int) -> None:
     with begin_write(bind) as conn:
-        _set_state(conn, RECONCILED, epoch_day)
+        set_state(conn, RECONCILED, epoch_day)
 
 
 def repair(bind: Bind, day: str) -> int:
     """Recompute every hour of ``day`` and the day from the raw ledger (the rows written up
-    to the watermark); raw rows read."""
+    to the watermark); raw rows read. A day retention may have pruned is left as it is (its
+    rollup is all that is left of it): 0."""
     with connect_read(bind) as conn:
         upto = watermark(conn)
-    return _recompute(bind, hours_of_day(day), upto)
+    progress = _recompute(bind, hours_of_day(day), upto)
+    if progress.pruned:
+        logger.warning("not recomputing %s: its raw rows may be pruned (retention)", day)
+    return progress.read
 

@@ -14,9 +14,16 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from costwarden.storage.db import create_engine_for
+from costwarden.storage.partitions import is_partition
 from costwarden.storage.schema import metadata
 
 logger = logging.getLogger(__name__)
+
+
+def include_name(name: str | None, type_: str, _parents: object) -> bool:
+    """What autogenerate compares: not the ledger's partitions (PostgreSQL), which the
+    metadata does not describe (see storage/partitions.py)."""
+    return not (type_ == "table" and name is not None and is_partition(name))
 
 
 def _run(connection: Connection) -> None:
@@ -24,6 +31,7 @@ def _run(connection: Connection) -> None:
         connection=connection,
         target_metadata=metadata,
         compare_type=True,
+        include_name=include_name,
         render_as_batch=connection.dialect.name == "sqlite",
     )
     with context.begin_transaction():
