@@ -48,7 +48,7 @@ from costwarden.analytics.query import (
 from costwarden.analytics.rollup import Totals
 from costwarden.core.errors import InvalidInput
 from costwarden.storage import repo
-from costwarden.storage.analytics_read import SpendRow, requests_by, spend
+from costwarden.storage.analytics_read import SpendRow, cost_by, requests_by, spend
 from costwarden.storage.analytics_read import top as top_spend
 
 COLUMN_NAMES = {column: name for name, column in NAMES.items()}
@@ -224,12 +224,10 @@ async def trends(request: Request) -> Response:
     n = count_param(params.get("n"), "n", default=10, most=MAX_TOP)
     before, start, now = windows(period, datetime.fromtimestamp(ctx.clock(), UTC))
     by = (NAMES[name],)
-    this = await asyncio.to_thread(spend, ctx.engine, SpendQuery(start, now, by=by), measures=())
-    prior = await asyncio.to_thread(
-        spend, ctx.engine, SpendQuery(before, start, by=by), measures=()
-    )
-    was = {row.keys: row.totals.cost_usd for row in prior}
-    now_cost = {row.keys: row.totals.cost_usd for row in this}
+    this = await asyncio.to_thread(cost_by, ctx.engine, SpendQuery(start, now, by=by))
+    prior = await asyncio.to_thread(cost_by, ctx.engine, SpendQuery(before, start, by=by))
+    was = {keys: cost for (_, keys), cost in prior.items()}
+    now_cost = {keys: cost for (_, keys), cost in this.items()}
     names = await asyncio.to_thread(repo.org_names, ctx.engine)
     rows = []
     for keys in set(was) | set(now_cost):
@@ -272,10 +270,10 @@ async def projection(request: Request) -> Response:
     filters = {} if org is None else {"org_id": repo.named(names, org)}
     q = SpendQuery(history_start, max(today, start + timedelta(hours=1)), by=("org_id",),
                    granularity="day", filters=filters)  # fmt: skip
-    rows = await asyncio.to_thread(spend, ctx.engine, q, measures=())  # cost (and requests)
+    costs = await asyncio.to_thread(cost_by, ctx.engine, q)
     per_org: dict[str, dict[str, Decimal]] = {}
-    for row in rows:
-        per_org.setdefault(row.keys[0], {})[row.bucket or ""] = row.totals.cost_usd
+    for (day, (org_id,)), amount in costs.items():
+        per_org.setdefault(org_id, {})[day or ""] = amount
     days_in_month = (end - start).days
     complete = (today - start).days
     out: list[tuple[Decimal, str, dict[str, Any]]] = []

@@ -75,15 +75,16 @@ class Totals:
         """Totals from a rollup row's measures (money as Decimal, the rest as integers);
         a measure the row lacks stays 0."""
         out = cls()
-        for f in _FIELDS:
-            # An aggregate over no rows sums to NULL.
-            value = values.get(f)
-            if value:
+        # Over the row's own items: a lookup of a key a SQLAlchemy row lacks raises inside
+        # (tens of µs a row). An aggregate over no rows sums to NULL: left 0.
+        for f, value in values.items():
+            if value and f in _FIELD_SET:
                 setattr(out, f, Decimal(value) if f in _MONEY else int(value))
         return out
 
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(Totals))
+_FIELD_SET = frozenset(_FIELDS)
 _MONEY = frozenset({"cost_usd", "cache_savings_usd"})
 MEASURES = _FIELDS
 
