@@ -309,12 +309,13 @@ def _rolled(
         stmt = sa.select(*group, *reading.sums(daily)).where(daily.c.day.in_(parts.days))
         stmt = _filtered(stmt, dict(daily.c), q, reading).group_by(*group)
         yield from _grouped(conn, q, stmt, len(cols))
+    if parts.hours and picked is not None:
+        # The hours one by one, not as a range: each (hour, slice) is then one tight probe of
+        # the key, where a range would walk every slice's rows of its hours.
+        within = rollup_slices_hourly.c.hour.in_(parts.hours)
+        yield from _from_slice(conn, q, reading, rollup_slices_hourly, within, picked)
+        return
     for start, end in _runs(parts.hours):
-        if picked is not None:
-            hour = rollup_slices_hourly.c.hour
-            run = sa.and_(hour >= start, hour < end)
-            yield from _from_slice(conn, q, reading, rollup_slices_hourly, run, picked)
-            continue
         cols = [hourly.c[k] for k in q.by]
         group = [hourly.c.hour, *cols] if q.granularity else cols
         stmt = sa.select(*group, *reading.sums(hourly))
