@@ -154,7 +154,11 @@ def _rolled(stmt: _Select, upto: int | None) -> _Select:
     see the same rows."""
     if upto is None:
         return stmt
-    return stmt.where(sa.or_(_c.written_ms.is_(None), _c.written_ms <= upto))
+    # An expression no index serves: the rows of an hour come from the ts index and are
+    # filtered. As an indexable condition, PostgreSQL on a ledger not analyzed since a bulk
+    # load ANDed a scan of the whole written_ms index into every hour's query (12 ms each
+    # at 200,000 rows, where the hour's own rows took under 1 ms).
+    return stmt.where(sa.func.coalesce(_c.written_ms, 0) <= upto)
 
 
 def _totals(
