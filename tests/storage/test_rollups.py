@@ -1,6 +1,7 @@
 """The rollup job and its reconciliation on SQLite and PostgreSQL: randomised traffic from two
-writers with late rows and repeated runs rolls up to exactly the raw ledger; a row deleted
-behind the job's back is found, and repaired."""
+writers with late rows and repeated runs rolls up to exactly the raw ledger (the latency
+histograms to exactly the raw rows' buckets); a row deleted behind the job's back is found,
+and repaired."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from costwarden.analytics.latency import bucket_of
 from costwarden.analytics.rollup import (
     DIMENSIONS,
     SLICES,
@@ -30,6 +32,8 @@ from costwarden.storage.schema import (
     ledger,
     rollup_daily,
     rollup_hourly,
+    rollup_latency_daily,
+    rollup_latency_hourly,
     rollup_slices_daily,
     rollup_tags_daily,
 )
@@ -37,6 +41,9 @@ from tests.storage.conftest import ledger_row, random_record
 
 BASE = datetime(2026, 11, 1, tzinfo=UTC)
 LAG_MS = 1500  # far longer than a writer transaction takes, even on a loaded machine
+Counts = dict[tuple[Any, ...], int]
+
+
 def _expected(records: list[LedgerRecord]) -> dict[tuple[Any, ...], Totals]:
     out: dict[tuple[Any, ...], Totals] = {}
     for r in records:
@@ -50,6 +57,24 @@ def _hourly(engine: Engine) -> dict[tuple[Any, ...], Totals]:
     with engine.connect() as conn:
         rows = conn.execute(sa.select(rollup_hourly)).mappings().all()
     return {(row["hour"], *(row[d] for d in DIMENSIONS)): Totals.of(row) for row in rows}
+
+
+def _expected_latency(records: list[LedgerRecord]) -> tuple[Counts, Counts]:
+    """(hourly, daily) latency histograms: each raw row bucketed by ``bucket_of``."""
+    hourly: Counts = {}
+    daily: Counts = {}
+    for r in records:
+        org, bucket = r.org_id or "", bucket_of(r.latency_ms)
+        hourly[(hour_of(r.ts), org, bucket)] = hourly.get((hour_of(r.ts), org, bucket), 0) + 1
+        daily[(day_of(r.ts), org, bucket)] = daily.get((day_of(r.ts), org, bucket), 0) + 1
+    return hourly, daily
+
+
+def _latency(engine: Engine) -> tuple[Counts, Counts]:
+    with engine.connect() as conn:
+        hourly = conn.execute(sa.select(rollup_latency_hourly)).all()
+        daily = conn.execute(sa.select(rollup_latency_daily)).all()
+    return {tuple(r[:3]): r[3] for r in hourly}, {tuple(r[:3]): r[3] for r in daily}
 
 
 def _days(records: list[LedgerRecord]) -> list[str]:
@@ -85,6 +110,7 @@ async def test_randomised_traffic_rolls_up_to_exactly_the_ledger(
         runs = [await asyncio.to_thread(roll_up, engine, lag_ms=0) for _ in range(2)]
         assert runs[0].rows == len(first) and runs[1].hours == 0  # the second finds nothing
         assert _hourly(engine) == _expected(first)
+        assert _latency(engine) == _expected_latency(first)
 
         # Late and new rows from both writers while the job runs alongside them.
         async def write() -> None:
@@ -112,6 +138,7 @@ async def test_randomised_traffic_rolls_up_to_exactly_the_ledger(
     everything = [*first, *late, *newer]
     assert again.hours == 0
     assert _hourly(engine) == _expected(everything)
+    assert _latency(engine) == _expected_latency(everything)
     days = _days(everything)
     assert await asyncio.to_thread(reconcile, engine, days) == []
 
@@ -160,6 +187,7 @@ async def test_randomised_traffic_rolls_up_to_exactly_the_ledger(
     assert await asyncio.to_thread(reconcile, engine, days) == []
     remaining = [r for r in everything if r.request_id != gone.request_id]
     assert _hourly(engine) == _expected(remaining)
+    assert _latency(engine) == _expected_latency(remaining)
 
 
 def _counts(records: list[LedgerRecord], gone: LedgerRecord) -> tuple[str, str]:

@@ -14,10 +14,14 @@ minute) can leave rows behind the watermark: the daily reconciliation finds that
 recomputes it.
 
 Sums are the database's (``INSERT ... SELECT ... GROUP BY``; money with ``money_sum``, exact
-on both dialects); tags, a JSON object per row, are summed in Python.
+on both dialects); tags, a JSON object per row, are summed in Python. Each hour and day also
+gets its latency histogram per org (``analytics.latency``), each row bucketed by the database
+(:data:`LATENCY_BUCKET`). Histograms came after the other rollups (migration 0008): the first
+run that finds them never filled fills them for every hour already rolled up.
 
 **Reconciliation** (:func:`reconcile`): for each day, the raw ledger's totals per org
-against the daily rollup's, exactly; :func:`repair` recomputes a day that drifted.
+against the daily rollup's, and its request count against the day's latency histogram,
+exactly; :func:`repair` recomputes a day that drifted.
 
 Blocking: the app runs these in a worker thread, in the one process holding the rollup
 lease, never on the request path.
@@ -26,6 +30,7 @@ lease, never on the request path.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Iterable
 from datetime import datetime
@@ -34,6 +39,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from costwarden.analytics.latency import BOUNDS, OVERFLOW
 from costwarden.analytics.rollup import (
     DIMENSIONS,
     HOUR,
@@ -56,6 +62,8 @@ from costwarden.storage.schema import (
     ledger,
     rollup_daily,
     rollup_hourly,
+    rollup_latency_daily,
+    rollup_latency_hourly,
     rollup_slices_daily,
     rollup_tags_daily,
     rollup_tags_hourly,
@@ -68,6 +76,8 @@ _Select = TypeVar("_Select", bound=sa.Select[*tuple[Any, ...]])
 _MONEY_MEASURES = frozenset({"cost_usd", "cache_savings_usd"})
 WATERMARK = "rollup.written_ms"
 RECONCILED = "reconciled.epoch_day"  # the last day the daily check covered
+# Set once every hour rolled up has its latency histogram (0008 added them, empty).
+LATENCY_FILLED = "latency.filled"
 _c = ledger.c
 # The columns a tag rollup reads of a raw row.
 _READ = (
@@ -105,6 +115,25 @@ RAW_SUMS = (
 )  # fmt: skip
 
 
+def _bucket_sql(column: sa.ColumnElement[Any], first: int, last: int) -> sa.ColumnElement[Any]:
+    # Buckets first..last: a binary search over the bounds as nested CASEs.
+    if first == last:
+        return sa.literal_column(str(first), sa.Integer)
+    mid = (first + last) // 2  # bucket <= mid exactly when the value <= BOUNDS[mid]
+    return sa.case(
+        (column <= sa.literal(BOUNDS[mid], sa.Float), _bucket_sql(column, first, mid)),
+        else_=_bucket_sql(column, mid + 1, last),
+    )
+
+
+# A raw row's latency bucket, computed by the database exactly as
+# ``analytics.latency.bucket_of`` computes it in Python: 7 comparisons a row, on any
+# database (SQLite has no log() unless built with its math functions, and a logarithm of a
+# value on a bound could come out on either side of it). The bounds are bound parameters, so
+# each database compares with the exact double, not with its own parse of a decimal literal.
+LATENCY_BUCKET = _bucket_sql(_c.latency_ms, 0, OVERFLOW)
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class RollupRun:
     """What one run did: the hours recomputed, the raw rows read, the new watermark."""
@@ -120,8 +149,12 @@ def db_now_ms(conn: Connection) -> int:
 
 
 def watermark(conn: Connection) -> int | None:
+    return _state(conn, WATERMARK)
+
+
+def _state(conn: Connection, name: str) -> int | None:
     value = conn.execute(
-        sa.select(analytics_state.c.value).where(analytics_state.c.name == WATERMARK)
+        sa.select(analytics_state.c.value).where(analytics_state.c.name == name)
     ).scalar_one_or_none()
     return None if value is None else int(value)
 
@@ -148,7 +181,7 @@ def _pending_hours(conn: Connection, after: int | None, upto: int) -> set[dateti
     return {hour_of(ts) for ts in rows}
 
 
-def _rolled(stmt: _Select, upto: int | None) -> _Select:
+def _rolled(stmt: _Select, upto: int | sa.BindParameter[int] | None) -> _Select:
     """Only the rows written up to the watermark ``upto`` (and those from before written_ms
     existed): a row written later is the next run's, so the rollup and the reconciliation
     see the same rows."""
@@ -202,10 +235,53 @@ def _write_hour(conn: Connection, hour: datetime, upto: int | None) -> int:
                 for (org, tag), t in tagged.items()
             ],
         )
+    _write_latency_hour(conn, hour, upto)
     read = conn.execute(
         sa.select(sa.func.sum(rollup_hourly.c.requests)).where(rollup_hourly.c.hour == hour)
     ).scalar()
     return int(read or 0)
+
+
+@functools.cache
+def _latency_hour_statements(rolled: bool) -> tuple[sa.Delete, sa.Insert]:
+    """The delete and the INSERT ... SELECT of an hour's histograms, built once: SQLAlchemy
+    derives a new statement's cache key from its whole tree, the bucket's CASE included,
+    which cost 2 ms of Python a statement (as much as the database's work on a quiet hour)."""
+    t = rollup_latency_hourly
+    hour, end = (sa.bindparam(name, type_=UTCDateTime()) for name in ("hour", "end"))
+    rows = sa.select(RAW_DIMS["org_id"].label("org_id"), LATENCY_BUCKET.label("bucket")).where(
+        _c.ts >= hour, _c.ts < end
+    )
+    if rolled:
+        rows = _rolled(rows, sa.bindparam("upto", type_=sa.BigInteger()))
+    found = rows.subquery()
+    counted = sa.select(hour, found.c.org_id, found.c.bucket, sa.func.count()).group_by(
+        found.c.org_id, found.c.bucket
+    )
+    return (
+        t.delete().where(t.c.hour == hour),
+        t.insert().from_select(["hour", "org_id", "bucket", "requests"], counted),
+    )
+
+
+def _write_latency_hour(conn: Connection, hour: datetime, upto: int | None) -> None:
+    """Recompute one hour's latency histograms (per org) from its raw rows, in the database."""
+    delete, insert = _latency_hour_statements(upto is not None)
+    conn.execute(delete, {"hour": hour})
+    conn.execute(insert, {"hour": hour, "end": hour + HOUR, "upto": upto})
+
+
+def _write_latency_day(conn: Connection, day: str) -> None:
+    """Recompute one day's latency histograms from its hours', in the database."""
+    hourly, daily = rollup_latency_hourly.c, rollup_latency_daily
+    start = day_start(day)
+    conn.execute(daily.delete().where(daily.c.day == day))
+    summed = (
+        sa.select(sa.literal(day), hourly.org_id, hourly.bucket, sa.func.sum(hourly.requests))
+        .where(hourly.hour >= start, hourly.hour < start + 24 * HOUR)
+        .group_by(hourly.org_id, hourly.bucket)
+    )
+    conn.execute(daily.insert().from_select(["day", "org_id", "bucket", "requests"], summed))
 
 
 def _write_day(conn: Connection, day: str) -> None:
@@ -228,6 +304,7 @@ def _write_day(conn: Connection, day: str) -> None:
         )
         conn.execute(daily.insert().from_select(["day", *keys, *MEASURES], summed))
     _write_slices(conn, day)
+    _write_latency_day(conn, day)
 
 
 def _write_slices(conn: Connection, day: str) -> None:
@@ -270,17 +347,42 @@ def _recompute(bind: Bind, hours: Iterable[datetime], upto: int | None) -> int:
     return read
 
 
+def _fill_latency(bind: Bind, upto: int) -> None:
+    """The latency histograms of every hour rolled up before they existed (up to the
+    watermark ``upto``), one transaction a day: the other rollups are left as they are."""
+    with connect_read(bind) as conn:
+        hours = conn.execute(sa.select(rollup_hourly.c.hour).distinct()).scalars().all()
+    by_day: dict[str, list[datetime]] = {}
+    for hour in sorted(hours):
+        by_day.setdefault(day_of(hour), []).append(hour)
+    for day, day_hours in by_day.items():
+        with begin_write(bind) as conn:
+            for hour in day_hours:
+                _write_latency_hour(conn, hour, upto)
+            _write_latency_day(conn, day)
+    if by_day:
+        logger.info("filled the latency histograms of %d rolled-up day(s)", len(by_day))
+
+
 def roll_up(bind: Bind, *, lag_ms: int) -> RollupRun:
     """One run of the job (see the module docstring)."""
     with connect_read(bind) as conn:
         after = watermark(conn)
+        filled = _state(conn, LATENCY_FILLED) is not None
         upto = db_now_ms(conn) - lag_ms
-        if after is not None and upto <= after:
-            return RollupRun(0, 0, after)
+    if after is not None and not filled:
+        _fill_latency(bind, after)
+        with begin_write(bind) as conn:
+            _set_state(conn, LATENCY_FILLED, 1)
+    if after is not None and upto <= after:
+        return RollupRun(0, 0, after)
+    with connect_read(bind) as conn:
         hours = _pending_hours(conn, after, upto)
     read = _recompute(bind, hours, upto)
     with begin_write(bind) as conn:
         _set_state(conn, WATERMARK, upto)
+        if after is None:  # the first run rolled up every hour, histograms included
+            _set_state(conn, LATENCY_FILLED, 1)
     if hours:
         logger.info("rolled up %d hour(s) from %d ledger row(s)", len(hours), read)
     return RollupRun(len(hours), read, upto)
@@ -297,6 +399,13 @@ def _ledger_day(conn: Connection, day: str, upto: int | None) -> dict[str, Total
     return {key[0]: totals for key, totals in found.items()}
 
 
+def _latency_day(conn: Connection, day: str) -> dict[str, int]:
+    """The requests the day's latency histograms count, per org."""
+    t = rollup_latency_daily.c
+    stmt = sa.select(t.org_id, sa.func.sum(t.requests)).where(t.day == day).group_by(t.org_id)
+    return {org: int(n) for org, n in conn.execute(stmt)}
+
+
 def _rollup_day(conn: Connection, day: str) -> dict[str, Totals]:
     out: dict[str, Totals] = {}
     for row in conn.execute(sa.select(rollup_daily).where(rollup_daily.c.day == day)).mappings():
@@ -309,13 +418,15 @@ def _rollup_day(conn: Connection, day: str) -> dict[str, Totals]:
 
 def reconcile(bind: Bind, days: Iterable[str]) -> list[Drift]:
     """Every difference between the raw ledger and the daily rollup on ``days``, per org and
-    measure (requests, tokens, cost), exactly; empty when they agree. Rows written after the
-    job's watermark are left out of both sides: the next run rolls them up."""
+    measure (requests, tokens, cost, the requests the latency histogram counts), exactly;
+    empty when they agree. Rows written after the job's watermark are left out of both
+    sides: the next run rolls them up."""
     out: list[Drift] = []
     with connect_read(bind) as conn:
         upto = watermark(conn)
         for day in days:
-            out.extend(drifts(day, _ledger_day(conn, day, upto), _rollup_day(conn, day)))
+            raw, rolled = _ledger_day(conn, day, upto), _rollup_day(conn, day)
+            out.extend(drifts(day, raw, rolled, latency=_latency_day(conn, day)))
     return out
 
 
