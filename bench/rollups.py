@@ -13,7 +13,8 @@ fresh SQLite file or, with ``--postgres``, a scratch PostgreSQL database. Then t
 - an incremental run after a minute's worth of new rows, some of them late (stamped hours
   earlier);
 - the analytics queries behind the API (30-day overview, by org and day, top orgs, one org
-  by model, a month's chargeback by project), p95 of 20 calls;
+  by model, a month's chargeback by project, the 30-day latency histogram of every org and
+  of one), p95 of 20 calls;
 - reconciling the busiest day against the raw ledger.
 
 ``--days 1`` gives "a day of N rows". Prints rows/s and the seconds of each step.
@@ -44,7 +45,7 @@ from tests.helpers import scratch_pg_database  # noqa: E402
 from costwarden.analytics.query import SpendQuery  # noqa: E402
 from costwarden.analytics.rollup import day_of  # noqa: E402
 from costwarden.core.records import LedgerRecord  # noqa: E402
-from costwarden.storage.analytics_read import spend  # noqa: E402
+from costwarden.storage.analytics_read import latency_histogram, spend  # noqa: E402
 from costwarden.storage.db import create_engine_for  # noqa: E402
 from costwarden.storage.ledger_rows import DriverInsert  # noqa: E402
 from costwarden.storage.migrate import migrate  # noqa: E402
@@ -211,6 +212,13 @@ def main(rows: int, days: int, postgres: bool) -> int:
         for label, query in _queries(traffic.end):
             took_ms = _p95(lambda q=query: spend(engine, q))
             results.append((label, "p95 of 20 calls (storage.analytics_read.spend)",
+                            f"{took_ms:.1f} ms"))  # fmt: skip
+
+        since = traffic.end - timedelta(days=30)
+        for label, tenant in (("every org", None), ("one org", "org_0001")):
+            took_ms = _p95(lambda t=tenant: latency_histogram(engine, since, traffic.end, t))
+            results.append((f"30-day latency histogram, {label}",
+                            "p95 of 20 calls (analytics_read.latency_histogram)",
                             f"{took_ms:.1f} ms"))  # fmt: skip
 
         busiest = day_of(traffic.end - timedelta(days=1))

@@ -1,6 +1,7 @@
 """The analytics admin API: spend by dimension, top spenders and the monthly chargeback CSV
-add up to the ledger's rows exactly (CSV = API = ledger for the same month), and bad input is
-a clear 400."""
+add up to the ledger's rows exactly (CSV = API = ledger for the same month), the overview's
+latency percentiles are the histogram estimates of the ledger's rows (within the stated
+error of the exact ones), and bad input is a clear 400."""
 
 from __future__ import annotations
 
@@ -8,13 +9,16 @@ import asyncio
 import csv
 import dataclasses
 import io
+import math
 import random
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from fractions import Fraction
 
 import httpx
 import pytest
 
+from costwarden.analytics.latency import MAX_RELATIVE_ERROR, histogram, quantile
 from costwarden.core.records import LedgerRecord
 from costwarden.storage import repo
 from costwarden.storage.ledger import LedgerWriter
@@ -188,6 +192,16 @@ async def test_overview_and_trends_equal_the_ledger(
     assert Decimal(body["error_rate_pct"]) == rate
     change = ((cost - earlier) / earlier * 100).quantize(Decimal("0.1"))
     assert Decimal(body["cost_change_pct"]) == change
+    # Percentiles: the estimate from the raw rows' buckets, close to the exact figure.
+    counts = histogram(r.latency_ms for r in this)
+    ordered = sorted(r.latency_ms for r in this)
+    for p in (50, 95, 99):
+        estimate = quantile(counts, p / 100)
+        assert estimate is not None and body[f"p{p}_latency_ms"] == round(estimate, 1)
+        exact = ordered[math.ceil(Fraction(p, 100) * len(ordered)) - 1]
+        assert abs(estimate - exact) / exact <= MAX_RELATIVE_ERROR
+    assert body["latency_method"]["avg_latency_ms"] == "exact"
+    assert "histograms" in body["latency_method"]["percentiles"]
 
     trends = await client.get(
         "/admin/analytics/trends", params={"period": "7d", "by": "org"}, headers=AUTH

@@ -99,3 +99,15 @@ def test_drifts() -> None:
         Drift("d", "o1", "requests", "3", "0"),
         Drift("d", "o1", "cost_usd", "1.5", "0"),
     ]
+
+
+def test_a_latency_histogram_that_misses_requests_drifts() -> None:
+    a = Totals(requests=3, cost_usd=Decimal("1.5"))
+    assert drifts("d", {"o1": a}, {"o1": a}, latency={"o1": 3}) == []
+    assert drifts("d", {"o1": a}, {"o1": a}, latency={"o1": 2, "o2": 1}) == [
+        Drift("d", "o1", "latency_requests", "3", "2"),
+        Drift("d", "o2", "latency_requests", "0", "1"),
+    ]
+    assert drifts("d", {"o1": a}, {"o1": a}, latency={}) == [
+        Drift("d", "o1", "latency_requests", "3", "0")
+    ]

@@ -1,6 +1,7 @@
 """The rollup job and its reconciliation on SQLite and PostgreSQL: randomised traffic from two
-writers with late rows and repeated runs rolls up to exactly the raw ledger; a row deleted
-behind the job's back is found, and repaired."""
+writers with late rows and repeated runs rolls up to exactly the raw ledger (the latency
+histograms to exactly the raw rows' buckets); a row deleted behind the job's back is found,
+and repaired."""
 
 from __future__ import annotations
 
@@ -14,11 +15,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from costwarden.analytics.latency import bucket_of
 from costwarden.analytics.rollup import (
     SLICES,
     Drift,
     Totals,
     day_of,
+    hour_of,
     row_totals,
     tag_rollup,
 )
@@ -26,6 +29,7 @@ from costwarden.core.records import LedgerRecord
 from costwarden.storage.ledger import LedgerWriter
 from costwarden.storage.partitions import epoch_ms
 from costwarden.storage.rollups import (
+    EVERY_ORG,
     PRUNED,
     WATERMARK,
     RollupRun,
@@ -39,6 +43,8 @@ from costwarden.storage.schema import (
     ledger,
     rollup_daily,
     rollup_hourly,
+    rollup_latency_daily,
+    rollup_latency_hourly,
     rollup_slices_daily,
     rollup_slices_hourly,
     rollup_tags_daily,
@@ -53,6 +59,7 @@ from tests.storage.conftest import (
 
 BASE = datetime(2026, 11, 1, tzinfo=UTC)
 LAG_MS = 1500  # far longer than a writer transaction takes, even on a loaded machine
+Counts = dict[tuple[Any, ...], int]
 
 
 def _grouped_slices(full: Any, bucket: str) -> dict[tuple[Any, ...], Totals]:
@@ -66,6 +73,25 @@ def _grouped_slices(full: Any, bucket: str) -> dict[tuple[Any, ...], Totals]:
             )  # fmt: skip
             out.setdefault(key, Totals()).add(Totals.of(row))
     return out
+
+
+def _expected_latency(records: list[LedgerRecord]) -> tuple[Counts, Counts]:
+    """(hourly, daily) latency histograms: each raw row bucketed by ``bucket_of``."""
+    hourly: Counts = {}
+    daily: Counts = {}
+    for r in records:
+        bucket = bucket_of(r.latency_ms)
+        for org in (r.org_id or "", EVERY_ORG):  # each org's, and every org's together
+            hourly[(hour_of(r.ts), org, bucket)] = hourly.get((hour_of(r.ts), org, bucket), 0) + 1
+            daily[(day_of(r.ts), org, bucket)] = daily.get((day_of(r.ts), org, bucket), 0) + 1
+    return hourly, daily
+
+
+def _latency(engine: Engine) -> tuple[Counts, Counts]:
+    with engine.connect() as conn:
+        hourly = conn.execute(sa.select(rollup_latency_hourly)).all()
+        daily = conn.execute(sa.select(rollup_latency_daily)).all()
+    return {tuple(r[:3]): r[3] for r in hourly}, {tuple(r[:3]): r[3] for r in daily}
 
 
 def _days(records: list[LedgerRecord]) -> list[str]:
@@ -101,6 +127,7 @@ async def test_randomised_traffic_rolls_up_to_exactly_the_ledger(
         runs = [await asyncio.to_thread(roll_up, engine, lag_ms=0) for _ in range(2)]
         assert runs[0].rows == len(first) and runs[1].hours == 0  # the second finds nothing
         assert hourly_rollup(engine) == expected_hourly(first)
+        assert _latency(engine) == _expected_latency(first)
 
         # Late and new rows from both writers while the job runs alongside them.
         async def write() -> None:
@@ -128,6 +155,7 @@ async def test_randomised_traffic_rolls_up_to_exactly_the_ledger(
     everything = [*first, *late, *newer]
     assert again.hours == 0
     assert hourly_rollup(engine) == expected_hourly(everything)
+    assert _latency(engine) == _expected_latency(everything)
     days = _days(everything)
     assert await asyncio.to_thread(reconcile, engine, days) == []
 
@@ -173,6 +201,7 @@ async def test_randomised_traffic_rolls_up_to_exactly_the_ledger(
     assert await asyncio.to_thread(reconcile, engine, days) == []
     remaining = [r for r in everything if r.request_id != gone.request_id]
     assert hourly_rollup(engine) == expected_hourly(remaining)
+    assert _latency(engine) == _expected_latency(remaining)
 
 
 def _counts(records: list[LedgerRecord], gone: LedgerRecord) -> tuple[str, str]:

@@ -7,7 +7,8 @@ watermark (``storage.analytics_read``), so it equals the ledger's rows.
   ``tag`` as stored).
 - ``GET /admin/analytics/top?by=org|project|key|user|provider|model&n=10&since=&until=``.
 - ``GET /admin/analytics/overview?period=24h|7d|30d``: requests, cost, tokens, active orgs,
-  error rate, mean latency, and cost against the previous period.
+  error rate, mean latency (exact), p50 / p95 / p99 latency (estimated from the latency
+  histograms, ``analytics.latency``), and cost against the previous period.
 - ``GET /admin/analytics/trends?by=org|...&period=7d&n=10``: the groups whose cost moved
   most against the previous period.
 - ``GET /admin/analytics/projection?month=YYYY-MM&org=``: each org's month-end spend with
@@ -35,6 +36,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from costwarden.admin.common import count_param
 from costwarden.admin.context import AdminContext, context
+from costwarden.analytics.latency import METHOD, quantile
 from costwarden.analytics.overview import PERIODS, change_pct, error_rate, windows
 from costwarden.analytics.projection import SPREAD_DAYS, project_month
 from costwarden.analytics.query import (
@@ -48,7 +50,13 @@ from costwarden.analytics.query import (
 from costwarden.analytics.rollup import Totals
 from costwarden.core.errors import InvalidInput
 from costwarden.storage import repo
-from costwarden.storage.analytics_read import SpendRow, cost_by, requests_by, spend
+from costwarden.storage.analytics_read import (
+    SpendRow,
+    cost_by,
+    latency_histogram,
+    requests_by,
+    spend,
+)
 from costwarden.storage.analytics_read import top as top_spend
 
 COLUMN_NAMES = {column: name for name, column in NAMES.items()}
@@ -189,6 +197,7 @@ async def overview(request: Request) -> Response:
         requests_by, ctx.engine, SpendQuery(start, now, by=("org_id",))
     )
     previous = await asyncio.to_thread(spend, ctx.engine, SpendQuery(before, start))
+    latencies = await asyncio.to_thread(latency_histogram, ctx.engine, start, now)
     total, earlier = _sum(by_status), _sum(previous)
     return JSONResponse(
         {
@@ -198,14 +207,21 @@ async def overview(request: Request) -> Response:
             **totals_json(total),
             "active_orgs": sum(1 for _, (org,) in by_org if org),
             "error_rate_pct": _pct(error_rate({r.keys[0]: r.totals.requests for r in by_status})),
-            # Not kept yet: the rollups hold exact latency sums (means), not distributions,
-            # and nothing is cached before the response cache exists.
-            "p95_latency_ms": None,
+            **{f"p{p}_latency_ms": _estimate(latencies, p) for p in (50, 95, 99)},
+            "latency_method": {"avg_latency_ms": "exact", "percentiles": METHOD},
+            # Nothing is cached before the response cache exists.
             "cache_hit_rate_pct": None,
             "previous": {"requests": earlier.requests, "cost_usd": _money(earlier.cost_usd)},
             "cost_change_pct": _pct(change_pct(total.cost_usd, earlier.cost_usd)),
         }
     )
+
+
+def _estimate(counts: dict[int, int], percentile: int) -> float | None:
+    """A latency percentile estimated from a histogram, in ms to 0.1 (a finer figure would
+    claim a precision the buckets do not have); None without requests."""
+    value = quantile(counts, percentile / 100)
+    return None if value is None else round(value, 1)
 
 
 def _pct(value: Decimal | None) -> str | None:

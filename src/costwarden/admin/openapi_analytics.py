@@ -8,6 +8,7 @@ from costwarden.admin.analytics_api import CHARGEBACK_BY, FILTERS, MAX_TOP, TOP_
 from costwarden.admin.openapi_inputs import NAME, string
 from costwarden.admin.openapi_parts import READ, op, path_param, query
 from costwarden.admin.request_log_api import COST, LOG_FILTERS, MAX_PAGE
+from costwarden.analytics.latency import METHOD
 from costwarden.analytics.overview import PERIODS
 from costwarden.analytics.query import BY, GRANULARITIES, WHEN
 
@@ -33,6 +34,35 @@ TOTALS_SCHEMA: dict[str, Any] = {
         "cache_savings_usd": {"type": "string"},
         "avg_latency_ms": {"type": ["number", "null"]},
         "avg_ttft_ms": {"type": ["number", "null"]},
+    },
+}
+_ESTIMATE = {"type": ["number", "null"], "description": f"ms, {METHOD}"}
+OVERVIEW_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "period": {"type": "string", "enum": list(PERIODS)},
+        "since": {"type": "string", "format": "date-time"},
+        "until": {"type": "string", "format": "date-time"},
+        **TOTALS_SCHEMA["properties"],
+        "active_orgs": {"type": "integer"},
+        "error_rate_pct": {"type": ["string", "null"]},
+        "p50_latency_ms": _ESTIMATE,
+        "p95_latency_ms": _ESTIMATE,
+        "p99_latency_ms": _ESTIMATE,
+        "latency_method": {
+            "type": "object",
+            "description": "how each latency figure is obtained: exact, or estimated",
+            "properties": {
+                "avg_latency_ms": {"type": "string"},
+                "percentiles": {"type": "string"},
+            },
+        },
+        "cache_hit_rate_pct": {"type": ["string", "null"]},
+        "previous": {
+            "type": "object",
+            "properties": {"requests": {"type": "integer"}, "cost_usd": {"type": "string"}},
+        },
+        "cost_change_pct": {"type": ["string", "null"]},
     },
 }
 
@@ -83,10 +113,15 @@ ANALYTICS_PATHS: dict[str, Any] = {
     "/admin/analytics/overview": {
         "get": op(
             "Requests, cost, tokens, active orgs, error rate (upstream errors, degraded "
-            "answers, gateway errors) and mean latency over the last 24h / 7d / 30d, and cost "
-            "against the period before; p95 latency and cache hit rate are null (not kept yet)",
-            _json("{period, since, until, ...totals, active_orgs, error_rate_pct, previous, "
-                  "cost_change_pct}"),
+            "answers, gateway errors), mean latency (exact) and p50 / p95 / p99 latency "
+            f"({METHOD}) over the last 24h / 7d / 30d, and cost against the period before; "
+            "cache hit rate is null (not kept yet)",
+            {
+                "200": {
+                    "description": "the overview",
+                    "content": {"application/json": {"schema": OVERVIEW_SCHEMA}},
+                }
+            },
             *READ, "400",
             operationId="analyticsOverview",
             parameters=[query("period", {"type": "string", "enum": list(PERIODS),

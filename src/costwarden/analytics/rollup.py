@@ -13,7 +13,8 @@ sums, in any order.
 
 Reconciliation compares a day's totals per org from the raw ledger with the rollup's: any
 difference in requests, tokens or cost is a :class:`Drift` (a row written behind the job's
-back, or deleted).
+back, or deleted), and so is a latency histogram that does not count every request
+(measure ``latency_requests``).
 
 Pure: storage reads and writes the rows (``storage.rollups``), the app schedules the job.
 """
@@ -36,6 +37,7 @@ CHECKED = (
     "reasoning_tokens", "cost_usd",
 )  # fmt: skip
 _ZERO = Decimal(0)
+LATENCY_REQUESTS = "latency_requests"  # the drift of a latency histogram's request count
 # The daily slices (storage: rollup_slices_daily): (slice name, its org column, its value
 # column); None is "" in the table. What most queries read instead of the full cube.
 OTHER_DIMENSIONS = DIMENSIONS[1:]
@@ -177,15 +179,23 @@ class Drift:
 
 
 def drifts(
-    day: str, ledger: Mapping[str, Totals], rollup: Mapping[str, Totals]
+    day: str,
+    ledger: Mapping[str, Totals],
+    rollup: Mapping[str, Totals],
+    *,
+    latency: Mapping[str, int] | None = None,
 ) -> list[Drift]:
-    """Where a day's rollup totals per org differ from the ledger's (empty: they agree)."""
+    """Where a day's rollup totals per org differ from the ledger's (empty: they agree);
+    ``latency``: the requests the day's latency histogram counts per org, if checked."""
     out: list[Drift] = []
     empty = Totals()
-    for org in sorted(set(ledger) | set(rollup)):
+    for org in sorted(set(ledger) | set(rollup) | set(latency or ())):
         raw, rolled = ledger.get(org, empty), rollup.get(org, empty)
         for measure in CHECKED:
             a, b = getattr(raw, measure), getattr(rolled, measure)
             if a != b:
                 out.append(Drift(day, org, measure, str(a), str(b)))
+        counted = None if latency is None else latency.get(org, 0)
+        if counted is not None and counted != raw.requests:
+            out.append(Drift(day, org, LATENCY_REQUESTS, str(raw.requests), str(counted)))
     return out

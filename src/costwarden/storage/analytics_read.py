@@ -3,6 +3,9 @@ rollups and, for what they do not hold yet, the raw ledger (``analytics.query.pl
 
 Every part is summed by the database, money with ``money_sum`` (exact on both dialects), and
 the parts are added in Python: the answer equals what the raw ledger's rows add up to.
+
+:func:`latency_histogram` reads the latency histograms over the same plan: the requests per
+latency bucket of a window, equal to bucketing the raw rows' latencies one by one.
 """
 
 from __future__ import annotations
@@ -16,14 +19,17 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from costwarden.analytics.latency import merge
 from costwarden.analytics.query import DAY, Plan, SpendQuery, plan, uses_tags
 from costwarden.analytics.rollup import HOUR, MEASURES, Totals, day_of, tag_rollup
 from costwarden.storage.db import Bind, connect_read, money_sum
-from costwarden.storage.rollups import RAW_DIMS, RAW_SUMS, watermark
+from costwarden.storage.rollups import EVERY_ORG, LATENCY_BUCKET, RAW_DIMS, RAW_SUMS, watermark
 from costwarden.storage.schema import (
     ledger,
     rollup_daily,
     rollup_hourly,
+    rollup_latency_daily,
+    rollup_latency_hourly,
     rollup_slices_daily,
     rollup_slices_hourly,
     rollup_tags_daily,
@@ -374,3 +380,47 @@ def _raw_tags(
         key = tuple(values[k] for k in q.by)
         found.setdefault(key, Totals()).add(totals)
     return list(found.items())
+
+
+# ------------------------------------------------------------------ latency histograms
+
+
+def latency_histogram(
+    bind: Bind, since: datetime, until: datetime, tenant: str | None = None
+) -> dict[int, int]:
+    """Requests per latency bucket in [since, until) (``since`` a whole UTC hour), of one
+    org (``tenant``) or every org (None): whole days from the daily histograms, hours from
+    the hourly ones, the rest (the hour the watermark is in, and after) bucketed from the
+    raw rows by the same SQL expression as the rollup's."""
+    q = SpendQuery(since, until, tenant=tenant)
+    daily, hourly = rollup_latency_daily, rollup_latency_hourly
+    parts: list[dict[int, int]] = []
+    with connect_read(bind) as conn:
+        where = plan(q, rolled_until(conn))
+        if where.days:
+            parts.append(_rolled_latency(conn, daily, daily.c.day.in_(where.days), tenant))
+        if where.hours:  # hour by hour: one tight probe of the key each (see _rolled)
+            parts.append(_rolled_latency(conn, hourly, hourly.c.hour.in_(where.hours), tenant))
+        if where.raw is not None:
+            parts.append(_raw_latency(conn, *where.raw, tenant))
+    return merge(parts)
+
+
+def _rolled_latency(
+    conn: Connection, table: sa.Table, during: sa.ColumnElement[bool], tenant: str | None
+) -> dict[int, int]:
+    t = table.c
+    stmt = sa.select(t.bucket, sa.func.sum(t.requests)).where(during).group_by(t.bucket)
+    stmt = stmt.where(t.org_id == (EVERY_ORG if tenant is None else tenant))
+    return {int(b): int(n) for b, n in conn.execute(stmt)}
+
+
+def _raw_latency(
+    conn: Connection, start: datetime, end: datetime, tenant: str | None
+) -> dict[int, int]:
+    rows = sa.select(LATENCY_BUCKET.label("bucket")).where(_c.ts >= start, _c.ts < end)
+    if tenant is not None:
+        rows = rows.where(_c.org_id == tenant)
+    inner = rows.subquery()
+    stmt = sa.select(inner.c.bucket, sa.func.count()).group_by(inner.c.bucket)
+    return {int(b): int(n) for b, n in conn.execute(stmt)}

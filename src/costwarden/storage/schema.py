@@ -380,6 +380,26 @@ rollup_slices_daily = _rollup(
     "value",
 )
 
+# Latency histograms (costwarden.analytics.latency): requests per UTC hour and per day, org
+# ("" for none) and latency bucket (its number: a bound's index). Per org only, not per
+# model or key: the overview needs the platform's and an org's, and each dimension more
+# would multiply the rows towards one per raw row.
+def _latency(name: str, bucket: sa.Column[object]) -> sa.Table:
+    return sa.Table(
+        name,
+        metadata,
+        bucket,
+        sa.Column("org_id", sa.Text, primary_key=True),
+        sa.Column("bucket", sa.SmallInteger, primary_key=True),
+        sa.Column("requests", sa.BigInteger, nullable=False),
+    )
+
+
+rollup_latency_hourly = _latency(
+    "rollup_latency_hourly", sa.Column("hour", UTCDateTime(), primary_key=True)
+)
+rollup_latency_daily = _latency("rollup_latency_daily", sa.Column("day", sa.Text, primary_key=True))
+
 # Where the rollup job is: the ledger's written_ms it has rolled up to.
 analytics_state = sa.Table(
     "analytics_state",
@@ -416,5 +436,7 @@ TABLES = (
     rollup_tags_daily,
     rollup_slices_hourly,
     rollup_slices_daily,
+    rollup_latency_hourly,
+    rollup_latency_daily,
     analytics_state,
 )
