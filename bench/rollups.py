@@ -49,7 +49,8 @@ from costwarden.storage.analytics_read import latency_histogram, spend  # noqa: 
 from costwarden.storage.db import create_engine_for  # noqa: E402
 from costwarden.storage.ledger_rows import DriverInsert  # noqa: E402
 from costwarden.storage.migrate import migrate  # noqa: E402
-from costwarden.storage.rollups import reconcile, roll_up  # noqa: E402
+from costwarden.storage.reconciliation import reconcile  # noqa: E402
+from costwarden.storage.rollups import roll_up  # noqa: E402
 
 console = Console()
 MODELS = [f"model-{i:02d}" for i in range(20)]

@@ -24,11 +24,10 @@ from costwarden.storage import alerts as store
 from costwarden.storage.db import create_engine_for
 from costwarden.storage.leases import try_lead
 from costwarden.storage.migrate import migrate
+from costwarden.storage.reconciliation import reconcile, reconciled_through
 from costwarden.storage.rollups import (
     WATERMARK,
     pruned_before,
-    reconcile,
-    reconciled_through,
     set_state,
     watermark,
 )

@@ -20,11 +20,11 @@ from costwarden.analytics.rollup import Drift, day_of, day_start, hour_of
 from costwarden.core.records import LedgerRecord
 from costwarden.storage.analytics_read import latency_histogram
 from costwarden.storage.ledger import LedgerWriter
+from costwarden.storage.reconciliation import reconcile
 from costwarden.storage.rollups import (
     EVERY_ORG,
     LATENCY_BUCKET,
     LATENCY_FILLED,
-    reconcile,
     repair,
     roll_up,
 )

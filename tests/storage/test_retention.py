@@ -22,11 +22,11 @@ from costwarden.core.records import LedgerRecord
 from costwarden.storage import retention
 from costwarden.storage.migrate import migrate
 from costwarden.storage.partitions import DEFAULT_PARTITION, Month, epoch_ms, month_of
+from costwarden.storage.reconciliation import reconcile
 from costwarden.storage.retention import ensure_partitions, partitions, prune
 from costwarden.storage.rollups import (
     PRUNED,
     WATERMARK,
-    reconcile,
     repair,
     roll_up,
     set_state,

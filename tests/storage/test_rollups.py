@@ -28,12 +28,12 @@ from costwarden.analytics.rollup import (
 from costwarden.core.records import LedgerRecord
 from costwarden.storage.ledger import LedgerWriter
 from costwarden.storage.partitions import epoch_ms
+from costwarden.storage.reconciliation import reconcile
 from costwarden.storage.rollups import (
     EVERY_ORG,
     PRUNED,
     WATERMARK,
     RollupRun,
-    reconcile,
     repair,
     roll_up,
     set_state,

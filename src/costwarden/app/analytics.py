@@ -35,15 +35,13 @@ from costwarden.alerts.rules import AlertDraft
 from costwarden.analytics.rollup import Drift
 from costwarden.config.analytics import AnalyticsSettings
 from costwarden.storage.leases import try_lead
-from costwarden.storage.retention import Pruned, ensure_partitions, prune
-from costwarden.storage.rollups import (
-    RollupRun,
+from costwarden.storage.reconciliation import (
     reconcile,
     reconciled_through,
-    repair,
-    roll_up,
     set_reconciled_through,
 )
+from costwarden.storage.retention import Pruned, ensure_partitions, prune
+from costwarden.storage.rollups import RollupRun, repair, roll_up
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The analytics rollups in the database: the incremental job and the reconciliation.
+"""The analytics rollups in the database: the incremental job and the repair of a day.
 
 **The job** (:func:`roll_up`). Its watermark is ``ledger.written_ms``, the database's clock
 when a row was inserted (the ledger's INSERT sets it), not the row's own time: the batched
@@ -34,9 +34,8 @@ gets its latency histogram per org (``analytics.latency``), each row bucketed by
 (:data:`LATENCY_BUCKET`). Histograms came after the other rollups (migration 0010): the first
 run that finds them never filled fills them for every hour already rolled up.
 
-**Reconciliation** (:func:`reconcile`): for each day, the raw ledger's totals per org
-against the daily rollup's, and its request count against the day's latency histogram,
-exactly; :func:`repair` recomputes a day that drifted.
+**Reconciliation** (``storage.reconciliation``) compares each day with the raw ledger;
+:func:`repair` recomputes a day that drifted.
 
 Blocking: the app runs these in a worker thread, in the one process holding the rollup
 lease, never on the request path.
@@ -60,11 +59,9 @@ from costwarden.analytics.rollup import (
     HOUR,
     MEASURES,
     SLICES,
-    Drift,
     Totals,
     day_of,
     day_start,
-    drifts,
     hour_of,
     hours_between,
     hours_of_day,
@@ -91,7 +88,6 @@ logger = logging.getLogger(__name__)
 _Select = TypeVar("_Select", bound=sa.Select[*tuple[Any, ...]])
 _MONEY_MEASURES = frozenset({"cost_usd", "cache_savings_usd"})
 WATERMARK = "rollup.written_ms"
-RECONCILED = "reconciled.epoch_day"  # the last day the daily check covered
 # Epoch ms before which raw ledger rows may be pruned (storage.retention writes it).
 PRUNED = "retention.pruned_before_ms"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -190,7 +186,7 @@ def pruned_before(conn: Connection, *, lock: bool = False) -> datetime | None:
     return None if value is None else _EPOCH + timedelta(milliseconds=value)
 
 
-def _pruned(start: datetime, horizon: datetime | None) -> bool:
+def is_pruned(start: datetime, horizon: datetime | None) -> bool:
     """Whether the bucket starting at ``start`` may have lost raw rows to retention."""
     return horizon is not None and start < horizon
 
@@ -230,7 +226,7 @@ def _rolled(stmt: _Select, upto: int | sa.BindParameter[int] | None) -> _Select:
     return stmt.where(sa.func.coalesce(_c.written_ms, 0) <= upto)
 
 
-def _totals(
+def raw_totals(
     conn: Connection, start: datetime, end: datetime, upto: int | None, keys: list[str]
 ) -> dict[tuple[str, ...], Totals]:
     """The raw rows of [start, end) written up to ``upto``, summed by the database per
@@ -487,8 +483,8 @@ def _recompute(
             return out
         with begin_write(bind) as conn:
             horizon = pruned_before(conn, lock=True)  # retention waits for this day
-            whole = [h for h in day_hours if not _pruned(h, horizon)]
-            out.pruned.update(h for h in day_hours if _pruned(h, horizon))
+            whole = [h for h in day_hours if not is_pruned(h, horizon)]
+            out.pruned.update(h for h in day_hours if is_pruned(h, horizon))
             if not whole:
                 continue
             for hour in whole:
@@ -506,7 +502,7 @@ def _fill_latency(bind: Bind, upto: int) -> None:
         horizon = pruned_before(conn)
     by_day: dict[str, list[datetime]] = {}
     for hour in sorted(hours):
-        if not _pruned(hour, horizon):  # its raw rows may be gone: nothing to count from
+        if not is_pruned(hour, horizon):  # its raw rows may be gone: nothing to count from
             by_day.setdefault(day_of(hour), []).append(hour)
     for day, day_hours in by_day.items():
         with begin_write(bind) as conn:
@@ -583,69 +579,6 @@ def roll_up(
             f", {len(late)} of them pruned (rows added)" if late else "",
         )  # fmt: skip
     return RollupRun(len(hours), progress.read, upto)
-
-
-# ------------------------------------------------------------------ reconciliation
-
-
-def _ledger_day(conn: Connection, day: str, upto: int | None) -> dict[str, Totals]:
-    """The raw ledger's totals per org on ``day``, of the rows the job has had the chance to
-    roll up (written up to its watermark ``upto``; rows from before written_ms existed)."""
-    start = day_start(day)
-    found = _totals(conn, start, start + 24 * HOUR, upto, ["org_id"])
-    return {key[0]: totals for key, totals in found.items()}
-
-
-def _latency_day(conn: Connection, day: str) -> dict[str, int]:
-    """The requests the day's latency histograms count, per org."""
-    t = rollup_latency_daily.c
-    stmt = (
-        sa.select(t.org_id, sa.func.sum(t.requests))
-        .where(t.day == day, t.org_id != EVERY_ORG)
-        .group_by(t.org_id)
-    )
-    return {org: int(n) for org, n in conn.execute(stmt)}
-
-
-def _rollup_day(conn: Connection, day: str) -> dict[str, Totals]:
-    out: dict[str, Totals] = {}
-    for row in conn.execute(sa.select(rollup_daily).where(rollup_daily.c.day == day)).mappings():
-        found = out.get(row["org_id"])
-        if found is None:
-            out[row["org_id"]] = found = Totals()
-        found.add(Totals.of(row))
-    return out
-
-
-def reconcile(bind: Bind, days: Iterable[str]) -> list[Drift]:
-    """Every difference between the raw ledger and the daily rollup on ``days``, per org and
-    measure (requests, tokens, cost, the requests the latency histogram counts), exactly;
-    empty when they agree. Rows written after the job's watermark are left out of both
-    sides: the next run rolls them up."""
-    out: list[Drift] = []
-    with connect_read(bind) as conn:
-        upto = watermark(conn)
-        horizon = pruned_before(conn)
-        for day in days:
-            if _pruned(day_start(day), horizon):
-                continue  # its raw rows may be partly gone: no comparison to make
-            raw, rolled = _ledger_day(conn, day, upto), _rollup_day(conn, day)
-            out.extend(drifts(day, raw, rolled, latency=_latency_day(conn, day)))
-    return out
-
-
-def reconciled_through(bind: Bind) -> int | None:
-    """The last day (as days since the epoch) the daily check covered, if any."""
-    with connect_read(bind) as conn:
-        value = conn.execute(
-            sa.select(analytics_state.c.value).where(analytics_state.c.name == RECONCILED)
-        ).scalar_one_or_none()
-    return None if value is None else int(value)
-
-
-def set_reconciled_through(bind: Bind, epoch_day: int) -> None:
-    with begin_write(bind) as conn:
-        set_state(conn, RECONCILED, epoch_day)
 
 
 def repair(bind: Bind, day: str) -> int:
