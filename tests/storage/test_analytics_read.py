@@ -173,12 +173,14 @@ async def test_an_empty_ledger_answers_nothing(engine: Engine) -> None:
     assert await asyncio.to_thread(spend, engine, SpendQuery(hour_of(now), now)) == []
 
 
-@pytest.mark.parametrize("by", ["org_id", "model", "key_id", "end_user"])
+@pytest.mark.parametrize("by", ["org_id", "model", "key_id", "end_user", "tag"])
 @pytest.mark.parametrize("n", [1, 2, 10])
 async def test_top_is_the_costliest_n_with_every_measure(
     engine: Engine, written: Written, by: str, n: int
 ) -> None:
     q = SpendQuery(written.base + timedelta(hours=5), written.now, by=(by,))
+    if by == "tag":  # and org_id by a tag filter: both summed from tags
+        q = SpendQuery(q.since, q.until, by=("org_id",), filters={"tag": "team=ml"})
     ranked = sorted(
         ((keys, totals) for (_, keys), totals in _expected(written.records, q).items()),
         key=lambda item: (-item[1].cost_usd, item[0]),

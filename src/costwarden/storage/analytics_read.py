@@ -137,8 +137,12 @@ def top(bind: Bind, q: SpendQuery, n: int) -> list[SpendRow]:
     below the ``n``-th highest lower bound, so the exact second read always ranks the true
     ``n``.
     """
-    if len(q.by) != 1 or q.granularity is not None or uses_tags(q):
-        raise ValueError("top ranks one dimension (not tags) over the whole range")
+    if len(q.by) != 1 or q.granularity is not None:
+        raise ValueError("top ranks one dimension over the whole range")
+    if uses_tags(q):  # tags are summed in Python anyway: rank the full answer
+        rows = spend(bind, q)
+        rows.sort(key=lambda r: (-r.totals.cost_usd, r.keys))
+        return rows[:n]
     ranks: dict[str, tuple[Decimal, Decimal]] = {}  # value: (lower bound, upper bound)
     with connect_read(bind) as conn:
         exact = conn.dialect.name != "sqlite"
