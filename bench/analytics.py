@@ -216,13 +216,17 @@ def _day_of(rows: int) -> int:
         end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         steps = _fill(url, rows, 1, end)
     where = "PostgreSQL" if ARGS.postgres else "SQLite"
-    table = Table(title=f"a day of {rows:,} rows, {where}")
+    console.print(_steps_table(f"a day of {rows:,} rows, {where}", steps))
+    return 0
+
+
+def _steps_table(title: str, steps: list[tuple[str, str, str]]) -> Table:
+    table = Table(title=title)
     for column in ("step", "what", "time"):
         table.add_column(column)
     for step in steps:
         table.add_row(*step)
-    console.print(table)
-    return 0
+    return table
 
 
 def main() -> int:
@@ -237,12 +241,8 @@ def main() -> int:
         finally:
             service.terminate(30)
     where = "PostgreSQL" if "postgresql" in url else "SQLite"
-    table = Table(title=f"analytics over HTTP: {where}, p50/p95 of {ARGS.runs} calls (ms)")
-    for column in ("step", "what", "time"):
-        table.add_column(column)
-    for step in steps:
-        table.add_row(*step)
-    console.print(table)
+    title = f"analytics over HTTP: {where}, p50/p95 of {ARGS.runs} calls (ms)"
+    console.print(_steps_table(title, steps))
     timings = Table(title="endpoints (ms)")
     for column in ("endpoint", "bytes", "first byte p50", "first byte p95", "whole p95"):
         timings.add_column(column, justify="left" if column == "endpoint" else "right")

@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from costwarden.storage.ledger_rows import NOW_MS_SQL
+from costwarden.storage.ledger_rows import NOW_MS_SQL, DriverInsert
 from costwarden.storage.schema import orgs
 
 ORGS = 1000
@@ -157,3 +157,14 @@ def generate(
                 conn.execute(sql, {"lo": lo, "hi": hi})
             if on_chunk is not None:
                 on_chunk(hi - lo + 1)
+
+
+def insert_rows(conn: sa.Connection, insert: DriverInsert, batch: list[list[object]]) -> None:
+    """Rows made by ``DriverInsert.params_of`` (LedgerRecords built in Python), written
+    through the ledger's own INSERT in one transaction."""
+    with conn.begin():
+        cursor = conn.connection.cursor()
+        try:
+            insert.execute(cursor, batch)
+        finally:
+            cursor.close()

@@ -37,6 +37,7 @@ from sqlalchemy.engine import Engine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from ledgergen import insert_rows  # noqa: E402
 from tests.helpers import scratch_pg_database  # noqa: E402
 
 from costwarden.core.records import LedgerRecord  # noqa: E402
@@ -93,19 +94,10 @@ def _write(engine: Engine, records: Iterator[LedgerRecord]) -> None:
         for record in records:
             batch.append(insert.params_of(record))
             if len(batch) == BATCH:
-                _flush(conn, insert, batch)
+                insert_rows(conn, insert, batch)
                 batch = []
         if batch:
-            _flush(conn, insert, batch)
-
-
-def _flush(conn: object, insert: DriverInsert, batch: list[list[object]]) -> None:
-    with conn.begin():  # type: ignore[attr-defined]
-        cursor = conn.connection.cursor()  # type: ignore[attr-defined]
-        try:
-            insert.execute(cursor, batch)
-        finally:
-            cursor.close()
+            insert_rows(conn, insert, batch)
 
 
 class _Writer:
@@ -124,7 +116,7 @@ class _Writer:
             while not self._stop.is_set():
                 row = insert.params_of(_record(rng, AUGUST + timedelta(days=15)))
                 started = time.perf_counter()
-                _flush(conn, insert, [row])
+                insert_rows(conn, insert, [row])
                 self.times.append((time.perf_counter() - started) * 1000)
                 time.sleep(0.005)
 

@@ -40,6 +40,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from ledgergen import insert_rows  # noqa: E402
 from tests.helpers import scratch_pg_database  # noqa: E402
 
 from costwarden.analytics.query import SpendQuery  # noqa: E402
@@ -118,22 +119,13 @@ def _write(engine: object, records: Iterator[LedgerRecord], total: int, label: s
             for record in records:
                 batch.append(insert.params_of(record))
                 if len(batch) == BATCH:
-                    _flush(conn, insert, batch)
+                    insert_rows(conn, insert, batch)
                     progress.advance(task, len(batch))
                     batch = []
             if batch:
-                _flush(conn, insert, batch)
+                insert_rows(conn, insert, batch)
                 progress.advance(task, len(batch))
     return time.perf_counter() - started
-
-
-def _flush(conn: object, insert: DriverInsert, batch: list[list[object]]) -> None:
-    with conn.begin():  # type: ignore[attr-defined]
-        cursor = conn.connection.cursor()  # type: ignore[attr-defined]
-        try:
-            insert.execute(cursor, batch)
-        finally:
-            cursor.close()
 
 
 @contextlib.contextmanager
