@@ -19,6 +19,7 @@ from costwarden.analytics.query import SpendQuery
 from costwarden.analytics.rollup import Totals, day_of, hour_of, row_totals, tags_of
 from costwarden.core.records import LedgerRecord
 from costwarden.storage.analytics_read import (
+    cost_by,
     requests_by,
     rolled_until,
     slice_for,
@@ -234,3 +235,13 @@ async def test_fewer_measures_and_counts_alone_equal_the_ledger(
     }
     counts = await asyncio.to_thread(requests_by, engine, q)
     assert counts == {key: t.requests for key, t in expected.items()}
+
+
+async def test_counts_and_costs_alone_refuse_tags(engine: Engine) -> None:
+    """Tags are summed in Python into every measure: spend() reads them, not these."""
+    now = datetime.now(UTC)
+    for q in (SpendQuery(hour_of(now), now, by=("tag",)),
+              SpendQuery(hour_of(now), now, filters={"tag": "team=ml"})):  # fmt: skip
+        for read in (requests_by, cost_by):
+            with pytest.raises(ValueError, match="spend"):
+                read(engine, q)

@@ -94,7 +94,8 @@ def spend(
 
 def requests_by(bind: Bind, q: SpendQuery) -> dict[Key, int]:
     """The requests of each group of ``q`` that has any (counts only: cheaper than
-    :func:`spend` where money is summed exactly in Python, on SQLite)."""
+    :func:`spend` where money is summed exactly in Python, on SQLite); not for tags."""
+    _no_tags(q)
     reading = _Reading(
         lambda table: [sa.func.sum(table.c.requests).label("requests")],
         [sa.func.count().label("requests")],
@@ -109,7 +110,8 @@ def requests_by(bind: Bind, q: SpendQuery) -> dict[Key, int]:
 
 def cost_by(bind: Bind, q: SpendQuery) -> dict[Key, Decimal]:
     """The exact cost of each group of ``q`` that has requests (one sum a row: what trends
-    and projections need, without :func:`spend`'s every measure)."""
+    and projections need, without :func:`spend`'s every measure); not for tags."""
+    _no_tags(q)
     reading = _Reading(
         lambda table: [
             sa.func.sum(table.c.requests).label("requests"),
@@ -123,6 +125,12 @@ def cost_by(bind: Bind, q: SpendQuery) -> dict[Key, Decimal]:
             if sums["requests"]:
                 out[key] = out.get(key, _ZERO) + Decimal(sums["cost"])
     return out
+
+
+def _no_tags(q: SpendQuery) -> None:
+    # A tag query's raw part is summed in Python into every measure (spend reads those).
+    if uses_tags(q):
+        raise ValueError("tags are read with spend()")
 
 
 def top(bind: Bind, q: SpendQuery, n: int) -> list[SpendRow]:
