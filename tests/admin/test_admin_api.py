@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -20,23 +19,10 @@ from costwarden.core.records import LedgerRecord
 from costwarden.mock import MockServer
 from costwarden.storage import repo
 from costwarden.storage.usage import ledger_rows
+from tests.admin.conftest import AUTH, TOKEN
 from tests.helpers import LiveGateway, live_gateway
 
-TOKEN = "adm-secret"
-AUTH = {"authorization": f"Bearer {TOKEN}"}
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello admin"}]}
-
-
-@pytest.fixture
-async def gw(mock: MockServer, database_url: str, tmp_path: Path) -> AsyncIterator[LiveGateway]:
-    async with live_gateway(mock, database_url, tmp_path, admin_token=TOKEN) as gateway:
-        yield gateway
-
-
-@pytest.fixture
-async def client(gw: LiveGateway) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=gw.base_url, timeout=10) as c:
-        yield c
 
 
 async def _chat(client: httpx.AsyncClient, key: str, **body: Any) -> httpx.Response:
