@@ -18,14 +18,15 @@ from sqlalchemy.engine import Engine
 from costwarden.analytics.query import SpendQuery
 from costwarden.analytics.rollup import Totals, day_of, hour_of, row_totals, tags_of
 from costwarden.core.records import LedgerRecord
+from costwarden.storage import analytics_top
 from costwarden.storage.analytics_read import (
     cost_by,
     requests_by,
     rolled_until,
     slice_for,
     spend,
-    top,
 )
+from costwarden.storage.analytics_top import top
 from costwarden.storage.ledger import LedgerWriter
 from costwarden.storage.rollups import roll_up
 from costwarden.storage.schema import ledger
@@ -174,14 +175,30 @@ async def test_an_empty_ledger_answers_nothing(engine: Engine) -> None:
     assert await asyncio.to_thread(spend, engine, SpendQuery(hour_of(now), now)) == []
 
 
-@pytest.mark.parametrize("by", ["org_id", "model", "key_id", "end_user", "tag"])
-@pytest.mark.parametrize("n", [1, 2, 10])
+_TOPS = [
+    *((by, n, 64) for by in ("org_id", "model", "key_id", "end_user", "tag", "one org")
+      for n in (1, 2, 10)),
+    # A row or two of each day's list at a time: several rounds before the top is decided.
+    ("org_id", 2, 1), ("key_id", 1, 2), ("end_user", 10, 1),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("by", "n", "first_read"), _TOPS)
 async def test_top_is_the_costliest_n_with_every_measure(
-    engine: Engine, written: Written, by: str, n: int
+    engine: Engine, written: Written, by: str, n: int, first_read: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    q = SpendQuery(written.base + timedelta(hours=5), written.now, by=(by,))
+    """Every org by a dimension is ranked by reading each day's list costliest first (a
+    few rows at a time: ``first_read``, then four times more), the others by summing each
+    group's cost; either way the top is the ledger's."""
+    monkeypatch.setattr(analytics_top, "_FIRST_READ", first_read)
+    since = written.base + timedelta(hours=5)
     if by == "tag":  # and org_id by a tag filter: both summed from tags
-        q = SpendQuery(q.since, q.until, by=("org_id",), filters={"tag": "team=ml"})
+        q = SpendQuery(since, written.now, by=("org_id",), filters={"tag": "team=ml"})
+    elif by == "one org":
+        q = SpendQuery(since, written.now, by=("model",), tenant="org_a")
+    else:
+        q = SpendQuery(since, written.now, by=(by,))
     ranked = sorted(
         ((keys, totals) for (_, keys), totals in _expected(written.records, q).items()),
         key=lambda item: (-item[1].cost_usd, item[0]),

@@ -175,6 +175,7 @@ async def test_invalid_records_are_refused_up_front(
         {"ts": datetime(2024, 1, 1)},  # naive
         {"cost_usd": 0.01},  # float money
         {"cost_usd": Decimal("NaN")},
+        {"cost_usd": Decimal("-0.000000000001")},  # a cost is never negative
         {"status": "weird"},
         {"input_tokens": -1},
         {"output_tokens": 2**63},

@@ -27,7 +27,7 @@ from costwarden.storage.partitions import (
     months_ahead,
     months_between,
 )
-from costwarden.storage.schema import ledger, metadata
+from costwarden.storage.schema import ROLLUP_MEASURES, ledger, metadata
 from tests.storage.conftest import insert_records, ledger_placement, random_record, timed_record
 
 
@@ -200,3 +200,40 @@ def test_migration_0009_keeps_every_row_up_and_down(
             assert leftovers == 0  # no partition left behind as a table
     _migrate_to(engine, "head")
     assert contents() == before
+
+
+def test_migration_0011_ranks_the_daily_slices_already_there(
+    fresh_db_url: str, make_engine: Callable[[str], Engine]
+) -> None:
+    engine = make_engine(fresh_db_url)
+    _migrate_to(engine, "0010")
+    costs = ["0.000000000001", "12.5", "3"]
+    columns = [c for c in ROLLUP_MEASURES if c not in ("cost_usd", "cache_savings_usd")]
+    with engine.begin() as conn:
+        for i, cost in enumerate(costs):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO rollup_slices_daily (day, slice, org_id, value, cost_usd, "
+                    f"cache_savings_usd, {', '.join(columns)}) VALUES ('2026-11-01', 'org', "
+                    f":org, '', :cost, 0, {', '.join('1' for _ in columns)})"
+                ),
+                {"org": f"org_{i}", "cost": cost},
+            )
+    _migrate_to(engine, "head")
+
+    def ranked() -> list[tuple[str, float]]:
+        with engine.connect() as conn:
+            return [
+                (org, rank)
+                for org, rank in conn.exec_driver_sql(
+                    "SELECT org_id, cost_rank FROM rollup_slices_daily ORDER BY cost_rank DESC"
+                )
+            ]
+
+    assert ranked() == [("org_1", 12.5), ("org_2", 3.0), ("org_0", 1e-12)]
+    _migrate_to(engine, "0010", down=True)
+    with engine.connect() as conn:
+        names = {c["name"] for c in sa.inspect(conn).get_columns("rollup_slices_daily")}
+    assert "cost_rank" not in names
+    _migrate_to(engine, "head")
+    assert [org for org, _ in ranked()] == ["org_1", "org_2", "org_0"]

@@ -57,7 +57,7 @@ from costwarden.storage.analytics_read import (
     requests_by,
     spend,
 )
-from costwarden.storage.analytics_read import top as top_spend
+from costwarden.storage.analytics_top import top as top_spend
 
 COLUMN_NAMES = {column: name for name, column in NAMES.items()}
 FILTERS = ("org", "project", "key", "user", "provider", "model", "status", "tag")

@@ -73,13 +73,13 @@ def spend(
     ``measures`` names the sums wanted (fewer is faster); the others may be left 0."""
     acc: dict[Key, Totals] = {}
     wanted = frozenset(measures) | {"requests", "cost_usd"}  # what every caller sorts by
-    reading = _Reading(
+    reading = Reading(
         lambda table: _sums(table, wanted),
         [column for column in RAW_SUMS if column.name in wanted],
         among,
     )
     with connect_read(bind) as conn:
-        for key, values in _parts(conn, q, reading):
+        for key, values in read_parts(conn, q, reading):
             totals = Totals.of(values)
             if not totals.requests:
                 continue  # an ungrouped aggregate over no rows
@@ -96,13 +96,13 @@ def requests_by(bind: Bind, q: SpendQuery) -> dict[Key, int]:
     """The requests of each group of ``q`` that has any (counts only: cheaper than
     :func:`spend` where money is summed exactly in Python, on SQLite); not for tags."""
     _no_tags(q)
-    reading = _Reading(
+    reading = Reading(
         lambda table: [sa.func.sum(table.c.requests).label("requests")],
         [sa.func.count().label("requests")],
     )
     out: dict[Key, int] = {}
     with connect_read(bind) as conn:
-        for key, sums in _parts(conn, q, reading):
+        for key, sums in read_parts(conn, q, reading):
             if sums["requests"]:
                 out[key] = out.get(key, 0) + int(sums["requests"])
     return out
@@ -112,7 +112,7 @@ def cost_by(bind: Bind, q: SpendQuery) -> dict[Key, Decimal]:
     """The exact cost of each group of ``q`` that has requests (one sum a row: what trends
     and projections need, without :func:`spend`'s every measure); not for tags."""
     _no_tags(q)
-    reading = _Reading(
+    reading = Reading(
         lambda table: [
             sa.func.sum(table.c.requests).label("requests"),
             money_sum(table.c.cost_usd).label("cost"),
@@ -121,7 +121,7 @@ def cost_by(bind: Bind, q: SpendQuery) -> dict[Key, Decimal]:
     )
     out: dict[Key, Decimal] = {}
     with connect_read(bind) as conn:
-        for key, sums in _parts(conn, q, reading):
+        for key, sums in read_parts(conn, q, reading):
             if sums["requests"]:
                 out[key] = out.get(key, _ZERO) + Decimal(sums["cost"])
     return out
@@ -133,45 +133,8 @@ def _no_tags(q: SpendQuery) -> None:
         raise ValueError("tags are read with spend()")
 
 
-def top(bind: Bind, q: SpendQuery, n: int) -> list[SpendRow]:
-    """The ``n`` groups of ``q`` (one dimension, no granularity) that cost the most,
-    costliest first (ties by value), with every measure.
-
-    Two reads: every group's cost alone, then every measure of the candidates only. On
-    PostgreSQL the first read is exact (NUMERIC), so the candidates are the ``n`` costliest
-    and any tied with the last. On SQLite, where an exact sum of decimal text is a Python
-    aggregate (a few µs a row), the first read sums costs as doubles, with a bound on each
-    group's error (:func:`_rank_of`); a group is a candidate unless even its upper bound is
-    below the ``n``-th highest lower bound, so the exact second read always ranks the true
-    ``n``.
-    """
-    if len(q.by) != 1 or q.granularity is not None:
-        raise ValueError("top ranks one dimension over the whole range")
-    if uses_tags(q):  # tags are summed in Python anyway: rank the full answer
-        rows = spend(bind, q)
-        rows.sort(key=lambda r: (-r.totals.cost_usd, r.keys))
-        return rows[:n]
-    ranks: dict[str, tuple[Decimal, Decimal]] = {}  # value: (lower bound, upper bound)
-    with connect_read(bind) as conn:
-        exact = conn.dialect.name != "sqlite"
-        for (_, (value,)), sums in _parts(conn, q, _rank_reading(exact)):
-            if not sums["requests"]:
-                continue
-            low, high = _rank_of(sums, exact)
-            have = ranks.get(value)
-            ranks[value] = (low, high) if have is None else (have[0] + low, have[1] + high)
-    if not ranks:
-        return []
-    lows = sorted((low for low, _ in ranks.values()), reverse=True)
-    floor = lows[min(n, len(lows)) - 1]
-    wanted = {value for value, (_, high) in ranks.items() if high >= floor}
-    rows = spend(bind, q, among=(q.by[0], wanted))
-    rows.sort(key=lambda r: (-r.totals.cost_usd, r.keys))
-    return rows[:n]
-
-
 @dataclasses.dataclass(frozen=True, slots=True)
-class _Reading:
+class Reading:
     """What a read sums: over a rollup table (``sums``), over raw ledger rows (``raw``); and
     the rows it keeps (``among``: a dimension and its values)."""
 
@@ -180,45 +143,7 @@ class _Reading:
     among: tuple[str, Collection[str]] | None = None
 
 
-def _rank_reading(exact: bool) -> _Reading:
-    """The first read of :func:`top`: per group, its requests and cost (exact), or its
-    cost as a double with what bounds the double's error (the sum of magnitudes, the
-    number of terms)."""
-
-    def sums(requests: Any, cost: sa.ColumnElement[Any]) -> list[sa.ColumnElement[Any]]:
-        if exact:
-            return [requests.label("requests"), money_sum(cost).label("cost")]
-        double = sa.cast(cost, sa.Float)
-        return [
-            requests.label("requests"),
-            sa.func.total(double).label("cost"),
-            sa.func.total(sa.func.abs(double)).label("magnitude"),
-            sa.func.count().label("terms"),
-        ]
-
-    return _Reading(
-        lambda table: sums(sa.func.sum(table.c.requests), table.c.cost_usd),
-        sums(sa.func.count(), _c.cost_usd),
-    )
-
-
-# A generous bound on the relative error of one double: each decimal text is converted with
-# at most a few ulps of error and each addition adds at most one (2**-53 of the magnitude).
-_ULPS = Decimal(2) ** -50
-
-
-def _rank_of(sums: Mapping[Any, Any], exact: bool) -> tuple[Decimal, Decimal]:
-    """A group's cost as (lower bound, upper bound): the same exact figure twice, or a
-    double's sum widened by its error bound, (terms + 8) x 2**-50 x the sum of magnitudes."""
-    if exact:
-        cost = Decimal(sums["cost"] or 0)
-        return cost, cost
-    approx = Decimal(sums["cost"] or 0.0)
-    slack = (sums["terms"] + 8) * _ULPS * Decimal(sums["magnitude"] or 0.0)
-    return approx - slack, approx + slack
-
-
-def _parts(conn: Connection, q: SpendQuery, reading: _Reading) -> Iterator[_Part]:
+def read_parts(conn: Connection, q: SpendQuery, reading: Reading) -> Iterator[_Part]:
     """Every part of ``q``'s answer (``analytics.query.plan``): rollups, then raw rows."""
     parts = plan(q, rolled_until(conn))
     yield from _rolled(conn, q, parts, reading)
@@ -234,7 +159,7 @@ def _sums(table: sa.Table, measures: Collection[str]) -> list[sa.ColumnElement[A
     ]
 
 
-def _filtered(stmt: Any, columns: dict[str, Any], q: SpendQuery, reading: _Reading) -> Any:
+def _filtered(stmt: Any, columns: dict[str, Any], q: SpendQuery, reading: Reading) -> Any:
     for name, value in q.filters.items():
         stmt = stmt.where(columns[name] == value)
     if q.tenant is not None:
@@ -270,7 +195,7 @@ def slice_for(q: SpendQuery) -> tuple[str, str | None] | None:
 def _from_slice(
     conn: Connection,
     q: SpendQuery,
-    reading: _Reading,
+    reading: Reading,
     table: sa.Table,
     within: sa.ColumnElement[bool],
     picked: tuple[str, str | None],
@@ -311,7 +236,7 @@ def _runs(hours: tuple[datetime, ...]) -> list[tuple[datetime, datetime]]:
 
 
 def _rolled(
-    conn: Connection, q: SpendQuery, parts: Plan, reading: _Reading
+    conn: Connection, q: SpendQuery, parts: Plan, reading: Reading
 ) -> Iterator[_Part]:
     tags = uses_tags(q)
     daily, hourly = (
@@ -343,7 +268,7 @@ def _rolled(
 
 
 def _raw(
-    conn: Connection, q: SpendQuery, start: datetime, end: datetime, reading: _Reading
+    conn: Connection, q: SpendQuery, start: datetime, end: datetime, reading: Reading
 ) -> Iterator[_Part]:
     """The ledger's rows in [start, end), per bucket if the query has a granularity (one
     query per bucket: this part is normally the last hour or two)."""

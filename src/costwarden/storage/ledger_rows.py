@@ -121,6 +121,13 @@ def _float(value: object, field: str, *, nullable: bool = False) -> float | None
     return result
 
 
+def _cost(value: object) -> Decimal:
+    cost = to_money(value)
+    if cost < 0:  # top-N ranking (analytics.ranking) reads costs as never below 0
+        raise InvalidInput(f"ledger record cost_usd must not be negative: {cost}")
+    return cost
+
+
 def record_to_row(record: LedgerRecord) -> dict[str, Any]:
     """Validate ``record`` and return the ``ledger`` row for it.
 
@@ -145,7 +152,7 @@ def record_to_row(record: LedgerRecord) -> dict[str, Any]:
         "http_status": _int(record.http_status, "http_status", hi=999),
         "tags": tags,
         "streamed": bool(record.streamed),
-        "cost_usd": to_money(record.cost_usd),
+        "cost_usd": _cost(record.cost_usd),
         "cost_estimated": bool(record.cost_estimated),
         "latency_ms": _float(record.latency_ms, "latency_ms"),
         "ttft_ms": _float(record.ttft_ms, "ttft_ms", nullable=True),
@@ -315,7 +322,7 @@ class DriverInsert:
         if not joined.isascii() or "\x00" in joined:
             return self.params(record_to_row(record))  # cleaned there
         money = cost.quantize(MONEY_QUANTUM, context=MONEY_CONTEXT)
-        if not -MONEY_LIMIT < money < MONEY_LIMIT:
+        if not 0 <= money < MONEY_LIMIT:
             return self.params(record_to_row(record))  # refused there
         try:
             tags_json = orjson.dumps(tags, option=orjson.OPT_SORT_KEYS).decode() if tags else "{}"

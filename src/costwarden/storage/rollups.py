@@ -391,14 +391,16 @@ def _write_slices(conn: Connection, day: str) -> None:
     conn.execute(rollup_slices_daily.delete().where(rollup_slices_daily.c.day == day))
     start = day_start(day)
     keys = (h.slice, h.org_id, h.value)
+    sums = _sums_of(rollup_slices_hourly)
+    rank = sa.cast(sums[MEASURES.index("cost_usd")], sa.Float)  # its order (ranking.py)
     summed = (
-        sa.select(sa.literal(day), *keys, *_sums_of(rollup_slices_hourly))
+        sa.select(sa.literal(day), *keys, *sums, rank)
         .where(h.hour >= start, h.hour < start + 24 * HOUR)
         .group_by(*keys)
     )
     conn.execute(
         rollup_slices_daily.insert().from_select(
-            ["day", "slice", "org_id", "value", *MEASURES], summed
+            ["day", "slice", "org_id", "value", *MEASURES, "cost_rank"], summed
         )
     )
 

@@ -379,6 +379,16 @@ rollup_slices_daily = _rollup(
     "org_id",
     "value",
 )
+# A day's slice read costliest first (the top-N lists of costwarden.analytics.ranking): the
+# cost as a double, an order both dialects index (SQLite keeps money as text, which sorts
+# as text). Only an order: every figure is read from cost_usd.
+rollup_slices_daily.append_column(sa.Column("cost_rank", sa.Float, nullable=True))
+sa.Index(
+    "ix_rollup_slices_daily_day_slice_cost_rank",
+    rollup_slices_daily.c.day,
+    rollup_slices_daily.c.slice,
+    rollup_slices_daily.c.cost_rank,
+)
 
 # Latency histograms (costwarden.analytics.latency): requests per UTC hour and per day, org
 # ("" for none) and latency bucket (its number: a bound's index). Per org only, not per
