@@ -189,9 +189,11 @@ async def test_top_is_the_costliest_n_with_every_measure(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Every org by a dimension is ranked by reading each day's list costliest first (a
-    few rows at a time: ``first_read``, then four times more), the others by summing each
-    group's cost; either way the top is the ledger's."""
+    few rows at a time: ``first_read``, then four times more; undecided after the rounds,
+    or with many candidates, by cost alone), the others by summing each group's cost;
+    either way the top is the ledger's."""
     monkeypatch.setattr(analytics_top, "_FIRST_READ", first_read)
+    monkeypatch.setattr(analytics_top, "_ROUNDS", 3 if first_read < 64 else 1)
     since = written.base + timedelta(hours=5)
     if by == "tag":  # and org_id by a tag filter: both summed from tags
         q = SpendQuery(since, written.now, by=("org_id",), filters={"tag": "team=ml"})
@@ -262,3 +264,38 @@ async def test_counts_and_costs_alone_refuse_tags(engine: Engine) -> None:
         for read in (requests_by, cost_by):
             with pytest.raises(ValueError, match="spend"):
                 read(engine, q)
+
+
+async def test_top_of_a_long_tail_is_decided_by_the_lists_alone(
+    engine: Engine, make_record: Callable[..., LedgerRecord], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """120 keys, key i costing about 1/(i + 1) of key 0, over four days: the first rows of
+    each day's list decide the top 3 (no group's cost summed in full), and it is exact."""
+
+    def refused(*_: object, **__: object) -> set[str]:
+        raise AssertionError("ranked on every group's cost: the lists did not decide")
+
+    monkeypatch.setattr(analytics_top, "_by_bounds", refused)
+    monkeypatch.setattr(analytics_top, "_FIRST_READ", 16)
+    rng = random.Random(5)
+    now = datetime.now(UTC)
+    base = hour_of(now) - timedelta(days=4)
+    records = [
+        make_record(
+            ts=base + timedelta(hours=rng.uniform(0, 95)), key_id=f"key_{i:03d}",
+            cost_usd=(Decimal(rng.randrange(900, 1100)) / (i + 1)).quantize(Decimal("1E-12")),
+        )
+        for i in range(120) for _ in range(4)
+    ]  # fmt: skip
+    async with LedgerWriter(engine, flush_interval=0.01) as writer:
+        for record in records:
+            writer.submit(record)
+    await asyncio.to_thread(roll_up, engine, lag_ms=0)
+    q = SpendQuery(base + timedelta(hours=7), now, by=("key_id",))
+    expected: dict[str, Decimal] = {}
+    for r in records:
+        if q.since <= r.ts:
+            expected[str(r.key_id)] = expected.get(str(r.key_id), Decimal(0)) + r.cost_usd
+    ranked = sorted(expected.items(), key=lambda item: (-item[1], item[0]))[:3]
+    got = await asyncio.to_thread(top, engine, q, 3)
+    assert [(r.keys[0], r.totals.cost_usd) for r in got] == ranked

@@ -19,6 +19,7 @@ and ranks them. The first read is one of:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
@@ -43,8 +44,13 @@ from costwarden.storage.rollups import RAW_DIMS
 from costwarden.storage.schema import ledger, rollup_slices_daily
 
 _c = ledger.c
-_FIRST_READ = 64  # rows of each list read first; four times more each round after
-_DEEPEST = 4096  # past this, a round reads on only until the candidates are decided
+_FIRST_READ = 64  # rows of each list read first; four times more in the next round
+_ROUNDS = 1  # still undecided after these: every group's cost is summed instead
+
+
+def _too_many(found: set[str], n: int) -> bool:
+    """More candidates than it pays to sum every measure of: ranked on cost alone first."""
+    return len(found) > 4 * n + 32
 _ZERO = Decimal(0)
 
 
@@ -60,13 +66,14 @@ def top(bind: Bind, q: SpendQuery, n: int) -> list[SpendRow]:
     with connect_read(bind) as conn:
         where = plan(q, rolled_until(conn))
         listed = _listed(q)
-        if listed is not None and where.days:
-            wanted = _by_lists(conn, q, where, listed, n)
-        else:
-            wanted = _by_bounds(conn, q, n)
-    if not wanted:
+        found = _by_lists(conn, q, where, listed, n) if listed and where.days else None
+        if found is None or _too_many(found, n):
+            # Undecided after a few rounds, or too many to sum every measure of (costs
+            # alike, as with a few hundred end users): rank those on cost alone first.
+            found = _by_bounds(conn, q, n, among=found)
+    if not found:
         return []
-    return _ranked(spend(bind, q, among=(q.by[0], wanted)), n)
+    return _ranked(spend(bind, q, among=(q.by[0], found)), n)
 
 
 def _ranked(rows: list[SpendRow], n: int) -> list[SpendRow]:
@@ -100,29 +107,28 @@ def _by_lists(
     where: Plan,
     listed: tuple[str, sa.ColumnElement[Any]],
     n: int,
-) -> set[str]:
+) -> set[str] | None:
     """The candidates by the threshold algorithm over the days of the range: each whole
     day's list, each edge day's (its hours in the range, bounded by the whole day's row), and
-    the raw rows after the watermark, summed in full."""
+    the raw rows after the watermark, summed in full; None if still undecided after
+    ``_ROUNDS`` rounds."""
     edges = sorted({day_of(hour) for hour in where.hours})
     days = [(day, True) for day in where.days] + [(day, False) for day in edges]
     raw = _raw_costs(conn, q, *where.raw) if where.raw is not None else {}
     limit = _FIRST_READ
     read: dict[str, dict[str, Decimal]] = {}
     done: set[str] = set()  # days read to their end
-    while True:
+    for _ in range(_ROUNDS):
         _read_lists(conn, listed, [d for d, _ in days if d not in done], limit, read, done)
         units = [Unit(True, raw, None)] + [
             Unit(exact, read[day], None if day in done else _cursor(read[day]))
             for day, exact in days
         ]
         found = candidates(units, n)
-        # Decided; with many candidates (each is summed next), a deeper read may cut them.
-        if found is not None and (len(found) <= 4 * n + 32 or limit >= _DEEPEST):
+        if found is not None:
             return found
-        if len(done) == len(days):
-            return found if found is not None else set()
         limit *= 4
+    return None
 
 
 def _cursor(costs: dict[str, Decimal]) -> Decimal | None:
@@ -155,7 +161,7 @@ def _read_lists(
         return
     union = sa.union_all(*(sa.select(part) for part in parts))
     found: dict[int, dict[str, Decimal]] = {i: {} for i in range(len(days))}
-    for i, g, cost in conn.execute(union):
+    for i, g, cost in conn.execute(union).all():
         found[i][g] = Decimal(cost)
     for i, day in enumerate(days):
         read[day] = found[i]
@@ -179,11 +185,17 @@ def _raw_costs(
 # ------------------------------------------------------------------ the bounds
 
 
-def _by_bounds(conn: Connection, q: SpendQuery, n: int) -> set[str]:
-    """The candidates from every group's cost alone (see the module docstring)."""
+def _by_bounds(
+    conn: Connection, q: SpendQuery, n: int, among: set[str] | None = None
+) -> set[str]:
+    """The candidates from each group's cost alone (see the module docstring), of every
+    group or of those ``among``."""
     ranks: dict[str, tuple[Decimal, Decimal]] = {}  # value: (lower bound, upper bound)
     exact = conn.dialect.name != "sqlite"
-    for (_, (value,)), sums in read_parts(conn, q, _rank_reading(exact)):
+    reading = _rank_reading(exact)
+    if among is not None:
+        reading = dataclasses.replace(reading, among=(q.by[0], among))
+    for (_, (value,)), sums in read_parts(conn, q, reading):
         if not sums["requests"]:
             continue
         low, high = _rank_of(sums, exact)
