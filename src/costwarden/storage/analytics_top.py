@@ -45,6 +45,7 @@ from costwarden.storage.schema import ledger, rollup_slices_daily
 
 _c = ledger.c
 _FIRST_READ = 64  # rows of each list read first; four times more in the next round
+_SHORT = 4 * _FIRST_READ  # groups in a day's list at most for which lists do not pay
 _ROUNDS = 1  # still undecided after these: every group's cost is summed instead
 
 
@@ -112,6 +113,8 @@ def _by_lists(
     day's list, each edge day's (its hours in the range, bounded by the whole day's row), and
     the raw rows after the watermark, summed in full; None if still undecided after
     ``_ROUNDS`` rounds."""
+    if _groups_of_day(conn, listed[0], where.days[-1]) <= _SHORT:
+        return None  # a few hundred groups a day: summing each one's cost is as quick
     edges = sorted({day_of(hour) for hour in where.hours})
     days = [(day, True) for day in where.days] + [(day, False) for day in edges]
     raw = _raw_costs(conn, q, *where.raw) if where.raw is not None else {}
@@ -129,6 +132,12 @@ def _by_lists(
             return found
         limit *= 4
     return None
+
+
+def _groups_of_day(conn: Connection, name: str, day: str) -> int:
+    t = rollup_slices_daily.c
+    stmt = sa.select(sa.func.count()).where(t.day == day, t.slice == name)
+    return int(conn.execute(stmt).scalar_one())
 
 
 def _cursor(costs: dict[str, Decimal]) -> Decimal | None:
