@@ -223,3 +223,28 @@ async def test_overview_and_trends_equal_the_ledger(
 async def test_bad_periods(client: httpx.AsyncClient, path: str, params: dict[str, str]) -> None:
     r = await client.get(f"/admin/analytics/{path}", params=params, headers=AUTH)
     assert r.status_code == 400 and "must be one of" in r.json()["error"]["message"]
+
+
+async def test_a_chargeback_that_fails_after_its_header_is_cut_short_not_ended(
+    gw: LiveGateway, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The header line goes out before the month is summed; if the sum then fails, the
+    response is cut off without its last chunk, so no client takes a header-only file for
+    a month without usage."""
+    from costwarden.admin import analytics_api
+    from costwarden.core.errors import StorageError
+
+    def failing(*_: object, **__: object) -> list[object]:
+        raise StorageError("the database went away")
+
+    monkeypatch.setattr(analytics_api, "spend", failing)
+    params = {"month": "2026-10"}
+    async with client.stream(
+        "GET", "/admin/analytics/chargeback.csv", params=params, headers=AUTH
+    ) as response:
+        assert response.status_code == 200
+        chunks = response.aiter_text()
+        assert (await anext(chunks)).startswith("BillingPeriodStart,")
+        with pytest.raises(httpx.RemoteProtocolError):
+            async for _ in chunks:
+                pass
