@@ -99,6 +99,8 @@ ledger = sa.Table(
     sa.Column("written_ms", sa.BigInteger, nullable=True, index=True),
     # The request log filters an org and a time range, newest first.
     sa.Index("ix_ledger_org_id_ts", "org_id", "ts"),
+    # An agent session's usage is summed from its rows (storage.sessions).
+    sa.Index("ix_ledger_org_id_session_id", "org_id", "session_id"),
 )
 
 # Limits and plan tiers. Every write also bumps policy_state.version in the same transaction,
@@ -410,6 +412,56 @@ rollup_latency_hourly = _latency(
 )
 rollup_latency_daily = _latency("rollup_latency_daily", sa.Column("day", sa.Text, primary_key=True))
 
+# Agent sessions (costwarden.sessions): a row per session that ever left ``active`` (an
+# active session needs none: its usage is the ledger's rows), changed by compare-and-set on
+# ``version``; every transition is kept in session_transitions.
+agent_sessions = sa.Table(
+    "agent_sessions",
+    metadata,
+    sa.Column("org_id", sa.Text, primary_key=True),
+    sa.Column("session_id", sa.Text, primary_key=True),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("wake_at", UTCDateTime(), nullable=True),
+    sa.Column("escalation_id", sa.Text, nullable=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    # The wake job finds the sleeping sessions whose time has come.
+    sa.Index("ix_agent_sessions_state_wake_at", "state", "wake_at"),
+)
+session_transitions = sa.Table(
+    "session_transitions",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("org_id", sa.Text, nullable=False),
+    sa.Column("session_id", sa.Text, nullable=False),
+    sa.Column("before", sa.Text, nullable=False),
+    sa.Column("after", sa.Text, nullable=False),
+    sa.Column("cause", sa.Text, nullable=False),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("wake_at", UTCDateTime(), nullable=True),
+    sa.Column("escalation_id", sa.Text, nullable=True),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Index("ix_session_transitions_org_id_session_id_at", "org_id", "session_id", "at"),
+)
+# A human's decision on a paused session: open until approved (maybe with extra budget) or
+# denied, with who and why.
+escalations = sa.Table(
+    "escalations",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("org_id", sa.Text, nullable=False),
+    sa.Column("session_id", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("evidence", sa.Text, nullable=False),  # JSON
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("resolved_at", UTCDateTime(), nullable=True),
+    sa.Column("resolved_by", sa.Text, nullable=True),
+    sa.Column("note", sa.Text, nullable=True),
+    sa.Column("extra_budget_usd", Money(), nullable=True),
+    sa.Index("ix_escalations_org_id_status", "org_id", "status"),
+)
+
 # Where the rollup job is: the ledger's written_ms it has rolled up to.
 analytics_state = sa.Table(
     "analytics_state",
@@ -449,4 +501,7 @@ TABLES = (
     rollup_latency_hourly,
     rollup_latency_daily,
     analytics_state,
+    agent_sessions,
+    session_transitions,
+    escalations,
 )
