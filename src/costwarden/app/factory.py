@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -53,6 +54,7 @@ from costwarden.providers.base import Deployment, ProviderAdapter, ProviderSpec
 from costwarden.routing.breaker import BreakerPolicy
 from costwarden.routing.breakers import BreakerBoard
 from costwarden.routing.table import RouteSpec, RouteTable
+from costwarden.sessions.board import SessionBoard
 from costwarden.storage.breakers import SqlBreakerRecorder
 from costwarden.storage.counters import LedgerAggregates
 from costwarden.storage.db import create_engine_for
@@ -64,6 +66,7 @@ from costwarden.storage.policy import PolicyTables
 from costwarden.storage.redis import describe, redis_client
 from costwarden.storage.retention import ensure_partitions
 from costwarden.storage.route_fallbacks import SqlFallbackStore
+from costwarden.storage.sessions import SqlSessionStore
 
 logger = logging.getLogger(__name__)
 
@@ -198,6 +201,18 @@ class CostwardenApp:
             redis=self.redis,
             sync_seconds=settings.resilience.sync_seconds,
         )
+        sessions = settings.sessions
+        self.sessions = (
+            SessionBoard(
+                SqlSessionStore(self.engine),
+                self.events,
+                clock=clock,
+                wind_down_pct=Decimal(str(sessions.wind_down_pct)),
+                wake_interval=sessions.wake_interval_seconds,
+            )
+            if sessions.enabled
+            else None
+        )
         self.proxy = Proxy(
             routes=self.routes,
             keys=self.keys,
@@ -213,6 +228,7 @@ class CostwardenApp:
             max_response_bytes=settings.server.max_response_bytes,
             cancel_on_disconnect=settings.server.cancel_on_disconnect,
             clock=clock,
+            sessions=self.sessions,
         )
         self.metrics = metrics_exporter(
             settings.metrics,
@@ -304,6 +320,8 @@ class CostwardenApp:
             await self.rollups.start()
         await self.route_table.start()
         await self.breakers.start()
+        if self.sessions is not None:
+            await self.sessions.start()
         await self.proxy.start()
         if self.spans is not None:
             await self.spans.start()
@@ -338,6 +356,8 @@ class CostwardenApp:
             await self.spans.close()  # spans what is left, flushes the exporter
         await self.route_table.close()
         await self.breakers.close()
+        if self.sessions is not None:
+            await self.sessions.close()  # its last transitions stored and published
         if self.rollups is not None:
             await self.rollups.close()
         if self.alerting is not None:

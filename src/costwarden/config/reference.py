@@ -12,6 +12,7 @@ from costwarden.config.analytics import AnalyticsSettings
 from costwarden.config.events import EventSettings
 from costwarden.config.metrics import MetricsSettings
 from costwarden.config.otel import OtelSettings
+from costwarden.config.sessions import SessionSettings
 from costwarden.config.settings import (
     BudgetSettings,
     RedisSettings,
@@ -45,6 +46,7 @@ def settings_help() -> list[tuple[str, str, str, str]]:
         ("events", EventSettings),
         ("alerts", AlertSettings),
         ("analytics", AnalyticsSettings),
+        ("sessions", SessionSettings),
         ("providers[]", ProviderSettings),
         ("deployments[]", DeploymentSettings),
         ("routes[]", RouteSettings),

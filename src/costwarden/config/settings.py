@@ -28,6 +28,7 @@ from costwarden.config.fields import setting as _setting
 from costwarden.config.lines import ConfigText as _Ctx
 from costwarden.config.metrics import MetricsSettings, metrics_problem
 from costwarden.config.otel import OtelSettings, otel_problem
+from costwarden.config.sessions import SessionSettings, sessions_problem
 from costwarden.config.upstreams import PROVIDER_TYPES as PROVIDER_TYPES
 from costwarden.config.upstreams import (
     DeploymentSettings,
@@ -243,6 +244,7 @@ class Settings:
     events: EventSettings = dataclasses.field(default_factory=EventSettings)
     alerts: AlertSettings = dataclasses.field(default_factory=AlertSettings)
     analytics: AnalyticsSettings = dataclasses.field(default_factory=AnalyticsSettings)
+    sessions: SessionSettings = dataclasses.field(default_factory=SessionSettings)
     admin_token: str | None = dataclasses.field(
         default=None,
         repr=False,
@@ -314,6 +316,7 @@ def _build(
         "events",
         "alerts",
         "analytics",
+        "sessions",
         "resilience",
         "providers",
         "deployments",
@@ -351,6 +354,7 @@ def _build(
         raw_channels, ctx, env, require_secrets
     )
     analytics = _checked(AnalyticsSettings, analytics_problem, raw, "analytics", ctx, env)
+    sessions = _checked(SessionSettings, sessions_problem, raw, "sessions", ctx, env)
     if storage.ledger_mode not in LEDGER_MODES:
         raise _invalid(
             ctx, env, storage, "storage", "ledger_mode", f"must be one of {LEDGER_MODES}"
@@ -393,6 +397,7 @@ def _build(
         events=events,
         alerts=alerts,
         analytics=analytics,
+        sessions=sessions,
         resilience=resilience,
         admin_token=env.get("COSTWARDEN_ADMIN_TOKEN") or None,
         deprecations=deprecations,

@@ -152,6 +152,31 @@ class BudgetInFlight(RateLimited):
     code = "budget_reservations_in_flight"
 
 
+class SessionSleeping(RateLimited):
+    """429: the agent session's budget of a window that resets is spent; it wakes then
+    (``wake_at``, ``Retry-After``). A 429, unlike a spent budget's 402: waiting helps."""
+
+    code = "session_sleeping"
+
+
+class SessionExhausted(BudgetExceeded):
+    """402: the agent session's lifetime budget is spent; it never wakes."""
+
+    code = "session_budget_exhausted"
+
+
+class SessionHeld(GatewayError):
+    """409: the agent session is paused (until its escalation is resolved) or terminated."""
+
+    status = 409
+    type = "session_conflict"
+    code = "session_paused"
+
+
+class SessionTerminated(SessionHeld):
+    code = "session_terminated"
+
+
 class CountersUnavailable(GatewayError):
     """503: budget counters cannot be read, and hard budgets fail closed."""
 

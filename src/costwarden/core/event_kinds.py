@@ -241,11 +241,19 @@ class AlertChanged(FieldsPayload):
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class SessionChanged(FieldsPayload):
+    """An agent session moved (costwarden.sessions.lifecycle); ``version`` orders one
+    session's changes across processes."""
+
     kind: ClassVar[str] = "session_changed"
     session_id: str
     key_id: str | None
-    state: str
-    budget_pct: float | None
+    from_state: str
+    to_state: str
+    cause: str
+    budget_pct: str | None  # a decimal, in percent
+    wake_at: str | None  # ISO 8601, while sleeping
+    escalation_id: str | None
+    version: int
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

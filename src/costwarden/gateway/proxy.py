@@ -57,6 +57,7 @@ from costwarden.gateway.responses import (
     wants_usage,
 )
 from costwarden.gateway.scrub import Scrubber
+from costwarden.gateway.sessions import SessionGate, SessionHooks
 from costwarden.gateway.sse import EventSplitter, EventTooLarge
 from costwarden.gateway.stages import Stage, admission
 from costwarden.gateway.state import RequestState, Wire
@@ -75,6 +76,7 @@ from costwarden.pricing import TokenUsage
 from costwarden.providers import translate
 from costwarden.providers.base import Deployment, estimate_tokens
 from costwarden.routing.chains import Route
+from costwarden.sessions.board import SessionBoard
 from costwarden.storage.ledger import LedgerWriter
 
 logger = logging.getLogger(__name__)
@@ -106,6 +108,7 @@ class Proxy:
         max_response_bytes: int = 64 * 1024 * 1024,
         cancel_on_disconnect: bool = True,
         clock: Callable[[], float] = time,
+        sessions: SessionBoard | None = None,
     ) -> None:
         self.routes = routes
         self.keys = keys
@@ -126,7 +129,9 @@ class Proxy:
         self._failover: Failover | None = None
         # The request path: these admission stages, in order, then the call stages
         # (route/failover with limits and reservation, relay, settle, record) below.
-        self.stages: list[Stage] = admission(keys, switches, routes, max_body_bytes)
+        self.sessions = None if sessions is None else SessionHooks(sessions, clock)
+        gate = None if sessions is None else SessionGate(sessions, clock)
+        self.stages: list[Stage] = admission(keys, switches, routes, max_body_bytes, gate)
 
     @property
     def failover(self) -> Failover:
@@ -238,7 +243,7 @@ class Proxy:
             record.tags,
         )
         try:
-            return await self.enforcer.reserve(
+            reservation = await self.enforcer.reserve(
                 record.request_id,
                 principal,
                 deployment,
@@ -246,9 +251,14 @@ class Proxy:
                 len(call.body),
                 call.payload,
             )
-        except GatewayError:
+        except GatewayError as refused:
             record.status = "blocked"
+            if self.sessions is not None:
+                raise self.sessions.refused(call, refused) from None
             raise
+        if self.sessions is not None:
+            self.sessions.reserved(call, reservation)
+        return reservation
 
     async def _release(self, reservation: Reservation) -> None:
         await self.enforcer.release(reservation)
@@ -368,12 +378,13 @@ class Proxy:
         record.latency_ms = (perf_counter() - call.t0) * 1000
         record.overhead_ms = max(0.0, record.latency_ms - upstream_ms)
         reservation = call.reservation
-        await self._commit(record, reservation)
+        await self._commit(record, reservation, call)
         out_headers = usage_headers(record)
         if attempt.tries > 1:
             out_headers.append((b"x-costwarden-attempts", str(attempt.tries).encode()))
         if reservation is not None:
             out_headers.extend(reservation.headers())
+        out_headers.extend(call.extra_headers)
         await send_bytes(call.send, 200, raw, out_headers)
 
     async def _relay_stream(
@@ -405,6 +416,7 @@ class Proxy:
             start_headers.append((b"x-costwarden-attempts", str(attempt.tries).encode()))
         if reservation is not None:
             start_headers.extend(reservation.headers())
+        start_headers.extend(call.extra_headers)
         splitter = EventSplitter(self.max_response_bytes)
         tail = b""
         try:
@@ -483,9 +495,20 @@ class Proxy:
 
     # ------------------------------------------------------------------ finishing
 
-    async def _commit(self, record: LedgerRecord, reservation: Reservation | None) -> None:
+    async def _commit(
+        self,
+        record: LedgerRecord,
+        reservation: Reservation | None,
+        call: RequestState | None = None,
+    ) -> None:
+        """Settle, then hand the row to the ledger (and the event to the bus); ``call``: a
+        response not started yet, whose headers then say the session's share with it."""
         if reservation is not None:
             await self.enforcer.settle(reservation, record)
+            if self.sessions is not None:
+                headers = self.sessions.settled(record, reservation)
+                if call is not None and headers:
+                    call.extra_headers = headers
         if self.durable:
             await self.ledger.submit_durable(record)
         else:

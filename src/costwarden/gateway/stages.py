@@ -116,14 +116,20 @@ class Resolve:
 
 
 def admission(
-    keys: KeyCache, switches: SwitchBoard, routes: dict[str, Route], max_body_bytes: int
+    keys: KeyCache,
+    switches: SwitchBoard,
+    routes: dict[str, Route],
+    max_body_bytes: int,
+    sessions: Stage | None = None,
 ) -> list[Stage]:
-    """The admission stages, in the order a request meets them."""
+    """The admission stages, in the order a request meets them (``sessions``: the agent
+    sessions' gate, when the app has a session board)."""
     return [
         Authenticate(keys),
         ReadBody(max_body_bytes),
         validate,
         Switches(switches),
+        *([sessions] if sessions is not None else []),
         # [scan]: a prompt security stage goes here, before anything is reserved
         # [cache]: a response cache goes here, answering before any upstream call
         Resolve(routes),

@@ -38,3 +38,5 @@ class RequestState:
     # The budget reservation while the failover holds it; settled with the record.
     reservation: Reservation | None = None
     deployment: Deployment | None = None  # the candidate last called upstream
+    # Headers a stage adds to the response (the agent session's state and budget share).
+    extra_headers: list[tuple[bytes, bytes]] = dataclasses.field(default_factory=list)

@@ -288,3 +288,25 @@ def resolve_escalation(
         )  # fmt: skip
         resolved = conn.execute(sa.select(escalations).where(t.id == escalation_id)).one()
     return _escalation(resolved)
+
+
+class SqlSessionStore:
+    """The session board's store (``sessions.board.SessionStore``) in the database."""
+
+    def __init__(self, bind: Bind, actor: str = "gateway") -> None:
+        self._bind = bind
+        self._actor = actor
+
+    def load(self) -> list[tuple[tuple[str, str], Standing, int]]:
+        return [
+            ((row.org_id, row.session_id), row.standing, row.version)
+            for row in sessions_not_active(self._bind)
+        ]
+
+    def get(self, key: tuple[str, str]) -> tuple[Standing, int] | None:
+        row = session_of(self._bind, *key)
+        return None if row is None else (row.standing, row.version)
+
+    def record(self, key: tuple[str, str], moved: Transition, version: int | None) -> int | None:
+        row = record_transition(self._bind, *key, moved, version=version, actor=self._actor)
+        return None if row is None else row.version

@@ -1,0 +1,258 @@
+"""The session board: each gateway process's view of the agent sessions, moved by the
+request path, stored once across processes, published as ``session_changed``.
+
+The request path asks :meth:`SessionBoard.admit` before anything is reserved (a dict
+lookup: a session with no entry is ``active``), tells :meth:`~SessionBoard.spent` the share
+of the session's budget once its reservation is made (wind-down), and
+:meth:`~SessionBoard.budget_gone` when the session's own budget refused the request (sleep
+until the window resets, or exhausted). Each of these decides with ``sessions.lifecycle`` at
+once, in memory, so the answer never waits on the database; the transition is handed to one
+writer task that stores it by compare-and-set (:class:`SessionStore`) and publishes it.
+
+Across processes: every board follows the bus's ``session_changed`` events (from the event
+log, in one order for every process) and takes a change whose ``version`` is above the one it
+holds. A write that loses the compare-and-set (another process moved the session first)
+takes the stored row instead, and publishes nothing. A sleeping session is woken by the
+first board whose wake loop finds its ``wake_at`` past (the others lose the compare-and-set):
+an event, with no request needed; a request that comes first is let through at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Protocol
+
+from costwarden.core.event_kinds import SessionChanged
+from costwarden.core.events import EventBus
+from costwarden.core.subscription import Subscription
+from costwarden.sessions.lifecycle import (
+    DEFAULT_WIND_DOWN_PCT,
+    GO,
+    SLEEPING,
+    Admission,
+    Standing,
+    Transition,
+    admit,
+    on_budget_gone,
+    on_clock,
+    on_spend,
+)
+
+logger = logging.getLogger(__name__)
+
+SessionKey = tuple[str, str]  # (org id, session id)
+
+
+class SessionStore(Protocol):
+    """Where sessions are kept (the app passes the database's, ``storage.sessions``)."""
+
+    def load(self) -> list[tuple[SessionKey, Standing, int]]:
+        """Every session not ``active``, with its version."""
+
+    def get(self, key: SessionKey) -> tuple[Standing, int] | None: ...
+
+    def record(self, key: SessionKey, moved: Transition, version: int | None) -> int | None:
+        """Store ``moved`` if the session is still at ``version``: its new version, or None
+        if another writer moved it first."""
+
+
+@dataclasses.dataclass(slots=True)
+class _Entry:
+    standing: Standing
+    version: int | None  # as stored; None: no row yet
+    key_id: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Write:
+    key: SessionKey
+    moved: Transition
+    key_id: str | None
+
+
+class SessionBoard:
+    def __init__(
+        self,
+        store: SessionStore,
+        events: EventBus,
+        *,
+        clock: Callable[[], float],
+        wind_down_pct: Decimal = DEFAULT_WIND_DOWN_PCT,
+        wake_interval: float = 1.0,
+    ) -> None:
+        self._store = store
+        self._events = events
+        self._clock = clock
+        self.wind_down_pct = wind_down_pct
+        self._wake_interval = wake_interval
+        self._entries: dict[SessionKey, _Entry] = {}
+        self._writes: asyncio.Queue[_Write] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ------------------------------------------------------------------ lifetime
+
+    async def start(self) -> None:
+        for key, standing, version in await asyncio.to_thread(self._store.load):
+            self._entries[key] = _Entry(standing, version)
+        subscription = self._events.subscribe(
+            kinds=frozenset({SessionChanged.kind}), background=True
+        )
+        self._tasks = [
+            asyncio.create_task(self._follow(subscription)),
+            asyncio.create_task(self._write_loop()),
+            asyncio.create_task(self._wake_loop()),
+        ]
+
+    async def close(self) -> None:
+        await self.flush()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    async def flush(self) -> None:
+        """Wait until every transition decided so far is stored (tests, shutdown)."""
+        if self._tasks:
+            await self._writes.join()
+
+    # ------------------------------------------------------------------ the request path
+
+    def standing(self, org_id: str, session_id: str) -> Standing:
+        entry = self._entries.get((org_id, session_id))
+        return Standing() if entry is None else entry.standing
+
+    def admit(self, org_id: str, session_id: str, now: float) -> Admission:
+        entry = self._entries.get((org_id, session_id))
+        if entry is None:
+            return GO
+        standing = entry.standing
+        if standing.state == SLEEPING:
+            woke = on_clock(standing, now)
+            if woke is not None:  # its time came before the wake loop's: let it through
+                self._move((org_id, session_id), woke, entry.key_id)
+                return GO
+        return admit(standing, now)
+
+    def spent(
+        self, org_id: str, session_id: str, key_id: str | None, pct: Decimal | None, now: float
+    ) -> Standing:
+        """The share of the session's budget now spent (or held): wind down, or back."""
+        key = (org_id, session_id)
+        standing = self.standing(*key)
+        moved = on_spend(standing, pct, now, self.wind_down_pct)
+        if moved is not None:
+            self._move(key, moved, key_id)
+            return moved.after
+        if pct is not None and pct != standing.budget_pct and key in self._entries:
+            self._entries[key].standing = dataclasses.replace(standing, budget_pct=pct)
+        return dataclasses.replace(standing, budget_pct=pct)
+
+    def budget_gone(
+        self, org_id: str, session_id: str, key_id: str | None, resets_at: float | None,
+        now: float,
+    ) -> Standing:  # fmt: skip
+        """The session's own budget refused a request: asleep until ``resets_at``, or
+        exhausted (a lifetime budget: None)."""
+        key = (org_id, session_id)
+        standing = self.standing(*key)
+        moved = on_budget_gone(standing, resets_at, now)
+        if moved is None:
+            return standing
+        self._move(key, moved, key_id)
+        return moved.after
+
+    # ------------------------------------------------------------------ moves
+
+    def _move(self, key: SessionKey, moved: Transition, key_id: str | None) -> None:
+        entry = self._entries.get(key)
+        if entry is None:
+            entry = self._entries[key] = _Entry(moved.after, None, key_id)
+        else:
+            entry.standing = moved.after
+            entry.key_id = entry.key_id or key_id
+        self._writes.put_nowait(_Write(key, moved, key_id))
+
+    async def _write_loop(self) -> None:
+        while True:
+            write = await self._writes.get()
+            try:
+                await self._write(write)
+            except Exception:  # noqa: BLE001 - the database is down: the next move retries
+                logger.warning("session %s: transition not stored", write.key[1], exc_info=True)
+            finally:
+                self._writes.task_done()
+
+    async def _write(self, write: _Write) -> None:
+        entry = self._entries.get(write.key)
+        version = None if entry is None else entry.version
+        stored = await asyncio.to_thread(self._store.record, write.key, write.moved, version)
+        if stored is None:  # another process moved it first: what it stored wins
+            found = await asyncio.to_thread(self._store.get, write.key)
+            if found is not None and entry is not None:
+                entry.standing, entry.version = found
+            return
+        if entry is not None and (entry.version is None or stored > entry.version):
+            entry.version = stored
+        moved = write.moved
+        after = moved.after
+        self._events.publish(
+            SessionChanged(
+                org_id=write.key[0], session_id=write.key[1], key_id=write.key_id,
+                from_state=moved.before, to_state=after.state, cause=moved.cause,
+                budget_pct=None if after.budget_pct is None else str(after.budget_pct),
+                wake_at=_iso(after.wake_at), escalation_id=after.escalation, version=stored,
+            )
+        )  # fmt: skip
+
+    async def _follow(self, subscription: Subscription) -> None:
+        while True:
+            with subscription:
+                async for event in subscription:
+                    if isinstance(event.payload, SessionChanged):
+                        self.apply(event.payload)
+            if not subscription.cut:
+                return
+            subscription = self._events.subscribe(
+                kinds=frozenset({SessionChanged.kind}), background=True
+            )
+
+    def apply(self, change: SessionChanged) -> None:
+        """A change stored by any process (this one's included): taken if newer."""
+        if change.org_id is None:
+            return
+        key = (change.org_id, change.session_id)
+        entry = self._entries.get(key)
+        if entry is not None and entry.version is not None and entry.version >= change.version:
+            return
+        wake = None if change.wake_at is None else datetime.fromisoformat(change.wake_at)
+        standing = Standing(
+            change.to_state,  # type: ignore[arg-type]  # written by lifecycle
+            None if change.budget_pct is None else Decimal(change.budget_pct),
+            None if wake is None else wake.timestamp(),
+            change.escalation_id,
+        )
+        if entry is None:
+            self._entries[key] = _Entry(standing, change.version, change.key_id)
+        else:
+            entry.standing, entry.version = standing, change.version
+
+    async def _wake_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._wake_interval)
+            now = self._clock()
+            for key, entry in list(self._entries.items()):
+                woke = on_clock(entry.standing, now)
+                if woke is not None:
+                    self._move(key, woke, entry.key_id)
+
+
+def _iso(epoch: float | None) -> str | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC).isoformat()

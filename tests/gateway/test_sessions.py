@@ -1,0 +1,145 @@
+"""Agent sessions on the request path, through a live gateway and the official OpenAI SDK,
+with a clock the test moves: wind-down headers from 90 % of the session's budget, sleep
+until the daily reset (429, ``wake_at`` and a matching ``Retry-After``) with nothing sent
+upstream meanwhile, a wake on time with no request, and exhaustion of a lifetime budget."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+
+from costwarden.mock import MockServer
+from costwarden.storage.sessions import session_of, transitions_of
+from tests.helpers import PRICEY, T0, FakeClock, LiveGateway, configure_mock, live_gateway
+from tests.helpers import set_limits as _set_limits
+
+RESET = datetime(2027, 3, 11, tzinfo=UTC)  # T0's next UTC midnight
+FAST_WAKE = "\n[sessions]\nwake_interval_seconds = 0.05\n"
+
+
+async def _ask(client: openai.AsyncOpenAI) -> tuple[int, dict[str, str], dict[str, Any]]:
+    """One chat completion of up to 100 tokens: (status, headers, error body or {})."""
+    try:
+        raw = await client.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "next step"}],
+            max_tokens=100,
+        )  # fmt: skip
+    except openai.APIStatusError as exc:
+        return exc.status_code, dict(exc.response.headers), exc.response.json()["error"]
+    raw.parse()  # the SDK takes the answer
+    return raw.status_code, dict(raw.headers), {}
+
+
+def _client(gw: LiveGateway, session: str) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(
+        base_url=gw.openai_url, api_key=gw.key, max_retries=0,
+        default_headers={"x-costwarden-session": session},
+    )  # fmt: skip
+
+
+async def _upstream_calls(mock: MockServer) -> int:
+    async with httpx.AsyncClient() as http:
+        stats = (await http.get(mock.base_url + "/_mock/stats")).json()
+    return int(stats["requests"])
+
+
+async def test_a_session_winds_down_sleeps_until_the_reset_and_wakes_on_time(
+    mock: MockServer, database_url: str, tmp_path: Path
+) -> None:
+    clock = FakeClock(T0)
+    await configure_mock(mock, output_tokens=100)  # $0.1 a call at PRICEY's $1,000 / M
+    toml = PRICEY + FAST_WAKE
+    async with live_gateway(mock, database_url, tmp_path, extra_toml=toml, clock=clock) as gw:
+        await _set_limits(gw, "session", "run-1", daily_usd="1")
+        seen: list[tuple[int, str | None, Decimal | None]] = []
+        async with _client(gw, "run-1") as client:
+            for _ in range(20):
+                status, headers, error = await _ask(client)
+                pct = headers.get("x-costwarden-session-budget-pct")
+                state = headers.get("x-costwarden-session-state")
+                seen.append((status, state, None if pct is None else Decimal(pct)))
+                if status != 200:
+                    break
+            admitted = [(state, pct) for status, state, pct in seen if status == 200]
+            assert len(admitted) >= 9
+            for state, pct in admitted:  # every answer says where its session stands
+                assert pct is not None
+                assert state == ("winding_down" if pct >= 90 else "active"), admitted
+            assert admitted[-1][0] == "winding_down"
+            # The budget refused: asleep until the daily reset, told by 429, not 402.
+            assert seen[-1][0] == 429
+            assert error["code"] == "session_sleeping" and error["scope"] == "session"
+            assert error["wake_at"] == RESET.isoformat()
+            wait = math.ceil(RESET.timestamp() - clock())
+            assert headers["retry-after"] == str(wait) and error["retry_after"] == wait
+            assert headers["x-costwarden-session-state"] == "sleeping"
+
+            # Asleep: refused at the door, nothing reaches the provider.
+            calls = await _upstream_calls(mock)
+            status, headers, error = await _ask(client)
+            assert (status, error["code"]) == (429, "session_sleeping")
+            assert error["wake_at"] == RESET.isoformat()
+            assert await _upstream_calls(mock) == calls
+
+            # The reset comes: the session wakes by itself, with no request.
+            clock.now = RESET.timestamp() + 0.5
+            row = await _stored_state(gw, "run-1", "active")
+            assert row == "active"
+            causes = [t["cause"] for t in transitions_of(gw.app.engine, _org(gw), "run-1")]
+            assert causes == ["near_budget", "window_spent", "woke"]
+            status, headers, _ = await _ask(client)
+            assert status == 200 and headers["x-costwarden-session-state"] == "active"
+            assert Decimal(headers["x-costwarden-session-budget-pct"]) < 20
+
+
+async def test_a_lifetime_budget_spent_exhausts_the_session_for_good(
+    mock: MockServer, database_url: str, tmp_path: Path
+) -> None:
+    clock = FakeClock(T0)
+    await configure_mock(mock, output_tokens=100)
+    async with live_gateway(mock, database_url, tmp_path, extra_toml=PRICEY, clock=clock) as gw:
+        await _set_limits(gw, "session", "run-2", lifetime_usd="0.25")
+        async with _client(gw, "run-2") as client:
+            statuses = []
+            for _ in range(10):
+                status, headers, error = await _ask(client)
+                statuses.append(status)
+                if status != 200:
+                    break
+            assert statuses[-1] == 402 and 200 in statuses
+            assert error["code"] == "session_budget_exhausted"
+            assert headers["x-costwarden-session-state"] == "exhausted"
+            clock.advance(40 * 86400)  # nothing resets a lifetime budget
+            calls = await _upstream_calls(mock)
+            status, _, error = await _ask(client)
+            assert (status, error["code"]) == (402, "session_budget_exhausted")
+            assert await _upstream_calls(mock) == calls
+        # Another session of the same key is not held back.
+        async with _client(gw, "run-3") as other:
+            assert (await _ask(other))[0] == 200
+        assert await _stored_state(gw, "run-2", "exhausted") == "exhausted"
+
+
+def _org(gw: LiveGateway) -> str:
+    org = gw.app.keys.lookup(gw.key)
+    assert org is not None
+    return org.org_id
+
+
+async def _stored_state(gw: LiveGateway, session: str, want: str) -> str | None:
+    """The session's state as stored, once it is ``want`` (or after 3 s)."""
+    found: str | None = None
+    for _ in range(60):
+        row = await asyncio.to_thread(session_of, gw.app.engine, _org(gw), session)
+        found = None if row is None else row.standing.state
+        if found == want:
+            break
+        await asyncio.sleep(0.05)
+    return found
