@@ -16,7 +16,7 @@ import httpx
 import openai
 
 from costwarden.mock import MockServer
-from costwarden.storage.sessions import session_of, transitions_of
+from costwarden.storage.sessions import list_escalations, session_of, transitions_of
 from tests.helpers import PRICEY, T0, FakeClock, LiveGateway, configure_mock, live_gateway
 from tests.helpers import set_limits as _set_limits
 
@@ -24,17 +24,23 @@ RESET = datetime(2027, 3, 11, tzinfo=UTC)  # T0's next UTC midnight
 FAST_WAKE = "\n[sessions]\nwake_interval_seconds = 0.05\n"
 
 
-async def _ask(client: openai.AsyncOpenAI) -> tuple[int, dict[str, str], dict[str, Any]]:
+async def _ask(
+    client: openai.AsyncOpenAI, messages: list[Any] | None = None
+) -> tuple[int, dict[str, str], dict[str, Any]]:
     """One chat completion of up to 100 tokens: (status, headers, error body or {})."""
     try:
         raw = await client.chat.completions.with_raw_response.create(
-            model="gpt-4o-mini", messages=[{"role": "user", "content": "next step"}],
-            max_tokens=100,
+            model="gpt-4o-mini", max_tokens=100,
+            messages=messages or [{"role": "user", "content": "next step"}],
         )  # fmt: skip
     except openai.APIStatusError as exc:
         return exc.status_code, dict(exc.response.headers), exc.response.json()["error"]
     raw.parse()  # the SDK takes the answer
     return raw.status_code, dict(raw.headers), {}
+
+
+def _step(n: int) -> list[Any]:
+    return [{"role": "user", "content": f"step {n}: go on"}]
 
 
 def _client(gw: LiveGateway, session: str) -> openai.AsyncOpenAI:
@@ -60,8 +66,8 @@ async def test_a_session_winds_down_sleeps_until_the_reset_and_wakes_on_time(
         await _set_limits(gw, "session", "run-1", daily_usd="1")
         seen: list[tuple[int, str | None, Decimal | None]] = []
         async with _client(gw, "run-1") as client:
-            for _ in range(20):
-                status, headers, error = await _ask(client)
+            for step in range(20):  # each step a new question (the same one thrice is a loop)
+                status, headers, error = await _ask(client, _step(step))
                 pct = headers.get("x-costwarden-session-budget-pct")
                 state = headers.get("x-costwarden-session-state")
                 seen.append((status, state, None if pct is None else Decimal(pct)))
@@ -83,7 +89,7 @@ async def test_a_session_winds_down_sleeps_until_the_reset_and_wakes_on_time(
 
             # Asleep: refused at the door, nothing reaches the provider.
             calls = await _upstream_calls(mock)
-            status, headers, error = await _ask(client)
+            status, headers, error = await _ask(client, _step(100))
             assert (status, error["code"]) == (429, "session_sleeping")
             assert error["wake_at"] == RESET.isoformat()
             assert await _upstream_calls(mock) == calls
@@ -94,7 +100,7 @@ async def test_a_session_winds_down_sleeps_until_the_reset_and_wakes_on_time(
             assert row == "active"
             causes = [t["cause"] for t in transitions_of(gw.app.engine, _org(gw), "run-1")]
             assert causes == ["near_budget", "window_spent", "woke"]
-            status, headers, _ = await _ask(client)
+            status, headers, _ = await _ask(client, _step(101))
             assert status == 200 and headers["x-costwarden-session-state"] == "active"
             assert Decimal(headers["x-costwarden-session-budget-pct"]) < 20
 
@@ -108,8 +114,8 @@ async def test_a_lifetime_budget_spent_exhausts_the_session_for_good(
         await _set_limits(gw, "session", "run-2", lifetime_usd="0.25")
         async with _client(gw, "run-2") as client:
             statuses = []
-            for _ in range(10):
-                status, headers, error = await _ask(client)
+            for step in range(10):
+                status, headers, error = await _ask(client, _step(step))
                 statuses.append(status)
                 if status != 200:
                     break
@@ -118,7 +124,7 @@ async def test_a_lifetime_budget_spent_exhausts_the_session_for_good(
             assert headers["x-costwarden-session-state"] == "exhausted"
             clock.advance(40 * 86400)  # nothing resets a lifetime budget
             calls = await _upstream_calls(mock)
-            status, _, error = await _ask(client)
+            status, _, error = await _ask(client, _step(100))
             assert (status, error["code"]) == (402, "session_budget_exhausted")
             assert await _upstream_calls(mock) == calls
         # Another session of the same key is not held back.
@@ -143,3 +149,44 @@ async def _stored_state(gw: LiveGateway, session: str, want: str) -> str | None:
             break
         await asyncio.sleep(0.05)
     return found
+
+
+def _tool_round(i: int) -> list[Any]:
+    """The same tool call and the same result again (only the call's id differs)."""
+    call = {"id": f"call_{i}", "type": "function",
+            "function": {"name": "lookup_order", "arguments": '{"order": 7}'}}  # fmt: skip
+    return [
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": f"call_{i}", "content": "status: pending"},
+    ]
+
+
+async def test_a_loop_of_identical_tool_calls_is_paused_at_the_third_repetition(
+    mock: MockServer, database_url: str, tmp_path: Path
+) -> None:
+    async with live_gateway(mock, database_url, tmp_path) as gw:
+        async with _client(gw, "agent-7") as client:
+            messages: list[Any] = [{"role": "user", "content": "has order 7 shipped?"}]
+            statuses = []
+            for i in range(6):
+                status, headers, error = await _ask(client, messages)
+                statuses.append(status)
+                if status != 200:
+                    break
+                messages += _tool_round(i)
+            # The question, then the same tool round trip: sent twice, paused the third time.
+            assert statuses == [200, 200, 200, 409]
+            assert error["code"] == "session_paused" and error["state"] == "paused"
+            escalation = error["escalation_id"]
+            assert headers["x-costwarden-session-state"] == "paused"
+            await gw.app.sessions.flush()  # type: ignore[union-attr]
+            (found,) = await asyncio.to_thread(list_escalations, gw.app.engine)
+            assert (found.id, found.session_id, found.status) == (escalation, "agent-7", "open")
+            assert found.reason == "repeat" and found.evidence["count"] == 3
+            # Paused: nothing reaches the provider, whatever the request.
+            calls = await _upstream_calls(mock)
+            for body in (messages, None):
+                status, _, error = await _ask(client, body)
+                assert (status, error["escalation_id"]) == (409, escalation)
+            assert await _upstream_calls(mock) == calls
+        assert await _stored_state(gw, "agent-7", "paused") == "paused"

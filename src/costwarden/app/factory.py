@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from redis.asyncio import Redis
@@ -37,6 +37,7 @@ from costwarden.app.tracing import request_spans
 from costwarden.budgets.enforcer import Enforcer
 from costwarden.budgets.redis_store import RedisStore
 from costwarden.config.budgets import budget_config
+from costwarden.config.sessions import SessionSettings
 from costwarden.config.settings import RedisSettings, Settings
 from costwarden.config.upstreams import ProviderSettings, ResilienceSettings, RouteSettings
 from costwarden.core.errors import AuthenticationFailed
@@ -55,6 +56,7 @@ from costwarden.routing.breaker import BreakerPolicy
 from costwarden.routing.breakers import BreakerBoard
 from costwarden.routing.table import RouteSpec, RouteTable
 from costwarden.sessions.board import SessionBoard
+from costwarden.sessions.loops import Action, LoopPolicy
 from costwarden.storage.breakers import SqlBreakerRecorder
 from costwarden.storage.counters import LedgerAggregates
 from costwarden.storage.db import create_engine_for
@@ -123,6 +125,17 @@ def _redis(r: RedisSettings) -> Redis | None:
     if not r.url:
         return None
     return redis_client(r.url, timeout=r.timeout_seconds, max_connections=r.max_connections)
+
+
+def _loop_policy(s: SessionSettings) -> LoopPolicy:
+    return LoopPolicy(
+        repeat_count=s.repeat_count,
+        repeat_window_s=s.repeat_window_seconds,
+        velocity_factor=Decimal(str(s.velocity_factor)),
+        velocity_min_minutes=s.velocity_min_minutes,
+        error_burst=s.error_burst,
+        action=cast(Action, s.loop_action),  # checked by config.sessions
+    )
 
 
 def _breaker_policy(r: ResilienceSettings) -> BreakerPolicy:
@@ -209,6 +222,7 @@ class CostwardenApp:
                 clock=clock,
                 wind_down_pct=Decimal(str(sessions.wind_down_pct)),
                 wake_interval=sessions.wake_interval_seconds,
+                loops=_loop_policy(sessions),
             )
             if sessions.enabled
             else None

@@ -177,6 +177,12 @@ class SessionTerminated(SessionHeld):
     code = "session_terminated"
 
 
+class SessionLooping(SessionHeld):
+    """409: loop detection found this request repeating (the policy blocks, not pauses)."""
+
+    code = "session_loop_detected"
+
+
 class CountersUnavailable(GatewayError):
     """503: budget counters cannot be read, and hard budgets fail closed."""
 

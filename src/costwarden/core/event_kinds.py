@@ -257,12 +257,37 @@ class SessionChanged(FieldsPayload):
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class EscalationChanged(FieldsPayload):
-    kind: ClassVar[str] = "escalation_changed"
+class SessionRunaway(FieldsPayload):
+    """Loop or runaway detection found a signal in an agent session (sessions.loops); what
+    follows is the policy's ``action``: flag, pause (an escalation) or block."""
+
+    kind: ClassVar[str] = "session_runaway"
+    session_id: str
+    key_id: str | None
+    signal: str  # repeat | velocity | errors
+    action: str  # flag | pause | block
+    evidence: dict[str, Any]
+    escalation_id: str | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class EscalationCreated(FieldsPayload):
+    kind: ClassVar[str] = "escalation_created"
     escalation_id: str
     session_id: str
-    state: str  # open | approved | denied
-    detail: str
+    reason: str
+    evidence: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class EscalationResolved(FieldsPayload):
+    kind: ClassVar[str] = "escalation_resolved"
+    escalation_id: str
+    session_id: str
+    status: str  # approved | denied
+    resolved_by: str
+    note: str | None
+    extra_budget_usd: str | None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -285,7 +310,9 @@ KINDS: dict[str, type[EventPayload]] = {
         SwitchChanged,
         AlertChanged,
         SessionChanged,
-        EscalationChanged,
+        SessionRunaway,
+        EscalationCreated,
+        EscalationResolved,
         SecurityFinding,
     )
 }

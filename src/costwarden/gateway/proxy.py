@@ -509,6 +509,8 @@ class Proxy:
                 headers = self.sessions.settled(record, reservation)
                 if call is not None and headers:
                     call.extra_headers = headers
+        if self.sessions is not None and record.session_id:
+            self.sessions.finished(record)
         if self.durable:
             await self.ledger.submit_durable(record)
         else:

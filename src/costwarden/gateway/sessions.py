@@ -3,7 +3,11 @@ tells the session board (``sessions.board``).
 
 - :class:`SessionGate` (an admission stage, after validation): a request of a sleeping
   session gets 429 with ``Retry-After`` and ``wake_at``; of an exhausted one 402; of a paused
-  or terminated one 409 naming its escalation. Nothing is reserved or sent upstream.
+  or terminated one 409 naming its escalation. Nothing is reserved or sent upstream. Then
+  loop detection: the request's fingerprint repeated (``sessions.loops``) pauses the session
+  (409 naming the new escalation), blocks the request, or only flags it, by policy.
+- :meth:`SessionHooks.finished`: every request's tokens and outcome, for the velocity and
+  error-burst signals (a pause then holds the next request).
 - :meth:`SessionHooks.reserved`: the share of the session's tightest budget now spent or held
   (this request's hold included) winds the session down from ``wind_down_pct``; the
   response says so (``x-costwarden-session-state``, ``x-costwarden-session-budget-pct``).
@@ -25,6 +29,7 @@ from costwarden.core.errors import (
     GatewayError,
     SessionExhausted,
     SessionHeld,
+    SessionLooping,
     SessionSleeping,
     SessionTerminated,
 )
@@ -32,6 +37,7 @@ from costwarden.core.records import LedgerRecord
 from costwarden.gateway.state import RequestState
 from costwarden.sessions.board import SessionBoard
 from costwarden.sessions.lifecycle import Admission, Standing
+from costwarden.sessions.loops import fingerprint
 
 _STATE = b"x-costwarden-session-state"
 _PCT = b"x-costwarden-session-budget-pct"
@@ -92,6 +98,12 @@ def _held(
                    "escalation_id": admission.escalation},  # fmt: skip
             headers={_STATE.decode(): "paused"},
         )
+    if admission.verdict == "looping":
+        return SessionLooping(
+            f"agent session {session_id!r} sent this request again and again: refused as a "
+            "loop",
+            extra={"session_id": session_id, "state": "active"},
+        )
     return SessionTerminated(
         f"agent session {session_id!r} was terminated",
         extra={"session_id": session_id, "state": "terminated"},
@@ -114,10 +126,14 @@ class SessionGate:
         if not session_id or record.org_id is None:
             return
         now = self._clock()
-        admission = self._board.admit(record.org_id, session_id, now)
+        board = self._board
+        admission = board.admit(record.org_id, session_id, now)
+        if admission.verdict == "go":
+            seen = fingerprint(state.endpoint, state.payload)
+            admission = board.observe(record.org_id, session_id, record.key_id, seen, now)
         if admission.verdict != "go":
             record.status = "blocked"
-            wake_at = self._board.standing(record.org_id, session_id).wake_at
+            wake_at = board.standing(record.org_id, session_id).wake_at
             raise _held(session_id, admission, now, wake_at)
 
 
@@ -140,6 +156,16 @@ class SessionHooks:
             record.org_id, record.session_id, record.key_id, pct, self._clock()
         )
         state.extra_headers = session_headers(standing)
+
+    def finished(self, record: LedgerRecord) -> None:
+        """A request of a session ended, whatever its outcome: its pace and errors."""
+        if not record.session_id or record.org_id is None:
+            return
+        self._board.finished(
+            record.org_id, record.session_id, record.key_id,
+            record.input_tokens + record.output_tokens, record.status == "upstream_error",
+            self._clock(),
+        )  # fmt: skip
 
     def settled(
         self, record: LedgerRecord, reservation: Reservation | None

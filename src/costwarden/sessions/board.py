@@ -20,15 +20,16 @@ an event, with no request needed; a request that comes first is let through at o
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Protocol
+from typing import Any, Protocol
 
-from costwarden.core.event_kinds import SessionChanged
+from costwarden.core.event_kinds import EscalationCreated, SessionChanged, SessionRunaway
 from costwarden.core.events import EventBus
 from costwarden.core.subscription import Subscription
 from costwarden.sessions.lifecycle import (
@@ -39,9 +40,19 @@ from costwarden.sessions.lifecycle import (
     Standing,
     Transition,
     admit,
+    new_escalation_id,
     on_budget_gone,
     on_clock,
+    on_resolved,
+    on_runaway,
     on_spend,
+)
+from costwarden.sessions.loops import (
+    Finding,
+    LoopPolicy,
+    check_errors,
+    check_repeat,
+    check_velocity,
 )
 
 logger = logging.getLogger(__name__)
@@ -61,6 +72,10 @@ class SessionStore(Protocol):
         """Store ``moved`` if the session is still at ``version``: its new version, or None
         if another writer moved it first."""
 
+    def open_escalation(
+        self, key: SessionKey, escalation_id: str, reason: str, evidence: Any, now: float
+    ) -> None: ...
+
 
 @dataclasses.dataclass(slots=True)
 class _Entry:
@@ -74,6 +89,19 @@ class _Write:
     key: SessionKey
     moved: Transition
     key_id: str | None
+    finding: Finding | None = None  # a pause: the escalation to open first
+
+
+@dataclasses.dataclass(slots=True)
+class _Pace:
+    """A session's recent use, for the velocity and error-burst signals."""
+
+    minutes: dict[int, int] = dataclasses.field(default_factory=dict)  # minute: tokens
+    errors: int = 0  # upstream errors in a row
+
+
+_HISTORY = 256  # requests remembered per session for the repeat signal
+_MINUTES = 60  # minutes of pace kept per session
 
 
 class SessionBoard:
@@ -85,11 +113,15 @@ class SessionBoard:
         clock: Callable[[], float],
         wind_down_pct: Decimal = DEFAULT_WIND_DOWN_PCT,
         wake_interval: float = 1.0,
+        loops: LoopPolicy | None = None,
     ) -> None:
         self._store = store
         self._events = events
         self._clock = clock
         self.wind_down_pct = wind_down_pct
+        self.loops = LoopPolicy() if loops is None else loops
+        self._seen: dict[SessionKey, collections.deque[tuple[float, str]]] = {}
+        self._pace: dict[SessionKey, _Pace] = {}
         self._wake_interval = wake_interval
         self._entries: dict[SessionKey, _Entry] = {}
         self._writes: asyncio.Queue[_Write] = asyncio.Queue()
@@ -169,16 +201,106 @@ class SessionBoard:
         self._move(key, moved, key_id)
         return moved.after
 
+    # ------------------------------------------------------------------ loops and runaways
+
+    def observe(
+        self, org_id: str, session_id: str, key_id: str | None, fingerprint: str | None,
+        now: float,
+    ) -> Admission:  # fmt: skip
+        """A request of the session, admitted so far: the repeat signal (this request's
+        fingerprint among the session's recent ones)."""
+        if fingerprint is None:
+            return GO
+        key = (org_id, session_id)
+        seen = self._seen.get(key)
+        if seen is None:
+            seen = self._seen[key] = collections.deque(maxlen=_HISTORY)
+        finding = check_repeat(self.loops, seen, fingerprint, now)
+        seen.append((now, fingerprint))
+        if finding is None:
+            return GO
+        return self._runaway(key, key_id, finding, now)
+
+    def finished(
+        self, org_id: str, session_id: str, key_id: str | None, tokens: int,
+        upstream_error: bool, now: float,
+    ) -> None:  # fmt: skip
+        """A request of the session ended: the velocity and error-burst signals (a pause
+        holds the session's next request)."""
+        key = (org_id, session_id)
+        pace = self._pace.get(key)
+        if pace is None:
+            pace = self._pace[key] = _Pace()
+        minute = int(now // 60)
+        pace.minutes[minute] = pace.minutes.get(minute, 0) + tokens
+        for old in [m for m in pace.minutes if m <= minute - _MINUTES]:
+            del pace.minutes[old]
+        pace.errors = pace.errors + 1 if upstream_error else 0
+        earlier = [t for m, t in sorted(pace.minutes.items()) if m != minute]
+        finding = check_errors(self.loops, pace.errors) or check_velocity(
+            self.loops, earlier, pace.minutes[minute]
+        )
+        if finding is not None:
+            if finding.signal == "errors":
+                pace.errors = 0  # one finding per burst
+            self._runaway(key, key_id, finding, now)
+
+    def _runaway(
+        self, key: SessionKey, key_id: str | None, finding: Finding, now: float
+    ) -> Admission:
+        action = self.loops.action
+        escalation: str | None = None
+        standing = self.standing(*key)
+        if action == "pause":
+            escalation = new_escalation_id()
+            moved = on_runaway(standing, escalation, now)
+            if moved is None:  # paused already, or over
+                return admit(standing, now)
+            self._move(key, moved, key_id, finding)
+        self._events.publish(
+            SessionRunaway(
+                org_id=key[0], session_id=key[1], key_id=key_id, signal=finding.signal,
+                action=action, evidence=dict(finding.evidence), escalation_id=escalation,
+            )
+        )  # fmt: skip
+        if action == "flag":
+            return GO
+        if action == "block":
+            return Admission("looping")
+        return admit(self.standing(*key), now)
+
+    async def resolved(
+        self, org_id: str, session_id: str, escalation_id: str, approved: bool, now: float
+    ) -> Standing:
+        """An escalation of the session was resolved (stored already): a paused session
+        goes on or ends. Read from the store first: the pause may be another process's."""
+        key = (org_id, session_id)
+        found = await asyncio.to_thread(self._store.get, key)
+        if found is not None:
+            entry = self._entries.get(key)
+            if entry is None:
+                self._entries[key] = _Entry(found[0], found[1])
+            elif entry.version is None or found[1] >= entry.version:
+                entry.standing, entry.version = found
+        moved = on_resolved(self.standing(*key), escalation_id, approved, now)
+        if moved is None:
+            return self.standing(*key)
+        self._move(key, moved, None)
+        return moved.after
+
     # ------------------------------------------------------------------ moves
 
-    def _move(self, key: SessionKey, moved: Transition, key_id: str | None) -> None:
+    def _move(
+        self, key: SessionKey, moved: Transition, key_id: str | None,
+        finding: Finding | None = None,
+    ) -> None:  # fmt: skip
         entry = self._entries.get(key)
         if entry is None:
             entry = self._entries[key] = _Entry(moved.after, None, key_id)
         else:
             entry.standing = moved.after
             entry.key_id = entry.key_id or key_id
-        self._writes.put_nowait(_Write(key, moved, key_id))
+        self._writes.put_nowait(_Write(key, moved, key_id, finding))
 
     async def _write_loop(self) -> None:
         while True:
@@ -193,6 +315,19 @@ class SessionBoard:
     async def _write(self, write: _Write) -> None:
         entry = self._entries.get(write.key)
         version = None if entry is None else entry.version
+        escalation = write.moved.after.escalation
+        if write.finding is not None and escalation is not None:
+            finding = write.finding
+            await asyncio.to_thread(
+                self._store.open_escalation, write.key, escalation, finding.signal,
+                dict(finding.evidence), write.moved.at,
+            )  # fmt: skip
+            self._events.publish(
+                EscalationCreated(
+                    org_id=write.key[0], session_id=write.key[1], escalation_id=escalation,
+                    reason=finding.signal, evidence=dict(finding.evidence),
+                )
+            )  # fmt: skip
         stored = await asyncio.to_thread(self._store.record, write.key, write.moved, version)
         if stored is None:  # another process moved it first: what it stored wins
             found = await asyncio.to_thread(self._store.get, write.key)

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import secrets
+import time
 from decimal import ROUND_FLOOR, Decimal
 from typing import Final, Literal, get_args
 
@@ -160,7 +162,8 @@ def on_resolved(
     return _move(was, TERMINATED, "denied", now, escalation=None)
 
 
-Verdict = Literal["go", "sleeping", "exhausted", "paused", "terminated"]
+# "looping": loop detection's policy blocks the request (the session itself goes on).
+Verdict = Literal["go", "sleeping", "exhausted", "paused", "terminated", "looping"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -195,3 +198,9 @@ def budget_pct(spent_nanos: int, budget_nanos: int) -> Decimal | None:
         return None
     share = Decimal(spent_nanos) * 100 / Decimal(budget_nanos)
     return share.quantize(Decimal("0.01"), rounding=ROUND_FLOOR)  # 90 % means reached
+
+
+def new_escalation_id() -> str:
+    """``esc_`` + milliseconds + random bits, in hex: unique and ordered by time (made where
+    the session is paused, so the refusal can name it before it is stored)."""
+    return f"esc_{time.time_ns() // 1_000_000:012x}{secrets.randbits(40):010x}"

@@ -23,7 +23,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from costwarden.core.errors import Conflict, InvalidInput, NotFound
-from costwarden.sessions.lifecycle import STATES, SessionState, Standing, Transition
+from costwarden.sessions.lifecycle import (
+    STATES,
+    SessionState,
+    Standing,
+    Transition,
+    new_escalation_id,
+)
 from costwarden.storage.alert_records import new_alert_id
 from costwarden.storage.db import Bind, begin_write, connect_read, money_sum
 from costwarden.storage.schema import agent_sessions, escalations, ledger, session_transitions
@@ -211,9 +217,11 @@ def open_escalation(
     reason: str,
     evidence: Mapping[str, Any],
     now: float,
+    escalation_id: str | None = None,
 ) -> Escalation:
     escalation = Escalation(
-        id=new_alert_id("esc"), org_id=org_id, session_id=session_id, reason=reason,
+        id=escalation_id or new_escalation_id(), org_id=org_id, session_id=session_id,
+        reason=reason,
         evidence=dict(evidence), status="open", created_at=_when(now) or utcnow(),
     )  # fmt: skip
     with begin_write(bind) as conn:
@@ -310,3 +318,9 @@ class SqlSessionStore:
     def record(self, key: tuple[str, str], moved: Transition, version: int | None) -> int | None:
         row = record_transition(self._bind, *key, moved, version=version, actor=self._actor)
         return None if row is None else row.version
+
+    def open_escalation(
+        self, key: tuple[str, str], escalation_id: str, reason: str,
+        evidence: Mapping[str, Any], now: float,
+    ) -> None:  # fmt: skip
+        open_escalation(self._bind, *key, reason, evidence, now, escalation_id)
