@@ -658,3 +658,14 @@ async def webhook_receiver(secret: str) -> AsyncIterator[WebhookReceiver]:
         yield receiver
     finally:
         await runner.cleanup()
+
+
+def tool_round(i: int) -> list[dict[str, Any]]:
+    """An agent's tool round trip: the same call and the same result every time (only the
+    call's id differs): sent three times, loop detection pauses the session."""
+    call = {"id": f"call_{i}", "type": "function",
+            "function": {"name": "lookup_order", "arguments": '{"order": 7}'}}  # fmt: skip
+    return [
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": f"call_{i}", "content": "status: pending"},
+    ]

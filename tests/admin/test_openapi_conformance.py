@@ -40,6 +40,10 @@ NEED_A_KNOWN_ID = [
     "POST /admin/alerts/{alert_id}/acknowledge",
     "POST /admin/alerts/{alert_id}/snooze",
     "POST /admin/alerts/{alert_id}/resolve",
+    # Sessions start from gateway traffic and escalations from loop detection, never through
+    # the admin API (tests/admin/test_sessions_api.py has their successes).
+    "GET /admin/sessions/{session_id}",
+    "POST /admin/escalations/{escalation_id}/resolve",
 ]
 # A rule's target is what the rule says: one that does not exist (an org, project, key or
 # tier schemathesis made up) is a 400, not a 404 (tests/admin/test_alert_rules_api.py).

@@ -17,7 +17,15 @@ import openai
 
 from costwarden.mock import MockServer
 from costwarden.storage.sessions import list_escalations, session_of, transitions_of
-from tests.helpers import PRICEY, T0, FakeClock, LiveGateway, configure_mock, live_gateway
+from tests.helpers import (
+    PRICEY,
+    T0,
+    FakeClock,
+    LiveGateway,
+    configure_mock,
+    live_gateway,
+    tool_round,
+)
 from tests.helpers import set_limits as _set_limits
 
 RESET = datetime(2027, 3, 11, tzinfo=UTC)  # T0's next UTC midnight
@@ -151,16 +159,6 @@ async def _stored_state(gw: LiveGateway, session: str, want: str) -> str | None:
     return found
 
 
-def _tool_round(i: int) -> list[Any]:
-    """The same tool call and the same result again (only the call's id differs)."""
-    call = {"id": f"call_{i}", "type": "function",
-            "function": {"name": "lookup_order", "arguments": '{"order": 7}'}}  # fmt: skip
-    return [
-        {"role": "assistant", "content": None, "tool_calls": [call]},
-        {"role": "tool", "tool_call_id": f"call_{i}", "content": "status: pending"},
-    ]
-
-
 async def test_a_loop_of_identical_tool_calls_is_paused_at_the_third_repetition(
     mock: MockServer, database_url: str, tmp_path: Path
 ) -> None:
@@ -173,7 +171,7 @@ async def test_a_loop_of_identical_tool_calls_is_paused_at_the_third_repetition(
                 statuses.append(status)
                 if status != 200:
                     break
-                messages += _tool_round(i)
+                messages += tool_round(i)
             # The question, then the same tool round trip: sent twice, paused the third time.
             assert statuses == [200, 200, 200, 409]
             assert error["code"] == "session_paused" and error["state"] == "paused"

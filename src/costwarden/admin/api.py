@@ -38,6 +38,7 @@ from costwarden.admin import (
     request_log_api,
     risks_api,
     routes_api,
+    sessions_api,
     switches_api,
 )
 from costwarden.admin.common import exception_handlers
@@ -125,6 +126,14 @@ ROUTES: tuple[Route, ...] = (
     Route("/admin/alerts/{alert_id}/acknowledge", alerts_api.acknowledge, methods=["POST"]),
     Route("/admin/alerts/{alert_id}/snooze", alerts_api.snooze, methods=["POST"]),
     Route("/admin/alerts/{alert_id}/resolve", alerts_api.resolve, methods=["POST"]),
+    # agent sessions and their escalations
+    Route("/admin/sessions/{session_id}", sessions_api.get_session, methods=["GET"]),
+    Route("/admin/escalations", sessions_api.list_escalations, methods=["GET"]),
+    Route(
+        "/admin/escalations/{escalation_id}/resolve",
+        sessions_api.resolve_escalation,
+        methods=["POST"],
+    ),
 )
 
 

@@ -29,6 +29,7 @@ from costwarden.core.records import KeyRecord
 from costwarden.metrics import MetricsExporter
 from costwarden.routing.breakers import BreakerBoard
 from costwarden.routing.table import RouteTable
+from costwarden.sessions.board import SessionBoard
 
 
 class Keys(Protocol):
@@ -74,6 +75,9 @@ class AdminContext:
     metrics: MetricsExporter | None = None
     #: ``[metrics] public``: /metrics without the admin token
     metrics_public: bool = False
+    #: the agent sessions' board (an escalation resolved moves its session); None when
+    #: ``[sessions] enabled = false``
+    sessions: SessionBoard | None = None
 
     def authorized(self, request: Request) -> JSONResponse | None:
         """None when ``request`` carries the admin token; else the 401 / 403 to answer."""

@@ -46,6 +46,7 @@ from costwarden.admin.openapi_parts import (
     ref,
 )
 from costwarden.admin.openapi_rules import RULE_PATHS, RULE_SCHEMA
+from costwarden.admin.openapi_sessions import ESCALATION_SCHEMA, SESSION_PATHS, SESSION_SCHEMA
 from costwarden.budgets.limits import LIMIT_NAMES, MODES, SCOPES, TIER_SCOPES
 from costwarden.core.event_kinds import KINDS, STREAM_CUT
 from costwarden.storage.audit import DEFAULT_AUDIT_LIMIT, MAX_AUDIT_LIMIT
@@ -421,6 +422,8 @@ OPENAPI: dict[str, Any] = {
             "AlertChannel": CHANNEL_SCHEMA,
             "AlertRule": RULE_SCHEMA,
             "AnalyticsTotals": TOTALS_SCHEMA,
+            "AgentSession": SESSION_SCHEMA,
+            "Escalation": ESCALATION_SCHEMA,
         },
         "responses": RESPONSES,
     },
@@ -435,6 +438,7 @@ OPENAPI: dict[str, Any] = {
         **CHANNEL_PATHS,
         **RULE_PATHS,
         **ANALYTICS_PATHS,
+        **SESSION_PATHS,
     },
 }
 

@@ -43,6 +43,7 @@ from costwarden.config.upstreams import ProviderSettings, ResilienceSettings, Ro
 from costwarden.core.errors import AuthenticationFailed
 from costwarden.core.events import EventBus
 from costwarden.core.records import LedgerRecord
+from costwarden.gateway import session_api
 from costwarden.gateway.asgi import JSON, Receive, Scope, Send, send_bytes
 from costwarden.gateway.auth import KeyCache, key_from_headers
 from costwarden.gateway.errors import error_body
@@ -297,6 +298,7 @@ class CostwardenApp:
             budgets_timezone=settings.budgets.timezone,
             metrics=self.metrics,
             metrics_public=settings.metrics.public,
+            sessions=self.sessions,
         )
 
     def secrets(self) -> list[str]:
@@ -404,6 +406,12 @@ class CostwardenApp:
                 return
             if path == "/v1/models":
                 await self._models(scope, send)
+                return
+            if path.startswith(session_api.PREFIX):
+                await session_api.serve(
+                    scope, send, keys=self.keys, engine=self.engine, enforcer=self.enforcer,
+                    timezone=self.settings.budgets.timezone, clock=self.clock,
+                )  # fmt: skip
                 return
             await self.admin(scope, receive, send)
         elif kind == "lifespan":

@@ -67,7 +67,8 @@ class LimitStatus:
         }
 
 
-def _statuses(checks: list[Check], views: list[View]) -> list[LimitStatus]:
+def statuses_of(checks: list[Check], views: list[View]) -> list[LimitStatus]:
+    """Each check's status from its counter's view (in the same order)."""
     out: list[LimitStatus] = []
     for check, view in zip(checks, views, strict=True):
         if check.rolling:
@@ -82,7 +83,7 @@ async def live_status(
 ) -> list[LimitStatus]:
     """From the counters a gateway enforces with (in-process or Redis)."""
     checks = checks_for(book.for_org(org_id), now, zone(tz_name))
-    return _statuses(checks, await store.views(checks, now))
+    return statuses_of(checks, await store.views(checks, now))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -126,7 +127,7 @@ def memory_snapshot(
     statuses: list[LimitStatus] | None = None
     if isinstance(store, MemoryStore):
         checks = checks_for(limits, now, tz)
-        statuses = _statuses(checks, store.peek(checks))
+        statuses = statuses_of(checks, store.peek(checks))
     return LimitsSnapshot(limits, statuses, len(every) - len(limits))
 
 
@@ -160,7 +161,7 @@ async def offline_status(
         try:
             tenants = {c.limit.tenant for c in checks}
             if all([await shared.ready(t) for t in tenants]):
-                return _statuses(checks, await shared.views(checks, now))
+                return statuses_of(checks, await shared.views(checks, now))
         finally:
             await shared.close()
     families = {(lim.org_id, lim.scope, lim.metric, lim.window) for lim in limits}
@@ -170,4 +171,4 @@ async def offline_status(
         found = seeds.get(tenant)
         if found is not None:
             await store.seed(tenant, found.seeds, found.ttls, complete=True)
-    return _statuses(checks, await store.views(checks, now))
+    return statuses_of(checks, await store.views(checks, now))

@@ -285,6 +285,7 @@ class SessionBoard:
         moved = on_resolved(self.standing(*key), escalation_id, approved, now)
         if moved is None:
             return self.standing(*key)
+        self._seen.pop(key, None)  # a human let it go on: the repeats so far are forgiven
         self._move(key, moved, None)
         return moved.after
 
@@ -378,6 +379,8 @@ class SessionBoard:
             self._entries[key] = _Entry(standing, change.version, change.key_id)
         else:
             entry.standing, entry.version = standing, change.version
+        if change.cause == "approved":  # resolved in another process: forgiven here too
+            self._seen.pop(key, None)
 
     async def _wake_loop(self) -> None:
         while True:

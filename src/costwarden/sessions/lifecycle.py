@@ -204,3 +204,16 @@ def new_escalation_id() -> str:
     """``esc_`` + milliseconds + random bits, in hex: unique and ordered by time (made where
     the session is paused, so the refusal can name it before it is stored)."""
     return f"esc_{time.time_ns() // 1_000_000:012x}{secrets.randbits(40):010x}"
+
+
+MAX_SESSION_ID = 200  # a session id is a budget's subject (budgets.limits.MAX_SUBJECT_LEN)
+
+
+def clean_session_id(text: str) -> str:
+    """A session id as a path names it: 1 to 200 characters, no control characters
+    (InvalidInput otherwise; a header could not carry such an id either)."""
+    if not text or len(text) > MAX_SESSION_ID:
+        raise InvalidInput(f"a session id has 1 to {MAX_SESSION_ID} characters, got {len(text)}")
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise InvalidInput("a session id has no control characters")
+    return text

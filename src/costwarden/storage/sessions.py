@@ -56,6 +56,8 @@ class SessionUsage:
     input_tokens: int
     output_tokens: int
     spend_usd: Decimal
+    key_id: str | None = None  # the key (and project) of its latest request
+    project_id: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -188,13 +190,21 @@ def usage(bind: Bind, org_id: str, session_id: str) -> SessionUsage | None:
         sa.func.coalesce(sa.func.sum(_c.input_tokens), 0),
         sa.func.coalesce(sa.func.sum(_c.output_tokens), 0), money_sum(_c.cost_usd),
     ).where(_c.org_id == org_id, _c.session_id == session_id)  # fmt: skip
+    latest = (
+        sa.select(_c.key_id, _c.project_id)
+        .where(_c.org_id == org_id, _c.session_id == session_id)
+        .order_by(_c.ts.desc())
+        .limit(1)
+    )
     with connect_read(bind) as conn:
         first, last, requests, tokens_in, tokens_out, spend = conn.execute(stmt).one()
-    if not requests:
+        who = conn.execute(latest).first()
+    if not requests or who is None:
         return None
     return SessionUsage(
-        first, last, int(requests), int(tokens_in), int(tokens_out), Decimal(spend or 0)
-    )
+        first, last, int(requests), int(tokens_in), int(tokens_out), Decimal(spend or 0),
+        who.key_id, who.project_id,
+    )  # fmt: skip
 
 
 # ------------------------------------------------------------------ escalations
@@ -274,10 +284,6 @@ def resolve_escalation(
     """Approve (with extra budget, maybe) or deny an open escalation, once: NotFound for an
     unknown one (or another org's), Conflict for one already resolved, InvalidInput for a
     negative extra budget or one on a denial; nothing changed then."""
-    if extra_budget_usd is not None and (not extra_budget_usd.is_finite() or extra_budget_usd < 0):
-        raise InvalidInput(f"extra_budget_usd must be a positive amount, got {extra_budget_usd}")
-    if extra_budget_usd is not None and not approved:
-        raise InvalidInput("extra_budget_usd goes with an approval, not a denial")
     t = escalations.c
     status: EscalationStatus = "approved" if approved else "denied"
     with begin_write(bind) as conn:
@@ -286,6 +292,11 @@ def resolve_escalation(
         ).first()
         if row is None or (tenant is not None and row.org_id != tenant):
             raise NotFound(f"no escalation {escalation_id!r}")
+        extra = extra_budget_usd
+        if extra is not None and (not extra.is_finite() or extra < 0):
+            raise InvalidInput(f"extra_budget_usd must be a positive amount, got {extra}")
+        if extra is not None and not approved:
+            raise InvalidInput("extra_budget_usd goes with an approval, not a denial")
         if row.status != "open":
             raise Conflict(f"escalation {escalation_id} is already {row.status}")
         conn.execute(

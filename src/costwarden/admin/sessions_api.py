@@ -1,0 +1,158 @@
+"""Admin API handlers for agent sessions and their escalations.
+
+- ``GET /admin/sessions/{session_id}?org=NAME``: one session (``storage.session_view``: the
+  same view the agent reads with its key): state, budget_pct, wake_at, its budgets, usage and
+  open escalation.
+- ``GET /admin/escalations?status=&org=``: escalations, newest first.
+- ``POST /admin/escalations/{escalation_id}/resolve``: body ``{"decision": "approve" |
+  "deny", "note"?, "actor"?, "extra_budget_usd"?}``. Resolved once: an unknown escalation is
+  404, one already resolved 409, a negative extra budget (or one on a denial) 400, nothing
+  changed. Then the paused session goes on (approve) or is terminated (deny), published as
+  ``session_changed`` and ``escalation_resolved`` to every subscriber of every process. An
+  extra budget raises each of the session's USD budgets by that much (a limit on the session
+  itself, over its tier default if that was all it had), after the escalation is resolved:
+  if that write fails the answer is 503 and the escalation shows the amount to apply again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from decimal import Decimal
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from costwarden.admin.common import ACTOR, body_json
+from costwarden.admin.context import AdminContext, context
+from costwarden.admin.limits_api import reload_limits
+from costwarden.budgets.limits import format_amount
+from costwarden.core.actors import clean_actor
+from costwarden.core.errors import InvalidInput, NotFound
+from costwarden.core.event_kinds import EscalationResolved
+from costwarden.core.money import usd_to_nanos
+from costwarden.sessions.lifecycle import clean_session_id
+from costwarden.storage import policy, repo
+from costwarden.storage import sessions as store
+from costwarden.storage.session_view import SessionView, escalation_json, session_view
+from costwarden.storage.sqltypes import money_str
+
+STATUSES = ("open", "approved", "denied")
+DECISIONS = ("approve", "deny")
+_MAX_NOTE = 2000
+_AMOUNT = re.compile(r"[0-9]{1,15}(?:\.[0-9]{1,12})?\Z")  # what the document's pattern says
+
+
+async def get_session(request: Request) -> Response:
+    ctx = context(request)
+    if denied := ctx.authorized(request):
+        return denied
+    session_id = clean_session_id(request.path_params["session_id"])
+    org = request.query_params.get("org")
+    if org is None:
+        raise InvalidInput("org is required: the org whose session this is")
+    org_id = await asyncio.to_thread(_org_id, ctx, repo.clean_name(org, "org"))
+    view = await _view(ctx, org_id, session_id)
+    if view is None:
+        raise NotFound(f"no session {session_id!r} in org {org!r}")
+    return JSONResponse(view.to_json())
+
+
+async def _view(ctx: AdminContext, org_id: str, session_id: str) -> SessionView | None:
+    enforcer = ctx.enforcer
+    return await session_view(
+        ctx.engine, enforcer.book, enforcer.store, ctx.budgets_timezone, org_id, session_id,
+        ctx.clock(),
+    )  # fmt: skip
+
+
+def _org_id(ctx: AdminContext, name: str) -> str:
+    with ctx.engine.connect() as conn:
+        return repo.org_id_by_name(conn, name)
+
+
+async def list_escalations(request: Request) -> Response:
+    ctx = context(request)
+    if denied := ctx.authorized(request):
+        return denied
+    query = request.query_params
+    status = query.get("status")
+    if status is not None and status not in STATUSES:
+        raise InvalidInput(f"status must be one of {', '.join(STATUSES)}")
+    org = query.get("org")
+    tenant = None
+    if org is not None:
+        tenant = await asyncio.to_thread(_org_id, ctx, repo.clean_name(org, "org"))
+    found = await asyncio.to_thread(
+        store.list_escalations, ctx.engine, tenant=tenant, status=status  # type: ignore[arg-type]
+    )
+    return JSONResponse({"data": [escalation_json(e) for e in found]})
+
+
+def _decision(data: dict[str, Any]) -> tuple[bool, str | None, Decimal | None, str]:
+    decision = data.get("decision")
+    if decision not in DECISIONS:
+        raise InvalidInput(f"decision must be one of {', '.join(DECISIONS)}")
+    note = data.get("note")
+    if note is not None and (not isinstance(note, str) or len(note) > _MAX_NOTE):
+        raise InvalidInput(f"note must be text of at most {_MAX_NOTE} characters")
+    raw = data.get("extra_budget_usd")
+    extra: Decimal | None = None
+    if raw is not None:
+        if not isinstance(raw, str) or not _AMOUNT.match(raw):
+            raise InvalidInput(
+                f"extra_budget_usd must be an amount in USD as a string, such as \"2.50\"; "
+                f"got {raw!r:.40}"
+            )
+        extra = Decimal(raw)
+    return decision == "approve", note, extra, clean_actor(data.get("actor", ACTOR))
+
+
+async def resolve_escalation(request: Request) -> Response:
+    ctx = context(request)
+    if denied := ctx.authorized(request):
+        return denied
+    escalation_id = request.path_params["escalation_id"]
+    data = await body_json(request, allowed={"decision", "note", "actor", "extra_budget_usd"})
+    approved, note, extra, actor = _decision(data)
+    now = ctx.clock()
+    resolved = await asyncio.to_thread(
+        store.resolve_escalation, ctx.engine, escalation_id, approved=approved, by=actor,
+        note=note, extra_budget_usd=extra, now=now,
+    )  # fmt: skip
+    if extra:
+        await _raise_budgets(ctx, resolved.org_id, resolved.session_id, extra)
+    state = None
+    if ctx.sessions is not None:
+        standing = await ctx.sessions.resolved(
+            resolved.org_id, resolved.session_id, resolved.id, approved, now
+        )
+        state = standing.state
+    ctx.events.publish(
+        EscalationResolved(
+            org_id=resolved.org_id, escalation_id=resolved.id, session_id=resolved.session_id,
+            status=resolved.status, resolved_by=actor, note=note,
+            extra_budget_usd=None if extra is None else money_str(extra),
+        )
+    )  # fmt: skip
+    return JSONResponse({**escalation_json(resolved), "session_state": state})
+
+
+async def _raise_budgets(ctx: AdminContext, org_id: str, session_id: str, extra: Decimal) -> None:
+    """Each USD budget of the session raised by ``extra``, as a limit on the session."""
+    view = await _view(ctx, org_id, session_id)
+    budgets = [] if view is None else view.budgets
+    amounts = {
+        s.limit.name: format_amount("usd", s.limit.amount + usd_to_nanos(extra))
+        for s in budgets
+        if s.limit.metric == "usd" and not s.limit.rolling and s.limit.amount >= 0
+    }
+    if not amounts:
+        return  # no USD budget: nothing to raise
+    names = await asyncio.to_thread(repo.org_names, ctx.engine)
+    await asyncio.to_thread(
+        policy.set_limits, ctx.engine, org=names[org_id], scope="session", subject=session_id,
+        amounts=amounts,
+    )  # fmt: skip
+    await reload_limits(ctx)

@@ -1,0 +1,146 @@
+"""Agent sessions and escalations through the admin API, and the agent's own view with its
+key: a session paused by loop detection is shown the same by both; its escalation is
+resolved once (approve with extra budget, or deny), with clear errors for what cannot be done
+and nothing changed then; a key reads only its own sessions."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import openai
+
+from costwarden.storage import repo
+from costwarden.storage.sessions import escalation_of
+from tests.admin.conftest import AUTH
+from tests.helpers import LiveGateway, set_limits, tool_round
+
+
+async def _pause(gw: LiveGateway, session: str) -> tuple[str, list[Any]]:
+    """Drive ``session`` into a loop until it is paused: (its escalation, the messages)."""
+    async with openai.AsyncOpenAI(
+        base_url=gw.openai_url, api_key=gw.key, max_retries=0,
+        default_headers={"x-costwarden-session": session},
+    ) as client:  # fmt: skip
+        messages: list[Any] = [{"role": "user", "content": "has order 7 shipped?"}]
+        for i in range(5):
+            try:
+                await client.chat.completions.create(model="gpt-4o-mini", messages=messages)
+            except openai.ConflictError as exc:
+                assert gw.app.sessions is not None
+                await gw.app.sessions.flush()
+                await gw.app.ledger.flush()  # usage is read from the ledger's rows
+                return exc.response.json()["error"]["escalation_id"], messages
+            messages += tool_round(i)
+    raise AssertionError("never paused")
+
+
+async def _chat(gw: LiveGateway, session: str, content: str, key: str | None = None) -> int:
+    async with httpx.AsyncClient() as http:
+        r = await http.post(
+            gw.openai_url + "/chat/completions",
+            json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": content}]},
+            headers={"authorization": f"Bearer {key or gw.key}", "x-costwarden-session": session},
+        )
+        return r.status_code
+
+
+def _own(gw: LiveGateway, session: str, key: str | None = None) -> httpx.Response:
+    return httpx.get(
+        f"{gw.openai_url}/costwarden/session/{session}",
+        headers={"authorization": f"Bearer {key or gw.key}"},
+    )
+
+
+async def test_a_paused_session_is_shown_alike_and_resumed_once_approved(
+    gw: LiveGateway, client: httpx.AsyncClient
+) -> None:
+    await set_limits(gw, "session", "agent-1", daily_usd="0.001")
+    escalation, _ = await _pause(gw, "agent-1")
+
+    admin = (await client.get("/admin/sessions/agent-1", params={"org": "acme"}, headers=AUTH))
+    assert admin.status_code == 200
+    view = admin.json()
+    assert view["state"] == "paused" and view["escalation"]["id"] == escalation
+    assert view["escalation"]["evidence"]["count"] == 3
+    assert view["requests"] == 4  # three answered, and the one refused when it paused
+    assert Decimal(view["budget_pct"]) > 0 and view["budgets"][0]["limit_name"] == "daily_usd"
+    own = await asyncio.to_thread(_own, gw, "agent-1")
+    assert own.status_code == 200 and own.json() == view  # the agent's view is the admin's
+
+    listed = await client.get("/admin/escalations", params={"status": "open"}, headers=AUTH)
+    assert [e["id"] for e in listed.json()["data"]] == [escalation]
+
+    path = f"/admin/escalations/{escalation}/resolve"
+    refused = [
+        ({"decision": "approve", "extra_budget_usd": "-1"}, 400),
+        ({"decision": "approve", "extra_budget_usd": 5}, 400),
+        ({"decision": "deny", "extra_budget_usd": "1"}, 400),
+        ({"decision": "maybe"}, 400),
+        ({"decision": "approve", "note": "x" * 2001}, 400),
+    ]
+    for body, status in refused:
+        r = await client.post(path, json=body, headers=AUTH)
+        assert r.status_code == status, (body, r.text)
+    unknown = await client.post("/admin/escalations/esc_nope/resolve",
+                                json={"decision": "approve"}, headers=AUTH)  # fmt: skip
+    assert unknown.status_code == 404
+    stored = await asyncio.to_thread(escalation_of, gw.app.engine, escalation)
+    assert stored.status == "open"  # nothing changed by any of those
+
+    done = await client.post(
+        path, headers=AUTH,
+        json={"decision": "approve", "note": "a slow carrier", "actor": "ops",
+              "extra_budget_usd": "2.5"},
+    )  # fmt: skip
+    assert done.status_code == 200, done.text
+    assert done.json()["session_state"] == "active" and done.json()["resolved_by"] == "ops"
+    again = await client.post(path, json={"decision": "deny"}, headers=AUTH)
+    assert again.status_code == 409 and "already approved" in again.json()["error"]["message"]
+
+    # The session goes on, with its budget raised by the extra.
+    assert await _chat(gw, "agent-1", "ship it another way") == 200
+    await gw.app.ledger.flush()
+    view = (await client.get("/admin/sessions/agent-1", params={"org": "acme"},
+                             headers=AUTH)).json()  # fmt: skip
+    assert view["state"] == "active" and view["escalation"] is None
+    assert view["budgets"][0]["limit"] == "2.501"
+
+
+async def test_a_denied_escalation_terminates_its_session(
+    gw: LiveGateway, client: httpx.AsyncClient
+) -> None:
+    escalation, _ = await _pause(gw, "agent-2")
+    r = await client.post(f"/admin/escalations/{escalation}/resolve",
+                          json={"decision": "deny", "note": "looping"}, headers=AUTH)  # fmt: skip
+    assert r.status_code == 200 and r.json()["session_state"] == "terminated"
+    assert await _chat(gw, "agent-2", "anything else?") == 409
+    own = await asyncio.to_thread(_own, gw, "agent-2")
+    assert own.json()["state"] == "terminated"
+    assert await _chat(gw, "agent-3", "a new run") == 200  # the key's other sessions go on
+
+
+async def test_bad_session_ids_and_other_keys_are_refused(
+    gw: LiveGateway, client: httpx.AsyncClient
+) -> None:
+    assert await _chat(gw, "agent-4", "hello") == 200
+    await gw.app.ledger.flush()
+    for bad in ("x" * 10_240, "a%01b", "a%7Fb"):
+        own = await asyncio.to_thread(_own, gw, bad)
+        assert own.status_code == 400, own.text
+        admin = await client.get(f"/admin/sessions/{bad}", params={"org": "acme"}, headers=AUTH)
+        assert admin.status_code == 400
+    assert (await client.get("/admin/sessions/agent-4", headers=AUTH)).status_code == 400
+    missing = await client.get("/admin/sessions/agent-4", params={"org": "nope"}, headers=AUTH)
+    assert missing.status_code == 404
+    # Another org's key, and another key of the same org, see no such session.
+    other_org, beta = await asyncio.to_thread(repo.create_key, gw.app.engine, org="beta")
+    same_org, acme = await asyncio.to_thread(repo.create_key, gw.app.engine, org="acme")
+    gw.app.keys.apply([beta, acme])
+    for key in (other_org, same_org):
+        assert (await asyncio.to_thread(_own, gw, "agent-4", key)).status_code == 404
+    assert (await asyncio.to_thread(_own, gw, "agent-4")).status_code == 200
+    anonymous = await asyncio.to_thread(httpx.get, f"{gw.openai_url}/costwarden/session/agent-4")
+    assert anonymous.status_code == 401
