@@ -188,3 +188,51 @@ async def test_a_loop_of_identical_tool_calls_is_paused_at_the_third_repetition(
                 assert (status, error["escalation_id"]) == (409, escalation)
             assert await _upstream_calls(mock) == calls
         assert await _stored_state(gw, "agent-7", "paused") == "paused"
+
+
+async def _views(gw: LiveGateway, key: str, session: str) -> tuple[Any, Any]:
+    """(the agent's view with ``key``, the admin API's view) of ``session``."""
+    async with httpx.AsyncClient(base_url=gw.base_url) as http:
+        own = await http.get(f"/v1/costwarden/session/{session}",
+                             headers={"authorization": f"Bearer {key}"})  # fmt: skip
+        admin = await http.get(f"/admin/sessions/{session}", params={"org": "acme"},
+                               headers={"authorization": f"Bearer {TOKEN}"})  # fmt: skip
+    assert own.status_code == admin.status_code == 200, (own.text, admin.text)
+    return own.json(), admin.json()
+
+
+TOKEN = "adm-sessions"
+
+
+async def test_the_agents_view_is_the_admins_after_a_restart_and_from_another_process(
+    mock: MockServer, database_url: str, tmp_path: Path
+) -> None:
+    clock = FakeClock(T0)
+    await configure_mock(mock, output_tokens=100)
+    toml = PRICEY + FAST_WAKE
+
+    def start() -> Any:
+        return live_gateway(
+            mock, database_url, tmp_path, extra_toml=toml, clock=clock, admin_token=TOKEN
+        )
+
+    async with start() as gw:
+        await _set_limits(gw, "session", "run-5", daily_usd="1")
+        async with _client(gw, "run-5") as client:
+            for step in range(20):
+                if (await _ask(client, _step(step)))[0] != 200:
+                    break
+        assert gw.app.sessions is not None
+        await gw.app.sessions.flush()
+        await gw.app.ledger.flush()
+        key = gw.key
+        own, admin = await _views(gw, key, "run-5")
+        assert own == admin
+        assert own["state"] == "sleeping" and own["wake_at"] == RESET.isoformat()
+        assert Decimal(own["budget_pct"]) >= 99 and own["requests"] >= 10
+        # Another process on the same database: the same figures.
+        async with start() as other:
+            assert await _views(other, key, "run-5") == (own, admin)
+    # And after a restart.
+    async with start() as again:
+        assert await _views(again, key, "run-5") == (own, admin)
