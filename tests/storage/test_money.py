@@ -58,9 +58,14 @@ def _insert(engine: Engine, rows: list[dict[str, object]]) -> None:
 def test_money_round_trips_exactly(
     engine: Engine, make_record: Callable[..., LedgerRecord]
 ) -> None:
-    rows = [
-        record_to_row(make_record(request_id=f"r{i}", cost_usd=a)) for i, a in enumerate(AMOUNTS)
-    ]
+    rows = []
+    for i, amount in enumerate(AMOUNTS):
+        if amount < 0:  # the ledger's writer refuses a negative cost; the column keeps one
+            with pytest.raises(InvalidInput, match="must not be negative"):
+                record_to_row(make_record(cost_usd=amount))
+            rows.append({**record_to_row(make_record(request_id=f"r{i}")), "cost_usd": amount})
+        else:
+            rows.append(record_to_row(make_record(request_id=f"r{i}", cost_usd=amount)))
     _insert(engine, rows)
     with engine.connect() as conn:
         got = dict(conn.execute(sa.select(ledger.c.request_id, ledger.c.cost_usd)).all())
