@@ -144,3 +144,27 @@ async def test_bad_session_ids_and_other_keys_are_refused(
     assert (await asyncio.to_thread(_own, gw, "agent-4")).status_code == 200
     anonymous = await asyncio.to_thread(httpx.get, f"{gw.openai_url}/costwarden/session/agent-4")
     assert anonymous.status_code == 401
+
+
+async def test_a_keys_session_options_are_set_at_creation_and_later(
+    gw: LiveGateway, client: httpx.AsyncClient
+) -> None:
+    made = await client.post(
+        "/admin/keys", headers=AUTH,
+        json={"org": "acme", "name": "agent", "session_clean_stop": True},
+    )  # fmt: skip
+    assert made.status_code == 201, made.text
+    key = made.json()
+    assert (key["session_clean_stop"], key["session_budget_note"]) == (True, False)
+    path = f"/admin/keys/{key['id']}/options"
+    changed = await client.put(path, json={"session_budget_note": True}, headers=AUTH)
+    assert changed.status_code == 200
+    assert (changed.json()["session_clean_stop"], changed.json()["session_budget_note"]) == (
+        True, True,
+    )  # fmt: skip
+    record = gw.app.keys.lookup(key["key"])  # live in this gateway at once
+    assert record is not None and record.session_budget_note and record.session_clean_stop
+    for body in ({"session_budget_note": "yes"}, {"something_else": True}):
+        assert (await client.put(path, json=body, headers=AUTH)).status_code == 400
+    unknown = await client.put("/admin/keys/key_000000000000/options", json={}, headers=AUTH)
+    assert unknown.status_code == 404

@@ -7,16 +7,20 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 
 from costwarden.mock import MockServer
+from costwarden.storage import repo
 from costwarden.storage.sessions import list_escalations, session_of, transitions_of
+from costwarden.storage.usage import ledger_rows
 from tests.helpers import (
     PRICEY,
     T0,
@@ -236,3 +240,94 @@ async def test_the_agents_view_is_the_admins_after_a_restart_and_from_another_pr
     # And after a restart.
     async with start() as again:
         assert await _views(again, key, "run-5") == (own, admin)
+
+
+async def _key_options(gw: LiveGateway, **options: bool) -> None:
+    record = await asyncio.to_thread(repo.set_key_options, gw.app.engine, gw.key_id, options)
+    gw.app.keys.apply([record])
+
+
+async def test_a_budget_reached_is_a_clean_completion_in_both_sdks_for_keys_that_ask(
+    mock: MockServer, database_url: str, tmp_path: Path
+) -> None:
+    await configure_mock(mock, output_tokens=100)
+    async with live_gateway(mock, database_url, tmp_path, clock=FakeClock(T0)) as gw:
+        await _key_options(gw, session_clean_stop=True)
+        await _set_limits(gw, "session", "stop-1", daily_tokens=250)
+        headers = {"x-costwarden-session": "stop-1"}
+        oa = openai.AsyncOpenAI(base_url=gw.openai_url, api_key=gw.key, max_retries=0,
+                                default_headers=headers)  # fmt: skip
+        an = anthropic.AsyncAnthropic(base_url=gw.base_url, api_key=gw.key, max_retries=0,
+                                      default_headers=headers)  # fmt: skip
+        stops = []
+        for step in range(10):  # spend the budget: the request it refuses ends cleanly
+            raw = await oa.chat.completions.with_raw_response.create(
+                model="gpt-4o-mini", messages=_step(step), max_tokens=100
+            )
+            if "x-costwarden-session-stop" in raw.headers:
+                stops.append(raw.parse().choices[0])
+                break
+        assert stops and stops[0].finish_reason == "stop"
+        calls = await _upstream_calls(mock)
+
+        # Asleep now: every way of asking gets a completion, parsed by the SDKs as any other.
+        raw = await oa.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=_step(50), max_tokens=100
+        )
+        assert raw.status_code == 200 and raw.headers["x-costwarden-session-stop"] == "budget_spent"
+        assert raw.headers["x-costwarden-session-state"] == "sleeping"
+        choice = raw.parse().choices[0]
+        assert choice.finish_reason == "stop" and choice.message.content
+        assert "budget is spent until 2027-03-11T00:00:00+00:00" in choice.message.content
+        text, finish = "", None
+        async for chunk in await oa.chat.completions.create(
+            model="gpt-4o-mini", messages=_step(51), stream=True,
+            stream_options={"include_usage": True},
+        ):  # fmt: skip
+            if chunk.choices:
+                text += chunk.choices[0].delta.content or ""
+                finish = chunk.choices[0].finish_reason or finish
+        assert finish == "stop" and text.startswith("[costwarden]")
+        message = await an.messages.create(
+            model="claude-haiku-4-5", max_tokens=100, messages=_step(52)  # type: ignore[arg-type]
+        )
+        assert message.stop_reason == "end_turn"
+        assert message.content[0].type == "text" and "[costwarden]" in message.content[0].text
+        async with an.messages.stream(
+            model="claude-haiku-4-5", max_tokens=100, messages=_step(53)  # type: ignore[arg-type]
+        ) as stream:
+            final = await stream.get_final_message()
+        assert final.stop_reason == "end_turn" and final.usage.output_tokens == 0
+        assert await _upstream_calls(mock) == calls  # none of them reached the provider
+        await oa.close()
+        await an.close()
+
+        await gw.app.ledger.flush()
+        rows = await asyncio.to_thread(ledger_rows, gw.app.engine)
+        stopped = [r for r in rows if r.status == "session_stopped"]
+        assert len(stopped) == 5 and {r.http_status for r in stopped} == {200}
+        assert {r.cost_usd for r in stopped} == {Decimal(0)}
+        assert {r.session_id for r in stopped} == {"stop-1"}
+
+
+async def test_a_winding_down_session_tells_its_model_the_budget_left(
+    mock: MockServer, database_url: str, tmp_path: Path
+) -> None:
+    await configure_mock(mock, output_tokens=100)
+    clock = FakeClock(T0)
+    async with live_gateway(mock, database_url, tmp_path, extra_toml=PRICEY, clock=clock) as gw:
+        await _key_options(gw, session_budget_note=True)
+        await _set_limits(gw, "session", "note-1", daily_usd="1")
+        notes = []
+        async with _client(gw, "note-1") as client:
+            for step in range(10):
+                status, headers, _ = await _ask(client, _step(step))
+                assert status == 200
+                async with httpx.AsyncClient() as http:
+                    last = (await http.get(mock.base_url + "/_mock/last")).json()["body"]
+                notes.append([m["content"] for m in last["messages"] if m["role"] == "system"])
+        # Calls of $0.1 out of $1: the ninth leaves just over 90 % spent, so the tenth is the first
+        # sent while winding down, and the only one with the note.
+        assert notes[:9] == [[]] * 9
+        (note,) = notes[9]
+        assert re.match(r"\[costwarden\] This agent session has used 90\.\d\d% of its budget", note)

@@ -69,6 +69,7 @@ ROUTES: tuple[Route, ...] = (
     Route("/admin/keys", keys_api.list_keys, methods=["GET"]),
     Route("/admin/keys", keys_api.create_key, methods=["POST"]),
     Route("/admin/keys/{key_id}/revoke", keys_api.revoke_key, methods=["POST"]),
+    Route("/admin/keys/{key_id}/options", keys_api.set_key_options, methods=["PUT"]),
     Route("/admin/usage", keys_api.usage),
     # limits, budgets, tiers
     Route("/admin/limits", limits_api.get_limits, methods=["GET"]),

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
 from starlette.requests import Request
@@ -37,7 +38,17 @@ def key_json(record: KeyRecord) -> dict[str, Any]:
         "name": record.name,
         "created_at": record.created_at.isoformat(),
         "revoked_at": record.revoked_at.isoformat() if record.revoked_at else None,
+        "session_clean_stop": record.session_clean_stop,
+        "session_budget_note": record.session_budget_note,
     }
+
+
+def _options(data: dict[str, Any]) -> dict[str, bool]:
+    options = {k: data[k] for k in repo.KEY_OPTIONS if k in data}
+    for name, value in options.items():
+        if not isinstance(value, bool):
+            raise InvalidInput(f"'{name}' must be true or false")
+    return options
 
 
 async def list_orgs(request: Request) -> Response:
@@ -61,7 +72,7 @@ async def create_key(request: Request) -> Response:
     ctx = context(request)
     if denied := ctx.authorized(request):
         return denied
-    data = await body_json(request, allowed={"org", "project", "name"})
+    data = await body_json(request, allowed={"org", "project", "name", *repo.KEY_OPTIONS})
     org = data.get("org")
     project = data.get("project")
     name = data.get("name")
@@ -70,11 +81,26 @@ async def create_key(request: Request) -> Response:
     for field, value in (("project", project), ("name", name)):
         if value is not None and not isinstance(value, str):
             raise InvalidInput(f"'{field}' must be a string")
+    options = _options(data)
     plaintext, record = await asyncio.to_thread(
-        repo.create_key, ctx.engine, org=org, project=project, name=name
+        functools.partial(
+            repo.create_key, ctx.engine, org=org, project=project, name=name, **options
+        )
     )
     ctx.keys.apply([record])
     return JSONResponse({"key": plaintext, **key_json(record)}, status_code=201)
+
+
+async def set_key_options(request: Request) -> Response:
+    ctx = context(request)
+    if denied := ctx.authorized(request):
+        return denied
+    data = await body_json(request, allowed=set(repo.KEY_OPTIONS))
+    record = await asyncio.to_thread(
+        repo.set_key_options, ctx.engine, request.path_params["key_id"], _options(data)
+    )
+    ctx.keys.apply([record])
+    return JSONResponse(key_json(record))
 
 
 async def revoke_key(request: Request) -> Response:

@@ -29,6 +29,7 @@ from costwarden.admin.openapi_inputs import (
     NAME,
     PUT_LIMITS,
     PUT_SWITCH,
+    SET_KEY_OPTIONS,
     SINCE,
     TIER_LIMITS,
     string,
@@ -62,6 +63,8 @@ _KEY_SCHEMA = {
         "name": {"type": ["string", "null"]},
         "created_at": {"type": "string", "format": "date-time"},
         "revoked_at": {"type": ["string", "null"], "format": "date-time"},
+        "session_clean_stop": {"type": "boolean"},
+        "session_budget_note": {"type": "boolean"},
     },
 }
 _BEARER: list[dict[str, list[str]]] = [{"adminToken": []}]
@@ -200,13 +203,27 @@ _KEY_PATHS: dict[str, Any] = {
                         "Revoke": {
                             "operationId": "revokeKey",
                             "parameters": {"key_id": "$response.body#/id"},
-                        }
+                        },
+                        "SetOptions": {
+                            "operationId": "setKeyOptions",
+                            "parameters": {"key_id": "$response.body#/id"},
+                        },
                     },
                 }
             },
             *WRITE, "409",
             requestBody=json_body(CREATE_KEY),
         ),
+    },
+    "/admin/keys/{key_id}/options": {
+        "put": op(
+            "Set a key's agent-session options (live on every gateway within a second)",
+            ok("the key", ref("Key")),
+            *WRITE, "404",
+            operationId="setKeyOptions",
+            parameters=[path_param("key_id", {"type": "string", "pattern": "^key_[0-9a-f]{12}$"})],
+            requestBody=json_body(SET_KEY_OPTIONS),
+        )
     },
     "/admin/keys/{key_id}/revoke": {
         "post": op(

@@ -188,6 +188,19 @@ DELETE_LIMITS = limits_target(
     [],
 )
 
+# A key's agent-session options (storage.repo.KEY_OPTIONS).
+KEY_OPTIONS: dict[str, Any] = {
+    "session_clean_stop": {
+        "type": "boolean",
+        "description": "an agent session's budget reached answers as a clean "
+        "completion (200, a normal stop reason, $0) instead of a 429 / 402",
+    },
+    "session_budget_note": {
+        "type": "boolean",
+        "description": "a winding-down session's requests tell the model its "
+        "remaining budget in a short system note",
+    },
+}
 CREATE_KEY: dict[str, Any] = {
     "type": "object",
     "required": ["org"],
@@ -196,7 +209,13 @@ CREATE_KEY: dict[str, Any] = {
         "org": string(NAME, "org name; created if new"),
         "project": {**string(NAME, "project name; created if new"), "type": ["string", "null"]},
         "name": {**string(NAME, "a label for the key"), "type": ["string", "null"]},
+        **KEY_OPTIONS,
     },
+}
+SET_KEY_OPTIONS: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": KEY_OPTIONS,
 }
 
 _SWITCH_FIELDS: dict[str, Any] = {

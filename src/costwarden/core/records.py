@@ -23,6 +23,7 @@ LedgerStatus = Literal[
     "cancelled",  # the client went away mid-request; billed for what was generated
     "gateway_error",  # a fault in the gateway itself; still billed for what was generated
     "degraded",  # every candidate failing: the route's template answered, at $0
+    "session_stopped",  # an agent session's budget reached, answered as a completion, at $0
 ]
 LEDGER_STATUSES: tuple[LedgerStatus, ...] = get_args(LedgerStatus)
 
@@ -41,6 +42,10 @@ class KeyRecord:
     name: str | None
     created_at: datetime
     revoked_at: datetime | None
+    # Agent sessions of this key (opt-in): a budget reached answers as a clean completion
+    # rather than an error; winding down, the model is told its remaining budget.
+    session_clean_stop: bool = False
+    session_budget_note: bool = False
 
     @property
     def revoked(self) -> bool:

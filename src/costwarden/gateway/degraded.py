@@ -1,7 +1,8 @@
 """A route's degraded template as a real answer in the client's wire format.
 
 When every candidate is failing, a route with a template answers 200 with the template's
-text as the assistant's reply: a ``chat.completion`` (or its chunk stream) for OpenAI
+text as the assistant's reply (and an agent session whose key opts in ends its budget so:
+``gateway.sessions``): a ``chat.completion`` (or its chunk stream) for OpenAI
 clients, a ``message`` (or its event stream) for Anthropic clients, with zero usage, so SDKs
 parse it like any other answer. The response headers carry ``x-costwarden-degraded: true``.
 """
@@ -15,11 +16,12 @@ from typing import Any
 import orjson
 
 
-def unary(wire: str, model: str, content: str) -> bytes:
+def unary(wire: str, model: str, content: str, *, tag: str = "degraded") -> bytes:
+    """``tag`` names the kind of answer in its id (``chatcmpl-degraded-...``)."""
     if wire == "anthropic":
         return orjson.dumps(
             {
-                "id": "msg_degraded_" + token_hex(8),
+                "id": f"msg_{tag}_" + token_hex(8),
                 "type": "message",
                 "role": "assistant",
                 "model": model,
@@ -31,7 +33,7 @@ def unary(wire: str, model: str, content: str) -> bytes:
         )
     return orjson.dumps(
         {
-            "id": "chatcmpl-degraded-" + token_hex(8),
+            "id": f"chatcmpl-{tag}-" + token_hex(8),
             "object": "chat.completion",
             "created": int(time.time()),
             "model": model,
@@ -48,10 +50,12 @@ def unary(wire: str, model: str, content: str) -> bytes:
     )
 
 
-def stream(wire: str, model: str, content: str, *, include_usage: bool) -> bytes:
+def stream(
+    wire: str, model: str, content: str, *, include_usage: bool, tag: str = "degraded"
+) -> bytes:
     """The whole stream at once: the template is known, there is nothing to wait for."""
     if wire == "anthropic":
-        mid = "msg_degraded_" + token_hex(8)
+        mid = f"msg_{tag}_" + token_hex(8)
         usage = {"input_tokens": 0, "output_tokens": 0}
         events: list[tuple[str, dict[str, Any]]] = [
             (
@@ -101,7 +105,7 @@ def stream(wire: str, model: str, content: str, *, include_usage: bool) -> bytes
             b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
             for name, data in events
         )
-    cid = "chatcmpl-degraded-" + token_hex(8)
+    cid = f"chatcmpl-{tag}-" + token_hex(8)
     created = int(time.time())
 
     def chunk(delta: dict[str, Any], finish: str | None) -> dict[str, Any]:

@@ -46,6 +46,7 @@ from costwarden.core.errors import (
     UpstreamError,
 )
 from costwarden.core.records import LedgerRecord
+from costwarden.gateway.sessions import add_note
 from costwarden.gateway.state import RequestState
 from costwarden.gateway.transport import transport_failure
 from costwarden.gateway.upstream import Response, UpstreamClient
@@ -286,6 +287,8 @@ class Failover:
         dep.adapter.prepare(endpoint, payload, call.stream)
         if reservation is not None and reservation.out_tokens is not None:
             cap_output(endpoint, payload, reservation.out_tokens)
+        if call.system_note is not None:  # within the reservation's bound (note_bytes)
+            add_note(endpoint, payload, call.system_note)
         payload["model"] = dep.model
         return orjson.dumps(payload)
 

@@ -57,7 +57,7 @@ from costwarden.gateway.responses import (
     wants_usage,
 )
 from costwarden.gateway.scrub import Scrubber
-from costwarden.gateway.sessions import SessionGate, SessionHooks
+from costwarden.gateway.sessions import SessionGate, SessionHooks, SessionStop, note_bytes
 from costwarden.gateway.sse import EventSplitter, EventTooLarge
 from costwarden.gateway.stages import Stage, admission
 from costwarden.gateway.state import RequestState, Wire
@@ -189,6 +189,9 @@ class Proxy:
                 await self._relay_stream(state, watcher, attempt)
             else:
                 await self._relay_unary(state, watcher, attempt)
+        except SessionStop as stop:
+            watcher.stop()
+            await self._session_stop(state, stop)
         except ClientDisconnected as exc:
             # Dropped, with no ledger row: nothing was forwarded or reserved, nobody is left
             # to receive a status, and a row would only record the hang-up.
@@ -248,7 +251,7 @@ class Proxy:
                 principal,
                 deployment,
                 call.endpoint,
-                len(call.body),
+                len(call.body) + note_bytes(call),
                 call.payload,
             )
         except GatewayError as refused:
@@ -318,6 +321,34 @@ class Proxy:
             headers.append(_SSE_HEADERS[1])
         else:
             body = degraded.unary(call.wire, route.model, template.content)
+        await send_bytes(call.send, 200, body, headers)
+
+    async def _session_stop(self, call: RequestState, stop: SessionStop) -> None:
+        """An agent session's budget reached, answered as a clean completion at $0."""
+        record = call.record
+        record.status = "session_stopped"
+        record.http_status = 200
+        record.provider = None
+        record.served_model = None
+        record.error = stop.reason
+        record.latency_ms = record.overhead_ms = (perf_counter() - call.t0) * 1000
+        await self._commit(record, None)
+        model = str(call.payload.get("model") or "")
+        headers = [
+            (b"content-type", _SSE_HEADERS[0][1] if call.stream else JSON),
+            (b"x-request-id", record.request_id.encode()),
+            (b"x-costwarden-cost-usd", b"0"),
+            (b"x-costwarden-session-stop", stop.reason.encode()),
+            (b"x-costwarden-session-state", stop.state.encode()),
+        ]
+        if call.stream:
+            body = degraded.stream(
+                call.wire, model, stop.message, include_usage=wants_usage(call.payload),
+                tag="session-stop",
+            )  # fmt: skip
+            headers.append(_SSE_HEADERS[1])
+        else:
+            body = degraded.unary(call.wire, model, stop.message, tag="session-stop")
         await send_bytes(call.send, 200, body, headers)
 
     # ------------------------------------------------------------------ upstream

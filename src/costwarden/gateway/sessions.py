@@ -22,6 +22,7 @@ import math
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import ROUND_FLOOR, Decimal
+from typing import Any
 
 from costwarden.budgets.enforcer import Reservation
 from costwarden.core.errors import (
@@ -111,6 +112,83 @@ def _held(
     )
 
 
+class SessionStop(GatewayError):
+    """Not an error: the session's budget is reached and its key asks for a clean end. The
+    proxy answers 200 with an assistant message and a normal stop reason (``degraded``'s
+    answer, in the client's wire format, streamed or not), billed $0, ledger status
+    ``session_stopped``; ``x-costwarden-session-stop`` says why."""
+
+    status = 200
+    code = "session_stopped"
+
+    def __init__(self, message: str, *, reason: str, state: str) -> None:
+        super().__init__(message, extra={"state": state})
+        self.reason = reason
+        self.state = state
+
+
+def _stop(session_id: str, admission: Admission, wake_at: float | None) -> SessionStop | None:
+    """The clean completion for a budget reached (sleeping or exhausted), else None."""
+    if admission.verdict == "sleeping":
+        until = "" if wake_at is None else f" until {_iso(wake_at)}"
+        return SessionStop(
+            f"[costwarden] This agent session's budget is spent{until}, so the run stops "
+            "here. Summarize where you are; the session resumes when its budget resets.",
+            reason="budget_spent", state="sleeping",
+        )  # fmt: skip
+    if admission.verdict == "exhausted":
+        return SessionStop(
+            "[costwarden] This agent session's budget is spent for good, so the run stops "
+            "here. Summarize where you are.",
+            reason="budget_exhausted", state="exhausted",
+        )  # fmt: skip
+    return None
+
+
+def _clean_stop(state: RequestState) -> bool:
+    key = state.key
+    return key is not None and key.session_clean_stop and state.endpoint != "embeddings"
+
+
+def budget_note(standing: Standing) -> str | None:
+    """What a winding-down session's model is told (keys with ``session_budget_note``)."""
+    if standing.state != "winding_down":
+        return None
+    pct = standing.budget_pct
+    used = "most" if pct is None else f"{pct}%"
+    return (
+        f"[costwarden] This agent session has used {used} of its budget. Finish the task "
+        "in as few steps as you can, or stop and summarize."
+    )
+
+
+def add_note(endpoint: str, payload: dict[str, Any], note: str) -> None:
+    """``note`` as a system instruction of ``payload`` (already in the upstream's format):
+    after the leading system messages (OpenAI), or at the end of ``system`` (Anthropic)."""
+    if endpoint == "messages":
+        system = payload.get("system")
+        if isinstance(system, list):
+            payload["system"] = [*system, {"type": "text", "text": note}]
+        elif isinstance(system, str) and system:
+            payload["system"] = f"{system}\n\n{note}"
+        else:
+            payload["system"] = note
+        return
+    messages = list(payload.get("messages") or [])
+    at = 0
+    while at < len(messages) and isinstance(messages[at], dict) and messages[at].get(
+        "role"
+    ) in ("system", "developer"):
+        at += 1
+    messages.insert(at, {"role": "system", "content": note})
+    payload["messages"] = messages
+
+
+def note_bytes(state: RequestState) -> int:
+    """What the note adds to the request, for the reservation's bound on input tokens."""
+    return 0 if state.system_note is None else len(state.system_note.encode()) + 64
+
+
 class SessionGate:
     """The admission stage: a request of a session that may not go now is refused here."""
 
@@ -131,10 +209,14 @@ class SessionGate:
         if admission.verdict == "go":
             seen = fingerprint(state.endpoint, state.payload)
             admission = board.observe(record.org_id, session_id, record.key_id, seen, now)
+        standing = board.standing(record.org_id, session_id)
         if admission.verdict != "go":
             record.status = "blocked"
-            wake_at = board.standing(record.org_id, session_id).wake_at
-            raise _held(session_id, admission, now, wake_at)
+            stop = _stop(session_id, admission, standing.wake_at) if _clean_stop(state) else None
+            raise stop or _held(session_id, admission, now, standing.wake_at)
+        key = state.key
+        if key is not None and key.session_budget_note and state.endpoint != "embeddings":
+            state.system_note = budget_note(standing)
 
 
 class SessionHooks:
@@ -198,6 +280,11 @@ class SessionHooks:
         standing = self._board.budget_gone(
             record.org_id, session_id, record.key_id, resets_at, now
         )
+        if _clean_stop(state) and standing.state in ("sleeping", "exhausted"):
+            verdict = Admission("sleeping" if standing.state == "sleeping" else "exhausted")
+            stop = _stop(session_id, verdict, standing.wake_at)
+            assert stop is not None
+            return stop
         if standing.state == "sleeping" and standing.wake_at is not None:
             wait = max(1, math.ceil(standing.wake_at - now))
             held = _held(

@@ -48,6 +48,7 @@ class Authenticate:
         record.org_id = key.org_id
         record.project_id = key.project_id
         record.key_id = key.id
+        state.key = key
         state.known = True
         if key.revoked:
             record.status = "auth_error"

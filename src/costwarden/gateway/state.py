@@ -12,7 +12,7 @@ import dataclasses
 from typing import Any, Literal
 
 from costwarden.budgets.enforcer import Reservation
-from costwarden.core.records import Endpoint, LedgerRecord
+from costwarden.core.records import Endpoint, KeyRecord, LedgerRecord
 from costwarden.gateway.asgi import Receive, Scope, Send
 from costwarden.providers.base import Deployment
 from costwarden.routing.chains import Route
@@ -40,3 +40,6 @@ class RequestState:
     deployment: Deployment | None = None  # the candidate last called upstream
     # Headers a stage adds to the response (the agent session's state and budget share).
     extra_headers: list[tuple[bytes, bytes]] = dataclasses.field(default_factory=list)
+    key: KeyRecord | None = None  # the virtual key, once authenticated
+    # A system note the upstream request carries (a winding-down session's budget left).
+    system_note: str | None = None

@@ -180,6 +180,8 @@ def _key_record(row: Row[Any]) -> KeyRecord:
         name=row.name,
         created_at=row.created_at,
         revoked_at=row.revoked_at,
+        session_clean_stop=bool(row.session_clean_stop),
+        session_budget_note=bool(row.session_budget_note),
     )
 
 
@@ -195,6 +197,8 @@ def create_key(
     project: str | None = None,
     name: str | None = None,
     create_org: bool = True,
+    session_clean_stop: bool = False,
+    session_budget_note: bool = False,
 ) -> tuple[str, KeyRecord]:
     """Create a virtual key for org ``org`` (by name), optionally scoped to a project.
 
@@ -230,6 +234,8 @@ def create_key(
                 created_at=now,
                 revoked_at=None,
                 updated_at=now,
+                session_clean_stop=session_clean_stop,
+                session_budget_note=session_budget_note,
             )
         )
         record = _get_key(conn, key_id)
@@ -251,6 +257,30 @@ def revoke_key(bind: Bind, key_id: str) -> KeyRecord:
     if record is None:
         raise NotFound(f"key {key_id!r} does not exist")
     logger.info("revoked key %s", key_id)
+    return record
+
+
+KEY_OPTIONS = ("session_clean_stop", "session_budget_note")
+
+
+def set_key_options(bind: Bind, key_id: str, options: dict[str, bool]) -> KeyRecord:
+    """Set some of a key's :data:`KEY_OPTIONS`; every gateway applies them at its next key
+    poll (``updated_at`` moves). NotFound for an unknown key."""
+    unknown = set(options) - set(KEY_OPTIONS)
+    if unknown:
+        raise InvalidInput(f"unknown key option(s): {', '.join(sorted(unknown))}")
+    if any(not isinstance(v, bool) for v in options.values()):
+        raise InvalidInput("key options are true or false")
+    with begin_write(bind) as conn:
+        if options:
+            conn.execute(
+                virtual_keys.update()
+                .where(virtual_keys.c.id == key_id)
+                .values(**options, updated_at=utcnow())
+            )
+        record = _get_key(conn, key_id)
+    if record is None:
+        raise NotFound(f"key {key_id!r} does not exist")
     return record
 
 

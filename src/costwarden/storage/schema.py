@@ -58,6 +58,9 @@ virtual_keys = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("revoked_at", UTCDateTime(), nullable=True),
     sa.Column("updated_at", UTCDateTime(), nullable=False, index=True),
+    # Agent-session options of the key (core.records.KeyRecord), migration 0013.
+    sa.Column("session_clean_stop", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("session_budget_note", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 
 # On PostgreSQL the ledger is partitioned by month of request_id (migration 0009,
