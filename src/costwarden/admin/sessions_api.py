@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from decimal import Decimal
 from typing import Any
@@ -27,13 +28,12 @@ from starlette.responses import JSONResponse, Response
 from costwarden.admin.common import ACTOR, body_json
 from costwarden.admin.context import AdminContext, context
 from costwarden.admin.limits_api import reload_limits
-from costwarden.budgets.limits import format_amount
 from costwarden.core.actors import clean_actor
 from costwarden.core.errors import InvalidInput, NotFound
 from costwarden.core.event_kinds import EscalationResolved
-from costwarden.core.money import usd_to_nanos
+from costwarden.sessions.board import changed_event
 from costwarden.sessions.lifecycle import clean_session_id
-from costwarden.storage import policy, repo
+from costwarden.storage import repo
 from costwarden.storage import sessions as store
 from costwarden.storage.session_view import SessionView, escalation_json, session_view
 from costwarden.storage.sqltypes import money_str
@@ -116,19 +116,19 @@ async def resolve_escalation(request: Request) -> Response:
     escalation_id = request.path_params["escalation_id"]
     data = await body_json(request, allowed={"decision", "note", "actor", "extra_budget_usd"})
     approved, note, extra, actor = _decision(data)
-    now = ctx.clock()
-    resolved = await asyncio.to_thread(
-        store.resolve_escalation, ctx.engine, escalation_id, approved=approved, by=actor,
-        note=note, extra_budget_usd=extra, now=now,
+    resolved, row, moved = await asyncio.to_thread(
+        functools.partial(
+            store.settle_escalation, ctx.engine, escalation_id, approved=approved, by=actor,
+            note=note, extra_budget_usd=extra, now=ctx.clock(),
+        )
     )  # fmt: skip
     if extra:
         await _raise_budgets(ctx, resolved.org_id, resolved.session_id, extra)
-    state = None
-    if ctx.sessions is not None:
-        standing = await ctx.sessions.resolved(
-            resolved.org_id, resolved.session_id, resolved.id, approved, now
-        )
-        state = standing.state
+    if moved is not None and row is not None:
+        change = changed_event((row.org_id, row.session_id), None, moved, row.version)
+        ctx.events.publish(change)  # every process's board follows it
+        if ctx.sessions is not None:
+            ctx.sessions.apply(change)  # this one's at once
     ctx.events.publish(
         EscalationResolved(
             org_id=resolved.org_id, escalation_id=resolved.id, session_id=resolved.session_id,
@@ -136,23 +136,14 @@ async def resolve_escalation(request: Request) -> Response:
             extra_budget_usd=None if extra is None else money_str(extra),
         )
     )  # fmt: skip
+    state = None if row is None else row.standing.state
     return JSONResponse({**escalation_json(resolved), "session_state": state})
 
 
 async def _raise_budgets(ctx: AdminContext, org_id: str, session_id: str, extra: Decimal) -> None:
     """Each USD budget of the session raised by ``extra``, as a limit on the session."""
-    view = await _view(ctx, org_id, session_id)
-    budgets = [] if view is None else view.budgets
-    amounts = {
-        s.limit.name: format_amount("usd", s.limit.amount + usd_to_nanos(extra))
-        for s in budgets
-        if s.limit.metric == "usd" and not s.limit.rolling and s.limit.amount >= 0
-    }
-    if not amounts:
-        return  # no USD budget: nothing to raise
-    names = await asyncio.to_thread(repo.org_names, ctx.engine)
-    await asyncio.to_thread(
-        policy.set_limits, ctx.engine, org=names[org_id], scope="session", subject=session_id,
-        amounts=amounts,
-    )  # fmt: skip
-    await reload_limits(ctx)
+    raised = await asyncio.to_thread(
+        store.raise_session_budgets, ctx.engine, ctx.enforcer.book, org_id, session_id, extra
+    )
+    if raised:
+        await reload_limits(ctx)

@@ -131,7 +131,8 @@ def memory_snapshot(
     return LimitsSnapshot(limits, statuses, len(every) - len(limits))
 
 
-def _book(policy: PolicySource, config: BudgetConfig) -> LimitBook:
+def book_from(policy: PolicySource, config: BudgetConfig) -> LimitBook:
+    """The limits in force as the policy tables and the config file give them now."""
     snap = policy.load()
     tiers = [*config.tiers, *snap.api_tiers]
     return LimitBook(snap.limits, tiers, snap.org_tiers, snap.version, snap.alert_rules)
@@ -149,7 +150,7 @@ async def offline_status(
     """For a process that does not enforce: the Redis counters through ``redis`` (the caller's
     client, left open) when given and loaded, else the ledger."""
     now = time.time() if now is None else now
-    book = await asyncio.to_thread(_book, policy, config)
+    book = await asyncio.to_thread(book_from, policy, config)
     limits = book.for_org(org_id)
     tz = zone(config.timezone)
     checks = checks_for(limits, now, tz)

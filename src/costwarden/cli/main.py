@@ -18,6 +18,7 @@ from costwarden.cli import alerts as alert_commands
 from costwarden.cli import breakers as breaker_commands
 from costwarden.cli import budgets as budget_commands
 from costwarden.cli import report as report_commands
+from costwarden.cli import sessions as session_commands
 from costwarden.cli import switches as switch_commands
 from costwarden.cli import tiers as tier_commands
 from costwarden.cli.common import (
@@ -236,7 +237,7 @@ def usage(config: str, org: str | None, since: str, as_json: bool) -> None:
 
 for _group in (
     budget_commands, tier_commands, switch_commands, breaker_commands, alert_commands,
-    report_commands,
+    report_commands, session_commands,
 ):  # fmt: skip
     for _command in _group.COMMANDS:
         main.add_command(_command)

@@ -43,7 +43,6 @@ from costwarden.sessions.lifecycle import (
     new_escalation_id,
     on_budget_gone,
     on_clock,
-    on_resolved,
     on_runaway,
     on_spend,
 )
@@ -269,26 +268,6 @@ class SessionBoard:
             return Admission("looping")
         return admit(self.standing(*key), now)
 
-    async def resolved(
-        self, org_id: str, session_id: str, escalation_id: str, approved: bool, now: float
-    ) -> Standing:
-        """An escalation of the session was resolved (stored already): a paused session
-        goes on or ends. Read from the store first: the pause may be another process's."""
-        key = (org_id, session_id)
-        found = await asyncio.to_thread(self._store.get, key)
-        if found is not None:
-            entry = self._entries.get(key)
-            if entry is None:
-                self._entries[key] = _Entry(found[0], found[1])
-            elif entry.version is None or found[1] >= entry.version:
-                entry.standing, entry.version = found
-        moved = on_resolved(self.standing(*key), escalation_id, approved, now)
-        if moved is None:
-            return self.standing(*key)
-        self._seen.pop(key, None)  # a human let it go on: the repeats so far are forgiven
-        self._move(key, moved, None)
-        return moved.after
-
     # ------------------------------------------------------------------ moves
 
     def _move(
@@ -337,16 +316,7 @@ class SessionBoard:
             return
         if entry is not None and (entry.version is None or stored > entry.version):
             entry.version = stored
-        moved = write.moved
-        after = moved.after
-        self._events.publish(
-            SessionChanged(
-                org_id=write.key[0], session_id=write.key[1], key_id=write.key_id,
-                from_state=moved.before, to_state=after.state, cause=moved.cause,
-                budget_pct=None if after.budget_pct is None else str(after.budget_pct),
-                wake_at=_iso(after.wake_at), escalation_id=after.escalation, version=stored,
-            )
-        )  # fmt: skip
+        self._events.publish(changed_event(write.key, write.key_id, write.moved, stored))
 
     async def _follow(self, subscription: Subscription) -> None:
         while True:
@@ -390,6 +360,19 @@ class SessionBoard:
                 woke = on_clock(entry.standing, now)
                 if woke is not None:
                     self._move(key, woke, entry.key_id)
+
+
+def changed_event(
+    key: SessionKey, key_id: str | None, moved: Transition, version: int
+) -> SessionChanged:
+    """The ``session_changed`` event of a transition stored at ``version``."""
+    after = moved.after
+    return SessionChanged(
+        org_id=key[0], session_id=key[1], key_id=key_id, from_state=moved.before,
+        to_state=after.state, cause=moved.cause,
+        budget_pct=None if after.budget_pct is None else str(after.budget_pct),
+        wake_at=_iso(after.wake_at), escalation_id=after.escalation, version=version,
+    )  # fmt: skip
 
 
 def _iso(epoch: float | None) -> str | None:

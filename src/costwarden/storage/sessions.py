@@ -22,16 +22,21 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from costwarden.budgets.limits import LimitBook, Principal, format_amount
 from costwarden.core.errors import Conflict, InvalidInput, NotFound
+from costwarden.core.money import usd_to_nanos
 from costwarden.sessions.lifecycle import (
     STATES,
     SessionState,
     Standing,
     Transition,
     new_escalation_id,
+    on_resolved,
 )
 from costwarden.storage.alert_records import new_alert_id
 from costwarden.storage.db import Bind, begin_write, connect_read, money_sum
+from costwarden.storage.policy import set_limits
+from costwarden.storage.repo import org_names
 from costwarden.storage.schema import agent_sessions, escalations, ledger, session_transitions
 from costwarden.storage.sqltypes import utcnow
 
@@ -309,6 +314,41 @@ def resolve_escalation(
     return _escalation(resolved)
 
 
+def settle_escalation(
+    bind: Bind,
+    escalation_id: str,
+    *,
+    approved: bool,
+    by: str,
+    note: str | None,
+    extra_budget_usd: Decimal | None,
+    now: float,
+    tenant: str | None = None,
+) -> tuple[Escalation, SessionRow | None, Transition | None]:
+    """Resolve the escalation (:func:`resolve_escalation`: once), then move its paused
+    session on or end it, by compare-and-set (read again if another writer came first):
+    (the escalation, the session's row, the transition stored or None). Whoever resolves --
+    the admin API, the CLI -- publishes the transition; every gateway's board follows it."""
+    resolved = resolve_escalation(
+        bind, escalation_id, approved=approved, by=by, note=note,
+        extra_budget_usd=extra_budget_usd, now=now, tenant=tenant,
+    )  # fmt: skip
+    key = (resolved.org_id, resolved.session_id)
+    for _ in range(_CAS_TRIES):
+        row = session_of(bind, *key)
+        moved = on_resolved(Standing() if row is None else row.standing, resolved.id, approved, now)
+        if moved is None:
+            return resolved, row, None
+        version = None if row is None else row.version
+        stored = record_transition(bind, *key, moved, version=version, actor=by)
+        if stored is not None:
+            return resolved, stored, moved
+    return resolved, session_of(bind, *key), None
+
+
+_CAS_TRIES = 5
+
+
 class SqlSessionStore:
     """The session board's store (``sessions.board.SessionStore``) in the database."""
 
@@ -335,3 +375,26 @@ class SqlSessionStore:
         evidence: Mapping[str, Any], now: float,
     ) -> None:  # fmt: skip
         open_escalation(self._bind, *key, reason, evidence, now, escalation_id)
+
+
+def raise_session_budgets(
+    bind: Bind, book: LimitBook, org_id: str, session_id: str, extra_usd: Decimal
+) -> dict[str, str]:
+    """Each USD budget of the session (its own limit, or its tier's default) raised by
+    ``extra_usd``, stored as a limit on the session itself: {limit name: new amount}; {}
+    when the session has no USD budget."""
+    used = usage(bind, org_id, session_id)
+    principal = Principal(
+        org_id, None if used is None else used.project_id,
+        "" if used is None or used.key_id is None else used.key_id, None, session_id,
+    )  # fmt: skip
+    amounts = {
+        limit.name: format_amount("usd", limit.amount + usd_to_nanos(extra_usd))
+        for limit in book.applicable(principal)
+        if limit.scope == "session" and limit.metric == "usd" and not limit.rolling
+        and limit.amount >= 0
+    }  # fmt: skip
+    if amounts:
+        name = org_names(bind)[org_id]
+        set_limits(bind, org=name, scope="session", subject=session_id, amounts=amounts)
+    return amounts
