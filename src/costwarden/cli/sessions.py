@@ -71,7 +71,7 @@ def _resolve(
 ) -> None:  # fmt: skip
     from costwarden.budgets.status import book_from
     from costwarden.config.budgets import budget_config
-    from costwarden.core.event_kinds import EscalationResolved
+    from costwarden.core.event_kinds import EscalationResolved, EventPayload
     from costwarden.sessions.board import changed_event
     from costwarden.storage.event_log import append_events
     from costwarden.storage.policy import PolicyTables
@@ -92,7 +92,7 @@ def _resolve(
         if amount:
             book = book_from(PolicyTables(engine), budget_config(settings))
             raise_session_budgets(engine, book, resolved.org_id, resolved.session_id, amount)
-        events = []
+        events: list[EventPayload] = []
         if moved is not None and row is not None:
             events.append(changed_event((row.org_id, row.session_id), None, moved, row.version))
         events.append(
@@ -116,8 +116,8 @@ def _resolve(
         state = None if row is None else row.standing.state
         click.echo(json.dumps({**escalation_json(resolved), "session_state": state}))
         return
-    state = "" if row is None else f"; session {escape(row.session_id)} is {row.standing.state}"
-    out.print(f"{resolved.id}: {resolved.status}{state}", highlight=False)
+    where = "" if row is None else f"; session {escape(row.session_id)} is {row.standing.state}"
+    out.print(f"{resolved.id}: {resolved.status}{where}", highlight=False)
 
 
 def _amount(text: str | None) -> Decimal | None:
