@@ -207,6 +207,8 @@ DATABASE_ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
     ("POST", "/admin/breakers/openai:gpt-4o-mini/reset", {"actor": "ops"}),
     ("GET", "/admin/alerts", None),
     ("POST", "/admin/alerts/{alert_id}/resolve", None),
+    ("GET", "/admin/escalations", None),
+    ("PUT", "/admin/keys/{key_id}/options", {"session_clean_stop": True}),
 ]
 
 

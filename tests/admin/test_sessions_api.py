@@ -6,14 +6,17 @@ and nothing changed then; a key reads only its own sessions."""
 from __future__ import annotations
 
 import asyncio
+import time
 from decimal import Decimal
 from typing import Any
 
 import httpx
 import openai
+import orjson
 
+from costwarden.sessions.lifecycle import Standing, on_spend
 from costwarden.storage import repo
-from costwarden.storage.sessions import escalation_of
+from costwarden.storage.sessions import escalation_of, record_transition
 from tests.admin.conftest import AUTH
 from tests.helpers import LiveGateway, set_limits, tool_round
 
@@ -35,6 +38,18 @@ async def _pause(gw: LiveGateway, session: str) -> tuple[str, list[Any]]:
                 return exc.response.json()["error"]["escalation_id"], messages
             messages += tool_round(i)
     raise AssertionError("never paused")
+
+
+async def _escalation_alerts(client: httpx.AsyncClient, state: str) -> list[dict[str, Any]]:
+    """The escalation alerts in ``state``, once there are (alerting follows the events)."""
+    found: list[dict[str, Any]] = []
+    for _ in range(100):
+        r = await client.get("/admin/alerts", params={"state": state}, headers=AUTH)
+        found = [a for a in r.json()["data"] if a["rule"] == "session-escalation"]
+        if found:
+            break
+        await asyncio.sleep(0.05)
+    return found
 
 
 async def _chat(gw: LiveGateway, session: str, content: str, key: str | None = None) -> int:
@@ -72,6 +87,8 @@ async def test_a_paused_session_is_shown_alike_and_resumed_once_approved(
 
     listed = await client.get("/admin/escalations", params={"status": "open"}, headers=AUTH)
     assert [e["id"] for e in listed.json()["data"]] == [escalation]
+    (alert,) = await _escalation_alerts(client, "firing")  # to the alert channels too
+    assert alert["kind"] == "session" and alert["detail"]["escalation_id"] == escalation
 
     path = f"/admin/escalations/{escalation}/resolve"
     refused = [
@@ -99,6 +116,7 @@ async def test_a_paused_session_is_shown_alike_and_resumed_once_approved(
     assert done.json()["session_state"] == "active" and done.json()["resolved_by"] == "ops"
     again = await client.post(path, json={"decision": "deny"}, headers=AUTH)
     assert again.status_code == 409 and "already approved" in again.json()["error"]["message"]
+    (alert,) = await _escalation_alerts(client, "resolved")  # resolved with it
 
     # The session goes on, with its budget raised by the extra.
     assert await _chat(gw, "agent-1", "ship it another way") == 200
@@ -168,3 +186,72 @@ async def test_a_keys_session_options_are_set_at_creation_and_later(
         assert (await client.put(path, json=body, headers=AUTH)).status_code == 400
     unknown = await client.put("/admin/keys/key_000000000000/options", json={}, headers=AUTH)
     assert unknown.status_code == 404
+
+
+async def test_an_agent_streams_its_own_sessions_events_with_its_key(
+    gw: LiveGateway, client: httpx.AsyncClient
+) -> None:
+    """The session's events (its pause, the escalation, the resolution), not another
+    session's; the stream needs the session's own key."""
+    assert await _chat(gw, "agent-5", "hello") == 200
+    await gw.app.ledger.flush()
+    url = "/v1/costwarden/session/agent-5/events"
+    assert (await client.get(url)).status_code == 401
+    other, record = await asyncio.to_thread(repo.create_key, gw.app.engine, org="acme")
+    gw.app.keys.apply([record])
+    mine = {"authorization": f"Bearer {gw.key}"}
+    assert (await client.get(url, headers={"authorization": f"Bearer {other}"})).status_code == 404
+    frames: list[tuple[str, dict[str, Any]]] = []
+
+    async def read() -> None:
+        async with client.stream("GET", url, headers=mine) as r:
+            assert r.status_code == 200
+            kind = ""
+            async for line in r.aiter_lines():
+                if line.startswith("event: "):
+                    kind = line[7:]
+                elif line.startswith("data: "):
+                    frames.append((kind, orjson.loads(line[6:])))
+                    if kind == "escalation_resolved":
+                        return
+
+    reader = asyncio.create_task(read())
+    await asyncio.sleep(0.3)  # subscribed
+    escalation, _ = await _pause(gw, "agent-5")
+    await _pause(gw, "agent-6")  # another session of the same key: not on this stream
+    r = await client.post(f"/admin/escalations/{escalation}/resolve",
+                          json={"decision": "approve"}, headers=AUTH)  # fmt: skip
+    assert r.status_code == 200
+    await asyncio.wait_for(reader, 10)
+    assert {data["session_id"] for _, data in frames} == {"agent-5"}
+    kinds = [kind for kind, _ in frames]
+    assert {"session_runaway", "escalation_created", "escalation_resolved"} <= set(kinds)
+    changes = [data["to_state"] for kind, data in frames if kind == "session_changed"]
+    assert changes[:1] == ["paused"]
+
+
+async def test_risk_signals_name_sessions_near_their_budget_and_runaways(
+    gw: LiveGateway, client: httpx.AsyncClient
+) -> None:
+    await set_limits(gw, "session", "agent-7", daily_usd="0.001")
+    assert await _chat(gw, "agent-7", "one step") == 200
+    await gw.app.ledger.flush()
+    org_id = gw.app.keys.lookup(gw.key).org_id  # type: ignore[union-attr]
+    # Winding down as the board stores it (the transition itself: tests/gateway).
+    winding = on_spend(Standing(), Decimal(95), time.time(), Decimal(90))
+    assert winding is not None
+    await asyncio.to_thread(record_transition, gw.app.engine, org_id, "agent-7", winding,
+                            version=None, actor="test")  # fmt: skip
+    escalation, _ = await _pause(gw, "agent-8")
+    found = (await client.get("/admin/risks", params={"org": "acme"}, headers=AUTH)).json()
+    by_type = {r["type"]: r for r in found["data"] if r["scope"] == "session"}
+    runaway = by_type["session_runaway"]
+    assert (runaway["scope_id"], runaway["escalation_id"]) == ("agent-8", escalation)
+    near = by_type["session_near_budget"]
+    view = (await client.get("/admin/sessions/agent-7", params={"org": "acme"},
+                             headers=AUTH)).json()  # fmt: skip
+    assert near["scope_id"] == "agent-7" and view["state"] == "winding_down"
+    assert Decimal(near["ratio"]) == Decimal(view["budget_pct"]) / 100 > 0
+    other_key = (await client.get("/admin/risks", params={"org": "acme", "key": "key_nope"},
+                                  headers=AUTH))  # fmt: skip
+    assert other_key.status_code == 404

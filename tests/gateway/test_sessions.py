@@ -331,3 +331,28 @@ async def test_a_winding_down_session_tells_its_model_the_budget_left(
         assert notes[:9] == [[]] * 9
         (note,) = notes[9]
         assert re.match(r"\[costwarden\] This agent session has used 90\.\d\d% of its budget", note)
+
+
+async def test_a_keys_session_default_gives_each_session_its_own_budget(
+    mock: MockServer, database_url: str, tmp_path: Path
+) -> None:
+    await configure_mock(mock, output_tokens=100)  # $0.1 a call
+    clock = FakeClock(T0)
+    async with live_gateway(mock, database_url, tmp_path, extra_toml=PRICEY, clock=clock) as gw:
+        await _set_limits(gw, "session", f"@key:{gw.key_id}", daily_usd="0.35")
+        spent: dict[str, int] = {}
+        for session in ("run-a", "run-b"):
+            async with _client(gw, session) as client:
+                answered = 0
+                for step in range(10):
+                    status, headers, error = await _ask(client, _step(step))
+                    if status != 200:
+                        break
+                    answered += 1
+                assert (status, error["code"], error["limit"]) == (429, "session_sleeping", "0.35")
+                spent[session] = answered
+        # Each session had the whole $0.35 (three calls and a clamped fourth), not a share.
+        assert spent["run-a"] == spent["run-b"] >= 3
+        async with _client(gw, f"@key:{gw.key_id}") as client:
+            status, _, error = await _ask(client, _step(1))
+        assert status == 400 and "session defaults" in error["message"]  # no session's name

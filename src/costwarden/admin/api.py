@@ -130,6 +130,13 @@ ROUTES: tuple[Route, ...] = (
     # agent sessions and their escalations
     Route("/admin/sessions/{session_id}", sessions_api.get_session, methods=["GET"]),
     Route("/admin/escalations", sessions_api.list_escalations, methods=["GET"]),
+    # An agent's own session stream: with its virtual key (not in the OpenAPI document,
+    # which is the admin token's API; like /metrics)
+    Route(
+        "/v1/costwarden/session/{session_id}/events",
+        sessions_api.session_events,
+        methods=["GET"],
+    ),
     Route(
         "/admin/escalations/{escalation_id}/resolve",
         sessions_api.resolve_escalation,

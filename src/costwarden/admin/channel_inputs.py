@@ -31,7 +31,9 @@ _COMMON: dict[str, Any] = {
         "items": {"type": "string", "minLength": 1, "maxLength": 200},
         "description": "only these orgs' alerts (empty or absent: every org's)",
     },
-    "kinds": {"type": "array", "maxItems": 5, "items": {"type": "string", "enum": list(KINDS)}},
+    "kinds": {
+        "type": "array", "maxItems": len(KINDS), "items": {"type": "string", "enum": list(KINDS)}
+    },
     "enabled": {"type": "boolean"},
 }
 _URL = {"type": "string", "pattern": URL, "description": "http(s)://host[:port][/path]"}

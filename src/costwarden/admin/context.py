@@ -38,6 +38,9 @@ class Keys(Protocol):
 
     def apply(self, records: list[KeyRecord]) -> None: ...
 
+    def from_headers(self, headers: dict[bytes, bytes]) -> KeyRecord | None:
+        """The live virtual key the headers carry (an agent's own session stream)."""
+
     def __len__(self) -> int: ...
 
 

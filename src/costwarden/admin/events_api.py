@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import orjson
 from sqlalchemy.engine import Engine
@@ -105,8 +105,10 @@ class EventStream(StreamingResponse):
     """The SSE response (Starlette's streaming response ends it when the client hangs up);
     see the module docstring."""
 
-    def __init__(self, subscription: Subscription) -> None:
-        super().__init__(_frames(subscription), headers=SSE_HEADERS)
+    def __init__(
+        self, subscription: Subscription, keep: Callable[[Event], bool] | None = None
+    ) -> None:
+        super().__init__(_frames(subscription, keep), headers=SSE_HEADERS)
         self.subscription = subscription
 
     async def stream_response(self, send: Send) -> None:
@@ -126,14 +128,19 @@ class EventStream(StreamingResponse):
             self.subscription.close()
 
 
-async def _frames(subscription: Subscription) -> AsyncIterator[bytes]:
+async def _frames(
+    subscription: Subscription, keep: Callable[[Event], bool] | None
+) -> AsyncIterator[bytes]:
     yield b": connected\n\n"  # the client sees the stream open before any event
     while True:
         try:
             event = await subscription.get(timeout=HEARTBEAT_SECONDS)
         except StopAsyncIteration:
             break
-        yield b": heartbeat\n\n" if event is None else sse_frame(event)
+        if event is None:
+            yield b": heartbeat\n\n"
+        elif keep is None or keep(event):
+            yield sse_frame(event)
     if subscription.cut:
         yield _cut_frame(subscription)
 

@@ -22,7 +22,10 @@ ALERT_SCHEMA = {
     "type": "object",
     "properties": {
         "id": {"type": "string"},
-        "kind": {"type": "string", "description": "threshold | forecast | spike | service"},
+        "kind": {
+            "type": "string",
+            "description": "threshold | forecast | spike | service | session",
+        },
         "rule": {"type": "string"},
         "severity": {"type": "string", "enum": ["info", "warning", "critical"]},
         "org_id": {"type": ["string", "null"]},
@@ -70,7 +73,9 @@ ALERT_PATHS: dict[str, Any] = {
         "get": op(
             "Risk signals for a product to show its user: high_token_usage (80 % of a daily "
             "token limit), upstream_failures (last hour, from the ledger), model_unavailable "
-            "(an open breaker of a model the org used); [] when storage is unreachable",
+            "(an open breaker of a model the org used), session_near_budget and "
+            "session_runaway (agent sessions winding down, or paused for a person); [] when "
+            "storage is unreachable",
             ok("{data: [{type, rule, message, ratio, scope, scope_id, ...}]}"),
             *AUTH, "400", "404",
             parameters=[

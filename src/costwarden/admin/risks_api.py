@@ -4,7 +4,8 @@ The org (by name) is required; ``user`` (an end-user id) and ``key`` (a key id o
 narrow the token allowances looked at to that user's and key's (the org's and the key's
 project's always count). Signals (``costwarden.alerts.risks``): ``high_token_usage`` at 80 %
 of a daily token limit, ``upstream_failures`` from the last hour's ledger rows, and
-``model_unavailable`` for an open breaker of a model the org used in that hour.
+``model_unavailable`` for an open breaker of a model the org used in that hour,
+``session_near_budget`` and ``session_runaway`` for agent sessions winding down or paused.
 
 A storage error (the database or Redis unreachable) answers an empty list, with one WARNING
 line, not a 500: a product polls this from its own request path, and a gateway in trouble
@@ -23,13 +24,23 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from costwarden.admin.context import AdminContext, context
-from costwarden.alerts.risks import Risk, TokenAllowance, breaker_risks, failure_risks, token_risks
+from costwarden.alerts.risks import (
+    Risk,
+    SessionRisk,
+    TokenAllowance,
+    breaker_risks,
+    failure_risks,
+    session_risks,
+    token_risks,
+)
 from costwarden.budgets.limits import Principal
 from costwarden.budgets.policy import checks_for
 from costwarden.budgets.windows import iso, zone
 from costwarden.core.errors import InvalidInput, NotFound, StorageError
 from costwarden.storage import repo
 from costwarden.storage.risks import key_project, recent_activity
+from costwarden.storage.session_view import session_view
+from costwarden.storage.sessions import sessions_not_active
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +92,35 @@ async def _risks(ctx: AdminContext, org: str, user: str | None, key: str | None)
     )
     deployments = {d for m in models for d in ctx.route_deployments.get(m, ())}
     states = {d: ctx.breakers.state(d) for d in deployments if d in ctx.breakers.deployments}
-    return [*token_risks(allowances), *failure_risks(counts), *breaker_risks(states)]
+    sessions = await _sessions(ctx, record.id, key, now)
+    return [
+        *token_risks(allowances), *failure_risks(counts), *breaker_risks(states),
+        *session_risks(sessions),
+    ]  # fmt: skip
+
+
+_SESSIONS_SHOWN = 50  # the most recently changed; a product shows a handful
+
+
+async def _sessions(
+    ctx: AdminContext, org_id: str, key: str | None, now: float
+) -> list[SessionRisk]:
+    """The org's sessions winding down or paused (of ``key`` only, if given)."""
+    rows = await asyncio.to_thread(
+        sessions_not_active, ctx.engine, tenant=org_id, states=("winding_down", "paused")
+    )
+    out: list[SessionRisk] = []
+    for row in rows[:_SESSIONS_SHOWN]:
+        enforcer = ctx.enforcer
+        view = await session_view(
+            ctx.engine, enforcer.book, enforcer.store, ctx.budgets_timezone, org_id,
+            row.session_id, now,
+        )  # fmt: skip
+        if view is None or (key is not None and view.key_id != key):
+            continue
+        out.append(SessionRisk(row.session_id, view.standing.state, view.budget_pct,
+                               view.standing.escalation))  # fmt: skip
+    return out
 
 
 async def _allowances(ctx: AdminContext, principal: Principal, now: float) -> list[TokenAllowance]:

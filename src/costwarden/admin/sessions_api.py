@@ -4,6 +4,10 @@
   same view the agent reads with its key): state, budget_pct, wake_at, its budgets, usage and
   open escalation.
 - ``GET /admin/escalations?status=&org=``: escalations, newest first.
+- ``GET /v1/costwarden/session/{session_id}/events``: the agent's own stream, with its
+  virtual key (not the admin token): the ``session_changed``, ``session_runaway`` and
+  escalation events of that session (``Last-Event-ID`` resumes), 404 for a session of
+  another key. Served here, beside ``/admin/events``, whose stream it is, filtered.
 - ``POST /admin/escalations/{escalation_id}/resolve``: body ``{"decision": "approve" |
   "deny", "note"?, "actor"?, "extra_budget_usd"?}``. Resolved once: an unknown escalation is
   404, one already resolved 409, a negative extra budget (or one on a denial) 400, nothing
@@ -25,12 +29,18 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from costwarden.admin.common import ACTOR, body_json
+from costwarden.admin.common import ACTOR, body_json, error
 from costwarden.admin.context import AdminContext, context
+from costwarden.admin.events_api import EventStream, last_event_id
 from costwarden.admin.limits_api import reload_limits
 from costwarden.core.actors import clean_actor
 from costwarden.core.errors import InvalidInput, NotFound
-from costwarden.core.event_kinds import EscalationResolved
+from costwarden.core.event_kinds import (
+    EscalationCreated,
+    EscalationResolved,
+    SessionChanged,
+    SessionRunaway,
+)
 from costwarden.sessions.board import changed_event
 from costwarden.sessions.lifecycle import clean_session_id
 from costwarden.storage import repo
@@ -147,3 +157,22 @@ async def _raise_budgets(ctx: AdminContext, org_id: str, session_id: str, extra:
     )
     if raised:
         await reload_limits(ctx)
+
+
+SESSION_KINDS = frozenset(
+    {SessionChanged.kind, SessionRunaway.kind, EscalationCreated.kind, EscalationResolved.kind}
+)
+
+
+async def session_events(request: Request) -> Response:
+    ctx = context(request)
+    key = ctx.keys.from_headers(dict(request.scope["headers"]))
+    if key is None:
+        return error(401, "authentication_error", "invalid or missing API key")
+    session_id = clean_session_id(request.path_params["session_id"])
+    view = await _view(ctx, key.org_id, session_id)
+    if view is None or view.key_id != key.id:
+        raise NotFound(f"no session {session_id!r} of this key")
+    after = last_event_id(request)
+    subscription = ctx.events.subscribe(after, kinds=SESSION_KINDS, org_id=key.org_id)
+    return EventStream(subscription, keep=lambda e: e.data.get("session_id") == session_id)

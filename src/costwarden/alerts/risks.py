@@ -14,6 +14,8 @@ person can read, and the ``ratio`` behind it (an exact decimal string).
   rows; raised when there is at least one, with the failed share of the window's requests.
 - ``model_unavailable``: the circuit breaker of a deployment the org used in the window is
   open.
+- ``session_near_budget``: an agent session winding down (past its wind-down share of its
+  budget); ``session_runaway``: one paused by loop detection, waiting for a person.
 """
 
 from __future__ import annotations
@@ -144,3 +146,38 @@ def breaker_risks(states: Mapping[str, str]) -> list[Risk]:
         for deployment, state in sorted(states.items())
         if state == "open"
     ]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SessionRisk:
+    """An agent session that is not simply active, as the risk signals see it."""
+
+    session_id: str
+    state: str  # winding_down | paused | ...
+    budget_pct: Decimal | None  # the largest share of its budgets spent
+    escalation_id: str | None = None
+
+
+def session_risks(sessions: Iterable[SessionRisk]) -> list[Risk]:
+    """``session_near_budget`` for a session winding down (past its share of the budget),
+    ``session_runaway`` for one paused for a human's decision."""
+    out: list[Risk] = []
+    for s in sessions:
+        if s.state == "winding_down":
+            pct = s.budget_pct
+            share = "most" if pct is None else f"{pct.to_integral_value(rounding=ROUND_FLOOR)}%"
+            out.append(Risk(
+                type="session_near_budget", rule="session_wind_down",
+                message=f"agent session {s.session_id} has used {share} of its budget",
+                ratio="1" if pct is None else str(pct / 100), scope="session",
+                scope_id=s.session_id,
+            ))  # fmt: skip
+        elif s.state == "paused":
+            out.append(Risk(
+                type="session_runaway", rule="session_paused",
+                message=f"agent session {s.session_id} is paused until a person resolves "
+                f"escalation {s.escalation_id}",
+                ratio="1", scope="session", scope_id=s.session_id,
+                detail={"escalation_id": s.escalation_id},
+            ))  # fmt: skip
+    return out

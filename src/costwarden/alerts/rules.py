@@ -29,7 +29,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from costwarden.alerts.model import Severity
-from costwarden.core.event_kinds import BreakerChanged, LimitThresholdCrossed, SwitchChanged
+from costwarden.core.event_kinds import (
+    BreakerChanged,
+    EscalationCreated,
+    EscalationResolved,
+    LimitThresholdCrossed,
+    SwitchChanged,
+)
 
 THRESHOLD_RULE = "limit-threshold"
 
@@ -148,11 +154,36 @@ def switch_alert(event_id: int, event: SwitchChanged) -> AlertDraft | None:
     )
 
 
-def cleared(event: BreakerChanged | SwitchChanged) -> tuple[str, str, str | None] | None:
-    """(rule, scope_id, org_id) of the open service alerts an event clears: a breaker that
-    closed again, a switch turned back on; None if it clears nothing."""
+ESCALATION_RULE = "session-escalation"
+
+
+def escalation_alert(event_id: int, event: EscalationCreated) -> AlertDraft:
+    """An alert when an agent session is paused for a person to decide (its escalation):
+    once per escalation, resolved with it (:func:`cleared`)."""
+    return AlertDraft(
+        dedupe_key=f"{ESCALATION_RULE}|{event.escalation_id}",
+        kind="session",
+        rule=ESCALATION_RULE,
+        severity="warning",
+        title=f"agent session {event.session_id} is paused ({event.reason}): escalation "
+        f"{event.escalation_id} waits for a decision",
+        window_key=f"event:{event_id}",
+        org_id=event.org_id,
+        scope="session",
+        scope_id=event.session_id,
+        detail={"escalation_id": event.escalation_id, "evidence": dict(event.evidence)},
+    )
+
+
+def cleared(
+    event: BreakerChanged | SwitchChanged | EscalationResolved,
+) -> tuple[str, str, str | None] | None:
+    """(rule, scope_id, org_id) of the open alerts an event clears: a breaker that closed
+    again, a switch turned back on, an escalation resolved; None if it clears nothing."""
     if isinstance(event, BreakerChanged):
         return (BREAKER_RULE, event.deployment, None) if event.to_state == "closed" else None
+    if isinstance(event, EscalationResolved):
+        return ESCALATION_RULE, event.session_id, event.org_id
     return (SWITCH_RULE, event.feature, event.org_id) if event.enabled else None
 
 

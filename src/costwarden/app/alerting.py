@@ -41,6 +41,7 @@ from costwarden.alerts.rules import (
     AlertDraft,
     breaker_alert,
     cleared,
+    escalation_alert,
     switch_alert,
     threshold_alert,
 )
@@ -48,7 +49,13 @@ from costwarden.app.forecasting import forecast_drafts
 from costwarden.app.watching import Watcher, watch_params
 from costwarden.budgets.enforcer import Enforcer
 from costwarden.config.alerts import AlertSettings
-from costwarden.core.event_kinds import BreakerChanged, LimitThresholdCrossed, SwitchChanged
+from costwarden.core.event_kinds import (
+    BreakerChanged,
+    EscalationCreated,
+    EscalationResolved,
+    LimitThresholdCrossed,
+    SwitchChanged,
+)
 from costwarden.core.events import EventBus
 from costwarden.core.subscription import Subscription
 from costwarden.storage.alert_deliveries import DueDelivery, claim_deliveries, record_attempt
@@ -60,7 +67,10 @@ logger = logging.getLogger(__name__)
 
 FORECAST_LEASE = "alerts.forecast"
 _RAISE_ATTEMPTS = 7  # 0.5 + 1 + 2 + 4 + 8 + 15 s of waiting between them
-_KINDS = frozenset({LimitThresholdCrossed.kind, BreakerChanged.kind, SwitchChanged.kind})
+_KINDS = frozenset({
+    LimitThresholdCrossed.kind, BreakerChanged.kind, SwitchChanged.kind,
+    EscalationCreated.kind, EscalationResolved.kind,
+})  # fmt: skip
 
 
 def alert_message(alert: AlertRecord, delivery_id: str, dashboard_url: str) -> AlertMessage:
@@ -182,6 +192,11 @@ class Alerting:
             )
             if draft is not None:
                 await self._raise(draft)
+            if (what := cleared(payload)) is not None:
+                await self._clear(*what)
+        elif isinstance(payload, EscalationCreated):
+            await self._raise(escalation_alert(event_id, payload))
+        elif isinstance(payload, EscalationResolved):
             if (what := cleared(payload)) is not None:
                 await self._clear(*what)
 

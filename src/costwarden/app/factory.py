@@ -407,7 +407,9 @@ class CostwardenApp:
             if path == "/v1/models":
                 await self._models(scope, send)
                 return
-            if path.startswith(session_api.PREFIX):
+            if path.startswith(session_api.PREFIX) and not path.endswith("/events"):
+                # (.../events, the session's own stream, is the admin app's: beside its
+                # event stream)
                 await session_api.serve(
                     scope, send, keys=self.keys, engine=self.engine, enforcer=self.enforcer,
                     timezone=self.settings.budgets.timezone, clock=self.clock,

@@ -22,7 +22,7 @@ lookups per request, no I/O.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -154,6 +154,21 @@ class Limit:
         return f"{self.org_id}/{self.scope}:{self.subject}|{self.metric}|{self.window}"
 
 
+# A session-scope limit whose subject is one of these is a default: every session of that
+# key (or project) gets it as its own limit (unless the session has its own for that metric
+# and window). "@key:key_1a2b..." / "@project:prj_..."
+SESSION_DEFAULT_KINDS = ("key", "project")
+
+
+def session_default(kind: str, ident: str) -> str:
+    """The subject of a session default of a key or a project (``@key:ID``)."""
+    return f"@{kind}:{ident}"
+
+
+def is_session_default(scope: str, subject: str) -> bool:
+    return scope == "session" and subject.startswith(("@key:", "@project:"))
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class TierEntry:
     scope: str
@@ -270,7 +285,9 @@ class LimitBook:
         found: list[Limit] = []
         for scope, subject in principal.scopes():
             owner = "" if scope == "platform" else org
-            explicit = self._explicit.get((owner, scope, subject), ())
+            explicit: Sequence[Limit] = self._explicit.get((owner, scope, subject), ())
+            if scope == "session":
+                explicit = self._with_session_defaults(principal, subject, explicit)
             found.extend(limit for limit in explicit if limit.amount != UNLIMITED)
             for entry in defaults.get(scope, ()):
                 if entry.amount == UNLIMITED or any(
@@ -289,6 +306,26 @@ class LimitBook:
                 )
                 found.append(self._with_lines(limit, tier) if self._lines else limit)
         return found
+
+    def _with_session_defaults(
+        self, principal: Principal, session: str, explicit: Sequence[Limit]
+    ) -> Sequence[Limit]:
+        """The session's own limits, then its key's and its project's session defaults
+        (:func:`session_default`) for what those do not set: each as the session's own
+        limit (its own counter), the more specific winning per metric and window."""
+        org = principal.org_id
+        sources = [("key", principal.key_id)]
+        if principal.project_id:
+            sources.append(("project", principal.project_id))
+        out = list(explicit)
+        taken = {(lim.metric, lim.window) for lim in explicit}
+        for kind, ident in sources:
+            for lim in self._explicit.get((org, "session", session_default(kind, ident)), ()):
+                if (lim.metric, lim.window) in taken:
+                    continue
+                taken.add((lim.metric, lim.window))
+                out.append(dataclasses.replace(lim, subject=session))
+        return out
 
     def _with_lines(self, limit: Limit, tier: str | None) -> Limit:
         """``limit`` with the alert lines its rules give it (tier: the org's plan tier)."""
@@ -332,8 +369,12 @@ class LimitBook:
         return out
 
     def for_org(self, org_id: str) -> list[Limit]:
-        """Explicit limits of one org and the platform, plus its tier's org-scope defaults."""
-        found = [lim for lim in self.limits if lim.org_id in (org_id, "")]
+        """Explicit limits of one org and the platform, plus its tier's org-scope defaults
+        (not the session defaults of keys and projects: each session has its own)."""
+        found = [
+            lim for lim in self.limits
+            if lim.org_id in (org_id, "") and not is_session_default(lim.scope, lim.subject)
+        ]  # fmt: skip
         tier = self.org_tiers.get(org_id)
         if tier and tier in self.tiers:
             explicit = {(lim.metric, lim.window) for lim in found if lim.scope == "org"}

@@ -49,6 +49,12 @@ class KeyCache:
     def lookup(self, key: str) -> KeyRecord | None:
         return self._by_hash.get(repo.hash_key(key))
 
+    def from_headers(self, headers: dict[bytes, bytes]) -> KeyRecord | None:
+        """The live (not revoked) key a request's headers carry, if any."""
+        token = key_from_headers(headers)
+        key = None if token is None else self.lookup(token)
+        return None if key is None or key.revoked else key
+
     def apply(self, records: list[KeyRecord]) -> None:
         for record in records:
             self._by_hash[record.key_hash] = record

@@ -11,9 +11,11 @@ control characters): anything else is a 400.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import orjson
+from sqlalchemy.exc import SQLAlchemyError
 
 from costwarden.budgets.enforcer import Enforcer
 from costwarden.core.errors import AuthenticationFailed, BadRequest, GatewayError, InvalidInput
@@ -25,12 +27,19 @@ from costwarden.storage.db import Bind
 from costwarden.storage.session_view import session_view
 
 PREFIX = "/v1/costwarden/session/"
+logger = logging.getLogger(__name__)
 
 
 class SessionNotFound(GatewayError):
     status = 404
     type = "not_found"
     code = "session_not_found"
+
+
+class Unavailable(GatewayError):
+    status = 503
+    type = "service_unavailable"
+    code = "database_unavailable"
 
 
 class MethodNotAllowed(GatewayError):
@@ -61,9 +70,15 @@ async def serve(
             session_id = clean_session_id(scope["path"][len(PREFIX) :])
         except InvalidInput as exc:
             raise BadRequest(str(exc), param="session_id") from None
-        view = await session_view(
-            engine, enforcer.book, enforcer.store, timezone, key.org_id, session_id, clock()
-        )
+        try:
+            view = await session_view(
+                engine, enforcer.book, enforcer.store, timezone, key.org_id, session_id, clock()
+            )
+        except SQLAlchemyError as exc:
+            logger.warning("session view: the database cannot answer (%s)", type(exc).__name__)
+            raise Unavailable(
+                "the database cannot be reached; retry shortly", headers={"retry-after": "5"}
+            ) from None
         if view is None or view.key_id != key.id:
             raise SessionNotFound(f"no session {session_id!r} of this key")
     except GatewayError as exc:

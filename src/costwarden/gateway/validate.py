@@ -105,6 +105,11 @@ def principal_fields(
         if isinstance(candidate, str) and candidate:
             user = _label(candidate, where)
     session = _header(headers, b"x-costwarden-session")
+    if session is not None and session.startswith(("@key:", "@project:")):
+        raise BadRequest(
+            "x-costwarden-session: @key: and @project: name session defaults, not a session",
+            param="x-costwarden-session",
+        )
     raw_tags = headers.get(b"x-costwarden-tags")
     return user, session, parse_tags(raw_tags.decode("utf-8", "replace")) if raw_tags else {}
 

@@ -216,4 +216,6 @@ def clean_session_id(text: str) -> str:
         raise InvalidInput(f"a session id has 1 to {MAX_SESSION_ID} characters, got {len(text)}")
     if any(ord(c) < 32 or ord(c) == 127 for c in text):
         raise InvalidInput("a session id has no control characters")
+    if text.startswith(("@key:", "@project:")):
+        raise InvalidInput("@key: and @project: name session defaults, not a session")
     return text

@@ -46,7 +46,9 @@ from costwarden.budgets.limits import (
     Limit,
     Tier,
     is_rolling,
+    is_session_default,
     parse_amount,
+    session_default,
     tier_from_mapping,
     tier_to_mapping,
 )
@@ -196,7 +198,19 @@ def resolve_target(conn: Connection, org: str | None, scope: str, subject: str) 
         if found is None:
             raise NotFound(f"org {org.strip()!r} has no key {text!r}")
         return org_id, text
+    if is_session_default(scope, text):
+        return org_id, _session_default_target(conn, org_id, org, text)
     return org_id, _free_text_subject(scope, subject)
+
+
+def _session_default_target(conn: Connection, org_id: str, org: str, text: str) -> str:
+    """``@key:ID`` / ``@project:NAME-or-ID`` of the org, as stored (a project by its id)."""
+    kind, _, ident = text[1:].partition(":")
+    if kind == "key":
+        _, key_id = resolve_target(conn, org, "key", ident)
+        return session_default("key", key_id)
+    _, project_id = resolve_target(conn, org, "project", ident)
+    return session_default("project", project_id)
 
 
 def _describe(org_id: str, scope: str, subject: str) -> str:

@@ -227,7 +227,8 @@ alerts = sa.Table(
     metadata,
     sa.Column("id", sa.Text, primary_key=True),
     sa.Column("dedupe_key", sa.Text, nullable=False, unique=True),
-    sa.Column("kind", sa.Text, nullable=False),  # threshold | forecast | spike | service | test
+    # threshold | forecast | spike | service | session | test
+    sa.Column("kind", sa.Text, nullable=False),
     sa.Column("rule", sa.Text, nullable=False),
     sa.Column("severity", sa.Text, nullable=False),
     sa.Column("org_id", sa.Text, nullable=True, index=True),  # NULL: platform-wide

@@ -100,12 +100,19 @@ def session_of(bind: Bind, org_id: str, session_id: str) -> SessionRow | None:
     return None if row is None else _row(row)
 
 
-def sessions_not_active(bind: Bind) -> list[SessionRow]:
-    """Every session whose state is not ``active`` (what a process loads at start-up)."""
+def sessions_not_active(
+    bind: Bind, *, tenant: str | None = None, states: tuple[str, ...] | None = None
+) -> list[SessionRow]:
+    """Every session whose state is not ``active`` (what a process loads at start-up), of
+    one org (``tenant``), in some ``states``."""
+    t = agent_sessions.c
+    stmt = sa.select(agent_sessions).where(t.state != "active")
+    if tenant is not None:
+        stmt = stmt.where(t.org_id == tenant)
+    if states is not None:
+        stmt = stmt.where(t.state.in_(states))
     with connect_read(bind) as conn:
-        rows = conn.execute(
-            sa.select(agent_sessions).where(agent_sessions.c.state != "active")
-        ).all()
+        rows = conn.execute(stmt.order_by(t.updated_at.desc())).all()
     return [_row(row) for row in rows]
 
 
