@@ -20,7 +20,10 @@ echo "== import contracts (layers, no cycles)"
 echo "== pytest"
 log="$(mktemp)"
 set +e
-.venv/bin/pytest "$@" 2>&1 | tee "$log"
+# Two workers (the machine's cores; COSTWARDEN_TEST_WORKERS to change): tests that share
+# one Redis database run in one worker, one after the other (tests/conftest.py).
+.venv/bin/pytest -n "${COSTWARDEN_TEST_WORKERS:-2}" --dist loadgroup --durations=15 "$@" 2>&1 \
+    | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 if [ "$status" -eq 5 ] || ! grep -Eq "[0-9]+ passed" "$log"; then

@@ -20,6 +20,18 @@ from tests.helpers import (
     scratch_pg_database,
 )
 
+# Test files that use a database of the Redis on 6379 that other files use too (and flush):
+# under pytest-xdist they run in one worker, one after the other.
+_SHARED_REDIS = (
+    "tests/e2e/", "tests/budgets/test_stores.py", "tests/routing/test_breakers.py",
+)  # fmt: skip
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.nodeid.startswith(_SHARED_REDIS):
+            item.add_marker(pytest.mark.xdist_group("shared-redis"))
+
 
 @pytest.fixture(scope="session")
 def pg_ready() -> None:

@@ -87,3 +87,17 @@ async def test_a_resolution_reaches_every_process_within_a_second(
             raise AssertionError("the session stayed paused in process one")
         await agent.close()
         await other.close()
+
+        # The agent's view of its session, from either process, is the admin API's.
+        async with aiohttp.ClientSession() as http:
+            views = []
+            key = {"authorization": f"Bearer {gw.key}"}
+            for base in (one, two):
+                async with http.get(f"{base}/v1/costwarden/session/run-42", headers=key) as r:
+                    assert r.status == 200, await r.text()
+                    views.append(await r.json())
+                async with http.get(f"{base}/admin/sessions/run-42", params={"org": "acme"},
+                                    headers=AUTH) as r:  # fmt: skip
+                    views.append(await r.json())
+        assert all(view == views[0] for view in views)
+        assert views[0]["state"] == "active" and views[0]["escalation"] is None

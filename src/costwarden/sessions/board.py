@@ -101,6 +101,7 @@ class _Pace:
 
 _HISTORY = 256  # requests remembered per session for the repeat signal
 _MINUTES = 60  # minutes of pace kept per session
+_PRUNE_EVERY = 60.0  # seconds between two prunes of what the board remembers
 
 
 class SessionBoard:
@@ -124,6 +125,7 @@ class SessionBoard:
         self._wake_interval = wake_interval
         self._entries: dict[SessionKey, _Entry] = {}
         self._writes: asyncio.Queue[_Write] = asyncio.Queue()
+        self._pending: collections.Counter[SessionKey] = collections.Counter()  # writes queued
         self._tasks: list[asyncio.Task[None]] = []
 
     # ------------------------------------------------------------------ lifetime
@@ -280,6 +282,7 @@ class SessionBoard:
         else:
             entry.standing = moved.after
             entry.key_id = entry.key_id or key_id
+        self._pending[key] += 1
         self._writes.put_nowait(_Write(key, moved, key_id, finding))
 
     async def _write_loop(self) -> None:
@@ -290,6 +293,9 @@ class SessionBoard:
             except Exception:  # noqa: BLE001 - the database is down: the next move retries
                 logger.warning("session %s: transition not stored", write.key[1], exc_info=True)
             finally:
+                self._pending[write.key] -= 1
+                if not self._pending[write.key]:
+                    del self._pending[write.key]
                 self._writes.task_done()
 
     async def _write(self, write: _Write) -> None:
@@ -353,6 +359,7 @@ class SessionBoard:
             self._seen.pop(key, None)
 
     async def _wake_loop(self) -> None:
+        pruned = self._clock()
         while True:
             await asyncio.sleep(self._wake_interval)
             now = self._clock()
@@ -360,6 +367,30 @@ class SessionBoard:
                 woke = on_clock(entry.standing, now)
                 if woke is not None:
                     self._move(key, woke, entry.key_id)
+            if now - pruned >= _PRUNE_EVERY:
+                self.prune(now)
+                pruned = now
+
+    def remembered(self) -> tuple[int, int, int]:
+        """How many sessions the board holds fingerprints, pace and a state of."""
+        return len(self._seen), len(self._pace), len(self._entries)
+
+    def prune(self, now: float) -> None:
+        """Forget what no longer matters, so memory follows the sessions in use, not every
+        session ever seen: fingerprints older than the repeat window, pace older than an
+        hour, and active sessions stored (a dict miss is ``active``)."""
+        since = now - self.loops.repeat_window_s
+        for key, seen in list(self._seen.items()):
+            if not seen or seen[-1][0] < since:
+                del self._seen[key]
+        minute = int(now // 60)
+        for key, pace in list(self._pace.items()):
+            if not pace.minutes or max(pace.minutes) <= minute - _MINUTES:
+                del self._pace[key]
+        for key, entry in list(self._entries.items()):
+            stored = entry.version is not None and key not in self._pending
+            if entry.standing.state == "active" and stored:
+                del self._entries[key]
 
 
 def changed_event(
