@@ -99,7 +99,7 @@ class _Pace:
     errors: int = 0  # upstream errors in a row
 
 
-_HISTORY = 256  # requests remembered per session for the repeat signal
+_HISTORY = 256  # fingerprints remembered per session for the repeat signal
 _MINUTES = 60  # minutes of pace kept per session
 _PRUNE_EVERY = 60.0  # seconds between two prunes of what the board remembers
 
@@ -120,7 +120,9 @@ class SessionBoard:
         self._clock = clock
         self.wind_down_pct = wind_down_pct
         self.loops = LoopPolicy() if loops is None else loops
-        self._seen: dict[SessionKey, collections.deque[tuple[float, str]]] = {}
+        # Per session, per fingerprint (the least recently sent first), the times it was
+        # sent: the last repeat_count of them, all the repeat signal needs.
+        self._seen: dict[SessionKey, dict[str, collections.deque[float]]] = {}
         self._pace: dict[SessionKey, _Pace] = {}
         self._wake_interval = wake_interval
         self._entries: dict[SessionKey, _Entry] = {}
@@ -213,11 +215,17 @@ class SessionBoard:
         if fingerprint is None:
             return GO
         key = (org_id, session_id)
-        seen = self._seen.get(key)
-        if seen is None:
-            seen = self._seen[key] = collections.deque(maxlen=_HISTORY)
-        finding = check_repeat(self.loops, seen, fingerprint, now)
-        seen.append((now, fingerprint))
+        sent = self._seen.get(key)
+        if sent is None:
+            sent = self._seen[key] = {}
+        times = sent.pop(fingerprint, None)  # put back last: the most recently sent
+        if times is None:
+            times = collections.deque(maxlen=self.loops.repeat_count)
+            if len(sent) >= _HISTORY:
+                del sent[next(iter(sent))]  # the least recently sent fingerprint goes
+        sent[fingerprint] = times
+        finding = check_repeat(self.loops, [(t, fingerprint) for t in times], fingerprint, now)
+        times.append(now)
         if finding is None:
             return GO
         return self._runaway(key, key_id, finding, now)
@@ -380,8 +388,8 @@ class SessionBoard:
         session ever seen: fingerprints older than the repeat window, pace older than an
         hour, and active sessions stored (a dict miss is ``active``)."""
         since = now - self.loops.repeat_window_s
-        for key, seen in list(self._seen.items()):
-            if not seen or seen[-1][0] < since:
+        for key, sent in list(self._seen.items()):
+            if not sent or sent[next(reversed(sent))][-1] < since:  # the latest is too old
                 del self._seen[key]
         minute = int(now // 60)
         for key, pace in list(self._pace.items()):
