@@ -38,7 +38,7 @@ import stack
 from loadgen import BenchError
 from rich.console import Console
 from session import BODY, PATH, auth_headers
-from variants import apply_limits
+from variants import SESSION, apply_limits
 
 ROOT = Path(__file__).resolve().parent.parent
 START, END = "<!-- instructions:start -->", "<!-- instructions:end -->"
@@ -75,13 +75,19 @@ def main(argv: list[str] | None = None) -> int:
         help="keep each target's callgrind dump of the measured requests in this directory "
         "(for callgrind_annotate)",
     )
+    parser.add_argument(
+        "--session",
+        action="store_true",
+        help="requests of an agent session (x-costwarden-session, with a session budget; "
+        "a new question each, as an agent's steps are, so loop detection lets them be)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     # internal: measure the costwarden on PYTHONPATH only; the value is where to keep its dump
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
         keep = None if args.one == "-" else Path(args.one)
-        print(json.dumps(_measure_here(args.requests, keep)))
+        print(json.dumps(_measure_here(args.requests, keep, args.session)))
         return 0
     if shutil.which("valgrind") is None:
         print("valgrind is not installed (Debian package valgrind)", file=sys.stderr)
@@ -100,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                     if args.keep
                     else None
                 )
-                measured = _measure_tree(src, args.requests, keep)
+                measured = _measure_tree(src, args.requests, keep, args.session)
                 rows.append({"target": _describe(label), **measured})
             console.print(f"[green]✓[/] {rows[-1]['target']}: {_per_request(rows[-1]):,.0f}")
     except BenchError as exc:
@@ -144,11 +150,15 @@ def _git(*argv: str) -> str:
     return done.stdout.strip()
 
 
-def _measure_tree(src: Path, requests: int, keep: Path | None) -> dict[str, float]:
+def _measure_tree(
+    src: Path, requests: int, keep: Path | None, session: bool
+) -> dict[str, float]:
     """Measure in a child whose ``costwarden`` is imported from ``src``."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), str(Path(__file__).parent)])}
     one = str(keep.resolve()) if keep else "-"
     cmd = [sys.executable, __file__, "--one", one, "--requests", str(requests)]
+    if session:
+        cmd.append("--session")
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
     if done.returncode != 0:
         raise BenchError(f"measuring {src}: {done.stderr.strip()[-2000:]}")
@@ -156,7 +166,7 @@ def _measure_tree(src: Path, requests: int, keep: Path | None) -> dict[str, floa
     return result
 
 
-def _measure_here(requests: int, keep: Path | None) -> dict[str, float]:
+def _measure_here(requests: int, keep: Path | None, session: bool) -> dict[str, float]:
     tmp = Path(tempfile.mkdtemp(prefix="costwarden-callgrind-"))
     env = {**stack.clean_env(), "PYTHONHASHSEED": "0"}
     services: list[stack.Service] = []
@@ -168,7 +178,7 @@ def _measure_here(requests: int, keep: Path | None) -> dict[str, float]:
         port, db = stack.free_port(), tmp / "gateway.db"
         config = stack.write_config(tmp / "gateway.toml", db, mock_port, port)
         key, key_id = stack.create_key(config, env)
-        apply_limits(db, key_id)
+        apply_limits(db, key_id, **({"session": True} if session else {}))
         out = tmp / "callgrind.out"
         cmd = [
             "valgrind",
@@ -188,9 +198,9 @@ def _measure_here(requests: int, keep: Path | None) -> dict[str, float]:
         stack.wait_ready(gateway, port, "/healthz", timeout=300)
         pid = gateway.proc.pid
         _control(pid, "--instr=on")
-        _requests(port, key, WARMUP_REQUESTS)
+        _requests(port, key, WARMUP_REQUESTS, session)
         idle = _counted(pid, out, lambda: time.sleep(IDLE_SECONDS))
-        busy = _counted(pid, out, lambda: _requests(port, key, requests))
+        busy = _counted(pid, out, lambda: _requests(port, key, requests, session))
         if keep is not None:
             shutil.copyfile(max(out.parent.glob(out.name + "*")), keep)
         background = idle.instructions / idle.seconds * busy.seconds
@@ -240,11 +250,16 @@ def _control(pid: int, option: str) -> None:
         raise BenchError(f"{' '.join(cmd)}: {(done.stdout + done.stderr).strip()}")
 
 
-def _requests(port: int, key: str, count: int) -> None:
+def _requests(port: int, key: str, count: int, session: bool = False) -> None:
     conn = http.client.HTTPConnection(stack.HOST, port, timeout=120)
+    headers = auth_headers(key)
+    if session:
+        headers["x-costwarden-session"] = SESSION
     try:
-        for _ in range(count):
-            conn.request("POST", PATH, body=BODY.encode(), headers=auth_headers(key))
+        for i in range(count):
+            # An agent's steps: a new question each (the same one thrice is a loop).
+            body = BODY.replace('"hello"', f'"hello {i}"') if session else BODY
+            conn.request("POST", PATH, body=body.encode(), headers=headers)
             resp = conn.getresponse()
             resp.read()
             if resp.status != 200:

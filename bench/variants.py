@@ -59,8 +59,15 @@ def parse_variants(text: str) -> list[Variant]:
     return [VARIANTS[n] for n in dict.fromkeys(names)]
 
 
-def apply_limits(db: Path, key_id: str) -> None:
-    """Write the limits into the variant's database before its gateway starts.
+# The agent session the session requests run in (bench/instructions.py --session), and its
+# budget: large enough never to wind down in a run.
+SESSION = "bench-run"
+SESSION_LIMITS = {"daily_usd": "500"}
+
+
+def apply_limits(db: Path, key_id: str, *, session: bool = False) -> None:
+    """Write the limits into the variant's database before its gateway starts (and a
+    budget of the agent session, for session requests).
 
     Set before the start rather than while running, so the gateway loads them with its
     first policy read and no measured request runs without them.
@@ -69,6 +76,9 @@ def apply_limits(db: Path, key_id: str) -> None:
     try:
         set_limits(engine, org="bench", scope="org", subject="", amounts=ORG_LIMITS)
         set_limits(engine, org="bench", scope="key", subject=key_id, amounts=KEY_LIMITS)
+        if session:
+            set_limits(engine, org="bench", scope="session", subject=SESSION,
+                       amounts=SESSION_LIMITS)  # fmt: skip
     # Any error (not only CostwardenError): instructions.py runs this against older commits,
     # whose exception hierarchy lives elsewhere.
     except Exception as exc:

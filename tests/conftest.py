@@ -20,17 +20,20 @@ from tests.helpers import (
     scratch_pg_database,
 )
 
-# Test files that use a database of the Redis on 6379 that other files use too (and flush):
-# under pytest-xdist they run in one worker, one after the other.
-_SHARED_REDIS = (
-    "tests/e2e/", "tests/budgets/test_stores.py", "tests/routing/test_breakers.py",
-)  # fmt: skip
+# The CLI's rich consoles take their width when costwarden.cli is first imported, in
+# whichever test that is (under pytest-xdist, any): wide, whatever the order.
+os.environ.setdefault("COLUMNS", "200")
+
+# Tests that run one at a time, after the others (scripts/test.sh runs the rest in two
+# workers): the files that use a database of the Redis on 6379 that others use too (and
+# flush), and the end-to-end tests, which time real gateway processes.
+_SERIAL = ("tests/e2e/", "tests/budgets/test_stores.py", "tests/routing/test_breakers.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if item.nodeid.startswith(_SHARED_REDIS):
-            item.add_marker(pytest.mark.xdist_group("shared-redis"))
+        if item.nodeid.startswith(_SERIAL):
+            item.add_marker(pytest.mark.serial)
 
 
 @pytest.fixture(scope="session")

@@ -1095,6 +1095,24 @@ _EXAMPLES: dict[str, tuple[str, str, Callable[[Settings], bool]]] = {
         )
     },
     **{
+        f"sessions.{name}": (
+            "append",
+            f"[sessions]\n{name} = {toml}\n",
+            lambda s, name=name, value=value: getattr(s.sessions, name) == value,
+        )
+        for name, toml, value in (
+            ("enabled", "false", False),
+            ("wind_down_pct", "80", 80),
+            ("wake_interval_seconds", "0.5", 0.5),
+            ("loop_action", '"flag"', "flag"),
+            ("repeat_count", "4", 4),
+            ("repeat_window_seconds", "300", 300),
+            ("velocity_factor", "20", 20),
+            ("velocity_min_minutes", "10", 10),
+            ("error_burst", "3", 3),
+        )
+    },
+    **{
         f"alerts.{name}": (
             "append",
             f"[alerts]\n{name} = {toml}\n",
@@ -1262,6 +1280,23 @@ def test_bad_alert_settings_are_named(line: str, message: str) -> None:
 def test_bad_analytics_settings_are_named(line: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_settings(text=f"[analytics]\n{line}\n", env={})
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("wind_down_pct = 0", "sessions.wind_down_pct: must be over 0 and at most 100"),
+        ("wind_down_pct = 101", "sessions.wind_down_pct: must be over 0 and at most 100"),
+        ("wake_interval_seconds = 0", "sessions.wake_interval_seconds: must be a positive"),
+        ('loop_action = "explode"', "sessions.loop_action: must be one of flag, pause, block"),
+        ("repeat_count = 1", "sessions.repeat_count: must be at least 2"),
+        ("velocity_factor = 1", "sessions.velocity_factor: must be over 1"),
+        ("error_burst = 0", "sessions.error_burst: must be at least 1"),
+    ],
+)
+def test_bad_session_settings_are_named(line: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(text=f"[sessions]\n{line}\n", env={})
 
 
 def test_raw_retention_is_off_by_default_and_takes_the_bounds() -> None:

@@ -169,7 +169,7 @@ def _filter(data: Mapping[str, Any]) -> ChannelFilter:
     kinds = data.get("kinds", [])
     if (
         not isinstance(kinds, list)
-        or len(kinds) > 5
+        or len(kinds) > len(KINDS)
         or not all(isinstance(k, str) and k in KINDS for k in kinds)
     ):
         raise FieldInvalid("kinds", f"must be a list of: {', '.join(KINDS)}")

@@ -53,8 +53,8 @@ CHANNEL_HELP: Final[tuple[tuple[str, str], ...]] = (
     ("min_severity", "Only alerts of at least this severity: info (default), warning, critical."),
     ("org_ids", "Only alerts of these orgs, by org id (absent: every org's, and platform "
      "alerts)."),
-    ("kinds", "Only alerts of these kinds: threshold, forecast, spike, service, test (absent: "
-     "all)."),
+    ("kinds", "Only alerts of these kinds: threshold, forecast, spike, service, session, test "
+     "(absent: all)."),
     ("enabled", "false keeps the channel but sends it nothing (default true)."),
 )  # fmt: skip
 
