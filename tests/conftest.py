@@ -20,10 +20,6 @@ from tests.helpers import (
     scratch_pg_database,
 )
 
-# The CLI's rich consoles take their width when costwarden.cli is first imported, in
-# whichever test that is (under pytest-xdist, any): wide, whatever the order.
-os.environ.setdefault("COLUMNS", "200")
-
 # Tests that run one at a time, after the others (scripts/test.sh runs the rest in two
 # workers): the files that use a database of the Redis on 6379 that others use too (and
 # flush), and the end-to-end tests, which time real gateway processes.
