@@ -271,9 +271,10 @@ async def arun_cli(*args: str, env: dict[str, str] | None = None) -> CliResult:
 
 
 def invoke_cli(*args: str, env: dict[str, str | None] | None = None) -> CliResult:
-    """The CLI in this process (click's runner), in a wide terminal unless ``env`` says
-    otherwise (COLUMNS); an exception other than exit is raised."""
-    result = CliRunner().invoke(main, list(args), env={"COLUMNS": "200", **(env or {})})
+    """The CLI in this process (click's runner), in a wide terminal unless COLUMNS (in
+    ``env``, or set by the test) says otherwise; an exception other than exit is raised."""
+    wide = {"COLUMNS": os.environ.get("COLUMNS", "200")}
+    result = CliRunner().invoke(main, list(args), env={**wide, **(env or {})})
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     return CliResult(result.exit_code, result.stdout, result.stderr)
