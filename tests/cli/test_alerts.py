@@ -18,19 +18,9 @@ from costwarden.storage import repo
 from costwarden.storage.audit import audit_entries
 from costwarden.storage.config_channels import sync_config_channels
 from costwarden.storage.db import create_engine_for
-from costwarden.storage.migrate import migrate
-from tests.helpers import WebhookReceiver, arun_cli, cli_env, gateway_toml, webhook_receiver
+from tests.helpers import WebhookReceiver, arun_cli, cli_env, webhook_receiver
 
 SECRET = "whsec_" + base64.b64encode(b"cli-test-signing-key-0123456789ab").decode()
-
-
-@pytest.fixture
-def config(tmp_path: Path) -> str:
-    path = tmp_path / "costwarden.toml"
-    url = f"sqlite:///{tmp_path}/cw.db"
-    path.write_text(gateway_toml("http://127.0.0.1:9", url), encoding="utf-8")
-    migrate(url)
-    return str(path)
 
 
 @pytest.fixture

@@ -9,30 +9,19 @@ from decimal import Decimal
 from pathlib import Path
 
 import orjson
-import pytest
 
 from costwarden.core.event_kinds import EscalationResolved, SessionChanged
 from costwarden.sessions.lifecycle import Standing, on_runaway
 from costwarden.storage import policy, repo
 from costwarden.storage.db import create_engine_for
 from costwarden.storage.event_log import SqlEventLog
-from costwarden.storage.migrate import migrate
 from costwarden.storage.sessions import (
     escalation_of,
     open_escalation,
     record_transition,
     session_of,
 )
-from tests.helpers import arun_cli, cli_env, gateway_toml
-
-
-@pytest.fixture
-def config(tmp_path: Path) -> str:
-    path = tmp_path / "costwarden.toml"
-    url = f"sqlite:///{tmp_path}/cw.db"
-    path.write_text(gateway_toml("http://127.0.0.1:9", url), encoding="utf-8")
-    migrate(url)
-    return str(path)
+from tests.helpers import arun_cli, cli_env
 
 
 def _paused(config: str, session: str) -> tuple[str, str]:
