@@ -88,16 +88,23 @@ async def test_a_resolution_reaches_every_process_within_a_second(
         await agent.close()
         await other.close()
 
-        # The agent's view of its session, from either process, is the admin API's.
+        # The agent's view of its session, from either process, is the admin API's: once the
+        # last request's ledger row is written (batched: usage is read from the ledger).
+        key = {"authorization": f"Bearer {gw.key}"}
+        await asyncio.sleep(0.5)  # both processes' ledger writers flush every 200 ms
         async with aiohttp.ClientSession() as http:
-            views = []
-            key = {"authorization": f"Bearer {gw.key}"}
-            for base in (one, two):
-                async with http.get(f"{base}/v1/costwarden/session/run-42", headers=key) as r:
-                    assert r.status == 200, await r.text()
-                    views.append(await r.json())
-                async with http.get(f"{base}/admin/sessions/run-42", params={"org": "acme"},
-                                    headers=AUTH) as r:  # fmt: skip
-                    views.append(await r.json())
-        assert all(view == views[0] for view in views)
+            for _ in range(50):
+                views = []
+                for base in (one, two):
+                    async with http.get(f"{base}/v1/costwarden/session/run-42", headers=key) as r:
+                        assert r.status == 200, await r.text()
+                        views.append(await r.json())
+                    async with http.get(f"{base}/admin/sessions/run-42", params={"org": "acme"},
+                                        headers=AUTH) as r:  # fmt: skip
+                        views.append(await r.json())
+                if all(view == views[0] for view in views):
+                    break
+                await asyncio.sleep(0.1)
+        assert all(view == views[0] for view in views), views
+        assert views[0]["requests"] >= 5  # three answered, one paused, one after resolving
         assert views[0]["state"] == "active" and views[0]["escalation"] is None
