@@ -28,6 +28,7 @@ from tests.helpers import (
     LiveGateway,
     configure_mock,
     live_gateway,
+    mock_stats,
     tool_round,
 )
 from tests.helpers import set_limits as _set_limits
@@ -63,9 +64,7 @@ def _client(gw: LiveGateway, session: str) -> openai.AsyncOpenAI:
 
 
 async def _upstream_calls(mock: MockServer) -> int:
-    async with httpx.AsyncClient() as http:
-        stats = (await http.get(mock.base_url + "/_mock/stats")).json()
-    return int(stats["requests"])
+    return int((await mock_stats(mock))["requests"])
 
 
 async def test_a_session_winds_down_sleeps_until_the_reset_and_wakes_on_time(
