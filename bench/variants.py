@@ -35,16 +35,23 @@ class Variant:
     label: str  # as shown in the report
     limits: bool  # budgets and rate limits set on the org and key
     redis: bool  # counters in Redis rather than in the gateway process
+    scan: bool = True  # the prompt security scan on (the default), or off
 
     def config_extra(self) -> str:
-        """TOML appended to the mock gateway config (empty keeps counters in-process)."""
-        return f'\n[redis]\nurl = "{REDIS_URL}"\n' if self.redis else ""
+        """TOML appended to the mock gateway config (empty keeps counters in-process and
+        the security scan on)."""
+        extra = f'\n[redis]\nurl = "{REDIS_URL}"\n' if self.redis else ""
+        return extra if self.scan else extra + "\n[security]\nenabled = false\n"
 
 
 VARIANTS = {
     "off": Variant("off", "ledger only", limits=False, redis=False),
     "memory": Variant("memory", "budgets in-process", limits=True, redis=False),
     "redis": Variant("redis", "budgets on Redis", limits=True, redis=True),
+    # The same as "memory" with the prompt scan off: its cost is the difference of the two.
+    "noscan": Variant(
+        "noscan", "budgets in-process, scan off", limits=True, redis=False, scan=False
+    ),
 }
 
 

@@ -493,23 +493,23 @@ async def test_unknown_keys_do_not_query_the_database(mock: MockServer, tmp_path
     policy_polls = [q for q in queries if "policy_state" in q]
     switch_polls = [q for q in queries if "switches" in q]
     route_polls = [q for q in queries if "route_fallbacks" in q]
+    security_polls = [q for q in queries if "security_policies" in q]
     # The event bus's own background work (its log poll and batch writes of earlier events).
     event_log = [q for q in queries if "event_log" in q or "event_sequence" in q]
     # ...and those are the key cache's, the limit book's, the switch board's, the route
     # table's polls and the event log's, not per-request lookups.
     polls = (
-        len(key_polls) + len(policy_polls) + len(switch_polls) + len(route_polls) + len(event_log)
-    )
-    others = [
-        q
-        for q in queries
-        if q not in key_polls + policy_polls + switch_polls + route_polls + event_log
-    ]
+        len(key_polls) + len(policy_polls) + len(switch_polls) + len(route_polls)
+        + len(security_polls) + len(event_log)
+    )  # fmt: skip
+    known = key_polls + policy_polls + switch_polls + route_polls + security_polls + event_log
+    others = [q for q in queries if q not in known]
     assert polls == len(queries), others
     assert len(event_log) <= duration / 0.5 + 4, (len(event_log), duration)
     switch_refresh = gw.app.settings.switches.refresh_seconds
     assert len(switch_polls) <= duration / switch_refresh + 2, (len(switch_polls), duration)
     assert len(route_polls) <= duration / switch_refresh + 2, (len(route_polls), duration)
     assert len(key_polls) <= duration / refresh + 2, (len(key_polls), duration)
+    assert len(security_polls) <= duration / refresh + 2, (len(security_polls), duration)
     budget_refresh = gw.app.settings.budgets.refresh_seconds
     assert len(policy_polls) <= duration / budget_refresh + 2, (len(policy_polls), duration)

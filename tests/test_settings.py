@@ -19,6 +19,7 @@ from costwarden.budgets.ports import BudgetConfig
 from costwarden.config.budgets import budget_config
 from costwarden.config.metrics import MetricsSettings
 from costwarden.config.reference import settings_help
+from costwarden.config.security import SecuritySettings
 from costwarden.config.settings import (
     BudgetSettings,
     DeploymentSettings,
@@ -761,6 +762,7 @@ _DOCUMENTED = [
     ("budgets", BudgetSettings),
     ("redis", RedisSettings),
     ("metrics", MetricsSettings),
+    ("security", SecuritySettings),
 ]
 # Filled in by the loader, never written in the file: the credential from api_key_env, and a
 # deployment's provider from the part of its id before the colon.
@@ -1113,6 +1115,24 @@ _EXAMPLES: dict[str, tuple[str, str, Callable[[Settings], bool]]] = {
         )
     },
     **{
+        f"security.{name}": (
+            "append",
+            f"[security]\n{name} = {toml}\n",
+            lambda s, name=name, value=value: getattr(s.security, name) == value,
+        )
+        for name, toml, value in (
+            ("enabled", "false", False),
+            ("time_budget_ms", "5", 5.0),
+            ("on_timeout", '"closed"', "closed"),
+            ("min_confidence", "0.9", 0.9),
+            ("flag_confidence", "0.6", 0.6),
+            ("injection_action", '"block"', "block"),
+            ("secrets_action", '"redact"', "redact"),
+            ("pii_action", '"flag"', "flag"),
+            ("tools_action", '"off"', "off"),
+        )
+    },
+    **{
         f"alerts.{name}": (
             "append",
             f"[alerts]\n{name} = {toml}\n",
@@ -1189,7 +1209,7 @@ _EXAMPLES: dict[str, tuple[str, str, Callable[[Settings], bool]]] = {
 
 
 def test_examples_cover_every_documented_key() -> None:
-    documented = {row[0] for row in settings_help()} - {"(env only)"}
+    documented = {row[0] for row in settings_help()} - {"(env only)", "security (env only)"}
     assert documented == set(_EXAMPLES)
 
 
@@ -1297,6 +1317,31 @@ def test_bad_analytics_settings_are_named(line: str, message: str) -> None:
 def test_bad_session_settings_are_named(line: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_settings(text=f"[sessions]\n{line}\n", env={})
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("time_budget_ms = 0", "security.time_budget_ms: must be over 0 and at most 10000"),
+        ('on_timeout = "maybe"', "security.on_timeout: must be 'open' or 'closed'"),
+        ("min_confidence = 1.5", "security.min_confidence: must be from 0 to 1"),
+        ("flag_confidence = 0.9", "security.flag_confidence: must be at most min_confidence"),
+        ('pii_action = "explode"', "security.pii_action: must be one of default, block"),
+    ],
+)
+def test_bad_security_settings_are_named(line: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(text=f"[security]\n{line}\n", env={})
+
+
+def test_security_settings_and_the_hash_key_from_the_environment() -> None:
+    text = '[security]\npii_action = "redact"\ntime_budget_ms = 5\n'
+    settings = load_settings(text=text, env={"COSTWARDEN_SECURITY_HASH_KEY": "k" * 40})
+    assert settings.security.pii_action == "redact"
+    assert settings.security.time_budget_ms == 5.0
+    assert settings.security_hash_key == "k" * 40
+    assert "k" * 40 not in repr(settings)
+    assert load_settings(text="", env={}).security_hash_key is None
 
 
 def test_raw_retention_is_off_by_default_and_takes_the_bounds() -> None:

@@ -18,6 +18,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Engine
 
 from costwarden.core.errors import StorageError
+from costwarden.core.records import LedgerRecord
 from costwarden.storage.ledger_rows import record_to_row
 from costwarden.storage.migrate import alembic_config, current_revision, head_revision, migrate
 from costwarden.storage.partitions import (
@@ -28,7 +29,7 @@ from costwarden.storage.partitions import (
     months_between,
 )
 from costwarden.storage.schema import ROLLUP_MEASURES, ledger, metadata
-from tests.storage.conftest import insert_records, ledger_placement, random_record, timed_record
+from tests.storage.conftest import ledger_placement, random_record, timed_record
 
 
 def _not_a_partition(name: str | None, type_: str, _parents: object) -> bool:
@@ -165,14 +166,23 @@ def test_migration_0009_keeps_every_row_up_and_down(
     stamps = [FIRST + timedelta(seconds=rng.uniform(0, span)) for _ in range(60)]
     records = [timed_record(rng, ts) for ts in stamps]
     records.append(dataclasses.replace(random_record(rng, NOW), request_id="legacy-x"))
-    insert_records(engine, records, 77)
-    with engine.begin() as conn:  # and a row from before written_ms existed
-        row = record_to_row(timed_record(rng, FIRST + timedelta(hours=5)))
-        conn.execute(ledger.insert(), row)
+    # The ledger as 0008 has it: without the columns later migrations add (0015's security).
+    old_ledger = sa.Table(
+        "ledger", sa.MetaData(), *(c._copy() for c in ledger.columns if c.name != "security")
+    )
+
+    def old_row(record: LedgerRecord) -> dict[str, Any]:
+        return {k: v for k, v in record_to_row(record).items() if k != "security"}
+
+    with engine.begin() as conn:
+        conn.execute(old_ledger.insert(), [{**old_row(r), "written_ms": 77} for r in records])
+        # and a row from before written_ms existed
+        conn.execute(old_ledger.insert(), old_row(timed_record(rng, FIRST + timedelta(hours=5))))
 
     def contents() -> list[tuple[Any, ...]]:
         with engine.connect() as conn:
-            return list(conn.execute(sa.select(ledger).order_by(ledger.c.request_id)).all())
+            query = sa.select(old_ledger).order_by(old_ledger.c.request_id)
+            return list(conn.execute(query).all())
 
     before = contents()
     assert len(before) == 62 and "ix_ledger_org_id" in _indexes(engine)

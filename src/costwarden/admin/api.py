@@ -38,6 +38,7 @@ from costwarden.admin import (
     request_log_api,
     risks_api,
     routes_api,
+    security_api,
     sessions_api,
     switches_api,
 )
@@ -142,6 +143,12 @@ ROUTES: tuple[Route, ...] = (
         sessions_api.resolve_escalation,
         methods=["POST"],
     ),
+    # security policies of orgs and keys
+    Route("/admin/security/policies", security_api.get_policies, methods=["GET"]),
+    Route("/admin/orgs/{name}/security", security_api.put_org_policy, methods=["PUT"]),
+    Route("/admin/orgs/{name}/security", security_api.delete_org_policy, methods=["DELETE"]),
+    Route("/admin/keys/{key_id}/security", security_api.put_key_policy, methods=["PUT"]),
+    Route("/admin/keys/{key_id}/security", security_api.delete_key_policy, methods=["DELETE"]),
 )
 
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
-from collections.abc import Callable, Mapping
-from typing import Protocol
+from collections.abc import Callable, Mapping, MutableMapping
+from typing import Any, Protocol
 
 from sqlalchemy.engine import Engine
 from starlette.requests import Request
@@ -38,8 +38,14 @@ class Keys(Protocol):
 
     def apply(self, records: list[KeyRecord]) -> None: ...
 
-    def from_headers(self, headers: dict[bytes, bytes]) -> KeyRecord | None:
-        """The live virtual key the headers carry (an agent's own session stream)."""
+    def from_headers(
+        self,
+        headers: dict[bytes, bytes],
+        scope: MutableMapping[str, Any] | None = None,
+        endpoint: str = "",
+    ) -> KeyRecord | None:
+        """The live virtual key the headers carry (an agent's own session stream); None for
+        a honeypot too, whose use (given the request's ``scope``) raises its alert."""
 
     def __len__(self) -> int: ...
 

@@ -2,8 +2,11 @@
 
 - ``GET /admin/orgs``: every org.
 - ``GET /admin/keys`` (``?org=``): keys, never their plaintext or hash.
-- ``POST /admin/keys``: body ``{"org", "project"?, "name"?}``; creates the org and project
-  when new; answers the plaintext key, once. Live on this gateway at once (the key cache is
+- ``POST /admin/keys``: body ``{"org", "project"?, "name"?, "honeypot"?, "honeypot_action"?}``
+  (and the session options); creates the org and project when new; answers the plaintext
+  key, once. A honeypot key is made and listed like any other (marked ``honeypot``), and
+  answered by the gateway exactly as an unknown key, its use a critical alert
+  (gateway/honeypot.py). Live on this gateway at once (the key cache is
   updated), on the others at their next key poll.
 - ``POST /admin/keys/{key_id}/revoke``: live at once here too.
 - ``GET /admin/usage`` (``?since=7d&org=``): spend by org, model and day, from the ledger.
@@ -26,6 +29,8 @@ from costwarden.core.records import KeyRecord
 from costwarden.storage import repo
 from costwarden.storage.usage import usage_report
 
+HONEYPOT_FIELDS = ("honeypot", "honeypot_action")
+
 
 def key_json(record: KeyRecord) -> dict[str, Any]:
     return {
@@ -40,6 +45,8 @@ def key_json(record: KeyRecord) -> dict[str, Any]:
         "revoked_at": record.revoked_at.isoformat() if record.revoked_at else None,
         "session_clean_stop": record.session_clean_stop,
         "session_budget_note": record.session_budget_note,
+        "honeypot": record.honeypot,
+        "honeypot_action": record.honeypot_action if record.honeypot else None,
     }
 
 
@@ -72,7 +79,9 @@ async def create_key(request: Request) -> Response:
     ctx = context(request)
     if denied := ctx.authorized(request):
         return denied
-    data = await body_json(request, allowed={"org", "project", "name", *repo.KEY_OPTIONS})
+    data = await body_json(
+        request, allowed={"org", "project", "name", *HONEYPOT_FIELDS, *repo.KEY_OPTIONS}
+    )
     org = data.get("org")
     project = data.get("project")
     name = data.get("name")
@@ -82,11 +91,20 @@ async def create_key(request: Request) -> Response:
         if value is not None and not isinstance(value, str):
             raise InvalidInput(f"'{field}' must be a string")
     options = _options(data)
-    plaintext, record = await asyncio.to_thread(
-        functools.partial(
-            repo.create_key, ctx.engine, org=org, project=project, name=name, **options
-        )
+    honeypot = data.get("honeypot", False)
+    action = data.get("honeypot_action")
+    repo.check_honeypot(honeypot, action)  # 400 before anything is written
+    create = functools.partial(
+        repo.create_key,
+        ctx.engine,
+        org=org,
+        project=project,
+        name=name,
+        honeypot=honeypot,
+        honeypot_action=action,
+        **options,
     )
+    plaintext, record = await asyncio.to_thread(create)
     ctx.keys.apply([record])
     return JSONResponse({"key": plaintext, **key_json(record)}, status_code=201)
 

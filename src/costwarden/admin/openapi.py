@@ -47,9 +47,11 @@ from costwarden.admin.openapi_parts import (
     ref,
 )
 from costwarden.admin.openapi_rules import RULE_PATHS, RULE_SCHEMA
+from costwarden.admin.openapi_security import POLICY_SCHEMA, SECURITY_PATHS
 from costwarden.admin.openapi_sessions import ESCALATION_SCHEMA, SESSION_PATHS, SESSION_SCHEMA
 from costwarden.budgets.limits import LIMIT_NAMES, MODES, SCOPES, TIER_SCOPES
 from costwarden.core.event_kinds import KINDS, STREAM_CUT
+from costwarden.core.records import HONEYPOT_ACTIONS
 from costwarden.storage.audit import DEFAULT_AUDIT_LIMIT, MAX_AUDIT_LIMIT
 from costwarden.storage.switches import FEATURES
 
@@ -65,6 +67,12 @@ _KEY_SCHEMA = {
         "revoked_at": {"type": ["string", "null"], "format": "date-time"},
         "session_clean_stop": {"type": "boolean"},
         "session_budget_note": {"type": "boolean"},
+        "honeypot": {"type": "boolean", "description": "answered as an unknown key; alerts"},
+        "honeypot_action": {
+            "type": ["string", "null"],
+            "enum": [*HONEYPOT_ACTIONS, None],
+            "description": "a honeypot's action (alert, switch_off_org); null for other keys",
+        },
     },
 }
 _BEARER: list[dict[str, list[str]]] = [{"adminToken": []}]
@@ -194,7 +202,8 @@ _KEY_PATHS: dict[str, Any] = {
             parameters=[_ORG_QUERY],
         ),
         "post": op(
-            "Create a virtual key; the org (and project) are created if new",
+            "Create a virtual key (or a honeypot key: answered as an unknown key, its use a "
+            "critical alert); the org (and project) are created if new",
             {
                 "201": {
                     "description": "the key, shown once, in field 'key'",
@@ -441,6 +450,7 @@ OPENAPI: dict[str, Any] = {
             "AnalyticsTotals": TOTALS_SCHEMA,
             "AgentSession": SESSION_SCHEMA,
             "Escalation": ESCALATION_SCHEMA,
+            "SecurityPolicy": POLICY_SCHEMA,
         },
         "responses": RESPONSES,
     },
@@ -456,6 +466,7 @@ OPENAPI: dict[str, Any] = {
         **RULE_PATHS,
         **ANALYTICS_PATHS,
         **SESSION_PATHS,
+        **SECURITY_PATHS,
     },
 }
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from costwarden.budgets.limits import LIMIT_NAMES, MODES, TIER_SCOPES
 from costwarden.core.event_kinds import KINDS
+from costwarden.core.records import HONEYPOT_ACTIONS
 from costwarden.storage.repo import MAX_NAME_LEN
 from costwarden.storage.switches import FEATURES, MAX_MESSAGE_LEN
 
@@ -201,16 +202,46 @@ KEY_OPTIONS: dict[str, Any] = {
         "remaining budget in a short system note",
     },
 }
-CREATE_KEY: dict[str, Any] = {
-    "type": "object",
-    "required": ["org"],
-    "additionalProperties": False,
-    "properties": {
-        "org": string(NAME, "org name; created if new"),
-        "project": {**string(NAME, "project name; created if new"), "type": ["string", "null"]},
-        "name": {**string(NAME, "a label for the key"), "type": ["string", "null"]},
-        **KEY_OPTIONS,
+_NEW_KEY_FIELDS: dict[str, Any] = {
+    "org": string(NAME, "org name; created if new"),
+    "project": {**string(NAME, "project name; created if new"), "type": ["string", "null"]},
+    "name": {**string(NAME, "a label for the key"), "type": ["string", "null"]},
+    **KEY_OPTIONS,
+    "honeypot": {
+        "type": "boolean",
+        "description": "a honeypot key: made and listed like any other, answered by the "
+        "gateway exactly as an unknown key; its use raises a critical alert",
     },
+    "honeypot_action": {"type": "null"},
+}
+
+
+def _new_key(title: str, **narrowed: Any) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "title": title,
+        "required": ["org", *narrowed.pop("required", [])],
+        "additionalProperties": False,
+        "properties": {**_NEW_KEY_FIELDS, **narrowed},
+    }
+
+
+# honeypot_action (core.records.HONEYPOT_ACTIONS) is for honeypot keys only.
+CREATE_KEY: dict[str, Any] = {
+    "anyOf": [
+        _new_key("a key"),
+        _new_key(
+            "a honeypot key",
+            honeypot={"const": True},
+            honeypot_action={
+                "type": ["string", "null"],
+                "enum": [*HONEYPOT_ACTIONS, None],
+                "description": "what its use does besides the alert: alert (the default), "
+                "or switch_off_org: the org's kill switch turned on",
+            },
+            required=["honeypot"],
+        ),
+    ]
 }
 SET_KEY_OPTIONS: dict[str, Any] = {
     "type": "object",

@@ -166,7 +166,7 @@ SESSION_KINDS = frozenset(
 
 async def session_events(request: Request) -> Response:
     ctx = context(request)
-    key = ctx.keys.from_headers(dict(request.scope["headers"]))
+    key = ctx.keys.from_headers(dict(request.scope["headers"]), request.scope, "session_events")
     if key is None:
         return error(401, "authentication_error", "invalid or missing API key")
     session_id = clean_session_id(request.path_params["session_id"])

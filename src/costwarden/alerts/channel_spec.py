@@ -43,7 +43,7 @@ WEBHOOK_SECRET: Final = f"^(?:whsec_)?(?:(?:[A-Za-z0-9+/]{{4}}){{1,64}}{_B64_TAI
 _ADDRESS_CHAR = "[!#-'*+\\-./0-9:=?A-Z\\[\\]^_`a-z{|}~]"
 ADDRESS: Final = f"^{_ADDRESS_CHAR}{{1,64}}@{_ADDRESS_CHAR}{{1,255}}$"
 TOKEN: Final = "^[!-~]{1,255}$"
-KINDS: Final = ("threshold", "forecast", "spike", "service", "session", "test")
+KINDS: Final = ("threshold", "forecast", "spike", "service", "session", "security", "test")
 Security = Literal["starttls", "tls", "none"]
 SECURITY: Final[tuple[Security, ...]] = ("starttls", "tls", "none")
 

@@ -65,7 +65,7 @@ class AlertMessage:
 
     message_id: str
     alert_id: str
-    kind: str  # threshold | forecast | spike | service | session | test
+    kind: str  # threshold | forecast | spike | service | session | security | test
     rule: str
     severity: Severity
     state: AlertState

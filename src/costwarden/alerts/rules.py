@@ -33,7 +33,9 @@ from costwarden.core.event_kinds import (
     BreakerChanged,
     EscalationCreated,
     EscalationResolved,
+    HoneypotTriggered,
     LimitThresholdCrossed,
+    SecurityFinding,
     SwitchChanged,
 )
 
@@ -175,6 +177,38 @@ def escalation_alert(event_id: int, event: EscalationCreated) -> AlertDraft:
     )
 
 
+SECURITY_RULE = "security-finding"
+
+
+def security_alert(event: SecurityFinding, now: float) -> AlertDraft | None:
+    """An alert for what the prompt scan blocked or redacted, or flagged at high severity:
+    one per org, detector and family an hour (the hour's later findings fold into it).
+    Flagged low and medium findings stay events and ledger fields only."""
+    if event.action == "flagged" and event.severity not in ("high", "critical"):
+        return None
+    hour = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H")
+    what = f"{event.detector}/{event.family}"
+    return AlertDraft(
+        dedupe_key=f"{SECURITY_RULE}|{what}",
+        kind="security",
+        rule=SECURITY_RULE,
+        severity="critical" if event.severity == "critical" else "warning",
+        title=f"security: {what} ({event.severity}, confidence {event.confidence:g}) "
+        f"{event.action} in a request",
+        window_key=f"hour:{hour}",
+        org_id=event.org_id,
+        scope="key" if event.key_id else "org",
+        scope_id=event.key_id or event.org_id or "",
+        detail={
+            "request_id": event.request_id,
+            "session_id": event.session_id,
+            "location": event.location,
+            "span_hash": event.span_hash,
+            "action": event.action,
+        },
+    )
+
+
 def cleared(
     event: BreakerChanged | SwitchChanged | EscalationResolved,
 ) -> tuple[str, str, str | None] | None:
@@ -313,3 +347,67 @@ def error_rate_alert(
             "reason": reason,
         },
     )
+
+
+# ------------------------------------------------------------------ honeypot keys
+
+HONEYPOT_RULE = "security-honeypot-key"
+
+
+def honeypot_alert(event: HoneypotTriggered) -> AlertDraft:
+    """The critical alert of a honeypot key's use: one per key, source address and clock
+    hour (every use is its own ``honeypot_triggered`` event; a stream of them from one
+    address is one alert an hour, not an alert per request). It stays open until someone
+    resolves it. Carries the key's id and prefix, never the key."""
+    at = datetime.fromisoformat(event.at)
+    hour = int(at.timestamp()) // 3600 * 3600
+    source = event.source or "an unknown address"
+    return AlertDraft(
+        dedupe_key=f"{HONEYPOT_RULE}|{event.key_id}|{event.source or '-'}|hour:{hour}",
+        kind="security",
+        rule=HONEYPOT_RULE,
+        severity="critical",
+        title=(
+            f"honeypot key {event.key_prefix}... ({event.key_id}) of org {event.org_name} "
+            f"used from {source}"
+        ),
+        window_key=f"hour:{hour}",
+        org_id=event.org_id,
+        scope="key",
+        scope_id=event.key_id,
+        detail={
+            "key_id": event.key_id,
+            "key_prefix": event.key_prefix,
+            "key_name": event.key_name,
+            "org_name": event.org_name,
+            "project_id": event.project_id,
+            "source": event.source,
+            "source_port": event.source_port,
+            "forwarded_for": event.forwarded_for,
+            "user_agent": event.user_agent,
+            "model": event.model,
+            "endpoint": event.endpoint,
+            "request_id": event.request_id,
+            "action": event.action,
+            "at": event.at,
+        },
+    )
+
+
+_HONEYPOT_FIELDS = (
+    ("user agent", "user_agent"),
+    ("model", "model"),
+    ("endpoint", "endpoint"),
+    ("X-Forwarded-For (as sent, not trusted)", "forwarded_for"),
+    ("request id", "request_id"),
+    ("action", "action"),
+    ("at", "at"),
+)
+
+
+def honeypot_text(title: str, detail: dict[str, Any]) -> str:
+    """What a delivery of a honeypot alert says beyond its title."""
+    said = "; ".join(
+        f"{label}: {detail[name]}" for label, name in _HONEYPOT_FIELDS if detail.get(name)
+    )
+    return f"{title}. {said}. It was answered as an unknown key."

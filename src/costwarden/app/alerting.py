@@ -7,7 +7,9 @@ Everything here runs off the request path, in background tasks:
   (``alerts.rules``) and stores it (``storage.alerts.raise_alert``). The alert's unique key
   makes the database, not the processes, decide that it fires once: whichever process inserts
   it first enqueues its deliveries; the others, and any process after a restart, find it
-  there and do nothing. Each new alert is published as ``alert_changed``.
+  there and do nothing. Each new alert is published as ``alert_changed``. A honeypot key's use
+  (``honeypot_triggered``) is a critical alert, one per key, source and hour; the keys this
+  process knows are stored are not raised again (no query per use of a flood).
 - **Forecasting.** Every ``forecast_interval_seconds`` the one process holding the forecast
   lease (``storage.leases``) forecasts every org budget (``app.forecasting``) and raises the
   alerts of those that run out before they reset, once per limit and window.
@@ -29,6 +31,7 @@ import logging
 import os
 import secrets
 import socket
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -38,10 +41,14 @@ from costwarden.alerts.channels import Attempt, Sender
 from costwarden.alerts.delivery import next_attempt_at
 from costwarden.alerts.model import AlertMessage
 from costwarden.alerts.rules import (
+    HONEYPOT_RULE,
     AlertDraft,
     breaker_alert,
     cleared,
     escalation_alert,
+    honeypot_alert,
+    honeypot_text,
+    security_alert,
     switch_alert,
     threshold_alert,
 )
@@ -53,7 +60,9 @@ from costwarden.core.event_kinds import (
     BreakerChanged,
     EscalationCreated,
     EscalationResolved,
+    HoneypotTriggered,
     LimitThresholdCrossed,
+    SecurityFinding,
     SwitchChanged,
 )
 from costwarden.core.events import EventBus
@@ -69,8 +78,10 @@ FORECAST_LEASE = "alerts.forecast"
 _RAISE_ATTEMPTS = 7  # 0.5 + 1 + 2 + 4 + 8 + 15 s of waiting between them
 _KINDS = frozenset({
     LimitThresholdCrossed.kind, BreakerChanged.kind, SwitchChanged.kind,
-    EscalationCreated.kind, EscalationResolved.kind,
+    EscalationCreated.kind, EscalationResolved.kind, SecurityFinding.kind,
+    HoneypotTriggered.kind,
 })  # fmt: skip
+_HONEYPOTS_KEPT = 1024  # honeypot alerts this process knows are stored (no query per use)
 
 
 def alert_message(alert: AlertRecord, delivery_id: str, dashboard_url: str) -> AlertMessage:
@@ -110,6 +121,8 @@ def _text(alert: AlertRecord) -> str:
             f"{d.get('spent')} of {d.get('limit')} {d.get('metric')} used "
             f"(settled and in flight){resets}."
         )
+    if alert.rule == HONEYPOT_RULE:
+        return honeypot_text(alert.title, d)
     return alert.title
 
 
@@ -136,6 +149,7 @@ class Alerting:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._enforcer = enforcer
+        self._honeypots: dict[str, None] = {}  # dedupe keys stored, oldest first
         # Who holds the forecast lease: this process, unique across restarts and machines.
         self._holder = process_holder()
         # Error-rate and spike alerts: the ledger watched on a schedule (app.watching).
@@ -196,9 +210,24 @@ class Alerting:
                 await self._clear(*what)
         elif isinstance(payload, EscalationCreated):
             await self._raise(escalation_alert(event_id, payload))
+        elif isinstance(payload, SecurityFinding):
+            if (draft := security_alert(payload, time.time())) is not None:
+                await self._raise(draft)
         elif isinstance(payload, EscalationResolved):
             if (what := cleared(payload)) is not None:
                 await self._clear(*what)
+        elif isinstance(payload, HoneypotTriggered):
+            await self._raise_honeypot(honeypot_alert(payload))
+
+    async def _raise_honeypot(self, draft: AlertDraft) -> None:
+        """A honeypot key's use: its alert (one per key, source and hour) raised unless this
+        process knows it is stored already, so a flood of uses is no flood of queries."""
+        if draft.dedupe_key in self._honeypots:
+            return
+        if await self._store(draft):
+            self._honeypots[draft.dedupe_key] = None
+            if len(self._honeypots) > _HONEYPOTS_KEPT:
+                del self._honeypots[next(iter(self._honeypots))]
 
     async def _clear(self, rule: str, scope_id: str, org_id: str | None) -> None:
         try:
@@ -218,6 +247,10 @@ class Alerting:
         await self._raise(draft)
 
     async def _raise(self, draft: AlertDraft) -> None:
+        await self._store(draft)
+
+    async def _store(self, draft: AlertDraft) -> bool:
+        """Whether the alert is stored (now, or by an earlier raise)."""
         # A crossing happens once per window: an alert not stored now would never fire, so a
         # database blip is waited out (about a minute in all) before giving up with an error.
         alert = None
@@ -233,13 +266,14 @@ class Alerting:
                         "alert %s not stored after %d attempts: %s",
                         draft.dedupe_key, _RAISE_ATTEMPTS, type(exc).__name__,
                     )  # fmt: skip
-                    return
+                    return False
                 await asyncio.sleep(min(0.5 * 2**attempt, 15.0))
         if alert is None:
-            return  # raised already, by this process or another
+            return True  # raised already, by this process or another
         logger.warning("alert fired: %s (%s)", alert.title, alert.id)
         self._events.publish(alert.event())
         self._wake.set()
+        return True
 
     # ------------------------------------------------------------------ forecasting
 

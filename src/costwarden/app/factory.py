@@ -33,6 +33,7 @@ from costwarden.app.alerting import Alerting, process_holder
 from costwarden.app.analytics import Rollups
 from costwarden.app.config_channels import channel_secrets, sync_channels
 from costwarden.app.observability import metrics_exporter
+from costwarden.app.securing import Security
 from costwarden.app.tracing import request_spans
 from costwarden.budgets.enforcer import Enforcer
 from costwarden.budgets.redis_store import RedisStore
@@ -45,8 +46,9 @@ from costwarden.core.events import EventBus
 from costwarden.core.records import LedgerRecord
 from costwarden.gateway import session_api
 from costwarden.gateway.asgi import JSON, Receive, Scope, Send, send_bytes
-from costwarden.gateway.auth import KeyCache, key_from_headers
+from costwarden.gateway.auth import KeyCache
 from costwarden.gateway.errors import error_body
+from costwarden.gateway.honeypot import HoneypotTrap
 from costwarden.gateway.proxy import ENDPOINTS, Proxy
 from costwarden.gateway.scrub import per_upstream
 from costwarden.gateway.switches import SwitchBoard
@@ -206,6 +208,12 @@ class CostwardenApp:
             clock=clock,
         )
         self.enforcer.publish = self.events.publish
+        # Honeypot keys' use, handed off by the key cache's users (gateway/honeypot.py).
+        self.honeypot = HoneypotTrap(
+            self.events.publish, engine=self.engine, switches=self.switches,
+            max_body_bytes=settings.server.max_body_bytes, clock=clock,
+        )  # fmt: skip
+        self.keys.trap = self.honeypot
         self.breakers = BreakerBoard(
             sorted(self.settings.deployments),  # an admin-API chain may name any of them
             _breaker_policy(settings.resilience),
@@ -228,6 +236,15 @@ class CostwardenApp:
             if sessions.enabled
             else None
         )
+        self.security = (
+            Security(
+                settings.security, self.engine, self.events,
+                hash_key=settings.security_hash_key,
+                refresh_seconds=settings.server.key_refresh_seconds,
+            )  # fmt: skip
+            if settings.security.enabled
+            else None
+        )
         self.proxy = Proxy(
             routes=self.routes,
             keys=self.keys,
@@ -244,6 +261,7 @@ class CostwardenApp:
             cancel_on_disconnect=settings.server.cancel_on_disconnect,
             clock=clock,
             sessions=self.sessions,
+            security=None if self.security is None else self.security.gate,
         )
         self.metrics = metrics_exporter(
             settings.metrics,
@@ -330,6 +348,7 @@ class CostwardenApp:
         await self.enforcer.start()
         await self.switches.start()
         await self.events.start()
+        await self.honeypot.start()
         if self.alerting is not None:
             await self.alerting.start()
         if self.rollups is not None:
@@ -338,6 +357,8 @@ class CostwardenApp:
         await self.breakers.start()
         if self.sessions is not None:
             await self.sessions.start()
+        if self.security is not None:
+            await self.security.start()
         await self.proxy.start()
         if self.spans is not None:
             await self.spans.start()
@@ -374,10 +395,13 @@ class CostwardenApp:
         await self.breakers.close()
         if self.sessions is not None:
             await self.sessions.close()  # its last transitions stored and published
+        if self.security is not None:
+            await self.security.close()
         if self.rollups is not None:
             await self.rollups.close()
         if self.alerting is not None:
             await self.alerting.close()
+        await self.honeypot.close()  # its last hits published
         await self.events.close()  # writes what is left, ends live event streams
         await self.keys.close()
         await self.ledger.close()  # drains every buffered ledger row
@@ -441,9 +465,8 @@ class CostwardenApp:
         headers: dict[bytes, bytes] = dict(scope["headers"])
         anthropic = b"anthropic-version" in headers
         wire = "anthropic" if anthropic else "openai"
-        token = key_from_headers(headers)
-        key = self.keys.lookup(token) if token else None
-        if key is None or key.revoked:
+        key = self.keys.from_headers(headers, scope, "models")
+        if key is None:
             exc = AuthenticationFailed("invalid or missing API key")
             await send_bytes(send, 401, error_body(wire, exc), [(b"content-type", JSON)])
             return

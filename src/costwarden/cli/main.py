@@ -18,6 +18,7 @@ from costwarden.cli import alerts as alert_commands
 from costwarden.cli import breakers as breaker_commands
 from costwarden.cli import budgets as budget_commands
 from costwarden.cli import report as report_commands
+from costwarden.cli import scan as scan_commands
 from costwarden.cli import sessions as session_commands
 from costwarden.cli import switches as switch_commands
 from costwarden.cli import tiers as tier_commands
@@ -129,24 +130,57 @@ def keys() -> None:
 @click.option("--org", required=True, help="Org the key bills to (created if new).")
 @click.option("--project", default=None, help="Project within the org (created if new).")
 @click.option("--name", default=None, help="A label for the key.")
+@click.option(
+    "--honeypot",
+    is_flag=True,
+    help="A honeypot key: made and listed like any other, answered by the gateway exactly as "
+    "an unknown key; its use raises a critical alert. Plant it where a leak would be found.",
+)
+@click.option(
+    "--honeypot-action",
+    default=None,
+    metavar="alert|switch_off_org",
+    help="What a honeypot key's use does besides the alert: alert (the default), or "
+    "switch_off_org (the org's kill switch turned on).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (the key is in field 'key').")
 @friendly
 def keys_create(
-    config: str, org: str, project: str | None, name: str | None, as_json: bool
+    config: str,
+    org: str,
+    project: str | None,
+    name: str | None,
+    honeypot: bool,
+    honeypot_action: str | None,
+    as_json: bool,
 ) -> None:
     """Create a virtual key. It is shown once and stored only as a hash."""
     from costwarden.admin.keys_api import key_json
     from costwarden.storage import repo
 
+    repo.check_honeypot(honeypot, honeypot_action)  # before the database is opened
     engine = open_engine(load(config, need_secrets=False))
     try:
-        plaintext, record = repo.create_key(engine, org=org, project=project, name=name)
+        plaintext, record = repo.create_key(
+            engine, org=org, project=project, name=name,
+            honeypot=honeypot, honeypot_action=honeypot_action,
+        )  # fmt: skip
     finally:
         engine.dispose()
     if as_json:
         click.echo(json.dumps({"key": plaintext, **key_json(record)}))
         return
-    out.print(f"created key [bold]{record.id}[/] for org [bold]{escape(record.org_name)}[/]")
+    kind = "honeypot key" if record.honeypot else "key"
+    out.print(
+        f"created {kind} [bold]{record.id}[/] for org [bold]{escape(record.org_name)}[/]",
+        highlight=False,
+    )
+    if record.honeypot:
+        out.print(
+            f"its use is answered as an unknown key and raises a critical alert "
+            f"(action: {record.honeypot_action})",
+            highlight=False,
+        )
     out.print("key (shown once, store it now):")
     click.echo(plaintext)
 
@@ -170,7 +204,7 @@ def keys_list(config: str, org: str | None, as_json: bool) -> None:
         click.echo(json.dumps({"data": [key_json(r) for r in records]}))
         return
     table = Table(title="virtual keys")
-    for column in ("id", "prefix", "org", "project", "name", "created", "status"):
+    for column in ("id", "prefix", "org", "project", "name", "created", "status", "honeypot"):
         table.add_column(column, overflow="fold", no_wrap=column == "id")
     for r in records:
         status = f"revoked {r.revoked_at:%Y-%m-%d %H:%M}" if r.revoked_at else "active"
@@ -182,6 +216,7 @@ def keys_list(config: str, org: str | None, as_json: bool) -> None:
             escape(r.name or ""),
             f"{r.created_at:%Y-%m-%d %H:%M}",
             status,
+            r.honeypot_action if r.honeypot else "",
         )
     out.print(table)
 
@@ -237,7 +272,7 @@ def usage(config: str, org: str | None, since: str, as_json: bool) -> None:
 
 for _group in (
     budget_commands, tier_commands, switch_commands, breaker_commands, alert_commands,
-    report_commands, session_commands,
+    report_commands, session_commands, scan_commands,
 ):  # fmt: skip
     for _command in _group.COMMANDS:
         main.add_command(_command)

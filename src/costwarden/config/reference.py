@@ -12,6 +12,7 @@ from costwarden.config.analytics import AnalyticsSettings
 from costwarden.config.events import EventSettings
 from costwarden.config.metrics import MetricsSettings
 from costwarden.config.otel import OtelSettings
+from costwarden.config.security import SecuritySettings
 from costwarden.config.sessions import SessionSettings
 from costwarden.config.settings import (
     BudgetSettings,
@@ -47,6 +48,7 @@ def settings_help() -> list[tuple[str, str, str, str]]:
         ("alerts", AlertSettings),
         ("analytics", AnalyticsSettings),
         ("sessions", SessionSettings),
+        ("security", SecuritySettings),
         ("providers[]", ProviderSettings),
         ("deployments[]", DeploymentSettings),
         ("routes[]", RouteSettings),
@@ -74,4 +76,13 @@ def settings_help() -> list[tuple[str, str, str, str]]:
             )
         )
     rows.append(("(env only)", "", "COSTWARDEN_ADMIN_TOKEN", "Bearer token for the admin API."))
+    rows.append(
+        (
+            "security (env only)",
+            "",
+            "COSTWARDEN_SECURITY_HASH_KEY",
+            "The key of the hash security findings' spans are recorded as; the same on every "
+            "gateway to match a secret across processes (unset: random per process).",
+        )
+    )
     return rows

@@ -28,6 +28,7 @@ from costwarden.config.fields import setting as _setting
 from costwarden.config.lines import ConfigText as _Ctx
 from costwarden.config.metrics import MetricsSettings, metrics_problem
 from costwarden.config.otel import OtelSettings, otel_problem
+from costwarden.config.security import SecuritySettings, security_problem
 from costwarden.config.sessions import SessionSettings, sessions_problem
 from costwarden.config.upstreams import PROVIDER_TYPES as PROVIDER_TYPES
 from costwarden.config.upstreams import (
@@ -245,10 +246,21 @@ class Settings:
     alerts: AlertSettings = dataclasses.field(default_factory=AlertSettings)
     analytics: AnalyticsSettings = dataclasses.field(default_factory=AnalyticsSettings)
     sessions: SessionSettings = dataclasses.field(default_factory=SessionSettings)
+    security: SecuritySettings = dataclasses.field(default_factory=SecuritySettings)
     admin_token: str | None = dataclasses.field(
         default=None,
         repr=False,
         metadata={"help": "Bearer token for the admin API.", "env": "COSTWARDEN_ADMIN_TOKEN"},
+    )
+    security_hash_key: str | None = dataclasses.field(
+        default=None,
+        repr=False,
+        metadata={
+            "help": "The key of the hash a security finding's span is recorded as (never the "
+            "span itself). The same value on every gateway recognises the same secret across "
+            "processes and restarts; unset: a random key per process.",
+            "env": "COSTWARDEN_SECURITY_HASH_KEY",
+        },
     )
     source: str = "<defaults>"
     # What the file says that still works but should change (deprecated keys): logged once
@@ -317,6 +329,7 @@ def _build(
         "alerts",
         "analytics",
         "sessions",
+        "security",
         "resilience",
         "providers",
         "deployments",
@@ -355,6 +368,7 @@ def _build(
     )
     analytics = _checked(AnalyticsSettings, analytics_problem, raw, "analytics", ctx, env)
     sessions = _checked(SessionSettings, sessions_problem, raw, "sessions", ctx, env)
+    security = _checked(SecuritySettings, security_problem, raw, "security", ctx, env)
     if storage.ledger_mode not in LEDGER_MODES:
         raise _invalid(
             ctx, env, storage, "storage", "ledger_mode", f"must be one of {LEDGER_MODES}"
@@ -398,8 +412,10 @@ def _build(
         alerts=alerts,
         analytics=analytics,
         sessions=sessions,
+        security=security,
         resilience=resilience,
         admin_token=env.get("COSTWARDEN_ADMIN_TOKEN") or None,
+        security_hash_key=env.get("COSTWARDEN_SECURITY_HASH_KEY") or None,
         deprecations=deprecations,
     )
 

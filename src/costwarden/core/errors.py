@@ -217,3 +217,12 @@ class UpstreamError(GatewayError):
 class UpstreamTimeout(UpstreamError):
     status = 504
     code = "upstream_timeout"
+
+
+class SecurityPolicyViolation(GatewayError):
+    """403: the prompt scan found something the org's security policy blocks (or, failing
+    closed, could not finish the scan in its time budget)."""
+
+    status = 403
+    type = "security_policy_violation"
+    code = "security_policy_violation"

@@ -130,11 +130,14 @@ class _RequestEvent(EventPayload):
             r.key_id, r.end_user, r.session_id, r.tags, r.provider, r.requested_model,
             r.served_model, r.streamed, r.input_tokens, r.cached_input_tokens,
             r.cache_write_tokens, r.output_tokens, r.reasoning_tokens, str(r.cost_usd),
-            r.cost_estimated, r.latency_ms, r.ttft_ms, r.overhead_ms, r.error,
+            r.cost_estimated, r.latency_ms, r.ttft_ms, r.overhead_ms, r.error, r.security,
         ]  # fmt: skip
 
     @classmethod
     def from_data(cls, data: Any) -> EventPayload:
+        missing = len(_RECORD_FIELDS) - len(data)
+        if missing > 0:  # stored before a later field existed (security): its default
+            data = [*data, *[None] * missing]
         fields = dict(zip(_RECORD_FIELDS, data, strict=True))
         fields["ts"] = datetime.fromisoformat(fields["ts"])
         fields["cost_usd"] = Decimal(fields["cost_usd"])
@@ -292,12 +295,46 @@ class EscalationResolved(FieldsPayload):
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class SecurityFinding(FieldsPayload):
+    """The scan stage (costwarden.security) found something in a request: what, where in the
+    request, how sure, and what the policy did. Never the text itself: ``span_hash`` is a
+    keyed hash of it, equal for equal spans."""
+
     kind: ClassVar[str] = "security_finding"
     request_id: str | None
     key_id: str | None
-    detector: str
+    session_id: str | None = None
+    detector: str  # injection | secrets | pii | tools | a user's detector
+    family: str = ""
     severity: str
-    action: str  # blocked | flagged | redacted
+    confidence: float = 0.0
+    action: str  # blocked | redacted | flagged
+    location: str = ""  # where in the request: messages[2].content, system, tools, ...
+    span_hash: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class HoneypotTriggered(FieldsPayload):
+    """A honeypot virtual key was used (gateway/honeypot.py): the request was answered as an
+    unknown key's; who sent it, from where, asking for what. Never the key itself: its id
+    and display prefix. ``user_agent``, ``forwarded_for`` and ``model`` are what the client
+    sent (cut short, control characters and anything shaped like a virtual key removed);
+    ``source`` is the connection's peer address (the gateway trusts no forwarding header)."""
+
+    kind: ClassVar[str] = "honeypot_triggered"
+    key_id: str
+    key_prefix: str
+    key_name: str | None = None
+    org_name: str
+    project_id: str | None = None
+    request_id: str | None = None  # the x-request-id of the 401 answer (None: /v1/models)
+    endpoint: str  # chat.completions | messages | embeddings | models | session
+    source: str | None  # the peer's address (None: unknown, e.g. a Unix socket)
+    source_port: int | None = None
+    forwarded_for: str | None = None  # X-Forwarded-For as sent: a claim, not trusted
+    user_agent: str | None = None
+    model: str | None = None  # the body's "model", when the body had arrived whole
+    action: str  # alert | switch_off_org
+    at: str  # ISO 8601 UTC, when the request arrived
 
 
 KINDS: dict[str, type[EventPayload]] = {
@@ -314,6 +351,7 @@ KINDS: dict[str, type[EventPayload]] = {
         EscalationCreated,
         EscalationResolved,
         SecurityFinding,
+        HoneypotTriggered,
     )
 }
 

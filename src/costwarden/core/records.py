@@ -26,6 +26,9 @@ LedgerStatus = Literal[
     "session_stopped",  # an agent session's budget reached, answered as a completion, at $0
 ]
 LEDGER_STATUSES: tuple[LedgerStatus, ...] = get_args(LedgerStatus)
+# What a honeypot key's use does besides the critical alert (docs/security.md).
+HoneypotAction = Literal["alert", "switch_off_org"]
+HONEYPOT_ACTIONS: tuple[HoneypotAction, ...] = get_args(HoneypotAction)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -46,6 +49,10 @@ class KeyRecord:
     # rather than an error; winding down, the model is told its remaining budget.
     session_clean_stop: bool = False
     session_budget_note: bool = False
+    # A honeypot: answered exactly as an unknown key, its use a critical alert (and with
+    # "switch_off_org", the org's kill switch turned on); gateway/honeypot.py.
+    honeypot: bool = False
+    honeypot_action: HoneypotAction = "alert"
 
     @property
     def revoked(self) -> bool:
@@ -82,6 +89,9 @@ class LedgerRecord:
     ttft_ms: float | None = None
     overhead_ms: float = 0.0
     error: str | None = None
+    # What the prompt scan acted on: a compact JSON array of findings (detector, family,
+    # severity, confidence, action, location, span_hash), never the text found.
+    security: str | None = None
     # (cost_usd, its nano-dollars) once computed: see cost_nanos. Not a ledger column.
     nanos_cache: tuple[Decimal, int] | None = dataclasses.field(
         default=None, repr=False, compare=False

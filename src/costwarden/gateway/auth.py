@@ -16,6 +16,8 @@ from sqlalchemy.engine import Engine
 
 from costwarden.core import polling
 from costwarden.core.records import KeyRecord
+from costwarden.gateway.asgi import Scope
+from costwarden.gateway.honeypot import HoneypotTrap
 from costwarden.storage import repo
 
 logger = logging.getLogger(__name__)
@@ -45,15 +47,27 @@ class KeyCache:
         self._poller = polling.Poller(
             "costwarden-key-cache", refresh_seconds, self._poll_once, self._poll_failed
         )
+        # Where a honeypot key's use is handed (the app sets it); None: refused, not raised.
+        self.trap: HoneypotTrap | None = None
 
     def lookup(self, key: str) -> KeyRecord | None:
         return self._by_hash.get(repo.hash_key(key))
 
-    def from_headers(self, headers: dict[bytes, bytes]) -> KeyRecord | None:
-        """The live (not revoked) key a request's headers carry, if any."""
+    def from_headers(
+        self, headers: dict[bytes, bytes], scope: Scope | None = None, endpoint: str = ""
+    ) -> KeyRecord | None:
+        """The live key a request's headers carry, if any: None for no key, an unknown or a
+        revoked one, and a honeypot, whose use (given the request's ``scope``) is handed to
+        the trap first: the caller answers it exactly as an unknown key."""
         token = key_from_headers(headers)
         key = None if token is None else self.lookup(token)
-        return None if key is None or key.revoked else key
+        if key is None or key.revoked:
+            return None
+        if key.honeypot:
+            if scope is not None and self.trap is not None:
+                self.trap.caught(key, scope, headers, endpoint)
+            return None
+        return key
 
     def apply(self, records: list[KeyRecord]) -> None:
         for record in records:

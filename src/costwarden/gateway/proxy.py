@@ -87,6 +87,7 @@ ENDPOINTS: dict[str, tuple[Endpoint, Wire]] = {
     "/v1/embeddings": ("embeddings", "openai"),
     "/v1/messages": ("messages", "anthropic"),
 }
+_SECURITY_HEADER = b"x-costwarden-security-status"
 _SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 
 
@@ -109,6 +110,7 @@ class Proxy:
         cancel_on_disconnect: bool = True,
         clock: Callable[[], float] = time,
         sessions: SessionBoard | None = None,
+        security: Stage | None = None,
     ) -> None:
         self.routes = routes
         self.keys = keys
@@ -131,7 +133,9 @@ class Proxy:
         # (route/failover with limits and reservation, relay, settle, record) below.
         self.sessions = None if sessions is None else SessionHooks(sessions, clock)
         gate = None if sessions is None else SessionGate(sessions, clock)
-        self.stages: list[Stage] = admission(keys, switches, routes, max_body_bytes, gate)
+        self.stages: list[Stage] = admission(
+            keys, switches, routes, max_body_bytes, gate, security
+        )
 
     @property
     def failover(self) -> Failover:
@@ -251,7 +255,7 @@ class Proxy:
                 principal,
                 deployment,
                 call.endpoint,
-                len(call.body) + note_bytes(call),
+                len(call.body) + note_bytes(call) + call.added_bytes,
                 call.payload,
             )
         except GatewayError as refused:
@@ -416,6 +420,8 @@ class Proxy:
         if reservation is not None:
             out_headers.extend(reservation.headers())
         out_headers.extend(call.extra_headers)
+        if call.security_status is not None:
+            out_headers.append((_SECURITY_HEADER, call.security_status.encode()))
         await send_bytes(call.send, 200, raw, out_headers)
 
     async def _relay_stream(
@@ -448,6 +454,8 @@ class Proxy:
         if reservation is not None:
             start_headers.extend(reservation.headers())
         start_headers.extend(call.extra_headers)
+        if call.security_status is not None:
+            start_headers.append((_SECURITY_HEADER, call.security_status.encode()))
         splitter = EventSplitter(self.max_response_bytes)
         tail = b""
         try:

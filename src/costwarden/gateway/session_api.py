@@ -20,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from costwarden.budgets.enforcer import Enforcer
 from costwarden.core.errors import AuthenticationFailed, BadRequest, GatewayError, InvalidInput
 from costwarden.gateway.asgi import JSON, Scope, Send, send_bytes
-from costwarden.gateway.auth import KeyCache, key_from_headers
+from costwarden.gateway.auth import KeyCache
 from costwarden.gateway.errors import error_body
 from costwarden.sessions.lifecycle import clean_session_id
 from costwarden.storage.db import Bind
@@ -62,9 +62,8 @@ async def serve(
     try:
         if scope["method"] not in ("GET", "HEAD"):
             raise MethodNotAllowed("use GET", headers={"allow": "GET, HEAD"})
-        token = key_from_headers(headers)
-        key = keys.lookup(token) if token else None
-        if key is None or key.revoked:
+        key = keys.from_headers(headers, scope, "session")
+        if key is None:
             raise AuthenticationFailed("invalid or missing API key")
         try:
             session_id = clean_session_id(scope["path"][len(PREFIX) :])

@@ -28,7 +28,8 @@ Stage = Callable[[RequestState], Awaitable[None] | None]
 
 class Authenticate:
     """The virtual key -> the request's org, project and key. An unknown key is refused
-    without a ledger row (there is no one to bill); a revoked one with one."""
+    without a ledger row (there is no one to bill); a revoked one with one; a honeypot
+    exactly as an unknown one."""
 
     __slots__ = ("_keys",)
 
@@ -43,6 +44,15 @@ class Authenticate:
             )
         key = self._keys.lookup(token)
         if key is None:
+            raise AuthenticationFailed("invalid API key")
+        if key.honeypot:
+            # Answered exactly as an unknown key (no row, the same error), its use handed
+            # to the trap without I/O or await (gateway/honeypot.py).
+            if (trap := self._keys.trap) is not None:
+                trap.caught(
+                    key, state.scope, state.headers, state.endpoint, state.record.request_id,
+                    state.receive,
+                )  # fmt: skip
             raise AuthenticationFailed("invalid API key")
         record = state.record
         record.org_id = key.org_id
@@ -122,16 +132,18 @@ def admission(
     routes: dict[str, Route],
     max_body_bytes: int,
     sessions: Stage | None = None,
+    security: Stage | None = None,
 ) -> list[Stage]:
     """The admission stages, in the order a request meets them (``sessions``: the agent
-    sessions' gate, when the app has a session board)."""
+    sessions' gate, when the app has a session board; ``security``: the prompt scan, when
+    it is on)."""
     return [
         Authenticate(keys),
         ReadBody(max_body_bytes),
         validate,
         Switches(switches),
         *([sessions] if sessions is not None else []),
-        # [scan]: a prompt security stage goes here, before anything is reserved
+        *([security] if security is not None else []),
         # [cache]: a response cache goes here, answering before any upstream call
         Resolve(routes),
     ]

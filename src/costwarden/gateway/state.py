@@ -43,3 +43,8 @@ class RequestState:
     key: KeyRecord | None = None  # the virtual key, once authenticated
     # A system note the upstream request carries (a winding-down session's budget left).
     system_note: str | None = None
+    # What the prompt scan made of the request (x-costwarden-security-status), if it ran.
+    security_status: str | None = None
+    # Bytes a stage added to the request (a redaction's placeholders): the reservation's
+    # input bound is the body's size plus these.
+    added_bytes: int = 0

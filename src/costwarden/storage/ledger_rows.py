@@ -49,7 +49,7 @@ _COLUMNS = (
     "key_id", "end_user", "session_id", "tags", "provider", "requested_model", "served_model",
     "streamed", "input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens",
     "reasoning_tokens", "cost_usd", "cost_estimated", "latency_ms", "ttft_ms", "overhead_ms",
-    "error",
+    "error", "security",
 )  # fmt: skip
 _BOOLEAN_COLUMNS = frozenset({"streamed", "cost_estimated"})
 _FLOAT_COLUMNS = frozenset({"latency_ms", "ttft_ms", "overhead_ms"})
@@ -63,6 +63,7 @@ _TEXT_FIELDS = (
     "requested_model",
     "served_model",
     "error",
+    "security",
 )
 _TOKEN_FIELDS = (
     "input_tokens",
@@ -196,6 +197,7 @@ def row_to_record(row: Mapping[Any, Any]) -> LedgerRecord:
         ttft_ms=None if row["ttft_ms"] is None else float(row["ttft_ms"]),
         overhead_ms=float(row["overhead_ms"]),
         error=row["error"],
+        security=row.get("security"),
     )
 
 
@@ -275,6 +277,7 @@ class DriverInsert:
         user, session, provider, requested, served, error = (
             r.end_user, r.session_id, r.provider, r.requested_model, r.served_model, r.error,
         )  # fmt: skip
+        security = r.security
         http, tokens_in, cached, written, tokens_out, reasoning = (
             r.http_status, r.input_tokens, r.cached_input_tokens, r.cache_write_tokens,
             r.output_tokens, r.reasoning_tokens,
@@ -296,6 +299,7 @@ class DriverInsert:
             and (requested is None or type(requested) is str)
             and (served is None or type(served) is str)
             and (error is None or type(error) is str)
+            and (security is None or type(security) is str)
             and type(http) is int
             and type(tokens_in) is int
             and type(cached) is int
@@ -318,7 +322,7 @@ class DriverInsert:
         ):
             return self.params(record_to_row(record))
         texts = (request_id, endpoint, org, project, key, user, session, provider, requested)
-        joined = "".join(filter(None, (*texts, served, error)))
+        joined = "".join(filter(None, (*texts, served, error, security)))
         if not joined.isascii() or "\x00" in joined:
             return self.params(record_to_row(record))  # cleaned there
         money = cost.quantize(MONEY_QUANTUM, context=MONEY_CONTEXT)
@@ -334,13 +338,13 @@ class DriverInsert:
                 request_id, stamp, stamp[:10], endpoint, r.status, http, org, project, key,
                 user, session, tags_json, provider, requested, served, 1 if r.streamed else 0,
                 tokens_in, cached, written, tokens_out, reasoning, format(money, "f"),
-                1 if r.cost_estimated else 0, latency, ttft, overhead, error,
+                1 if r.cost_estimated else 0, latency, ttft, overhead, error, security,
             ]  # fmt: skip
         values = [
             request_id, ts, ts.date().isoformat(), endpoint, r.status, http, org, project, key,
             user, session, tags_json, provider, requested, served, bool(r.streamed),
             tokens_in, cached, written, tokens_out, reasoning, money, bool(r.cost_estimated),
-            latency, ttft, overhead, error,
+            latency, ttft, overhead, error, security,
         ]  # fmt: skip
         for i, processor in self._convert:
             values[i] = processor(values[i])

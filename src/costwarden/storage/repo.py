@@ -26,7 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 
 from costwarden.core.errors import InvalidInput, NotFound
-from costwarden.core.records import KeyRecord
+from costwarden.core.records import HONEYPOT_ACTIONS, HoneypotAction, KeyRecord
 from costwarden.storage.db import Bind, begin_write, connect_read
 from costwarden.storage.schema import orgs, projects, virtual_keys
 from costwarden.storage.sqltypes import ensure_utc, utcnow
@@ -182,6 +182,8 @@ def _key_record(row: Row[Any]) -> KeyRecord:
         revoked_at=row.revoked_at,
         session_clean_stop=bool(row.session_clean_stop),
         session_budget_note=bool(row.session_budget_note),
+        honeypot=bool(row.honeypot),
+        honeypot_action=row.honeypot_action,
     )
 
 
@@ -199,13 +201,21 @@ def create_key(
     create_org: bool = True,
     session_clean_stop: bool = False,
     session_budget_note: bool = False,
+    honeypot: bool = False,
+    honeypot_action: str | None = None,
 ) -> tuple[str, KeyRecord]:
     """Create a virtual key for org ``org`` (by name), optionally scoped to a project.
 
     Returns ``(plaintext_key, record)``; the plaintext is not stored and cannot be shown
     again. The project is created if it does not exist; the org only if ``create_org``
     (otherwise an unknown org raises NotFound).
+
+    ``honeypot``: a key made like any other (same form, listed with the others, marked),
+    which the gateway answers exactly as an unknown key and whose use raises a critical
+    alert; ``honeypot_action`` (honeypot keys only, :func:`check_honeypot`) what else it
+    does: ``alert`` (the default) or ``switch_off_org``.
     """
+    action = check_honeypot(honeypot, honeypot_action)
     org_name = clean_name(org, "org")
     project_name = None if project is None else clean_name(project, "project")
     key_name = None if name is None else clean_name(name, "key")
@@ -236,12 +246,32 @@ def create_key(
                 updated_at=now,
                 session_clean_stop=session_clean_stop,
                 session_budget_note=session_budget_note,
+                honeypot=honeypot,
+                honeypot_action=action,
             )
         )
         record = _get_key(conn, key_id)
     assert record is not None
-    logger.info("created key %s (%s...) for org %s", key_id, record.prefix, org_name)
+    logger.info(
+        "created %s %s (%s...) for org %s",
+        "honeypot key" if honeypot else "key", key_id, record.prefix, org_name,
+    )  # fmt: skip
     return plaintext, record
+
+
+def check_honeypot(honeypot: object, action: object) -> HoneypotAction:
+    """The ``honeypot_action`` to store; InvalidInput for a honeypot flag that is no boolean,
+    an unknown action, or an action given for a key that is no honeypot."""
+    if not isinstance(honeypot, bool):
+        raise InvalidInput("honeypot must be true or false")
+    if action is None:
+        return "alert"
+    if not honeypot:
+        raise InvalidInput("honeypot_action is for honeypot keys only")
+    for known in HONEYPOT_ACTIONS:
+        if action == known:
+            return known
+    raise InvalidInput(f"honeypot_action must be one of: {', '.join(HONEYPOT_ACTIONS)}")
 
 
 def revoke_key(bind: Bind, key_id: str) -> KeyRecord:

@@ -61,6 +61,10 @@ virtual_keys = sa.Table(
     # Agent-session options of the key (core.records.KeyRecord), migration 0013.
     sa.Column("session_clean_stop", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("session_budget_note", sa.Boolean, nullable=False, server_default=sa.false()),
+    # Honeypot keys (gateway/honeypot.py), migration 0014: answered as unknown keys, their
+    # use alerted; honeypot_action is core.records.HONEYPOT_ACTIONS.
+    sa.Column("honeypot", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("honeypot_action", sa.Text, nullable=False, server_default="alert"),
 )
 
 # On PostgreSQL the ledger is partitioned by month of request_id (migration 0009,
@@ -96,6 +100,9 @@ ledger = sa.Table(
     sa.Column("ttft_ms", sa.Float, nullable=True),
     sa.Column("overhead_ms", sa.Float, nullable=False),
     sa.Column("error", sa.Text, nullable=True),
+    # What the prompt scan acted on (costwarden.security): a JSON array of findings, never
+    # the text found; NULL when it found nothing (or did not run).
+    sa.Column("security", sa.Text, nullable=True),
     # When the row reached the ledger (epoch ms, the database's clock, set by the INSERT
     # itself): the analytics rollup's watermark runs over it, so a row written late lands in
     # its own hour. NULL for rows written before migration 0007 (the first rollup takes all).
@@ -198,6 +205,19 @@ route_fallbacks = sa.Table(
     sa.Column("updated_by", sa.Text, nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
     sa.Column("version", sa.BigInteger, nullable=False, index=True),
+)
+
+# Orgs' and keys' security policy layers (storage.security_policies): key_id '' is the
+# org's own layer. ``version``: the table's max + 1 at each write, for the gateway's poller.
+security_policies = sa.Table(
+    "security_policies",
+    metadata,
+    sa.Column("org_id", sa.Text, sa.ForeignKey("orgs.id"), primary_key=True),
+    sa.Column("key_id", sa.Text, primary_key=True),
+    sa.Column("policy", sa.Text, nullable=False),  # JSON object (security.policy.parse_layer)
+    sa.Column("updated_by", sa.Text, nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Column("version", sa.BigInteger, nullable=False),
 )
 
 # Events, in the one global order of their ids (see core/events.py); kept for a retention.
@@ -508,4 +528,5 @@ TABLES = (
     agent_sessions,
     session_transitions,
     escalations,
+    security_policies,
 )
