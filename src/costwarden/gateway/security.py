@@ -154,31 +154,17 @@ class SecurityGate:
         for located, what in acted[:MAX_RECORDED]:
             finding, piece = located.finding, located.piece
             hashed = span_hash(key, piece.text, finding) if finding.end > finding.start else None
-            where = location(piece.path)
             rows.append(
-                {
-                    "detector": finding.detector,
-                    "family": finding.family,
-                    "severity": finding.severity,
-                    "confidence": round(finding.confidence, 3),
-                    "action": what,
-                    "location": where,
-                    "span_hash": hashed,
-                }
-            )
-            self._events.publish(
+                {**_public(finding), "action": what, "location": location(piece.path),
+                 "span_hash": hashed}
+            )  # fmt: skip
+            self._events.publish(  # the event's fields are the row's, and whose
                 SecurityFinding(
                     org_id=record.org_id,
                     request_id=record.request_id,
                     key_id=record.key_id,
                     session_id=record.session_id,
-                    detector=finding.detector,
-                    family=finding.family,
-                    severity=finding.severity,
-                    confidence=round(finding.confidence, 3),
-                    action=what,
-                    location=where,
-                    span_hash=hashed,
+                    **rows[-1],
                 )
             )
         record.security = orjson.dumps(rows).decode()

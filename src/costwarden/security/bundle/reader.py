@@ -373,6 +373,25 @@ class BundleReader:
         scan later), then the smallest first."""
         return priority(cand.path), cand.size <= self.limits.max_file_bytes, cand.size, cand.path
 
+    def _read_planned(
+        self, candidates: list[_Candidate], read: Callable[[_Candidate], Iterator[Item]]
+    ) -> Iterator[Item]:
+        """Each candidate read in the planned order (instructions and scripts first) until
+        the time or the total cap stops it; what is left unread is said in a note."""
+        candidates.sort(key=self._order)
+        planned = len(candidates)
+        for i, cand in enumerate(candidates):
+            if self._out_of_time():
+                yield self._cap("time", f"stopped after {self.limits.max_seconds:g} s: "
+                                f"{planned - i} file(s) not read", planned - i)  # fmt: skip
+                return
+            try:
+                yield from read(cand)
+            except _Capped:
+                yield self._total_cap_note(planned - i)
+                return
+            self._tick(cand.path, planned)
+
     def _total_cap_note(self, left: int) -> Note:
         return self._cap("total_bytes", f"stopped reading at the "
                          f"{_mib(self.limits.max_total_bytes)} total cap: "
@@ -397,19 +416,7 @@ class BundleReader:
         root = os.path.realpath(self.path)
         candidates: list[_Candidate] = []
         yield from self._walk(root, candidates)
-        candidates.sort(key=self._order)
-        planned = len(candidates)
-        for i, cand in enumerate(candidates):
-            if self._out_of_time():
-                yield self._cap("time", f"stopped after {self.limits.max_seconds:g} s: "
-                                f"{planned - i} file(s) not read", planned - i)  # fmt: skip
-                return
-            try:
-                yield from self._folder_file(cand)
-            except _Capped:
-                yield self._total_cap_note(planned - i)
-                return
-            self._tick(cand.path, planned)
+        yield from self._read_planned(candidates, self._folder_file)
 
     def _walk(self, root: str, found: list[_Candidate]) -> Iterator[Item]:
         stack: list[tuple[str, str, int]] = [(root, "", 0)]
@@ -507,19 +514,9 @@ class BundleReader:
         with archive:
             candidates: list[_Candidate] = []
             yield from self._zip_list(archive, candidates)
-            candidates.sort(key=self._order)
-            planned = len(candidates)
-            for i, cand in enumerate(candidates):
-                if self._out_of_time():
-                    yield self._cap("time", f"stopped after {self.limits.max_seconds:g} s: "
-                                    f"{planned - i} file(s) not read", planned - i)  # fmt: skip
-                    return
-                try:
-                    yield from self._zip_member(archive, cand)
-                except _Capped:
-                    yield self._total_cap_note(planned - i)
-                    return
-                self._tick(cand.path, planned)
+            yield from self._read_planned(
+                candidates, lambda cand: self._zip_member(archive, cand)
+            )
 
     def _zip_list(self, archive: zipfile.ZipFile, found: list[_Candidate]) -> Iterator[Item]:
         seen: set[str] = set()
