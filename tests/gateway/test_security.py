@@ -179,6 +179,19 @@ async def _assert_nowhere(gw: LiveGateway, caplog: pytest.LogCaptureFixture, *se
     assert "security_finding" in dumped  # the findings were recorded, as events
 
 
+async def test_the_findings_that_blocked_are_recorded_first(
+    mock: MockServer, tmp_path: Path
+) -> None:
+    async with live_gateway(mock, f"sqlite:///{tmp_path}/db.sqlite", tmp_path) as gw:
+        mails = " ".join(f"user{i}@northwind-mail.com" for i in range(30))  # 30 flagged
+        status, _ = await _openai_call(gw, f"{mails}\n{INJECTION}", False)
+        assert status == 403
+        (row,) = await _rows(gw)
+        found = orjson.loads(row.security)
+        assert len(found) == 20  # capped
+        assert found[0]["action"] == "blocked" and found[0]["detector"] == "injection"
+
+
 async def test_findings_are_flagged_by_default_and_forwarded_as_sent(
     mock: MockServer, tmp_path: Path
 ) -> None:
@@ -267,7 +280,6 @@ async def test_a_tool_definition_changed_mid_session_is_a_finding(
     async with live_gateway(
         mock, f"sqlite:///{tmp_path}/db.sqlite", tmp_path, admin_token=ADMIN
     ) as gw:
-
         asked = iter(range(100))  # a new question each step (the same one thrice is a loop)
 
         async def ask(description: str, session: str) -> tuple[int, dict[str, str]]:

@@ -37,6 +37,7 @@ STATUS_HEADER = "x-costwarden-security-status"
 MAX_RECORDED = 20
 _TOOLS_PIECE = Piece(("tools",), "")
 _WHOLE = Piece(("request",), "")
+_RANK: dict[Outcome, int] = {"blocked": 0, "redacted": 1, "flagged": 2}
 _TIMEOUT = Finding("scan", "time_budget_exceeded", "low", 1.0, 0, 0)
 
 
@@ -124,6 +125,8 @@ class SecurityGate:
                 acted.append((located, what))
         status = verdict(what for _, what in acted)
         if acted:
+            # What is recorded is capped: the findings that decided come first.
+            acted.sort(key=lambda pair: _RANK[pair[1]])
             self._record(state, acted)
         if status == "blocked":
             record.status = "blocked"
