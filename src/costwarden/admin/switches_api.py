@@ -24,7 +24,6 @@ from starlette.responses import JSONResponse, Response
 from costwarden.admin.common import ACTOR, body_json
 from costwarden.admin.context import AdminContext, context
 from costwarden.core.errors import InvalidInput
-from costwarden.core.event_kinds import SwitchChanged
 from costwarden.storage import audit
 from costwarden.storage import switches as store
 
@@ -91,13 +90,7 @@ async def put_switch(request: Request) -> Response:
     )
     await _reload_switches(ctx)
     ctx.events.publish(
-        SwitchChanged(
-            org_id=record.org_id,
-            feature=record.feature,
-            enabled=record.enabled,
-            message=record.message,
-            actor=record.updated_by,
-        )
+        record.changed_event()
     )
     return JSONResponse(record.to_json())
 

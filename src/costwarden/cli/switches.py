@@ -70,16 +70,9 @@ def _announce(engine: Engine, record: SwitchRecord) -> None:
     """Raise ``switch_changed`` as the admin API does (the gateways' alerting turns a switch
     turned off into an alert): appended to the event log every gateway reads. The switch is
     set either way; an event log that cannot take it is a warning."""
-    from costwarden.core.event_kinds import SwitchChanged
     from costwarden.storage.event_log import append_events
 
-    event = SwitchChanged(
-        org_id=record.org_id,
-        feature=record.feature,
-        enabled=record.enabled,
-        message=record.message,
-        actor=record.updated_by,
-    )
+    event = record.changed_event()
     try:
         append_events(engine, [event], time.time())
     except Exception as exc:  # noqa: BLE001 - the change itself is committed

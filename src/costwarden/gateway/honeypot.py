@@ -55,7 +55,7 @@ import orjson
 from sqlalchemy.engine import Engine
 
 from costwarden.core.errors import InvalidInput, NotFound
-from costwarden.core.event_kinds import EventPayload, HoneypotTriggered, SwitchChanged
+from costwarden.core.event_kinds import EventPayload, HoneypotTriggered
 from costwarden.core.records import KeyRecord
 from costwarden.gateway.asgi import Receive, Scope
 from costwarden.gateway.switches import SwitchBoard
@@ -226,13 +226,7 @@ class HoneypotTrap:
             except Exception as exc:  # noqa: BLE001 - the poller applies it shortly
                 logger.warning("switches not reloaded: %s", type(exc).__name__)
             self._publish(
-                SwitchChanged(
-                    org_id=record.org_id,
-                    feature=record.feature,
-                    enabled=record.enabled,
-                    message=record.message,
-                    actor=record.updated_by,
-                )
+                record.changed_event()
             )
         finally:
             self._switching.pop(key.org_id, None)

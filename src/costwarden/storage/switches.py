@@ -33,6 +33,7 @@ from sqlalchemy.engine import Connection, Row
 
 from costwarden.core.actors import clean_actor
 from costwarden.core.errors import InvalidInput
+from costwarden.core.event_kinds import SwitchChanged
 from costwarden.storage.audit import record_audit
 from costwarden.storage.db import Bind, begin_write, connect_read
 from costwarden.storage.repo import org_id_by_name
@@ -57,6 +58,16 @@ class SwitchRecord:
     updated_by: str
     updated_at: datetime
     version: int
+
+    def changed_event(self) -> SwitchChanged:
+        """The ``switch_changed`` event this write is (admin API, CLI, honeypot trap)."""
+        return SwitchChanged(
+            org_id=self.org_id,
+            feature=self.feature,
+            enabled=self.enabled,
+            message=self.message,
+            actor=self.updated_by,
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
