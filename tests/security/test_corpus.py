@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import json
 from collections import defaultdict
-from pathlib import Path
 
 import pytest
 
 from costwarden.security.findings import Detector
+from tests.security.conftest import corpus_lines
 
-CORPUS = Path(__file__).parent / "corpus"
 ACT = 0.5  # the default policy acts on a finding this confident
 MAX_FP_RATE = 0.02
 MIN_INJECTION_RECALL = 0.9
@@ -36,22 +34,7 @@ DETECTORS = {
 }
 
 
-def _lines() -> list[tuple[str, str, str]]:
-    """(file, label, text) for every line of every corpus file."""
-    lines = []
-    for path in sorted(CORPUS.glob("*.jsonl")):
-        for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not raw.strip():
-                continue
-            row = json.loads(raw)
-            label, text = row["label"], row["text"]
-            assert isinstance(text, str) and text, f"{path.name}:{number}: empty text"
-            assert label == "benign" or label.count(":") == 1, f"{path.name}:{number}: {label}"
-            lines.append((path.name, label, text))
-    return lines
-
-
-LINES = _lines()
+LINES = corpus_lines()
 INJECTION_FAMILIES = sorted(
     {label.split(":")[1] for _, label, _ in LINES if label.startswith("injection:")}
 )

@@ -23,8 +23,9 @@ the work is a few passes over the text whatever the number of rules.
    groups has a word there. With google-re2, one ``Set`` pass also tells which anchors'
    joined regexes (below), their lookarounds dropped, could match in the chunk at all (the
    text is ASCII by then, where RE2's classes and Python's agree): the others are not
-   searched. Without re2 the words come from splitting the text and every candidate's
-   anchor is searched: the same findings, ~2 ms slower on 100 KB.
+   searched. A short text (:data:`matching.SMALL_TEXT`), or any text without re2, is
+   split into words instead and every candidate's anchor is searched: the same findings,
+   with no GIL hand-over for a short text, and ~2 ms slower on 100 KB.
 3. A rule is an anchor (a word or a literal) and a continuation. Every continuation of an
    anchor is joined into one regex that starts with the anchor's literal text, which ``re``
    searches in C, testing each occurrence there; only where some continuation matches does
@@ -64,6 +65,7 @@ from typing import Any, Literal
 
 from costwarden.security import normalize as nz
 from costwarden.security.findings import SEVERITIES, SEVERITY_RANK, Finding, Severity
+from costwarden.security.matching import SMALL_TEXT
 
 try:  # google-re2: the word prefilter's one pass (see _Words)
     import re2  # type: ignore[import-untyped]
@@ -244,6 +246,8 @@ class _Prefilter:
 
     def squashed(self, letters: str) -> frozenset[int] | None:
         """The rules whose squashed patterns could match in ``letters`` (None: unknown)."""
+        if len(letters) < SMALL_TEXT:
+            return None  # no RE2 call for a short text (see costwarden.security.matching)
         if self._squashed is None:
             return None if not self._squashed_rules else frozenset()
         found = self._squashed.Match(letters.encode("ascii")) or ()
@@ -255,7 +259,7 @@ class _Prefilter:
         """(the vocabulary words in ``leet``, the union keys that could match in it or in
         ``base``, or None when that is not known). Both are ASCII (see ``ascii_form``);
         ``base`` None: do not filter."""
-        if self._leet is None or base is None:
+        if self._leet is None or base is None or len(leet) < SMALL_TEXT:
             return self._vocabulary.intersection(leet.translate(_WORD_MASK).split()), None
         count, words = len(self._words), self._words
         found = self._leet.Match(leet) or ()
@@ -874,7 +878,7 @@ class InjectionDetector:
         pending = [
             i for i in self._rules.squash_rules if i not in hits or _RANK[hits[i].origin] > rank
         ]
-        if not pending:
+        if not pending or text.squashed == text.leet:  # nothing to join: no split words
             return
         prefilter = self._rules.prefilter
         reachable = prefilter.squashed(text.squashed)
@@ -889,9 +893,12 @@ class InjectionDetector:
                 found = anchors.get(word)
                 if found is None:
                     found = anchors[word] = _split_occurrences(text, word)
-                windows.extend(
-                    (max(0, p - SQUASH_BEFORE), p + len(word) + SQUASH_AFTER) for p in found
-                )
+                if found:
+                    windows.extend(
+                        (max(0, p - SQUASH_BEFORE), p + len(word) + SQUASH_AFTER) for p in found
+                    )
+            if not windows:
+                continue
             for start, end in _merge(windows):
                 match = rule.squashed.search(text.squashed, start, end)
                 if match is not None and _spelled_in_pieces(text.leet, match.group()):
@@ -901,6 +908,8 @@ class InjectionDetector:
     # -------------------------------------------------------------- findings
 
     def _findings(self, hits: Mapping[int, _Hit], size: int) -> list[Finding]:
+        if not hits:  # the meta rules need a family that fired
+            return []
         families: dict[str, _Family] = {}
         for hit in hits.values():
             family = families.setdefault(hit.rule.family, _Family())

@@ -10,12 +10,14 @@ time in ten or eleven (BSN, tax id, Aadhaar) need the words around them ("SSN", 
 ``phonenumbers`` (libphonenumber's metadata: which numbers each country actually issues).
 
 Speed: one RE2 pass over the text finds every candidate of every family (a DFA, linear in
-the text, no backtracking); Python then looks only at the few candidates it found. The pass
-matches the text's Latin-1 bytes (characters past U+00FF read as ``?``), so a byte offset is
-a character offset and a finding's span is exact for redaction. ``phonenumbers`` is the slow
-part (tens of microseconds a number): it sees only candidates shaped like a phone number,
-at most ``max_phone_checks`` a scan; past that a well-shaped number is reported unchecked
-with confidence 0.5. A finding never holds the matched text, and nothing is cached.
+the text, no backtracking); Python then looks only at the few candidates it found. A short
+text that cannot hold one (no "@", no run of digits) skips the pass (see ``_MAYBE``). The
+pass matches the text's Latin-1 bytes (characters past U+00FF read as ``?``), so a byte
+offset is a character offset and a finding's span is exact for redaction.
+``phonenumbers`` is the slow part (tens of microseconds a number): it sees only candidates
+shaped like a phone number, at most ``max_phone_checks`` a scan; past that a well-shaped
+number is reported unchecked with confidence 0.5. A finding never holds the matched text,
+and nothing is cached.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import phonenumbers
 import re2  # type: ignore[import-untyped]
 
 from costwarden.security.findings import Finding, Severity
+from costwarden.security.matching import SMALL_TEXT
 
 PiiFamily = Literal[
     "email",
@@ -95,6 +98,14 @@ _CANDIDATES = b"|".join(
         rb"|\b(?:[0-9]{9}|[0-9]{11,19})\b)",
     ]
 )
+
+
+# Something every candidate above holds, found by ``re`` (no GIL hand-over, see
+# costwarden.security.matching): a short text without it has no candidate, and RE2 is not
+# called. Every alternative holds "@" (email), ":" (ipv6), "+" and a digit and six more of a
+# number's characters (international), or two digits or a digit and "." (the rest). Each
+# branch starts with one of a few characters, so ``re`` skips the rest of a text in C.
+_MAYBE = re.compile(rb"[@:]|\+[1-9][0-9 ().\-/]{6}|[0-9][0-9.]")
 
 
 def _compile(pattern: bytes) -> _Pattern:
@@ -325,6 +336,8 @@ class PiiDetector:
         if len(text) < 5:
             return []
         data = text.encode("latin-1", "replace")
+        if len(data) < SMALL_TEXT and _MAYBE.search(data) is None:
+            return []
         found: list[Finding] = []
         budget = [self._max_phone_checks]
         for match in self._pattern.finditer(data):

@@ -5,9 +5,10 @@ A rule is a regular expression, the keywords without which it cannot match, and 
 match is worth (family, severity, confidence; an entropy floor that tells a random key from
 a README's ``sk-xxxx``). Speed comes from two things:
 
-- **one pass for every keyword**: an RE2 set of all the rules' keywords, matched case-blind
-  over the text once, says which rules can match at all; a prompt without ``ghp_`` never
-  runs the GitHub rule. (gitleaks does the same with Aho-Corasick.)
+- **one pass for every keyword**: all the rules' keywords, matched case-blind over the text
+  once (:class:`matching.KeywordSet`: in Python for a short text, an RE2 set for a long
+  one), say which rules can match at all; a prompt without ``ghp_`` never runs the GitHub
+  rule. (gitleaks does the same with Aho-Corasick.)
 - **RE2, not ``re``**: the rules that do run scan the text in linear time with a DFA, about
   ten times faster than ``re`` on a 100 KB prompt for patterns that do not start with a
   literal, and with no backtracking an adversarial prompt could exploit.
@@ -40,6 +41,7 @@ import orjson
 import re2  # type: ignore[import-untyped]
 
 from costwarden.security.findings import SEVERITIES, Finding, Severity
+from costwarden.security.matching import KeywordSet, latin1_options
 
 SecretFamily = Literal[
     "openai_api_key",
@@ -79,29 +81,8 @@ class _Pattern(Protocol):
     def finditer(self, data: bytes) -> Iterator[_Match]: ...
 
 
-class _KeywordSet(Protocol):
-    def Match(self, data: bytes) -> list[int] | None: ...  # noqa: N802 (RE2's name)
-
-
-def _options(case_sensitive: bool = True) -> object:
-    options = re2.Options()
-    options.encoding = re2.Options.Encoding.LATIN1  # bytes in, one byte a character
-    options.log_errors = False  # a bad user rule is a ValueError, not a line on stderr
-    options.max_mem = 64 << 20  # room for the DFAs' state caches
-    options.case_sensitive = case_sensitive
-    return options
-
-
 def _compile(pattern: bytes) -> _Pattern:
-    return cast(_Pattern, re2.compile(pattern, _options()))
-
-
-def _keyword_set(keywords: Sequence[str]) -> _KeywordSet:
-    keyword_set = re2.Set.SearchSet(_options(case_sensitive=False))
-    for keyword in keywords:
-        keyword_set.Add(re2.escape(keyword.encode("latin-1")))
-    keyword_set.Compile()
-    return cast(_KeywordSet, keyword_set)
+    return cast(_Pattern, re2.compile(pattern, latin1_options()))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -253,7 +234,9 @@ class SecretsDetector:
         self._ruleset = rules if rules is not None else _default_rules()
         self._compiled = tuple(self._compile_rule(r) for r in self._ruleset.rules)
         keywords = sorted({k for r in self._ruleset.rules for k in r.keywords})
-        self._keywords = _keyword_set(keywords) if keywords else None
+        self._keywords = (
+            KeywordSet([k.encode("latin-1") for k in keywords]) if keywords else None
+        )
         by_keyword: list[list[int]] = [[] for _ in keywords]
         for index, rule in enumerate(self._ruleset.rules):
             for keyword in rule.keywords:
@@ -291,7 +274,7 @@ class SecretsDetector:
         if len(text) < 8 or self._keywords is None:
             return []
         data = text.encode("latin-1", "replace")
-        hits = self._keywords.Match(data)
+        hits = self._keywords(data)
         if not hits:
             return []
         indexes = sorted({i for k in hits for i in self._rules_of_keyword[k]})
