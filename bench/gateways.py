@@ -9,7 +9,7 @@ import stack
 from loadgen import BenchError
 from redis_calls import RedisCalls, RedisProbe
 from results import MOCK_PROCESS, GatewayRun, LedgerCheck, target_name
-from session import BODY, PATH, Bench, Gateway, auth_headers
+from session import PATH, Bench, Gateway, auth_headers
 from variants import BUDGET_HEADER, REDIS_URL, Variant, apply_limits
 
 HEADER_SAMPLES = 500
@@ -75,7 +75,7 @@ def header_samples(bench: Bench, gw: Gateway) -> list[float]:
         stack.overhead_header_samples,
         gw.port,
         PATH,
-        BODY.encode(),
+        bench.body.encode(),
         auth_headers(gw.key),
         HEADER_SAMPLES,
     )
@@ -89,7 +89,7 @@ def budget_header(bench: Bench, gw: Gateway) -> str | None:
     """Proof that the limits were on (or off): the budget header of one more response."""
     label = f"{target_name(gw.variant.label)}: sample request for {BUDGET_HEADER}"
     work = functools.partial(
-        stack.response_headers, gw.port, PATH, BODY.encode(), auth_headers(gw.key)
+        stack.response_headers, gw.port, PATH, bench.body.encode(), auth_headers(gw.key)
     )
     value = bench.phase(label, work, gateway=gw).get(BUDGET_HEADER)
     gw.responses += 1

@@ -30,7 +30,17 @@ from results import DIRECT, LITELLM, MOCK_PROCESS, Point, Run, target_name
 from rich.console import Console
 from rich.markdown import Markdown
 from rich.markup import escape
-from session import BODY, PATH, Bench, Gateway, Target, auth_headers, cleanup, new_bench, show_logs
+from session import (
+    PATH,
+    Bench,
+    Gateway,
+    Target,
+    auth_headers,
+    cleanup,
+    new_bench,
+    prompt_body,
+    show_logs,
+)
 from streaming import Shape, set_shape, stream_point
 from variants import parse_variants
 
@@ -74,10 +84,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--out", type=Path, default=ROOT / "docs" / "benchmarks.md", help="Markdown file to update"
     )
+    parser.add_argument(
+        "--prompt-chars",
+        type=int,
+        default=0,
+        help="send bench/security.py's mixed chat/code prompt of this many characters instead "
+        'of "hello" (the streaming runs keep "hello")',
+    )
     parser.add_argument("--keep-temp", action="store_true", help="keep the temp dir (logs, db)")
     args = parser.parse_args(argv)
     if args.duration <= 0:
         parser.error("--duration must be positive")
+    if args.prompt_chars < 0:
+        parser.error("--prompt-chars must not be negative")
     if args.stream_tokens < 1 or args.stream_ttft_ms < 0 or args.stream_tps < 0:
         parser.error("--stream-tokens must be positive, --stream-ttft-ms/--stream-tps not negative")
     args.shape = Shape(args.stream_tokens, args.stream_ttft_ms, args.stream_tps)
@@ -142,15 +161,15 @@ def targets_for(
         "authorization": f"Bearer {stack.UPSTREAM_ENV['OPENAI_API_KEY']}",
     }
     direct_url = f"http://{stack.HOST}:{bench.mock_port}{PATH}"
-    direct_script = write_lua(bench.tmp / "direct.lua", BODY, direct_headers)
+    direct_script = write_lua(bench.tmp / "direct.lua", bench.body, direct_headers)
     targets = [Target(DIRECT, direct_url, direct_headers, direct_script, None)]
     for gw in gateways:
         headers = auth_headers(gw.key)
-        script = write_lua(bench.tmp / f"{gw.variant.name}.lua", BODY, headers)
+        script = write_lua(bench.tmp / f"{gw.variant.name}.lua", bench.body, headers)
         targets.append(Target(gw.variant.label, gw.url, headers, script, gw))
     if proxy is not None:
         headers = auth_headers(litellm_proxy.MASTER_KEY)
-        script = write_lua(bench.tmp / "litellm.lua", BODY, headers)
+        script = write_lua(bench.tmp / "litellm.lua", bench.body, headers)
         targets.append(Target(LITELLM, proxy.url, headers, script, None))
     return targets
 
@@ -222,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     command = shlex.join(["python", "bench/run.py", *(sys.argv[1:] if argv is None else argv)])
     bench, console = new_bench(args, "costwarden-bench-")
+    if args.prompt_chars:
+        bench.body = prompt_body(args.prompt_chars)
+        bench.note(f"prompt: bench/security.py's mixed prompt, {args.prompt_chars:,} characters")
     try:
         with bench.progress:
             run = measure(bench, command)

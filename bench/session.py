@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import json
 import shutil
 import sys
 import tempfile
@@ -31,6 +32,19 @@ STREAM_BODY = (
     '"stream":true,"stream_options":{"include_usage":true}}'
 )
 
+
+
+def prompt_body(chars: int) -> str:
+    """BODY with bench/security.py's deterministic mixed prompt of ``chars`` characters."""
+    from security import make_prompt  # bench/security.py
+
+    return json.dumps(
+        {
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": make_prompt(chars)}],
+            "max_tokens": 16,
+        }
+    )
 
 def auth_headers(key: str) -> dict[str, str]:
     return {"content-type": "application/json", "authorization": f"Bearer {key}"}
@@ -76,6 +90,7 @@ class Bench:
     notes: list[str] = dataclasses.field(default_factory=list)
     mock: stack.Service | None = None
     mock_port: int = 0
+    body: str = BODY  # the measured request (run.py --prompt-chars makes a longer one)
     probe: RedisProbe | None = None  # set when the Redis variant runs
 
     def phase(self, label: str, work: Callable[[], T], *, gateway: Gateway | None = None) -> T:
