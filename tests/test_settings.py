@@ -766,7 +766,7 @@ _DOCUMENTED = [
 ]
 # Filled in by the loader, never written in the file: the credential from api_key_env, and a
 # deployment's provider from the part of its id before the colon.
-_INTERNAL = {"providers[].api_key", "deployments[].provider"}
+_INTERNAL = {"providers[].api_key", "deployments[].provider", "deployments[].origin"}
 
 
 def test_settings_help_covers_every_field() -> None:
@@ -819,6 +819,10 @@ _HOOK = (
 _MAIL = (
     'name = "mail"\ntype = "email"\nto = ["a@example.com"]\nsender = "cw@example.com"\n'
     'host = "smtp.example.com"\n'
+)
+_AZURE = (
+    '\n[[providers]]\nname = "az"\ntype = "azure"\nbase_url = "https://r.openai.azure.com"\n'
+    'api_version = "2024-10-21"\n'
 )
 _EXAMPLES: dict[str, tuple[str, str, Callable[[Settings], bool]]] = {
     "server.host": ("[server]", 'host = "0.0.0.0"', lambda s: s.server.host == "0.0.0.0"),
@@ -909,7 +913,22 @@ _EXAMPLES: dict[str, tuple[str, str, Callable[[Settings], bool]]] = {
         "timeout = 30.5",
         lambda s: s.providers[0].timeout == 30.5,
     ),
+    "providers[].api_version": (
+        "append",
+        _AZURE,
+        lambda s: s.providers[-1].api_version == "2024-10-21",
+    ),
+    "providers[].auth": (
+        "append",
+        _AZURE + 'auth = "entra"\n',
+        lambda s: s.providers[-1].auth == "entra",
+    ),
     "deployments[].id": ("append", _DEP, lambda s: "openai:gpt-4o-mini" in s.deployments),
+    "deployments[].price_model": (
+        "append",
+        _DEP + 'price_model = "gpt-4o"\n',
+        lambda s: s.deployments["openai:gpt-4o-mini"].price_model == "gpt-4o",
+    ),
     "deployments[].model": (
         "append",
         _DEP + 'model = "gpt-4o-mini-2024-07-18"\n',

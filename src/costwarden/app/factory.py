@@ -84,13 +84,14 @@ def build_deployments(settings: Settings) -> dict[str, Deployment]:
     deployments: dict[str, Deployment] = {}
     for ref, dep in settings.deployments.items():
         adapter = adapters[dep.provider]
+        priced = dep.price_model or dep.model
         deployments[ref] = Deployment(
             id=ref,
             adapter=adapter,
             model=dep.model,
-            rates=resolve_rates(adapter.price_provider, dep.model, dep.price, deployment=ref),
+            rates=resolve_rates(adapter.price_provider, priced, dep.price, deployment=ref),
             max_output_tokens=dep.max_output_tokens,
-            context_window=dep.context_window or context_window(adapter.price_provider, dep.model),
+            context_window=dep.context_window or context_window(adapter.price_provider, priced),
         )
     return deployments
 
@@ -107,6 +108,8 @@ def _provider_spec(p: ProviderSettings) -> ProviderSpec:
         timeout=p.timeout,
         api_key=p.api_key,
         price_provider=p.price_provider,
+        api_version=p.api_version,
+        auth=p.auth,
     )
 
 

@@ -35,6 +35,7 @@ from costwarden.config.upstreams import (
     DeploymentSettings,
     ResilienceSettings,
     RouteSettings,
+    check_prices,
     check_resilience,
     parse_deployments,
     parse_providers,
@@ -396,6 +397,7 @@ def _build(
     providers = parse_providers(raw.get("providers", []), ctx, env, require_secrets)
     deployments = parse_deployments(raw.get("deployments", []), providers, ctx)
     routes = parse_routes(raw.get("routes", []), providers, deployments, ctx)
+    check_prices(providers, deployments, ctx)
     return Settings(
         server=server,
         storage=storage,

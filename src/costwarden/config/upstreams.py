@@ -12,18 +12,31 @@ from typing import Any
 
 from costwarden.config.fields import NAME_RE, section, setting
 from costwarden.config.lines import ConfigText as _Ctx
-from costwarden.core.errors import InvalidInput
-from costwarden.pricing import PriceOverride
+from costwarden.core.errors import ConfigError, InvalidInput
+from costwarden.pricing import PriceOverride, resolve_rates
+from costwarden.providers.presets import PRESETS
 from costwarden.routing.chains import DegradedTemplate, expand_all, parse_template
 
-PROVIDER_TYPES = ("openai", "anthropic")
+# The wire formats, the providers with formats or conventions of their own, and the
+# OpenAI-compatible servers known by name (costwarden.providers.presets).
+PROVIDER_TYPES = ("openai", "anthropic", "azure", *PRESETS)
+AZURE_AUTHS = ("api-key", "entra")
 
 
 @dataclasses.dataclass(slots=True)
 class ProviderSettings:
     name: str = setting("", "Name routes use to refer to this provider.")
-    type: str = setting("openai", "Wire format: openai (any OpenAI-compatible API) or anthropic.")
-    base_url: str = setting("", "Upstream base URL, e.g. https://api.openai.com/v1.")
+    type: str = setting(
+        "openai",
+        "openai (any OpenAI-compatible API), anthropic, azure (Azure OpenAI), or a known "
+        "OpenAI-compatible server: groq, together, fireworks, deepseek, mistral, openrouter, "
+        "xai, vllm, ollama (base URL, key variable and price provider filled in).",
+    )
+    base_url: str = setting(
+        "",
+        "Upstream base URL, e.g. https://api.openai.com/v1 (a known server's is the default; "
+        "Azure: https://<resource>.openai.azure.com).",
+    )
     api_key_env: str | None = setting(
         None, "Environment variable holding the upstream credential (never put it in the file)."
     )
@@ -32,6 +45,14 @@ class ProviderSettings:
     )
     connect_timeout: float = setting(5.0, "Seconds allowed to connect to the upstream.")
     timeout: float = setting(600.0, "Seconds allowed for a whole upstream call.")
+    api_version: str | None = setting(
+        None, "Azure OpenAI: the api-version every call carries, e.g. 2024-10-21 (required)."
+    )
+    auth: str | None = setting(
+        None,
+        "Azure OpenAI: how the credential is sent: api-key (the default, an API key in the "
+        "api-key header) or entra (an Entra ID access token, as a bearer token).",
+    )
     api_key: str | None = dataclasses.field(default=None, repr=False, metadata={"help": ""})
 
 
@@ -40,7 +61,13 @@ class DeploymentSettings:
     id: str = setting("", "provider:model, as routes name it.")
     provider: str = dataclasses.field(default="", metadata={"help": ""})  # from the id
     model: str = setting("", "Model name sent upstream (defaults to the part after the colon).")
+    price_model: str | None = setting(
+        None,
+        "The genai-prices model id to price it by, when the model name sent upstream is not "
+        "one (an Azure deployment name); default: the model.",
+    )
     price: PriceOverride | None = setting(None, "Per-deployment price override (USD per MTok).")
+    origin: str = dataclasses.field(default="", metadata={"help": ""})  # its key, for errors
     max_output_tokens: int | None = setting(
         None,
         "Largest output cap this model accepts; hard budgets send at most this as max_tokens "
@@ -154,8 +181,19 @@ def parse_providers(
         seen.add(p.name)
         if p.type not in PROVIDER_TYPES:
             raise ctx.fail(
-                f"{key}.type", f"must be one of {PROVIDER_TYPES}, got {p.type!r}", p.type
+                f"{key}.type", f"must be one of {', '.join(PROVIDER_TYPES)}, got {p.type!r}", p.type
             )
+        preset = PRESETS.get(p.type)
+        if preset is not None:
+            p.base_url = p.base_url or preset.base_url
+            p.api_key_env = p.api_key_env or preset.api_key_env
+            if p.price_provider is None and preset.price_provider is not None:
+                p.price_provider = preset.price_provider
+        if p.type == "azure":
+            _azure(p, key, ctx)
+        elif p.api_version is not None or p.auth is not None:
+            name = "api_version" if p.api_version is not None else "auth"
+            raise ctx.fail(f"{key}.{name}", "only an azure provider takes it", name)
         if not p.base_url.startswith(("http://", "https://")):
             raise ctx.fail(
                 f"{key}.base_url", "must be an http:// or https:// URL", p.base_url or None
@@ -174,6 +212,20 @@ def parse_providers(
             raise ctx.fail(f"{key}.timeout", "timeouts must be positive", "timeout")
         out.append(p)
     return out
+
+
+def _azure(p: ProviderSettings, key: str, ctx: _Ctx) -> None:
+    if not p.api_version:
+        raise ctx.fail(
+            f"{key}.api_version",
+            "required for an azure provider: the api-version every call carries, e.g. "
+            '"2024-10-21"',
+            p.type,  # the line that makes it an azure provider
+        )
+    if p.auth is not None and p.auth not in AZURE_AUTHS:
+        raise ctx.fail(f"{key}.auth", f"must be one of {', '.join(AZURE_AUTHS)}", "auth")
+    if p.price_provider is None:
+        p.price_provider = "azure"
 
 
 def _price(data: Any, key: str, ctx: _Ctx) -> PriceOverride:
@@ -220,7 +272,7 @@ def parse_deployments(
         key = f"deployments[{i}]"
         if not isinstance(item, dict):
             raise ctx.fail(key, "must be a table", "deployments")
-        allowed = {"id", "model", "price", "max_output_tokens", "context_window"}
+        allowed = {"id", "model", "price_model", "price", "max_output_tokens", "context_window"}
         unknown = set(item) - allowed
         if unknown:
             raise ctx.fail(
@@ -241,14 +293,19 @@ def parse_deployments(
         upstream_model = item.get("model", model)
         if not isinstance(upstream_model, str) or not upstream_model:
             raise ctx.fail(f"{key}.model", "must be a non-empty string", "model")
+        price_model = item.get("price_model")
+        if price_model is not None and (not isinstance(price_model, str) or not price_model):
+            raise ctx.fail(f"{key}.price_model", "must be a non-empty string", "price_model")
         price = _price(item["price"], f"{key}.price", ctx) if "price" in item else None
         out[str(ref)] = DeploymentSettings(
             id=str(ref),
             provider=provider,
             model=upstream_model,
+            price_model=price_model,
             price=price,
             max_output_tokens=max_out,
             context_window=window,
+            origin=f"{key}.id",
         )
     return out
 
@@ -295,7 +352,9 @@ def parse_routes(
                     str(ref),
                 )
             if ref not in deployments:
-                deployments[ref] = DeploymentSettings(id=ref, provider=provider, model=dep_model)
+                deployments[ref] = DeploymentSettings(
+                    id=ref, provider=provider, model=dep_model, origin=f"{key}.deployments[{j}]"
+                )
         out.append(
             _route_options(RouteSettings(model=model, deployments=list(refs)), item, key, ctx)
         )
@@ -348,3 +407,22 @@ def _route_options(
                 f"{key}.degraded", str(exc).removeprefix(f"{key}.degraded: "), "degraded"
             ) from None
     return route
+
+
+def check_prices(
+    providers: list[ProviderSettings], deployments: dict[str, DeploymentSettings], ctx: _Ctx
+) -> None:
+    """Every deployment has a price (genai-prices' or its override), or the config fails at
+    the line that names it: billing a model at a guess would get the money wrong."""
+    by_name = {p.name: p for p in providers}
+    for ref, dep in deployments.items():
+        provider = by_name[dep.provider]
+        try:
+            resolve_rates(
+                provider.price_provider or provider.type,
+                dep.price_model or dep.model,
+                dep.price,
+                deployment=ref,
+            )
+        except ConfigError as exc:
+            raise ctx.fail(dep.origin or ref, str(exc), ref) from None

@@ -143,7 +143,7 @@ class Failover:
         first_reservation = True
         breakers = self.breakers
         for dep in route.candidates:
-            if call.endpoint == "embeddings" and dep.adapter.wire != "openai":
+            if call.endpoint == "embeddings" and "embeddings" not in dep.adapter.endpoints:
                 never += 1
                 reasons.append(f"{dep.id}: has no embeddings endpoint")
                 continue
@@ -218,12 +218,13 @@ class Failover:
         adapter = dep.adapter
         res = self.resilience
         error: GatewayError | None = None  # built only when a try fails: the common path has none
+        url = adapter.url(_upstream_endpoint(call.endpoint, adapter.wire), dep.model, call.stream)
         for tries in range(1, route.retries + 2):
             started = perf_counter()
             try:
                 resp = await self.client.post(
-                    adapter.url(_upstream_endpoint(call.endpoint, adapter.wire)),
-                    adapter.headers(call.headers).items(),
+                    url,
+                    adapter.headers(call.headers, url, body).items(),
                     body,
                     timeout=route.timeout or adapter.timeout,
                     connect_timeout=route.connect_timeout or adapter.connect_timeout,
@@ -243,7 +244,8 @@ class Failover:
                 self.breakers.success(dep.id)
                 return Attempt(dep, resp, reservation, translated, tries, started), tries
             retry_after = _seconds(resp.headers.get("retry-after"))
-            error = await self._failed(resp, dep, call.record, translated)
+            # A codec upstream's error body is in its own format: never relayed as it came.
+            error = await self._failed(resp, dep, call.record, translated or adapter.codec)
             if counts_as_failure("status", status):
                 self.breakers.failure(dep.id, f"status {status}")
             elif status != 429:
@@ -290,7 +292,7 @@ class Failover:
         if call.system_note is not None:  # within the reservation's bound (note_bytes)
             add_note(endpoint, payload, call.system_note)
         payload["model"] = dep.model
-        return orjson.dumps(payload)
+        return dep.adapter.encode(endpoint, payload) if dep.adapter.codec else orjson.dumps(payload)
 
 
 def _output_cap(payload: dict[str, Any]) -> int:

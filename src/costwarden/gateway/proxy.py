@@ -399,7 +399,17 @@ class Proxy:
             raise UpstreamError(
                 f"upstream {deployment.adapter.name} sent a response that is not JSON"
             ) from None
-        usage = deployment.adapter.usage_from_body(call.endpoint, obj)
+        adapter = deployment.adapter
+        usage = adapter.usage_from_body(call.endpoint, obj)
+        if adapter.codec:
+            try:
+                obj = adapter.decode(call.endpoint, obj, deployment.model)
+            except (KeyError, TypeError, ValueError):
+                record.status = "upstream_error"
+                raise UpstreamError(
+                    f"upstream {adapter.name} sent a response that could not be read"
+                ) from None
+            raw = orjson.dumps(obj)
         if attempt.translated:
             if call.wire == "openai":
                 obj = translate.anthropic_to_openai_response(obj, model=deployment.model)
@@ -431,8 +441,10 @@ class Proxy:
         deployment = attempt.deployment
         resp = attempt.response
         reservation = call.reservation
-        if not resp.headers.get("content-type", "").lower().startswith("text/event-stream"):
+        adapter = deployment.adapter
+        if not resp.headers.get("content-type", "").lower().startswith(adapter.stream_type):
             raise await self._not_a_stream(call, attempt)
+        decoder = adapter.stream_decoder(deployment.model) if adapter.codec else None
         usage_asked = wants_usage(call.payload)
         # A translator needs the usage chunk to end the other format's stream properly.
         meter = deployment.adapter.stream_meter(
@@ -463,6 +475,7 @@ class Proxy:
             await call.send(start)
             tail = await pump(
                 resp,
+                decoder,
                 splitter,
                 meter,
                 translator,

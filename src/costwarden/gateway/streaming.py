@@ -23,7 +23,7 @@ from costwarden.gateway.asgi import CLIENT_GONE, ON_DISCONNECT, Receive, Scope, 
 from costwarden.gateway.sse import EventSplitter
 from costwarden.gateway.upstream import Response
 from costwarden.providers import translate
-from costwarden.providers.base import StreamMeter
+from costwarden.providers.base import StreamDecoder, StreamMeter
 
 Translator = translate.AnthropicToOpenAIStream | translate.OpenAIToAnthropicStream
 
@@ -96,6 +96,7 @@ def terminal_at(events: bytes, wire: str) -> int:
 
 async def pump(
     resp: Response,
+    decoder: StreamDecoder | None,
     splitter: EventSplitter,
     meter: StreamMeter,
     translator: Translator | None,
@@ -109,6 +110,8 @@ async def pump(
     terminal event and anything after it, or an unterminated last event."""
     held = b""
     async for chunk in resp.chunks():
+        if decoder is not None:  # a codec upstream's own framing, into the wire format's
+            chunk = decoder.feed(chunk)
         events = splitter.feed(chunk)
         if not events:
             continue
@@ -128,8 +131,12 @@ async def pump(
             if record.ttft_ms is None and meter.content_events:
                 record.ttft_ms = (perf_counter() - t0) * 1000
             await send({"type": "http.response.body", "body": out, "more_body": True})
-    rest = splitter.flush()
-    tail = meter.feed(rest + b"\n\n") if rest.strip() else b""
+    if decoder is not None:  # whole events only: the splitter holds nothing of a decoded stream
+        rest = decoder.flush()
+        tail = meter.feed(rest) if rest else b""
+    else:
+        rest = splitter.flush()
+        tail = meter.feed(rest + b"\n\n") if rest.strip() else b""
     if translator is not None and tail:
         tail = translator.feed(tail)
     return held + scrub(tail) if tail else held

@@ -248,7 +248,10 @@ def _upstream(provider: str, inner: _Inner) -> _Handler:
                     latency = float(lat)
                 if forced:
                     state.faults += 1
-            faulted = state.take_fault(body.get("model") if isinstance(body, dict) else None)
+            model = request.match_info.get("model")  # in the path (Gemini, Bedrock), or:
+            if model is None and isinstance(body, dict):
+                model = body.get("model")
+            faulted = state.take_fault(model)
             if faulted and state.fault_timeout:
                 await _hang(request.app)
                 return _error(provider, 504, "mock upstream hang ended by shutdown")
@@ -517,6 +520,10 @@ def create_mock_app(state: MockState | None = None) -> web.Application:
     app.router.add_get("/v1/models", _upstream("openai", _models))
     app.router.add_post("/v1/messages", _upstream("anthropic", _messages))
     app.router.add_post("/v1/messages/count_tokens", _upstream("anthropic", _count_tokens))
+    from costwarden.mock import azure  # the other wire formats: a module each
+
+    for method, path, provider, inner in azure.routes(_chat, _embeddings):
+        app.router.add_route(method, path, _upstream(provider, inner))
     app.router.add_get("/_mock/config", _get_config)
     app.router.add_post("/_mock/config", _post_config)
     app.router.add_get("/_mock/stats", _get_stats)

@@ -7,11 +7,16 @@ would make a cycle.
 from __future__ import annotations
 
 from costwarden.providers.anthropic import AnthropicAdapter
+from costwarden.providers.azure import AzureOpenAIAdapter
 from costwarden.providers.base import ProviderAdapter, ProviderSpec
 from costwarden.providers.openai import OpenAIAdapter
 
+# By provider type; a type not here (the OpenAI-compatible presets) is the OpenAI format.
+_ADAPTERS: dict[str, type[ProviderAdapter]] = {
+    "anthropic": AnthropicAdapter,
+    "azure": AzureOpenAIAdapter,
+}
+
 
 def make_adapter(spec: ProviderSpec) -> ProviderAdapter:
-    if spec.type == "anthropic":
-        return AnthropicAdapter(spec)
-    return OpenAIAdapter(spec)
+    return _ADAPTERS.get(spec.type, OpenAIAdapter)(spec)

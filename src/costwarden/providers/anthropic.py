@@ -69,7 +69,7 @@ class AnthropicAdapter(ProviderAdapter):
     wire = "anthropic"
     endpoints: ClassVar[dict[str, str]] = {"messages": "/v1/messages"}
 
-    def headers(self, client_headers: dict[bytes, bytes]) -> dict[str, str]:
+    def headers(self, client_headers: dict[bytes, bytes], url: str, body: bytes) -> dict[str, str]:
         headers = {"content-type": "application/json", "anthropic-version": ANTHROPIC_VERSION}
         for name in _PASS_HEADERS:
             value = client_headers.get(name)

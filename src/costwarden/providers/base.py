@@ -3,6 +3,15 @@
 An adapter knows its wire format: where each endpoint lives, how to authenticate, how usage
 is reported in a response body and in a stream. It does no I/O itself; the gateway owns the
 HTTP client and the connection lifetimes.
+
+The gateway speaks two wire formats with its clients, OpenAI Chat Completions and Anthropic
+Messages (``ProviderAdapter.wire``), and translates between them. An upstream with a format
+of its own (Gemini, Bedrock Converse) is a *codec* adapter: it presents itself as an
+``openai`` one, and converts at its edge -- the request on the way out (:meth:`encode`),
+the body (:meth:`decode`) and the stream (:meth:`stream_decoder`) on the way back. The
+OpenAI format is the hub: an Anthropic client reaches Gemini through the existing
+Anthropic -> OpenAI translation and then the codec, so each new format costs one pair of
+conversions, not one per client format.
 """
 
 from __future__ import annotations
@@ -10,6 +19,8 @@ from __future__ import annotations
 import abc
 import dataclasses
 from typing import Any, ClassVar
+
+import orjson
 
 from costwarden.pricing import Pricer, TokenUsage
 
@@ -44,6 +55,19 @@ class StreamMeter(abc.ABC):
         )
 
 
+class StreamDecoder(abc.ABC):
+    """Turns a codec upstream's stream, bytes as they arrive (a frame may be split across
+    reads), into server-sent events of the adapter's wire format, whole events only; the
+    last of them carries the usage (OpenAI's usage chunk), so the stream is billed exactly."""
+
+    @abc.abstractmethod
+    def feed(self, data: bytes) -> bytes: ...
+
+    def flush(self) -> bytes:
+        """What the end of the upstream's stream completes (a stream cut short: nothing)."""
+        return b""
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class ProviderSpec:
     """What an adapter is built from: one upstream provider (the app maps the config's
@@ -56,11 +80,18 @@ class ProviderSpec:
     timeout: float  # the whole exchange, stream included
     api_key: str | None = dataclasses.field(default=None, repr=False)  # a secret: never shown
     price_provider: str | None = None  # genai-prices provider id; None: the wire type
+    api_version: str | None = None  # Azure OpenAI's api-version
+    auth: str | None = None  # how the credential is sent, where a type knows several
+    region: str | None = None  # a cloud region (Bedrock)
+    secret_key: str | None = dataclasses.field(default=None, repr=False)  # a second secret
+    session_token: str | None = dataclasses.field(default=None, repr=False)
 
 
 class ProviderAdapter(abc.ABC):
-    wire: ClassVar[str]
-    endpoints: ClassVar[dict[str, str]]
+    wire: ClassVar[str]  # the format the gateway exchanges with it: "openai" or "anthropic"
+    endpoints: ClassVar[dict[str, str]]  # the endpoints it serves, and their paths
+    codec: ClassVar[bool] = False  # its upstream speaks a format of its own (see the module)
+    stream_type: ClassVar[str] = "text/event-stream"  # the content type of its streams
 
     # Copied into plain attributes: the request path reads them without another lookup.
     def __init__(self, spec: ProviderSpec) -> None:
@@ -71,12 +102,14 @@ class ProviderAdapter(abc.ABC):
         self.connect_timeout = spec.connect_timeout
         self._api_key = spec.api_key
 
-    def url(self, endpoint: str) -> str:
+    def url(self, endpoint: str, model: str, stream: bool) -> str:
+        """Where the call goes (some upstreams name the model, or streaming, in the URL)."""
         return self.base_url + self.endpoints[endpoint]
 
     @abc.abstractmethod
-    def headers(self, client_headers: dict[bytes, bytes]) -> dict[str, str]:
-        """Headers for the upstream call: our credential, never the client's."""
+    def headers(self, client_headers: dict[bytes, bytes], url: str, body: bytes) -> dict[str, str]:
+        """Headers for the upstream call: our credential, never the client's (a signing
+        upstream signs ``url`` and ``body``)."""
 
     @abc.abstractmethod
     def usage_from_body(self, endpoint: str, body: dict[str, Any]) -> TokenUsage: ...
@@ -90,6 +123,23 @@ class ProviderAdapter(abc.ABC):
 
     def secrets(self) -> list[str]:
         return [self._api_key] if self._api_key else []
+
+    # ---------------------------------------------------------------- codec adapters
+    # Called only when ``codec`` is true; the wire formats' own adapters pay nothing.
+
+    def encode(self, endpoint: str, payload: dict[str, Any]) -> bytes:
+        """The request, in the wire format (model, output cap and notes already set), as
+        the upstream takes it (TranslationError if it cannot)."""
+        return orjson.dumps(payload)
+
+    def decode(self, endpoint: str, body: dict[str, Any], model: str) -> dict[str, Any]:
+        """The upstream's response body in the wire format."""
+        return body
+
+    def stream_decoder(self, model: str) -> StreamDecoder | None:
+        """What turns the upstream's stream into the wire format's events (with the usage
+        chunk always: the meter drops it when the client did not ask for it)."""
+        return None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -73,7 +73,7 @@ class OpenAIAdapter(ProviderAdapter):
         "embeddings": "/embeddings",
     }
 
-    def headers(self, client_headers: dict[bytes, bytes]) -> dict[str, str]:
+    def headers(self, client_headers: dict[bytes, bytes], url: str, body: bytes) -> dict[str, str]:
         headers = {"content-type": "application/json"}
         if self._api_key:
             headers["authorization"] = "Bearer " + self._api_key

@@ -1,0 +1,150 @@
+"""Azure OpenAI end to end: the official OpenAI SDK through the gateway to the mock's Azure
+paths (a deployment in the URL, the api-version in the query, the key in ``api-key``), billed
+at genai-prices' ``azure`` price of the model the deployment runs."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import openai
+import pytest
+from genai_prices import Usage, calc_price
+
+from costwarden.mock import MockServer
+from costwarden.storage.usage import ledger_rows
+from tests.helpers import LiveGateway, configure_mock, live_gateway
+
+AZURE_KEY = "az-test-key-1f3b9c"
+AZURE = """
+[[providers]]
+name = "azure"
+type = "azure"
+base_url = "{mock}"
+api_version = "2024-10-21"
+api_key_env = "CW_TEST_AZURE_KEY"
+
+[[deployments]]
+id = "azure:prod-mini"
+price_model = "gpt-4o-mini"
+
+[[deployments]]
+id = "azure:embedder"
+price_model = "text-embedding-3-small"
+
+[[routes]]
+model = "company-mini"
+deployments = ["azure:prod-mini"]
+
+[[routes]]
+model = "company-embed"
+deployments = ["azure:embedder"]
+
+[[routes]]
+model = "azure-first"
+deployments = ["azure:prod-mini"]
+fallbacks = ["claude-haiku-4-5"]
+retries = 0
+"""
+
+
+@pytest.fixture
+async def gw(mock: MockServer, tmp_path: Path) -> AsyncIterator[LiveGateway]:
+    async with live_gateway(
+        mock,
+        f"sqlite:///{tmp_path / 'azure.db'}",
+        tmp_path,
+        extra_toml=AZURE.format(mock=mock.base_url),
+        env={"CW_TEST_AZURE_KEY": AZURE_KEY},
+    ) as gateway:
+        yield gateway
+
+
+@pytest.fixture
+async def oa(gw: LiveGateway) -> AsyncIterator[openai.AsyncOpenAI]:
+    async with openai.AsyncOpenAI(base_url=gw.openai_url, api_key=gw.key, max_retries=0) as c:
+        yield c
+
+
+async def _last(mock: MockServer, path: str) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{mock.base_url}/_mock/last", params={"path": path}) as resp:
+            assert resp.status == 200, await resp.text()
+            found: dict[str, Any] = await resp.json()
+            return found
+
+
+async def _row(gw: LiveGateway, request_id: str) -> Any:
+    await gw.app.ledger.flush()
+    rows = await asyncio.to_thread(ledger_rows, gw.app.engine, [request_id])
+    assert len(rows) == 1
+    return rows[0]
+
+
+def _genai(model: str, input_tokens: int, output_tokens: int) -> Decimal:
+    usage = Usage(input_tokens=input_tokens, output_tokens=output_tokens)
+    price: Decimal = calc_price(usage, model, provider_id="azure").total_price
+    return price
+
+
+async def test_chat_goes_to_the_deployment_with_the_key_and_is_billed_at_azure_prices(
+    gw: LiveGateway, oa: openai.AsyncOpenAI, mock: MockServer
+) -> None:
+    raw = await oa.chat.completions.with_raw_response.create(
+        model="company-mini", messages=[{"role": "user", "content": "hello"}], max_tokens=20
+    )
+    reply = raw.parse()
+    assert reply.choices[0].message.content
+    seen = await _last(mock, "/openai/deployments/prod-mini/chat/completions")
+    assert seen["headers"]["api-key"] == AZURE_KEY  # the mock refuses a call without api-version
+    assert "authorization" not in seen["headers"]  # neither the client's key nor ours
+    row = await _row(gw, raw.headers["x-request-id"])
+    assert reply.usage is not None
+    assert (row.provider, row.served_model) == ("azure", "prod-mini")
+    expected = _genai("gpt-4o-mini", reply.usage.prompt_tokens, reply.usage.completion_tokens)
+    assert row.cost_usd == expected > 0
+
+
+async def test_a_stream_is_billed_exactly(gw: LiveGateway, oa: openai.AsyncOpenAI) -> None:
+    stream = await oa.chat.completions.create(
+        model="company-mini",
+        messages=[{"role": "user", "content": "tell me a story"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    text, usage, request_id = [], None, None
+    async for chunk in stream:
+        request_id = request_id or stream.response.headers["x-request-id"]
+        if chunk.choices and chunk.choices[0].delta.content:
+            text.append(chunk.choices[0].delta.content)
+        usage = chunk.usage or usage
+    assert text and usage is not None and request_id is not None
+    row = await _row(gw, request_id)
+    assert row.cost_usd == _genai("gpt-4o-mini", usage.prompt_tokens, usage.completion_tokens)
+
+
+async def test_embeddings(gw: LiveGateway, oa: openai.AsyncOpenAI, mock: MockServer) -> None:
+    raw = await oa.embeddings.with_raw_response.create(
+        model="company-embed", input=["one", "two"]
+    )
+    result = raw.parse()
+    assert len(result.data) == 2
+    await _last(mock, "/openai/deployments/embedder/embeddings")
+    row = await _row(gw, raw.headers["x-request-id"])
+    assert row.cost_usd == _genai("text-embedding-3-small", result.usage.prompt_tokens, 0)
+
+
+async def test_azure_failing_falls_back_to_anthropic(
+    gw: LiveGateway, oa: openai.AsyncOpenAI, mock: MockServer
+) -> None:
+    await configure_mock(mock, fault_status=503, fault_models=["prod-mini"])
+    raw = await oa.chat.completions.with_raw_response.create(
+        model="azure-first", messages=[{"role": "user", "content": "hello"}]
+    )
+    assert raw.parse().choices[0].message.content
+    row = await _row(gw, raw.headers["x-request-id"])
+    assert (row.provider, row.served_model) == ("anthropic", "claude-haiku-4-5")
