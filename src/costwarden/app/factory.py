@@ -79,7 +79,7 @@ logger = logging.getLogger(__name__)
 def build_deployments(settings: Settings) -> dict[str, Deployment]:
     """Every deployment with its price (ConfigError if one has none) and context window."""
     adapters: dict[str, ProviderAdapter] = {
-        p.name: make_adapter(_provider_spec(p)) for p in settings.providers
+        p.name: make_adapter(provider_spec(p)) for p in settings.providers
     }
     deployments: dict[str, Deployment] = {}
     for ref, dep in settings.deployments.items():
@@ -99,7 +99,8 @@ def build_deployments(settings: Settings) -> dict[str, Deployment]:
 # Settings -> the domain's own types, one function each: the domain never sees config.
 
 
-def _provider_spec(p: ProviderSettings) -> ProviderSpec:
+def provider_spec(p: ProviderSettings) -> ProviderSpec:
+    """A provider's settings as the adapter takes them (also ``providers check``'s)."""
     return ProviderSpec(
         name=p.name,
         type=p.type,

@@ -17,6 +17,7 @@ from rich.table import Table
 from costwarden.cli import alerts as alert_commands
 from costwarden.cli import breakers as breaker_commands
 from costwarden.cli import budgets as budget_commands
+from costwarden.cli import providers as provider_commands
 from costwarden.cli import report as report_commands
 from costwarden.cli import scan as scan_commands
 from costwarden.cli import sessions as session_commands
@@ -272,7 +273,7 @@ def usage(config: str, org: str | None, since: str, as_json: bool) -> None:
 
 for _group in (
     budget_commands, tier_commands, switch_commands, breaker_commands, alert_commands,
-    report_commands, session_commands, scan_commands,
+    report_commands, session_commands, scan_commands, provider_commands,
 ):  # fmt: skip
     for _command in _group.COMMANDS:
         main.add_command(_command)

@@ -38,9 +38,10 @@ def _checked(inner: Inner) -> Inner:
     return handler
 
 
-def routes(chat: Inner, embeddings: Inner) -> list[tuple[str, str, str, Inner]]:
+def routes(chat: Inner, embeddings: Inner, models: Inner) -> list[tuple[str, str, str, Inner]]:
     """(method, path, error format, handler) for each Azure OpenAI endpoint."""
     return [
         ("POST", PREFIX + "/chat/completions", "openai", _checked(chat)),
         ("POST", PREFIX + "/embeddings", "openai", _checked(embeddings)),
+        ("GET", "/openai/models", "openai", _checked(models)),
     ]

@@ -522,7 +522,7 @@ def create_mock_app(state: MockState | None = None) -> web.Application:
     app.router.add_post("/v1/messages/count_tokens", _upstream("anthropic", _count_tokens))
     from costwarden.mock import azure  # the other wire formats: a module each
 
-    for method, path, provider, inner in azure.routes(_chat, _embeddings):
+    for method, path, provider, inner in azure.routes(_chat, _embeddings, _models):
         app.router.add_route(method, path, _upstream(provider, inner))
     app.router.add_get("/_mock/config", _get_config)
     app.router.add_post("/_mock/config", _post_config)

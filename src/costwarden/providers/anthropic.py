@@ -82,6 +82,9 @@ class AnthropicAdapter(ProviderAdapter):
     def usage_from_body(self, endpoint: str, body: dict[str, Any]) -> TokenUsage:
         return usage_from_anthropic(body.get("usage"))
 
+    def models_url(self) -> str | None:
+        return self.base_url + "/v1/models"
+
     def stream_meter(self, *, client_wants_usage: bool) -> StreamMeter:
         return AnthropicStreamMeter()
 

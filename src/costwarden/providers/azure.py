@@ -45,6 +45,11 @@ class AzureOpenAIAdapter(OpenAIAdapter):
             self._urls[(endpoint, model)] = found
         return found
 
+    def models_url(self) -> str | None:
+        # The models the resource can deploy: deployments themselves are not listed by the
+        # data-plane API, so a deployment counts as served when the model it runs is here.
+        return f"{self.base_url}/openai/models{self._query}"
+
     def headers(self, client_headers: dict[bytes, bytes], url: str, body: bytes) -> dict[str, str]:
         headers = {"content-type": "application/json"}
         if self._api_key:

@@ -124,6 +124,18 @@ class ProviderAdapter(abc.ABC):
     def secrets(self) -> list[str]:
         return [self._api_key] if self._api_key else []
 
+    def models_url(self) -> str | None:
+        """Where the upstream lists the models it serves (a GET with :meth:`headers`), for
+        ``costwarden providers check``; None when it has no such list we can read."""
+        return self.base_url + "/models"
+
+    def model_ids(self, body: Any) -> set[str]:
+        """The model ids in that list (OpenAI's and Anthropic's shape: ``data[].id``)."""
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, list):
+            raise ValueError("the models list has no data array")
+        return {str(m["id"]) for m in data if isinstance(m, dict) and "id" in m}
+
     # ---------------------------------------------------------------- codec adapters
     # Called only when ``codec`` is true; the wire formats' own adapters pay nothing.
 
