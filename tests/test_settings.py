@@ -735,8 +735,8 @@ def test_route_with_empty_deployments(write_config: Callable[[str], str]) -> Non
 
 
 def test_bad_provider_type_and_url(write_config: Callable[[str], str]) -> None:
-    message = _error(write_config(ISSUE_CONFIG.replace('type = "anthropic"', 'type = "bedrock"')))
-    assert message.startswith("costwarden.toml:13: providers[1].type:") and "bedrock" in message
+    message = _error(write_config(ISSUE_CONFIG.replace('type = "anthropic"', 'type = "vertex"')))
+    assert message.startswith("costwarden.toml:13: providers[1].type:") and "vertex" in message
     text = ISSUE_CONFIG.replace('"http://127.0.0.1:9000"', '"127.0.0.1:9000"')
     message = _error(write_config(text))
     assert message.startswith("costwarden.toml:14: providers[1].base_url:")
@@ -766,7 +766,13 @@ _DOCUMENTED = [
 ]
 # Filled in by the loader, never written in the file: the credential from api_key_env, and a
 # deployment's provider from the part of its id before the colon.
-_INTERNAL = {"providers[].api_key", "deployments[].provider", "deployments[].origin"}
+_INTERNAL = {
+    "providers[].api_key",
+    "providers[].secret_key",
+    "providers[].session_token",
+    "deployments[].provider",
+    "deployments[].origin",
+}
 
 
 def test_settings_help_covers_every_field() -> None:
@@ -824,6 +830,11 @@ _AZURE = (
     '\n[[providers]]\nname = "az"\ntype = "azure"\nbase_url = "https://r.openai.azure.com"\n'
     'api_version = "2024-10-21"\n'
 )
+_BEDROCK = (
+    '\n[[providers]]\nname = "aws"\ntype = "bedrock"\nregion = "eu-west-1"\n'
+    'api_key_env = "OTHER_KEY"\nsecret_key_env = "OTHER_KEY"\n'
+)
+_TLS = '\n[[providers]]\nname = "lab"\ntype = "openai"\nbase_url = "https://llm.test/v1"\n'
 _EXAMPLES: dict[str, tuple[str, str, Callable[[Settings], bool]]] = {
     "server.host": ("[server]", 'host = "0.0.0.0"', lambda s: s.server.host == "0.0.0.0"),
     "server.port": ("[server]", "port = 4100", lambda s: s.server.port == 4100),
@@ -922,6 +933,41 @@ _EXAMPLES: dict[str, tuple[str, str, Callable[[Settings], bool]]] = {
         "append",
         _AZURE + 'auth = "entra"\n',
         lambda s: s.providers[-1].auth == "entra",
+    ),
+    "providers[].region": (
+        "append",
+        _BEDROCK,
+        lambda s: s.providers[-1].base_url == "https://bedrock-runtime.eu-west-1.amazonaws.com",
+    ),
+    "providers[].secret_key_env": (
+        "append",
+        _BEDROCK,
+        lambda s: s.providers[-1].secret_key == "o",
+    ),
+    "providers[].session_token_env": (
+        "append",
+        _BEDROCK + 'session_token_env = "OTHER_KEY"\n',
+        lambda s: s.providers[-1].session_token == "o",
+    ),
+    "providers[].ca_bundle": (
+        "append",
+        _TLS + f'ca_bundle = "{__file__}"\n',
+        lambda s: s.providers[-1].ca_bundle == __file__,
+    ),
+    "providers[].client_cert": (
+        "append",
+        _TLS + f'client_cert = "{__file__}"\n',
+        lambda s: s.providers[-1].client_cert == __file__,
+    ),
+    "providers[].client_key": (
+        "append",
+        _TLS + f'client_cert = "{__file__}"\nclient_key = "{__file__}"\n',
+        lambda s: s.providers[-1].client_key == __file__,
+    ),
+    "providers[].tls_verify": (
+        "append",
+        _TLS + "tls_verify = false\n",
+        lambda s: s.providers[-1].tls_verify is False,
     ),
     "deployments[].id": ("append", _DEP, lambda s: "openai:gpt-4o-mini" in s.deployments),
     "deployments[].price_model": (

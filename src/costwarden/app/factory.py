@@ -17,6 +17,7 @@ import functools
 import gc
 import logging
 import time
+import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -47,6 +48,7 @@ from costwarden.core.records import LedgerRecord
 from costwarden.gateway import session_api
 from costwarden.gateway.asgi import JSON, Receive, Scope, Send, send_bytes
 from costwarden.gateway.auth import KeyCache
+from costwarden.gateway.egress import Egress, ProviderTls
 from costwarden.gateway.errors import error_body
 from costwarden.gateway.honeypot import HoneypotTrap
 from costwarden.gateway.proxy import ENDPOINTS, Proxy
@@ -111,7 +113,23 @@ def provider_spec(p: ProviderSettings) -> ProviderSpec:
         price_provider=p.price_provider,
         api_version=p.api_version,
         auth=p.auth,
+        region=p.region,
+        secret_key=p.secret_key,
+        session_token=p.session_token,
     )
+
+
+def provider_tls(p: ProviderSettings) -> ProviderTls:
+    """A provider's TLS settings as the egress takes them (``.context()`` builds its
+    context, for ``providers check`` too)."""
+    return ProviderTls(p.name, p.base_url, p.tls_verify, p.ca_bundle, p.client_cert, p.client_key)
+
+
+def _egress(settings: Settings) -> Egress:
+    """The proxy variables, read here once (the request path never reads the environment:
+    docs/providers.md, "Egress"), and each provider's TLS contexts, built now."""
+    tls = [provider_tls(p) for p in settings.providers]
+    return Egress(urllib.request.getproxies_environment(), tls)
 
 
 def _route_spec(r: RouteSettings) -> RouteSpec:
@@ -168,6 +186,7 @@ class CostwardenApp:
         self.clock = clock
         self.engine = engine or create_engine_for(settings.storage.database_url)
         self.deployments = build_deployments(settings)
+        self.egress = _egress(settings)  # the proxy's upstream client reaches origins by it
         self.route_table = RouteTable(
             [_route_spec(r) for r in settings.routes],
             self.deployments,
@@ -266,6 +285,7 @@ class CostwardenApp:
             clock=clock,
             sessions=self.sessions,
             security=None if self.security is None else self.security.gate,
+            egress=self.egress,
         )
         self.metrics = metrics_exporter(
             settings.metrics,
@@ -330,6 +350,7 @@ class CostwardenApp:
         for d in self.deployments.values():
             found.extend(d.adapter.secrets())
         found.extend(channel_secrets(self.settings.alerts.channels))
+        found.extend(self.egress.secrets())
         return sorted(set(found))
 
     # ------------------------------------------------------------------ lifetime
@@ -339,6 +360,10 @@ class CostwardenApp:
             return
         for message in self.settings.deprecations:
             logger.warning("%s", message)
+        for name in self.egress.unverified:
+            logger.warning("provider %r: tls_verify = false: its certificate is not checked", name)
+        for line in self.egress.describe():
+            logger.info("%s", line)
         if self.redis is not None:
             r = self.settings.redis
             logger.info(

@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import ssl
 import time
-from collections.abc import Callable
 from decimal import Decimal
 from typing import Literal
 
 import aiohttp
 import orjson
 
-from costwarden.app.factory import provider_spec
+from costwarden.app.factory import provider_spec, provider_tls
 from costwarden.config.settings import ProviderSettings, Settings
 from costwarden.pricing import Pricer, TieredRates, resolve_rates
 from costwarden.providers.adapters import make_adapter
@@ -50,19 +48,12 @@ class ProviderCheck:
     deployments: tuple[DeploymentCheck, ...]
 
 
-async def check_providers(
-    settings: Settings,
-    *,
-    timeout: float = 10.0,
-    ssl_for: Callable[[ProviderSettings], ssl.SSLContext | bool] | None = None,
-) -> list[ProviderCheck]:
-    """Every configured provider, checked concurrently (``ssl_for``: its TLS context, when
-    the config gives it one; default: the system's trust store)."""
+async def check_providers(settings: Settings, *, timeout: float = 10.0) -> list[ProviderCheck]:
+    """Every configured provider, checked concurrently, with its TLS settings (CA bundle,
+    client certificate) as the gateway uses them."""
     async with aiohttp.ClientSession(trust_env=True) as http:
         return list(
-            await asyncio.gather(
-                *(_check(http, settings, p, timeout, ssl_for) for p in settings.providers)
-            )
+            await asyncio.gather(*(_check(http, settings, p, timeout) for p in settings.providers))
         )
 
 
@@ -71,7 +62,6 @@ async def _check(
     settings: Settings,
     provider: ProviderSettings,
     timeout: float,
-    ssl_for: Callable[[ProviderSettings], ssl.SSLContext | bool] | None,
 ) -> ProviderCheck:
     deployments = [d for d in settings.deployments.values() if d.provider == provider.name]
     try:
@@ -84,7 +74,7 @@ async def _check(
     elif (url := adapter.models_url()) is None:
         ok, detail = True, "not called: this provider type lists no models we can read"
     else:
-        ok, detail, ids = await _list(http, adapter, url, timeout, ssl_for, provider)
+        ok, detail, ids = await _list(http, adapter, url, timeout, provider)
     checks = tuple(
         _deployment(
             d.id,
@@ -105,11 +95,10 @@ async def _list(
     adapter: ProviderAdapter,
     url: str,
     timeout: float,
-    ssl_for: Callable[[ProviderSettings], ssl.SSLContext | bool] | None,
     provider: ProviderSettings,
 ) -> tuple[bool, str, set[str] | None]:
     started = time.perf_counter()
-    tls: ssl.SSLContext | bool = True if ssl_for is None else ssl_for(provider)
+    tls = provider_tls(provider).context()
     try:
         async with http.get(
             url,

@@ -6,6 +6,8 @@ Split from :mod:`costwarden.config.settings`, which assembles them into one ``Se
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -14,12 +16,15 @@ from costwarden.config.fields import NAME_RE, section, setting
 from costwarden.config.lines import ConfigText as _Ctx
 from costwarden.core.errors import ConfigError, InvalidInput
 from costwarden.pricing import PriceOverride, resolve_rates
+from costwarden.providers.bedrock import DEFAULT_BASE_URL as BEDROCK_BASE_URL
+from costwarden.providers.bedrock import botocore_missing
+from costwarden.providers.gemini import DEFAULT_BASE_URL as GEMINI_BASE_URL
 from costwarden.providers.presets import PRESETS
 from costwarden.routing.chains import DegradedTemplate, expand_all, parse_template
 
 # The wire formats, the providers with formats or conventions of their own, and the
 # OpenAI-compatible servers known by name (costwarden.providers.presets).
-PROVIDER_TYPES = ("openai", "anthropic", "azure", *PRESETS)
+PROVIDER_TYPES = ("openai", "anthropic", "azure", "gemini", "bedrock", *PRESETS)
 AZURE_AUTHS = ("api-key", "entra")
 
 
@@ -28,7 +33,9 @@ class ProviderSettings:
     name: str = setting("", "Name routes use to refer to this provider.")
     type: str = setting(
         "openai",
-        "openai (any OpenAI-compatible API), anthropic, azure (Azure OpenAI), or a known "
+        "openai (any OpenAI-compatible API), anthropic, azure (Azure OpenAI), gemini (Google "
+        "Gemini: URL, GEMINI_API_KEY and google prices filled in), bedrock (AWS Bedrock's "
+        "Converse API: a region, AWS credentials, aws prices), or a known "
         "OpenAI-compatible server: groq, together, fireworks, deepseek, mistral, openrouter, "
         "xai, vllm, ollama (base URL, key variable and price provider filled in).",
     )
@@ -45,6 +52,22 @@ class ProviderSettings:
     )
     connect_timeout: float = setting(5.0, "Seconds allowed to connect to the upstream.")
     timeout: float = setting(600.0, "Seconds allowed for a whole upstream call.")
+    ca_bundle: str | None = setting(
+        None,
+        "PEM file of the CA certificates that verify this provider's TLS certificate, "
+        "replacing the system's trust store for it (e.g. a company's TLS-inspection CA).",
+    )
+    client_cert: str | None = setting(
+        None,
+        "PEM file of a client certificate, for a provider that demands mutual TLS (the key "
+        "too, unless client_key names it).",
+    )
+    client_key: str | None = setting(None, "PEM file of client_cert's (unencrypted) key.")
+    tls_verify: bool = setting(
+        True,
+        "Check the provider's TLS certificate and host name; false turns the check off (a "
+        "warning at start): for a test upstream only.",
+    )
     api_version: str | None = setting(
         None, "Azure OpenAI: the api-version every call carries, e.g. 2024-10-21 (required)."
     )
@@ -53,7 +76,24 @@ class ProviderSettings:
         "Azure OpenAI: how the credential is sent: api-key (the default, an API key in the "
         "api-key header) or entra (an Entra ID access token, as a bearer token).",
     )
+    region: str | None = setting(
+        None,
+        "Bedrock: the AWS region its calls go to and are signed for, e.g. us-east-1 "
+        "(required; the base URL defaults to https://bedrock-runtime.<region>.amazonaws.com).",
+    )
+    secret_key_env: str | None = setting(
+        None,
+        "Bedrock: environment variable holding the AWS secret access key (default "
+        "AWS_SECRET_ACCESS_KEY; the access key id is api_key_env's, default AWS_ACCESS_KEY_ID).",
+    )
+    session_token_env: str | None = setting(
+        None,
+        "Bedrock: environment variable holding an AWS session token, sent when set (default "
+        "AWS_SESSION_TOKEN; temporary credentials need it).",
+    )
     api_key: str | None = dataclasses.field(default=None, repr=False, metadata={"help": ""})
+    secret_key: str | None = dataclasses.field(default=None, repr=False, metadata={"help": ""})
+    session_token: str | None = dataclasses.field(default=None, repr=False, metadata={"help": ""})
 
 
 @dataclasses.dataclass(slots=True)
@@ -189,6 +229,14 @@ def parse_providers(
             p.api_key_env = p.api_key_env or preset.api_key_env
             if p.price_provider is None and preset.price_provider is not None:
                 p.price_provider = preset.price_provider
+        if p.type == "gemini":
+            _gemini(p)
+        if p.type == "bedrock":
+            _bedrock(p, key, ctx, env, require_secrets)
+        else:
+            for name in ("region", "secret_key_env", "session_token_env"):
+                if getattr(p, name) is not None:
+                    raise ctx.fail(f"{key}.{name}", "only a bedrock provider takes it", name)
         if p.type == "azure":
             _azure(p, key, ctx)
         elif p.api_version is not None or p.auth is not None:
@@ -199,6 +247,7 @@ def parse_providers(
                 f"{key}.base_url", "must be an http:// or https:// URL", p.base_url or None
             )
         p.base_url = p.base_url.rstrip("/")
+        _tls(p, key, ctx)
         if p.api_key_env:
             secret = env.get(p.api_key_env)
             if not secret and require_secrets:
@@ -212,6 +261,64 @@ def parse_providers(
             raise ctx.fail(f"{key}.timeout", "timeouts must be positive", "timeout")
         out.append(p)
     return out
+
+
+def _gemini(p: ProviderSettings) -> None:
+    """Google's Gemini API: its URL, key variable and genai-prices provider by default."""
+    p.base_url = p.base_url or GEMINI_BASE_URL
+    p.api_key_env = p.api_key_env or "GEMINI_API_KEY"
+    if p.price_provider is None:
+        p.price_provider = "google"
+
+
+def _bedrock(
+    p: ProviderSettings, key: str, ctx: _Ctx, env: Mapping[str, str], require_secrets: bool
+) -> None:
+    """AWS Bedrock: botocore installed (it signs the calls), a region, the credentials from
+    the environment (AWS's own variables by default), genai-prices' aws prices."""
+    missing = botocore_missing()
+    if missing is not None:
+        raise ctx.fail(f"{key}.type", missing, p.type)
+    if not p.region:
+        raise ctx.fail(
+            f"{key}.region",
+            'required for a bedrock provider: the AWS region its calls go to, e.g. "us-east-1"',
+            p.type,  # the line that makes it a bedrock provider
+        )
+    if not re.fullmatch(r"[a-z]{2}(-[a-z0-9]+)+", p.region):
+        raise ctx.fail(f"{key}.region", f"not an AWS region: {p.region!r}", "region")
+    p.base_url = p.base_url or BEDROCK_BASE_URL.format(region=p.region)
+    if p.price_provider is None:
+        p.price_provider = "aws"
+    p.api_key_env = p.api_key_env or "AWS_ACCESS_KEY_ID"
+    p.secret_key_env = p.secret_key_env or "AWS_SECRET_ACCESS_KEY"
+    p.session_token_env = p.session_token_env or "AWS_SESSION_TOKEN"
+    for name, variable in (("api_key_env", p.api_key_env), ("secret_key_env", p.secret_key_env)):
+        if require_secrets and not env.get(variable):
+            raise ctx.fail(
+                f"{key}.{name}",
+                f"environment variable {variable} is not set (provider {p.name!r} signs its "
+                "calls with AWS credentials)",
+                p.type,  # the setting's line when the file has it, else the type's
+            )
+    p.secret_key = env.get(p.secret_key_env) or None
+    p.session_token = env.get(p.session_token_env) or None
+
+
+def _tls(p: ProviderSettings, key: str, ctx: _Ctx) -> None:
+    """The TLS files exist (the app loads them at start) and the TLS settings agree."""
+    for file in ("ca_bundle", "client_cert", "client_key"):
+        path = getattr(p, file)
+        if path is not None and not os.path.isfile(path):
+            raise ctx.fail(f"{key}.{file}", f"no such file: {path!r}", file)
+    used = [n for n in ("ca_bundle", "client_cert") if getattr(p, n)]
+    used += [] if p.tls_verify else ["tls_verify"]
+    if used and not p.base_url.startswith("https://"):
+        raise ctx.fail(f"{key}.{used[0]}", "takes an https:// base_url", used[0])
+    if p.client_key is not None and p.client_cert is None:
+        raise ctx.fail(f"{key}.client_key", "needs client_cert", "client_key")
+    if p.ca_bundle is not None and not p.tls_verify:
+        raise ctx.fail(f"{key}.ca_bundle", "unused with tls_verify = false", "ca_bundle")
 
 
 def _azure(p: ProviderSettings, key: str, ctx: _Ctx) -> None:

@@ -30,6 +30,7 @@ import asyncio
 import dataclasses
 import logging
 import random
+import ssl
 from collections.abc import Awaitable, Callable
 from time import perf_counter
 from typing import Any, Protocol
@@ -46,6 +47,7 @@ from costwarden.core.errors import (
     UpstreamError,
 )
 from costwarden.core.records import LedgerRecord
+from costwarden.gateway.egress import ProxyError
 from costwarden.gateway.sessions import add_note
 from costwarden.gateway.state import RequestState
 from costwarden.gateway.transport import transport_failure
@@ -181,13 +183,19 @@ class Failover:
                 finally:
                     first_reservation = False
                 reserved_for = dep
+            try:  # the output cap needs the reservation; a probe slot needs the body
+                body = self._upstream_body(call, dep, call.reservation, converted)
+            except translate.TranslationError as exc:  # a codec's own format cannot take it
+                never += 1
+                untranslatable = untranslatable or exc
+                reasons.append(f"{dep.id}: cannot take this request ({exc.message})")
+                continue
             if not closed and not await breakers.admit(dep.id):
                 reasons.append(f"{dep.id}: circuit breaker open")  # another took the probe
                 continue
             call.record.provider = dep.adapter.name
             call.record.served_model = dep.model
             call.deployment = dep
-            body = self._upstream_body(call, dep, call.reservation, converted)
             outcome, tries = await self._try(
                 call, route, dep, body, call.reservation, converted is not None
             )
@@ -233,8 +241,10 @@ class Failover:
             except (TimeoutError, OSError) as exc:
                 error, reason = transport_failure(exc, adapter.name, "connect")
                 self.breakers.failure(dep.id, reason)
-                if isinstance(exc, TimeoutError):
-                    return error, tries  # waiting as long again rarely helps: next candidate
+                if isinstance(exc, _NOT_RETRIED):
+                    # waiting as long again rarely helps, and a retry cannot mend a
+                    # certificate or a proxy's refusal: the next candidate
+                    return error, tries
                 if tries <= route.retries and self.breakers.state(dep.id) != "open":
                     await self._sleep(self.backoff(tries))
                     continue
@@ -293,6 +303,9 @@ class Failover:
             add_note(endpoint, payload, call.system_note)
         payload["model"] = dep.model
         return dep.adapter.encode(endpoint, payload) if dep.adapter.codec else orjson.dumps(payload)
+
+
+_NOT_RETRIED = (TimeoutError, ssl.SSLCertVerificationError, ProxyError)
 
 
 def _output_cap(payload: dict[str, Any]) -> int:

@@ -45,6 +45,7 @@ from costwarden.core.records import Endpoint, LedgerRecord
 from costwarden.gateway import degraded
 from costwarden.gateway.asgi import JSON, Receive, Scope, Send, send_bytes
 from costwarden.gateway.auth import KeyCache
+from costwarden.gateway.egress import Egress
 from costwarden.gateway.errors import error_body
 from costwarden.gateway.failover import Attempt, Breakers, Exhausted, Failover
 from costwarden.gateway.responses import (
@@ -111,6 +112,7 @@ class Proxy:
         clock: Callable[[], float] = time,
         sessions: SessionBoard | None = None,
         security: Stage | None = None,
+        egress: Egress | None = None,
     ) -> None:
         self.routes = routes
         self.keys = keys
@@ -121,6 +123,7 @@ class Proxy:
         self.events = events  # request_settled / request_refused, once per request
         self.resilience = resilience
         self.clock = clock
+        self.egress = egress  # how the upstream client reaches each origin (proxy, TLS)
         self.max_body_bytes = max_body_bytes
         self.max_response_bytes = max_response_bytes
         self.cancel_on_disconnect = cancel_on_disconnect
@@ -143,7 +146,9 @@ class Proxy:
         return self._failover
 
     async def start(self) -> None:
-        self.client = UpstreamClient(max_response_bytes=self.max_response_bytes)
+        self.client = UpstreamClient(
+            max_response_bytes=self.max_response_bytes, egress=self.egress
+        )
         self._failover = Failover(
             self.client,
             self.breakers,

@@ -64,6 +64,8 @@ def upstream_message(raw: bytes) -> str:
     error = obj.get("error") if isinstance(obj, dict) else None
     if isinstance(error, dict) and isinstance(error.get("message"), str):
         return str(error["message"])[:500]
+    if isinstance(obj, dict) and isinstance(obj.get("message"), str):  # AWS's shape
+        return str(obj["message"])[:500]
     return raw[:200].decode("utf-8", "replace")
 
 

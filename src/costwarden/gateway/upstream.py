@@ -18,24 +18,32 @@ A provider call needs little of what those clients offer, so this one does only 
 - one retry when a *reused* connection turns out closed before the server answered a single
   byte: the server dropped an idle connection as the request went out, so it never saw it.
 
-It sends no ``accept-encoding`` (providers then answer uncompressed), follows no redirects
-and knows no proxies. Failures surface as built-in exceptions: ``TimeoutError`` when the
-deadline passes, ``OSError`` (``ConnectionError``, ``ssl.SSLError``, DNS errors) when the
-connection cannot be made, breaks or carries something that is not HTTP; the request path
-turns them into its 502/504 errors.
+Where a connection goes and with what TLS is the :class:`~costwarden.gateway.egress.Egress`'s
+decision, made once per origin (the app builds it at start from the proxy variables and the
+providers' TLS settings): directly, through an HTTP proxy's ``CONNECT`` tunnel for an https
+origin, or to the proxy in absolute form for an http one. With no proxy configured a request
+pays one attribute test for it; the plan is looked up only when a connection is made.
+
+It sends no ``accept-encoding`` (providers then answer uncompressed) and follows no
+redirects. Failures surface as built-in exceptions: ``TimeoutError`` when the deadline
+passes, ``OSError`` (``ConnectionError``, ``ssl.SSLError``, DNS errors, the egress module's
+``ProxyError``) when the connection cannot be made, breaks or carries something that is not
+HTTP; the request path turns them into its 502/504 errors (gateway/transport.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import functools
+import itertools
 import logging
 import ssl
 from collections.abc import AsyncIterator, Iterable
-from typing import NamedTuple, cast
+from typing import cast
 
 import httptools
+
+from costwarden.gateway.egress import Egress, Origin, Plan, split_url, tunnel
 
 logger = logging.getLogger(__name__)
 
@@ -45,28 +53,6 @@ _HIGH_WATER = 256 * 1024  # streamed body bytes waiting for the reader before re
 class ResponseTooLarge(ConnectionError):
     """The upstream sent more body than ``max_response_bytes`` before it was read."""
 _LARGE_BODY = 64 * 1024  # above this, head and body are written without joining them
-
-
-class Origin(NamedTuple):
-    scheme: str
-    host: str
-    port: int
-
-
-@functools.lru_cache(maxsize=256)
-def _split(url: str) -> tuple[Origin, bytes, bytes]:
-    """(origin, request target, host header) of an absolute http(s) URL."""
-    parts = httptools.parse_url(url.encode())
-    scheme = (parts.schema or b"").decode().lower()
-    if scheme not in ("http", "https") or not parts.host:
-        raise ValueError(f"not an absolute http(s) URL: {url!r}")
-    host = parts.host.decode()
-    default = 443 if scheme == "https" else 80
-    port = parts.port or default
-    target = (parts.path or b"/") + (b"?" + parts.query if parts.query else b"")
-    shown = f"[{host}]" if ":" in host else host
-    host_header = shown if port == default else f"{shown}:{port}"
-    return Origin(scheme, host, port), target, host_header.encode()
 
 
 def _head(target: bytes, host: bytes, headers: Iterable[tuple[str, str]], length: int) -> bytes:
@@ -116,6 +102,8 @@ class _Connection(asyncio.Protocol):
         if response is not None and not response.done:
             if response.until_close and response.status:
                 response.finish()  # a body without length ends when the connection does
+            elif isinstance(exc, ssl.SSLError):  # e.g. the server demanded a client certificate
+                response.fail(exc)
             else:
                 response.fail(ConnectionError("upstream closed the connection"))
 
@@ -308,7 +296,12 @@ class Response:
 
 
 class UpstreamClient:
-    """Pools connections per origin; belongs to one event loop."""
+    """Pools connections per origin; belongs to one event loop.
+
+    ``egress`` decides how each origin is reached (default: directly, the system's trust);
+    ``tls`` is the context of an https origin the egress has none for (default: the
+    system's trust store).
+    """
 
     def __init__(
         self,
@@ -317,13 +310,17 @@ class UpstreamClient:
         idle_timeout: float = 30.0,
         tls: ssl.SSLContext | None = None,
         max_response_bytes: int = 64 * 1024 * 1024,
+        egress: Egress | None = None,
     ) -> None:
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
         self.max_response_bytes = max_response_bytes
         self._idle: dict[Origin, list[_Connection]] = {}
-        self._ssl = tls  # the system's trust store unless given
+        self._ssl = tls
         self._closed = False
+        self.egress = egress or Egress()
+        self._proxied = self.egress.proxied  # the only egress test a request pays unproxied
+        self._plans: dict[Origin, Plan] = self.egress.plans()
 
     async def post(
         self,
@@ -343,7 +340,14 @@ class UpstreamClient:
         """
         if self._closed:
             raise ConnectionError("the upstream client is closed")
-        origin, target, host = _split(url)
+        origin, target, host = split_url(url)
+        if self._proxied:
+            proxy = self._plan(origin).proxy
+            if proxy is not None and origin.scheme == "http":  # to the proxy, in absolute form
+                target = b"http://" + host + target
+                if proxy.authorization is not None:
+                    auth = ("proxy-authorization", proxy.authorization)
+                    headers = itertools.chain(headers, (auth,))
         head = _head(target, host, headers, len(body))
         loop = asyncio.get_running_loop()
         start = loop.time()
@@ -403,22 +407,40 @@ class UpstreamClient:
         conn.idle_since = asyncio.get_running_loop().time()
         conns.append(conn)
 
+    def _plan(self, origin: Origin) -> Plan:
+        plan = self._plans.get(origin)
+        if plan is None:
+            plan = self._plans[origin] = self.egress.plan(origin)
+        return plan
+
     async def _connect(self, origin: Origin, timeout: float) -> _Connection:
+        """A new connection to ``origin``; ``timeout`` bounds all of it: TCP, a proxy's
+        CONNECT exchange and the TLS handshake."""
         if timeout <= 0:
             raise TimeoutError("upstream did not answer in time")
+        plan = self._plan(origin)
+        https = origin.scheme == "https"
+        tls = (plan.tls or self._tls()) if https else None
+        proxy = plan.proxy
+        if proxy is not None and tls is not None:
+            conn = _Connection()
+            try:
+                transport = await asyncio.wait_for(tunnel(proxy, origin, conn, tls), timeout)
+            except TimeoutError:
+                raise TimeoutError(
+                    f"connecting to {origin.host}:{origin.port} through the proxy {proxy} timed out"
+                ) from None
+            conn.connection_made(transport)
+            return conn
         loop = asyncio.get_running_loop()
-        tls = self._tls() if origin.scheme == "https" else None
+        host, port = (origin.host, origin.port) if proxy is None else (proxy.host, proxy.port)
         connect = loop.create_connection(
-            _Connection,
-            origin.host,
-            origin.port,
-            ssl=tls,
-            server_hostname=origin.host if tls else None,
+            _Connection, host, port, ssl=tls, server_hostname=origin.host if tls else None
         )
         try:
             _, conn = await asyncio.wait_for(connect, timeout)
         except TimeoutError:
-            raise TimeoutError(f"connecting to {origin.host}:{origin.port} timed out") from None
+            raise TimeoutError(f"connecting to {host}:{port} timed out") from None
         return conn
 
     def _tls(self) -> ssl.SSLContext:

@@ -520,9 +520,11 @@ def create_mock_app(state: MockState | None = None) -> web.Application:
     app.router.add_get("/v1/models", _upstream("openai", _models))
     app.router.add_post("/v1/messages", _upstream("anthropic", _messages))
     app.router.add_post("/v1/messages/count_tokens", _upstream("anthropic", _count_tokens))
-    from costwarden.mock import azure  # the other wire formats: a module each
+    from costwarden.mock import azure, bedrock, gemini  # the other formats: a module each
 
-    for method, path, provider, inner in azure.routes(_chat, _embeddings, _models):
+    for method, path, provider, inner in (
+        *azure.routes(_chat, _embeddings, _models), *gemini.routes(_stream), *bedrock.routes()
+    ):
         app.router.add_route(method, path, _upstream(provider, inner))
     app.router.add_get("/_mock/config", _get_config)
     app.router.add_post("/_mock/config", _post_config)

@@ -20,6 +20,9 @@ def usage_from_openai(usage: Any) -> TokenUsage:
     return TokenUsage(
         input_tokens=int(prompt),
         cached_input_tokens=int(details_in.get("cached_tokens") or 0),
+        # OpenAI reports no cache writes; a codec's usage chunk does (Bedrock, under the
+        # name the OpenAI SDK's PromptTokensDetails has for it)
+        cache_write_tokens=int(details_in.get("cache_write_tokens") or 0),
         output_tokens=int(completion),
         reasoning_tokens=int(details_out.get("reasoning_tokens") or 0),
     )

@@ -1,0 +1,476 @@
+"""Google Gemini (the Generative Language API) as a codec upstream.
+
+The adapter presents itself as an OpenAI one (``wire = "openai"``): an OpenAI client's
+request reaches it as a Chat Completions payload, an Anthropic client's after the gateway's
+Anthropic -> OpenAI translation. At its edge it speaks Gemini:
+
+- the request goes to ``{base_url}/models/{model}:generateContent`` (a stream to
+  ``:streamGenerateContent?alt=sse``, embeddings to ``:batchEmbedContents``) with the key in
+  ``x-goog-api-key`` -- never in the URL, which ends up in logs;
+- :meth:`GeminiAdapter.encode` turns the payload into a ``GenerateContentRequest``: messages
+  into ``contents`` (roles ``user`` / ``model``) and ``systemInstruction``; text and base64
+  images; tool calls and results into ``functionCall`` / ``functionResponse`` parts; tools
+  into ``functionDeclarations`` (schemas mapped by :mod:`~costwarden.providers.
+  gemini_schema`); ``tool_choice`` into ``toolConfig``; the sampling fields and JSON modes
+  into ``generationConfig``. What Gemini cannot do as asked (``n`` > 1, audio, logprobs,
+  image URLs, ...) raises :class:`~costwarden.providers.translate.TranslationError`, a 400,
+  rather than being served as something the client did not ask for;
+- the answers come back through :mod:`costwarden.providers.gemini_stream`.
+
+Gemini's ``functionResponse`` names the function, not the call, so a tool message's
+``tool_call_id`` is resolved through the assistant message that made the call.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar
+from urllib.parse import quote
+
+import orjson
+
+from costwarden.pricing import TokenUsage
+from costwarden.providers.base import ProviderAdapter, ProviderSpec, StreamDecoder, StreamMeter
+from costwarden.providers.gemini_schema import gemini_schema
+from costwarden.providers.gemini_stream import (
+    GeminiStreamDecoder,
+    embeddings_usage,
+    openai_completion,
+    openai_embeddings,
+    token_usage,
+)
+from costwarden.providers.openai import OpenAIStreamMeter
+from costwarden.providers.translate import TranslationError
+
+JSON = dict[str, Any]
+
+DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
+
+# Fields of an OpenAI request whose meaning Gemini cannot honour here.
+_REFUSED: dict[str, str] = {
+    "audio": "audio output is not supported through Gemini",
+    "functions": "legacy functions are not translated; use tools",
+    "function_call": "legacy function_call is not translated; use tool_choice",
+    "web_search_options": "OpenAI web search cannot be performed by Gemini",
+    "logit_bias": "Gemini has no logit bias",
+    "top_logprobs": "log probabilities are not translated to Gemini",
+}
+# Gemini's inline image types.
+_IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/heic", "image/heif"})
+_DATA_URL = re.compile(r"data:(?P<media>[\w.+-]+/[\w.+-]+);base64,(?P<data>.*)", re.DOTALL)
+_MAX_STOP = 5  # Gemini takes at most five stop sequences
+# reasoning_effort as Google's own OpenAI-compatible endpoint maps it to a thinking budget.
+_THINKING_BUDGET: dict[str, int] = {
+    "none": 0,
+    "minimal": 1024,
+    "low": 1024,
+    "medium": 8192,
+    "high": 24576,
+}
+_PENALTIES = (("presence_penalty", "presencePenalty"), ("frequency_penalty", "frequencyPenalty"))
+_TOOL_MODES: dict[str, str] = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
+
+
+def _bad(param: str, why: str) -> TranslationError:
+    return TranslationError(f"{param}: {why}", param=param)
+
+
+class GeminiAdapter(ProviderAdapter):
+    """The OpenAI format to its clients, Gemini's to Google (see the module)."""
+
+    wire = "openai"
+    codec = True
+    endpoints: ClassVar[dict[str, str]] = {
+        "chat.completions": ":generateContent",
+        "embeddings": ":batchEmbedContents",
+    }
+
+    def __init__(self, spec: ProviderSpec) -> None:
+        super().__init__(spec)
+        self._urls: dict[tuple[str, str, bool], str] = {}
+
+    def url(self, endpoint: str, model: str, stream: bool) -> str:
+        key = (endpoint, model, stream)
+        found = self._urls.get(key)
+        if found is None:
+            action = self.endpoints[endpoint]
+            if stream and endpoint == "chat.completions":
+                action = ":streamGenerateContent?alt=sse"
+            found = f"{self.base_url}/models/{quote(_bare(model), safe='')}{action}"
+            self._urls[key] = found
+        return found
+
+    def headers(self, client_headers: dict[bytes, bytes], url: str, body: bytes) -> dict[str, str]:
+        headers = {"content-type": "application/json"}
+        if self._api_key:
+            headers["x-goog-api-key"] = self._api_key
+        return headers
+
+    def models_url(self) -> str | None:
+        return self.base_url + "/models?pageSize=1000"  # Google's largest page: one request
+
+    def model_ids(self, body: Any) -> set[str]:
+        """The ids in Google's ``ListModelsResponse`` (``models[].name``, ``models/`` off)."""
+        models = body.get("models") if isinstance(body, dict) else None
+        if not isinstance(models, list):
+            raise ValueError("the models list has no models array")
+        names = (m.get("name") for m in models if isinstance(m, dict))
+        return {_bare(name) for name in names if isinstance(name, str)}
+
+    def usage_from_body(self, endpoint: str, body: dict[str, Any]) -> TokenUsage:
+        if endpoint == "embeddings":
+            return embeddings_usage(body)
+        return token_usage(body.get("usageMetadata") if isinstance(body, dict) else None)
+
+    def stream_meter(self, *, client_wants_usage: bool) -> StreamMeter:
+        return OpenAIStreamMeter(client_wants_usage=client_wants_usage)
+
+    def prepare(self, endpoint: str, payload: dict[str, Any], stream: bool) -> bool:
+        return False  # Gemini reports usage in every stream: nothing to ask for
+
+    def encode(self, endpoint: str, payload: dict[str, Any]) -> bytes:
+        if endpoint == "embeddings":
+            return orjson.dumps(embeddings_request(payload))
+        return orjson.dumps(generate_request(payload))
+
+    def decode(self, endpoint: str, body: dict[str, Any], model: str) -> dict[str, Any]:
+        if endpoint == "embeddings":
+            return openai_embeddings(body, model)
+        return openai_completion(body, model)
+
+    def stream_decoder(self, model: str) -> StreamDecoder:
+        return GeminiStreamDecoder(model)
+
+
+def _bare(model: str) -> str:
+    """The model id without the ``models/`` its resource name starts with."""
+    return model.removeprefix("models/")
+
+
+# --------------------------------------------------------------------------- embeddings
+
+
+def embeddings_request(payload: JSON) -> JSON:
+    """A ``batchEmbedContentsRequest`` for an OpenAI embeddings request."""
+    model = payload.get("model")
+    if not isinstance(model, str) or not model:
+        raise _bad("model", "must be a non-empty string")
+    inputs = payload.get("input")
+    if isinstance(inputs, str):
+        inputs = [inputs]
+    if not isinstance(inputs, list) or not inputs:
+        raise _bad("input", "must be a string or a non-empty array of strings")
+    if not all(isinstance(text, str) for text in inputs):
+        raise _bad("input", "Gemini embeds text only, not token arrays")
+    if any(not text for text in inputs):
+        raise _bad("input", "Gemini cannot embed an empty string")
+    dims = payload.get("dimensions")
+    if dims is not None and (not isinstance(dims, int) or isinstance(dims, bool) or dims < 1):
+        raise _bad("dimensions", "must be a positive integer")
+    name = "models/" + _bare(model)
+    requests: list[JSON] = []
+    for text in inputs:
+        request: JSON = {"model": name, "content": {"parts": [{"text": text}]}}
+        if dims is not None:
+            request["outputDimensionality"] = dims
+        requests.append(request)
+    return {"requests": requests}
+
+
+# --------------------------------------------------------------------------- chat
+
+
+def generate_request(payload: JSON) -> JSON:
+    """A ``GenerateContentRequest`` equivalent to an OpenAI chat completions request."""
+    _refuse(payload)
+    messages = payload.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise _bad("messages", "must be a non-empty array")
+    system, contents = _contents(messages)
+    if not contents:
+        raise _bad("messages", "Gemini needs at least one user or assistant message")
+    out: JSON = {"contents": contents}
+    if system:
+        out["systemInstruction"] = {"parts": system}
+    _tools(payload, out)
+    config = _generation_config(payload)
+    if config:
+        out["generationConfig"] = config
+    return out
+
+
+def _refuse(payload: JSON) -> None:
+    for name, why in _REFUSED.items():
+        if payload.get(name) is not None:
+            raise _bad(name, why)
+    if payload.get("logprobs") not in (None, False):
+        raise _bad("logprobs", "log probabilities are not translated to Gemini")
+    if payload.get("n") not in (None, 1):
+        raise _bad("n", "more than one choice is not translated: Gemini answers once here")
+    modalities = payload.get("modalities")
+    if isinstance(modalities, list) and any(m != "text" for m in modalities):
+        raise _bad("modalities", "only text output is translated to Gemini")
+
+
+def _contents(messages: list[Any]) -> tuple[list[JSON], list[JSON]]:
+    """(systemInstruction parts, contents) of the messages; neighbours of one role merged."""
+    system: list[JSON] = []
+    turns: list[tuple[str, list[JSON]]] = []
+    names: dict[str, str] = {}  # tool call id -> function name, from the assistant turns
+    for i, message in enumerate(messages):
+        param = f"messages[{i}]"
+        role = message.get("role") if isinstance(message, dict) else None
+        if role in ("system", "developer"):
+            system.extend(_text_parts(message.get("content"), param))
+        elif role == "user":
+            turns.append(("user", _user_parts(message.get("content"), param)))
+        elif role == "assistant":
+            turns.append(("model", _model_parts(message, param, names)))
+        elif role == "tool":
+            turns.append(("user", [_function_response(message, param, names)]))
+        elif role == "function":
+            raise _bad(param, "legacy role 'function' is not translated; use tool messages")
+        else:
+            raise _bad(param, f"role {role!r} cannot be translated to Gemini")
+    contents: list[JSON] = []
+    for role, parts in turns:
+        if not parts:
+            continue  # Gemini refuses a content without parts
+        if contents and contents[-1]["role"] == role:
+            contents[-1]["parts"].extend(parts)
+        else:
+            contents.append({"role": role, "parts": list(parts)})
+    return system, contents
+
+
+def _text_parts(content: Any, param: str) -> list[JSON]:
+    """Text parts of a message whose content may only be text (empty texts left out:
+    Gemini refuses an empty text part)."""
+    if content is None or isinstance(content, str):
+        return [{"text": content}] if content else []
+    if not isinstance(content, list):
+        raise _bad(f"{param}.content", "must be a string or an array")
+    parts: list[JSON] = []
+    for j, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind != "text" or not isinstance(part.get("text"), str):
+            raise _bad(f"{param}.content[{j}]", f"only text parts are allowed here, not {kind!r}")
+        if part["text"]:
+            parts.append({"text": part["text"]})
+    return parts
+
+
+def _user_parts(content: Any, param: str) -> list[JSON]:
+    if not isinstance(content, list):
+        return _text_parts(content, param)
+    parts: list[JSON] = []
+    for j, part in enumerate(content):
+        where = f"{param}.content[{j}]"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            parts.extend(_text_parts([part], param))
+        elif kind == "image_url":
+            parts.append(_image(part.get("image_url"), where))
+        elif kind == "input_audio":
+            # Gemini prices audio input apart from text: it could not be billed exactly.
+            raise _bad(where, "audio input is not translated to Gemini")
+        else:
+            raise _bad(where, f"content part type {kind!r} cannot be translated to Gemini")
+    return parts
+
+
+def _image(image: Any, param: str) -> JSON:
+    url = image.get("url") if isinstance(image, dict) else None
+    if not isinstance(url, str):
+        raise _bad(f"{param}.image_url.url", "must be a string")
+    match = _DATA_URL.fullmatch(url)
+    if match is None:
+        raise _bad(param, "Gemini takes images as base64 data URLs, not links")
+    media = match["media"].lower()
+    if media not in _IMAGE_TYPES:
+        raise _bad(param, f"Gemini takes png, jpeg, webp, heic or heif images, not {media}")
+    return {"inlineData": {"mimeType": media, "data": match["data"]}}
+
+
+def _model_parts(message: JSON, param: str, names: dict[str, str]) -> list[JSON]:
+    if message.get("audio") is not None:
+        raise _bad(f"{param}.audio", "audio cannot be sent to Gemini")
+    if message.get("function_call") is not None:
+        raise _bad(f"{param}.function_call", "legacy function calls are not translated")
+    content = message.get("content")
+    parts: list[JSON] = []
+    if isinstance(content, list):
+        for j, part in enumerate(content):
+            kind = part.get("type") if isinstance(part, dict) else None
+            text = part.get(kind) if kind == "refusal" else part.get("text") if kind else None
+            if kind not in ("text", "refusal") or not isinstance(text, str):
+                raise _bad(f"{param}.content[{j}]", f"assistant part {kind!r} cannot be translated")
+            if text:
+                parts.append({"text": text})
+    else:
+        parts.extend(_text_parts(content, param))
+    refusal = message.get("refusal")
+    if isinstance(refusal, str) and refusal and not parts:
+        parts.append({"text": refusal})
+    calls = message.get("tool_calls")
+    if calls is not None and not isinstance(calls, list):
+        raise _bad(f"{param}.tool_calls", "must be an array")
+    for j, call in enumerate(calls or []):
+        parts.append(_function_call(call, f"{param}.tool_calls[{j}]", names))
+    return parts
+
+
+def _function_call(call: Any, param: str, names: dict[str, str]) -> JSON:
+    fn = call.get("function") if isinstance(call, dict) else None
+    if not isinstance(fn, dict) or call.get("type", "function") != "function":
+        raise _bad(param, "must be a function tool call")
+    call_id, name, arguments = call.get("id"), fn.get("name"), fn.get("arguments")
+    if not (isinstance(call_id, str) and call_id and isinstance(name, str) and name):
+        raise _bad(param, "needs an id and a function name")
+    if arguments is None or (isinstance(arguments, str) and not arguments.strip()):
+        args: Any = {}  # models send empty arguments to functions without parameters
+    elif isinstance(arguments, str):
+        try:
+            args = orjson.loads(arguments)
+        except orjson.JSONDecodeError:
+            raise _bad(f"{param}.function.arguments", "is not valid JSON") from None
+    else:
+        raise _bad(f"{param}.function.arguments", "must be a JSON string")
+    if not isinstance(args, dict):
+        raise _bad(f"{param}.function.arguments", "must encode a JSON object for Gemini")
+    names[call_id] = name
+    return {"functionCall": {"name": name, "args": args}}
+
+
+def _function_response(message: JSON, param: str, names: dict[str, str]) -> JSON:
+    call_id = message.get("tool_call_id")
+    if not isinstance(call_id, str) or not call_id:
+        raise _bad(f"{param}.tool_call_id", "must be a non-empty string")
+    name = names.get(call_id)
+    if name is None:
+        # Gemini matches a result to its call by the function's name.
+        raise _bad(f"{param}.tool_call_id", f"{call_id!r} answers no earlier assistant tool call")
+    text = "".join(p["text"] for p in _text_parts(message.get("content"), param))
+    return {"functionResponse": {"name": name, "response": {"output": text}}}
+
+
+def _tools(payload: JSON, out: JSON) -> None:
+    tools = payload.get("tools")
+    if tools is not None and not isinstance(tools, list):
+        raise _bad("tools", "must be an array")
+    declarations = [_declaration(t, f"tools[{i}]") for i, t in enumerate(tools or [])]
+    choice = payload.get("tool_choice")
+    config: JSON | None = None
+    if isinstance(choice, str) and choice in _TOOL_MODES:
+        config = {"mode": _TOOL_MODES[choice]}
+    elif isinstance(choice, dict) and choice.get("type") == "function":
+        fn = choice.get("function")
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise _bad("tool_choice", "a function choice needs function.name")
+        config = {"mode": "ANY", "allowedFunctionNames": [fn["name"]]}
+    elif choice is not None:
+        raise _bad("tool_choice", "must be auto, required, none or a named function")
+    if not declarations:
+        if config is not None and config["mode"] == "ANY":
+            raise _bad("tool_choice", "requires a tool call, but the request has no tools")
+        return  # Gemini takes no tool config without tools
+    out["tools"] = [{"functionDeclarations": declarations}]
+    # (parallel_tool_calls has no Gemini equivalent: the model decides, as OpenAI's does.)
+    if config is not None:
+        out["toolConfig"] = {"functionCallingConfig": config}
+
+
+def _declaration(tool: Any, param: str) -> JSON:
+    fn = tool.get("function") if isinstance(tool, dict) else None
+    if not isinstance(fn, dict) or tool.get("type") != "function":
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        raise _bad(param, f"tool type {kind!r} cannot be translated; only function tools can")
+    name = fn.get("name")
+    if not isinstance(name, str) or not name:
+        raise _bad(f"{param}.function.name", "must be a non-empty string")
+    out: JSON = {"name": name}
+    if isinstance(fn.get("description"), str):
+        out["description"] = fn["description"]
+    schema = fn.get("parameters")
+    # Gemini refuses an object schema without properties: a function without parameters
+    # is declared without a schema.
+    if isinstance(schema, dict) and (schema.get("properties") or schema.get("type") != "object"):
+        out["parameters"] = gemini_schema(schema, f"{param}.function.parameters")
+    return out
+
+
+def _generation_config(payload: JSON) -> JSON:
+    config: JSON = {}
+    cap = _positive_int(payload, "max_completion_tokens")
+    if cap is None:
+        cap = _positive_int(payload, "max_tokens")
+    if cap is not None:
+        config["maxOutputTokens"] = cap
+    for key, name in (("temperature", "temperature"), ("top_p", "topP")):
+        value = _number(payload, key)
+        if value is not None:
+            config[name] = value
+    for key, name in _PENALTIES:
+        value = _number(payload, key)
+        if value:  # zero is the default: not sent, as not every Gemini model takes these
+            config[name] = value
+    seed = payload.get("seed")
+    if seed is not None:
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise _bad("seed", "must be an integer")
+        config["seed"] = seed
+    stop = _stop(payload.get("stop"))
+    if stop:
+        config["stopSequences"] = stop
+    _response_format(payload.get("response_format"), config)
+    effort = payload.get("reasoning_effort")
+    if effort is not None:
+        if effort not in _THINKING_BUDGET:
+            raise _bad("reasoning_effort", f"must be one of {', '.join(_THINKING_BUDGET)}")
+        config["thinkingConfig"] = {"thinkingBudget": _THINKING_BUDGET[effort]}
+    return config
+
+
+def _response_format(fmt: Any, config: JSON) -> None:
+    if fmt is None:
+        return
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    if kind == "text":
+        return
+    if kind == "json_object":
+        config["responseMimeType"] = "application/json"
+        return
+    if kind == "json_schema":
+        spec = fmt.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        if not isinstance(schema, dict):
+            raise _bad("response_format.json_schema.schema", "must be a JSON schema object")
+        config["responseMimeType"] = "application/json"
+        config["responseSchema"] = gemini_schema(schema, "response_format.json_schema.schema")
+        return
+    raise _bad("response_format", f"{kind!r} cannot be honoured by Gemini")
+
+
+def _number(payload: JSON, key: str) -> int | float | None:
+    value = payload.get(key)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise _bad(key, "must be a number")
+    return value
+
+
+def _positive_int(payload: JSON, key: str) -> int | None:
+    value = payload.get(key)
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise _bad(key, "must be a positive integer")
+    return value
+
+
+def _stop(value: Any) -> list[str]:
+    if value is None:
+        return []
+    stop = [value] if isinstance(value, str) else value
+    if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
+        raise _bad("stop", "must be a string or an array of strings")
+    if len(stop) > _MAX_STOP:
+        raise _bad("stop", f"Gemini takes at most {_MAX_STOP} stop sequences, got {len(stop)}")
+    return list(stop)
