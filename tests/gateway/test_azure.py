@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import anthropic
 import openai
 import pytest
 from genai_prices import Usage, calc_price
@@ -148,3 +149,27 @@ async def test_azure_failing_falls_back_to_anthropic(
     assert raw.parse().choices[0].message.content
     row = await _row(gw, raw.headers["x-request-id"])
     assert (row.provider, row.served_model) == ("anthropic", "claude-haiku-4-5")
+
+
+async def test_a_tool_call_from_the_anthropic_sdk_through_azure(gw: LiveGateway) -> None:
+    """Translated Anthropic -> OpenAI, sent to the Azure deployment, the tool call back in
+    Anthropic's format, billed at the Azure price."""
+    tool = {
+        "name": "get_weather",
+        "description": "Weather for a city",
+        "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
+    }
+    async with anthropic.AsyncAnthropic(base_url=gw.base_url, api_key=gw.key) as an:
+        raw = await an.messages.with_raw_response.create(
+            model="company-mini",
+            max_tokens=100,
+            tools=[tool],  # type: ignore[list-item]
+            messages=[{"role": "user", "content": "Weather in Paris?"}],
+        )
+    message = await raw.parse()
+    assert message.stop_reason == "tool_use"
+    assert [b.type for b in message.content][-1] == "tool_use"
+    row = await _row(gw, raw.headers["x-request-id"])
+    assert row.provider == "azure"
+    expected = _genai("gpt-4o-mini", message.usage.input_tokens, message.usage.output_tokens)
+    assert row.cost_usd == expected > 0
