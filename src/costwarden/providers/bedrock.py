@@ -26,7 +26,6 @@ reports cache reads and writes, which are billed at their own rates.
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any, ClassVar
 from urllib.parse import quote
@@ -35,6 +34,7 @@ import orjson
 
 from costwarden.core.errors import ConfigError
 from costwarden.pricing import TokenUsage
+from costwarden.providers import openai_reader as reader
 from costwarden.providers.base import ProviderAdapter, ProviderSpec, StreamDecoder, StreamMeter
 from costwarden.providers.bedrock_stream import (
     ConverseStreamDecoder,
@@ -44,7 +44,7 @@ from costwarden.providers.bedrock_stream import (
     token_usage,
 )
 from costwarden.providers.openai import OpenAIStreamMeter
-from costwarden.providers.translate import TranslationError
+from costwarden.providers.openai_reader import bad
 
 JSON = dict[str, Any]
 
@@ -58,7 +58,6 @@ _IMAGE_FORMATS = {
     "image/gif": "gif",
     "image/webp": "webp",
 }
-_DATA_URL = re.compile(r"data:(?P<media>[\w.+-]+/[\w.+-]+);base64,(?P<data>.*)", re.DOTALL)
 # Fields of an OpenAI request whose meaning Converse cannot honour. Others it has no field
 # for and whose absence does not change what the answer means (seed, logprobs, user, ...)
 # are dropped, as the OpenAI <-> Anthropic translation drops them.
@@ -155,17 +154,13 @@ class BedrockAdapter(ProviderAdapter):
 # --------------------------------------------------------------------------- requests
 
 
-def _bad(param: str, why: str) -> TranslationError:
-    return TranslationError(f"{param}: {why}", param=param)
-
-
 def converse_request(payload: JSON) -> JSON:
     """The Converse request equivalent to an OpenAI chat completions request (the model and
     streaming are in the URL, not the body)."""
     _refuse(payload)
     messages = payload.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise _bad("messages", "must be a non-empty array")
+        raise bad("messages", "must be a non-empty array")
     system: list[JSON] = []
     turns: list[JSON] = []
     for i, message in enumerate(messages):
@@ -180,10 +175,10 @@ def converse_request(payload: JSON) -> JSON:
         elif role == "tool":
             turns.append({"role": "user", "content": [_tool_result(message, param)]})
         else:
-            raise _bad(param, f"role {role!r} cannot be sent to Bedrock Converse")
+            raise bad(param, f"role {role!r} cannot be sent to Bedrock Converse")
     out: JSON = {"messages": _merge(turns)}
     if not out["messages"]:
-        raise _bad("messages", "every message is empty")
+        raise bad("messages", "every message is empty")
     if system:
         out["system"] = system
     config = _inference_config(payload)
@@ -198,37 +193,25 @@ def converse_request(payload: JSON) -> JSON:
 def _refuse(payload: JSON) -> None:
     for name, why in _REFUSED.items():
         if payload.get(name) is not None:
-            raise _bad(name, why)
+            raise bad(name, why)
     if payload.get("n") not in (None, 1):
-        raise _bad("n", "more than one choice cannot be asked of Bedrock: Converse answers once")
+        raise bad("n", "more than one choice cannot be asked of Bedrock: Converse answers once")
     fmt = payload.get("response_format")
     if isinstance(fmt, dict) and fmt.get("type") not in (None, "text"):
-        raise _bad("response_format", f"{fmt.get('type')!r} cannot be honoured by Bedrock")
+        raise bad("response_format", f"{fmt.get('type')!r} cannot be honoured by Bedrock")
     modalities = payload.get("modalities")
     if isinstance(modalities, list) and any(m != "text" for m in modalities):
-        raise _bad("modalities", "only text output can be asked of Bedrock")
+        raise bad("modalities", "only text output can be asked of Bedrock")
     if payload.get("logit_bias"):
-        raise _bad("logit_bias", "token biases cannot be sent to Bedrock")
+        raise bad("logit_bias", "token biases cannot be sent to Bedrock")
     if payload.get("parallel_tool_calls") is False and payload.get("tools"):
-        raise _bad("parallel_tool_calls", "Bedrock Converse cannot limit a turn to one tool call")
+        raise bad("parallel_tool_calls", "Bedrock Converse cannot limit a turn to one tool call")
 
 
 def _texts(content: Any, param: str) -> list[JSON]:
     """Text blocks of a message whose content may only be text (Converse refuses blank
     text blocks, which say nothing anyway)."""
-    if content is None or isinstance(content, str):
-        return [{"text": content}] if content else []
-    if not isinstance(content, list):
-        raise _bad(f"{param}.content", "must be a string or an array")
-    blocks: list[JSON] = []
-    for j, part in enumerate(content):
-        kind = part.get("type") if isinstance(part, dict) else None
-        text = part.get("text") if kind == "text" else None
-        if not isinstance(text, str):
-            raise _bad(f"{param}.content[{j}]", f"only text parts are allowed here, not {kind!r}")
-        if text:
-            blocks.append({"text": text})
-    return blocks
+    return [{"text": text} for text in reader.texts(content, param)]
 
 
 def _user_blocks(content: Any, param: str) -> list[JSON]:
@@ -243,77 +226,38 @@ def _user_blocks(content: Any, param: str) -> list[JSON]:
         elif kind == "image_url":
             blocks.append(_image(part.get("image_url"), where))
         else:
-            raise _bad(where, f"content part type {kind!r} cannot be sent to Bedrock Converse")
+            raise bad(where, f"content part type {kind!r} cannot be sent to Bedrock Converse")
     return blocks
 
 
 def _image(image: Any, param: str) -> JSON:
     url = image.get("url") if isinstance(image, dict) else None
     if not isinstance(url, str):
-        raise _bad(f"{param}.image_url.url", "must be a string")
-    match = _DATA_URL.fullmatch(url)
+        raise bad(f"{param}.image_url.url", "must be a string")
+    match = reader.DATA_URL.fullmatch(url)
     if match is None:
         # Converse takes image bytes (or an S3 location), never a URL it would fetch.
-        raise _bad(param, "Bedrock takes images as base64 data URLs only, not by URL")
+        raise bad(param, "Bedrock takes images as base64 data URLs only, not by URL")
     image_format = _IMAGE_FORMATS.get(match["media"].lower())
     if image_format is None:
-        raise _bad(param, f"Bedrock takes jpeg, png, gif or webp images, not {match['media']}")
+        raise bad(param, f"Bedrock takes jpeg, png, gif or webp images, not {match['media']}")
     # A blob travels base64-encoded in Converse's JSON: the data URL's payload as it is.
     return {"image": {"format": image_format, "source": {"bytes": match["data"]}}}
 
 
 def _assistant_blocks(message: JSON, param: str) -> list[JSON]:
-    if message.get("audio") is not None:
-        raise _bad(f"{param}.audio", "audio cannot be sent to Bedrock Converse")
-    if message.get("function_call") is not None:
-        raise _bad(f"{param}.function_call", "legacy function calls are not translated")
-    content = message.get("content")
-    blocks: list[JSON] = []
-    if isinstance(content, list):
-        for j, part in enumerate(content):
-            kind = part.get("type") if isinstance(part, dict) else None
-            text = part.get(kind) if kind == "refusal" else part.get("text") if kind else None
-            if kind not in ("text", "refusal") or not isinstance(text, str):
-                raise _bad(f"{param}.content[{j}]", f"assistant part {kind!r} cannot be sent")
-            if text:
-                blocks.append({"text": text})
-    else:
-        blocks.extend(_texts(content, param))
-    refusal = message.get("refusal")
-    if isinstance(refusal, str) and refusal and not blocks:
-        blocks.append({"text": refusal})
-    calls = message.get("tool_calls")
-    if calls is not None and not isinstance(calls, list):
-        raise _bad(f"{param}.tool_calls", "must be an array")
-    blocks.extend(_tool_use(call, f"{param}.tool_calls[{j}]") for j, call in enumerate(calls or []))
+    found, calls = reader.assistant(message, param, "Bedrock")
+    blocks: list[JSON] = [{"text": text} for text in found]
+    blocks.extend(
+        {"toolUse": {"toolUseId": c.id, "name": c.name, "input": c.arguments}} for c in calls
+    )
     return blocks
-
-
-def _tool_use(call: Any, param: str) -> JSON:
-    fn = call.get("function") if isinstance(call, dict) else None
-    if not isinstance(fn, dict) or call.get("type", "function") != "function":
-        raise _bad(param, "must be a function tool call")
-    call_id, name, arguments = call.get("id"), fn.get("name"), fn.get("arguments")
-    if not (isinstance(call_id, str) and call_id and isinstance(name, str) and name):
-        raise _bad(param, "needs an id and a function name")
-    if arguments is None or (isinstance(arguments, str) and not arguments.strip()):
-        parsed: Any = {}  # models send empty arguments to functions without parameters
-    elif isinstance(arguments, str):
-        try:
-            parsed = orjson.loads(arguments)
-        except orjson.JSONDecodeError:
-            raise _bad(f"{param}.function.arguments", "is not valid JSON") from None
-    else:
-        raise _bad(f"{param}.function.arguments", "must be a JSON string")
-    if not isinstance(parsed, dict):
-        raise _bad(f"{param}.function.arguments", "must encode a JSON object for Bedrock")
-    return {"toolUse": {"toolUseId": call_id, "name": name, "input": parsed}}
 
 
 def _tool_result(message: JSON, param: str) -> JSON:
     call_id = message.get("tool_call_id")
     if not isinstance(call_id, str) or not call_id:
-        raise _bad(f"{param}.tool_call_id", "must be a non-empty string")
+        raise bad(f"{param}.tool_call_id", "must be a non-empty string")
     return {"toolResult": {"toolUseId": call_id, "content": _texts(message.get("content"), param)}}
 
 
@@ -339,7 +283,7 @@ def _merge(turns: list[JSON]) -> list[JSON]:
 def _number(payload: JSON, key: str) -> int | float | None:
     value = payload.get(key)
     if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-        raise _bad(key, "must be a number")
+        raise bad(key, "must be a number")
     return value
 
 
@@ -350,7 +294,7 @@ def _inference_config(payload: JSON) -> JSON:
         if value is None:
             continue
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise _bad(key, "must be a positive integer")
+            raise bad(key, "must be a positive integer")
         config["maxTokens"] = value
         break
     temperature = _number(payload, "temperature")
@@ -364,7 +308,7 @@ def _inference_config(payload: JSON) -> JSON:
     if isinstance(stop, str):
         stop = [stop]
     if stop is not None and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
-        raise _bad("stop", "must be a string or an array of strings")
+        raise bad("stop", "must be a string or an array of strings")
     if stop:
         config["stopSequences"] = stop
     return config
@@ -373,11 +317,11 @@ def _inference_config(payload: JSON) -> JSON:
 def _tool_config(payload: JSON, messages: list[JSON]) -> JSON | None:
     tools = payload.get("tools")
     if tools is not None and not isinstance(tools, list):
-        raise _bad("tools", "must be an array")
+        raise bad("tools", "must be an array")
     choice = payload.get("tool_choice")
     if not tools:
         if choice not in (None, "none", "auto"):
-            raise _bad("tool_choice", "a tool choice needs tools")
+            raise bad("tool_choice", "a tool choice needs tools")
         return None
     specs = [{"toolSpec": _tool_spec(t, f"tools[{i}]")} for i, t in enumerate(tools)]
     config: JSON = {"tools": specs}
@@ -385,17 +329,17 @@ def _tool_config(payload: JSON, messages: list[JSON]) -> JSON | None:
         # Converse has no "none" choice: a model offered no tools can call none, but a
         # conversation holding tool calls must declare its tools.
         if any("toolUse" in b or "toolResult" in b for m in messages for b in m["content"]):
-            raise _bad("tool_choice", "'none' cannot be sent to Bedrock with tool calls in it")
+            raise bad("tool_choice", "'none' cannot be sent to Bedrock with tool calls in it")
         return None
     if choice in ("auto", "required"):
         config["toolChoice"] = {"auto": {}} if choice == "auto" else {"any": {}}
     elif isinstance(choice, dict) and choice.get("type") == "function":
         fn = choice.get("function")
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-            raise _bad("tool_choice", "a function choice needs function.name")
+            raise bad("tool_choice", "a function choice needs function.name")
         config["toolChoice"] = {"tool": {"name": fn["name"]}}
     elif choice is not None:
-        raise _bad("tool_choice", "must be auto, required, none or a named function")
+        raise bad("tool_choice", "must be auto, required, none or a named function")
     return config
 
 
@@ -403,10 +347,10 @@ def _tool_spec(tool: Any, param: str) -> JSON:
     fn = tool.get("function") if isinstance(tool, dict) else None
     if not isinstance(fn, dict) or tool.get("type") != "function":
         kind = tool.get("type") if isinstance(tool, dict) else None
-        raise _bad(param, f"tool type {kind!r} cannot be sent to Bedrock; only function tools")
+        raise bad(param, f"tool type {kind!r} cannot be sent to Bedrock; only function tools")
     name = fn.get("name")
     if not isinstance(name, str) or not name:
-        raise _bad(f"{param}.function.name", "must be a non-empty string")
+        raise bad(f"{param}.function.name", "must be a non-empty string")
     schema = fn.get("parameters")
     spec: JSON = {
         "name": name,

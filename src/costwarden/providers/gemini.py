@@ -23,13 +23,13 @@ Gemini's ``functionResponse`` names the function, not the call, so a tool messag
 
 from __future__ import annotations
 
-import re
 from typing import Any, ClassVar
 from urllib.parse import quote
 
 import orjson
 
 from costwarden.pricing import TokenUsage
+from costwarden.providers import openai_reader as reader
 from costwarden.providers.base import ProviderAdapter, ProviderSpec, StreamDecoder, StreamMeter
 from costwarden.providers.gemini_schema import gemini_schema
 from costwarden.providers.gemini_stream import (
@@ -40,7 +40,7 @@ from costwarden.providers.gemini_stream import (
     token_usage,
 )
 from costwarden.providers.openai import OpenAIStreamMeter
-from costwarden.providers.translate import TranslationError
+from costwarden.providers.openai_reader import bad
 
 JSON = dict[str, Any]
 
@@ -57,7 +57,6 @@ _REFUSED: dict[str, str] = {
 }
 # Gemini's inline image types.
 _IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/heic", "image/heif"})
-_DATA_URL = re.compile(r"data:(?P<media>[\w.+-]+/[\w.+-]+);base64,(?P<data>.*)", re.DOTALL)
 _MAX_STOP = 5  # Gemini takes at most five stop sequences
 # reasoning_effort as Google's own OpenAI-compatible endpoint maps it to a thinking budget.
 _THINKING_BUDGET: dict[str, int] = {
@@ -69,10 +68,6 @@ _THINKING_BUDGET: dict[str, int] = {
 }
 _PENALTIES = (("presence_penalty", "presencePenalty"), ("frequency_penalty", "frequencyPenalty"))
 _TOOL_MODES: dict[str, str] = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
-
-
-def _bad(param: str, why: str) -> TranslationError:
-    return TranslationError(f"{param}: {why}", param=param)
 
 
 class GeminiAdapter(ProviderAdapter):
@@ -154,19 +149,19 @@ def embeddings_request(payload: JSON) -> JSON:
     """A ``batchEmbedContentsRequest`` for an OpenAI embeddings request."""
     model = payload.get("model")
     if not isinstance(model, str) or not model:
-        raise _bad("model", "must be a non-empty string")
+        raise bad("model", "must be a non-empty string")
     inputs = payload.get("input")
     if isinstance(inputs, str):
         inputs = [inputs]
     if not isinstance(inputs, list) or not inputs:
-        raise _bad("input", "must be a string or a non-empty array of strings")
+        raise bad("input", "must be a string or a non-empty array of strings")
     if not all(isinstance(text, str) for text in inputs):
-        raise _bad("input", "Gemini embeds text only, not token arrays")
+        raise bad("input", "Gemini embeds text only, not token arrays")
     if any(not text for text in inputs):
-        raise _bad("input", "Gemini cannot embed an empty string")
+        raise bad("input", "Gemini cannot embed an empty string")
     dims = payload.get("dimensions")
     if dims is not None and (not isinstance(dims, int) or isinstance(dims, bool) or dims < 1):
-        raise _bad("dimensions", "must be a positive integer")
+        raise bad("dimensions", "must be a positive integer")
     name = "models/" + _bare(model)
     requests: list[JSON] = []
     for text in inputs:
@@ -185,10 +180,10 @@ def generate_request(payload: JSON) -> JSON:
     _refuse(payload)
     messages = payload.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise _bad("messages", "must be a non-empty array")
+        raise bad("messages", "must be a non-empty array")
     system, contents = _contents(messages)
     if not contents:
-        raise _bad("messages", "Gemini needs at least one user or assistant message")
+        raise bad("messages", "Gemini needs at least one user or assistant message")
     out: JSON = {"contents": contents}
     if system:
         out["systemInstruction"] = {"parts": system}
@@ -202,14 +197,14 @@ def generate_request(payload: JSON) -> JSON:
 def _refuse(payload: JSON) -> None:
     for name, why in _REFUSED.items():
         if payload.get(name) is not None:
-            raise _bad(name, why)
+            raise bad(name, why)
     if payload.get("logprobs") not in (None, False):
-        raise _bad("logprobs", "log probabilities are not translated to Gemini")
+        raise bad("logprobs", "log probabilities are not translated to Gemini")
     if payload.get("n") not in (None, 1):
-        raise _bad("n", "more than one choice is not translated: Gemini answers once here")
+        raise bad("n", "more than one choice is not translated: Gemini answers once here")
     modalities = payload.get("modalities")
     if isinstance(modalities, list) and any(m != "text" for m in modalities):
-        raise _bad("modalities", "only text output is translated to Gemini")
+        raise bad("modalities", "only text output is translated to Gemini")
 
 
 def _contents(messages: list[Any]) -> tuple[list[JSON], list[JSON]]:
@@ -229,9 +224,9 @@ def _contents(messages: list[Any]) -> tuple[list[JSON], list[JSON]]:
         elif role == "tool":
             turns.append(("user", [_function_response(message, param, names)]))
         elif role == "function":
-            raise _bad(param, "legacy role 'function' is not translated; use tool messages")
+            raise bad(param, "legacy role 'function' is not translated; use tool messages")
         else:
-            raise _bad(param, f"role {role!r} cannot be translated to Gemini")
+            raise bad(param, f"role {role!r} cannot be translated to Gemini")
     contents: list[JSON] = []
     for role, parts in turns:
         if not parts:
@@ -246,18 +241,7 @@ def _contents(messages: list[Any]) -> tuple[list[JSON], list[JSON]]:
 def _text_parts(content: Any, param: str) -> list[JSON]:
     """Text parts of a message whose content may only be text (empty texts left out:
     Gemini refuses an empty text part)."""
-    if content is None or isinstance(content, str):
-        return [{"text": content}] if content else []
-    if not isinstance(content, list):
-        raise _bad(f"{param}.content", "must be a string or an array")
-    parts: list[JSON] = []
-    for j, part in enumerate(content):
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind != "text" or not isinstance(part.get("text"), str):
-            raise _bad(f"{param}.content[{j}]", f"only text parts are allowed here, not {kind!r}")
-        if part["text"]:
-            parts.append({"text": part["text"]})
-    return parts
+    return [{"text": text} for text in reader.texts(content, param)]
 
 
 def _user_parts(content: Any, param: str) -> list[JSON]:
@@ -273,83 +257,44 @@ def _user_parts(content: Any, param: str) -> list[JSON]:
             parts.append(_image(part.get("image_url"), where))
         elif kind == "input_audio":
             # Gemini prices audio input apart from text: it could not be billed exactly.
-            raise _bad(where, "audio input is not translated to Gemini")
+            raise bad(where, "audio input is not translated to Gemini")
         else:
-            raise _bad(where, f"content part type {kind!r} cannot be translated to Gemini")
+            raise bad(where, f"content part type {kind!r} cannot be translated to Gemini")
     return parts
 
 
 def _image(image: Any, param: str) -> JSON:
     url = image.get("url") if isinstance(image, dict) else None
     if not isinstance(url, str):
-        raise _bad(f"{param}.image_url.url", "must be a string")
-    match = _DATA_URL.fullmatch(url)
+        raise bad(f"{param}.image_url.url", "must be a string")
+    match = reader.DATA_URL.fullmatch(url)
     if match is None:
-        raise _bad(param, "Gemini takes images as base64 data URLs, not links")
+        raise bad(param, "Gemini takes images as base64 data URLs, not links")
     media = match["media"].lower()
     if media not in _IMAGE_TYPES:
-        raise _bad(param, f"Gemini takes png, jpeg, webp, heic or heif images, not {media}")
+        raise bad(param, f"Gemini takes png, jpeg, webp, heic or heif images, not {media}")
     return {"inlineData": {"mimeType": media, "data": match["data"]}}
 
 
 def _model_parts(message: JSON, param: str, names: dict[str, str]) -> list[JSON]:
-    if message.get("audio") is not None:
-        raise _bad(f"{param}.audio", "audio cannot be sent to Gemini")
-    if message.get("function_call") is not None:
-        raise _bad(f"{param}.function_call", "legacy function calls are not translated")
-    content = message.get("content")
-    parts: list[JSON] = []
-    if isinstance(content, list):
-        for j, part in enumerate(content):
-            kind = part.get("type") if isinstance(part, dict) else None
-            text = part.get(kind) if kind == "refusal" else part.get("text") if kind else None
-            if kind not in ("text", "refusal") or not isinstance(text, str):
-                raise _bad(f"{param}.content[{j}]", f"assistant part {kind!r} cannot be translated")
-            if text:
-                parts.append({"text": text})
-    else:
-        parts.extend(_text_parts(content, param))
-    refusal = message.get("refusal")
-    if isinstance(refusal, str) and refusal and not parts:
-        parts.append({"text": refusal})
-    calls = message.get("tool_calls")
-    if calls is not None and not isinstance(calls, list):
-        raise _bad(f"{param}.tool_calls", "must be an array")
-    for j, call in enumerate(calls or []):
-        parts.append(_function_call(call, f"{param}.tool_calls[{j}]", names))
+    """An assistant turn as Gemini's parts; ``names`` learns each call's function name
+    (Gemini matches a result to its call by name, not by id)."""
+    found, calls = reader.assistant(message, param, "Gemini")
+    parts: list[JSON] = [{"text": text} for text in found]
+    for call in calls:
+        names[call.id] = call.name
+        parts.append({"functionCall": {"name": call.name, "args": call.arguments}})
     return parts
-
-
-def _function_call(call: Any, param: str, names: dict[str, str]) -> JSON:
-    fn = call.get("function") if isinstance(call, dict) else None
-    if not isinstance(fn, dict) or call.get("type", "function") != "function":
-        raise _bad(param, "must be a function tool call")
-    call_id, name, arguments = call.get("id"), fn.get("name"), fn.get("arguments")
-    if not (isinstance(call_id, str) and call_id and isinstance(name, str) and name):
-        raise _bad(param, "needs an id and a function name")
-    if arguments is None or (isinstance(arguments, str) and not arguments.strip()):
-        args: Any = {}  # models send empty arguments to functions without parameters
-    elif isinstance(arguments, str):
-        try:
-            args = orjson.loads(arguments)
-        except orjson.JSONDecodeError:
-            raise _bad(f"{param}.function.arguments", "is not valid JSON") from None
-    else:
-        raise _bad(f"{param}.function.arguments", "must be a JSON string")
-    if not isinstance(args, dict):
-        raise _bad(f"{param}.function.arguments", "must encode a JSON object for Gemini")
-    names[call_id] = name
-    return {"functionCall": {"name": name, "args": args}}
 
 
 def _function_response(message: JSON, param: str, names: dict[str, str]) -> JSON:
     call_id = message.get("tool_call_id")
     if not isinstance(call_id, str) or not call_id:
-        raise _bad(f"{param}.tool_call_id", "must be a non-empty string")
+        raise bad(f"{param}.tool_call_id", "must be a non-empty string")
     name = names.get(call_id)
     if name is None:
         # Gemini matches a result to its call by the function's name.
-        raise _bad(f"{param}.tool_call_id", f"{call_id!r} answers no earlier assistant tool call")
+        raise bad(f"{param}.tool_call_id", f"{call_id!r} answers no earlier assistant tool call")
     text = "".join(p["text"] for p in _text_parts(message.get("content"), param))
     return {"functionResponse": {"name": name, "response": {"output": text}}}
 
@@ -357,7 +302,7 @@ def _function_response(message: JSON, param: str, names: dict[str, str]) -> JSON
 def _tools(payload: JSON, out: JSON) -> None:
     tools = payload.get("tools")
     if tools is not None and not isinstance(tools, list):
-        raise _bad("tools", "must be an array")
+        raise bad("tools", "must be an array")
     declarations = [_declaration(t, f"tools[{i}]") for i, t in enumerate(tools or [])]
     choice = payload.get("tool_choice")
     config: JSON | None = None
@@ -366,13 +311,13 @@ def _tools(payload: JSON, out: JSON) -> None:
     elif isinstance(choice, dict) and choice.get("type") == "function":
         fn = choice.get("function")
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-            raise _bad("tool_choice", "a function choice needs function.name")
+            raise bad("tool_choice", "a function choice needs function.name")
         config = {"mode": "ANY", "allowedFunctionNames": [fn["name"]]}
     elif choice is not None:
-        raise _bad("tool_choice", "must be auto, required, none or a named function")
+        raise bad("tool_choice", "must be auto, required, none or a named function")
     if not declarations:
         if config is not None and config["mode"] == "ANY":
-            raise _bad("tool_choice", "requires a tool call, but the request has no tools")
+            raise bad("tool_choice", "requires a tool call, but the request has no tools")
         return  # Gemini takes no tool config without tools
     out["tools"] = [{"functionDeclarations": declarations}]
     # (parallel_tool_calls has no Gemini equivalent: the model decides, as OpenAI's does.)
@@ -384,10 +329,10 @@ def _declaration(tool: Any, param: str) -> JSON:
     fn = tool.get("function") if isinstance(tool, dict) else None
     if not isinstance(fn, dict) or tool.get("type") != "function":
         kind = tool.get("type") if isinstance(tool, dict) else None
-        raise _bad(param, f"tool type {kind!r} cannot be translated; only function tools can")
+        raise bad(param, f"tool type {kind!r} cannot be translated; only function tools can")
     name = fn.get("name")
     if not isinstance(name, str) or not name:
-        raise _bad(f"{param}.function.name", "must be a non-empty string")
+        raise bad(f"{param}.function.name", "must be a non-empty string")
     out: JSON = {"name": name}
     if isinstance(fn.get("description"), str):
         out["description"] = fn["description"]
@@ -417,7 +362,7 @@ def _generation_config(payload: JSON) -> JSON:
     seed = payload.get("seed")
     if seed is not None:
         if not isinstance(seed, int) or isinstance(seed, bool):
-            raise _bad("seed", "must be an integer")
+            raise bad("seed", "must be an integer")
         config["seed"] = seed
     stop = _stop(payload.get("stop"))
     if stop:
@@ -426,7 +371,7 @@ def _generation_config(payload: JSON) -> JSON:
     effort = payload.get("reasoning_effort")
     if effort is not None:
         if effort not in _THINKING_BUDGET:
-            raise _bad("reasoning_effort", f"must be one of {', '.join(_THINKING_BUDGET)}")
+            raise bad("reasoning_effort", f"must be one of {', '.join(_THINKING_BUDGET)}")
         config["thinkingConfig"] = {"thinkingBudget": _THINKING_BUDGET[effort]}
     return config
 
@@ -444,24 +389,24 @@ def _response_format(fmt: Any, config: JSON) -> None:
         spec = fmt.get("json_schema")
         schema = spec.get("schema") if isinstance(spec, dict) else None
         if not isinstance(schema, dict):
-            raise _bad("response_format.json_schema.schema", "must be a JSON schema object")
+            raise bad("response_format.json_schema.schema", "must be a JSON schema object")
         config["responseMimeType"] = "application/json"
         config["responseSchema"] = gemini_schema(schema, "response_format.json_schema.schema")
         return
-    raise _bad("response_format", f"{kind!r} cannot be honoured by Gemini")
+    raise bad("response_format", f"{kind!r} cannot be honoured by Gemini")
 
 
 def _number(payload: JSON, key: str) -> int | float | None:
     value = payload.get(key)
     if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-        raise _bad(key, "must be a number")
+        raise bad(key, "must be a number")
     return value
 
 
 def _positive_int(payload: JSON, key: str) -> int | None:
     value = payload.get(key)
     if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-        raise _bad(key, "must be a positive integer")
+        raise bad(key, "must be a positive integer")
     return value
 
 
@@ -470,7 +415,7 @@ def _stop(value: Any) -> list[str]:
         return []
     stop = [value] if isinstance(value, str) else value
     if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
-        raise _bad("stop", "must be a string or an array of strings")
+        raise bad("stop", "must be a string or an array of strings")
     if len(stop) > _MAX_STOP:
-        raise _bad("stop", f"Gemini takes at most {_MAX_STOP} stop sequences, got {len(stop)}")
+        raise bad("stop", f"Gemini takes at most {_MAX_STOP} stop sequences, got {len(stop)}")
     return list(stop)

@@ -17,12 +17,10 @@ mappings) and re-exported here: this module is the one import point of the API.
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
-import orjson
-
-from costwarden.core.errors import BadRequest
+from costwarden.providers import openai_reader as reader
+from costwarden.providers.openai_reader import TranslationError, bad
 from costwarden.providers.translate_stream import (
     AnthropicToOpenAIStream,
     OpenAIToAnthropicStream,
@@ -46,7 +44,6 @@ __all__ = [
 ]
 
 _IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
-_DATA_URL = re.compile(r"data:(?P<media>[\w.+-]+/[\w.+-]+);base64,(?P<data>.*)", re.DOTALL)
 # OpenAI documents "up to 4 sequences" for ``stop``; more would be refused upstream.
 _OPENAI_MAX_STOP = 4
 # Fields of an OpenAI request whose meaning Anthropic cannot honour.
@@ -57,16 +54,6 @@ _OPENAI_REFUSED: dict[str, str] = {
     "web_search_options": "OpenAI web search cannot be performed by Anthropic",
 }
 _EMPTY_SCHEMA: JSON = {"type": "object", "properties": {}}
-
-
-class TranslationError(BadRequest):
-    """The request cannot be expressed faithfully in the other provider's format."""
-
-    code = "untranslatable_request"
-
-
-def _bad(param: str, why: str) -> TranslationError:
-    return TranslationError(f"{param}: {why}", param=param)
 
 
 def _is_text_block(block: Any) -> bool:
@@ -80,21 +67,21 @@ def _is_text_block(block: Any) -> bool:
 def _messages(payload: JSON) -> list[Any]:
     messages = payload.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise _bad("messages", "must be a non-empty array")
+        raise bad("messages", "must be a non-empty array")
     return messages
 
 
 def _number(payload: JSON, key: str) -> int | float | None:
     value = payload.get(key)
     if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-        raise _bad(key, "must be a number")
+        raise bad(key, "must be a number")
     return value
 
 
 def _positive_int(payload: JSON, key: str) -> int | None:
     value = payload.get(key)
     if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-        raise _bad(key, "must be a positive integer")
+        raise bad(key, "must be a positive integer")
     return value
 
 
@@ -105,7 +92,7 @@ def _stop_list(value: Any, param: str) -> list[str]:
         return [value]
     if isinstance(value, list) and all(isinstance(s, str) for s in value):
         return list(value)
-    raise _bad(param, "must be a string or an array of strings")
+    raise bad(param, "must be a string or an array of strings")
 
 
 # --------------------------------------------------------------------------- OpenAI -> Anthropic
@@ -132,12 +119,12 @@ def openai_to_anthropic_request(payload: dict[str, Any], *, default_max_tokens: 
         elif role == "tool":
             turns.append({"role": "user", "content": [_tool_result(message, param)]})
         elif role == "function":
-            raise _bad(param, "legacy role 'function' is not translated; use tool messages")
+            raise bad(param, "legacy role 'function' is not translated; use tool messages")
         else:
-            raise _bad(param, f"role {role!r} cannot be translated to Anthropic")
+            raise bad(param, f"role {role!r} cannot be translated to Anthropic")
     merged = _merge_turns(turns)
     if not merged:
-        raise _bad("messages", "every message is empty")
+        raise bad("messages", "every message is empty")
     max_tokens = _positive_int(payload, "max_completion_tokens")
     if max_tokens is None:
         max_tokens = _positive_int(payload, "max_tokens")
@@ -170,29 +157,20 @@ def openai_to_anthropic_request(payload: dict[str, Any], *, default_max_tokens: 
 def _refuse_openai_features(payload: JSON) -> None:
     for name, why in _OPENAI_REFUSED.items():
         if payload.get(name) is not None:
-            raise _bad(name, why)
+            raise bad(name, why)
     if payload.get("n") not in (None, 1):
-        raise _bad("n", "more than one choice cannot be translated: Anthropic answers once")
+        raise bad("n", "more than one choice cannot be translated: Anthropic answers once")
     fmt = payload.get("response_format")
     if isinstance(fmt, dict) and fmt.get("type") not in (None, "text"):
-        raise _bad("response_format", f"{fmt.get('type')!r} cannot be honoured by Anthropic")
+        raise bad("response_format", f"{fmt.get('type')!r} cannot be honoured by Anthropic")
     modalities = payload.get("modalities")
     if isinstance(modalities, list) and any(m != "text" for m in modalities):
-        raise _bad("modalities", "only text output can be translated to Anthropic")
+        raise bad("modalities", "only text output can be translated to Anthropic")
 
 
 def _text_blocks(content: Any, param: str) -> list[JSON]:
     """Text blocks of a message whose content may only be text."""
-    if content is None or isinstance(content, str):
-        # Anthropic refuses empty text blocks; an empty text says nothing anyway.
-        return [{"type": "text", "text": content}] if content else []
-    if not isinstance(content, list):
-        raise _bad(f"{param}.content", "must be a string or an array")
-    for j, part in enumerate(content):
-        if not _is_text_block(part):
-            kind = part.get("type") if isinstance(part, dict) else None
-            raise _bad(f"{param}.content[{j}]", f"only text parts are allowed here, not {kind!r}")
-    return [{"type": "text", "text": p["text"]} for p in content if p["text"]]
+    return [{"type": "text", "text": text} for text in reader.texts(content, param)]
 
 
 def _user_blocks(content: Any, param: str) -> list[JSON]:
@@ -207,84 +185,45 @@ def _user_blocks(content: Any, param: str) -> list[JSON]:
         elif kind == "image_url":
             blocks.append(_anthropic_image(part.get("image_url"), where))
         elif kind == "input_audio":
-            raise _bad(where, "audio input cannot be sent to Anthropic")
+            raise bad(where, "audio input cannot be sent to Anthropic")
         else:
-            raise _bad(where, f"content part type {kind!r} cannot be translated to Anthropic")
+            raise bad(where, f"content part type {kind!r} cannot be translated to Anthropic")
     return blocks
 
 
 def _anthropic_image(image: Any, param: str) -> JSON:
     url = image.get("url") if isinstance(image, dict) else None
     if not isinstance(url, str):
-        raise _bad(f"{param}.image_url.url", "must be a string")
+        raise bad(f"{param}.image_url.url", "must be a string")
     source: JSON
     if url.startswith("data:"):
-        match = _DATA_URL.fullmatch(url)
+        match = reader.DATA_URL.fullmatch(url)
         if match is None:
-            raise _bad(param, "only base64 data URLs can be translated to Anthropic")
+            raise bad(param, "only base64 data URLs can be translated to Anthropic")
         media = match["media"].lower()
         if media not in _IMAGE_TYPES:
-            raise _bad(param, f"Anthropic takes jpeg, png, gif or webp images, not {media}")
+            raise bad(param, f"Anthropic takes jpeg, png, gif or webp images, not {media}")
         source = {"type": "base64", "media_type": media, "data": match["data"]}
     elif url.startswith(("https://", "http://")):
         source = {"type": "url", "url": url}
     else:
-        raise _bad(param, "image URLs must be http(s) or base64 data URLs")
+        raise bad(param, "image URLs must be http(s) or base64 data URLs")
     return {"type": "image", "source": source}
 
 
 def _assistant_blocks(message: JSON, param: str) -> list[JSON]:
-    if message.get("audio") is not None:
-        raise _bad(f"{param}.audio", "audio cannot be sent to Anthropic")
-    if message.get("function_call") is not None:
-        raise _bad(f"{param}.function_call", "legacy function calls are not translated")
-    content = message.get("content")
-    blocks: list[JSON] = []
-    if isinstance(content, list):
-        for j, part in enumerate(content):
-            kind = part.get("type") if isinstance(part, dict) else None
-            text = part.get(kind) if kind == "refusal" else part.get("text") if kind else None
-            if kind not in ("text", "refusal") or not isinstance(text, str):
-                raise _bad(f"{param}.content[{j}]", f"assistant part {kind!r} cannot be translated")
-            if text:
-                blocks.append({"type": "text", "text": text})
-    else:
-        blocks.extend(_text_blocks(content, param))
-    refusal = message.get("refusal")
-    if isinstance(refusal, str) and refusal and not blocks:
-        blocks.append({"type": "text", "text": refusal})
-    calls = message.get("tool_calls")
-    if calls is not None and not isinstance(calls, list):
-        raise _bad(f"{param}.tool_calls", "must be an array")
-    blocks.extend(_tool_use(call, f"{param}.tool_calls[{j}]") for j, call in enumerate(calls or []))
+    found, calls = reader.assistant(message, param, "Anthropic")
+    blocks: list[JSON] = [{"type": "text", "text": text} for text in found]
+    blocks.extend(
+        {"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments} for c in calls
+    )
     return blocks
-
-
-def _tool_use(call: Any, param: str) -> JSON:
-    fn = call.get("function") if isinstance(call, dict) else None
-    if not isinstance(fn, dict) or call.get("type", "function") != "function":
-        raise _bad(param, "must be a function tool call")
-    call_id, name, arguments = call.get("id"), fn.get("name"), fn.get("arguments")
-    if not (isinstance(call_id, str) and call_id and isinstance(name, str) and name):
-        raise _bad(param, "needs an id and a function name")
-    if arguments is None or (isinstance(arguments, str) and not arguments.strip()):
-        parsed: Any = {}  # models send empty arguments to functions without parameters
-    elif isinstance(arguments, str):
-        try:
-            parsed = orjson.loads(arguments)
-        except orjson.JSONDecodeError:
-            raise _bad(f"{param}.function.arguments", "is not valid JSON") from None
-    else:
-        raise _bad(f"{param}.function.arguments", "must be a JSON string")
-    if not isinstance(parsed, dict):
-        raise _bad(f"{param}.function.arguments", "must encode a JSON object for Anthropic")
-    return {"type": "tool_use", "id": call_id, "name": name, "input": parsed}
 
 
 def _tool_result(message: JSON, param: str) -> JSON:
     call_id = message.get("tool_call_id")
     if not isinstance(call_id, str) or not call_id:
-        raise _bad(f"{param}.tool_call_id", "must be a non-empty string")
+        raise bad(f"{param}.tool_call_id", "must be a non-empty string")
     block: JSON = {"type": "tool_result", "tool_use_id": call_id}
     content = message.get("content")
     texts = _text_blocks(content, param)
@@ -315,7 +254,7 @@ def _merge_turns(turns: list[JSON]) -> list[JSON]:
 def _openai_tools_to_anthropic(payload: JSON, out: JSON) -> None:
     tools = payload.get("tools")
     if tools is not None and not isinstance(tools, list):
-        raise _bad("tools", "must be an array")
+        raise bad("tools", "must be an array")
     if tools:
         out["tools"] = [_anthropic_tool(t, f"tools[{i}]") for i, t in enumerate(tools)]
     choice = payload.get("tool_choice")
@@ -325,10 +264,10 @@ def _openai_tools_to_anthropic(payload: JSON, out: JSON) -> None:
     elif isinstance(choice, dict) and choice.get("type") == "function":
         fn = choice.get("function")
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-            raise _bad("tool_choice", "a function choice needs function.name")
+            raise bad("tool_choice", "a function choice needs function.name")
         mapped = {"type": "tool", "name": fn["name"]}
     elif choice is not None:
-        raise _bad("tool_choice", "must be auto, required, none or a named function")
+        raise bad("tool_choice", "must be auto, required, none or a named function")
     if payload.get("parallel_tool_calls") is False and tools:
         mapped = mapped or {"type": "auto"}
         if mapped["type"] != "none":  # Anthropic's "none" choice takes no other field
@@ -341,10 +280,10 @@ def _anthropic_tool(tool: Any, param: str) -> JSON:
     fn = tool.get("function") if isinstance(tool, dict) else None
     if not isinstance(fn, dict) or tool.get("type") != "function":
         kind = tool.get("type") if isinstance(tool, dict) else None
-        raise _bad(param, f"tool type {kind!r} cannot be translated; only function tools can")
+        raise bad(param, f"tool type {kind!r} cannot be translated; only function tools can")
     name = fn.get("name")
     if not isinstance(name, str) or not name:
-        raise _bad(f"{param}.function.name", "must be a non-empty string")
+        raise bad(f"{param}.function.name", "must be a non-empty string")
     schema = fn.get("parameters")
     out: JSON = {
         "name": name,
@@ -377,9 +316,9 @@ def anthropic_to_openai_request(payload: dict[str, Any]) -> JSON:
         elif role == "assistant":
             out_messages.append(_openai_assistant_turn(message.get("content"), param))
         else:
-            raise _bad(param, f"role {role!r} is neither user nor assistant")
+            raise bad(param, f"role {role!r} is neither user nor assistant")
     if messages[-1].get("role") == "assistant":
-        raise _bad(
+        raise bad(
             f"messages[{len(messages) - 1}]",
             "a final assistant message (prefill) cannot be continued by an OpenAI model",
         )
@@ -393,7 +332,7 @@ def anthropic_to_openai_request(payload: dict[str, Any]) -> JSON:
             out[key] = value
     stop = _stop_list(payload.get("stop_sequences"), "stop_sequences")
     if len(stop) > _OPENAI_MAX_STOP:
-        raise _bad("stop_sequences", f"OpenAI takes at most {_OPENAI_MAX_STOP}, got {len(stop)}")
+        raise bad("stop_sequences", f"OpenAI takes at most {_OPENAI_MAX_STOP}, got {len(stop)}")
     if stop:
         out["stop"] = stop
     if payload.get("stream") is True:
@@ -410,7 +349,7 @@ def _openai_system(system: Any) -> str | list[JSON]:
     if isinstance(system, str):
         return system
     if not isinstance(system, list) or not all(_is_text_block(b) for b in system):
-        raise _bad("system", "must be a string or an array of text blocks")
+        raise bad("system", "must be a string or an array of text blocks")
     if len(system) == 1:
         text: str = system[0]["text"]
         return text
@@ -423,7 +362,7 @@ def _openai_user_turn(content: Any, param: str) -> list[JSON]:
     if isinstance(content, str):
         return [{"role": "user", "content": content}]
     if not isinstance(content, list):
-        raise _bad(f"{param}.content", "must be a string or an array")
+        raise bad(f"{param}.content", "must be a string or an array")
     tools: list[JSON] = []
     parts: list[JSON] = []
     for j, block in enumerate(content):
@@ -436,7 +375,7 @@ def _openai_user_turn(content: Any, param: str) -> list[JSON]:
         elif kind == "tool_result":
             tools.append(_openai_tool_message(block, where))
         else:
-            raise _bad(where, f"content block type {kind!r} cannot be translated to OpenAI")
+            raise bad(where, f"content block type {kind!r} cannot be translated to OpenAI")
     if len(parts) == 1 and parts[0]["type"] == "text":
         return [*tools, {"role": "user", "content": parts[0]["text"]}]
     return [*tools, {"role": "user", "content": parts}] if parts else tools
@@ -451,20 +390,20 @@ def _image_url(block: JSON, param: str) -> str:
     if kind == "url" and isinstance(source.get("url"), str):
         url: str = source["url"]
         return url
-    raise _bad(param, f"image source {kind!r} cannot be translated to OpenAI")
+    raise bad(param, f"image source {kind!r} cannot be translated to OpenAI")
 
 
 def _openai_tool_message(block: JSON, param: str) -> JSON:
     call_id = block.get("tool_use_id")
     if not isinstance(call_id, str) or not call_id:
-        raise _bad(f"{param}.tool_use_id", "must be a non-empty string")
+        raise bad(f"{param}.tool_use_id", "must be a non-empty string")
     content = block.get("content")
     if content is None or isinstance(content, str):
         text = content or ""
     elif isinstance(content, list) and all(_is_text_block(b) for b in content):
         text = "".join(b["text"] for b in content)
     else:
-        raise _bad(param, "OpenAI tool messages take text only, no images or documents")
+        raise bad(param, "OpenAI tool messages take text only, no images or documents")
     # is_error has no OpenAI field; the result's text is what tells the model what failed.
     return {"role": "tool", "tool_call_id": call_id, "content": text}
 
@@ -473,7 +412,7 @@ def _openai_assistant_turn(content: Any, param: str) -> JSON:
     if isinstance(content, str):
         return {"role": "assistant", "content": content}
     if not isinstance(content, list):
-        raise _bad(f"{param}.content", "must be a string or an array")
+        raise bad(f"{param}.content", "must be a string or an array")
     texts: list[str] = []
     calls: list[JSON] = []
     for j, block in enumerate(content):
@@ -484,7 +423,7 @@ def _openai_assistant_turn(content: Any, param: str) -> JSON:
             calls.append(openai_tool_call(block))
         elif kind not in ("thinking", "redacted_thinking"):
             # (Earlier turns' thinking only serves Anthropic models and is left out.)
-            raise _bad(f"{param}.content[{j}]", f"block type {kind!r} cannot be translated")
+            raise bad(f"{param}.content[{j}]", f"block type {kind!r} cannot be translated")
     message: JSON = {"role": "assistant", "content": "".join(texts) if texts else None}
     if calls:
         message["tool_calls"] = calls
@@ -496,7 +435,7 @@ def _anthropic_tools_to_openai(payload: JSON, out: JSON) -> None:
     if not tools:
         return  # OpenAI refuses tool_choice and parallel_tool_calls without tools
     if not isinstance(tools, list):
-        raise _bad("tools", "must be an array")
+        raise bad("tools", "must be an array")
     out["tools"] = [_openai_tool(t, f"tools[{i}]") for i, t in enumerate(tools)]
     choice = payload.get("tool_choice")
     if choice is None:
@@ -507,7 +446,7 @@ def _anthropic_tools_to_openai(payload: JSON, out: JSON) -> None:
     elif kind == "tool" and isinstance(choice.get("name"), str):
         out["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}}
     else:
-        raise _bad("tool_choice", "must be of type auto, any, none or tool (with a name)")
+        raise bad("tool_choice", "must be of type auto, any, none or tool (with a name)")
     if choice.get("disable_parallel_tool_use") is True:
         out["parallel_tool_calls"] = False
 
@@ -515,10 +454,10 @@ def _anthropic_tools_to_openai(payload: JSON, out: JSON) -> None:
 def _openai_tool(tool: Any, param: str) -> JSON:
     kind = tool.get("type") if isinstance(tool, dict) else "?"
     if kind not in (None, "custom"):
-        raise _bad(param, f"Anthropic server tool {kind!r} cannot be run by an OpenAI model")
+        raise bad(param, f"Anthropic server tool {kind!r} cannot be run by an OpenAI model")
     name = tool.get("name")
     if not isinstance(name, str) or not name:
-        raise _bad(f"{param}.name", "must be a non-empty string")
+        raise bad(f"{param}.name", "must be a non-empty string")
     schema = tool.get("input_schema")
     fn: JSON = {"name": name, "parameters": schema if isinstance(schema, dict) else _EMPTY_SCHEMA}
     if isinstance(tool.get("description"), str):
