@@ -194,14 +194,10 @@ def _refuse(payload: JSON) -> None:
     for name, why in _REFUSED.items():
         if payload.get(name) is not None:
             raise bad(name, why)
-    if payload.get("n") not in (None, 1):
-        raise bad("n", "more than one choice cannot be asked of Bedrock: Converse answers once")
+    reader.refuse_more_than_text(payload, "Bedrock")
     fmt = payload.get("response_format")
     if isinstance(fmt, dict) and fmt.get("type") not in (None, "text"):
         raise bad("response_format", f"{fmt.get('type')!r} cannot be honoured by Bedrock")
-    modalities = payload.get("modalities")
-    if isinstance(modalities, list) and any(m != "text" for m in modalities):
-        raise bad("modalities", "only text output can be asked of Bedrock")
     if payload.get("logit_bias"):
         raise bad("logit_bias", "token biases cannot be sent to Bedrock")
     if payload.get("parallel_tool_calls") is False and payload.get("tools"):
@@ -215,19 +211,7 @@ def _texts(content: Any, param: str) -> list[JSON]:
 
 
 def _user_blocks(content: Any, param: str) -> list[JSON]:
-    if not isinstance(content, list):
-        return _texts(content, param)
-    blocks: list[JSON] = []
-    for j, part in enumerate(content):
-        where = f"{param}.content[{j}]"
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind == "text":
-            blocks.extend(_texts([part], param))
-        elif kind == "image_url":
-            blocks.append(_image(part.get("image_url"), where))
-        else:
-            raise bad(where, f"content part type {kind!r} cannot be sent to Bedrock Converse")
-    return blocks
+    return reader.user_parts(content, param, "Bedrock", lambda t: {"text": t}, _image)
 
 
 def _image(image: Any, param: str) -> JSON:

@@ -200,11 +200,7 @@ def _refuse(payload: JSON) -> None:
             raise bad(name, why)
     if payload.get("logprobs") not in (None, False):
         raise bad("logprobs", "log probabilities are not translated to Gemini")
-    if payload.get("n") not in (None, 1):
-        raise bad("n", "more than one choice is not translated: Gemini answers once here")
-    modalities = payload.get("modalities")
-    if isinstance(modalities, list) and any(m != "text" for m in modalities):
-        raise bad("modalities", "only text output is translated to Gemini")
+    reader.refuse_more_than_text(payload, "Gemini")
 
 
 def _contents(messages: list[Any]) -> tuple[list[JSON], list[JSON]]:
@@ -245,22 +241,7 @@ def _text_parts(content: Any, param: str) -> list[JSON]:
 
 
 def _user_parts(content: Any, param: str) -> list[JSON]:
-    if not isinstance(content, list):
-        return _text_parts(content, param)
-    parts: list[JSON] = []
-    for j, part in enumerate(content):
-        where = f"{param}.content[{j}]"
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind == "text":
-            parts.extend(_text_parts([part], param))
-        elif kind == "image_url":
-            parts.append(_image(part.get("image_url"), where))
-        elif kind == "input_audio":
-            # Gemini prices audio input apart from text: it could not be billed exactly.
-            raise bad(where, "audio input is not translated to Gemini")
-        else:
-            raise bad(where, f"content part type {kind!r} cannot be translated to Gemini")
-    return parts
+    return reader.user_parts(content, param, "Gemini", lambda t: {"text": t}, _image)
 
 
 def _image(image: Any, param: str) -> JSON:

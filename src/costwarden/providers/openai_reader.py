@@ -11,6 +11,7 @@ only shapes them into its own blocks. A request that cannot be read is a
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import orjson
@@ -105,3 +106,40 @@ def tool_call(call: Any, param: str, target: str) -> ToolCall:
     if not isinstance(parsed, dict):
         raise bad(f"{param}.function.arguments", f"must encode a JSON object for {target}")
     return ToolCall(call_id, name, parsed)
+
+
+def user_parts(
+    content: Any,
+    param: str,
+    target: str,
+    text: Callable[[str], JSON],
+    image: Callable[[Any, str], JSON],
+) -> list[JSON]:
+    """A user turn's parts in the target's shape: ``text`` makes a text block, ``image`` an
+    image block from an ``image_url`` part (and refuses what the target cannot take). Audio
+    is refused: every target prices it apart from text, so it could not be billed exactly."""
+    if not isinstance(content, list):
+        return [text(t) for t in texts(content, param)]
+    parts: list[JSON] = []
+    for j, part in enumerate(content):
+        where = f"{param}.content[{j}]"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            parts.extend(text(t) for t in texts([part], param))
+        elif kind == "image_url":
+            parts.append(image(part.get("image_url"), where))
+        elif kind == "input_audio":
+            raise bad(where, f"audio input cannot be translated to {target}")
+        else:
+            raise bad(where, f"content part type {kind!r} cannot be translated to {target}")
+    return parts
+
+
+def refuse_more_than_text(payload: JSON, target: str) -> None:
+    """One text answer is all the targets give: ``n > 1`` and other output modalities are
+    refused, not served as something the client did not ask for."""
+    if payload.get("n") not in (None, 1):
+        raise bad("n", f"more than one choice cannot be translated: {target} answers once")
+    modalities = payload.get("modalities")
+    if isinstance(modalities, list) and any(m != "text" for m in modalities):
+        raise bad("modalities", f"only text output can be translated to {target}")

@@ -158,14 +158,10 @@ def _refuse_openai_features(payload: JSON) -> None:
     for name, why in _OPENAI_REFUSED.items():
         if payload.get(name) is not None:
             raise bad(name, why)
-    if payload.get("n") not in (None, 1):
-        raise bad("n", "more than one choice cannot be translated: Anthropic answers once")
+    reader.refuse_more_than_text(payload, "Anthropic")
     fmt = payload.get("response_format")
     if isinstance(fmt, dict) and fmt.get("type") not in (None, "text"):
         raise bad("response_format", f"{fmt.get('type')!r} cannot be honoured by Anthropic")
-    modalities = payload.get("modalities")
-    if isinstance(modalities, list) and any(m != "text" for m in modalities):
-        raise bad("modalities", "only text output can be translated to Anthropic")
 
 
 def _text_blocks(content: Any, param: str) -> list[JSON]:
@@ -174,21 +170,9 @@ def _text_blocks(content: Any, param: str) -> list[JSON]:
 
 
 def _user_blocks(content: Any, param: str) -> list[JSON]:
-    if not isinstance(content, list):
-        return _text_blocks(content, param)
-    blocks: list[JSON] = []
-    for j, part in enumerate(content):
-        where = f"{param}.content[{j}]"
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind == "text":
-            blocks.extend(_text_blocks([part], param))
-        elif kind == "image_url":
-            blocks.append(_anthropic_image(part.get("image_url"), where))
-        elif kind == "input_audio":
-            raise bad(where, "audio input cannot be sent to Anthropic")
-        else:
-            raise bad(where, f"content part type {kind!r} cannot be translated to Anthropic")
-    return blocks
+    return reader.user_parts(
+        content, param, "Anthropic", lambda t: {"type": "text", "text": t}, _anthropic_image
+    )
 
 
 def _anthropic_image(image: Any, param: str) -> JSON:
