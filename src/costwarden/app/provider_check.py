@@ -126,9 +126,8 @@ async def _list(
 def _served(ids: set[str] | None, model: str, price_model: str | None) -> Served:
     if ids is None:
         return "unknown"
-    return "listed" if model in ids or (price_model is not None and price_model in ids) else (
-        "not listed"
-    )
+    listed = model in ids or (price_model is not None and price_model in ids)
+    return "listed" if listed else "not listed"
 
 
 def _deployment(

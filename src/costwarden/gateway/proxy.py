@@ -50,6 +50,7 @@ from costwarden.gateway.errors import error_body
 from costwarden.gateway.failover import Attempt, Breakers, Exhausted, Failover
 from costwarden.gateway.responses import (
     PROMPT_FIELDS,
+    PassThrough,
     bill,
     id_headers,
     stream_error_event,
@@ -377,7 +378,7 @@ class Proxy:
         if resp.status < 500:
             # Relayed as it came (scrubbed), unless it came in the other wire format.
             raw = b"" if translated else raw
-            return _PassThrough(resp.status, message, raw, resp.headers.get("retry-after"))
+            return PassThrough(resp.status, message, raw, resp.headers.get("retry-after"))
         return UpstreamError(f"upstream {name} returned {resp.status}: {message}")
 
     async def _relay_unary(
@@ -579,7 +580,7 @@ class Proxy:
         wire, rid = state.wire, state.record.request_id
         headers = [(b"content-type", JSON), (b"x-request-id", rid.encode())]
         headers.extend((k.encode(), v.encode()) for k, v in exc.headers.items())
-        if isinstance(exc, _PassThrough):
+        if isinstance(exc, PassThrough):
             body = exc.raw if exc.raw else error_body(wire, exc)
         else:
             body = error_body(wire, exc)
@@ -607,15 +608,3 @@ def new_request_id() -> str:
     """
     return f"req_{time_ns() // 1_000_000:012x}{getrandbits(48):012x}"
 
-
-class _PassThrough(GatewayError):
-    """An upstream 4xx (other than auth) is the client's own error: relay it as it came
-    (scrubbed); of its headers only a numeric Retry-After is passed on."""
-
-    def __init__(self, status: int, message: str, raw: bytes, retry_after: str | None) -> None:
-        wait = retry_after.strip() if retry_after else ""
-        retry = {"retry-after": wait} if wait.isdigit() and len(wait) < 10 else None
-        super().__init__(message, headers=retry)
-        self.status = status
-        self.type = "invalid_request_error" if status != 429 else "rate_limit_exceeded"
-        self.raw = raw

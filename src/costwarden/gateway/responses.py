@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from costwarden.core.errors import GatewayError
 from costwarden.core.records import LedgerRecord
 from costwarden.gateway.asgi import JSON
 from costwarden.pricing import TokenUsage
@@ -75,3 +76,16 @@ def stream_error_event(wire: str, message: str) -> bytes:
         return b"event: error\ndata: " + data + b"\n\n"
     data = orjson.dumps({"error": {"message": message, "type": "upstream_error"}})
     return b"data: " + data + b"\n\n"
+
+
+class PassThrough(GatewayError):
+    """An upstream 4xx (other than auth) is the client's own error: relay it as it came
+    (scrubbed); of its headers only a numeric Retry-After is passed on."""
+
+    def __init__(self, status: int, message: str, raw: bytes, retry_after: str | None) -> None:
+        wait = retry_after.strip() if retry_after else ""
+        retry = {"retry-after": wait} if wait.isdigit() and len(wait) < 10 else None
+        super().__init__(message, headers=retry)
+        self.status = status
+        self.type = "invalid_request_error" if status != 429 else "rate_limit_exceeded"
+        self.raw = raw
