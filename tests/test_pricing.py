@@ -265,10 +265,13 @@ deployments = ["openai:acme-finetune-7"]
 """
 
 
-def test_config_unknown_model_fails_at_build_naming_the_deployment() -> None:
-    settings = load_settings(text=_CONFIG, env={})
-    with pytest.raises(ConfigError, match="deployment openai:acme-finetune-7"):
-        build_deployments(settings)
+def test_config_unknown_model_fails_at_load_naming_the_deployment_and_its_line() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(text=_CONFIG, env={})
+    line = next(i for i, t in enumerate(_CONFIG.splitlines(), 1) if "acme-finetune-7" in t)
+    message = str(caught.value)
+    assert message.startswith(f"<string>:{line}: routes[0].deployments[0]: "), message
+    assert "deployment openai:acme-finetune-7: genai-prices has no flat price" in message
 
 
 def test_config_override_prices_the_route() -> None:
