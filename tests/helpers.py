@@ -35,11 +35,13 @@ from costwarden.budgets.policy import checks_for
 from costwarden.budgets.rebuild import compute_seeds
 from costwarden.cli import main
 from costwarden.config.settings import load_settings
+from costwarden.core.records import LedgerRecord
 from costwarden.mock import MockServer
 from costwarden.mock.config import mock_gateway_toml
 from costwarden.storage import policy, repo
 from costwarden.storage.counters import LedgerAggregates
 from costwarden.storage.redis import MAX_CONNECTIONS, redis_client
+from costwarden.storage.usage import ledger_rows
 
 PG_ADMIN_URL = os.environ.get("COSTWARDEN_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 OPENAI_SECRET = "sk-provider-openai-SECRET-0123456789"
@@ -395,6 +397,23 @@ async def configure_mock(mock: MockServer, **fields: object) -> None:
     async with aiohttp.ClientSession() as http:
         async with http.post(mock.base_url + "/_mock/config", json=fields) as r:
             assert r.status == 200, await r.text()
+
+
+async def mock_last(mock: MockServer, path: str) -> dict[str, Any]:
+    """What the mock upstream last received at ``path``: its body and headers."""
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{mock.base_url}/_mock/last", params={"path": path}) as resp:
+            assert resp.status == 200, await resp.text()
+            found: dict[str, Any] = await resp.json()
+            return found
+
+
+async def ledger_row(gw: LiveGateway, request_id: str) -> LedgerRecord:
+    """The ledger row of one request, after the writer flushed."""
+    await gw.app.ledger.flush()
+    rows = await asyncio.to_thread(ledger_rows, gw.app.engine, [request_id])
+    assert len(rows) == 1, rows
+    return rows[0]
 
 
 async def mock_stats(mock: MockServer) -> dict[str, Any]:

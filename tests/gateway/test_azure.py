@@ -4,21 +4,17 @@ at genai-prices' ``azure`` price of the model the deployment runs."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 import anthropic
 import openai
 import pytest
 from genai_prices import Usage, calc_price
 
 from costwarden.mock import MockServer
-from costwarden.storage.usage import ledger_rows
-from tests.helpers import LiveGateway, configure_mock, live_gateway
+from tests.helpers import LiveGateway, configure_mock, ledger_row, live_gateway, mock_last
 
 AZURE_KEY = "az-test-key-1f3b9c"
 AZURE = """
@@ -65,25 +61,10 @@ async def gw(mock: MockServer, tmp_path: Path) -> AsyncIterator[LiveGateway]:
         yield gateway
 
 
-@pytest.fixture
-async def oa(gw: LiveGateway) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(base_url=gw.openai_url, api_key=gw.key, max_retries=0) as c:
-        yield c
 
 
-async def _last(mock: MockServer, path: str) -> dict[str, Any]:
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"{mock.base_url}/_mock/last", params={"path": path}) as resp:
-            assert resp.status == 200, await resp.text()
-            found: dict[str, Any] = await resp.json()
-            return found
 
 
-async def _row(gw: LiveGateway, request_id: str) -> Any:
-    await gw.app.ledger.flush()
-    rows = await asyncio.to_thread(ledger_rows, gw.app.engine, [request_id])
-    assert len(rows) == 1
-    return rows[0]
 
 
 def _genai(model: str, input_tokens: int, output_tokens: int) -> Decimal:
@@ -100,10 +81,10 @@ async def test_chat_goes_to_the_deployment_with_the_key_and_is_billed_at_azure_p
     )
     reply = raw.parse()
     assert reply.choices[0].message.content
-    seen = await _last(mock, "/openai/deployments/prod-mini/chat/completions")
+    seen = await mock_last(mock, "/openai/deployments/prod-mini/chat/completions")
     assert seen["headers"]["api-key"] == AZURE_KEY  # the mock refuses a call without api-version
     assert "authorization" not in seen["headers"]  # neither the client's key nor ours
-    row = await _row(gw, raw.headers["x-request-id"])
+    row = await ledger_row(gw, raw.headers["x-request-id"])
     assert reply.usage is not None
     assert (row.provider, row.served_model) == ("azure", "prod-mini")
     expected = _genai("gpt-4o-mini", reply.usage.prompt_tokens, reply.usage.completion_tokens)
@@ -124,7 +105,7 @@ async def test_a_stream_is_billed_exactly(gw: LiveGateway, oa: openai.AsyncOpenA
             text.append(chunk.choices[0].delta.content)
         usage = chunk.usage or usage
     assert text and usage is not None and request_id is not None
-    row = await _row(gw, request_id)
+    row = await ledger_row(gw, request_id)
     assert row.cost_usd == _genai("gpt-4o-mini", usage.prompt_tokens, usage.completion_tokens)
 
 
@@ -134,8 +115,8 @@ async def test_embeddings(gw: LiveGateway, oa: openai.AsyncOpenAI, mock: MockSer
     )
     result = raw.parse()
     assert len(result.data) == 2
-    await _last(mock, "/openai/deployments/embedder/embeddings")
-    row = await _row(gw, raw.headers["x-request-id"])
+    await mock_last(mock, "/openai/deployments/embedder/embeddings")
+    row = await ledger_row(gw, raw.headers["x-request-id"])
     assert row.cost_usd == _genai("text-embedding-3-small", result.usage.prompt_tokens, 0)
 
 
@@ -147,7 +128,7 @@ async def test_azure_failing_falls_back_to_anthropic(
         model="azure-first", messages=[{"role": "user", "content": "hello"}]
     )
     assert raw.parse().choices[0].message.content
-    row = await _row(gw, raw.headers["x-request-id"])
+    row = await ledger_row(gw, raw.headers["x-request-id"])
     assert (row.provider, row.served_model) == ("anthropic", "claude-haiku-4-5")
 
 
@@ -169,7 +150,7 @@ async def test_a_tool_call_from_the_anthropic_sdk_through_azure(gw: LiveGateway)
     message = await raw.parse()
     assert message.stop_reason == "tool_use"
     assert [b.type for b in message.content][-1] == "tool_use"
-    row = await _row(gw, raw.headers["x-request-id"])
+    row = await ledger_row(gw, raw.headers["x-request-id"])
     assert row.provider == "azure"
     expected = _genai("gpt-4o-mini", message.usage.input_tokens, message.usage.output_tokens)
     assert row.cost_usd == expected > 0

@@ -7,7 +7,6 @@ gateway at start (no region, no credentials, no botocore), each naming its line.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from collections.abc import AsyncIterator
@@ -27,12 +26,13 @@ from costwarden.config.settings import load_settings
 from costwarden.core.errors import ConfigError
 from costwarden.mock import MockServer
 from costwarden.mock.bedrock import CREDENTIALS, EVENT_STREAM, event
-from costwarden.storage.usage import ledger_rows
 from tests.helpers import (
     HostileUpstream,
     LiveGateway,
     configure_mock,
+    ledger_row,
     live_gateway,
+    mock_last,
     mock_stats,
 )
 
@@ -112,31 +112,12 @@ async def gw(mock: MockServer, tmp_path: Path) -> AsyncIterator[LiveGateway]:
         yield gateway
 
 
-@pytest.fixture
-async def oa(gw: LiveGateway) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(base_url=gw.openai_url, api_key=gw.key, max_retries=0) as c:
-        yield c
 
 
-@pytest.fixture
-async def an(gw: LiveGateway) -> AsyncIterator[anthropic.AsyncAnthropic]:
-    async with anthropic.AsyncAnthropic(base_url=gw.base_url, api_key=gw.key, max_retries=0) as c:
-        yield c
 
 
-async def _last(mock: MockServer, path: str) -> dict[str, Any]:
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"{mock.base_url}/_mock/last", params={"path": path}) as resp:
-            assert resp.status == 200, await resp.text()
-            found: dict[str, Any] = await resp.json()
-            return found
 
 
-async def _row(gw: LiveGateway, request_id: str) -> Any:
-    await gw.app.ledger.flush()
-    rows = await asyncio.to_thread(ledger_rows, gw.app.engine, [request_id])
-    assert len(rows) == 1
-    return rows[0]
 
 
 def _aws_price(model: str, prompt: int, output: int, read: int = 3, written: int = 5) -> Decimal:
@@ -166,7 +147,7 @@ async def test_openai_sdk_is_signed_converted_and_billed_at_aws_prices(
     reply = raw.parse()
     assert reply.choices[0].message.content == REPLY_20
     assert reply.choices[0].finish_reason == "stop"
-    seen = await _last(mock, CONVERSE)
+    seen = await mock_last(mock, CONVERSE)
     assert seen["signature"] == "verified"
     assert seen["body"] == {
         "messages": [{"role": "user", "content": [{"text": PROMPT}]}],
@@ -184,7 +165,7 @@ async def test_openai_sdk_is_signed_converted_and_billed_at_aws_prices(
     assert usage is not None and usage.prompt_tokens_details is not None
     assert usage.prompt_tokens_details.cached_tokens == 3
     assert usage.prompt_tokens_details.cache_write_tokens == 5
-    row = await _row(gw, raw.headers["x-request-id"])
+    row = await ledger_row(gw, raw.headers["x-request-id"])
     assert (row.provider, row.served_model) == ("bedrock", SONNET)
     assert row.cost_usd == _aws_price(SONNET, usage.prompt_tokens, usage.completion_tokens) > 0
     # The cache-written tokens are priced above plain input: the bill counted them as such.
@@ -210,8 +191,8 @@ async def test_a_stream_is_relayed_and_billed_exactly(
         usage = chunk.usage or usage
     assert "".join(text) == REPLY_20 and finish == "stop"
     assert usage is not None and request_id is not None
-    assert (await _last(mock, CONVERSE_STREAM))["signature"] == "verified"
-    row = await _row(gw, request_id)
+    assert (await mock_last(mock, CONVERSE_STREAM))["signature"] == "verified"
+    row = await ledger_row(gw, request_id)
     assert not row.cost_estimated
     assert row.cost_usd == _aws_price(SONNET, usage.prompt_tokens, usage.completion_tokens)
 
@@ -225,7 +206,7 @@ async def test_a_stream_without_usage_asked_is_billed_the_same(
     stream = await oa.chat.completions.create(model="nova", messages=messages, stream=True)
     chunks = [chunk async for chunk in stream]
     assert all(chunk.choices for chunk in chunks)  # the usage chunk was not forwarded
-    row = await _row(gw, stream.response.headers["x-request-id"])
+    row = await ledger_row(gw, stream.response.headers["x-request-id"])
     expected = _aws_price(NOVA, unary.usage.prompt_tokens, unary.usage.completion_tokens)
     assert row.cost_usd == expected > 0
 
@@ -239,10 +220,10 @@ async def test_anthropic_sdk_unary_and_streamed(
     message = await raw.parse()
     assert message.content[0].type == "text" and message.content[0].text == REPLY_20
     assert message.stop_reason == "end_turn"
-    seen = await _last(mock, CONVERSE)
+    seen = await mock_last(mock, CONVERSE)
     assert seen["signature"] == "verified"
     assert seen["body"]["inferenceConfig"] == {"maxTokens": 100}
-    row = await _row(gw, raw.headers["x-request-id"])
+    row = await ledger_row(gw, raw.headers["x-request-id"])
     # The Anthropic client sees cache reads; the writes are in its input_tokens (OpenAI's
     # usage, which the answer passes through, has no field for them): the bill has them.
     assert message.usage.cache_read_input_tokens == 3
@@ -255,7 +236,7 @@ async def test_anthropic_sdk_unary_and_streamed(
         streamed = "".join([text async for text in stream.text_stream])
         final = await stream.get_final_message()
     assert streamed == REPLY_20 and final.stop_reason == "end_turn"
-    assert (await _last(mock, CONVERSE_STREAM))["signature"] == "verified"
+    assert (await mock_last(mock, CONVERSE_STREAM))["signature"] == "verified"
 
 
 async def test_a_tool_call_round_trip(
@@ -269,7 +250,7 @@ async def test_a_tool_call_round_trip(
     assert call.type == "function"
     assert call.function.name == "get_weather"
     assert json.loads(call.function.arguments) == {"city": "Paris"}
-    sent = (await _last(mock, CONVERSE))["body"]["toolConfig"]
+    sent = (await mock_last(mock, CONVERSE))["body"]["toolConfig"]
     assert sent == {
         "tools": [
             {
@@ -290,7 +271,7 @@ async def test_a_tool_call_round_trip(
         model="sonnet", messages=history, tools=[WEATHER_TOOL]
     )
     assert answer.choices[0].message.content == REPLY_20
-    turns = (await _last(mock, CONVERSE))["body"]["messages"]
+    turns = (await mock_last(mock, CONVERSE))["body"]["messages"]
     use = {"toolUseId": call.id, "name": "get_weather", "input": {"city": "Paris"}}
     assert turns[1] == {"role": "assistant", "content": [{"toolUse": use}]}
     assert turns[2] == {
@@ -352,7 +333,7 @@ async def test_a_wrong_secret_is_the_mocks_403_and_a_clear_502(
     assert "rejected the gateway's credentials (status 403)" in info.value.message
     text = info.value.response.text
     assert WRONG_SECRET not in text and CREDENTIALS.access_key not in text
-    assert (await _last(mock, CONVERSE))["signature"] == "InvalidSignatureException"
+    assert (await mock_last(mock, CONVERSE))["signature"] == "InvalidSignatureException"
 
 
 async def test_a_failing_bedrock_model_falls_back_to_openai(
@@ -363,7 +344,7 @@ async def test_a_failing_bedrock_model_falls_back_to_openai(
         model="bedrock-first", messages=[{"role": "user", "content": "hello"}]
     )
     assert raw.parse().choices[0].message.content
-    row = await _row(gw, raw.headers["x-request-id"])
+    row = await ledger_row(gw, raw.headers["x-request-id"])
     assert (row.provider, row.served_model) == ("openai", "gpt-4o-mini")
     assert (await mock_stats(mock))["by_path"][CONVERSE] == 1  # Bedrock was tried first
 
@@ -421,7 +402,7 @@ async def test_a_corrupt_event_stream_ends_as_an_upstream_error(
             request_id = stream.response.headers["x-request-id"]
         assert "".join(text) == "Hello"  # what came before the corrupt frame, and no more
         assert "stream broke (EventStreamError)" in info.value.message
-        row = await _row(gateway, request_id)
+        row = await ledger_row(gateway, request_id)
         assert row.status == "upstream_error"
 
 

@@ -24,7 +24,7 @@ from costwarden.core.errors import ConfigError
 from costwarden.mock import MockServer
 from costwarden.pricing import TokenUsage
 from costwarden.storage.usage import ledger_rows
-from tests.helpers import FakeClock, LiveGateway, gateway_toml, live_gateway, set_limits
+from tests.helpers import FakeClock, LiveGateway, gateway_toml, live_gateway, mock_last, set_limits
 from tests.helpers import configure_mock as _mock
 from tests.helpers import mock_stats as _stats
 
@@ -110,16 +110,8 @@ async def gw(mock: MockServer, tmp_path: Path, clock: FakeClock) -> AsyncIterato
 
 
 
-@pytest.fixture
-async def oa(gw: LiveGateway) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(base_url=gw.openai_url, api_key=gw.key, max_retries=0) as c:
-        yield c
 
 
-@pytest.fixture
-async def an(gw: LiveGateway) -> AsyncIterator[anthropic.AsyncAnthropic]:
-    async with anthropic.AsyncAnthropic(base_url=gw.base_url, api_key=gw.key, max_retries=0) as c:
-        yield c
 
 
 async def _rows(gw: LiveGateway, request_ids: list[str]) -> dict[str, Any]:
@@ -242,7 +234,7 @@ async def test_anthropic_client_served_by_openai_fallback_with_tool_call(
     tool = next(b for b in message.content if b.type == "tool_use")
     assert tool.name == "get_weather" and tool.input == {"city": "Paris"}
     assert message.usage.input_tokens > 0 and message.usage.output_tokens > 0
-    sent = (await _last(gw.mock, "/v1/chat/completions"))["body"]
+    sent = (await mock_last(gw.mock, "/v1/chat/completions"))["body"]
     assert sent["messages"][0] == {"role": "system", "content": "You are terse."}
     assert sent["tools"][0]["function"]["name"] == "get_weather"
 
@@ -287,7 +279,7 @@ async def test_openai_client_served_by_anthropic_fallback_with_tool_call(
     assert call.function.name == "get_weather"  # type: ignore[union-attr]
     assert json.loads(call.function.arguments) == {"city": "Paris"}  # type: ignore[union-attr]
     assert completion.usage is not None and completion.usage.prompt_tokens > 0
-    sent = (await _last(gw.mock, "/v1/messages"))["body"]
+    sent = (await mock_last(gw.mock, "/v1/messages"))["body"]
     assert sent["system"] == "You are terse." and sent["tools"][0]["name"] == "get_weather"
 
     stream = await client.chat.completions.create(
@@ -344,7 +336,7 @@ async def test_tool_results_go_back_across_formats_both_sdks(
         tools=WEATHER_OPENAI,  # type: ignore[arg-type]
     )
     assert second.model == "claude-haiku-4-5" and second.choices[0].finish_reason == "stop"
-    sent = (await _last(gw.mock, "/v1/messages"))["body"]["messages"]
+    sent = (await mock_last(gw.mock, "/v1/messages"))["body"]["messages"]
     assert sent[1]["content"][-1]["type"] == "tool_use" and sent[1]["content"][-1]["id"] == call.id
     assert sent[2]["content"][0] == {
         "type": "tool_result",
@@ -376,7 +368,7 @@ async def test_tool_results_go_back_across_formats_both_sdks(
     ) as stream:
         final = await stream.get_final_message()
     assert final.model == "gpt-4o-mini" and final.stop_reason == "end_turn"
-    sent = (await _last(gw.mock, "/v1/chat/completions"))["body"]["messages"]
+    sent = (await mock_last(gw.mock, "/v1/chat/completions"))["body"]["messages"]
     assert sent[1]["tool_calls"][0]["id"] == tool.id
     assert sent[2] == {"role": "tool", "tool_call_id": tool.id, "content": "18 C, sunny"}
 
@@ -443,12 +435,6 @@ async def test_request_too_long_for_a_model_goes_to_the_next_that_fits(
     )
     assert long.model == "gpt-4o-mini"
 
-
-async def _last(mock: MockServer, path: str) -> dict[str, Any]:
-    async with aiohttp.ClientSession() as http:
-        async with http.get(mock.base_url + "/_mock/last", params={"path": path}) as r:
-            last: dict[str, Any] = await r.json()
-            return last
 
 
 # ---------------------------------------------------------------- bad chains at config load

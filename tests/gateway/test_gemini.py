@@ -10,7 +10,6 @@ recorded (cached and thinking tokens included).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
@@ -29,13 +28,14 @@ from costwarden.core.errors import ConfigError
 from costwarden.mock import MockServer
 from costwarden.mock import formats as fmt
 from costwarden.mock import gemini as mock_gemini
-from costwarden.storage.usage import ledger_rows
 from tests.helpers import (
     PROVIDER_ENV,
     LiveGateway,
     configure_mock,
     gateway_toml,
+    ledger_row,
     live_gateway,
+    mock_last,
     mock_stats,
 )
 
@@ -124,31 +124,12 @@ async def gw(mock: MockServer, tmp_path: Path) -> AsyncIterator[LiveGateway]:
         yield gateway
 
 
-@pytest.fixture
-async def oa(gw: LiveGateway) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(base_url=gw.openai_url, api_key=gw.key, max_retries=0) as c:
-        yield c
 
 
-@pytest.fixture
-async def an(gw: LiveGateway) -> AsyncIterator[anthropic.AsyncAnthropic]:
-    async with anthropic.AsyncAnthropic(base_url=gw.base_url, api_key=gw.key, max_retries=0) as c:
-        yield c
 
 
-async def _last(mock: MockServer, path: str) -> JSON:
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"{mock.base_url}/_mock/last", params={"path": path}) as resp:
-            assert resp.status == 200, await resp.text()
-            found: JSON = await resp.json()
-            return found
 
 
-async def _row(gw: LiveGateway, request_id: str) -> Any:
-    await gw.app.ledger.flush()
-    rows = await asyncio.to_thread(ledger_rows, gw.app.engine, [request_id])
-    assert len(rows) == 1
-    return rows[0]
 
 
 def _mock_usage(seen: JSON, visible: int, thoughts: int, cached: int) -> JSON:
@@ -195,7 +176,7 @@ async def test_openai_chat_is_translated_and_billed_at_google_prices(
     reply = raw.parse()
     assert reply.choices[0].message.content == fmt.reply_text(7)  # 12 less 5 thinking
     assert reply.choices[0].finish_reason == "stop"
-    seen = await _last(mock, GENERATE)
+    seen = await mock_last(mock, GENERATE)
     assert seen["headers"]["x-goog-api-key"] == GEMINI_KEY
     assert "authorization" not in seen["headers"]  # neither the client's key nor ours
     assert seen["body"] == {
@@ -211,7 +192,7 @@ async def test_openai_chat_is_translated_and_billed_at_google_prices(
     assert reply.usage.prompt_tokens_details.cached_tokens == 8
     assert reply.usage.completion_tokens_details is not None
     assert reply.usage.completion_tokens_details.reasoning_tokens == 5
-    _assert_billed(await _row(gw, raw.headers["x-request-id"]), meta)
+    _assert_billed(await ledger_row(gw, raw.headers["x-request-id"]), meta)
 
 
 @pytest.mark.parametrize("include_usage", [True, False])
@@ -235,7 +216,7 @@ async def test_openai_stream_is_billed_exactly(
         usage = chunk.usage or usage
     assert "".join(text) == fmt.reply_text(7) and finish == "stop"
     assert request_id is not None
-    seen = await _last(mock, STREAM)
+    seen = await mock_last(mock, STREAM)
     assert seen["headers"]["x-goog-api-key"] == GEMINI_KEY
     meta = _mock_usage(seen["body"], 7, 3, 4)
     if include_usage:
@@ -243,7 +224,7 @@ async def test_openai_stream_is_billed_exactly(
         assert usage.completion_tokens == 10
     else:
         assert usage is None  # the usage chunk the decoder always makes is not relayed
-    row = await _row(gw, request_id)
+    row = await ledger_row(gw, request_id)
     assert row.streamed
     _assert_billed(row, meta)
 
@@ -258,7 +239,7 @@ async def test_openai_tool_call_round_trip(
     assert isinstance(call, ChatCompletionMessageFunctionToolCall)
     assert call.function.name == "get_weather"
     assert orjson.loads(call.function.arguments) == {"city": "Paris"}
-    seen = await _last(mock, GENERATE)
+    seen = await mock_last(mock, GENERATE)
     assert seen["body"]["tools"] == [GEMINI_WEATHER]  # the JSON schema in Gemini's subset
 
     assistant: Any = first.choices[0].message.model_dump(exclude_none=True)
@@ -267,7 +248,7 @@ async def test_openai_tool_call_round_trip(
         model=FLASH, messages=[ask, assistant, result], tools=WEATHER_OPENAI
     )
     assert second.choices[0].message.content and second.choices[0].finish_reason == "stop"
-    seen = await _last(mock, GENERATE)
+    seen = await mock_last(mock, GENERATE)
     assert seen["body"]["contents"] == [
         {"role": "user", "parts": [{"text": ASK_WEATHER}]},
         {"role": "model", "parts": [CALL_PARIS]},
@@ -286,7 +267,7 @@ async def test_openai_streamed_tool_call(
     assert call.function.name == "get_weather" and call.function.parsed_arguments is None
     assert orjson.loads(call.function.arguments) == {"city": "Paris"}
     assert final.choices[0].finish_reason == "tool_calls"
-    assert (await _last(mock, STREAM))["body"]["tools"] == [GEMINI_WEATHER]
+    assert (await mock_last(mock, STREAM))["body"]["tools"] == [GEMINI_WEATHER]
 
 
 async def test_embeddings_through_the_openai_sdk(
@@ -298,7 +279,7 @@ async def test_embeddings_through_the_openai_sdk(
     result = raw.parse()
     assert [len(d.embedding) for d in result.data] == [4, 4]
     assert all(isinstance(v, float) for d in result.data for v in d.embedding)
-    seen = await _last(mock, "/v1beta/models/gemini-embedding-001:batchEmbedContents")
+    seen = await mock_last(mock, "/v1beta/models/gemini-embedding-001:batchEmbedContents")
     assert seen["headers"]["x-goog-api-key"] == GEMINI_KEY
     assert seen["body"] == {
         "requests": [
@@ -312,7 +293,7 @@ async def test_embeddings_through_the_openai_sdk(
     }
     tokens = fmt.tokens_for_bytes(3) + fmt.tokens_for_bytes(9)
     assert result.usage.prompt_tokens == tokens
-    row = await _row(gw, raw.headers["x-request-id"])
+    row = await ledger_row(gw, raw.headers["x-request-id"])
     assert (row.provider, row.input_tokens, row.output_tokens) == ("gemini", tokens, 0)
     assert row.cost_usd == _google({"promptTokenCount": tokens}, "gemini-embedding-001") > 0
 
@@ -345,7 +326,7 @@ async def test_anthropic_messages_reach_gemini(
     message = await raw.parse()
     assert message.content[0].type == "text" and message.content[0].text == fmt.reply_text(7)
     assert message.stop_reason == "end_turn"
-    seen = await _last(mock, GENERATE)
+    seen = await mock_last(mock, GENERATE)
     assert seen["body"] == {
         "contents": [{"role": "user", "parts": [{"text": "hello from anthropic land"}]}],
         "systemInstruction": {"parts": [{"text": "You are terse."}]},
@@ -355,7 +336,7 @@ async def test_anthropic_messages_reach_gemini(
     assert message.usage.input_tokens == meta["promptTokenCount"] - 6  # Anthropic: uncached
     assert message.usage.cache_read_input_tokens == 6
     assert message.usage.output_tokens == 9
-    _assert_billed(await _row(gw, raw.headers["x-request-id"]), meta)
+    _assert_billed(await ledger_row(gw, raw.headers["x-request-id"]), meta)
 
 
 async def test_anthropic_stream_reaches_gemini(
@@ -368,11 +349,11 @@ async def test_anthropic_stream_reaches_gemini(
         message = await stream.get_final_message()
         request_id = stream.response.headers["x-request-id"]
     assert message.content[0].type == "text" and message.content[0].text == fmt.reply_text(8)
-    seen = await _last(mock, STREAM)
+    seen = await mock_last(mock, STREAM)
     meta = _mock_usage(seen["body"], 8, 0, 0)
     assert message.usage.input_tokens == meta["promptTokenCount"]
     assert message.usage.output_tokens == 8
-    _assert_billed(await _row(gw, request_id), meta)
+    _assert_billed(await ledger_row(gw, request_id), meta)
 
 
 async def test_anthropic_tool_round_trip(
@@ -399,7 +380,7 @@ async def test_anthropic_tool_round_trip(
         model=FLASH, max_tokens=100, tools=WEATHER_ANTHROPIC, messages=turns
     )
     assert second.stop_reason == "end_turn" and second.content[0].type == "text"
-    seen = await _last(mock, GENERATE)
+    seen = await mock_last(mock, GENERATE)
     assert seen["body"]["contents"][1:] == [
         {"role": "model", "parts": [CALL_PARIS]},
         {"role": "user", "parts": [_result("18C")]},
@@ -430,7 +411,7 @@ async def test_a_stream_gemini_drops_ends_with_an_error_and_is_billed_as_estimat
         async for chunk in stream:
             text.extend(c.delta.content or "" for c in chunk.choices)
     assert "".join(text) == fmt.reply_text(3)  # what came before the cut was relayed
-    row = await _row(gw, stream.response.headers["x-request-id"])
+    row = await ledger_row(gw, stream.response.headers["x-request-id"])
     assert row.status == "upstream_error" and row.cost_estimated
     assert row.output_tokens == 3  # the content events the client received
 
@@ -449,7 +430,7 @@ async def test_gemini_failing_falls_back_to_anthropic(
     calls = (await mock_stats(mock))["by_path"]
     assert calls["/v1beta/models/gemini-2.5-flash-lite:generateContent"] == 1  # retries = 0
     assert calls["/v1/messages"] == 1
-    row = await _row(gw, raw.headers["x-request-id"])
+    row = await ledger_row(gw, raw.headers["x-request-id"])
     assert (row.status, row.provider, row.served_model) == (
         "success",
         "anthropic",
@@ -461,7 +442,7 @@ async def test_gemini_failing_falls_back_to_anthropic(
     raw = await oa.chat.completions.with_raw_response.create(
         model="gemini-first", messages=[{"role": "user", "content": "hello again"}]
     )
-    row = await _row(gw, raw.headers["x-request-id"])
+    row = await ledger_row(gw, raw.headers["x-request-id"])
     assert (row.provider, row.served_model) == ("gemini", "gemini-2.5-flash-lite")
 
 
@@ -520,5 +501,5 @@ async def test_what_gemini_cannot_take_goes_to_the_next_candidate(
     calls = (await mock_stats(mock))["by_path"]
     assert "/v1beta/models/gemini-2.5-flash-lite:generateContent" not in calls
     assert calls["/v1/messages"] == 1
-    row = await _row(gw, raw.headers["x-request-id"])
+    row = await ledger_row(gw, raw.headers["x-request-id"])
     assert (row.status, row.provider) == ("success", "anthropic")

@@ -4,11 +4,9 @@ and billed at their own prices -- through the official SDKs, against the mock.""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import anthropic
 import openai
@@ -17,8 +15,7 @@ from genai_prices import Usage, calc_price
 
 from costwarden.mock import MockServer
 from costwarden.mock.bedrock import CREDENTIALS
-from costwarden.storage.usage import ledger_rows
-from tests.helpers import LiveGateway, configure_mock, live_gateway, mock_stats
+from tests.helpers import LiveGateway, configure_mock, ledger_row, live_gateway, mock_stats
 
 PROVIDERS = """
 [[providers]]
@@ -112,17 +109,8 @@ async def gw(mock: MockServer, tmp_path: Path) -> AsyncIterator[LiveGateway]:
         yield gateway
 
 
-@pytest.fixture
-async def oa(gw: LiveGateway) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(base_url=gw.openai_url, api_key=gw.key, max_retries=0) as c:
-        yield c
 
 
-async def _row(gw: LiveGateway, request_id: str) -> Any:
-    await gw.app.ledger.flush()
-    rows = await asyncio.to_thread(ledger_rows, gw.app.engine, [request_id])
-    assert len(rows) == 1
-    return rows[0]
 
 
 async def _calls(mock: MockServer) -> dict[str, int]:
@@ -143,7 +131,7 @@ async def test_the_chain_walks_every_new_provider_to_anthropic(
     calls = await _calls(mock)
     assert (calls[AZURE_PATH], calls[GEMINI_PATH], calls[BEDROCK_PATH]) == (2, 2, 2)
     assert calls["/v1/messages"] == 1
-    row = await _row(gw, raw.headers["x-request-id"])
+    row = await ledger_row(gw, raw.headers["x-request-id"])
     assert (row.status, row.provider, row.served_model) == (
         "success",
         "anthropic",
@@ -157,7 +145,7 @@ async def test_the_chain_walks_every_new_provider_to_anthropic(
         )
     answer = await raw_an.parse()
     assert answer.content[0].type == "text"  # Gemini's answer, in Anthropic's format
-    row = await _row(gw, raw_an.headers["x-request-id"])
+    row = await ledger_row(gw, raw_an.headers["x-request-id"])
     assert (row.provider, row.served_model) == ("gemini", "gemini-2.5-flash")
     assert row.cost_usd > 0
 
@@ -176,7 +164,7 @@ async def test_an_open_breaker_skips_its_provider(
     )
     assert gw.app.breakers.state("azure:prod-4o") == "open"
     assert (await _calls(mock))[AZURE_PATH] == before  # not called while open
-    row = await _row(gw, raw.headers["x-request-id"])
+    row = await ledger_row(gw, raw.headers["x-request-id"])
     assert row.provider == "gemini"
 
 
@@ -201,7 +189,7 @@ async def test_presets_are_served_and_billed_at_their_prices(
     )
     usage = raw.parse().usage
     assert usage is not None
-    row = await _row(gw, raw.headers["x-request-id"])
+    row = await ledger_row(gw, raw.headers["x-request-id"])
     assert (row.provider, row.served_model) == (provider, model)
     if rates is None:
         counted = Usage(input_tokens=usage.prompt_tokens, output_tokens=usage.completion_tokens)
