@@ -264,35 +264,21 @@ def _merge(turns: list[JSON]) -> list[JSON]:
     return merged
 
 
-def _number(payload: JSON, key: str) -> int | float | None:
-    value = payload.get(key)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-        raise bad(key, "must be a number")
-    return value
-
-
 def _inference_config(payload: JSON) -> JSON:
     config: JSON = {}
-    for key in ("max_completion_tokens", "max_tokens"):
-        value = payload.get(key)
-        if value is None:
-            continue
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise bad(key, "must be a positive integer")
-        config["maxTokens"] = value
-        break
-    temperature = _number(payload, "temperature")
+    cap = reader.positive_int(payload, "max_completion_tokens")
+    if cap is None:
+        cap = reader.positive_int(payload, "max_tokens")
+    if cap is not None:
+        config["maxTokens"] = cap
+    temperature = reader.number(payload, "temperature")
     if temperature is not None:
         # OpenAI's range is 0..2, Converse's 0..1: clamping keeps the request servable.
         config["temperature"] = min(temperature, 1)
-    top_p = _number(payload, "top_p")
+    top_p = reader.number(payload, "top_p")
     if top_p is not None:
         config["topP"] = top_p
-    stop = payload.get("stop")
-    if isinstance(stop, str):
-        stop = [stop]
-    if stop is not None and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
-        raise bad("stop", "must be a string or an array of strings")
+    stop = reader.stop_list(payload.get("stop"), "stop")
     if stop:
         config["stopSequences"] = stop
     return config

@@ -327,17 +327,17 @@ def _declaration(tool: Any, param: str) -> JSON:
 
 def _generation_config(payload: JSON) -> JSON:
     config: JSON = {}
-    cap = _positive_int(payload, "max_completion_tokens")
+    cap = reader.positive_int(payload, "max_completion_tokens")
     if cap is None:
-        cap = _positive_int(payload, "max_tokens")
+        cap = reader.positive_int(payload, "max_tokens")
     if cap is not None:
         config["maxOutputTokens"] = cap
     for key, name in (("temperature", "temperature"), ("top_p", "topP")):
-        value = _number(payload, key)
+        value = reader.number(payload, key)
         if value is not None:
             config[name] = value
     for key, name in _PENALTIES:
-        value = _number(payload, key)
+        value = reader.number(payload, key)
         if value:  # zero is the default: not sent, as not every Gemini model takes these
             config[name] = value
     seed = payload.get("seed")
@@ -377,26 +377,8 @@ def _response_format(fmt: Any, config: JSON) -> None:
     raise bad("response_format", f"{kind!r} cannot be honoured by Gemini")
 
 
-def _number(payload: JSON, key: str) -> int | float | None:
-    value = payload.get(key)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-        raise bad(key, "must be a number")
-    return value
-
-
-def _positive_int(payload: JSON, key: str) -> int | None:
-    value = payload.get(key)
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-        raise bad(key, "must be a positive integer")
-    return value
-
-
 def _stop(value: Any) -> list[str]:
-    if value is None:
-        return []
-    stop = [value] if isinstance(value, str) else value
-    if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
-        raise bad("stop", "must be a string or an array of strings")
+    stop = reader.stop_list(value, "stop")
     if len(stop) > _MAX_STOP:
         raise bad("stop", f"Gemini takes at most {_MAX_STOP} stop sequences, got {len(stop)}")
-    return list(stop)
+    return stop

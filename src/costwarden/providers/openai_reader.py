@@ -143,3 +143,30 @@ def refuse_more_than_text(payload: JSON, target: str) -> None:
     modalities = payload.get("modalities")
     if isinstance(modalities, list) and any(m != "text" for m in modalities):
         raise bad("modalities", f"only text output can be translated to {target}")
+
+
+def number(payload: JSON, key: str) -> int | float | None:
+    """``payload[key]`` when it is a number (a bool is not), None when absent."""
+    value = payload.get(key)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise bad(key, "must be a number")
+    return value
+
+
+def positive_int(payload: JSON, key: str) -> int | None:
+    """``payload[key]`` when it is a positive integer, None when absent."""
+    value = payload.get(key)
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise bad(key, "must be a positive integer")
+    return value
+
+
+def stop_list(value: Any, param: str) -> list[str]:
+    """Stop sequences given as a string or an array of strings, as a list."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(s, str) for s in value):
+        return list(value)
+    raise bad(param, "must be a string or an array of strings")

@@ -71,30 +71,6 @@ def _messages(payload: JSON) -> list[Any]:
     return messages
 
 
-def _number(payload: JSON, key: str) -> int | float | None:
-    value = payload.get(key)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-        raise bad(key, "must be a number")
-    return value
-
-
-def _positive_int(payload: JSON, key: str) -> int | None:
-    value = payload.get(key)
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-        raise bad(key, "must be a positive integer")
-    return value
-
-
-def _stop_list(value: Any, param: str) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list) and all(isinstance(s, str) for s in value):
-        return list(value)
-    raise bad(param, "must be a string or an array of strings")
-
-
 # --------------------------------------------------------------------------- OpenAI -> Anthropic
 
 
@@ -125,9 +101,9 @@ def openai_to_anthropic_request(payload: dict[str, Any], *, default_max_tokens: 
     merged = _merge_turns(turns)
     if not merged:
         raise bad("messages", "every message is empty")
-    max_tokens = _positive_int(payload, "max_completion_tokens")
+    max_tokens = reader.positive_int(payload, "max_completion_tokens")
     if max_tokens is None:
-        max_tokens = _positive_int(payload, "max_tokens")
+        max_tokens = reader.positive_int(payload, "max_tokens")
     out: JSON = {
         "model": payload.get("model"),
         "messages": merged,
@@ -135,14 +111,14 @@ def openai_to_anthropic_request(payload: dict[str, Any], *, default_max_tokens: 
     }
     if system:
         out["system"] = system[0]["text"] if len(system) == 1 else system
-    temperature = _number(payload, "temperature")
+    temperature = reader.number(payload, "temperature")
     if temperature is not None:
         # OpenAI's range is 0..2, Anthropic's 0..1: clamping keeps the request servable.
         out["temperature"] = min(temperature, 1)
-    top_p = _number(payload, "top_p")
+    top_p = reader.number(payload, "top_p")
     if top_p is not None:
         out["top_p"] = top_p
-    stop = _stop_list(payload.get("stop"), "stop")
+    stop = reader.stop_list(payload.get("stop"), "stop")
     if stop:
         out["stop_sequences"] = stop
     if payload.get("stream") is True:
@@ -307,14 +283,14 @@ def anthropic_to_openai_request(payload: dict[str, Any]) -> JSON:
             "a final assistant message (prefill) cannot be continued by an OpenAI model",
         )
     out: JSON = {"model": payload.get("model"), "messages": out_messages}
-    max_tokens = _positive_int(payload, "max_tokens")
+    max_tokens = reader.positive_int(payload, "max_tokens")
     if max_tokens is not None:
         out["max_completion_tokens"] = max_tokens
     for key in ("temperature", "top_p"):
-        value = _number(payload, key)
+        value = reader.number(payload, key)
         if value is not None:
             out[key] = value
-    stop = _stop_list(payload.get("stop_sequences"), "stop_sequences")
+    stop = reader.stop_list(payload.get("stop_sequences"), "stop_sequences")
     if len(stop) > _OPENAI_MAX_STOP:
         raise bad("stop_sequences", f"OpenAI takes at most {_OPENAI_MAX_STOP}, got {len(stop)}")
     if stop:
