@@ -24,6 +24,7 @@ LedgerStatus = Literal[
     "gateway_error",  # a fault in the gateway itself; still billed for what was generated
     "degraded",  # every candidate failing: the route's template answered, at $0
     "session_stopped",  # an agent session's budget reached, answered as a completion, at $0
+    "cached",  # answered from the response cache: cost $0, saved_usd what the call would cost
 ]
 LEDGER_STATUSES: tuple[LedgerStatus, ...] = get_args(LedgerStatus)
 # What a honeypot key's use does besides the critical alert (docs/security.md).
@@ -92,6 +93,11 @@ class LedgerRecord:
     # What the prompt scan acted on: a compact JSON array of findings (detector, family,
     # severity, confidence, action, location, span_hash), never the text found.
     security: str | None = None
+    # Why the route served it where it did (x-costwarden-route-reason): the strategy, the
+    # deployment chosen, what was skipped, a downgrade.
+    route_reason: str | None = None
+    # A cache hit: what the call it avoided cost (its cost_usd is 0). 0 for any other row.
+    saved_usd: Decimal = Decimal(0)
     # (cost_usd, its nano-dollars) once computed: see cost_nanos. Not a ledger column.
     nanos_cache: tuple[Decimal, int] | None = dataclasses.field(
         default=None, repr=False, compare=False
