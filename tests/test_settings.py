@@ -1265,6 +1265,53 @@ _EXAMPLES: dict[str, tuple[str, str, Callable[[Settings], bool]]] = {
         lambda s: s.routes[-1].degraded is not None and s.routes[-1].degraded.content == "Busy.",
     ),
     "routes[].model": ("append", _ROUTE, lambda s: s.routes[-1].model == "gpt-4o"),
+    "routes[].strategy": (
+        "append",
+        _ROUTE + 'strategy = "cheapest"\n',
+        lambda s: s.routes[-1].strategy == "cheapest",
+    ),
+    "routes[].weights": (
+        "append",
+        _ROUTE + 'strategy = "weighted"\nweights = [100]\n',
+        lambda s: s.routes[-1].weights == (100.0,),
+    ),
+    "routes[].downgrade": (
+        "append",
+        _ROUTE + 'downgrade = [{ above_percent = 80, to = "openai:gpt-4o" }]\n',
+        lambda s: s.routes[-1].downgrade[0].to == "openai:gpt-4o",
+    ),
+    "routes[].downgrade_on_refusal": (
+        "append",
+        _ROUTE + "downgrade_on_refusal = true\n",
+        lambda s: s.routes[-1].downgrade_on_refusal is True,
+    ),
+    "routes[].cache": (
+        "append",
+        _ROUTE + "cache = { ttl_seconds = 90 }\n",
+        lambda s: s.routes[-1].cache is not None and s.routes[-1].cache.ttl_seconds == 90,
+    ),
+    "deployments[].capabilities": (
+        "append",
+        _DEP + 'capabilities = ["tools"]\n',
+        lambda s: s.deployments["openai:gpt-4o-mini"].capabilities == {"tools"},
+    ),
+    **{
+        f"cache.{name}": (
+            "append",
+            f"[cache]\n{name} = {value}\n",
+            lambda s, name=name, value=value: getattr(s.cache, name) == value,
+        )
+        for name, value in (
+            ("max_bytes", 1000),
+            ("default_ttl_seconds", 30),
+            ("max_entry_bytes", 500),
+        )
+    },
+    "cache.backend": (
+        "append",
+        '[redis]\nurl = "redis://127.0.0.1:6379/0"\n[cache]\nbackend = "redis"\n',
+        lambda s: s.cache.backend == "redis",
+    ),
     "routes[].deployments": (
         "append",
         _ROUTE,

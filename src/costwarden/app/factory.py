@@ -94,6 +94,7 @@ def build_deployments(settings: Settings) -> dict[str, Deployment]:
             rates=resolve_rates(adapter.price_provider, priced, dep.price, deployment=ref),
             max_output_tokens=dep.max_output_tokens,
             context_window=dep.context_window or context_window(adapter.price_provider, priced),
+            capabilities=dep.capabilities,
         )
     return deployments
 
@@ -142,6 +143,11 @@ def _route_spec(r: RouteSettings) -> RouteSpec:
         first_byte_timeout=r.first_byte_timeout,
         timeout=r.timeout,
         degraded=r.degraded,
+        strategy=r.strategy,
+        weights=r.weights,
+        downgrade=r.downgrade,
+        downgrade_on_refusal=r.downgrade_on_refusal,
+        cache=r.cache,
     )
 
 

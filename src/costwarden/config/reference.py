@@ -9,6 +9,7 @@ from costwarden.budgets.limits import TIER_SCOPES
 from costwarden.config.alert_channels import CHANNEL_HELP
 from costwarden.config.alerts import AlertSettings
 from costwarden.config.analytics import AnalyticsSettings
+from costwarden.config.cache import CacheSettings
 from costwarden.config.events import EventSettings
 from costwarden.config.metrics import MetricsSettings
 from costwarden.config.otel import OtelSettings
@@ -49,6 +50,7 @@ def settings_help() -> list[tuple[str, str, str, str]]:
         ("analytics", AnalyticsSettings),
         ("sessions", SessionSettings),
         ("security", SecuritySettings),
+        ("cache", CacheSettings),
         ("providers[]", ProviderSettings),
         ("deployments[]", DeploymentSettings),
         ("routes[]", RouteSettings),

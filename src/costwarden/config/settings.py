@@ -21,6 +21,7 @@ from costwarden.budgets.windows import zone
 from costwarden.config.alert_channels import parse_channels, split_channels
 from costwarden.config.alerts import AlertSettings, alerts_problem
 from costwarden.config.analytics import AnalyticsSettings, analytics_problem
+from costwarden.config.cache import CacheSettings, cache_problem
 from costwarden.config.events import EventSettings, events_problem
 from costwarden.config.fields import NAME_RE as _NAME_RE
 from costwarden.config.fields import section as _section
@@ -248,6 +249,7 @@ class Settings:
     analytics: AnalyticsSettings = dataclasses.field(default_factory=AnalyticsSettings)
     sessions: SessionSettings = dataclasses.field(default_factory=SessionSettings)
     security: SecuritySettings = dataclasses.field(default_factory=SecuritySettings)
+    cache: CacheSettings = dataclasses.field(default_factory=CacheSettings)
     admin_token: str | None = dataclasses.field(
         default=None,
         repr=False,
@@ -331,6 +333,7 @@ def _build(
         "analytics",
         "sessions",
         "security",
+        "cache",
         "resilience",
         "providers",
         "deployments",
@@ -370,6 +373,9 @@ def _build(
     analytics = _checked(AnalyticsSettings, analytics_problem, raw, "analytics", ctx, env)
     sessions = _checked(SessionSettings, sessions_problem, raw, "sessions", ctx, env)
     security = _checked(SecuritySettings, security_problem, raw, "security", ctx, env)
+    cache = _checked(CacheSettings, cache_problem, raw, "cache", ctx, env)
+    if cache.backend == "redis" and not redis.url:
+        raise _invalid(ctx, env, cache, "cache", "backend", "'redis' needs [redis] url")
     if storage.ledger_mode not in LEDGER_MODES:
         raise _invalid(
             ctx, env, storage, "storage", "ledger_mode", f"must be one of {LEDGER_MODES}"
@@ -396,7 +402,9 @@ def _build(
     check_resilience(resilience, ctx)
     providers = parse_providers(raw.get("providers", []), ctx, env, require_secrets)
     deployments = parse_deployments(raw.get("deployments", []), providers, ctx)
-    routes = parse_routes(raw.get("routes", []), providers, deployments, ctx)
+    routes = parse_routes(
+        raw.get("routes", []), providers, deployments, ctx, cache.default_ttl_seconds
+    )
     check_prices(providers, deployments, ctx)
     return Settings(
         server=server,
@@ -415,6 +423,7 @@ def _build(
         analytics=analytics,
         sessions=sessions,
         security=security,
+        cache=cache,
         resilience=resilience,
         admin_token=env.get("COSTWARDEN_ADMIN_TOKEN") or None,
         security_hash_key=env.get("COSTWARDEN_SECURITY_HASH_KEY") or None,

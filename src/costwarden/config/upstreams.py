@@ -14,13 +14,22 @@ from typing import Any
 
 from costwarden.config.fields import NAME_RE, section, setting
 from costwarden.config.lines import ConfigText as _Ctx
+from costwarden.config.route_options import (
+    ROUTE_OPTION_KEYS,
+    cache_of,
+    capabilities_of,
+    downgrade_of,
+    strategy_of,
+)
 from costwarden.core.errors import ConfigError, InvalidInput
 from costwarden.pricing import PriceOverride, resolve_rates
 from costwarden.providers.bedrock import DEFAULT_BASE_URL as BEDROCK_BASE_URL
 from costwarden.providers.bedrock import botocore_missing
 from costwarden.providers.gemini import DEFAULT_BASE_URL as GEMINI_BASE_URL
 from costwarden.providers.presets import PRESETS
-from costwarden.routing.chains import DegradedTemplate, expand_all, parse_template
+from costwarden.routing.chains import DegradedTemplate, RouteCache, expand_all, parse_template
+from costwarden.routing.downgrade import DowngradeRule
+from costwarden.routing.strategy import Capability, Strategy
 
 # The wire formats, the providers with formats or conventions of their own, and the
 # OpenAI-compatible servers known by name (costwarden.providers.presets).
@@ -118,6 +127,11 @@ class DeploymentSettings:
         "Tokens of prompt plus output the model accepts (default: genai-prices' figure); a "
         "request that cannot fit skips this deployment for the next in the chain.",
     )
+    capabilities: frozenset[Capability] | None = setting(
+        None,
+        "What the model can do, of tools, vision, structured_output, streaming: a request "
+        "using one it lacks skips it (default: not said, assumed able).",
+    )
 
 
 @dataclasses.dataclass(slots=True)
@@ -148,6 +162,33 @@ class RouteSettings:
         None,
         'Reply when every candidate is failing, e.g. { content = "We are busy; try again '
         "shortly.\" }: sent in the client's format, streamed if asked, at $0.",
+    )
+    strategy: Strategy = setting(
+        "ordered",
+        "In what order the route's own deployments are tried, per request: ordered (as "
+        "listed), weighted (drawn by weights), cheapest (for this request, among those able "
+        "to take it), lowest-latency (moving average), least-busy (fewest in flight). "
+        "Fallbacks follow, in order.",
+    )
+    weights: tuple[float, ...] = setting(
+        (), "weighted: one percentage per deployment, in their order, summing to 100."
+    )
+    downgrade: tuple[DowngradeRule, ...] = setting(
+        (),
+        'Rules such as { above_percent = 80, to = "openai:gpt-4o-mini", scope = "org", '
+        'window = "daily" }: above that share of a USD budget used, serve the cheaper '
+        "deployment (one of the route's own; scope and window optional).",
+    )
+    downgrade_on_refusal: bool = setting(
+        False,
+        "When the budget refuses the reservation for the deployment chosen, serve a cheaper "
+        "one of the chain whose reservation fits instead of a 402.",
+    )
+    cache: RouteCache | None = setting(
+        None,
+        "The response cache for this route, e.g. { ttl_seconds = 600, replay_unsafe = false, "
+        'namespace = "shared-docs" }: replay_unsafe also caches requests with temperature > 0 '
+        "or tools; namespace shares answers across orgs (default: each org its own).",
     )
 
 
@@ -379,7 +420,10 @@ def parse_deployments(
         key = f"deployments[{i}]"
         if not isinstance(item, dict):
             raise ctx.fail(key, "must be a table", "deployments")
-        allowed = {"id", "model", "price_model", "price", "max_output_tokens", "context_window"}
+        allowed = {
+            "id", "model", "price_model", "price", "max_output_tokens", "context_window",
+            "capabilities",
+        }  # fmt: skip
         unknown = set(item) - allowed
         if unknown:
             raise ctx.fail(
@@ -412,6 +456,7 @@ def parse_deployments(
             price=price,
             max_output_tokens=max_out,
             context_window=window,
+            capabilities=capabilities_of(item, key, ctx),
             origin=f"{key}.id",
         )
     return out
@@ -422,6 +467,7 @@ def parse_routes(
     providers: list[ProviderSettings],
     deployments: dict[str, DeploymentSettings],
     ctx: _Ctx,
+    default_cache_ttl: int = 0,
 ) -> list[RouteSettings]:
     if not isinstance(items, list):
         raise ctx.fail("routes", "must be an array of tables ([[routes]])", "routes")
@@ -462,9 +508,11 @@ def parse_routes(
                 deployments[ref] = DeploymentSettings(
                     id=ref, provider=provider, model=dep_model, origin=f"{key}.deployments[{j}]"
                 )
-        out.append(
-            _route_options(RouteSettings(model=model, deployments=list(refs)), item, key, ctx)
-        )
+        route = _route_options(RouteSettings(model=model, deployments=list(refs)), item, key, ctx)
+        route.strategy, route.weights = strategy_of(item, key, ctx)
+        route.downgrade, route.downgrade_on_refusal = downgrade_of(item, key, ctx)
+        route.cache = cache_of(item, key, ctx, default_cache_ttl)
+        out.append(route)
     own = {r.model: r.deployments for r in out}
     try:  # the chains themselves are resolved by routing.table.RouteTable at startup
         expand_all(own, {r.model: r.fallbacks for r in out}, set(deployments))
@@ -483,6 +531,7 @@ _ROUTE_KEYS = {
     "first_byte_timeout",
     "timeout",
     "degraded",
+    *ROUTE_OPTION_KEYS,
 }
 
 

@@ -48,6 +48,7 @@ from costwarden.core.errors import (
 )
 from costwarden.core.records import LedgerRecord
 from costwarden.gateway.egress import ProxyError
+from costwarden.gateway.route_choice import RouteChooser, budget_uses, served_reason
 from costwarden.gateway.sessions import add_note
 from costwarden.gateway.state import RequestState
 from costwarden.gateway.transport import transport_failure
@@ -56,6 +57,8 @@ from costwarden.providers import translate
 from costwarden.providers.base import Deployment, estimate_tokens
 from costwarden.routing.breaker import CLOSED, counts_as_failure
 from costwarden.routing.chains import Route
+from costwarden.routing.downgrade import triggered
+from costwarden.routing.live import LiveFigures
 
 logger = logging.getLogger(__name__)
 
@@ -110,8 +113,11 @@ class Failover:
         release: Release,
         failed: Failed,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        live: LiveFigures | None = None,
     ) -> None:
         self.client = client
+        self.live = LiveFigures() if live is None else live
+        self.chooser = RouteChooser(breakers, self.live, default_max_tokens)
         self.breakers = breakers
         self.resilience = resilience
         self.default_max_tokens = default_max_tokens
@@ -134,6 +140,9 @@ class Failover:
             raise
 
     async def _walk(self, call: RequestState, route: Route) -> Attempt:
+        queue, reason = self.chooser.order(call, route)
+        first = queue[0] if queue else None
+        call.record.route_reason = reason
         reasons: list[str] = []
         last: GatewayError | None = None
         refusal: GatewayError | None = None
@@ -143,8 +152,12 @@ class Failover:
         windows: list[int] = []  # the context windows it does not fit
         reserved_for: Deployment | None = None
         first_reservation = True
+        downgraded: str | None = None  # why, once the route's downgrade moved the request
         breakers = self.breakers
-        for dep in route.candidates:
+        i = 0
+        while i < len(queue):
+            dep = queue[i]
+            i += 1
             if call.endpoint == "embeddings" and "embeddings" not in dep.adapter.endpoints:
                 never += 1
                 reasons.append(f"{dep.id}: has no embeddings endpoint")
@@ -174,14 +187,31 @@ class Failover:
                 try:
                     call.reservation = await self._reserve(call, dep)
                 except (BudgetExceeded, RateLimited) as exc:
-                    if first_reservation:
-                        raise  # the client's own budget decides, as without fallbacks
                     refusal = refusal or exc
                     reasons.append(f"{dep.id}: {exc.message}")
                     reserved_for = None
+                    if first_reservation:
+                        first_reservation = False
+                        if not route.downgrade_on_refusal:
+                            raise  # the client's own budget decides, as without fallbacks
+                        # Opt-in: a cheaper deployment of the chain whose reservation fits.
+                        queue = self.chooser.cheaper_than(call, route, dep, queue[i:])
+                        i = 0
+                        downgraded = f"downgraded from {dep.id}: {exc.message}"
                     continue
-                finally:
-                    first_reservation = False
+                if first_reservation and route.downgrade and call.reservation is not None:
+                    moved = triggered(route.downgrade, dep.id, budget_uses(call.reservation))
+                    target = _own(route, moved.rule.to) if moved is not None else None
+                    if moved is not None and target is not None:
+                        first_reservation = False
+                        downgraded = moved.reason(dep.id)
+                        reservation, call.reservation = call.reservation, None
+                        await self._release(reservation)
+                        reserved_for = None
+                        queue = [target, *(d for d in queue[i - 1 :] if d is not target)]
+                        i = 0
+                        continue
+                first_reservation = False
                 reserved_for = dep
             try:  # the output cap needs the reservation; a probe slot needs the body
                 body = self._upstream_body(call, dep, call.reservation, converted)
@@ -202,6 +232,7 @@ class Failover:
             attempted += tries
             if isinstance(outcome, Attempt):
                 outcome.tries = attempted
+                self._explain(call, reason, first, dep, reasons, downgraded)
                 return outcome
             last = outcome
             reasons.append(f"{dep.id}: {outcome.message}")
@@ -213,6 +244,23 @@ class Failover:
             if untranslatable is not None:
                 raise untranslatable
         raise Exhausted(reasons, bool(attempted), last, refusal)
+
+    def _explain(
+        self,
+        call: RequestState,
+        reason: str,
+        first: Deployment | None,
+        served: Deployment,
+        passed: list[str],
+        downgraded: str | None,
+    ) -> None:
+        """The route's reason, for the response header and the ledger row."""
+        if downgraded is not None:
+            reason = f"{reason}; {downgraded}"
+            call.route_headers.append((_DOWNGRADED_HEADER, b"true"))
+        text = served_reason(reason, first or served, served, passed)
+        call.record.route_reason = text
+        call.route_headers.append((_REASON_HEADER, text.encode()))
 
     async def _try(
         self,
@@ -227,8 +275,10 @@ class Failover:
         res = self.resilience
         error: GatewayError | None = None  # built only when a try fails: the common path has none
         url = adapter.url(_upstream_endpoint(call.endpoint, adapter.wire), dep.model, call.stream)
+        live = self.live
         for tries in range(1, route.retries + 2):
             started = perf_counter()
+            live.started(dep.id)
             try:
                 resp = await self.client.post(
                     url,
@@ -238,7 +288,10 @@ class Failover:
                     connect_timeout=route.connect_timeout or adapter.connect_timeout,
                     first_byte_timeout=route.first_byte_timeout,
                 )
-            except (TimeoutError, OSError) as exc:
+            except BaseException as exc:
+                live.ended(dep.id)
+                if not isinstance(exc, TimeoutError | OSError):
+                    raise
                 error, reason = transport_failure(exc, adapter.name, "connect")
                 self.breakers.failure(dep.id, reason)
                 if isinstance(exc, _NOT_RETRIED):
@@ -252,7 +305,10 @@ class Failover:
             status = resp.status
             if status < 400:
                 self.breakers.success(dep.id)
+                live.measured(dep.id, (perf_counter() - started) * 1000)
+                call.busy = dep.id  # in flight until the proxy has relayed the answer
                 return Attempt(dep, resp, reservation, translated, tries, started), tries
+            live.ended(dep.id)
             retry_after = _seconds(resp.headers.get("retry-after"))
             # A codec upstream's error body is in its own format: never relayed as it came.
             error = await self._failed(resp, dep, call.record, translated or adapter.codec)
@@ -306,6 +362,15 @@ class Failover:
 
 
 _NOT_RETRIED = (TimeoutError, ssl.SSLCertVerificationError, ProxyError)
+_REASON_HEADER = b"x-costwarden-route-reason"
+_DOWNGRADED_HEADER = b"x-costwarden-downgraded"
+
+
+def _own(route: Route, deployment: str) -> Deployment | None:
+    for dep in route.candidates[: route.own]:
+        if dep.id == deployment:
+            return dep
+    return None
 
 
 def _output_cap(payload: dict[str, Any]) -> int:

@@ -238,6 +238,8 @@ class Proxy:
             await self._send_error(state, GatewayError("internal gateway error"))
         finally:
             watcher.stop()
+            if state.busy is not None:
+                self.failover.live.ended(state.busy)
 
     # ------------------------------------------------------------------ call stages
 
@@ -435,6 +437,7 @@ class Proxy:
             out_headers.append((b"x-costwarden-attempts", str(attempt.tries).encode()))
         if reservation is not None:
             out_headers.extend(reservation.headers())
+        out_headers.extend(call.route_headers)
         out_headers.extend(call.extra_headers)
         if call.security_status is not None:
             out_headers.append((_SECURITY_HEADER, call.security_status.encode()))
@@ -471,6 +474,7 @@ class Proxy:
             start_headers.append((b"x-costwarden-attempts", str(attempt.tries).encode()))
         if reservation is not None:
             start_headers.extend(reservation.headers())
+        start_headers.extend(call.route_headers)
         start_headers.extend(call.extra_headers)
         if call.security_status is not None:
             start_headers.append((_SECURITY_HEADER, call.security_status.encode()))

@@ -38,8 +38,11 @@ class RequestState:
     # The budget reservation while the failover holds it; settled with the record.
     reservation: Reservation | None = None
     deployment: Deployment | None = None  # the candidate last called upstream
+    busy: str | None = None  # the deployment answering, counted in flight until relayed
     # Headers a stage adds to the response (the agent session's state and budget share).
     extra_headers: list[tuple[bytes, bytes]] = dataclasses.field(default_factory=list)
+    # Why the route served it where it did (x-costwarden-route-reason, a downgrade).
+    route_headers: list[tuple[bytes, bytes]] = dataclasses.field(default_factory=list)
     key: KeyRecord | None = None  # the virtual key, once authenticated
     # A system note the upstream request carries (a winding-down session's budget left).
     system_note: str | None = None

@@ -164,6 +164,8 @@ class Deployment:
     rates: Pricer
     max_output_tokens: int | None = None
     context_window: int | None = None
+    # What the model can do (tools, vision, structured_output, streaming); None: not said.
+    capabilities: frozenset[str] | None = None
 
 
 def count_text_bytes(value: Any) -> int:

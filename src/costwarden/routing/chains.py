@@ -17,6 +17,8 @@ from typing import Any
 
 from costwarden.core.errors import InvalidInput
 from costwarden.providers.base import Deployment
+from costwarden.routing.downgrade import DowngradeRule
+from costwarden.routing.strategy import Strategy
 
 TEMPLATE_FIELDS = ("content",)
 
@@ -29,8 +31,21 @@ class DegradedTemplate:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class RouteCache:
+    """A route's response cache: how long answers keep, and whose they are."""
+
+    ttl_seconds: int
+    replay_unsafe: bool = False  # also cache requests not safe to replay (temperature > 0...)
+    namespace: str | None = None  # shared by every org under this name; None: per org
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Route:
-    """A public model name at run time: its candidates in order, and how to call them."""
+    """A public model name at run time: its candidates in order, and how to call them.
+
+    The first ``own`` candidates are the route's own deployments, which ``strategy`` orders
+    per request (``weights`` in their order, for ``weighted``); the fallback chain follows
+    them as configured."""
 
     model: str
     candidates: tuple[Deployment, ...]
@@ -39,6 +54,23 @@ class Route:
     first_byte_timeout: float | None = None
     timeout: float | None = None
     degraded: DegradedTemplate | None = None
+    strategy: Strategy = "ordered"
+    own: int = 1
+    weights: tuple[float, ...] = ()
+    downgrade: tuple[DowngradeRule, ...] = ()
+    downgrade_on_refusal: bool = False
+    cache: RouteCache | None = None
+    # The reason an ordered route gives when its first candidate serves (built once).
+    first_reason: str = dataclasses.field(default="", compare=False)
+    # Some own deployment says what it can do: a request's needs are read to match them.
+    capable: bool = dataclasses.field(default=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.first_reason and self.candidates:
+            reason = f"{self.strategy}: {self.candidates[0].id} (first configured)"
+            object.__setattr__(self, "first_reason", reason)
+        own = self.candidates[: self.own]
+        object.__setattr__(self, "capable", any(d.capabilities is not None for d in own))
 
 
 def parse_template(value: Any, where: str) -> DegradedTemplate:

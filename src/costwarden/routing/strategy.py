@@ -43,7 +43,7 @@ class Needs:
     """What one request needs of a deployment."""
 
     prompt_tokens: int  # an upper bound
-    output_tokens: int  # the output cap the request will carry
+    output_tokens: int | None  # the client's output cap; None: each candidate's own cap
     capabilities: frozenset[Capability] = frozenset()
 
 
@@ -59,6 +59,7 @@ class Candidate:
     weight: float = 0.0  # the weighted strategy's percentage
     latency_ms: float | None = None  # moving average of upstream latency; None: unmeasured
     in_flight: int = 0
+    max_output_tokens: int = 4096  # the cap a request without one is sent (and reserved) with
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -70,7 +71,7 @@ class Choice:
 def unfit(candidate: Candidate, needs: Needs) -> str | None:
     """Why ``candidate`` cannot take the request, or None when it can."""
     window = candidate.context_window
-    wanted = needs.prompt_tokens + needs.output_tokens
+    wanted = needs.prompt_tokens + _output(candidate, needs)
     if window is not None and wanted > window:
         return f"needs about {wanted} tokens, context window {window}"
     if candidate.capabilities is not None:
@@ -84,8 +85,12 @@ def worst_case_usd(candidate: Candidate, needs: Needs) -> Decimal:
     """The most this request can cost on ``candidate`` (what a hard budget reserves)."""
     return (
         needs.prompt_tokens * candidate.input_usd_per_token
-        + needs.output_tokens * candidate.output_usd_per_token
+        + _output(candidate, needs) * candidate.output_usd_per_token
     )
+
+
+def _output(candidate: Candidate, needs: Needs) -> int:
+    return candidate.max_output_tokens if needs.output_tokens is None else needs.output_tokens
 
 
 def choose(

@@ -19,7 +19,15 @@ from typing import Protocol
 from costwarden.core import polling
 from costwarden.core.errors import Conflict, InvalidInput, NotFound
 from costwarden.providers.base import Deployment
-from costwarden.routing.chains import DegradedTemplate, Route, check_names, expand_all
+from costwarden.routing.chains import (
+    DegradedTemplate,
+    Route,
+    RouteCache,
+    check_names,
+    expand_all,
+)
+from costwarden.routing.downgrade import DowngradeRule
+from costwarden.routing.strategy import Strategy
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +45,11 @@ class RouteSpec:
     first_byte_timeout: float | None = None
     timeout: float | None = None
     degraded: DegradedTemplate | None = None
+    strategy: Strategy = "ordered"
+    weights: tuple[float, ...] = ()  # per deployment, for "weighted"
+    downgrade: tuple[DowngradeRule, ...] = ()
+    downgrade_on_refusal: bool = False
+    cache: RouteCache | None = None
 
 
 class FallbackStore(Protocol):
@@ -98,6 +111,12 @@ class RouteTable:
                 first_byte_timeout=r.first_byte_timeout,
                 timeout=r.timeout,
                 degraded=r.degraded,
+                strategy=r.strategy,
+                own=len(dict.fromkeys(r.deployments)),
+                weights=r.weights,
+                downgrade=r.downgrade,
+                downgrade_on_refusal=r.downgrade_on_refusal,
+                cache=r.cache,
             )
 
     async def set_fallbacks(self, model: str, fallbacks: object, *, actor: str) -> Route:
