@@ -43,13 +43,14 @@ def test_the_options_as_the_domain_takes_them() -> None:
     text = _route(
         'strategy = "weighted"\nweights = [70, 30.0]\ndowngrade_on_refusal = true\n'
         'downgrade = [{ above_percent = 80, to = "openai:gpt-4o-mini", scope = "org", '
-        'window = "daily" }]\ncache = { ttl_seconds = 600, namespace = "docs" }\n',
+        'limit = "daily_usd" }]\ncache = { ttl_seconds = 600, namespace = "docs" }\n',
         '\n[[deployments]]\nid = "openai:gpt-4o-mini"\ncapabilities = ["streaming", "tools"]\n',
     )
     settings = load_settings(text=text, env=ENV)
     route = settings.routes[0]
     assert route.strategy == "weighted" and route.weights == (70.0, 30.0)
-    assert route.downgrade == (DowngradeRule(Decimal(80), "openai:gpt-4o-mini", "org", "daily"),)
+    rule = DowngradeRule(Decimal(80), "openai:gpt-4o-mini", "org", "daily_usd")
+    assert route.downgrade == (rule,)
     assert route.downgrade_on_refusal is True
     assert route.cache == RouteCache(600, False, "docs")
     assert settings.deployments["openai:gpt-4o-mini"].capabilities == {"streaming", "tools"}
@@ -85,6 +86,9 @@ def test_defaults_ordered_and_not_cached_unless_the_section_says() -> None:
         ('downgrade = [{ above_percent = 80, to = "openai:gpt-4o-mini", scope = "team" }]\n',
          "downgrade", "unknown scope 'team'"),
         ('downgrade = [{ at = 80 }]\n', "downgrade", "unknown setting"),
+        ('downgrade = [{ above_percent = 80, to = "openai:gpt-4o-mini", limit = "daily_tokens" '
+         "}]\n", "downgrade", "limit: not a USD budget 'daily_tokens' (daily_usd, monthly_usd, "
+         "lifetime_usd)"),
         ("downgrade_on_refusal = 1\n", "downgrade_on_refusal", "must be true or false"),
         ("cache = { ttl_seconds = -5 }\n", "cache", "must be a whole number of seconds from 0"),
         ("cache = { ttl_seconds = 1.5 }\n", "cache", "must be a whole number of seconds"),

@@ -17,20 +17,20 @@ from costwarden.routing.downgrade import (
 MINI = "openai:gpt-4o-mini"
 BIG = "openai:gpt-4o"
 AT_80 = DowngradeRule(Decimal(80), MINI)
-ORG_DAILY = DowngradeRule(Decimal(80), MINI, scope="org", window="daily")
+ORG_DAILY = DowngradeRule(Decimal(80), MINI, scope="org", limit="daily_usd")
 
 
 @pytest.mark.parametrize(
     ("rules", "serving", "uses", "fires"),
     [
-        ((AT_80,), BIG, [BudgetUse("org", "daily", Decimal("80.5"))], True),
-        ((AT_80,), BIG, [BudgetUse("org", "daily", Decimal(80))], False),  # above, not at
-        ((AT_80,), MINI, [BudgetUse("org", "daily", Decimal(99))], False),  # already there
+        ((AT_80,), BIG, [BudgetUse("org", "daily_usd", Decimal("80.5"))], True),
+        ((AT_80,), BIG, [BudgetUse("org", "daily_usd", Decimal(80))], False),  # above, not at
+        ((AT_80,), MINI, [BudgetUse("org", "daily_usd", Decimal(99))], False),  # already there
         ((AT_80,), BIG, [], False),  # no USD budget met
-        ((ORG_DAILY,), BIG, [BudgetUse("key", "daily", Decimal(95))], False),
-        ((ORG_DAILY,), BIG, [BudgetUse("org", "monthly", Decimal(95))], False),
-        ((ORG_DAILY,), BIG, [BudgetUse("key", "daily", Decimal(95)),
-                             BudgetUse("org", "daily", Decimal(81))], True),
+        ((ORG_DAILY,), BIG, [BudgetUse("key", "daily_usd", Decimal(95))], False),
+        ((ORG_DAILY,), BIG, [BudgetUse("org", "monthly_usd", Decimal(95))], False),
+        ((ORG_DAILY,), BIG, [BudgetUse("key", "daily_usd", Decimal(95)),
+                             BudgetUse("org", "daily_usd", Decimal(81))], True),
     ],
 )  # fmt: skip
 def test_when_a_rule_fires(
@@ -41,13 +41,13 @@ def test_when_a_rule_fires(
 
 def test_the_first_matching_rule_wins_and_says_why() -> None:
     rules = (DowngradeRule(Decimal(95), "x:nano"), AT_80)
-    hit = triggered(rules, BIG, [BudgetUse("org", "daily", Decimal("85.26"))])
+    hit = triggered(rules, BIG, [BudgetUse("org", "daily_usd", Decimal("85.26"))])
     assert hit is not None and hit.rule is AT_80
     assert hit.reason(BIG) == (
-        "downgraded from openai:gpt-4o to openai:gpt-4o-mini: org daily budget 85.3% used "
+        "downgraded from openai:gpt-4o to openai:gpt-4o-mini: org daily_usd budget 85.3% used "
         "(rule: above 80%)"
     )
-    hit = triggered(rules, BIG, [BudgetUse("org", "daily", Decimal(96))])
+    hit = triggered(rules, BIG, [BudgetUse("org", "daily_usd", Decimal(96))])
     assert hit is not None and hit.rule.to == "x:nano"
 
 
@@ -77,5 +77,5 @@ def test_used_percent_leaves_out_the_requests_own_reservation(
     ],
 )
 def test_bad_rules_are_named(rule: DowngradeRule, problem: str | None) -> None:
-    found = check_rules([rule], [BIG, MINI], ["org", "project", "key"])
+    found = check_rules([rule], [BIG, MINI], ["org", "project", "key"], ["daily_usd"])
     assert (found is None) if problem is None else (found is not None and problem in found)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 from typing import Any, cast
 
-from costwarden.budgets.limits import SCOPES
+from costwarden.budgets.limits import BUDGET_NAMES, SCOPES
 from costwarden.config.lines import ConfigText as _Ctx
 from costwarden.routing.chains import RouteCache
 from costwarden.routing.downgrade import DowngradeRule, check_rules
@@ -24,7 +24,8 @@ from costwarden.routing.strategy import (
 )
 
 ROUTE_OPTION_KEYS = {"strategy", "weights", "downgrade", "downgrade_on_refusal", "cache"}
-_RULE_KEYS = {"above_percent", "to", "scope", "window"}
+_RULE_KEYS = {"above_percent", "to", "scope", "limit"}
+_USD_BUDGETS = [name for name, (metric, _) in BUDGET_NAMES.items() if metric == "usd"]
 _CACHE_KEYS = {"ttl_seconds", "replay_unsafe", "namespace"}
 MAX_TTL_SECONDS = 30 * 86_400
 
@@ -97,13 +98,13 @@ def downgrade_of(
             raise ctx.fail(f"{where}.above_percent", "required: a number from 0 to below 100")
         if not isinstance(to, str) or not to:
             raise ctx.fail(f"{where}.to", "required: one of the route's deployments", None)
-        scope, window = entry.get("scope"), entry.get("window")
-        for name, value in (("scope", scope), ("window", window)):
+        scope, limit = entry.get("scope"), entry.get("limit")
+        for name, value in (("scope", scope), ("limit", limit)):
             if value is not None and (not isinstance(value, str) or not value):
                 raise ctx.fail(f"{where}.{name}", "must be a non-empty string", name)
-        rules.append(DowngradeRule(percent, to, scope, window))
+        rules.append(DowngradeRule(percent, to, scope, limit))
     own = [str(d) for d in item.get("deployments") or []]
-    if problem := check_rules(rules, own, SCOPES):
+    if problem := check_rules(rules, own, SCOPES, _USD_BUDGETS):
         raise ctx.fail(f"{key}.{problem.split(':', 1)[0]}", problem.split(": ", 1)[1], "downgrade")
     return tuple(rules), on_refusal
 

@@ -176,8 +176,8 @@ class RouteSettings:
     downgrade: tuple[DowngradeRule, ...] = setting(
         (),
         'Rules such as { above_percent = 80, to = "openai:gpt-4o-mini", scope = "org", '
-        'window = "daily" }: above that share of a USD budget used, serve the cheaper '
-        "deployment (one of the route's own; scope and window optional).",
+        'limit = "daily_usd" }: above that share of a USD budget used, serve the cheaper '
+        "deployment (one of the route's own; scope and limit optional: any by default).",
     )
     downgrade_on_refusal: bool = setting(
         False,

@@ -48,7 +48,12 @@ from costwarden.core.errors import (
 )
 from costwarden.core.records import LedgerRecord
 from costwarden.gateway.egress import ProxyError
-from costwarden.gateway.route_choice import RouteChooser, budget_uses, served_reason
+from costwarden.gateway.route_choice import (
+    RouteChooser,
+    budget_uses,
+    refusal_uses,
+    served_reason,
+)
 from costwarden.gateway.sessions import add_note
 from costwarden.gateway.state import RequestState
 from costwarden.gateway.transport import transport_failure
@@ -57,7 +62,7 @@ from costwarden.providers import translate
 from costwarden.providers.base import Deployment, estimate_tokens
 from costwarden.routing.breaker import CLOSED, counts_as_failure
 from costwarden.routing.chains import Route
-from costwarden.routing.downgrade import triggered
+from costwarden.routing.downgrade import BudgetUse, triggered
 from costwarden.routing.live import LiveFigures
 
 logger = logging.getLogger(__name__)
@@ -188,26 +193,32 @@ class Failover:
                     call.reservation = await self._reserve(call, dep)
                 except (BudgetExceeded, RateLimited) as exc:
                     refusal = refusal or exc
-                    reasons.append(f"{dep.id}: {exc.message}")
                     reserved_for = None
-                    if first_reservation:
-                        first_reservation = False
-                        if not route.downgrade_on_refusal:
-                            raise  # the client's own budget decides, as without fallbacks
-                        # Opt-in: a cheaper deployment of the chain whose reservation fits.
-                        queue = self.chooser.cheaper_than(call, route, dep, queue[i:])
+                    if not first_reservation:
+                        reasons.append(f"{dep.id}: {exc.message}")
+                        continue
+                    first_reservation = False
+                    # A downgrade rule first: the budget used is the refusal's.
+                    moved = self._downgrade(route, dep, refusal_uses(exc))
+                    if moved is not None:
+                        downgraded, target = moved
+                        queue = [target, *(d for d in queue[i:] if d is not target)]
                         i = 0
-                        downgraded = f"downgraded from {dep.id}: {exc.message}"
+                        continue
+                    if not route.downgrade_on_refusal:
+                        raise  # the client's own budget decides, as without fallbacks
+                    # Opt-in: a cheaper deployment of the chain whose reservation fits.
+                    queue = self.chooser.cheaper_than(call, route, dep, queue[i:])
+                    i = 0
+                    downgraded = f"downgraded from {dep.id}: {exc.message}"
                     continue
-                if first_reservation and route.downgrade and call.reservation is not None:
-                    moved = triggered(route.downgrade, dep.id, budget_uses(call.reservation))
-                    target = _own(route, moved.rule.to) if moved is not None else None
-                    if moved is not None and target is not None:
-                        first_reservation = False
-                        downgraded = moved.reason(dep.id)
+                if first_reservation and call.reservation is not None:
+                    first_reservation = False
+                    moved = self._downgrade(route, dep, budget_uses(call.reservation))
+                    if moved is not None:  # given back, and reserved again for the target
+                        downgraded, target = moved
                         reservation, call.reservation = call.reservation, None
                         await self._release(reservation)
-                        reserved_for = None
                         queue = [target, *(d for d in queue[i - 1 :] if d is not target)]
                         i = 0
                         continue
@@ -244,6 +255,18 @@ class Failover:
             if untranslatable is not None:
                 raise untranslatable
         raise Exhausted(reasons, bool(attempted), last, refusal)
+
+    def _downgrade(
+        self, route: Route, dep: Deployment, uses: list[BudgetUse]
+    ) -> tuple[str, Deployment] | None:
+        """(why, the deployment to serve instead) when a downgrade rule of the route fires."""
+        if not route.downgrade or not uses:
+            return None
+        moved = triggered(route.downgrade, dep.id, uses)
+        target = None if moved is None else _own(route, moved.rule.to)
+        if moved is None or target is None:
+            return None
+        return moved.reason(dep.id), target
 
     def _explain(
         self,

@@ -15,6 +15,8 @@ from decimal import Decimal
 from typing import Protocol, cast
 
 from costwarden.budgets.enforcer import Reservation
+from costwarden.budgets.limits import LIMIT_NAMES, is_rolling
+from costwarden.core.errors import GatewayError
 from costwarden.gateway.state import RequestState
 from costwarden.providers.base import Deployment
 from costwarden.routing.breaker import CLOSED
@@ -115,8 +117,25 @@ def budget_uses(reservation: Reservation) -> list[BudgetUse]:
         if check.rolling or limit.metric != "usd":
             continue
         percent = used_percent(limit.amount, reservation.remaining[i], reservation.amounts[i])
-        out.append(BudgetUse(limit.scope, limit.window, percent))
+        out.append(BudgetUse(limit.scope, limit.name, percent))
     return out
+
+
+def refusal_uses(refused: GatewayError) -> list[BudgetUse]:
+    """The USD budget that refused a reservation, as a downgrade rule reads it: what was
+    spent and held by others, of its amount."""
+    extra = refused.extra or {}
+    name = str(extra.get("limit_name"))
+    kind = LIMIT_NAMES.get(name)
+    if kind is None or kind[0] != "usd" or is_rolling(kind[1]):
+        return []
+    try:
+        limit = Decimal(str(extra["limit"]))
+        used = Decimal(str(extra["spent"])) + Decimal(str(extra.get("reserved") or 0))
+    except (KeyError, ArithmeticError):
+        return []
+    percent = used * 100 / limit if limit > 0 else Decimal(100)
+    return [BudgetUse(str(extra.get("scope")), name, percent)]
 
 
 def served_reason(reason: str, first: Deployment, served: Deployment, passed: list[str]) -> str:

@@ -3,11 +3,12 @@ spent, before it runs out. Pure functions over data.
 
 A route's ``downgrade`` rules each say "above ``above_percent`` of a USD budget, serve ``to``"
 (one of the route's own deployments), optionally only for a budget of one ``scope`` (org,
-project, key, ...) and ``window`` (daily, monthly, ...). The first rule that matches wins.
-The percentage is what was spent and reserved by *other* requests before this one: the
-gateway reads it from the reservation it made for the deployment the strategy picked (no
-extra round trip), gives that reservation back when a rule fires and reserves again for the
-target, so every hop is checked against the budget.
+project, key, ...) and one ``limit`` (daily_usd, monthly_usd, lifetime_usd). The first
+rule that matches wins. The percentage is what was spent and reserved by *other* requests
+before this one: the gateway reads it from the reservation it made for the deployment the
+strategy picked (no extra round trip) -- or from the refusal, when that deployment no longer
+fits -- gives that reservation back when a rule fires and reserves again for the target, so
+every hop is checked against the budget.
 
 The opt-in ``downgrade_on_refusal`` is the last resort: when the hard reservation for the
 requested deployment is refused, the walk goes on to the chain's other deployments that are
@@ -26,7 +27,7 @@ class DowngradeRule:
     above_percent: Decimal  # of the budget spent and reserved, 0-100
     to: str  # a deployment id among the route's own
     scope: str | None = None  # only budgets of this scope (org, project, key, ...); None: any
-    window: str | None = None  # only budgets of this window (daily, monthly, ...); None: any
+    limit: str | None = None  # only this budget (daily_usd, monthly_usd, ...); None: any
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -34,7 +35,7 @@ class BudgetUse:
     """How much of one USD budget the request meets was used before it."""
 
     scope: str
-    window: str
+    limit: str  # its name: daily_usd, monthly_usd, lifetime_usd
     percent: Decimal
 
 
@@ -46,7 +47,7 @@ class Downgrade:
     def reason(self, from_id: str) -> str:
         u = self.use
         return (
-            f"downgraded from {from_id} to {self.rule.to}: {u.scope} {u.window} budget "
+            f"downgraded from {from_id} to {self.rule.to}: {u.scope} {u.limit} budget "
             f"{_pct(u.percent)}% used (rule: above {_pct(self.rule.above_percent)}%)"
         )
 
@@ -62,7 +63,7 @@ def triggered(
         for use in uses:
             if rule.scope is not None and use.scope != rule.scope:
                 continue
-            if rule.window is not None and use.window != rule.window:
+            if rule.limit is not None and use.limit != rule.limit:
                 continue
             if use.percent > rule.above_percent:
                 return Downgrade(rule, use)
@@ -79,9 +80,13 @@ def used_percent(amount: int, remaining_after: int, reserved_now: int) -> Decima
 
 
 def check_rules(
-    rules: Sequence[DowngradeRule], own: Sequence[str], scopes: Sequence[str]
+    rules: Sequence[DowngradeRule],
+    own: Sequence[str],
+    scopes: Sequence[str],
+    limits: Sequence[str],
 ) -> str | None:
-    """What is wrong with a route's rules (own: its deployments), or None."""
+    """What is wrong with a route's rules (``own``: its deployments; ``limits``: the USD
+    budgets' names), or None."""
     for i, rule in enumerate(rules):
         if rule.to not in own:
             return (
@@ -92,6 +97,8 @@ def check_rules(
             return f"downgrade[{i}].above_percent: must be from 0 to below 100"
         if rule.scope is not None and rule.scope not in scopes:
             return f"downgrade[{i}].scope: unknown scope {rule.scope!r} ({', '.join(scopes)})"
+        if rule.limit is not None and rule.limit not in limits:
+            return f"downgrade[{i}].limit: not a USD budget {rule.limit!r} ({', '.join(limits)})"
     return None
 
 

@@ -71,7 +71,8 @@ class Choice:
 def unfit(candidate: Candidate, needs: Needs) -> str | None:
     """Why ``candidate`` cannot take the request, or None when it can."""
     window = candidate.context_window
-    wanted = needs.prompt_tokens + _output(candidate, needs)
+    # Only the client's own cap counts: without one the model stops at its window.
+    wanted = needs.prompt_tokens + (needs.output_tokens or 0)
     if window is not None and wanted > window:
         return f"needs about {wanted} tokens, context window {window}"
     if candidate.capabilities is not None:
