@@ -4,6 +4,7 @@ repeats, kind and org filters, slow subscribers cut off (publishers never wait),
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -75,14 +76,21 @@ def test_every_kind_round_trips_through_what_is_stored() -> None:
     breaker = BreakerChanged(
         deployment="openai:gpt-4o-mini", from_state="closed", to_state="open", reason="r", at=None
     )
+    hit = request_event(
+        dataclasses.replace(
+            record, status="cached", cost_usd=Decimal(0), saved_usd=Decimal("0.0000031"),
+            route_reason="cache hit",
+        )
+    )  # fmt: skip
     payload: EventPayload
-    for payload in (settled, breaker, _tick(1, "org_2")):
+    for payload in (settled, breaker, _tick(1, "org_2"), hit):
         stored = orjson.loads(orjson.dumps(payload.stored(), default=str))
         assert KINDS[payload.kind].from_data(stored) == payload
     assert breaker.data()["from"] == "closed" and breaker.data()["to"] == "open"
     data = settled.data()
     assert data["cost_usd"] == "0.000001234500" and data["request_id"] == "req_1"
     assert "tags" not in data  # the stream shows ids, outcome, usage and cost
+    assert hit.data()["saved_usd"] == "0.0000031" and hit.data()["route_reason"] == "cache hit"
     assert set(KINDS) >= {
         "request_settled",
         "request_refused",

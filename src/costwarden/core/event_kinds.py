@@ -119,6 +119,8 @@ class _RequestEvent(EventPayload):
         out["cost_usd"] = str(r.cost_usd)  # exact, as a string
         out["latency_ms"] = round(r.latency_ms, 3)
         out["reason"] = r.error
+        out["route_reason"] = r.route_reason
+        out["saved_usd"] = str(r.saved_usd)  # a cache hit's avoided cost; "0" otherwise
         return out
 
     def stored(self) -> Any:
@@ -131,16 +133,18 @@ class _RequestEvent(EventPayload):
             r.served_model, r.streamed, r.input_tokens, r.cached_input_tokens,
             r.cache_write_tokens, r.output_tokens, r.reasoning_tokens, str(r.cost_usd),
             r.cost_estimated, r.latency_ms, r.ttft_ms, r.overhead_ms, r.error, r.security,
+            r.route_reason, str(r.saved_usd),
         ]  # fmt: skip
 
     @classmethod
     def from_data(cls, data: Any) -> EventPayload:
         missing = len(_RECORD_FIELDS) - len(data)
-        if missing > 0:  # stored before a later field existed (security): its default
+        if missing > 0:  # stored before a later field existed (security...): its default
             data = [*data, *[None] * missing]
         fields = dict(zip(_RECORD_FIELDS, data, strict=True))
         fields["ts"] = datetime.fromisoformat(fields["ts"])
         fields["cost_usd"] = Decimal(fields["cost_usd"])
+        fields["saved_usd"] = Decimal(fields["saved_usd"] or 0)
         return cls(LedgerRecord(**fields))
 
 
