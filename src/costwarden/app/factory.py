@@ -38,6 +38,7 @@ from costwarden.app.securing import Security
 from costwarden.app.tracing import request_spans
 from costwarden.budgets.enforcer import Enforcer
 from costwarden.budgets.redis_store import RedisStore
+from costwarden.caching.stores import MemoryCache, RedisCache, ResponseCache
 from costwarden.config.budgets import budget_config
 from costwarden.config.sessions import SessionSettings
 from costwarden.config.settings import RedisSettings, Settings
@@ -48,6 +49,7 @@ from costwarden.core.records import LedgerRecord
 from costwarden.gateway import session_api
 from costwarden.gateway.asgi import JSON, Receive, Scope, Send, send_bytes
 from costwarden.gateway.auth import KeyCache
+from costwarden.gateway.cache import ResponseCacheStage
 from costwarden.gateway.egress import Egress, ProviderTls
 from costwarden.gateway.errors import error_body
 from costwarden.gateway.honeypot import HoneypotTrap
@@ -292,6 +294,7 @@ class CostwardenApp:
             sessions=self.sessions,
             security=None if self.security is None else self.security.gate,
             egress=self.egress,
+            cache=self._response_cache(settings),
         )
         self.metrics = metrics_exporter(
             settings.metrics,
@@ -327,6 +330,20 @@ class CostwardenApp:
         )
         self.admin = create_admin_app(self._admin_context())
         self._started = False
+
+    def _response_cache(self, settings: Settings) -> ResponseCacheStage | None:
+        """The response cache stage, when some route keeps answers: in this process's
+        memory, or in Redis (shared by every process) when ``[cache] backend`` says so."""
+        if not any(r.cache is not None for r in settings.routes):
+            return None
+        c = settings.cache
+        store: ResponseCache
+        if c.backend == "redis":
+            assert self.redis is not None, "config: a redis backend needs [redis] url"
+            store = RedisCache(self.redis)
+        else:
+            store = MemoryCache(c.max_bytes)
+        return ResponseCacheStage(store, self.clock, c.max_entry_bytes)
 
     def _admin_context(self) -> AdminContext:
         """What the admin API's handlers may use of this gateway."""

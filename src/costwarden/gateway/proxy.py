@@ -36,15 +36,15 @@ from costwarden.config.upstreams import ResilienceSettings
 from costwarden.core.errors import (
     ClientDisconnected,
     GatewayError,
-    NoHealthyDeployment,
     UpstreamError,
 )
 from costwarden.core.event_kinds import request_event
 from costwarden.core.events import EventBus
 from costwarden.core.records import Endpoint, LedgerRecord
-from costwarden.gateway import degraded
+from costwarden.gateway import local_answers as answers
 from costwarden.gateway.asgi import JSON, Receive, Scope, Send, send_bytes
 from costwarden.gateway.auth import KeyCache
+from costwarden.gateway.cache import CacheHit, ResponseCacheStage
 from costwarden.gateway.egress import Egress
 from costwarden.gateway.errors import error_body
 from costwarden.gateway.failover import Attempt, Breakers, Exhausted, Failover
@@ -90,7 +90,7 @@ ENDPOINTS: dict[str, tuple[Endpoint, Wire]] = {
     "/v1/messages": ("messages", "anthropic"),
 }
 _SECURITY_HEADER = b"x-costwarden-security-status"
-_SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+_SSE_HEADERS = answers.SSE_HEADERS
 
 
 class Proxy:
@@ -114,6 +114,7 @@ class Proxy:
         sessions: SessionBoard | None = None,
         security: Stage | None = None,
         egress: Egress | None = None,
+        cache: ResponseCacheStage | None = None,
     ) -> None:
         self.routes = routes
         self.keys = keys
@@ -137,8 +138,9 @@ class Proxy:
         # (route/failover with limits and reservation, relay, settle, record) below.
         self.sessions = None if sessions is None else SessionHooks(sessions, clock)
         gate = None if sessions is None else SessionGate(sessions, clock)
+        self.cache = cache  # the response cache: a stage, and the writer after the relay
         self.stages: list[Stage] = admission(
-            keys, switches, routes, max_body_bytes, gate, security
+            keys, switches, routes, max_body_bytes, gate, security, cache
         )
 
     @property
@@ -193,15 +195,19 @@ class Proxy:
                 attempt = await self.failover.open(state, route)
             except Exhausted as exhausted:
                 watcher.stop()
-                await self._exhausted(state, route, exhausted)
+                await answers.exhausted(state, route, exhausted, self._commit)
                 return
             if state.stream:
                 await self._relay_stream(state, watcher, attempt)
             else:
                 await self._relay_unary(state, watcher, attempt)
+            if state.cache_write is not None and self.cache is not None:
+                await self.cache.store(state)  # the answer is sent: keep it for the next
+        except CacheHit as hit:
+            await answers.cache_hit(state, hit, self._commit)
         except SessionStop as stop:
             watcher.stop()
-            await self._session_stop(state, stop)
+            await answers.session_stop(state, stop, self._commit)
         except ClientDisconnected as exc:
             # Dropped, with no ledger row: nothing was forwarded or reserved, nobody is left
             # to receive a status, and a row would only record the hang-up.
@@ -298,70 +304,6 @@ class Proxy:
         prompt = estimate_tokens([call.payload.get(k) for k in PROMPT_FIELDS])
         bill(record, deployment, TokenUsage(input_tokens=prompt), estimated=True)
         await self._commit(record, call.reservation)
-
-    async def _exhausted(self, call: RequestState, route: Route, exhausted: Exhausted) -> None:
-        """No candidate answered: the degraded template, else the error that says why."""
-        record = call.record
-        tried = "; ".join(exhausted.reasons) or "no candidate"
-        template = route.degraded
-        if template is None or call.endpoint == "embeddings":
-            record.status = "upstream_error"  # failing or open: the upstream side is down
-            if exhausted.refusal is not None and not exhausted.attempted:
-                record.status = "blocked"
-                raise exhausted.refusal
-            if exhausted.last is not None and len(route.candidates) == 1:
-                raise exhausted.last  # one deployment, one error: the error contract's own
-            raise NoHealthyDeployment(f"no deployment of {route.model!r} can serve: {tried}")
-        record.status = "degraded"
-        record.http_status = 200
-        record.provider = None
-        record.served_model = None
-        record.error = tried[:500]
-        record.latency_ms = record.overhead_ms = (perf_counter() - call.t0) * 1000
-        await self._commit(record, None)
-        headers = [
-            (b"content-type", _SSE_HEADERS[0][1] if call.stream else JSON),
-            (b"x-request-id", record.request_id.encode()),
-            (b"x-costwarden-model", route.model.encode()),
-            (b"x-costwarden-degraded", b"true"),
-            (b"x-costwarden-cost-usd", b"0"),
-        ]
-        if call.stream:
-            body = degraded.stream(
-                call.wire, route.model, template.content, include_usage=wants_usage(call.payload)
-            )
-            headers.append(_SSE_HEADERS[1])
-        else:
-            body = degraded.unary(call.wire, route.model, template.content)
-        await send_bytes(call.send, 200, body, headers)
-
-    async def _session_stop(self, call: RequestState, stop: SessionStop) -> None:
-        """An agent session's budget reached, answered as a clean completion at $0."""
-        record = call.record
-        record.status = "session_stopped"
-        record.http_status = 200
-        record.provider = None
-        record.served_model = None
-        record.error = stop.reason
-        record.latency_ms = record.overhead_ms = (perf_counter() - call.t0) * 1000
-        await self._commit(record, None)
-        model = str(call.payload.get("model") or "")
-        headers = [
-            (b"content-type", _SSE_HEADERS[0][1] if call.stream else JSON),
-            (b"x-request-id", record.request_id.encode()),
-            (b"x-costwarden-cost-usd", b"0"),
-            (b"x-costwarden-session-stop", stop.reason.encode()),
-            (b"x-costwarden-session-state", stop.state.encode()),
-        ]
-        if call.stream:
-            body = degraded.stream(
-                call.wire, model, stop.message, include_usage=wants_usage(call.payload),
-                tag="session-stop",
-            )  # fmt: skip
-            headers.append(_SSE_HEADERS[1])
-        else:
-            body = degraded.unary(call.wire, model, stop.message, tag="session-stop")
-        await send_bytes(call.send, 200, body, headers)
 
     # ------------------------------------------------------------------ upstream
 

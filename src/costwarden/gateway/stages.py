@@ -4,7 +4,7 @@ A stage is a callable over the :class:`~costwarden.gateway.state.RequestState`: 
 what the stages before it left, adds its part, and refuses the request by raising a
 ``GatewayError`` (the pipeline records and answers it). A stage that must wait returns an
 awaitable; most return None and cost one call. :func:`admission` builds the list once, at
-startup; a capability that acts on requests before the upstream (a prompt scanner, a
+startup; a capability that acts on requests before the upstream (the prompt scan, the
 response cache) is one more stage in that list, not an edit of the handler.
 
 After admission the proxy runs the call stages: route/failover (limits and the budget
@@ -133,10 +133,11 @@ def admission(
     max_body_bytes: int,
     sessions: Stage | None = None,
     security: Stage | None = None,
+    cache: Stage | None = None,
 ) -> list[Stage]:
     """The admission stages, in the order a request meets them (``sessions``: the agent
     sessions' gate, when the app has a session board; ``security``: the prompt scan, when
-    it is on)."""
+    it is on; ``cache``: the response cache, which needs the route and answers a hit)."""
     return [
         Authenticate(keys),
         ReadBody(max_body_bytes),
@@ -144,6 +145,6 @@ def admission(
         Switches(switches),
         *([sessions] if sessions is not None else []),
         *([security] if security is not None else []),
-        # [cache]: a response cache goes here, answering before any upstream call
         Resolve(routes),
+        *([cache] if cache is not None else []),
     ]

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from costwarden.budgets.enforcer import Reservation
 from costwarden.core.records import Endpoint, KeyRecord, LedgerRecord
 from costwarden.gateway.asgi import Receive, Scope, Send
+from costwarden.gateway.cache_write import CacheWrite
 from costwarden.providers.base import Deployment
 from costwarden.routing.chains import Route
 
@@ -48,6 +49,8 @@ class RequestState:
     system_note: str | None = None
     # What the prompt scan made of the request (x-costwarden-security-status), if it ran.
     security_status: str | None = None
+    # A cacheable miss: its answer is collected while sent, then stored (gateway.cache).
+    cache_write: CacheWrite | None = None
     # Bytes a stage added to the request (a redaction's placeholders): the reservation's
     # input bound is the body's size plus these.
     added_bytes: int = 0
