@@ -117,7 +117,7 @@ def ledger_check(bench: Bench, gw: Gateway, wrk_runs: int = 2) -> LedgerCheck:
         bench.problem(f"{name} exited with status {code} after SIGTERM")
     rows = stack.count_ledger_rows(gw.db)
     bound = wrk_runs * sum(bench.args.connections)  # one per connection per wrk run
-    result = LedgerCheck(rows, gw.responses, gw.upstream_calls, bound)
+    result = LedgerCheck(rows, gw.responses, gw.upstream_calls, bound, gw.variant.cache)
     bench.note(
         f"ledger rows {rows}, gateway responses {result.responses}, "
         f"upstream calls {result.upstream_calls}"

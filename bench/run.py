@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Measure the gateway's overhead against the mock upstream, and record it in the docs.
 
-    python bench/run.py [--duration 10] [--connections 1,16,64] [--variants off,memory,redis,noscan]
+    python bench/run.py [--duration 10] [--connections 1,16,64] [--variants off,memory,redis,noscan,cached]
                         [--stream-connections 16] [--litellm] [--out docs/benchmarks.md]
 
 wrk drives the mock directly and then each gateway variant (no limits, budgets with
@@ -79,7 +79,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=parse_variants("off,memory,redis"),
         help="gateway variants to measure, comma-separated: off (no limits), memory (budgets, "
         "in-process counters), redis (budgets, counters in Redis db 11; skipped if unreachable), "
-        "noscan (memory with the prompt security scan off)",
+        "noscan (memory with the prompt security scan off), cached (every answer from the "
+        "response cache after the first)",
     )
     parser.add_argument(
         "--out", type=Path, default=ROOT / "docs" / "benchmarks.md", help="Markdown file to update"

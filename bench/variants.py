@@ -36,11 +36,14 @@ class Variant:
     limits: bool  # budgets and rate limits set on the org and key
     redis: bool  # counters in Redis rather than in the gateway process
     scan: bool = True  # the prompt security scan on (the default), or off
+    cache: bool = False  # every route's answers cached: all but the first requests are hits
 
     def config_extra(self) -> str:
         """TOML appended to the mock gateway config (empty keeps counters in-process and
         the security scan on)."""
         extra = f'\n[redis]\nurl = "{REDIS_URL}"\n' if self.redis else ""
+        if self.cache:  # the benchmark's requests set no temperature: cached all the same
+            extra += "\n[cache]\ndefault_ttl_seconds = 3600\nreplay_unsafe = true\n"
         return extra if self.scan else extra + "\n[security]\nenabled = false\n"
 
 
@@ -52,6 +55,9 @@ VARIANTS = {
     "noscan": Variant(
         "noscan", "budgets in-process, scan off", limits=True, redis=False, scan=False
     ),
+    # Answered from the response cache (in-process): a hit never reaches the upstream, so
+    # no budget is reserved; limits off, as a hit would not show their header.
+    "cached": Variant("cached", "response cache hits", limits=False, redis=False, cache=True),
 }
 
 

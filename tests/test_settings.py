@@ -1299,12 +1299,13 @@ _EXAMPLES: dict[str, tuple[str, str, Callable[[Settings], bool]]] = {
         f"cache.{name}": (
             "append",
             f"[cache]\n{name} = {value}\n",
-            lambda s, name=name, value=value: getattr(s.cache, name) == value,
+            lambda s, name=name, value=value: str(getattr(s.cache, name)).lower() == str(value),
         )
         for name, value in (
             ("max_bytes", 1000),
             ("default_ttl_seconds", 30),
             ("max_entry_bytes", 500),
+            ("replay_unsafe", "true"),
         )
     },
     "cache.backend": (

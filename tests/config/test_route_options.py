@@ -64,6 +64,8 @@ def test_defaults_ordered_and_not_cached_unless_the_section_says() -> None:
     )  # fmt: skip
     text = _route("", "\n[cache]\ndefault_ttl_seconds = 60\n")
     assert load_settings(text=text, env=ENV).routes[0].cache == RouteCache(60)
+    text = _route("", "\n[cache]\ndefault_ttl_seconds = 60\nreplay_unsafe = true\n")
+    assert load_settings(text=text, env=ENV).routes[0].cache == RouteCache(60, True)
     off = _route("cache = { ttl_seconds = 0 }\n", "\n[cache]\ndefault_ttl_seconds = 60\n")
     assert load_settings(text=off, env=ENV).routes[0].cache is None
 

@@ -11,6 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import openai
 import pytest
 
@@ -351,3 +352,32 @@ async def test_a_paid_fallback_behind_a_free_model_still_meets_the_budget(
         assert f"{BIG}: " in failed.value.message and "daily_usd" in failed.value.message
         # One call: the free model's; gpt-4o's never made.
         assert (await _stats(mock))["by_path"]["/v1/chat/completions"] == chat_calls + 1
+
+
+async def test_the_admin_api_shows_each_routes_strategy_downgrade_and_cache(
+    mock: MockServer, tmp_path: Path
+) -> None:
+    token = "admin-token-routing"
+    extra = ROUTES + DOWNGRADE.replace('model = "gpt-4o"\n', 'model = "gpt-4o-down"\n') + (
+        '\n[[routes]]\nmodel = "kept"\ndeployments = ["openai:gpt-4o-mini"]\n'
+        'cache = { ttl_seconds = 60, namespace = "secret-team-name" }\n'
+    )
+    async with live_gateway(
+        mock, f"sqlite:///{tmp_path / 'gw.db'}", tmp_path, extra_toml=extra, admin_token=token
+    ) as gw:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(
+                gw.base_url + "/admin/routes", headers={"authorization": f"Bearer {token}"}
+            ) as r:
+                assert r.status == 200
+                text = await r.text()
+                routes = {x["model"]: x for x in (await r.json())["routes"]}
+    assert routes["best"]["strategy"] == "cheapest" and routes["best"]["weights"] is None
+    assert routes["split"]["weights"] == [80, 20]
+    assert routes["gpt-4o-down"]["downgrade"] == [
+        {"above_percent": "80", "to": MINI, "scope": "org", "limit": "daily_usd"}
+    ]
+    assert routes["careful"]["downgrade_on_refusal"] is True
+    assert routes["kept"]["cache"] == {"ttl_seconds": 60, "replay_unsafe": False, "shared": True}
+    assert routes["gpt-4o-mini"]["cache"] is None and routes["gpt-4o-mini"]["strategy"] == "ordered"
+    assert "secret-team-name" not in text

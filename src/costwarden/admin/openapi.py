@@ -403,7 +403,8 @@ _HEALTH_PATHS: dict[str, Any] = {
 _ROUTE_PATHS: dict[str, Any] = {
     "/admin/routes": {
         "get": op("Every route: deployments, fallbacks (config or admin), resolved chain, "
-                   "retries, timeouts, degraded template", ok("{routes: [Route]}"), *AUTH)
+                   "retries, timeouts, degraded template, strategy and weights, downgrade "
+                   "rules, response cache", ok("{routes: [Route]}"), *AUTH)
     },
     "/admin/routes/{model}/fallbacks": {
         "put": op(

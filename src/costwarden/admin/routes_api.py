@@ -1,7 +1,8 @@
 """Admin API handlers for routes and their fallback chains.
 
 - ``GET /admin/routes``: every route: its deployments, fallbacks (and whether they come from
-  the config file or the admin API), the resolved chain, retries, timeouts and template.
+  the config file or the admin API), the resolved chain, retries, timeouts and template, its
+  strategy (with weights), downgrade rules and response cache (from the config file).
 - ``PUT /admin/routes/{model}/fallbacks``: body ``{"fallbacks": ["route or provider:model",
   ...]}``, or ``null`` to go back to the config file's. Validated against the whole table
   (an unknown name is 400, a cycle 409, an unknown route 404), audit-logged, live on this
@@ -34,6 +35,21 @@ def route_json(ctx: AdminContext, model: str) -> dict[str, Any]:
         "first_byte_timeout": route.first_byte_timeout,
         "timeout": route.timeout,
         "degraded": {"content": route.degraded.content} if route.degraded else None,
+        "strategy": route.strategy,
+        "weights": list(route.weights) or None,
+        "downgrade": [
+            {"above_percent": str(r.above_percent), "to": r.to, "scope": r.scope,
+             "limit": r.limit}
+            for r in route.downgrade
+        ],  # fmt: skip
+        "downgrade_on_refusal": route.downgrade_on_refusal,
+        "cache": None
+        if route.cache is None
+        else {
+            "ttl_seconds": route.cache.ttl_seconds,
+            "replay_unsafe": route.cache.replay_unsafe,
+            "shared": route.cache.namespace is not None,  # the name itself stays private
+        },
     }
 
 

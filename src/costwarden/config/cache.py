@@ -34,6 +34,12 @@ class CacheSettings:
         "default): only routes with one are cached.",
         "COSTWARDEN_CACHE_DEFAULT_TTL_SECONDS",
     )
+    replay_unsafe: bool = _setting(
+        False,
+        "For routes without their own cache table: also cache requests that are not safe to "
+        "replay (a temperature above 0 or none, tools, n > 1).",
+        "COSTWARDEN_CACHE_REPLAY_UNSAFE",
+    )
     max_entry_bytes: int = _setting(
         1024 * 1024,
         "The largest answer stored, in bytes; a larger one is served but not cached.",

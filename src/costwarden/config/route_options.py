@@ -109,12 +109,15 @@ def downgrade_of(
     return tuple(rules), on_refusal
 
 
-def cache_of(item: dict[str, Any], key: str, ctx: _Ctx, default_ttl: int) -> RouteCache | None:
+def cache_of(
+    item: dict[str, Any], key: str, ctx: _Ctx, default: RouteCache | None
+) -> RouteCache | None:
     """The route's response cache (None: not cached), from its ``cache`` table or the
-    ``[cache]`` section's default TTL."""
+    ``[cache]`` section's defaults."""
     raw = item.get("cache")
     if raw is None:
-        return RouteCache(default_ttl) if default_ttl > 0 else None
+        return default
+    default_ttl = 0 if default is None else default.ttl_seconds
     where = f"{key}.cache"
     if not isinstance(raw, dict):
         raise ctx.fail(where, "must be a table such as { ttl_seconds = 600 }", "cache")

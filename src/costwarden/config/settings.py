@@ -45,6 +45,7 @@ from costwarden.config.upstreams import (
 from costwarden.config.upstreams import ProviderSettings as ProviderSettings
 from costwarden.core.errors import ConfigError, InvalidInput
 from costwarden.pricing import PriceOverride as PriceOverride
+from costwarden.routing.chains import RouteCache
 from costwarden.storage.redis import MAX_CONNECTIONS as MAX_REDIS_CONNECTIONS
 from costwarden.storage.redis import MIN_CONNECTIONS as MIN_REDIS_CONNECTIONS
 from costwarden.storage.redis import url_problem as redis_url_problem
@@ -402,9 +403,12 @@ def _build(
     check_resilience(resilience, ctx)
     providers = parse_providers(raw.get("providers", []), ctx, env, require_secrets)
     deployments = parse_deployments(raw.get("deployments", []), providers, ctx)
-    routes = parse_routes(
-        raw.get("routes", []), providers, deployments, ctx, cache.default_ttl_seconds
+    default_cache = (
+        RouteCache(cache.default_ttl_seconds, cache.replay_unsafe)
+        if cache.default_ttl_seconds > 0
+        else None
     )
+    routes = parse_routes(raw.get("routes", []), providers, deployments, ctx, default_cache)
     check_prices(providers, deployments, ctx)
     return Settings(
         server=server,

@@ -467,7 +467,7 @@ def parse_routes(
     providers: list[ProviderSettings],
     deployments: dict[str, DeploymentSettings],
     ctx: _Ctx,
-    default_cache_ttl: int = 0,
+    default_cache: RouteCache | None = None,
 ) -> list[RouteSettings]:
     if not isinstance(items, list):
         raise ctx.fail("routes", "must be an array of tables ([[routes]])", "routes")
@@ -511,7 +511,7 @@ def parse_routes(
         route = _route_options(RouteSettings(model=model, deployments=list(refs)), item, key, ctx)
         route.strategy, route.weights = strategy_of(item, key, ctx)
         route.downgrade, route.downgrade_on_refusal = downgrade_of(item, key, ctx)
-        route.cache = cache_of(item, key, ctx, default_cache_ttl)
+        route.cache = cache_of(item, key, ctx, default_cache)
         out.append(route)
     own = {r.model: r.deployments for r in out}
     try:  # the chains themselves are resolved by routing.table.RouteTable at startup
