@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Measure the gateway's overhead against the mock upstream, and record it in the docs.
 
-    python bench/run.py [--duration 10] [--connections 1,16,64] [--variants off,memory,redis,noscan,cached]
-                        [--stream-connections 16] [--litellm] [--out docs/benchmarks.md]
+    python bench/run.py [--duration 10] [--connections 1,16,64] [--stream-connections 16]
+                        [--variants off,memory,redis,noscan,cached] [--litellm]
+                        [--out docs/benchmarks.md]
 
 wrk drives the mock directly and then each gateway variant (no limits, budgets with
 in-process counters, budgets on Redis), and LiteLLM's proxy with --litellm, at each
