@@ -167,6 +167,27 @@ async def test_a_failure_on_the_choice_is_served_by_the_next_and_the_reason_tell
     assert row.route_reason == reason and row.served_model == "gpt-4.1-mini"
 
 
+async def test_a_deployment_without_a_capability_is_never_tried(
+    gw: LiveGateway, oa: openai.AsyncOpenAI, mock: MockServer
+) -> None:
+    # Every deployment with tools failing: gpt-4o-mini (no tools) is not the last resort.
+    await _mock(mock, fault_status=500, fault_models=["gpt-4.1-mini", "claude-haiku-4-5", "gpt-4o"])
+    before = (await _stats(mock))["requests"]
+    with pytest.raises(openai.APIStatusError) as failed:
+        await oa.chat.completions.create(model="best", max_tokens=50, messages=_text(), tools=TOOLS)
+    assert failed.value.status_code == 503
+    assert MINI not in failed.value.message
+    assert (await _stats(mock))["requests"] - before == 3  # three deployments, no retries
+    # None able at all: the client's 400, naming what each lacks; nothing called.
+    before = (await _stats(mock))["requests"]
+    with pytest.raises(openai.BadRequestError) as bad:
+        await oa.chat.completions.create(model="split", messages=_image())
+    assert bad.value.message.startswith(
+        f"no deployment of 'split' can take this request ({MINI}: no vision; {NANO}: no vision)"
+    ), bad.value.message
+    assert (await _stats(mock))["requests"] == before
+
+
 async def test_an_ordered_route_says_its_first_deployment_streamed_or_not(
     gw: LiveGateway, oa: openai.AsyncOpenAI
 ) -> None:

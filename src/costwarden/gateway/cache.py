@@ -132,7 +132,17 @@ class ResponseCacheStage:
             return None
 
     async def store(self, state: RequestState) -> None:
-        """Keep the answer just sent, when it is whole and its cost exact."""
+        """Keep the answer just sent, when it is whole and its cost exact. The client has
+        its answer already: whatever goes wrong here is a warning, not the request's."""
+        try:
+            await self._store_answer(state)
+        except Exception as exc:  # never the client's problem
+            logger.warning(
+                "%s: the answer was not cached: %s: %s",
+                state.record.request_id, type(exc).__name__, exc,
+            )  # fmt: skip
+
+    async def _store_answer(self, state: RequestState) -> None:
         write = state.cache_write
         record = state.record
         if (

@@ -147,6 +147,7 @@ class Failover:
     async def _walk(self, call: RequestState, route: Route) -> Attempt:
         queue, reason = self.chooser.order(call, route)
         first = queue[0] if queue else None
+        walked = len(queue)  # the candidates the walk may try (able ones, for a capable route)
         call.record.route_reason = reason
         reasons: list[str] = []
         last: GatewayError | None = None
@@ -249,7 +250,7 @@ class Failover:
             reasons.append(f"{dep.id}: {outcome.message}")
             if outcome.status < 500 and outcome.status != 429:
                 raise outcome  # the client's own error: every candidate would agree
-        if never == len(route.candidates):  # a 400: the request itself is what none can take
+        if never == walked:  # a 400: the request itself is what none can take
             if windows:
                 raise _too_long(call, route, max(windows))
             if untranslatable is not None:

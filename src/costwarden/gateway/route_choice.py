@@ -16,7 +16,7 @@ from typing import Protocol, cast
 
 from costwarden.budgets.enforcer import Reservation
 from costwarden.budgets.limits import LIMIT_NAMES, is_rolling
-from costwarden.core.errors import GatewayError
+from costwarden.core.errors import BadRequest, GatewayError
 from costwarden.gateway.state import RequestState
 from costwarden.providers.base import Deployment
 from costwarden.routing.breaker import CLOSED
@@ -51,11 +51,25 @@ class RouteChooser:
         self._rates: dict[str, tuple[Decimal, Decimal]] = {}
 
     def order(self, call: RequestState, route: Route) -> tuple[Sequence[Deployment], str]:
-        """The candidates in the order to try them, and the strategy's reason."""
+        """The candidates in the order to try them, and the strategy's reason.
+
+        A deployment without a capability the request uses is left out (it would answer
+        400, which ends a walk as the client's error); none left is the client's 400."""
         if route.strategy == "ordered" and not route.capable:
             return route.candidates, route.first_reason
-        own = route.candidates[: route.own]
         needs = self.needs(call, route)
+        lacking: dict[str, str] = {}
+        if needs.capabilities:
+            for d in route.candidates:
+                said = _capabilities(d.capabilities)
+                if said is not None and (missing := needs.capabilities - said):
+                    lacking[d.id] = "no " + " or ".join(sorted(missing)).replace("_", " ")
+            if len(lacking) == len(route.candidates):
+                detail = "; ".join(f"{i}: {why}" for i, why in lacking.items())
+                raise BadRequest(
+                    f"no deployment of {route.model!r} can take this request ({detail})"
+                )
+        own = route.candidates[: route.own]
         breakers = self._breakers
         unavailable = {
             d.id: "circuit breaker open"
@@ -67,7 +81,8 @@ class RouteChooser:
             route.strategy, candidates, needs, unavailable=unavailable, draw=self._draw()
         )
         by_id = {d.id: d for d in own}
-        ordered = (*(by_id[i] for i in choice.order), *route.candidates[route.own :])
+        ordered = [by_id[i] for i in choice.order if i not in lacking]
+        ordered += [d for d in route.candidates[route.own :] if d.id not in lacking]
         return ordered, choice.reason
 
     def needs(self, call: RequestState, route: Route) -> Needs:
