@@ -152,3 +152,38 @@ async def test_bad_search_input(
 ) -> None:
     r = await client.get("/admin/analytics/requests", params=params, headers=AUTH)
     assert r.status_code == 400 and message in r.json()["error"]["message"], r.text
+
+
+async def test_route_reason_and_saved_usd_as_written(
+    gw: LiveGateway, client: httpx.AsyncClient, records: tuple[str, list[LedgerRecord]]
+) -> None:
+    """A response-cache hit's record: its saving exact to the 12th place (as the cost), the
+    route's reason as written (cut to 500 characters); found by status, within its org."""
+    acme, written = records
+    reason = "cache hit: openai:gpt-4o-mini, stored 42 s ago"
+    now = datetime.now(UTC)
+    hit = dataclasses.replace(
+        written[0], request_id="req_hit_1", ts=now - timedelta(minutes=5), org_id=acme,
+        status="cached", cost_usd=Decimal(0), saved_usd=Decimal("0.000000000001"),
+        route_reason=reason,
+    )  # fmt: skip
+    beta = next(r.org_id for r in written if r.org_id != acme)
+    other = dataclasses.replace(
+        hit, request_id="req_hit_2", org_id=beta, saved_usd=Decimal("2.25"),
+        route_reason="r" * 600,
+    )  # fmt: skip
+    await _write(gw, [hit, other])
+    one = await client.get("/admin/analytics/requests/req_hit_1", headers=AUTH)
+    assert one.status_code == 200, one.text
+    body = one.json()
+    assert (body["status"], body["route_reason"]) == ("cached", reason)
+    assert body["saved_usd"] == "0.000000000001" and Decimal(body["cost_usd"]) == 0
+    two = (await client.get("/admin/analytics/requests/req_hit_2", headers=AUTH)).json()
+    assert two["route_reason"] == "r" * 500 and Decimal(two["saved_usd"]) == Decimal("2.25")
+    plain = (await client.get(f"/admin/analytics/requests/{written[2].request_id}",
+                              headers=AUTH)).json()  # fmt: skip
+    assert (plain["route_reason"], Decimal(plain["saved_usd"])) == (None, 0)
+    found = await client.get(
+        "/admin/analytics/requests", params={"org": "acme", "status": "cached"}, headers=AUTH
+    )
+    assert [r["request_id"] for r in found.json()["data"]] == ["req_hit_1"]

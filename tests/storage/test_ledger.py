@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine, make_url
 
 from costwarden.core.errors import InvalidInput, StorageError
 from costwarden.core.records import LedgerRecord
+from costwarden.storage import request_log
 from costwarden.storage.ledger import LedgerWriter
 from costwarden.storage.ledger_rows import record_to_row
 from costwarden.storage.schema import ledger
@@ -182,6 +183,9 @@ async def test_invalid_records_are_refused_up_front(
         {"latency_ms": float("nan")},
         {"request_id": ""},
         {"tags": {"k": object()}},
+        {"saved_usd": 0.5},  # float money
+        {"saved_usd": Decimal("-0.01")},  # a saving is never negative
+        {"route_reason": 7},
     ]
     async with LedgerWriter(engine) as writer:
         for overrides in bad:
@@ -415,7 +419,12 @@ async def test_writer_stores_what_sqlalchemy_stores(
             end_user="u-1",
             session_id="s-1",
             security='[{"detector":"pii","family":"email"}]',
+            route_reason="cheapest: openai:gpt-4o-mini, at most $0.0012 for this request",
         ),
+        make_record(
+            status="cached", cost_usd=Decimal(0), saved_usd=Decimal("2.000000000001"),
+            route_reason="caf\u00e9 " * 120,  # not ASCII, and cut to 500 characters
+        ),  # fmt: skip
         make_record(ts=datetime(2024, 2, 29, 23, 59, 59, 999999, tzinfo=UTC), cost_usd=0),
         make_record(ts=datetime(987, 6, 5, 4, 3, 2, tzinfo=UTC)),  # padded, zero microseconds
     ]
@@ -432,9 +441,41 @@ async def test_writer_stores_what_sqlalchemy_stores(
         raw = conn.exec_driver_sql(
             f"SELECT {', '.join(names)} FROM ledger ORDER BY request_id"
         ).all()
-    assert len(raw) == 8
-    for a, b in zip(raw[:4], raw[4:], strict=True):
+    assert len(raw) == 10
+    for a, b in zip(raw[:5], raw[5:], strict=True):
         assert a[0] == "a" + b[0][1:]
         assert a[1:-1] == b[1:-1]
         # written_ms (last) is the database's clock at the INSERT: the writer's rows have it.
         assert a[-1] is None and abs(b[-1] - time.time() * 1000) < 60_000
+
+
+async def test_route_reason_and_saved_usd_round_trip_through_the_admin_reads(
+    db_url: str, make_engine: MakeEngine, make_record: MakeRecord
+) -> None:
+    """What the request log (storage.request_log, the admin API's) and ledger_rows read back
+    is what was written: the route's reason (cut to 500 characters) and the response
+    cache's saving, a Decimal to the 12th place."""
+    engine = make_engine(db_url)
+    reason = "cheapest: openai:gpt-4o-mini, at most $0.0012 (skipped openai:gpt-4o: breaker open)"
+    hit = make_record(
+        org_id="org_a", status="cached", cost_usd=Decimal(0), input_tokens=0, output_tokens=0,
+        saved_usd=Decimal("0.000000000001"), route_reason=reason,
+    )  # fmt: skip
+    long = make_record(org_id="org_a", route_reason="x" * 501 + "tail")
+    plain = make_record(org_id="org_b")  # neither: NULL and 0
+    async with LedgerWriter(engine) as writer:
+        for record in (hit, long, plain):
+            writer.submit(record)
+    found = request_log.find(engine, hit.request_id, tenant="org_a")
+    assert found is not None and found == hit
+    assert (found.route_reason, found.saved_usd) == (reason, Decimal("1E-12"))
+    assert type(found.saved_usd) is Decimal and found.status == "cached"
+    assert request_log.find(engine, hit.request_id, tenant="org_b") is None
+    q = request_log.LogQuery(
+        hit.ts - timedelta(hours=1), hit.ts + timedelta(hours=1), {"status": "cached"}
+    )
+    assert request_log.search(engine, q, limit=10) == [hit]
+    got = {r.request_id: r for r in ledger_rows(engine, [long.request_id, plain.request_id])}
+    assert got[long.request_id].route_reason == "x" * 500
+    assert (got[plain.request_id].route_reason, got[plain.request_id].saved_usd) == (None, 0)
+    assert type(got[plain.request_id].saved_usd) is Decimal

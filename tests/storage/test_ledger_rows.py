@@ -70,6 +70,18 @@ _OVERRIDES = st.fixed_dictionaries(
             st.just({"k": object()}),
             st.just([("k", "v")]),
         ),
+        # At most 500 characters are written: a longer reason is cut, never refused.
+        "route_reason": st.one_of(
+            _TEXT,
+            st.sampled_from(["a" * 500, "a" * 501, "\u00e9" * 600, "x" * 499 + "\x00\ud800"]),
+        ),
+        "saved_usd": st.one_of(
+            st.decimals(min_value=-10, max_value=10**6, places=13),
+            st.sampled_from([Decimal("NaN"), Decimal("Infinity"), Decimal("1E+12")]),
+            st.sampled_from([Decimal("-0.000000000001"), Decimal("0.0000000000005")]),
+            st.integers(0, 5),
+            st.just(0.5),
+        ),
         "latency_ms": _FLOAT,
         "ttft_ms": st.one_of(st.none(), _FLOAT),
         "streamed": st.sampled_from([True, False, 1, "", None]),
@@ -125,3 +137,22 @@ def test_the_usual_record_is_converted_without_the_checked_path(
     monkeypatch.setattr(rows, "record_to_row", refuse)
     assert insert.params_of(usual) == expected
     assert '{"a":"1","b":"2"}' in expected and "2030-01-02" in expected
+    cached = make_record(
+        status="cached", cost_usd=Decimal(0), saved_usd=Decimal("0.0012"),
+        route_reason="cheapest: openai:gpt-4o-mini (skipped openai:gpt-4o: breaker open)",
+    )  # fmt: skip
+    assert insert.params_of(cached) == _checked(insert, cached)
+
+
+def test_a_long_route_reason_is_cut_to_500_characters_and_a_saving_is_exact() -> None:
+    record = LedgerRecord(
+        request_id="req_1", ts=datetime(2026, 12, 2, tzinfo=UTC), endpoint="chat.completions",
+        status="cached", http_status=200, route_reason="r" * 499 + "\u00e9" * 20,
+        saved_usd=Decimal("0.000000001"),
+    )  # fmt: skip
+    row = record_to_row(record)
+    assert row["route_reason"] == "r" * 499 + "\u00e9" and len(row["route_reason"]) == 500
+    assert row["saved_usd"] == Decimal("0.000000001") and type(row["saved_usd"]) is Decimal
+    for bad in (Decimal("-0.01"), 0.5, Decimal("NaN")):
+        with pytest.raises(InvalidInput):
+            record_to_row(dataclasses.replace(record, saved_usd=bad))  # type: ignore[arg-type]

@@ -8,6 +8,7 @@ import random
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -166,13 +167,15 @@ def test_migration_0009_keeps_every_row_up_and_down(
     stamps = [FIRST + timedelta(seconds=rng.uniform(0, span)) for _ in range(60)]
     records = [timed_record(rng, ts) for ts in stamps]
     records.append(dataclasses.replace(random_record(rng, NOW), request_id="legacy-x"))
-    # The ledger as 0008 has it: without the columns later migrations add (0015's security).
+    # The ledger as 0008 has it: without the columns later migrations add (0015's security,
+    # 0016's route_reason and saved_usd).
+    later = ("security", "route_reason", "saved_usd")
     old_ledger = sa.Table(
-        "ledger", sa.MetaData(), *(c._copy() for c in ledger.columns if c.name != "security")
+        "ledger", sa.MetaData(), *(c._copy() for c in ledger.columns if c.name not in later)
     )
 
     def old_row(record: LedgerRecord) -> dict[str, Any]:
-        return {k: v for k, v in record_to_row(record).items() if k != "security"}
+        return {k: v for k, v in record_to_row(record).items() if k not in later}
 
     with engine.begin() as conn:
         conn.execute(old_ledger.insert(), [{**old_row(r), "written_ms": 77} for r in records])
@@ -218,7 +221,8 @@ def test_migration_0011_ranks_the_daily_slices_already_there(
     engine = make_engine(fresh_db_url)
     _migrate_to(engine, "0010")
     costs = ["0.000000000001", "12.5", "3"]
-    columns = [c for c in ROLLUP_MEASURES if c not in ("cost_usd", "cache_savings_usd")]
+    later = ("cost_usd", "cache_savings_usd", "saved_usd")  # money, and 0016's
+    columns = [c for c in ROLLUP_MEASURES if c not in later]
     with engine.begin() as conn:
         for i, cost in enumerate(costs):
             conn.execute(
@@ -247,3 +251,96 @@ def test_migration_0011_ranks_the_daily_slices_already_there(
     assert "cost_rank" not in names
     _migrate_to(engine, "head")
     assert [org for org, _ in ranked()] == ["org_1", "org_2", "org_0"]
+
+
+# --------------------------------------------------------------------------- 0016
+
+_ROLLUPS = (
+    "rollup_hourly", "rollup_daily", "rollup_tags_hourly", "rollup_tags_daily",
+    "rollup_slices_hourly", "rollup_slices_daily",
+)  # fmt: skip
+
+
+def _files(engine: Engine, names: list[str]) -> dict[str, int]:
+    """Each table's file on PostgreSQL: a table rewritten gets a new one."""
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT relname, relfilenode FROM pg_class WHERE relname = ANY(%(n)s)", {"n": names}
+        )
+        return {str(name): int(node) for name, node in rows}
+
+
+def _columns(engine: Engine, table: str) -> dict[str, dict[str, Any]]:
+    return {str(c["name"]): dict(c) for c in sa.inspect(engine).get_columns(table)}
+
+
+def test_migration_0016_adds_route_reason_and_saved_usd_to_rows_already_there(
+    fresh_db_url: str, backend: str, make_engine: Callable[[str], Engine]
+) -> None:
+    engine = make_engine(fresh_db_url)
+    _migrate_to(engine, "0015")
+    rng = random.Random(16)
+    records = [timed_record(rng, NOW - timedelta(days=40 * i)) for i in range(3)]
+    later = ("route_reason", "saved_usd")
+    old_ledger = sa.Table(
+        "ledger", sa.MetaData(), *(c._copy() for c in ledger.columns if c.name not in later)
+    )
+    rows = [{k: v for k, v in record_to_row(r).items() if k not in later} for r in records]
+    measures = [m for m in ROLLUP_MEASURES if m not in later]
+    with engine.begin() as conn:
+        conn.execute(old_ledger.insert(), rows)
+        conn.execute(
+            sa.text(
+                f"INSERT INTO rollup_daily (day, org_id, project_id, key_id, end_user, provider, "
+                f"model, status, {', '.join(measures)}) VALUES ('2026-11-01', 'o', '', '', '', "
+                f"'', '', 'success', {', '.join('2' for _ in measures)})"
+            )
+        )
+    partitions = _partitions(engine)
+    before = _files(engine, [*partitions, *_ROLLUPS]) if backend == "postgresql" else {}
+    _migrate_to(engine, "0016")
+    if backend == "postgresql":
+        # A constant default: no partition of the ledger and no rollup table was rewritten,
+        # and the columns reached every partition.
+        assert len(partitions) > 3 and _files(engine, [*partitions, *_ROLLUPS]) == before
+        for name in partitions:
+            assert {"route_reason", "saved_usd"} <= set(_columns(engine, name)), name
+    with engine.connect() as conn:
+        read = conn.execute(
+            sa.select(ledger.c.request_id, ledger.c.route_reason, ledger.c.saved_usd)
+        ).all()
+        rolled = conn.execute(sa.text("SELECT saved_usd FROM rollup_daily")).scalar_one()
+    assert sorted(read) == sorted((r.request_id, None, Decimal(0)) for r in records)
+    assert all(type(saved) is Decimal for _, _, saved in read)
+    assert Decimal(rolled) == 0
+    for table in ("ledger", *_ROLLUPS):
+        saved = _columns(engine, table)["saved_usd"]
+        assert saved["nullable"] is False and saved["default"] is not None, table
+    # New rows: the columns written and read back, exact.
+    new = dataclasses.replace(
+        timed_record(rng, NOW), status="cached", cost_usd=Decimal(0),
+        saved_usd=Decimal("123.000000000001"), route_reason="weighted: openai:gpt-4o-mini",
+    )  # fmt: skip
+    with engine.begin() as conn:
+        conn.execute(ledger.insert(), record_to_row(new))
+    with engine.connect() as conn:
+        got = conn.execute(
+            sa.select(ledger.c.route_reason, ledger.c.saved_usd).where(
+                ledger.c.request_id == new.request_id
+            )
+        ).one()
+    assert tuple(got) == ("weighted: openai:gpt-4o-mini", Decimal("123.000000000001"))
+    _migrate_to(engine, "0015", down=True)
+    assert not set(later) & set(_columns(engine, "ledger"))
+    for table in _ROLLUPS:
+        assert "saved_usd" not in _columns(engine, table), table
+    with engine.connect() as conn:
+        kept = conn.execute(sa.select(old_ledger.c.request_id)).scalars().all()
+        assert conn.execute(sa.text("SELECT count(*) FROM rollup_daily")).scalar_one() == 1
+    assert sorted(kept) == sorted([*(r.request_id for r in records), new.request_id])
+    if backend == "sqlite":  # the tables remade, with their indexes
+        assert "ix_ledger_org_id_ts" in _indexes(engine)
+        slices = {ix["name"] for ix in sa.inspect(engine).get_indexes("rollup_slices_daily")}
+        assert "ix_rollup_slices_daily_day_slice_cost_rank" in slices
+    _migrate_to(engine, "head")
+    assert _diffs(engine, metadata) == []

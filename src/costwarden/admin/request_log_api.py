@@ -48,6 +48,9 @@ def record_json(r: LedgerRecord) -> dict[str, Any]:
     out = dataclasses.asdict(r)
     out["ts"] = r.ts.isoformat()
     out["cost_usd"] = format(r.cost_usd, "f")
+    # A response-cache hit's saving (status "cached"; "0..." on any other row), as exact
+    # as the cost. route_reason is the row's text as is.
+    out["saved_usd"] = format(r.saved_usd, "f")
     return out
 
 

@@ -5,10 +5,11 @@ would refuse) and returns the row SQLAlchemy would insert; :meth:`DriverInsert.p
 gives the same row as the driver's parameters, for the writer's multi-row INSERTs.
 ``params_of`` runs on the request path (``LedgerWriter.submit``), so the usual record -- text
 that is ASCII without NUL, non-negative int tokens, finite float timings, a finite Decimal
-cost, UTC time, a dict of tags -- is recognised with a few C-level checks over all its fields
-at once and converted in one pass; any other record goes through ``record_to_row``'s checks,
-which either refuse it or convert it the same way (``tests/storage/test_ledger_rows.py`` holds
-the two to the same parameters). Measured under callgrind on a typical row: the checked path
+cost and response-cache saving, UTC time, a dict of tags, a route reason of at most
+:data:`MAX_ROUTE_REASON` characters -- is recognised with a few C-level checks over all its
+fields at once and converted in one pass; any other record goes through ``record_to_row``'s
+checks, which either refuse it or convert it the same way (``tests/storage/test_ledger_rows.py``
+holds the two to the same parameters). Measured under callgrind on a typical row: the checked path
 cost about 91,000 instructions, the one pass about 12,000.
 """
 
@@ -33,7 +34,7 @@ from costwarden.storage.schema import ledger
 from costwarden.storage.sqltypes import MONEY_LIMIT, MONEY_QUANTUM, ensure_utc, to_money
 
 _MAX_BIGINT = 2**63 - 1
-# A power of two. 27 columns a row: 3,456 parameters a statement, well under SQLite's and
+# A power of two. 30 columns a row: 3,840 parameters a statement, well under SQLite's and
 # PostgreSQL's caps.
 _ROWS_PER_STATEMENT = 128
 # The database's clock in epoch milliseconds, as SQL (ledger.written_ms; the rollup job
@@ -49,8 +50,11 @@ _COLUMNS = (
     "key_id", "end_user", "session_id", "tags", "provider", "requested_model", "served_model",
     "streamed", "input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens",
     "reasoning_tokens", "cost_usd", "cost_estimated", "latency_ms", "ttft_ms", "overhead_ms",
-    "error", "security",
+    "error", "security", "route_reason", "saved_usd",
 )  # fmt: skip
+# A route reason is a sentence or two (the strategy, the deployment chosen, what was skipped);
+# a longer one is cut to this many characters when written, never refused.
+MAX_ROUTE_REASON = 500
 _BOOLEAN_COLUMNS = frozenset({"streamed", "cost_estimated"})
 _FLOAT_COLUMNS = frozenset({"latency_ms", "ttft_ms", "overhead_ms"})
 _TEXT_FIELDS = (
@@ -122,11 +126,19 @@ def _float(value: object, field: str, *, nullable: bool = False) -> float | None
     return result
 
 
-def _cost(value: object) -> Decimal:
+def _cost(value: object, field: str = "cost_usd") -> Decimal:
     cost = to_money(value)
-    if cost < 0:  # top-N ranking (analytics.ranking) reads costs as never below 0
-        raise InvalidInput(f"ledger record cost_usd must not be negative: {cost}")
+    # top-N ranking (analytics.ranking) reads costs as never below 0; a saving below 0 (the
+    # response cache's saved_usd) means nothing either.
+    if cost < 0:
+        raise InvalidInput(f"ledger record {field} must not be negative: {cost}")
     return cost
+
+
+def _route_reason(value: object) -> str | None:
+    if isinstance(value, str) and len(value) > MAX_ROUTE_REASON:
+        value = value[:MAX_ROUTE_REASON]
+    return None if value is None else _clean_text(value, "route_reason")
 
 
 def record_to_row(record: LedgerRecord) -> dict[str, Any]:
@@ -158,6 +170,8 @@ def record_to_row(record: LedgerRecord) -> dict[str, Any]:
         "latency_ms": _float(record.latency_ms, "latency_ms"),
         "ttft_ms": _float(record.ttft_ms, "ttft_ms", nullable=True),
         "overhead_ms": _float(record.overhead_ms, "overhead_ms"),
+        "route_reason": _route_reason(record.route_reason),
+        "saved_usd": _cost(record.saved_usd, "saved_usd"),
     }
     for field in _TEXT_FIELDS:
         value = getattr(record, field)
@@ -198,6 +212,8 @@ def row_to_record(row: Mapping[Any, Any]) -> LedgerRecord:
         overhead_ms=float(row["overhead_ms"]),
         error=row["error"],
         security=row.get("security"),
+        route_reason=row["route_reason"],
+        saved_usd=row["saved_usd"],
     )
 
 
@@ -241,6 +257,7 @@ class DriverInsert:
             # text is the same (tests/storage/test_ledger.py compares it with SQLAlchemy's).
             processors["ts"] = _sqlite_timestamp
             processors["cost_usd"] = _plain_decimal
+            processors["saved_usd"] = _plain_decimal
             # sqlite3 binds only exact int, float, str and bytes directly; every None goes
             # through its adapter lookup, which raises and swallows two AttributeErrors
             # (about 0.7 µs a parameter, and a row has several NULLs). An adapter for None
@@ -277,7 +294,7 @@ class DriverInsert:
         user, session, provider, requested, served, error = (
             r.end_user, r.session_id, r.provider, r.requested_model, r.served_model, r.error,
         )  # fmt: skip
-        security = r.security
+        security, reason, saved = r.security, r.route_reason, r.saved_usd
         http, tokens_in, cached, written, tokens_out, reasoning = (
             r.http_status, r.input_tokens, r.cached_input_tokens, r.cache_write_tokens,
             r.output_tokens, r.reasoning_tokens,
@@ -300,6 +317,7 @@ class DriverInsert:
             and (served is None or type(served) is str)
             and (error is None or type(error) is str)
             and (security is None or type(security) is str)
+            and (reason is None or (type(reason) is str and len(reason) <= MAX_ROUTE_REASON))
             and type(http) is int
             and type(tokens_in) is int
             and type(cached) is int
@@ -313,6 +331,8 @@ class DriverInsert:
             and ts.tzinfo is UTC
             and type(cost) is Decimal
             and cost.is_finite()
+            and type(saved) is Decimal
+            and saved.is_finite()
             and type(tags) is dict
             and type(latency) is float
             and type(overhead) is float
@@ -322,11 +342,16 @@ class DriverInsert:
         ):
             return self.params(record_to_row(record))
         texts = (request_id, endpoint, org, project, key, user, session, provider, requested)
-        joined = "".join(filter(None, (*texts, served, error, security)))
+        joined = "".join(filter(None, (*texts, served, error, security, reason)))
         if not joined.isascii() or "\x00" in joined:
             return self.params(record_to_row(record))  # cleaned there
         money = cost.quantize(MONEY_QUANTUM, context=MONEY_CONTEXT)
-        if not 0 <= money < MONEY_LIMIT:
+        # Nearly every row saves nothing: its 0 as quantized once (half a µs less a row).
+        if not saved and not saved.is_signed():
+            saved_money = _NO_SAVING
+        else:
+            saved_money = saved.quantize(MONEY_QUANTUM, context=MONEY_CONTEXT)
+        if not (0 <= money < MONEY_LIMIT and 0 <= saved_money < MONEY_LIMIT):
             return self.params(record_to_row(record))  # refused there
         try:
             tags_json = orjson.dumps(tags, option=orjson.OPT_SORT_KEYS).decode() if tags else "{}"
@@ -338,13 +363,14 @@ class DriverInsert:
                 request_id, stamp, stamp[:10], endpoint, r.status, http, org, project, key,
                 user, session, tags_json, provider, requested, served, 1 if r.streamed else 0,
                 tokens_in, cached, written, tokens_out, reasoning, format(money, "f"),
-                1 if r.cost_estimated else 0, latency, ttft, overhead, error, security,
+                1 if r.cost_estimated else 0, latency, ttft, overhead, error, security, reason,
+                _NO_SAVING_TEXT if saved_money is _NO_SAVING else format(saved_money, "f"),
             ]  # fmt: skip
         values = [
             request_id, ts, ts.date().isoformat(), endpoint, r.status, http, org, project, key,
             user, session, tags_json, provider, requested, served, bool(r.streamed),
             tokens_in, cached, written, tokens_out, reasoning, money, bool(r.cost_estimated),
-            latency, ttft, overhead, error, security,
+            latency, ttft, overhead, error, security, reason, saved_money,
         ]  # fmt: skip
         for i, processor in self._convert:
             values[i] = processor(values[i])
@@ -363,6 +389,9 @@ class DriverInsert:
         return inserted
 
 
+# A row's saved_usd of 0 as record_to_row makes it, and its SQLite text.
+_NO_SAVING = Decimal(0).quantize(MONEY_QUANTUM, context=MONEY_CONTEXT)
+_NO_SAVING_TEXT = format(_NO_SAVING, "f")
 # Its get is a C method returning None for any argument: no Python frame per NULL.
 _NO_ADAPTATION: dict[object, None] = {}
 

@@ -103,6 +103,13 @@ ledger = sa.Table(
     # What the prompt scan acted on (costwarden.security): a JSON array of findings, never
     # the text found; NULL when it found nothing (or did not run).
     sa.Column("security", sa.Text, nullable=True),
+    # Why the route served it where it did (the strategy, the deployment chosen, what was
+    # skipped, a downgrade), at most 500 characters; NULL when the route said nothing.
+    # Migration 0016, with saved_usd.
+    sa.Column("route_reason", sa.Text, nullable=True),
+    # A response-cache hit (status "cached", cost_usd 0): what the call it avoided would
+    # have cost. 0 on every other row (and on every row from before 0016: the default).
+    sa.Column("saved_usd", Money(), nullable=False, server_default="0"),
     # When the row reached the ledger (epoch ms, the database's clock, set by the INSERT
     # itself): the analytics rollup's watermark runs over it, so a row written late lands in
     # its own hour. NULL for rows written before migration 0007 (the first rollup takes all).
@@ -351,17 +358,23 @@ leases = sa.Table(
 # Analytics rollups (costwarden.analytics): totals per hour and per UTC day by every
 # dimension, and by tag. "" stands for a dimension the row did not have (NULLs never collide
 # in a primary key). Latencies are summed in whole microseconds, so every sum is exact.
+# Two savings, never to be confused: cache_savings_usd is the provider's prompt caching (its
+# cached input tokens), saved_usd the response cache's (the calls a hit avoided, migration
+# 0016; its server default 0 is for the rows from before it).
 ROLLUP_DIMS = ("org_id", "project_id", "key_id", "end_user", "provider", "model", "status")
 ROLLUP_MEASURES = (
     "requests", "input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens",
-    "reasoning_tokens", "cost_usd", "cache_savings_usd", "latency_us", "ttft_us", "ttft_count",
+    "reasoning_tokens", "cost_usd", "cache_savings_usd", "saved_usd", "latency_us", "ttft_us",
+    "ttft_count",
 )  # fmt: skip
+ROLLUP_MONEY = ("cost_usd", "cache_savings_usd", "saved_usd")
 
 
 def _measures() -> list[sa.Column[object]]:
-    money = ("cost_usd", "cache_savings_usd")
     return [
-        sa.Column(name, Money() if name in money else sa.BigInteger, nullable=False)
+        sa.Column(name, Money(), nullable=False, server_default="0")
+        if name == "saved_usd"
+        else sa.Column(name, Money() if name in ROLLUP_MONEY else sa.BigInteger, nullable=False)
         for name in ROLLUP_MEASURES
     ]
 
