@@ -27,7 +27,8 @@ def _row(**fields: Any) -> dict[str, Any]:
     row = {
         "org_id": "o1", "tags": "{}", "input_tokens": 10, "cached_input_tokens": 2,
         "cache_write_tokens": 1, "output_tokens": 5, "reasoning_tokens": 0,
-        "cost_usd": "0.000000000001", "latency_ms": 12.3456, "ttft_ms": None,
+        "cost_usd": "0.000000000001", "saved_usd": "0", "latency_ms": 12.3456,
+        "ttft_ms": None,
     }  # fmt: skip
     row.update(fields)
     return row
@@ -44,6 +45,19 @@ def test_sums_are_exact_in_any_order() -> None:
     assert forward.cost_usd == sum(Decimal(r["cost_usd"]) for r in rows)
     assert forward.requests == 50 and forward.input_tokens == 500
     assert forward.latency_us == sum(round(0.1 * i * 1000) for i in range(50))
+
+
+def test_response_cache_savings_sum_exactly_apart_from_prompt_cache_savings() -> None:
+    saved = ["0.000000001", "1.1", "2.25"]
+    rows = [_row(status="cached", cost_usd="0", saved_usd=s) for s in saved] + [_row()]
+    totals = Totals()
+    for row in rows:
+        totals.add(row_totals(row))
+    assert totals.saved_usd == Decimal("3.350000001") and totals.cost_usd == Decimal("1E-12")
+    assert totals.cache_savings_usd == 0  # the provider's prompt caching: another figure
+    assert Totals.of(totals.as_dict()) == totals
+    (tagged,) = tag_rollup([_row(tags='{"team":"ml"}', saved_usd=s) for s in saved]).values()
+    assert tagged.saved_usd == Decimal("3.350000001")
 
 
 @pytest.mark.parametrize(
@@ -98,6 +112,13 @@ def test_drifts() -> None:
     assert drifts("d", {"o1": a}, {}) == [
         Drift("d", "o1", "requests", "3", "0"),
         Drift("d", "o1", "cost_usd", "1.5", "0"),
+    ]
+
+
+def test_a_saving_that_differs_drifts() -> None:
+    a = Totals(requests=1, saved_usd=Decimal("0.25"))
+    assert drifts("d", {"o1": a}, {"o1": Totals(requests=1)}) == [
+        Drift("d", "o1", "saved_usd", "0.25", "0")
     ]
 
 

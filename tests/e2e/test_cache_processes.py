@@ -3,31 +3,20 @@ one process stored is a hit in the other, streamed or not, for the same org only
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import openai
-import pytest
-import redis
 
 from costwarden.mock import MockServer
 from costwarden.storage import repo
 from costwarden.storage.db import create_engine_for
 from costwarden.storage.migrate import migrate
 from costwarden.storage.usage import ledger_rows
-from tests.helpers import (
-    free_port,
-    gateway_toml,
-    require_redis,
-    scratch_pg_database,
-    spawn_gateway,
-    stop_gateway,
-    wait_healthy,
-)
+from tests.e2e.event_streams import REDIS_URL  # the shared_stack fixture's database
+from tests.helpers import free_port, gateway_toml, spawn_gateway, stop_gateway, wait_healthy
 
-REDIS_URL = "redis://127.0.0.1:6379/11"
 CACHED = f"""
 [redis]
 url = "{REDIS_URL}"
@@ -40,17 +29,6 @@ model = "cached-mini"
 deployments = ["openai:gpt-4o-mini"]
 cache = {{ ttl_seconds = 600 }}
 """
-
-
-@pytest.fixture
-def shared_stack(pg_ready: None) -> Iterator[str]:
-    require_redis(REDIS_URL)
-    client = redis.Redis.from_url(REDIS_URL)
-    client.flushdb()
-    with scratch_pg_database() as url:
-        yield url
-    client.flushdb()
-    client.close()
 
 
 async def test_an_answer_stored_by_one_process_is_a_hit_in_the_other(

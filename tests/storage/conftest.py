@@ -282,7 +282,7 @@ def ledger_row(r: LedgerRecord) -> dict[str, Any]:
         "input_tokens": r.input_tokens, "cached_input_tokens": r.cached_input_tokens,
         "cache_write_tokens": r.cache_write_tokens, "output_tokens": r.output_tokens,
         "reasoning_tokens": r.reasoning_tokens, "cost_usd": r.cost_usd,
-        "latency_ms": r.latency_ms, "ttft_ms": r.ttft_ms, "ts": r.ts,
+        "saved_usd": r.saved_usd, "latency_ms": r.latency_ms, "ttft_ms": r.ttft_ms, "ts": r.ts,
     }  # fmt: skip
 
 

@@ -6,16 +6,19 @@ and repaired."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from costwarden.analytics.latency import bucket_of
+from costwarden.analytics.query import SpendQuery
 from costwarden.analytics.rollup import (
     SLICES,
     Drift,
@@ -26,6 +29,7 @@ from costwarden.analytics.rollup import (
     tag_rollup,
 )
 from costwarden.core.records import LedgerRecord
+from costwarden.storage.analytics_read import spend
 from costwarden.storage.ledger import LedgerWriter
 from costwarden.storage.partitions import epoch_ms
 from costwarden.storage.reconciliation import reconcile
@@ -269,3 +273,66 @@ def test_late_rows_of_pruned_hours_are_added_once_when_two_runs_overlap(engine: 
     assert roll_up(engine, lag_ms=0).hours == 0
     # Added once; the pruned hour kept the row gone from the raw ledger (early[1]).
     assert hourly_rollup(engine) == expected_hourly([*early, *late])
+
+
+def _cached(record: LedgerRecord, saved: str) -> LedgerRecord:
+    """``record`` as a response-cache hit: $0, ``saved`` what the call would have cost."""
+    return dataclasses.replace(
+        record, status="cached", cost_usd=Decimal(0), saved_usd=Decimal(saved)
+    )
+
+
+def test_response_cache_savings_roll_up_exactly(engine: Engine) -> None:
+    """saved_usd is summed like cost_usd, exactly, into every rollup (hourly, daily, tags,
+    slices), apart from cache_savings_usd; a hit is counted as requests of status cached;
+    a read over the raw ledger and the same read over the rollups agree."""
+    rng = random.Random(16)
+    hour = BASE + timedelta(hours=5)
+    traffic = [random_record(rng, BASE + timedelta(seconds=rng.uniform(0, 2 * 86400)))
+               for _ in range(120)]  # fmt: skip
+    mine = [
+        _cached(dataclasses.replace(random_record(rng, hour + timedelta(minutes=m)),
+                                    org_id="org_a", tags=tags), saved)
+        for m, saved, tags in ((1, "0.000000001", {"team": "ml"}), (2, "1.1", {"team": "ml"}),
+                               (3, "2.25", {}))
+    ]  # fmt: skip
+    theirs = _cached(dataclasses.replace(random_record(rng, hour), org_id="org_b"), "0.5")
+    records = [*traffic, *mine, theirs]
+    insert_records(engine, records, 1)
+    q = SpendQuery(BASE, BASE + timedelta(days=2), by=("org_id", "status"))
+    from_raw = spend(engine, q)
+    roll_up(engine, lag_ms=0)
+    assert hourly_rollup(engine) == expected_hourly(records)
+    assert reconcile(engine, _days(records)) == []
+    assert spend(engine, q) == from_raw  # the rollups and the raw ledger agree
+    cached = {row.keys[0]: row.totals for row in from_raw if row.keys[1] == "cached"}
+    assert cached["org_a"].requests == 3 and cached["org_b"].requests == 1
+    assert cached["org_a"].saved_usd == Decimal("3.350000001")
+    assert cached["org_b"].saved_usd == Decimal("0.5")
+    assert all(t.cost_usd == 0 and t.cache_savings_usd == 0 for t in cached.values())
+    assert all(row.totals.saved_usd == 0 for row in from_raw if row.keys[1] != "cached")
+    day = day_of(hour)
+    with engine.connect() as conn:
+        daily = conn.execute(
+            sa.select(rollup_daily.c.saved_usd).where(
+                rollup_daily.c.day == day, rollup_daily.c.org_id == "org_a",
+                rollup_daily.c.status == "cached",
+            )
+        ).scalars().all()  # fmt: skip
+        org_slice = conn.execute(
+            sa.select(rollup_slices_daily.c.saved_usd).where(
+                rollup_slices_daily.c.day == day, rollup_slices_daily.c.slice == "status",
+                rollup_slices_daily.c.org_id == "org_a", rollup_slices_daily.c.value == "cached",
+            )
+        ).scalar_one()  # fmt: skip
+        tag = conn.execute(
+            sa.select(rollup_tags_daily.c.saved_usd).where(
+                rollup_tags_daily.c.day == day, rollup_tags_daily.c.org_id == "org_a",
+                rollup_tags_daily.c.tag == "team=ml",
+            )
+        ).scalar_one()  # fmt: skip
+    assert sum(daily, Decimal(0)) == Decimal("3.350000001")
+    assert type(org_slice) is Decimal and org_slice == Decimal("3.350000001")
+    ml = [r for r in records if r.org_id == "org_a" and r.tags.get("team") == "ml"]
+    want_tag = sum((r.saved_usd for r in ml if day_of(r.ts) == day), Decimal(0))
+    assert tag == want_tag == Decimal("1.100000001")

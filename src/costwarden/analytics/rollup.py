@@ -6,10 +6,10 @@ Its measures are sums only, so a bucket can be recomputed from its raw rows at a
 give the same row (the rollup job's idempotence), and a day is the sum of its hours.
 
 Every measure is exact: counts and tokens are integers, money is ``Decimal`` (the ledger's 12
-places), and latencies are summed in whole microseconds (each row's milliseconds rounded to a
-microsecond first: by the database for the dimensions' rollup, by :func:`micros` for tags;
-the two may differ on an exact half microsecond), so the same rows always give the same
-sums, in any order.
+places: the cost, and the response cache's savings ``saved_usd``), and latencies are summed
+in whole microseconds (each row's milliseconds rounded to a microsecond first: by the
+database for the dimensions' rollup, by :func:`micros` for tags; the two may differ on an
+exact half microsecond), so the same rows always give the same sums, in any order.
 
 Reconciliation compares a day's totals per org from the raw ledger with the rollup's: any
 difference in requests, tokens or cost is a :class:`Drift` (a row written behind the job's
@@ -31,10 +31,11 @@ import orjson
 
 HOUR = timedelta(hours=1)
 DIMENSIONS = ("org_id", "project_id", "key_id", "end_user", "provider", "model", "status")
-# What reconciliation compares: the measures a bill is made of.
+# What reconciliation compares: the measures a bill is made of, and what the response cache
+# saved.
 CHECKED = (
     "requests", "input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens",
-    "reasoning_tokens", "cost_usd",
+    "reasoning_tokens", "cost_usd", "saved_usd",
 )  # fmt: skip
 _ZERO = Decimal(0)
 LATENCY_REQUESTS = "latency_requests"  # the drift of a latency histogram's request count
@@ -60,7 +61,11 @@ class Totals:
     output_tokens: int = 0
     reasoning_tokens: int = 0
     cost_usd: Decimal = _ZERO
-    cache_savings_usd: Decimal = _ZERO  # what cached answers saved: 0 until caching exists
+    # Prompt cache savings: what the provider's cached input tokens saved. 0: not computed yet.
+    cache_savings_usd: Decimal = _ZERO
+    # Response cache savings: what the calls answered from the gateway's response cache would
+    # have cost (the ledger's saved_usd, only ever non-zero on rows of status "cached").
+    saved_usd: Decimal = _ZERO
     latency_us: int = 0
     ttft_us: int = 0
     ttft_count: int = 0
@@ -87,8 +92,9 @@ class Totals:
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(Totals))
 _FIELD_SET = frozenset(_FIELDS)
-_MONEY = frozenset({"cost_usd", "cache_savings_usd"})
+_MONEY = frozenset({"cost_usd", "cache_savings_usd", "saved_usd"})
 MEASURES = _FIELDS
+MONEY_MEASURES = _MONEY
 
 
 def micros(ms: float | None) -> int:
@@ -107,6 +113,7 @@ def row_totals(row: Mapping[Any, Any]) -> Totals:
         output_tokens=int(row["output_tokens"]),
         reasoning_tokens=int(row["reasoning_tokens"]),
         cost_usd=Decimal(row["cost_usd"]),
+        saved_usd=Decimal(row["saved_usd"]),
         latency_us=micros(row["latency_ms"]),
         ttft_us=micros(ttft),
         ttft_count=0 if ttft is None else 1,

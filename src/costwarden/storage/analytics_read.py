@@ -21,7 +21,14 @@ from sqlalchemy.engine import Connection
 
 from costwarden.analytics.latency import merge
 from costwarden.analytics.query import DAY, Plan, SpendQuery, plan, uses_tags
-from costwarden.analytics.rollup import HOUR, MEASURES, Totals, day_of, tag_rollup
+from costwarden.analytics.rollup import (
+    HOUR,
+    MEASURES,
+    MONEY_MEASURES,
+    Totals,
+    day_of,
+    tag_rollup,
+)
 from costwarden.storage.db import Bind, connect_read, money_sum
 from costwarden.storage.rollups import EVERY_ORG, LATENCY_BUCKET, RAW_DIMS, RAW_SUMS, watermark
 from costwarden.storage.schema import (
@@ -37,7 +44,6 @@ from costwarden.storage.schema import (
 )
 
 _c = ledger.c
-_MONEY = frozenset({"cost_usd", "cache_savings_usd"})
 _ZERO = Decimal(0)
 Key = tuple[str | None, tuple[str, ...]]  # (bucket, the group's values)
 _Part = tuple[Key, Mapping[Any, Any]]  # a group of one part of an answer, and its sums
@@ -153,7 +159,7 @@ def read_parts(conn: Connection, q: SpendQuery, reading: Reading) -> Iterator[_P
 
 def _sums(table: sa.Table, measures: Collection[str]) -> list[sa.ColumnElement[Any]]:
     return [
-        (money_sum(table.c[m]) if m in _MONEY else sa.func.sum(table.c[m])).label(m)
+        (money_sum(table.c[m]) if m in MONEY_MEASURES else sa.func.sum(table.c[m])).label(m)
         for m in MEASURES
         if m in measures
     ]
@@ -307,7 +313,8 @@ def _raw_tags(
 ) -> list[tuple[tuple[str, ...], Totals]]:
     stmt = sa.select(
         _c.org_id, _c.tags, _c.input_tokens, _c.cached_input_tokens, _c.cache_write_tokens,
-        _c.output_tokens, _c.reasoning_tokens, _c.cost_usd, _c.latency_ms, _c.ttft_ms,
+        _c.output_tokens, _c.reasoning_tokens, _c.cost_usd, _c.saved_usd, _c.latency_ms,
+        _c.ttft_ms,
     ).where(_c.ts >= start, _c.ts < end, _c.tags != "{}")  # fmt: skip
     if q.tenant is not None:
         stmt = stmt.where(_c.org_id == q.tenant)

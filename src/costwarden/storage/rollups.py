@@ -58,6 +58,7 @@ from costwarden.analytics.rollup import (
     DIMENSIONS,
     HOUR,
     MEASURES,
+    MONEY_MEASURES,
     SLICES,
     Totals,
     day_of,
@@ -86,7 +87,6 @@ from costwarden.storage.sqltypes import UTCDateTime, utcnow
 logger = logging.getLogger(__name__)
 
 _Select = TypeVar("_Select", bound=sa.Select[*tuple[Any, ...]])
-_MONEY_MEASURES = frozenset({"cost_usd", "cache_savings_usd"})
 WATERMARK = "rollup.written_ms"
 # Epoch ms before which raw ledger rows may be pruned (storage.retention writes it).
 PRUNED = "retention.pruned_before_ms"
@@ -97,7 +97,8 @@ _c = ledger.c
 # The columns a tag rollup reads of a raw row.
 _READ = (
     _c.org_id, _c.tags, _c.input_tokens, _c.cached_input_tokens, _c.cache_write_tokens,
-    _c.output_tokens, _c.reasoning_tokens, _c.cost_usd, _c.latency_ms, _c.ttft_ms,
+    _c.output_tokens, _c.reasoning_tokens, _c.cost_usd, _c.saved_usd, _c.latency_ms,
+    _c.ttft_ms,
 )  # fmt: skip
 # The dimensions of a raw row as a rollup row stores them: "" for none.
 RAW_DIMS: dict[str, sa.ColumnElement[Any]] = {
@@ -115,7 +116,8 @@ def _micros_sum(column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
     return sa.func.sum(sa.cast(sa.func.round(column * 1000), sa.BigInteger))
 
 
-# Every measure of a group of raw rows, summed by the database (money exactly: money_sum).
+# Every measure of a group of raw rows, summed by the database (money exactly: money_sum), in
+# the order of MEASURES (INSERT ... SELECT names the columns in that order).
 RAW_SUMS = (
     sa.func.count().label("requests"),
     *(sa.func.sum(getattr(_c, t)).label(t) for t in (
@@ -123,11 +125,14 @@ RAW_SUMS = (
         "reasoning_tokens",
     )),
     money_sum(_c.cost_usd).label("cost_usd"),
-    sa.literal(0).label("cache_savings_usd"),
+    sa.literal(0).label("cache_savings_usd"),  # prompt cache savings: not computed yet
+    money_sum(_c.saved_usd).label("saved_usd"),  # response cache savings
     _micros_sum(_c.latency_ms).label("latency_us"),
     sa.func.coalesce(_micros_sum(_c.ttft_ms), 0).label("ttft_us"),
     sa.func.count(_c.ttft_ms).label("ttft_count"),
 )  # fmt: skip
+if tuple(column.name for column in RAW_SUMS) != MEASURES:  # pragma: no cover - kept in step
+    raise RuntimeError("RAW_SUMS must sum every rollup measure, in the order of MEASURES")
 
 
 def _bucket_sql(column: sa.ColumnElement[Any], first: int, last: int) -> sa.ColumnElement[Any]:
@@ -356,7 +361,7 @@ def _write_day(conn: Connection, day: str) -> None:
 
 def _sums_of(table: sa.Table) -> list[sa.ColumnElement[Any]]:
     return [
-        money_sum(table.c[m]) if m in _MONEY_MEASURES else sa.func.sum(table.c[m])
+        money_sum(table.c[m]) if m in MONEY_MEASURES else sa.func.sum(table.c[m])
         for m in MEASURES
     ]
 
