@@ -21,6 +21,7 @@ import pytest
 from costwarden.analytics.latency import MAX_RELATIVE_ERROR, histogram, quantile
 from costwarden.core.records import LedgerRecord
 from costwarden.storage import repo
+from costwarden.storage.analytics_read import rolled_until
 from costwarden.storage.ledger import LedgerWriter
 from costwarden.storage.rollups import roll_up
 from tests.admin.conftest import AUTH
@@ -248,3 +249,135 @@ async def test_a_chargeback_that_fails_after_its_header_is_cut_short_not_ended(
         with pytest.raises(httpx.RemoteProtocolError):
             async for _ in chunks:
                 pass
+
+
+# ------------------------------------------------------------------ the response cache
+
+RATE = Decimal("0.0001")
+REASON = "cheapest: openai:gpt-4o-mini, at most $0.0012 (skipped openai:gpt-4o: breaker open)"
+
+
+@pytest.fixture
+async def hits(gw: LiveGateway) -> list[LedgerRecord]:
+    """Three days of two real orgs' traffic, a third of it response-cache hits (with what
+    each saved), rolled up; the last minutes' rows after the watermark, read raw."""
+    engine = gw.app.engine
+    ids = [
+        (await asyncio.to_thread(repo.ensure_org, engine, name))[0] for name in ("acme", "beta")
+    ]
+    rng = random.Random(16)
+    now = datetime.now(UTC)
+
+    def made(ts: datetime) -> LedgerRecord:
+        record = dataclasses.replace(
+            random_record(rng, ts), org_id=rng.choice(ids), route_reason=REASON
+        )
+        if rng.random() < 1 / 3:
+            saved = Decimal(rng.randrange(1, 10**10)).scaleb(-12)
+            record = dataclasses.replace(
+                record, status="cached", cost_usd=Decimal(0), saved_usd=saved
+            )
+        return record
+
+    rolled = [made(now - timedelta(seconds=rng.uniform(600, 3 * 86400))) for _ in range(300)]
+    async with LedgerWriter(engine, flush_interval=0.01) as writer:
+        for record in rolled:
+            writer.submit(record)
+    await asyncio.to_thread(roll_up, engine, lag_ms=0)
+    with engine.connect() as conn:
+        boundary = rolled_until(conn)  # from its hour on, the raw ledger is read
+    assert boundary is not None
+    now = datetime.now(UTC)
+    fresh = [made(boundary + (now - boundary) * rng.random()) for _ in range(30)]
+    async with LedgerWriter(engine, flush_interval=0.01) as writer:
+        for record in fresh:
+            writer.submit(record)
+    return [*rolled, *fresh]
+
+
+def _cache_figures(records: list[LedgerRecord]) -> dict[str, object]:
+    """cache_hits, cache_hit_rate and saved_usd as the API must give them for ``records``."""
+    hits = sum(r.status == "cached" for r in records)
+    answered = sum(r.status in ("success", "cached") for r in records)
+    return {
+        "cache_hits": hits,
+        "cache_hit_rate": str((Decimal(hits) / answered).quantize(RATE)) if answered else None,
+        "saved_usd": sum((r.saved_usd for r in records), Decimal(0)),
+    }
+
+
+def _shown(body: dict[str, object]) -> dict[str, object]:
+    return {
+        "cache_hits": body["cache_hits"],
+        "cache_hit_rate": body["cache_hit_rate"],
+        "saved_usd": Decimal(str(body["saved_usd"])),
+    }
+
+
+async def test_response_cache_figures_per_org_and_platform_wide(
+    gw: LiveGateway, client: httpx.AsyncClient, hits: list[LedgerRecord]
+) -> None:
+    ids = {name: (await asyncio.to_thread(repo.get_org_by_name, gw.app.engine, name))
+           for name in ("acme", "beta")}  # fmt: skip
+    per_org = {name: [r for r in hits if org is not None and r.org_id == org.id]
+               for name, org in ids.items()}  # fmt: skip
+    assert all(_cache_figures(rs)["cache_hits"] for rs in per_org.values())
+
+    by_org = await client.get(
+        "/admin/analytics/spend", params={"since": "7d", "by": "org"}, headers=AUTH
+    )
+    assert by_org.status_code == 200, by_org.text
+    body = by_org.json()
+    assert {row["org_name"]: _shown(row) for row in body["data"]} == {
+        name: _cache_figures(rs) for name, rs in per_org.items()
+    }
+    assert _shown(body["totals"]) == _cache_figures(hits)
+    # The prompt cache's savings are another figure (not computed: 0); cost is unchanged.
+    assert body["totals"]["cache_savings_usd"] == "0"
+    assert Decimal(body["totals"]["cost_usd"]) == sum((r.cost_usd for r in hits), Decimal(0))
+
+    # One org's figures never hold the other's: filtered by org, or grouped finer.
+    for name, records in per_org.items():
+        only = await client.get(
+            "/admin/analytics/spend", params={"since": "7d", "org": name, "by": "model"},
+            headers=AUTH,
+        )  # fmt: skip
+        assert only.status_code == 200, only.text
+        assert _shown(only.json()["totals"]) == _cache_figures(records)
+        for row in only.json()["data"]:
+            model = [r for r in records if (r.served_model or r.requested_model) == row["model"]]
+            assert _shown(row) == _cache_figures(model)
+    daily = await client.get(
+        "/admin/analytics/spend",
+        params={"since": "7d", "by": "org", "granularity": "day"}, headers=AUTH,
+    )  # fmt: skip
+    days = daily.json()["data"]
+    assert sum(row["cache_hits"] for row in days) == _cache_figures(hits)["cache_hits"]
+    assert sum(Decimal(row["saved_usd"]) for row in days) == _cache_figures(hits)["saved_usd"]
+
+    top = await client.get(
+        "/admin/analytics/top", params={"since": "7d", "by": "org", "n": "2"}, headers=AUTH
+    )
+    assert {row["org_name"]: _shown(row) for row in top.json()["data"]} == {
+        name: _cache_figures(rs) for name, rs in per_org.items()
+    }
+
+    tagged = await client.get(
+        "/admin/analytics/spend", params={"since": "7d", "by": "tag"}, headers=AUTH
+    )
+    assert tagged.status_code == 200, tagged.text
+    for row in [*tagged.json()["data"], tagged.json()["totals"]]:
+        assert (row["cache_hits"], row["cache_hit_rate"]) == (None, None)  # tags: no status
+    # The totals of the tag groups: a row counts once per tag it carries.
+    assert Decimal(tagged.json()["totals"]["saved_usd"]) == sum(
+        (r.saved_usd * len(r.tags) for r in hits), Decimal(0)
+    )
+
+    overview = await client.get(
+        "/admin/analytics/overview", params={"period": "7d"}, headers=AUTH
+    )
+    assert overview.status_code == 200, overview.text
+    figures = overview.json()
+    assert _shown(figures) == _cache_figures(hits)
+    pct = Decimal(figures["cache_hits"]) / sum(r.status in ("success", "cached") for r in hits)
+    assert figures["cache_hit_rate_pct"] == str((pct * 100).quantize(Decimal("0.1")))

@@ -15,11 +15,13 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import Engine
 
+from costwarden.analytics.overview import CacheCounts
 from costwarden.analytics.query import SpendQuery
 from costwarden.analytics.rollup import Totals, day_of, hour_of, row_totals, tags_of
 from costwarden.core.records import LedgerRecord
 from costwarden.storage import analytics_top
 from costwarden.storage.analytics_read import (
+    cache_counts,
     cost_by,
     requests_by,
     rolled_until,
@@ -65,17 +67,18 @@ def _expected(records: list[LedgerRecord], q: SpendQuery) -> dict[tuple[Any, ...
     return out
 
 
-@pytest.fixture
-async def written(
-    engine: Engine, db_url: str, make_engine: Callable[[str], Engine]
+async def _write(
+    engine: Engine,
+    second: Engine,
+    made: Callable[[random.Random, datetime], LedgerRecord] = random_record,
 ) -> Written:
-    """Three days of rows, rolled up; then rows from the hour the watermark is in on, not."""
+    """Three days of rows, rolled up; then rows from the hour the watermark is in on, not
+    (written by a second engine: another process's writer)."""
     rng = random.Random(31)
     now = datetime.now(UTC)
     base = hour_of(now) - timedelta(days=3)
     span = (now - base).total_seconds()
-    rolled = [random_record(rng, base + timedelta(seconds=rng.uniform(0, span)))
-              for _ in range(500)]  # fmt: skip
+    rolled = [made(rng, base + timedelta(seconds=rng.uniform(0, span))) for _ in range(500)]
     async with LedgerWriter(engine, flush_interval=0.01) as writer:
         for record in rolled:
             writer.submit(record)
@@ -84,13 +87,37 @@ async def written(
         boundary = rolled_until(conn)
     assert boundary is not None
     now = datetime.now(UTC)
-    fresh = [
-        random_record(rng, boundary + (now - boundary) * rng.random()) for _ in range(40)
-    ]
-    async with LedgerWriter(make_engine(db_url), flush_interval=0.01) as writer:
+    fresh = [made(rng, boundary + (now - boundary) * rng.random()) for _ in range(40)]
+    async with LedgerWriter(second, flush_interval=0.01) as writer:
         for record in fresh:
             writer.submit(record)
     return Written([*rolled, *fresh], base, datetime.now(UTC))
+
+
+@pytest.fixture
+async def written(
+    engine: Engine, db_url: str, make_engine: Callable[[str], Engine]
+) -> Written:
+    """Three days of rows, rolled up; then rows from the hour the watermark is in on, not."""
+    return await _write(engine, make_engine(db_url))
+
+
+def _maybe_a_hit(rng: random.Random, ts: datetime) -> LedgerRecord:
+    """A random record, or (one in three) a response-cache hit: $0, what it saved."""
+    record = random_record(rng, ts)
+    if rng.random() < 1 / 3:
+        saved = Decimal(rng.randrange(1, 10**10)).scaleb(-12)
+        record = dataclasses.replace(record, status="cached", cost_usd=Decimal(0),
+                                     saved_usd=saved)  # fmt: skip
+    return record
+
+
+@pytest.fixture
+async def with_hits(
+    engine: Engine, db_url: str, make_engine: Callable[[str], Engine]
+) -> Written:
+    """As ``written``, a third of the rows response-cache hits."""
+    return await _write(engine, make_engine(db_url), _maybe_a_hit)
 
 
 QUERIES = [
@@ -301,3 +328,66 @@ async def test_top_of_a_long_tail_is_decided_by_the_lists_alone(
     ranked = sorted(expected.items(), key=lambda item: (-item[1], item[0]))[:3]
     got = await asyncio.to_thread(top, engine, q, 3)
     assert [(r.keys[0], r.totals.cost_usd) for r in got] == ranked
+
+
+CACHE_QUERIES = [
+    {"by": ()},
+    {"by": ("org_id",)},
+    {"by": ("org_id",), "granularity": "day"},
+    {"by": (), "tenant": "org_a"},
+    {"by": ("model",), "tenant": "org_b", "granularity": "hour"},
+    {"by": ("org_id", "status")},
+    {"by": ("key_id", "provider"), "filters": {"org_id": "org_a"}},
+    {"by": ("org_id",), "filters": {"status": "cached"}},
+]
+
+
+@pytest.mark.parametrize("fields", CACHE_QUERIES)
+async def test_response_cache_counts_and_savings_equal_the_ledger(
+    engine: Engine, with_hits: Written, fields: dict[str, Any]
+) -> None:
+    """Per group: hits (status cached), the requests answered (success + cached), and what
+    the hits saved, exactly; one org's (tenant) never holds another's."""
+    q = SpendQuery(with_hits.base, with_hits.now, **fields)
+    expected = _expected(with_hits.records, q)
+    want: dict[Any, CacheCounts] = {key: CacheCounts() for key in expected}
+    for r in with_hits.records:
+        if not q.since <= r.ts < q.until or (q.tenant and r.org_id != q.tenant):
+            continue
+        for key in _keys_of(r, q):
+            if key in want:
+                want[key].count(r.status, 1)
+    got = await asyncio.to_thread(cache_counts, engine, q)
+    assert got == want
+    assert sum(c.hits for c in got.values()) > 0
+    rows = await asyncio.to_thread(spend, engine, q)
+    assert {(r.bucket, r.keys): r.totals.saved_usd for r in rows} == {
+        key: t.saved_usd for key, t in expected.items()
+    }
+    if q.tenant is not None:
+        mine = [r for r in with_hits.records if q.since <= r.ts < q.until]
+        assert sum(c.hits for c in got.values()) == sum(
+            r.status == "cached" for r in mine if r.org_id == q.tenant
+        ) < sum(r.status == "cached" for r in mine)
+
+
+def _keys_of(r: LedgerRecord, q: SpendQuery) -> list[tuple[str | None, tuple[str, ...]]]:
+    """The (bucket, group) ``r`` counts in for ``q`` (none if a filter leaves it out)."""
+    row = ledger_row(r)
+    values = {k: row[k] or "" for k in ("org_id", "project_id", "key_id", "end_user",
+                                         "provider", "model", "status")}  # fmt: skip
+    if any(values[k] != v for k, v in q.filters.items()):
+        return []
+    bucket = {"hour": hour_of(r.ts).isoformat(), "day": day_of(r.ts)}.get(q.granularity or "")
+    return [(bucket, tuple(values[k] for k in q.by))]
+
+
+async def test_response_cache_counts_of_some_groups_and_not_of_tags(
+    engine: Engine, with_hits: Written
+) -> None:
+    q = SpendQuery(with_hits.base, with_hits.now, by=("org_id",))
+    every = await asyncio.to_thread(cache_counts, engine, q)
+    some = await asyncio.to_thread(cache_counts, engine, q, among=("org_id", {"org_b"}))
+    assert some == {(None, ("org_b",)): every[(None, ("org_b",))]}
+    with pytest.raises(ValueError, match="spend"):
+        cache_counts(engine, SpendQuery(with_hits.base, with_hits.now, by=("tag",)))

@@ -8,13 +8,20 @@ watermark (``storage.analytics_read``), so it equals the ledger's rows.
 - ``GET /admin/analytics/top?by=org|project|key|user|provider|model&n=10&since=&until=``.
 - ``GET /admin/analytics/overview?period=24h|7d|30d``: requests, cost, tokens, active orgs,
   error rate, mean latency (exact), p50 / p95 / p99 latency (estimated from the latency
-  histograms, ``analytics.latency``), and cost against the previous period.
+  histograms, ``analytics.latency``), the response cache's figures, and cost against the
+  previous period.
 - ``GET /admin/analytics/trends?by=org|...&period=7d&n=10``: the groups whose cost moved
   most against the previous period.
 - ``GET /admin/analytics/projection?month=YYYY-MM&org=``: each org's month-end spend with
   a 90 % interval (``analytics.projection``).
 - ``GET /admin/analytics/chargeback.csv?month=YYYY-MM&by=org|project|tag``: one row per org
   (and project or tag) for the month, in FOCUS column names where they fit.
+
+Every group of spend and top, their totals and the overview carry the response cache's
+figures: ``saved_usd`` (what its hits saved, a rollup measure), ``cache_hits`` (requests of
+status ``cached``) and ``cache_hit_rate`` (hits over the requests answered, ``success`` +
+``cached``: ``analytics.overview.hit_rate``); for tags, which have no status, the last two
+are null. ``cache_savings_usd`` is another figure: the provider's prompt caching.
 
 The org a caller may see is passed to the query as its ``tenant`` (the platform admin: every
 org), not only taken from the query string.
@@ -37,7 +44,15 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from costwarden.admin.common import count_param
 from costwarden.admin.context import AdminContext, context
 from costwarden.analytics.latency import METHOD, quantile
-from costwarden.analytics.overview import PERIODS, change_pct, error_rate, windows
+from costwarden.analytics.overview import (
+    PERIODS,
+    CacheCounts,
+    change_pct,
+    error_rate,
+    hit_rate,
+    hit_rate_pct,
+    windows,
+)
 from costwarden.analytics.projection import SPREAD_DAYS, project_month
 from costwarden.analytics.query import (
     GRANULARITIES,
@@ -46,12 +61,15 @@ from costwarden.analytics.query import (
     SpendQuery,
     dimensions,
     parse_when,
+    uses_tags,
 )
 from costwarden.analytics.rollup import Totals
 from costwarden.core.errors import InvalidInput
 from costwarden.storage import repo
 from costwarden.storage.analytics_read import (
+    Key,
     SpendRow,
+    cache_counts,
     cost_by,
     latency_histogram,
     requests_by,
@@ -76,7 +94,10 @@ def totals_json(t: Totals) -> dict[str, Any]:
         "output_tokens": t.output_tokens,
         "reasoning_tokens": t.reasoning_tokens,
         "cost_usd": _money(t.cost_usd),
+        # the provider's prompt caching (its cached input tokens)
         "cache_savings_usd": _money(t.cache_savings_usd),
+        # the gateway's response cache: what the calls its hits avoided would have cost
+        "saved_usd": _money(t.saved_usd),
         "avg_latency_ms": round(t.latency_us / t.requests / 1000, 3) if t.requests else None,
         "avg_ttft_ms": round(t.ttft_us / t.ttft_count / 1000, 3) if t.ttft_count else None,
     }
@@ -84,6 +105,22 @@ def totals_json(t: Totals) -> dict[str, Any]:
 
 def _money(value: Decimal) -> str:
     return format(value.normalize(), "f") if value else "0"
+
+
+def cache_json(counts: CacheCounts | None) -> dict[str, Any]:
+    """The response cache's counts as the API shows them (None: not known, as for tags)."""
+    if counts is None:
+        return {"cache_hits": None, "cache_hit_rate": None}
+    return {"cache_hits": counts.hits, "cache_hit_rate": _pct(hit_rate(counts))}
+
+
+async def _cache_counts(
+    ctx: AdminContext, q: SpendQuery, among: tuple[str, set[str]] | None = None
+) -> dict[Key, CacheCounts] | None:
+    """The response cache's counts of ``q``'s groups; None for tags (no status there)."""
+    if uses_tags(q):
+        return None
+    return await asyncio.to_thread(cache_counts, ctx.engine, q, among=among)
 
 
 async def _query(
@@ -114,7 +151,12 @@ async def _query(
     return query, names
 
 
-def _row_json(row: SpendRow, q: SpendQuery, names: dict[str, str]) -> dict[str, Any]:
+def _row_json(
+    row: SpendRow,
+    q: SpendQuery,
+    names: dict[str, str],
+    cached: dict[Key, CacheCounts] | None,
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if q.granularity is not None:
         out["bucket"] = row.bucket
@@ -123,7 +165,18 @@ def _row_json(row: SpendRow, q: SpendQuery, names: dict[str, str]) -> dict[str, 
         if column == "org_id":
             out["org_name"] = names.get(value)
     out.update(totals_json(row.totals))
+    key = (row.bucket, row.keys)
+    out.update(cache_json(None if cached is None else cached.get(key, CacheCounts())))
     return out
+
+
+def _all_counts(cached: dict[Key, CacheCounts] | None) -> CacheCounts | None:
+    if cached is None:
+        return None
+    total = CacheCounts()
+    for counts in cached.values():
+        total.add(counts)
+    return total
 
 
 def _sum(rows: list[SpendRow]) -> Totals:
@@ -139,15 +192,17 @@ async def spend_report(request: Request) -> Response:
         return denied
     by = dimensions(request.query_params.get("by"))
     q, names = await _query(request, ctx, by=by, since_default="7d")
-    rows = await asyncio.to_thread(spend, ctx.engine, q)
+    rows, cached = await asyncio.gather(
+        asyncio.to_thread(spend, ctx.engine, q), _cache_counts(ctx, q)
+    )
     return JSONResponse(
         {
             "since": q.since.isoformat(),
             "until": q.until.isoformat(),
             "by": [COLUMN_NAMES[c] for c in q.by],
             "granularity": q.granularity,
-            "data": [_row_json(r, q, names) for r in rows],
-            "totals": totals_json(_sum(rows)),
+            "data": [_row_json(r, q, names, cached) for r in rows],
+            "totals": {**totals_json(_sum(rows)), **cache_json(_all_counts(cached))},
         }
     )
 
@@ -165,12 +220,15 @@ async def top(request: Request) -> Response:
     if q.granularity is not None:
         raise InvalidInput("top takes no granularity")
     rows = await asyncio.to_thread(top_spend, ctx.engine, q, n)
+    # The cache's counts of the groups ranked alone (the top does not sum every group).
+    among = (q.by[0], {r.keys[0] for r in rows})
+    cached = await _cache_counts(ctx, q, among) if rows else {}
     return JSONResponse(
         {
             "since": q.since.isoformat(),
             "until": q.until.isoformat(),
             "by": name,
-            "data": [_row_json(r, q, names) for r in rows],
+            "data": [_row_json(r, q, names, cached) for r in rows],
         }
     )
 
@@ -199,6 +257,9 @@ async def overview(request: Request) -> Response:
         asyncio.to_thread(latency_histogram, ctx.engine, start, now),
     )
     total, earlier = _sum(by_status), _sum(previous)
+    counts = CacheCounts()
+    for row in by_status:
+        counts.count(row.keys[0], row.totals.requests)
     return JSONResponse(
         {
             "period": period,
@@ -209,8 +270,9 @@ async def overview(request: Request) -> Response:
             "error_rate_pct": _pct(error_rate({r.keys[0]: r.totals.requests for r in by_status})),
             **{f"p{p}_latency_ms": _estimate(latencies, p) for p in (50, 95, 99)},
             "latency_method": {"avg_latency_ms": "exact", "percentiles": METHOD},
-            # Nothing is cached before the response cache exists.
-            "cache_hit_rate_pct": None,
+            **cache_json(counts),
+            # The same rate in percent (one decimal), as the error rate.
+            "cache_hit_rate_pct": _pct(hit_rate_pct(counts)),
             "previous": {"requests": earlier.requests, "cost_usd": _money(earlier.cost_usd)},
             "cost_change_pct": _pct(change_pct(total.cost_usd, earlier.cost_usd)),
         }

@@ -21,6 +21,19 @@ _FILTERS = [
     query(name, string(NAME, "org name") if name == "org" else {"type": "string"})
     for name in FILTERS
 ]
+# The response cache's counts, beside the totals of every group of spend and top, spend's
+# totals and the overview's (the API's totals carry them; the CLI's report does not).
+CACHE_SCHEMA: dict[str, Any] = {
+    "cache_hits": {
+        "type": ["integer", "null"],
+        "description": "response cache hits: requests of status cached (null for tags)",
+    },
+    "cache_hit_rate": {
+        "type": ["string", "null"],
+        "description": "response cache hits / requests answered (status success + cached), "
+        "a decimal fraction to 4 places; null without such requests (or for tags)",
+    },
+}
 TOTALS_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
@@ -31,9 +44,19 @@ TOTALS_SCHEMA: dict[str, Any] = {
         "output_tokens": {"type": "integer"},
         "reasoning_tokens": {"type": "integer"},
         "cost_usd": {"type": "string", "description": "exact decimal"},
-        "cache_savings_usd": {"type": "string"},
+        "cache_savings_usd": {
+            "type": "string",
+            "description": "prompt cache savings: what the provider's cached input tokens "
+            "saved (exact decimal; 0, not computed yet)",
+        },
+        "saved_usd": {
+            "type": "string",
+            "description": "response cache savings: what the calls answered from the "
+            "gateway's response cache would have cost (exact decimal)",
+        },
         "avg_latency_ms": {"type": ["number", "null"]},
         "avg_ttft_ms": {"type": ["number", "null"]},
+        **CACHE_SCHEMA,
     },
 }
 _ESTIMATE = {"type": ["number", "null"], "description": f"ms, {METHOD}"}
@@ -57,7 +80,10 @@ OVERVIEW_SCHEMA: dict[str, Any] = {
                 "percentiles": {"type": "string"},
             },
         },
-        "cache_hit_rate_pct": {"type": ["string", "null"]},
+        "cache_hit_rate_pct": {
+            "type": ["string", "null"],
+            "description": "cache_hit_rate in percent, one decimal",
+        },
         "previous": {
             "type": "object",
             "properties": {"requests": {"type": "integer"}, "cost_usd": {"type": "string"}},
@@ -82,8 +108,9 @@ ANALYTICS_PATHS: dict[str, Any] = {
             "Spend, tokens and requests over a range, grouped by any dimensions (or tag), per "
             "hour or day, filtered on any dimension; from the rollups and, past their "
             "watermark, the ledger: equal to the ledger's rows",
-            _json("{since, until, by, granularity, data: [{bucket?, <dims>, ...totals}], "
-                  "totals}"),
+            _json("{since, until, by, granularity, data: [{bucket?, <dims>, ...totals, "
+                  "cache_hits, cache_hit_rate}], totals} (totals: AnalyticsTotals; saved_usd "
+                  "is the response cache's savings, cache_savings_usd the prompt cache's)"),
             *READ, "400", "404",
             operationId="analyticsSpend",
             parameters=[
@@ -98,7 +125,8 @@ ANALYTICS_PATHS: dict[str, Any] = {
     "/admin/analytics/top": {
         "get": op(
             "The top spenders of one dimension over a range (default the last 30 days)",
-            _json("{since, until, by, data: [{<dim>, ...totals}]}"),
+            _json("{since, until, by, data: [{<dim>, ...totals, cache_hits, "
+                  "cache_hit_rate}]}"),
             *READ, "400", "404",
             operationId="analyticsTop",
             parameters=[
@@ -114,8 +142,8 @@ ANALYTICS_PATHS: dict[str, Any] = {
         "get": op(
             "Requests, cost, tokens, active orgs, error rate (upstream errors, degraded "
             "answers, gateway errors), mean latency (exact) and p50 / p95 / p99 latency "
-            f"({METHOD}) over the last 24h / 7d / 30d, and cost against the period before; "
-            "cache hit rate is null (not kept yet)",
+            f"({METHOD}) over the last 24h / 7d / 30d, the response cache's hits, hit rate "
+            "and savings, and cost against the period before",
             {
                 "200": {
                     "description": "the overview",

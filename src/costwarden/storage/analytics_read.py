@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from costwarden.analytics.latency import merge
+from costwarden.analytics.overview import CacheCounts
 from costwarden.analytics.query import DAY, Plan, SpendQuery, plan, uses_tags
 from costwarden.analytics.rollup import (
     HOUR,
@@ -130,6 +131,35 @@ def cost_by(bind: Bind, q: SpendQuery) -> dict[Key, Decimal]:
         for key, sums in read_parts(conn, q, reading):
             if sums["requests"]:
                 out[key] = out.get(key, _ZERO) + Decimal(sums["cost"])
+    return out
+
+
+def cache_counts(
+    bind: Bind, q: SpendQuery, *, among: tuple[str, Collection[str]] | None = None
+) -> dict[Key, CacheCounts]:
+    """The response cache's counts of each group of ``q`` that has requests: its hits
+    (requests of status ``cached``) and the requests answered (``success`` or ``cached``),
+    read as ``q`` grouped by status as well (counts only, as :func:`requests_by`); ``among``
+    as :func:`spend`'s. Not for tags: tag rollups have no status."""
+    _no_tags(q)
+    by = q.by if "status" in q.by else (*q.by, "status")
+    at = by.index("status")
+    reading = Reading(
+        lambda table: [sa.func.sum(table.c.requests).label("requests")],
+        [sa.func.count().label("requests")],
+        among,
+    )
+    out: dict[Key, CacheCounts] = {}
+    with connect_read(bind) as conn:
+        for (bucket, keys), sums in read_parts(conn, dataclasses.replace(q, by=by), reading):
+            requests = int(sums["requests"] or 0)
+            if not requests:
+                continue
+            own = keys if by is q.by else keys[:at] + keys[at + 1 :]
+            found = out.get((bucket, own))
+            if found is None:
+                out[(bucket, own)] = found = CacheCounts()
+            found.count(keys[at] or "", requests)
     return out
 
 
