@@ -7,15 +7,24 @@ import random
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from costwarden.budgets.limits import METRICS, Limit
+from costwarden.budgets.policy import checks_for
+from costwarden.budgets.rebuild import compute_seeds
 from costwarden.core.errors import InvalidInput
 from costwarden.core.money import usd_to_nanos
 from costwarden.core.records import LEDGER_STATUSES, LedgerRecord
-from costwarden.storage.counters import ADMITTED_STATUSES, ledger_buckets, ledger_totals
+from costwarden.storage.counters import (
+    ADMITTED_STATUSES,
+    LedgerAggregates,
+    ledger_buckets,
+    ledger_totals,
+)
 from costwarden.storage.db import NanoSum, nanos_sum
 from costwarden.storage.ledger_rows import record_to_row
 from costwarden.storage.schema import ledger
@@ -97,6 +106,24 @@ def seeded(engine: Engine, make_record: MakeRecord) -> Engine:
             status="success",
         ),
     ]
+    # response-cache hits never count: charged to no budget, $0 but with tokens
+    for i in range(2):
+        records.append(
+            make_record(
+                ts=T0 + timedelta(seconds=20 + i),
+                org_id=A,
+                project_id="p1",
+                key_id="k1",
+                end_user="u1",
+                session_id="s1",
+                tags={"team": "search"},
+                cost_usd=Decimal(0),
+                saved_usd=Decimal("0.75"),
+                input_tokens=500,
+                output_tokens=200,
+                status="cached",
+            )
+        )
     # refused requests never count
     for status in ("blocked", "client_error", "auth_error"):
         records.append(
@@ -120,7 +147,35 @@ def seeded(engine: Engine, make_record: MakeRecord) -> Engine:
 
 def test_admitted_statuses_are_ledger_statuses() -> None:
     assert set(ADMITTED_STATUSES) <= set(LEDGER_STATUSES)
-    assert {"blocked", "client_error", "auth_error"}.isdisjoint(ADMITTED_STATUSES)
+    assert {"blocked", "client_error", "auth_error", "cached"}.isdisjoint(ADMITTED_STATUSES)
+
+
+@pytest.mark.parametrize("window", ["day", "lifetime", "hour", "24h"])
+def test_rebuilt_counters_leave_response_cache_hits_out(
+    engine: Engine, make_record: MakeRecord, window: str
+) -> None:
+    """A cache hit is answered with no reservation and charged to no budget: a counter
+    rebuilt from the ledger (budgets.rebuild over LedgerAggregates) counts neither its
+    dollars, its tokens nor the request, calendar and rolling windows alike."""
+    now = T0 + timedelta(minutes=10)
+    hit = {"org_id": A, "key_id": "k1", "status": "cached", "cost_usd": Decimal(0),
+           "saved_usd": Decimal("0.75"), "input_tokens": 500, "output_tokens": 200}  # fmt: skip
+    _insert(engine, [
+        make_record(ts=T0, org_id=A, key_id="k1", status="success", input_tokens=10,
+                    output_tokens=5, cost_usd=Decimal("0.0000000015")),
+        *(make_record(ts=T0 + timedelta(seconds=s), **hit) for s in (1, 2, 3)),
+    ])  # fmt: skip
+    tz = ZoneInfo("UTC")
+    families = {(A, scope, metric, window) for scope in ("org", "key") for metric in METRICS}
+    seeds = compute_seeds(LedgerAggregates(engine), families, now.timestamp(), tz)[A].seeds
+    want = {"usd": 2, "tokens": 15, "requests": 1}  # the success alone
+    for scope, subject in (("org", A), ("key", "k1")):
+        for metric in METRICS:
+            limit = Limit(scope, subject, A, metric, window, 0)
+            (check,) = checks_for([limit], now.timestamp(), tz)
+            seed = seeds[check.key]
+            got = sum(seed.values()) if isinstance(seed, dict) else seed
+            assert got == want[metric], (scope, metric)
 
 
 def test_totals_per_scope(seeded: Engine) -> None:

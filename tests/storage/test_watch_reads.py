@@ -19,7 +19,7 @@ from costwarden.storage import alerts as store
 from costwarden.storage.ledger_rows import record_to_row
 from costwarden.storage.outcomes import provider_minutes
 from costwarden.storage.schema import ledger
-from costwarden.storage.spend import hourly_usage
+from costwarden.storage.spend import hourly_usage, usage_buckets
 
 MakeRecord = Callable[..., LedgerRecord]
 H = 1_900_000_800  # 2030-03-17 18:00 UTC
@@ -54,6 +54,11 @@ def test_hourly_usage_sums_each_org_and_asked_hour(engine: Engine, make_record: 
             expected_tokens[(org, base)] += r.input_tokens + r.output_tokens
     # The first instant after an hour belongs to the next one.
     records.append(make_record(org_id="org_a", ts=_at(H + 3600), cost_usd=Decimal(5)))
+    # A response-cache hit is no use to call a spike (charged to no budget): its tokens too.
+    records.append(
+        make_record(org_id="org_a", ts=_at(H + 60), status="cached", cost_usd=Decimal(0),
+                    saved_usd=Decimal(3), input_tokens=10**6)
+    )  # fmt: skip
     _insert(engine, records)
     got = hourly_usage(engine, hours)
     assert {(u.org_id, u.hour): u.usd_nanos for u in got} == dict(expected_usd)
@@ -76,6 +81,8 @@ def test_provider_minutes_count_requests_and_upstream_failures(
         (2, "openai", "upstream_error", 504),
         (2, "openai", "cancelled", 499),
         (2, None, "degraded", 200),  # no provider: not counted for any
+        (0, "openai", "cached", 200),  # a response-cache hit: no request to the provider
+        (2, "anthropic", "cached", 200),
         (3, "openai", "success", 200),  # outside the 3 minutes asked
         (-1, "openai", "upstream_error", 502),  # before them
     ]
@@ -95,6 +102,20 @@ def test_provider_minutes_count_requests_and_upstream_failures(
         "anthropic": [(first, 1, 0)],
         "openai": [(first, 4, 2), (first + 120, 2, 1)],
     }
+
+
+def test_forecast_buckets_leave_response_cache_hits_out(
+    engine: Engine, make_record: MakeRecord
+) -> None:
+    since = _at(H)
+    _insert(engine, [
+        make_record(org_id="org_a", ts=_at(H + 10), cost_usd=Decimal("0.000000002"),
+                    input_tokens=3, output_tokens=4),
+        make_record(org_id="org_a", ts=_at(H + 20), status="cached", cost_usd=Decimal(0),
+                    saved_usd=Decimal(1), input_tokens=1000, output_tokens=1000),
+    ])  # fmt: skip
+    assert usage_buckets(engine, "org_a", "usd", since, 60) == [(float(H), 2)]
+    assert usage_buckets(engine, "org_a", "tokens", since, 60) == [(float(H), 7)]
 
 
 def test_recent_alerts_are_the_open_and_the_newly_fired(engine: Engine) -> None:

@@ -13,7 +13,10 @@ Decimal arithmetic in Python for buckets.
 
 Only *admitted* requests count (:data:`ADMITTED_STATUSES`): those that passed the limits,
 whatever happened upstream afterwards. Refused requests (``blocked``, ``client_error``,
-``auth_error``) never consumed budget.
+``auth_error``) never consumed budget. Nor did a response-cache hit (``cached``): it is
+answered without a reservation and charged to no budget (no dollars, tokens or request), so
+a counter rebuilt from the ledger leaves it out too, or a rebuild would count requests the
+counters settled request by request never had.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from costwarden.storage.sqltypes import ensure_utc
 
 logger = logging.getLogger(__name__)
 
+# Not "cached": a response-cache hit is charged to no budget (see the module docstring).
 ADMITTED_STATUSES = ("success", "upstream_error", "cancelled", "gateway_error")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

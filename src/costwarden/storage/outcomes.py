@@ -4,7 +4,9 @@ alert reads (``alerts.error_rate``).
 One query per call, grouped in SQL by (provider, minute) with the portable slotting of
 ``storage.spend.slot_of``: a few rows per provider however busy the gateway is. Read every
 ``[alerts] watch_interval_seconds`` by one process (the watch's leader), over the last quarter
-hour or so (the ``ts`` index bounds it), not on the request path.
+hour or so (the ``ts`` index bounds it), not on the request path. A response-cache hit
+(status ``cached``) is no request to its provider: left out, or the hits would dilute an
+upstream's failure rate.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from costwarden.alerts.error_rate import MINUTE, UPSTREAM_CLIENT_STATUSES, Minut
 from costwarden.alerts.risks import FAILURE_STATUSES
 from costwarden.storage.db import Bind, connect_read
 from costwarden.storage.schema import ledger
-from costwarden.storage.spend import slot_of
+from costwarden.storage.spend import NOT_CACHED, slot_of
 
 
 def provider_minutes(bind: Bind, first: int, minutes: int) -> dict[str, list[MinuteOutcomes]]:
@@ -42,7 +44,7 @@ def provider_minutes(bind: Bind, first: int, minutes: int) -> dict[str, list[Min
     # Slotted in a subquery, grouped outside (see storage.spend.hourly_usage for why).
     rows_in = (
         sa.select(ledger.c.provider, slot.label("slot"), failed.label("failed"))
-        .where(in_any, ledger.c.provider.is_not(None))
+        .where(in_any, ledger.c.provider.is_not(None), NOT_CACHED)
         .subquery()
     )
     stmt = sa.select(

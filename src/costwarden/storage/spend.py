@@ -6,9 +6,11 @@
 - :func:`hourly_usage`: every org's use in a few given clock hours, summed in SQL by
   (org, hour) in one query, read once an hour by one process (the watch's leader).
 
-Neither needs dialect-specific time arithmetic: rows are bucketed in Python, or by a ``CASE``
-over the slots' bounds (:func:`slot_of`), which both SQLite and PostgreSQL compare as
-timestamps. Not on the request path.
+Neither counts a response-cache hit (status ``cached``): it costs $0 and is charged to no
+budget (``storage.counters``), so its tokens are no use the alerts should forecast or call a
+spike. Neither needs dialect-specific time arithmetic: rows are bucketed in Python, or by a
+``CASE`` over the slots' bounds (:func:`slot_of`), which both SQLite and PostgreSQL compare
+as timestamps. Not on the request path.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from costwarden.alerts.spikes import HourUse
 from costwarden.core.money import ledger_nanos
 from costwarden.storage.db import Bind, connect_read, nanos_sum
 from costwarden.storage.schema import ledger
+
+# Every row but a response-cache hit's (see the module docstring; storage.outcomes too).
+NOT_CACHED = ledger.c.status != "cached"
 
 
 def usage_buckets(
@@ -41,7 +46,9 @@ def usage_buckets(
     sums: collections.Counter[float] = collections.Counter()
     with connect_read(bind) as conn:
         rows = conn.execute(
-            sa.select(ledger.c.ts, value).where(ledger.c.org_id == org_id, ledger.c.ts >= since)
+            sa.select(ledger.c.ts, value).where(
+                ledger.c.org_id == org_id, ledger.c.ts >= since, NOT_CACHED
+            )
         )
         for ts, used in rows:
             start = float(int(ts.timestamp()) // bucket_seconds * bucket_seconds)
@@ -87,7 +94,7 @@ def hourly_usage(bind: Bind, hours: Sequence[int]) -> list[HourUse]:
             ledger.c.cost_usd,
             (ledger.c.input_tokens + ledger.c.output_tokens).label("tokens"),
         )
-        .where(in_any, ledger.c.org_id.is_not(None))
+        .where(in_any, ledger.c.org_id.is_not(None), NOT_CACHED)
         .subquery()
     )
     stmt = sa.select(
