@@ -120,7 +120,7 @@ class _RequestEvent(EventPayload):
         out["latency_ms"] = round(r.latency_ms, 3)
         out["reason"] = r.error
         out["route_reason"] = r.route_reason
-        out["saved_usd"] = str(r.saved_usd)  # a cache hit's avoided cost; "0" otherwise
+        out["saved_usd"] = str(r.saved_usd) if r.saved_usd else "0"  # a cache hit's saving
         return out
 
     def stored(self) -> Any:
@@ -133,7 +133,7 @@ class _RequestEvent(EventPayload):
             r.served_model, r.streamed, r.input_tokens, r.cached_input_tokens,
             r.cache_write_tokens, r.output_tokens, r.reasoning_tokens, str(r.cost_usd),
             r.cost_estimated, r.latency_ms, r.ttft_ms, r.overhead_ms, r.error, r.security,
-            r.route_reason, str(r.saved_usd),
+            r.route_reason, str(r.saved_usd) if r.saved_usd else "0",
         ]  # fmt: skip
 
     @classmethod

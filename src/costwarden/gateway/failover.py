@@ -121,8 +121,10 @@ class Failover:
         live: LiveFigures | None = None,
     ) -> None:
         self.client = client
-        self.live = LiveFigures() if live is None else live
-        self.chooser = RouteChooser(breakers, self.live, default_max_tokens)
+        # Kept only when some route ranks by them (lowest-latency, least-busy): three calls
+        # a request otherwise spent for nothing.
+        self.live = live
+        self.chooser = RouteChooser(breakers, live, default_max_tokens)
         self.breakers = breakers
         self.resilience = resilience
         self.default_max_tokens = default_max_tokens
@@ -244,7 +246,10 @@ class Failover:
             attempted += tries
             if isinstance(outcome, Attempt):
                 outcome.tries = attempted
-                self._explain(call, reason, first, dep, reasons, downgraded)
+                if dep is first and downgraded is None and reason is route.first_reason:
+                    call.route_headers.append(route.reason_header)  # built once
+                else:
+                    self._explain(call, reason, first, dep, reasons, downgraded)
                 return outcome
             last = outcome
             reasons.append(f"{dep.id}: {outcome.message}")
@@ -302,7 +307,8 @@ class Failover:
         live = self.live
         for tries in range(1, route.retries + 2):
             started = perf_counter()
-            live.started(dep.id)
+            if live is not None:
+                live.started(dep.id)
             try:
                 resp = await self.client.post(
                     url,
@@ -313,7 +319,8 @@ class Failover:
                     first_byte_timeout=route.first_byte_timeout,
                 )
             except BaseException as exc:
-                live.ended(dep.id)
+                if live is not None:
+                    live.ended(dep.id)
                 if not isinstance(exc, TimeoutError | OSError):
                     raise
                 error, reason = transport_failure(exc, adapter.name, "connect")
@@ -329,10 +336,12 @@ class Failover:
             status = resp.status
             if status < 400:
                 self.breakers.success(dep.id)
-                live.measured(dep.id, (perf_counter() - started) * 1000)
-                call.busy = dep.id  # in flight until the proxy has relayed the answer
+                if live is not None:
+                    live.measured(dep.id, (perf_counter() - started) * 1000)
+                    call.busy = dep.id  # in flight until the proxy has relayed the answer
                 return Attempt(dep, resp, reservation, translated, tries, started), tries
-            live.ended(dep.id)
+            if live is not None:
+                live.ended(dep.id)
             retry_after = _seconds(resp.headers.get("retry-after"))
             # A codec upstream's error body is in its own format: never relayed as it came.
             error = await self._failed(resp, dep, call.record, translated or adapter.codec)

@@ -78,6 +78,7 @@ from costwarden.pricing import TokenUsage
 from costwarden.providers import translate
 from costwarden.providers.base import Deployment, estimate_tokens
 from costwarden.routing.chains import Route
+from costwarden.routing.live import LIVE_STRATEGIES, LiveFigures
 from costwarden.sessions.board import SessionBoard
 from costwarden.storage.ledger import LedgerWriter
 
@@ -152,6 +153,7 @@ class Proxy:
         self.client = UpstreamClient(
             max_response_bytes=self.max_response_bytes, egress=self.egress
         )
+        ranked = any(r.strategy in LIVE_STRATEGIES for r in self.routes.values())
         self._failover = Failover(
             self.client,
             self.breakers,
@@ -160,6 +162,7 @@ class Proxy:
             reserve=self._reserve,
             release=self._release,
             failed=self._upstream_failed,
+            live=LiveFigures() if ranked else None,
         )
 
     async def close(self) -> None:
@@ -244,7 +247,7 @@ class Proxy:
             await self._send_error(state, GatewayError("internal gateway error"))
         finally:
             watcher.stop()
-            if state.busy is not None:
+            if state.busy is not None and self.failover.live is not None:
                 self.failover.live.ended(state.busy)
 
     # ------------------------------------------------------------------ call stages

@@ -40,12 +40,12 @@ class RouteChooser:
     def __init__(
         self,
         breakers: BreakerView,
-        live: LiveFigures,
+        live: LiveFigures | None,
         default_max_tokens: int,
         draw: Callable[[], float] = random.random,
     ) -> None:
         self._breakers = breakers
-        self.live = live
+        self.live = LiveFigures() if live is None else live  # empty when not kept
         self._default_max_tokens = default_max_tokens
         self._draw = draw
         self._rates: dict[str, tuple[Decimal, Decimal]] = {}

@@ -60,8 +60,10 @@ class Route:
     downgrade: tuple[DowngradeRule, ...] = ()
     downgrade_on_refusal: bool = False
     cache: RouteCache | None = None
-    # The reason an ordered route gives when its first candidate serves (built once).
+    # The reason an ordered route gives when its first candidate serves, and its header
+    # (x-costwarden-route-reason), built once.
     first_reason: str = dataclasses.field(default="", compare=False)
+    reason_header: tuple[bytes, bytes] = dataclasses.field(default=(b"", b""), compare=False)
     # Some own deployment says what it can do: a request's needs are read to match them.
     capable: bool = dataclasses.field(default=False, compare=False)
 
@@ -69,6 +71,8 @@ class Route:
         if not self.first_reason and self.candidates:
             reason = f"{self.strategy}: {self.candidates[0].id} (first configured)"
             object.__setattr__(self, "first_reason", reason)
+        value = self.first_reason.encode("ascii", "replace")
+        object.__setattr__(self, "reason_header", (b"x-costwarden-route-reason", value))
         own = self.candidates[: self.own]
         object.__setattr__(self, "capable", any(d.capabilities is not None for d in own))
 

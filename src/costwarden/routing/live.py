@@ -6,7 +6,10 @@ wait on (and each replica's own load is what least-busy should spread).
 
 from __future__ import annotations
 
-from costwarden.routing.strategy import ewma
+from costwarden.routing.strategy import Strategy, ewma
+
+# The strategies that rank by these figures: without a route using one they are not kept.
+LIVE_STRATEGIES: frozenset[Strategy] = frozenset({"lowest-latency", "least-busy"})
 
 
 class LiveFigures:
