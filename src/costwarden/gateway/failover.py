@@ -202,7 +202,8 @@ class Failover:
                         continue
                     first_reservation = False
                     # A downgrade rule first: the budget used is the refusal's.
-                    moved = self._downgrade(route, dep, refusal_uses(exc))
+                    uses = refusal_uses(exc) if route.downgrade else []
+                    moved = self._downgrade(route, dep, uses)
                     if moved is not None:
                         downgraded, target = moved
                         queue = [target, *(d for d in queue[i:] if d is not target)]
@@ -215,8 +216,8 @@ class Failover:
                     i = 0
                     downgraded = f"downgraded from {dep.id}: {exc.message}"
                     continue
-                if first_reservation and call.reservation is not None:
-                    first_reservation = False
+                if first_reservation and route.downgrade and call.reservation is not None:
+                    first_reservation = False  # the budgets' use read only for a rule
                     moved = self._downgrade(route, dep, budget_uses(call.reservation))
                     if moved is not None:  # given back, and reserved again for the target
                         downgraded, target = moved
