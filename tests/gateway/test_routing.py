@@ -276,6 +276,12 @@ deployments = ["{BIG}", "{MINI}"]
 downgrade_on_refusal = true
 
 [[routes]]
+model = "careful-busy"
+deployments = ["{BIG}", "{MINI}"]
+downgrade_on_refusal = true
+degraded = {{ content = "Busy." }}
+
+[[routes]]
 model = "free-first"
 deployments = ["openai:free-llm"]
 fallbacks = ["{BIG}"]
@@ -340,6 +346,13 @@ async def test_a_refused_reservation_is_served_cheaper_only_when_opted_in(
     assert raw.headers["x-costwarden-downgraded"] == "true"
     reason = raw.headers["x-costwarden-route-reason"]
     assert f"; downgraded from {BIG}: " in reason and "daily_usd" in reason, reason
+    # Nothing cheaper fits either: the budget's 402, not the route's degraded template.
+    await set_limits(gw, daily_usd="0.000001")
+    async with openai.AsyncOpenAI(base_url=gw.openai_url, api_key=gw.key, max_retries=0) as oa:
+        for model in ("careful", "careful-busy"):
+            with pytest.raises(openai.APIStatusError) as refused:
+                await oa.chat.completions.create(model=model, max_tokens=50, messages=_text())
+            assert refused.value.status_code == 402, model
 
 
 async def test_a_paid_fallback_behind_a_free_model_still_meets_the_budget(

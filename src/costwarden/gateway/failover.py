@@ -161,6 +161,7 @@ class Failover:
         reserved_for: Deployment | None = None
         first_reservation = True
         downgraded: str | None = None  # why, once the route's downgrade moved the request
+        refused_first: GatewayError | None = None  # the first reservation's refusal, if any
         breakers = self.breakers
         i = 0
         while i < len(queue):
@@ -201,6 +202,7 @@ class Failover:
                         reasons.append(f"{dep.id}: {exc.message}")
                         continue
                     first_reservation = False
+                    refused_first = exc
                     # A downgrade rule first: the budget used is the refusal's.
                     uses = refusal_uses(exc) if route.downgrade else []
                     moved = self._downgrade(route, dep, uses)
@@ -261,6 +263,8 @@ class Failover:
                 raise _too_long(call, route, max(windows))
             if untranslatable is not None:
                 raise untranslatable
+        if refused_first is not None and not attempted:
+            raise refused_first  # nothing cheaper fitted: the client's budget decides (402)
         raise Exhausted(reasons, bool(attempted), last, refusal)
 
     def _downgrade(
