@@ -288,3 +288,19 @@ async def _last_id(oa: openai.AsyncOpenAI, ask: dict[str, Any]) -> str:
     raw = await oa.chat.completions.with_raw_response.create(**ask)
     assert raw.headers["x-costwarden-cache"] == "hit"
     return raw.headers["x-request-id"]
+
+
+async def test_a_hit_says_what_the_scan_made_of_the_request(
+    gw: LiveGateway, oa: openai.AsyncOpenAI
+) -> None:
+    text = "please write to jane.rivera@northwind-mail.com about lunch"  # PII: flagged
+    ask: dict[str, Any] = {
+        "model": "cached-mini",
+        "messages": [{"role": "user", "content": text}],
+        "temperature": 0,
+    }
+    miss = await oa.chat.completions.with_raw_response.create(**ask)
+    hit = await oa.chat.completions.with_raw_response.create(**ask)
+    assert hit.headers["x-costwarden-cache"] == "hit"
+    status = miss.headers["x-costwarden-security-status"]
+    assert status != "clean" and hit.headers["x-costwarden-security-status"] == status

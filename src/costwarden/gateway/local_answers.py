@@ -97,5 +97,7 @@ async def cache_hit(call: RequestState, hit: CacheHit, commit: Commit) -> None:
     record = call.record
     record.latency_ms = record.overhead_ms = (perf_counter() - call.t0) * 1000
     headers.append((b"x-costwarden-overhead-ms", f"{record.overhead_ms:.3f}".encode()))
+    if call.security_status is not None:  # what the scan made of the request, as on a miss
+        headers.append((b"x-costwarden-security-status", call.security_status.encode()))
     await commit(record, None)
     await send_bytes(call.send, 200, hit.body, headers)
