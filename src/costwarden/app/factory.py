@@ -46,7 +46,7 @@ from costwarden.config.upstreams import ProviderSettings, ResilienceSettings, Ro
 from costwarden.core.errors import AuthenticationFailed
 from costwarden.core.events import EventBus
 from costwarden.core.records import LedgerRecord
-from costwarden.gateway import session_api
+from costwarden.gateway import session_api, status_api
 from costwarden.gateway.asgi import JSON, Receive, Scope, Send, send_bytes
 from costwarden.gateway.auth import KeyCache
 from costwarden.gateway.cache import ResponseCacheStage
@@ -482,6 +482,9 @@ class CostwardenApp:
                 return
             if path == "/v1/models":
                 await self._models(scope, send)
+                return
+            if path in status_api.ROUTES:
+                await status_api.serve(scope, receive, send, self)
                 return
             if path.startswith(session_api.PREFIX) and not path.endswith("/events"):
                 # (.../events, the session's own stream, is the admin app's: beside its
