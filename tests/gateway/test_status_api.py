@@ -265,8 +265,12 @@ async def test_the_banner_script_is_served(gw: LiveGateway) -> None:
     assert b'customElements.define("costwarden-banner"' in body
 
 
-async def test_cors_preflight(gw: LiveGateway) -> None:
+async def test_cors_preflight_and_head(gw: LiveGateway) -> None:
     async with aiohttp.ClientSession() as http:
+        headers = {"authorization": f"Bearer {gw.key}"}
+        async with http.head(gw.base_url + EVENTS, headers=headers) as r:
+            assert r.status == 200
+            assert r.headers["content-type"].startswith("text/event-stream")
         async with http.options(
             gw.base_url + EVENTS,
             headers={

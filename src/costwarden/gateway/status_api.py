@@ -131,7 +131,10 @@ async def serve(scope: Scope, receive: Receive, send: Send, src: Sources) -> Non
         await send_bytes(send, exc.status, body, [(b"content-type", JSON), *_CORS, *extra])
         return
     if path == EVENTS_PATH:
-        await _stream(receive, send, src, key)
+        if method == "HEAD":  # the stream's headers, no stream
+            await send_bytes(send, 200, b"", list(_SSE))
+        else:
+            await _stream(receive, send, src, key)
         return
     body = orjson.dumps(await _current(src, key))
     await send_bytes(
