@@ -67,6 +67,22 @@ virtual_keys = sa.Table(
     sa.Column("honeypot_action", sa.Text, nullable=False, server_default="alert"),
 )
 
+# The dashboard's and admin API's keys with a role (dashboard/roles.py, storage/admin_keys.py),
+# migration 0017: stored only as a SHA-256 hash; org_id NULL for a platform-wide key.
+admin_keys = sa.Table(
+    "admin_keys",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("key_hash", sa.Text, nullable=False, unique=True),
+    sa.Column("prefix", sa.Text, nullable=False),
+    sa.Column("name", sa.Text, nullable=True),
+    sa.Column("role", sa.Text, nullable=False),
+    sa.Column("org_id", sa.Text, sa.ForeignKey("orgs.id"), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("revoked_at", UTCDateTime(), nullable=True),
+    sa.Column("created_by", sa.Text, nullable=False),
+)
+
 # On PostgreSQL the ledger is partitioned by month of request_id (migration 0009,
 # storage/partitions.py): a DDL detail this description leaves out (the parent table has
 # these very columns, key and indexes; the partitions are not tables of the schema).
@@ -512,6 +528,7 @@ TABLES = (
     orgs,
     projects,
     virtual_keys,
+    admin_keys,
     ledger,
     limits,
     tiers,
