@@ -14,6 +14,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
+from costwarden.cli import admin_keys as admin_key_commands
 from costwarden.cli import alerts as alert_commands
 from costwarden.cli import breakers as breaker_commands
 from costwarden.cli import budgets as budget_commands
@@ -273,7 +274,7 @@ def usage(config: str, org: str | None, since: str, as_json: bool) -> None:
 
 for _group in (
     budget_commands, tier_commands, switch_commands, breaker_commands, alert_commands,
-    report_commands, session_commands, scan_commands, provider_commands,
+    report_commands, session_commands, scan_commands, provider_commands, admin_key_commands,
 ):  # fmt: skip
     for _command in _group.COMMANDS:
         main.add_command(_command)
