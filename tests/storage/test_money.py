@@ -38,8 +38,11 @@ def test_to_money() -> None:
     for bad in (0.1, float("nan"), Decimal("NaN"), Decimal("Infinity"), "abc", True, None):
         with pytest.raises(InvalidInput):
             to_money(bad)
-    with pytest.raises(InvalidInput):
-        to_money(Decimal("1000000000000"))
+    for huge in (Decimal("1000000000000"), Decimal("1E+68"), "9" * 80, Decimal("-1E+300")):
+        with pytest.raises(InvalidInput, match="out of range"):  # never InvalidOperation
+            to_money(huge)
+    with pytest.raises(InvalidInput, match="out of range"):  # rounded up to the limit
+        to_money(Decimal("999999999999.9999999999999"))
 
 
 def test_money_str() -> None:

@@ -54,8 +54,12 @@ def to_money(value: object) -> Decimal:
         raise InvalidInput(f"money must be a Decimal, not {type(value).__name__}")
     if not d.is_finite():
         raise InvalidInput(f"money must be finite, got {d}")
+    # Range first: quantizing an amount of 10**68 or more to 12 places overflows the money
+    # context's precision (InvalidOperation, not the caller's clear error).
+    if abs(d) >= MONEY_LIMIT:
+        raise InvalidInput(f"money amount out of range: {d:.40}")
     q = d.quantize(MONEY_QUANTUM, context=MONEY_CONTEXT)
-    if abs(q) >= MONEY_LIMIT:
+    if abs(q) >= MONEY_LIMIT:  # rounded up to the limit
         raise InvalidInput(f"money amount out of range: {d}")
     return q
 
