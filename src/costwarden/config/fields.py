@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Collection
 from typing import Any
 
 from costwarden.config.lines import ConfigText as _Ctx
@@ -28,6 +29,15 @@ def section(cls: type[Any], data: Any, key: str, ctx: _Ctx) -> Any:
             raise ctx.fail(f"{key}.{name}", f"unknown setting (known: {', '.join(fields)})", name)
         kwargs[name] = coerce(value, fields[name], f"{key}.{name}", ctx)
     return cls(**kwargs)
+
+
+def reject_unknown(item: dict[str, Any], known: Collection[str], key: str, ctx: _Ctx) -> None:
+    """A table of an array (a route, a deployment, a rule) with a key ``known`` lacks: the
+    config error at that key's line, naming the known ones."""
+    unknown = set(item) - set(known)
+    if unknown:
+        listed = ", ".join(sorted(known))
+        raise ctx.fail(f"{key}.{sorted(unknown)[0]}", f"unknown setting (known: {listed})")
 
 
 def coerce(value: Any, f: dataclasses.Field[Any], key: str, ctx: _Ctx) -> Any:

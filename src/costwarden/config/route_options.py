@@ -12,6 +12,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, cast
 
 from costwarden.budgets.limits import BUDGET_NAMES, SCOPES
+from costwarden.config.fields import reject_unknown
 from costwarden.config.lines import ConfigText as _Ctx
 from costwarden.routing.chains import RouteCache
 from costwarden.routing.downgrade import DowngradeRule, check_rules
@@ -86,12 +87,7 @@ def downgrade_of(
         where = f"{key}.downgrade[{i}]"
         if not isinstance(entry, dict):
             raise ctx.fail(where, 'must be a table: { above_percent = 80, to = "..." }', None)
-        unknown = set(entry) - _RULE_KEYS
-        if unknown:
-            raise ctx.fail(
-                f"{where}.{sorted(unknown)[0]}",
-                "unknown setting (known: " + ", ".join(sorted(_RULE_KEYS)) + ")",
-            )
+        reject_unknown(entry, _RULE_KEYS, where, ctx)
         percent = _percent(entry.get("above_percent"))
         to = entry.get("to")
         if percent is None:
@@ -121,12 +117,7 @@ def cache_of(
     where = f"{key}.cache"
     if not isinstance(raw, dict):
         raise ctx.fail(where, "must be a table such as { ttl_seconds = 600 }", "cache")
-    unknown = set(raw) - _CACHE_KEYS
-    if unknown:
-        raise ctx.fail(
-            f"{where}.{sorted(unknown)[0]}",
-            "unknown setting (known: " + ", ".join(sorted(_CACHE_KEYS)) + ")",
-        )
+    reject_unknown(raw, _CACHE_KEYS, where, ctx)
     ttl = raw.get("ttl_seconds", default_ttl)
     if isinstance(ttl, bool) or not isinstance(ttl, int) or not 0 <= ttl <= MAX_TTL_SECONDS:
         raise ctx.fail(

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from costwarden.config.fields import NAME_RE, section, setting
+from costwarden.config.fields import NAME_RE, reject_unknown, section, setting
 from costwarden.config.lines import ConfigText as _Ctx
 from costwarden.config.route_options import (
     ROUTE_OPTION_KEYS,
@@ -424,12 +424,7 @@ def parse_deployments(
             "id", "model", "price_model", "price", "max_output_tokens", "context_window",
             "capabilities",
         }  # fmt: skip
-        unknown = set(item) - allowed
-        if unknown:
-            raise ctx.fail(
-                f"{key}.{sorted(unknown)[0]}",
-                "unknown setting (known: " + ", ".join(sorted(allowed)) + ")",
-            )
+        reject_unknown(item, allowed, key, ctx)
         max_out = item.get("max_output_tokens")
         window = item.get("context_window")
         for name, value in (("max_output_tokens", max_out), ("context_window", window)):
@@ -478,12 +473,7 @@ def parse_routes(
         key = f"routes[{i}]"
         if not isinstance(item, dict):
             raise ctx.fail(key, "must be a table", "routes")
-        unknown = set(item) - _ROUTE_KEYS
-        if unknown:
-            raise ctx.fail(
-                f"{key}.{sorted(unknown)[0]}",
-                "unknown setting (known: " + ", ".join(sorted(_ROUTE_KEYS)) + ")",
-            )
+        reject_unknown(item, _ROUTE_KEYS, key, ctx)
         model = item.get("model")
         if not isinstance(model, str) or not model:
             raise ctx.fail(f"{key}.model", "required: the public model name", None)
