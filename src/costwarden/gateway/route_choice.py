@@ -24,7 +24,14 @@ from costwarden.routing.chains import Route
 from costwarden.routing.downgrade import BudgetUse, used_percent
 from costwarden.routing.live import LiveFigures
 from costwarden.routing.needs import request_needs
-from costwarden.routing.strategy import Candidate, Capability, Needs, choose, worst_case_usd
+from costwarden.routing.strategy import (
+    Candidate,
+    Capability,
+    Needs,
+    choose,
+    lacking,
+    worst_case_usd,
+)
 
 MAX_REASON = 500  # characters of the reason kept (header and ledger)
 
@@ -58,14 +65,13 @@ class RouteChooser:
         if route.strategy == "ordered" and not route.capable:
             return route.candidates, route.first_reason
         needs = self.needs(call, route)
-        lacking: dict[str, str] = {}
+        unable: dict[str, str] = {}
         if needs.capabilities:
             for d in route.candidates:
-                said = _capabilities(d.capabilities)
-                if said is not None and (missing := needs.capabilities - said):
-                    lacking[d.id] = "no " + " or ".join(sorted(missing)).replace("_", " ")
-            if len(lacking) == len(route.candidates):
-                detail = "; ".join(f"{i}: {why}" for i, why in lacking.items())
+                if (why := lacking(_capabilities(d.capabilities), needs)) is not None:
+                    unable[d.id] = why
+            if len(unable) == len(route.candidates):
+                detail = "; ".join(f"{i}: {why}" for i, why in unable.items())
                 raise BadRequest(
                     f"no deployment of {route.model!r} can take this request ({detail})"
                 )
@@ -81,8 +87,8 @@ class RouteChooser:
             route.strategy, candidates, needs, unavailable=unavailable, draw=self._draw()
         )
         by_id = {d.id: d for d in own}
-        ordered = [by_id[i] for i in choice.order if i not in lacking]
-        ordered += [d for d in route.candidates[route.own :] if d.id not in lacking]
+        ordered = [by_id[i] for i in choice.order if i not in unable]
+        ordered += [d for d in route.candidates[route.own :] if d.id not in unable]
         return ordered, choice.reason
 
     def needs(self, call: RequestState, route: Route) -> Needs:

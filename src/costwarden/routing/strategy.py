@@ -75,11 +75,18 @@ def unfit(candidate: Candidate, needs: Needs) -> str | None:
     wanted = needs.prompt_tokens + (needs.output_tokens or 0)
     if window is not None and wanted > window:
         return f"needs about {wanted} tokens, context window {window}"
-    if candidate.capabilities is not None:
-        missing = needs.capabilities - candidate.capabilities
-        if missing:
-            return "no " + " or ".join(c.replace("_", " ") for c in sorted(missing))
-    return None
+    return lacking(candidate.capabilities, needs)
+
+
+def lacking(capabilities: frozenset[Capability] | None, needs: Needs) -> str | None:
+    """What of ``needs``' capabilities a deployment able to do ``capabilities`` lacks ("no
+    tools or vision"), or None (None capabilities: not said, assumed able)."""
+    if capabilities is None or not needs.capabilities:
+        return None
+    missing = needs.capabilities - capabilities
+    if not missing:
+        return None
+    return "no " + " or ".join(c.replace("_", " ") for c in sorted(missing))
 
 
 def worst_case_usd(candidate: Candidate, needs: Needs) -> Decimal:
