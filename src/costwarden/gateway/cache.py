@@ -40,12 +40,11 @@ from costwarden.caching.stores import ResponseCache
 from costwarden.core.errors import BadRequest
 from costwarden.gateway.asgi import JSON
 from costwarden.gateway.cache_write import CacheWrite
-from costwarden.gateway.responses import wants_usage
+from costwarden.gateway.responses import SSE_HEADERS, id_headers, wants_usage
 from costwarden.gateway.state import RequestState
 
 logger = logging.getLogger(__name__)
 
-_SSE = b"text/event-stream"
 
 
 class CacheHit(Exception):
@@ -197,10 +196,8 @@ def hit_response(state: RequestState, hit: CacheHit) -> list[tuple[bytes, bytes]
     reason = f"cache hit: {answer.provider}:{answer.served_model}, stored {age} s ago"
     record.route_reason = reason
     headers = [
-        (b"content-type", _SSE if state.stream else JSON),
-        (b"x-request-id", record.request_id.encode()),
-        (b"x-costwarden-model", answer.served_model.encode("ascii", "replace")),
-        (b"x-costwarden-provider", answer.provider.encode("ascii", "replace")),
+        (b"content-type", SSE_HEADERS[0][1] if state.stream else JSON),
+        *id_headers(record),
         (b"x-costwarden-cost-usd", b"0"),
         (b"x-costwarden-saved-usd", format(answer.cost_usd, "f").encode()),
         (CACHE_HEADER, b"hit"),
@@ -208,5 +205,5 @@ def hit_response(state: RequestState, hit: CacheHit) -> list[tuple[bytes, bytes]
         (b"x-costwarden-route-reason", reason.encode("ascii", "replace")),
     ]
     if state.stream:
-        headers.append((b"cache-control", b"no-cache"))
+        headers.append(SSE_HEADERS[1])
     return headers

@@ -15,14 +15,12 @@ from costwarden.gateway import degraded
 from costwarden.gateway.asgi import JSON, send_bytes
 from costwarden.gateway.cache import CacheHit, hit_response
 from costwarden.gateway.failover import Exhausted
-from costwarden.gateway.responses import wants_usage
+from costwarden.gateway.responses import SSE_HEADERS, wants_usage
 from costwarden.gateway.sessions import SessionStop
 from costwarden.gateway.state import RequestState
 from costwarden.routing.chains import Route
 
 Commit = Callable[[LedgerRecord, Reservation | None], Awaitable[None]]
-SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
-_SSE_HEADERS = SSE_HEADERS
 
 
 async def exhausted(call: RequestState, route: Route, exhausted: Exhausted, commit: Commit) -> None:
@@ -46,7 +44,7 @@ async def exhausted(call: RequestState, route: Route, exhausted: Exhausted, comm
     record.latency_ms = record.overhead_ms = (perf_counter() - call.t0) * 1000
     await commit(record, None)
     headers = [
-        (b"content-type", _SSE_HEADERS[0][1] if call.stream else JSON),
+        (b"content-type", SSE_HEADERS[0][1] if call.stream else JSON),
         (b"x-request-id", record.request_id.encode()),
         (b"x-costwarden-model", route.model.encode()),
         (b"x-costwarden-degraded", b"true"),
@@ -56,7 +54,7 @@ async def exhausted(call: RequestState, route: Route, exhausted: Exhausted, comm
         body = degraded.stream(
             call.wire, route.model, template.content, include_usage=wants_usage(call.payload)
         )
-        headers.append(_SSE_HEADERS[1])
+        headers.append(SSE_HEADERS[1])
     else:
         body = degraded.unary(call.wire, route.model, template.content)
     await send_bytes(call.send, 200, body, headers)
@@ -73,7 +71,7 @@ async def session_stop(call: RequestState, stop: SessionStop, commit: Commit) ->
     await commit(record, None)
     model = str(call.payload.get("model") or "")
     headers = [
-        (b"content-type", _SSE_HEADERS[0][1] if call.stream else JSON),
+        (b"content-type", SSE_HEADERS[0][1] if call.stream else JSON),
         (b"x-request-id", record.request_id.encode()),
         (b"x-costwarden-cost-usd", b"0"),
         (b"x-costwarden-session-stop", stop.reason.encode()),
@@ -84,7 +82,7 @@ async def session_stop(call: RequestState, stop: SessionStop, commit: Commit) ->
             call.wire, model, stop.message, include_usage=wants_usage(call.payload),
             tag="session-stop",
         )  # fmt: skip
-        headers.append(_SSE_HEADERS[1])
+        headers.append(SSE_HEADERS[1])
     else:
         body = degraded.unary(call.wire, model, stop.message, tag="session-stop")
     await send_bytes(call.send, 200, body, headers)

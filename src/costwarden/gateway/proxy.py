@@ -50,6 +50,7 @@ from costwarden.gateway.errors import error_body
 from costwarden.gateway.failover import Attempt, Breakers, Exhausted, Failover
 from costwarden.gateway.responses import (
     PROMPT_FIELDS,
+    SSE_HEADERS,
     PassThrough,
     bill,
     id_headers,
@@ -91,7 +92,6 @@ ENDPOINTS: dict[str, tuple[Endpoint, Wire]] = {
     "/v1/messages": ("messages", "anthropic"),
 }
 _SECURITY_HEADER = b"x-costwarden-security-status"
-_SSE_HEADERS = answers.SSE_HEADERS
 
 
 class Proxy:
@@ -413,7 +413,7 @@ class Proxy:
             )
         upstream_ms = (perf_counter() - attempt.upstream_started) * 1000
         overhead_ms = (perf_counter() - call.t0) * 1000 - upstream_ms
-        start_headers = [*_SSE_HEADERS, *id_headers(record)]
+        start_headers = [*SSE_HEADERS, *id_headers(record)]
         start_headers.append((b"x-costwarden-overhead-ms", f"{overhead_ms:.3f}".encode()))
         if attempt.tries > 1:
             start_headers.append((b"x-costwarden-attempts", str(attempt.tries).encode()))

@@ -15,6 +15,9 @@ from costwarden.gateway.asgi import JSON
 from costwarden.pricing import TokenUsage
 from costwarden.providers.base import Deployment
 
+# An event stream's response headers: its content type, and no caching on the way.
+SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+
 
 def bill(
     record: LedgerRecord, deployment: Deployment, usage: TokenUsage, *, estimated: bool
