@@ -22,6 +22,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from costwarden.admin.access import authenticate
 from costwarden.admin.common import ACTOR, body_json
 from costwarden.admin.context import context
 from costwarden.admin.limits_api import config_tier_names, reload_limits
@@ -53,8 +54,8 @@ def rule_json(rule: AlertRule, org_names: dict[str, str]) -> dict[str, Any]:
 
 async def get_rules(request: Request) -> Response:
     ctx = context(request)
-    if denied := ctx.authorized(request):
-        return denied
+    access = await authenticate(request)
+    access.read_platform()
     names = await asyncio.to_thread(repo.org_names, ctx.engine)
     org = request.query_params.get("org")
     org_id = None if org is None else repo.named(names, org)
@@ -90,8 +91,8 @@ def rule_target(data: dict[str, Any]) -> RuleTarget:
 
 async def put_rule(request: Request) -> Response:
     ctx = context(request)
-    if denied := ctx.authorized(request):
-        return denied
+    access = await authenticate(request)
+    access.write_platform()
     data = await body_json(request, allowed=_FIELDS)
     if "thresholds" not in data:
         raise InvalidInput("'thresholds' is required: percents of the limit, e.g. [50, 80, 100]")
@@ -110,8 +111,8 @@ async def put_rule(request: Request) -> Response:
 
 async def remove_rule(request: Request) -> Response:
     ctx = context(request)
-    if denied := ctx.authorized(request):
-        return denied
+    access = await authenticate(request)
+    access.write_platform()
     rule_id = request.path_params["rule_id"]
     await asyncio.to_thread(delete_rule, ctx.engine, rule_id)
     await reload_limits(ctx)

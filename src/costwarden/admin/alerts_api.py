@@ -20,6 +20,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from costwarden.admin.access import authenticate
 from costwarden.admin.common import ACTOR, count_param, parse_json_object, read_body
 from costwarden.admin.context import context
 from costwarden.alerts.state import Action
@@ -41,8 +42,8 @@ def _actor(data: dict[str, Any]) -> str:
 
 async def list_alerts(request: Request) -> Response:
     ctx = context(request)
-    if denied := ctx.authorized(request):
-        return denied
+    access = await authenticate(request)
+    access.read_platform()
     query = request.query_params
     state = query.get("state")
     if state is not None and state not in STATES:
@@ -62,8 +63,8 @@ async def list_alerts(request: Request) -> Response:
 
 async def get_alert(request: Request) -> Response:
     ctx = context(request)
-    if denied := ctx.authorized(request):
-        return denied
+    access = await authenticate(request)
+    access.read_platform()
     alert_id = request.path_params["alert_id"]
     record = await asyncio.to_thread(store.get_alert, ctx.engine, alert_id)
     deliveries = await asyncio.to_thread(delivery_log, ctx.engine, alert_id=alert_id)
@@ -72,8 +73,8 @@ async def get_alert(request: Request) -> Response:
 
 async def _act(request: Request, action: Action, allowed: set[str]) -> Response:
     ctx = context(request)
-    if denied := ctx.authorized(request):
-        return denied
+    access = await authenticate(request)
+    access.write_platform()
     raw = await read_body(request)
     data = parse_json_object(raw, allowed=allowed) if raw.strip() or action == "snooze" else {}
     actor = _actor(data)

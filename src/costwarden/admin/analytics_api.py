@@ -41,6 +41,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from costwarden.admin.access import authenticate
 from costwarden.admin.common import count_param
 from costwarden.admin.context import AdminContext, context
 from costwarden.analytics.latency import METHOD, quantile
@@ -188,8 +189,8 @@ def _sum(rows: list[SpendRow]) -> Totals:
 
 async def spend_report(request: Request) -> Response:
     ctx = context(request)
-    if denied := ctx.authorized(request):
-        return denied
+    access = await authenticate(request)
+    access.read_platform()
     by = dimensions(request.query_params.get("by"))
     q, names = await _query(request, ctx, by=by, since_default="7d")
     rows, cached = await asyncio.gather(
@@ -209,8 +210,8 @@ async def spend_report(request: Request) -> Response:
 
 async def top(request: Request) -> Response:
     ctx = context(request)
-    if denied := ctx.authorized(request):
-        return denied
+    access = await authenticate(request)
+    access.read_platform()
     params = request.query_params
     name = params.get("by", "org")
     if name not in TOP_BY:
@@ -245,8 +246,8 @@ def _period(raw: str | None) -> str:
 
 async def overview(request: Request) -> Response:
     ctx = context(request)
-    if denied := ctx.authorized(request):
-        return denied
+    access = await authenticate(request)
+    access.read_platform()
     period = _period(request.query_params.get("period"))
     before, start, now = windows(period, datetime.fromtimestamp(ctx.clock(), UTC))
     # Four reads at once, each on its own connection: the answer waits for the slowest.
@@ -292,8 +293,8 @@ def _pct(value: Decimal | None) -> str | None:
 
 async def trends(request: Request) -> Response:
     ctx = context(request)
-    if denied := ctx.authorized(request):
-        return denied
+    access = await authenticate(request)
+    access.read_platform()
     params = request.query_params
     period = _period(params.get("period"))
     name = params.get("by", "org")
@@ -334,8 +335,8 @@ async def trends(request: Request) -> Response:
 
 async def projection(request: Request) -> Response:
     ctx = context(request)
-    if denied := ctx.authorized(request):
-        return denied
+    access = await authenticate(request)
+    access.read_platform()
     params = request.query_params
     now = datetime.fromtimestamp(ctx.clock(), UTC)
     start, end = _month(params.get("month", f"{now:%Y-%m}"))
@@ -427,8 +428,8 @@ def chargeback_rows(
 
 async def chargeback(request: Request) -> Response:
     ctx = context(request)
-    if denied := ctx.authorized(request):
-        return denied
+    access = await authenticate(request)
+    access.read_platform()
     params = request.query_params
     start, end = _month(params.get("month"))
     by = params.get("by", "org")

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from costwarden.admin.access import authenticate
 from costwarden.admin.channel_inputs import parse_channel
 from costwarden.admin.common import ACTOR, body_json
 from costwarden.admin.context import context
@@ -42,16 +43,16 @@ def _name(request: Request) -> str:
 
 async def list_channels(request: Request) -> Response:
     ctx = context(request)
-    if denied := ctx.authorized(request):
-        return denied
+    access = await authenticate(request)
+    access.read_platform()
     channels = await asyncio.to_thread(store.list_channels, ctx.engine)
     return JSONResponse({"data": [redacted(c) for c in channels]})
 
 
 async def put_channel(request: Request) -> Response:
     ctx = context(request)
-    if denied := ctx.authorized(request):
-        return denied
+    access = await authenticate(request)
+    access.write_platform()
     name = _name(request)
     channel = parse_channel(name, await body_json(request))
     saved = await asyncio.to_thread(store.save_channel, ctx.engine, channel, actor=ACTOR)
@@ -60,8 +61,8 @@ async def put_channel(request: Request) -> Response:
 
 async def delete_channel(request: Request) -> Response:
     ctx = context(request)
-    if denied := ctx.authorized(request):
-        return denied
+    access = await authenticate(request)
+    access.write_platform()
     name = _name(request)
     await asyncio.to_thread(store.delete_channel, ctx.engine, name, actor=ACTOR)
     return JSONResponse({"name": name, "enabled": False})
@@ -69,8 +70,8 @@ async def delete_channel(request: Request) -> Response:
 
 async def test_channel(request: Request) -> Response:
     ctx = context(request)
-    if denied := ctx.authorized(request):
-        return denied
+    access = await authenticate(request)
+    access.write_platform()
     channel = await asyncio.to_thread(store.get_channel, ctx.engine, _name(request))
     attempt = await send_check(
         channel,
@@ -85,8 +86,8 @@ async def test_channel(request: Request) -> Response:
 
 async def channel_deliveries(request: Request) -> Response:
     ctx = context(request)
-    if denied := ctx.authorized(request):
-        return denied
+    access = await authenticate(request)
+    access.read_platform()
     channel = await asyncio.to_thread(store.get_channel, ctx.engine, _name(request))
     log = await asyncio.to_thread(delivery_log, ctx.engine, channel_id=channel.id)
     return JSONResponse({"data": log})

@@ -35,7 +35,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Route
 from starlette.types import ExceptionHandler
 
-from costwarden.core.errors import Conflict, InvalidInput, NotFound, RequestTooLarge, StorageError
+from costwarden.core.errors import (
+    AdminApiOff,
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    NotSignedIn,
+    RequestTooLarge,
+    StorageError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +152,18 @@ async def _on_invalid(request: Request, exc: Exception) -> Response:
     return error(400, "invalid_request_error", str(exc))
 
 
+async def _on_not_signed_in(request: Request, exc: Exception) -> Response:
+    return error(401, "authentication_error", str(exc))
+
+
+async def _on_forbidden(request: Request, exc: Exception) -> Response:
+    return error(403, "permission_error", str(exc))
+
+
+async def _on_admin_off(request: Request, exc: Exception) -> Response:
+    return error(403, "admin_disabled", str(exc))
+
+
 async def _on_not_found(request: Request, exc: Exception) -> Response:
     return error(404, "not_found", str(exc))
 
@@ -235,6 +256,9 @@ def exception_handlers() -> dict[Any, ExceptionHandler]:
     return {
         InvalidInput: _on_invalid,
         NotFound: _on_not_found,
+        NotSignedIn: _on_not_signed_in,
+        Forbidden: _on_forbidden,
+        AdminApiOff: _on_admin_off,
         Conflict: _on_conflict,
         RequestTooLarge: _on_too_large,
         DBAPIError: _on_database,  # OperationalError, InterfaceError, ...

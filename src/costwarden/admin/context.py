@@ -14,18 +14,16 @@ them). The rest are the domain's own classes.
 from __future__ import annotations
 
 import dataclasses
-import hmac
 from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, Protocol
 
 from sqlalchemy.engine import Engine
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 
-from costwarden.admin.common import error
 from costwarden.budgets.enforcer import Enforcer
 from costwarden.core.events import EventBus
 from costwarden.core.records import KeyRecord
+from costwarden.dashboard.jwt_auth import JwtConfig
 from costwarden.metrics import MetricsExporter
 from costwarden.routing.breakers import BreakerBoard
 from costwarden.routing.table import RouteTable
@@ -87,19 +85,9 @@ class AdminContext:
     #: the agent sessions' board (an escalation resolved moves its session); None when
     #: ``[sessions] enabled = false``
     sessions: SessionBoard | None = None
-
-    def authorized(self, request: Request) -> JSONResponse | None:
-        """None when ``request`` carries the admin token; else the 401 / 403 to answer."""
-        token = self.admin_token
-        if not token:
-            return error(403, "admin_disabled", "the admin API is off: set COSTWARDEN_ADMIN_TOKEN")
-        given = request.headers.get("authorization", "")
-        scheme, _, value = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            value.strip().encode(), token.encode()
-        ):
-            return error(401, "authentication_error", "missing or wrong admin token")
-        return None
+    #: how a company identity provider's bearer JWTs are verified (``[dashboard.jwt]``);
+    #: None: JWTs sign no one in
+    jwt: JwtConfig | None = None
 
 
 def context(request: Request) -> AdminContext:

@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Send
 
+from costwarden.admin.access import authenticate
 from costwarden.admin.context import context
 from costwarden.core.errors import InvalidInput, NotFound
 from costwarden.core.event_kinds import KINDS, STREAM_CUT
@@ -147,8 +148,8 @@ async def _frames(
 
 async def events(request: Request) -> Response:
     ctx = context(request)
-    if denied := ctx.authorized(request):
-        return denied
+    access = await authenticate(request)
+    access.read_platform()
     after = last_event_id(request)
     kinds = kinds_filter(request)
     org = await org_filter(request, ctx.engine)

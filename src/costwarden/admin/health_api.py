@@ -19,6 +19,7 @@ import logging
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from costwarden.admin.access import authenticate
 from costwarden.admin.common import ACTOR, parse_json_object, read_body
 from costwarden.admin.context import context
 from costwarden.core.errors import InvalidInput
@@ -29,15 +30,15 @@ logger = logging.getLogger(__name__)
 
 async def deployments(request: Request) -> Response:
     ctx = context(request)
-    if denied := ctx.authorized(request):
-        return denied
+    access = await authenticate(request)
+    access.read_platform()
     return JSONResponse({"data": ctx.breakers.health()})
 
 
 async def reset_breaker(request: Request) -> Response:
     ctx = context(request)
-    if denied := ctx.authorized(request):
-        return denied
+    access = await authenticate(request)
+    access.write_platform()
     deployment = request.path_params["deployment"]
     actor = ACTOR
     raw = await read_body(request)  # the body is optional

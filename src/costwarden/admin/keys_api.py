@@ -21,6 +21,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from costwarden.admin.access import authenticate
 from costwarden.admin.common import body_json
 from costwarden.admin.context import context
 from costwarden.core.errors import InvalidInput
@@ -60,16 +61,16 @@ def _options(data: dict[str, Any]) -> dict[str, bool]:
 
 async def list_orgs(request: Request) -> Response:
     ctx = context(request)
-    if denied := ctx.authorized(request):
-        return denied
+    access = await authenticate(request)
+    access.read_platform()
     orgs = await asyncio.to_thread(repo.list_orgs, ctx.engine)
     return JSONResponse({"data": [_org_json(o) for o in orgs]})
 
 
 async def list_keys(request: Request) -> Response:
     ctx = context(request)
-    if denied := ctx.authorized(request):
-        return denied
+    access = await authenticate(request)
+    access.read_platform()
     org = request.query_params.get("org")
     keys = await asyncio.to_thread(repo.list_keys, ctx.engine, org)
     return JSONResponse({"data": [key_json(k) for k in keys]})
@@ -77,8 +78,8 @@ async def list_keys(request: Request) -> Response:
 
 async def create_key(request: Request) -> Response:
     ctx = context(request)
-    if denied := ctx.authorized(request):
-        return denied
+    access = await authenticate(request)
+    access.write_platform()
     data = await body_json(
         request, allowed={"org", "project", "name", *HONEYPOT_FIELDS, *repo.KEY_OPTIONS}
     )
@@ -111,8 +112,8 @@ async def create_key(request: Request) -> Response:
 
 async def set_key_options(request: Request) -> Response:
     ctx = context(request)
-    if denied := ctx.authorized(request):
-        return denied
+    access = await authenticate(request)
+    access.write_platform()
     data = await body_json(request, allowed=set(repo.KEY_OPTIONS))
     record = await asyncio.to_thread(
         repo.set_key_options, ctx.engine, request.path_params["key_id"], _options(data)
@@ -123,8 +124,8 @@ async def set_key_options(request: Request) -> Response:
 
 async def revoke_key(request: Request) -> Response:
     ctx = context(request)
-    if denied := ctx.authorized(request):
-        return denied
+    access = await authenticate(request)
+    access.write_platform()
     record = await asyncio.to_thread(repo.revoke_key, ctx.engine, request.path_params["key_id"])
     ctx.keys.apply([record])
     return JSONResponse(key_json(record))
@@ -132,8 +133,8 @@ async def revoke_key(request: Request) -> Response:
 
 async def usage(request: Request) -> Response:
     ctx = context(request)
-    if denied := ctx.authorized(request):
-        return denied
+    access = await authenticate(request)
+    access.read_platform()
     since = parse_since(request.query_params.get("since", "7d"))
     org = request.query_params.get("org")
     report = await asyncio.to_thread(usage_report, ctx.engine, org=org, since=since)

@@ -22,6 +22,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from costwarden.admin.access import authenticate
 from costwarden.admin.common import body_json
 from costwarden.admin.context import AdminContext, context
 from costwarden.budgets.limits import MODES, SCOPES, Limit, Tier, format_amount, tier_to_mapping
@@ -63,8 +64,8 @@ def config_tier_conflict(name: str) -> str:
 
 async def get_limits(request: Request) -> Response:
     ctx = context(request)
-    if denied := ctx.authorized(request):
-        return denied
+    access = await authenticate(request)
+    access.read_platform()
     org = request.query_params.get("org")
     names = await asyncio.to_thread(repo.org_names, ctx.engine)
     org_id = None if org is None else repo.named(names, org)
@@ -82,8 +83,8 @@ async def get_limits(request: Request) -> Response:
 
 async def put_limits(request: Request) -> Response:
     ctx = context(request)
-    if denied := ctx.authorized(request):
-        return denied
+    access = await authenticate(request)
+    access.write_platform()
     data = await body_json(request, allowed={"org", "scope", "scope_id", "limits", "mode"})
     org, scope, subject = _target(data)
     amounts = data.get("limits")
@@ -117,8 +118,8 @@ async def put_limits(request: Request) -> Response:
 
 async def delete_limits(request: Request) -> Response:
     ctx = context(request)
-    if denied := ctx.authorized(request):
-        return denied
+    access = await authenticate(request)
+    access.write_platform()
     data = await body_json(request, allowed={"org", "scope", "scope_id", "limits"})
     org, scope, subject = _target(data)
     names = data.get("limits")
@@ -136,8 +137,8 @@ async def delete_limits(request: Request) -> Response:
 
 async def budgets(request: Request) -> Response:
     ctx = context(request)
-    if denied := ctx.authorized(request):
-        return denied
+    access = await authenticate(request)
+    access.read_platform()
     org = request.query_params.get("org")
     if org is None or not org.strip():
         raise InvalidInput("query parameter 'org' is required")
@@ -159,8 +160,8 @@ async def budgets(request: Request) -> Response:
 
 async def list_tiers(request: Request) -> Response:
     ctx = context(request)
-    if denied := ctx.authorized(request):
-        return denied
+    access = await authenticate(request)
+    access.read_platform()
     stored = await asyncio.to_thread(policy.list_tiers, ctx.engine)
     tiers = [*ctx.enforcer.config_tiers, *stored]
     return JSONResponse({"data": [tier_json(t) for t in tiers]})
@@ -168,8 +169,8 @@ async def list_tiers(request: Request) -> Response:
 
 async def put_tier(request: Request) -> Response:
     ctx = context(request)
-    if denied := ctx.authorized(request):
-        return denied
+    access = await authenticate(request)
+    access.write_platform()
     name = request.path_params["name"]
     if name.strip() in config_tier_names(ctx):
         raise Conflict(config_tier_conflict(name.strip()))
@@ -181,8 +182,8 @@ async def put_tier(request: Request) -> Response:
 
 async def delete_tier(request: Request) -> Response:
     ctx = context(request)
-    if denied := ctx.authorized(request):
-        return denied
+    access = await authenticate(request)
+    access.write_platform()
     name = request.path_params["name"]
     if name.strip() in config_tier_names(ctx):
         raise Conflict(config_tier_conflict(name.strip()))
@@ -193,8 +194,8 @@ async def delete_tier(request: Request) -> Response:
 
 async def set_org_tier(request: Request) -> Response:
     ctx = context(request)
-    if denied := ctx.authorized(request):
-        return denied
+    access = await authenticate(request)
+    access.write_platform()
     org = request.path_params["name"]
     data = await body_json(request, allowed={"tier"})
     if "tier" not in data:

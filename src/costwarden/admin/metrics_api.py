@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import Response
 
+from costwarden.admin.access import authenticate
 from costwarden.admin.common import error
 from costwarden.admin.context import context
 
@@ -22,7 +23,7 @@ async def metrics(request: Request) -> Response:
     exporter = ctx.metrics
     if exporter is None:
         return error(404, "not_found", "metrics are off ([metrics] enabled = false)")
-    if not ctx.metrics_public and (denied := ctx.authorized(request)):
-        return denied
+    if not ctx.metrics_public:
+        (await authenticate(request)).read_platform()
     body = await exporter.render()
     return Response(body, headers={"content-type": CONTENT_TYPE_LATEST})

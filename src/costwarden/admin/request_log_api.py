@@ -20,6 +20,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from costwarden.admin.access import authenticate
 from costwarden.admin.common import count_param
 from costwarden.admin.context import context
 from costwarden.analytics.query import (
@@ -64,8 +65,8 @@ def _cost(raw: str | None, what: str) -> Decimal | None:
 
 async def search_requests(request: Request) -> Response:
     ctx = context(request)
-    if denied := ctx.authorized(request):
-        return denied
+    access = await authenticate(request)
+    access.read_platform()
     params = request.query_params
     now = datetime.fromtimestamp(ctx.clock(), UTC)
     since = parse_when(params.get("since", "24h"), now, what="since")
@@ -104,8 +105,8 @@ async def search_requests(request: Request) -> Response:
 
 async def get_request(request: Request) -> Response:
     ctx = context(request)
-    if denied := ctx.authorized(request):
-        return denied
+    access = await authenticate(request)
+    access.read_platform()
     request_id = request.path_params["request_id"]
     record = await asyncio.to_thread(find, ctx.engine, request_id)
     if record is None:

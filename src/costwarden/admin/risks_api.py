@@ -23,6 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from costwarden.admin.access import authenticate
 from costwarden.admin.context import AdminContext, context
 from costwarden.alerts.risks import (
     Risk,
@@ -50,8 +51,8 @@ _ALLOWANCE_SCOPES = ("org", "project", "key", "user")
 
 async def risks(request: Request) -> Response:
     ctx = context(request)
-    if denied := ctx.authorized(request):
-        return denied
+    access = await authenticate(request)
+    access.read_platform()
     query = request.query_params
     org = query.get("org")
     if org is None:

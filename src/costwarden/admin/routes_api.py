@@ -16,6 +16,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from costwarden.admin.access import authenticate
 from costwarden.admin.common import ACTOR, body_json
 from costwarden.admin.context import AdminContext, context
 from costwarden.core.errors import InvalidInput
@@ -55,16 +56,16 @@ def route_json(ctx: AdminContext, model: str) -> dict[str, Any]:
 
 async def list_routes(request: Request) -> Response:
     ctx = context(request)
-    if denied := ctx.authorized(request):
-        return denied
+    access = await authenticate(request)
+    access.read_platform()
     models = sorted(ctx.route_table.routes)
     return JSONResponse({"routes": [route_json(ctx, m) for m in models]})
 
 
 async def put_fallbacks(request: Request) -> Response:
     ctx = context(request)
-    if denied := ctx.authorized(request):
-        return denied
+    access = await authenticate(request)
+    access.write_platform()
     data = await body_json(request, allowed={"fallbacks"})
     if "fallbacks" not in data:
         raise InvalidInput("'fallbacks' is required: a list of names, or null for the config's")

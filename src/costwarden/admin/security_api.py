@@ -19,6 +19,7 @@ import asyncio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from costwarden.admin.access import authenticate
 from costwarden.admin.common import ACTOR, body_json
 from costwarden.admin.context import context
 from costwarden.storage.security_policies import delete_policy, list_policies, put_policy
@@ -26,8 +27,8 @@ from costwarden.storage.security_policies import delete_policy, list_policies, p
 
 async def get_policies(request: Request) -> Response:
     ctx = context(request)
-    if denied := ctx.authorized(request):
-        return denied
+    access = await authenticate(request)
+    access.read_platform()
     org = request.query_params.get("org")
     found = await asyncio.to_thread(list_policies, ctx.engine, org)
     return JSONResponse({"policies": [p.to_json() for p in found]})
@@ -51,8 +52,8 @@ async def delete_key_policy(request: Request) -> Response:
 
 async def _put(request: Request, *, org: str | None, key_id: str | None) -> Response:
     ctx = context(request)
-    if denied := ctx.authorized(request):
-        return denied
+    access = await authenticate(request)
+    access.write_platform()
     raw = await body_json(request)
     record = await asyncio.to_thread(
         put_policy, ctx.engine, org=org, key_id=key_id, raw=raw, actor=ACTOR
@@ -62,8 +63,8 @@ async def _put(request: Request, *, org: str | None, key_id: str | None) -> Resp
 
 async def _delete(request: Request, *, org: str | None, key_id: str | None) -> Response:
     ctx = context(request)
-    if denied := ctx.authorized(request):
-        return denied
+    access = await authenticate(request)
+    access.write_platform()
     existed = await asyncio.to_thread(
         delete_policy, ctx.engine, org=org, key_id=key_id, actor=ACTOR
     )

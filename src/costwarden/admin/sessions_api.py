@@ -29,6 +29,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from costwarden.admin.access import authenticate
 from costwarden.admin.common import ACTOR, body_json, error
 from costwarden.admin.context import AdminContext, context
 from costwarden.admin.events_api import EventStream, last_event_id
@@ -56,8 +57,8 @@ _AMOUNT = re.compile(r"[0-9]{1,15}(?:\.[0-9]{1,12})?\Z")  # what the document's 
 
 async def get_session(request: Request) -> Response:
     ctx = context(request)
-    if denied := ctx.authorized(request):
-        return denied
+    access = await authenticate(request)
+    access.read_platform()
     session_id = clean_session_id(request.path_params["session_id"])
     org = request.query_params.get("org")
     if org is None:
@@ -84,8 +85,8 @@ def _org_id(ctx: AdminContext, name: str) -> str:
 
 async def list_escalations(request: Request) -> Response:
     ctx = context(request)
-    if denied := ctx.authorized(request):
-        return denied
+    access = await authenticate(request)
+    access.read_platform()
     query = request.query_params
     status = query.get("status")
     if status is not None and status not in STATUSES:
@@ -121,8 +122,8 @@ def _decision(data: dict[str, Any]) -> tuple[bool, str | None, Decimal | None, s
 
 async def resolve_escalation(request: Request) -> Response:
     ctx = context(request)
-    if denied := ctx.authorized(request):
-        return denied
+    access = await authenticate(request)
+    access.write_platform()
     escalation_id = request.path_params["escalation_id"]
     data = await body_json(request, allowed={"decision", "note", "actor", "extra_budget_usd"})
     approved, note, extra, actor = _decision(data)

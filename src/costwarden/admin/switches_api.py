@@ -21,6 +21,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from costwarden.admin.access import authenticate
 from costwarden.admin.common import ACTOR, body_json
 from costwarden.admin.context import AdminContext, context
 from costwarden.core.errors import InvalidInput
@@ -67,16 +68,16 @@ def parse_switch_body(data: dict[str, Any]) -> tuple[str | None, str, bool, str 
 
 async def get_switches(request: Request) -> Response:
     ctx = context(request)
-    if denied := ctx.authorized(request):
-        return denied
+    access = await authenticate(request)
+    access.read_platform()
     version, records = await asyncio.to_thread(store.load_switches, ctx.engine)
     return JSONResponse({"version": version, "switches": [r.to_json() for r in records]})
 
 
 async def put_switch(request: Request) -> Response:
     ctx = context(request)
-    if denied := ctx.authorized(request):
-        return denied
+    access = await authenticate(request)
+    access.write_platform()
     data = await body_json(request, allowed=PUT_FIELDS)
     org, feature, enabled, message = parse_switch_body(data)
     record = await asyncio.to_thread(
@@ -97,8 +98,8 @@ async def put_switch(request: Request) -> Response:
 
 async def get_audit(request: Request) -> Response:
     ctx = context(request)
-    if denied := ctx.authorized(request):
-        return denied
+    access = await authenticate(request)
+    access.read_platform()
     limit = audit.parse_limit(request.query_params.get("limit", audit.DEFAULT_AUDIT_LIMIT))
     action = request.query_params.get("action")
     entries = await asyncio.to_thread(audit.audit_entries, ctx.engine, limit=limit, action=action)

@@ -57,6 +57,21 @@ class Conflict(CostwardenError):
     """The request conflicts with the current state (admin API: 409)."""
 
 
+class NotSignedIn(CostwardenError):
+    """No valid credential: a missing, wrong, revoked or expired admin token, admin key, JWT
+    or session (admin API: 401; dashboard: sent to sign-in)."""
+
+
+class Forbidden(CostwardenError):
+    """A valid principal asked for what its role does not allow: another org's data, a write
+    by a viewer, a platform-wide setting by an org_admin (403)."""
+
+
+class AdminApiOff(Forbidden):
+    """The admin API has no admin token set and the request carries no other credential
+    (403 ``admin_disabled``)."""
+
+
 class GatewayError(CostwardenError):
     """A gateway request is refused or failed; rendered per the error contract."""
 

@@ -115,6 +115,13 @@ def get_org_by_name(bind: Bind, name: str) -> OrgRecord | None:
     return None if row is None else OrgRecord(row.id, row.name, row.created_at)
 
 
+def get_org(bind: Bind, org_id: str) -> OrgRecord | None:
+    """The org whose id is ``org_id``, or None."""
+    with connect_read(bind) as conn:
+        row = conn.execute(sa.select(orgs).where(orgs.c.id == org_id)).one_or_none()
+    return None if row is None else OrgRecord(row.id, row.name, row.created_at)
+
+
 def list_orgs(bind: Bind) -> list[OrgRecord]:
     """All orgs, by name."""
     with connect_read(bind) as conn:
