@@ -33,6 +33,7 @@ from costwarden.admin.context import AdminContext
 from costwarden.app.alerting import Alerting, process_holder
 from costwarden.app.analytics import Rollups
 from costwarden.app.config_channels import channel_secrets, sync_channels
+from costwarden.app.dashboard_auth import jwt_config
 from costwarden.app.observability import metrics_exporter
 from costwarden.app.securing import Security
 from costwarden.app.tracing import request_spans
@@ -364,6 +365,7 @@ class CostwardenApp:
             metrics=self.metrics,
             metrics_public=settings.metrics.public,
             sessions=self.sessions,
+            jwt=jwt_config(settings),
         )
 
     def secrets(self) -> list[str]:

@@ -22,6 +22,7 @@ from costwarden.config.alert_channels import parse_channels, split_channels
 from costwarden.config.alerts import AlertSettings, alerts_problem
 from costwarden.config.analytics import AnalyticsSettings, analytics_problem
 from costwarden.config.cache import CacheSettings, cache_problem
+from costwarden.config.dashboard import JWT_SECRET_ENV, DashboardSettings, dashboard_problem
 from costwarden.config.events import EventSettings, events_problem
 from costwarden.config.fields import NAME_RE as _NAME_RE
 from costwarden.config.fields import section as _section
@@ -251,10 +252,30 @@ class Settings:
     sessions: SessionSettings = dataclasses.field(default_factory=SessionSettings)
     security: SecuritySettings = dataclasses.field(default_factory=SecuritySettings)
     cache: CacheSettings = dataclasses.field(default_factory=CacheSettings)
+    dashboard: DashboardSettings = dataclasses.field(default_factory=DashboardSettings)
     admin_token: str | None = dataclasses.field(
         default=None,
         repr=False,
         metadata={"help": "Bearer token for the admin API.", "env": "COSTWARDEN_ADMIN_TOKEN"},
+    )
+    dashboard_secret: str | None = dataclasses.field(
+        default=None,
+        repr=False,
+        metadata={
+            "help": "The secret(s) the dashboard's session cookies and CSRF tokens are signed "
+            "with, comma-separated to rotate (the first signs). The same on every gateway; "
+            "unset: derived from the admin token, else random per process.",
+            "env": "COSTWARDEN_DASHBOARD_SECRET",
+        },
+    )
+    dashboard_jwt_secret: str | None = dataclasses.field(
+        default=None,
+        repr=False,
+        metadata={
+            "help": "The HMAC secret of the identity provider's JWTs (HS algorithms), "
+            "instead of [dashboard] jwt_jwks_file.",
+            "env": JWT_SECRET_ENV,
+        },
     )
     security_hash_key: str | None = dataclasses.field(
         default=None,
@@ -335,6 +356,7 @@ def _build(
         "sessions",
         "security",
         "cache",
+        "dashboard",
         "resilience",
         "providers",
         "deployments",
@@ -375,6 +397,7 @@ def _build(
     sessions = _checked(SessionSettings, sessions_problem, raw, "sessions", ctx, env)
     security = _checked(SecuritySettings, security_problem, raw, "security", ctx, env)
     cache = _checked(CacheSettings, cache_problem, raw, "cache", ctx, env)
+    dashboard = _checked(DashboardSettings, dashboard_problem, raw, "dashboard", ctx, env)
     if cache.backend == "redis" and not redis.url:
         raise _invalid(ctx, env, cache, "cache", "backend", "'redis' needs [redis] url")
     if storage.ledger_mode not in LEDGER_MODES:
@@ -428,9 +451,12 @@ def _build(
         sessions=sessions,
         security=security,
         cache=cache,
+        dashboard=dashboard,
         resilience=resilience,
         admin_token=env.get("COSTWARDEN_ADMIN_TOKEN") or None,
         security_hash_key=env.get("COSTWARDEN_SECURITY_HASH_KEY") or None,
+        dashboard_secret=env.get("COSTWARDEN_DASHBOARD_SECRET") or None,
+        dashboard_jwt_secret=env.get(JWT_SECRET_ENV) or None,
         deprecations=deprecations,
     )
 
