@@ -33,7 +33,7 @@ from costwarden.admin.context import AdminContext
 from costwarden.app.alerting import Alerting, process_holder
 from costwarden.app.analytics import Rollups
 from costwarden.app.config_channels import channel_secrets, sync_channels
-from costwarden.app.dashboard_auth import jwt_config
+from costwarden.app.dashboard_auth import jwt_config, session_secrets
 from costwarden.app.observability import metrics_exporter
 from costwarden.app.securing import Security
 from costwarden.app.tracing import request_spans
@@ -44,6 +44,9 @@ from costwarden.config.budgets import budget_config
 from costwarden.config.sessions import SessionSettings
 from costwarden.config.settings import RedisSettings, Settings
 from costwarden.config.upstreams import ProviderSettings, ResilienceSettings, RouteSettings
+from costwarden.console.app import create_console
+from costwarden.console.context import ConsoleContext
+from costwarden.console.render import MOUNT as DASHBOARD
 from costwarden.core.errors import AuthenticationFailed
 from costwarden.core.events import EventBus
 from costwarden.core.records import LedgerRecord
@@ -329,7 +332,21 @@ class CostwardenApp:
             if settings.analytics.enabled
             else None
         )
-        self.admin = create_admin_app(self._admin_context())
+        admin_context = self._admin_context()
+        self.admin = create_admin_app(admin_context)
+        self.console = (
+            create_console(
+                ConsoleContext(
+                    admin=admin_context,
+                    secrets=tuple(session_secrets(settings)),
+                    session_max_age_seconds=settings.dashboard.session_max_age_seconds,
+                    cookie_secure=settings.dashboard.cookie_secure,
+                )
+            )
+            if settings.dashboard.enabled
+            else None
+        )
+        self._root_path = settings.server.root_path
         self._started = False
 
     def _response_cache(self, settings: Settings) -> ResponseCacheStage | None:
@@ -472,6 +489,13 @@ class CostwardenApp:
         kind = scope["type"]
         if kind == "http":
             path = scope["path"]
+            whole = scope
+            if self._root_path and path.startswith(self._root_path):
+                # Behind a proxy's prefix (uvicorn puts the root_path back in front of the
+                # path): the gateway's own handlers match the path without it; the
+                # Starlette apps (admin, dashboard) take the whole scope and strip it.
+                path = path[len(self._root_path) :] or "/"
+                scope = {**scope, "path": path}
             if path in ENDPOINTS:
                 if scope["method"] == "POST":
                     await self.proxy.handle(scope, receive, send)
@@ -496,7 +520,12 @@ class CostwardenApp:
                     timezone=self.settings.budgets.timezone, clock=self.clock,
                 )  # fmt: skip
                 return
-            await self.admin(scope, receive, send)
+            if self.console is not None and (
+                path == DASHBOARD or path.startswith(DASHBOARD + "/")
+            ):
+                await self.console(whole, receive, send)
+                return
+            await self.admin(whole, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
         else:

@@ -247,6 +247,7 @@ def uvicorn_config(app: CostwardenApp, settings: Settings) -> uvicorn.Config:
         app,
         host=settings.server.host,
         port=settings.server.port,
+        root_path=settings.server.root_path,
         loop="uvloop",
         http=guarded_protocol(settings.server),
         # No route speaks WebSocket; "auto" would turn upgrades on if a WebSocket library

@@ -60,6 +60,12 @@ MIN_HEADER_BYTES = 4096
 class ServerSettings:
     host: str = _setting("127.0.0.1", "Address the gateway listens on.", "COSTWARDEN_HOST")
     port: int = _setting(4000, "TCP port the gateway listens on.", "COSTWARDEN_PORT")
+    root_path: str = _setting(
+        "",
+        "The path prefix a reverse proxy serves the gateway under and strips (e.g. "
+        "'/costwarden'): the dashboard's links and assets carry it.",
+        "COSTWARDEN_ROOT_PATH",
+    )
     max_body_bytes: int = _setting(
         8 * 1024 * 1024,
         "Largest request body accepted; larger ones get 413 before they are read whole.",
@@ -404,6 +410,11 @@ def _build(
         raise _invalid(
             ctx, env, storage, "storage", "ledger_mode", f"must be one of {LEDGER_MODES}"
         )
+    if server.root_path and (
+        not server.root_path.startswith("/") or server.root_path.endswith("/")
+    ):
+        message = "must start with / and not end with /"
+        raise _invalid(ctx, env, server, "server", "root_path", message)
     if not (0 < server.port < 65536):
         raise _invalid(ctx, env, server, "server", "port", "must be between 1 and 65535")
     if server.max_body_bytes <= 0:

@@ -1,0 +1,79 @@
+"""The dashboard app: :func:`create_console` builds the Starlette app serving
+``/dashboard`` (pages, the live stream, sign-in, the packaged assets) over a
+:class:`~costwarden.console.context.ConsoleContext`.
+
+Errors are pages: not signed in is a redirect to sign-in (htmx requests get ``HX-Redirect``;
+the stream a 401), a role that may not is a 403 page, bad input a 400 page, an unknown thing
+a 404 page; a database that cannot answer is the admin API's 503.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ExceptionHandler
+
+from costwarden.admin.common import exception_handlers as admin_handlers
+from costwarden.console import auth, overview, stream
+from costwarden.console.context import ConsoleContext
+from costwarden.console.render import MOUNT, page
+from costwarden.core.errors import Forbidden, InvalidInput, NotFound, NotSignedIn
+
+#: every page module; each lists its own ROUTES (paths under /dashboard)
+PAGE_MODULES: tuple[Any, ...] = (overview, stream)
+
+
+async def _not_signed_in(request: Request, exc: Exception) -> Response:
+    if request.headers.get("hx-request") or request.url.path.endswith("/stream"):
+        return Response(status_code=401, headers={"hx-redirect": auth.sign_in_url(request)})
+    return RedirectResponse(auth.sign_in_url(request), status_code=303)
+
+
+def _error_page(status: int, title: str) -> ExceptionHandler:
+    async def handler(request: Request, exc: Exception) -> Response:
+        try:
+            who = await auth.visitor(request)
+        except Exception:
+            who = None
+        return page(request, who, "error.html", title=title, message=str(exc), status_code=status)
+
+    return handler
+
+
+def _static() -> StaticFiles:
+    root = importlib.resources.files("costwarden") / "static"
+    return StaticFiles(directory=str(root), follow_symlink=False)
+
+
+def routes() -> list[BaseRoute]:
+    """Every route of the dashboard, under its mount."""
+    inner: list[BaseRoute] = [
+        Route("/sign-in", auth.sign_in_page, methods=["GET"]),
+        Route("/sign-in", auth.sign_in, methods=["POST"]),
+        Route("/sign-out", auth.sign_out, methods=["POST"]),
+        Mount("/static", app=_static(), name="static"),
+    ]
+    for module in PAGE_MODULES:
+        inner.extend(module.ROUTES)
+    return [Mount(MOUNT, routes=inner)]
+
+
+def create_console(ctx: ConsoleContext) -> Starlette:
+    handlers: dict[Any, ExceptionHandler] = dict(admin_handlers())
+    handlers.update(
+        {
+            NotSignedIn: _not_signed_in,
+            Forbidden: _error_page(403, "Not allowed"),
+            InvalidInput: _error_page(400, "Cannot do that"),
+            NotFound: _error_page(404, "Not found"),
+        }
+    )
+    app = Starlette(routes=routes(), exception_handlers=handlers)
+    app.state.console = ctx
+    return app
