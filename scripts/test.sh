@@ -10,6 +10,24 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[test]"
+# The browser tests (tests/browser) drive Debian's Chromium with Playwright (never a browser
+# that Playwright downloads): install the package when it is missing (fonts-liberation: the
+# fonts that Chromium recommends, for the screenshots in docs/screenshots).
+if [ ! -x /usr/bin/chromium ]; then
+    echo "== installing chromium (Debian's package)"
+    as_root=()
+    if [ "$(id -u)" -ne 0 ]; then
+        as_root=(sudo)
+    fi
+    apt_install() {
+        "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -qq --no-install-recommends chromium fonts-liberation >/dev/null
+    }
+    if ! apt_install; then
+        "${as_root[@]}" apt-get update -qq
+        apt_install
+    fi
+fi
 
 echo "== ruff"
 .venv/bin/ruff check src tests bench
