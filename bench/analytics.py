@@ -10,7 +10,9 @@ database writes them, 1,000 orgs with a long tail, 20 models), or reuses the led
 ``--database-url`` if it holds rows; runs the rollup job's first run (a backfill: timed);
 starts ``costwarden serve`` on that database; then calls every analytics endpoint of the
 admin API ``--runs`` times on one keep-alive connection and prints, per endpoint, p50 and p95
-of the time to the response's first byte (its status line) and of the whole response.
+of the time to the response's first byte (its status line) and of the whole response; then
+every dashboard page ``--runs`` times, signed in as the platform admin and as a busy org's
+org_admin (an admin key made with ``costwarden admin-keys create``).
 
 ``--day-of N`` instead times the rollup of one day of N rows (the issue's "rolling up a day
 of 1 M rows"): N rows within one day, then the job's run over them.
@@ -23,13 +25,14 @@ import contextlib
 import http.client
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from rich.console import Console
 from rich.progress import Progress
@@ -79,10 +82,13 @@ def _endpoints(month: str, org: str) -> list[tuple[str, str]]:
     ]  # fmt: skip
 
 
-def _time(conn: http.client.HTTPConnection, path: str) -> tuple[float, float, bytes]:
-    """(ms to the status line, ms to the last byte, body) of one GET."""
+def _time(
+    conn: http.client.HTTPConnection, path: str, headers: dict[str, str] | None = None
+) -> tuple[float, float, bytes]:
+    """(ms to the status line, ms to the last byte, body) of one GET (with the admin token,
+    unless ``headers`` say otherwise)."""
     started = time.perf_counter()
-    conn.request("GET", path, headers={"authorization": f"Bearer {TOKEN}"})
+    conn.request("GET", path, headers=headers or {"authorization": f"Bearer {TOKEN}"})
     resp = conn.getresponse()
     first = time.perf_counter()
     body = resp.read()
@@ -209,6 +215,51 @@ def measure(port: int, runs: int) -> list[tuple[str, ...]]:
     return rows
 
 
+PAGES = ("/", "/costs", "/limits", "/health", "/alerts", "/sessions", "/security",
+         "/settings", "/costs.csv")  # fmt: skip
+
+
+def _session(port: int, credential: str) -> str:
+    """The dashboard's session cookie for ``credential`` (its sign-in form posted)."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=60)
+    conn.request("POST", "/dashboard/sign-in", body=urlencode({"credential": credential}),
+                 headers={"content-type": "application/x-www-form-urlencoded"})  # fmt: skip
+    resp = conn.getresponse()
+    resp.read()
+    conn.close()
+    cookie = resp.getheader("set-cookie") or ""
+    if resp.status != 303 or not cookie:
+        raise SystemExit(f"dashboard sign-in: {resp.status}")
+    return cookie.split(";", 1)[0]
+
+
+def _org_admin_key(config: Path, org: str) -> str:
+    cmd = [*cli(), "admin-keys", "create", "--config", str(config), "--role", "org_admin",
+           "--org", org, "--json"]  # fmt: skip
+    done = subprocess.run(cmd, env=clean_env(), capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        raise SystemExit(f"admin-keys create: {done.stderr.strip()}")
+    return str(json.loads(done.stdout)["key"])
+
+
+def measure_pages(port: int, runs: int, config: Path) -> list[tuple[str, ...]]:
+    """Every dashboard page, as the platform admin and as a busy org's org_admin: p50 and
+    p95 of the whole page (the server renders it whole before the first byte)."""
+    org, _ = _org_and_month(port)
+    visitors = (("platform admin", TOKEN), (f"org admin of {org}", _org_admin_key(config, org)))
+    rows = []
+    conn = http.client.HTTPConnection(HOST, port, timeout=120)
+    for who, credential in visitors:
+        headers = {"cookie": _session(port, credential)}
+        for sub in PAGES:
+            path = "/dashboard" + sub
+            _time(conn, path, headers)  # warm
+            whole = [_time(conn, path, headers)[1] for _ in range(runs)]
+            rows.append((who, path, f"{statistics.median(whole):.1f}", f"{_pct(whole, 0.95):.1f}"))
+    conn.close()
+    return rows
+
+
 def _day_of(rows: int) -> int:
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         url = (stack.enter_context(scratch_pg_database()) if ARGS.postgres
@@ -238,6 +289,7 @@ def main() -> int:
         service, port = _serve(url, Path(tmp))
         try:
             rows = measure(port, ARGS.runs)
+            pages = measure_pages(port, ARGS.runs, Path(tmp) / "costwarden.toml")
         finally:
             service.terminate(30)
     where = "PostgreSQL" if "postgresql" in url else "SQLite"
@@ -249,8 +301,14 @@ def main() -> int:
     for row in rows:
         timings.add_row(*row)
     console.print(timings)
+    shown = Table(title="dashboard pages, whole page (ms)")
+    for column in ("visitor", "page", "p50", "p95"):
+        shown.add_column(column, justify="right" if column in ("p50", "p95") else "left")
+    for row in pages:
+        shown.add_row(*row)
+    console.print(shown)
     if ARGS.json:
-        print(json.dumps({"steps": steps, "endpoints": rows}))
+        print(json.dumps({"steps": steps, "endpoints": rows, "pages": pages}))
     return 0
 
 
