@@ -20,13 +20,26 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ExceptionHandler
 
 from costwarden.admin.common import exception_handlers as admin_handlers
-from costwarden.console import auth, overview, stream
+from costwarden.console import (
+    alerts,
+    auth,
+    costs,
+    health,
+    limits,
+    overview,
+    security,
+    sessions,
+    settings,
+    stream,
+)
 from costwarden.console.context import ConsoleContext
 from costwarden.console.render import MOUNT, page
 from costwarden.core.errors import Forbidden, InvalidInput, NotFound, NotSignedIn
 
 #: every page module; each lists its own ROUTES (paths under /dashboard)
-PAGE_MODULES: tuple[Any, ...] = (overview, stream)
+PAGE_MODULES: tuple[Any, ...] = (
+    overview, stream, health, alerts, settings, sessions, security, costs, limits,
+)
 
 
 async def _not_signed_in(request: Request, exc: Exception) -> Response:
