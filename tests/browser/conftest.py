@@ -141,3 +141,12 @@ async def gw(mock: MockServer, tmp_path: Path) -> AsyncIterator[LiveGateway]:
     database_url = f"sqlite:///{tmp_path}/costwarden.db"
     async with live_gateway(mock, database_url, tmp_path, admin_token=ADMIN_TOKEN) as live:
         yield live
+
+
+async def sign_in(page: Page, base: str, credential: str = ADMIN_TOKEN) -> None:
+    """Sign ``page`` in to the dashboard at ``base`` (a gateway's URL, or a proxy's prefix)
+    with its sign-in form, and land on the overview."""
+    await page.goto(base + "/dashboard/sign-in")
+    await page.get_by_label("Credential").fill(credential)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.wait_for_url(base + "/dashboard/")

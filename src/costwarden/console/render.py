@@ -63,11 +63,15 @@ def static(request: Request, name: str) -> str:
 
 
 def money(value: object, places: int = 4) -> str:
-    """An amount in dollars for people: ``$1,234.5678``; exact (never through float)."""
+    """An amount in dollars for people: ``$1,234.5678``, and a small one to its first three
+    significant digits (``$0.0000123``, not ``$0.0000``); exact (never through float)."""
     if value is None:
         return "—"
     amount = value if isinstance(value, Decimal) else Decimal(str(value))
-    return f"${amount:,.{places}f}"
+    if amount and abs(amount) < Decimal("0.01"):
+        places = min(max(places, 2 - amount.adjusted()), 9)
+    sign = "-" if amount < 0 else ""
+    return f"{sign}${abs(amount):,.{places}f}"
 
 
 def when(value: object) -> str:
