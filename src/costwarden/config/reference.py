@@ -10,6 +10,7 @@ from costwarden.config.alert_channels import CHANNEL_HELP
 from costwarden.config.alerts import AlertSettings
 from costwarden.config.analytics import AnalyticsSettings
 from costwarden.config.cache import CacheSettings
+from costwarden.config.dashboard import DashboardSettings
 from costwarden.config.events import EventSettings
 from costwarden.config.metrics import MetricsSettings
 from costwarden.config.otel import OtelSettings
@@ -19,6 +20,7 @@ from costwarden.config.settings import (
     BudgetSettings,
     RedisSettings,
     ServerSettings,
+    Settings,
     StorageSettings,
     SwitchSettings,
     TierSettings,
@@ -51,6 +53,7 @@ def settings_help() -> list[tuple[str, str, str, str]]:
         ("sessions", SessionSettings),
         ("security", SecuritySettings),
         ("cache", CacheSettings),
+        ("dashboard", DashboardSettings),
         ("providers[]", ProviderSettings),
         ("deployments[]", DeploymentSettings),
         ("routes[]", RouteSettings),
@@ -87,4 +90,7 @@ def settings_help() -> list[tuple[str, str, str, str]]:
             "gateway to match a secret across processes (unset: random per process).",
         )
     )
+    for name, key in (("dashboard_secret", "secret"), ("dashboard_jwt_secret", "jwt_secret")):
+        meta = next(f for f in dataclasses.fields(Settings) if f.name == name).metadata
+        rows.append((f"dashboard.{key} (env only)", "", meta["env"], meta["help"]))
     return rows

@@ -31,6 +31,8 @@ from costwarden.config.lines import ConfigText as _Ctx
 from costwarden.config.metrics import MetricsSettings, metrics_problem
 from costwarden.config.otel import OtelSettings, otel_problem
 from costwarden.config.security import SecuritySettings, security_problem
+from costwarden.config.server import ServerSettings as ServerSettings
+from costwarden.config.server import server_problem
 from costwarden.config.sessions import SessionSettings, sessions_problem
 from costwarden.config.upstreams import PROVIDER_TYPES as PROVIDER_TYPES
 from costwarden.config.upstreams import (
@@ -53,65 +55,6 @@ from costwarden.storage.redis import url_problem as redis_url_problem
 
 LEDGER_MODES = ("batched", "durable")
 # SDKs send about 1 KiB of headers; a smaller cap would refuse ordinary clients.
-MIN_HEADER_BYTES = 4096
-
-
-@dataclasses.dataclass(slots=True)
-class ServerSettings:
-    host: str = _setting("127.0.0.1", "Address the gateway listens on.", "COSTWARDEN_HOST")
-    port: int = _setting(4000, "TCP port the gateway listens on.", "COSTWARDEN_PORT")
-    root_path: str = _setting(
-        "",
-        "The path prefix a reverse proxy serves the gateway under and strips (e.g. "
-        "'/costwarden'): the dashboard's links and assets carry it.",
-        "COSTWARDEN_ROOT_PATH",
-    )
-    max_body_bytes: int = _setting(
-        8 * 1024 * 1024,
-        "Largest request body accepted; larger ones get 413 before they are read whole.",
-        "COSTWARDEN_MAX_BODY_BYTES",
-    )
-    max_response_bytes: int = _setting(
-        64 * 1024 * 1024,
-        "Largest upstream response body (or single stream event) accepted; a larger one is "
-        "cut off and answered 502, so a hostile upstream cannot exhaust the gateway's memory.",
-        "COSTWARDEN_MAX_RESPONSE_BYTES",
-    )
-    cancel_on_disconnect: bool = _setting(
-        True,
-        "When a client disconnects before its answer is complete, cancel the upstream call "
-        "and record the request as cancelled (billed for what was estimated to be used); "
-        "false lets the upstream call run to completion and bills it in full.",
-        "COSTWARDEN_CANCEL_ON_DISCONNECT",
-    )
-    max_header_bytes: int = _setting(
-        64 * 1024,
-        "Largest request head (request line and headers together) accepted; a larger one gets "
-        "431 and its connection is closed. At least 4096.",
-        "COSTWARDEN_MAX_HEADER_BYTES",
-    )
-    header_timeout_seconds: float = _setting(
-        10.0,
-        "A request head must arrive whole within this long of its first byte (of the "
-        "connection opening, for a new connection's first request); otherwise 408 and the "
-        "connection is closed (a new connection that sent nothing is closed silently).",
-        "COSTWARDEN_HEADER_TIMEOUT_SECONDS",
-    )
-    body_timeout_seconds: float = _setting(
-        60.0,
-        "A request body must arrive whole within this long of the end of its head: a "
-        "deadline, not an idle gap, so trickling bytes cannot extend it; otherwise 408 and "
-        "the connection is closed. The default takes max_body_bytes (8 MiB) at >= 140 KB/s.",
-        "COSTWARDEN_BODY_TIMEOUT_SECONDS",
-    )
-    key_refresh_seconds: float = _setting(
-        0.5,
-        "How often the in-memory key cache polls storage for created or revoked keys.",
-        "COSTWARDEN_KEY_REFRESH_SECONDS",
-    )
-    log_level: str = _setting(
-        "info", "Log level: debug, info, warning, error.", "COSTWARDEN_LOG_LEVEL"
-    )
 
 
 @dataclasses.dataclass(slots=True)
@@ -373,9 +316,8 @@ def _build(
             raise ctx.fail(
                 key, f"unknown section (expected one of {', '.join(sorted(known))})", key
             )
-    server = _section(ServerSettings, raw.get("server", {}), "server", ctx)
+    server = _checked(ServerSettings, server_problem, raw, "server", ctx, env)
     storage = _section(StorageSettings, raw.get("storage", {}), "storage", ctx)
-    _apply_env(server, env, ctx)
     _apply_env(storage, env, ctx)
     budgets = _section(BudgetSettings, raw.get("budgets", {}), "budgets", ctx)
     _apply_env(budgets, env, ctx)
@@ -410,26 +352,6 @@ def _build(
         raise _invalid(
             ctx, env, storage, "storage", "ledger_mode", f"must be one of {LEDGER_MODES}"
         )
-    if server.root_path and (
-        not server.root_path.startswith("/") or server.root_path.endswith("/")
-    ):
-        message = "must start with / and not end with /"
-        raise _invalid(ctx, env, server, "server", "root_path", message)
-    if not (0 < server.port < 65536):
-        raise _invalid(ctx, env, server, "server", "port", "must be between 1 and 65535")
-    if server.max_body_bytes <= 0:
-        raise _invalid(ctx, env, server, "server", "max_body_bytes", "must be positive")
-    if server.max_response_bytes <= 0:
-        raise _invalid(ctx, env, server, "server", "max_response_bytes", "must be positive")
-    if server.key_refresh_seconds <= 0:
-        raise _invalid(ctx, env, server, "server", "key_refresh_seconds", "must be positive")
-    if server.max_header_bytes < MIN_HEADER_BYTES:
-        raise _invalid(
-            ctx, env, server, "server", "max_header_bytes", f"must be at least {MIN_HEADER_BYTES}"
-        )
-    for name in ("header_timeout_seconds", "body_timeout_seconds"):
-        if not 0 < getattr(server, name) < math.inf:
-            raise _invalid(ctx, env, server, "server", name, "must be a positive number")
     if storage.flush_interval_ms <= 0:
         raise _invalid(ctx, env, storage, "storage", "flush_interval_ms", "must be positive")
 
