@@ -4,7 +4,8 @@
 
 Errors are pages: not signed in is a redirect to sign-in (htmx requests get ``HX-Redirect``;
 the stream a 401), a role that may not is a 403 page, bad input a 400 page, an unknown thing
-a 404 page; a database that cannot answer is the admin API's 503.
+a 404 page, a change another made first a 409 page; a database that cannot answer is the
+admin API's 503.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from costwarden.console import (
 )
 from costwarden.console.context import ConsoleContext
 from costwarden.console.render import MOUNT, page
-from costwarden.core.errors import Forbidden, InvalidInput, NotFound, NotSignedIn
+from costwarden.core.errors import Conflict, Forbidden, InvalidInput, NotFound, NotSignedIn
 
 #: every page module; each lists its own ROUTES (paths under /dashboard)
 PAGE_MODULES: tuple[Any, ...] = (
@@ -85,6 +86,7 @@ def create_console(ctx: ConsoleContext) -> Starlette:
             Forbidden: _error_page(403, "Not allowed"),
             InvalidInput: _error_page(400, "Cannot do that"),
             NotFound: _error_page(404, "Not found"),
+            Conflict: _error_page(409, "Changed meanwhile"),
         }
     )
     app = Starlette(routes=routes(), exception_handlers=handlers)
