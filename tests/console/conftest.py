@@ -1,7 +1,8 @@
 """Shared fixtures of the dashboard's tests: a live gateway with an admin token, two orgs
 (acme, globex) with a virtual key each, admin keys for acme's org_admin, acme's viewer and
 a platform-wide viewer, and :func:`sign_in`, which gives an HTTP client signed in to the
-dashboard (its session cookie, and the CSRF token its pages carry)."""
+dashboard (its session cookie, and the CSRF token its pages carry); :func:`dashboard_routes`,
+what the route-walking tests must cover."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from starlette.routing import Mount, Route
 
+from costwarden.console.app import routes
 from costwarden.mock import MockServer
 from costwarden.storage import repo
 from costwarden.storage.admin_keys import create_admin_key
@@ -20,6 +23,19 @@ from tests.helpers import LiveGateway, live_gateway
 
 TOKEN = "adm-dashboard-secret"
 _CSRF = re.compile(r'name="_csrf" value="([^"]+)"')
+
+
+def dashboard_routes() -> set[tuple[str, str]]:
+    """(method, path) of every dashboard route but the packaged assets."""
+    found: set[tuple[str, str]] = set()
+    for mount in routes():
+        assert isinstance(mount, Mount)
+        for route in mount.routes:
+            if isinstance(route, Route):
+                for method in route.methods or ():
+                    if method != "HEAD":
+                        found.add((method, mount.path + route.path))
+    return found
 
 
 @dataclasses.dataclass(frozen=True)

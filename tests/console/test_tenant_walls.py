@@ -16,33 +16,18 @@ from typing import Any
 
 import httpx
 import openai
-from starlette.routing import Mount, Route
 
 from costwarden.alerts.rules import threshold_alert
-from costwarden.console.app import routes
 from costwarden.core.event_kinds import LimitThresholdCrossed
 from costwarden.storage import alerts as alert_store
 from costwarden.storage import policy, repo
 from costwarden.storage import switches as switch_store
 from costwarden.storage.sessions import escalation_of
-from tests.console.conftest import Orgs, Signed, sign_in
+from tests.console.conftest import Orgs, Signed, dashboard_routes, sign_in
 from tests.helpers import LiveGateway, tool_round
 
 MODEL = "gpt-4o-mini"
 HI = [{"role": "user", "content": "hi"}]
-
-
-def _walkable() -> set[tuple[str, str]]:
-    """(method, path) of every dashboard route but the packaged assets."""
-    found: set[tuple[str, str]] = set()
-    for mount in routes():
-        assert isinstance(mount, Mount)
-        for route in mount.routes:
-            if isinstance(route, Route):
-                for method in route.methods or ():
-                    if method != "HEAD":
-                        found.add((method, mount.path + route.path))
-    return found
 
 
 async def _pause(gw: LiveGateway, key: str, session: str) -> str:
@@ -235,7 +220,7 @@ async def test_every_route_keeps_acme_inside_its_walls(gw: LiveGateway, orgs: Or
             walked.add(("POST", "/dashboard/sign-out"))
             await signed.client.aclose()
     walked.add(("POST", "/dashboard/sign-in"))  # sign_in itself
-    assert walked == _walkable(), f"not walked: {_walkable() - walked}"
+    assert walked == dashboard_routes(), f"not walked: {dashboard_routes() - walked}"
 
 
 async def test_acmes_viewer_changes_nothing_even_of_acme(gw: LiveGateway, orgs: Orgs) -> None:
