@@ -61,7 +61,8 @@ class Access:
         if self.principal.platform_wide:
             return requested
         if requested is not None and requested.strip() != self.org_name:
-            raise Forbidden(f"this {self.principal.role} may not see org {requested!r}")
+            # The name asked for is not repeated: an answer never names another org.
+            raise Forbidden(f"this {self.principal.role} may see only its own org")
         return self.org_name
 
     def read_platform(self) -> None:
