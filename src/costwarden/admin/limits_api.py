@@ -11,6 +11,14 @@
 
 A write reloads this process's limits at once (:func:`reload_limits`); other gateway
 processes poll for them within ``budgets.refresh_seconds``.
+
+Who may (``admin.access``): an org-scoped principal (an org_admin, or a viewer bound to an
+org) reads its own org's limits (not the platform's, which are platform-wide settings) and
+its own org's live budgets (not the platform limits' either: their spend is every org's);
+naming another org is a 403. An org_admin sets and clears limits
+of its own org only (``"org"`` its own; null, the platform scope, is a 403). Tiers are plans
+the platform chooses: listing, writing and deleting them, and putting an org on one, stay
+platform-wide (the list is platform-wide data: a tier may be named for a customer).
 """
 
 from __future__ import annotations
@@ -65,13 +73,14 @@ def config_tier_conflict(name: str) -> str:
 async def get_limits(request: Request) -> Response:
     ctx = context(request)
     access = await authenticate(request)
-    access.read_platform()
-    org = request.query_params.get("org")
+    org = access.org(request.query_params.get("org"))
     names = await asyncio.to_thread(repo.org_names, ctx.engine)
     org_id = None if org is None else repo.named(names, org)
     limits = await asyncio.to_thread(policy.list_limits, ctx.engine)
     if org_id is not None:
-        limits = [lim for lim in limits if lim.org_id in (org_id, "")]
+        # The platform's limits ("") beside the org's, for a platform-wide principal only.
+        shown = (org_id, "") if access.platform_wide else (org_id,)
+        limits = [lim for lim in limits if lim.org_id in shown]
     return JSONResponse(
         {
             "org": names[org_id] if org_id is not None else None,
@@ -84,9 +93,9 @@ async def get_limits(request: Request) -> Response:
 async def put_limits(request: Request) -> Response:
     ctx = context(request)
     access = await authenticate(request)
-    access.write_platform()
     data = await body_json(request, allowed={"org", "scope", "scope_id", "limits", "mode"})
     org, scope, subject = _target(data)
+    access.write_org(org)  # an org_admin: its own org's limits (None: the platform's)
     amounts = data.get("limits")
     if not isinstance(amounts, dict) or not amounts:
         raise InvalidInput(
@@ -119,9 +128,9 @@ async def put_limits(request: Request) -> Response:
 async def delete_limits(request: Request) -> Response:
     ctx = context(request)
     access = await authenticate(request)
-    access.write_platform()
     data = await body_json(request, allowed={"org", "scope", "scope_id", "limits"})
     org, scope, subject = _target(data)
+    access.write_org(org)  # an org_admin: its own org's limits (None: the platform's)
     names = data.get("limits")
     if names is not None and (
         not isinstance(names, list) or not all(isinstance(n, str) for n in names)
@@ -138,14 +147,16 @@ async def delete_limits(request: Request) -> Response:
 async def budgets(request: Request) -> Response:
     ctx = context(request)
     access = await authenticate(request)
-    access.read_platform()
-    org = request.query_params.get("org")
+    org = access.org(request.query_params.get("org"))  # org-scoped: its own by default
     if org is None or not org.strip():
         raise InvalidInput("query parameter 'org' is required")
     record = await asyncio.to_thread(repo.get_org_by_name, ctx.engine, org.strip())
     if record is None:
         raise NotFound(f"unknown org {org!r}")
     statuses = await _live_status(ctx, record.id)
+    if not access.platform_wide:
+        # A platform limit's spend is every org's: its status is platform-wide data.
+        statuses = [s for s in statuses if s.limit.scope != "platform"]
     return JSONResponse(
         {
             "org": record.name,
@@ -161,7 +172,7 @@ async def budgets(request: Request) -> Response:
 async def list_tiers(request: Request) -> Response:
     ctx = context(request)
     access = await authenticate(request)
-    access.read_platform()
+    access.read_platform()  # the platform's plans (a tier may be named for a customer)
     stored = await asyncio.to_thread(policy.list_tiers, ctx.engine)
     tiers = [*ctx.enforcer.config_tiers, *stored]
     return JSONResponse({"data": [tier_json(t) for t in tiers]})
@@ -195,7 +206,7 @@ async def delete_tier(request: Request) -> Response:
 async def set_org_tier(request: Request) -> Response:
     ctx = context(request)
     access = await authenticate(request)
-    access.write_platform()
+    access.write_platform()  # which plan an org is on is the platform's choice, not the org's
     org = request.path_params["name"]
     data = await body_json(request, allowed={"tier"})
     if "tier" not in data:
