@@ -7,6 +7,13 @@
   within ``switches.refresh_seconds``.
 - ``GET /admin/audit``: the audit log, newest first.
 
+Who may (``admin.access``): a switch is per org or platform-wide, so an org-scoped principal
+(an org_admin, or a viewer bound to an org) is shown its own org's switches alone (and as
+``version`` the newest of those), and an org_admin turns its own org's features off and on;
+a platform-wide switch (``"org"`` null, the global kill switch among them) is a 403 for it.
+The audit log has no org column (its rows name orgs, keys and settings of every org): it is
+platform-wide, read by a platform_admin or a platform-wide viewer only.
+
 Handlers read the admin context (:mod:`costwarden.admin.context`) and the shared body reader
 (:mod:`costwarden.admin.common`), so auth and body parsing behave exactly as for every other
 route; errors (InvalidInput -> 400, NotFound -> 404) go through the admin app's handlers.
@@ -22,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from costwarden.admin.access import authenticate
-from costwarden.admin.common import ACTOR, body_json
+from costwarden.admin.common import body_json
 from costwarden.admin.context import AdminContext, context
 from costwarden.core.errors import InvalidInput
 from costwarden.storage import audit
@@ -69,17 +76,19 @@ def parse_switch_body(data: dict[str, Any]) -> tuple[str | None, str, bool, str 
 async def get_switches(request: Request) -> Response:
     ctx = context(request)
     access = await authenticate(request)
-    access.read_platform()
     version, records = await asyncio.to_thread(store.load_switches, ctx.engine)
+    if not access.platform_wide:  # its own org's switches, not the platform's nor others'
+        records = [r for r in records if r.org_id == access.principal.org_id]
+        version = max((r.version for r in records), default=0)
     return JSONResponse({"version": version, "switches": [r.to_json() for r in records]})
 
 
 async def put_switch(request: Request) -> Response:
     ctx = context(request)
     access = await authenticate(request)
-    access.write_platform()
     data = await body_json(request, allowed=PUT_FIELDS)
     org, feature, enabled, message = parse_switch_body(data)
+    access.write_org(org)  # an org_admin: its own org's switch (None: platform-wide)
     record = await asyncio.to_thread(
         store.set_switch,
         ctx.engine,
@@ -87,7 +96,7 @@ async def put_switch(request: Request) -> Response:
         feature=feature,
         enabled=enabled,
         message=message,
-        actor=ACTOR,
+        actor=access.actor,
     )
     await _reload_switches(ctx)
     ctx.events.publish(
@@ -99,7 +108,7 @@ async def put_switch(request: Request) -> Response:
 async def get_audit(request: Request) -> Response:
     ctx = context(request)
     access = await authenticate(request)
-    access.read_platform()
+    access.read_platform()  # no org column: every org's changes are in it
     limit = audit.parse_limit(request.query_params.get("limit", audit.DEFAULT_AUDIT_LIMIT))
     action = request.query_params.get("action")
     entries = await asyncio.to_thread(audit.audit_entries, ctx.engine, limit=limit, action=action)
