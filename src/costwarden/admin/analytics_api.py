@@ -14,8 +14,9 @@ watermark (``storage.analytics_read``), so it equals the ledger's rows.
   most against the previous period.
 - ``GET /admin/analytics/projection?month=YYYY-MM&org=``: each org's month-end spend with
   a 90 % interval (``analytics.projection``).
-- ``GET /admin/analytics/chargeback.csv?month=YYYY-MM&by=org|project|tag``: one row per org
-  (and project or tag) for the month, in FOCUS column names where they fit.
+- ``GET /admin/analytics/chargeback.csv?month=YYYY-MM&by=org|project|tag&org=``: one row per
+  org (and project or tag) for the month, in FOCUS column names where they fit (of one org
+  only, with ``org``).
 
 Every group of spend and top, their totals and the overview carry the response cache's
 figures: ``saved_usd`` (what its hits saved, a rollup measure), ``cache_hits`` (requests of
@@ -23,8 +24,13 @@ status ``cached``) and ``cache_hit_rate`` (hits over the requests answered, ``su
 ``cached``: ``analytics.overview.hit_rate``); for tags, which have no status, the last two
 are null. ``cache_savings_usd`` is another figure: the provider's prompt caching.
 
-The org a caller may see is passed to the query as its ``tenant`` (the platform admin: every
-org), not only taken from the query string.
+The org a caller may see is passed to the query as its ``tenant`` (a platform-wide principal:
+every org), not only taken from the query string. So an org-scoped principal (an org_admin,
+or a viewer bound to an org) gets its own org's figures from every report here, whatever
+filters it sends: spend, top and trends rank only its own org's groups (its projects, keys,
+users, models), the overview sums its own org's requests (``active_orgs`` is at most 1), the
+projection and the chargeback have its own org's row(s) alone. Naming another org in
+``?org=`` is a 403; a filter on another org's key or project simply matches nothing.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from costwarden.admin.access import authenticate
+from costwarden.admin.access import Access, authenticate
 from costwarden.admin.common import count_param
 from costwarden.admin.context import AdminContext, context
 from costwarden.analytics.latency import METHOD, quantile
@@ -125,9 +131,15 @@ async def _cache_counts(
 
 
 async def _query(
-    request: Request, ctx: AdminContext, *, by: tuple[str, ...], since_default: str
+    request: Request,
+    ctx: AdminContext,
+    access: Access,
+    *,
+    by: tuple[str, ...],
+    since_default: str,
 ) -> tuple[SpendQuery, dict[str, str]]:
-    """The query a request asks for (its filters checked), and {org id: name}."""
+    """The query a request asks for (its filters checked, confined to what ``access`` may
+    see), and {org id: name}."""
     params = request.query_params
     now = datetime.fromtimestamp(ctx.clock(), UTC)
     since = parse_when(params.get("since", since_default), now, what="since")
@@ -139,17 +151,23 @@ async def _query(
         if wanted not in GRANULARITIES:
             raise InvalidInput(f"granularity must be one of {', '.join(GRANULARITIES)}")
         granularity = "hour" if wanted == "hour" else "day"
+    org = access.org(params.get("org"))  # 403 for another org than an org-scoped one's
     names = await asyncio.to_thread(repo.org_names, ctx.engine)
     filters: dict[str, str] = {}
     for name in FILTERS:
-        value = params.get(name)
+        value = org if name == "org" else params.get(name)
         if value is not None:
             filters[NAMES[name]] = repo.named(names, value) if name == "org" else value
-    # The platform admin sees every org: tenant None (an org admin's will be its org).
     query = SpendQuery(
-        since, until, by=by, granularity=granularity, filters=filters, tenant=None
+        since, until, by=by, granularity=granularity, filters=filters, tenant=_tenant(access)
     )
     return query, names
+
+
+def _tenant(access: Access) -> str | None:
+    """The one org ``access`` may see figures of; None for a platform-wide principal (every
+    org's)."""
+    return access.principal.org_id
 
 
 def _row_json(
@@ -190,9 +208,8 @@ def _sum(rows: list[SpendRow]) -> Totals:
 async def spend_report(request: Request) -> Response:
     ctx = context(request)
     access = await authenticate(request)
-    access.read_platform()
     by = dimensions(request.query_params.get("by"))
-    q, names = await _query(request, ctx, by=by, since_default="7d")
+    q, names = await _query(request, ctx, access, by=by, since_default="7d")
     rows, cached = await asyncio.gather(
         asyncio.to_thread(spend, ctx.engine, q), _cache_counts(ctx, q)
     )
@@ -211,13 +228,13 @@ async def spend_report(request: Request) -> Response:
 async def top(request: Request) -> Response:
     ctx = context(request)
     access = await authenticate(request)
-    access.read_platform()
     params = request.query_params
     name = params.get("by", "org")
     if name not in TOP_BY:
         raise InvalidInput(f"by must be one of {', '.join(TOP_BY)}")
     n = count_param(params.get("n"), "n", default=10, most=MAX_TOP)
-    q, names = await _query(request, ctx, by=(NAMES[name],), since_default="30d")
+    # Org-scoped: its own org's groups only (the top orgs are other orgs' figures).
+    q, names = await _query(request, ctx, access, by=(NAMES[name],), since_default="30d")
     if q.granularity is not None:
         raise InvalidInput("top takes no granularity")
     rows = await asyncio.to_thread(top_spend, ctx.engine, q, n)
@@ -247,15 +264,19 @@ def _period(raw: str | None) -> str:
 async def overview(request: Request) -> Response:
     ctx = context(request)
     access = await authenticate(request)
-    access.read_platform()
     period = _period(request.query_params.get("period"))
     before, start, now = windows(period, datetime.fromtimestamp(ctx.clock(), UTC))
+    # Org-scoped: its own org's overview (the platform's totals are every org's figures).
+    tenant = _tenant(access)
+    statuses = SpendQuery(start, now, by=("status",), tenant=tenant)
+    orgs = SpendQuery(start, now, by=("org_id",), tenant=tenant)
+    earlier_q = SpendQuery(before, start, tenant=tenant)
     # Four reads at once, each on its own connection: the answer waits for the slowest.
     by_status, by_org, previous, latencies = await asyncio.gather(
-        asyncio.to_thread(spend, ctx.engine, SpendQuery(start, now, by=("status",))),
-        asyncio.to_thread(requests_by, ctx.engine, SpendQuery(start, now, by=("org_id",))),
-        asyncio.to_thread(spend, ctx.engine, SpendQuery(before, start)),
-        asyncio.to_thread(latency_histogram, ctx.engine, start, now),
+        asyncio.to_thread(spend, ctx.engine, statuses),
+        asyncio.to_thread(requests_by, ctx.engine, orgs),
+        asyncio.to_thread(spend, ctx.engine, earlier_q),
+        asyncio.to_thread(latency_histogram, ctx.engine, start, now, tenant),
     )
     total, earlier = _sum(by_status), _sum(previous)
     counts = CacheCounts()
@@ -294,7 +315,6 @@ def _pct(value: Decimal | None) -> str | None:
 async def trends(request: Request) -> Response:
     ctx = context(request)
     access = await authenticate(request)
-    access.read_platform()
     params = request.query_params
     period = _period(params.get("period"))
     name = params.get("by", "org")
@@ -303,8 +323,13 @@ async def trends(request: Request) -> Response:
     n = count_param(params.get("n"), "n", default=10, most=MAX_TOP)
     before, start, now = windows(period, datetime.fromtimestamp(ctx.clock(), UTC))
     by = (NAMES[name],)
-    this = await asyncio.to_thread(cost_by, ctx.engine, SpendQuery(start, now, by=by))
-    prior = await asyncio.to_thread(cost_by, ctx.engine, SpendQuery(before, start, by=by))
+    tenant = _tenant(access)  # org-scoped: its own org's groups only
+    this = await asyncio.to_thread(
+        cost_by, ctx.engine, SpendQuery(start, now, by=by, tenant=tenant)
+    )
+    prior = await asyncio.to_thread(
+        cost_by, ctx.engine, SpendQuery(before, start, by=by, tenant=tenant)
+    )
     was = {keys: cost for (_, keys), cost in prior.items()}
     now_cost = {keys: cost for (_, keys), cost in this.items()}
     names = await asyncio.to_thread(repo.org_names, ctx.engine)
@@ -336,8 +361,8 @@ async def trends(request: Request) -> Response:
 async def projection(request: Request) -> Response:
     ctx = context(request)
     access = await authenticate(request)
-    access.read_platform()
     params = request.query_params
+    org = access.org(params.get("org"))  # org-scoped: its own org, no other
     now = datetime.fromtimestamp(ctx.clock(), UTC)
     start, end = _month(params.get("month", f"{now:%Y-%m}"))
     if start > now:
@@ -345,10 +370,9 @@ async def projection(request: Request) -> Response:
     today = min(datetime(now.year, now.month, now.day, tzinfo=UTC), end)
     history_start = start - timedelta(days=SPREAD_DAYS)
     names = await asyncio.to_thread(repo.org_names, ctx.engine)
-    org = params.get("org")
     filters = {} if org is None else {"org_id": repo.named(names, org)}
     q = SpendQuery(history_start, max(today, start + timedelta(hours=1)), by=("org_id",),
-                   granularity="day", filters=filters)  # fmt: skip
+                   granularity="day", filters=filters, tenant=_tenant(access))  # fmt: skip
     costs = await asyncio.to_thread(cost_by, ctx.engine, q)
     per_org: dict[str, dict[str, Decimal]] = {}
     for (day, (org_id,)), amount in costs.items():
@@ -429,14 +453,15 @@ def chargeback_rows(
 async def chargeback(request: Request) -> Response:
     ctx = context(request)
     access = await authenticate(request)
-    access.read_platform()
     params = request.query_params
+    org = access.org(params.get("org"))  # org-scoped: its own org's rows, no other
     start, end = _month(params.get("month"))
     by = params.get("by", "org")
     if by not in CHARGEBACK_BY:
         raise InvalidInput(f"by must be one of {', '.join(CHARGEBACK_BY)}")
-    q = SpendQuery(start, end, by=CHARGEBACK_BY[by])
     names = await asyncio.to_thread(repo.org_names, ctx.engine)
+    filters = {} if org is None else {"org_id": repo.named(names, org)}
+    q = SpendQuery(start, end, by=CHARGEBACK_BY[by], filters=filters, tenant=_tenant(access))
 
     async def body() -> AsyncIterator[str]:
         # The header line goes out at once; the rows when the month is summed.

@@ -6,6 +6,11 @@ and read one request's record.
   stored), a cost range (``min_cost``, ``max_cost``, USD), ``limit`` (1 to 500, default 50)
   and ``cursor`` (the ``next_cursor`` of the previous page of the same query): newest first.
 - ``GET /admin/analytics/requests/{request_id}``: one record.
+
+Who may (``admin.access``): an org-scoped principal (an org_admin, or a viewer bound to an
+org) searches its own org's records only (its org is the query's ``tenant``, whatever
+filters it sends; naming another org in ``?org=`` is a 403), and reads one record of its
+own org: another org's request id is a 403, an unknown one a 404.
 """
 
 from __future__ import annotations
@@ -66,8 +71,8 @@ def _cost(raw: str | None, what: str) -> Decimal | None:
 async def search_requests(request: Request) -> Response:
     ctx = context(request)
     access = await authenticate(request)
-    access.read_platform()
     params = request.query_params
+    org = access.org(params.get("org"))  # org-scoped: its own org, no other
     now = datetime.fromtimestamp(ctx.clock(), UTC)
     since = parse_when(params.get("since", "24h"), now, what="since")
     until = now if "until" not in params else parse_when(params["until"], now, what="until")
@@ -76,15 +81,15 @@ async def search_requests(request: Request) -> Response:
     if until - since > MAX_RANGE:
         raise InvalidInput(f"a range is at most {MAX_RANGE.days} days")
     filters = {column: params[name] for name, column in LOG_FILTERS.items() if name in params}
-    if "org" in params:
+    if org is not None:
         names = await asyncio.to_thread(repo.org_names, ctx.engine)
-        filters["org_id"] = repo.named(names, params["org"])
+        filters["org_id"] = repo.named(names, org)
     low, high = _cost(params.get("min_cost"), "min_cost"), _cost(params.get("max_cost"), "max_cost")
     if low is not None and high is not None and low > high:
         raise InvalidInput("min_cost must not be above max_cost")
     limit = count_param(params.get("limit"), "limit", default=50, most=MAX_PAGE)
-    # The platform admin sees every org: tenant None (an org admin's will be its org).
-    q = LogQuery(since, until, filters, low, high, tenant=None)
+    # A platform-wide principal sees every org (tenant None); an org-scoped one its own.
+    q = LogQuery(since, until, filters, low, high, tenant=access.principal.org_id)
     # The query as asked (a relative "24h" or an open "until" stay the same query from page
     # to page: the cursor's position, not the clock, bounds the next page).
     digest = cursor_digest(
@@ -106,9 +111,9 @@ async def search_requests(request: Request) -> Response:
 async def get_request(request: Request) -> Response:
     ctx = context(request)
     access = await authenticate(request)
-    access.read_platform()
     request_id = request.path_params["request_id"]
     record = await asyncio.to_thread(find, ctx.engine, request_id)
     if record is None:
         raise NotFound(f"no request {request_id!r} in the ledger")
+    access.read_org_id(record.org_id)  # another org's record: 403
     return JSONResponse(record_json(record))
