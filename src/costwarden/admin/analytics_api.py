@@ -88,6 +88,7 @@ COLUMN_NAMES = {column: name for name, column in NAMES.items()}
 FILTERS = ("org", "project", "key", "user", "provider", "model", "status", "tag")
 TOP_BY = ("org", "project", "key", "user", "provider", "model")
 MAX_TOP = 100
+MIN_YEAR = 1000  # a month's year (see _month)
 CHARGEBACK_BY = {"org": ("org_id",), "project": ("org_id", "project_id"), "tag": ("org_id", "tag")}
 
 
@@ -415,11 +416,16 @@ _CSV_COLUMNS = (
 
 
 def _month(raw: str | None) -> tuple[datetime, datetime]:
+    """The month ``raw`` names (YYYY-MM) as [start, end); InvalidInput for anything else,
+    and for a month whose start or end the ledger's day keys cannot spell (a year before
+    1000 is not four digits; December 9999 ends in year 10000)."""
     text = (raw or "").strip()
     try:
         start = datetime.strptime(text, "%Y-%m").replace(tzinfo=UTC)
     except ValueError:
         raise InvalidInput(f"month must be YYYY-MM, got {raw!r}") from None
+    if not MIN_YEAR <= start.year or (start.year, start.month) == (9999, 12):
+        raise InvalidInput(f"month must be from {MIN_YEAR}-01 to 9999-11, got {raw!r}")
     end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(
         month=start.month + 1
     )

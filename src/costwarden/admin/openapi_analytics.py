@@ -12,6 +12,9 @@ from costwarden.analytics.latency import METHOD
 from costwarden.analytics.overview import PERIODS
 from costwarden.analytics.query import BY, GRANULARITIES, WHEN
 
+# A calendar month, YYYY-MM, from year 1000 (the handler's ``_month``; December 9999, which
+# ends past the calendar, is its one 400 of this form).
+MONTH = "^[1-9][0-9]{3}-(?:0[1-9]|1[0-2])$"
 _WHEN_HELP = "24h or 30d back from now, a date (UTC midnight), or a time with an offset"
 _RANGE = [
     query("since", {"type": "string", "pattern": WHEN, "description": _WHEN_HELP}),
@@ -225,12 +228,12 @@ ANALYTICS_PATHS: dict[str, Any] = {
                     "content": {"text/csv": {"schema": {"type": "string"}}},
                 }
             },
-            *READ, "400",
+            *READ, "400", "404",
             operationId="analyticsChargeback",
             parameters=[
-                query("month", {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"},
-                      required=True),
+                query("month", {"type": "string", "pattern": MONTH}, required=True),
                 query("by", {"type": "string", "enum": list(CHARGEBACK_BY), "default": "org"}),
+                query("org", string(NAME, "org name")),
             ],
         )
     },
