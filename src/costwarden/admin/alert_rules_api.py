@@ -11,7 +11,15 @@
 - ``DELETE /admin/alert-rules/{rule_id}``.
 
 A write reloads this process's limits at once; other processes pick the rule up with their
-next limits refresh (``budgets.refresh_seconds``), like a limit.
+next limits refresh (``budgets.refresh_seconds``), like a limit. Writes record who made them
+(``created_by``): who signed in (``admin-api`` for the admin token, ``admin-key:<id>``...).
+
+Who may (``admin.access``): a rule belongs to an org, a tier or the platform. An org-scoped
+principal (an org_admin, or a viewer bound to an org) lists its own org's rules alone (the
+tiers' and the platform's are platform-wide settings; naming another org is a 403); an
+org_admin sets rules whose target is in its own org, and deletes its own org's rules (any
+other rule id, another org's, a tier's or the platform's, is a 403). Tier and platform rules
+are the platform's. A viewer changes nothing.
 """
 
 from __future__ import annotations
@@ -23,11 +31,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from costwarden.admin.access import authenticate
-from costwarden.admin.common import ACTOR, body_json
+from costwarden.admin.common import body_json
 from costwarden.admin.context import context
 from costwarden.admin.limits_api import config_tier_names, reload_limits
 from costwarden.budgets.limits import SCOPES
-from costwarden.core.errors import InvalidInput
+from costwarden.core.errors import Forbidden, InvalidInput
 from costwarden.storage import repo
 from costwarden.storage.alert_rules import AlertRule, RuleTarget, delete_rule, list_rules, set_rule
 
@@ -55,11 +63,12 @@ def rule_json(rule: AlertRule, org_names: dict[str, str]) -> dict[str, Any]:
 async def get_rules(request: Request) -> Response:
     ctx = context(request)
     access = await authenticate(request)
-    access.read_platform()
     names = await asyncio.to_thread(repo.org_names, ctx.engine)
-    org = request.query_params.get("org")
+    org = access.org(request.query_params.get("org"))  # org-scoped: its own org, no other
     org_id = None if org is None else repo.named(names, org)
     rules = await asyncio.to_thread(list_rules, ctx.engine, org_id=org_id)
+    if not access.platform_wide:  # not the tiers' rules: the platform's plans
+        rules = [r for r in rules if r.rule.org_id == access.principal.org_id]
     return JSONResponse({"data": [rule_json(r, names) for r in rules]})
 
 
@@ -92,16 +101,18 @@ def rule_target(data: dict[str, Any]) -> RuleTarget:
 async def put_rule(request: Request) -> Response:
     ctx = context(request)
     access = await authenticate(request)
-    access.write_platform()
     data = await body_json(request, allowed=_FIELDS)
     if "thresholds" not in data:
         raise InvalidInput("'thresholds' is required: percents of the limit, e.g. [50, 80, 100]")
+    target = rule_target(data)
+    # A tier's rule is the platform's, as is one with no org; else the org named's.
+    access.write_org(None if target.tier else target.org)
     rule = await asyncio.to_thread(
         set_rule,
         ctx.engine,
-        rule_target(data),
+        target,
         data["thresholds"],
-        actor=ACTOR,
+        actor=access.actor,
         known_tiers=config_tier_names(ctx),
     )
     await reload_limits(ctx)
@@ -112,8 +123,13 @@ async def put_rule(request: Request) -> Response:
 async def remove_rule(request: Request) -> Response:
     ctx = context(request)
     access = await authenticate(request)
-    access.write_platform()
     rule_id = request.path_params["rule_id"]
+    if access.principal.role != "platform_admin":
+        access.write_org_id(access.principal.org_id)  # a viewer: 403 before any look-up
+        own = await asyncio.to_thread(list_rules, ctx.engine, org_id=access.principal.org_id)
+        if not any(r.id == rule_id and r.rule.org_id == access.principal.org_id for r in own):
+            # another org's, a tier's, the platform's or none: the same 403 (ids not told)
+            raise Forbidden(f"this {access.principal.role} may delete only its own org's rules")
     await asyncio.to_thread(delete_rule, ctx.engine, rule_id)
     await reload_limits(ctx)
     return JSONResponse({"deleted": rule_id})

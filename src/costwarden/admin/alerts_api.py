@@ -4,10 +4,17 @@
 - ``GET /admin/alerts/{alert_id}``: one alert, with its deliveries and their attempts.
 - ``POST /admin/alerts/{alert_id}/acknowledge`` | ``/resolve``: body ``{"actor"?}`` (or
   none); ``POST /admin/alerts/{alert_id}/snooze``: body ``{"minutes", "actor"?}``. Audited
-  (the actor given, as for a breaker reset, else ``admin-api``), published as
-  ``alert_changed``; 409 when the state does not allow it (acknowledging a resolved alert).
+  (the actor given, as for a breaker reset, else who signed in: ``admin-api`` for the admin
+  token, ``admin-key:<id>`` for an admin key), published as ``alert_changed``; 409 when the
+  state does not allow it (acknowledging a resolved alert).
 
 Alerts are raised by the gateway (``costwarden.app.alerting``), never through the API.
+
+Who may (``admin.access``): an org-scoped principal (an org_admin, or a viewer bound to an
+org) lists and reads its own org's alerts only (naming another org in ``?org=`` is a 403; an
+alert of another org, or of no org such as a deployment's, is a 403 by id, an unknown id a
+404); an org_admin acknowledges, snoozes and resolves its own org's alerts. A viewer changes
+nothing.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from costwarden.admin.access import authenticate
-from costwarden.admin.common import ACTOR, count_param, parse_json_object, read_body
+from costwarden.admin.common import count_param, parse_json_object, read_body
 from costwarden.admin.context import context
 from costwarden.alerts.state import Action
 from costwarden.core.actors import clean_actor
@@ -35,20 +42,19 @@ MAX_LIST = 1000
 MAX_SNOOZE_MINUTES = 7 * 24 * 60
 
 
-def _actor(data: dict[str, Any]) -> str:
-    """Who acts: the body's ``actor`` (as for a breaker reset), else ``admin-api``."""
-    return clean_actor(data.get("actor", ACTOR))
+def _actor(data: dict[str, Any], signed_in: str) -> str:
+    """Who acts: the body's ``actor`` (as for a breaker reset), else who signed in."""
+    return clean_actor(data.get("actor", signed_in))
 
 
 async def list_alerts(request: Request) -> Response:
     ctx = context(request)
     access = await authenticate(request)
-    access.read_platform()
     query = request.query_params
     state = query.get("state")
     if state is not None and state not in STATES:
         raise InvalidInput(f"state must be one of {', '.join(STATES)}")
-    org = query.get("org")
+    org = access.org(query.get("org"))  # org-scoped: its own org's alerts, no other
     if org is not None:
         org = repo.clean_name(org, "org")
     records = await asyncio.to_thread(
@@ -64,9 +70,9 @@ async def list_alerts(request: Request) -> Response:
 async def get_alert(request: Request) -> Response:
     ctx = context(request)
     access = await authenticate(request)
-    access.read_platform()
     alert_id = request.path_params["alert_id"]
     record = await asyncio.to_thread(store.get_alert, ctx.engine, alert_id)
+    access.read_org_id(record.org_id)  # another org's alert (or a platform one): 403
     deliveries = await asyncio.to_thread(delivery_log, ctx.engine, alert_id=alert_id)
     return JSONResponse({**record.to_json(), "deliveries": deliveries})
 
@@ -74,10 +80,13 @@ async def get_alert(request: Request) -> Response:
 async def _act(request: Request, action: Action, allowed: set[str]) -> Response:
     ctx = context(request)
     access = await authenticate(request)
-    access.write_platform()
+    access.write_org_id(access.principal.org_id)  # a viewer: 403 before any look-up
+    alert_id = request.path_params["alert_id"]
+    found = await asyncio.to_thread(store.get_alert, ctx.engine, alert_id)
+    access.write_org_id(found.org_id)  # an org_admin: its own org's alerts only
     raw = await read_body(request)
     data = parse_json_object(raw, allowed=allowed) if raw.strip() or action == "snooze" else {}
-    actor = _actor(data)
+    actor = _actor(data, access.actor)
     until: datetime | None = None
     if action == "snooze":
         minutes = data.get("minutes")
@@ -93,7 +102,7 @@ async def _act(request: Request, action: Action, allowed: set[str]) -> Response:
     record = await asyncio.to_thread(
         store.act_on_alert,
         ctx.engine,
-        request.path_params["alert_id"],
+        alert_id,
         action,
         actor=actor,
         until=until,

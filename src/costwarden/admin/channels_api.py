@@ -12,6 +12,11 @@
 - ``POST /admin/alert-channels/{name}/test``: send it a test message now (signed, for a
   webhook); answers whether it was delivered, the status and the error (never a secret).
 - ``GET /admin/alert-channels/{name}/deliveries``: its delivery log, newest first.
+
+Who may (``admin.access``): a channel is the platform's (where every org's alerts go; its
+filter names orgs), so every route here is platform-wide: read by a platform_admin or a
+platform-wide viewer, changed and tested by a platform_admin; an org-scoped principal gets
+a 403. Writes are audited as who signed in (``admin-api`` for the admin token).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from starlette.responses import JSONResponse, Response
 
 from costwarden.admin.access import authenticate
 from costwarden.admin.channel_inputs import parse_channel
-from costwarden.admin.common import ACTOR, body_json
+from costwarden.admin.common import body_json
 from costwarden.admin.context import context
 from costwarden.alerts.channels import send_check
 from costwarden.alerts.delivery import redacted
@@ -44,7 +49,7 @@ def _name(request: Request) -> str:
 async def list_channels(request: Request) -> Response:
     ctx = context(request)
     access = await authenticate(request)
-    access.read_platform()
+    access.read_platform()  # the platform's channels, their filters naming every org
     channels = await asyncio.to_thread(store.list_channels, ctx.engine)
     return JSONResponse({"data": [redacted(c) for c in channels]})
 
@@ -55,7 +60,7 @@ async def put_channel(request: Request) -> Response:
     access.write_platform()
     name = _name(request)
     channel = parse_channel(name, await body_json(request))
-    saved = await asyncio.to_thread(store.save_channel, ctx.engine, channel, actor=ACTOR)
+    saved = await asyncio.to_thread(store.save_channel, ctx.engine, channel, actor=access.actor)
     return JSONResponse(redacted(saved))
 
 
@@ -64,7 +69,7 @@ async def delete_channel(request: Request) -> Response:
     access = await authenticate(request)
     access.write_platform()
     name = _name(request)
-    await asyncio.to_thread(store.delete_channel, ctx.engine, name, actor=ACTOR)
+    await asyncio.to_thread(store.delete_channel, ctx.engine, name, actor=access.actor)
     return JSONResponse({"name": name, "enabled": False})
 
 
