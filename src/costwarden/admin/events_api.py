@@ -3,7 +3,9 @@
 Each event is a frame ``id: N`` (the global event id), ``event: KIND``, ``data: {json}``
 (the kind's fields and ``ts``).
 Query parameters ``kind`` (repeatable or comma-separated; unknown kinds are a 400)
-and ``org`` (an org name; unknown: 404) filter the stream. A ``Last-Event-ID`` header
+and ``org`` (an org name; unknown: 404) filter the stream: with an org, only that org's
+events (platform events, which carry no org -- a breaker opening, a platform-wide switch --
+are left out). A ``Last-Event-ID`` header
 resumes after that id: from the bus's ring, older events from the event log, then live;
 nothing twice.
 
@@ -13,6 +15,11 @@ balancers keep the connection. A client that falls behind (its queue of
 which id to resume after, and the stream ends; a client that stops reading altogether is
 dropped once a write has waited :data:`WRITE_TIMEOUT_SECONDS`. Neither ever slows the
 publishers or the other clients.
+
+Who may (``admin.access``): an org-scoped principal (an org_admin, or a viewer bound to an
+org) gets its own org's stream, always: ``org`` defaults to its own, naming another is a
+403, and the bus's org filter leaves out every other org's events and the platform's (those
+without an org), in the replay after ``Last-Event-ID`` too.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Send
 
-from costwarden.admin.access import authenticate
+from costwarden.admin.access import Access, authenticate
 from costwarden.admin.context import context
 from costwarden.core.errors import InvalidInput, NotFound
 from costwarden.core.event_kinds import KINDS, STREAM_CUT
@@ -89,9 +96,12 @@ def kinds_filter(request: Request) -> frozenset[str] | None:
     return frozenset(asked)
 
 
-async def org_filter(request: Request, engine: Engine) -> str | None:
-    """The id of the org named by ``org`` (the admin API names orgs by name everywhere)."""
-    name = request.query_params.get("org")
+async def org_filter(request: Request, engine: Engine, access: Access) -> str | None:
+    """The id of the org named by ``org`` (the admin API names orgs by name everywhere);
+    an org-scoped principal's own org, whatever it asks for (another: 403)."""
+    name = access.org(request.query_params.get("org"))
+    if not access.platform_wide:
+        return access.principal.org_id
     if name is None:
         return None
     if not name.strip():
@@ -149,8 +159,7 @@ async def _frames(
 async def events(request: Request) -> Response:
     ctx = context(request)
     access = await authenticate(request)
-    access.read_platform()
     after = last_event_id(request)
     kinds = kinds_filter(request)
-    org = await org_filter(request, ctx.engine)
+    org = await org_filter(request, ctx.engine, access)  # never None for an org-scoped one
     return EventStream(ctx.events.subscribe(after, kinds=kinds, org_id=org))

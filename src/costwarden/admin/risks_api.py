@@ -10,6 +10,9 @@ of a daily token limit, ``upstream_failures`` from the last hour's ledger rows, 
 A storage error (the database or Redis unreachable) answers an empty list, with one WARNING
 line, not a 500: a product polls this from its own request path, and a gateway in trouble
 must not take its callers down with it. An unknown org or key is still a 404.
+
+Who may (``admin.access``): an org-scoped principal (an org_admin, or a viewer bound to an
+org) reads its own org's signals: ``org`` defaults to its own, naming another is a 403.
 """
 
 from __future__ import annotations
@@ -52,9 +55,8 @@ _ALLOWANCE_SCOPES = ("org", "project", "key", "user")
 async def risks(request: Request) -> Response:
     ctx = context(request)
     access = await authenticate(request)
-    access.read_platform()
     query = request.query_params
-    org = query.get("org")
+    org = access.org(query.get("org"))  # org-scoped: its own org, no other
     if org is None:
         raise InvalidInput("query parameter 'org' is required (an org name)")
     name = repo.clean_name(org, "org")

@@ -16,6 +16,15 @@
   extra budget raises each of the session's USD budgets by that much (a limit on the session
   itself, over its tier default if that was all it had), after the escalation is resolved:
   if that write fails the answer is 503 and the escalation shows the amount to apply again.
+  Resolved by the body's ``actor``, else who signed in (``admin-api`` for the admin token,
+  ``admin-key:<id>`` for an admin key).
+
+Who may (``admin.access``): an org-scoped principal (an org_admin, or a viewer bound to an
+org) reads its own org's sessions (``org`` defaults to its own; naming another is a 403, and
+another org's session id is just not in its org: 404) and lists its own org's escalations;
+an org_admin resolves its own org's escalations (another org's id is a 403, an unknown one a
+404). A viewer changes nothing. The agent's own stream takes a virtual key, never an admin
+credential (an admin key there is a 401 like any unknown key).
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from costwarden.admin.access import authenticate
-from costwarden.admin.common import ACTOR, body_json, error
+from costwarden.admin.common import body_json, error
 from costwarden.admin.context import AdminContext, context
 from costwarden.admin.events_api import EventStream, last_event_id
 from costwarden.admin.limits_api import reload_limits
@@ -58,9 +67,8 @@ _AMOUNT = re.compile(r"[0-9]{1,15}(?:\.[0-9]{1,12})?\Z")  # what the document's 
 async def get_session(request: Request) -> Response:
     ctx = context(request)
     access = await authenticate(request)
-    access.read_platform()
     session_id = clean_session_id(request.path_params["session_id"])
-    org = request.query_params.get("org")
+    org = access.org(request.query_params.get("org"))  # org-scoped: its own org, no other
     if org is None:
         raise InvalidInput("org is required: the org whose session this is")
     org_id = await asyncio.to_thread(_org_id, ctx, repo.clean_name(org, "org"))
@@ -86,12 +94,11 @@ def _org_id(ctx: AdminContext, name: str) -> str:
 async def list_escalations(request: Request) -> Response:
     ctx = context(request)
     access = await authenticate(request)
-    access.read_platform()
     query = request.query_params
     status = query.get("status")
     if status is not None and status not in STATUSES:
         raise InvalidInput(f"status must be one of {', '.join(STATUSES)}")
-    org = query.get("org")
+    org = access.org(query.get("org"))  # org-scoped: its own org's escalations, no other
     tenant = None
     if org is not None:
         tenant = await asyncio.to_thread(_org_id, ctx, repo.clean_name(org, "org"))
@@ -101,7 +108,9 @@ async def list_escalations(request: Request) -> Response:
     return JSONResponse({"data": [escalation_json(e) for e in found]})
 
 
-def _decision(data: dict[str, Any]) -> tuple[bool, str | None, Decimal | None, str]:
+def _decision(
+    data: dict[str, Any], signed_in: str
+) -> tuple[bool, str | None, Decimal | None, str]:
     decision = data.get("decision")
     if decision not in DECISIONS:
         raise InvalidInput(f"decision must be one of {', '.join(DECISIONS)}")
@@ -117,20 +126,22 @@ def _decision(data: dict[str, Any]) -> tuple[bool, str | None, Decimal | None, s
                 f"got {raw!r:.40}"
             )
         extra = Decimal(raw)
-    return decision == "approve", note, extra, clean_actor(data.get("actor", ACTOR))
+    return decision == "approve", note, extra, clean_actor(data.get("actor", signed_in))
 
 
 async def resolve_escalation(request: Request) -> Response:
     ctx = context(request)
     access = await authenticate(request)
-    access.write_platform()
+    access.write_org_id(access.principal.org_id)  # a viewer: 403 before any look-up
     escalation_id = request.path_params["escalation_id"]
+    found = await asyncio.to_thread(store.escalation_of, ctx.engine, escalation_id)
+    access.write_org_id(found.org_id)  # an org_admin: its own org's escalations only
     data = await body_json(request, allowed={"decision", "note", "actor", "extra_budget_usd"})
-    approved, note, extra, actor = _decision(data)
+    approved, note, extra, actor = _decision(data, access.actor)
     resolved, row, moved = await asyncio.to_thread(
         functools.partial(
             store.settle_escalation, ctx.engine, escalation_id, approved=approved, by=actor,
-            note=note, extra_budget_usd=extra, now=ctx.clock(),
+            note=note, extra_budget_usd=extra, now=ctx.clock(), tenant=found.org_id,
         )
     )  # fmt: skip
     if extra:
