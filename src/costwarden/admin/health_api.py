@@ -10,6 +10,12 @@
 
 Handlers read the admin context (:mod:`costwarden.admin.context`); errors go through the
 admin app's handlers (:mod:`costwarden.admin.common`).
+
+Who may (``admin.access``): deployment health holds no org's data (deployments are the
+platform's, shared by every org), so every signed-in principal reads it, an org-scoped one
+too: it tells an org why its calls fail over. Resetting a breaker changes every org's
+routing: a platform_admin's alone. The reset is audited as the body's ``actor``, else who
+signed in (``admin-api`` for the admin token, ``admin-key:<id>`` for an admin key).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from costwarden.admin.access import authenticate
-from costwarden.admin.common import ACTOR, parse_json_object, read_body
+from costwarden.admin.common import parse_json_object, read_body
 from costwarden.admin.context import context
 from costwarden.core.errors import InvalidInput
 
@@ -30,21 +36,20 @@ logger = logging.getLogger(__name__)
 
 async def deployments(request: Request) -> Response:
     ctx = context(request)
-    access = await authenticate(request)
-    access.read_platform()
+    await authenticate(request)  # any signed-in principal: no org's data in it
     return JSONResponse({"data": ctx.breakers.health()})
 
 
 async def reset_breaker(request: Request) -> Response:
     ctx = context(request)
     access = await authenticate(request)
-    access.write_platform()
+    access.write_platform()  # every org's routing
     deployment = request.path_params["deployment"]
-    actor = ACTOR
+    actor = access.actor
     raw = await read_body(request)  # the body is optional
     if raw:
         data = parse_json_object(raw, allowed={"actor"})
-        given = data.get("actor", ACTOR)
+        given = data.get("actor", access.actor)
         if not isinstance(given, str):
             raise InvalidInput("'actor' must be a string: who resets the breaker")
         actor = given

@@ -7,6 +7,12 @@
   ...]}``, or ``null`` to go back to the config file's. Validated against the whole table
   (an unknown name is 400, a cycle 409, an unknown route 404), audit-logged, live on this
   gateway at once and on the others within a poll (:class:`~costwarden.routing.table.RouteTable`).
+  Audited as who signed in (``admin-api`` for the admin token).
+
+Who may (``admin.access``): the route table is the platform's and holds no org's data (the
+models every org may call, and how they are served), so every signed-in principal reads it,
+an org-scoped one too. Changing a fallback chain changes every org's routing: a
+platform_admin's alone.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from costwarden.admin.access import authenticate
-from costwarden.admin.common import ACTOR, body_json
+from costwarden.admin.common import body_json
 from costwarden.admin.context import AdminContext, context
 from costwarden.core.errors import InvalidInput
 
@@ -56,8 +62,7 @@ def route_json(ctx: AdminContext, model: str) -> dict[str, Any]:
 
 async def list_routes(request: Request) -> Response:
     ctx = context(request)
-    access = await authenticate(request)
-    access.read_platform()
+    await authenticate(request)  # any signed-in principal: no org's data in it
     models = sorted(ctx.route_table.routes)
     return JSONResponse({"routes": [route_json(ctx, m) for m in models]})
 
@@ -65,10 +70,10 @@ async def list_routes(request: Request) -> Response:
 async def put_fallbacks(request: Request) -> Response:
     ctx = context(request)
     access = await authenticate(request)
-    access.write_platform()
+    access.write_platform()  # every org's routing
     data = await body_json(request, allowed={"fallbacks"})
     if "fallbacks" not in data:
         raise InvalidInput("'fallbacks' is required: a list of names, or null for the config's")
     model = request.path_params["model"]
-    await ctx.route_table.set_fallbacks(model, data["fallbacks"], actor=ACTOR)
+    await ctx.route_table.set_fallbacks(model, data["fallbacks"], actor=access.actor)
     return JSONResponse(route_json(ctx, model))
