@@ -1,4 +1,4 @@
-"""The admin API: JSON under ``/admin``, an OpenAPI schema, bearer-token auth.
+"""The admin API: JSON under ``/admin``, an OpenAPI schema, bearer-credential auth.
 
 :data:`ROUTES` is every path and method the admin app serves, in one list; the handlers are
 module-level functions in the admin modules (keys, limits, switches, health, routes), each
@@ -12,7 +12,17 @@ cache at once so the change is live without waiting for the poller. Limit and ti
 reload this process's limits at once; other gateway processes poll for them within
 ``budgets.refresh_seconds``.
 
-Errors (answered by :mod:`costwarden.admin.common`, shared by every admin module): bad input
+Who asks (:mod:`costwarden.admin.access`): the admin token, an admin key or a JWT, as a
+principal with a role. Each handler decides what its route gives an org-scoped principal (an
+org_admin, or a viewer bound to an org) -- its own org's slice of a list or report, its own
+org's records by id, changes to its own org -- and what stays platform-wide (tiers, the
+global kill switch, breakers, fallbacks, alert channels, the audit log, ``/metrics``); its
+module's docstring says which. ``/healthz`` and ``/admin/openapi.json`` ask for no
+credential; the agent's session stream takes its virtual key.
+
+Errors (answered by :mod:`costwarden.admin.common`, shared by every admin module): no valid
+credential is 401 (``authentication_error``), a role that does not allow the request 403
+(``permission_error``; ``admin_disabled`` when the API is off), bad input
 is 400 (``invalid_request_error``), an unknown org, project, key or tier is 404
 (``not_found``), writing a tier defined in the config file is 409 (``conflict``), a body over
 1 MiB is 413, a database that cannot answer is 503 (``service_unavailable``, ``Retry-After``).

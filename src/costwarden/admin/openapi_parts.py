@@ -20,8 +20,12 @@ ERROR_BODY = {
 ERRORS: dict[str, tuple[str, str]] = {
     "400": ("BadRequest", "invalid_request_error: malformed JSON, a body nested over 32 "
             "levels, an unknown field, a value the schema refuses"),
-    "401": ("Unauthorized", "authentication_error: missing or wrong admin token"),
-    "403": ("AdminDisabled", "admin_disabled: COSTWARDEN_ADMIN_TOKEN is not set"),
+    "401": ("Unauthorized", "authentication_error: no credential, or a wrong admin token, "
+            "an unknown or revoked admin key, a refused JWT"),
+    "403": ("Forbidden", "permission_error: the principal's role does not allow it (another "
+            "org's data or changes, platform-wide data or settings for an org-scoped "
+            "principal, any change by a viewer); admin_disabled: no COSTWARDEN_ADMIN_TOKEN "
+            "is set and no other credential was sent"),
     "404": ("NotFound", "not_found: an org, project, key, tier, route or deployment named "
             "in the path, query or body does not exist"),
     "409": ("Conflict", "conflict: a config-file tier or alert channel, a tier still in "
