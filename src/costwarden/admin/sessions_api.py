@@ -56,6 +56,7 @@ from costwarden.sessions.lifecycle import clean_session_id
 from costwarden.storage import repo
 from costwarden.storage import sessions as store
 from costwarden.storage.session_view import SessionView, escalation_json, session_view
+from costwarden.storage.sessions import Escalation, SessionRow
 from costwarden.storage.sqltypes import money_str
 
 STATUSES = ("open", "approved", "denied")
@@ -138,10 +139,32 @@ async def resolve_escalation(request: Request) -> Response:
     access.write_org_id(found.org_id)  # an org_admin: its own org's escalations only
     data = await body_json(request, allowed={"decision", "note", "actor", "extra_budget_usd"})
     approved, note, extra, actor = _decision(data, access.actor)
+    resolved, row = await settle_escalation(
+        ctx, escalation_id, found.org_id, approved=approved, note=note, extra=extra, actor=actor
+    )
+    state = None if row is None else row.standing.state
+    return JSONResponse({**escalation_json(resolved), "session_state": state})
+
+
+async def settle_escalation(
+    ctx: AdminContext,
+    escalation_id: str,
+    org_id: str,
+    *,
+    approved: bool,
+    note: str | None,
+    extra: Decimal | None,
+    actor: str,
+) -> tuple[Escalation, SessionRow | None]:
+    """Resolve escalation ``escalation_id`` of org ``org_id`` (the caller checked who may):
+    stored (Conflict if it was resolved already, nothing changed then), the session's USD
+    budgets raised by ``extra`` (and this process's limits reloaded), the session's move
+    published and applied to this process's board at once, ``escalation_resolved``
+    published. The admin API's resolve and the dashboard's both do it here."""
     resolved, row, moved = await asyncio.to_thread(
         functools.partial(
             store.settle_escalation, ctx.engine, escalation_id, approved=approved, by=actor,
-            note=note, extra_budget_usd=extra, now=ctx.clock(), tenant=found.org_id,
+            note=note, extra_budget_usd=extra, now=ctx.clock(), tenant=org_id,
         )
     )  # fmt: skip
     if extra:
@@ -158,8 +181,7 @@ async def resolve_escalation(request: Request) -> Response:
             extra_budget_usd=None if extra is None else money_str(extra),
         )
     )  # fmt: skip
-    state = None if row is None else row.standing.state
-    return JSONResponse({**escalation_json(resolved), "session_state": state})
+    return resolved, row
 
 
 async def _raise_budgets(ctx: AdminContext, org_id: str, session_id: str, extra: Decimal) -> None:

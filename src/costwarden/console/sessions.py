@@ -12,7 +12,8 @@ The escalations table is a fragment (``GET /dashboard/sessions/escalations``) th
 itself on the live stream's ``escalation_created`` and ``escalation_resolved``, so an
 escalation resolved in one browser leaves every other one at once.
 ``POST /dashboard/escalations/{id}/resolve`` (``decision=approve|deny``, optional ``note``
-and ``extra_budget_usd``) does what ``POST /admin/escalations/{id}/resolve`` does: resolves
+and ``extra_budget_usd``) does what ``POST /admin/escalations/{id}/resolve`` does, with the
+same function (``admin.sessions_api.settle_escalation``): resolves
 the escalation once, moves its session on (approve) or ends it (deny), applies the change to
 this process's session board, publishes ``session_changed`` and ``escalation_resolved``, and
 raises the session's USD budgets by the extra amount. It is resolved by who signed in to the
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -43,21 +43,18 @@ from starlette.routing import Route
 
 from costwarden.admin.access import Access
 from costwarden.admin.context import AdminContext
-from costwarden.admin.limits_api import reload_limits
+from costwarden.admin.sessions_api import settle_escalation
 from costwarden.console.auth import Visitor, changing, visitor
 from costwarden.console.context import console
 from costwarden.console.render import page, url
 from costwarden.core.errors import Conflict, InvalidInput
-from costwarden.core.event_kinds import EscalationResolved
 from costwarden.core.records import KeyRecord
-from costwarden.sessions.board import changed_event
 from costwarden.storage import repo
 from costwarden.storage import sessions as store
 from costwarden.storage.db import Bind, connect_read
 from costwarden.storage.schema import ledger
 from costwarden.storage.session_view import SessionView, session_view
 from costwarden.storage.sessions import Escalation, SessionRow
-from costwarden.storage.sqltypes import money_str
 
 RECENT_HOURS = 24
 SCAN_ROWS = 10_000  # the newest ledger rows looked through for sessions
@@ -304,7 +301,10 @@ async def resolve(request: Request) -> Response:
     htmx = bool(request.headers.get("hx-request"))
     try:
         decision = decision_of(fields)
-        await settle(ctx, found, decision, access.actor)
+        await settle_escalation(
+            ctx, found.id, found.org_id, approved=decision.approved, note=decision.note,
+            extra=decision.extra_usd, actor=access.actor,
+        )  # fmt: skip
         done = "approved" if decision.approved else "denied"
     except Conflict:
         done = "already"
@@ -323,39 +323,6 @@ async def resolve(request: Request) -> Response:
             **_fragment_data(who, escalations, NOTICES[done]),
         )  # fmt: skip
     return RedirectResponse(url(request, "/sessions") + f"?done={done}", status_code=303)
-
-
-async def settle(ctx: AdminContext, found: Escalation, decision: Decision, actor: str) -> None:
-    """Resolve ``found`` as ``POST /admin/escalations/{id}/resolve`` does (the same storage
-    calls, board update and events, in the same order); Conflict if it was resolved
-    already, nothing changed then."""
-    resolved, row, moved = await asyncio.to_thread(
-        functools.partial(
-            store.settle_escalation, ctx.engine, found.id, approved=decision.approved,
-            by=actor, note=decision.note, extra_budget_usd=decision.extra_usd,
-            now=ctx.clock(), tenant=found.org_id,
-        )
-    )  # fmt: skip
-    extra = decision.extra_usd
-    if extra:
-        raised = await asyncio.to_thread(
-            store.raise_session_budgets, ctx.engine, ctx.enforcer.book, resolved.org_id,
-            resolved.session_id, extra,
-        )  # fmt: skip
-        if raised:
-            await reload_limits(ctx)
-    if moved is not None and row is not None:
-        change = changed_event((row.org_id, row.session_id), None, moved, row.version)
-        ctx.events.publish(change)  # every process's board follows it
-        if ctx.sessions is not None:
-            ctx.sessions.apply(change)  # this one's at once
-    ctx.events.publish(
-        EscalationResolved(
-            org_id=resolved.org_id, escalation_id=resolved.id, session_id=resolved.session_id,
-            status=resolved.status, resolved_by=actor, note=decision.note,
-            extra_budget_usd=None if extra is None else money_str(extra),
-        )
-    )  # fmt: skip
 
 
 ROUTES = (
