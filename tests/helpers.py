@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import openai
 import orjson
 import pytest
 import redis
@@ -29,16 +30,20 @@ import uvicorn
 from aiohttp import web
 from click.testing import CliRunner
 
+from costwarden.alerts.rules import threshold_alert
 from costwarden.app.factory import CostwardenApp, create_app
 from costwarden.app.server import uvicorn_config
 from costwarden.budgets.policy import checks_for
 from costwarden.budgets.rebuild import compute_seeds
 from costwarden.cli import main
 from costwarden.config.settings import load_settings
+from costwarden.core.event_kinds import LimitThresholdCrossed
 from costwarden.core.records import LedgerRecord
 from costwarden.mock import MockServer
 from costwarden.mock.config import mock_gateway_toml
 from costwarden.storage import policy, repo
+from costwarden.storage.alert_records import AlertRecord
+from costwarden.storage.alerts import raise_alert
 from costwarden.storage.counters import LedgerAggregates
 from costwarden.storage.redis import MAX_CONNECTIONS, redis_client
 from costwarden.storage.usage import ledger_rows
@@ -690,3 +695,44 @@ def tool_round(i: int) -> list[dict[str, Any]]:
         {"role": "assistant", "content": None, "tool_calls": [call]},
         {"role": "tool", "tool_call_id": f"call_{i}", "content": "status: pending"},
     ]
+
+
+async def pause_session(
+    gw: LiveGateway, session: str, key: str | None = None
+) -> tuple[str, list[Any]]:
+    """Drive agent session ``session`` of ``key`` (the gateway's own by default) into a tool
+    loop, through the openai SDK, until it is paused: (its escalation's id, the messages
+    sent). The session board and the ledger are flushed before it returns."""
+    async with openai.AsyncOpenAI(
+        base_url=gw.openai_url, api_key=key or gw.key, max_retries=0,
+        default_headers={"x-costwarden-session": session},
+    ) as client:  # fmt: skip
+        messages: list[Any] = [{"role": "user", "content": "has order 7 shipped?"}]
+        for i in range(5):
+            try:
+                await client.chat.completions.create(model="gpt-4o-mini", messages=messages)
+            except openai.ConflictError as exc:
+                if gw.app.sessions is not None:
+                    await gw.app.sessions.flush()
+                await gw.app.ledger.flush()  # usage is read from the ledger's rows
+                escalation: str = exc.response.json()["error"]["escalation_id"]
+                return escalation, messages
+            messages += tool_round(i)
+    raise AssertionError("never paused")
+
+
+async def raise_threshold_alert(
+    gw: LiveGateway, pct: int, org: str | None = None
+) -> AlertRecord:
+    """An alert of org ``org`` (by name; the gateway's own org by default), raised as the
+    gateway raises one when a daily USD budget's ``pct`` threshold is crossed: its
+    AlertRecord."""
+    orgs = await asyncio.to_thread(repo.list_orgs, gw.app.engine)
+    org_id = orgs[0].id if org is None else next(o.id for o in orgs if o.name == org)
+    crossing = LimitThresholdCrossed(
+        org_id=org_id, scope="org", scope_id=org_id, window="day", metric="usd",
+        threshold_pct=pct, used="8", limit="10", window_key="until:1",
+    )  # fmt: skip
+    alert = await asyncio.to_thread(raise_alert, gw.app.engine, threshold_alert(crossing))
+    assert alert is not None
+    return alert

@@ -8,32 +8,18 @@ import asyncio
 import httpx
 import pytest
 
-from costwarden.alerts.rules import threshold_alert
-from costwarden.core.event_kinds import LimitThresholdCrossed
-from costwarden.storage import alert_records as records
 from costwarden.storage import alerts as store
 from costwarden.storage import repo
 from costwarden.storage.audit import audit_entries
 from tests.admin.conftest import AUTH
-from tests.helpers import LiveGateway
-
-
-async def _raise(gw: LiveGateway, pct: int) -> records.AlertRecord:
-    org_id = (await asyncio.to_thread(repo.list_orgs, gw.app.engine))[0].id
-    crossing = LimitThresholdCrossed(
-        org_id=org_id, scope="org", scope_id=org_id, window="day", metric="usd",
-        threshold_pct=pct, used="8", limit="10", window_key="until:1",
-    )  # fmt: skip
-    alert = await asyncio.to_thread(store.raise_alert, gw.app.engine, threshold_alert(crossing))
-    assert alert is not None
-    return alert
+from tests.helpers import LiveGateway, raise_threshold_alert
 
 
 async def test_list_show_and_act_with_who_and_when(
     gw: LiveGateway, client: httpx.AsyncClient
 ) -> None:
-    first = await _raise(gw, 50)
-    second = await _raise(gw, 80)
+    first = await raise_threshold_alert(gw, 50)
+    second = await raise_threshold_alert(gw, 80)
     changes = gw.app.events.subscribe(kinds=frozenset({"alert_changed"}))
     listed = (await client.get("/admin/alerts", headers=AUTH)).json()["data"]
     assert [a["id"] for a in listed] == [second.id, first.id]
@@ -99,7 +85,7 @@ async def test_bad_input_changes_nothing(
     gw: LiveGateway, client: httpx.AsyncClient, method: str, path: str,
     body: dict[str, object] | None, status: int,
 ) -> None:  # fmt: skip
-    alert = await _raise(gw, 50)
+    alert = await raise_threshold_alert(gw, 50)
     r = await client.request(method, path.format(id=alert.id), json=body, headers=AUTH)
     assert r.status_code == status, r.text
     assert r.json()["error"]["message"]

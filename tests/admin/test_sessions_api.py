@@ -11,33 +11,13 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
-import openai
 import orjson
 
 from costwarden.sessions.lifecycle import Standing, on_spend
 from costwarden.storage import repo
 from costwarden.storage.sessions import escalation_of, record_transition
 from tests.admin.conftest import AUTH
-from tests.helpers import LiveGateway, set_limits, tool_round
-
-
-async def _pause(gw: LiveGateway, session: str) -> tuple[str, list[Any]]:
-    """Drive ``session`` into a loop until it is paused: (its escalation, the messages)."""
-    async with openai.AsyncOpenAI(
-        base_url=gw.openai_url, api_key=gw.key, max_retries=0,
-        default_headers={"x-costwarden-session": session},
-    ) as client:  # fmt: skip
-        messages: list[Any] = [{"role": "user", "content": "has order 7 shipped?"}]
-        for i in range(5):
-            try:
-                await client.chat.completions.create(model="gpt-4o-mini", messages=messages)
-            except openai.ConflictError as exc:
-                assert gw.app.sessions is not None
-                await gw.app.sessions.flush()
-                await gw.app.ledger.flush()  # usage is read from the ledger's rows
-                return exc.response.json()["error"]["escalation_id"], messages
-            messages += tool_round(i)
-    raise AssertionError("never paused")
+from tests.helpers import LiveGateway, pause_session, set_limits
 
 
 async def _escalation_alerts(client: httpx.AsyncClient, state: str) -> list[dict[str, Any]]:
@@ -73,7 +53,7 @@ async def test_a_paused_session_is_shown_alike_and_resumed_once_approved(
     gw: LiveGateway, client: httpx.AsyncClient
 ) -> None:
     await set_limits(gw, "session", "agent-1", daily_usd="0.001")
-    escalation, _ = await _pause(gw, "agent-1")
+    escalation, _ = await pause_session(gw, "agent-1")
 
     admin = (await client.get("/admin/sessions/agent-1", params={"org": "acme"}, headers=AUTH))
     assert admin.status_code == 200
@@ -130,7 +110,7 @@ async def test_a_paused_session_is_shown_alike_and_resumed_once_approved(
 async def test_a_denied_escalation_terminates_its_session(
     gw: LiveGateway, client: httpx.AsyncClient
 ) -> None:
-    escalation, _ = await _pause(gw, "agent-2")
+    escalation, _ = await pause_session(gw, "agent-2")
     r = await client.post(f"/admin/escalations/{escalation}/resolve",
                           json={"decision": "deny", "note": "looping"}, headers=AUTH)  # fmt: skip
     assert r.status_code == 200 and r.json()["session_state"] == "terminated"
@@ -217,8 +197,8 @@ async def test_an_agent_streams_its_own_sessions_events_with_its_key(
 
     reader = asyncio.create_task(read())
     await asyncio.sleep(0.3)  # subscribed
-    escalation, _ = await _pause(gw, "agent-5")
-    await _pause(gw, "agent-6")  # another session of the same key: not on this stream
+    escalation, _ = await pause_session(gw, "agent-5")
+    await pause_session(gw, "agent-6")  # another session of the same key: not on this stream
     r = await client.post(f"/admin/escalations/{escalation}/resolve",
                           json={"decision": "approve"}, headers=AUTH)  # fmt: skip
     assert r.status_code == 200
@@ -242,7 +222,7 @@ async def test_risk_signals_name_sessions_near_their_budget_and_runaways(
     assert winding is not None
     await asyncio.to_thread(record_transition, gw.app.engine, org_id, "agent-7", winding,
                             version=None, actor="test")  # fmt: skip
-    escalation, _ = await _pause(gw, "agent-8")
+    escalation, _ = await pause_session(gw, "agent-8")
     found = (await client.get("/admin/risks", params={"org": "acme"}, headers=AUTH)).json()
     by_type = {r["type"]: r for r in found["data"] if r["scope"] == "session"}
     runaway = by_type["session_runaway"]

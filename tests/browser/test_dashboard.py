@@ -10,23 +10,19 @@ from __future__ import annotations
 import asyncio
 import re
 from decimal import Decimal
-from typing import Any
 
 import httpx
 import openai
 import pytest
 from playwright.async_api import Browser, Page, expect
 
-from costwarden.alerts.rules import threshold_alert
 from costwarden.console.render import money
-from costwarden.core.event_kinds import LimitThresholdCrossed
 from costwarden.storage import alerts as alert_store
 from costwarden.storage import repo
-from costwarden.storage.alert_records import AlertRecord
 from costwarden.storage.sessions import escalation_of
 from tests.browser.app_page import app_site
 from tests.browser.conftest import ADMIN, VIEWPORT, WAIT_MS, Screenshot, Serve, sign_in
-from tests.helpers import LiveGateway, ledger_row, tool_round
+from tests.helpers import LiveGateway, ledger_row, pause_session, raise_threshold_alert
 
 pytestmark = pytest.mark.serial
 
@@ -56,21 +52,6 @@ async def _traffic(gw: LiveGateway, key: str, n: int) -> Decimal:
     return total
 
 
-async def _alert(gw: LiveGateway, org: str, pct: int) -> AlertRecord:
-    """An alert, raised as the gateway raises one when a budget threshold is crossed."""
-    found = await asyncio.to_thread(repo.get_org_by_name, gw.app.engine, org)
-    assert found is not None
-    crossing = LimitThresholdCrossed(
-        org_id=found.id, scope="org", scope_id=found.id, window="day", metric="usd",
-        threshold_pct=pct, used="8", limit="10", window_key="until:1",
-    )  # fmt: skip
-    alert = await asyncio.to_thread(
-        alert_store.raise_alert, gw.app.engine, threshold_alert(crossing)
-    )
-    assert alert is not None
-    return alert
-
-
 async def _org_of(gw: LiveGateway) -> str:
     orgs = await asyncio.to_thread(repo.list_orgs, gw.app.engine)
     return orgs[0].name
@@ -89,7 +70,7 @@ async def test_every_page_with_real_traffic(
             )
             assert r.status_code == 200, r.text
     cost = await _traffic(gw, gw.key, 3) + await _traffic(gw, globex, 2)
-    await _alert(gw, acme, 80)
+    await raise_threshold_alert(gw, 80, acme)
     await sign_in(page, gw.base_url)
 
     # overview: the 24 h figures are the ledger's, to the nano-dollar
@@ -200,7 +181,7 @@ async def test_the_emergency_stop_refuses_every_request_and_shows_the_banner(
 
 
 async def test_an_alert_acknowledged_on_the_page(gw: LiveGateway, page: Page) -> None:
-    alert = await _alert(gw, await _org_of(gw), 90)
+    alert = await raise_threshold_alert(gw, 90)
     await sign_in(page, gw.base_url)
     await page.goto(gw.base_url + "/dashboard/alerts")
     row = page.locator(f"#alert-{alert.id}")
@@ -215,24 +196,6 @@ async def test_an_alert_acknowledged_on_the_page(gw: LiveGateway, page: Page) ->
     assert stored.acknowledged_by.startswith("dashboard:")
 
 
-async def _pause(gw: LiveGateway, session: str) -> str:
-    """Drive agent session ``session`` of the gateway's key into a loop until it is paused:
-    the escalation's id."""
-    async with openai.AsyncOpenAI(
-        base_url=gw.openai_url, api_key=gw.key, max_retries=0,
-        default_headers={"x-costwarden-session": session},
-    ) as client:  # fmt: skip
-        messages: list[Any] = [{"role": "user", "content": "has order 7 shipped?"}]
-        for i in range(5):
-            try:
-                await client.chat.completions.create(model=MODEL, messages=messages)
-            except openai.ConflictError as exc:
-                escalation: str = exc.response.json()["error"]["escalation_id"]
-                return escalation
-            messages += tool_round(i)
-    raise AssertionError("never paused")
-
-
 async def test_an_escalation_approved_in_one_browser_leaves_the_other_live(
     gw: LiveGateway, browser: Browser, screenshot: Screenshot
 ) -> None:
@@ -244,7 +207,7 @@ async def test_an_escalation_approved_in_one_browser_leaves_the_other_live(
             await sign_in(each, gw.base_url)
             await each.goto(gw.base_url + "/dashboard/sessions")
         # raised while both pages are open: it appears in both without a reload
-        escalation = await _pause(gw, "agent-7")
+        escalation, _ = await pause_session(gw, "agent-7")
         for each in (one, two):
             row = each.get_by_test_id(f"escalation-{escalation}")
             await expect(row).to_be_visible(timeout=WAIT_MS)

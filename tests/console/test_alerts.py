@@ -24,7 +24,12 @@ from costwarden.storage import alerts as store
 from costwarden.storage import repo
 from costwarden.storage.audit import audit_entries
 from tests.console.conftest import TOKEN, Orgs, Signed, sign_in
-from tests.helpers import LiveGateway, WebhookReceiver, webhook_receiver
+from tests.helpers import (
+    LiveGateway,
+    WebhookReceiver,
+    raise_threshold_alert,
+    webhook_receiver,
+)
 
 SECRET = "whsec_" + base64.b64encode(b"dashboard-alerts-key-0123456789ab").decode()
 HOOK_TOKEN = "hooktoken-SECRET-42"
@@ -43,18 +48,6 @@ async def _org_id(gw: LiveGateway, name: str) -> str:
         if org.name == name:
             return org.id
     raise AssertionError(f"no org {name}")
-
-
-async def _raise(gw: LiveGateway, org: str, pct: int) -> records.AlertRecord:
-    """An alert as the gateway raises one when a budget threshold is crossed."""
-    org_id = await _org_id(gw, org)
-    crossing = LimitThresholdCrossed(
-        org_id=org_id, scope="org", scope_id=org_id, window="day", metric="usd",
-        threshold_pct=pct, used="8", limit="10", window_key="until:1",
-    )  # fmt: skip
-    alert = await asyncio.to_thread(store.raise_alert, gw.app.engine, threshold_alert(crossing))
-    assert alert is not None
-    return alert
 
 
 async def _get(gw: LiveGateway, alert_id: str) -> records.AlertRecord:
@@ -154,8 +147,8 @@ async def test_the_page_lists_alerts_and_channels_without_their_secrets(
                  "min_severity": "critical"}  # fmt: skip
         r = await client.put("/admin/alert-channels/chat", json=slack, headers=AUTH)
         assert r.status_code == 200, r.text
-    acme = await _raise(gw, "acme", 50)
-    globex = await _raise(gw, "globex", 80)
+    acme = await raise_threshold_alert(gw, 50, "acme")
+    globex = await raise_threshold_alert(gw, 80, "globex")
     for _ in range(100):  # the gateway's delivery loop sends it, signed
         if len(hook.verified) == 2:
             break
@@ -197,8 +190,8 @@ async def test_the_page_lists_alerts_and_channels_without_their_secrets(
 
 
 async def test_acknowledge_snooze_and_resolve(gw: LiveGateway, admin: Signed) -> None:
-    first = await _raise(gw, "acme", 50)
-    second = await _raise(gw, "acme", 80)
+    first = await raise_threshold_alert(gw, 50, "acme")
+    second = await raise_threshold_alert(gw, 80, "acme")
     changes = gw.app.events.subscribe(kinds=frozenset({"alert_changed"}))
 
     r = await admin.post(f"/dashboard/alerts/{first.id}/acknowledge")
@@ -255,7 +248,7 @@ async def test_acknowledge_snooze_and_resolve(gw: LiveGateway, admin: Signed) ->
 async def test_without_csrf_or_as_a_viewer_nothing_changes(
     gw: LiveGateway, orgs: Orgs, admin: Signed
 ) -> None:
-    alert = await _raise(gw, "acme", 50)
+    alert = await raise_threshold_alert(gw, 50, "acme")
     r = await admin.client.post(f"/dashboard/alerts/{alert.id}/acknowledge")
     assert r.status_code == 403
     for credential in (orgs.acme_viewer, orgs.platform_viewer):
@@ -285,8 +278,8 @@ async def test_an_org_admin_sees_and_acts_on_its_own_org_only(
             headers=AUTH,
         )
         assert r.status_code == 200, r.text
-    mine = await _raise(gw, "acme", 50)
-    theirs = await _raise(gw, "globex", 80)
+    mine = await raise_threshold_alert(gw, 50, "acme")
+    theirs = await raise_threshold_alert(gw, 80, "globex")
     globex_id = await _org_id(gw, "globex")
     platform = await asyncio.to_thread(
         store.raise_alert,

@@ -13,7 +13,6 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
-import openai
 import pytest
 
 from costwarden.console.render import money
@@ -22,29 +21,9 @@ from costwarden.core.errors import InvalidInput
 from costwarden.sessions.lifecycle import Standing
 from costwarden.storage.sessions import SessionRow, escalation_of, session_of
 from tests.console.conftest import TOKEN, Orgs, Signed, sign_in
-from tests.helpers import LiveGateway, set_limits, tool_round
+from tests.helpers import LiveGateway, pause_session, set_limits
 
 AUTH = {"authorization": f"Bearer {TOKEN}"}
-
-
-async def _pause(gw: LiveGateway, key: str, session: str) -> str:
-    """Drive ``session`` of ``key`` into a loop until it is paused: its escalation's id."""
-    async with openai.AsyncOpenAI(
-        base_url=gw.openai_url, api_key=key, max_retries=0,
-        default_headers={"x-costwarden-session": session},
-    ) as client:  # fmt: skip
-        messages: list[Any] = [{"role": "user", "content": "has order 7 shipped?"}]
-        for i in range(5):
-            try:
-                await client.chat.completions.create(model="gpt-4o-mini", messages=messages)
-            except openai.ConflictError as exc:
-                assert gw.app.sessions is not None
-                await gw.app.sessions.flush()
-                await gw.app.ledger.flush()
-                escalation: str = exc.response.json()["error"]["escalation_id"]
-                return escalation
-            messages += tool_round(i)
-    raise AssertionError("never paused")
 
 
 async def _view(gw: LiveGateway, org: str, session: str) -> dict[str, Any]:
@@ -74,9 +53,9 @@ async def test_escalations_are_listed_and_resolved_through_the_page(
     gw: LiveGateway, orgs: Orgs, admin: Signed
 ) -> None:
     await set_limits(gw, "session", "agent-1", daily_usd="0.001")
-    mine = await _pause(gw, gw.key, "agent-1")
-    other = await _pause(gw, gw.key, "agent-2")
-    theirs = await _pause(gw, orgs.globex_key, "globex-run")
+    mine = (await pause_session(gw, "agent-1", gw.key))[0]
+    other = (await pause_session(gw, "agent-2", gw.key))[0]
+    theirs = (await pause_session(gw, "globex-run", orgs.globex_key))[0]
     engine = gw.app.engine
 
     # The page: both orgs' escalations and sessions, the figures as the admin API reads them.

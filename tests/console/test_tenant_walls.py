@@ -12,7 +12,6 @@ switch, an alert, a paused agent session with its escalation.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import httpx
 import openai
@@ -24,26 +23,10 @@ from costwarden.storage import policy, repo
 from costwarden.storage import switches as switch_store
 from costwarden.storage.sessions import escalation_of
 from tests.console.conftest import Orgs, Signed, dashboard_routes, sign_in
-from tests.helpers import LiveGateway, tool_round
+from tests.helpers import LiveGateway, pause_session
 
 MODEL = "gpt-4o-mini"
 HI = [{"role": "user", "content": "hi"}]
-
-
-async def _pause(gw: LiveGateway, key: str, session: str) -> str:
-    async with openai.AsyncOpenAI(
-        base_url=gw.openai_url, api_key=key, max_retries=0,
-        default_headers={"x-costwarden-session": session},
-    ) as client:  # fmt: skip
-        messages: list[Any] = [{"role": "user", "content": "has order 7 shipped?"}]
-        for i in range(5):
-            try:
-                await client.chat.completions.create(model=MODEL, messages=messages)
-            except openai.ConflictError as exc:
-                escalation: str = exc.response.json()["error"]["escalation_id"]
-                return escalation
-            messages += tool_round(i)
-    raise AssertionError("never paused")
 
 
 async def _globex(gw: LiveGateway, orgs: Orgs) -> dict[str, str]:
@@ -56,7 +39,7 @@ async def _globex(gw: LiveGateway, orgs: Orgs) -> dict[str, str]:
     ) as sdk:
         for _ in range(2):
             await sdk.chat.completions.create(model=MODEL, messages=HI)
-    escalation = await _pause(gw, orgs.globex_key, "globex-agent")
+    escalation = (await pause_session(gw, "globex-agent", orgs.globex_key))[0]
     await asyncio.to_thread(
         policy.set_limits, engine, org="globex", scope="org", subject="",
         amounts={"daily_usd": "7"},

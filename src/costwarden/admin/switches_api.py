@@ -22,6 +22,7 @@ route; errors (InvalidInput -> 400, NotFound -> 404) go through the admin app's 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Any
 
@@ -89,18 +90,8 @@ async def put_switch(request: Request) -> Response:
     data = await body_json(request, allowed=PUT_FIELDS)
     org, feature, enabled, message = parse_switch_body(data)
     access.write_org(org)  # an org_admin: its own org's switch (None: platform-wide)
-    record = await asyncio.to_thread(
-        store.set_switch,
-        ctx.engine,
-        org=org,
-        feature=feature,
-        enabled=enabled,
-        message=message,
-        actor=access.actor,
-    )
-    await _reload_switches(ctx)
-    ctx.events.publish(
-        record.changed_event()
+    record = await save_switch(
+        ctx, org=org, feature=feature, enabled=enabled, message=message, actor=access.actor
     )
     return JSONResponse(record.to_json())
 
@@ -113,6 +104,28 @@ async def get_audit(request: Request) -> Response:
     action = request.query_params.get("action")
     entries = await asyncio.to_thread(audit.audit_entries, ctx.engine, limit=limit, action=action)
     return JSONResponse({"data": [e.to_json() for e in entries]})
+
+
+async def save_switch(
+    ctx: AdminContext,
+    *,
+    org: str | None,
+    feature: str,
+    enabled: bool,
+    message: str | None,
+    actor: str,
+) -> store.SwitchRecord:
+    """Write one switch (audited; the caller checked who may), apply it in this process at
+    once and publish ``switch_changed``: the admin API's PUT and the dashboard's both."""
+    record = await asyncio.to_thread(
+        functools.partial(
+            store.set_switch, ctx.engine, org=org, feature=feature, enabled=enabled,
+            message=message, actor=actor,
+        )
+    )  # fmt: skip
+    await _reload_switches(ctx)
+    ctx.events.publish(record.changed_event())
+    return record
 
 
 async def _reload_switches(ctx: AdminContext) -> None:

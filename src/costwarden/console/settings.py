@@ -41,7 +41,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from costwarden.admin.access import Access
-from costwarden.admin.switches_api import CONFIRM_DISABLE_ALL, confirmation_error
+from costwarden.admin.switches_api import CONFIRM_DISABLE_ALL, confirmation_error, save_switch
 from costwarden.console.auth import changing, visitor
 from costwarden.console.context import console
 from costwarden.console.render import page, url
@@ -174,26 +174,10 @@ async def _set(
     message: str | None,
 ) -> SwitchRecord:
     """Write one switch (audited), apply it here at once, publish it."""
-    ctx = console(request).admin
-    record = await asyncio.to_thread(
-        store.set_switch,
-        ctx.engine,
-        org=org,
-        feature=feature,
-        enabled=enabled,
-        message=message,
+    return await save_switch(
+        console(request).admin, org=org, feature=feature, enabled=enabled, message=message,
         actor=access.actor,
-    )
-    try:  # live on this gateway now; the poller does it within refresh_seconds otherwise
-        await ctx.switches.reload()
-    except Exception as exc:
-        logger.warning(
-            "switch saved; applying it at once failed (the poller retries): %s: %s",
-            type(exc).__name__,
-            exc,
-        )
-    ctx.events.publish(record.changed_event())
-    return record
+    )  # fmt: skip
 
 
 async def switch(request: Request) -> Response:
