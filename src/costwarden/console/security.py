@@ -3,8 +3,8 @@
 It shows
 
 - the recent security findings of the prompt scan (the ledger rows' ``security`` field, in
-  the newest :data:`SCAN_ROWS` requests of the last :data:`RECENT_DAYS` days, newest
-  first): detector, family (the rule's family),
+  the newest ``storage.recent.SCAN_ROWS`` requests of the last :data:`RECENT_DAYS` days,
+  newest first): detector, family (the rule's family),
   severity, confidence, what the policy did (blocked, redacted, flagged), where in the
   request, the span's keyed hash, the request id, time, org and key prefix. What is stored
   is already only that (``gateway.security``: never the text found), and the page reads only
@@ -33,7 +33,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -47,13 +46,10 @@ from costwarden.console.render import page
 from costwarden.storage import repo
 from costwarden.storage.alert_records import AlertRecord
 from costwarden.storage.alerts import recent_alerts
-from costwarden.storage.db import Bind, connect_read
-from costwarden.storage.schema import ledger
+from costwarden.storage.recent import SCAN_ROWS, recent_findings
 from costwarden.storage.security_policies import PolicyRecord, list_policies
 
 RECENT_DAYS = 7
-ROWS_READ = 100  # ledger rows with findings (each holds up to 20)
-SCAN_ROWS = 10_000  # the newest ledger rows looked through for findings
 FINDINGS_SHOWN = 200
 HONEYPOT_SHOWN = 100
 #: the policy fields a layer may set besides ``actions``, in the order shown
@@ -170,28 +166,6 @@ def policy_rows(
 
 
 # ------------------------------------------------------------------ reads
-
-
-def recent_findings(
-    bind: Bind, since: datetime, tenant: str | None, limit: int = ROWS_READ
-) -> list[dict[str, Any]]:
-    """The ledger rows whose scan recorded findings among the newest :data:`SCAN_ROWS`
-    rows since ``since`` (of org ``tenant`` only, if given), newest first, at most
-    ``limit``: only the columns the page shows. The scan is bounded so the page stays fast
-    on a big ledger: no index finds the rows with findings alone."""
-    c = ledger.c
-    newest = sa.select(c.request_id, c.ts, c.org_id, c.key_id, c.security).where(c.ts >= since)
-    if tenant is not None:
-        newest = newest.where(c.org_id == tenant)
-    scanned = newest.order_by(c.ts.desc()).limit(SCAN_ROWS).subquery()
-    stmt = (
-        sa.select(scanned)
-        .where(scanned.c.security.is_not(None))
-        .order_by(scanned.c.ts.desc(), scanned.c.request_id.desc())
-        .limit(limit)
-    )
-    with connect_read(bind) as conn:
-        return [dict(row) for row in conn.execute(stmt).mappings()]
 
 
 def _tenant(access: Access) -> str | None:

@@ -2,8 +2,8 @@
 
 It shows the recent agent sessions -- every session whose stored state is not ``active``
 (sleeping, paused, winding down, exhausted, terminated) and every session that sent one of
-the newest :data:`SCAN_ROWS` requests of the last :data:`RECENT_HOURS` hours; paused ones
-first, then the most recently seen or changed, at most :data:`SHOWN` -- each with its
+the newest ``storage.recent.SCAN_ROWS`` requests of the last :data:`RECENT_HOURS` hours;
+paused ones first, then the most recently seen or changed, at most :data:`SHOWN` -- each with its
 state, ``budget_pct`` (the share of its tightest budget spent, ``storage.session_view``:
 the view the admin API and the agent read), ``wake_at``, spend and requests; and the open
 escalations, with Approve / Deny.
@@ -36,7 +36,6 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
@@ -51,13 +50,11 @@ from costwarden.core.errors import Conflict, InvalidInput
 from costwarden.core.records import KeyRecord
 from costwarden.storage import repo
 from costwarden.storage import sessions as store
-from costwarden.storage.db import Bind, connect_read
-from costwarden.storage.schema import ledger
+from costwarden.storage.recent import SCAN_ROWS, recent_sessions
 from costwarden.storage.session_view import SessionView, session_view
 from costwarden.storage.sessions import Escalation, SessionRow
 
 RECENT_HOURS = 24
-SCAN_ROWS = 10_000  # the newest ledger rows looked through for sessions
 SHOWN = 30
 MAX_NOTE = 2000
 _AMOUNT = re.compile(r"[0-9]{1,15}(?:\.[0-9]{1,12})?\Z")  # the admin API's pattern
@@ -169,38 +166,6 @@ def decision_of(fields: Mapping[str, str]) -> Decision:
 
 
 # ------------------------------------------------------------------ reads
-
-
-def recent_sessions(
-    bind: Bind, since: datetime, tenant: str | None, limit: int
-) -> list[tuple[str, str, datetime]]:
-    """(org id, session id, last request) of the sessions among the newest
-    :data:`SCAN_ROWS` requests since ``since`` (of org ``tenant`` only, if given), latest
-    first, at most ``limit``. The scan is bounded so the page stays fast on a big ledger
-    (the rollups have no session dimension)."""
-    c = ledger.c
-    newest = sa.select(c.org_id, c.session_id, c.ts).where(c.ts >= since)
-    if tenant is not None:
-        newest = newest.where(c.org_id == tenant)
-    scanned = newest.order_by(c.ts.desc()).limit(SCAN_ROWS).subquery()
-    last = sa.func.max(scanned.c.ts).label("last")
-    stmt = (
-        sa.select(scanned.c.org_id, scanned.c.session_id, last)
-        .where(scanned.c.session_id.is_not(None), scanned.c.org_id.is_not(None))
-        .group_by(scanned.c.org_id, scanned.c.session_id)
-        .order_by(last.desc())
-        .limit(limit)
-    )
-    with connect_read(bind) as conn:
-        rows = conn.execute(stmt).all()
-    out = []
-    for org_id, session_id, ts in rows:
-        if isinstance(ts, str):  # SQLite's max() of a timestamp column is its text
-            ts = datetime.fromisoformat(ts)
-        if ts.tzinfo is None:
-            ts = ts.replace(tzinfo=UTC)
-        out.append((org_id, session_id, ts))
-    return out
 
 
 def _tenant(access: Access) -> str | None:
