@@ -3,7 +3,8 @@ the gateway to the mock upstream): every page signed in and used, with a screens
 for docs/screenshots; a limit set on the limits page refusing the org's next request; the
 emergency stop behind its confirmation dialog answering 503 and switching an app's banner to
 disabled; an alert acknowledged; an escalation raised while two browsers watch, approved in
-one and gone from the other without a reload."""
+one and gone from the other without a reload; every page's controls labelled and its
+skip link and navigation reachable by keyboard."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import openai
 import pytest
 from playwright.async_api import Browser, Page, expect
 
-from costwarden.console.render import money
+from costwarden.console.render import PAGES, money
 from costwarden.storage import alerts as alert_store
 from costwarden.storage import repo
 from costwarden.storage.sessions import escalation_of
@@ -228,3 +229,33 @@ async def test_an_escalation_approved_in_one_browser_leaves_the_other_live(
     finally:
         await first.close()
         await second.close()
+
+
+async def test_every_page_is_labelled_and_keyboard_usable(gw: LiveGateway, page: Page) -> None:
+    await sign_in(page, gw.base_url)
+    for sub, label in PAGES:
+        await page.goto(gw.base_url + "/dashboard" + sub)
+        # every form control a person fills has a label (or an aria-label)
+        unlabelled = await page.evaluate(
+            """() => [...document.querySelectorAll('input, select, textarea')]
+                .filter(c => c.type !== 'hidden')
+                .filter(c => !(c.labels && c.labels.length) && !c.getAttribute('aria-label'))
+                .map(c => c.name || c.id)"""
+        )
+        assert unlabelled == [], (label, unlabelled)
+        # the first Tab reaches "Skip to content", which moves focus into the page's main
+        await page.keyboard.press("Tab")
+        assert await page.evaluate("document.activeElement.textContent") == "Skip to content"
+        await page.keyboard.press("Enter")
+        await expect(page.locator("main")).to_be_focused()
+    # the keyboard reaches the header, then the navigation's links in order, and follows them
+    await page.goto(gw.base_url + "/dashboard/")
+    await page.keyboard.press("Tab")  # the skip link
+    await page.keyboard.press("Tab")  # the brand
+    names = []
+    for _ in range(3):  # the sign-out button, then the first two pages of the navigation
+        await page.keyboard.press("Tab")
+        names.append(await page.evaluate("document.activeElement.textContent.trim()"))
+    assert names == ["Sign out", "Overview", "Cost analytics"]
+    await page.keyboard.press("Enter")
+    await page.wait_for_url(gw.base_url + "/dashboard/costs")
