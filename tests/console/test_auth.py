@@ -135,3 +135,11 @@ async def test_sign_out_clears_the_cookie(admin: Signed) -> None:
     assert "Max-Age=0" in r.headers["set-cookie"]
     after = await admin.client.get("/dashboard/")
     assert after.status_code == 303
+
+
+async def test_an_unknown_dashboard_path_is_a_page(admin: Signed) -> None:
+    r = await admin.client.get("/dashboard/nowhere")
+    assert r.status_code == 404 and r.headers["content-type"].startswith("text/html")
+    assert "Not found" in r.text and 'aria-label="Dashboard pages"' in r.text
+    r = await admin.client.delete("/dashboard/costs")
+    assert r.status_code == 405 and "Not allowed" in r.text

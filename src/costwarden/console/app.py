@@ -14,6 +14,7 @@ import importlib.resources
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -39,7 +40,7 @@ from costwarden.core.errors import Conflict, Forbidden, InvalidInput, NotFound, 
 
 #: every page module; each lists its own ROUTES (paths under /dashboard)
 PAGE_MODULES: tuple[Any, ...] = (
-    overview, stream, health, alerts, settings, sessions, security, costs, limits,
+    overview, costs, limits, health, alerts, sessions, security, settings, stream,
 )
 
 
@@ -58,6 +59,20 @@ def _error_page(status: int, title: str) -> ExceptionHandler:
         return page(request, who, "error.html", title=title, message=str(exc), status_code=status)
 
     return handler
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """An unknown dashboard path (404) or method (405): a page, not the admin API's JSON."""
+    assert isinstance(exc, HTTPException)
+    title = {404: "Not found", 405: "Not allowed"}.get(exc.status_code, "Cannot do that")
+    try:
+        who = await auth.visitor(request)
+    except Exception:
+        who = None
+    message = f"{request.method} {request.url.path}: {exc.detail}"
+    return page(
+        request, who, "error.html", title=title, message=message, status_code=exc.status_code
+    )
 
 
 def _static() -> StaticFiles:
@@ -87,6 +102,7 @@ def create_console(ctx: ConsoleContext) -> Starlette:
             InvalidInput: _error_page(400, "Cannot do that"),
             NotFound: _error_page(404, "Not found"),
             Conflict: _error_page(409, "Changed meanwhile"),
+            HTTPException: _http_error,
         }
     )
     app = Starlette(routes=routes(), exception_handlers=handlers)
