@@ -31,6 +31,7 @@ import logging
 from starlette.requests import Request
 
 from costwarden.admin.context import AdminContext, context
+from costwarden.core.actors import MAX_ACTOR_LEN, clean_actor
 from costwarden.core.errors import AdminApiOff, Forbidden, NotSignedIn
 from costwarden.dashboard import jwt_auth
 from costwarden.dashboard.roles import Principal, can_read, can_write
@@ -49,6 +50,19 @@ class Access:
     org_name: str | None = None
     #: who writes are audited as: ``admin-api`` (the token), ``admin-key:<id>``, ``jwt:<sub>``
     actor: str = "admin-api"
+
+    def actor_for(self, given: object) -> str:
+        """Who a change is audited as, when the request names an ``actor``: the admin token
+        is shared (a script or the CLI names who it acts for), so its name is taken as
+        given; an admin key or a JWT is a known identity, which a body cannot replace: the
+        name given is kept beside it (``admin-key:adk_... for ana``). InvalidInput for a
+        name clean_actor refuses."""
+        if given is None:
+            return self.actor
+        name = clean_actor(given)
+        if self.principal.via == "token":
+            return name
+        return clean_actor(f"{self.actor} for {name}"[:MAX_ACTOR_LEN])
 
     @property
     def platform_wide(self) -> bool:

@@ -4,8 +4,9 @@
 - ``GET /admin/alerts/{alert_id}``: one alert, with its deliveries and their attempts.
 - ``POST /admin/alerts/{alert_id}/acknowledge`` | ``/resolve``: body ``{"actor"?}`` (or
   none); ``POST /admin/alerts/{alert_id}/snooze``: body ``{"minutes", "actor"?}``. Audited
-  (the actor given, as for a breaker reset, else who signed in: ``admin-api`` for the admin
-  token, ``admin-key:<id>`` for an admin key), published as ``alert_changed``; 409 when the
+  as who signed in (``admin-api`` for the admin token, ``admin-key:<id>`` for an admin key)
+  with the ``actor`` given beside it (``Access.actor_for``), published as
+  ``alert_changed``; 409 when the
   state does not allow it (acknowledging a resolved alert).
 
 Alerts are raised by the gateway (``costwarden.app.alerting``), never through the API.
@@ -22,7 +23,6 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -31,7 +31,6 @@ from costwarden.admin.access import authenticate
 from costwarden.admin.common import count_param, parse_json_object, read_body
 from costwarden.admin.context import context
 from costwarden.alerts.state import Action
-from costwarden.core.actors import clean_actor
 from costwarden.core.errors import InvalidInput
 from costwarden.storage import alerts as store
 from costwarden.storage import repo
@@ -40,11 +39,6 @@ from costwarden.storage.alert_deliveries import delivery_log
 STATES = ("firing", "acknowledged", "resolved")
 MAX_LIST = 1000
 MAX_SNOOZE_MINUTES = 7 * 24 * 60
-
-
-def _actor(data: dict[str, Any], signed_in: str) -> str:
-    """Who acts: the body's ``actor`` (as for a breaker reset), else who signed in."""
-    return clean_actor(data.get("actor", signed_in))
 
 
 async def list_alerts(request: Request) -> Response:
@@ -86,7 +80,7 @@ async def _act(request: Request, action: Action, allowed: set[str]) -> Response:
     access.write_org_id(found.org_id)  # an org_admin: its own org's alerts only
     raw = await read_body(request)
     data = parse_json_object(raw, allowed=allowed) if raw.strip() or action == "snooze" else {}
-    actor = _actor(data, access.actor)
+    actor = access.actor_for(data.get("actor"))
     until: datetime | None = None
     if action == "snooze":
         minutes = data.get("minutes")

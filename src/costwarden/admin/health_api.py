@@ -14,8 +14,9 @@ admin app's handlers (:mod:`costwarden.admin.common`).
 Who may (``admin.access``): deployment health holds no org's data (deployments are the
 platform's, shared by every org), so every signed-in principal reads it, an org-scoped one
 too: it tells an org why its calls fail over. Resetting a breaker changes every org's
-routing: a platform_admin's alone. The reset is audited as the body's ``actor``, else who
-signed in (``admin-api`` for the admin token, ``admin-key:<id>`` for an admin key).
+routing: a platform_admin's alone. The reset is audited as who signed in (``admin-api`` for
+the admin token, ``admin-key:<id>`` for an admin key), with the body's ``actor`` beside it
+(``Access.actor_for``: the shared token's given name is taken as is).
 """
 
 from __future__ import annotations
@@ -49,9 +50,9 @@ async def reset_breaker(request: Request) -> Response:
     raw = await read_body(request)  # the body is optional
     if raw:
         data = parse_json_object(raw, allowed={"actor"})
-        given = data.get("actor", access.actor)
-        if not isinstance(given, str):
+        given = data.get("actor")
+        if given is not None and not isinstance(given, str):
             raise InvalidInput("'actor' must be a string: who resets the breaker")
-        actor = given
+        actor = access.actor_for(given)
     await ctx.breakers.reset(deployment, actor=actor)
     return JSONResponse(ctx.breakers.health_of(deployment))

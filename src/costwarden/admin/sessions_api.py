@@ -38,12 +38,11 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from costwarden.admin.access import authenticate
+from costwarden.admin.access import Access, authenticate
 from costwarden.admin.common import body_json, error
 from costwarden.admin.context import AdminContext, context
 from costwarden.admin.events_api import EventStream, last_event_id
 from costwarden.admin.limits_api import reload_limits
-from costwarden.core.actors import clean_actor
 from costwarden.core.errors import InvalidInput, NotFound
 from costwarden.core.event_kinds import (
     EscalationCreated,
@@ -110,7 +109,7 @@ async def list_escalations(request: Request) -> Response:
 
 
 def _decision(
-    data: dict[str, Any], signed_in: str
+    data: dict[str, Any], access: Access
 ) -> tuple[bool, str | None, Decimal | None, str]:
     decision = data.get("decision")
     if decision not in DECISIONS:
@@ -127,7 +126,7 @@ def _decision(
                 f"got {raw!r:.40}"
             )
         extra = Decimal(raw)
-    return decision == "approve", note, extra, clean_actor(data.get("actor", signed_in))
+    return decision == "approve", note, extra, access.actor_for(data.get("actor"))
 
 
 async def resolve_escalation(request: Request) -> Response:
@@ -138,7 +137,7 @@ async def resolve_escalation(request: Request) -> Response:
     found = await asyncio.to_thread(store.escalation_of, ctx.engine, escalation_id)
     access.write_org_id(found.org_id)  # an org_admin: its own org's escalations only
     data = await body_json(request, allowed={"decision", "note", "actor", "extra_budget_usd"})
-    approved, note, extra, actor = _decision(data, access.actor)
+    approved, note, extra, actor = _decision(data, access)
     resolved, row = await settle_escalation(
         ctx, escalation_id, found.org_id, approved=approved, note=note, extra=extra, actor=actor
     )
