@@ -51,6 +51,14 @@ class Orgs:
 
 
 @pytest.fixture
+def database_url(tmp_path: Path) -> str:
+    """SQLite only, here: the dashboard's modules hold no SQL of their own, and the storage
+    reads they call are tested on SQLite and PostgreSQL (tests/storage, tests/admin). The
+    tenant walk (test_tenant_walls.py) runs on both."""
+    return f"sqlite:///{tmp_path}/costwarden.db"
+
+
+@pytest.fixture
 async def gw(mock: MockServer, database_url: str, tmp_path: Path) -> AsyncIterator[LiveGateway]:
     async with live_gateway(mock, database_url, tmp_path, admin_token=TOKEN) as gateway:
         yield gateway

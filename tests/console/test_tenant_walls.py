@@ -12,9 +12,11 @@ switch, an alert, a paused agent session with its escalation.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import httpx
 import openai
+import pytest
 
 from costwarden.alerts.rules import threshold_alert
 from costwarden.core.event_kinds import LimitThresholdCrossed
@@ -26,6 +28,15 @@ from tests.console.conftest import Orgs, Signed, dashboard_routes, sign_in
 from tests.helpers import LiveGateway, pause_session
 
 MODEL = "gpt-4o-mini"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The walk on both databases (the rest of tests/console: SQLite)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/costwarden.db"
+    url: str = request.getfixturevalue("pg_url")
+    return url
 HI = [{"role": "user", "content": "hi"}]
 
 
