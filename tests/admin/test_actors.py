@@ -41,3 +41,17 @@ async def test_an_admin_key_cannot_pass_for_someone_else(
         f"/admin/alerts/{first.id}/resolve", json={"actor": "x\u0007"}, headers=as_key
     )
     assert r.status_code == 400
+
+
+async def test_an_actor_named_null_is_refused_and_nothing_changes(
+    gw: LiveGateway, client: httpx.AsyncClient
+) -> None:
+    alert = await raise_threshold_alert(gw, 80)
+    for path in (f"/admin/alerts/{alert.id}/acknowledge", "/admin/breakers/nowhere/reset"):
+        r = await client.post(path, json={"actor": None}, headers=AUTH)
+        assert r.status_code == 400, (path, r.text)
+        assert "actor" in r.json()["error"]["message"]
+    r = await client.post(f"/admin/alerts/{alert.id}/acknowledge", json={}, headers=AUTH)
+    assert r.status_code == 200, r.text  # no actor named: the principal itself
+    entries = await asyncio.to_thread(audit_entries, gw.app.engine, limit=10)
+    assert [e.actor for e in entries if e.action == "alert.acknowledge"] == ["admin-api"]

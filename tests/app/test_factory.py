@@ -203,8 +203,14 @@ async def test_deprecated_settings_are_logged_once_at_startup(
     await app.startup()
     await app.startup()  # (already started: nothing happens)
     try:
-        logged = [r for r in caplog.records if r.levelno == logging.WARNING]
-        assert [r.getMessage() for r in logged] == [message]  # ... once when it starts
+        logged = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert [m for m in logged if "deprecated" in m] == [message]  # ... once when it starts
+        # (and the dashboard's per-process sign-ins, no secret being set, said at the same time)
+        assert [m for m in logged if "dashboard sign-ins" in m] == [
+            "COSTWARDEN_DASHBOARD_SECRET and COSTWARDEN_ADMIN_TOKEN are unset: dashboard "
+            "sign-ins last only as long as this process and do not cross to other gateway "
+            "processes"
+        ]
         # And the Redis it uses, once.
         port = private_redis.rsplit(":", 1)[1]
         lines = [r.getMessage() for r in caplog.records if "redis at" in r.getMessage()]

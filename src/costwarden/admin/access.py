@@ -27,6 +27,7 @@ import asyncio
 import dataclasses
 import hmac
 import logging
+from collections.abc import Mapping
 
 from starlette.requests import Request
 
@@ -51,15 +52,16 @@ class Access:
     #: who writes are audited as: ``admin-api`` (the token), ``admin-key:<id>``, ``jwt:<sub>``
     actor: str = "admin-api"
 
-    def actor_for(self, given: object) -> str:
-        """Who a change is audited as, when the request names an ``actor``: the admin token
-        is shared (a script or the CLI names who it acts for), so its name is taken as
-        given; an admin key or a JWT is a known identity, which a body cannot replace: the
-        name given is kept beside it (``admin-key:adk_... for ana``). InvalidInput for a
-        name clean_actor refuses."""
-        if given is None:
+    def actor_for(self, body: Mapping[str, object]) -> str:
+        """Who a change is audited as: the principal itself when the body names no
+        ``actor``; else the admin token is shared (a script or the CLI names who it acts
+        for), so its name is taken as given, while an admin key or a JWT is a known
+        identity, which a body cannot replace: the name given is kept beside it
+        (``admin-key:adk_... for ana``). InvalidInput for a name clean_actor refuses,
+        an explicit null included."""
+        if "actor" not in body:
             return self.actor
-        name = clean_actor(given)
+        name = clean_actor(body["actor"])
         if self.principal.via == "token":
             return name
         return clean_actor(f"{self.actor} for {name}"[:MAX_ACTOR_LEN])

@@ -80,7 +80,7 @@ async def _act(request: Request, action: Action, allowed: set[str]) -> Response:
     access.write_org_id(found.org_id)  # an org_admin: its own org's alerts only
     raw = await read_body(request)
     data = parse_json_object(raw, allowed=allowed) if raw.strip() or action == "snooze" else {}
-    actor = access.actor_for(data.get("actor"))
+    actor = access.actor_for(data)
     until: datetime | None = None
     if action == "snooze":
         minutes = data.get("minutes")

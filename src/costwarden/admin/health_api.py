@@ -29,7 +29,6 @@ from starlette.responses import JSONResponse, Response
 from costwarden.admin.access import authenticate
 from costwarden.admin.common import parse_json_object, read_body
 from costwarden.admin.context import context
-from costwarden.core.errors import InvalidInput
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +48,6 @@ async def reset_breaker(request: Request) -> Response:
     actor = access.actor
     raw = await read_body(request)  # the body is optional
     if raw:
-        data = parse_json_object(raw, allowed={"actor"})
-        given = data.get("actor")
-        if given is not None and not isinstance(given, str):
-            raise InvalidInput("'actor' must be a string: who resets the breaker")
-        actor = access.actor_for(given)
+        actor = access.actor_for(parse_json_object(raw, allowed={"actor"}))
     await ctx.breakers.reset(deployment, actor=actor)
     return JSONResponse(ctx.breakers.health_of(deployment))

@@ -126,7 +126,7 @@ def _decision(
                 f"got {raw!r:.40}"
             )
         extra = Decimal(raw)
-    return decision == "approve", note, extra, access.actor_for(data.get("actor"))
+    return decision == "approve", note, extra, access.actor_for(data)
 
 
 async def resolve_escalation(request: Request) -> Response:

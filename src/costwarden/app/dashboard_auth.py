@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
 import secrets
 from pathlib import Path
 
 from costwarden.config.settings import Settings
 from costwarden.core.errors import ConfigError, InvalidInput
 from costwarden.dashboard.jwt_auth import JwtConfig
-
-logger = logging.getLogger(__name__)
 
 
 def jwt_config(settings: Settings) -> JwtConfig | None:
@@ -50,8 +47,14 @@ def session_secrets(settings: Settings) -> list[str]:
             settings.admin_token.encode(), b"costwarden.dashboard.secret", hashlib.sha256
         )
         return [derived.hexdigest()]
-    logger.warning(
+    return [secrets.token_hex(32)]
+
+
+def session_secret_warning(settings: Settings) -> str | None:
+    """What startup logs when session_secrets falls back to a random per-process secret."""
+    if settings.dashboard_secret or settings.admin_token:
+        return None
+    return (
         "COSTWARDEN_DASHBOARD_SECRET and COSTWARDEN_ADMIN_TOKEN are unset: dashboard sign-ins "
         "last only as long as this process and do not cross to other gateway processes"
     )
-    return [secrets.token_hex(32)]

@@ -33,7 +33,7 @@ from costwarden.admin.context import AdminContext
 from costwarden.app.alerting import Alerting, process_holder
 from costwarden.app.analytics import Rollups
 from costwarden.app.config_channels import channel_secrets, sync_channels
-from costwarden.app.dashboard_auth import jwt_config, session_secrets
+from costwarden.app.dashboard_auth import jwt_config, session_secret_warning, session_secrets
 from costwarden.app.observability import metrics_exporter
 from costwarden.app.securing import Security
 from costwarden.app.tracing import request_spans
@@ -402,6 +402,8 @@ class CostwardenApp:
             return
         for message in self.settings.deprecations:
             logger.warning("%s", message)
+        if self.console is not None and (note := session_secret_warning(self.settings)):
+            logger.warning("%s", note)
         for name in self.egress.unverified:
             logger.warning("provider %r: tls_verify = false: its certificate is not checked", name)
         for line in self.egress.describe():
