@@ -20,7 +20,7 @@ from tests.helpers import (
     scratch_pg_database,
 )
 
-# Tests that run one at a time, after the others (scripts/test.sh runs the rest in two
+# Tests that run one at a time, after the others (scripts/test.sh runs the rest in three
 # workers): the files that use a database of the Redis on 6379 that others use too (and
 # flush), and the end-to-end tests, which time real gateway processes.
 _SERIAL = ("tests/e2e/", "tests/budgets/test_stores.py", "tests/routing/test_breakers.py")
