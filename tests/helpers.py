@@ -736,3 +736,34 @@ async def raise_threshold_alert(
     alert = await asyncio.to_thread(raise_alert, gw.app.engine, threshold_alert(crossing))
     assert alert is not None
     return alert
+
+
+async def sse_frames(
+    lines: AsyncIterator[str],
+    *,
+    count: int | None = None,
+    until: Callable[[dict[str, Any]], bool] | None = None,
+    seconds: float = 10,
+    raw: list[str] | None = None,
+) -> list[dict[str, Any]]:
+    """The next events of an SSE stream as {id, event, data (JSON-decoded)}, comments
+    skipped: ``count`` of them, or up to and with the first that ``until`` accepts. Every
+    line read is appended to ``raw`` when given (to check what the stream never said)."""
+    frames: list[dict[str, Any]] = []
+    current: dict[str, Any] = {}
+    async with asyncio.timeout(seconds):
+        async for line in lines:
+            if raw is not None:
+                raw.append(line)
+            if line.startswith(":"):
+                continue
+            if line:
+                name, _, value = line.partition(": ")
+                current[name] = orjson.loads(value) if name == "data" else value
+                continue
+            if current:
+                frames.append(current)
+                if len(frames) == count or (until is not None and until(current)):
+                    return frames
+                current = {}
+    raise AssertionError(f"the stream ended after {len(frames)} events")

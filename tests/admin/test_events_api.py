@@ -5,7 +5,6 @@ input (unknown kind 400, unknown org 404, no token 401) changing nothing."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,31 +16,11 @@ import pytest
 
 from costwarden.mock import MockServer
 from costwarden.storage import repo
-from tests.helpers import live_gateway
+from tests.helpers import live_gateway, sse_frames
 
 TOKEN = "adm-events-secret"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
 HI: Any = [{"role": "user", "content": "hi"}]
-
-
-async def _frames(r: httpx.Response, count: int) -> list[dict[str, Any]]:
-    frames: list[dict[str, Any]] = []
-    current: dict[str, Any] = {}
-    lines: AsyncIterator[str] = r.aiter_lines()
-    async with asyncio.timeout(10):
-        async for line in lines:
-            if line.startswith(":"):
-                continue
-            if line:
-                name, _, value = line.partition(": ")
-                current[name] = orjson.loads(value) if name == "data" else value
-                continue
-            if current:
-                frames.append(current)
-                current = {}
-                if len(frames) == count:
-                    return frames
-    raise AssertionError(f"the stream ended after {len(frames)} events")
 
 
 async def test_the_pipeline_raises_settled_and_refused_events(
@@ -63,7 +42,7 @@ async def test_the_pipeline_raises_settled_and_refused_events(
                     pass
                 with pytest.raises(openai.NotFoundError):
                     await oa.chat.completions.create(model="no-such-model", messages=HI)
-                settled, streamed, refused = await _frames(r, 3)
+                settled, streamed, refused = await sse_frames(r.aiter_lines(), count=3)
         await oa.close()
         await an.close()
         assert settled["event"] == "request_settled"
@@ -103,7 +82,7 @@ async def test_kind_and_org_filters(mock: MockServer, database_url: str, tmp_pat
                     headers=AUTH,
                 )
                 assert put.status_code == 200, put.text
-                settled, switched = await _frames(r, 2)
+                settled, switched = await sse_frames(r.aiter_lines(), count=2)
         await oa.close()
         await other.close()
         assert settled["event"] == "request_settled"

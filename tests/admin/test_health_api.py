@@ -14,10 +14,8 @@ import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import httpx
-import orjson
 import pytest
 
 from costwarden.admin import events_api
@@ -33,6 +31,7 @@ from tests.helpers import (
     gateway_toml,
     live_gateway,
     spawn_gateway,
+    sse_frames,
     stop_gateway,
     wait_healthy,
 )
@@ -229,26 +228,6 @@ async def test_bad_last_event_id_is_400(client: httpx.AsyncClient) -> None:
 # --------------------------------------------------------------------------- events (SSE)
 
 
-async def _read_frames(lines: AsyncIterator[str], count: int) -> list[dict[str, Any]]:
-    """The next ``count`` events of a stream (comments skipped), as {id, event, data}."""
-    frames: list[dict[str, Any]] = []
-    current: dict[str, Any] = {}
-    async with asyncio.timeout(5):
-        async for line in lines:
-            if line.startswith(":"):
-                continue
-            if not line:
-                if current:
-                    frames.append(current)
-                    current = {}
-                    if len(frames) == count:
-                        return frames
-                continue
-            name, _, value = line.partition(": ")
-            current[name] = orjson.loads(value) if name == "data" else value
-    raise AssertionError(f"the stream ended after {len(frames)} events")
-
-
 async def test_event_stream_delivers_and_resumes(
     mock: MockServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -266,7 +245,7 @@ async def test_event_stream_delivers_and_resumes(
                 lines = r.aiter_lines()
                 assert await anext(lines) == ": connected"
                 _trip(app)
-                (first,) = await _read_frames(lines, 1)
+                (first,) = await sse_frames(lines, count=1, seconds=5)
                 assert first["event"] == "breaker_changed"
                 assert first["data"]["deployment"] == MINI
                 assert (first["data"]["from"], first["data"]["to"]) == (CLOSED, OPEN)
@@ -279,7 +258,7 @@ async def test_event_stream_delivers_and_resumes(
             _trip(app, "anthropic:claude-haiku-4-5")
             resume = {**AUTH, "last-event-id": first["id"]}
             async with http.stream("GET", "/admin/events", headers=resume) as r:
-                missed = await _read_frames(r.aiter_lines(), 2)
+                missed = await sse_frames(r.aiter_lines(), count=2, seconds=5)
         assert [int(f["id"]) for f in missed] == [int(first["id"]) + 1, int(first["id"]) + 2]
         assert [(f["data"]["deployment"], f["data"]["to"]) for f in missed] == [
             (MINI, CLOSED),

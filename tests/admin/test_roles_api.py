@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -35,7 +35,7 @@ from costwarden.storage import alerts as alert_store
 from costwarden.storage.admin_keys import create_admin_key, revoke_admin_key
 from costwarden.storage.audit import audit_entries
 from tests.admin.conftest import AUTH
-from tests.helpers import LiveGateway, tool_round
+from tests.helpers import LiveGateway, sse_frames, tool_round
 
 A = "alpha-tenant-k3"
 B = "bravo-tenant-q7"
@@ -697,32 +697,6 @@ async def test_reports_sum_only_the_orgs_own(gw: LiveGateway, client: httpx.Asyn
 # ------------------------------------------------------------------ the event stream
 
 
-async def _frames_until(
-    r: httpx.Response, done: str, seconds: float = 10
-) -> tuple[list[dict[str, Any]], str]:
-    """The frames of ``r`` up to and with the one whose request id is ``done``, and the
-    stream's text up to there."""
-    frames: list[dict[str, Any]] = []
-    current: dict[str, Any] = {}
-    raw: list[str] = []
-    lines: AsyncIterator[str] = r.aiter_lines()
-    async with asyncio.timeout(seconds):
-        async for line in lines:
-            raw.append(line)
-            if line.startswith(":"):
-                continue
-            if line:
-                name, _, value = line.partition(": ")
-                current[name] = orjson.loads(value) if name == "data" else value
-                continue
-            if current:
-                frames.append(current)
-                if current.get("data", {}).get("request_id") == done:
-                    return frames, "\n".join(raw)
-                current = {}
-    raise AssertionError(f"the stream ended after {len(frames)} events")
-
-
 async def test_the_event_stream_is_the_orgs_own(
     gw: LiveGateway, client: httpx.AsyncClient
 ) -> None:
@@ -744,7 +718,12 @@ async def test_the_event_stream_is_the_orgs_own(
             a_call = await http.post(gw.openai_url + "/chat/completions", headers=bearer(w.a_key),
                                      json={"model": "gpt-4o-mini", "messages": HI})  # fmt: skip
             assert a_call.status_code == 200
-            frames, text = await _frames_until(r, a_call.headers["x-request-id"])
+            done = a_call.headers["x-request-id"]
+            raw: list[str] = []
+            frames = await sse_frames(
+                r.aiter_lines(), until=lambda f: f["data"].get("request_id") == done, raw=raw
+            )
+            text = "\n".join(raw)
     assert frames and all(f["data"].get("org_id") == w.a_org for f in frames), frames
     assert frames[-1]["event"] == "request_settled"
     for other in (*w.b_strings(), b_call.headers["x-request-id"]):
