@@ -22,6 +22,7 @@ from costwarden.storage.ledger import LedgerWriter
 from costwarden.storage.ledger_rows import record_to_row
 from costwarden.storage.schema import ledger
 from costwarden.storage.usage import ledger_rows
+from tests.helpers import TcpProxy
 
 MakeRecord = Callable[..., LedgerRecord]
 MakeEngine = Callable[[str], Engine]
@@ -313,56 +314,6 @@ async def test_close_with_timeout_reports_unwritten_records(
     finally:
         with admin.begin() as conn:
             conn.exec_driver_sql("ALTER TABLE ledger_away RENAME TO ledger")
-
-
-class TcpProxy:
-    """A TCP forwarder we can take down and bring back: a database outage on demand."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.target = (host, port)
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def up(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def down(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
-        for w in list(self._writers):
-            w.transport.abort()
-        for t in list(self._tasks):
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._writers.clear()
-        self._tasks.clear()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._writers.update((writer, up_writer))
-        for src, dst in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pipe(src, dst))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    @staticmethod
-    async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-        try:
-            while data := await src.read(65536):
-                dst.write(data)
-                await dst.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            dst.transport.abort()
 
 
 @pytest.mark.parametrize("backend", ["postgresql"])

@@ -58,7 +58,17 @@ from costwarden.admin.openapi import openapi_document
 
 
 async def healthz(request: Request) -> Response:
-    return JSONResponse({"status": "ok", "keys": len(context(request).keys)})
+    """200 while the process serves, the database reachable or not: with the database down
+    the gateway keeps serving and spools its ledger rows, which ``ledger`` shows."""
+    ctx = context(request)
+    body: dict[str, object] = {"status": "ok", "keys": len(ctx.keys)}
+    if ctx.ledger is not None:
+        body["ledger"] = {
+            "database": "unreachable" if ctx.ledger.spooling else "ok",
+            "pending": ctx.ledger.pending,
+            "spooled": ctx.ledger.spooled,
+        }
+    return JSONResponse(body)
 
 
 async def openapi(request: Request) -> Response:

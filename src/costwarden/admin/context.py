@@ -28,6 +28,7 @@ from costwarden.metrics import MetricsExporter
 from costwarden.routing.breakers import BreakerBoard
 from costwarden.routing.table import RouteTable
 from costwarden.sessions.board import SessionBoard
+from costwarden.storage.ledger import LedgerWriter
 
 
 class Keys(Protocol):
@@ -78,6 +79,8 @@ class AdminContext:
     clock: Callable[[], float]
     #: the timezone of calendar budget windows (``budgets.timezone``)
     budgets_timezone: str
+    #: the ledger writer, for /healthz (its queue and spool); None in tests that have none
+    ledger: LedgerWriter | None = None
     #: what ``GET /metrics`` renders; None when ``[metrics] enabled = false``
     metrics: MetricsExporter | None = None
     #: ``[metrics] public``: /metrics without the admin token

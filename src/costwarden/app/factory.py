@@ -80,6 +80,7 @@ from costwarden.storage.redis import describe, redis_client
 from costwarden.storage.retention import ensure_partitions
 from costwarden.storage.route_fallbacks import SqlFallbackStore
 from costwarden.storage.sessions import SqlSessionStore
+from costwarden.storage.spool import LedgerSpool
 
 logger = logging.getLogger(__name__)
 
@@ -211,6 +212,7 @@ class CostwardenApp:
             self.engine,
             flush_interval=settings.storage.flush_interval_ms / 1000,
             durable=settings.storage.ledger_mode == "durable",
+            spool=LedgerSpool(settings.storage.spool_dir) if settings.storage.spool_dir else None,
         )
         self.redis = _redis(settings.redis)
         budgets = budget_config(settings)
@@ -370,6 +372,7 @@ class CostwardenApp:
             engine=self.engine,
             admin_token=settings.admin_token,
             keys=self.keys,
+            ledger=self.ledger,
             enforcer=self.enforcer,
             switches=self.switches,
             breakers=self.breakers,

@@ -66,6 +66,8 @@ def metrics_exporter(
             flush_lag_seconds=ledger.flush_lag(time.monotonic()),
             written=ledger.written,
             failures=ledger.failures,
+            spooled=ledger.spooled,
+            spooling=ledger.spooling,
         )
 
     sources = GaugeSources(

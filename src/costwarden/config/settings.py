@@ -75,6 +75,15 @@ class StorageSettings:
         "Longest a ledger row waits in memory before its batch is written (batched mode).",
         "COSTWARDEN_FLUSH_INTERVAL_MS",
     )
+    spool_dir: str = _setting(
+        "costwarden-data/ledger-spool",
+        "Directory of the ledger's spool: while the database is out of reach, ledger rows are "
+        "appended (fsync'd) to a file here and replayed, exactly once, when it answers again; "
+        "the gateway keeps serving meanwhile. Gateway processes on one machine may share it "
+        "(a dead process's file is replayed by the others or the next start). Empty: no "
+        "spool, rows wait in memory.",
+        "COSTWARDEN_SPOOL_DIR",
+    )
 
 
 @dataclasses.dataclass(slots=True)

@@ -323,4 +323,14 @@ def _ledger_families(ledger: LedgerGauges) -> list[Metric]:
             "Failed ledger write attempts (each is retried; no row is dropped).",
             value=ledger.failures,
         ),
+        GaugeMetricFamily(
+            "costwarden_ledger_spool_rows",
+            "Ledger rows in the local spool, replayed when the database answers again.",
+            value=ledger.spooled,
+        ),
+        GaugeMetricFamily(
+            "costwarden_ledger_spooling",
+            "1 while the ledger's database is out of reach and rows go to the spool, else 0.",
+            value=int(ledger.spooling),
+        ),
     ]

@@ -51,6 +51,8 @@ class LedgerGauges:
     flush_lag_seconds: float  # age of the oldest of them (0 when none wait)
     written: int  # rows committed since the process started
     failures: int  # failed write attempts since the process started
+    spooled: int = 0  # rows in the spool, waiting for the database
+    spooling: bool = False  # the database is out of reach: rows go to the spool
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -14,14 +14,22 @@ a billed request. :class:`LedgerWriter` reconciles the two:
 - :meth:`LedgerWriter.submit_durable` is for deployments that want a request's row committed
   before the response completes. Concurrent callers share transactions (group commit):
   whatever accumulated while the previous batch was being written goes in the next one.
-- When a write fails (database down, restarted, locked, table missing...), the batch stays at
-  the head of the buffer, the error is logged (exception class and driver message only: no
-  URL, no parameters) and the write is retried with exponential backoff until it succeeds.
+- When a write fails (database down, restarted, locked, table missing...), the error is
+  logged (exception class and driver message only: no URL, no parameters) and the batch goes
+  to the **spool** (:mod:`costwarden.storage.spool`, a local append-only file, fsync'd):
+  durable submitters are answered once it is there, and the gateway goes on serving. While
+  the database is out of reach every batch goes straight to the spool (no request waits for
+  a connection attempt); a replay of the spool probes the database with exponential backoff
+  and, once every spooled row is committed, batches go to the database again. Without a
+  spool (or when the spool cannot be written either: no room on the disk) the batch stays
+  at the head of the buffer and the write is retried with backoff until it succeeds.
   Records are never dropped silently; a record the database could never accept is refused
   up front by ``submit`` with InvalidInput, so it cannot poison a batch forever.
 - Inserts are ``ON CONFLICT (request_id) DO NOTHING``: if a commit succeeded but its
   acknowledgement was lost, the retry does not fail on, or duplicate, the rows.
-- :meth:`LedgerWriter.close` drains everything; call it on graceful shutdown (SIGTERM).
+- :meth:`LedgerWriter.close` drains everything; call it on graceful shutdown (SIGTERM). With
+  the database down it drains into the spool, which the next start (or another process
+  sharing the spool directory) replays.
 
 The writer belongs to one event loop; call its methods from that loop's thread.
 """
@@ -42,6 +50,7 @@ from sqlalchemy.engine import Engine
 from costwarden.core.errors import InvalidInput, StorageError
 from costwarden.core.records import LedgerRecord
 from costwarden.storage.ledger_rows import DriverInsert
+from costwarden.storage.spool import LedgerSpool
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +83,7 @@ class LedgerWriter:
         max_batch: int = 1000,
         durable: bool = False,
         max_backoff: float = 5.0,
+        spool: LedgerSpool | None = None,
     ) -> None:
         if not flush_interval > 0:
             raise InvalidInput("flush_interval must be > 0")
@@ -97,6 +107,14 @@ class LedgerWriter:
         self._closing = False
         self._closed = False
         self._insert = DriverInsert(engine)
+        self._spool = spool
+        # True while the database is out of reach: batches go to the spool, and a replay of
+        # the spool probes the database once _retry_at (time.monotonic) has passed.
+        self._spooling = False
+        self._retry_at = 0.0
+        self._probes = 0  # consecutive failed replays
+        self._spool_empty = asyncio.Event()
+        self._spool_empty.set()
         #: records committed so far (including request_ids that were already recorded)
         self.written = 0
         #: failed write attempts so far
@@ -119,6 +137,16 @@ class LedgerWriter:
         return max(0.0, (time.monotonic() if now is None else now) - self._since[0])
 
     @property
+    def spooled(self) -> int:
+        """Rows in the spool, not yet committed to the database (0 without a spool)."""
+        return 0 if self._spool is None else self._spool.depth
+
+    @property
+    def spooling(self) -> bool:
+        """Whether the database is out of reach and batches go to the spool."""
+        return self._spooling
+
+    @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
@@ -129,9 +157,12 @@ class LedgerWriter:
     # ---------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
-        """Start the background flusher (idempotent)."""
+        """Start the background flusher (idempotent); first, replay what an earlier process
+        left in the spool, so that whoever reads the ledger next finds its rows."""
         if self._closed or self._closing:
             raise StorageError("ledger writer is closed")
+        if self._task is None and self._spool is not None and self._spool.pending_files():
+            await self._replay()
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(
                 self._run(), name="costwarden-ledger-writer"
@@ -214,11 +245,16 @@ class LedgerWriter:
         await self._wait_for(self._submitted)
 
     async def flush(self) -> None:
-        """Write everything submitted so far and return once it is committed."""
-        if not self._buffer:
-            return
-        self._require_running()
-        await self._wait_for(self._submitted)
+        """Write everything submitted so far and return once it is committed to the database
+        (spooled rows included: this waits for the database to be back)."""
+        if self._buffer:
+            self._require_running()
+            await self._wait_for(self._submitted)
+        if not self._spool_empty.is_set():
+            self._require_running()
+            self._retry_at = 0.0  # someone waits: probe now rather than after the backoff
+            self._wake.set()
+            await self._spool_empty.wait()
 
     def _require_running(self) -> None:
         if self._closed:
@@ -258,10 +294,21 @@ class LedgerWriter:
 
     async def _run(self) -> None:
         failures = 0  # consecutive failed attempts
+        replayed_at_close = False
         while True:
             if self._closing and not self._buffer:
+                if self._spool is not None and not replayed_at_close:
+                    # One last replay, so a clean stop leaves no spool behind if it can.
+                    replayed_at_close = True
+                    if self._spool.depth:
+                        await self._replay()
+                    continue  # the buffer may have grown meanwhile
+                if self._spool is not None:
+                    self._spool.close()
                 self._closed = True  # same step as the emptiness check: no race with submit
                 return
+            if self._spooling and time.monotonic() >= self._retry_at:
+                await self._replay()
             if not failures and not self._closing and not self._wake.is_set():
                 try:
                     await asyncio.wait_for(self._wake.wait(), self.flush_interval)
@@ -277,12 +324,24 @@ class LedgerWriter:
             while self._buffer and draining:
                 count = min(len(self._buffer), self.max_batch)
                 rows = list(itertools.islice(self._buffer, count))
-                try:
-                    await asyncio.to_thread(self._write_batch, rows)
-                except Exception as exc:
-                    failures += 1
-                    self.failures += 1
-                    self.last_error = _describe(exc)
+                if self._spooling:
+                    written = await self._to_spool(rows)
+                    if not written:
+                        failures += 1
+                        self.failures += 1
+                else:
+                    try:
+                        await asyncio.to_thread(self._write_batch, rows)
+                        written = True
+                    except Exception as exc:
+                        failures += 1
+                        self.failures += 1
+                        self.last_error = _describe(exc)
+                        written = self._spool is not None and await self._to_spool(rows)
+                        if written:
+                            self._start_spooling(count)
+                            failures = 0
+                if not written:
                     delay = min(_MIN_BACKOFF * 2 ** (failures - 1), self.max_backoff)
                     log = logger.error if failures == 1 else logger.warning
                     log(
@@ -304,14 +363,79 @@ class LedgerWriter:
                     self._buffer.popleft()
                     self._since.popleft()
                 self._done += count
-                self.written += count
+                if not self._spooling:
+                    self.written += count
                 self._resolve_waiters()
                 draining = (
                     bool(self._waiters) or self._closing or len(self._buffer) >= self.max_batch
                 )
 
-    def _write_batch(self, rows: list[list[Any]]) -> None:
-        """One transaction of multi-row INSERTs. Runs in a worker thread."""
+    # ---------------------------------------------------------------- the spool
+
+    async def _to_spool(self, rows: list[list[Any]]) -> bool:
+        """Append ``rows`` to the spool (on stable storage when it returns True)."""
+        assert self._spool is not None
+        try:
+            await asyncio.to_thread(self._spool.append, rows)
+        except StorageError as exc:
+            self.last_error = str(exc)
+            return False
+        self._spool_empty.clear()
+        return True
+
+    def _start_spooling(self, count: int) -> None:
+        self._spooling = True
+        self._probes = 0
+        self._retry_at = time.monotonic() + _MIN_BACKOFF
+        logger.error(
+            "the ledger database is out of reach (%s): spooling ledger rows to %s (%d so "
+            "far) and serving on; they are replayed when it answers",
+            self.last_error,
+            self._spool.directory if self._spool is not None else "-",
+            count,
+        )
+
+    async def _replay(self) -> None:
+        """Replay the spool into the database; on failure, spool on and probe again later."""
+        assert self._spool is not None
+        try:
+            count = await asyncio.to_thread(self._spool.replay, self._write_replayed)
+        except Exception as exc:
+            self.failures += 1
+            self.last_error = _describe(exc)
+            self._probes += 1
+            self._spooling = True
+            self._retry_at = time.monotonic() + min(
+                _MIN_BACKOFF * 2 ** (self._probes - 1), self.max_backoff
+            )
+            if self._probes == 1 or self._probes % 20 == 0:
+                logger.warning(
+                    "ledger database still out of reach (replay attempt %d, %d rows spooled): "
+                    "%s",
+                    self._probes,
+                    self._spool.depth,
+                    self.last_error,
+                )
+            return
+        self.written += count
+        if self._spooling or count:
+            logger.warning(
+                "the ledger database answers again: %d spooled rows replayed, writing directly",
+                count,
+            )
+        self._spooling = False
+        self._probes = 0
+        self.last_error = None
+        if not self._spool.depth:
+            self._spool_empty.set()
+
+    def _write_replayed(self, rows: list[list[Any]]) -> int:
+        # Rows already recorded are expected here (a replay cut short and run again).
+        return self._write_batch(rows, quiet=True)
+
+    def _write_batch(self, rows: list[list[Any]], *, quiet: bool = False) -> int:
+        """One transaction of multi-row INSERTs; returns the rows that were new. Runs in a
+        worker thread."""
         with self._engine.connect() as conn:
             is_sqlite = conn.dialect.name == "sqlite"
             if self.durable and is_sqlite:
@@ -328,12 +452,13 @@ class LedgerWriter:
             finally:
                 if self.durable and is_sqlite:
                     self._sqlite_synchronous(conn, "NORMAL")
-        if inserted < len(rows):
+        if inserted < len(rows) and not quiet:
             logger.warning(
                 "%d of %d ledger rows were already recorded (same request_id); kept the first",
                 len(rows) - inserted,
                 len(rows),
             )
+        return inserted
 
     @staticmethod
     def _sqlite_synchronous(conn: sa.Connection, level: str) -> None:
