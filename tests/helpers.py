@@ -8,10 +8,12 @@ import dataclasses
 import io
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.parse
 import uuid
@@ -817,3 +819,51 @@ class TcpProxy:
             pass
         finally:
             dst.transport.abort()
+
+
+class PrivatePostgres:
+    """A PostgreSQL server of the test's own on a free port (initdb in ``directory``), which
+    the test may stop and start: the machine's shared server is never stopped."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.data = directory / "data"
+        self.port = free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *args: str) -> None:
+        # initdb and postgres refuse to run as root: as root, run them as the postgres user.
+        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        subprocess.run([*prefix, *args], check=True, capture_output=True, timeout=60)
+
+    def init(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(self.directory, "postgres")
+        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
+        self.start()
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l",
+                  str(self.directory / "server.log"), "-w", "start")  # fmt: skip
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+
+
+@contextmanager
+def private_postgres() -> Iterator[PrivatePostgres]:
+    if shutil.which("initdb") is None or shutil.which("pg_ctl") is None:
+        pytest.fail("initdb and pg_ctl (PostgreSQL's server binaries) are not on the PATH")
+    # Not under pytest's tmp_path: its parents are private to this user, and the server may
+    # run as another (postgres, when the tests run as root).
+    directory = Path(tempfile.mkdtemp(prefix="cw-pg-"))
+    server = PrivatePostgres(directory)
+    try:
+        server.init()
+        yield server
+    finally:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            server.stop("immediate")
+        shutil.rmtree(directory, ignore_errors=True)
