@@ -5,12 +5,23 @@ Keys, limits, switches and routes are each held in memory and refreshed by a
 it. A step already running is allowed to finish rather than being cancelled: it usually
 runs in a worker thread holding a pooled connection, which must go back to the pool before
 the owner disposes the engine.
+
+While the database is away every step fails, several times a second for each cache: the
+owner's ``on_error`` hears the first failure of a run of them and then one every
+:data:`WARN_EVERY_SECONDS`, and the end of the run is logged once, with its length.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Awaitable, Callable
+
+logger = logging.getLogger(__name__)
+
+#: while a poller keeps failing, how often its owner is told again
+WARN_EVERY_SECONDS = 30.0
 
 
 class Poller:
@@ -31,6 +42,8 @@ class Poller:
         self._on_error = on_error
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._failing_since: float | None = None  # time.monotonic() of a run's first failure
+        self._told_at = 0.0
 
     def start(self) -> None:
         if self._task is None:
@@ -54,4 +67,15 @@ class Poller:
             try:
                 await self._step()
             except Exception as exc:
+                now = time.monotonic()
+                if self._failing_since is None:
+                    self._failing_since = now
+                elif now - self._told_at < WARN_EVERY_SECONDS:
+                    continue
+                self._told_at = now
                 self._on_error(exc)
+                continue
+            if self._failing_since is not None:
+                logger.warning("%s recovered after failing for %.1f s", self.name,
+                               time.monotonic() - self._failing_since)  # fmt: skip
+                self._failing_since = None

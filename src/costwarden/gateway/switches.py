@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 from sqlalchemy.engine import Engine
 
@@ -23,9 +22,6 @@ from costwarden.core.errors import ServiceDisabled
 from costwarden.storage.switches import SwitchRecord, load_switches, switches_version
 
 logger = logging.getLogger(__name__)
-
-# While storage stays unreachable, repeat the warning this often rather than every poll.
-_WARN_EVERY_SECONDS = 30.0
 
 _Off = dict[str, str]  # feature -> message, only for features switched off
 
@@ -47,9 +43,7 @@ class SwitchBoard:
         self._version = -1
         self._loads_started = 0
         self._loads_applied = 0
-        self._failing_since: float | None = None
-        self._warned_at = 0.0
-        # a failed poll keeps enforcing the last view
+        # a failed poll keeps enforcing the last view (the poller says so at most every 30 s)
         self._poller = polling.Poller(
             "costwarden-switches", refresh_seconds, self._poll_once, self._poll_failed
         )
@@ -129,19 +123,8 @@ class SwitchBoard:
         version = await asyncio.to_thread(switches_version, self._engine)
         if version != self._version:
             await self.reload()
-        if self._failing_since is not None:
-            logger.info(
-                "switch refresh recovered after %.1f s", time.monotonic() - self._failing_since
-            )
-            self._failing_since = None
 
     def _poll_failed(self, exc: Exception) -> None:
-        now = time.monotonic()
-        if self._failing_since is None:
-            self._failing_since = now
-        elif now - self._warned_at < _WARN_EVERY_SECONDS:
-            return
-        self._warned_at = now
         logger.warning(
             "switch refresh failed, keeping the last switches (version %d): %s: %s",
             self._version,
