@@ -66,6 +66,7 @@ from costwarden.core.event_kinds import (
     SwitchChanged,
 )
 from costwarden.core.events import EventBus
+from costwarden.core.polling import FailureRun
 from costwarden.core.subscription import Subscription
 from costwarden.storage.alert_deliveries import DueDelivery, claim_deliveries, record_attempt
 from costwarden.storage.alert_records import AlertRecord
@@ -302,6 +303,7 @@ class Alerting:
     # ------------------------------------------------------------------ delivering
 
     async def _deliver_loop(self) -> None:
+        rounds = FailureRun("alert delivery rounds")
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.settings.delivery_poll_seconds):
@@ -310,7 +312,10 @@ class Alerting:
             try:
                 await self.deliver_due()
             except Exception as exc:  # noqa: BLE001 - the database is down: next tick
-                logger.warning("alert delivery round failed: %s", type(exc).__name__)
+                if rounds.failed():
+                    logger.warning("alert delivery round failed: %s", type(exc).__name__)
+            else:
+                rounds.succeeded()
 
     async def deliver_due(self) -> int:
         """One round: resolve reset windows, send what is due; how many attempts were made."""

@@ -53,6 +53,7 @@ import orjson
 
 from costwarden.core.event_kinds import KINDS, Event, EventPayload
 from costwarden.core.event_ring import EventRing, Item
+from costwarden.core.polling import FailureRun
 from costwarden.core.subscription import Subscription
 
 __all__ = ["Batch", "Event", "EventBus", "EventLog", "EventRelay", "Subscription"]
@@ -523,6 +524,7 @@ class EventBus:
 
     async def _poll_loop(self) -> None:
         last_read = last_prune = time.monotonic()
+        reads = FailureRun("event log reads")
         while True:
             # Asleep until the next read is due: the poll interval, a gap's timeout, a relay
             # that reconnected (poked), or close; no ticking in between.
@@ -548,7 +550,10 @@ class EventBus:
                     last_prune = now
                     await self._prune()
             except Exception as exc:  # noqa: BLE001 - the log is down: try again next tick
-                logger.warning("event log read failed: %s", type(exc).__name__)
+                if reads.failed():
+                    logger.warning("event log read failed: %s", type(exc).__name__)
+            else:
+                reads.succeeded()
 
     async def _prune(self) -> None:
         assert self._log is not None

@@ -8,7 +8,8 @@ the owner disposes the engine.
 
 While the database is away every step fails, several times a second for each cache: the
 owner's ``on_error`` hears the first failure of a run of them and then one every
-:data:`WARN_EVERY_SECONDS`, and the end of the run is logged once, with its length.
+:data:`WARN_EVERY_SECONDS`, and the end of the run is logged once, with its length
+(:class:`FailureRun`, which other background loops use too).
 """
 
 from __future__ import annotations
@@ -20,8 +21,38 @@ from collections.abc import Awaitable, Callable
 
 logger = logging.getLogger(__name__)
 
-#: while a poller keeps failing, how often its owner is told again
+#: while a loop keeps failing, how often it is told again
 WARN_EVERY_SECONDS = 30.0
+
+
+class FailureRun:
+    """A background loop's run of failures: whether to tell of this one, and its end.
+
+    :meth:`failed` is True for the first failure of a run and then once every
+    :data:`WARN_EVERY_SECONDS`; :meth:`succeeded` logs the end of a run (its name and
+    length) once. Every loop that polls the database goes through one, so an outage logs a
+    line a minute per loop instead of several a second.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._since: float | None = None  # time.monotonic() of the run's first failure
+        self._told_at = 0.0
+
+    def failed(self) -> bool:
+        now = time.monotonic()
+        if self._since is None:
+            self._since = now
+        elif now - self._told_at < WARN_EVERY_SECONDS:
+            return False
+        self._told_at = now
+        return True
+
+    def succeeded(self) -> None:
+        if self._since is not None:
+            logger.warning("%s recovered after failing for %.1f s", self.name,
+                           time.monotonic() - self._since)  # fmt: skip
+            self._since = None
 
 
 class Poller:
@@ -42,8 +73,7 @@ class Poller:
         self._on_error = on_error
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._failing_since: float | None = None  # time.monotonic() of a run's first failure
-        self._told_at = 0.0
+        self._failures = FailureRun(name)
 
     def start(self) -> None:
         if self._task is None:
@@ -67,15 +97,7 @@ class Poller:
             try:
                 await self._step()
             except Exception as exc:
-                now = time.monotonic()
-                if self._failing_since is None:
-                    self._failing_since = now
-                elif now - self._told_at < WARN_EVERY_SECONDS:
-                    continue
-                self._told_at = now
-                self._on_error(exc)
+                if self._failures.failed():
+                    self._on_error(exc)
                 continue
-            if self._failing_since is not None:
-                logger.warning("%s recovered after failing for %.1f s", self.name,
-                               time.monotonic() - self._failing_since)  # fmt: skip
-                self._failing_since = None
+            self._failures.succeeded()
