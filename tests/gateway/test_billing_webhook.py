@@ -10,7 +10,7 @@ limits seen through the official OpenAI SDK's requests.
 - out-of-order delivery ends in the newest state;
 - a failed payment raises an alert; after the grace period the suspension job switches the
   org off (503), and a paid invoice switches it back on and resolves the alert;
-- without a signing secret the endpoint is off (404).
+- without a signing secret the endpoint is off (404); with the database down, 503.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from costwarden.storage.billing import TIER_ACTION, billing_events_of
 from tests.helpers import (
     FakeClock,
     LiveGateway,
+    database_down,
     live_gateway,
     stripe_invoice_event,
     stripe_signature,
@@ -286,3 +287,20 @@ async def test_without_a_secret_the_endpoint_is_off(
         status, body = await _post(gw, event)
         assert status == 404 and "COSTWARDEN_STRIPE_WEBHOOK_SECRET" in body["error"]["message"]
         assert await asyncio.to_thread(billing_events_of, gw.app.engine) == []
+
+
+async def test_the_database_down_is_a_503_that_stripe_retries(
+    mock: MockServer, pg_url: str, tmp_path: Path
+) -> None:
+    async with _gateway(mock, pg_url, tmp_path) as gw:
+        await _on_free(gw)
+        raw = orjson.dumps(stripe_subscription_event("evt_1", int(time.time())))
+        headers = {"stripe-signature": stripe_signature(raw, SECRET)}
+        async with aiohttp.ClientSession() as http:
+            with database_down(pg_url):
+                async with http.post(gw.base_url + PATH, data=raw, headers=headers) as r:
+                    assert (r.status, r.headers["retry-after"]) == (503, "30")
+                    error = (await r.json())["error"]
+                    assert error["type"] == "service_unavailable"
+            status, body = await _post(gw, raw)  # Stripe's retry, once the database is back
+        assert (status, body["outcome"]) == (200, "applied"), body

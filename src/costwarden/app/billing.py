@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.engine import Engine
 
+from costwarden.app.alerting import process_holder
 from costwarden.billing.policy import BillingPolicy
 from costwarden.billing.signature import StripeVerifier
 from costwarden.config.billing import BillingSettings, webhook_secrets
@@ -56,6 +57,17 @@ def stripe_webhook(
         publish=events.publish,
         clock=clock,
     )
+
+
+def billing_parts(
+    settings: Settings, engine: Engine, events: EventBus, *, clock: Callable[[], float]
+) -> tuple[StripeWebhook, SuspensionJob | None]:
+    """The endpoint, and the suspension job when billing webhooks are on (a secret is set)."""
+    webhook = stripe_webhook(settings, engine, events, clock=clock)
+    if webhook.verifier is None:
+        return webhook, None
+    job = SuspensionJob(settings.billing, engine, events, clock=clock, holder=process_holder())
+    return webhook, job
 
 
 class SuspensionJob:

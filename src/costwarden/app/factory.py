@@ -32,7 +32,7 @@ from costwarden.admin.api import create_admin_app
 from costwarden.admin.context import AdminContext
 from costwarden.app.alerting import Alerting, process_holder
 from costwarden.app.analytics import Rollups
-from costwarden.app.billing import SuspensionJob, stripe_webhook
+from costwarden.app.billing import billing_parts
 from costwarden.app.config_channels import channel_secrets, sync_channels
 from costwarden.app.dashboard_auth import jwt_config, session_secret_warning, session_secrets
 from costwarden.app.observability import metrics_exporter
@@ -334,15 +334,9 @@ class CostwardenApp:
             if settings.analytics.enabled
             else None
         )
-        # Billing webhooks (off without a signing secret: 404) and, when on, the job that
-        # switches off orgs whose grace period after a failed payment has passed.
-        self.billing = stripe_webhook(settings, self.engine, self.events, clock=clock)
-        self.billing_job = (
-            SuspensionJob(
-                settings.billing, self.engine, self.events, clock=clock, holder=process_holder()
-            )
-            if self.billing.verifier is not None
-            else None
+        # Billing webhooks (off without a signing secret: 404) and their suspension job.
+        self.billing, self.billing_job = billing_parts(
+            settings, self.engine, self.events, clock=clock
         )
         admin_context = self._admin_context()
         self.admin = create_admin_app(admin_context)
