@@ -59,7 +59,7 @@ def test_invoice_shapes_of_the_api_versions(shape: str, subscription: str, org: 
     event = parse_event(data)
     assert event == PaymentEvent(
         event_id="evt_2", created=7, kind="paid", invoice_id="in_1", customer_id="cus_1",
-        subscription_id=subscription, org_name=org,
+        subscription_id=subscription, org_name=org, type="invoice.paid",
     )  # fmt: skip
 
 
@@ -69,7 +69,7 @@ def test_invoice_shapes_of_the_api_versions(shape: str, subscription: str, org: 
 )
 def test_payment_kinds(type_: str, kind: str) -> None:
     event = parse_event(stripe_invoice_event("evt_3", 1, type_=type_))
-    assert isinstance(event, PaymentEvent) and event.kind == kind
+    assert isinstance(event, PaymentEvent) and (event.kind, event.type) == (kind, type_)
 
 
 def test_another_type_is_kept_as_other() -> None:

@@ -40,6 +40,7 @@ def _pay(kind: str, created: int = 100) -> PaymentEvent:
     return PaymentEvent(
         event_id="evt", created=created, kind=kind, invoice_id="in_1",  # type: ignore[arg-type]
         customer_id="cus_1", subscription_id="sub_1", org_name=None,
+        type="invoice.payment_failed" if kind == "failed" else "invoice.paid",
     )  # fmt: skip
 
 

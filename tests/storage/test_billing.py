@@ -204,9 +204,14 @@ def test_payment_failed_grace_suspension_and_payment(engine: Engine, acme: str) 
     assert _ai_switch(engine) == (False, "billing: unpaid", ACTOR)
     assert suspend_due(engine, now=NOW + timedelta(hours=5), message="m") == []  # once
 
-    paid = apply_payment(engine, _pay("evt_p", T + 7200, type_="invoice.paid"), POLICY, now=NOW)
+    paid = apply_payment(
+        engine, _pay("evt_p", T + 7200, type_="invoice.payment_succeeded"), POLICY, now=NOW
+    )
     assert paid.detail == "paid; switched back on"
     assert [getattr(e, "change", None) for e in paid.events] == ["paid", None, "restored"]
+    types = {e.event_id: e.type for e in billing_events_of(engine)}
+    assert types["evt_f"] == "invoice.payment_failed"
+    assert types["evt_p"] == "invoice.payment_succeeded"
     assert _ai_switch(engine) == (True, None, ACTOR)
     state = payment_status(engine, acme)
     assert state is not None and state.status == "ok"

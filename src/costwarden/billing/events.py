@@ -64,6 +64,7 @@ class PaymentEvent:
     customer_id: str | None
     subscription_id: str | None
     org_name: str | None
+    type: str  # as Stripe named it: invoice.payment_failed, invoice.paid, ...
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -110,6 +111,7 @@ def parse_event(data: Any) -> BillingEvent:
         customer_id=_customer(obj),
         subscription_id=subscription,
         org_name=_org_name(metadata) or _org_name(obj.get("metadata")),
+        type=kind,
     )
 
 

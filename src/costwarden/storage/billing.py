@@ -314,7 +314,7 @@ def apply_payment(
 ) -> Applied:
     """An invoice's payment failed (the grace period begins) or succeeded (it ends, and the
     org's switch goes back on if billing turned it off and nobody has set it since)."""
-    type_ = "invoice.payment_failed" if event.kind == "failed" else "invoice.paid"
+    type_ = event.type
     with begin_write(engine) as conn:
         lock_policy(conn)
         if (seen := _seen(conn, event.event_id)) is not None:
