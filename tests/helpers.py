@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
+import hmac
 import io
 import json
 import os
@@ -867,3 +869,80 @@ def private_postgres() -> Iterator[PrivatePostgres]:
         with contextlib.suppress(subprocess.CalledProcessError):
             server.stop("immediate")
         shutil.rmtree(directory, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- Stripe webhooks
+
+
+def stripe_signature(payload: bytes, secret: str, *, ts: int | None = None) -> str:
+    """A ``Stripe-Signature`` header as Stripe makes it: ``t=<ts>,v1=<hex HMAC-SHA256 of
+    "<ts>.<payload>" under the endpoint's secret>`` (``ts`` default: now)."""
+    stamp = int(time.time()) if ts is None else ts
+    signed = f"{stamp}.".encode() + payload
+    digest = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+    return f"t={stamp},v1={digest}"
+
+
+def stripe_subscription_event(
+    event_id: str,
+    created: int,
+    *,
+    action: str = "updated",
+    subscription: str = "sub_1",
+    customer: str | None = "cus_1",
+    status: str = "active",
+    lookup_key: str | None = "pro_monthly",
+    org: str | None = "acme",
+) -> dict[str, Any]:
+    """A ``customer.subscription.<action>`` event as Stripe sends it (the fields billing
+    reads, and a few it does not)."""
+    price = {"id": "price_1", "object": "price", "lookup_key": lookup_key, "unit_amount": 2000}
+    return {
+        "id": event_id,
+        "object": "event",
+        "api_version": "2025-03-31.basil",
+        "created": created,
+        "livemode": False,
+        "type": f"customer.subscription.{action}",
+        "data": {
+            "object": {
+                "id": subscription,
+                "object": "subscription",
+                "customer": customer,
+                "status": status,
+                "metadata": {} if org is None else {"costwarden_org": org},
+                "items": {"object": "list", "data": [{"id": "si_1", "price": price}]},
+            }
+        },
+    }
+
+
+def stripe_invoice_event(
+    event_id: str,
+    created: int,
+    *,
+    type_: str = "invoice.payment_failed",
+    invoice: str = "in_1",
+    customer: str | None = "cus_1",
+    subscription: str = "sub_1",
+    org: str | None = None,
+) -> dict[str, Any]:
+    """An ``invoice.*`` event (the 2025 API's shape: the subscription under ``parent``)."""
+    details: dict[str, Any] = {"subscription": subscription, "metadata": {}}
+    if org is not None:
+        details["metadata"] = {"costwarden_org": org}
+    return {
+        "id": event_id,
+        "object": "event",
+        "created": created,
+        "type": type_,
+        "data": {
+            "object": {
+                "id": invoice,
+                "object": "invoice",
+                "customer": customer,
+                "amount_due": 2000,
+                "parent": {"type": "subscription_details", "subscription_details": details},
+            }
+        },
+    }

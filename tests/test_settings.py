@@ -16,6 +16,7 @@ import pytest
 
 from costwarden.budgets.limits import Tier, TierEntry
 from costwarden.budgets.ports import BudgetConfig
+from costwarden.config.billing import webhook_secrets
 from costwarden.config.budgets import budget_config
 from costwarden.config.metrics import MetricsSettings
 from costwarden.config.reference import settings_help
@@ -1341,6 +1342,26 @@ _EXAMPLES: dict[str, tuple[str, str, Callable[[Settings], bool]]] = {
         '[dashboard]\njwt_jwks_file = "/etc/idp.json"\njwt_audience = "a"\njwt_issuer = "i"\n',
         lambda s: s.dashboard.jwt_jwks_file == "/etc/idp.json",
     ),
+    **{
+        f"billing.{name}": (
+            "append",
+            f"[billing]\n{name} = {value}\n",
+            lambda s, name=name, value=value: str(getattr(s.billing, name)).lower()
+            == str(value).strip('"').lower(),
+        )
+        for name, value in (
+            ("free_tier", '"basic"'),
+            ("grace_period_hours", 24.5),
+            ("suspension_message", '"unpaid"'),
+            ("tolerance_seconds", 60),
+            ("check_interval_seconds", 10.0),
+        )
+    },
+    "billing.price_tiers": (
+        "append",
+        '[billing]\nprice_tiers = { pro_monthly = "pro", "team.yearly" = "team" }\n',
+        lambda s: s.billing.price_tiers == {"pro_monthly": "pro", "team.yearly": "team"},
+    ),
     "routes[].deployments": (
         "append",
         _ROUTE,
@@ -1504,3 +1525,28 @@ def test_raw_retention_is_off_by_default_and_takes_the_bounds() -> None:
 def test_bad_otel_settings_are_named(line: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_settings(text=f"[otel]\n{line}\n", env={})
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[billing]\nprice_tiers = 3\n", "billing.price_tiers: must be a table"),
+        ('[billing]\nprice_tiers = { a = 1 }\n', "the tier must be a tier name"),
+        ('[billing]\nprice_tiers = { a = "no spaces" }\n', "the tier must be a tier name"),
+        ("[billing]\ngrace_period_hours = -1\n", "billing.grace_period_hours: must be 0"),
+        ("[billing]\ntolerance_seconds = 0\n", "billing.tolerance_seconds"),
+        ('[billing]\nfree_tier = ""\n', "billing.free_tier"),
+        ("[billing]\nsecret = 1\n", "billing.secret: unknown setting"),
+    ],
+)
+def test_bad_billing_settings_are_refused(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(text=text, env={})
+
+
+def test_the_stripe_secrets_come_from_the_environment_only() -> None:
+    settings = load_settings(text="", env={"COSTWARDEN_STRIPE_WEBHOOK_SECRET": "whsec_a, whsec_b"})
+    assert settings.stripe_webhook_secret == "whsec_a, whsec_b"
+    assert "whsec_a" not in repr(settings)
+    assert webhook_secrets(settings.stripe_webhook_secret) == ("whsec_a", "whsec_b")
+    assert webhook_secrets(None) == webhook_secrets(" , ") == ()

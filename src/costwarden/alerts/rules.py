@@ -30,6 +30,7 @@ from typing import Any
 
 from costwarden.alerts.model import Severity
 from costwarden.core.event_kinds import (
+    BillingChanged,
     BreakerChanged,
     EscalationCreated,
     EscalationResolved,
@@ -156,6 +157,35 @@ def switch_alert(event_id: int, event: SwitchChanged) -> AlertDraft | None:
     )
 
 
+BILLING_RULE = "billing-payment-failed"
+
+
+def billing_alert(event_id: int, event: BillingChanged) -> AlertDraft | None:
+    """An alert when an org's payment failed (its grace period began): critical, as the org
+    is switched off when the grace period ends; resolved when an invoice is paid
+    (:func:`cleared`). One per org and failed invoice. None for other billing changes."""
+    if event.change != "payment_failed" or event.org_id is None:
+        return None
+    invoice = event.invoice_id or f"event:{event_id}"
+    return AlertDraft(
+        dedupe_key=f"{BILLING_RULE}|{event.org_id}|{invoice}",
+        kind="service",
+        rule=BILLING_RULE,
+        severity="critical",
+        title=f"payment failed for org {event.org_id}: switched off after {event.grace_until}"
+        " unless paid",
+        window_key=f"invoice:{invoice}",
+        org_id=event.org_id,
+        scope="org",
+        scope_id=event.org_id,
+        detail={
+            "invoice_id": event.invoice_id,
+            "subscription_id": event.subscription_id,
+            "grace_until": event.grace_until,
+        },
+    )
+
+
 ESCALATION_RULE = "session-escalation"
 
 
@@ -210,10 +240,15 @@ def security_alert(event: SecurityFinding, now: float) -> AlertDraft | None:
 
 
 def cleared(
-    event: BreakerChanged | SwitchChanged | EscalationResolved,
+    event: BreakerChanged | SwitchChanged | EscalationResolved | BillingChanged,
 ) -> tuple[str, str, str | None] | None:
     """(rule, scope_id, org_id) of the open alerts an event clears: a breaker that closed
-    again, a switch turned back on, an escalation resolved; None if it clears nothing."""
+    again, a switch turned back on, an escalation resolved, an org's invoice paid; None if
+    it clears nothing."""
+    if isinstance(event, BillingChanged):
+        if event.change != "paid" or event.org_id is None:
+            return None
+        return BILLING_RULE, event.org_id, event.org_id
     if isinstance(event, BreakerChanged):
         return (BREAKER_RULE, event.deployment, None) if event.to_state == "closed" else None
     if isinstance(event, EscalationResolved):

@@ -43,6 +43,7 @@ from costwarden.alerts.model import AlertMessage
 from costwarden.alerts.rules import (
     HONEYPOT_RULE,
     AlertDraft,
+    billing_alert,
     breaker_alert,
     cleared,
     escalation_alert,
@@ -57,6 +58,7 @@ from costwarden.app.watching import Watcher, watch_params
 from costwarden.budgets.enforcer import Enforcer
 from costwarden.config.alerts import AlertSettings
 from costwarden.core.event_kinds import (
+    BillingChanged,
     BreakerChanged,
     EscalationCreated,
     EscalationResolved,
@@ -80,7 +82,7 @@ _RAISE_ATTEMPTS = 7  # 0.5 + 1 + 2 + 4 + 8 + 15 s of waiting between them
 _KINDS = frozenset({
     LimitThresholdCrossed.kind, BreakerChanged.kind, SwitchChanged.kind,
     EscalationCreated.kind, EscalationResolved.kind, SecurityFinding.kind,
-    HoneypotTriggered.kind,
+    HoneypotTriggered.kind, BillingChanged.kind,
 })  # fmt: skip
 _HONEYPOTS_KEPT = 1024  # honeypot alerts this process knows are stored (no query per use)
 
@@ -219,6 +221,11 @@ class Alerting:
                 await self._clear(*what)
         elif isinstance(payload, HoneypotTriggered):
             await self._raise_honeypot(honeypot_alert(payload))
+        elif isinstance(payload, BillingChanged):
+            if (draft := billing_alert(event_id, payload)) is not None:
+                await self._raise(draft)
+            if (what := cleared(payload)) is not None:
+                await self._clear(*what)
 
     async def _raise_honeypot(self, draft: AlertDraft) -> None:
         """A honeypot key's use: its alert (one per key, source and hour) raised unless this

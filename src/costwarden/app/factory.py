@@ -32,6 +32,7 @@ from costwarden.admin.api import create_admin_app
 from costwarden.admin.context import AdminContext
 from costwarden.app.alerting import Alerting, process_holder
 from costwarden.app.analytics import Rollups
+from costwarden.app.billing import billing_parts
 from costwarden.app.config_channels import channel_secrets, sync_channels
 from costwarden.app.dashboard_auth import jwt_config, session_secret_warning, session_secrets
 from costwarden.app.observability import metrics_exporter
@@ -40,6 +41,7 @@ from costwarden.app.tracing import request_spans
 from costwarden.budgets.enforcer import Enforcer
 from costwarden.budgets.redis_store import RedisStore
 from costwarden.caching.stores import MemoryCache, RedisCache, ResponseCache
+from costwarden.config.billing import webhook_secrets
 from costwarden.config.budgets import budget_config
 from costwarden.config.sessions import SessionSettings
 from costwarden.config.settings import RedisSettings, Settings
@@ -50,7 +52,7 @@ from costwarden.console.render import MOUNT as DASHBOARD
 from costwarden.core.errors import AuthenticationFailed
 from costwarden.core.events import EventBus
 from costwarden.core.records import LedgerRecord
-from costwarden.gateway import session_api, status_api
+from costwarden.gateway import billing_webhook, session_api, status_api
 from costwarden.gateway.asgi import JSON, Receive, Scope, Send, send_bytes
 from costwarden.gateway.auth import KeyCache
 from costwarden.gateway.cache import ResponseCacheStage
@@ -334,6 +336,10 @@ class CostwardenApp:
             if settings.analytics.enabled
             else None
         )
+        # Billing webhooks (off without a signing secret: 404) and their suspension job.
+        self.billing, self.billing_job = billing_parts(
+            settings, self.engine, self.events, clock=clock
+        )
         admin_context = self._admin_context()
         self.admin = create_admin_app(admin_context)
         self.console = (
@@ -396,6 +402,8 @@ class CostwardenApp:
             found.extend(d.adapter.secrets())
         found.extend(channel_secrets(self.settings.alerts.channels))
         found.extend(self.egress.secrets())
+        if self.settings.stripe_webhook_secret:
+            found.extend(webhook_secrets(self.settings.stripe_webhook_secret))
         return sorted(set(found))
 
     # ------------------------------------------------------------------ lifetime
@@ -429,6 +437,8 @@ class CostwardenApp:
             await self.alerting.start()
         if self.rollups is not None:
             await self.rollups.start()
+        if self.billing_job is not None:
+            await self.billing_job.start()
         await self.route_table.start()
         await self.breakers.start()
         if self.sessions is not None:
@@ -475,6 +485,8 @@ class CostwardenApp:
             await self.security.close()
         if self.rollups is not None:
             await self.rollups.close()
+        if self.billing_job is not None:
+            await self.billing_job.close()
         if self.alerting is not None:
             await self.alerting.close()
         await self.honeypot.close()  # its last hits published
@@ -510,6 +522,9 @@ class CostwardenApp:
                         405,
                         {"error": {"message": "use POST", "type": "invalid_request_error"}},
                     )
+                return
+            if path == billing_webhook.PATH:
+                await self.billing.serve(scope, receive, send)
                 return
             if path == "/v1/models":
                 await self._models(scope, send)

@@ -9,6 +9,7 @@ from costwarden.budgets.limits import TIER_SCOPES
 from costwarden.config.alert_channels import CHANNEL_HELP
 from costwarden.config.alerts import AlertSettings
 from costwarden.config.analytics import AnalyticsSettings
+from costwarden.config.billing import BillingSettings
 from costwarden.config.cache import CacheSettings
 from costwarden.config.dashboard import DashboardSettings
 from costwarden.config.events import EventSettings
@@ -54,6 +55,7 @@ def settings_help() -> list[tuple[str, str, str, str]]:
         ("security", SecuritySettings),
         ("cache", CacheSettings),
         ("dashboard", DashboardSettings),
+        ("billing", BillingSettings),
         ("providers[]", ProviderSettings),
         ("deployments[]", DeploymentSettings),
         ("routes[]", RouteSettings),
@@ -90,7 +92,11 @@ def settings_help() -> list[tuple[str, str, str, str]]:
             "gateway to match a secret across processes (unset: random per process).",
         )
     )
-    for name, key in (("dashboard_secret", "secret"), ("dashboard_jwt_secret", "jwt_secret")):
+    for name, key in (
+        ("dashboard_secret", "dashboard.secret"),
+        ("dashboard_jwt_secret", "dashboard.jwt_secret"),
+        ("stripe_webhook_secret", "billing.webhook_secret"),
+    ):
         meta = next(f for f in dataclasses.fields(Settings) if f.name == name).metadata
-        rows.append((f"dashboard.{key} (env only)", "", meta["env"], meta["help"]))
+        rows.append((f"{key} (env only)", "", meta["env"], meta["help"]))
     return rows

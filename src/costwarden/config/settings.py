@@ -21,6 +21,12 @@ from costwarden.budgets.windows import zone
 from costwarden.config.alert_channels import parse_channels, split_channels
 from costwarden.config.alerts import AlertSettings, alerts_problem
 from costwarden.config.analytics import AnalyticsSettings, analytics_problem
+from costwarden.config.billing import (
+    WEBHOOK_SECRET_ENV,
+    BillingSettings,
+    billing_problem,
+    billing_section,
+)
 from costwarden.config.cache import CacheSettings, cache_problem
 from costwarden.config.dashboard import JWT_SECRET_ENV, DashboardSettings, dashboard_problem
 from costwarden.config.events import EventSettings, events_problem
@@ -211,6 +217,7 @@ class Settings:
     security: SecuritySettings = dataclasses.field(default_factory=SecuritySettings)
     cache: CacheSettings = dataclasses.field(default_factory=CacheSettings)
     dashboard: DashboardSettings = dataclasses.field(default_factory=DashboardSettings)
+    billing: BillingSettings = dataclasses.field(default_factory=BillingSettings)
     admin_token: str | None = dataclasses.field(
         default=None,
         repr=False,
@@ -243,6 +250,16 @@ class Settings:
             "span itself). The same value on every gateway recognises the same secret across "
             "processes and restarts; unset: a random key per process.",
             "env": "COSTWARDEN_SECURITY_HASH_KEY",
+        },
+    )
+    stripe_webhook_secret: str | None = dataclasses.field(
+        default=None,
+        repr=False,
+        metadata={
+            "help": "The signing secret(s) of the Stripe webhook endpoint (whsec_...), "
+            "comma-separated while rotating (each is accepted). Unset: POST "
+            "/billing/stripe/webhook answers 404 (billing webhooks off).",
+            "env": WEBHOOK_SECRET_ENV,
         },
     )
     source: str = "<defaults>"
@@ -315,6 +332,7 @@ def _build(
         "security",
         "cache",
         "dashboard",
+        "billing",
         "resilience",
         "providers",
         "deployments",
@@ -355,6 +373,10 @@ def _build(
     security = _checked(SecuritySettings, security_problem, raw, "security", ctx, env)
     cache = _checked(CacheSettings, cache_problem, raw, "cache", ctx, env)
     dashboard = _checked(DashboardSettings, dashboard_problem, raw, "dashboard", ctx, env)
+    billing = billing_section(raw.get("billing", {}), ctx)
+    _apply_env(billing, env, ctx)
+    if problem := billing_problem(billing):
+        raise _invalid(ctx, env, billing, "billing", *problem)
     if cache.backend == "redis" and not redis.url:
         raise _invalid(ctx, env, cache, "cache", "backend", "'redis' needs [redis] url")
     if storage.ledger_mode not in LEDGER_MODES:
@@ -394,11 +416,13 @@ def _build(
         security=security,
         cache=cache,
         dashboard=dashboard,
+        billing=billing,
         resilience=resilience,
         admin_token=env.get("COSTWARDEN_ADMIN_TOKEN") or None,
         security_hash_key=env.get("COSTWARDEN_SECURITY_HASH_KEY") or None,
         dashboard_secret=env.get("COSTWARDEN_DASHBOARD_SECRET") or None,
         dashboard_jwt_secret=env.get(JWT_SECRET_ENV) or None,
+        stripe_webhook_secret=env.get(WEBHOOK_SECRET_ENV) or None,
         deprecations=deprecations,
     )
 

@@ -341,6 +341,23 @@ class HoneypotTriggered(FieldsPayload):
     at: str  # ISO 8601 UTC, when the request arrived
 
 
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class BillingChanged(FieldsPayload):
+    """A billing webhook event (billing/, Stripe) changed an org: its plan tier (``plan``),
+    its payment state (``payment_failed``: the grace period began, until ``grace_until``;
+    ``paid``: it ended), or the suspension job switched it off (``suspended``) or a payment
+    switched it back on (``restored``). Ids are the payment provider's (never a secret)."""
+
+    kind: ClassVar[str] = "billing_changed"
+    change: str  # plan | payment_failed | paid | suspended | restored
+    tier: str | None = None  # plan: the org's tier now
+    previous_tier: str | None = None
+    event_id: str | None = None  # the provider's event (None: the suspension job)
+    subscription_id: str | None = None
+    invoice_id: str | None = None
+    grace_until: str | None = None  # ISO 8601 UTC
+
+
 KINDS: dict[str, type[EventPayload]] = {
     cls.kind: cls
     for cls in (
@@ -356,6 +373,7 @@ KINDS: dict[str, type[EventPayload]] = {
         EscalationResolved,
         SecurityFinding,
         HoneypotTriggered,
+        BillingChanged,
     )
 }
 

@@ -515,25 +515,42 @@ def set_org_tier(
     with begin_write(engine) as conn:
         lock_policy(conn)
         org_id = org_id_by_name(conn, org_name)
-        if tier_name is None:
-            changed = conn.execute(org_tiers.delete().where(org_tiers.c.org_id == org_id)).rowcount
-        else:
-            api_tiers = set(conn.execute(sa.select(tiers.c.name)).scalars())
-            known = set(known_tiers) | api_tiers
-            if tier_name not in known:
-                listed = ", ".join(sorted(known)) or "none"
-                raise NotFound(f"unknown tier {tier_name!r} (known: {listed})")
-            now = utcnow()
-            stmt = insert_for(conn, org_tiers).values(org_id=org_id, tier=tier_name, updated_at=now)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["org_id"], set_={"tier": tier_name, "updated_at": now}
-            )
-            changed = conn.execute(stmt).rowcount
-        version = bump_version(conn) if changed else None
-    if changed:
+        version = write_org_tier(conn, org_id, tier_name, known_tiers=known_tiers)
+    if version is not None:
         logger.info(
             "org %s %s (policy version %s)",
             org_name.strip(),
             f"now on tier {tier_name}" if tier_name else "taken off its tier",
             version,
         )
+
+
+def org_tier_of(conn: Connection, org_id: str) -> str | None:
+    """The tier org ``org_id`` is on (None: none)."""
+    tier: str | None = conn.execute(
+        sa.select(org_tiers.c.tier).where(org_tiers.c.org_id == org_id)
+    ).scalar_one_or_none()
+    return tier
+
+
+def write_org_tier(
+    conn: Connection, org_id: str, tier_name: str | None, *, known_tiers: Collection[str]
+) -> int | None:
+    """Org ``org_id`` put on ``tier_name`` (None: off its tier) in the caller's write
+    transaction, which holds :func:`lock_policy`; the new policy version, or None when that
+    changed nothing. NotFound for an unknown tier, having written nothing."""
+    if tier_name is None:
+        changed = conn.execute(org_tiers.delete().where(org_tiers.c.org_id == org_id)).rowcount
+    else:
+        api_tiers = set(conn.execute(sa.select(tiers.c.name)).scalars())
+        known = set(known_tiers) | api_tiers
+        if tier_name not in known:
+            listed = ", ".join(sorted(known)) or "none"
+            raise NotFound(f"unknown tier {tier_name!r} (known: {listed})")
+        now = utcnow()
+        stmt = insert_for(conn, org_tiers).values(org_id=org_id, tier=tier_name, updated_at=now)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["org_id"], set_={"tier": tier_name, "updated_at": now}
+        )
+        changed = conn.execute(stmt).rowcount
+    return bump_version(conn) if changed else None

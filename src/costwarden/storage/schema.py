@@ -524,6 +524,54 @@ analytics_state = sa.Table(
     sa.Column("updated_at", UTCDateTime(), nullable=False),
 )
 
+# Billing webhooks (costwarden.billing, storage/billing.py), migration 0018. Every provider
+# event received, once (its id: idempotency) and what became of it; the customer -> org map
+# learnt from subscriptions; each subscription's state and the order key of the last event
+# applied to it (out-of-order delivery, billing/policy.py); each org's payment state.
+billing_events = sa.Table(
+    "billing_events",
+    metadata,
+    sa.Column("event_id", sa.Text, primary_key=True),
+    sa.Column("type", sa.Text, nullable=False),
+    sa.Column("created", sa.BigInteger, nullable=False),  # the provider's, epoch seconds
+    sa.Column("org_id", sa.Text, nullable=True),  # None: no org found
+    sa.Column("outcome", sa.Text, nullable=False),  # applied | stale | ignored
+    sa.Column("detail", sa.Text, nullable=True),
+    sa.Column("received_at", UTCDateTime(), nullable=False),
+)
+
+billing_customers = sa.Table(
+    "billing_customers",
+    metadata,
+    sa.Column("customer_id", sa.Text, primary_key=True),
+    sa.Column("org_id", sa.Text, sa.ForeignKey("orgs.id"), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+billing_subscriptions = sa.Table(
+    "billing_subscriptions",
+    metadata,
+    sa.Column("subscription_id", sa.Text, primary_key=True),
+    sa.Column("org_id", sa.Text, sa.ForeignKey("orgs.id"), nullable=False, index=True),
+    sa.Column("customer_id", sa.Text, nullable=True),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("tier", sa.Text, nullable=True),  # the tier it grants; None: none
+    sa.Column("last_order", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+billing_orgs = sa.Table(
+    "billing_orgs",
+    metadata,
+    sa.Column("org_id", sa.Text, sa.ForeignKey("orgs.id"), primary_key=True),
+    sa.Column("status", sa.Text, nullable=False),  # ok | grace | suspended
+    sa.Column("last_order", sa.BigInteger, nullable=False),
+    sa.Column("grace_until", UTCDateTime(), nullable=True),
+    sa.Column("invoice_id", sa.Text, nullable=True),  # the failed invoice, while not ok
+    sa.Column("suspended_by_billing", sa.Boolean, nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
 TABLES = (
     orgs,
     projects,
@@ -559,4 +607,8 @@ TABLES = (
     session_transitions,
     escalations,
     security_policies,
+    billing_events,
+    billing_customers,
+    billing_subscriptions,
+    billing_orgs,
 )

@@ -119,7 +119,7 @@ def _insert(conn: Connection) -> Any:
     return sqlite.insert(switches)
 
 
-def _lock_switches(conn: Connection) -> None:
+def lock_switches(conn: Connection) -> None:
     """Serialize switch writes so max(version) + 1 is unique (SQLite: BEGIN IMMEDIATE did)."""
     if conn.dialect.name == "postgresql":
         conn.execute(sa.text("LOCK TABLE switches IN EXCLUSIVE MODE"))
@@ -180,43 +180,64 @@ def set_switch(
         raise InvalidInput("org must be an org name, or null for a platform-wide switch")
 
     with begin_write(engine) as conn:
-        _lock_switches(conn)
+        lock_switches(conn)
         org_id = org_id_by_name(conn, org) if org is not None else None
-        row_id = switch_id(org_id, name)
-        old = conn.execute(
-            sa.select(switches.c.enabled, switches.c.message).where(switches.c.id == row_id)
-        ).one_or_none()
-        current: int | None = conn.execute(sa.select(sa.func.max(switches.c.version))).scalar()
-        version = (current or 0) + 1
-        now = utcnow()
-        values = {
-            "enabled": enabled,
-            "message": text,
-            "updated_by": who,
-            "updated_at": now,
-            "version": version,
-        }
-        stmt = _insert(conn).values(id=row_id, org_id=org_id, feature=name, **values)
-        conn.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=values))
-        record_audit(
-            conn,
-            who,
-            SWITCH_ACTION,
-            row_id,
-            None if old is None else _state(bool(old.enabled), old.message),
-            _state(enabled, text),
-            ts=now,
-        )
-        saved = conn.execute(_select().where(switches.c.id == row_id)).one()
+        record = write_switch(conn, org_id, name, enabled=enabled, message=text, actor=who)
     logger.log(
         logging.INFO if enabled else logging.WARNING,
         "switch %s %s by %s (switch version %d)",
-        row_id,
+        record.id,
         "on" if enabled else "OFF",
         who,
-        version,
+        record.version,
     )
-    return _from_row(saved)
+    return record
+
+
+def current_switch(conn: Connection, org_id: str | None, feature: str) -> SwitchRecord | None:
+    """The switch of ``feature`` for org ``org_id`` (None: platform-wide) as stored; None if
+    it was never set."""
+    row = conn.execute(_select().where(switches.c.id == switch_id(org_id, feature))).first()
+    return None if row is None else _from_row(row)
+
+
+def write_switch(
+    conn: Connection,
+    org_id: str | None,
+    feature: str,
+    *,
+    enabled: bool,
+    message: str | None,
+    actor: str,
+) -> SwitchRecord:
+    """One switch write and its audit row in the caller's write transaction, which has taken
+    the switches' lock (:func:`lock_switches`); arguments already validated."""
+    row_id = switch_id(org_id, feature)
+    old = conn.execute(
+        sa.select(switches.c.enabled, switches.c.message).where(switches.c.id == row_id)
+    ).one_or_none()
+    current: int | None = conn.execute(sa.select(sa.func.max(switches.c.version))).scalar()
+    version = (current or 0) + 1
+    now = utcnow()
+    values = {
+        "enabled": enabled,
+        "message": message,
+        "updated_by": actor,
+        "updated_at": now,
+        "version": version,
+    }
+    stmt = _insert(conn).values(id=row_id, org_id=org_id, feature=feature, **values)
+    conn.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=values))
+    record_audit(
+        conn,
+        actor,
+        SWITCH_ACTION,
+        row_id,
+        None if old is None else _state(bool(old.enabled), old.message),
+        _state(enabled, message),
+        ts=now,
+    )
+    return _from_row(conn.execute(_select().where(switches.c.id == row_id)).one())
 
 
 def list_switches(engine: Bind) -> list[SwitchRecord]:
