@@ -894,6 +894,11 @@ _EXAMPLES: dict[str, tuple[str, str, Callable[[Settings], bool]]] = {
         "flush_interval_ms = 20",
         lambda s: s.storage.flush_interval_ms == 20,
     ),
+    "storage.spool_dir": (
+        "[storage]",
+        'spool_dir = "/var/lib/costwarden/spool"',
+        lambda s: s.storage.spool_dir == "/var/lib/costwarden/spool",
+    ),
     "providers[].name": ("[[providers]]", 'name = "oai"', lambda s: s.providers[0].name == "oai"),
     "providers[].type": (
         "[[providers]]",
