@@ -7,7 +7,12 @@ from typing import Any, ClassVar
 import orjson
 
 from costwarden.pricing import TokenUsage
-from costwarden.providers.base import ProviderAdapter, StreamMeter
+from costwarden.providers.base import (
+    ProviderAdapter,
+    StreamMeter,
+    consistent_usage,
+    token_count,
+)
 
 ANTHROPIC_VERSION = "2023-06-01"
 _PASS_HEADERS = (b"anthropic-version", b"anthropic-beta")
@@ -16,14 +21,11 @@ _PASS_HEADERS = (b"anthropic-version", b"anthropic-beta")
 def usage_from_anthropic(usage: Any) -> TokenUsage:
     if not isinstance(usage, dict):
         return TokenUsage()
-    fresh = int(usage.get("input_tokens") or 0)
-    read = int(usage.get("cache_read_input_tokens") or 0)
-    written = int(usage.get("cache_creation_input_tokens") or 0)
-    return TokenUsage(
-        input_tokens=fresh + read + written,
-        cached_input_tokens=read,
-        cache_write_tokens=written,
-        output_tokens=int(usage.get("output_tokens") or 0),
+    read = token_count(usage.get("cache_read_input_tokens"))
+    written = token_count(usage.get("cache_creation_input_tokens"))
+    fresh = token_count(usage.get("input_tokens"))
+    return consistent_usage(
+        fresh + read + written, read, written, token_count(usage.get("output_tokens"))
     )
 
 

@@ -7,24 +7,29 @@ from typing import Any, ClassVar
 import orjson
 
 from costwarden.pricing import TokenUsage
-from costwarden.providers.base import ProviderAdapter, StreamMeter
+from costwarden.providers.base import (
+    ProviderAdapter,
+    StreamMeter,
+    consistent_usage,
+    token_count,
+)
 
 
 def usage_from_openai(usage: Any) -> TokenUsage:
     if not isinstance(usage, dict):
         return TokenUsage()
-    prompt = usage.get("prompt_tokens") or usage.get("input_tokens") or 0
-    completion = usage.get("completion_tokens") or usage.get("output_tokens") or 0
-    details_in = usage.get("prompt_tokens_details") or {}
-    details_out = usage.get("completion_tokens_details") or {}
-    return TokenUsage(
-        input_tokens=int(prompt),
-        cached_input_tokens=int(details_in.get("cached_tokens") or 0),
+    details_in = usage.get("prompt_tokens_details")
+    details_in = details_in if isinstance(details_in, dict) else {}
+    details_out = usage.get("completion_tokens_details")
+    details_out = details_out if isinstance(details_out, dict) else {}
+    return consistent_usage(
+        token_count(usage.get("prompt_tokens") or usage.get("input_tokens")),
+        token_count(details_in.get("cached_tokens")),
         # OpenAI reports no cache writes; a codec's usage chunk does (Bedrock, under the
         # name the OpenAI SDK's PromptTokensDetails has for it)
-        cache_write_tokens=int(details_in.get("cache_write_tokens") or 0),
-        output_tokens=int(completion),
-        reasoning_tokens=int(details_out.get("reasoning_tokens") or 0),
+        token_count(details_in.get("cache_write_tokens")),
+        token_count(usage.get("completion_tokens") or usage.get("output_tokens")),
+        token_count(details_out.get("reasoning_tokens")),
     )
 
 
