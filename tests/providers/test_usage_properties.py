@@ -7,13 +7,14 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+import orjson
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from costwarden.pricing import Rates, TokenUsage
-from costwarden.providers.anthropic import usage_from_anthropic
+from costwarden.providers.anthropic import AnthropicStreamMeter, usage_from_anthropic
 from costwarden.providers.base import token_count
-from costwarden.providers.openai import usage_from_openai
+from costwarden.providers.openai import OpenAIStreamMeter, usage_from_openai
 
 COUNT_KEYS = [
     "prompt_tokens", "completion_tokens", "input_tokens", "output_tokens",
@@ -26,7 +27,7 @@ _counts = (
     | st.integers(-(10**12), 10**12)
     | st.floats(allow_nan=True, allow_infinity=True)
     | st.text(max_size=6)
-    | st.lists(st.integers(), max_size=2)
+    | st.lists(st.integers(-(10**6), 10**6), max_size=2)
 )
 _details = st.dictionaries(st.sampled_from(COUNT_KEYS), _counts, max_size=3) | _counts
 usages = (
@@ -84,3 +85,50 @@ def test_well_formed_counts_are_read_as_they_are(count: int) -> None:
     assert usage_from_anthropic(
         {"input_tokens": count, "cache_read_input_tokens": 1, "output_tokens": count}
     ) == TokenUsage(input_tokens=count + 1, cached_input_tokens=1, output_tokens=count)
+
+
+_event_data = (
+    st.builds(
+        lambda usage, extra: orjson.dumps({"type": "message_delta", "usage": usage, **extra}),
+        usages,
+        st.dictionaries(st.sampled_from(["choices", "message", "delta"]), usages, max_size=2),
+    )
+    | st.builds(
+        lambda message: orjson.dumps({"type": "message_start", "message": message}),
+        st.fixed_dictionaries({}, optional={"usage": usages}) | _counts,
+    )
+    | st.sampled_from([b'{"usage":{', b'{"usage": {"prompt_tokens": 1}', b"[DONE]", b"[]"])
+    | st.binary(max_size=30).map(lambda b: b.replace(b"\n", b" "))
+)
+_events = st.lists(
+    st.tuples(st.sampled_from([b"message_start", b"message_delta", b"content_block_delta"]),
+              _event_data),
+    max_size=5,
+).map(lambda events: [b"event: " + kind + b"\ndata: " + data + b"\n\n" for kind, data in events])
+
+
+@settings(max_examples=200, deadline=None)
+@given(events=_events)
+@example(events=[b'data: {"usage":{"prompt_tokens": 1}, broken\n\n'])
+@example(events=[b'data: ["usage":{"a"}]\n\n', b'data: {"usage": 5}\n\n'])
+@example(events=[b'event: message_start\ndata: {"message": []}\n\n'])
+@example(events=[b'event: message_start\ndata: {"message": {"usage": [1]}}\n\n',
+                 b'event: message_delta\ndata: {"usage": {"output_tokens": 2}}\n\n'])
+@example(events=[b"event: message_delta\ndata: not json\n\n"])
+def test_stream_meters_read_any_events_and_bill_nothing_negative(events: list[bytes]) -> None:
+    """What a broken upstream streams is relayed and metered without an exception (one
+    would end the client's stream with an internal error) and never bills below zero."""
+    for meter in (OpenAIStreamMeter(client_wants_usage=True), AnthropicStreamMeter()):
+        for event in events:
+            meter.feed(event)
+        for usage in (meter.usage, meter.estimated_usage(10)):
+            if usage is not None:
+                _check(usage)
+
+
+def test_a_usage_that_is_not_an_object_leaves_the_estimate() -> None:
+    # Billing zero for it would let a broken upstream serve for free; the estimate stands.
+    meter = OpenAIStreamMeter(client_wants_usage=False)
+    meter.feed(b'data: {"choices": [], "usage": 5, "x": {"usage":{}}}\n\n')
+    assert meter.usage is None
+    assert meter.estimated_usage(7) == TokenUsage(input_tokens=7)

@@ -39,11 +39,11 @@ class AnthropicStreamMeter(StreamMeter):
         if events.find(b"event: message_start") >= 0 or events.find(b"event: message_delta") >= 0:
             for event in events.split(b"\n\n"):
                 if event.startswith(b"event: message_start"):
-                    message = self._data(event).get("message") or {}
-                    self._start = message.get("usage") or {}
+                    message = _object(self._data(event).get("message"))
+                    self._start = _object(message.get("usage"))
                     self.input_seen = usage_from_anthropic(self._start).input_tokens
                 elif event.startswith(b"event: message_delta"):
-                    merged = {**self._start, **(self._data(event).get("usage") or {})}
+                    merged = {**self._start, **_object(self._data(event).get("usage"))}
                     self.usage = usage_from_anthropic(merged)
         if events.find(b"event: message_stop") >= 0:
             self.finished = True
@@ -63,8 +63,15 @@ class AnthropicStreamMeter(StreamMeter):
         idx = event.find(b"data: ")
         if idx < 0:
             return {}
-        obj = orjson.loads(event[idx + 6 :])
-        return obj if isinstance(obj, dict) else {}
+        try:
+            obj = orjson.loads(event[idx + 6 :])
+        except orjson.JSONDecodeError:
+            return {}  # a broken event is relayed as it came; it carries no usage we can read
+        return _object(obj)
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 class AnthropicAdapter(ProviderAdapter):

@@ -56,14 +56,25 @@ class OpenAIStreamMeter(StreamMeter):
             if data == b"[DONE]":
                 self.finished = True
             elif b'"usage":{' in data or b'"usage": {' in data:
-                obj = orjson.loads(data)
-                if obj.get("usage"):
-                    self.usage = usage_from_openai(obj["usage"])
-                if not obj.get("choices") and not self._forward_usage:
+                obj = _json_object(data)
+                usage = obj.get("usage")
+                if isinstance(usage, dict) and usage:
+                    self.usage = usage_from_openai(usage)
+                if obj and not obj.get("choices") and not self._forward_usage:
                     continue
             self.content_events += _content_deltas(event)
             out.append(event)
         return b"".join(out)
+
+
+def _json_object(data: bytes) -> dict[str, Any]:
+    """An event's JSON object; {} for anything else (a broken upstream's event is relayed as
+    it came, and its usage ignored, rather than ending the client's stream)."""
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return {}
+    return obj if isinstance(obj, dict) else {}
 
 
 def _content_deltas(events: bytes) -> int:
