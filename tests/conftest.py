@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from hypothesis import settings
 
 from costwarden.mock import MockServer, serve_mock
 from tests.helpers import (
@@ -19,6 +20,16 @@ from tests.helpers import (
     pg_unavailable_reason,
     scratch_pg_database,
 )
+
+# Hypothesis in CI (CI set): the same examples on every run, so a failure there reproduces
+# anywhere (derandomize draws them from each test's own fixed seed), no example database to
+# carry between runs, no per-example deadline (the machine's load is not the code's
+# speed), and the failing example printed as a reproducible blob. Locally: the default random
+# exploration, which finds new cases over time. Each test bounds its own max_examples.
+settings.register_profile(
+    "ci", derandomize=True, database=None, deadline=None, print_blob=True
+)
+settings.load_profile("ci" if os.environ.get("CI") else "default")
 
 # Tests that run one at a time, after the others (scripts/test.sh runs the rest in three
 # workers): the files that use a database of the Redis on 6379 that others use too (and

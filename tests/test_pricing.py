@@ -1,7 +1,7 @@
 """Prices: ``Rates.cost`` must equal ``genai_prices.calc_price`` exactly, in Decimal.
 
-hypothesis is not installed, so the property tests draw usages from a seeded
-``random.Random``: reproducible, and many cases per model.
+The comparison with genai-prices draws usages from a seeded ``random.Random`` (reproducible,
+many cases per model); that money is monotonic and additive in tokens is hypothesis's.
 """
 
 from __future__ import annotations
@@ -12,11 +12,20 @@ from decimal import Decimal
 
 import pytest
 from genai_prices import Usage, calc_price
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from costwarden.app.factory import build_deployments
 from costwarden.config.settings import load_settings
 from costwarden.core.errors import ConfigError
-from costwarden.pricing import PriceOverride, Rates, TokenUsage, genai_usage, resolve_rates
+from costwarden.pricing import (
+    PriceOverride,
+    Pricer,
+    Rates,
+    TokenUsage,
+    genai_usage,
+    resolve_rates,
+)
 
 MODELS = [
     ("openai", "gpt-4o-mini"),
@@ -293,3 +302,44 @@ def test_config_price_provider_is_used() -> None:
     deployment = build_deployments(load_settings(text=text, env={}))["openai:claude-haiku-4-5"]
     usage = TokenUsage(input_tokens=1234, cached_input_tokens=200, output_tokens=99)
     assert deployment.rates.cost(usage) == _genai("anthropic", "claude-haiku-4-5", usage)
+
+
+# ------------------------------------------------------------------ properties
+
+
+def _usage(parts: tuple[int, int, int, int, int]) -> TokenUsage:
+    plain, cached, written, plain_out, reasoning = parts
+    return TokenUsage(plain + cached + written, cached, written, plain_out + reasoning, reasoning)
+
+
+def _plus(a: TokenUsage, b: TokenUsage) -> TokenUsage:
+    return TokenUsage(
+        a.input_tokens + b.input_tokens,
+        a.cached_input_tokens + b.cached_input_tokens,
+        a.cache_write_tokens + b.cache_write_tokens,
+        a.output_tokens + b.output_tokens,
+        a.reasoning_tokens + b.reasoning_tokens,
+    )
+
+
+_valid_usages = st.tuples(*[st.integers(0, 2_000_000)] * 5).map(_usage)
+_PRICERS: dict[str, Pricer] = {
+    model: resolve_rates(provider, model, None, deployment=f"{provider}:{model}")
+    for provider, model in [*MODELS, ("anthropic", "claude-sonnet-4-5")]
+}
+
+
+@settings(max_examples=200, deadline=None)
+@given(model=st.sampled_from(sorted(_PRICERS)), a=_valid_usages, b=_valid_usages)
+def test_money_is_exact_and_grows_with_every_token(
+    model: str, a: TokenUsage, b: TokenUsage
+) -> None:
+    pricer = _PRICERS[model]
+    cost_a, cost_both = pricer.cost(a), pricer.cost(_plus(a, b))
+    assert type(cost_a) is Decimal and type(cost_both) is Decimal
+    assert pricer.cost(TokenUsage()) == 0
+    assert 0 <= cost_a <= cost_both, (a, b)
+    if isinstance(pricer, Rates):
+        # Flat prices: two calls cost what their tokens would cost as one, to the last digit
+        # (claude-sonnet-4-5's tiers price a long prompt higher: monotonic, not additive).
+        assert cost_both == cost_a + pricer.cost(b), (a, b)

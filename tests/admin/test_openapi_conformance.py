@@ -5,6 +5,10 @@ runs what ``st run --checks all`` runs (examples, coverage, fuzzing with valid a
 data, stateful sequences) with the admin token, a fixed seed and a bounded number of
 examples, and the test fails on any failure it reports: a status the document does not list,
 a valid request refused, an invalid one accepted, a 405 without ``Allow``, a server error...
+It also fails when a phase did not run: the coverage, fuzzing and stateful phases must
+finish, and the stateful one must have followed the document's links (a key created, then
+revoked or given options by the id its answer carried). The examples phase has nothing to
+run: the document carries no examples.
 
 The engine is synchronous (requests), so it runs in a worker thread while the gateway serves
 in the test's event loop. Destructive operations are fine: the database is this test's own.
@@ -13,12 +17,15 @@ in the test's event loop. Destructive operations are fine: the database is this 
 from __future__ import annotations
 
 import asyncio
+import collections
+import dataclasses
 import re
 from pathlib import Path
 
 import pytest
 import schemathesis
 from schemathesis.engine import events, from_schema
+from schemathesis.engine.run import PhaseName
 
 from costwarden.admin import openapi_inputs
 from costwarden.admin.openapi import OPENAPI
@@ -28,6 +35,12 @@ from tests.helpers import live_gateway
 TOKEN = "adm-conformance"
 SEED = 20261201
 MAX_EXAMPLES = 8
+# Stateful scenarios are cheap (about 0.1 s each) and each follows up to 6 links: 30 of them
+# follow 59 links (8 of the document's 36 transitions), 8 scenarios followed 11 (5).
+STATEFUL_EXAMPLES = 30
+# The document's own links (openapi.py, openapi_alerts.py, openapi_rules.py); schemathesis
+# infers more from the paths.
+DOCUMENT_LINKS = {"Revoke", "SetOptions", "Test", "Deliveries", "Delete"}
 # An event stream never ends: schemathesis reads it until its request timeout.
 EVENTS_READ_SECONDS = 0.3
 # Operations on ids schemathesis cannot make: alerts are raised by the gateway, never through
@@ -62,8 +75,22 @@ org = { daily_usd = "1" }
 """
 
 
-def _run(base_url: str) -> tuple[list[str], dict[str, set[int]]]:
-    """(every failure and error schemathesis reports, {operation: statuses it answered})."""
+@dataclasses.dataclass
+class Run:
+    problems: list[str] = dataclasses.field(default_factory=list)
+    # {operation: the statuses it answered}
+    statuses: dict[str, set[int]] = dataclasses.field(default_factory=dict)
+    # {phase: how it finished}
+    phases: dict[str, str] = dataclasses.field(default_factory=dict)
+    stateful_scenarios: int = 0
+    # "POST /admin/keys -> [201] Revoke -> POST /admin/keys/{key_id}/revoke": times followed
+    links_followed: collections.Counter[str] = dataclasses.field(
+        default_factory=collections.Counter
+    )
+
+
+def _run(base_url: str) -> Run:
+    """Every failure and error schemathesis reports, and what it ran."""
     config = schemathesis.Config.from_dict(
         {
             "seed": SEED,
@@ -73,6 +100,13 @@ def _run(base_url: str) -> tuple[list[str], dict[str, set[int]]]:
             "checks": {"enabled": True},
             "generation": {"mode": "all", "max-examples": MAX_EXAMPLES, "database": "none"},
             "workers": 1,
+            "phases": {
+                "stateful": {
+                    "generation": {
+                        "mode": "all", "max-examples": STATEFUL_EXAMPLES, "database": "none"
+                    }
+                }
+            },
             "operations": [
                 {"include-path": "/admin/events", "request-timeout": EVENTS_READ_SECONDS},
                 {
@@ -94,11 +128,20 @@ def _run(base_url: str) -> tuple[list[str], dict[str, set[int]]]:
         }
     )
     schema = schemathesis.openapi.from_url(f"{base_url}/admin/openapi.json", config=config)
-    problems: list[str] = []
-    statuses: dict[str, set[int]] = {}
+    run = Run()
+    problems, statuses = run.problems, run.statuses
     for event in from_schema(schema).execute():
+        if isinstance(event, events.PhaseFinished):
+            run.phases[event.phase.name.value] = event.status.value
         if isinstance(event, events.ScenarioFinished):
             recorder = event.recorder
+            if event.phase == PhaseName.STATEFUL_TESTING:
+                run.stateful_scenarios += 1
+                run.links_followed.update(
+                    str(node.transition.id)
+                    for node in recorder.cases.values()
+                    if node.is_transition_applied and node.transition is not None
+                )
             for case_id, interaction in recorder.interactions.items():
                 if interaction.response is not None and case_id in recorder.cases:
                     label = recorder.cases[case_id].value.operation.label
@@ -117,7 +160,8 @@ def _run(base_url: str) -> tuple[list[str], dict[str, set[int]]]:
             problems.extend(str(f) for f in event.failures)
             if event.stop_reason != "completed":
                 problems.append(f"stopped: {event.stop_reason}")
-    return list(dict.fromkeys(problems)), statuses
+    run.problems = list(dict.fromkeys(problems))
+    return run
 
 
 async def test_admin_api_conforms_to_its_openapi_document(
@@ -127,8 +171,19 @@ async def test_admin_api_conforms_to_its_openapi_document(
     async with live_gateway(
         mock, url, tmp_path, admin_token=TOKEN, extra_toml=CONFIG_TIER
     ) as gw:
-        problems, statuses = await asyncio.to_thread(_run, gw.base_url)
+        run = await asyncio.to_thread(_run, gw.base_url)
+    problems, statuses = run.problems, run.statuses
     assert not problems, "\n\n".join(problems)
+    # Every phase ran (the examples phase has none to run), the stateful one through links.
+    assert run.phases == {
+        "probing": "success", "schema_analysis": "success", "auth_bootstrap": "success",
+        "examples": "skip", "coverage": "success", "fuzzing": "success", "stateful": "success",
+    }, run.phases  # fmt: skip
+    assert run.stateful_scenarios >= STATEFUL_EXAMPLES, run.stateful_scenarios
+    followed = {link.split(" -> ")[1].split("] ")[1] for link in run.links_followed}
+    assert followed & DOCUMENT_LINKS, run.links_followed
+    # (Which ones, and how often, moves with any change to the document: seeded generation.)
+    assert len(run.links_followed) >= 3, run.links_followed
     # Every operation was exercised, and the token was honoured: each one served requests.
     operations = {f"{m.upper()} {path}" for path, item in OPENAPI["paths"].items() for m in item}
     assert set(statuses) == operations

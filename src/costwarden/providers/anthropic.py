@@ -7,7 +7,12 @@ from typing import Any, ClassVar
 import orjson
 
 from costwarden.pricing import TokenUsage
-from costwarden.providers.base import ProviderAdapter, StreamMeter
+from costwarden.providers.base import (
+    ProviderAdapter,
+    StreamMeter,
+    consistent_usage,
+    token_count,
+)
 
 ANTHROPIC_VERSION = "2023-06-01"
 _PASS_HEADERS = (b"anthropic-version", b"anthropic-beta")
@@ -16,14 +21,11 @@ _PASS_HEADERS = (b"anthropic-version", b"anthropic-beta")
 def usage_from_anthropic(usage: Any) -> TokenUsage:
     if not isinstance(usage, dict):
         return TokenUsage()
-    fresh = int(usage.get("input_tokens") or 0)
-    read = int(usage.get("cache_read_input_tokens") or 0)
-    written = int(usage.get("cache_creation_input_tokens") or 0)
-    return TokenUsage(
-        input_tokens=fresh + read + written,
-        cached_input_tokens=read,
-        cache_write_tokens=written,
-        output_tokens=int(usage.get("output_tokens") or 0),
+    read = token_count(usage.get("cache_read_input_tokens"))
+    written = token_count(usage.get("cache_creation_input_tokens"))
+    fresh = token_count(usage.get("input_tokens"))
+    return consistent_usage(
+        fresh + read + written, read, written, token_count(usage.get("output_tokens"))
     )
 
 
@@ -37,11 +39,11 @@ class AnthropicStreamMeter(StreamMeter):
         if events.find(b"event: message_start") >= 0 or events.find(b"event: message_delta") >= 0:
             for event in events.split(b"\n\n"):
                 if event.startswith(b"event: message_start"):
-                    message = self._data(event).get("message") or {}
-                    self._start = message.get("usage") or {}
+                    message = _object(self._data(event).get("message"))
+                    self._start = _object(message.get("usage"))
                     self.input_seen = usage_from_anthropic(self._start).input_tokens
                 elif event.startswith(b"event: message_delta"):
-                    merged = {**self._start, **(self._data(event).get("usage") or {})}
+                    merged = {**self._start, **_object(self._data(event).get("usage"))}
                     self.usage = usage_from_anthropic(merged)
         if events.find(b"event: message_stop") >= 0:
             self.finished = True
@@ -61,8 +63,15 @@ class AnthropicStreamMeter(StreamMeter):
         idx = event.find(b"data: ")
         if idx < 0:
             return {}
-        obj = orjson.loads(event[idx + 6 :])
-        return obj if isinstance(obj, dict) else {}
+        try:
+            obj = orjson.loads(event[idx + 6 :])
+        except orjson.JSONDecodeError:
+            return {}  # a broken event is relayed as it came; it carries no usage we can read
+        return _object(obj)
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 class AnthropicAdapter(ProviderAdapter):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import math
 from typing import Any, ClassVar
 
 import orjson
@@ -166,6 +167,37 @@ class Deployment:
     context_window: int | None = None
     # What the model can do (tools, vision, structured_output, streaming); None: not said.
     capabilities: frozenset[str] | None = None
+
+
+def token_count(value: Any) -> int:
+    """A token count as an upstream reported it: a non-negative whole number, else 0.
+
+    Absent, null, negative, fractional-garbage or non-numeric counts come from a broken or
+    hostile upstream; they must neither fail the request nor make a call cost less than
+    nothing (a negative count would give budget back)."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return max(value, 0)
+    if isinstance(value, float) and math.isfinite(value):
+        return max(int(value), 0)
+    return 0
+
+
+def consistent_usage(
+    input_tokens: int, cached: int, written: int, output_tokens: int, reasoning: int = 0
+) -> TokenUsage:
+    """A :class:`TokenUsage` whose parts fit in their wholes (cached + written <= input,
+    reasoning <= output), as pricing assumes: an upstream reporting more cached tokens than
+    prompt tokens is believed for the prompt, and its cached count cut to fit."""
+    cached = min(cached, input_tokens)
+    return TokenUsage(
+        input_tokens=input_tokens,
+        cached_input_tokens=cached,
+        cache_write_tokens=min(written, input_tokens - cached),
+        output_tokens=output_tokens,
+        reasoning_tokens=min(reasoning, output_tokens),
+    )
 
 
 def count_text_bytes(value: Any) -> int:

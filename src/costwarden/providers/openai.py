@@ -7,24 +7,29 @@ from typing import Any, ClassVar
 import orjson
 
 from costwarden.pricing import TokenUsage
-from costwarden.providers.base import ProviderAdapter, StreamMeter
+from costwarden.providers.base import (
+    ProviderAdapter,
+    StreamMeter,
+    consistent_usage,
+    token_count,
+)
 
 
 def usage_from_openai(usage: Any) -> TokenUsage:
     if not isinstance(usage, dict):
         return TokenUsage()
-    prompt = usage.get("prompt_tokens") or usage.get("input_tokens") or 0
-    completion = usage.get("completion_tokens") or usage.get("output_tokens") or 0
-    details_in = usage.get("prompt_tokens_details") or {}
-    details_out = usage.get("completion_tokens_details") or {}
-    return TokenUsage(
-        input_tokens=int(prompt),
-        cached_input_tokens=int(details_in.get("cached_tokens") or 0),
+    details_in = usage.get("prompt_tokens_details")
+    details_in = details_in if isinstance(details_in, dict) else {}
+    details_out = usage.get("completion_tokens_details")
+    details_out = details_out if isinstance(details_out, dict) else {}
+    return consistent_usage(
+        token_count(usage.get("prompt_tokens") or usage.get("input_tokens")),
+        token_count(details_in.get("cached_tokens")),
         # OpenAI reports no cache writes; a codec's usage chunk does (Bedrock, under the
         # name the OpenAI SDK's PromptTokensDetails has for it)
-        cache_write_tokens=int(details_in.get("cache_write_tokens") or 0),
-        output_tokens=int(completion),
-        reasoning_tokens=int(details_out.get("reasoning_tokens") or 0),
+        token_count(details_in.get("cache_write_tokens")),
+        token_count(usage.get("completion_tokens") or usage.get("output_tokens")),
+        token_count(details_out.get("reasoning_tokens")),
     )
 
 
@@ -51,14 +56,25 @@ class OpenAIStreamMeter(StreamMeter):
             if data == b"[DONE]":
                 self.finished = True
             elif b'"usage":{' in data or b'"usage": {' in data:
-                obj = orjson.loads(data)
-                if obj.get("usage"):
-                    self.usage = usage_from_openai(obj["usage"])
-                if not obj.get("choices") and not self._forward_usage:
+                obj = _json_object(data)
+                usage = obj.get("usage")
+                if isinstance(usage, dict) and usage:
+                    self.usage = usage_from_openai(usage)
+                if obj and not obj.get("choices") and not self._forward_usage:
                     continue
             self.content_events += _content_deltas(event)
             out.append(event)
         return b"".join(out)
+
+
+def _json_object(data: bytes) -> dict[str, Any]:
+    """An event's JSON object; {} for anything else (a broken upstream's event is relayed as
+    it came, and its usage ignored, rather than ending the client's stream)."""
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return {}
+    return obj if isinstance(obj, dict) else {}
 
 
 def _content_deltas(events: bytes) -> int:

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from costwarden.core.errors import UpstreamError
+from costwarden.providers.base import token_count
 
 logger = logging.getLogger(__name__)
 
@@ -76,17 +77,14 @@ def anthropic_stop_reason(finish_reason: Any) -> str:
     return "end_turn"
 
 
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
 def openai_usage_from_anthropic(usage: Any) -> JSON:
     """OpenAI ``usage``: Anthropic counts cache reads and writes outside ``input_tokens``,
     OpenAI counts every prompt token in ``prompt_tokens`` and names the cached part."""
     usage = usage if isinstance(usage, dict) else {}
-    read = _int(usage.get("cache_read_input_tokens"))
-    prompt = _int(usage.get("input_tokens")) + read + _int(usage.get("cache_creation_input_tokens"))
-    completion = _int(usage.get("output_tokens"))
+    read = token_count(usage.get("cache_read_input_tokens"))
+    written = token_count(usage.get("cache_creation_input_tokens"))
+    prompt = token_count(usage.get("input_tokens")) + read + written
+    completion = token_count(usage.get("output_tokens"))
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
@@ -99,11 +97,12 @@ def anthropic_usage_from_openai(usage: Any) -> JSON:
     """Anthropic ``usage``: ``input_tokens`` are the uncached prompt tokens."""
     usage = usage if isinstance(usage, dict) else {}
     details = usage.get("prompt_tokens_details")
-    prompt = _int(usage.get("prompt_tokens"))
-    cached = min(prompt, _int(details.get("cached_tokens")) if isinstance(details, dict) else 0)
+    prompt = token_count(usage.get("prompt_tokens"))
+    cached = token_count(details.get("cached_tokens")) if isinstance(details, dict) else 0
+    cached = min(prompt, cached)
     return {
         "input_tokens": prompt - cached,
-        "output_tokens": _int(usage.get("completion_tokens")),
+        "output_tokens": token_count(usage.get("completion_tokens")),
         "cache_read_input_tokens": cached,
         "cache_creation_input_tokens": 0,
     }
@@ -211,13 +210,16 @@ def openai_to_anthropic_response(body: dict[str, Any], *, model: str) -> JSON:
     content: list[JSON] = []
     text = message.get("content")
     if isinstance(text, list):  # some OpenAI-compatible servers answer with parts
-        text = "".join(p.get("text", "") for p in text if isinstance(p, dict))
+        text = "".join(
+            p["text"] for p in text if isinstance(p, dict) and isinstance(p.get("text"), str)
+        )
     if isinstance(text, str) and text:
         content.append({"type": "text", "text": text})
     refusal = message.get("refusal")
     if isinstance(refusal, str) and refusal:
         content.append({"type": "text", "text": refusal})
-    for call in message.get("tool_calls") or []:
+    calls = message.get("tool_calls")
+    for call in calls if isinstance(calls, list) else []:
         fn = call.get("function") if isinstance(call, dict) else None
         if not isinstance(fn, dict):
             continue
