@@ -341,7 +341,7 @@ async def test_usage_since_out_of_range_is_400(client: httpx.AsyncClient) -> Non
 async def test_healthz(client: httpx.AsyncClient, gw: LiveGateway) -> None:
     r = await client.get("/healthz")
     assert r.status_code == 200
-    assert r.json() == {"status": "ok", "keys": len(gw.app.keys)}
+    assert r.json() == {"status": "ok", "keys": len(gw.app.keys), "budget_counters": "shared"}
     assert r.json()["keys"] >= 1
 
 

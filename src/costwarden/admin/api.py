@@ -58,7 +58,12 @@ from costwarden.admin.openapi import openapi_document
 
 
 async def healthz(request: Request) -> Response:
-    return JSONResponse({"status": "ok", "keys": len(context(request).keys)})
+    ctx = context(request)
+    # budget_counters: the enforcer's mode (budgets/outage.py): "shared" unless Redis is
+    # unreachable ("refusing" or "local") or just came back ("reconciling").
+    return JSONResponse(
+        {"status": "ok", "keys": len(ctx.keys), "budget_counters": ctx.enforcer.mode}
+    )
 
 
 async def openapi(request: Request) -> Response:
