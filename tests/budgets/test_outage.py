@@ -10,6 +10,7 @@ import redis.asyncio
 from costwarden.budgets.memory import MemoryStore
 from costwarden.budgets.outage import (
     COUNTER_MODES,
+    FIGURE_MAX_AGE_SECONDS,
     Fallback,
     Figure,
     Figures,
@@ -87,10 +88,10 @@ def test_local_views() -> None:
 def test_figures_keep_the_last_answer_per_counter() -> None:
     figures = Figures()
     day, minute = checks(lim("usd", "day", 100), lim("requests", "minute", 10))
-    figures.saw([day, minute], [60, 9])
-    figures.saw([day], [55])
-    assert figures.get(day.key) == Figure(45, 0)
-    assert figures.get(minute.key) == Figure(1, minute.bucket)
+    figures.saw([day, minute], [60, 9], NOW)
+    figures.saw([day], [55], NOW + 1)
+    assert figures.get(day.key) == Figure(45, 0, NOW + 1)
+    assert figures.get(minute.key) == Figure(1, minute.bucket, NOW)
     assert figures.get("c:other") is None and len(figures) == 2
 
 
@@ -98,9 +99,12 @@ async def test_a_fallback_admits_only_within_its_share_and_never_guesses() -> No
     day = lim("usd", "day", CENT)
     cs = checks(day)
     figures = Figures()
-    figures.saw(cs, [CENT // 2])  # half of the budget left at the last answer
+    figures.saw(cs, [CENT // 2], NOW)  # half of the budget left at the last answer
     fallback = Fallback(figures, processes=2)  # this process may use a quarter
-    assert fallback.seed(cs) is None
+    # With another process about, a figure older than a few seconds is not used.
+    assert fallback.seed(cs, NOW + FIGURE_MAX_AGE_SECONDS + 1) == cs[0].key
+    assert Fallback(figures, processes=1).seed(cs, NOW + 86_400) is None  # alone: exact
+    assert fallback.seed(cs, NOW + 1) is None
     room = CENT // 4
     grant = await fallback.store.reserve("a", ask(want_out=10), cs, NOW)
     assert isinstance(grant, Grant) and grant.remaining[0] < room
@@ -109,7 +113,7 @@ async def test_a_fallback_admits_only_within_its_share_and_never_guesses() -> No
     assert isinstance(await fallback.store.reserve("b", big, cs, NOW), Refusal)
     # A counter without a figure is not guessed: nothing seeded, its key told.
     other = checks(day, lim("requests", "day", 5))
-    assert fallback.seed(other) == other[1].key
+    assert fallback.seed(other, NOW + 1) == other[1].key
     assert isinstance(fallback.store, MemoryStore)
     assert fallback.store.peek([other[1]]) == [View()]
 

@@ -291,7 +291,7 @@ class Enforcer:
         if isinstance(result, Refusal):
             raise self._refused(result, checks)
         if self._keep_figures:
-            self._figures.saw(checks, result.remaining)
+            self._figures.saw(checks, result.remaining, now)
         return Reservation(lease, checks, result)
 
     async def _reserve_unshared(
@@ -304,7 +304,7 @@ class Enforcer:
                 "budget counters are unavailable; refusing rather than risking overspend",
                 headers={"retry-after": "1"},
             )
-        if fallback.seed(checks) is not None:
+        if fallback.seed(checks, now) is not None:
             raise CountersUnavailable(
                 "budget counters are unavailable, and this gateway process has no recent "
                 "figure for one of this request's limits; refusing rather than guessing",
@@ -345,7 +345,7 @@ class Enforcer:
                 self._unreachable()
                 return
             if self._keep_figures:
-                self._figures.saw(reservation.checks, reservation.remaining)
+                self._figures.saw(reservation.checks, reservation.remaining, self.clock())
         if self.publish is not None and reservation.checks:
             for event in self._crossings.events(
                 reservation.checks, reservation.amounts, admitted, reservation.remaining

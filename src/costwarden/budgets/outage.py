@@ -12,8 +12,9 @@
   limit's room is split between the gateway processes that were live then (``processes``,
   counted in Redis by a heartbeat): a process may use ``room // processes``, so a hard budget
   holds within one process exactly, and across processes as long as their figures agree (see
-  docs/scale-out.md for the bound). A counter this process never had an answer about is not
-  guessed: its requests get the 503.
+  docs/scale-out.md for the bound). A counter this process never had an answer about (or,
+  with other processes, none in the last ``FIGURE_MAX_AGE_SECONDS``) is not guessed: its
+  requests get the 503.
 
 When Redis answers again (mode ``reconciling``) every request admitted locally is counted in
 Redis exactly once before Redis decides again: each local settle is sent as an *add*
@@ -55,10 +56,22 @@ def local_used(limit: int, consumed: int, processes: int) -> int:
     return limit - room // max(1, processes)
 
 
+# With other processes sharing the counters, a figure older than this is not used (their
+# requests since are unknown to this one): the request gets the 503.
+FIGURE_MAX_AGE_SECONDS = 5.0
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Figure:
     consumed: int  # limit - room at the answer: settled + reserved, or the window's total
     bucket: int  # rolling: the bucket the answer was in (what it counted is at or before it)
+    at: float = 0.0  # when (the enforcer's clock)
+
+
+def usable(figure: Figure, processes: int, now: float) -> bool:
+    """Alone, a process's last figure is exact however old (only it changes the counter);
+    with others, only a recent one is."""
+    return processes <= 1 or now - figure.at <= FIGURE_MAX_AGE_SECONDS
 
 
 class Figures:
@@ -69,11 +82,11 @@ class Figures:
     def __init__(self) -> None:
         self._by_key: dict[str, Figure] = {}
 
-    def saw(self, checks: list[Check], rooms: list[int]) -> None:
+    def saw(self, checks: list[Check], rooms: list[int], now: float) -> None:
         """Record an answer: the room left in each check (a grant's, or a settle's)."""
         by_key = self._by_key
         for check, room in zip(checks, rooms, strict=True):
-            by_key[check.key] = Figure(check.limit.amount - room, check.bucket)
+            by_key[check.key] = Figure(check.limit.amount - room, check.bucket, now)
 
     def get(self, key: str) -> Figure | None:
         return self._by_key.get(key)
@@ -109,16 +122,16 @@ class Fallback:
         self.maybe_adopted: set[str] = set()
         self.admitted = 0  # requests admitted locally (logged when the outage ends)
 
-    def seed(self, checks: list[Check]) -> str | None:
-        """Seed the local counters ``checks`` need; the key of one without a figure, if any
-        (nothing is seeded then)."""
+    def seed(self, checks: list[Check], now: float) -> str | None:
+        """Seed the local counters ``checks`` need; the key of one without a usable figure,
+        if any (nothing is seeded then)."""
         todo = [c for c in checks if c.key not in self._seeded]
         if not todo:
             return None
         found: list[tuple[Check, Figure]] = []
         for check in todo:
             figure = self.figures.get(check.key)
-            if figure is None:
+            if figure is None or not usable(figure, self.processes, now):
                 return check.key
             found.append((check, figure))
         for check, figure in found:
