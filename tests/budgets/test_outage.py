@@ -193,3 +193,17 @@ async def test_the_memory_store_has_nothing_to_reconcile() -> None:
     await store.add("l", cs, Actual(5, 1), NOW)
     await store.adopt([("l", cs, [5], NOW)], NOW)
     assert store.peek(cs) == [View()] and store.processes == 1
+
+
+async def test_a_process_admits_locally_only_once_the_others_count_it(
+    redis_stores: StoreFactory, clock: Clock
+) -> None:
+    first: RedisStore = await redis_stores()
+    assert first.counted(NOW)  # alone: nobody has to count it
+    store: RedisStore = await redis_stores()  # its first heartbeat at NOW, with another
+    assert not store.counted(NOW + 1.9) and store.counted(NOW + 2)
+    cs = checks(lim("usd", "day", CENT))
+    figures = Figures()
+    figures.saw(cs, [CENT], NOW)
+    assert Fallback(figures, 1, counted=False).seed(cs, NOW) == cs[0].key
+    assert Fallback(figures, 1, counted=True).seed(cs, NOW) is None

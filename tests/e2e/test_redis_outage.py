@@ -23,15 +23,19 @@ import os
 import shutil
 import signal
 import subprocess
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 import openai
 import pytest
 import redis
 
+from costwarden.budgets.outage import local_used
+from costwarden.budgets.policy import checks_for
 from costwarden.budgets.windows import calendar_window
 from costwarden.core.money import usd_to_nanos
 from costwarden.mock import MockServer
@@ -46,8 +50,24 @@ from tests.helpers import (
 )
 
 WORKERS = 6
-BEFORE, DOWN, AFTER = 1.0, 3.0, 2.0
+# Redis is stopped once BEFORE_OK requests were answered 200 (the gateway has its figures);
+# it stays down until the budget refused a request started while it was (fail_open: the
+# local counters ran out; the figures are printed), DOWN_MAX at most, DOWN when fail_closed.
+BEFORE_OK, DOWN, DOWN_MAX, AFTER = 30, 2.0, 8.0, 2.0
 LIMIT_USD = "0.35"
+TWO_LIMIT_USD = "0.8"
+TZ = ZoneInfo("UTC")
+
+
+async def _until(done: Callable[[], bool], within: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not done() and loop.time() < deadline:
+        await asyncio.sleep(0.02)
+
+
+def _refused_by_budget_since(answers: list[_Answer], since: float) -> bool:
+    return any(a.started > since and a.status in (402, 429) for a in answers)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -152,13 +172,15 @@ async def test_redis_stopped_under_traffic(
             stop = asyncio.Event()
             workers = [asyncio.create_task(_worker(gw, stop, answers)) for _ in range(WORKERS)]
             try:
-                await asyncio.sleep(BEFORE)
+                await _until(lambda: sum(a.status == 200 for a in answers) >= BEFORE_OK, 10)
                 spent_before = await _ledger_spend_nanos(gw, org_id)
                 stopped_at = loop.time()
                 os.kill(pid, signal.SIGSTOP if how == "stop" else signal.SIGKILL)
                 try:
-                    while loop.time() < stopped_at + DOWN:
+                    while loop.time() < stopped_at + (DOWN_MAX if policy == "fail_open" else DOWN):
                         modes.add(enforcer.mode)
+                        if policy == "fail_open" and _refused_by_budget_since(answers, stopped_at):
+                            break
                         await asyncio.sleep(0.05)
                 finally:
                     if how == "stop":
@@ -225,4 +247,90 @@ async def test_redis_stopped_under_traffic(
         assert modes - {"shared"} == {"local"} and figures["503_while_down"] == 0, figures
         assert spent >= limit * 0.9, figures  # the budget did run out
         # served while down, on its own counters, until the budget ran out there
-        assert ok_down > 50 and figures["refused_by_budget_while_down"] > 0, figures
+        assert ok_down >= 10 and figures["refused_by_budget_while_down"] > 0, figures
+
+
+async def test_two_processes_fail_open_share_the_room(
+    mock: MockServer, tmp_path: Path, private_redis: str, pg_url: str
+) -> None:
+    """Two gateways (one database, one Redis), clients on both: while Redis is stopped each
+    admits on its own counters within half of the room it last saw, and together they stay
+    within the hard budget; after Redis returns, the counters equal the ledger."""
+    mock.state.update(output_tokens=2, latency_ms=20)
+    extra = PRICEY + f'\n[redis]\nurl = "{private_redis}"\non_unavailable = "fail_open"\n'
+    loop = asyncio.get_running_loop()
+    async with (
+        live_gateway(mock, pg_url, tmp_path, extra_toml=extra) as one,
+        live_gateway(mock, pg_url, tmp_path, extra_toml=extra) as two,
+    ):
+        gateways = (one, two)
+        await set_limits(one, daily_usd=TWO_LIMIT_USD)  # room left after the start-up wait
+        await two.app.enforcer.refresh()
+        org_id = one.app.enforcer.book.limits[0].org_id
+        pid = _redis_pid(private_redis)
+        answers: list[_Answer] = []
+        stop = asyncio.Event()
+        workers = [
+            asyncio.create_task(_worker(gw, stop, answers))
+            for gw in gateways
+            for _ in range(WORKERS // 2)
+        ]
+        shares: list[tuple[int, int, int]] = []  # (share, room seen, used locally)
+        try:
+            await _until(lambda: sum(a.status == 200 for a in answers) >= BEFORE_OK, 10)
+            # Each has counted the other (heartbeats every second); the later one admits
+            # locally only once the first has (two heartbeats after its own first).
+            stores = [(g.app.enforcer.store, g.app.clock) for g in gateways]
+            await _until(lambda: all(s.processes == 2 and s.counted(c()) for s, c in stores), 4)
+            processes = [gw.app.enforcer.store.processes for gw in gateways]
+            stopped_at = loop.time()
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                await _until(lambda: _refused_by_budget_since(answers, stopped_at), DOWN_MAX)
+                for gw in gateways:  # what each process allowed itself: half its room
+                    enforcer = gw.app.enforcer
+                    fallback = enforcer._fallback
+                    assert fallback is not None and fallback.processes == 2
+                    (day,) = checks_for(enforcer.book.for_org(org_id), gw.app.clock(), TZ)
+                    figure = fallback.figures.get(day.key)
+                    assert figure is not None
+                    share = day.limit.amount - local_used(day.limit.amount, figure.consumed, 2)
+                    (view,) = fallback.store.peek([day])
+                    used_locally = view.used + view.reserved - (day.limit.amount - share)
+                    shares.append((share, day.limit.amount - figure.consumed, used_locally))
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            resumed_at = loop.time()
+            await asyncio.sleep(AFTER)
+        finally:
+            stop.set()
+            await asyncio.gather(*workers)
+        for gw in gateways:
+            await gw.app.ledger.flush()
+        modes = [gw.app.enforcer.mode for gw in gateways]
+        diffs, _seams = await counters_minus_ledger(one, org_id)
+        spent = await _ledger_spend_nanos(one, org_id)
+        pending = [len(gw.app.enforcer._pending) for gw in gateways]
+        leases = _leases_left(private_redis, org_id)
+    limit = usd_to_nanos(Decimal(TWO_LIMIT_USD))
+    started_down = [a for a in answers if stopped_at < a.started < resumed_at]
+    figures = {
+        "processes": processes,
+        "started_while_down": len(started_down),
+        "ok_started_while_down": sum(1 for a in started_down if a.status == 200),
+        "503_while_down": sum(1 for a in started_down if a.status == 503),
+        "share_room_used_locally_usd": [[v / 1e9 for v in t] for t in shares],
+        "spent_usd": spent / 1e9,
+        "limit_usd": limit / 1e9,
+        "modes_after": modes,
+        "counter_minus_ledger": diffs,
+        "leases_left": leases,
+        "pending_calls": pending,
+    }
+    print("two-process redis outage figures:", figures)
+    assert processes == [2, 2], figures
+    assert spent <= limit, figures
+    assert figures["ok_started_while_down"] >= 10, figures
+    for share, room, used_locally in shares:
+        assert 2 * share <= room and used_locally <= share, figures
+    assert diffs == {} and leases == 0 and pending == [0, 0] and modes == ["shared"] * 2, figures

@@ -77,6 +77,8 @@ _PROBE_FIRST = 0.05
 _PROBE_MAX = 0.25
 _RECONCILE_SECONDS = 5.0
 _RECONCILE_PASSES = 20
+# Requests wait this long at most for a reconciliation under way, then are admitted locally.
+_RECONCILE_WAIT = 1.0
 
 
 @dataclasses.dataclass(slots=True)
@@ -145,6 +147,8 @@ class Enforcer:
         self._fallback: Fallback | None = None
         self._adds_unsent = 0
         self._watching: asyncio.Task[None] | None = None
+        self._reconciled = asyncio.Event()  # set while mode is "shared"
+        self._reconciled.set()
 
     # ------------------------------------------------------------------ lifetime
 
@@ -263,6 +267,12 @@ class Enforcer:
         checks = self._checks(principal, now)
         if not checks:
             return None
+        if self.mode == "reconciling":
+            # A few round trips: admitting locally meanwhile would keep it from ending.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._reconciled.wait(), _RECONCILE_WAIT)
+            now = self.clock()
+            checks = self._checks(principal, now)
         ask = self._ask(deployment, endpoint, body_len, payload)
         name, lease = lease, f"{lease}.{next(self._serial)}"
         if self.mode != "shared":
@@ -405,8 +415,11 @@ class Enforcer:
         if self.mode != "shared" or isinstance(self.store, MemoryStore):
             return
         self.mode = mode_when_unreachable(self.on_unavailable)
+        self._reconciled.clear()
         if self.mode == "local" and self._fallback is None:
-            self._fallback = Fallback(self._figures, self.store.processes)
+            self._fallback = Fallback(
+                self._figures, self.store.processes, counted=self.store.counted(self.clock())
+            )
         logger.warning(
             "budget counters unreachable: %s until they answer (redis.on_unavailable = %s)",
             "admitting on this process's own counters (each limit: its share of the room "
@@ -431,6 +444,7 @@ class Enforcer:
                 continue
             if self.mode == "refusing":
                 self.mode = "shared"
+                self._reconciled.set()
                 logger.warning("budget counters answer again: requests are admitted again")
                 return
             self.mode = "reconciling"
@@ -475,6 +489,7 @@ class Enforcer:
             # 3. nothing local left: the store decides again (no await since the checks)
             if not self._adds_unsent and not fallback.inflight:
                 self.mode, self._fallback = "shared", None
+                self._reconciled.set()
                 logger.warning(
                     "budget counters answer again: %d request(s) admitted locally meanwhile "
                     "are counted in them",

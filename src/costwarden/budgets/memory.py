@@ -115,6 +115,9 @@ class MemoryStore:
         if view.buckets:
             self._stale.add(key)
 
+    def counted(self, now: float) -> bool:
+        return True
+
     async def ping(self) -> None:
         return None
 

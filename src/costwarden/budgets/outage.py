@@ -14,7 +14,8 @@
   holds within one process exactly, and across processes as long as their figures agree (see
   docs/scale-out.md for the bound). A counter this process never had an answer about (or,
   with other processes, none in the last ``FIGURE_MAX_AGE_SECONDS``) is not guessed: its
-  requests get the 503.
+  requests get the 503; so too all of them in a process that started so recently that the
+  others may not count it yet.
 
 When Redis answers again (mode ``reconciling``) every request admitted locally is counted in
 Redis exactly once before Redis decides again: each local settle is sent as an *add*
@@ -108,10 +109,13 @@ def local_view(check: Check, figure: Figure, processes: int) -> View:
 class Fallback:
     """One outage's local counters and the reservations admitted on them."""
 
-    def __init__(self, figures: Figures, processes: int) -> None:
+    def __init__(self, figures: Figures, processes: int, *, counted: bool = True) -> None:
         self.store = MemoryStore()
         self.figures = figures
         self.processes = max(1, processes)
+        # False: this process started so recently that the others may not count it in
+        # their shares; it admits nothing locally then.
+        self.counted = counted
         self._seeded: set[str] = set()
         # Local reservations not settled (nor adopted) yet: lease -> (it, reserved at).
         self.inflight: dict[str, tuple[Reservation, float]] = {}
@@ -125,6 +129,8 @@ class Fallback:
     def seed(self, checks: list[Check], now: float) -> str | None:
         """Seed the local counters ``checks`` need; the key of one without a usable figure,
         if any (nothing is seeded then)."""
+        if not self.counted:
+            return checks[0].key
         todo = [c for c in checks if c.key not in self._seeded]
         if not todo:
             return None

@@ -154,6 +154,8 @@ class RedisStore:
         self._process_id = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
         # Gateway processes sharing the counters, at the last heartbeat.
         self.processes = 1
+        self._first_beat = math.inf
+        self._first_alone = False  # nobody else was counted at this process's first heartbeat
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -438,6 +440,14 @@ class RedisStore:
         pipe.pexpire(key, _ms(HEARTBEAT_TTL_SECONDS))
         replies = await pipe.execute()
         self.processes = max(1, int(replies[2]))
+        if self._first_beat == math.inf:
+            self._first_beat, self._first_alone = now, self.processes == 1
+
+    def counted(self, now: float) -> bool:
+        """Alone at its first heartbeat, nobody else has to count this process (one starting
+        later waits for it); otherwise the others read the count every HEARTBEAT_SECONDS:
+        two of them after its first heartbeat, each has counted it."""
+        return self._first_alone or now >= self._first_beat + 2 * HEARTBEAT_SECONDS
 
     async def _heartbeat_loop(self) -> None:
         while True:

@@ -69,6 +69,11 @@ class CounterStore(Protocol):
 
     async def views(self, checks: list[Check], now: float) -> list[View]: ...
 
+    def counted(self, now: float) -> bool:
+        """Whether every other process sharing the counters has counted this one in its
+        ``processes`` by now (until then an outage's local share could be too large)."""
+        ...
+
     async def ping(self) -> None:
         """One cheap round trip; raises when the store cannot be reached."""
         ...
