@@ -44,7 +44,7 @@ from costwarden.budgets.outage import (
     OnUnavailable,
     mode_when_unreachable,
 )
-from costwarden.budgets.policy import Actual, Ask, Check, Refusal, checks_for
+from costwarden.budgets.policy import Actual, Ask, Check, Grant, Refusal, checks_for
 from costwarden.budgets.ports import BudgetConfig, LedgerSums, PolicySource
 from costwarden.budgets.rebuild import Family, TenantSeeds, compute_seeds, tenant_of
 from costwarden.budgets.reservation import Reservation as Reservation
@@ -277,6 +277,7 @@ class Enforcer:
         name, lease = lease, f"{lease}.{next(self._serial)}"
         if self.mode != "shared":
             return await self._reserve_unshared(lease, ask, checks, now)
+        result: Grant | Refusal | None
         try:
             try:
                 result = await self.store.reserve(lease, ask, checks, now)
@@ -295,7 +296,9 @@ class Enforcer:
             logger.warning("budget store unavailable: %s: %s", type(exc).__name__, exc)
             if not isinstance(exc, LeaseClosed):
                 self._unreachable()
-            # Locally under a new lease: the store will find this one abandoned.
+            result = None
+        if result is None:
+            # Locally (or 503) under a new lease: the store will find this one abandoned.
             lease = f"{name}.{next(self._serial)}"
             return await self._reserve_unshared(lease, ask, checks, self.clock())
         if isinstance(result, Refusal):
@@ -487,6 +490,8 @@ class Enforcer:
                     fallback.adopting = set()
                     fallback.adopted.set()
             # 3. nothing local left: the store decides again (no await since the checks)
+            if self.mode != "reconciling":  # a store call failed meanwhile
+                return False
             if not self._adds_unsent and not fallback.inflight:
                 self.mode, self._fallback = "shared", None
                 self._reconciled.set()
