@@ -271,6 +271,7 @@ def test_budget_config_maps_every_setting_the_budgets_package_reads(
         "min_output_tokens = 8\ndefault_max_output_tokens = 2048\n"
         "expected_output_tokens = 300\nprompt_overhead_tokens = 12\nlease_seconds = 45.0\n"
         "refresh_seconds = 0.75\ninflight_retry_seconds = 3\n"
+        '[redis]\non_unavailable = "fail_open"\n'
         '[[tiers]]\nname = "free"\norg = { daily_usd = "5" }\n'
         "key = { requests_per_minute = 60 }\n"
     )
@@ -292,6 +293,7 @@ def test_budget_config_maps_every_setting_the_budgets_package_reads(
         inflight_retry_seconds=3,
         ledger_mode="durable",
         flush_interval_ms=150,
+        on_unavailable="fail_open",
     )
 
 
@@ -321,25 +323,27 @@ _PASSWORD = "s3cret-redis-pw"
 
 def test_redis_defaults(write_config: Callable[[str], str]) -> None:
     s = load_settings(write_config(ISSUE_CONFIG), env=SECRETS)
-    assert s.redis == RedisSettings() == RedisSettings("", 1.0, 64)
+    assert s.redis == RedisSettings() == RedisSettings("", 1.0, 64, "fail_closed")
     assert s.deprecations == []
 
 
 def test_redis_section_and_its_environment_overrides(write_config: Callable[[str], str]) -> None:
     text = ISSUE_CONFIG + (
         '[redis]\nurl = "redis://10.0.0.5:6379/0"\ntimeout_seconds = 2\nmax_connections = 8\n'
+        'on_unavailable = "fail_open"\n'
     )
     s = load_settings(write_config(text), env=SECRETS)
-    assert s.redis == RedisSettings("redis://10.0.0.5:6379/0", 2.0, 8)
+    assert s.redis == RedisSettings("redis://10.0.0.5:6379/0", 2.0, 8, "fail_open")
     assert isinstance(s.redis.timeout_seconds, float)
     env = {
         **SECRETS,
         "COSTWARDEN_REDIS_URL": "unix:///run/redis.sock?db=3",
         "COSTWARDEN_REDIS_TIMEOUT_SECONDS": "0.5",
         "COSTWARDEN_REDIS_MAX_CONNECTIONS": "128",
+        "COSTWARDEN_REDIS_ON_UNAVAILABLE": "fail_closed",
     }
     s = load_settings("costwarden.toml", env=env)
-    assert s.redis == RedisSettings("unix:///run/redis.sock?db=3", 0.5, 128)
+    assert s.redis == RedisSettings("unix:///run/redis.sock?db=3", 0.5, 128, "fail_closed")
     assert s.deprecations == []
 
 
@@ -420,6 +424,11 @@ def test_the_environment_overrides_a_deprecated_key_too(
         ('timeout_seconds = "1"', "timeout_seconds", "expected float, got str"),
         ("max_connections = 8.0", "max_connections", "expected int, got float"),
         ("pool_size = 8", "pool_size", "unknown setting"),
+        (
+            'on_unavailable = "open"',
+            "on_unavailable",
+            "must be one of ['fail_closed', 'fail_open']",
+        ),
     ],
 )
 def test_bad_redis_settings_name_key_and_line(
@@ -488,6 +497,8 @@ def test_bad_redis_setting_from_the_environment_names_the_variable(
     assert "redis.max_connections: must be at least 4" in message
     message = _error(path, {**SECRETS, "COSTWARDEN_REDIS_TIMEOUT_SECONDS": "soon"})
     assert "COSTWARDEN_REDIS_TIMEOUT_SECONDS" in message and "expected float" in message
+    message = _error(path, {**SECRETS, "COSTWARDEN_REDIS_ON_UNAVAILABLE": "guess"})
+    assert message.startswith("environment COSTWARDEN_REDIS_ON_UNAVAILABLE='guess': "), message
 
 
 def test_deprecated_keys_are_documented_as_such() -> None:
@@ -1026,6 +1037,11 @@ _EXAMPLES: dict[str, tuple[str, str, Callable[[Settings], bool]]] = {
         "append",
         "[redis]\nmax_connections = 16\n",
         lambda s: s.redis.max_connections == 16,
+    ),
+    "redis.on_unavailable": (
+        "append",
+        '[redis]\non_unavailable = "fail_open"\n',
+        lambda s: s.redis.on_unavailable == "fail_open",
     ),
     "otel.enabled": ("append", "[otel]\nenabled = true\n", lambda s: s.otel.enabled),
     "otel.endpoint": (

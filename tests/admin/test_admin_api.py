@@ -344,6 +344,7 @@ async def test_healthz(client: httpx.AsyncClient, gw: LiveGateway) -> None:
     assert r.json() == {
         "status": "ok",
         "keys": len(gw.app.keys),
+        "budget_counters": "shared",
         "ledger": {"database": "ok", "pending": gw.app.ledger.pending, "spooled": 0},
     }
     assert r.json()["keys"] >= 1

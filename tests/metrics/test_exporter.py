@@ -153,6 +153,7 @@ def test_gauge_sources_are_read_at_scrape_time() -> None:
         omitted=3,
     )
     subscribers = [2]
+    mode = ["shared"]
     exporter = MetricsExporter(
         RequestMetrics(),
         GaugeSources(
@@ -160,6 +161,7 @@ def test_gauge_sources_are_read_at_scrape_time() -> None:
             limits=lambda: limits,
             ledger=lambda: ledger,
             event_subscribers=lambda: subscribers[0],
+            counters_mode=lambda: mode[0],
         ),
     )
     found = samples(exporter.render_sync().decode())
@@ -170,6 +172,8 @@ def test_gauge_sources_are_read_at_scrape_time() -> None:
     assert value(found, "costwarden_ledger_rows_written_total") == 1000
     assert value(found, "costwarden_ledger_write_failures_total") == 2
     assert value(found, "costwarden_event_subscribers") == 2
+    modes = {s.labels["mode"]: s.value for s in found["costwarden_budget_counters_mode"]}
+    assert modes == {"shared": 1, "refusing": 0, "local": 0, "reconciling": 0}
     platform = {"org": "", "scope": "platform", "scope_id": "", "limit": "daily_usd"}
     assert value(found, "costwarden_limit_amount", **platform) == 5_000_000_000
     assert value(found, "costwarden_limit_spent", **platform) == 1_250_000_000
@@ -182,7 +186,10 @@ def test_gauge_sources_are_read_at_scrape_time() -> None:
     # Read again at the next scrape, not cached.
     state["breakers"] = {"openai:gpt-4o-mini": "half_open"}
     subscribers[0] = 0
+    mode[0] = "local"
     found = samples(exporter.render_sync().decode())
+    assert value(found, "costwarden_budget_counters_mode", mode="local") == 1
+    assert value(found, "costwarden_budget_counters_mode", mode="shared") == 0
     assert [s.labels["deployment"] for s in found["costwarden_breaker_state"]] == [
         "openai:gpt-4o-mini"
     ]

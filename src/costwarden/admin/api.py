@@ -61,7 +61,13 @@ async def healthz(request: Request) -> Response:
     """200 while the process serves, the database reachable or not: with the database down
     the gateway keeps serving and spools its ledger rows, which ``ledger`` shows."""
     ctx = context(request)
-    body: dict[str, object] = {"status": "ok", "keys": len(ctx.keys)}
+    # budget_counters: the enforcer's mode (budgets/outage.py): "shared" unless Redis is
+    # unreachable ("refusing" or "local") or just came back ("reconciling").
+    body: dict[str, object] = {
+        "status": "ok",
+        "keys": len(ctx.keys),
+        "budget_counters": ctx.enforcer.mode,
+    }
     if ctx.ledger is not None:
         body["ledger"] = {
             "database": "unreachable" if ctx.ledger.spooling else "ok",

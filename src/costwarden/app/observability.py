@@ -75,6 +75,7 @@ def metrics_exporter(
         limits=limits,
         ledger=ledger_state,
         event_subscribers=lambda: events.subscribers,
+        counters_mode=lambda: enforcer.mode,
     )
     return MetricsExporter(requests, sources)
 

@@ -15,6 +15,11 @@ A store call that fails may have run anyway (Redis timed out, then resumed): a f
 or release is sent again, and a failed reserve is abandoned (whatever it reserved is given
 back), by a retry task that runs only while some are pending and retries within a fifth of a
 second of the store answering again. The store makes both idempotent.
+
+Once a store call has failed, the request path stops asking the store (``mode``) until a
+probe off the request path sees it answer: requests under a limit get 503 (``fail_closed``)
+or are admitted on local counters and counted into the store when it is back
+(``fail_open``): see budgets/outage.py.
 """
 
 from __future__ import annotations
@@ -22,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import itertools
 import logging
 import math
@@ -31,33 +35,25 @@ from collections.abc import Awaitable, Callable
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
-from costwarden.budgets.limits import (
-    LimitBook,
-    Principal,
-    Tier,
-    format_amount,
-)
+from costwarden.budgets.limits import LimitBook, Principal, Tier
 from costwarden.budgets.memory import MemoryStore
+from costwarden.budgets.outage import (
+    CounterMode,
+    Fallback,
+    Figures,
+    OnUnavailable,
+    mode_when_unreachable,
+)
 from costwarden.budgets.policy import Actual, Ask, Check, Grant, Refusal, checks_for
 from costwarden.budgets.ports import BudgetConfig, LedgerSums, PolicySource
 from costwarden.budgets.rebuild import Family, TenantSeeds, compute_seeds, tenant_of
-from costwarden.budgets.store import CountersLost, CounterStore
+from costwarden.budgets.reservation import Reservation as Reservation
+from costwarden.budgets.reservation import refusal_error
+from costwarden.budgets.store import CountersLost, CounterStore, LeaseClosed
 from costwarden.budgets.thresholds import Crossings
-from costwarden.budgets.windows import (
-    CalendarWindow,
-    bucket_seconds,
-    calendar_window,
-    iso,
-    zone,
-)
+from costwarden.budgets.windows import CalendarWindow, bucket_seconds, calendar_window, zone
 from costwarden.core import polling
-from costwarden.core.errors import (
-    BudgetExceeded,
-    BudgetInFlight,
-    CountersUnavailable,
-    GatewayError,
-    RateLimited,
-)
+from costwarden.core.errors import CountersUnavailable, GatewayError
 from costwarden.core.event_kinds import EventPayload
 from costwarden.core.records import LedgerRecord, cost_nanos
 from costwarden.providers.base import Deployment
@@ -74,81 +70,29 @@ _CHECKS_CACHE_SIZE = 10_000
 _RETRY_FIRST = 0.02
 _RETRY_MAX = 0.2
 _RETRY_BATCH = 32
-
-
-class Reservation:
-    """What one admitted request holds until it settles."""
-
-    __slots__ = ("lease", "checks", "amounts", "out_tokens", "remaining", "settled")
-
-    def __init__(self, lease: str, checks: list[Check], grant: Grant) -> None:
-        self.lease = lease
-        self.checks = checks
-        self.amounts = grant.amounts
-        self.out_tokens = grant.out_tokens
-        self.remaining = grant.remaining
-        self.settled = False
-
-    def headers(self) -> list[tuple[bytes, bytes]]:
-        """Remaining budget and rate-limit headers (the tightest limit of each kind)."""
-        tightest: dict[tuple[bool, str], int] = {}
-        remaining = self.remaining
-        for i, check in enumerate(self.checks):
-            kind = (check.rolling, check.limit.metric)
-            best = tightest.get(kind)
-            if best is None or remaining[i] < remaining[best]:
-                tightest[kind] = i
-        out: list[tuple[bytes, bytes]] = []
-        reset: float | None = None
-        for kind, i in tightest.items():
-            check = self.checks[i]
-            metric = kind[1]
-            left = format_amount(metric, max(0, remaining[i])).encode()
-            if kind[0]:
-                limit_name, remaining_name = _RATE_HEADERS[metric]
-                out.append((limit_name, _amount_bytes(metric, check.limit.amount)))
-                out.append((remaining_name, left))
-            else:
-                out.append((_BUDGET_HEADERS[metric], left))
-                if check.resets_at is not None and (reset is None or check.resets_at < reset):
-                    reset = check.resets_at
-        if reset is not None:
-            out.append((b"x-costwarden-budget-reset", _iso_bytes(reset)))
-        if self.out_tokens is not None:
-            out.append((b"x-costwarden-max-tokens-clamped", str(self.out_tokens).encode()))
-        return out
-
-
-_RATE_HEADERS = {
-    m: (f"x-ratelimit-limit-{m}".encode(), f"x-ratelimit-remaining-{m}".encode())
-    for m in ("usd", "tokens", "requests")
-}
-_BUDGET_HEADERS = {
-    m: f"x-costwarden-budget-remaining-{m}".encode() for m in ("usd", "tokens", "requests")
-}
-
-
-@functools.lru_cache(maxsize=256)
-def _iso_bytes(epoch: float) -> bytes:
-    return str(iso(epoch)).encode()
-
-
-@functools.lru_cache(maxsize=1024)
-def _amount_bytes(metric: str, amount: int) -> bytes:
-    """A limit's amount as a header value (the same few limits on every response)."""
-    return format_amount(metric, amount).encode()
+# While the counter store is unreachable a probe pings it, first after _PROBE_FIRST, backing
+# off to _PROBE_MAX; then (fail_open) the local admissions are counted into it within
+# _RECONCILE_SECONDS, or it is probed again.
+_PROBE_FIRST = 0.05
+_PROBE_MAX = 0.25
+_RECONCILE_SECONDS = 5.0
+_RECONCILE_PASSES = 20
+# Requests wait this long at most for a reconciliation under way, then are admitted locally.
+_RECONCILE_WAIT = 1.0
 
 
 @dataclasses.dataclass(slots=True)
 class _Pending:
-    """A store call to send again: a settle (or release, ``actual`` of nothing), or the
-    abandon of a lease whose reserve failed (``actual`` None)."""
+    """A store call to send again: a settle (or release, ``actual`` of nothing), the
+    abandon of a lease whose reserve failed (``actual`` None), or (``add``) a request admitted
+    on the local counters of an outage, to be counted in the store."""
 
     lease: str
     checks: list[Check]
     amounts: list[int]
     actual: Actual | None
-    since: float  # when the call first failed
+    since: float  # when the call first failed (an add: when the request settled)
+    add: bool = False
 
 
 class Enforcer:
@@ -195,6 +139,16 @@ class Enforcer:
         self._poller = polling.Poller(
             "costwarden-budgets", b.refresh_seconds, self._step, _poll_failed
         )
+        # What happens while the store cannot be reached (budgets/outage.py).
+        self.on_unavailable: OnUnavailable = b.on_unavailable
+        self.mode: CounterMode = "shared"
+        self._figures = Figures()
+        self._keep_figures = b.on_unavailable == "fail_open"
+        self._fallback: Fallback | None = None
+        self._adds_unsent = 0
+        self._watching: asyncio.Task[None] | None = None
+        self._reconciled = asyncio.Event()  # set while mode is "shared"
+        self._reconciled.set()
 
     # ------------------------------------------------------------------ lifetime
 
@@ -206,11 +160,12 @@ class Enforcer:
 
     async def close(self) -> None:
         await self._poller.close()
-        task, self._retrying = self._retrying, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for task in (self._watching, self._retrying):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._watching = self._retrying = None
         if self._pending:
             await self._retry_pending()  # a last pass; what still fails is logged
             if self._pending:
@@ -312,8 +267,17 @@ class Enforcer:
         checks = self._checks(principal, now)
         if not checks:
             return None
+        if self.mode == "reconciling":
+            # A few round trips: admitting locally meanwhile would keep it from ending.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._reconciled.wait(), _RECONCILE_WAIT)
+            now = self.clock()
+            checks = self._checks(principal, now)
         ask = self._ask(deployment, endpoint, body_len, payload)
-        lease = f"{lease}.{next(self._serial)}"
+        name, lease = lease, f"{lease}.{next(self._serial)}"
+        if self.mode != "shared":
+            return await self._reserve_unshared(lease, ask, checks, now)
+        result: Grant | Refusal | None
         try:
             try:
                 result = await self.store.reserve(lease, ask, checks, now)
@@ -330,13 +294,45 @@ class Enforcer:
             if not isinstance(exc, Exception):
                 raise
             logger.warning("budget store unavailable: %s: %s", type(exc).__name__, exc)
+            if not isinstance(exc, LeaseClosed):
+                self._unreachable()
+            result = None
+        if result is None:
+            # Locally (or 503) under a new lease: the store will find this one abandoned.
+            lease = f"{name}.{next(self._serial)}"
+            return await self._reserve_unshared(lease, ask, checks, self.clock())
+        if isinstance(result, Refusal):
+            raise self._refused(result, checks)
+        if self._keep_figures:
+            self._figures.saw(checks, result.remaining, now)
+        return Reservation(lease, checks, result)
+
+    async def _reserve_unshared(
+        self, lease: str, ask: Ask, checks: list[Check], now: float
+    ) -> Reservation:
+        """Reserve while the store is unreachable: on the local counters (fail_open), or 503."""
+        fallback = self._fallback
+        if self.mode == "shared" or fallback is None:  # fail_closed (or a lease closed)
             raise CountersUnavailable(
                 "budget counters are unavailable; refusing rather than risking overspend",
                 headers={"retry-after": "1"},
-            ) from None
+            )
+        if fallback.seed(checks, now) is not None:
+            raise CountersUnavailable(
+                "budget counters are unavailable, and this gateway process has no recent "
+                "figure for one of this request's limits; refusing rather than guessing",
+                headers={"retry-after": "1"},
+            )
+        result = await fallback.store.reserve(lease, ask, checks, now)
         if isinstance(result, Refusal):
             raise self._refused(result, checks)
-        return Reservation(lease, checks, result)
+        reservation = Reservation(lease, checks, result, local=True)
+        fallback.inflight[lease] = (reservation, now)
+        fallback.admitted += 1
+        return reservation
+
+    def _refused(self, refusal: Refusal, checks: list[Check]) -> GatewayError:
+        return refusal_error(refusal, checks, self.settings.inflight_retry_seconds)
 
     async def settle(self, reservation: Reservation, record: LedgerRecord) -> None:
         if reservation.settled:
@@ -345,22 +341,51 @@ class Enforcer:
         # As the ledger stores the cost (12 places, then up to whole nano-dollars): the
         # counter then equals a rebuild from the ledger's rows, never below their sum.
         actual = Actual(cost_nanos(record), record.input_tokens + record.output_tokens)
-        try:
-            admitted = reservation.remaining
-            reservation.remaining = await self.store.settle(
-                reservation.lease, reservation.checks, reservation.amounts, actual, self.clock()
-            )
-            if self.publish is not None and reservation.checks:
-                for event in self._crossings.events(
-                    reservation.checks, reservation.amounts, admitted, reservation.remaining
-                ):
-                    self.publish(event)
-        except BaseException as exc:
-            # The lease keeps the room reserved meanwhile; sent again (it may have run).
-            self._retry_later(_resend(reservation, actual, self.clock()))
-            if not isinstance(exc, Exception):
-                raise
-            logger.warning("settle failed, will retry: %s: %s", type(exc).__name__, exc)
+        admitted = reservation.remaining
+        if reservation.local and await self._settle_local(reservation, actual):
+            pass
+        else:
+            try:
+                reservation.remaining = await self.store.settle(
+                    reservation.lease, reservation.checks, reservation.amounts, actual, self.clock()
+                )
+            except BaseException as exc:
+                # The lease keeps the room reserved meanwhile; sent again (it may have run).
+                self._retry_later(_resend(reservation, actual, self.clock()))
+                if not isinstance(exc, Exception):
+                    raise
+                logger.warning("settle failed, will retry: %s: %s", type(exc).__name__, exc)
+                self._unreachable()
+                return
+            if self._keep_figures:
+                self._figures.saw(reservation.checks, reservation.remaining, self.clock())
+        if self.publish is not None and reservation.checks:
+            for event in self._crossings.events(
+                reservation.checks, reservation.amounts, admitted, reservation.remaining
+            ):
+                self.publish(event)
+
+    async def _settle_local(self, reservation: Reservation, actual: Actual) -> bool:
+        """Settle a reservation of the local counters; False when it was adopted by the store
+        meanwhile (it settles there, as any other)."""
+        fallback = self._fallback
+        if fallback is not None and reservation.lease in fallback.adopting:
+            await fallback.adopted.wait()
+        if fallback is None or fallback.inflight.pop(reservation.lease, None) is None:
+            return False
+        now = self.clock()
+        reservation.remaining = await fallback.store.settle(
+            reservation.lease, reservation.checks, reservation.amounts, actual, now
+        )
+        lease, cs = reservation.lease, reservation.checks
+        if lease in fallback.maybe_adopted:  # give back what its adoption may hold
+            fallback.maybe_adopted.discard(lease)
+            self._retry_later(_Pending(lease, cs, [], None, now))
+        if actual.requests or actual.nanos or actual.tokens:
+            # Under an id of its own: the abandon above tombstones the lease's.
+            self._adds_unsent += 1
+            self._retry_later(_Pending(lease + "+", cs, [], actual, now, add=True))
+        return True
 
     async def release(self, reservation: Reservation) -> None:
         """Give the reservation back unused: the request will not be made (or is made on
@@ -369,6 +394,8 @@ class Enforcer:
             return
         reservation.settled = True
         actual = Actual(0, 0, requests=0)
+        if reservation.local and await self._settle_local(reservation, actual):
+            return
         try:
             await self.store.settle(
                 reservation.lease, reservation.checks, reservation.amounts, actual, self.clock()
@@ -378,6 +405,103 @@ class Enforcer:
             if not isinstance(exc, Exception):
                 raise
             logger.warning("release failed, will retry: %s: %s", type(exc).__name__, exc)
+            self._unreachable()
+
+    # ------------------------------------------------------------------ outages
+
+    def _unreachable(self) -> None:
+        """A store call failed: stop asking the store on the request path until a probe sees
+        it answer (refuse, or admit locally: ``on_unavailable``)."""
+        if self.mode == "reconciling":
+            self.mode = "local"  # the reconciliation gives up and the probe starts again
+            return
+        if self.mode != "shared" or isinstance(self.store, MemoryStore):
+            return
+        self.mode = mode_when_unreachable(self.on_unavailable)
+        self._reconciled.clear()
+        if self.mode == "local" and self._fallback is None:
+            self._fallback = Fallback(
+                self._figures, self.store.processes, counted=self.store.counted(self.clock())
+            )
+        logger.warning(
+            "budget counters unreachable: %s until they answer (redis.on_unavailable = %s)",
+            "admitting on this process's own counters (each limit: its share of the room "
+            f"left at the last answer, 1/{self.store.processes})"
+            if self.mode == "local"
+            else "refusing requests under a limit with 503",
+            self.on_unavailable,
+        )
+        if self._watching is None or self._watching.done():
+            self._watching = asyncio.create_task(self._watch(), name="costwarden-budget-probe")
+
+    async def _watch(self) -> None:
+        """Probe the store off the request path until it answers; then leave the outage."""
+        delay = _PROBE_FIRST
+        while self.mode != "shared":
+            await asyncio.sleep(delay)
+            try:
+                await self.store.ping()
+            except Exception as exc:
+                logger.debug("budget store probe failed: %s: %s", type(exc).__name__, exc)
+                delay = min(2 * delay, _PROBE_MAX)
+                continue
+            if self.mode == "refusing":
+                self.mode = "shared"
+                self._reconciled.set()
+                logger.warning("budget counters answer again: requests are admitted again")
+                return
+            self.mode = "reconciling"
+            if await self._reconcile():
+                return
+            self.mode = "local"
+            delay = _PROBE_FIRST
+
+    async def _reconcile(self) -> bool:
+        """Count every local admission in the store, then decide there again (True), or
+        False when the store failed again."""
+        fallback = self._fallback
+        assert fallback is not None
+        deadline = time.monotonic() + _RECONCILE_SECONDS
+        for _ in range(_RECONCILE_PASSES):
+            # 1. each settled local request added (the retry task sends them)
+            while self._adds_unsent:
+                if self.mode != "reconciling" or time.monotonic() > deadline:
+                    return False
+                self._retry_soon()
+                await asyncio.sleep(_RETRY_FIRST)
+            # 2. the local reservations in flight held in the store as leases
+            todo = [(lease, r, at) for lease, (r, at) in fallback.inflight.items()]
+            if todo:
+                fallback.adopting = {lease for lease, _, _ in todo}
+                fallback.adopted.clear()
+                try:
+                    leases = [(lease, r.checks, r.amounts, at) for lease, r, at in todo]
+                    await self.store.adopt(leases, self.clock())
+                except Exception as exc:
+                    logger.warning("adopting local reservations failed: %s", exc)
+                    fallback.maybe_adopted.update(fallback.adopting)
+                    return False
+                else:
+                    for lease, reservation, _ in todo:
+                        reservation.local = False
+                        fallback.inflight.pop(lease, None)
+                        fallback.maybe_adopted.discard(lease)
+                finally:
+                    fallback.adopting = set()
+                    fallback.adopted.set()
+            # 3. nothing local left: the store decides again (no await since the checks)
+            if self.mode != "reconciling":  # a store call failed meanwhile
+                return False
+            if not self._adds_unsent and not fallback.inflight:
+                self.mode, self._fallback = "shared", None
+                self._reconciled.set()
+                logger.warning(
+                    "budget counters answer again: %d request(s) admitted locally meanwhile "
+                    "are counted in them",
+                    fallback.admitted,
+                )
+                return True
+        return False
 
     # ------------------------------------------------------------------ retries
 
@@ -436,6 +560,9 @@ class Enforcer:
     async def _send(self, pending: _Pending) -> None:
         if pending.actual is None:
             await self.store.abandon(pending.lease, pending.checks, self.clock())
+        elif pending.add:
+            await self.store.add(pending.lease, pending.checks, pending.actual, pending.since)
+            self._adds_unsent -= 1
         else:
             await self.store.settle(
                 pending.lease, pending.checks, pending.amounts, pending.actual, self.clock()
@@ -506,52 +633,6 @@ class Enforcer:
             est_out=b.expected_output_tokens,
             has_output=endpoint != "embeddings",
             choices=choices,
-        )
-
-    def _refused(self, refusal: Refusal, checks: list[Check]) -> GatewayError:
-        check = checks[refusal.index]
-        limit = check.limit
-        metric = limit.metric
-
-        def fmt(units: int) -> str:
-            return format_amount(metric, units)
-
-        who = limit.scope if limit.scope == "platform" else f"{limit.scope} {limit.subject}"
-        extra: dict[str, Any] = {
-            "scope": limit.scope,
-            "scope_id": limit.subject or None,
-            "limit_name": limit.name,
-            "limit": fmt(limit.amount),
-            "spent": fmt(refusal.used),
-        }
-        if refusal.kind == "rate":
-            wait = max(1, math.ceil(refusal.retry_after or 1))
-            extra["retry_after"] = wait
-            return RateLimited(
-                f"rate limit {limit.name} = {fmt(limit.amount)} reached for {who} "
-                f"({fmt(refusal.used)} used in the window); retry after {wait} s",
-                extra=extra,
-                headers={"retry-after": str(wait)},
-            )
-        resets = iso(check.resets_at)
-        extra["resets_at"] = resets
-        if refusal.kind == "budget":
-            when = f"resets at {resets}" if resets else "a lifetime budget does not reset"
-            return BudgetExceeded(
-                f"budget exceeded: {who} {limit.name} = {fmt(limit.amount)} is spent "
-                f"({fmt(refusal.used)} used); {when}",
-                extra=extra,
-                headers={"x-costwarden-budget-reset": resets} if resets else None,
-            )
-        wait = self.settings.inflight_retry_seconds
-        extra["reserved"] = fmt(refusal.reserved)
-        extra["retry_after"] = wait
-        return BudgetInFlight(
-            f"budget {limit.name} of {who} is held by requests in flight "
-            f"({fmt(refusal.reserved)} reserved, {fmt(refusal.used)} spent of "
-            f"{fmt(limit.amount)}); retry after {wait} s",
-            extra=extra,
-            headers={"retry-after": str(wait)},
         )
 
 

@@ -31,6 +31,7 @@ _NEVER = -(1 << 62)
 
 class MemoryStore:
     name = "memory"
+    processes = 1  # the embedded store is this process's alone
 
     def __init__(self) -> None:
         self._views: dict[str, View] = {}
@@ -107,6 +108,28 @@ class MemoryStore:
             else:
                 view.used = value
         logger.debug("seeded %d counters for %s", len(seeds), tenant)
+
+    def load(self, key: str, view: View) -> None:
+        """Set one counter outright (the local counters of an outage, budgets/outage.py)."""
+        self._views[key] = view
+        if view.buckets:
+            self._stale.add(key)
+
+    def counted(self, now: float) -> bool:
+        return True
+
+    async def ping(self) -> None:
+        return None
+
+    async def add(
+        self, lease: str, checks: list[Check], actual: Actual, settled_at: float
+    ) -> None:
+        return None  # nothing is ever admitted around this store
+
+    async def adopt(
+        self, leases: list[tuple[str, list[Check], list[int], float]], now: float
+    ) -> None:
+        return None
 
     async def ready(self, tenant: str) -> bool:
         return True  # nothing can take these counters away but the process itself

@@ -15,6 +15,7 @@ from typing import NamedTuple, Protocol
 
 from costwarden.budgets.alert_lines import AlertLines
 from costwarden.budgets.limits import Limit, Tier
+from costwarden.budgets.outage import OnUnavailable
 
 # (org_id, subject) -> (usd_nanos, tokens, requests)
 Totals = dict[tuple[str, str], tuple[int, int, int]]
@@ -59,6 +60,9 @@ class BudgetConfig:
     # another process's rows may reach the ledger, waited for before a rebuild
     ledger_mode: str
     flush_interval_ms: int
+    # redis.on_unavailable: while Redis cannot be reached, refuse (503) or admit on this
+    # process's own counters (budgets/outage.py)
+    on_unavailable: OnUnavailable = "fail_closed"
 
 
 class PolicySource(Protocol):

@@ -22,6 +22,8 @@ touch any of them, including the counters named by an expired lease it undoes::
     {prefix}:{tenant}:done          zset: lease id -> tombstone time: settled or released
                                     without a lease to find (kept ``2 * lease_seconds``)
     {prefix}:{tenant}:rebuild       the lock of whoever rebuilds the tenant from the ledger
+    {prefix}:{platform}:processes   zset: gateway process id -> heartbeat expiry (epoch ms);
+                                    how many share the counters (budgets/outage.py)
 
 Counters carry an EXPIRE (the check's ``ttl``), so windows that are over disappear by
 themselves and :meth:`RedisStore.prune` has nothing to do.
@@ -64,7 +66,9 @@ import contextlib
 import dataclasses
 import logging
 import math
+import os
 import time
+import uuid
 from collections.abc import Callable
 from importlib import resources
 from typing import Any
@@ -96,7 +100,13 @@ PURGE_BATCH = 100
 # expiry (reserved or renewed until then) creates a lease already due for purging.
 TOMBSTONE_MIN_SECONDS = 60.0
 
-_SCRIPTS = ("reserve", "settle", "renew", "seed", "abandon")
+# Each process writes its heartbeat every HEARTBEAT_SECONDS; one missing for
+# HEARTBEAT_TTL_SECONDS is no longer counted (a dead process is counted that long at most:
+# counting too many only makes the shares of an outage smaller).
+HEARTBEAT_SECONDS = 1.0
+HEARTBEAT_TTL_SECONDS = 5.0
+
+_SCRIPTS = ("reserve", "settle", "renew", "seed", "abandon", "add")
 
 
 def _script_source(name: str) -> str:
@@ -140,6 +150,12 @@ class RedisStore:
         self._renewing: set[str] = set()  # leases in the renewal pass under way
         self._renewed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._beat: asyncio.Task[None] | None = None
+        self._process_id = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        # Gateway processes sharing the counters, at the last heartbeat.
+        self.processes = 1
+        self._first_beat = math.inf
+        self._first_alone = False  # nobody else was counted at this process's first heartbeat
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -152,16 +168,24 @@ class RedisStore:
             script.sha = await client.script_load(source)
             self._scripts[name] = script
         self._client = client
+        await self.heartbeat(self._clock())
         self._task = asyncio.create_task(self._renew_loop(), name="costwarden-lease-renewal")
+        self._beat = asyncio.create_task(self._heartbeat_loop(), name="costwarden-heartbeat")
         logger.info("budget counters in redis (prefix %r)", self.prefix)
 
     async def close(self) -> None:
         """Stop renewing leases. The client is the app's: it stays open."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for task in (self._task, self._beat):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._beat = None
+        if self._client is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await self._client.zrem(
+                    self._tenant_key("platform", "processes"), self._process_id
+                )
         self._client = None
 
     @property
@@ -253,14 +277,18 @@ class RedisStore:
             retry = _retry_after(checks[i], data["bucket"], now) if kind == "rate" else None
             return Refusal(kind, i, int(data["used"]), int(data["reserved"]), retry)
         grant = Grant(data["out"], list(data["amounts"]), list(data["remaining"]))
+        self._leases[lease] = (_ms(now), self._held(checks, grant.amounts))
+        return grant
+
+    def _held(self, checks: list[Check], amounts: list[int]) -> dict[str, list[_Entry]]:
+        """A lease's reservations per tenant, as renewals re-create them."""
         held: dict[str, list[_Entry]] = {}
-        for check, amount in zip(checks, grant.amounts, strict=True):
+        for check, amount in zip(checks, amounts, strict=True):
             field = str(check.bucket) if check.rolling else "r"
             held.setdefault(check.limit.tenant, []).append(
                 _Entry(self.counter_key(check), field, amount, check.ttl)
             )
-        self._leases[lease] = (_ms(now), held)
-        return grant
+        return held
 
     async def settle(
         self, lease: str, checks: list[Check], amounts: list[int], actual: Actual, now: float
@@ -344,6 +372,90 @@ class RedisStore:
                 used, reserved = reply
                 out.append(View(int(used or 0), int(reserved or 0)))
         return out
+
+    async def ping(self) -> None:
+        await self.client.ping()
+
+    async def add(
+        self, lease: str, checks: list[Check], actual: Actual, settled_at: float
+    ) -> None:
+        if not checks:
+            return
+        tenants = _tenants(checks)
+        index = {tenant: i for i, tenant in enumerate(tenants, 1)}
+        keys = [
+            k
+            for tenant in tenants
+            for k in (self._tenant_key(tenant, "ready"), self._tenant_key(tenant, "done"))
+        ]
+        keys.extend(self.counter_key(check) for check in checks)
+        items = [
+            [index[c.limit.tenant], int(c.rolling), c.bucket, c.ttl, actual_amount(c, actual)]
+            for c in checks
+        ]
+        await self._scripts["add"](
+            keys=keys,
+            args=[
+                lease,
+                len(tenants),
+                orjson.dumps(items),
+                _ms(self._clock()),
+                _ms(settled_at),
+                self._keep_ms,
+            ],
+        )
+
+    async def adopt(
+        self, leases: list[tuple[str, list[Check], list[int], float]], now: float
+    ) -> None:
+        """Leases reserved on the process's own counters, recorded here as its own: renew.lua
+        creates a lease it does not find (and adds its reservation) when told it was reserved
+        before the tenant was loaded, which ``-1`` is; a tombstoned one stays gone. Run again
+        (after a timeout) it only extends them."""
+        per_tenant: dict[str, list[Any]] = {}
+        found: list[tuple[str, int, dict[str, list[_Entry]]]] = []
+        for lease, checks, amounts, reserved_at in leases:
+            held = self._held(checks, amounts)
+            found.append((lease, _ms(reserved_at), held))
+            for tenant, entries in held.items():
+                per_tenant.setdefault(tenant, []).append(
+                    [lease, -1, [[e.key, e.field, e.amount, e.ttl] for e in entries]]
+                )
+        expiry = _ms(now + self.lease_seconds)
+        for tenant, items in per_tenant.items():
+            await self._scripts["renew"](
+                keys=[*self._tenant_keys(tenant), *self._marker_keys(tenant)],
+                args=[expiry, orjson.dumps(items)],
+            )
+        for lease, reserved_at_ms, held in found:
+            self._leases[lease] = (reserved_at_ms, held)
+
+    async def heartbeat(self, now: float) -> None:
+        """Count this process in, and the live gateway processes (``processes``)."""
+        key = self._tenant_key("platform", "processes")
+        pipe = self.client.pipeline(transaction=True)
+        pipe.zadd(key, {self._process_id: _ms(now + HEARTBEAT_TTL_SECONDS)})
+        pipe.zremrangebyscore(key, "-inf", f"({_ms(now)}")
+        pipe.zcard(key)
+        pipe.pexpire(key, _ms(HEARTBEAT_TTL_SECONDS))
+        replies = await pipe.execute()
+        self.processes = max(1, int(replies[2]))
+        if self._first_beat == math.inf:
+            self._first_beat, self._first_alone = now, self.processes == 1
+
+    def counted(self, now: float) -> bool:
+        """Alone at its first heartbeat, nobody else has to count this process (one starting
+        later waits for it); otherwise the others read the count every HEARTBEAT_SECONDS:
+        two of them after its first heartbeat, each has counted it."""
+        return self._first_alone or now >= self._first_beat + 2 * HEARTBEAT_SECONDS
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            try:
+                await self.heartbeat(self._clock())
+            except (RedisError, OSError) as exc:
+                logger.debug("heartbeat failed: %s", exc)  # the count stays as it was
 
     # -- leases ----------------------------------------------------------------------------
 

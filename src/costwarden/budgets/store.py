@@ -41,6 +41,8 @@ class LeaseClosed(Exception):
 
 class CounterStore(Protocol):
     name: str
+    # Gateway processes sharing these counters, as last counted (1 for in-process ones).
+    processes: int
 
     async def start(self) -> None: ...
 
@@ -66,6 +68,32 @@ class CounterStore(Protocol):
         ...
 
     async def views(self, checks: list[Check], now: float) -> list[View]: ...
+
+    def counted(self, now: float) -> bool:
+        """Whether every other process sharing the counters has counted this one in its
+        ``processes`` by now (until then an outage's local share could be too large)."""
+        ...
+
+    async def ping(self) -> None:
+        """One cheap round trip; raises when the store cannot be reached."""
+        ...
+
+    async def add(
+        self, lease: str, checks: list[Check], actual: Actual, settled_at: float
+    ) -> None:
+        """Count a request that was admitted and settled on this process's own counters while
+        the store could not be reached (budgets/outage.py). Idempotent per lease; nothing
+        when the tenant has been rebuilt from the ledger since ``settled_at`` (the rebuild
+        counted its ledger row) or is not loaded (the rebuild will)."""
+        ...
+
+    async def adopt(
+        self, leases: list[tuple[str, list[Check], list[int], float]], now: float
+    ) -> None:
+        """Record leases reserved on this process's own counters (lease, checks, amounts,
+        reserved at) as this process's leases, holding their reservations, so that they
+        settle as any other. Idempotent; a lease settled already stays gone."""
+        ...
 
     async def seed(
         self, tenant: str, seeds: dict[str, Seed], ttls: dict[str, int], *, complete: bool

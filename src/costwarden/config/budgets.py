@@ -30,4 +30,5 @@ def budget_config(settings: Settings) -> BudgetConfig:
         inflight_retry_seconds=b.inflight_retry_seconds,
         ledger_mode=settings.storage.ledger_mode,
         flush_interval_ms=settings.storage.flush_interval_ms,
+        on_unavailable=settings.redis.on_unavailable,
     )

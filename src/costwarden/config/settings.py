@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from costwarden.budgets.limits import tier_from_mapping
+from costwarden.budgets.outage import ON_UNAVAILABLE, OnUnavailable
 from costwarden.budgets.windows import zone
 from costwarden.config.alert_channels import parse_channels, split_channels
 from costwarden.config.alerts import AlertSettings, alerts_problem
@@ -171,6 +172,17 @@ class RedisSettings:
         "one (up to timeout_seconds). Each pub/sub subscription (the circuit breakers' "
         f"channel) holds one for as long as it listens. At least {MIN_REDIS_CONNECTIONS}.",
         "COSTWARDEN_REDIS_MAX_CONNECTIONS",
+    )
+    on_unavailable: OnUnavailable = _setting(
+        "fail_closed",
+        "What a gateway process does while Redis cannot be reached. fail_closed: a request "
+        "under a limit gets 503 budget_counters_unavailable (no round trip is tried until a "
+        "background probe sees Redis answer). fail_open: it is admitted on the process's own "
+        "counters, each limit allowing this process its share of the room left at its last "
+        "answer from Redis (the room divided by the gateway processes counted then); a limit "
+        "it never had an answer about still gets the 503. When Redis answers again, what was "
+        "admitted meanwhile is counted into it before it decides again.",
+        "COSTWARDEN_REDIS_ON_UNAVAILABLE",
     )
 
 
@@ -542,6 +554,10 @@ def _redis(
         raise ctx.fail("redis.url", problem, redis.url)
     if not 0 < redis.timeout_seconds < math.inf:
         raise _invalid(ctx, env, redis, "redis", "timeout_seconds", "must be a positive number")
+    if redis.on_unavailable not in ON_UNAVAILABLE:
+        raise _invalid(
+            ctx, env, redis, "redis", "on_unavailable", f"must be one of {list(ON_UNAVAILABLE)}"
+        )
     if redis.max_connections < MIN_REDIS_CONNECTIONS:
         raise _invalid(
             ctx,

@@ -50,6 +50,7 @@ from costwarden.metrics.requests import (
 )
 from costwarden.metrics.sources import (
     BREAKER_STATE_VALUES,
+    COUNTER_MODES,
     GaugeSources,
     LedgerGauges,
     LimitGauges,
@@ -95,6 +96,7 @@ class _Scrape:
     limits: LimitGauges | None
     ledger: LedgerGauges | None
     event_subscribers: int | None
+    counters_mode: str | None
 
 
 class MetricsExporter:
@@ -137,6 +139,7 @@ class MetricsExporter:
             limits=_call("limits", s.limits),
             ledger=_call("ledger", s.ledger),
             event_subscribers=_call("event_subscribers", s.event_subscribers),
+            counters_mode=_call("counters_mode", s.counters_mode),
         )
 
 
@@ -177,7 +180,23 @@ class _Collector:
                     value=scrape.event_subscribers,
                 )
             )
+        if scrape.counters_mode is not None:
+            families.append(_mode_family(scrape.counters_mode))
         return families
+
+
+def _mode_family(current: str) -> Metric:
+    family = GaugeMetricFamily(
+        "costwarden_budget_counters_mode",
+        "Where budget counters are decided: 1 for the current mode, 0 for the others "
+        "(shared: the store; refusing: Redis unreachable, 503; local: Redis unreachable, "
+        "this process's own counters; reconciling: Redis back, local admissions being "
+        "counted in it).",
+        labels=["mode"],
+    )
+    for mode in COUNTER_MODES:
+        family.add_metric([mode], 1 if mode == current else 0)
+    return family
 
 
 def _request_families(snap: RequestSnapshot) -> list[Metric]:

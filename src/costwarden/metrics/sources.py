@@ -17,6 +17,11 @@ BreakerStateName = Literal["closed", "half_open", "open"]
 BREAKER_STATE_VALUES: Final[Mapping[str, int]] = {"closed": 0, "half_open": 1, "open": 2}
 
 
+# The budget counters' modes (budgets/outage.py), each exported as
+# costwarden_budget_counters_mode{mode=...}: 1 for the current one, 0 for the others.
+COUNTER_MODES: Final[tuple[str, ...]] = ("shared", "refusing", "local", "reconciling")
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class LimitGauge:
     """One limit in force, in counter units: nano-dollars for USD limits, else a count.
@@ -63,3 +68,4 @@ class GaugeSources:
     limits: Callable[[], LimitGauges] | None = None
     ledger: Callable[[], LedgerGauges] | None = None
     event_subscribers: Callable[[], int] | None = None
+    counters_mode: Callable[[], str] | None = None  # one of COUNTER_MODES
