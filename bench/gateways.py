@@ -49,8 +49,9 @@ def usable_variants(bench: Bench) -> list[Variant]:
     return left
 
 
-def start_gateway(bench: Bench, variant: Variant) -> Gateway:
-    """A fresh gateway process with its own database, key and (maybe) limits."""
+def start_gateway(bench: Bench, variant: Variant, workers: int = 1) -> Gateway:
+    """A fresh gateway process with its own database, key and (maybe) limits; ``workers``:
+    ``serve --workers`` (bench/workers.py)."""
     port, db = stack.free_port(), bench.tmp / f"{variant.name}.db"
     toml = bench.tmp / f"{variant.name}.toml"
     config = stack.write_config(toml, db, bench.mock_port, port, variant.config_extra())
@@ -61,6 +62,8 @@ def start_gateway(bench: Bench, variant: Variant) -> Gateway:
     if variant.redis and bench.probe:
         bench.probe.flush()  # counters of an earlier run would not match this ledger
     cmd = [*stack.cli(), "serve", "--config", str(config)]
+    if workers != 1:
+        cmd += ["--workers", str(workers)]
     log = bench.tmp / f"gateway-{variant.name}.log"
     service = stack.Service(f"gateway ({variant.label})", cmd, log, env)
     bench.services.append(service)

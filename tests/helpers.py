@@ -19,7 +19,7 @@ import tempfile
 import time
 import urllib.parse
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -341,12 +341,12 @@ async def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> No
 
 
 def spawn_gateway(
-    config: Path, log: Path, env: dict[str, str] | None = None
+    config: Path, log: Path, env: dict[str, str] | None = None, args: Sequence[str] = ()
 ) -> subprocess.Popen[bytes]:
-    """``costwarden serve --config`` as a real process, output to ``log``."""
+    """``costwarden serve --config`` (and ``args``) as a real process, output to ``log``."""
     with log.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "costwarden.cli", "serve", "--config", str(config)],
+            [sys.executable, "-m", "costwarden.cli", "serve", "--config", str(config), *args],
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, **PROVIDER_ENV, **(env or {})},

@@ -361,6 +361,39 @@ def test_serve_unpriced_model(tmp_path: Path, db_url: str) -> None:
         assert secret not in result.both
 
 
+@pytest.mark.parametrize(
+    ("args", "env", "server_table"),
+    [
+        (["--workers", "2"], {}, ""),
+        ([], {"COSTWARDEN_WORKERS": "3"}, ""),
+        ([], {}, "workers = 2\n"),
+    ],
+    ids=["option", "env", "file"],
+)
+def test_serve_workers_without_redis_is_refused(
+    tmp_path: Path, db_url: str, args: list[str], env: dict[str, str], server_table: str
+) -> None:
+    """The embedded default keeps budget counters in each process: N workers could each spend
+    a hard budget in full, so more than one is refused, naming what to configure."""
+    text = gateway_toml(MOCK_URL, db_url).replace("[server]\n", "[server]\n" + server_table)
+    assert "[redis]" not in text
+    (tmp_path / "costwarden.toml").write_text(text, encoding="utf-8")
+    result = run_cli(
+        "serve", "--config", "costwarden.toml", *args,
+        cwd=tmp_path, env=cli_env(**PROVIDER_ENV, **env), timeout=30,
+    )  # fmt: skip
+    assert_clean_error(result, "workers need [redis] url", "COSTWARDEN_REDIS_URL", "--workers 1")
+    assert not (tmp_path / "cw.db").exists()  # refused before anything was opened
+
+
+def test_serve_workers_below_one_is_refused(tmp_path: Path, db_url: str) -> None:
+    text = gateway_toml(MOCK_URL, db_url)
+    (tmp_path / "costwarden.toml").write_text(text, encoding="utf-8")
+    env = cli_env(**PROVIDER_ENV, COSTWARDEN_WORKERS="0")
+    result = run_cli("serve", "--config", "costwarden.toml", cwd=tmp_path, env=env, timeout=30)
+    assert_clean_error(result, "COSTWARDEN_WORKERS", "server.workers: must be at least 1")
+
+
 def test_settings_command_prints_every_setting() -> None:
     result = run_cli("settings", env=cli_env(columns=400))
     assert result.code == 0, result.err

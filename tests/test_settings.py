@@ -512,9 +512,9 @@ def test_deprecated_keys_are_documented_as_such() -> None:
 
 
 def test_unknown_setting(write_config: Callable[[str], str]) -> None:
-    text = ISSUE_CONFIG.replace("port = 4000\n", "port = 4000\nworkers = 4\n")
+    text = ISSUE_CONFIG.replace("port = 4000\n", "port = 4000\nthreads = 4\n")
     message = _error(write_config(text))
-    assert message.startswith("costwarden.toml:4: server.workers:"), message
+    assert message.startswith("costwarden.toml:4: server.threads:"), message
     assert "unknown setting" in message and "key_refresh_seconds" in message
 
 
@@ -600,6 +600,8 @@ def test_connection_limits_defaults() -> None:
 @pytest.mark.parametrize(
     ("line", "key", "expect"),
     [
+        ("workers = 0", "server.workers", "at least 1"),
+        ('workers = "auto"', "server.workers", "expected int, got str"),
         ("max_header_bytes = 4095", "server.max_header_bytes", "at least 4096"),
         ("max_header_bytes = -1", "server.max_header_bytes", "at least 4096"),
         ('max_header_bytes = "64k"', "server.max_header_bytes", "expected int, got str"),
@@ -850,6 +852,7 @@ _TLS = '\n[[providers]]\nname = "lab"\ntype = "openai"\nbase_url = "https://llm.
 _EXAMPLES: dict[str, tuple[str, str, Callable[[Settings], bool]]] = {
     "server.host": ("[server]", 'host = "0.0.0.0"', lambda s: s.server.host == "0.0.0.0"),
     "server.port": ("[server]", "port = 4100", lambda s: s.server.port == 4100),
+    "server.workers": ("[server]", "workers = 3", lambda s: s.server.workers == 3),
     "server.max_body_bytes": (
         "[server]",
         "max_body_bytes = 1024",

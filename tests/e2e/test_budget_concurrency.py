@@ -2,11 +2,11 @@
 
 1,000 requests from the official ``openai`` SDK, no ``max_tokens`` (the gateway must clamp),
 half of them asking for ``n`` = 2..8 choices (each billed), the mock answering with varied
-lengths, spread over 4 ``costwarden serve`` processes that
-share PostgreSQL and Redis -- and the same on the embedded default (one process, SQLite,
-in-process counters). Afterwards: the settled spend is at most $1.00, the counters equal the
-ledger row by row, no reservation is left, and every refusal was a 402 (money gone) or a
-429 (room held by reservations in flight), nothing else.
+lengths, spread over 4 ``costwarden serve`` processes that share PostgreSQL and Redis -- sent
+to one ``costwarden serve --workers 2`` on the same stack -- and the same on the embedded
+default (one process, SQLite, in-process counters). Afterwards: the settled spend is at most
+$1.00, the counters equal the ledger row by row, no reservation is left, and every refusal
+was a 402 (money gone) or a 429 (room held by reservations in flight), nothing else.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import aiohttp
 import openai
 import pytest
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 
 from costwarden.mock import MockServer
 from costwarden.storage import policy, repo
@@ -77,9 +78,31 @@ async def _admin(base: str, path: str) -> Any:
             return await r.json()
 
 
+async def _served_by_worker(base: str) -> dict[str, float]:
+    """Requests counted by each worker of ``serve --workers N`` (its /metrics)."""
+    async with aiohttp.ClientSession() as http:
+        headers = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+        async with http.get(base + "/metrics", headers=headers) as r:
+            assert r.status == 200, await r.text()
+            text = await r.text()
+    return {
+        s.labels["pid"]: s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "costwarden_worker_requests_total"
+    }
+
+
 async def _run(
-    mock: MockServer, tmp_path: Path, database_url: str, processes: int, redis_url: str | None
+    mock: MockServer,
+    tmp_path: Path,
+    database_url: str,
+    processes: int,
+    redis_url: str | None,
+    workers: int = 1,
 ) -> None:
+    """``processes`` gateways (``serve --workers workers`` each), the requests spread over
+    them in turn."""
     mock.state.update(vary_output=True, output_tokens=500, latency_ms=20)
     engine = create_engine_for(database_url)
     try:
@@ -98,7 +121,9 @@ async def _run(
             gateway_toml(mock.base_url, database_url, port=port, timeout=60, extra=extra)
         )
         log = tmp_path / f"gw{i}.log"
-        procs.append((spawn_gateway(config, log, {"COSTWARDEN_ADMIN_TOKEN": ADMIN_TOKEN}), log))
+        env = {"COSTWARDEN_ADMIN_TOKEN": ADMIN_TOKEN}
+        args = [] if workers == 1 else ["--workers", str(workers)]
+        procs.append((spawn_gateway(config, log, env, args), log))
         urls.append(f"http://127.0.0.1:{port}")
     try:
         for (proc, log), url in zip(procs, urls, strict=True):
@@ -125,6 +150,9 @@ async def _run(
         statuses = await asyncio.gather(*(one(i) for i in range(REQUESTS)))
         counts = collections.Counter(statuses)
         status = await _admin(urls[0], "/admin/budgets?org=budget")
+        if workers > 1:
+            served = await _served_by_worker(urls[0])
+            assert len(served) == workers and all(served.values()), served
         for client in clients:
             await client.close()
     finally:
@@ -133,7 +161,7 @@ async def _run(
         assert code in (0, -15), log.read_text()
 
     upstream = mock.state.requests - calls_before
-    print(f"\n{processes} process(es): {dict(counts)}; upstream calls {upstream}")
+    print(f"\n{processes} process(es) of {workers} worker(s): {dict(counts)}; upstream {upstream}")
     assert set(counts) <= {200, 402, 429}, counts
     # How many fit depends on which requests won the race (1 to 8 choices each): liveness is
     # checked below, where the budget must be used up.
@@ -179,6 +207,13 @@ async def test_hard_budget_holds_across_four_processes_with_redis(
 ) -> None:
     database_url, redis_url = shared_stack
     await _run(mock, tmp_path, database_url, 4, redis_url)
+
+
+async def test_hard_budget_holds_across_two_workers_on_one_port(
+    mock: MockServer, tmp_path: Path, shared_stack: tuple[str, str]
+) -> None:
+    database_url, redis_url = shared_stack
+    await _run(mock, tmp_path, database_url, 1, redis_url, workers=2)
 
 
 async def test_hard_budget_holds_on_the_embedded_default(mock: MockServer, tmp_path: Path) -> None:

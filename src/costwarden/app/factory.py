@@ -21,6 +21,7 @@ import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, cast
 
 import orjson
@@ -38,6 +39,7 @@ from costwarden.app.dashboard_auth import jwt_config, session_secret_warning, se
 from costwarden.app.observability import metrics_exporter
 from costwarden.app.securing import Security
 from costwarden.app.tracing import request_spans
+from costwarden.app.worker_metrics import WorkerMetrics
 from costwarden.budgets.enforcer import Enforcer
 from costwarden.budgets.redis_store import RedisStore
 from costwarden.caching.stores import MemoryCache, RedisCache, ResponseCache
@@ -196,6 +198,7 @@ class CostwardenApp:
         *,
         engine: Engine | None = None,
         clock: Callable[[], float] = time.time,
+        run_dir: Path | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -311,6 +314,12 @@ class CostwardenApp:
             enforcer=self.enforcer,
             ledger=self.ledger,
             events=self.events,
+        )
+        # A worker of serve --workers N: /metrics sums every worker's (app/worker_metrics.py).
+        self.worker_metrics = (
+            None
+            if run_dir is None or self.metrics is None
+            else WorkerMetrics(run_dir, self.metrics)
         )
         self.spans = request_spans(settings.otel)
         observers = [
@@ -448,6 +457,8 @@ class CostwardenApp:
         await self.proxy.start()
         if self.spans is not None:
             await self.spans.start()
+        if self.worker_metrics is not None:
+            await self.worker_metrics.start()
         self._started = True
         # What exists now (settings, engines, SQLAlchemy's and the app's caches) lives as long
         # as the process: keep the collector from walking it on every full collection.
@@ -474,6 +485,8 @@ class CostwardenApp:
         if not self._started:
             return
         self._started = False
+        if self.worker_metrics is not None:
+            await self.worker_metrics.close()
         await self.proxy.close()
         if self.spans is not None:
             await self.spans.close()  # spans what is left, flushes the exporter
@@ -609,9 +622,12 @@ def create_app(
     *,
     engine: Engine | None = None,
     clock: Callable[[], float] = time.time,
+    run_dir: Path | None = None,
 ) -> CostwardenApp:
-    """Build a gateway; ``clock`` (epoch seconds) is injectable so tests can move time."""
-    return CostwardenApp(settings, engine=engine, clock=clock)
+    """Build a gateway; ``clock`` (epoch seconds) is injectable so tests can move time.
+    ``run_dir``: this app is one worker of ``serve --workers N``, whose supervisor made that
+    directory (the workers' metrics meet there)."""
+    return CostwardenApp(settings, engine=engine, clock=clock, run_dir=run_dir)
 
 
 def _observe_all(

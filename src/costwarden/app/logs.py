@@ -27,11 +27,16 @@ class RedactSecrets(logging.Filter):
         return True
 
 
-def configure_logging(level: str, secrets: list[str]) -> None:
+def configure_logging(level: str, secrets: list[str], *, pid: bool = False) -> None:
+    """Log to stderr at ``level``, redacting ``secrets``; ``pid``: each line names its
+    process (``serve --workers N``, whose processes share the output)."""
     root = logging.getLogger()
     root.setLevel(level.upper())
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    where = " [%(process)d]" if pid else ""
+    handler.setFormatter(
+        logging.Formatter(f"%(asctime)s %(levelname)s{where} %(name)s: %(message)s")
+    )
     handler.addFilter(RedactSecrets(secrets))
     for old in list(root.handlers):
         root.removeHandler(old)

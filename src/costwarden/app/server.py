@@ -266,7 +266,7 @@ def uvicorn_config(app: CostwardenApp, settings: Settings) -> uvicorn.Config:
     )
 
 
-class _Server(uvicorn.Server):
+class GatewayServer(uvicorn.Server):
     """Ends live event streams (``/admin/events``) when a shutdown signal arrives: uvicorn
     waits for open responses to finish before it shuts the app down, and an event stream
     never finishes by itself, so one open dashboard would otherwise hold SIGTERM up until
@@ -289,7 +289,7 @@ class _Server(uvicorn.Server):
 def serve(settings: Settings) -> None:
     app = create_app(settings)
     configure_logging(settings.server.log_level, app.secrets())
-    server = _Server(uvicorn_config(app, settings), app)
+    server = GatewayServer(uvicorn_config(app, settings), app)
     logger.info("listening on http://%s:%d", settings.server.host, settings.server.port)
     server.run()
     if not server.started:

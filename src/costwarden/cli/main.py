@@ -46,16 +46,27 @@ def main() -> None:
 @config_option
 @click.option("--host", default=None, help="Override server.host.")
 @click.option("--port", type=int, default=None, help="Override server.port.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Override server.workers: gateway processes on the one port (more than 1 needs "
+    "[redis] url).",
+)
 @friendly
-def serve(config: str, host: str | None, port: int | None) -> None:
+def serve(config: str, host: str | None, port: int | None, workers: int | None) -> None:
     """Run the gateway."""
-    from costwarden.app.server import serve as run
-
     settings = load(config)
     if host:
         settings.server.host = host
     if port:
         settings.server.port = port
+    if workers:
+        settings.server.workers = workers
+    if settings.server.workers == 1:  # the gateway in this process, no supervisor
+        from costwarden.app.server import serve as run
+    else:
+        from costwarden.app.supervisor import serve_workers as run
     run(settings)
 
 

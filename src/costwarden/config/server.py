@@ -1,5 +1,5 @@
-"""``[server]``: where the gateway listens, the path prefix it is served under, and the
-limits on what one request may hold."""
+"""``[server]``: where the gateway listens, how many processes serve it, the path prefix it is
+served under, and the limits on what one request may hold."""
 
 from __future__ import annotations
 
@@ -15,6 +15,14 @@ MIN_HEADER_BYTES = 4096
 class ServerSettings:
     host: str = _setting("127.0.0.1", "Address the gateway listens on.", "COSTWARDEN_HOST")
     port: int = _setting(4000, "TCP port the gateway listens on.", "COSTWARDEN_PORT")
+    workers: int = _setting(
+        1,
+        "Gateway processes serving the one port (serve --workers overrides it). 1 runs the "
+        "gateway in the serve process itself; more start that many worker processes under a "
+        "supervisor that restarts any that dies, and need [redis] url (the budget and "
+        "rate-limit counters must be shared). About one per CPU core.",
+        "COSTWARDEN_WORKERS",
+    )
     root_path: str = _setting(
         "",
         "The path prefix a reverse proxy serves the gateway under and strips (e.g. "
@@ -75,6 +83,8 @@ def server_problem(s: ServerSettings) -> tuple[str, str] | None:
         return "root_path", "must start with / and not end with /"
     if not (0 < s.port < 65536):
         return "port", "must be between 1 and 65535"
+    if s.workers < 1:
+        return "workers", "must be at least 1"
     for name in ("max_body_bytes", "max_response_bytes", "key_refresh_seconds"):
         if getattr(s, name) <= 0:
             return name, "must be positive"

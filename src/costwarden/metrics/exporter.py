@@ -17,15 +17,18 @@ A scrape (:meth:`MetricsExporter.render`) has two steps:
 Scrapes run one at a time (a lock), so the collector always formats the snapshot of its own
 scrape. A gauge source that raises is logged and its metrics are left out of that scrape;
 the rest is still exported. Metric names, labels and meanings: docs/metrics.md.
+
+Under ``serve --workers N`` the app sets :attr:`MetricsExporter.worker` (this process's pid)
+and :attr:`MetricsExporter.peers` (gathers the other workers' scrapes): a scrape then exports
+the merge of every worker's (``costwarden.metrics.scrape``). The request path is the same.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -48,6 +51,7 @@ from costwarden.metrics.requests import (
     RequestMetrics,
     RequestSnapshot,
 )
+from costwarden.metrics.scrape import Scrape, merge
 from costwarden.metrics.sources import (
     BREAKER_STATE_VALUES,
     COUNTER_MODES,
@@ -87,18 +91,6 @@ _TOTALS: tuple[tuple[str, str, int], ...] = (
 )
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Scrape:
-    """Everything one scrape exports, read on the event loop."""
-
-    requests: RequestSnapshot
-    breakers: Mapping[str, str] | None
-    limits: LimitGauges | None
-    ledger: LedgerGauges | None
-    event_subscribers: int | None
-    counters_mode: str | None
-
-
 class MetricsExporter:
     """The request counters and gauge sources of one app, exported on ``GET /metrics``."""
 
@@ -109,6 +101,10 @@ class MetricsExporter:
         self._collector = _Collector()
         self.registry.register(self._collector)
         self._lock = asyncio.Lock()
+        #: this worker's name (its pid) under ``serve --workers N``; None in one process
+        self.worker: str | None = None
+        #: the other workers' scrapes, gathered when one is rendered; None in one process
+        self.peers: Callable[[], Awaitable[Sequence[Scrape]]] | None = None
 
     def observe(self, record: LedgerRecord) -> None:
         """Count one ledger row (the request path's hook; see RequestMetrics.observe)."""
@@ -117,7 +113,10 @@ class MetricsExporter:
     async def render(self) -> bytes:
         """The exposition text of everything, as of now (Prometheus text format)."""
         async with self._lock:
-            self._collector.scrape = self._read()
+            scrape = self._read()
+            if self.peers is not None:
+                scrape = merge(scrape, await self.peers())
+            self._collector.scrape = scrape
             try:
                 return await asyncio.to_thread(generate_latest, self.registry)
             finally:
@@ -131,15 +130,25 @@ class MetricsExporter:
         finally:
             self._collector.scrape = None
 
-    def _read(self) -> _Scrape:
+    def snapshot(self) -> Scrape:
+        """This process's own values, as of now (what another worker asks for)."""
+        return self._read()
+
+    def _read(self) -> Scrape:
         s = self.sources
-        return _Scrape(
-            requests=self.requests.snapshot(),
+        snap = self.requests.snapshot()
+        return Scrape(
+            requests=snap,
             breakers=_call("breakers", s.breakers),
             limits=_call("limits", s.limits),
             ledger=_call("ledger", s.ledger),
             event_subscribers=_call("event_subscribers", s.event_subscribers),
             counters_mode=_call("counters_mode", s.counters_mode),
+            workers=(
+                None
+                if self.worker is None
+                else {self.worker: sum(totals[REQUESTS] for totals in snap.series.values())}
+            ),
         )
 
 
@@ -158,7 +167,7 @@ class _Collector:
     :meth:`collect` from ``generate_latest``)."""
 
     def __init__(self) -> None:
-        self.scrape: _Scrape | None = None
+        self.scrape: Scrape | None = None
 
     def collect(self) -> Iterable[Metric]:
         scrape = self.scrape
@@ -182,6 +191,8 @@ class _Collector:
             )
         if scrape.counters_mode is not None:
             families.append(_mode_family(scrape.counters_mode))
+        if scrape.workers is not None:
+            families.extend(_worker_families(scrape.workers))
         return families
 
 
@@ -197,6 +208,26 @@ def _mode_family(current: str) -> Metric:
     for mode in COUNTER_MODES:
         family.add_metric([mode], 1 if mode == current else 0)
     return family
+
+
+def _worker_families(workers: Mapping[str, int]) -> list[Metric]:
+    """Only under ``serve --workers N``: which worker processes this scrape sums."""
+    requests = CounterMetricFamily(
+        "costwarden_worker_requests",
+        "Requests counted by each worker process of serve --workers N (label: its pid); "
+        "their sum is costwarden_requests_total's. A restarted worker has a new pid.",
+        labels=("pid",),
+    )
+    for pid, count in sorted(workers.items()):
+        requests.add_metric((pid,), count)
+    return [
+        GaugeMetricFamily(
+            "costwarden_workers",
+            "Worker processes whose values this scrape sums (serve --workers N).",
+            value=len(workers),
+        ),
+        requests,
+    ]
 
 
 def _request_families(snap: RequestSnapshot) -> list[Metric]:
