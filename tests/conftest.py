@@ -34,7 +34,12 @@ settings.load_profile("ci" if os.environ.get("CI") else "default")
 # Tests that run one at a time, after the others (scripts/test.sh runs the rest in three
 # workers): the files that use a database of the Redis on 6379 that others use too (and
 # flush), and the end-to-end tests, which time real gateway processes.
-_SERIAL = ("tests/e2e/", "tests/budgets/test_stores.py", "tests/routing/test_breakers.py")
+_SERIAL = (
+    "tests/e2e/",
+    "tests/budgets/test_stores.py",
+    "tests/budgets/test_outage.py",  # Redis db 15, as test_stores.py (its fixtures)
+    "tests/routing/test_breakers.py",
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

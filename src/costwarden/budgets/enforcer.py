@@ -32,9 +32,9 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
+from costwarden.budgets.asks import Asks
 from costwarden.budgets.limits import LimitBook, Principal, Tier
 from costwarden.budgets.memory import MemoryStore
 from costwarden.budgets.outage import (
@@ -60,7 +60,6 @@ from costwarden.providers.base import Deployment
 
 logger = logging.getLogger(__name__)
 
-_PICO = Decimal(10**12)
 _PRUNE_EVERY = 60.0
 _REBUILD_LOCK_MS = 15_000
 _CHECKS_CACHE_SIZE = 10_000
@@ -129,7 +128,7 @@ class Enforcer:
         self._windows: dict[str, CalendarWindow] = {}
         # Checks are shared read-only between the requests of one principal.
         self._checks_cache: dict[tuple[Any, ...], tuple[LimitBook, float, list[Check]]] = {}
-        self._prices: dict[str, tuple[int, int]] = {}
+        self._ask = Asks(b).ask
         self._lease_seconds = b.lease_seconds
         self._pending: list[_Pending] = []
         self._retrying: asyncio.Task[None] | None = None
@@ -602,39 +601,6 @@ class Enforcer:
         fresh = self._windows[window] = calendar_window(window, now, tz)
         return fresh
 
-    def _ask(
-        self, deployment: Deployment, endpoint: str, body_len: int, payload: dict[str, Any]
-    ) -> Ask:
-        prices = self._prices.get(deployment.id)
-        if prices is None:
-            per_in, per_out = deployment.rates.bound_rates()
-            prices = self._prices[deployment.id] = (_pico(per_in), _pico(per_out))
-        in_pico, out_pico = prices
-        b = self.settings
-        bound = body_len + b.prompt_overhead_tokens
-        est = max(1, (body_len + 3) // 4)
-        choices = 1
-        if endpoint == "messages":
-            want = payload.get("max_tokens")
-        else:
-            want = payload.get("max_completion_tokens") or payload.get("max_tokens")
-            n = payload.get("n")  # validated: absent, null or a positive integer
-            if n is not None and n != 1 and endpoint == "chat.completions":
-                choices = n
-        return Ask(
-            in_bound_tokens=bound,
-            in_est_tokens=est,
-            in_bound_nanos=-(-bound * in_pico // 1000),
-            in_est_nanos=-(-est * in_pico // 1000),
-            out_pico=out_pico,
-            want_out=want if isinstance(want, int) else None,
-            max_out=deployment.max_output_tokens or b.default_max_output_tokens,
-            min_out=b.min_output_tokens,
-            est_out=b.expected_output_tokens,
-            has_output=endpoint != "embeddings",
-            choices=choices,
-        )
-
 
 def _resend(reservation: Reservation, actual: Actual, now: float) -> _Pending:
     return _Pending(reservation.lease, reservation.checks, reservation.amounts, actual, now)
@@ -642,7 +608,3 @@ def _resend(reservation: Reservation, actual: Actual, now: float) -> _Pending:
 
 def _poll_failed(exc: Exception) -> None:  # keep enforcing with what we have
     logger.warning("budget refresh failed: %s: %s", type(exc).__name__, exc)
-
-
-def _pico(usd_per_token: Decimal) -> int:
-    return int((usd_per_token * _PICO).to_integral_value(rounding=ROUND_CEILING))
