@@ -15,7 +15,7 @@ from genai_prices import Usage, calc_price
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from costwarden.app.factory import build_deployments
+from costwarden.app.domain_types import build_deployments
 from costwarden.config.settings import load_settings
 from costwarden.core.errors import ConfigError
 from costwarden.pricing import (

@@ -12,7 +12,8 @@ import pytest
 import redis
 from sqlalchemy.engine import Engine
 
-from costwarden.app.factory import CostwardenApp, build_deployments, create_app
+from costwarden.app.domain_types import build_deployments
+from costwarden.app.factory import CostwardenApp, create_app
 from costwarden.budgets.redis_store import RedisStore
 from costwarden.config.settings import load_settings
 from costwarden.providers.anthropic import AnthropicAdapter

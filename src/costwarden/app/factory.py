@@ -17,15 +17,13 @@ import functools
 import gc
 import logging
 import time
-import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import orjson
-from redis.asyncio import Redis
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -36,6 +34,14 @@ from costwarden.app.analytics import Rollups
 from costwarden.app.billing import billing_parts
 from costwarden.app.config_channels import channel_secrets, sync_channels
 from costwarden.app.dashboard_auth import jwt_config, session_secret_warning, session_secrets
+from costwarden.app.domain_types import (
+    app_redis,
+    breaker_policy,
+    build_deployments,
+    egress_of,
+    loop_policy,
+    route_spec,
+)
 from costwarden.app.observability import metrics_exporter
 from costwarden.app.securing import Security
 from costwarden.app.tracing import request_spans
@@ -45,9 +51,7 @@ from costwarden.budgets.redis_store import RedisStore
 from costwarden.caching.stores import MemoryCache, RedisCache, ResponseCache
 from costwarden.config.billing import webhook_secrets
 from costwarden.config.budgets import budget_config
-from costwarden.config.sessions import SessionSettings
-from costwarden.config.settings import RedisSettings, Settings
-from costwarden.config.upstreams import ProviderSettings, ResilienceSettings, RouteSettings
+from costwarden.config.settings import Settings
 from costwarden.console.app import create_console
 from costwarden.console.context import ConsoleContext
 from costwarden.console.render import MOUNT as DASHBOARD
@@ -58,20 +62,14 @@ from costwarden.gateway import billing_webhook, session_api, status_api
 from costwarden.gateway.asgi import JSON, Receive, Scope, Send, send_bytes
 from costwarden.gateway.auth import KeyCache
 from costwarden.gateway.cache import ResponseCacheStage
-from costwarden.gateway.egress import Egress, ProviderTls
 from costwarden.gateway.errors import error_body
 from costwarden.gateway.honeypot import HoneypotTrap
 from costwarden.gateway.proxy import ENDPOINTS, Proxy
 from costwarden.gateway.scrub import per_upstream
 from costwarden.gateway.switches import SwitchBoard
-from costwarden.pricing import context_window, resolve_rates
-from costwarden.providers.adapters import make_adapter
-from costwarden.providers.base import Deployment, ProviderAdapter, ProviderSpec
-from costwarden.routing.breaker import BreakerPolicy
 from costwarden.routing.breakers import BreakerBoard
-from costwarden.routing.table import RouteSpec, RouteTable
+from costwarden.routing.table import RouteTable
 from costwarden.sessions.board import SessionBoard
-from costwarden.sessions.loops import Action, LoopPolicy
 from costwarden.storage.breakers import SqlBreakerRecorder
 from costwarden.storage.counters import LedgerAggregates
 from costwarden.storage.db import create_engine_for
@@ -80,115 +78,13 @@ from costwarden.storage.event_relay import RedisEventRelay
 from costwarden.storage.ledger import LedgerWriter
 from costwarden.storage.migrate import migrate
 from costwarden.storage.policy import PolicyTables
-from costwarden.storage.redis import describe, redis_client
+from costwarden.storage.redis import describe
 from costwarden.storage.retention import ensure_partitions
 from costwarden.storage.route_fallbacks import SqlFallbackStore
 from costwarden.storage.sessions import SqlSessionStore
 from costwarden.storage.spool import LedgerSpool
 
 logger = logging.getLogger(__name__)
-
-
-def build_deployments(settings: Settings) -> dict[str, Deployment]:
-    """Every deployment with its price (ConfigError if one has none) and context window."""
-    adapters: dict[str, ProviderAdapter] = {
-        p.name: make_adapter(provider_spec(p)) for p in settings.providers
-    }
-    deployments: dict[str, Deployment] = {}
-    for ref, dep in settings.deployments.items():
-        adapter = adapters[dep.provider]
-        priced = dep.price_model or dep.model
-        deployments[ref] = Deployment(
-            id=ref,
-            adapter=adapter,
-            model=dep.model,
-            rates=resolve_rates(adapter.price_provider, priced, dep.price, deployment=ref),
-            max_output_tokens=dep.max_output_tokens,
-            context_window=dep.context_window or context_window(adapter.price_provider, priced),
-            capabilities=dep.capabilities,
-        )
-    return deployments
-
-
-# Settings -> the domain's own types, one function each: the domain never sees config.
-
-
-def provider_spec(p: ProviderSettings) -> ProviderSpec:
-    """A provider's settings as the adapter takes them (also ``providers check``'s)."""
-    return ProviderSpec(
-        name=p.name,
-        type=p.type,
-        base_url=p.base_url,
-        connect_timeout=p.connect_timeout,
-        timeout=p.timeout,
-        api_key=p.api_key,
-        price_provider=p.price_provider,
-        api_version=p.api_version,
-        auth=p.auth,
-        region=p.region,
-        secret_key=p.secret_key,
-        session_token=p.session_token,
-    )
-
-
-def provider_tls(p: ProviderSettings) -> ProviderTls:
-    """A provider's TLS settings as the egress takes them (``.context()`` builds its
-    context, for ``providers check`` too)."""
-    return ProviderTls(p.name, p.base_url, p.tls_verify, p.ca_bundle, p.client_cert, p.client_key)
-
-
-def _egress(settings: Settings) -> Egress:
-    """The proxy variables, read here once (the request path never reads the environment:
-    docs/providers.md, "Egress"), and each provider's TLS contexts, built now."""
-    tls = [provider_tls(p) for p in settings.providers]
-    return Egress(urllib.request.getproxies_environment(), tls)
-
-
-def _route_spec(r: RouteSettings) -> RouteSpec:
-    return RouteSpec(
-        model=r.model,
-        deployments=tuple(r.deployments or ()),
-        retries=r.retries,
-        fallbacks=tuple(r.fallbacks or ()),
-        connect_timeout=r.connect_timeout,
-        first_byte_timeout=r.first_byte_timeout,
-        timeout=r.timeout,
-        degraded=r.degraded,
-        strategy=r.strategy,
-        weights=r.weights,
-        downgrade=r.downgrade,
-        downgrade_on_refusal=r.downgrade_on_refusal,
-        cache=r.cache,
-    )
-
-
-def _redis(r: RedisSettings) -> Redis | None:
-    """The app's one Redis client (no connection opened yet), or None without Redis."""
-    if not r.url:
-        return None
-    return redis_client(r.url, timeout=r.timeout_seconds, max_connections=r.max_connections)
-
-
-def _loop_policy(s: SessionSettings) -> LoopPolicy:
-    return LoopPolicy(
-        repeat_count=s.repeat_count,
-        repeat_window_s=s.repeat_window_seconds,
-        velocity_factor=Decimal(str(s.velocity_factor)),
-        velocity_min_minutes=s.velocity_min_minutes,
-        error_burst=s.error_burst,
-        action=cast(Action, s.loop_action),  # checked by config.sessions
-    )
-
-
-def _breaker_policy(r: ResilienceSettings) -> BreakerPolicy:
-    return BreakerPolicy(
-        failure_threshold=r.failure_threshold,
-        failure_rate=r.failure_rate,
-        window_seconds=r.window_seconds,
-        min_requests=r.min_requests,
-        cooldown_seconds=r.cooldown_seconds,
-        probe_timeout_seconds=r.probe_timeout_seconds,
-    )
 
 
 class CostwardenApp:
@@ -204,9 +100,9 @@ class CostwardenApp:
         self.clock = clock
         self.engine = engine or create_engine_for(settings.storage.database_url)
         self.deployments = build_deployments(settings)
-        self.egress = _egress(settings)  # the proxy's upstream client reaches origins by it
+        self.egress = egress_of(settings)  # the proxy's upstream client reaches origins by it
         self.route_table = RouteTable(
-            [_route_spec(r) for r in settings.routes],
+            [route_spec(r) for r in settings.routes],
             self.deployments,
             SqlFallbackStore(self.engine),
             refresh_seconds=settings.switches.refresh_seconds,
@@ -219,7 +115,7 @@ class CostwardenApp:
             durable=settings.storage.ledger_mode == "durable",
             spool=LedgerSpool(settings.storage.spool_dir) if settings.storage.spool_dir else None,
         )
-        self.redis = _redis(settings.redis)
+        self.redis = app_redis(settings.redis)
         budgets = budget_config(settings)
         self.enforcer = Enforcer(
             budgets,
@@ -258,7 +154,7 @@ class CostwardenApp:
         self.keys.trap = self.honeypot
         self.breakers = BreakerBoard(
             sorted(self.settings.deployments),  # an admin-API chain may name any of them
-            _breaker_policy(settings.resilience),
+            breaker_policy(settings.resilience),
             recorder=SqlBreakerRecorder(self.engine),
             events=self.events,
             clock=clock,
@@ -273,7 +169,7 @@ class CostwardenApp:
                 clock=clock,
                 wind_down_pct=Decimal(str(sessions.wind_down_pct)),
                 wake_interval=sessions.wake_interval_seconds,
-                loops=_loop_policy(sessions),
+                loops=loop_policy(sessions),
             )
             if sessions.enabled
             else None

@@ -19,7 +19,7 @@ from typing import Literal
 import aiohttp
 import orjson
 
-from costwarden.app.factory import provider_spec, provider_tls
+from costwarden.app.domain_types import provider_spec, provider_tls
 from costwarden.config.settings import ProviderSettings, Settings
 from costwarden.pricing import Pricer, TieredRates, resolve_rates
 from costwarden.providers.adapters import make_adapter
