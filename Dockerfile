@@ -19,6 +19,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     COSTWARDEN_PORT=4000
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels pip install --no-cache-dir --no-index --find-links /wheels costwarden
 RUN useradd --system --uid 10001 --home-dir /var/lib/costwarden --create-home --shell /usr/sbin/nologin costwarden
+# The ledger's spool ([storage] spool_dir, relative to the working directory): rows the
+# database could not take wait here until it answers. Made here, owned by the user, so that a
+# volume mounted on it (compose.yaml) starts with that owner.
+RUN install -d -o costwarden -g costwarden /var/lib/costwarden/costwarden-data/ledger-spool
 COPY deploy/costwarden.toml /etc/costwarden/costwarden.toml
 # The working directory is the user's own: a SQLite database (the config's default when no
 # COSTWARDEN_DATABASE_URL is given) lives there; mount a volume on it to keep one.
@@ -28,7 +32,6 @@ EXPOSE 4000
 # /healthz needs no token; urllib, since the slim image has no curl. The port follows
 # COSTWARDEN_PORT when a deployment moves it.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('COSTWARDEN_PORT', '4000'), timeout=2)"]
-# One worker process per container: scale with more containers (compose.yaml runs two).
-# When `costwarden serve --workers N` lands, the worker count goes here (or in
-# COSTWARDEN_WORKERS in the environment).
+# One worker process per container by default: scale with more containers (compose.yaml
+# runs two), or set COSTWARDEN_WORKERS to the container's cores (Redis required).
 CMD ["costwarden", "serve", "--config", "/etc/costwarden/costwarden.toml"]

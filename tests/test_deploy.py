@@ -35,6 +35,7 @@ from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 GATEWAYS = ("gateway-1", "gateway-2")
+SPOOL_IN_IMAGE = "/var/lib/costwarden/costwarden-data/ledger-spool"
 CONFIG_IN_IMAGE = "/etc/costwarden/costwarden.toml"
 # The variables compose.yaml must take from the environment (.env), never from the file.
 SECRET_NAME = re.compile(r"PASSWORD|TOKEN|SECRET|_KEY$")
@@ -220,6 +221,10 @@ def test_compose_runs_two_identical_gateways_behind_a_load_balancer() -> None:
     assert first == second, "both gateways: the same build, image, config and environment"
     assert first["build"] == "." and first["image"]
     assert "./deploy/costwarden.toml:" + CONFIG_IN_IMAGE + ":ro" in first["volumes"]
+    # The ledger's spool (the default spool_dir under the image's WORKDIR) on a named volume
+    # both gateways share: a dead gateway's rows are replayed by the other.
+    (spool,) = [v for v in first["volumes"] if v.endswith(":" + SPOOL_IN_IMAGE)]
+    assert spool.split(":")[0] in _compose()["volumes"]
     assert _depends(first) == {"postgres": "service_healthy", "redis": "service_healthy"}
     env = first["environment"]
     assert env["COSTWARDEN_DATABASE_URL"].startswith("postgresql://")
