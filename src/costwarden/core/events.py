@@ -484,6 +484,7 @@ class EventBus:
 
     async def _relay_loop(self) -> None:
         assert self._relay is not None
+        publishes = FailureRun("event relay publishes")
         while not self._stop.is_set():
             await self._relay_wake.wait()
             self._relay_wake.clear()
@@ -492,7 +493,10 @@ class EventBus:
                 try:
                     await self._relay.publish(message)
                 except Exception as exc:  # noqa: BLE001 - the others read the log meanwhile
-                    logger.warning("event relay publish failed: %s", type(exc).__name__)
+                    if publishes.failed():
+                        logger.warning("event relay publish failed: %s", type(exc).__name__)
+                else:
+                    publishes.succeeded()
 
     def _relay_ready(self) -> None:
         if not self.relay_up:
