@@ -3,6 +3,7 @@ process that saw every row would, and the wire form loses nothing."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from decimal import Decimal
 from typing import Any
@@ -27,14 +28,15 @@ ROWS: list[dict[str, Any]] = [
 
 def _exporter(
     rows: list[dict[str, Any]], worker: str, *, ledger: LedgerGauges, breakers: dict[str, str],
-    subscribers: int,
+    subscribers: int, mode: str | None = None,
 ) -> MetricsExporter:  # fmt: skip
     requests = RequestMetrics(models=["gpt-4o-mini"])
     for fields in rows:
         requests.observe(row(**fields))
     sources = GaugeSources(
-        breakers=lambda: breakers, ledger=lambda: ledger, event_subscribers=lambda: subscribers
-    )
+        breakers=lambda: breakers, ledger=lambda: ledger, event_subscribers=lambda: subscribers,
+        counters_mode=None if mode is None else lambda: mode,
+    )  # fmt: skip
     exporter = MetricsExporter(requests, sources)
     exporter.worker = worker
     return exporter
@@ -51,12 +53,12 @@ def _request_lines(text: str) -> list[str]:
 async def test_a_merged_scrape_is_what_one_process_seeing_every_row_exports() -> None:
     first = [ROWS[0], ROWS[1], ROWS[0]]
     second = [ROWS[0], ROWS[2], ROWS[3], ROWS[3]]
-    a = _exporter(first, "101", ledger=LedgerGauges(3, 0.5, 10, 1),
+    a = _exporter(first, "101", ledger=LedgerGauges(3, 0.5, 10, 1, spooled=5, spooling=True),
                   breakers={"openai:gpt-4o-mini": "closed", "anthropic:claude": "open"},
-                  subscribers=1)  # fmt: skip
-    b = _exporter(second, "202", ledger=LedgerGauges(4, 1.25, 20, 0),
+                  subscribers=1, mode="shared")  # fmt: skip
+    b = _exporter(second, "202", ledger=LedgerGauges(4, 1.25, 20, 0, spooled=2),
                   breakers={"openai:gpt-4o-mini": "half_open", "anthropic:claude": "closed"},
-                  subscribers=2)  # fmt: skip
+                  subscribers=2, mode="local")  # fmt: skip
 
     async def peers() -> list[Scrape]:
         return [decode(encode(b.snapshot()))]  # as the other worker answers it
@@ -79,6 +81,11 @@ async def test_a_merged_scrape_is_what_one_process_seeing_every_row_exports() ->
     assert value(found, "costwarden_ledger_rows_written_total") == 30
     assert value(found, "costwarden_ledger_write_failures_total") == 1
     assert value(found, "costwarden_event_subscribers") == 3
+    assert value(found, "costwarden_ledger_spool_rows") == 7  # summed
+    assert value(found, "costwarden_ledger_spooling") == 1  # any worker's database is away
+    # The most degraded mode any worker is in: one admitting on its own counters.
+    assert value(found, "costwarden_budget_counters_mode", mode="local") == 1
+    assert value(found, "costwarden_budget_counters_mode", mode="shared") == 0
     # The worst state any worker sees.
     assert value(found, "costwarden_breaker_state", deployment="openai:gpt-4o-mini") == 1
     assert value(found, "costwarden_breaker_state", deployment="anthropic:claude") == 2
@@ -91,15 +98,14 @@ def test_one_process_exports_no_worker_families() -> None:
 
 
 def test_the_wire_form_round_trips() -> None:
-    exporter = _exporter(ROWS, "7", ledger=LedgerGauges(1, 0.25, 2, 3),
-                         breakers={"openai:gpt-4o-mini": "open"}, subscribers=4)  # fmt: skip
+    exporter = _exporter(ROWS, "7", ledger=LedgerGauges(1, 0.25, 2, 3, 4, True),
+                         breakers={"openai:gpt-4o-mini": "open"}, subscribers=4,
+                         mode="refusing")  # fmt: skip
     scrape = exporter.snapshot()
     back = decode(encode(scrape))
     assert back.limits is None  # the answering worker's limits are exported, not these
-    assert back == Scrape(
-        scrape.requests, scrape.breakers, None, scrape.ledger, scrape.event_subscribers,
-        scrape.workers,
-    )  # fmt: skip
+    assert back == dataclasses.replace(scrape, limits=None)
+    assert back.counters_mode == "refusing" and back.ledger == scrape.ledger
     assert math.isinf(back.requests.upstream["openai"].buckets[-1][0])
 
 
