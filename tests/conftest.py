@@ -42,9 +42,14 @@ _SERIAL = (
 )
 
 
+# End-to-end tests that run in parallel nonetheless: they share no Redis database and assert
+# counts, not timings (a PostgreSQL server of their own).
+_PARALLEL = ("tests/e2e/test_database_outage.py",)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if item.nodeid.startswith(_SERIAL):
+        if item.nodeid.startswith(_SERIAL) and not item.nodeid.startswith(_PARALLEL):
             item.add_marker(pytest.mark.serial)
 
 
