@@ -122,7 +122,6 @@ async def _wait_drained(base: str, timeout: float = 30) -> dict[str, Any]:
         await asyncio.sleep(0.1)
 
 
-@pytest.mark.serial
 @pytest.mark.parametrize("mode", ["batched", "durable"])
 async def test_postgres_stopped_under_traffic_loses_nothing(
     mock: MockServer, tmp_path: Path, postgres: PrivatePostgres, mode: str
@@ -171,7 +170,6 @@ async def test_postgres_stopped_under_traffic_loses_nothing(
     assert "spooling ledger rows" in text and "spooled rows replayed" in text
 
 
-@pytest.mark.serial
 async def test_sigkill_while_the_database_is_away_loses_no_durable_row(
     mock: MockServer, tmp_path: Path, postgres: PrivatePostgres
 ) -> None:
