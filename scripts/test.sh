@@ -53,7 +53,7 @@ run_phase() {
 parallel_log="$(mktemp)"
 serial_log="$(mktemp)"
 status=0
-run_phase "in parallel" "$parallel_log" -n "${COSTWARDEN_TEST_WORKERS:-3}" --dist worksteal -m "not serial" "$@" \
+run_phase "in parallel" "$parallel_log" -n "${COSTWARDEN_TEST_WORKERS:-3}" -m "not serial" "$@" \
     || status=$?
 serial=0
 run_phase "one at a time" "$serial_log" -m serial "$@" || serial=$?
