@@ -45,6 +45,7 @@ from tests.helpers import (
     LiveGateway,
     counters_minus_ledger,
     live_gateway,
+    redis_pid,
     seconds_until_unreserved,
     set_limits,
 )
@@ -98,14 +99,6 @@ async def _worker(gw: LiveGateway, stop: asyncio.Event, answers: list[_Answer]) 
             answers.append(_Answer(started, loop.time(), status, code))
             if status != 200:
                 await asyncio.sleep(0.05)  # as a client would, briefly
-
-
-def _redis_pid(url: str) -> int:
-    client = redis.Redis.from_url(url)
-    try:
-        return int(client.info("server")["process_id"])
-    finally:
-        client.close()
 
 
 def _leases_left(url: str, org_id: str) -> int:
@@ -166,7 +159,7 @@ async def test_redis_stopped_under_traffic(
             await set_limits(gw, daily_usd=LIMIT_USD, requests_per_minute=1_000_000)
             enforcer = gw.app.enforcer
             org_id = enforcer.book.limits[0].org_id
-            pid = _redis_pid(private_redis)
+            pid = redis_pid(private_redis)
             answers: list[_Answer] = []
             modes: set[str] = set()
             stop = asyncio.Event()
@@ -267,7 +260,7 @@ async def test_two_processes_fail_open_share_the_room(
         await set_limits(one, daily_usd=TWO_LIMIT_USD)  # room left after the start-up wait
         await two.app.enforcer.refresh()
         org_id = one.app.enforcer.book.limits[0].org_id
-        pid = _redis_pid(private_redis)
+        pid = redis_pid(private_redis)
         answers: list[_Answer] = []
         stop = asyncio.Event()
         workers = [

@@ -34,6 +34,7 @@ from tests.helpers import (
     LiveGateway,
     counters_minus_ledger,
     live_gateway,
+    redis_pid,
     seconds_until_unreserved,
     set_limits,
 )
@@ -63,14 +64,6 @@ async def _worker(gw: LiveGateway, stop: asyncio.Event, answers: list[_Answer]) 
             answers.append(_Answer(loop.time(), r.status, code))
             if r.status != 200:
                 await asyncio.sleep(0.05)  # as an SDK would, briefly
-
-
-def _redis_pid(url: str) -> int:
-    client = redis.Redis.from_url(url)
-    try:
-        return int(client.info("server")["process_id"])
-    finally:
-        client.close()
 
 
 def _leftovers(url: str, org_id: str) -> dict[str, int]:
@@ -103,7 +96,7 @@ async def test_redis_stall_counts_every_request_once(
             tokens_per_minute=100_000_000,
         )
         org_id = gw.app.enforcer.book.limits[0].org_id
-        pid = _redis_pid(private_redis)
+        pid = redis_pid(private_redis)
         answers: list[_Answer] = []
         stop = asyncio.Event()
         workers = [asyncio.create_task(_worker(gw, stop, answers)) for _ in range(WORKERS)]
