@@ -61,11 +61,11 @@ class WorkerMetrics:
             self._path.unlink()
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # An asker that gave up (timed out) has closed its end: nothing to answer then.
         try:
-            writer.write(encode(self._exporter.snapshot()))
-            await writer.drain()
-        except (ConnectionError, OSError):
-            pass  # the asker gave up (timed out): nothing to do
+            with contextlib.suppress(ConnectionError, OSError):
+                writer.write(encode(self._exporter.snapshot()))
+                await writer.drain()
         finally:
             writer.close()
 
