@@ -45,7 +45,7 @@ ADMIN_TOKEN = "admin-token-for-concurrency-test"
 REDIS_URL = "redis://127.0.0.1:6379/13"
 
 
-def _extra(redis_url: str | None) -> str:
+def _extra(redis_url: str | None, leased: bool = False) -> str:
     """$1 per MTok in, $10 per MTok out: answers of 1..1,000 tokens cost up to ~$0.01 each."""
     # A generous command timeout: this test is about the budget holding, and 1,000 requests
     # over 4 processes on 2 busy cores can delay a Redis answer past the 1 s default.
@@ -53,6 +53,7 @@ def _extra(redis_url: str | None) -> str:
     return f"""
 [budgets]
 default_max_output_tokens = 1024
+leased_slices = {"true" if leased else "false"}
 {redis_table}
 [[deployments]]
 id = "openai:gpt-4o-mini"
@@ -100,9 +101,12 @@ async def _run(
     processes: int,
     redis_url: str | None,
     workers: int = 1,
+    *,
+    leased: bool = False,
 ) -> None:
     """``processes`` gateways (``serve --workers workers`` each), the requests spread over
-    them in turn."""
+    them in turn; ``leased``: with leased slices (the counters are then read from Redis after
+    the gateways stopped, which gives the slices back)."""
     mock.state.update(vary_output=True, output_tokens=500, latency_ms=20)
     engine = create_engine_for(database_url)
     try:
@@ -111,7 +115,7 @@ async def _run(
         policy.set_limits(engine, org="budget", scope="org", subject="", amounts={"daily_usd": "1"})
     finally:
         engine.dispose()
-    extra = _extra(redis_url)
+    extra = _extra(redis_url, leased)
     procs = []
     urls = []
     for i in range(processes):
@@ -190,14 +194,20 @@ async def _run(
     assert upstream == len(admitted)
 
     (daily,) = [s for s in status["limits"] if s["limit_name"] == "daily_usd"]
-    assert Decimal(daily["spent"]) == Decimal(nanos) / 10**9  # counters == ledger, row by row
-    assert daily["reserved"] == "0"
-    assert Decimal(daily["spent"]) <= BUDGET
+    if not leased:  # with slices, "reserved" holds them until the gateways stop
+        assert Decimal(daily["spent"]) == Decimal(nanos) / 10**9  # counters == ledger
+        assert daily["reserved"] == "0"
+        assert Decimal(daily["spent"]) <= BUDGET
     if redis_url:
         client = redis.Redis.from_url(redis_url)
         try:
             assert client.zcard(f"cw:{{{record.org_id}}}:leases") == 0
             assert client.hlen(f"cw:{{{record.org_id}}}:lease") == 0
+            # The org's one calendar counter, read after every gateway stopped.
+            (key,) = client.keys(f"cw:{{{record.org_id}}}:c:*")
+            used, reserved = client.hmget(key, ["u", "r"])
+            assert int(used or 0) == nanos  # counters == ledger, row by row
+            assert int(reserved or 0) == 0
         finally:
             client.close()
 
@@ -209,6 +219,15 @@ async def test_hard_budget_holds_across_four_processes_two_workers_each_port(
     own, 23 s and 27 s of the suite)."""
     database_url, redis_url = shared_stack
     await _run(mock, tmp_path, database_url, 2, redis_url, workers=2)
+
+
+async def test_hard_budget_holds_with_leased_slices_across_four_processes(
+    mock: MockServer, tmp_path: Path, shared_stack: tuple[str, str]
+) -> None:
+    """Each process admits against slices of the budget leased from Redis, and near the
+    limit gives them back and reserves exactly: the cap holds all the same."""
+    database_url, redis_url = shared_stack
+    await _run(mock, tmp_path, database_url, 4, redis_url, leased=True)
 
 
 async def test_hard_budget_holds_on_the_embedded_default(mock: MockServer, tmp_path: Path) -> None:

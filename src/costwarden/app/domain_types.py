@@ -6,11 +6,15 @@ tests build deployments with them too.
 from __future__ import annotations
 
 import urllib.request
+from collections.abc import Callable
 from decimal import Decimal
 from typing import cast
 
 from redis.asyncio import Redis
 
+from costwarden.budgets.leased import LeasedStore
+from costwarden.budgets.redis_store import RedisStore
+from costwarden.budgets.store import CounterStore
 from costwarden.config.sessions import SessionSettings
 from costwarden.config.settings import RedisSettings, Settings
 from costwarden.config.upstreams import ProviderSettings, ResilienceSettings, RouteSettings
@@ -99,6 +103,16 @@ def app_redis(r: RedisSettings) -> Redis | None:
     if not r.url:
         return None
     return redis_client(r.url, timeout=r.timeout_seconds, max_connections=r.max_connections)
+
+
+def counter_store(settings: Settings, redis: Redis, clock: Callable[[], float]) -> CounterStore:
+    """The budget counters on Redis: leased in slices (``budgets.leased_slices``) or each
+    request reserving there."""
+    b = settings.budgets
+    store = RedisStore(redis, lease_seconds=b.lease_seconds, clock=clock)
+    if not b.leased_slices:
+        return store
+    return LeasedStore(store, flush_seconds=b.slice_flush_ms / 1000, clock=clock)
 
 
 def loop_policy(s: SessionSettings) -> LoopPolicy:

@@ -38,6 +38,7 @@ from costwarden.app.domain_types import (
     app_redis,
     breaker_policy,
     build_deployments,
+    counter_store,
     egress_of,
     loop_policy,
     route_spec,
@@ -47,7 +48,6 @@ from costwarden.app.securing import Security
 from costwarden.app.tracing import request_spans
 from costwarden.app.worker_metrics import WorkerMetrics
 from costwarden.budgets.enforcer import Enforcer
-from costwarden.budgets.redis_store import RedisStore
 from costwarden.caching.stores import MemoryCache, RedisCache, ResponseCache
 from costwarden.config.billing import webhook_secrets
 from costwarden.config.budgets import budget_config
@@ -123,11 +123,7 @@ class CostwardenApp:
             LedgerAggregates(self.engine),
             clock=clock,
             flush_ledger=self.ledger.flush,
-            store=(
-                None  # in-process counters
-                if self.redis is None
-                else RedisStore(self.redis, lease_seconds=budgets.lease_seconds, clock=clock)
-            ),
+            store=None if self.redis is None else counter_store(settings, self.redis, clock),
         )
         self.switches = SwitchBoard(
             self.engine,

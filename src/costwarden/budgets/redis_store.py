@@ -22,6 +22,9 @@ touch any of them, including the counters named by an expired lease it undoes::
     {prefix}:{tenant}:done          zset: lease id -> tombstone time: settled or released
                                     without a lease to find (kept ``2 * lease_seconds``)
     {prefix}:{tenant}:rebuild       the lock of whoever rebuilds the tenant from the ledger
+    {prefix}:{tenant}:slice_gens    hash: slice lease id -> the generation of its last call
+                                    (budgets/leased.py; the slice leases themselves are
+                                    ``S:{process id}`` entries of ``leases`` and ``lease``)
     {prefix}:{platform}:processes   zset: gateway process id -> heartbeat expiry (epoch ms);
                                     how many share the counters (budgets/outage.py)
 
@@ -106,11 +109,17 @@ TOMBSTONE_MIN_SECONDS = 60.0
 HEARTBEAT_SECONDS = 1.0
 HEARTBEAT_TTL_SECONDS = 5.0
 
-_SCRIPTS = ("reserve", "settle", "renew", "seed", "abandon", "add")
+_SCRIPTS = ("reserve", "settle", "renew", "seed", "abandon", "add", "slices")
+# Scripts that purge expired leases: purge.lua (the one purge) is prepended to them.
+_PURGING = ("reserve", "slices")
 
 
 def _script_source(name: str) -> str:
-    return (resources.files("costwarden.budgets") / "lua" / f"{name}.lua").read_text("utf-8")
+    lua = resources.files("costwarden.budgets") / "lua"
+    source = (lua / f"{name}.lua").read_text("utf-8")
+    if name in _PURGING:
+        source = (lua / "purge.lua").read_text("utf-8") + "\n" + source
+    return source
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -151,7 +160,7 @@ class RedisStore:
         self._renewed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._beat: asyncio.Task[None] | None = None
-        self._process_id = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        self.process_id = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
         # Gateway processes sharing the counters, at the last heartbeat.
         self.processes = 1
         self._first_beat = math.inf
@@ -184,7 +193,7 @@ class RedisStore:
         if self._client is not None:
             with contextlib.suppress(RedisError, OSError):
                 await self._client.zrem(
-                    self._tenant_key("platform", "processes"), self._process_id
+                    self._tenant_key("platform", "processes"), self.process_id
                 )
         self._client = None
 
@@ -376,6 +385,32 @@ class RedisStore:
     async def ping(self) -> None:
         await self.client.ping()
 
+    async def slices(
+        self, tenant: str, gen: int, checks: list[Check], rows: list[list[Any]], now: float
+    ) -> Any:
+        """Run ``slices.lua`` for this process's slices of ``tenant`` (budgets/leased.py):
+        ``rows`` are its ops, one per check (the counter each slice is of)."""
+        keys = [
+            *self._tenant_keys(tenant),
+            self._tenant_key(tenant, "purged"),
+            self._tenant_key(tenant, "slice_gens"),
+            *(self.counter_key(check) for check in checks),
+        ]
+        raw = await self._scripts["slices"](
+            keys=keys,
+            args=[
+                f"S:{self.process_id}",
+                _ms(now),
+                _ms(now + self.lease_seconds),
+                PURGE_BATCH,
+                gen,
+                self.processes,
+                orjson.dumps(rows),
+                self._keep_ms,
+            ],
+        )
+        return orjson.loads(raw)
+
     async def add(
         self, lease: str, checks: list[Check], actual: Actual, settled_at: float
     ) -> None:
@@ -434,7 +469,7 @@ class RedisStore:
         """Count this process in, and the live gateway processes (``processes``)."""
         key = self._tenant_key("platform", "processes")
         pipe = self.client.pipeline(transaction=True)
-        pipe.zadd(key, {self._process_id: _ms(now + HEARTBEAT_TTL_SECONDS)})
+        pipe.zadd(key, {self.process_id: _ms(now + HEARTBEAT_TTL_SECONDS)})
         pipe.zremrangebyscore(key, "-inf", f"({_ms(now)}")
         pipe.zcard(key)
         pipe.pexpire(key, _ms(HEARTBEAT_TTL_SECONDS))

@@ -41,8 +41,11 @@ class LeaseClosed(Exception):
 
 class CounterStore(Protocol):
     name: str
-    # Gateway processes sharing these counters, as last counted (1 for in-process ones).
-    processes: int
+
+    @property
+    def processes(self) -> int:
+        """Gateway processes sharing these counters, as last counted (1 for in-process ones)."""
+        ...
 
     async def start(self) -> None: ...
 

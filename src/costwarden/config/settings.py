@@ -130,6 +130,20 @@ class BudgetSettings:
         "Reservations are leases: one whose gateway process died is released after this long "
         "(live ones are renewed). Redis only.",
     )
+    leased_slices: bool = _setting(
+        False,
+        "With Redis: each gateway process leases slices of every counter it meets (at most "
+        "1/(2 x processes) of the room left each) and admits and settles requests against them "
+        "in-process, with no Redis round trip on the request path; near a limit the slices "
+        "are given back and requests reserve exactly, so hard budgets hold as exactly. A "
+        "process that dies leaves its slices counted as spent. See docs/budgets.md.",
+        "COSTWARDEN_BUDGET_LEASED_SLICES",
+    )
+    slice_flush_ms: int = _setting(
+        20,
+        "With leased_slices: how often what the slices consumed is counted in Redis and "
+        "they are topped up (one script per org that has slices, only when something changed).",
+    )
     redis_timeout_seconds: float = _setting(
         1.0,
         "Deprecated: use redis.timeout_seconds (the same setting). Still read, with a warning "
@@ -507,6 +521,8 @@ def _check_budgets(b: BudgetSettings, ctx: _Ctx, env: Mapping[str, str]) -> None
             raise _invalid(ctx, env, b, "budgets", name, "must be a positive integer")
     if b.prompt_overhead_tokens < 0:
         raise _invalid(ctx, env, b, "budgets", "prompt_overhead_tokens", "must be >= 0")
+    if b.slice_flush_ms < 1:
+        raise _invalid(ctx, env, b, "budgets", "slice_flush_ms", "must be a positive integer")
     for name in (
         "lease_seconds",
         "redis_timeout_seconds",

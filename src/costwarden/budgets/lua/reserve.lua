@@ -110,9 +110,8 @@ end
 
 -- (a2) A lease that was already settled or released (a tombstone in "done") is not created:
 -- this reserve timed out at its caller, which gave the lease up, and ran late. Expired
--- leases purged in (b) are remembered in "purged" (for PURGED_KEEP_MS), so that their late
+-- leases purged in (b) are remembered in "purged" (purge.lua), so that their late
 -- settle still counts what the request spent.
-local PURGED_KEEP_MS = 86400000
 local function purged_key(t)
   return KEYS[#KEYS - 2 * (T - t) - 1]
 end
@@ -122,29 +121,10 @@ for t = 1, T do
   end
 end
 
--- (b) Give back the reservations of leases whose holder stopped renewing them.
+-- (b) Give back the reservations of leases whose holder stopped renewing them (purge.lua).
 local purge_max = tonumber(ARGV[4])
 for t = 1, T do
-  local leases, lease = KEYS[3 * t - 1], KEYS[3 * t]
-  local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', now_ms, 'LIMIT', 0, purge_max)
-  for _, id in ipairs(expired) do
-    local entries = redis.call('HGET', lease, id)
-    if entries then
-      for _, e in ipairs(cjson.decode(entries)) do
-        -- A counter (or bucket) that is gone was expired or rebuilt without this reservation.
-        if redis.call('HEXISTS', e[1], e[2]) == 1 then
-          redis.call('HINCRBY', e[1], e[2], int(-e[3]))
-        end
-      end
-      redis.call('HDEL', lease, id)
-      redis.call('ZADD', purged_key(t), now_ms, id)
-    end
-    redis.call('ZREM', leases, id)
-  end
-  if #expired > 0 then
-    redis.call('ZREMRANGEBYSCORE', purged_key(t), '-inf', '(' .. int(now_ms - PURGED_KEEP_MS))
-    redis.call('PEXPIRE', purged_key(t), PURGED_KEEP_MS)
-  end
+  purge_expired(KEYS[3 * t - 1], KEYS[3 * t], purged_key(t), now_ms, purge_max)
 end
 
 -- (c) Read the views; a rolling counter forgets the buckets that left its window.

@@ -1,0 +1,237 @@
+"""Leased budgets: counters in Redis, spent at in-process speed.
+
+A :class:`LeasedStore` wraps the :class:`~costwarden.budgets.redis_store.RedisStore`. Each
+process leases slices of the counters it meets (:mod:`costwarden.budgets.slices`, the
+policy; ``lua/slices.lua``, the Redis side) and admits and settles requests against them
+locally: no round trip on the request path. One call per tenant every ``flush_seconds`` (only
+when something changed) moves what the slices consumed into the settled spend, tops them up
+and renews their lease; the same call, made by a request that found no slice with room,
+takes new ones. Near a limit the slices are given back and requests reserve exactly, as
+:class:`RedisStore` alone does -- so the hard cap is as exact as without leasing.
+
+Every slices call is one script for one tenant (its keys share a Redis Cluster hash slot).
+A call that fails or times out is simply sent again with the next one: what it counts is
+cumulative and every call carries a generation, so a late one does nothing.
+
+On close (SIGTERM) every slice is given back at once. A process that dies strands its slices
+until its slice lease expires (``budgets.lease_seconds``); they are then counted as spent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from costwarden.budgets.policy import Actual, Ask, Check, Grant, Refusal, View
+from costwarden.budgets.redis_store import RedisStore
+from costwarden.budgets.slices import Answer, Op, SliceBook
+from costwarden.budgets.store import CountersLost, Seed
+from costwarden.core.polling import FailureRun
+
+logger = logging.getLogger(__name__)
+
+# The slice lease is renewed this often at least (a fraction of its lifetime), and the
+# slices are spent only while half of that lifetime is left.
+_RENEW_FRACTION = 1 / 3
+_VALID_FRACTION = 1 / 2
+
+
+class LeasedStore:
+    name = "redis"
+
+    def __init__(
+        self,
+        inner: RedisStore,
+        *,
+        flush_seconds: float = 0.02,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.inner = inner
+        self.book = SliceBook()
+        self._flush_seconds = flush_seconds
+        self._clock = clock
+        self._gen = itertools.count(1)  # the lease id is new with every process
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._last_call: dict[str, float] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._failures = FailureRun("budget slice calls")
+        self._lease_seconds = inner.lease_seconds
+
+    @property
+    def processes(self) -> int:
+        return self.inner.processes
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.inner.start()
+        self._task = asyncio.create_task(self._flush_loop(), name="costwarden-budget-slices")
+        logger.info("budget counters leased in slices (flushed every %.0f ms)",
+                    self._flush_seconds * 1000)  # fmt: skip
+
+    async def close(self) -> None:
+        """Give every slice back (the server has drained: nothing is in flight), then close
+        the Redis store."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for tenant in self.book.holding():
+            try:
+                await self._call(tenant, self._clock(), closing=True)
+            except (RedisError, OSError, CountersLost) as exc:
+                logger.warning("could not give back the slices of %s: %s (they are counted "
+                               "as spent when their lease expires)", tenant, exc)  # fmt: skip
+        await self.inner.close()
+
+    # -- the request path ------------------------------------------------------------------
+
+    async def reserve(
+        self, lease: str, ask: Ask, checks: list[Check], now: float
+    ) -> Grant | Refusal:
+        if checks:
+            granted = self.book.admit(lease, ask, checks, now)
+            if granted is not None:
+                return granted
+            tenants = self.book.wanted(ask, checks, now)
+            if tenants:
+                for tenant in tenants:
+                    await self._call(tenant, now)
+                now = self._clock()
+                granted = self.book.admit(lease, ask, checks, now)
+                if granted is not None:
+                    return granted
+        return await self.inner.reserve(lease, ask, checks, now)
+
+    async def settle(
+        self, lease: str, checks: list[Check], amounts: list[int], actual: Actual, now: float
+    ) -> list[int]:
+        rooms = self.book.settle(lease, actual)
+        if rooms is not None:
+            return rooms
+        return await self.inner.settle(lease, checks, amounts, actual, now)
+
+    async def abandon(self, lease: str, checks: list[Check], now: float) -> None:
+        await self.inner.abandon(lease, checks, now)
+
+    # -- slice calls -----------------------------------------------------------------------
+
+    async def _call(self, tenant: str, now: float, *, closing: bool = False) -> None:
+        """One slices call for ``tenant``. A request that finds one under way waits for it
+        instead (it was sent with what the book held then: the request then tries again)."""
+        lock = self._locks.setdefault(tenant, asyncio.Lock())
+        if lock.locked() and not closing:
+            async with lock:
+                return
+        async with lock:
+            await self._send(tenant, self.book.ops(tenant, now, closing=closing), now)
+
+    async def _send(self, tenant: str, ops: list[Op], now: float) -> None:
+        rows = [_row(op) for op in ops]
+        try:
+            data = await self.inner.slices(
+                tenant, next(self._gen), [op.slice.check for op in ops], rows, now
+            )
+        except BaseException:
+            self.book.failed(tenant, ops)
+            raise
+        self._last_call[tenant] = now
+        if "lost" in data:
+            self.book.drop(tenant)
+            raise CountersLost([tenant])
+        if "purged" in data:
+            dropped = self.book.drop(tenant)
+            logger.warning("the slice lease of %s expired and was purged: %d slice(s) counted "
+                           "as spent, new ones are taken", tenant, dropped)  # fmt: skip
+            return
+        if "stale" in data:  # a generation is never reused: only a bug gets here
+            self.book.failed(tenant, ops)
+            raise RuntimeError(f"slices call for {tenant} found a later generation")
+        answers = [Answer(int(g), int(room), bool(tight)) for g, room, tight in data["slices"]]
+        valid = now + self._lease_seconds * _VALID_FRACTION
+        self.book.answered(tenant, ops, answers, now, valid)
+
+    async def _flush_loop(self) -> None:
+        renew_after = self._lease_seconds * _RENEW_FRACTION
+        while True:
+            await asyncio.sleep(self._flush_seconds)
+            for tenant in self.book.holding():
+                now = self._clock()
+                due = now >= self._last_call.get(tenant, 0.0) + renew_after
+                if not due and not self.book.ops(tenant, now):
+                    continue
+                try:
+                    await self._call(tenant, now)
+                except CountersLost:
+                    logger.warning("budget counters of %s are gone: its slices are dropped",
+                                   tenant)  # fmt: skip
+                except Exception as exc:  # keep flushing: the next call resends it all
+                    if self._failures.failed():
+                        logger.warning("budget slice call failed: %s: %s",
+                                       type(exc).__name__, exc)  # fmt: skip
+                else:
+                    self._failures.succeeded()
+
+    # -- the rest is the Redis store's -----------------------------------------------------
+
+    async def views(self, checks: list[Check], now: float) -> list[View]:
+        return await self.inner.views(checks, now)
+
+    def counted(self, now: float) -> bool:
+        return self.inner.counted(now)
+
+    async def ping(self) -> None:
+        await self.inner.ping()
+
+    async def add(
+        self, lease: str, checks: list[Check], actual: Actual, settled_at: float
+    ) -> None:
+        await self.inner.add(lease, checks, actual, settled_at)
+
+    async def adopt(
+        self, leases: list[tuple[str, list[Check], list[int], float]], now: float
+    ) -> None:
+        await self.inner.adopt(leases, now)
+
+    async def seed(
+        self, tenant: str, seeds: dict[str, Seed], ttls: dict[str, int], *, complete: bool
+    ) -> None:
+        await self.inner.seed(tenant, seeds, ttls, complete=complete)
+
+    async def prune(self, now: float) -> None:
+        await self.inner.prune(now)
+
+    async def ready(self, tenant: str) -> bool:
+        return await self.inner.ready(tenant)
+
+    async def acquire_rebuild(self, tenant: str, ttl_ms: int) -> bool:
+        return await self.inner.acquire_rebuild(tenant, ttl_ms)
+
+    async def release_rebuild(self, tenant: str) -> None:
+        await self.inner.release_rebuild(tenant)
+
+
+def _row(op: Op) -> list[Any]:
+    check = op.slice.check
+    field = str(check.bucket) if check.rolling else "r"
+    return [
+        1 if check.rolling else 0,
+        field,
+        check.limit.amount,
+        check.ttl,
+        check.first,
+        op.used,
+        op.keep,
+        op.want,
+        op.need,
+        1 if op.forget else 0,
+        op.exposed,
+    ]
