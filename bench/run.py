@@ -2,7 +2,7 @@
 """Measure the gateway's overhead against the mock upstream, and record it in the docs.
 
     python bench/run.py [--duration 10] [--connections 1,16,64] [--stream-connections 16]
-                        [--variants off,memory,redis,noscan,cached] [--litellm]
+                        [--variants off,memory,redis,leased,noscan,cached] [--litellm]
                         [--out docs/benchmarks.md]
 
 wrk drives the mock directly and then each gateway variant (no limits, budgets with
@@ -77,9 +77,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--variants",
         type=parse_variants,
-        default=parse_variants("off,memory,redis"),
+        default=parse_variants("off,memory,redis,leased"),
         help="gateway variants to measure, comma-separated: off (no limits), memory (budgets, "
         "in-process counters), redis (budgets, counters in Redis db 11; skipped if unreachable), "
+        "leased (the same, each process spending leased slices: budgets.leased_slices), "
         "noscan (memory with the prompt security scan off), cached (every answer from the "
         "response cache after the first)",
     )

@@ -37,11 +37,14 @@ class Variant:
     redis: bool  # counters in Redis rather than in the gateway process
     scan: bool = True  # the prompt security scan on (the default), or off
     cache: bool = False  # every route's answers cached: all but the first requests are hits
+    leased: bool = False  # counters in Redis, spent in leased slices (budgets.leased_slices)
 
     def config_extra(self) -> str:
         """TOML appended to the mock gateway config (empty keeps counters in-process and
         the security scan on)."""
         extra = f'\n[redis]\nurl = "{REDIS_URL}"\n' if self.redis else ""
+        if self.leased:
+            extra += "\n[budgets]\nleased_slices = true\n"
         if self.cache:  # the benchmark's requests set no temperature: cached all the same
             extra += "\n[cache]\ndefault_ttl_seconds = 3600\nreplay_unsafe = true\n"
         return extra if self.scan else extra + "\n[security]\nenabled = false\n"
@@ -51,6 +54,8 @@ VARIANTS = {
     "off": Variant("off", "ledger only", limits=False, redis=False),
     "memory": Variant("memory", "budgets in-process", limits=True, redis=False),
     "redis": Variant("redis", "budgets on Redis", limits=True, redis=True),
+    # The same counters in Redis, each process spending leased slices of them in-process.
+    "leased": Variant("leased", "budgets on Redis, leased", limits=True, redis=True, leased=True),
     # The same as "memory" with the prompt scan off: its cost is the difference of the two.
     "noscan": Variant(
         "noscan", "budgets in-process, scan off", limits=True, redis=False, scan=False

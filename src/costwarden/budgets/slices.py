@@ -24,6 +24,7 @@ overspent (docs/budgets.md, "Leased slices").
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import NamedTuple
 
 from costwarden.budgets.policy import (
@@ -35,19 +36,24 @@ from costwarden.budgets.policy import (
     actual_amount,
     decide,
 )
-from costwarden.budgets.windows import bucket_index
+from costwarden.budgets.windows import bucket_index, bucket_seconds
 
 # A slice is sized for this many of the largest request seen, or this many flush intervals of
-# the traffic of the last one, whichever is more.
+# its recent traffic, whichever is more.
 SLICE_REQUESTS = 8
-SLICE_INTERVALS = 4
+SLICE_INTERVALS = 25
 # A slice is topped up when its free part falls below this fraction of its wanted size.
 TOP_UP_FRACTION = 0.5
-# Between two calls a process admits at most this many of the largest request, or twice what
-# was asked of the slice in the last interval, whichever is more: its *allowance*. A purge of a
-# dead process's slice counts that (and its requests in flight at its last call) as spent.
+# Between two calls a process admits at most this many of the largest request, or this many
+# flush intervals of its recent traffic, whichever is more: its *allowance*. A purge of a dead
+# process's slice counts that (and its requests in flight at its last call) as spent.
 ALLOWANCE_REQUESTS = 4
-ALLOWANCE_GROWTH = 2
+ALLOWANCE_INTERVALS = 10
+# A rolling counter's slice of the next bucket is taken this long before the bucket starts (or
+# this many flush intervals, if longer), so that requests never wait for it: under load a
+# flush runs late. It counts in the window that much early.
+LEAD_SECONDS = 0.25
+LEAD_INTERVALS = 5
 # A counter found tight takes the exact path for this long before slices are tried again.
 TIGHT_SECONDS = 1.0
 # A slice nobody asked anything of for this long is given back (its room is others' again).
@@ -65,7 +71,9 @@ class Slice:
     sent: int = 0  # ``used`` as of the last answered call (Redis counted that much)
     room: int = 0  # room outside every slice at the last answer (for headers)
     need: int = 0  # the largest single reservation asked of it
-    admitted: int = 0  # asked of it since the last call (sizes the next want)
+    admitted: int = 0  # asked of it since the last answer
+    rate: float = 0.0  # what is asked of it per second, smoothed over the last answers
+    answered_at: float = 0.0
     admitted_total: int = 0  # reserved locally, cumulative
     base: int = 0  # admitted_total when the last answered call was sent
     allowance: int = 0  # what may be admitted past ``base`` before the next answer
@@ -78,13 +86,19 @@ class Slice:
     def free(self) -> int:
         return self.granted - self.held - (self.used - self.sent)
 
-    @property
-    def want(self) -> int:
-        return max(SLICE_REQUESTS * self.need, SLICE_INTERVALS * self.admitted)
+    def per_interval(self, now: float, interval: float) -> float:
+        """What is asked of it in one flush interval, by its recent rate or, if higher, the
+        rate since the last answer (traffic that just grew)."""
+        recent = self.admitted / max(now - self.answered_at, interval)
+        return max(self.rate, recent) * interval
 
-    @property
-    def next_allowance(self) -> int:
-        return max(ALLOWANCE_REQUESTS * self.need, ALLOWANCE_GROWTH * self.admitted)
+    def want(self, now: float, interval: float) -> int:
+        per = self.per_interval(now, interval)
+        return max(SLICE_REQUESTS * self.need, math.ceil(SLICE_INTERVALS * per))
+
+    def next_allowance(self, now: float, interval: float) -> int:
+        per = self.per_interval(now, interval)
+        return max(ALLOWANCE_REQUESTS * self.need, math.ceil(ALLOWANCE_INTERVALS * per))
 
     def fits(self, amount: int) -> bool:
         """Whether one more local request of ``amount`` fits its room and its allowance."""
@@ -133,11 +147,15 @@ class LocalLease:
 class SliceBook:
     """Every slice this process holds, per tenant, and the requests admitted against them."""
 
-    def __init__(self) -> None:
+    def __init__(self, interval: float = 0.02) -> None:
+        self.interval = interval  # seconds between two calls of a busy tenant (the flush)
         self.tenants: dict[str, dict[str, Slice]] = {}
         self.leases: dict[str, LocalLease] = {}
-        # slice id -> until when its counter takes the exact path
+        # counter key -> until when it takes the exact path
         self.tight: dict[str, float] = {}
+        # counter key -> (rate, need) of its last slice: a rolling counter's next bucket's
+        # slice starts from them
+        self.history: dict[str, tuple[float, int]] = {}
         # tenant -> until when its slices may be spent: their lease was last extended to
         # expire later than this (safely before, so a late purge cannot meet a live slice)
         self.valid_until: dict[str, float] = {}
@@ -180,7 +198,7 @@ class SliceBook:
     def wanted(self, ask: Ask, checks: list[Check], now: float) -> list[str]:
         """Make the slices a request would need and has not (sized for it); the tenants to
         ask. Empty when one of its counters is tight (the exact path is the way)."""
-        if any(self.tight.get(slice_id(c), 0.0) > now for c in checks):
+        if any(self.tight.get(c.key, 0.0) > now for c in checks):
             return []
         unbounded = decide(ask, checks, [View() for _ in checks], now)
         if not isinstance(unbounded, Grant):  # cannot fit even an empty counter
@@ -191,7 +209,7 @@ class SliceBook:
             sid = slice_id(check)
             found = book.get(sid)
             if found is None or found.forgotten:
-                found = book[sid] = Slice(check)
+                found = book[sid] = self._new_slice(check)
             if found.draining:
                 return []
             found.need = max(found.need, amount)
@@ -223,7 +241,7 @@ class SliceBook:
         needs topping up, is over (its bucket or window passed) or draining; all of them
         when ``closing`` (they are given back)."""
         out: list[Op] = []
-        for s in self.tenants.get(tenant, {}).values():
+        for s in list(self.tenants.get(tenant, {}).values()):
             if s.forgotten:
                 continue
             unasked = s.inflight == 0 and now - s.last_asked > IDLE_SECONDS
@@ -232,15 +250,15 @@ class SliceBook:
                 idle = s.inflight == 0
                 keep = 0 if idle else s.held
                 out.append(Op(s, s.used, keep, 0, s.need, idle, 0, s.held, s.admitted_total))
-            elif (
-                s.used > s.sent
-                or s.admitted_total > s.base
-                or s.free < TOP_UP_FRACTION * s.want
-            ):
+                continue
+            if s.check.rolling:
+                self._lead(tenant, s, now, out)
+            want = s.want(now, self.interval)
+            if s.used > s.sent or s.admitted_total > s.base or s.free < TOP_UP_FRACTION * want:
                 keep = s.granted - (s.used - s.sent)
-                want = max(s.want, keep)
+                allowance = s.next_allowance(now, self.interval)
                 out.append(
-                    Op(s, s.used, keep, want, s.need, False, s.next_allowance, s.held,
+                    Op(s, s.used, keep, max(want, keep), s.need, False, allowance, s.held,
                        s.admitted_total)  # fmt: skip
                 )
         return out
@@ -256,12 +274,16 @@ class SliceBook:
             s.granted = answer.granted
             s.sent = op.used
             s.room = answer.room
+            if s.answered_at:  # (a first answer keeps the rate a new slice inherited)
+                s.rate = (s.rate + s.admitted / max(now - s.answered_at, self.interval)) / 2
+            s.answered_at = now
             s.admitted = 0
             s.base = op.admitted_at
             s.allowance = op.allowance
+            self.history[s.check.key] = (s.rate, s.need)
             if answer.tight:
                 s.draining = True
-                self.tight[slice_id(s.check)] = now + TIGHT_SECONDS
+                self.tight[s.check.key] = now + TIGHT_SECONDS
             if op.forget:
                 s.forgotten = True
         book = self.tenants.get(tenant, {})
@@ -269,6 +291,26 @@ class SliceBook:
             del book[sid]
         for sid in [sid for sid, until in self.tight.items() if until <= now]:
             del self.tight[sid]
+
+    def _new_slice(self, check: Check) -> Slice:
+        rate, need = self.history.get(check.key, (0.0, 0))
+        return Slice(check, rate=rate, need=need)
+
+    def _lead(self, tenant: str, s: Slice, now: float, out: list[Op]) -> None:
+        """Near the end of a rolling slice's bucket, the next bucket's slice (a new op)."""
+        size = bucket_seconds(s.check.limit.window)
+        if (s.check.bucket + 1) * size - now > max(LEAD_SECONDS, LEAD_INTERVALS * self.interval):
+            return
+        book = self.tenants[tenant]
+        nxt = dataclasses.replace(s.check, bucket=s.check.bucket + 1, first=s.check.first + 1)
+        sid = slice_id(nxt)
+        if sid in book:
+            return
+        fresh = book[sid] = Slice(nxt, rate=s.rate, need=s.need, last_asked=now)
+        out.append(
+            Op(fresh, 0, 0, fresh.want(now, self.interval), fresh.need, False,
+               fresh.next_allowance(now, self.interval), 0, 0)  # fmt: skip
+        )
 
     def failed(self, tenant: str, ops: list[Op]) -> None:
         """A call failed with its outcome unknown. Redis holds at least ``keep`` of each
@@ -297,7 +339,7 @@ class SliceBook:
 def _over(check: Check, now: float) -> bool:
     """Whether the slice's window (a calendar counter) or bucket (a rolling one) has passed."""
     if check.rolling:
-        return bucket_index(check.limit.window, now) != check.bucket
+        return bucket_index(check.limit.window, now) > check.bucket  # (a lead slice: <)
     return check.resets_at is not None and now >= check.resets_at
 
 
