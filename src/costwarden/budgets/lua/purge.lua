@@ -28,9 +28,11 @@ local function purge_expired(leases, lease, purged, now_ms, max)
             redis.call('HINCRBY', e[1], e[2], purge_int(-e[3]))
           else
             local spent = math.max(0, math.min(e[6], e[3]))
-            redis.call('HINCRBY', e[1], e[2], purge_int(spent - e[3]))
             if e[2] == 'r' then
+              redis.call('HINCRBY', e[1], 'r', purge_int(-e[3]))
               redis.call('HINCRBY', e[1], 'u', purge_int(spent))
+            else
+              redis.call('HINCRBY', e[1], e[2], purge_int(spent - e[3]))
             end
           end
         end
