@@ -8,6 +8,9 @@ import contextlib
 import random
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +20,11 @@ from costwarden.budgets.leased import LeasedStore
 from costwarden.budgets.policy import Actual, Check, Grant, Refusal
 from costwarden.budgets.redis_store import RedisStore
 from costwarden.budgets.store import CountersLost
+from costwarden.core.records import LedgerRecord
+from costwarden.storage.counters import LedgerAggregates
+from costwarden.storage.db import create_engine_for
+from costwarden.storage.ledger import LedgerWriter
+from costwarden.storage.migrate import migrate
 from tests.budgets.test_stores import (
     CENT,
     NOW,
@@ -38,8 +46,17 @@ LeasedFactory = Callable[..., Awaitable[LeasedStore]]
 
 
 @pytest.fixture
+def engine(tmp_path: Path) -> Any:
+    """The ledger the stores read a dead process's rows from (SQLite, migrated)."""
+    engine = create_engine_for(f"sqlite:///{tmp_path}/ledger.db")
+    migrate(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
 async def env(
-    redis_ready: None, clock: Clock
+    redis_ready: None, clock: Clock, engine: Any
 ) -> AsyncIterator[tuple[redis.asyncio.Redis, LeasedFactory, str]]:
     """A client of the test database, a factory of started LeasedStores (one per gateway
     process, each with its own client) sharing a fresh key prefix, and that prefix."""
@@ -50,7 +67,13 @@ async def env(
     async def make(*, lease_seconds: float = 30.0, flush_seconds: float = 3600.0) -> LeasedStore:
         shared = await stack.enter_async_context(process_redis(REDIS_URL))
         inner = RedisStore(shared, lease_seconds=lease_seconds, prefix=prefix, clock=clock)
-        store = LeasedStore(inner, flush_seconds=flush_seconds, clock=clock)
+        store = LeasedStore(
+            inner,
+            ledger=LedgerAggregates(engine),
+            ledger_wait=1.0,
+            flush_seconds=flush_seconds,
+            clock=clock,
+        )
         await store.start()
         stack.push_async_callback(store.close)
         return store
@@ -137,12 +160,12 @@ async def test_a_call_resent_after_a_timeout_counts_once_and_a_late_one_nothing(
     assert (await _counter(client, prefix, cs[0]))[0] == CENT
 
 
-async def test_a_dead_process_strands_only_its_exposed_part(
-    env: tuple[redis.asyncio.Redis, LeasedFactory, str], clock: Clock
+async def test_a_dead_process_strands_its_slices_until_its_lease_expires(
+    env: tuple[redis.asyncio.Redis, LeasedFactory, str], clock: Clock, engine: Any
 ) -> None:
     """Its slices stay until the lease expires; the purge then counts what it may have
     admitted without telling (in flight at its last call, plus its allowance) as spent and
-    gives the rest back."""
+    gives the rest back; its ledger rows then replace that part by what it really spent."""
     client, make, prefix = env
     dead = await make(lease_seconds=2)
     other = await make(lease_seconds=2)
@@ -169,6 +192,35 @@ async def test_a_dead_process_strands_only_its_exposed_part(
     used, reserved = await _counter(client, prefix, cs[0])
     assert used == CENT + exposed
     assert reserved == sum(sl.granted for sl in other.book.tenants.get("o1", {}).values())
+    # Its ledger says what it really spent: d0 (counted by its last call), and three of the
+    # nine in flight that finished before it died (the rest never did).
+    holder = dead.inner.slice_lease
+    rows = [_row("d0", CENT, holder)] + [_row(f"d{i}", 2 * CENT, holder) for i in (1, 2, 3)]
+    rows.append(_row("exact", 5 * CENT, None))  # not its slices': never read
+    async with LedgerWriter(engine, flush_interval=0.01) as writer:
+        for row in rows:
+            writer.submit(row)
+    # Not before its rows can all be in (ledger_wait, 1 s here: the call's own background
+    # unstrand, at NOW + 3, found it too early).
+    assert await other.unstrand("o1", NOW + 3.5) == 0
+    assert await other.unstrand("o1", NOW + 4) == 1
+    assert await other.unstrand("o1", NOW + 4) == 0  # once
+    used, _ = await _counter(client, prefix, cs[0])
+    assert used == CENT + 3 * 2 * CENT  # the exposed part freed but for what it spent
+    assert await client.hlen(f"{prefix}:{{o1}}:stranded") == 0
+
+
+def _row(request_id: str, nanos: int, holder: str | None) -> LedgerRecord:
+    return LedgerRecord(
+        request_id=request_id,
+        ts=datetime.fromtimestamp(NOW, UTC),
+        endpoint="chat.completions",
+        status="success",
+        http_status=200,
+        org_id="o1",
+        cost_usd=Decimal(nanos) / 10**9,
+        slice_holder=holder,
+    )
 
 
 async def _nothing() -> None:

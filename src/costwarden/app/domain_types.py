@@ -13,6 +13,7 @@ from typing import cast
 from redis.asyncio import Redis
 
 from costwarden.budgets.leased import LeasedStore
+from costwarden.budgets.ports import LedgerSums
 from costwarden.budgets.redis_store import RedisStore
 from costwarden.budgets.store import CounterStore
 from costwarden.config.sessions import SessionSettings
@@ -105,14 +106,22 @@ def app_redis(r: RedisSettings) -> Redis | None:
     return redis_client(r.url, timeout=r.timeout_seconds, max_connections=r.max_connections)
 
 
-def counter_store(settings: Settings, redis: Redis, clock: Callable[[], float]) -> CounterStore:
+def counter_store(
+    settings: Settings, redis: Redis, clock: Callable[[], float], ledger: LedgerSums
+) -> CounterStore:
     """The budget counters on Redis: leased in slices (``budgets.leased_slices``) or each
     request reserving there."""
     b = settings.budgets
     store = RedisStore(redis, lease_seconds=b.lease_seconds, clock=clock)
     if not b.leased_slices:
         return store
-    return LeasedStore(store, flush_seconds=b.slice_flush_ms / 1000, clock=clock)
+    s = settings.storage
+    # How long after a process died its ledger rows may still arrive: a durable ledger's
+    # commits in flight; a batched one's within two flush intervals (as the rebuild waits).
+    wait = 0.5 + (2 * s.flush_interval_ms / 1000 if s.ledger_mode == "batched" else 0.0)
+    return LeasedStore(
+        store, ledger=ledger, ledger_wait=wait, flush_seconds=b.slice_flush_ms / 1000, clock=clock
+    )
 
 
 def loop_policy(s: SessionSettings) -> LoopPolicy:

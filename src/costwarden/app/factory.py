@@ -117,13 +117,14 @@ class CostwardenApp:
         )
         self.redis = app_redis(settings.redis)
         budgets = budget_config(settings)
+        sums = LedgerAggregates(self.engine)
         self.enforcer = Enforcer(
             budgets,
             PolicyTables(self.engine),
-            LedgerAggregates(self.engine),
+            sums,
             clock=clock,
             flush_ledger=self.ledger.flush,
-            store=None if self.redis is None else counter_store(settings, self.redis, clock),
+            store=None if self.redis is None else counter_store(settings, self.redis, clock, sums),
         )
         self.switches = SwitchBoard(
             self.engine,

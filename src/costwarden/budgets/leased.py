@@ -14,7 +14,12 @@ A call that fails or times out is simply sent again with the next one: what it c
 cumulative and every call carries a generation, so a late one does nothing.
 
 On close (SIGTERM) every slice is given back at once. A process that dies strands its slices
-until its slice lease expires (``budgets.lease_seconds``); they are then counted as spent.
+until its slice lease expires (``budgets.lease_seconds``); the next call or reserve of anyone
+in that tenant then purges them: given back but for their exposed part (what the dead process
+may have admitted without telling), which is counted as spent. For a calendar counter that
+part is then *unstranded*: once the dead process's ledger rows are all in (they carry its
+slice lease id), what they hold beyond what its calls had counted replaces it, once, by
+whichever process reads it first (``lua/unstrand.lua``).
 """
 
 from __future__ import annotations
@@ -23,13 +28,17 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from redis.exceptions import RedisError
 
+from costwarden.budgets.limits import parse_calendar_counter
 from costwarden.budgets.policy import Actual, Ask, Check, Grant, Refusal, View
+from costwarden.budgets.ports import LedgerSums
 from costwarden.budgets.redis_store import RedisStore
 from costwarden.budgets.slices import Answer, Op, SliceBook
 from costwarden.budgets.store import CountersLost, Seed
@@ -41,6 +50,9 @@ logger = logging.getLogger(__name__)
 # slices are spent only while half of that lifetime is left.
 _RENEW_FRACTION = 1 / 3
 _VALID_FRACTION = 1 / 2
+# A process that reserves exactly in a tenant looks this often at most for dead processes'
+# slices to unstrand there (a tight tenant may see no slices call).
+_STRANDED_LOOK_SECONDS = 1.0
 # A request that finds no slice with room asks (or waits for a call under way) this many
 # times before it reserves exactly: under a burst, one call sizes the slices for all waiting.
 _ROUNDS = 3
@@ -53,11 +65,20 @@ class LeasedStore:
         self,
         inner: RedisStore,
         *,
+        ledger: LedgerSums,
+        ledger_wait: float = 1.0,
         flush_seconds: float = 0.02,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """``ledger``: storage's sums (read in a worker thread, off the request path, only to
+        unstrand); ``ledger_wait``: how long after a purge every row of the dead process is
+        in the ledger (a durable ledger's are at once; a batched one's within its flush)."""
         self.inner = inner
-        self.book = SliceBook(flush_seconds)
+        self._ledger = ledger
+        self._ledger_wait = ledger_wait
+        self._unstranding: dict[str, asyncio.Task[None]] = {}  # tenant -> its task
+        self._stranded_looked: dict[str, float] = {}  # tenant -> when last looked at
+        self.book = SliceBook(flush_seconds, inner.slice_lease)
         self._flush_seconds = flush_seconds
         self._clock = clock
         self._gen = itertools.count(1)  # the lease id is new with every process
@@ -86,11 +107,12 @@ class LeasedStore:
     async def close(self) -> None:
         """Give every slice back (the server has drained: nothing is in flight), then close
         the Redis store."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        for task in (self._task, *self._unstranding.values()):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = None
         for tenant in self.book.holding():
             try:
                 await self._call(tenant, self._clock(), closing=True)
@@ -120,6 +142,10 @@ class LeasedStore:
             now = self._clock()
         if checks:
             self.reserved_exactly += 1
+            # Exact reserves purge too (reserve.lua), and may be all a tight tenant sees.
+            for tenant in {c.limit.tenant for c in checks}:
+                if now - self._stranded_looked.get(tenant, 0.0) > _STRANDED_LOOK_SECONDS:
+                    self._unstrand_soon(tenant, now)
         return await self.inner.reserve(lease, ask, checks, now)
 
     async def settle(
@@ -146,17 +172,17 @@ class LeasedStore:
                 return
         done = self._running[tenant] = asyncio.get_running_loop().create_future()
         try:
-            await self._send(tenant, self.book.ops(tenant, now, closing=closing), now)
+            await self._send(tenant, self.book.ops(tenant, now, closing=closing), now, closing)
         finally:
             del self._running[tenant]
             done.set_result(None)
 
-    async def _send(self, tenant: str, ops: list[Op], now: float) -> None:
+    async def _send(self, tenant: str, ops: list[Op], now: float, closing: bool) -> None:
         rows = [_row(op) for op in ops]
         self.calls += 1
         try:
             data = await self.inner.slices(
-                tenant, next(self._gen), [op.slice.check for op in ops], rows, now
+                tenant, next(self._gen), [op.slice.check for op in ops], rows, now, closing=closing
             )
         except BaseException:
             self.book.failed(tenant, ops)
@@ -176,6 +202,53 @@ class LeasedStore:
         answers = [Answer(int(g), int(room), bool(tight)) for g, room, tight in data["slices"]]
         valid = now + self._lease_seconds * _VALID_FRACTION
         self.book.answered(tenant, ops, answers, now, valid)
+        if data.get("stranded"):
+            self._unstrand_soon(tenant, now)
+
+    def _unstrand_soon(self, tenant: str, now: float) -> None:
+        self._stranded_looked[tenant] = now
+        if tenant not in self._unstranding:
+            task = asyncio.create_task(self._unstrand_later(tenant), name="costwarden-unstrand")
+            self._unstranding[tenant] = task
+            task.add_done_callback(lambda _: self._unstranding.pop(tenant, None))
+
+    async def _unstrand_later(self, tenant: str) -> None:
+        """Unstrand the tenant's purged slices whose dead process's rows are all in by now
+        (the others: when a later call finds them still there)."""
+        await asyncio.sleep(self._ledger_wait)
+        try:
+            freed = await self.unstrand(tenant, self._clock())
+        except Exception as exc:  # a later call that finds them tries again
+            logger.warning("could not unstrand the slices of %s: %s: %s",
+                           tenant, type(exc).__name__, exc)  # fmt: skip
+        else:
+            if freed:
+                logger.warning("a dead gateway process's slices of %s: %d counted by its "
+                               "ledger rows, the rest freed", tenant, freed)  # fmt: skip
+
+    async def unstrand(self, tenant: str, now: float) -> int:
+        """Each purged calendar slice of ``tenant`` purged at least ``ledger_wait`` ago: what
+        its dead process's ledger rows hold in its counter's window replaces what the purge
+        counted. Returns how many were applied here."""
+        applied = 0
+        for field, (counter, _exposed, since_ms, purged_ms) in (
+            await self.inner.stranded(tenant)
+        ).items():
+            if purged_ms / 1000 + self._ledger_wait > now:
+                continue
+            holder = field.split("\n", 1)[0]
+            found = parse_calendar_counter(counter.split("}:", 1)[1])
+            totals = await asyncio.to_thread(
+                self._ledger.totals,
+                scope=found.scope,
+                since=datetime.fromtimestamp(since_ms / 1000, UTC) if since_ms else None,
+                org_id=found.org_id or None,
+                holder=holder,
+            )
+            nanos, tokens, requests = totals.get((found.org_id, found.subject), (0, 0, 0))
+            spent = {"usd": nanos, "tokens": tokens, "requests": requests}[found.metric]
+            applied += await self.inner.unstrand(tenant, field, spent)
+        return applied
 
     async def _flush_loop(self) -> None:
         renew_after = self._lease_seconds * _RENEW_FRACTION
@@ -252,4 +325,5 @@ def _row(op: Op) -> list[Any]:
         op.need,
         1 if op.forget else 0,
         op.exposed,
+        math.floor(check.starts_at * 1000),
     ]

@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, NamedTuple
 
 from costwarden.budgets.alert_lines import DEFAULT_LINES, AlertLines, LineBook
 from costwarden.core.errors import InvalidInput
@@ -152,6 +152,29 @@ class Limit:
     def counter(self) -> str:
         """Counter identity, independent of the amount: changing a limit keeps its spend."""
         return f"{self.org_id}/{self.scope}:{self.subject}|{self.metric}|{self.window}"
+
+
+class CounterId(NamedTuple):
+    """What a calendar counter's key (``c:{Limit.counter}|{window id}``) says."""
+
+    org_id: str
+    scope: str
+    subject: str
+    metric: str
+    window: str
+
+
+def parse_calendar_counter(key: str) -> CounterId:
+    """The parts of a calendar counter's key (policy.checks_for makes them). A subject may
+    hold any character (a tag's value), so it is what remains between the fixed parts."""
+    if not key.startswith("c:"):
+        raise ValueError(f"not a calendar counter: {key!r}")
+    head, metric, window, _window_id = key[2:].rsplit("|", 3)
+    org_id, rest = head.split("/", 1)
+    scope, subject = rest.split(":", 1)
+    if scope not in SCOPES or metric not in METRICS or window not in CALENDAR_WINDOWS:
+        raise ValueError(f"not a calendar counter: {key!r}")
+    return CounterId(org_id, scope, subject, metric, window)
 
 
 # A session-scope limit whose subject is one of these is a default: every session of that

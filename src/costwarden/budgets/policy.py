@@ -49,6 +49,7 @@ class Check:
     key: str  # counter key, unique across tenants
     rolling: bool
     resets_at: float | None = None  # calendar: epoch of the reset; None for lifetime
+    starts_at: float = 0.0  # calendar: epoch of the window's start (0 for lifetime)
     bucket: int = 0  # rolling: the current bucket
     first: int = 0  # rolling: the oldest bucket still counted
     ttl: int = 0  # seconds the counter must be kept (0: forever)
@@ -75,7 +76,14 @@ def checks_for(
             window = (calendar or calendar_window)(limit.window, now, tz)
             ttl = 0 if window.resets_at is None else int(window.resets_at - now) + _GRACE
             out.append(
-                Check(limit, f"c:{limit.counter}|{window.id}", False, window.resets_at, ttl=ttl)
+                Check(
+                    limit,
+                    f"c:{limit.counter}|{window.id}",
+                    False,
+                    window.resets_at,
+                    starts_at=window.start or 0.0,
+                    ttl=ttl,
+                )
             )
     return out
 
@@ -113,6 +121,9 @@ class Grant:
     out_tokens: int | None  # output cap to send upstream; None leaves the request unchanged
     amounts: list[int]  # reserved in each check
     remaining: list[int]  # room left in each check after this reservation
+    # Admitted against this process's leased slices (budgets/leased.py): their lease id, which
+    # the request's ledger row carries. None when a store reserved it.
+    holder: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -82,8 +82,16 @@ class LedgerSums(Protocol):
     """What admitted ledger rows add up to per scope instance (storage.counters), in counter
     units: usd as nano-dollars, each row rounded up. Blocking: called in a worker thread."""
 
-    def totals(self, *, scope: str, since: datetime | None, org_id: str | None) -> Totals:
-        """Sums since ``since`` (all time when None), only org ``org_id``'s if given."""
+    def totals(
+        self,
+        *,
+        scope: str,
+        since: datetime | None,
+        org_id: str | None,
+        holder: str | None = None,
+    ) -> Totals:
+        """Sums since ``since`` (all time when None), only org ``org_id``'s if given, only
+        the rows a slice lease's slices admitted if ``holder`` is given (budgets/leased.py)."""
         ...
 
     def buckets(

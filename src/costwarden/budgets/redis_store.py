@@ -25,6 +25,10 @@ touch any of them, including the counters named by an expired lease it undoes::
     {prefix}:{tenant}:slice_gens    hash: slice lease id -> the generation of its last call
                                     (budgets/leased.py; the slice leases themselves are
                                     ``S:{process id}`` entries of ``leases`` and ``lease``)
+    {prefix}:{tenant}:stranded      hash: a dead process's calendar slice, purged -> what was
+                                    counted for it, until the ledger says (unstrand.lua)
+    {prefix}:{tenant}:counted:{slice lease}  hash: calendar counter key -> what that
+                                    process's slices calls counted as spent in it
     {prefix}:{platform}:processes   zset: gateway process id -> heartbeat expiry (epoch ms);
                                     how many share the counters (budgets/outage.py)
 
@@ -109,7 +113,7 @@ TOMBSTONE_MIN_SECONDS = 60.0
 HEARTBEAT_SECONDS = 1.0
 HEARTBEAT_TTL_SECONDS = 5.0
 
-_SCRIPTS = ("reserve", "settle", "renew", "seed", "abandon", "add", "slices")
+_SCRIPTS = ("reserve", "settle", "renew", "seed", "abandon", "add", "slices", "unstrand")
 # Scripts that purge expired leases: purge.lua (the one purge) is prepended to them.
 _PURGING = ("reserve", "slices")
 
@@ -161,6 +165,9 @@ class RedisStore:
         self._task: asyncio.Task[None] | None = None
         self._beat: asyncio.Task[None] | None = None
         self.process_id = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        # This process's slice lease (budgets/leased.py) in every tenant, and the holder its
+        # locally admitted requests' ledger rows carry.
+        self.slice_lease = f"S:{self.process_id}"
         # Gateway processes sharing the counters, at the last heartbeat.
         self.processes = 1
         self._first_beat = math.inf
@@ -265,7 +272,7 @@ class RedisStore:
             for c in checks
         ]
         raw = await self._scripts["reserve"](
-            keys=keys,
+            keys=[*keys, *(self._tenant_key(t, "stranded") for t in tenants)],
             args=[
                 lease,
                 _ms(now),
@@ -386,7 +393,14 @@ class RedisStore:
         await self.client.ping()
 
     async def slices(
-        self, tenant: str, gen: int, checks: list[Check], rows: list[list[Any]], now: float
+        self,
+        tenant: str,
+        gen: int,
+        checks: list[Check],
+        rows: list[list[Any]],
+        now: float,
+        *,
+        closing: bool = False,
     ) -> Any:
         """Run ``slices.lua`` for this process's slices of ``tenant`` (budgets/leased.py):
         ``rows`` are its ops, one per check (the counter each slice is of)."""
@@ -394,12 +408,14 @@ class RedisStore:
             *self._tenant_keys(tenant),
             self._tenant_key(tenant, "purged"),
             self._tenant_key(tenant, "slice_gens"),
+            self._tenant_key(tenant, "stranded"),
+            self._tenant_key(tenant, f"counted:{self.slice_lease}"),
             *(self.counter_key(check) for check in checks),
         ]
         raw = await self._scripts["slices"](
             keys=keys,
             args=[
-                f"S:{self.process_id}",
+                self.slice_lease,
                 _ms(now),
                 _ms(now + self.lease_seconds),
                 PURGE_BATCH,
@@ -407,9 +423,27 @@ class RedisStore:
                 self.processes,
                 orjson.dumps(rows),
                 self._keep_ms,
+                1 if closing else 0,
             ],
         )
         return orjson.loads(raw)
+
+    async def stranded(self, tenant: str) -> dict[str, list[Any]]:
+        """Dead processes' slices of ``tenant`` waiting for :meth:`unstrand` (purge.lua):
+        field -> [counter key, exposed, window start ms, purged at ms]."""
+        raw = await self.client.hgetall(self._tenant_key(tenant, "stranded"))
+        return {_text(field): orjson.loads(value) for field, value in raw.items()}
+
+    async def unstrand(self, tenant: str, field: str, ledger_total: int) -> bool:
+        """Replace a stranded slice's exposed part by what the ledger holds of its dead
+        process (``ledger_total``, in counter units, over the counter's window); once."""
+        lease, counter = field.split("\n", 1)
+        keys = [
+            self._tenant_key(tenant, "stranded"),
+            counter,
+            self._tenant_key(tenant, f"counted:{lease}"),
+        ]
+        return bool(await self._scripts["unstrand"](keys=keys, args=[field, ledger_total]))
 
     async def add(
         self, lease: str, checks: list[Check], actual: Actual, settled_at: float
@@ -571,6 +605,10 @@ class RedisStore:
 
 def _ms(seconds: float) -> int:
     return math.floor(seconds * 1000)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _tenants(checks: list[Check]) -> list[str]:

@@ -16,7 +16,9 @@ from costwarden.core.errors import BudgetExceeded, BudgetInFlight, GatewayError,
 class Reservation:
     """What one admitted request holds until it settles."""
 
-    __slots__ = ("lease", "checks", "amounts", "out_tokens", "remaining", "settled", "local")
+    __slots__ = (
+        "lease", "checks", "amounts", "out_tokens", "remaining", "settled", "local", "holder",
+    )  # fmt: skip
 
     def __init__(
         self, lease: str, checks: list[Check], grant: Grant, *, local: bool = False
@@ -29,6 +31,8 @@ class Reservation:
         self.out_tokens = grant.out_tokens
         self.remaining = grant.remaining
         self.settled = False
+        # The slice lease that admitted it (budgets/leased.py), for its ledger row.
+        self.holder = grant.holder
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         """Remaining budget and rate-limit headers (the tightest limit of each kind)."""

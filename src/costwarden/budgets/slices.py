@@ -147,8 +147,9 @@ class LocalLease:
 class SliceBook:
     """Every slice this process holds, per tenant, and the requests admitted against them."""
 
-    def __init__(self, interval: float = 0.02) -> None:
+    def __init__(self, interval: float = 0.02, holder: str | None = None) -> None:
         self.interval = interval  # seconds between two calls of a busy tenant (the flush)
+        self.holder = holder  # the slice lease id local grants carry (Grant.holder)
         self.tenants: dict[str, dict[str, Slice]] = {}
         self.leases: dict[str, LocalLease] = {}
         # counter key -> until when it takes the exact path
@@ -193,7 +194,7 @@ class SliceBook:
             s.last_asked = now
         self.leases[lease] = LocalLease(slices, result.amounts, checks)
         remaining = [s.room + s.free for s in slices]
-        return Grant(result.out_tokens, result.amounts, remaining)
+        return Grant(result.out_tokens, result.amounts, remaining, self.holder)
 
     def wanted(self, ask: Ask, checks: list[Check], now: float) -> list[str]:
         """Make the slices a request would need and has not (sized for it); the tenants to

@@ -98,6 +98,9 @@ class LedgerRecord:
     route_reason: str | None = None
     # A cache hit: what the call it avoided cost (its cost_usd is 0). 0 for any other row.
     saved_usd: Decimal = Decimal(0)
+    # Admitted against a gateway process's leased budget slices: that slice lease's id
+    # (budgets/leased.py). Should the process die, its spend is read back by it.
+    slice_holder: str | None = None
     # (cost_usd, its nano-dollars) once computed: see cost_nanos. Not a ledger column.
     nanos_cache: tuple[Decimal, int] | None = dataclasses.field(
         default=None, repr=False, compare=False

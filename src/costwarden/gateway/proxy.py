@@ -511,6 +511,7 @@ class Proxy:
         """Settle, then hand the row to the ledger (and the event to the bus); ``call``: a
         response not started yet, whose headers then say the session's share with it."""
         if reservation is not None:
+            record.slice_holder = reservation.holder
             await self.enforcer.settle(reservation, record)
             if self.sessions is not None:
                 headers = self.sessions.settled(record, reservation)

@@ -113,7 +113,12 @@ def _add(
 
 
 def ledger_totals(
-    engine: Bind, *, scope: str, since: datetime | None, org_id: str | None = None
+    engine: Bind,
+    *,
+    scope: str,
+    since: datetime | None,
+    org_id: str | None = None,
+    holder: str | None = None,
 ) -> Totals:
     """What each instance of ``scope`` consumed since ``since`` (all time when None).
 
@@ -121,9 +126,12 @@ def ledger_totals(
     with ``ts >= since``, only org ``org_id``'s if given. The platform's key is ``("", "")``;
     an org's is ``(org_id, org_id)``; a tag's subject is ``name=value`` (a row with several
     tags counts toward each). Rows without the scope's subject (no project, no end user...)
-    are left out. Instances with no rows are absent.
+    are left out. Instances with no rows are absent. ``holder``: only the rows admitted
+    against that slice lease's slices (``ledger.slice_holder``).
     """
     conditions = _filters(scope, since, org_id)
+    if holder is not None:
+        conditions.append(ledger.c.slice_holder == holder)
     tokens = ledger.c.input_tokens + ledger.c.output_tokens
     measures = (
         sa.func.coalesce(nanos_sum(ledger.c.cost_usd), 0).label("nanos"),
@@ -204,8 +212,17 @@ class LedgerAggregates:
 
     engine: Bind
 
-    def totals(self, *, scope: str, since: datetime | None, org_id: str | None) -> Totals:
-        return ledger_totals(self.engine, scope=scope, since=since, org_id=org_id)
+    def totals(
+        self,
+        *,
+        scope: str,
+        since: datetime | None,
+        org_id: str | None,
+        holder: str | None = None,
+    ) -> Totals:
+        return ledger_totals(
+            self.engine, scope=scope, since=since, org_id=org_id, holder=holder
+        )
 
     def buckets(
         self, *, scope: str, since: datetime, bucket_seconds: int, org_id: str | None

@@ -50,8 +50,11 @@ _COLUMNS = (
     "key_id", "end_user", "session_id", "tags", "provider", "requested_model", "served_model",
     "streamed", "input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens",
     "reasoning_tokens", "cost_usd", "cost_estimated", "latency_ms", "ttft_ms", "overhead_ms",
-    "error", "security", "route_reason", "saved_usd",
+    "error", "security", "route_reason", "saved_usd", "slice_holder",
 )  # fmt: skip
+# Parameters per row. A row spooled before the last columns were added has fewer: they are
+# nullable, and its replay fills them with NULL (storage/spool.py).
+COLUMN_COUNT = len(_COLUMNS)
 # A route reason is a sentence or two (the strategy, the deployment chosen, what was skipped);
 # a longer one is cut to this many characters when written, never refused.
 MAX_ROUTE_REASON = 500
@@ -68,6 +71,7 @@ _TEXT_FIELDS = (
     "served_model",
     "error",
     "security",
+    "slice_holder",
 )
 _TOKEN_FIELDS = (
     "input_tokens",
@@ -214,6 +218,7 @@ def row_to_record(row: Mapping[Any, Any]) -> LedgerRecord:
         security=row.get("security"),
         route_reason=row["route_reason"],
         saved_usd=row["saved_usd"],
+        slice_holder=row.get("slice_holder"),
     )
 
 
@@ -294,7 +299,7 @@ class DriverInsert:
         user, session, provider, requested, served, error = (
             r.end_user, r.session_id, r.provider, r.requested_model, r.served_model, r.error,
         )  # fmt: skip
-        security, reason, saved = r.security, r.route_reason, r.saved_usd
+        security, reason, saved, holder = r.security, r.route_reason, r.saved_usd, r.slice_holder
         http, tokens_in, cached, written, tokens_out, reasoning = (
             r.http_status, r.input_tokens, r.cached_input_tokens, r.cache_write_tokens,
             r.output_tokens, r.reasoning_tokens,
@@ -317,6 +322,7 @@ class DriverInsert:
             and (served is None or type(served) is str)
             and (error is None or type(error) is str)
             and (security is None or type(security) is str)
+            and (holder is None or type(holder) is str)
             and (reason is None or (type(reason) is str and len(reason) <= MAX_ROUTE_REASON))
             and type(http) is int
             and type(tokens_in) is int
@@ -342,7 +348,7 @@ class DriverInsert:
         ):
             return self.params(record_to_row(record))
         texts = (request_id, endpoint, org, project, key, user, session, provider, requested)
-        joined = "".join(filter(None, (*texts, served, error, security, reason)))
+        joined = "".join(filter(None, (*texts, served, error, security, reason, holder)))
         if not joined.isascii() or "\x00" in joined:
             return self.params(record_to_row(record))  # cleaned there
         money = cost.quantize(MONEY_QUANTUM, context=MONEY_CONTEXT)
@@ -365,12 +371,13 @@ class DriverInsert:
                 tokens_in, cached, written, tokens_out, reasoning, format(money, "f"),
                 1 if r.cost_estimated else 0, latency, ttft, overhead, error, security, reason,
                 _NO_SAVING_TEXT if saved_money is _NO_SAVING else format(saved_money, "f"),
+                holder,
             ]  # fmt: skip
         values = [
             request_id, ts, ts.date().isoformat(), endpoint, r.status, http, org, project, key,
             user, session, tags_json, provider, requested, served, bool(r.streamed),
             tokens_in, cached, written, tokens_out, reasoning, money, bool(r.cost_estimated),
-            latency, ttft, overhead, error, security, reason, saved_money,
+            latency, ttft, overhead, error, security, reason, saved_money, holder,
         ]  # fmt: skip
         for i, processor in self._convert:
             values[i] = processor(values[i])

@@ -126,6 +126,10 @@ ledger = sa.Table(
     # A response-cache hit (status "cached", cost_usd 0): what the call it avoided would
     # have cost. 0 on every other row (and on every row from before 0016: the default).
     sa.Column("saved_usd", Money(), nullable=False, server_default="0"),
+    # Admitted against a gateway process's leased budget slices: that slice lease's id
+    # (budgets/leased.py); NULL otherwise. Should that process die, a survivor sums its rows
+    # to free what the purge of its slices had to count as spent. Migration 0019.
+    sa.Column("slice_holder", sa.Text, nullable=True),
     # When the row reached the ledger (epoch ms, the database's clock, set by the INSERT
     # itself): the analytics rollup's watermark runs over it, so a row written late lands in
     # its own hour. NULL for rows written before migration 0007 (the first rollup takes all).

@@ -46,6 +46,7 @@ from typing import Any
 import orjson
 
 from costwarden.core.errors import StorageError
+from costwarden.storage.ledger_rows import COLUMN_COUNT
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +88,10 @@ def decode_row(line: bytes) -> list[Any]:
     params = orjson.loads(line)
     if type(params) is not list:
         raise ValueError("a spooled row is a JSON array")
-    return [_untag(value) for value in params]
+    if len(params) > COLUMN_COUNT:
+        raise ValueError("a spooled row has more parameters than the ledger has columns")
+    # A row spooled by an older version lacks the columns added since (nullable ones).
+    return [_untag(value) for value in params] + [None] * (COLUMN_COUNT - len(params))
 
 
 # --------------------------------------------------------------------------- the files

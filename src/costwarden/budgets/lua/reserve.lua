@@ -6,7 +6,8 @@
 -- kept exact here; products that could pass 2^53 are computed without forming them.
 --
 -- KEYS: for each involved tenant t = 1..T: ready, leases, lease (KEYS[3t-2 .. 3t]); then one
---       counter key per check (KEYS[3T + i]); then per tenant: purged, done (the last 2T).
+--       counter key per check (KEYS[3T + i]); then per tenant: purged, done; then per
+--       tenant: stranded (the last T; purge.lua).
 -- ARGV[1] lease id
 -- ARGV[2] now, epoch milliseconds (the caller's clock, never Redis TIME)
 -- ARGV[3] the lease's expiry, epoch milliseconds
@@ -112,11 +113,12 @@ end
 -- this reserve timed out at its caller, which gave the lease up, and ran late. Expired
 -- leases purged in (b) are remembered in "purged" (purge.lua), so that their late
 -- settle still counts what the request spent.
+local MARKERS = #KEYS - T -- where the purged and done keys end
 local function purged_key(t)
-  return KEYS[#KEYS - 2 * (T - t) - 1]
+  return KEYS[MARKERS - 2 * (T - t) - 1]
 end
 for t = 1, T do
-  if redis.call('ZSCORE', KEYS[#KEYS - 2 * (T - t)], ARGV[1]) then
+  if redis.call('ZSCORE', KEYS[MARKERS - 2 * (T - t)], ARGV[1]) then
     return '{"closed":true}'
   end
 end
@@ -124,7 +126,8 @@ end
 -- (b) Give back the reservations of leases whose holder stopped renewing them (purge.lua).
 local purge_max = tonumber(ARGV[4])
 for t = 1, T do
-  purge_expired(KEYS[3 * t - 1], KEYS[3 * t], purged_key(t), now_ms, purge_max)
+  purge_expired(KEYS[3 * t - 1], KEYS[3 * t], purged_key(t), KEYS[MARKERS + t], now_ms,
+    purge_max)
 end
 
 -- (c) Read the views; a rolling counter forgets the buckets that left its window.

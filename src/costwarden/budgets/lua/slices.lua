@@ -8,7 +8,9 @@
 -- it expired; purge.lua counts a dead process's slices as spent). The process admits
 -- requests against its slices locally, without a round trip.
 --
--- KEYS: ready, leases, lease, purged, gens (the tenant's), then one counter key per op
+-- KEYS: ready, leases, lease, purged, gens, stranded, counted (this lease's: what its calls
+--       have counted as spent in each calendar counter, over all its slices of it, for
+--       unstrand.lua) (the tenant's), then one counter key per op
 -- ARGV[1] the slice lease id (one per process and tenant)
 -- ARGV[2] now, epoch milliseconds (the caller's clock)
 -- ARGV[3] the lease's new expiry, epoch milliseconds
@@ -23,11 +25,14 @@
 --         amount: a slice smaller than this is useless), forget (1: drop the entry; keep and
 --         want are 0 then), exposed (what the process may have admitted without telling when
 --         this call is answered: its requests in flight plus what it may admit before its
---         next call; a purge counts that much as spent and gives the rest back)]
+--         next call; a purge counts that much as spent and gives the rest back), since (a
+--         calendar counter's window start, epoch ms: a purge records it for unstrand.lua)]
 -- ARGV[8] how long the generations are kept, milliseconds (past any late call)
+-- ARGV[9] 1: the process is closing (everything it admitted is counted by this call)
 -- Returns JSON text: {"lost":true} (the tenant's counters are not loaded), {"purged":true}
 -- (this lease expired and was purged: its slices are gone and counted as spent),
--- {"stale":true}, or {"slices":[[granted, room left outside the slices, tight (0/1)], ...]}.
+-- {"stale":true}, or {"slices":[[granted, room left outside the slices, tight (0/1)], ...],
+-- "stranded": dead processes' slices waiting for unstrand.lua}.
 
 local function int(x)
   return string.format('%d', x)
@@ -35,11 +40,13 @@ end
 
 local id, now_ms, gen = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[5])
 local ready, leases, lease, purged, gens = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local stranded, counted = KEYS[6], KEYS[7]
+local COUNTED_KEEP_MS = 35 * 86400000 -- past a month's window and its grace
 
 if redis.call('EXISTS', ready) == 0 then
   return '{"lost":true}'
 end
-purge_expired(leases, lease, purged, now_ms, tonumber(ARGV[4]))
+purge_expired(leases, lease, purged, stranded, now_ms, tonumber(ARGV[4]))
 local last = tonumber(redis.call('HGET', gens, id) or '-1')
 if gen <= last then
   return '{"stale":true}'
@@ -65,10 +72,10 @@ end
 local P = tonumber(ARGV[6])
 local out = {}
 for i, op in ipairs(cjson.decode(ARGV[7])) do
-  local key = KEYS[5 + i]
+  local key = KEYS[7 + i]
   local rolling, field, limit, ttl, first = op[1] == 1, op[2], op[3], op[4], op[5]
   local used, keep, want, need, forget = op[6], op[7], op[8], op[9], op[10] == 1
-  local exposed = op[11]
+  local exposed, since = op[11], op[12]
   local skip = false
   local k = key .. '\n' .. field
   local e = stored[k]
@@ -76,7 +83,7 @@ for i, op in ipairs(cjson.decode(ARGV[7])) do
     -- Gone though it consumed something: a forget that ran already (this is its resend).
     skip = true
   elseif e == nil then
-    e = { key, field, 0, 1, 0, 0 }
+    e = { key, field, 0, 1, 0, 0, since }
     stored[k] = e
     order[#order + 1] = k
   end
@@ -89,6 +96,8 @@ for i, op in ipairs(cjson.decode(ARGV[7])) do
       if not rolling then
         redis.call('HINCRBY', key, 'r', int(-delta_used))
         redis.call('HINCRBY', key, 'u', int(delta_used))
+        redis.call('HINCRBY', counted, key, int(delta_used))
+        redis.call('PEXPIRE', counted, COUNTED_KEEP_MS)
       end
       e[3] = e[3] - delta_used
       e[5] = used
@@ -145,7 +154,7 @@ for _, k in ipairs(order) do
   local e = stored[k]
   if e ~= nil then
     kept[#kept + 1] = '[' .. cjson.encode(e[1]) .. ',' .. cjson.encode(e[2]) .. ',' .. int(e[3])
-      .. ',1,' .. int(e[5]) .. ',' .. int(e[6]) .. ']'
+      .. ',1,' .. int(e[5]) .. ',' .. int(e[6]) .. ',' .. int(e[7]) .. ']'
   end
 end
 if #kept > 0 then
@@ -155,4 +164,10 @@ else
   redis.call('HDEL', lease, id)
   redis.call('ZREM', leases, id)
 end
-return '{"slices":[' .. table.concat(out, ',') .. ']}'
+if ARGV[9] == '1' then
+  -- Every request it admitted has been counted: nothing of it can be stranded later. (An
+  -- idle process keeps its figures: its later slices count on from them.)
+  redis.call('DEL', counted)
+end
+return '{"slices":[' .. table.concat(out, ',') .. '],"stranded":'
+  .. int(redis.call('HLEN', stranded)) .. '}'
