@@ -1098,8 +1098,14 @@ _EXAMPLES: dict[str, tuple[str, str, Callable[[Settings], bool]]] = {
             "redis_timeout_seconds",  # deprecated: mapped onto redis.timeout_seconds
             "refresh_seconds",
             "inflight_retry_seconds",
+            "slice_flush_ms",
         )
     },
+    "budgets.leased_slices": (
+        "append",
+        "[budgets]\nleased_slices = true\n",
+        lambda s: s.budgets.leased_slices is True,
+    ),
     "tiers[].name": ("append", '[[tiers]]\nname = "pro"\n', lambda s: s.tiers[0].name == "pro"),
     **{
         f"tiers[].{scope}": (

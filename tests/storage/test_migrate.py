@@ -168,8 +168,8 @@ def test_migration_0009_keeps_every_row_up_and_down(
     records = [timed_record(rng, ts) for ts in stamps]
     records.append(dataclasses.replace(random_record(rng, NOW), request_id="legacy-x"))
     # The ledger as 0008 has it: without the columns later migrations add (0015's security,
-    # 0016's route_reason and saved_usd).
-    later = ("security", "route_reason", "saved_usd")
+    # 0016's route_reason and saved_usd, 0019's slice_holder).
+    later = ("security", "route_reason", "saved_usd", "slice_holder")
     old_ledger = sa.Table(
         "ledger", sa.MetaData(), *(c._copy() for c in ledger.columns if c.name not in later)
     )
@@ -281,7 +281,7 @@ def test_migration_0016_adds_route_reason_and_saved_usd_to_rows_already_there(
     _migrate_to(engine, "0015")
     rng = random.Random(16)
     records = [timed_record(rng, NOW - timedelta(days=40 * i)) for i in range(3)]
-    later = ("route_reason", "saved_usd")
+    later = ("route_reason", "saved_usd", "slice_holder")  # (and 0019's)
     old_ledger = sa.Table(
         "ledger", sa.MetaData(), *(c._copy() for c in ledger.columns if c.name not in later)
     )
@@ -322,7 +322,8 @@ def test_migration_0016_adds_route_reason_and_saved_usd_to_rows_already_there(
         saved_usd=Decimal("123.000000000001"), route_reason="weighted: openai:gpt-4o-mini",
     )  # fmt: skip
     with engine.begin() as conn:
-        conn.execute(ledger.insert(), record_to_row(new))
+        row = {k: v for k, v in record_to_row(new).items() if k != "slice_holder"}  # (0019's)
+        conn.execute(ledger.insert(), row)
     with engine.connect() as conn:
         got = conn.execute(
             sa.select(ledger.c.route_reason, ledger.c.saved_usd).where(
@@ -344,3 +345,30 @@ def test_migration_0016_adds_route_reason_and_saved_usd_to_rows_already_there(
         assert "ix_rollup_slices_daily_day_slice_cost_rank" in slices
     _migrate_to(engine, "head")
     assert _diffs(engine, metadata) == []
+
+
+def test_migration_0019_adds_slice_holder_to_the_ledger(
+    fresh_db_url: str, make_engine: Callable[[str], Engine]
+) -> None:
+    """A nullable column: rows already there read NULL, new rows keep what they carry, and
+    the way down drops it and keeps every row."""
+    engine = make_engine(fresh_db_url)
+    _migrate_to(engine, "0018")
+    rng = random.Random(19)
+    old = timed_record(rng, NOW)
+    with engine.begin() as conn:
+        conn.execute(ledger.insert(), {k: v for k, v in record_to_row(old).items()
+                                       if k != "slice_holder"})  # fmt: skip
+    _migrate_to(engine, "0019")
+    assert _columns(engine, "ledger")["slice_holder"]["nullable"] is True
+    new = dataclasses.replace(timed_record(rng, NOW), slice_holder="S:123-abc")
+    with engine.begin() as conn:
+        conn.execute(ledger.insert(), record_to_row(new))
+    with engine.connect() as conn:
+        got = dict(conn.execute(sa.select(ledger.c.request_id, ledger.c.slice_holder)).all())
+    assert got == {old.request_id: None, new.request_id: "S:123-abc"}
+    _migrate_to(engine, "0018", down=True)
+    assert "slice_holder" not in _columns(engine, "ledger")
+    with engine.connect() as conn:
+        kept = conn.execute(sa.text("SELECT request_id FROM ledger")).scalars().all()
+    assert sorted(kept) == sorted([old.request_id, new.request_id])

@@ -51,6 +51,7 @@ def _odd_records(make_record: MakeRecord) -> list[LedgerRecord]:
             cost_estimated=True,
             session_id="s-1",
             route_reason="cheapest: openai:gpt-4o-mini",
+            slice_holder="S:4242-0123456789ab",
         ),
         make_record(ts=datetime(2026, 12, 31, 23, 59, 59, 999999, tzinfo=UTC), org_id=None),
     ]
@@ -67,6 +68,17 @@ def test_every_row_comes_back_as_the_driver_takes_it(
         back = decode_row(line)
         assert back == params
         assert [type(v) for v in back] == [type(v) for v in params]
+
+
+def test_a_row_spooled_before_slice_holder_replays_with_it_null(
+    engine: Engine, make_record: MakeRecord
+) -> None:
+    """A spool file written by the version before migration 0019 (one parameter fewer)."""
+    params = DriverInsert(engine).params_of(make_record(slice_holder="S:1-x"))
+    back = decode_row(encode_row(params[:-1]))
+    assert back == [*params[:-1], None]
+    with pytest.raises(ValueError):
+        decode_row(encode_row([*params, "one too many"]))
 
 
 async def test_rows_spooled_then_replayed_are_the_rows_written(
