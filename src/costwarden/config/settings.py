@@ -170,17 +170,6 @@ class RedisSettings:
         "in-process, for a single gateway process.",
         "COSTWARDEN_REDIS_URL",
     )
-    cluster: bool = _setting(
-        False,
-        "url names a node of a Redis Cluster (redis:// or rediss://, database 0): the client "
-        "learns the other nodes from it and sends each command to the node owning its keys. "
-        "One org's budget counters share a slot (one atomic script per request); a request "
-        "that meets both an org limit and a platform-scope limit cannot be reserved "
-        "atomically across two slots and is refused with 503 (docs/scale-out.md, \"Redis "
-        "Cluster\"). max_connections is then per node, and a command that finds them all busy "
-        "fails at once instead of waiting.",
-        "COSTWARDEN_REDIS_CLUSTER",
-    )
     timeout_seconds: float = _setting(
         1.0,
         "Longest one Redis command may take: connecting, waiting for a free connection of the "
@@ -209,6 +198,18 @@ class RedisSettings:
         "it never had an answer about still gets the 503. When Redis answers again, what was "
         "admitted meanwhile is counted into it before it decides again.",
         "COSTWARDEN_REDIS_ON_UNAVAILABLE",
+    )
+    # (Last: positional RedisSettings(...) of the earlier fields stay valid.)
+    cluster: bool = _setting(
+        False,
+        "url names a node of a Redis Cluster (redis:// or rediss://, database 0): the client "
+        "learns the other nodes from it and sends each command to the node owning its keys. "
+        "One org's budget counters share a slot (one atomic script per request); a request "
+        "that meets both an org limit and a platform-scope limit cannot be reserved "
+        "atomically across two slots and is refused with 503 (docs/scale-out.md, \"Redis "
+        "Cluster\"). max_connections is then per node, and a command that finds them all busy "
+        "fails at once instead of waiting.",
+        "COSTWARDEN_REDIS_CLUSTER",
     )
 
 
