@@ -35,6 +35,7 @@ import uvicorn
 from aiohttp import web
 from click.testing import CliRunner
 
+import costwarden
 from costwarden.alerts.rules import threshold_alert
 from costwarden.app.factory import CostwardenApp, create_app
 from costwarden.app.server import uvicorn_config
@@ -485,13 +486,19 @@ async def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> No
 def spawn_gateway(
     config: Path, log: Path, env: dict[str, str] | None = None, args: Sequence[str] = ()
 ) -> subprocess.Popen[bytes]:
-    """``costwarden serve --config`` (and ``args``) as a real process, output to ``log``."""
+    """``costwarden serve --config`` (and ``args``) as a real process, output to ``log``.
+
+    It imports the same ``costwarden`` as the tests (its source directory first on
+    PYTHONPATH): run from a worktree, the gateway runs the worktree's code, not whatever the
+    virtualenv has installed."""
+    source = str(Path(costwarden.__file__).resolve().parents[1])
+    path = os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH", "")) if p)
     with log.open("wb") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "costwarden.cli", "serve", "--config", str(config), *args],
             stdout=out,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **PROVIDER_ENV, **(env or {})},
+            env={**os.environ, **PROVIDER_ENV, "PYTHONPATH": path, **(env or {})},
         )
 
 
