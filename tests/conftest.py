@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -15,9 +16,11 @@ from hypothesis import settings
 from costwarden.mock import MockServer, serve_mock
 from tests.helpers import (
     HostileUpstream,
+    RedisClusterNodes,
     free_port,
     hostile_upstream,
     pg_unavailable_reason,
+    redis_cluster,
     scratch_pg_database,
 )
 
@@ -143,3 +146,19 @@ def private_redis(tmp_path: Path) -> Iterator[str]:
         proc.send_signal(signal.SIGCONT)  # a test may have left it stopped
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[RedisClusterNodes]:
+    """A 3-shard Redis Cluster of our own (tests/helpers.redis_cluster), shared by the session's
+    tests: each uses keys of its own (a fresh prefix or org). Skipped with the reason when it
+    cannot start; under CI that fails instead, as require_redis does."""
+    with contextlib.ExitStack() as stack:
+        try:
+            nodes = stack.enter_context(redis_cluster(3))
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            reason = f"no Redis Cluster: {exc}"
+            if os.environ.get("CI"):
+                pytest.fail(reason)
+            pytest.skip(reason)
+        yield nodes

@@ -10,6 +10,7 @@ import hmac
 import io
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -34,6 +35,7 @@ import uvicorn
 from aiohttp import web
 from click.testing import CliRunner
 
+import costwarden
 from costwarden.alerts.rules import threshold_alert
 from costwarden.app.factory import CostwardenApp, create_app
 from costwarden.app.server import uvicorn_config
@@ -209,14 +211,146 @@ async def live_gateway(
 
 
 @asynccontextmanager
-async def process_redis(url: str, *, timeout: float = 1.0) -> AsyncIterator[redis.asyncio.Redis]:
+async def process_redis(
+    url: str, *, timeout: float = 1.0, cluster: bool = False
+) -> AsyncIterator[redis.asyncio.Redis | redis.asyncio.RedisCluster]:
     """A Redis client as one gateway process has it (storage.redis.redis_client: one pool,
-    the timeout, no retries); closed at the end. Two of them are two processes."""
-    client = redis_client(url, timeout=timeout, max_connections=MAX_CONNECTIONS)
+    the timeout, no retries; a Redis Cluster client with ``cluster``); closed at the end.
+    Two of them are two processes."""
+    client = redis_client(url, timeout=timeout, max_connections=MAX_CONNECTIONS, cluster=cluster)
     try:
         yield client
     finally:
         await client.aclose()
+
+
+@dataclasses.dataclass(frozen=True)
+class RedisClusterNodes:
+    """A Redis Cluster of our own (:func:`redis_cluster`): its nodes' ports, all primaries."""
+
+    ports: tuple[int, ...]
+
+    @property
+    def url(self) -> str:
+        """The startup URL a gateway's ``[redis] url`` names (one node; the client finds the
+        others from it)."""
+        return f"redis://127.0.0.1:{self.ports[0]}/0"
+
+    @property
+    def urls(self) -> list[str]:
+        return [f"redis://127.0.0.1:{port}/0" for port in self.ports]
+
+
+@contextmanager
+def redis_cluster(shards: int = 3) -> Iterator[RedisClusterNodes]:
+    """Start a Redis Cluster of ``shards`` primaries (no replicas) on free loopback ports, in
+    a temporary directory; stop the servers and remove the directory at the end. Raises
+    RuntimeError with the reason when it cannot start (the caller skips or fails)."""
+    server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if server is None or cli is None:
+        raise RuntimeError("redis-server or redis-cli is not installed")
+    workdir = Path(tempfile.mkdtemp(prefix="cw-redis-cluster-"))
+    procs: list[subprocess.Popen[bytes]] = []
+    ports = _cluster_ports(shards)
+    try:
+        for port in ports:
+            log = (workdir / f"redis-{port}.log").open("wb")
+            procs.append(
+                subprocess.Popen(
+                    [
+                        server, "--port", str(port), "--bind", "127.0.0.1",
+                        "--cluster-enabled", "yes",
+                        "--cluster-config-file", str(workdir / f"nodes-{port}.conf"),
+                        "--save", "", "--appendonly", "no", "--daemonize", "no",
+                    ],  # fmt: skip
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    cwd=workdir,
+                )
+            )
+            log.close()
+        clients = [redis.Redis(port=port, socket_timeout=2) for port in ports]
+        try:
+            _wait_until(lambda: all(_pings(c) for c in clients), procs, workdir, "ping")
+            created = subprocess.run(
+                [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),
+                 "--cluster-replicas", "0", "--cluster-yes"],  # fmt: skip
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
+            if created.returncode != 0:
+                raise RuntimeError(
+                    "redis-cli --cluster create failed:\n" + created.stdout.decode(errors="replace")
+                    + created.stderr.decode(errors="replace")
+                )
+            _wait_until(lambda: all(_cluster_ok(c) for c in clients), procs, workdir, "state ok")
+        finally:
+            for c in clients:
+                c.close()
+        yield RedisClusterNodes(ports)
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _cluster_ports(count: int) -> tuple[int, ...]:
+    """Free ports P whose cluster bus port (P + 10000) is free too: a node listens on both,
+    and refuses a port above 55535. Drawn below the kernel's ephemeral range (32768 and up),
+    where the loopback servers of other tests get theirs."""
+    rng = random.Random()
+    found: list[int] = []
+    while len(found) < count:
+        port = rng.randrange(20000, 22768)
+        if port in found:
+            continue
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 10000))
+        except OSError:
+            continue
+        found.append(port)
+    return tuple(found)
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except (redis.RedisError, OSError):
+        return False
+
+
+def _cluster_ok(client: redis.Redis) -> bool:
+    """Whether this node's CLUSTER INFO says ``cluster_state:ok`` (every slot served)."""
+    try:
+        info = client.execute_command("CLUSTER INFO")
+    except (redis.RedisError, OSError):
+        return False
+    if isinstance(info, dict):  # redis-py parses the reply into a dict
+        return str(info.get("cluster_state")) == "ok"
+    text = info.decode() if isinstance(info, bytes) else str(info)
+    return "cluster_state:ok" in text
+
+
+def _wait_until(
+    ready: Callable[[], bool], procs: list[subprocess.Popen[bytes]], workdir: Path, what: str
+) -> None:
+    for _ in range(300):  # 30 s: a busy 2-core machine
+        if ready():
+            return
+        if any(p.poll() is not None for p in procs):
+            logs = "".join(p.read_text(errors="replace") for p in workdir.glob("redis-*.log"))
+            raise RuntimeError(f"a cluster node exited before {what}:\n{logs}")
+        time.sleep(0.1)
+    raise RuntimeError(f"the Redis Cluster never reached {what}")
 
 
 def redis_pid(url: str) -> int:
@@ -352,13 +486,19 @@ async def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> No
 def spawn_gateway(
     config: Path, log: Path, env: dict[str, str] | None = None, args: Sequence[str] = ()
 ) -> subprocess.Popen[bytes]:
-    """``costwarden serve --config`` (and ``args``) as a real process, output to ``log``."""
+    """``costwarden serve --config`` (and ``args``) as a real process, output to ``log``.
+
+    It imports the same ``costwarden`` as the tests (its source directory first on
+    PYTHONPATH): run from a worktree, the gateway runs the worktree's code, not whatever the
+    virtualenv has installed."""
+    source = str(Path(costwarden.__file__).resolve().parents[1])
+    path = os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH", "")) if p)
     with log.open("wb") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "costwarden.cli", "serve", "--config", str(config), *args],
             stdout=out,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **PROVIDER_ENV, **(env or {})},
+            env={**os.environ, **PROVIDER_ENV, "PYTHONPATH": path, **(env or {})},
         )
 
 

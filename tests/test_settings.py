@@ -441,6 +441,24 @@ def test_bad_redis_settings_name_key_and_line(
 
 
 @pytest.mark.parametrize(
+    ("url", "needle"),
+    [
+        ("", "needs [redis] url (a cluster node)"),
+        ("unix:///run/redis.sock", "over TCP: use a redis:// or rediss:// URL"),
+        ("redis://node1:7000/2", "only database 0"),
+    ],
+)
+def test_a_cluster_needs_a_tcp_url_of_database_0(
+    write_config: Callable[[str], str], url: str, needle: str
+) -> None:
+    text = ISSUE_CONFIG + "[redis]\n" + (f'url = "{url}"\n' if url else "") + "cluster = true\n"
+    message = _error(write_config(text))
+    assert message.startswith(f"costwarden.toml:{_line(text, 'cluster = true')}: redis.cluster: ")
+    assert needle in message, message
+    assert "node1" not in message  # (a URL may carry a password: never quoted)
+
+
+@pytest.mark.parametrize(
     ("snippet", "key", "needle"),
     [
         ("max_orgs = 0", "max_orgs", "must be at least 1"),
@@ -1040,6 +1058,11 @@ _EXAMPLES: dict[str, tuple[str, str, Callable[[Settings], bool]]] = {
         "append",
         "[redis]\nmax_connections = 16\n",
         lambda s: s.redis.max_connections == 16,
+    ),
+    "redis.cluster": (
+        "append",
+        '[redis]\nurl = "redis://node1:7000/0"\ncluster = true\n',
+        lambda s: s.redis.cluster,
     ),
     "redis.on_unavailable": (
         "append",

@@ -30,6 +30,7 @@ from costwarden.storage.db import create_engine_for
 from costwarden.storage.migrate import migrate
 from costwarden.storage.usage import ledger_rows
 from tests.helpers import (
+    RedisClusterNodes,
     free_port,
     gateway_toml,
     require_redis,
@@ -45,11 +46,13 @@ ADMIN_TOKEN = "admin-token-for-concurrency-test"
 REDIS_URL = "redis://127.0.0.1:6379/13"
 
 
-def _extra(redis_url: str | None, leased: bool = False) -> str:
+def _extra(redis_url: str | None, leased: bool = False, cluster: bool = False) -> str:
     """$1 per MTok in, $10 per MTok out: answers of 1..1,000 tokens cost up to ~$0.01 each."""
     # A generous command timeout: this test is about the budget holding, and 1,000 requests
     # over 4 processes on 2 busy cores can delay a Redis answer past the 1 s default.
     redis_table = f'[redis]\nurl = "{redis_url}"\ntimeout_seconds = 10\n' if redis_url else ""
+    if cluster:
+        redis_table += "cluster = true\n"
     return f"""
 [budgets]
 default_max_output_tokens = 1024
@@ -103,10 +106,12 @@ async def _run(
     workers: int = 1,
     *,
     leased: bool = False,
+    cluster: bool = False,
 ) -> None:
     """``processes`` gateways (``serve --workers workers`` each), the requests spread over
     them in turn; ``leased``: with leased slices (the counters are then read from Redis after
-    the gateways stopped, which gives the slices back)."""
+    the gateways stopped, which gives the slices back); ``cluster``: ``redis_url`` is a node
+    of a Redis Cluster (``[redis] cluster = true``)."""
     mock.state.update(vary_output=True, output_tokens=500, latency_ms=20)
     engine = create_engine_for(database_url)
     try:
@@ -115,7 +120,7 @@ async def _run(
         policy.set_limits(engine, org="budget", scope="org", subject="", amounts={"daily_usd": "1"})
     finally:
         engine.dispose()
-    extra = _extra(redis_url, leased)
+    extra = _extra(redis_url, leased, cluster)
     procs = []
     urls = []
     for i in range(processes):
@@ -163,6 +168,8 @@ async def _run(
         codes = [await asyncio.to_thread(stop_gateway, proc) for proc, _ in procs]
     for (_, log), code in zip(procs, codes, strict=True):
         assert code in (0, -15), log.read_text()
+        if cluster:  # (and so the gateways ran this checkout's code)
+            assert "redis cluster from redis://127.0.0.1:" in log.read_text(), log.read_text()
 
     upstream = mock.state.requests - calls_before
     print(f"\n{processes} process(es) of {workers} worker(s): {dict(counts)}; upstream {upstream}")
@@ -199,12 +206,19 @@ async def _run(
         assert daily["reserved"] == "0"
         assert Decimal(daily["spent"]) <= BUDGET
     if redis_url:
-        client = redis.Redis.from_url(redis_url)
+        client: Any = (
+            redis.RedisCluster.from_url(redis_url) if cluster else redis.Redis.from_url(redis_url)
+        )
+        # A cluster's KEYS asks one node unless told otherwise: the org's key lives on its shard.
+        every = {"target_nodes": redis.RedisCluster.PRIMARIES} if cluster else {}
         try:
             assert client.zcard(f"cw:{{{record.org_id}}}:leases") == 0
             assert client.hlen(f"cw:{{{record.org_id}}}:lease") == 0
             # The org's one calendar counter, read after every gateway stopped.
-            (key,) = client.keys(f"cw:{{{record.org_id}}}:c:*")
+            (key,) = client.keys(f"cw:{{{record.org_id}}}:c:*", **every)
+            if cluster:
+                node = client.get_node_from_key(key)
+                print(f"the org's counter {key!r} is on the shard at port {node.port}")
             used, reserved = client.hmget(key, ["u", "r"])
             assert int(used or 0) == nanos  # counters == ledger, row by row
             assert int(reserved or 0) == 0
@@ -228,6 +242,15 @@ async def test_hard_budget_holds_with_leased_slices_across_four_processes(
     limit gives them back and reserves exactly: the cap holds all the same."""
     database_url, redis_url = shared_stack
     await _run(mock, tmp_path, database_url, 4, redis_url, leased=True)
+
+
+async def test_hard_budget_holds_with_leased_slices_on_a_redis_cluster(
+    mock: MockServer, tmp_path: Path, pg_ready: None, cluster: RedisClusterNodes
+) -> None:
+    """The same over a 3-shard Redis Cluster (``[redis] cluster = true``): the org's counters,
+    leases and slices live in its one slot, on one shard, each script on that node."""
+    with scratch_pg_database() as database_url:
+        await _run(mock, tmp_path, database_url, 4, cluster.url, leased=True, cluster=True)
 
 
 async def test_hard_budget_holds_on_the_embedded_default(mock: MockServer, tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import cast
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from costwarden.budgets.leased import LeasedStore
 from costwarden.budgets.ports import LedgerSums
@@ -99,15 +99,21 @@ def route_spec(r: RouteSettings) -> RouteSpec:
     )
 
 
-def app_redis(r: RedisSettings) -> Redis | None:
-    """The app's one Redis client (no connection opened yet), or None without Redis."""
+def app_redis(r: RedisSettings) -> Redis | RedisCluster | None:
+    """The app's one Redis client (no connection opened yet; a Redis Cluster client with
+    ``cluster``), or None without Redis."""
     if not r.url:
         return None
-    return redis_client(r.url, timeout=r.timeout_seconds, max_connections=r.max_connections)
+    return redis_client(
+        r.url, timeout=r.timeout_seconds, max_connections=r.max_connections, cluster=r.cluster
+    )
 
 
 def counter_store(
-    settings: Settings, redis: Redis, clock: Callable[[], float], ledger: LedgerSums
+    settings: Settings,
+    redis: Redis | RedisCluster,
+    clock: Callable[[], float],
+    ledger: LedgerSums,
 ) -> CounterStore:
     """The budget counters on Redis: leased in slices (``budgets.leased_slices``) or each
     request reserving there."""

@@ -323,9 +323,11 @@ class CostwardenApp:
             logger.info("%s", line)
         if self.redis is not None:
             r = self.settings.redis
-            logger.info(
-                "%s", describe(r.url, timeout=r.timeout_seconds, max_connections=r.max_connections)
-            )
+            line = describe(
+                r.url, timeout=r.timeout_seconds, max_connections=r.max_connections,
+                cluster=r.cluster,
+            )  # fmt: skip
+            logger.info("%s", line)
         await asyncio.to_thread(migrate, self.engine)
         await self._ensure_partitions()
         await sync_channels(self.engine, self.settings.alerts)

@@ -49,7 +49,7 @@ from costwarden.budgets.ports import BudgetConfig, LedgerSums, PolicySource
 from costwarden.budgets.rebuild import Family, TenantSeeds, compute_seeds, tenant_of
 from costwarden.budgets.reservation import Reservation as Reservation
 from costwarden.budgets.reservation import refusal_error
-from costwarden.budgets.store import CountersLost, CounterStore, LeaseClosed
+from costwarden.budgets.store import CountersLost, CounterStore, LeaseClosed, TenantsSpanSlots
 from costwarden.budgets.thresholds import Crossings
 from costwarden.budgets.windows import CalendarWindow, bucket_seconds, calendar_window, zone
 from costwarden.core import polling
@@ -286,6 +286,14 @@ class Enforcer:
         except CountersLost:
             raise CountersUnavailable(
                 "budget counters are being rebuilt; retry shortly", headers={"retry-after": "1"}
+            ) from None
+        except TenantsSpanSlots as exc:
+            # Refused before anything was sent: not an outage (the store stays "reachable"),
+            # a deployment that cannot enforce this request's limits (docs/scale-out.md).
+            logger.error("budget limits not enforceable: %s", exc)
+            raise CountersUnavailable(
+                "this request meets an org limit and a platform limit, which the gateway's "
+                "Redis Cluster cannot enforce together; refusing rather than risking overspend"
             ) from None
         except BaseException as exc:
             # It may have reserved, or may when a stalled store resumes: give the lease up.

@@ -62,8 +62,16 @@ Times come from the caller (``now`` arguments and the ``clock`` used for renewal
 Redis ``TIME``, so tests can move time and every process agrees with its own ledger.
 
 One request's checks may span two tenants (its org and the platform): a script then spans two
-hash slots, which a single Redis (or a replicated primary) runs as one atomic step; a Redis
-Cluster would have to keep the platform's slot with its orgs'.
+hash slots, which a single Redis (or a replicated primary) runs as one atomic step. A Redis
+Cluster (``[redis] cluster``, a ``RedisCluster`` client) runs a script on the one node owning
+its keys' slot, and the platform's slot cannot be every org's: there, reserve and settle
+refuse such checks with :class:`~costwarden.budgets.store.TenantsSpanSlots` before sending
+anything (a reservation split into one script per tenant would no longer be one atomic
+decision: each tenant could admit what the other then refuses). ``add`` and ``abandon``, whose
+work per tenant stands alone (each idempotent by its tenant's markers), run one script per
+tenant there. Everything else is per tenant already: the leased slices' calls, renewals,
+seeds, the heartbeat (one key, in a MULTI), ``views`` (a plain pipeline, which the cluster
+client splits per node).
 """
 
 from __future__ import annotations
@@ -81,7 +89,7 @@ from importlib import resources
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
@@ -96,7 +104,7 @@ from costwarden.budgets.policy import (
     actual_amount,
     decide,
 )
-from costwarden.budgets.store import CountersLost, LeaseClosed, Seed
+from costwarden.budgets.store import CountersLost, LeaseClosed, Seed, TenantsSpanSlots
 from costwarden.budgets.windows import bucket_leaves_at
 
 logger = logging.getLogger(__name__)
@@ -139,7 +147,7 @@ class RedisStore:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: Redis | RedisCluster,
         *,
         lease_seconds: float = 30.0,
         prefix: str = "cw",
@@ -147,11 +155,13 @@ class RedisStore:
     ) -> None:
         _check_no_retries(redis)
         self._redis = redis
+        # A cluster runs a script on one slot's node: one tenant per script (_one_slot).
+        self.cluster = isinstance(redis, RedisCluster)
         self.lease_seconds = lease_seconds
         self.prefix = prefix
         self._clock = clock
         self._keep_ms = _ms(max(2 * lease_seconds, TOMBSTONE_MIN_SECONDS))
-        self._client: Redis | None = None
+        self._client: Redis | RedisCluster | None = None
         self._scripts: dict[str, AsyncScript] = {}
         # Leases this process holds: lease id -> (reserved at, epoch ms; tenant ->
         # reservations), kept for renewal.
@@ -205,7 +215,7 @@ class RedisStore:
         self._client = None
 
     @property
-    def client(self) -> Redis:
+    def client(self) -> Redis | RedisCluster:
         if self._client is None:
             raise RuntimeError("RedisStore is not started")
         return self._client
@@ -231,11 +241,17 @@ class RedisStore:
     def _layout(self, checks: list[Check]) -> tuple[list[str], dict[str, int], list[str]]:
         """(tenants in order, tenant -> 1-based index, KEYS for reserve and settle)."""
         tenants = _tenants(checks)
+        self._one_slot(tenants)
         index = {tenant: i for i, tenant in enumerate(tenants, 1)}
         keys = [k for tenant in tenants for k in self._tenant_keys(tenant)]
         keys.extend(self.counter_key(check) for check in checks)
         keys.extend(k for tenant in tenants for k in self._marker_keys(tenant))
         return tenants, index, keys
+
+    def _one_slot(self, tenants: list[str]) -> None:
+        """On a cluster, refuse a script over several tenants' slots, before sending it."""
+        if self.cluster and len(tenants) > 1:
+            raise TenantsSpanSlots(tenants)
 
     # -- the request path ------------------------------------------------------------------
 
@@ -363,12 +379,15 @@ class RedisStore:
         may have run or still run): give back what it reserved, if it did, and keep it from
         reserving if it runs later. Idempotent."""
         self._leases.pop(lease, None)
-        keys = [
-            k
-            for tenant in _tenants(checks)
-            for k in (*self._tenant_keys(tenant)[1:], *self._marker_keys(tenant))
-        ]
-        if keys:
+        tenants = _tenants(checks)
+        # On a cluster one script per tenant: each tenant's part stands alone (idempotent).
+        groups = [[t] for t in tenants] if self.cluster else [tenants] if tenants else []
+        for group in groups:
+            keys = [
+                k
+                for tenant in group
+                for k in (*self._tenant_keys(tenant)[1:], *self._marker_keys(tenant))
+            ]
             await self._scripts["abandon"](keys=keys, args=[lease, _ms(now), self._keep_ms])
 
     async def views(self, checks: list[Check], now: float) -> list[View]:
@@ -449,6 +468,12 @@ class RedisStore:
         self, lease: str, checks: list[Check], actual: Actual, settled_at: float
     ) -> None:
         if not checks:
+            return
+        if self.cluster and len(_tenants(checks)) > 1:
+            # One script per tenant (a slot each): adding is idempotent per tenant.
+            for tenant in _tenants(checks):
+                own = [c for c in checks if c.limit.tenant == tenant]
+                await self.add(lease, own, actual, settled_at)
             return
         tenants = _tenants(checks)
         index = {tenant: i for i, tenant in enumerate(tenants, 1)}
@@ -623,12 +648,17 @@ def _retry_after(check: Check, bucket: int | None, now: float) -> float:
     return max(0.0, bucket_leaves_at(check.limit.window, bucket) - now)
 
 
-def _check_no_retries(redis: Redis) -> None:
+def _check_no_retries(redis: Redis | RedisCluster) -> None:
     """Refuse a client that may resend a command that timed out (see the module docstring: a
     resent script is a duplicate whose outcome nobody knows). Its pool must say so itself:
     without a retry policy of its own, what a connection does depends on the redis-py
-    version and on how the client was made (Redis(host=...) retries, from_url may not)."""
-    retry = redis.get_retry()
+    version and on how the client was made (Redis(host=...) retries, from_url may not).
+
+    A cluster client resends after a connection error or timeout ``retry.get_retries()``
+    times (3 by default), so it must say 0; its nodes' connections never retry (redis-py 8.1
+    makes them so), and the MOVED/ASK/TRYAGAIN redirections it follows were refused by the
+    node before running (storage/redis.py)."""
+    retry = redis.retry if isinstance(redis, RedisCluster) else redis.get_retry()
     if retry is None or retry.get_retries() > 0:
         raise ValueError(
             "the budget counter store needs a Redis client without retries "

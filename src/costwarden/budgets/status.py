@@ -27,7 +27,7 @@ from costwarden.budgets.store import CounterStore
 from costwarden.budgets.windows import iso, zone
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
+    from redis.asyncio import Redis, RedisCluster
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -145,7 +145,7 @@ async def offline_status(
     org_id: str,
     now: float | None = None,
     *,
-    redis: Redis | None = None,
+    redis: Redis | RedisCluster | None = None,
 ) -> list[LimitStatus]:
     """For a process that does not enforce: the Redis counters through ``redis`` (the caller's
     client, left open) when given and loaded, else the ledger."""

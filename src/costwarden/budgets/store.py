@@ -39,6 +39,20 @@ class LeaseClosed(Exception):
         self.lease = lease
 
 
+class TenantsSpanSlots(Exception):
+    """The checks of one request belong to several tenants (an org and the platform), whose
+    counters a Redis Cluster keeps in different slots: no one script can reserve or settle
+    them atomically, so the store refuses before sending anything (docs/scale-out.md, "Redis
+    Cluster")."""
+
+    def __init__(self, tenants: list[str]) -> None:
+        super().__init__(
+            f"limits of {' and '.join(tenants)} in one request: a Redis Cluster cannot "
+            "reserve across two tenants' slots atomically"
+        )
+        self.tenants = tenants
+
+
 class CounterStore(Protocol):
     name: str
 

@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import RedisError
 
 logger = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ class RedisCache:
 
     __slots__ = ("_redis", "prefix")
 
-    def __init__(self, redis: Redis, *, prefix: str = DEFAULT_PREFIX) -> None:
+    def __init__(self, redis: Redis | RedisCluster, *, prefix: str = DEFAULT_PREFIX) -> None:
         self._redis = redis
         self.prefix = prefix
 

@@ -289,7 +289,10 @@ async def _offline_status(settings: Settings, engine: Any, org_id: str) -> list[
 
     r = settings.redis
     redis = (
-        redis_client(r.url, timeout=r.timeout_seconds, max_connections=r.max_connections)
+        redis_client(
+            r.url, timeout=r.timeout_seconds, max_connections=r.max_connections,
+            cluster=r.cluster,
+        )  # fmt: skip
         if r.url
         else None
     )

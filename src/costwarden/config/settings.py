@@ -58,6 +58,7 @@ from costwarden.pricing import PriceOverride as PriceOverride
 from costwarden.routing.chains import RouteCache
 from costwarden.storage.redis import MAX_CONNECTIONS as MAX_REDIS_CONNECTIONS
 from costwarden.storage.redis import MIN_CONNECTIONS as MIN_REDIS_CONNECTIONS
+from costwarden.storage.redis import cluster_url_problem as redis_cluster_url_problem
 from costwarden.storage.redis import url_problem as redis_url_problem
 
 LEDGER_MODES = ("batched", "durable")
@@ -197,6 +198,18 @@ class RedisSettings:
         "it never had an answer about still gets the 503. When Redis answers again, what was "
         "admitted meanwhile is counted into it before it decides again.",
         "COSTWARDEN_REDIS_ON_UNAVAILABLE",
+    )
+    # (Last: positional RedisSettings(...) of the earlier fields stay valid.)
+    cluster: bool = _setting(
+        False,
+        "url names a node of a Redis Cluster (redis:// or rediss://, database 0): the client "
+        "learns the other nodes from it and sends each command to the node owning its keys. "
+        "One org's budget counters share a slot (one atomic script per request); a request "
+        "that meets both an org limit and a platform-scope limit cannot be reserved "
+        "atomically across two slots and is refused with 503 (docs/scale-out.md, \"Redis "
+        "Cluster\"). max_connections is then per node, and a command that finds them all busy "
+        "fails at once instead of waiting.",
+        "COSTWARDEN_REDIS_CLUSTER",
     )
 
 
@@ -568,6 +581,11 @@ def _redis(
         if var in env:  # the value is not shown: a Redis URL may carry a password
             raise ConfigError(f"environment {var}: redis.url: {problem}")
         raise ctx.fail("redis.url", problem, redis.url)
+    if redis.cluster and not redis.url:
+        raise _invalid(ctx, env, redis, "redis", "cluster", "needs [redis] url (a cluster node)")
+    problem = redis_cluster_url_problem(redis.url) if redis.cluster else None
+    if problem:
+        raise _invalid(ctx, env, redis, "redis", "cluster", problem)
     if not 0 < redis.timeout_seconds < math.inf:
         raise _invalid(ctx, env, redis, "redis", "timeout_seconds", "must be a positive number")
     if redis.on_unavailable not in ON_UNAVAILABLE:

@@ -22,6 +22,10 @@ pool the board shares with the budget counters and never closes), keys under
     probe:{deployment}   who holds the half-open probe slot, and until when
     changes              pub/sub channel: every state write, as JSON
 
+On a Redis Cluster the deployment is written in braces (``state:{openai:gpt-4o}``), a hash
+tag: the push script writes both of a deployment's keys, which must then share a slot. The
+channel is an ordinary (not sharded) one, which the cluster forwards to every node.
+
 The subscription holds one connection of that pool while it listens (redis-py's ``PubSub``
 takes one from the pool), and gives it back when it ends.
 
@@ -54,7 +58,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
@@ -155,7 +159,7 @@ class BreakerBoard:
         recorder: BreakerRecorder,
         events: EventBus,
         clock: Callable[[], float] = time.time,
-        redis: Redis | None = None,
+        redis: Redis | RedisCluster | None = None,
         sync_seconds: float = 0.5,
         prefix: str = "cw",
     ) -> None:
@@ -174,7 +178,7 @@ class BreakerBoard:
         self._channel = f"{self._prefix}:changes"
         # This board's name in the shared state, to tell its own writes from others'.
         self._origin = secrets.token_hex(8)
-        self._client: Redis | None = None
+        self._client: Redis | RedisCluster | None = None
         self._push_script: AsyncScript | None = None
         self._claim_script: AsyncScript | None = None
         self._seen: dict[str, int] = {}  # shared-state version last applied or written
@@ -435,10 +439,16 @@ class BreakerBoard:
     # ------------------------------------------------------------------ shared state
 
     def _state_key(self, deployment: str) -> str:
-        return f"{self._prefix}:state:{deployment}"
+        return f"{self._prefix}:state:{self._tag(deployment)}"
 
     def _probe_key(self, deployment: str) -> str:
-        return f"{self._prefix}:probe:{deployment}"
+        return f"{self._prefix}:probe:{self._tag(deployment)}"
+
+    def _tag(self, deployment: str) -> str:
+        """On a Redis Cluster the deployment is the keys' hash tag: the push script writes
+        both of them, which must share a slot. (Elsewhere the names stay as they were, so
+        processes of the previous version share the same keys during an upgrade.)"""
+        return f"{{{deployment}}}" if isinstance(self._redis, RedisCluster) else deployment
 
     def _down(self, exc: BaseException) -> None:
         if not self.redis_down:

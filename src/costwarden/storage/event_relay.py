@@ -12,7 +12,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import RedisError
 
 logger = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ _IDLE_READ_SECONDS = 1.0
 
 
 class RedisEventRelay:
-    def __init__(self, client: Redis, channel: str = CHANNEL) -> None:
+    def __init__(self, client: Redis | RedisCluster, channel: str = CHANNEL) -> None:
         self._client = client
         self._channel = channel
 

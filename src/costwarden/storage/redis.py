@@ -32,16 +32,51 @@ How the client is built, and why:
 
 Lifetime: building opens no connection (the pool connects on first use); the owner closes
 the client (``await client.aclose()``, which closes the pool) once, after its users stopped.
+
+**Redis Cluster** (``[redis] cluster = true``; ``url`` names any one node, the client learns
+the others and the slot map from it): a ``redis.asyncio.RedisCluster`` built with the same
+timeout, client name, bytes replies and no retries. What redis-py 8.1's cluster client does,
+and why that is still "never resends a command that may have run":
+
+- Its own retry loop (``retry``: after a ``ConnectionError``, ``TimeoutError``,
+  ``ClusterDownError`` or ``SlotNotCoveredError`` it refreshes the slot map and sends the
+  command again) runs ``retry.get_retries()`` times: set to 0 here, so such an error is
+  raised to the caller at once (its default, 3, would resend a timed-out script).
+- Each node's connections are made by redis-py with ``Retry(NoBackoff(), 0)`` whatever the
+  client is given (``ClusterNode.acquire_connection``): no resend below the cluster loop.
+- ``MOVED``, ``ASK`` and ``TRYAGAIN`` replies are followed (up to 16 hops per command) even
+  so: the node that answers one did *not* run the command (a redirection is refused before
+  execution), so following it sends the command once to where it runs. That is not a retry
+  of an unknown outcome.
+- Waiting for a connection: redis-py's cluster nodes have no blocking pool (a command that
+  finds all of its node's ``max_connections`` busy fails at once, ``MaxConnectionsError``).
+  So the client here (:class:`WaitingCluster`) lets at most ``max_connections -``
+  :data:`MIN_CONNECTIONS` commands be in flight per process -- never more than one node
+  has connections for -- and a command past that waits for one to finish, up to the timeout
+  (then a ``ConnectionError``, as the one-node pool's). The rest of each node's connections
+  are for what does not pass through ``execute_command``: pipelines (the heartbeat, reads
+  of several counters) and pub/sub subscriptions.
+- After a connection error the next command first re-reads the slot map (a ``CLUSTER
+  SLOTS`` to a known node, each with the timeout). A key-based command is sent to the
+  primary owning its slot; a script's keys must share one slot (the budget keys carry
+  their tenant as a hash tag, see budgets/redis_store.py). Pub/sub (``SUBSCRIBE`` and
+  ``PUBLISH``) works across the nodes: Redis forwards every message on the cluster bus.
+- ``SCRIPT LOAD`` goes to every primary (redis-py fans it out), and a script missing on a node
+  (a failover, a new node) is loaded again on ``NOSCRIPT`` by redis-py's ``AsyncScript``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import urllib.parse
+from typing import Any
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.typing import EncodableT
 
 # Connections per process by default (the counter store's own pool had 64).
 MAX_CONNECTIONS = 64
@@ -55,12 +90,48 @@ SCHEMES = ("redis", "rediss", "unix")
 _SECRET_QUERY_KEYS = frozenset({"password", "pass", "passwd", "pwd"})
 
 
-def redis_client(url: str, *, timeout: float, max_connections: int) -> Redis:
-    """The client every user of Redis in this process shares (see the module docstring).
+class WaitingCluster(RedisCluster):
+    """A ``RedisCluster`` whose commands wait, up to ``wait_timeout``, for one of ``slots``
+    (see the module docstring) instead of failing when a node's connections are all busy."""
+
+    def __init__(self, *args: Any, wait_timeout: float, slots: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._waiting_slots = asyncio.Semaphore(slots)
+        self._wait_timeout = wait_timeout
+
+    async def execute_command(self, *args: EncodableT, **kwargs: Any) -> Any:
+        try:
+            async with asyncio.timeout(self._wait_timeout):
+                await self._waiting_slots.acquire()
+        except TimeoutError:
+            raise RedisConnectionError("no free Redis Cluster connection in time") from None
+        try:
+            return await super().execute_command(*args, **kwargs)
+        finally:
+            self._waiting_slots.release()
+
+
+def redis_client(
+    url: str, *, timeout: float, max_connections: int, cluster: bool = False
+) -> Redis | RedisCluster:
+    """The client every user of Redis in this process shares (see the module docstring):
+    a Redis Cluster client when ``cluster``.
 
     Opens no connection, logs nothing (the owner logs :func:`describe` when it starts, once
     logging is set up). ``url`` must have passed :func:`url_problem`; config does that.
     """
+    if cluster:
+        return WaitingCluster.from_url(
+            url,
+            wait_timeout=timeout,
+            slots=max(1, max_connections - MIN_CONNECTIONS),
+            max_connections=max_connections,  # per node
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+            client_name=CLIENT_NAME,
+            require_full_coverage=True,  # a slot nobody serves: an error, not a guess
+        )
     pool = BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,
@@ -73,12 +144,28 @@ def redis_client(url: str, *, timeout: float, max_connections: int) -> Redis:
     return Redis.from_pool(pool)
 
 
-def describe(url: str, *, timeout: float, max_connections: int) -> str:
+def describe(url: str, *, timeout: float, max_connections: int, cluster: bool = False) -> str:
     """The line a process logs about its client when it starts: no password in it."""
+    if cluster:
+        return (
+            f"redis cluster from {redact_url(url)}: at most {max_connections} connections per "
+            f"node, command timeout {timeout:g}s, no client retries "
+            "(MOVED/ASK redirections followed)"
+        )
     return (
         f"redis at {redact_url(url)}: one pool of at most {max_connections} connections, "
         f"command timeout {timeout:g}s, no client retries"
     )
+
+
+def cluster_url_problem(url: str) -> str | None:
+    """What keeps ``url`` (a valid Redis URL) from naming a Redis Cluster node, or None."""
+    scheme = url.partition("://")[0].lower()
+    if scheme == "unix":
+        return "a Redis Cluster is reached over TCP: use a redis:// or rediss:// URL"
+    if urllib.parse.urlsplit(url).path.strip("/") not in ("", "0"):
+        return "a Redis Cluster has only database 0: name no other in the URL"
+    return None
 
 
 def url_problem(url: str) -> str | None:
