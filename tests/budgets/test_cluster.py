@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -22,6 +23,9 @@ from costwarden.budgets.policy import Actual, Ask, Check, Grant
 from costwarden.budgets.redis_store import RedisStore
 from costwarden.budgets.store import TenantsSpanSlots
 from costwarden.core.money import NANOS_PER_USD
+from costwarden.storage.counters import LedgerAggregates
+from costwarden.storage.db import create_engine_for
+from costwarden.storage.migrate import migrate
 from costwarden.storage.redis import MAX_CONNECTIONS, redis_client
 from tests.helpers import RedisClusterNodes
 
@@ -129,22 +133,26 @@ async def test_two_tenants_in_one_request_are_refused_before_anything_is_sent(
     assert _node_keys(cluster, store.prefix) == before
     # What stands alone per tenant runs per tenant: giving a lease up, adding spend.
     await store.abandon("both", cs, now)
-    await store.add("counted", cs, Actual(7, 7), now)
+    # (settled after both tenants were loaded: an add older than a load is the ledger's)
+    await store.add("counted", cs, Actual(7, 7), time.time())
     assert [v.used for v in await store.views(cs, now)] == [7, 7]
 
 
 async def test_leased_slices_admit_settle_and_give_back_on_the_cluster(
-    cluster: RedisClusterNodes,
+    cluster: RedisClusterNodes, tmp_path: Path
 ) -> None:
     client = redis_client(cluster.url, timeout=2.0, max_connections=MAX_CONNECTIONS, cluster=True)
     inner = RedisStore(client, prefix=f"cwtest-{uuid.uuid4().hex[:10]}")
-    leased = LeasedStore(inner, flush_seconds=0.02)
+    engine = create_engine_for(f"sqlite:///{tmp_path}/ledger.db")
+    migrate(engine)
+    leased = LeasedStore(inner, ledger=LedgerAggregates(engine), flush_seconds=0.02)
     await leased.start()
     try:
         await _lease_and_give_back(cluster, leased, inner)
     finally:
         await leased.close()  # (again: a no-op after the test's own close)
         await client.aclose()
+        engine.dispose()
 
 
 async def _lease_and_give_back(

@@ -125,7 +125,7 @@ async def test_an_add_counts_once_however_often_it_is_sent(redis_stores: StoreFa
     store: RedisStore = await redis_stores()
     other: RedisStore = await redis_stores()
     await prepare(store)
-    cs = _mixed()
+    cs = _mixed(store)
     for sender in (store, store, other):
         await sender.add("local-1", cs, ACTUAL, NOW + 1)
         assert await store.views(cs, NOW + 1) == SETTLED
@@ -135,7 +135,7 @@ async def test_an_add_is_left_to_the_ledger_when_the_tenant_is_or_will_be_rebuil
     redis_stores: StoreFactory, redis_client: redis.asyncio.Redis, clock: Clock
 ) -> None:
     store: RedisStore = await redis_stores()
-    cs = _mixed()
+    cs = _mixed(store)
     # Not loaded (Redis came back empty): the rebuild from the ledger counts the request.
     await store.add("early", cs, ACTUAL, NOW)
     assert await store.views(cs, NOW) == [View(), View(), View()]
@@ -155,7 +155,7 @@ async def test_adopted_reservations_are_held_and_settle_once(
     store: RedisStore = await redis_stores()
     other: RedisStore = await redis_stores()
     await prepare(store)
-    cs = _mixed()
+    cs = _mixed(store)
     amounts = [CENT // 2, 1, 1000]
     held = [View(0, CENT // 2), View(buckets={int(NOW): 1}), View(0, 1000)]
     for _ in range(2):  # sent again (its answer lost): held once
