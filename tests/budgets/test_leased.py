@@ -168,13 +168,16 @@ async def test_a_dead_process_strands_its_slices_until_its_lease_expires(
     gives the rest back; its ledger rows then replace that part by what it really spent."""
     client, make, prefix = env
     dead = await make(lease_seconds=2)
+    dead.book.interval = 0.02  # as the default flush (its loop stays off: flush_seconds)
     other = await make(lease_seconds=2)
     await prepare(other)
     cs = checks(lim("usd", "day", 100 * DOLLAR))
     grants = [await dead.reserve(f"d{i}", ask(), cs, NOW) for i in range(10)]
     assert all(isinstance(g, Grant) for g in grants)
     await dead.settle("d0", cs, grants[0].amounts, Actual(CENT, 100), NOW)  # type: ignore[union-attr]
-    await dead._call("o1", NOW)  # its last call: nine in flight, the slice grown for its rate
+    # Its last call (what it consumed is counted by then: COUNT_INTERVALS flush intervals on):
+    # nine in flight, the slice grown for its rate.
+    await dead._call("o1", NOW + 0.5)
     s = dead.book.tenants["o1"][cs[0].key]
     exposed, granted = s.held + s.allowance, s.granted
     assert granted > exposed > 0

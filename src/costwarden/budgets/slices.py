@@ -48,7 +48,11 @@ TOP_UP_FRACTION = 0.5
 # flush intervals of its recent traffic, whichever is more: its *allowance*. A purge of a dead
 # process's slice counts that (and its requests in flight at its last call) as spent.
 ALLOWANCE_REQUESTS = 4
-ALLOWANCE_INTERVALS = 10
+ALLOWANCE_INTERVALS = 15
+# What slices consumed is counted in Redis at the latest this many flush intervals after the
+# last call (sooner when a slice needs topping up or half its allowance is used): until then it
+# is still held there as part of the slice, so no one else can take that room meanwhile.
+COUNT_INTERVALS = 10
 # A rolling counter's slice of the next bucket is taken this long before the bucket starts (or
 # this many flush intervals, if longer), so that requests never wait for it: under load a
 # flush runs late. It counts in the window that much early.
@@ -255,7 +259,14 @@ class SliceBook:
             if s.check.rolling:
                 self._lead(tenant, s, now, out)
             want = s.want(now, self.interval)
-            if s.used > s.sent or s.admitted_total > s.base or s.free < TOP_UP_FRACTION * want:
+            if (
+                s.free < TOP_UP_FRACTION * want
+                or 2 * (s.admitted_total - s.base) > s.allowance
+                or (
+                    (s.used > s.sent or s.admitted_total > s.base)
+                    and now - s.answered_at >= COUNT_INTERVALS * self.interval
+                )
+            ):
                 keep = s.granted - (s.used - s.sent)
                 allowance = s.next_allowance(now, self.interval)
                 out.append(
