@@ -235,15 +235,6 @@ async def test_hard_budget_holds_across_four_processes_two_workers_each_port(
     await _run(mock, tmp_path, database_url, 2, redis_url, workers=2)
 
 
-async def test_hard_budget_holds_with_leased_slices_across_four_processes(
-    mock: MockServer, tmp_path: Path, shared_stack: tuple[str, str]
-) -> None:
-    """Each process admits against slices of the budget leased from Redis, and near the
-    limit gives them back and reserves exactly: the cap holds all the same."""
-    database_url, redis_url = shared_stack
-    await _run(mock, tmp_path, database_url, 4, redis_url, leased=True)
-
-
 async def test_hard_budget_holds_with_leased_slices_on_a_redis_cluster(
     mock: MockServer, tmp_path: Path, pg_ready: None, cluster: RedisClusterNodes
 ) -> None:

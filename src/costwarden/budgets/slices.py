@@ -62,6 +62,8 @@ LEAD_INTERVALS = 5
 TIGHT_SECONDS = 1.0
 # A slice nobody asked anything of for this long is given back (its room is others' again).
 IDLE_SECONDS = 5.0
+# Counters whose last rate is remembered (a new slice of them starts from it), at most.
+_HISTORY_SIZE = 10_000
 
 
 @dataclasses.dataclass(slots=True, eq=False)
@@ -292,6 +294,8 @@ class SliceBook:
             s.admitted = 0
             s.base = op.admitted_at
             s.allowance = op.allowance
+            if len(self.history) >= _HISTORY_SIZE:
+                self.history.clear()  # bounded (a day's window is a new key each day)
             self.history[s.check.key] = (s.rate, s.need)
             if answer.tight:
                 s.draining = True
