@@ -47,11 +47,7 @@ _SERIAL = (
 
 # End-to-end tests that run in parallel nonetheless: they share no Redis database and assert
 # counts, not timings (a PostgreSQL server of their own).
-_PARALLEL = (
-    "tests/e2e/test_database_outage.py",
-    # Redis db 13 (the exact variant's alone), a Redis Cluster of their own, or no Redis.
-    "tests/e2e/test_budget_concurrency.py",
-)
+_PARALLEL = ("tests/e2e/test_database_outage.py",)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
