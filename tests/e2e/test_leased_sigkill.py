@@ -16,12 +16,10 @@ import collections
 import os
 import signal
 import time
-from collections.abc import Iterator
 from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
 
 import openai
-import pytest
 import redis
 
 from costwarden.mock import MockServer
@@ -29,11 +27,10 @@ from costwarden.storage import policy, repo
 from costwarden.storage.db import create_engine_for
 from costwarden.storage.migrate import migrate
 from costwarden.storage.usage import ledger_rows
+from tests.e2e.event_streams import REDIS_URL  # the shared_stack fixture's
 from tests.helpers import (
     free_port,
     gateway_toml,
-    require_redis,
-    scratch_pg_database,
     spawn_gateway,
     stop_gateway,
     wait_healthy,
@@ -45,7 +42,6 @@ BUDGET = Decimal("1.00")
 LEASE_SECONDS = 3.0
 KILL_AFTER = 40  # answered requests: about a fifth of what $1 buys here
 CONCURRENCY = 64  # requests in flight at once (1,000 at once leave no room for slices)
-REDIS_URL = "redis://127.0.0.1:6379/10"
 EXTRA = f"""
 [budgets]
 default_max_output_tokens = 1024
@@ -60,20 +56,20 @@ price = {{ input_mtok = "1", output_mtok = "10" }}
 """
 
 
-@pytest.fixture
-def stack(pg_ready: None) -> Iterator[str]:
-    require_redis(REDIS_URL)
-    client = redis.Redis.from_url(REDIS_URL)
-    client.flushdb()
-    with scratch_pg_database() as url:
-        yield url
-    client.flushdb()
-    client.close()
-
-
 def _slice_leases(client: redis.Redis, key: str, pid: int) -> list[str]:
     """The slice lease of the gateway process ``pid`` (``S:{pid}-{uuid}``), if it holds one."""
     return [m.decode() for m in client.zrange(key, 0, -1) if m.decode().startswith(f"S:{pid}-")]
+
+
+async def _one_more(client: openai.AsyncOpenAI) -> None:
+    """One request after the storm (the budget is gone: refused), so that its gateway
+    touches the org's counters again."""
+    try:
+        await client.with_options(max_retries=0).chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "anything left?"}]
+        )
+    except openai.APIStatusError as exc:
+        assert exc.status_code in (402, 429)
 
 
 def _nanos(value: Decimal) -> int:
@@ -81,9 +77,9 @@ def _nanos(value: Decimal) -> int:
 
 
 async def test_sigkill_of_one_of_four_leasing_processes_mid_storm(
-    mock: MockServer, tmp_path: Path, stack: str
+    mock: MockServer, tmp_path: Path, shared_stack: str
 ) -> None:
-    database_url = stack
+    database_url = shared_stack
     mock.state.update(vary_output=True, output_tokens=500, latency_ms=20)
     engine = create_engine_for(database_url)
     try:
@@ -167,24 +163,14 @@ async def test_sigkill_of_one_of_four_leasing_processes_mid_storm(
         # Had the storm ended before the lease expired, the next request of anyone purges it.
         while not killer.done():
             await asyncio.sleep(0.2)
-            try:
-                await clients[0].with_options(max_retries=0).chat.completions.create(
-                    model="gpt-4o-mini", messages=[{"role": "user", "content": "anything left?"}]
-                )
-            except openai.APIStatusError as exc:
-                assert exc.status_code in (402, 429)
+            await _one_more(clients[0])
         returned_after = await killer
         # Then a survivor reads what the dead process's ledger rows hold and frees the rest of
         # what the purge counted (its next request or call finds the stranded entry).
         stranded_key = f"cw:{{{org}}}:stranded"
         while client.hlen(stranded_key):
             await asyncio.sleep(0.2)
-            try:
-                await clients[0].with_options(max_retries=0).chat.completions.create(
-                    model="gpt-4o-mini", messages=[{"role": "user", "content": "and now?"}]
-                )
-            except openai.APIStatusError as exc:
-                assert exc.status_code in (402, 429)
+            await _one_more(clients[0])
             assert time.monotonic() - killed_at < LEASE_SECONDS + 20, "never unstranded"
         freed_after = time.monotonic() - killed_at
         for c in clients:
