@@ -239,3 +239,45 @@ async def test_a_background_consumer_hurries_only_its_own_kinds(database_url: st
         bus.publish(_ev("a", 2))  # no urgent kind left: gathering again
         await asyncio.sleep(1.0)
         assert bus.last_id == start + 2
+
+
+async def test_with_redis_events_gather_until_another_process_waits(
+    database_url: str, private_redis: str
+) -> None:
+    """Two processes on the relay, no one waiting: events gather (idle interval 3 s). A live
+    stream in the other process is announced: they go out at once, and arrive there fast;
+    its background consumer hurries only its kinds; with both closed they gather again."""
+    async with _buses(database_url, redis_url=private_redis, idle_flush_interval=3.0) as (a, b):
+        start = a.last_id
+        await asyncio.sleep(0.1)  # both writers idle
+        a.publish(_ev("a", 1))
+        await asyncio.sleep(1.0)
+        assert a.last_id == start  # gathering: no one waits
+        started = time.monotonic()
+        stream = b.subscribe()  # b announces it; a writes what it holds at once
+        (event,) = await _take(stream, 1, within=2)
+        assert event.payload.message == "a1" and time.monotonic() - started < 0.5
+        a.publish(_ev("a", 2))
+        (event,) = await _take(stream, 1, within=1)
+        assert event.payload.message == "a2" and time.monotonic() - started < 0.7
+        stream.close()
+        consumer = b.subscribe(kinds=frozenset({"limit_threshold_crossed"}), background=True)
+        await _until(lambda: not a._remote.every and bool(a._remote.kinds))
+        before = a.last_id
+        a.publish(_ev("a", 3))
+        await asyncio.sleep(1.0)
+        assert a.last_id == before  # not a kind anyone waits for: gathering
+        a.publish(LimitThresholdCrossed(
+            scope="org", scope_id="o", window="day", metric="usd", threshold_pct=50,
+            used="1", limit="2",
+        ))  # fmt: skip
+        started = time.monotonic()
+        got = await consumer.get(timeout=2.0)
+        assert got is not None and got.kind == "limit_threshold_crossed"
+        assert time.monotonic() - started < 0.5
+        consumer.close()
+        await _until(lambda: not a._remote.kinds)
+        before = a.last_id
+        a.publish(_ev("a", 4))
+        await asyncio.sleep(1.0)
+        assert a.last_id == before

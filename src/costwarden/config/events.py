@@ -23,7 +23,8 @@ class EventSettings:
         20.0,
         "Events are written to the log, numbered and sent to the other processes in batches "
         "gathered for this long: longer is fewer transactions, shorter is fresher streams. "
-        "While nothing can be waiting (no Redis, no live-stream client) they gather for 5 s.",
+        "While no one waits for them (no live-stream client and no background consumer of "
+        "their kinds, in this process or, heard over Redis, another) they gather for 5 s.",
         "COSTWARDEN_EVENTS_FLUSH_MS",
     )
     poll_seconds: float = _setting(

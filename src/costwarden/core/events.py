@@ -6,8 +6,9 @@ Everything else happens in background tasks:
 
 - **Ids.** With an :class:`EventLog` (the app always has one: the database), a writer task
   appends the outbox to the log every ``flush_interval`` seconds, one transaction per batch
-  (every ``idle_flush_interval``, 5 s, while no one can be waiting: no relay, no subscriber;
-  a crash then loses at most those seconds of events, never a ledger row).
+  (every ``idle_flush_interval``, 5 s, while no one waits: no live stream and no background
+  consumer of their kind, here or in another process -- ``core.event_wants``; a crash then
+  loses at most those seconds of events, never a ledger row).
   The log hands out ids from one counter row that each append updates first, so appends from
   all processes are serialised and **ids are committed in order, without gaps**: whoever sees
   id *n* in the log can also see every id below it. That is the one global, ordered event id
@@ -44,6 +45,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from decimal import Decimal
@@ -53,6 +55,7 @@ import orjson
 
 from costwarden.core.event_kinds import KINDS, Event, EventPayload
 from costwarden.core.event_ring import EventRing, Item
+from costwarden.core.event_wants import ANNOUNCE_SECONDS, Announcement, RemoteWants
 from costwarden.core.polling import FailureRun
 from costwarden.core.subscription import Subscription
 
@@ -69,7 +72,7 @@ _READ_PAGE = 1000
 _PRUNE_SECONDS = 3600.0
 _MAX_BACKOFF = 5.0
 _MAX_UNRELAYED = 100  # batches waiting for Redis
-_STOPPABLE = ("costwarden-events-poll", "costwarden-events-relay")
+_STOPPABLE = ("costwarden-events-poll", "costwarden-events-relay", "costwarden-events-wants")
 
 # The log keeps events in batches: one row per append, a JSON array of
 # [ts_ms, kind, org_id, payload] whose ids run from the row's first id, one apart. A row per
@@ -185,6 +188,10 @@ class EventBus:
         self._live: set[Subscription] = set()
         self._urgent: dict[str, int] = {}
         self._hurry = False  # an urgent event is in the outbox
+        # What the other processes wait for (heard over the relay), and when to tell them
+        # what this one waits for.
+        self._remote = RemoteWants(secrets.token_hex(8))
+        self._announce = asyncio.Event()
         self.last_id = 0  # the last id delivered here
         self.closed = False
         self._streams_ended = False
@@ -206,8 +213,9 @@ class EventBus:
             return
         outbox = self._outbox
         outbox.append((self._clock(), payload))
-        if self._urgent and payload.kind in self._urgent:
-            self._hurry = True  # a background consumer waits for this kind
+        kind = payload.kind
+        if (self._urgent and kind in self._urgent) or kind in self._remote.kinds:
+            self._hurry = True  # a background consumer, here or elsewhere, waits for it
             self._listener.set()
         if len(outbox) > _MAX_OUTBOX:
             outbox.popleft()
@@ -265,10 +273,12 @@ class EventBus:
             for kind in kinds:
                 self._urgent[kind] = self._urgent.get(kind, 0) + 1
             subscription.urgent = kinds
+            self._announce.set()
         else:
             self._subscribers.add(subscription)
             self._live.add(subscription)
             self._listener.set()
+            self._announce.set()
         return subscription
 
     def end_streams(self) -> None:
@@ -295,6 +305,8 @@ class EventBus:
                 self._urgent[kind] = left
             else:
                 self._urgent.pop(kind, None)
+        if subscription.urgent or not self._live:
+            self._announce.set()
         subscription.urgent = frozenset()
         if cut:
             self.cut += 1
@@ -380,6 +392,9 @@ class EventBus:
             self._tasks.append(
                 asyncio.create_task(self._relay_loop(), name="costwarden-events-relay")
             )
+            self._tasks.append(
+                asyncio.create_task(self._wants_loop(), name="costwarden-events-wants")
+            )
 
     async def close(self, timeout: float = 5.0) -> None:
         """Write what is still in the outbox (up to ``timeout``), stop the tasks and end
@@ -399,6 +414,7 @@ class EventBus:
         self._stop.set()
         self._poke.set()
         self._relay_wake.set()
+        self._announce.set()
         graceful = [t for t in self._tasks if t.get_name() in _STOPPABLE]
         if graceful:
             _, late = await asyncio.wait(graceful, timeout=timeout)
@@ -427,7 +443,7 @@ class EventBus:
             # seconds, not 50 a second.
             if failures:
                 pass
-            elif self._relay is None and not self._live and not self._hurry:
+            elif not self._live and not self._hurry and self._no_one_waits():
                 self._listener.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.idle_flush_interval):
@@ -454,6 +470,13 @@ class EventBus:
                 )
                 await asyncio.sleep(delay)
                 self._wake.set()
+
+    def _no_one_waits(self) -> bool:
+        """No other process waits for what this one's outbox holds (so far as it knows: with
+        the relay down it hears no announcements, and writes as if someone waited)."""
+        if self._relay is None:
+            return True
+        return self.relay_up and not self._remote.every
 
     async def _write_outbox(self) -> None:
         async with self._writing:  # the writer task, or close(): never both on one batch
@@ -504,6 +527,7 @@ class EventBus:
             logger.info("event relay connected")
             self._read_now = True  # what was raised while it was down: from the log
             self._poke.set()
+            self._announce.set()  # announcements made while it was down were not heard
 
     async def _listen_loop(self) -> None:
         assert self._relay is not None
@@ -513,6 +537,11 @@ class EventBus:
                 async for message in self._relay.listen(self._relay_ready):
                     failures = 0
                     first, batch = orjson.loads(message)
+                    if first == 0:  # what another process waits for: no event
+                        heard = Announcement.decode(batch)
+                        if heard is not None and self._remote.heard(heard, time.monotonic()):
+                            self._listener.set()  # the gathering outbox is wanted now
+                        continue
                     # This process's own batches come back too: skipped before decoding.
                     self._accept(_decode([(first, batch)], self.last_id))
             except Exception as exc:  # noqa: BLE001 - Redis went away: poll the log meanwhile
@@ -525,6 +554,32 @@ class EventBus:
                     )
                 self.relay_up = False
             await asyncio.sleep(min(0.1 * 2 ** max(failures - 1, 0), _MAX_BACKOFF))
+
+    async def _wants_loop(self) -> None:
+        """Announce what this process waits for when that changes and every
+        ANNOUNCE_SECONDS while it waits for something (``core.event_wants``)."""
+        assert self._relay is not None
+        announced = Announcement(self._remote.origin, every=False, kinds=frozenset())
+        failures = FailureRun("event wants announcements")
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(ANNOUNCE_SECONDS):
+                    await self._announce.wait()
+            self._announce.clear()
+            if self._stop.is_set():
+                return
+            self._remote.expire(time.monotonic())
+            wants = Announcement(announced.origin, bool(self._live), frozenset(self._urgent))
+            if wants.empty and announced.empty:
+                continue
+            try:
+                await self._relay.publish(wants.encode(int(self._clock() * 1000)))
+            except Exception as exc:  # noqa: BLE001 - said again at the next tick
+                if failures.failed():
+                    logger.warning("event wants announcement failed: %s", type(exc).__name__)
+            else:
+                failures.succeeded()
+                announced = wants
 
     async def _poll_loop(self) -> None:
         last_read = last_prune = time.monotonic()
