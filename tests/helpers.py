@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import hashlib
 import hmac
 import io
 import json
+import logging
 import os
 import random
 import shutil
@@ -20,7 +22,7 @@ import tempfile
 import time
 import urllib.parse
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -394,7 +396,12 @@ class CliResult:
         return json.loads(self.out)
 
 
-# The CLI as a user runs it: a process of its own.
+# The CLI as a user runs it: a process of its own. Each one costs about a second of CPU to
+# import, so most tests run the command in this process instead (invoke_cli, ainvoke_cli).
+# A few still start it, for what only a real process shows: ``python -m costwarden.cli``
+# itself, the exit status and stderr as the interpreter leaves them (no traceback), the
+# environment and terminal width read at start-up (the rich consoles fix COLUMNS when
+# imported), and another process writing the database that a running gateway polls.
 CLI = [sys.executable, "-m", "costwarden.cli"]
 
 
@@ -411,7 +418,8 @@ def cli_env(columns: int = 250, **extra: str) -> dict[str, str]:
 
 
 async def arun_cli(*args: str, env: dict[str, str] | None = None) -> CliResult:
-    """The CLI in a subprocess without blocking this event loop (a gateway may run in it)."""
+    """The CLI in a subprocess without blocking this event loop (a gateway may run in it);
+    for the few tests that need a real process (see CLI), else ainvoke_cli."""
     proc = await asyncio.create_subprocess_exec(
         *CLI,
         *args,
@@ -424,14 +432,69 @@ async def arun_cli(*args: str, env: dict[str, str] | None = None) -> CliResult:
     return CliResult(proc.returncode, out.decode(), err.decode())
 
 
+# In its own process the CLI configures no logging, so a record at WARNING or above reaches
+# the user through Python's last-resort handler: the bare message on stderr. Here pytest's
+# handlers would take it instead, and a test asserting what stderr holds (one line, nothing)
+# would miss it; so the in-process runs print those records as that handler would. Only the
+# CLI's own: the context marks its thread and the tasks and threads it starts (they copy the
+# context), not a gateway serving in the test's event loop meanwhile.
+_IN_CLI: contextvars.ContextVar[bool] = contextvars.ContextVar("in_cli", default=False)
+
+
+class _LastResort(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return _IN_CLI.get()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")  # CliRunner's stderr while it runs
+        except Exception:
+            self.handleError(record)
+
+
 def invoke_cli(*args: str, env: dict[str, str | None] | None = None) -> CliResult:
     """The CLI in this process (click's runner), in a wide terminal unless COLUMNS (in
     ``env``, or set by the test) says otherwise; an exception other than exit is raised."""
     wide = {"COLUMNS": os.environ.get("COLUMNS", "200")}
-    result = CliRunner().invoke(main, list(args), env={**wide, **(env or {})})
+    handler = _LastResort()
+    root = logging.getLogger()
+    marked = _IN_CLI.set(True)
+    root.addHandler(handler)
+    try:
+        result = CliRunner().invoke(main, list(args), env={**wide, **(env or {})})
+    finally:
+        root.removeHandler(handler)
+        _IN_CLI.reset(marked)
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     return CliResult(result.exit_code, result.stdout, result.stderr)
+
+
+def exactly(env: Mapping[str, str]) -> dict[str, str | None]:
+    """invoke_cli's ``env`` under which the CLI sees exactly ``env`` (as a subprocess given
+    it would): every other variable of this process is removed while it runs."""
+    return {**{name: None for name in os.environ if name not in env}, **env}
+
+
+def invoke_cli_as(*args: str, env: dict[str, str] | None = None) -> CliResult:
+    """invoke_cli with the environment a subprocess of arun_cli would get (``env``, by
+    default cli_env()): the same call, in this process."""
+    return invoke_cli(*args, env=exactly(cli_env() if env is None else env))
+
+
+async def ainvoke_cli(*args: str, env: dict[str, str] | None = None) -> CliResult:
+    """invoke_cli_as in a worker thread, so that a gateway, mock or receiver serving in this
+    event loop keeps answering the CLI.
+
+    CliRunner swaps sys.stdin/stdout/stderr and os.environ for the whole process while the
+    command runs. That is safe here: nothing serving in the loop writes to those streams
+    (it logs, and pytest's handlers and _LastResort's filter keep that out of the CLI's
+    stderr), and the gateway read its environment when it started (live_gateway). A command
+    that runs ``asyncio.run`` gets a loop of its own in the thread, as in its own process."""
+    return await asyncio.to_thread(invoke_cli_as, *args, env=env)
 
 
 def assert_clean_error(result: CliResult, *needles: str) -> str:

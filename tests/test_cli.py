@@ -1,4 +1,5 @@
-"""The ``costwarden`` command line, run as a real subprocess.
+"""The ``costwarden`` command line, in this process (click's runner) and, where only a real
+process shows it, as a subprocess.
 
 Configuration and input errors must be one line on stderr with exit status 2, never a
 traceback. The live tests run the CLI in another process against the database of a gateway
@@ -34,12 +35,14 @@ from tests.helpers import (
     CLI,
     PROVIDER_ENV,
     CliResult,
+    ainvoke_cli,
     arun_cli,
     assert_clean_error,
     cli_env,
     gateway_toml,
     live_gateway,
 )
+from tests.helpers import invoke_cli_as as cli
 
 MOCK_URL = "http://127.0.0.1:9"  # nothing listens there; admin commands never call it
 
@@ -47,6 +50,7 @@ MOCK_URL = "http://127.0.0.1:9"  # nothing listens there; admin commands never c
 def run_cli(
     *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 60
 ) -> CliResult:
+    """The CLI as a subprocess: only where a real process matters (tests.helpers.CLI)."""
     proc = subprocess.run(
         [*CLI, *args],
         cwd=cwd,
@@ -78,7 +82,7 @@ def engine(db_url: str) -> Iterator[Any]:
 
 
 def _create(config: str, org: str, *extra: str) -> dict[str, Any]:
-    data: dict[str, Any] = run_cli(
+    data: dict[str, Any] = cli(
         "keys", "create", "--config", config, "--org", org, "--json", *extra
     ).json()
     return data
@@ -88,7 +92,7 @@ def _create(config: str, org: str, *extra: str) -> dict[str, Any]:
 
 
 def test_keys_create_json(config: str, engine: Any) -> None:
-    result = run_cli("keys", "create", "--config", config, "--org", "acme", "--json")
+    result = cli("keys", "create", "--config", config, "--org", "acme", "--json")
     assert result.code == 0, result.err
     data = result.json()
     assert data["key"].startswith("cw-") and len(data["key"]) > 30
@@ -108,7 +112,7 @@ def test_keys_create_json(config: str, engine: Any) -> None:
 
 
 def test_keys_create_human_output(config: str) -> None:
-    result = run_cli("keys", "create", "--config", config, "--org", "acme")
+    result = cli("keys", "create", "--config", config, "--org", "acme")
     assert result.code == 0, result.err
     keys = re.findall(r"^cw-\S+$", result.out, flags=re.M)
     assert len(keys) == 1, result.out
@@ -117,22 +121,22 @@ def test_keys_create_human_output(config: str) -> None:
 
 def test_keys_create_bad_org_name(config: str) -> None:
     assert_clean_error(
-        run_cli("keys", "create", "--config", config, "--org", "   "), "org name must not be empty"
+        cli("keys", "create", "--config", config, "--org", "   "), "org name must not be empty"
     )
 
 
 def test_keys_list_never_shows_keys(config: str) -> None:
     a = _create(config, "acme")
     b = _create(config, "beta")
-    listed = run_cli("keys", "list", "--config", config, "--json")
+    listed = cli("keys", "list", "--config", config, "--json")
     data = listed.json()["data"]
     assert [k["id"] for k in data] == [a["id"], b["id"]]
     assert [k["org"] for k in data] == ["acme", "beta"]
     assert all("key" not in k for k in data)
     assert data[0]["prefix"] == a["key"][:10]
-    only = run_cli("keys", "list", "--config", config, "--org", "acme", "--json").json()["data"]
+    only = cli("keys", "list", "--config", config, "--org", "acme", "--json").json()["data"]
     assert [k["id"] for k in only] == [a["id"]]
-    table = run_cli("keys", "list", "--config", config)
+    table = cli("keys", "list", "--config", config)
     assert table.code == 0, table.err
     for output in (listed, table):
         for key in (a["key"], b["key"]):
@@ -144,35 +148,37 @@ def test_keys_list_never_shows_keys(config: str) -> None:
 
 
 def test_keys_list_unknown_org(config: str) -> None:
-    assert_clean_error(run_cli("keys", "list", "--config", config, "--org", "nope"), "'nope'")
+    assert_clean_error(cli("keys", "list", "--config", config, "--org", "nope"), "'nope'")
 
 
 def test_keys_revoke(config: str, engine: Any) -> None:
     a = _create(config, "acme")
     b = _create(config, "acme")
-    result = run_cli("keys", "revoke", "--config", config, a["id"])
+    result = cli("keys", "revoke", "--config", config, a["id"])
     assert result.code == 0, result.err
     assert a["id"] in result.out
     record = {r.id: r for r in repo.list_keys(engine)}
     assert record[a["id"]].revoked and not record[b["id"]].revoked
     listed = {
-        k["id"]: k for k in run_cli("keys", "list", "--config", config, "--json").json()["data"]
+        k["id"]: k for k in cli("keys", "list", "--config", config, "--json").json()["data"]
     }
     assert listed[a["id"]]["revoked_at"] is not None and listed[b["id"]]["revoked_at"] is None
-    table = run_cli("keys", "list", "--config", config).out
+    table = cli("keys", "list", "--config", config).out
     assert "revoked" in table and "active" in table
     # Revoking again changes nothing (and is not an error).
-    again = run_cli("keys", "revoke", "--config", config, a["id"], "--json").json()
+    again = cli("keys", "revoke", "--config", config, a["id"], "--json").json()
     assert again["revoked_at"] == listed[a["id"]]["revoked_at"]
 
 
 def test_keys_revoke_unknown_id(config: str) -> None:
-    result = run_cli("keys", "revoke", "--config", config, "key_000000000000")
+    result = cli("keys", "revoke", "--config", config, "key_000000000000")
     assert_clean_error(result, "key_000000000000", "does not exist")
     assert result.out == ""
 
 
 def test_missing_config_file(tmp_path: Path) -> None:
+    # A subprocess: the exit status and stderr as the interpreter leaves them, the config
+    # named relative to its working directory and by its real environment.
     result = run_cli("keys", "list", "--config", "nope.toml", cwd=tmp_path)
     assert_clean_error(result, "nope.toml", "not found")
     # COSTWARDEN_CONFIG names the file too.
@@ -182,6 +188,7 @@ def test_missing_config_file(tmp_path: Path) -> None:
 
 def test_keys_list_table_shows_whole_ids_at_80_columns(config: str) -> None:
     a = _create(config, "acme", "--project", "website", "--name", "deploy key")
+    # A subprocess: its rich consoles take the width from COLUMNS when they are imported.
     table = run_cli("keys", "list", "--config", config, env=cli_env(columns=80))
     assert table.code == 0, table.err
     assert a["id"] in table.out
@@ -189,14 +196,14 @@ def test_keys_list_table_shows_whole_ids_at_80_columns(config: str) -> None:
 
 @pytest.mark.parametrize("bad_id", ["[/x]", "[x]"])
 def test_error_message_is_not_rich_markup(config: str, bad_id: str) -> None:
-    assert_clean_error(run_cli("keys", "revoke", "--config", config, bad_id), f"'{bad_id}'")
+    assert_clean_error(cli("keys", "revoke", "--config", config, bad_id), f"'{bad_id}'")
 
 
 def test_keys_create_org_with_brackets(config: str) -> None:
-    result = run_cli("keys", "create", "--config", config, "--org", "[/ops]")
+    result = cli("keys", "create", "--config", config, "--org", "[/ops]")
     assert result.code == 0 and "Traceback" not in result.err, result.err
     assert re.search(r"^cw-\S+$", result.out, flags=re.M)
-    table = run_cli("keys", "list", "--config", config)
+    table = cli("keys", "list", "--config", config)
     assert table.code == 0 and "[/ops]" in table.out, table.err
 
 
@@ -223,8 +230,9 @@ def _record(org_id: str | None, ts: datetime, cost: Decimal, model: str, n: int)
 
 
 async def test_usage_json_equals_the_ledger(config: str, db_url: str) -> None:
-    acme = (await arun_cli("keys", "create", "--config", config, "--org", "acme", "--json")).json()
-    beta = (await arun_cli("keys", "create", "--config", config, "--org", "beta", "--json")).json()
+    create = ("keys", "create", "--config", config, "--json", "--org")
+    acme = (await ainvoke_cli(*create, "acme")).json()
+    beta = (await ainvoke_cli(*create, "beta")).json()
     rng = random.Random(7)
     now = datetime.now(UTC)
     records: list[LedgerRecord] = []
@@ -262,7 +270,7 @@ async def test_usage_json_equals_the_ledger(config: str, db_url: str) -> None:
         (("--org", "beta", "--since", "30d"), beta["org_id"], 30),
         (("--since", "2w"), None, 14),
     ]:
-        report = (await arun_cli("usage", "--config", config, "--json", *args)).json()
+        report = (await ainvoke_cli("usage", "--config", config, "--json", *args)).json()
         requests, cost, tokens_in, tokens_out = expect(org_id, days)
         assert requests > 0
         assert type(report["requests"]) is int and report["requests"] == requests, args
@@ -274,7 +282,7 @@ async def test_usage_json_equals_the_ledger(config: str, db_url: str) -> None:
         if org_id is not None:
             assert {row["org"] for row in report["rows"]} == {args[1]}
 
-    table = await arun_cli("usage", "--config", config)
+    table = await ainvoke_cli("usage", "--config", config)
     assert table.code == 0, table.err
     total = next(line for line in table.out.splitlines() if "total" in line.split())
     cells = [c for c in re.split(r"[\s│┃║|]+", total) if c]
@@ -284,7 +292,7 @@ async def test_usage_json_equals_the_ledger(config: str, db_url: str) -> None:
 
 
 def test_usage_empty_ledger(config: str) -> None:
-    report = run_cli("usage", "--config", config, "--json").json()
+    report = cli("usage", "--config", config, "--json").json()
     assert report == {
         "requests": 0,
         "cost_usd": "0",
@@ -295,16 +303,16 @@ def test_usage_empty_ledger(config: str) -> None:
 
 
 def test_usage_unknown_org(config: str) -> None:
-    assert_clean_error(run_cli("usage", "--config", config, "--org", "nope"), "unknown org 'nope'")
+    assert_clean_error(cli("usage", "--config", config, "--org", "nope"), "unknown org 'nope'")
 
 
 def test_usage_bad_since(config: str) -> None:
-    assert_clean_error(run_cli("usage", "--config", config, "--since", "bogus"), "'bogus'", "7d")
+    assert_clean_error(cli("usage", "--config", config, "--since", "bogus"), "'bogus'", "7d")
 
 
 @pytest.mark.parametrize("since", ["1000000d", "99999999999999999999d"])
 def test_usage_since_out_of_range(config: str, since: str) -> None:
-    assert_clean_error(run_cli("usage", "--config", config, "--since", since), since)
+    assert_clean_error(cli("usage", "--config", config, "--since", since), since)
 
 
 # ----------------------------------------------------------------------------- serve
@@ -314,17 +322,13 @@ def _line_of(text: str, needle: str) -> int:
     return next(i for i, line in enumerate(text.splitlines(), start=1) if needle in line)
 
 
-def test_serve_unknown_provider(tmp_path: Path, db_url: str) -> None:
+def test_serve_unknown_provider(
+    tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     text = gateway_toml(MOCK_URL, db_url).replace('["openai:gpt-4o-mini"]', '["azure:gpt-4o-mini"]')
     (tmp_path / "costwarden.toml").write_text(text, encoding="utf-8")
-    result = run_cli(
-        "serve",
-        "--config",
-        "costwarden.toml",
-        cwd=tmp_path,
-        env=cli_env(**PROVIDER_ENV),
-        timeout=30,
-    )
+    monkeypatch.chdir(tmp_path)
+    result = cli("serve", "--config", "costwarden.toml", env=cli_env(**PROVIDER_ENV))
     line = _line_of(text, "azure:gpt-4o-mini")
     assert_clean_error(
         result, f"costwarden.toml:{line}: routes[0].deployments[0]", "unknown provider 'azure'"
@@ -335,6 +339,8 @@ def test_serve_unset_api_keycli_env(tmp_path: Path, db_url: str) -> None:
     text = gateway_toml(MOCK_URL, db_url)
     (tmp_path / "costwarden.toml").write_text(text, encoding="utf-8")
     env = cli_env(CW_TEST_ANTHROPIC_KEY="x")
+    # A subprocess: the real entry point of ``serve``, the variable missing from a real
+    # process's environment.
     result = run_cli("serve", "--config", "costwarden.toml", cwd=tmp_path, env=env, timeout=30)
     line = _line_of(text, "CW_TEST_OPENAI_KEY")
     assert_clean_error(
@@ -343,19 +349,13 @@ def test_serve_unset_api_keycli_env(tmp_path: Path, db_url: str) -> None:
     assert "sk-" not in result.both
 
 
-def test_serve_unpriced_model(tmp_path: Path, db_url: str) -> None:
+def test_serve_unpriced_model(tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     text = gateway_toml(MOCK_URL, db_url) + (
         '[[routes]]\nmodel = "ft"\ndeployments = ["openai:acme-finetune-7"]\n'
     )
     (tmp_path / "costwarden.toml").write_text(text, encoding="utf-8")
-    result = run_cli(
-        "serve",
-        "--config",
-        "costwarden.toml",
-        cwd=tmp_path,
-        env=cli_env(**PROVIDER_ENV),
-        timeout=30,
-    )
+    monkeypatch.chdir(tmp_path)
+    result = cli("serve", "--config", "costwarden.toml", env=cli_env(**PROVIDER_ENV))
     assert_clean_error(result, "deployment openai:acme-finetune-7")
     for secret in PROVIDER_ENV.values():
         assert secret not in result.both
@@ -371,31 +371,37 @@ def test_serve_unpriced_model(tmp_path: Path, db_url: str) -> None:
     ids=["option", "env", "file"],
 )
 def test_serve_workers_without_redis_is_refused(
-    tmp_path: Path, db_url: str, args: list[str], env: dict[str, str], server_table: str
+    tmp_path: Path,
+    db_url: str,
+    args: list[str],
+    env: dict[str, str],
+    server_table: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The embedded default keeps budget counters in each process: N workers could each spend
     a hard budget in full, so more than one is refused, naming what to configure."""
     text = gateway_toml(MOCK_URL, db_url).replace("[server]\n", "[server]\n" + server_table)
     assert "[redis]" not in text
     (tmp_path / "costwarden.toml").write_text(text, encoding="utf-8")
-    result = run_cli(
-        "serve", "--config", "costwarden.toml", *args,
-        cwd=tmp_path, env=cli_env(**PROVIDER_ENV, **env), timeout=30,
-    )  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    result = cli("serve", "--config", "costwarden.toml", *args, env=cli_env(**PROVIDER_ENV, **env))
     assert_clean_error(result, "workers need [redis] url", "COSTWARDEN_REDIS_URL", "--workers 1")
     assert not (tmp_path / "cw.db").exists()  # refused before anything was opened
 
 
-def test_serve_workers_below_one_is_refused(tmp_path: Path, db_url: str) -> None:
+def test_serve_workers_below_one_is_refused(
+    tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     text = gateway_toml(MOCK_URL, db_url)
     (tmp_path / "costwarden.toml").write_text(text, encoding="utf-8")
     env = cli_env(**PROVIDER_ENV, COSTWARDEN_WORKERS="0")
-    result = run_cli("serve", "--config", "costwarden.toml", cwd=tmp_path, env=env, timeout=30)
+    monkeypatch.chdir(tmp_path)
+    result = cli("serve", "--config", "costwarden.toml", env=env)
     assert_clean_error(result, "COSTWARDEN_WORKERS", "server.workers: must be at least 1")
 
 
 def test_settings_command_prints_every_setting() -> None:
-    result = run_cli("settings", env=cli_env(columns=400))
+    result = cli("settings", env=cli_env(columns=400))
     assert result.code == 0, result.err
     assert "costwarden settings" in result.out
     for key, _default, env_var, help_text in settings_help():
@@ -404,7 +410,7 @@ def test_settings_command_prints_every_setting() -> None:
         assert help_text.split()[0] in result.out
     assert "COSTWARDEN_PORT" in result.out and "COSTWARDEN_ADMIN_TOKEN" in result.out
     # ...and it still renders, folded, in a narrow terminal.
-    narrow = run_cli("settings", env=cli_env(columns=80))
+    narrow = cli("settings", env=cli_env(columns=80))
     assert narrow.code == 0 and "server.port" in narrow.out
     assert max(len(line) for line in narrow.out.splitlines()) <= 80
 
@@ -415,7 +421,7 @@ def test_settings_command_warns_of_a_files_deprecated_settings(tmp_path: Path) -
         gateway_toml(MOCK_URL, f"sqlite:///{tmp_path}/cw.db")
         + '[budgets]\nredis_url = "redis://:pw-123@cache:6379/0"\n'
     )
-    result = run_cli("settings", "--config", str(config), env=cli_env(columns=400))
+    result = cli("settings", "--config", str(config), env=cli_env(columns=400))
     assert result.code == 0, result.err
     assert "redis.url" in result.out  # the table still
     (warning,) = result.err.splitlines()
@@ -423,11 +429,11 @@ def test_settings_command_warns_of_a_files_deprecated_settings(tmp_path: Path) -
     assert "budgets.redis_url: deprecated: it is now redis.url" in warning
     assert "pw-123" not in result.both
     # Without --config, or with a file that needs no change: no warning.
-    assert run_cli("settings", env=cli_env(columns=400)).err == ""
+    assert cli("settings", env=cli_env(columns=400)).err == ""
     config.write_text(gateway_toml(MOCK_URL, f"sqlite:///{tmp_path}/cw.db"))
-    assert run_cli("settings", "--config", str(config), env=cli_env()).err == ""
+    assert cli("settings", "--config", str(config), env=cli_env()).err == ""
     # A file that does not load is an error, as for any command.
-    bad = run_cli("settings", "--config", str(tmp_path / "missing.toml"), env=cli_env())
+    bad = cli("settings", "--config", str(tmp_path / "missing.toml"), env=cli_env())
     assert_clean_error(bad, "config file not found")
 
 

@@ -1,6 +1,7 @@
-"""``costwarden breakers list|reset`` against a live gateway on loopback (a real subprocess
-calling the gateway's admin API), and its one-line errors (exit status 2): gateway
-unreachable, token missing or refused, unknown deployment, bad --url."""
+"""``costwarden breakers list|reset`` against a live gateway on loopback (the CLI calling the
+gateway's admin API from a worker thread, once from a real subprocess), and its one-line
+errors (exit status 2): gateway unreachable, token missing or refused, unknown deployment,
+bad --url."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from costwarden.storage.audit import audit_entries
 from tests.helpers import (
     CliResult,
     LiveGateway,
+    ainvoke_cli,
     arun_cli,
     assert_clean_error,
     cli_env,
@@ -31,11 +33,15 @@ MINI = "openai:gpt-4o-mini"
 HAIKU = "anthropic:claude-haiku-4-5"
 
 
-async def _run(*args: str, token: str | None = TOKEN) -> CliResult:
+def _env(token: str | None) -> dict[str, str]:
     env = cli_env(200)  # rich: one table row per line
     if token is not None:
         env["COSTWARDEN_ADMIN_TOKEN"] = token
-    return await arun_cli(*args, env=env)
+    return env
+
+
+async def _run(*args: str, token: str | None = TOKEN) -> CliResult:
+    return await ainvoke_cli(*args, env=_env(token))
 
 
 @pytest.fixture
@@ -90,7 +96,9 @@ async def test_reset_of_an_unknown_deployment(gw: LiveGateway) -> None:
 
 async def test_a_refused_token(gw: LiveGateway) -> None:
     _trip(gw)
-    result = await _run("breakers", "reset", MINI, "--url", gw.base_url, token="wrong")
+    # A subprocess: the token read from a real process's environment, the exit status and
+    # stderr as the interpreter leaves them.
+    result = await arun_cli("breakers", "reset", MINI, "--url", gw.base_url, env=_env("wrong"))
     line = assert_clean_error(result)
     assert "refused the admin token" in line and "wrong" not in line
     assert gw.app.breakers.state(MINI) == OPEN

@@ -1,7 +1,7 @@
 """``costwarden budgets|limits|tiers|orgs``: on SQLite and PostgreSQL.
 
-Most tests call the command line in-process with click's CliRunner; the live tests run it as
-a real subprocess against the database of a gateway serving in this event loop: a limit set
+The tests call the command line in-process with click's CliRunner; the live tests run it in
+a worker thread against the database of a gateway serving in this event loop: a limit set
 from the CLI must be enforced by that gateway within a second, and ``budgets show`` must
 report what the ledger says was spent.
 
@@ -41,7 +41,7 @@ from costwarden.storage.usage import ledger_rows
 from tests.helpers import (
     CliResult,
     LiveGateway,
-    arun_cli,
+    ainvoke_cli,
     assert_clean_error,
     gateway_toml,
     live_gateway,
@@ -474,17 +474,17 @@ async def test_limits_set_from_the_cli_reach_a_running_gateway_within_a_second(
             assert await _status(http, gw) == 200
             delays: dict[str, float] = {}
 
-            done = await arun_cli(
+            done = await ainvoke_cli(
                 "limits", "set", "--config", config, "--org", "acme", "--requests-per-hour", "0"
             )
             assert done.code == 0, done.err
             delays["limits set --requests-per-hour 0 -> 429"] = await _seconds_until(http, gw, 429)
 
-            done = await arun_cli("limits", "clear", "--config", config, "--org", "acme")
+            done = await ainvoke_cli("limits", "clear", "--config", config, "--org", "acme")
             assert done.code == 0, done.err
             delays["limits clear -> 200"] = await _seconds_until(http, gw, 200)
 
-            done = await arun_cli(
+            done = await ainvoke_cli(
                 "budgets", "set", "--config", config, "--org", "acme", "--key", gw.key_id,
                 "--daily-requests", "0",
             )  # fmt: skip
@@ -502,12 +502,12 @@ async def test_cli_show_matches_the_ledger_after_live_traffic(
 ) -> None:
     async with live_gateway(mock, database_url, tmp_path) as gw:
         config = _cli_config(tmp_path, mock, database_url)
-        done = await arun_cli(
+        done = await ainvoke_cli(
             "budgets", "set", "--config", config, "--org", "acme",
             "--daily-usd", "5", "--daily-requests", "50", "--json",
         )  # fmt: skip
         assert [x["limit_name"] for x in done.json()] == ["daily_usd", "daily_requests"]
-        done = await arun_cli(
+        done = await ainvoke_cli(
             "limits", "set", "--config", config, "--org", "acme", "--project", "web",
             "--tokens-per-hour", "100000",
         )  # fmt: skip
@@ -524,7 +524,7 @@ async def test_cli_show_matches_the_ledger_after_live_traffic(
         tokens = sum(r.input_tokens + r.output_tokens for r in mine)
         assert nanos > 0 and tokens > 0
 
-        shown = await arun_cli("budgets", "show", "--config", config, "--org", "acme", "--json")
+        shown = await ainvoke_cli("budgets", "show", "--config", config, "--org", "acme", "--json")
         by_name = {x["limit_name"]: x for x in shown.json()}
         usd = by_name["daily_usd"]
         assert usd["spent"] == format_amount("usd", nanos), (usd, nanos)
@@ -546,7 +546,7 @@ async def test_cli_show_matches_the_ledger_after_live_traffic(
             name: x["spent"] for name, x in by_name.items()
         }
 
-        table = await arun_cli("budgets", "show", "--config", config, "--org", "acme")
+        table = await ainvoke_cli("budgets", "show", "--config", config, "--org", "acme")
         assert table.code == 0, table.err
         usd_line = next(line for line in table.out.splitlines() if "daily_usd" in line)
         assert format_amount("usd", nanos) in usd_line.split(), usd_line
@@ -569,7 +569,7 @@ async def test_cli_show_reads_the_shared_redis_counters(
         async with aiohttp.ClientSession() as http:
             call = asyncio.create_task(_status(http, gw))
             await asyncio.sleep(0.5)  # reserved, waiting for the upstream
-            shown = await arun_cli(
+            shown = await ainvoke_cli(
                 "budgets", "show", "--config", str(config), "--org", "acme", "--json"
             )
             assert not call.done()

@@ -18,7 +18,7 @@ from costwarden.storage import repo
 from costwarden.storage.audit import audit_entries
 from costwarden.storage.config_channels import sync_config_channels
 from costwarden.storage.db import create_engine_for
-from tests.helpers import WebhookReceiver, arun_cli, cli_env, webhook_receiver
+from tests.helpers import WebhookReceiver, ainvoke_cli, cli_env, webhook_receiver
 
 SECRET = "whsec_" + base64.b64encode(b"cli-test-signing-key-0123456789ab").decode()
 
@@ -34,28 +34,28 @@ async def test_channels_tests_and_acknowledgements(
 ) -> None:
     port, got = receiver.port, receiver.verified
     env = cli_env(CW_HOOK_SECRET=SECRET)
-    bad = await arun_cli(
+    bad = await ainvoke_cli(
         "alerts", "channel-add", "ops", "--config", config, "--type", "webhook",
         "--url", "ftp://example.com/x", "--secret-env", "CW_HOOK_SECRET", env=env,
     )  # fmt: skip
     assert bad.code != 0 and "url" in bad.both.lower() and SECRET not in bad.both
-    unknown = await arun_cli(
+    unknown = await ainvoke_cli(
         "alerts", "channel-add", "ops", "--config", config, "--type", "pager", env=env
     )
     assert unknown.code != 0
-    listed = await arun_cli("alerts", "channels", "--config", config, "--json", env=env)
+    listed = await ainvoke_cli("alerts", "channels", "--config", config, "--json", env=env)
     assert listed.json() == []  # nothing stored by either
-    added = await arun_cli(
+    added = await ainvoke_cli(
         "alerts", "channel-add", "ops", "--config", config, "--type", "webhook",
         "--url", f"http://127.0.0.1:{port}/hook", "--secret-env", "CW_HOOK_SECRET",
         "--json", env=env,
     )  # fmt: skip
     assert added.code == 0, added.err
     assert added.json()["has_secret"] is True and SECRET not in added.both
-    listed = await arun_cli("alerts", "channels", "--config", config, "--json", env=env)
+    listed = await ainvoke_cli("alerts", "channels", "--config", config, "--json", env=env)
     (channel,) = listed.json()
     assert channel["name"] == "ops" and SECRET not in listed.both
-    sent = await arun_cli("alerts", "test", "ops", "--config", config, env=env)
+    sent = await ainvoke_cli("alerts", "test", "ops", "--config", config, env=env)
     assert sent.code == 0, sent.both
     assert [m["data"]["kind"] for m in got] == ["test"]
 
@@ -71,13 +71,13 @@ async def test_channels_tests_and_acknowledgements(
             ),
         )  # fmt: skip
         assert alert is not None
-        acked = await arun_cli(
+        acked = await ainvoke_cli(
             "alerts", "ack", alert.id, "--by", "alice", "--config", config, "--json", env=env
         )
         assert acked.json()["acknowledged_by"] == "cli:alice"
-        again = await arun_cli("alerts", "ack", alert.id, "--config", config, env=env)
+        again = await ainvoke_cli("alerts", "ack", alert.id, "--config", config, env=env)
         assert again.code != 0 and "already acknowledged" in again.both
-        listed_alerts = await arun_cli("alerts", "list", "--config", config, "--json", env=env)
+        listed_alerts = await ainvoke_cli("alerts", "list", "--config", config, "--json", env=env)
         assert [a["state"] for a in listed_alerts.json()] == ["acknowledged"]
         trail = [(e.action, e.actor) for e in audit_entries(engine, limit=20)]
         assert ("alert.acknowledge", "cli:alice") in trail
@@ -91,7 +91,7 @@ async def test_alert_rules_set_list_and_remove(config: str, tmp_path: Path) -> N
     repo.ensure_org(engine, "acme")
     engine.dispose()
     base = ("alerts", "rule-set", "--config", config)
-    made = await arun_cli(
+    made = await ainvoke_cli(
         *base, "--org", "acme", "--scope", "user", "--limit", "daily_tokens",
         "--thresholds", "90, 60%", "--json",
     )  # fmt: skip
@@ -110,16 +110,16 @@ async def test_alert_rules_set_list_and_remove(config: str, tmp_path: Path) -> N
          "has no project"),
         (("--scope", "user", "--tier", "gold", "--thresholds", "50"), "unknown tier"),
     ]:
-        bad = await arun_cli(*base, *args)
+        bad = await ainvoke_cli(*base, *args)
         assert bad.code == 2 and message in bad.err.replace("\n", " "), (args, bad.both)
-    listed = (await arun_cli("alerts", "rules", "--config", config, "--json")).json()
+    listed = (await ainvoke_cli("alerts", "rules", "--config", config, "--json")).json()
     assert [r["id"] for r in listed] == [rule["id"]]
-    table = await arun_cli("alerts", "rules", "--config", config)
+    table = await ainvoke_cli("alerts", "rules", "--config", config)
     assert rule["id"] in table.out and "60%, 90%" in table.out
-    gone = await arun_cli("alerts", "rule-remove", rule["id"], "--config", config)
+    gone = await ainvoke_cli("alerts", "rule-remove", rule["id"], "--config", config)
     assert gone.code == 0
-    assert (await arun_cli("alerts", "rules", "--config", config, "--json")).json() == []
-    again = await arun_cli("alerts", "rule-remove", rule["id"], "--config", config)
+    assert (await ainvoke_cli("alerts", "rules", "--config", config, "--json")).json() == []
+    again = await ainvoke_cli("alerts", "rule-remove", rule["id"], "--config", config)
     assert again.code == 2 and "no alert rule" in again.err
 
 
@@ -136,18 +136,18 @@ async def test_a_config_channel_is_listed_but_not_changed_from_the_cli(
     finally:
         engine.dispose()
     env = cli_env(CW_HOOK_SECRET=SECRET)
-    listed = await arun_cli("alerts", "channels", "--config", config, "--json", env=env)
+    listed = await ainvoke_cli("alerts", "channels", "--config", config, "--json", env=env)
     assert [(c["name"], c["source"]) for c in listed.json()] == [("ops", "config")]
-    table = await arun_cli("alerts", "channels", "--config", config, env=env)
+    table = await ainvoke_cli("alerts", "channels", "--config", config, env=env)
     assert "config" in table.out
-    replaced = await arun_cli(
+    replaced = await ainvoke_cli(
         "alerts", "channel-add", "ops", "--config", config, "--type", "webhook",
         "--url", "http://127.0.0.1:9/other", "--secret-env", "CW_HOOK_SECRET", env=env,
     )  # fmt: skip
-    removed = await arun_cli("alerts", "channel-remove", "ops", "--config", config, env=env)
+    removed = await ainvoke_cli("alerts", "channel-remove", "ops", "--config", config, env=env)
     for result in (replaced, removed):
         assert result.code == 2 and "managed in the config file" in result.err
         assert SECRET not in result.both
-    listed = await arun_cli("alerts", "channels", "--config", config, "--json", env=env)
+    listed = await ainvoke_cli("alerts", "channels", "--config", config, "--json", env=env)
     (ops,) = listed.json()
     assert ops["enabled"] is True and ops["url"] == "http://127.0.0.1:9/…"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from costwarden.storage import repo
 from costwarden.storage.db import create_engine_for
-from tests.helpers import arun_cli, assert_clean_error
+from tests.helpers import ainvoke_cli, assert_clean_error
 
 
 def _keys(config: str) -> list[str]:
@@ -22,10 +22,10 @@ def _keys(config: str) -> list[str]:
 
 async def test_keys_create_honeypot_and_list(config: str) -> None:
     create = ("keys", "create", "--config", config, "--org", "acme")
-    plain = (await arun_cli(*create, "--json")).json()
-    trap = (await arun_cli(*create, "--name", "wiki", "--honeypot", "--json")).json()
+    plain = (await ainvoke_cli(*create, "--json")).json()
+    trap = (await ainvoke_cli(*create, "--name", "wiki", "--honeypot", "--json")).json()
     fuse = (
-        await arun_cli(*create, "--honeypot", "--honeypot-action", "switch_off_org", "--json")
+        await ainvoke_cli(*create, "--honeypot", "--honeypot-action", "switch_off_org", "--json")
     ).json()
     assert (plain["honeypot"], plain["honeypot_action"]) == (False, None)
     assert (trap["honeypot"], trap["honeypot_action"]) == (True, "alert")
@@ -33,17 +33,17 @@ async def test_keys_create_honeypot_and_list(config: str) -> None:
     assert len({len(k["key"]) for k in (plain, trap, fuse)}) == 1
     assert all(k["key"].startswith("cw-") and k["prefix"] == k["key"][:10] for k in (trap, fuse))
 
-    human = await arun_cli(*create, "--honeypot")
+    human = await ainvoke_cli(*create, "--honeypot")
     assert human.code == 0, human.err
     assert "created honeypot key key_" in human.out and "action: alert" in human.out
     assert len(re.findall(r"^cw-\S+$", human.out, flags=re.M)) == 1
 
-    listed = (await arun_cli("keys", "list", "--config", config, "--json")).json()["data"]
+    listed = (await ainvoke_cli("keys", "list", "--config", config, "--json")).json()["data"]
     by_id = {k["id"]: k for k in listed}
     assert by_id[trap["id"]]["honeypot"] is True
     assert by_id[fuse["id"]]["honeypot_action"] == "switch_off_org"
     assert by_id[plain["id"]]["honeypot"] is False
-    table = await arun_cli("keys", "list", "--config", config)
+    table = await ainvoke_cli("keys", "list", "--config", config)
     assert table.code == 0, table.err
     assert "honeypot" in table.out
     rows = {
@@ -63,11 +63,11 @@ async def test_bad_honeypot_options_are_one_line_errors_and_create_nothing(
     create = ("keys", "create", "--config", config, "--org", "acme")
     before = _keys(config)
     assert_clean_error(
-        await arun_cli(*create, "--honeypot", "--honeypot-action", "nuke"),
+        await ainvoke_cli(*create, "--honeypot", "--honeypot-action", "nuke"),
         "honeypot_action must be one of: alert, switch_off_org",
     )
     assert_clean_error(
-        await arun_cli(*create, "--honeypot-action", "switch_off_org"),
+        await ainvoke_cli(*create, "--honeypot-action", "switch_off_org"),
         "honeypot_action is for honeypot keys only",
     )
     assert _keys(config) == before

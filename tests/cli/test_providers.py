@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from costwarden.mock import MockServer
-from tests.helpers import arun_cli, cli_env, gateway_toml
+from tests.helpers import ainvoke_cli, arun_cli, cli_env, gateway_toml
 
 AZURE = """
 [[providers]]
@@ -41,8 +41,8 @@ async def test_every_provider_reached_with_its_models_and_prices(
     mock: MockServer, tmp_path: Path
 ) -> None:
     config = _config(tmp_path, mock.base_url)
-    result = await arun_cli("providers", "check", "--config", config, "--json",
-                            env=cli_env(**KEYS))  # fmt: skip
+    result = await ainvoke_cli("providers", "check", "--config", config, "--json",
+                               env=cli_env(**KEYS))  # fmt: skip
     assert result.code == 0, result.both
     by_name = {r["name"]: r for r in json.loads(result.out)}
     assert set(by_name) == {"openai", "anthropic", "azure"}
@@ -52,7 +52,7 @@ async def test_every_provider_reached_with_its_models_and_prices(
     assert (mini["input_mtok"], mini["output_mtok"]) == ("0.15", "0.6")
     azure = by_name["azure"]["deployments"][0]
     assert azure["served"] == "listed" and azure["model"] == "prod-mini (priced as gpt-4o-mini)"
-    table = await arun_cli("providers", "check", "--config", config, env=cli_env(**KEYS))
+    table = await ainvoke_cli("providers", "check", "--config", config, env=cli_env(**KEYS))
     assert table.code == 0 and "claude-haiku-4-5" in table.out and "listed" in table.out
 
 
@@ -75,6 +75,8 @@ deployments = ["openai:gpt-4.1"]
 """
     config = _config(tmp_path, mock.base_url, extra)
     keys = {k: v for k, v in KEYS.items() if k != "CW_TEST_AZURE_KEY"}
+    # A subprocess: exit status 1 as the interpreter leaves it, the credentials (and the
+    # one missing) read from a real process's environment.
     result = await arun_cli("providers", "check", "--config", config, "--json",
                             env=cli_env(**keys))  # fmt: skip
     assert result.code == 1, result.both
@@ -90,7 +92,7 @@ deployments = ["openai:gpt-4.1"]
 async def test_a_deployment_without_a_price_is_a_config_error(tmp_path: Path) -> None:
     config = _config(tmp_path, "http://127.0.0.1:9", '\n[[routes]]\nmodel = "x"\n'
                      'deployments = ["openai:no-such-model"]\n')  # fmt: skip
-    result = await arun_cli("providers", "check", "--config", config, env=cli_env(**KEYS))
+    result = await ainvoke_cli("providers", "check", "--config", config, env=cli_env(**KEYS))
     assert result.code == 2, result.both
     assert "no-such-model" in result.err and "price = {" in result.err
     assert f"check.toml:{_line(config, 'openai:no-such-model')}:" in result.err

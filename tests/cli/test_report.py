@@ -19,7 +19,7 @@ from costwarden.storage import repo
 from costwarden.storage.db import create_engine_for
 from costwarden.storage.ledger import LedgerWriter
 from costwarden.storage.migrate import migrate
-from tests.helpers import arun_cli, gateway_toml
+from tests.helpers import ainvoke_cli, gateway_toml
 from tests.storage.conftest import random_record
 
 START = datetime(2026, 10, 1, tzinfo=UTC)
@@ -51,17 +51,17 @@ async def config(tmp_path: Path) -> tuple[str, list[LedgerRecord]]:
 async def test_report_equals_the_ledger(config: tuple[str, list[LedgerRecord]]) -> None:
     path, records = config
     base = ("report", "--config", path, "--since", "2026-10-01", "--until", "2026-10-11")
-    answer = (await arun_cli(*base, "--by", "org", "--json")).json()
+    answer = (await ainvoke_cli(*base, "--by", "org", "--json")).json()
     got = {row["org"]: Decimal(row["cost_usd"]) for row in answer}
     total = sum((r.cost_usd for r in records), Decimal(0))
     assert set(got) == {"acme", "beta"} and sum(got.values()) == total
     assert all(len(row["cost_per_day"]) == 10 for row in answer)
-    as_csv = await arun_cli(*base, "--by", "org,model", "--csv")
+    as_csv = await ainvoke_cli(*base, "--by", "org,model", "--csv")
     rows = list(csv.DictReader(io.StringIO(as_csv.out)))
     assert sum(Decimal(r["cost_usd"]) for r in rows) == total
-    table = await arun_cli(*base, "--by", "org")
+    table = await ainvoke_cli(*base, "--by", "org")
     assert table.code == 0 and "acme" in table.out and any(c in table.out for c in "▁▂▃▄▅▆▇█")
-    bad = await arun_cli(*base, "--by", "colour")
+    bad = await ainvoke_cli(*base, "--by", "colour")
     assert bad.code == 2 and "unknown dimension 'colour'" in bad.err
 
 

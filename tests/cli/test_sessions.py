@@ -21,7 +21,7 @@ from costwarden.storage.sessions import (
     record_transition,
     session_of,
 )
-from tests.helpers import arun_cli, cli_env
+from tests.helpers import ainvoke_cli, cli_env
 
 
 def _paused(config: str, session: str) -> tuple[str, str]:
@@ -45,12 +45,12 @@ def _paused(config: str, session: str) -> tuple[str, str]:
 async def test_approve_moves_the_session_on_and_tells_every_gateway(config: str) -> None:
     org_id, escalation = _paused(config, "run-1")
     env = cli_env()
-    listed = await arun_cli("escalations", "list", "--config", config, "--json", env=env)
+    listed = await ainvoke_cli("escalations", "list", "--config", config, "--json", env=env)
     assert [e["id"] for e in listed.json()] == [escalation]
-    bad = await arun_cli("escalations", "approve", escalation, "--config", config,
-                         "--extra-usd", "-2", env=env)  # fmt: skip
+    bad = await ainvoke_cli("escalations", "approve", escalation, "--config", config,
+                            "--extra-usd", "-2", env=env)  # fmt: skip
     assert bad.code != 0 and "extra_budget_usd" in bad.both
-    done = await arun_cli(
+    done = await ainvoke_cli(
         "escalations", "approve", escalation, "--config", config, "--extra-usd", "2.5",
         "--note", "known slow tool", "--by", "ops", "--json", env=env,
     )  # fmt: skip
@@ -59,7 +59,7 @@ async def test_approve_moves_the_session_on_and_tells_every_gateway(config: str)
     assert (answer["status"], answer["resolved_by"], answer["session_state"]) == (
         "approved", "cli:ops", "active",
     )  # fmt: skip
-    again = await arun_cli("escalations", "deny", escalation, "--config", config, env=env)
+    again = await ainvoke_cli("escalations", "deny", escalation, "--config", config, env=env)
     assert again.code != 0 and "already approved" in again.both
 
     engine = create_engine_for(f"sqlite:///{Path(config).parent}/cw.db")
@@ -82,9 +82,9 @@ async def test_approve_moves_the_session_on_and_tells_every_gateway(config: str)
 
 async def test_deny_terminates_the_session(config: str) -> None:
     org_id, escalation = _paused(config, "run-2")
-    done = await arun_cli("escalations", "deny", escalation, "--config", config,
-                          env=cli_env())  # fmt: skip
-    assert done.code == 0 and "denied" in done.both and "terminated" in done.both
-    unknown = await arun_cli("escalations", "deny", "esc_nope", "--config", config,
+    done = await ainvoke_cli("escalations", "deny", escalation, "--config", config,
                              env=cli_env())  # fmt: skip
+    assert done.code == 0 and "denied" in done.both and "terminated" in done.both
+    unknown = await ainvoke_cli("escalations", "deny", "esc_nope", "--config", config,
+                                env=cli_env())  # fmt: skip
     assert unknown.code != 0 and "no escalation" in unknown.both
