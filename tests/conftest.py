@@ -56,7 +56,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.serial)
 
 
-_PROXY_VARIABLES = [
+PROXY_VARIABLES = [
     name
     for base in ("http_proxy", "https_proxy", "no_proxy", "all_proxy")
     for name in (base, base.upper())
@@ -68,7 +68,7 @@ def _no_proxy_from_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:
     """The gateway honours the proxy variables (docs/providers.md, "Egress"); a machine that
     sets them must not send the tests' loopback calls through its proxy. The egress tests
     set their own."""
-    for name in _PROXY_VARIABLES:
+    for name in PROXY_VARIABLES:
         monkeypatch.delenv(name, raising=False)
 
 

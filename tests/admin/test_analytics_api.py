@@ -11,21 +11,25 @@ import dataclasses
 import io
 import math
 import random
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 
 import httpx
 import pytest
+import pytest_asyncio
 
 from costwarden.analytics.latency import MAX_RELATIVE_ERROR, histogram, quantile
 from costwarden.core.records import LedgerRecord
+from costwarden.mock import serve_mock
 from costwarden.storage import repo
 from costwarden.storage.analytics_read import rolled_until
 from costwarden.storage.ledger import LedgerWriter
 from costwarden.storage.rollups import roll_up
-from tests.admin.conftest import AUTH
-from tests.helpers import LiveGateway
+from tests.admin.conftest import AUTH, TOKEN
+from tests.conftest import PROXY_VARIABLES
+from tests.helpers import LiveGateway, live_gateway, scratch_pg_database
 from tests.storage.conftest import random_record
 
 MONTH_START = datetime(2026, 10, 1, tzinfo=UTC)
@@ -118,6 +122,47 @@ async def test_spend_top_and_chargeback_equal_the_ledger(
     assert sum(Decimal(r["BilledCost"]) for r in projects) == ledger_cost
 
 
+# Bad input is refused before anything is read or written: the cases share one gateway per
+# backend (its own loop, the module's) instead of starting one, and a database, each.
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def module_database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('db')}/costwarden.db"
+        return
+    request.getfixturevalue("pg_ready")
+    with scratch_pg_database() as url:
+        yield url
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def module_gw(
+    module_database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[LiveGateway]:
+    # The gateway reads the environment when it starts, before the first test's autouse
+    # fixture has removed the machine's proxy variables.
+    with pytest.MonkeyPatch.context() as env:
+        for name in PROXY_VARIABLES:
+            env.delenv(name, raising=False)
+        async with (
+            serve_mock("127.0.0.1", 0) as mock,
+            live_gateway(
+                mock, module_database_url, tmp_path_factory.mktemp("gw"), admin_token=TOKEN
+            ) as gateway,
+        ):
+            yield gateway
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def module_client(module_gw: LiveGateway) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=module_gw.base_url, timeout=30) as c:
+        yield c
+
+
+@pytest.mark.asyncio(loop_scope="module")
 @pytest.mark.parametrize(
     ("path", "params", "status", "message"),
     [
@@ -142,9 +187,9 @@ async def test_spend_top_and_chargeback_equal_the_ledger(
     ],
 )
 async def test_bad_input(
-    client: httpx.AsyncClient, path: str, params: dict[str, str], status: int, message: str
+    module_client: httpx.AsyncClient, path: str, params: dict[str, str], status: int, message: str
 ) -> None:
-    r = await client.get(f"/admin/analytics/{path}", params=params, headers=AUTH)
+    r = await module_client.get(f"/admin/analytics/{path}", params=params, headers=AUTH)
     assert r.status_code == status, r.text
     assert message in r.json()["error"]["message"]
 
@@ -217,12 +262,15 @@ async def test_overview_and_trends_equal_the_ledger(
     assert moves == sorted(moves, reverse=True) and len(rows) == 2
 
 
+@pytest.mark.asyncio(loop_scope="module")
 @pytest.mark.parametrize(
     ("path", "params"),
     [("overview", {"period": "1y"}), ("trends", {"period": "week"}), ("trends", {"by": "tag"})],
 )
-async def test_bad_periods(client: httpx.AsyncClient, path: str, params: dict[str, str]) -> None:
-    r = await client.get(f"/admin/analytics/{path}", params=params, headers=AUTH)
+async def test_bad_periods(
+    module_client: httpx.AsyncClient, path: str, params: dict[str, str]
+) -> None:
+    r = await module_client.get(f"/admin/analytics/{path}", params=params, headers=AUTH)
     assert r.status_code == 400 and "must be one of" in r.json()["error"]["message"]
 
 

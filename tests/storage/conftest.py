@@ -158,6 +158,20 @@ def db_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
     return url
 
 
+def migrated_db_url(
+    backend: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> str:
+    """A URL of a fresh database of its own on ``backend``, migrated, for a fixture wider
+    than one test (``db_url``'s PostgreSQL database is emptied before every test)."""
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('module-db') / 'cw.db'}"
+    else:
+        factory: Callable[[], str] = request.getfixturevalue("pg_databases")
+        url = factory()
+    migrate(url)
+    return url
+
+
 @pytest.fixture
 def make_engine() -> Iterator[Callable[[str], Engine]]:
     """Create engines that are disposed after the test (no leaked connections)."""

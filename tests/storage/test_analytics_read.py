@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -29,10 +29,11 @@ from costwarden.storage.analytics_read import (
     spend,
 )
 from costwarden.storage.analytics_top import top
+from costwarden.storage.db import create_engine_for
 from costwarden.storage.ledger import LedgerWriter
 from costwarden.storage.rollups import roll_up
 from costwarden.storage.schema import ledger
-from tests.storage.conftest import ledger_row, random_record
+from tests.storage.conftest import BACKENDS, ledger_row, migrated_db_url, random_record
 
 
 @dataclasses.dataclass
@@ -112,12 +113,42 @@ def _maybe_a_hit(rng: random.Random, ts: datetime) -> LedgerRecord:
     return record
 
 
-@pytest.fixture
-async def with_hits(
-    engine: Engine, db_url: str, make_engine: Callable[[str], Engine]
-) -> Written:
-    """As ``written``, a third of the rows response-cache hits."""
-    return await _write(engine, make_engine(db_url), _maybe_a_hit)
+# Writing and rolling up the rows is most of this module's time: the tests that only read
+# them share one database per backend (a test that changes them takes ``written``).
+
+
+def _written_once(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    made: Callable[[random.Random, datetime], LedgerRecord],
+) -> Iterator[tuple[Engine, Written]]:
+    url = migrated_db_url(str(request.param), tmp_path_factory, request)
+    engine = create_engine_for(url)
+    try:
+        second = create_engine_for(url)
+        try:
+            data = asyncio.run(_write(engine, second, made))
+        finally:
+            second.dispose()
+        yield engine, data
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def written_once(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Engine, Written]]:
+    """``written``, in a database of its own, for tests that only read it."""
+    yield from _written_once(request, tmp_path_factory, random_record)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def with_hits_once(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Engine, Written]]:
+    """As ``written_once``, a third of the rows response-cache hits."""
+    yield from _written_once(request, tmp_path_factory, _maybe_a_hit)
 
 
 QUERIES = [
@@ -139,8 +170,9 @@ QUERIES = [
 
 @pytest.mark.parametrize("fields", QUERIES)
 async def test_every_answer_equals_the_ledger(
-    engine: Engine, written: Written, fields: dict[str, Any]
+    written_once: tuple[Engine, Written], fields: dict[str, Any]
 ) -> None:
+    engine, written = written_once
     fields = dict(fields)
     base = written.base
     since = base + timedelta(hours=fields.pop("since_h", 0))
@@ -212,13 +244,14 @@ _TOPS = [
 
 @pytest.mark.parametrize(("by", "n", "first_read"), _TOPS)
 async def test_top_is_the_costliest_n_with_every_measure(
-    engine: Engine, written: Written, by: str, n: int, first_read: int,
+    written_once: tuple[Engine, Written], by: str, n: int, first_read: int,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Every org by a dimension is ranked by reading each day's list costliest first (a
     few rows at a time: ``first_read``, then four times more; undecided after the rounds,
     or with many candidates, by cost alone), the others by summing each group's cost;
     either way the top is the ledger's."""
+    engine, written = written_once
     monkeypatch.setattr(analytics_top, "_FIRST_READ", first_read)
     monkeypatch.setattr(analytics_top, "_ROUNDS", 3 if first_read < 64 else 1)
     monkeypatch.setattr(analytics_top, "_SHORT", 0)  # lists however few the groups
@@ -270,9 +303,10 @@ async def test_top_ranks_costs_doubles_order_the_other_way(
     "fields", [f for f in QUERIES if "since_h" not in f and "tag" not in f.get("by", ())]
 )
 async def test_fewer_measures_and_counts_alone_equal_the_ledger(
-    engine: Engine, written: Written, fields: dict[str, Any]
+    written_once: tuple[Engine, Written], fields: dict[str, Any]
 ) -> None:
     """``measures`` sums only those (and requests and cost); ``requests_by`` counts only."""
+    engine, written = written_once
     q = SpendQuery(written.base, written.now, **fields)
     expected = _expected(written.records, q)
     light = await asyncio.to_thread(spend, engine, q, measures=("output_tokens",))
@@ -344,10 +378,11 @@ CACHE_QUERIES = [
 
 @pytest.mark.parametrize("fields", CACHE_QUERIES)
 async def test_response_cache_counts_and_savings_equal_the_ledger(
-    engine: Engine, with_hits: Written, fields: dict[str, Any]
+    with_hits_once: tuple[Engine, Written], fields: dict[str, Any]
 ) -> None:
     """Per group: hits (status cached), the requests answered (success + cached), and what
     the hits saved, exactly; one org's (tenant) never holds another's."""
+    engine, with_hits = with_hits_once
     q = SpendQuery(with_hits.base, with_hits.now, **fields)
     expected = _expected(with_hits.records, q)
     want: dict[Any, CacheCounts] = {key: CacheCounts() for key in expected}
@@ -383,8 +418,9 @@ def _keys_of(r: LedgerRecord, q: SpendQuery) -> list[tuple[str | None, tuple[str
 
 
 async def test_response_cache_counts_of_some_groups_and_not_of_tags(
-    engine: Engine, with_hits: Written
+    with_hits_once: tuple[Engine, Written],
 ) -> None:
+    engine, with_hits = with_hits_once
     q = SpendQuery(with_hits.base, with_hits.now, by=("org_id",))
     every = await asyncio.to_thread(cache_counts, engine, q)
     some = await asyncio.to_thread(cache_counts, engine, q, among=("org_id", {"org_b"}))

@@ -9,6 +9,7 @@ import asyncio
 import dataclasses
 import math
 import random
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -19,6 +20,7 @@ from costwarden.analytics.latency import BOUNDS, bucket_of, histogram
 from costwarden.analytics.rollup import Drift, day_of, day_start, hour_of
 from costwarden.core.records import LedgerRecord
 from costwarden.storage.analytics_read import latency_histogram
+from costwarden.storage.db import create_engine_for
 from costwarden.storage.ledger import LedgerWriter
 from costwarden.storage.reconciliation import reconcile
 from costwarden.storage.rollups import (
@@ -34,7 +36,7 @@ from costwarden.storage.schema import (
     rollup_latency_daily,
     rollup_latency_hourly,
 )
-from tests.storage.conftest import random_record
+from tests.storage.conftest import BACKENDS, migrated_db_url, random_record
 
 HOUR = datetime(2026, 11, 3, 14, tzinfo=UTC)
 END = HOUR + timedelta(hours=2)  # the window read: two hours, not a whole day
@@ -86,10 +88,7 @@ async def test_sql_buckets_every_boundary_value_as_python_does(engine: Engine) -
     assert await asyncio.to_thread(latency_histogram, engine, HOUR, END) == expected
 
 
-@pytest.fixture
-async def traffic(engine: Engine) -> tuple[list[LedgerRecord], datetime]:
-    """Four days of rows up to now, rolled up, then rows in the current hour the rollup has
-    not seen (the read path's raw part); and now."""
+async def _traffic(engine: Engine) -> tuple[list[LedgerRecord], datetime]:
     rng = random.Random(5)
     now = datetime.now(UTC)
     records = [
@@ -105,11 +104,33 @@ async def traffic(engine: Engine) -> tuple[list[LedgerRecord], datetime]:
     return [*records, *fresh], now
 
 
+@pytest.fixture
+async def traffic(engine: Engine) -> tuple[list[LedgerRecord], datetime]:
+    """Four days of rows up to now, rolled up, then rows in the current hour the rollup has
+    not seen (the read path's raw part); and now."""
+    return await _traffic(engine)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def traffic_once(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Engine, list[LedgerRecord], datetime]]:
+    """``traffic`` written once per backend, in a database of its own, for the tests that
+    only read it (writing it is most of their time); the tests that change it take
+    ``traffic``."""
+    engine = create_engine_for(migrated_db_url(str(request.param), tmp_path_factory, request))
+    try:
+        records, now = asyncio.run(_traffic(engine))
+        yield engine, records, now
+    finally:
+        engine.dispose()
+
+
 @pytest.mark.parametrize("tenant", [None, "org_a", "org_b"])
 async def test_a_window_histogram_is_its_raw_rows_bucketed(
-    engine: Engine, traffic: tuple[list[LedgerRecord], datetime], tenant: str | None
+    traffic_once: tuple[Engine, list[LedgerRecord], datetime], tenant: str | None
 ) -> None:
-    records, now = traffic
+    engine, records, now = traffic_once
     until = now + timedelta(seconds=1)
     windows = [
         hour_of(now) - timedelta(hours=72),  # hours, whole days, hours, the raw hour
