@@ -281,3 +281,35 @@ async def test_with_redis_events_gather_until_another_process_waits(
         a.publish(_ev("a", 4))
         await asyncio.sleep(1.0)
         assert a.last_id == before
+
+
+async def test_two_deployments_on_two_databases_of_one_redis_do_not_hear_each_other(
+    private_redis: str,
+) -> None:
+    """Pub/sub channels are server-wide: each database gets its own (storage.redis.db_tag)."""
+    clients = [
+        redis_client(f"{private_redis}/{db}", timeout=0.5, max_connections=8) for db in (0, 3, 3)
+    ]
+    relays = [RedisEventRelay(c) for c in clients]
+    heard: list[list[bytes]] = [[], [], []]
+    ready = [asyncio.Event() for _ in relays]
+
+    async def listen(i: int) -> None:
+        async for message in relays[i].listen(ready[i].set):
+            heard[i].append(message)
+
+    tasks = [asyncio.create_task(listen(i)) for i in range(3)]
+    try:
+        for event in ready:
+            await asyncio.wait_for(event.wait(), 5)
+        await relays[1].publish(b"from db 3")
+        await relays[0].publish(b"from db 0")
+        await _until(lambda: heard[0] == [b"from db 0"] and heard[2] == [b"from db 3"])
+        await asyncio.sleep(0.2)
+        assert heard == [[b"from db 0"], [b"from db 3"], [b"from db 3"]]
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for client in clients:
+            await client.aclose()

@@ -78,7 +78,7 @@ from costwarden.storage.event_relay import RedisEventRelay
 from costwarden.storage.ledger import LedgerWriter
 from costwarden.storage.migrate import migrate
 from costwarden.storage.policy import PolicyTables
-from costwarden.storage.redis import describe
+from costwarden.storage.redis import db_tag, describe
 from costwarden.storage.retention import ensure_partitions
 from costwarden.storage.route_fallbacks import SqlFallbackStore
 from costwarden.storage.sessions import SqlSessionStore
@@ -157,6 +157,7 @@ class CostwardenApp:
             clock=clock,
             redis=self.redis,
             sync_seconds=settings.resilience.sync_seconds,
+            channel_tag="" if self.redis is None else db_tag(self.redis),
         )
         sessions = settings.sessions
         self.sessions = (

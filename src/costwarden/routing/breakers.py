@@ -20,7 +20,8 @@ pool the board shares with the budget counters and never closes), keys under
 
     state:{deployment}   hash: state, opened_at, reason, at, origin, version (grows per write)
     probe:{deployment}   who holds the half-open probe slot, and until when
-    changes              pub/sub channel: every state write, as JSON
+    changes              pub/sub channel: every state write, as JSON (``changes:db<n>`` on
+                         database n > 0: channels are server-wide, keys are not)
 
 On a Redis Cluster the deployment is written in braces (``state:{openai:gpt-4o}``), a hash
 tag: the push script writes both of a deployment's keys, which must then share a slot. The
@@ -162,6 +163,7 @@ class BreakerBoard:
         redis: Redis | RedisCluster | None = None,
         sync_seconds: float = 0.5,
         prefix: str = "cw",
+        channel_tag: str = "",
     ) -> None:
         if isinstance(sync_seconds, bool) or not (
             isinstance(sync_seconds, int | float) and 0 < sync_seconds <= 60
@@ -175,7 +177,8 @@ class BreakerBoard:
         self._redis = redis
         self._sync_seconds = float(sync_seconds)
         self._prefix = f"{prefix}:breaker"
-        self._channel = f"{self._prefix}:changes"
+        # Channels are server-wide: the tag names the database (storage.redis.db_tag).
+        self._channel = f"{self._prefix}:changes{channel_tag}"
         # This board's name in the shared state, to tell its own writes from others'.
         self._origin = secrets.token_hex(8)
         self._client: Redis | RedisCluster | None = None

@@ -111,6 +111,19 @@ class WaitingCluster(RedisCluster):
             self._waiting_slots.release()
 
 
+def db_tag(client: Redis | RedisCluster) -> str:
+    """What a pub/sub channel's name carries of ``client``'s database: ``""`` on database 0
+    and on a Cluster (which has only that one), else ``":db<n>"``.
+
+    Channels are server-wide, not per database: two deployments sharing one Redis on two
+    databases heard each other's events and breaker changes (a foreign event whose id
+    happened to be the next one expected was delivered to the other's streams)."""
+    if isinstance(client, RedisCluster):
+        return ""
+    db = int(client.connection_pool.connection_kwargs.get("db") or 0)
+    return f":db{db}" if db else ""
+
+
 def redis_client(
     url: str, *, timeout: float, max_connections: int, cluster: bool = False
 ) -> Redis | RedisCluster:
