@@ -120,7 +120,10 @@ async def test_a_client_that_stops_reading_delays_no_one(
             delays = [(f.received - f.data["ts"]) * 1000 for f in got]
             p99 = percentile(delays, 0.99)
             print(f"with a client that does not read: p99 {p99:.1f} ms over {len(got)} events")
-            assert p99 < 100
+            # A client that held the others up would show as seconds (its queue of 300 and
+            # socket buffers filling first); 16 requests in flight on two cores put the p99
+            # of everyone else at 93-109 ms on 2026-12-03, with or without that day's changes.
+            assert p99 < 150
             assert [f.id for f in got] == sorted(f.id or 0 for f in got)
             await on_two.close()
         # The slow client, reading at last: some events, then the cut-off frame.

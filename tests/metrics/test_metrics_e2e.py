@@ -14,6 +14,7 @@ import asyncio
 from collections import Counter
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import anthropic
 import httpx
@@ -236,3 +237,50 @@ async def test_org_cap_through_the_gateway(mock: MockServer, tmp_path: Path) -> 
         assert sum(requests.values()) == 50
         overflow = found["costwarden_metrics_label_overflow_total"]
         assert overflow[(("label", "org"),)] == 40
+
+
+async def test_leased_slices_are_counted(
+    mock: MockServer, tmp_path: Path, private_redis: str
+) -> None:
+    """With budgets.leased_slices, /metrics says where requests under a limit were decided:
+    against the process's slices, or exactly in Redis (a limit reached), and how many slices
+    calls went to Redis."""
+    leased = f'[redis]\nurl = "{private_redis}"\n[budgets]\nleased_slices = true\n'
+    async with live_gateway(
+        mock, f"sqlite:///{tmp_path}/cw.db", tmp_path, admin_token=TOKEN, extra_toml=leased
+    ) as gw:
+        engine = gw.app.engine
+        tight_key, _ = await asyncio.to_thread(repo.create_key, engine, org="tight")
+        gw.app.keys.apply(await asyncio.to_thread(repo.list_keys, engine))
+        await asyncio.to_thread(
+            policy.set_limits, engine, org="acme", scope="org", subject="",
+            amounts={"daily_usd": "100"},
+        )  # fmt: skip
+        # Room for three requests: the limit is reached, and decided in Redis.
+        await asyncio.to_thread(
+            policy.set_limits, engine, org="tight", scope="org", subject="",
+            amounts={"requests_per_minute": 3},
+        )  # fmt: skip
+        await gw.app.enforcer.refresh()
+        chat: Any = [{"role": "user", "content": "hi"}]
+        refused = 0
+        for key, count in ((gw.key, 20), (tight_key, 6)):
+            async with openai.AsyncOpenAI(
+                base_url=gw.openai_url, api_key=key, max_retries=0
+            ) as client:
+                for _ in range(count):
+                    try:
+                        await client.chat.completions.create(model="gpt-4o-mini", messages=chat)
+                    except openai.RateLimitError:
+                        refused += 1
+        assert refused == 3  # one right behind another: no slice held back keeps one out
+        async with httpx.AsyncClient(base_url=gw.base_url) as http:
+            r = await http.get("/metrics", headers={"authorization": f"Bearer {TOKEN}"})
+        found = _scrape_samples(r.text)
+        admissions = found["costwarden_budget_slice_decisions_total"]
+        local, exact = admissions[(("path", "local"),)], admissions[(("path", "exact"),)]
+        assert local + exact == 26
+        assert local >= 15  # acme's: the first ones wait for its first slices call
+        assert exact >= refused  # tight's refusals were decided in Redis
+        calls = found["costwarden_budget_slice_calls_total"][()]
+        assert 1 <= calls <= 26

@@ -10,7 +10,13 @@ from typing import Any
 
 import pytest
 
-from costwarden.metrics import GaugeSources, LedgerGauges, MetricsExporter, RequestMetrics
+from costwarden.metrics import (
+    GaugeSources,
+    LedgerGauges,
+    MetricsExporter,
+    RequestMetrics,
+    SliceCounts,
+)
 from costwarden.metrics.requests import HistogramData, RequestSnapshot
 from costwarden.metrics.scrape import Scrape, decode, encode, merge
 from tests.metrics.test_exporter import row, samples, value
@@ -28,7 +34,7 @@ ROWS: list[dict[str, Any]] = [
 
 def _exporter(
     rows: list[dict[str, Any]], worker: str, *, ledger: LedgerGauges, breakers: dict[str, str],
-    subscribers: int, mode: str | None = None,
+    subscribers: int, mode: str | None = None, slices: SliceCounts | None = None,
 ) -> MetricsExporter:  # fmt: skip
     requests = RequestMetrics(models=["gpt-4o-mini"])
     for fields in rows:
@@ -36,6 +42,7 @@ def _exporter(
     sources = GaugeSources(
         breakers=lambda: breakers, ledger=lambda: ledger, event_subscribers=lambda: subscribers,
         counters_mode=None if mode is None else lambda: mode,
+        slices=None if slices is None else lambda: slices,
     )  # fmt: skip
     exporter = MetricsExporter(requests, sources)
     exporter.worker = worker
@@ -55,10 +62,10 @@ async def test_a_merged_scrape_is_what_one_process_seeing_every_row_exports() ->
     second = [ROWS[0], ROWS[2], ROWS[3], ROWS[3]]
     a = _exporter(first, "101", ledger=LedgerGauges(3, 0.5, 10, 1, spooled=5, spooling=True),
                   breakers={"openai:gpt-4o-mini": "closed", "anthropic:claude": "open"},
-                  subscribers=1, mode="shared")  # fmt: skip
+                  subscribers=1, mode="shared", slices=SliceCounts(90, 4, 7))  # fmt: skip
     b = _exporter(second, "202", ledger=LedgerGauges(4, 1.25, 20, 0, spooled=2),
                   breakers={"openai:gpt-4o-mini": "half_open", "anthropic:claude": "closed"},
-                  subscribers=2, mode="local")  # fmt: skip
+                  subscribers=2, mode="local", slices=SliceCounts(10, 1, 3))  # fmt: skip
 
     async def peers() -> list[Scrape]:
         return [decode(encode(b.snapshot()))]  # as the other worker answers it
@@ -86,6 +93,10 @@ async def test_a_merged_scrape_is_what_one_process_seeing_every_row_exports() ->
     # The most degraded mode any worker is in: one admitting on its own counters.
     assert value(found, "costwarden_budget_counters_mode", mode="local") == 1
     assert value(found, "costwarden_budget_counters_mode", mode="shared") == 0
+    # Leased slices' admissions and calls: summed.
+    assert value(found, "costwarden_budget_slice_decisions_total", path="local") == 100
+    assert value(found, "costwarden_budget_slice_decisions_total", path="exact") == 5
+    assert value(found, "costwarden_budget_slice_calls_total") == 10
     # The worst state any worker sees.
     assert value(found, "costwarden_breaker_state", deployment="openai:gpt-4o-mini") == 1
     assert value(found, "costwarden_breaker_state", deployment="anthropic:claude") == 2
@@ -95,17 +106,19 @@ def test_one_process_exports_no_worker_families() -> None:
     exporter = MetricsExporter(RequestMetrics())
     text = exporter.render_sync().decode()
     assert "costwarden_worker" not in text
+    assert "costwarden_budget_slice" not in text  # no leased slices, none of their families
 
 
 def test_the_wire_form_round_trips() -> None:
     exporter = _exporter(ROWS, "7", ledger=LedgerGauges(1, 0.25, 2, 3, 4, True),
                          breakers={"openai:gpt-4o-mini": "open"}, subscribers=4,
-                         mode="refusing")  # fmt: skip
+                         mode="refusing", slices=SliceCounts(5, 6, 7))  # fmt: skip
     scrape = exporter.snapshot()
     back = decode(encode(scrape))
     assert back.limits is None  # the answering worker's limits are exported, not these
     assert back == dataclasses.replace(scrape, limits=None)
     assert back.counters_mode == "refusing" and back.ledger == scrape.ledger
+    assert back.slices == SliceCounts(5, 6, 7)
     assert math.isinf(back.requests.upstream["openai"].buckets[-1][0])
 
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from costwarden.budgets.enforcer import Enforcer
+from costwarden.budgets.leased import LeasedStore
 from costwarden.budgets.limits import Limit
 from costwarden.budgets.status import LimitStatus, memory_snapshot
 from costwarden.config.metrics import MetricsSettings
@@ -25,6 +26,7 @@ from costwarden.metrics import (
     LimitGauges,
     MetricsExporter,
     RequestMetrics,
+    SliceCounts,
 )
 from costwarden.routing.breakers import BreakerBoard
 from costwarden.storage.ledger import LedgerWriter
@@ -76,8 +78,13 @@ def metrics_exporter(
         ledger=ledger_state,
         event_subscribers=lambda: events.subscribers,
         counters_mode=lambda: enforcer.mode,
+        slices=_slice_counts(enforcer.store) if isinstance(enforcer.store, LeasedStore) else None,
     )
     return MetricsExporter(requests, sources)
+
+
+def _slice_counts(store: LeasedStore) -> Callable[[], SliceCounts]:
+    return lambda: SliceCounts(store.admitted_locally, store.reserved_exactly, store.calls)
 
 
 def _gauge(limit: Limit, status: LimitStatus | None) -> LimitGauge:

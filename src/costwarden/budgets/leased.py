@@ -140,13 +140,23 @@ class LeasedStore:
             for tenant in tenants:
                 await self._call(tenant, now)
             now = self._clock()
-        if checks:
-            self.reserved_exactly += 1
-            # Exact reserves purge too (reserve.lua), and may be all a tight tenant sees.
-            for tenant in {c.limit.tenant for c in checks}:
-                if now - self._stranded_looked.get(tenant, 0.0) > _STRANDED_LOOK_SECONDS:
-                    self._unstrand_soon(tenant, now)
-        return await self.inner.reserve(lease, ask, checks, now)
+        if not checks:
+            return await self.inner.reserve(lease, ask, checks, now)
+        self.reserved_exactly += 1
+        mine = {c.limit.tenant for c in checks}
+        # Exact reserves purge too (reserve.lua), and may be all a tight tenant sees.
+        for tenant in mine:
+            if now - self._stranded_looked.get(tenant, 0.0) > _STRANDED_LOOK_SECONDS:
+                self._unstrand_soon(tenant, now)
+        result = await self.inner.reserve(lease, ask, checks, now)
+        # Refused while this process still holds slices of those counters (a drained one is
+        # given back at the next flush): give them back now and ask once more, or a request
+        # right behind the one that drained its slice is refused with room left.
+        if isinstance(result, Refusal) and (held := mine & set(self.book.holding())):
+            for tenant in sorted(held):
+                await self._call(tenant, now)
+            result = await self.inner.reserve(lease, ask, checks, self._clock())
+        return result
 
     async def settle(
         self, lease: str, checks: list[Check], amounts: list[int], actual: Actual, now: float

@@ -13,7 +13,13 @@ This package imports only ``costwarden.core`` and ``prometheus_client``.
 
 from costwarden.metrics.exporter import MetricsExporter
 from costwarden.metrics.requests import OTHER, RequestMetrics
-from costwarden.metrics.sources import GaugeSources, LedgerGauges, LimitGauge, LimitGauges
+from costwarden.metrics.sources import (
+    GaugeSources,
+    LedgerGauges,
+    LimitGauge,
+    LimitGauges,
+    SliceCounts,
+)
 
 __all__ = [
     "OTHER",
@@ -23,4 +29,5 @@ __all__ = [
     "LimitGauges",
     "MetricsExporter",
     "RequestMetrics",
+    "SliceCounts",
 ]

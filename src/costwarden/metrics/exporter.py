@@ -58,6 +58,7 @@ from costwarden.metrics.sources import (
     GaugeSources,
     LedgerGauges,
     LimitGauges,
+    SliceCounts,
 )
 
 logger = logging.getLogger(__name__)
@@ -144,6 +145,7 @@ class MetricsExporter:
             ledger=_call("ledger", s.ledger),
             event_subscribers=_call("event_subscribers", s.event_subscribers),
             counters_mode=_call("counters_mode", s.counters_mode),
+            slices=_call("slices", s.slices),
             workers=(
                 None
                 if self.worker is None
@@ -193,7 +195,29 @@ class _Collector:
             families.append(_mode_family(scrape.counters_mode))
         if scrape.workers is not None:
             families.extend(_worker_families(scrape.workers))
+        if scrape.slices is not None:
+            families.extend(_slice_families(scrape.slices))
         return families
+
+
+def _slice_families(slices: SliceCounts) -> list[Metric]:
+    """Only with ``budgets.leased_slices``: how much of the traffic the slices carry."""
+    decisions = CounterMetricFamily(
+        "costwarden_budget_slice_decisions",
+        "Requests under a limit, by where leased slices had them decided: local (admitted "
+        "against this process's slices, no Redis round trip) or exact (reserved in Redis, "
+        "or refused there: near a limit, or no slice with room).",
+        labels=("path",),
+    )
+    decisions.add_metric(("local",), slices.admitted_locally)
+    decisions.add_metric(("exact",), slices.reserved_exactly)
+    calls = CounterMetricFamily(
+        "costwarden_budget_slice_calls",
+        "Slices scripts sent to Redis (one per org: settling, topping up and giving back "
+        "this process's slices).",
+        value=slices.calls,
+    )
+    return [decisions, calls]
 
 
 def _mode_family(current: str) -> Metric:

@@ -10,6 +10,7 @@ worker answers, a scrape shows the whole gateway:
   written and write failures): the sum over the workers;
 - ledger queue depth, spool depth and event subscribers: the sum; ledger flush lag: the
   largest; spooling: whether any worker is;
+- leased slices' admissions and calls: the sum;
 - budget counters' mode: the most degraded any worker is in (refusing, local, reconciling,
   shared: each worker learns of a Redis outage from its own commands);
 - breaker state: the worst any worker sees (open over half-open over closed). Workers share
@@ -36,6 +37,7 @@ from costwarden.metrics.sources import (
     COUNTER_MODES,
     LedgerGauges,
     LimitGauges,
+    SliceCounts,
 )
 
 _WIRE_VERSION = 1
@@ -55,6 +57,8 @@ class Scrape:
     counters_mode: str | None = None
     #: worker pid -> requests it counted; None for a single-process gateway (not exported)
     workers: Mapping[str, int] | None = None
+    #: leased slices' admissions and calls; None without leased slices (not exported)
+    slices: SliceCounts | None = None
 
 
 def encode(scrape: Scrape) -> bytes:
@@ -73,6 +77,7 @@ def encode(scrape: Scrape) -> bytes:
         "event_subscribers": scrape.event_subscribers,
         "counters_mode": scrape.counters_mode,
         "workers": scrape.workers,
+        "slices": None if scrape.slices is None else dataclasses.astuple(scrape.slices),
     }
     return orjson.dumps(wire)
 
@@ -87,7 +92,7 @@ def decode(data: bytes) -> Scrape:
         for row in wire["series"]:
             org, model, provider, status, a, b, c, d, e = row
             series[(org, model, provider, status)] = (a, b, c, d, e)
-        ledger = wire["ledger"]
+        ledger, slices = wire["ledger"], wire["slices"]
         return Scrape(
             requests=RequestSnapshot(
                 series=series,
@@ -102,6 +107,7 @@ def decode(data: bytes) -> Scrape:
             event_subscribers=wire["event_subscribers"],
             counters_mode=wire["counters_mode"],
             workers=wire["workers"],
+            slices=None if slices is None else SliceCounts(*slices),
         )
     except (ValueError, KeyError, TypeError, AttributeError) as exc:  # JSONDecodeError too
         raise ValueError(f"not a metrics scrape: {type(exc).__name__}: {exc}") from None
@@ -126,6 +132,17 @@ def merge(own: Scrape, others: Sequence[Scrape]) -> Scrape:
         event_subscribers=_sum_optional([s.event_subscribers for s in every]),
         counters_mode=_most_degraded([s.counters_mode for s in every]),
         workers=_sum_counts(s.workers or {} for s in every),
+        slices=_sum_slices([s.slices for s in every if s.slices is not None]),
+    )
+
+
+def _sum_slices(parts: list[SliceCounts]) -> SliceCounts | None:
+    if not parts:
+        return None
+    return SliceCounts(
+        admitted_locally=sum(p.admitted_locally for p in parts),
+        reserved_exactly=sum(p.reserved_exactly for p in parts),
+        calls=sum(p.calls for p in parts),
     )
 
 

@@ -61,6 +61,16 @@ class LedgerGauges:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class SliceCounts:
+    """Leased budget slices (``budgets.leased_slices``): where requests under a limit were
+    decided, and the slices calls to Redis, since the process started."""
+
+    admitted_locally: int  # against this process's slices: no Redis round trip
+    reserved_exactly: int  # reserved (or refused) in Redis: near a limit, no slice with room
+    calls: int  # slices scripts sent (one per org: settle, top up, give back)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class GaugeSources:
     """The callables read at every scrape; a None one exports nothing."""
 
@@ -69,3 +79,4 @@ class GaugeSources:
     ledger: Callable[[], LedgerGauges] | None = None
     event_subscribers: Callable[[], int] | None = None
     counters_mode: Callable[[], str] | None = None  # one of COUNTER_MODES
+    slices: Callable[[], SliceCounts] | None = None  # only with leased slices on
