@@ -119,8 +119,11 @@ def ledger_check(bench: Bench, gw: Gateway, wrk_runs: int = 2) -> LedgerCheck:
     if code not in (0, -signal.SIGTERM):
         bench.problem(f"{name} exited with status {code} after SIGTERM")
     rows = stack.count_ledger_rows(gw.db)
+    abandoned = stack.count_ledger_rows(gw.db, abandoned=True)
     bound = wrk_runs * sum(bench.args.connections)  # one per connection per wrk run
-    result = LedgerCheck(rows, gw.responses, gw.upstream_calls, bound, gw.variant.cache)
+    result = LedgerCheck(
+        rows, gw.responses, gw.upstream_calls, bound, gw.variant.cache, abandoned=abandoned
+    )
     bench.note(
         f"ledger rows {rows}, gateway responses {result.responses}, "
         f"upstream calls {result.upstream_calls}"

@@ -206,10 +206,13 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def count_ledger_rows(db: Path) -> int:
+def count_ledger_rows(db: Path, *, abandoned: bool = False) -> int:
+    """The ledger's rows; with ``abandoned``, only those of requests their client gave up
+    on (499: wrk closing its connections at the end of a run)."""
     # Read-only: the benchmark inspects the ledger, it must never be the one writing it.
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    where = " WHERE http_status = 499" if abandoned else ""
     try:
-        return int(conn.execute("SELECT count(*) FROM ledger").fetchone()[0])
+        return int(conn.execute(f"SELECT count(*) FROM ledger{where}").fetchone()[0])
     finally:
         conn.close()
