@@ -149,12 +149,12 @@ class LeasedStore:
             if now - self._stranded_looked.get(tenant, 0.0) > _STRANDED_LOOK_SECONDS:
                 self._unstrand_soon(tenant, now)
         result = await self.inner.reserve(lease, ask, checks, now)
-        # Refused while this process still holds slices of those counters (a drained one is
-        # given back at the next flush): give them back now and ask once more, or a request
-        # right behind the one that drained its slice is refused with room left.
-        if isinstance(result, Refusal) and (held := mine & set(self.book.holding())):
-            for tenant in sorted(held):
-                await self._call(tenant, now)
+        # Refused by a counter this process still holds a slice of (a drained one is given
+        # back at the next flush): give it back now and ask once more, or a request right
+        # behind the one that drained the slice is refused with room left. Once: the slice
+        # is gone after the call, so a refusal storm costs no more calls.
+        if isinstance(result, Refusal) and self.book.give_back(refused := checks[result.index]):
+            await self._call(refused.limit.tenant, now)
             result = await self.inner.reserve(lease, ask, checks, self._clock())
         return result
 
