@@ -335,7 +335,7 @@ def test_serve_unknown_provider(
     )
 
 
-def test_serve_unset_api_keycli_env(tmp_path: Path, db_url: str) -> None:
+def test_serve_unset_api_key(tmp_path: Path, db_url: str) -> None:
     text = gateway_toml(MOCK_URL, db_url)
     (tmp_path / "costwarden.toml").write_text(text, encoding="utf-8")
     env = cli_env(CW_TEST_ANTHROPIC_KEY="x")
