@@ -180,18 +180,3 @@ def test_a_dropped_tenant_settles_into_nothing() -> None:
     assert book.drop("o1") == 1
     assert book.settle("a", Actual(CENT, 10)) is not None  # it was local: nothing to send
     assert book.ops("o1", NOW) == [] and book.holding() == []
-
-
-def test_a_counter_refused_on_the_exact_path_gives_its_slice_back_once() -> None:
-    book = SliceBook()
-    day, minute = lim("usd", "day", DOLLAR), lim("requests", "minute", 1000)
-    cs = checks(day, minute)
-    assert not book.give_back(cs[0])  # no slice: nothing to give back, no call
-    book.wanted(ask(), cs, NOW)
-    _answered(book, "o1", granted=10 * NEED, room=DOLLAR)
-    assert book.give_back(cs[0])
-    (op,) = book.ops("o1", NOW)  # only the refused counter's, given back whole (idle)
-    assert op.slice.check == cs[0] and op.forget and op.keep == 0
-    book.answered("o1", [op], [Answer(0, 0, False)], NOW, NOW + 15)
-    assert not book.give_back(cs[0])  # gone: a refusal storm asks no more calls
-    assert book.give_back(cs[1])  # the other counter's slice is still held

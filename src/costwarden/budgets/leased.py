@@ -140,23 +140,13 @@ class LeasedStore:
             for tenant in tenants:
                 await self._call(tenant, now)
             now = self._clock()
-        if not checks:
-            return await self.inner.reserve(lease, ask, checks, now)
-        self.reserved_exactly += 1
-        mine = {c.limit.tenant for c in checks}
-        # Exact reserves purge too (reserve.lua), and may be all a tight tenant sees.
-        for tenant in mine:
-            if now - self._stranded_looked.get(tenant, 0.0) > _STRANDED_LOOK_SECONDS:
-                self._unstrand_soon(tenant, now)
-        result = await self.inner.reserve(lease, ask, checks, now)
-        # Refused by a counter this process still holds a slice of (a drained one is given
-        # back at the next flush): give it back now and ask once more, or a request right
-        # behind the one that drained the slice is refused with room left. Once: the slice
-        # is gone after the call, so a refusal storm costs no more calls.
-        if isinstance(result, Refusal) and self.book.give_back(refused := checks[result.index]):
-            await self._call(refused.limit.tenant, now)
-            result = await self.inner.reserve(lease, ask, checks, self._clock())
-        return result
+        if checks:
+            self.reserved_exactly += 1
+            # Exact reserves purge too (reserve.lua), and may be all a tight tenant sees.
+            for tenant in {c.limit.tenant for c in checks}:
+                if now - self._stranded_looked.get(tenant, 0.0) > _STRANDED_LOOK_SECONDS:
+                    self._unstrand_soon(tenant, now)
+        return await self.inner.reserve(lease, ask, checks, now)
 
     async def settle(
         self, lease: str, checks: list[Check], amounts: list[int], actual: Actual, now: float

@@ -347,15 +347,6 @@ class SliceBook:
             s.forgotten = True
         return len(book)
 
-    def give_back(self, check: Check) -> bool:
-        """Have ``check``'s slice given back at the next call (the exact path refused its
-        counter: a slice held there only keeps room from requests); whether there was one."""
-        s = self.tenants.get(check.limit.tenant, {}).get(slice_id(check))
-        if s is None or s.forgotten:
-            return False
-        s.draining = True
-        return True
-
     def holding(self) -> list[str]:
         """Tenants with any slice."""
         return [t for t, book in self.tenants.items() if book]
