@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """What the gateway costs per request in CPU instructions, which no machine can change.
 
-    python bench/instructions.py [--ref c586336] [--requests 300] [--out docs/benchmarks.md]
+    python bench/instructions.py [--ref c586336] [--requests 300] [--variant memory]
+                                 [--out docs/benchmarks.md]
 
 Milliseconds depend on the machine: on this project's 2-core VMs the same commit has run
 2.5x slower from one day to the next. Instructions do not. This runs the gateway (budgets
@@ -13,7 +14,9 @@ path, poll hourly during the measurement.
 
 Each ``--ref`` (a commit, tag or branch) is measured the same way from a copy of that
 commit's ``src/`` (``git archive``), beside the working tree, so a change's cost is a
-difference of two counts taken on the same day. Needs valgrind (Debian package).
+difference of two counts taken on the same day. ``--variant leased`` (or ``redis``) counts
+the gateway with its counters in Redis instead (``bench/variants.py``; Redis's own CPU is
+not in the count, ``bench/run.py`` reports it). Needs valgrind (Debian package).
 """
 
 from __future__ import annotations
@@ -36,9 +39,10 @@ from pathlib import Path
 import report
 import stack
 from loadgen import BenchError
+from redis_calls import RedisProbe
 from rich.console import Console
 from session import BODY, PATH, auth_headers
-from variants import SESSION, apply_limits
+from variants import SESSION, VARIANTS, Variant, apply_limits
 
 ROOT = Path(__file__).resolve().parent.parent
 START, END = "<!-- instructions:start -->", "<!-- instructions:end -->"
@@ -81,13 +85,21 @@ def main(argv: list[str] | None = None) -> int:
         help="requests of an agent session (x-costwarden-session, with a session budget; "
         "a new question each, as an agent's steps are, so loop detection lets them be)",
     )
+    parser.add_argument(
+        "--variant",
+        choices=[name for name, v in VARIANTS.items() if v.limits],
+        default="memory",
+        help="the gateway's configuration (bench/variants.py): memory (counters in-process), "
+        "redis or leased (counters in Redis db 11, flushed first)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     # internal: measure the costwarden on PYTHONPATH only; the value is where to keep its dump
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
         keep = None if args.one == "-" else Path(args.one)
-        print(json.dumps(_measure_here(args.requests, keep, args.session)))
+        variant = VARIANTS[args.variant]
+        print(json.dumps(_measure_here(args.requests, keep, args.session, variant)))
         return 0
     if shutil.which("valgrind") is None:
         print("valgrind is not installed (Debian package valgrind)", file=sys.stderr)
@@ -106,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                     if args.keep
                     else None
                 )
-                measured = _measure_tree(src, args.requests, keep, args.session)
+                measured = _measure_tree(src, args.requests, keep, args.session, args.variant)
                 rows.append({"target": _describe(label), **measured})
             console.print(f"[green]✓[/] {rows[-1]['target']}: {_per_request(rows[-1]):,.0f}")
     except BenchError as exc:
@@ -115,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     command = " ".join(["python bench/instructions.py", *(sys.argv[1:] if argv is None else argv)])
-    section = _render(rows, command)
+    section = _render(rows, command, VARIANTS[args.variant])
     report.write(args.out, section, START, END)
     console.print(section, markup=False, highlight=False)
     return 0
@@ -151,12 +163,13 @@ def _git(*argv: str) -> str:
 
 
 def _measure_tree(
-    src: Path, requests: int, keep: Path | None, session: bool
+    src: Path, requests: int, keep: Path | None, session: bool, variant: str
 ) -> dict[str, float]:
     """Measure in a child whose ``costwarden`` is imported from ``src``."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), str(Path(__file__).parent)])}
     one = str(keep.resolve()) if keep else "-"
     cmd = [sys.executable, __file__, "--one", one, "--requests", str(requests)]
+    cmd += ["--variant", variant]
     if session:
         cmd.append("--session")
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
@@ -166,17 +179,26 @@ def _measure_tree(
     return result
 
 
-def _measure_here(requests: int, keep: Path | None, session: bool) -> dict[str, float]:
+def _measure_here(
+    requests: int, keep: Path | None, session: bool, variant: Variant
+) -> dict[str, float]:
     tmp = Path(tempfile.mkdtemp(prefix="costwarden-callgrind-"))
     env = {**stack.clean_env(), "PYTHONHASHSEED": "0"}
     services: list[stack.Service] = []
+    probe = RedisProbe() if variant.redis else None
     try:
+        if probe is not None:
+            why = probe.check()
+            if why is not None:
+                raise BenchError(f"the {variant.name} variant needs Redis at {probe.url}: {why}")
+            probe.flush()  # counters of an earlier run would not match this ledger
         mock_port = stack.free_port()
         mock_cmd = [*stack.cli(), "mock-upstream", "--host", stack.HOST, "--port", str(mock_port)]
         services.append(stack.Service("mock", mock_cmd, tmp / "mock.log", env))
         stack.wait_ready(services[0], mock_port, "/_mock/health")
         port, db = stack.free_port(), tmp / "gateway.db"
-        config = stack.write_config(tmp / "gateway.toml", db, mock_port, port)
+        extra = variant.config_extra()
+        config = stack.write_config(tmp / "gateway.toml", db, mock_port, port, extra)
         key, key_id = stack.create_key(config, env)
         apply_limits(db, key_id, **({"session": True} if session else {}))
         out = tmp / "callgrind.out"
@@ -213,6 +235,9 @@ def _measure_here(requests: int, keep: Path | None, session: bool) -> dict[str, 
     finally:
         for service in reversed(services):
             service.kill()
+        if probe is not None:
+            probe.flush()
+            probe.close()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -273,11 +298,11 @@ def _per_request(row: dict[str, object]) -> float:
     return work / float(row["requests"])  # type: ignore[arg-type]
 
 
-def _render(rows: list[dict[str, object]], command: str) -> str:
+def _render(rows: list[dict[str, object]], command: str, variant: Variant) -> str:
     lines = [
         "## Instructions per request",
         "",
-        f"`{command}`: the gateway (budgets in-process: auth, budgets and rate limits, "
+        f"`{command}`: the gateway ({variant.label}: auth, budgets and rate limits, "
         "ledger) under callgrind, sequential requests on one connection; instructions its "
         "process executed for them, minus what its background loops execute in the same "
         "time when idle. Counts, not seconds: the machine's speed on the day does not enter.",

@@ -358,6 +358,14 @@ async def test_uvicorn_internals_the_protocol_relies_on() -> None:
     assert "self.cycle.more_body = False" in inspect.getsource(
         HttpToolsProtocol.on_message_complete
     )
+    # HeadWithBody takes a cycle's first write after response_started is set for its head;
+    # the interim 100 Continue is written by receive() before the response starts.
+    send = inspect.getsource(RequestResponseCycle.send)
+    started = send.index("self.response_started = True")
+    assert started < send.index('self.transport.write(b"".join(content))')
+    assert send.count("self.transport.write(") == 3  # the head, a chunk, a body
+    receive = inspect.getsource(RequestResponseCycle.receive)
+    assert "if self.waiting_for_100_continue" in receive
     # A cycle's state: what tells "a response is under way" and "the client is gone".
     cycle = RequestResponseCycle(
         scope={"type": "http", "method": "POST"},

@@ -25,6 +25,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from costwarden.app.factory import CostwardenApp, create_app
+from costwarden.app.head_with_body import HeadWithBody
 from costwarden.app.logs import configure_logging
 from costwarden.config.settings import ServerSettings, Settings
 from costwarden.core.errors import GatewayError, RequestHeaderFieldsTooLarge, RequestTimeout
@@ -127,9 +128,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.cycle is not cycle:
             # A head ended in this read (uvicorn made a cycle for it). The newest cycle's app
             # task has not run yet, so more_body says exactly whether its body is unfinished.
-            self.cycle.scope[ON_DISCONNECT] = None  # type: ignore[literal-required]
-            if self.cycle.more_body:
-                self._enter_body()
+            self._new_cycle()
         elif self._timer is None and self._head > 0:
             self._arm(self.header_timeout, self._head_late)
 
@@ -139,6 +138,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._timer.cancel()
             self._timer = None
         _message_complete(self)
+
+    def _new_cycle(self) -> None:
+        cycle = self.cycle
+        cycle.scope[ON_DISCONNECT] = None  # type: ignore[literal-required]
+        cycle.transport = HeadWithBody(self.transport, cycle, self.loop)  # type: ignore[assignment]
+        if cycle.more_body:
+            self._enter_body()
 
     # ------------------------------------------------------------ limits
 
@@ -171,9 +177,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             )
             return
         # A head ended within the cap; the rest is its body or the next request.
-        self.cycle.scope[ON_DISCONNECT] = None  # type: ignore[literal-required]
-        if self.cycle.more_body:
-            self._enter_body()
+        self._new_cycle()
         self.data_received(data[room:])
 
     def _head_late(self) -> None:
