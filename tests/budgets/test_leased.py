@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -293,3 +294,27 @@ async def test_four_processes_never_overspend_a_hard_budget(
     assert spent > DOLLAR * 0.99  # used up
     assert locally > 0 and exactly > 0 and refused > 0
     assert await client.zcard(f"{prefix}:{{o1}}:leases") == 0
+
+
+async def test_a_tight_rate_admits_its_whole_limit_even_near_a_bucket_s_end(
+    env: tuple[redis.asyncio.Redis, LeasedFactory, str], clock: Clock
+) -> None:
+    """Near a bucket's end a process also leases the next bucket's slice. Its slices of one
+    counter share one fair share, the current bucket's first: the next one's slice never
+    holds room that a request of this bucket then finds missing on the exact path."""
+    _, make, _ = env
+    store = await make()
+    await prepare(store)
+    now = clock.now = math.floor(NOW) + 0.9  # the next one-second bucket is 0.1 s away
+    cs = checks(lim("requests", "minute", 3), now=now)
+    outcomes = []
+    for i in range(4):
+        result = await store.reserve(f"r{i}", ask(), cs, now)
+        outcomes.append(type(result).__name__)
+        if isinstance(result, Grant):
+            await store.settle(f"r{i}", cs, result.amounts, Actual(CENT, 100, requests=1), now)
+    assert outcomes == ["Grant", "Grant", "Grant", "Refusal"]
+    # Tight: no bucket's slice holds anything the exact path could miss.
+    assert [s.granted for s in store.book.tenants["o1"].values()] == [0] * len(
+        store.book.tenants["o1"]
+    )

@@ -120,6 +120,31 @@ def test_a_rolling_slice_lives_in_its_bucket() -> None:
     assert book.holding() == []
 
 
+def test_a_call_sizes_a_rolling_counter_s_slices_together_oldest_bucket_first() -> None:
+    book = SliceBook()
+    rpm = lim("requests", "minute", 1000)
+    usd = lim("usd", "day", DOLLAR)
+    near_end = float(int(NOW)) + 0.9  # the next one-second bucket starts in 0.1 s
+    cs = checks(rpm, usd, now=near_end)
+    book.wanted(ask(), cs, near_end)
+    ops = book.ops("o1", near_end)
+    # Per counter; the current bucket's slice before the next one's (taken ahead).
+    assert [(op.slice.check.key, op.slice.check.bucket) for op in ops] == sorted(
+        [(cs[0].key, cs[0].bucket), (cs[0].key, cs[0].bucket + 1), (cs[1].key, 0)]
+    )
+    sized = [Answer(10 * NEED if op.slice.check.key == cs[1].key else 10, 500, False) for op in ops]
+    book.answered("o1", ops, sized, near_end, near_end + 15)
+    # Only the current bucket's slice wants more; the next one's comes along all the same,
+    # the day's does not.
+    for i in range(3):  # past half its allowance
+        assert book.admit(f"r{i}", ask(), checks(rpm, now=near_end), near_end) is not None
+    ops = book.ops("o1", near_end)
+    assert [(op.slice.check.key, op.slice.check.bucket) for op in ops] == [
+        (cs[0].key, cs[0].bucket),
+        (cs[0].key, cs[0].bucket + 1),
+    ]
+
+
 def test_a_tight_counter_takes_the_exact_path_for_a_while() -> None:
     book = SliceBook()
     cs = checks(lim("usd", "day", DOLLAR))

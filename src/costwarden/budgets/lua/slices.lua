@@ -119,12 +119,24 @@ for i, op in ipairs(cjson.decode(ARGV[7])) do
     -- 3. The new size: at most an even share of what is left (2 P shares, so half of it stays
     -- for the others and for exact reservations), nothing when a share would not hold one
     -- request (tight: the process drains its slice and reserves exactly), never below keep.
-    local fair = math.floor((room + math.max(e[3], 0)) / (2 * P))
+    -- A process's slices of one rolling counter (this bucket's, and the next one's, taken
+    -- just before it starts) share one share, the older bucket's first: the next bucket's
+    -- slice gets what is left of it, or nothing, without making the counter tight.
+    local older = 0
+    if rolling then
+      for _, other in ipairs(order) do
+        local o = stored[other]
+        if o ~= nil and o[1] == key and tonumber(o[2]) < tonumber(field) then
+          older = older + math.max(o[3], 0)
+        end
+      end
+    end
+    local fair = math.floor((room + math.max(e[3], 0) + older) / (2 * P))
     if not forget then
-      if fair < need then
+      if fair - older >= need then
+        target = math.min(want, fair - older)
+      elseif older == 0 or fair < need then
         tight = 1
-      else
-        target = math.min(want, fair)
       end
     end
     target = math.max(target, keep)
