@@ -12,6 +12,7 @@ import pytest
 import redis
 from sqlalchemy.engine import Engine
 
+from costwarden.app import factory
 from costwarden.app.domain_types import build_deployments
 from costwarden.app.factory import CostwardenApp, create_app
 from costwarden.budgets.redis_store import RedisStore
@@ -143,6 +144,25 @@ async def test_one_redis_client_serves_counters_and_breakers_and_closes_after_th
             break
         await asyncio.sleep(0.01)
     assert _connections(private_redis) == 0
+
+
+async def test_a_part_slow_to_close_is_named_in_a_warning(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = _app(engine, "")
+    await app.startup()
+    monkeypatch.setattr(factory, "_SLOW_CLOSE_SECONDS", 0.05)
+    closed = app.switches.close
+
+    async def slow_close() -> None:
+        await asyncio.sleep(0.3)
+        await closed()
+
+    monkeypatch.setattr(app.switches, "close", slow_close)
+    with caplog.at_level(logging.WARNING, logger="costwarden.app.factory"):
+        await app.shutdown()
+    named = [r.getMessage() for r in caplog.records if "has not closed" in r.getMessage()]
+    assert named == ["shutting down: switches has not closed after 0.05 s"]
 
 
 async def test_breakers_get_the_shared_timeout_and_never_resend_a_command(

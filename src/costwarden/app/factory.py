@@ -17,7 +17,7 @@ import functools
 import gc
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -85,6 +85,8 @@ from costwarden.storage.sessions import SqlSessionStore
 from costwarden.storage.spool import LedgerSpool
 
 logger = logging.getLogger(__name__)
+# A part of the app still closing after this long is named in a warning (see _closing).
+_SLOW_CLOSE_SECONDS = 10.0
 
 
 class CostwardenApp:
@@ -382,31 +384,31 @@ class CostwardenApp:
             return
         self._started = False
         if self.worker_metrics is not None:
-            await self.worker_metrics.close()
-        await self.proxy.close()
+            await _closing("worker metrics", self.worker_metrics.close())
+        await _closing("proxy", self.proxy.close())
         if self.spans is not None:
-            await self.spans.close()  # spans what is left, flushes the exporter
-        await self.route_table.close()
-        await self.breakers.close()
-        if self.sessions is not None:
-            await self.sessions.close()  # its last transitions stored and published
+            await _closing("spans", self.spans.close())  # spans what is left, flushes
+        await _closing("route table", self.route_table.close())
+        await _closing("breakers", self.breakers.close())
+        if self.sessions is not None:  # its last transitions stored and published
+            await _closing("sessions", self.sessions.close())
         if self.security is not None:
-            await self.security.close()
+            await _closing("security", self.security.close())
         if self.rollups is not None:
-            await self.rollups.close()
+            await _closing("rollups", self.rollups.close())
         if self.billing_job is not None:
-            await self.billing_job.close()
+            await _closing("billing", self.billing_job.close())
         if self.alerting is not None:
-            await self.alerting.close()
-        await self.honeypot.close()  # its last hits published
-        await self.events.close()  # writes what is left, ends live event streams
-        await self.keys.close()
-        await self.ledger.close()  # drains every buffered ledger row
+            await _closing("alerting", self.alerting.close())
+        await _closing("honeypot", self.honeypot.close())  # its last hits published
+        await _closing("events", self.events.close())  # writes what is left, ends streams
+        await _closing("keys", self.keys.close())
+        await _closing("ledger", self.ledger.close())  # drains every buffered ledger row
         logger.info("ledger drained: %d rows written", self.ledger.written)
-        await self.enforcer.close()
+        await _closing("budget counters", self.enforcer.close())
         if self.redis is not None:  # after its users: the enforcer's store, the breakers
-            await self.redis.aclose()
-        await self.switches.close()
+            await _closing("redis client", self.redis.aclose())
+        await _closing("switches", self.switches.close())
         self.engine.dispose()
 
     # ------------------------------------------------------------------ ASGI
@@ -531,3 +533,17 @@ def _observe_all(
 ) -> None:
     for observe in observers:
         observe(record)
+
+
+async def _closing(part: str, closed: Awaitable[None]) -> None:
+    """Await one part's close; if it is still running ``_SLOW_CLOSE_SECONDS`` on, say which
+    part it is (once): a shutdown that hangs then names where, instead of ending the log
+    silently before uvicorn's "Application shutdown complete"."""
+    after = _SLOW_CLOSE_SECONDS
+    slow = asyncio.get_running_loop().call_later(
+        after, logger.warning, "shutting down: %s has not closed after %g s", part, after
+    )
+    try:
+        await closed
+    finally:
+        slow.cancel()
