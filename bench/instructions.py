@@ -16,7 +16,10 @@ Each ``--ref`` (a commit, tag or branch) is measured the same way from a copy of
 commit's ``src/`` (``git archive``), beside the working tree, so a change's cost is a
 difference of two counts taken on the same day. ``--variant leased`` (or ``redis``) counts
 the gateway with its counters in Redis instead (``bench/variants.py``; Redis's own CPU is
-not in the count, ``bench/run.py`` reports it). Needs valgrind (Debian package).
+not in the count, ``bench/run.py`` reports it). A leased count compares only with another
+leased count: its slices flush every 20 ms of wall time, and under callgrind a request takes
+tens of milliseconds, so each counted request carries a flush that at full speed serves tens
+of requests. Needs valgrind (Debian package).
 """
 
 from __future__ import annotations
