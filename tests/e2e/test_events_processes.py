@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from pathlib import Path
 from typing import Any
@@ -94,11 +95,16 @@ async def test_a_client_that_stops_reading_delays_no_one(
     mock: MockServer, tmp_path: Path, shared_stack: str
 ) -> None:
     extra = "[events]\nclient_queue = 300\n"
-    async with gateways(mock.base_url, shared_stack, REDIS_URL, tmp_path, extra) as gw:
+    async with (
+        gateways(mock.base_url, shared_stack, REDIS_URL, tmp_path, extra) as gw,
+        contextlib.AsyncExitStack() as stack,
+    ):
         one, two = gw.urls
         port = int(two.rsplit(":", 1)[1])
-        # A client with a tiny receive buffer that never reads.
+        # A client with a tiny receive buffer that never reads (closed however the test
+        # ends: left to the collector, its warning would fail whichever test runs then).
         slow = socket.socket()
+        stack.callback(slow.close)
         slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         slow.connect(("127.0.0.1", port))
         slow.sendall(
@@ -122,8 +128,9 @@ async def test_a_client_that_stops_reading_delays_no_one(
             print(f"with a client that does not read: p99 {p99:.1f} ms over {len(got)} events")
             # A client that held the others up would show as seconds (its queue of 300 and
             # socket buffers filling first); 16 requests in flight on two cores put the p99
-            # of everyone else at 93-109 ms on 2026-12-03, with or without that day's changes.
-            assert p99 < 150
+            # of everyone else at 93-109 ms on 2026-12-03, and at 157 ms on a slower machine
+            # the same afternoon (the suite as a whole ran 38 % longer there).
+            assert p99 < 400
             assert [f.id for f in got] == sorted(f.id or 0 for f in got)
             await on_two.close()
         # The slow client, reading at last: some events, then the cut-off frame.
@@ -134,6 +141,5 @@ async def test_a_client_that_stops_reading_delays_no_one(
             chunk = slow.recv(65536)
             assert chunk, received[-500:]
             received += chunk
-        slow.close()
         assert received.count(b"event: request_settled") < EVENTS
         assert b'"last_event_id"' in received.split(b"event: stream_cut", 1)[1]
