@@ -44,6 +44,7 @@ from costwarden.storage.rollups import (
     watermark,
 )
 from costwarden.storage.schema import (
+    analytics_state,
     ledger,
     rollup_daily,
     rollup_hourly,
@@ -240,6 +241,24 @@ def test_a_run_told_to_stop_leaves_the_watermark_and_the_next_finishes(engine: E
     done = roll_up(engine, lag_ms=0)
     assert done.complete and done.hours == 6 and done.watermark is not None
     assert hourly_rollup(engine) == expected_hourly(records)
+
+
+def test_a_first_run_recomputes_the_hours_with_rows_not_the_gaps_between(engine: Engine) -> None:
+    """With no watermark the job takes the hours that hold ledger rows, and the hours that
+    have rollup rows already (the watermark lost, their raw rows deleted since: cleared), not
+    every hour between the first row and the last."""
+    rng = random.Random(12)
+    early, middle, late = (random_record(rng, BASE + timedelta(hours=h)) for h in (1, 150, 300))
+    insert_records(engine, [early, middle, late], 1)
+    first = roll_up(engine, lag_ms=0)
+    assert first.complete and first.hours == 3  # not the 300 hours the rows span
+    assert hourly_rollup(engine) == expected_hourly([early, middle, late])
+    with engine.begin() as conn:
+        conn.execute(ledger.delete().where(ledger.c.request_id == middle.request_id))
+        conn.execute(analytics_state.delete().where(analytics_state.c.name == WATERMARK))
+    again = roll_up(engine, lag_ms=0)
+    assert again.complete and again.hours == 3  # the middle hour: its rollup rows only
+    assert hourly_rollup(engine) == expected_hourly([early, late])
 
 
 def test_late_rows_of_pruned_hours_are_added_once_when_two_runs_overlap(engine: Engine) -> None:

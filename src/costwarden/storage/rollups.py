@@ -8,10 +8,10 @@ database's clock minus ``lag_ms``, which covers a transaction that stamped its r
 not committed yet), and recomputes every hour those rows fall in from all of that hour's raw
 rows, then the days of those hours from their hours. Recomputing replaces the bucket's
 rows, so a run repeated, or two runs over one hour, give the same rows: idempotent. The
-first run (no watermark) takes every hour the ledger spans. A writer whose transaction
-commits more than ``lag_ms`` after its INSERT stamped the rows (a database stalled for a
-minute) can leave rows behind the watermark: the daily reconciliation finds that day and
-recomputes it.
+first run (no watermark) takes every hour that holds a ledger row or a rollup row. A
+writer whose transaction commits more than ``lag_ms`` after its INSERT stamped the rows (a
+database stalled for a minute) can leave rows behind the watermark: the daily
+reconciliation finds that day and recomputes it.
 
 **After retention** (``storage.retention``) raw rows before the pruned horizon
 (``retention.pruned_before_ms``, a UTC day) may be gone, so an hour before it is never
@@ -64,7 +64,6 @@ from costwarden.analytics.rollup import (
     day_of,
     day_start,
     hour_of,
-    hours_between,
     hours_of_day,
     tag_rollup,
 )
@@ -207,11 +206,17 @@ def set_state(conn: Connection, name: str, value: int) -> None:
 
 
 def _pending_hours(conn: Connection, after: int | None, upto: int) -> set[datetime]:
-    """The hours of the rows written in (after, upto]; every hour the ledger spans when
-    there is no watermark yet."""
+    """The hours of the rows written in (after, upto]. With no watermark yet: every hour
+    holding a ledger row, and every hour that has rollup rows already (rolled up before the
+    watermark was lost, its raw rows since deleted: recomputing it clears them). The empty
+    hours between are left out: they have nothing to write, and a sparse ledger's first run
+    recomputed hundreds of them one transaction a day (26 s on PostgreSQL for 400 rows
+    spread over 350 hours)."""
     if after is None:
-        first, last = conn.execute(sa.select(sa.func.min(_c.ts), sa.func.max(_c.ts))).one()
-        return set() if first is None else set(hours_between(first, last))
+        hours = {hour_of(ts) for ts in conn.execute(sa.select(_c.ts)).scalars()}
+        rolled = conn.execute(sa.select(rollup_hourly.c.hour).distinct()).scalars()
+        hours.update(hour_of(hour) for hour in rolled)
+        return hours
     rows = conn.execute(
         sa.select(_c.ts).where(_c.written_ms > after, _c.written_ms <= upto)
     ).scalars()
