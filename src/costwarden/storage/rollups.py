@@ -84,6 +84,8 @@ from costwarden.storage.schema import (
 from costwarden.storage.sqltypes import UTCDateTime, utcnow
 
 logger = logging.getLogger(__name__)
+# Rows fetched at a time where a first run reads the whole ledger's timestamps.
+_STREAM_ROWS = 10_000
 
 _Select = TypeVar("_Select", bound=sa.Select[*tuple[Any, ...]])
 WATERMARK = "rollup.written_ms"
@@ -213,7 +215,9 @@ def _pending_hours(conn: Connection, after: int | None, upto: int) -> set[dateti
     recomputed hundreds of them one transaction a day (26 s on PostgreSQL for 400 rows
     spread over 350 hours)."""
     if after is None:
-        hours = {hour_of(ts) for ts in conn.execute(sa.select(_c.ts)).scalars()}
+        # Streamed: only the set of hours is kept, however many rows the ledger holds.
+        every = sa.select(_c.ts).execution_options(yield_per=_STREAM_ROWS)
+        hours = {hour_of(ts) for ts in conn.execute(every).scalars()}
         rolled = conn.execute(sa.select(rollup_hourly.c.hour).distinct()).scalars()
         hours.update(hour_of(hour) for hour in rolled)
         return hours
