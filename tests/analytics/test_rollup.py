@@ -14,7 +14,6 @@ from costwarden.analytics.rollup import (
     day_of,
     drifts,
     hour_of,
-    hours_between,
     hours_of_day,
     micros,
     row_totals,
@@ -77,8 +76,6 @@ def test_ttft_counts_only_rows_that_had_one() -> None:
 def test_buckets() -> None:
     ts = datetime(2026, 3, 4, 23, 59, 59, 999999, tzinfo=UTC)
     assert hour_of(ts) == datetime(2026, 3, 4, 23, tzinfo=UTC) and day_of(ts) == "2026-03-04"
-    hours = hours_between(datetime(2026, 3, 4, 22, 30, tzinfo=UTC), ts)
-    assert hours == [datetime(2026, 3, 4, 22, tzinfo=UTC), datetime(2026, 3, 4, 23, tzinfo=UTC)]
     day = hours_of_day("2026-03-04")
     assert len(day) == 24 and day[0] == datetime(2026, 3, 4, tzinfo=UTC)
 

@@ -139,16 +139,6 @@ def hours_of_day(day: str) -> list[datetime]:
     return [start + i * HOUR for i in range(24)]
 
 
-def hours_between(first: datetime, last: datetime) -> list[datetime]:
-    """Every hour from the one ``first`` falls in to the one ``last`` falls in."""
-    hour, end = hour_of(first), hour_of(last)
-    out = []
-    while hour <= end:
-        out.append(hour)
-        hour += HOUR
-    return out
-
-
 def tags_of(text: str | None) -> list[str]:
     """A ledger row's tags (a compact JSON object) as ``name=value`` strings."""
     if not text or text == "{}":

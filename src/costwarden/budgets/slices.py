@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
 from typing import NamedTuple
 
 from costwarden.budgets.policy import (
@@ -271,7 +270,21 @@ class SliceBook:
                 out.append(self._top_up(s, now))
             if s.check.rolling:
                 self._lead(tenant, s, now, out)
-        return _with_siblings(out, self.tenants.get(tenant, {}), lambda s: self._top_up(s, now))
+        return self._with_siblings(tenant, out, now)
+
+    def _with_siblings(self, tenant: str, ops: list[Op], now: float) -> list[Op]:
+        """``ops``, plus a top-up of every other live slice of a rolling counter that has one
+        among them (the current bucket's and the next one's), each counter's oldest bucket
+        first: ``slices.lua`` sizes a process's slices of one counter out of one fair share,
+        in that order, so a call that finds the counter tight drains all of them at once."""
+        rolling = {op.slice.check.key for op in ops if op.slice.check.rolling}
+        if not rolling:
+            return ops
+        present = {id(op.slice) for op in ops}
+        for s in self.tenants.get(tenant, {}).values():
+            if s.check.key in rolling and id(s) not in present and not s.forgotten:
+                ops.append(self._top_up(s, now))
+        return sorted(ops, key=lambda op: (op.slice.check.key, op.slice.check.bucket))
 
     def _top_up(self, s: Slice, now: float) -> Op:
         keep = s.granted - (s.used - s.sent)
@@ -353,23 +366,6 @@ class SliceBook:
     def holding(self) -> list[str]:
         """Tenants with any slice."""
         return [t for t, book in self.tenants.items() if book]
-
-
-def _with_siblings(
-    ops: list[Op], book: dict[str, Slice], top_up: Callable[[Slice], Op]
-) -> list[Op]:
-    """``ops``, plus a top-up of every other live slice of a rolling counter that has one
-    among them (the current bucket's and the next one's), each counter's oldest bucket
-    first: ``slices.lua`` sizes a process's slices of one counter out of one fair share, in
-    that order, so a call that finds the counter tight drains all of them at once."""
-    rolling = {op.slice.check.key for op in ops if op.slice.check.rolling}
-    if not rolling:
-        return ops
-    present = {id(op.slice) for op in ops}
-    for s in book.values():
-        if s.check.key in rolling and id(s) not in present and not s.forgotten:
-            ops.append(top_up(s))
-    return sorted(ops, key=lambda op: (op.slice.check.key, op.slice.check.bucket))
 
 
 def _over(check: Check, now: float) -> bool:
