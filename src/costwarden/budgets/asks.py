@@ -29,7 +29,7 @@ class Asks:
         in_pico, out_pico = prices
         b = self._config
         bound = body_len + b.prompt_overhead_tokens
-        est = max(1, (body_len + 3) // 4)
+        est = (body_len + 3) // 4 or 1  # at least 1 (a length is never negative)
         choices = 1
         if endpoint == "messages":
             want = payload.get("max_tokens")

@@ -144,12 +144,18 @@ class Actual:
     requests: int = 1
 
 
+# On the request path the built-in min() and max() are left out for comparisons: in CPython
+# 3.11 a call parses its keywords and costs about 1,000 instructions, the comparison 30
+# (callgrind: 27,000 instructions a request went to them).
+
+
 def window_total(view: View, check: Check) -> int:
-    buckets = view.buckets
     first = check.first
-    if not buckets or min(buckets) >= first:  # the usual case: old buckets already pruned
-        return sum(buckets.values())
-    return sum(v for b, v in buckets.items() if b >= first)
+    total = 0
+    for bucket, amount in view.buckets.items():  # one or two buckets: the window's newest
+        if bucket >= first:
+            total += amount
+    return total
 
 
 def estimate(ask: Ask, check: Check) -> int:
@@ -159,7 +165,8 @@ def estimate(ask: Ask, check: Check) -> int:
         return 1
     out = 0
     if ask.has_output:
-        out = ask.est_out if ask.want_out is None else min(ask.est_out, ask.want_out)
+        est, want = ask.est_out, ask.want_out
+        out = est if want is None or est <= want else want
         out *= ask.choices
     if metric == "tokens":
         return ask.in_est_tokens + out
@@ -209,7 +216,7 @@ def decide(ask: Ask, checks: list[Check], views: list[View], now: float) -> Gran
                 return Refusal("rate", i, total, 0, rate_retry_after(views[i], check, est[i], now))
 
     cap = 0 if not ask.has_output else (ask.max_out if ask.want_out is None else ask.want_out)
-    threshold = min(ask.min_out, cap)
+    threshold = ask.min_out if ask.min_out <= cap else cap
     out = cap
     bounded = False  # some hard budget depends on the output cap
     refusal: Refusal | None = None
@@ -224,7 +231,8 @@ def decide(ask: Ask, checks: list[Check], views: list[View], now: float) -> Gran
             if fits < threshold:
                 gone = _fits(limit.amount - view.used, fixed, per) < threshold
                 refusal = _worse(refusal, Refusal(_kind(gone), i, view.used, view.reserved, None))
-            out = min(out, fits)
+            if fits < out:
+                out = fits
         else:
             # Soft: admitted while anything is left (counters are integers, so "full" is
             # used + reserved >= limit); the estimate may overshoot by what is in flight.

@@ -48,7 +48,7 @@ class Reservation:
         for kind, i in tightest.items():
             check = self.checks[i]
             metric = kind[1]
-            left = format_amount(metric, max(0, remaining[i])).encode()
+            left = format_amount(metric, remaining[i] if remaining[i] > 0 else 0).encode()
             if kind[0]:
                 limit_name, remaining_name = _RATE_HEADERS[metric]
                 out.append((limit_name, _amount_bytes(metric, check.limit.amount)))

@@ -374,7 +374,8 @@ class Proxy:
         record.status = "success"
         record.http_status = 200
         record.latency_ms = (perf_counter() - call.t0) * 1000
-        record.overhead_ms = max(0.0, record.latency_ms - upstream_ms)
+        overhead_ms = record.latency_ms - upstream_ms
+        record.overhead_ms = overhead_ms if overhead_ms > 0.0 else 0.0
         reservation = call.reservation
         await self._commit(record, reservation, call)
         out_headers = usage_headers(record)
