@@ -1243,6 +1243,7 @@ _EXAMPLES: dict[str, tuple[str, str, Callable[[Settings], bool]]] = {
             ("enabled", "false", False),
             ("time_budget_ms", "5", 5.0),
             ("on_timeout", '"closed"', "closed"),
+            ("scan_memo_entries", "0", 0),
             ("min_confidence", "0.9", 0.9),
             ("flag_confidence", "0.6", 0.6),
             ("injection_action", '"block"', "block"),
@@ -1539,6 +1540,7 @@ def test_bad_session_settings_are_named(line: str, message: str) -> None:
     [
         ("time_budget_ms = 0", "security.time_budget_ms: must be over 0 and at most 10000"),
         ('on_timeout = "maybe"', "security.on_timeout: must be 'open' or 'closed'"),
+        ("scan_memo_entries = -1", "security.scan_memo_entries: must be from 0 to 1000000"),
         ("min_confidence = 1.5", "security.min_confidence: must be from 0 to 1"),
         ("flag_confidence = 0.9", "security.flag_confidence: must be at most min_confidence"),
         ('pii_action = "explode"', "security.pii_action: must be one of default, block"),

@@ -238,6 +238,10 @@ async def test_policy_layers_per_org_and_key_and_tenants_apart(
         assert gw.app.security is not None
         await gw.app.security.refresh()
         assert (await _openai_call(gw, text, False))[0] == 403
+        # acme's text was scanned once (globex's once): its findings were remembered, and
+        # each policy above was applied to them afresh
+        assert gw.app.security.memo is not None
+        assert gw.app.security.memo.hits == 2
 
 
 @pytest.mark.parametrize(

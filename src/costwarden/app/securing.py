@@ -24,7 +24,7 @@ from costwarden.security.findings import Detector
 from costwarden.security.injection import InjectionDetector
 from costwarden.security.pii import PiiDetector
 from costwarden.security.policy import Action, OnTimeout, SecurityPolicy
-from costwarden.security.scan import Scanner
+from costwarden.security.scan import ScanMemo, Scanner
 from costwarden.security.secrets import SecretsDetector
 from costwarden.security.tools import ToolPins
 from costwarden.storage.security_policies import load_layers, policies_version
@@ -53,6 +53,10 @@ def detectors() -> list[Detector]:
     return [SecretsDetector(), PiiDetector(), InjectionDetector()]
 
 
+def _memo(entries: int) -> ScanMemo | None:
+    return ScanMemo(entries) if entries > 0 else None
+
+
 class Security:
     """The scan stage and what keeps its policies current."""
 
@@ -68,8 +72,13 @@ class Security:
         self._engine = engine
         self.book = PolicyBook(base_policy(settings))
         key = None if hash_key is None else hashlib.blake2b(hash_key.encode()).digest()
+        self.memo = _memo(settings.scan_memo_entries)  # the findings of pieces seen before
         self.gate = SecurityGate(
-            Scanner(detectors()), self.book, events, hash_key=key, pins=ToolPins()
+            Scanner(detectors(), memo=self.memo),
+            self.book,
+            events,
+            hash_key=key,
+            pins=ToolPins(),
         )
         self._version: tuple[int, int] | None = None
         self._poller = Poller("security-policies", refresh_seconds, self.refresh, self._failed)

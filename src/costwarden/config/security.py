@@ -61,6 +61,13 @@ class SecuritySettings:
         "default", "Personal data (e-mail, phone, payment cards, IBAN, national ids, IP "
         "addresses): " + _ACTION_HELP, "COSTWARDEN_SECURITY_PII_ACTION",
     )  # fmt: skip
+    scan_memo_entries: int = _setting(
+        4096, "How many scanned pieces of text (a message, a system prompt, a tool's "
+        "definition) each gateway process remembers the findings of, per org, so that a "
+        "piece sent again (an agent resends its conversation every turn) is not scanned "
+        "again; 0 scans every piece every time. Only a keyed digest of the text is kept.",
+        "COSTWARDEN_SECURITY_SCAN_MEMO_ENTRIES",
+    )  # fmt: skip
     tools_action: str = _setting(
         "flag", "Tool pinning: a session's (or key's) tool definitions changing after their "
         "first use: " + _ACTION_HELP, "COSTWARDEN_SECURITY_TOOLS_ACTION",
@@ -75,6 +82,8 @@ def security_problem(s: SecuritySettings) -> tuple[str, str] | None:
     """(field, what is wrong) for the first out-of-range ``[security]`` value, or None."""
     if not 0 < s.time_budget_ms <= 10_000 or math.isnan(s.time_budget_ms):
         return "time_budget_ms", "must be over 0 and at most 10000"
+    if not 0 <= s.scan_memo_entries <= 1_000_000:
+        return "scan_memo_entries", "must be from 0 to 1000000"
     if s.on_timeout not in ("open", "closed"):
         return "on_timeout", "must be 'open' or 'closed'"
     for name in ("min_confidence", "flag_confidence"):

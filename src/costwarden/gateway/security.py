@@ -94,7 +94,9 @@ class SecurityGate:
         record = state.record
         org_id = record.org_id or ""
         policy = self._book.policy(org_id, record.key_id or "")
-        result = self._scanner.scan(state.endpoint, state.payload, policy.time_budget_ms)
+        result = self._scanner.scan(
+            state.endpoint, state.payload, policy.time_budget_ms, org_id
+        )
         found = result.found
         if self._pins is not None:
             digest = tools_digest(state.payload)
