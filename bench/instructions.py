@@ -9,8 +9,10 @@ Milliseconds depend on the machine: on this project's 2-core VMs the same commit
 in-process, every control on) under ``valgrind --tool=callgrind``, the mock upstream
 beside it at full speed, sends ``--requests`` sequential requests on one keep-alive
 connection and reads the instructions the gateway process executed for them, minus what
-it executes in the same time when idle. Its storage pollers, which are off the request
-path, poll hourly during the measurement.
+it executes in the same time when idle; and the same for its main thread alone, the event
+loop's (the request path without the threads that write the ledger and the event log in
+batches by wall time, whose share per request varies between runs). Its storage pollers,
+which are off the request path, poll hourly during the measurement.
 
 Each ``--ref`` (a commit, tag or branch) is measured the same way from a copy of that
 commit's ``src/`` (``git archive``), beside the working tree, so a change's cost is a
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         "--keep",
         type=Path,
         help="keep each target's callgrind dump of the measured requests in this directory "
-        "(for callgrind_annotate)",
+        "(its main thread's, which runs the event loop; for callgrind_annotate)",
     )
     parser.add_argument(
         "--session",
