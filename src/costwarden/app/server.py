@@ -73,7 +73,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
       noticing a client that left takes a task awaiting ``receive()`` per request (about
       50,000 instructions per request, measured; this costs one dict store).
     - **Response.** Each cycle becomes an ``app.response_cycle.ResponseCycle`` (its head's
-      headers checked in two searches, not two each) writing through a ``HeadWithBody``
+      headers checked in two passes, not two searches each) writing through a ``HeadWithBody``
       (the head leaves with the body, in one write).
 
     Cost: the common request (head, and body if any, in one read) arms no timer: a timer is
