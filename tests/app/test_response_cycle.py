@@ -3,56 +3,24 @@ headers checked in two searches; what it does not handle goes to uvicorn's own `
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE, RequestResponseCycle
 
 from costwarden.app import response_cycle
 from costwarden.app.response_cycle import ResponseCycle
+from tests.app.cycles import Writes, uvicorn_cycle
 
 DATE = [(b"date", b"Thu, 03 Dec 2026 18:00:00 GMT")]
 
 
-class _Writes:
-    def __init__(self) -> None:
-        self.calls: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self.calls.append(bytes(data))
-
-    def is_closing(self) -> bool:
-        return False
-
-    def close(self) -> None:
-        pass
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.1", 1) if name == "peername" else default
-
-
 def _cycle(
-    cls: type[RequestResponseCycle], writes: _Writes, *, method: str = "POST",
-    keep_alive: bool = True, access_log: bool = False,
-) -> RequestResponseCycle:  # fmt: skip
-    cycle = RequestResponseCycle(
-        scope={"type": "http", "method": method, "path": "/", "query_string": b"",
-               "http_version": "1.1", "client": ("127.0.0.1", 1)},
-        transport=writes,  # type: ignore[arg-type]
-        flow=FlowControl(writes),  # type: ignore[arg-type]
-        logger=None,
-        access_logger=None,
-        access_log=access_log,
-        default_headers=list(DATE),
-        message_event=asyncio.Event(),
-        expect_100_continue=False,
-        keep_alive=keep_alive,
-        on_response=lambda: None,
-    )  # fmt: skip
+    cls: type[RequestResponseCycle], writes: Writes, **options: Any
+) -> RequestResponseCycle:
+    cycle = uvicorn_cycle(writes, default_headers=list(DATE), **options)
     cycle.__class__ = cls  # as the server does to each cycle uvicorn makes
     return cycle
 
@@ -78,7 +46,7 @@ HEADS = {
 async def test_the_head_is_uvicorn_s_byte_for_byte(case: str) -> None:
     status, headers, method, keep_alive = HEADS[case]
     message = {"type": "http.response.start", "status": status, "headers": headers}
-    ours, theirs = _Writes(), _Writes()
+    ours, theirs = Writes(), Writes()
     fast = _cycle(ResponseCycle, ours, method=method, keep_alive=keep_alive)
     plain = _cycle(RequestResponseCycle, theirs, method=method, keep_alive=keep_alive)
     await fast.send(dict(message))
@@ -95,7 +63,7 @@ async def test_a_valid_head_is_written_without_uvicorn_s_send(
         raise AssertionError(f"uvicorn's send was called with {message['type']}")
 
     monkeypatch.setattr(response_cycle, "_uvicorn_send", refuse)
-    writes = _Writes()
+    writes = Writes()
     cycle = _cycle(ResponseCycle, writes)
     headers = [(b"content-length", b"2")]
     await cycle.send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -117,7 +85,7 @@ async def test_a_valid_head_is_written_without_uvicorn_s_send(
 async def test_a_bad_header_gets_uvicorn_s_own_error_and_nothing_is_written(
     headers: list[tuple[bytes, bytes]], error: str
 ) -> None:
-    writes = _Writes()
+    writes = Writes()
     cycle = _cycle(ResponseCycle, writes)
     with pytest.raises(RuntimeError, match=error):
         await cycle.send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -133,7 +101,7 @@ async def test_with_the_access_log_on_uvicorn_writes_the_head(
         seen.append(message["type"])
 
     monkeypatch.setattr(response_cycle, "_uvicorn_send", record)
-    cycle = _cycle(ResponseCycle, _Writes(), access_log=True)
+    cycle = _cycle(ResponseCycle, Writes(), access_log=True)
     await cycle.send({"type": "http.response.start", "status": 200, "headers": []})
     assert seen == ["http.response.start"]
 
