@@ -10,6 +10,7 @@ from importlib import metadata
 from pathlib import Path
 
 import compare
+import interpreter
 from redis_calls import RedisCalls
 from results import DIRECT, LEDGER_ONLY, VARIANT_LABELS, GatewayRun, Point, Run, target_name
 
@@ -27,7 +28,9 @@ def machine() -> dict[str, str]:
         "CPU": _cpu_model(),
         "RAM": _ram(),
         "OS": f"{platform.system()} {platform.release()}",
-        "Python": platform.python_version(),
+        "Python": interpreter.describe(),
+        "Python speed": f"{interpreter.reference_ms():.0f} ms for bench/interpreter.py's "
+        "reference work (lower is faster)",
         **{name: _version(name) for name in PACKAGES},
     }
 
