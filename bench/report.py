@@ -22,17 +22,25 @@ DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 PACKAGES = ("costwarden", "uvicorn", "aiohttp", "uvloop", "httptools")
 
 
-def machine() -> dict[str, str]:
+def machine(speeds: tuple[float, float] | None = None) -> dict[str, str]:
+    """The machine and the software measured; ``speeds``: the interpreter's speed read at
+    the start and at the end of the run (read now, once, without them)."""
     return {
         "CPUs (nproc)": str(len(os.sched_getaffinity(0))),
         "CPU": _cpu_model(),
         "RAM": _ram(),
         "OS": f"{platform.system()} {platform.release()}",
         "Python": interpreter.describe(),
-        "Python speed": f"{interpreter.reference_ms():.0f} ms for bench/interpreter.py's "
-        "reference work (lower is faster)",
+        "Python speed": _speed(speeds),
         **{name: _version(name) for name in PACKAGES},
     }
+
+
+def _speed(speeds: tuple[float, float] | None) -> str:
+    work = "for bench/interpreter.py's reference work (lower is faster)"
+    if speeds is None:
+        return f"{interpreter.reference_ms():.0f} ms {work}"
+    return f"{speeds[0]:.0f} ms at the start and {speeds[1]:.0f} ms at the end {work}"
 
 
 def _cpu_model() -> str:
@@ -94,7 +102,7 @@ def summary(run: Run) -> list[str]:
 
 
 def _machine_table(run: Run) -> str:
-    facts = machine()
+    facts = machine(run.python_speed_ms)
     for name, version in (run.litellm_versions or {}).items():
         facts[f"{name} (LiteLLM's virtualenv)"] = version
     rows = [f"| {k} | {v} |" for k, v in facts.items()]

@@ -118,6 +118,8 @@ class Run:
     stream_shape: str = ""  # the mock's streams, in words
     peak_rss_kib: list[tuple[str, int]] = dataclasses.field(default_factory=list)
     litellm_versions: dict[str, str] | None = None  # its virtualenv's, when it ran
+    # bench/interpreter.py's reading before the first and after the last measured run
+    python_speed_ms: tuple[float, float] | None = None
 
     def result(self, target: str, connections: int) -> WrkResult | None:
         for p in self.points:

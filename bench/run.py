@@ -20,6 +20,7 @@ import signal
 import sys
 from pathlib import Path
 
+import interpreter
 import litellm_proxy
 import procs
 import redis
@@ -205,9 +206,11 @@ def measure(bench: Bench, command: str) -> Run:
     ]
     proxy = litellm_proxy.maybe_start(bench) if args.litellm else None
     targets = targets_for(bench, gateways, proxy)
+    speed_first = interpreter.reference_ms()  # the machine drifts: read before and after
     # Interleaved per concurrency: a drift of the machine over the run hits every target.
     points = [wrk_point(bench, c, t) for c in args.connections for t in targets]
     streams = [stream_point(bench, c, t) for c in args.stream_connections for t in targets]
+    speeds = (speed_first, interpreter.reference_ms())
     peaks = bench.phase(
         "peak memory (VmHWM) of the servers", lambda: peak_memory(bench, gateways, proxy)
     )
@@ -224,6 +227,7 @@ def measure(bench: Bench, command: str) -> Run:
         stream_shape=args.shape.text(),
         peak_rss_kib=peaks,
         litellm_versions=proxy.versions if proxy else None,
+        python_speed_ms=speeds,
     )
 
 
