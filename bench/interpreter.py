@@ -4,9 +4,10 @@ The gateways and the mock that ``bench/run.py`` starts run on the interpreter th
 (``stack.cli()``: its environment's ``costwarden``). Builds differ: the image's
 ``python:3.11-slim`` is configured with ``--enable-optimizations --with-lto`` (profile-guided
 and link-time optimized); a plain ``pyenv install`` is neither, and on one 2-core VM the
-gateway's main thread spent 10-30 % more CPU per request on it than on Debian's optimized
-``/usr/bin/python3.11`` (docs/benchmarks.md, issue 21). A run's table names the build and a
-reading of its speed, so two runs can be told apart by interpreter as well as by machine.
+gateway's main thread spent 8-43 % more CPU per request on it (five paired rounds) than on
+Debian's optimized ``/usr/bin/python3.11`` (docs/benchmarks.md, issue 21). A run's table
+names the build and a reading of its speed, so two runs can be told apart by interpreter as
+well as by machine.
 """
 
 from __future__ import annotations
