@@ -735,7 +735,9 @@ class FlakyLink:
 
     ``url``: the Redis URL to use instead of ``target`` (same database).
     ``drop_answers``: what Redis sends back is thrown away -- a command runs, but its caller
-    times out with the outcome unknown.
+    times out with the outcome unknown. With ``drop_only`` set, only on a connection that
+    has sent a chunk containing it since ``drop_answers`` was set: a command already in
+    flight, or another client's, still gets its answer.
     ``holding``: what clients send is held back (each chunk in order, as a stopped Redis keeps
     it in its socket; only chunks containing ``hold_only``, if set), and goes on when
     :meth:`release` lets it, even after its sender gave up -- a command that runs late, after
@@ -748,6 +750,7 @@ class FlakyLink:
         assert parsed.hostname is not None and parsed.port is not None, target
         self.host, self.port, self._db = parsed.hostname, parsed.port, parsed.path
         self.drop_answers = False
+        self.drop_only = b""
         self._holding = False
         self.hold_only = b""
         self._held: list[asyncio.Event] = []
@@ -795,8 +798,9 @@ class FlakyLink:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection(self.host, self.port)
-        commands = asyncio.create_task(self._commands(reader, up_writer))
-        answers = asyncio.create_task(self._answers(up_reader, writer))
+        marked = [False]  # this connection sent ``drop_only`` while answers were dropped
+        commands = asyncio.create_task(self._commands(reader, up_writer, marked))
+        answers = asyncio.create_task(self._answers(up_reader, writer, marked))
         self._tasks.update((commands, answers))
         try:
             # Until the client is gone and all it sent went on (held chunks too).
@@ -808,9 +812,13 @@ class FlakyLink:
             for w in (writer, up_writer):
                 w.close()
 
-    async def _commands(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _commands(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, marked: list[bool]
+    ) -> None:
         with contextlib.suppress(ConnectionError):
             while data := await reader.read(65536):
+                if self.drop_answers and self.drop_only and self.drop_only in data:
+                    marked[0] = True
                 if self._holding and self.hold_only in data:
                     gate = asyncio.Event()
                     self._held.append(gate)
@@ -819,10 +827,12 @@ class FlakyLink:
                 await writer.drain()
             await asyncio.sleep(0.05)  # let Redis read it before the connection closes
 
-    async def _answers(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _answers(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, marked: list[bool]
+    ) -> None:
         with contextlib.suppress(ConnectionError):
             while data := await reader.read(65536):
-                if not self.drop_answers:
+                if not self.drop_answers or (self.drop_only and not marked[0]):
                     writer.write(data)
                     await writer.drain()
 
