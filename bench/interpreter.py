@@ -20,6 +20,7 @@ import time
 
 _ROUNDS = 5
 _STEPS = 400_000
+_OPTIMIZATIONS = (("--enable-optimizations", "PGO"), ("--with-lto", "LTO"))
 
 
 def describe() -> str:
@@ -29,9 +30,6 @@ def describe() -> str:
     flags = [name for opt, name in _OPTIMIZATIONS if opt in args]
     built = f", configured with {' + '.join(flags)}" if flags else ""
     return f"{platform.python_version()} at {base}{built}"
-
-
-_OPTIMIZATIONS = (("--enable-optimizations", "PGO"), ("--with-lto", "LTO"))
 
 
 def reference_ms() -> float:

@@ -736,8 +736,8 @@ class FlakyLink:
     ``url``: the Redis URL to use instead of ``target`` (same database).
     ``drop_answers``: what Redis sends back is thrown away -- a command runs, but its caller
     times out with the outcome unknown. With ``drop_only`` set, only on a connection that
-    has sent a chunk containing it since ``drop_answers`` was set: a command already in
-    flight, or another client's, still gets its answer.
+    sent a chunk containing it while ``drop_answers`` was set: a command already in flight
+    then, or another connection's, still gets its answer.
     ``holding``: what clients send is held back (each chunk in order, as a stopped Redis keeps
     it in its socket; only chunks containing ``hold_only``, if set), and goes on when
     :meth:`release` lets it, even after its sender gave up -- a command that runs late, after
