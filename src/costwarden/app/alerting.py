@@ -70,6 +70,7 @@ from costwarden.core.event_kinds import (
 from costwarden.core.events import EventBus
 from costwarden.core.polling import FailureRun
 from costwarden.core.subscription import Subscription
+from costwarden.core.tasks import cancel_and_wait
 from costwarden.storage.alert_deliveries import DueDelivery, claim_deliveries, record_attempt
 from costwarden.storage.alert_records import AlertRecord
 from costwarden.storage.alerts import raise_alert, resolve_cleared, resolve_reset_windows
@@ -175,11 +176,8 @@ class Alerting:
         self._tasks.append(asyncio.create_task(self.watcher.loop()))
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        with contextlib.suppress(Exception):
+            await cancel_and_wait(self._tasks)
         self._tasks.clear()
         await self._sender.aclose()
 

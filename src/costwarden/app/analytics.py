@@ -34,6 +34,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from costwarden.alerts.rules import AlertDraft
 from costwarden.analytics.rollup import Drift
 from costwarden.config.analytics import AnalyticsSettings
+from costwarden.core.tasks import cancel_and_wait
 from costwarden.storage.leases import try_lead
 from costwarden.storage.reconciliation import (
     reconcile,
@@ -98,10 +99,8 @@ class Rollups:
 
     async def close(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        with contextlib.suppress(Exception):
+            await cancel_and_wait((task,))
 
     async def _loop(self) -> None:
         while True:

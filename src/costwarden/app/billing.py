@@ -25,6 +25,7 @@ from costwarden.billing.signature import StripeVerifier
 from costwarden.config.billing import BillingSettings, webhook_secrets
 from costwarden.config.settings import Settings
 from costwarden.core.events import EventBus
+from costwarden.core.tasks import cancel_and_wait
 from costwarden.gateway.billing_webhook import StripeWebhook
 from costwarden.storage.billing import suspend_due
 from costwarden.storage.leases import try_lead
@@ -95,11 +96,9 @@ class SuspensionJob:
             self._task = asyncio.create_task(self._loop())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        with contextlib.suppress(Exception):
+            await cancel_and_wait((self._task,))
+        self._task = None
 
     async def _loop(self) -> None:
         while True:

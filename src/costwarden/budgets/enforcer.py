@@ -56,6 +56,7 @@ from costwarden.core import polling
 from costwarden.core.errors import CountersUnavailable, GatewayError
 from costwarden.core.event_kinds import EventPayload
 from costwarden.core.records import LedgerRecord, cost_nanos
+from costwarden.core.tasks import cancel_and_wait
 from costwarden.providers.base import Deployment
 
 logger = logging.getLogger(__name__)
@@ -159,11 +160,7 @@ class Enforcer:
 
     async def close(self) -> None:
         await self._poller.close()
-        for task in (self._watching, self._retrying):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await cancel_and_wait((self._watching, self._retrying))
         self._watching = self._retrying = None
         if self._pending:
             await self._retry_pending()  # a last pass; what still fails is logged

@@ -25,7 +25,6 @@ whichever process reads it first (``lua/unstrand.lua``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import math
@@ -43,6 +42,7 @@ from costwarden.budgets.redis_store import RedisStore
 from costwarden.budgets.slices import Answer, Op, SliceBook
 from costwarden.budgets.store import CountersLost, Seed
 from costwarden.core.polling import FailureRun
+from costwarden.core.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -107,11 +107,7 @@ class LeasedStore:
     async def close(self) -> None:
         """Give every slice back (the server has drained: nothing is in flight), then close
         the Redis store."""
-        for task in (self._task, *self._unstranding.values()):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await cancel_and_wait((self._task, *self._unstranding.values()))
         self._task = None
         for tenant in self.book.holding():
             try:

@@ -106,6 +106,7 @@ from costwarden.budgets.policy import (
 )
 from costwarden.budgets.store import CountersLost, LeaseClosed, Seed, TenantsSpanSlots
 from costwarden.budgets.windows import bucket_leaves_at
+from costwarden.core.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -201,11 +202,7 @@ class RedisStore:
 
     async def close(self) -> None:
         """Stop renewing leases. The client is the app's: it stays open."""
-        for task in (self._task, self._beat):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await cancel_and_wait((self._task, self._beat))
         self._task = self._beat = None
         if self._client is not None:
             with contextlib.suppress(RedisError, OSError):

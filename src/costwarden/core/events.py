@@ -58,6 +58,7 @@ from costwarden.core.event_ring import EventRing, Item
 from costwarden.core.event_wants import ANNOUNCE_SECONDS, Announcement, RemoteWants
 from costwarden.core.polling import FailureRun
 from costwarden.core.subscription import Subscription
+from costwarden.core.tasks import cancel_and_wait
 
 __all__ = ["Batch", "Event", "EventBus", "EventLog", "EventRelay", "Subscription"]
 
@@ -420,13 +421,8 @@ class EventBus:
             _, late = await asyncio.wait(graceful, timeout=timeout)
             for task in late:
                 task.cancel()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001
-                pass
+        with contextlib.suppress(Exception):
+            await cancel_and_wait(self._tasks)
         self._tasks.clear()
         self.end_streams()
 

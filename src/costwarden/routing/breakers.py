@@ -67,6 +67,7 @@ from costwarden.core.actors import clean_actor
 from costwarden.core.errors import InvalidInput, NotFound
 from costwarden.core.event_kinds import BreakerChanged
 from costwarden.core.events import EventBus
+from costwarden.core.tasks import cancel_and_wait
 from costwarden.routing.breaker import (
     CLOSED,
     HALF_OPEN,
@@ -237,11 +238,7 @@ class BreakerBoard:
             return
         self._started = False
         loops, self._loops = self._loops, []
-        for task in loops:
-            task.cancel()
-        for task in loops:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(loops)
         if self._client is not None and self._dirty and not self.redis_down:
             # Share a breaker opened just before shutdown; best effort.
             with contextlib.suppress(RedisError, OSError, TimeoutError):

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable
@@ -32,6 +31,7 @@ from typing import Any, Protocol
 from costwarden.core.event_kinds import EscalationCreated, SessionChanged, SessionRunaway
 from costwarden.core.events import EventBus
 from costwarden.core.subscription import Subscription
+from costwarden.core.tasks import cancel_and_wait
 from costwarden.sessions.lifecycle import (
     DEFAULT_WIND_DOWN_PCT,
     GO,
@@ -150,11 +150,7 @@ class SessionBoard:
 
     async def close(self) -> None:
         await self.flush()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         self._tasks.clear()
 
     async def flush(self) -> None:

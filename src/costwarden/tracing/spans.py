@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 from typing import Any
 
@@ -31,6 +30,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from costwarden.core.records import LedgerRecord
+from costwarden.core.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -127,11 +127,8 @@ class RequestSpans:
     async def close(self) -> None:
         """Span what is left, then flush and shut the exporter down (in a thread: it may
         wait on the network)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait((self._task,))
+        self._task = None
         self.emit()
         await asyncio.to_thread(self._provider.shutdown)
 
