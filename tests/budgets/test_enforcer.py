@@ -67,6 +67,17 @@ async def _direct_views(gw: LiveGateway, url: str) -> dict[str, View]:
     return {c.limit.metric: v for c, v in zip(checks, views, strict=True)}
 
 
+async def _counted_once(gw: LiveGateway) -> None:
+    """Counters agree with the ledger. A rolling counter's bucket may differ by a second at
+    a seam: a request counts in the second it reserved in, its ledger row in the second it
+    arrived in (tests/helpers.py, counters_minus_ledger)."""
+    diffs, seams = await counters_minus_ledger(gw, _org(gw))
+    assert diffs == {}
+    for buckets in seams.values():
+        assert all(d == -1 and buckets.get(b + 1) == 1 for b, d in buckets.items() if d < 0)
+        assert sum(buckets.values()) == 0, seams
+
+
 def _org(gw: LiveGateway) -> str:
     return gw.app.enforcer.book.limits[0].org_id
 
@@ -87,20 +98,28 @@ async def test_a_settle_whose_answer_is_lost_is_sent_again_at_once_and_counts_on
     gw.mock.state.update(output_tokens=2, latency_ms=300)
     call = asyncio.create_task(chat(gw))
     await asyncio.sleep(0.15)  # reserved; the upstream answers 0.15 s later
+    # Only the scripts' answers: a connection the settle opens must get through its handshake.
+    link.drop_only = b"EVALSHA"
     link.drop_answers = True
     status, _, _ = await call
     assert status == 200
     assert len(gw.app.enforcer._pending) == 1  # the settle timed out ...
+
+    async def ran() -> bool:  # (on a loaded machine the link may pass it on after its timeout)
+        views = await _direct_views(gw, private_redis)
+        return views["usd"].used > 0 and views["usd"].reserved == 0
+
+    await _until(ran)  # ... yet it ran
     views = await _direct_views(gw, private_redis)
-    assert views["usd"].used > 0 and views["usd"].reserved == 0  # ... yet it ran
     assert sum(views["requests"].buckets.values()) == 1
 
     async def sent() -> bool:
         return not gw.app.enforcer._pending
 
     link.drop_answers = False
-    assert await _until(sent) < 0.3  # resent at once, not at the next poll (a minute)
-    assert await counters_minus_ledger(gw, _org(gw)) == ({}, {})  # and counted once
+    # resent within the retries' backoff (0.2 s at most), not at the next poll (a minute)
+    assert await _until(sent) < 1.0
+    await _counted_once(gw)
 
 
 async def _reserve_times_out(gw: LiveGateway, link: FlakyLink) -> None:
@@ -129,7 +148,7 @@ async def test_a_reserve_that_runs_after_its_timeout_is_given_back_at_once(
     assert await seconds_until_unreserved(gw, _org(gw), within=5.0) < 0.3
     views = await _direct_views(gw, private_redis)
     assert views["usd"] == View() and sum(views["requests"].buckets.values()) == 0
-    assert await counters_minus_ledger(gw, _org(gw)) == ({}, {})
+    await _counted_once(gw)
     # fail_closed refuses until its probe sees Redis answer (every 0.25 s at most), then
     # counts again.
     await _until(lambda: asyncio.sleep(0, gw.app.enforcer.mode == "shared"), within=2.0)
@@ -155,4 +174,4 @@ async def test_a_reserve_that_runs_after_it_was_given_up_reserves_nothing(
     link.holding = False
     await _until(lambda: asyncio.sleep(0, not gw.app.enforcer._pending))
     assert await _direct_views(gw, private_redis) == {"usd": View(), "requests": View()}
-    assert await counters_minus_ledger(gw, _org(gw)) == ({}, {})
+    await _counted_once(gw)
