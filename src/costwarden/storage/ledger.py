@@ -49,6 +49,7 @@ from sqlalchemy.engine import Engine
 
 from costwarden.core.errors import InvalidInput, StorageError
 from costwarden.core.records import LedgerRecord
+from costwarden.core.tasks import cancel_and_wait
 from costwarden.storage.ledger_rows import DriverInsert
 from costwarden.storage.spool import LedgerSpool
 
@@ -192,11 +193,7 @@ class LedgerWriter:
         try:
             await asyncio.wait_for(asyncio.shield(task), timeout)
         except TimeoutError as exc:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+            await cancel_and_wait((task,))
             self._closed = True
             lost = len(self._buffer)
             logger.error(
