@@ -12,9 +12,10 @@ spent. Measured with a loop of pipelined commands through a proxy that delays an
 to 1.5 times the timeout, each loop cancelled once at a random moment, 400 loops a run: in
 two runs 10 and 12 cancels were swallowed and 3 loops were still running a second later;
 two other runs lost none (it takes a cancel and a timeout landing together). One such loop
-hung a gateway's shutdown until it was killed (the budget store's heartbeat, in CI and in a
-test on a loaded machine). Cancelling again every :data:`AGAIN_EVERY_SECONDS` ends such a
-task at its next await: with :func:`cancel_and_wait`, three runs of 400 left none running.
+hung a gateway's shutdown until it was killed: the budget store's heartbeat, found in a test
+on a loaded machine (CI had failed the same way). Cancelling again every
+:data:`AGAIN_EVERY_SECONDS` ends such a task at its next await: with :func:`cancel_and_wait`,
+three runs of 400 left none running.
 
 (A request's own waits -- a stream's watch, an event wait -- end with their request and are
 cancelled once; only tasks that outlive requests come here.)
