@@ -417,10 +417,8 @@ class EventBus:
         self._relay_wake.set()
         self._announce.set()
         graceful = [t for t in self._tasks if t.get_name() in _STOPPABLE]
-        if graceful:
-            _, late = await asyncio.wait(graceful, timeout=timeout)
-            for task in late:
-                task.cancel()
+        if graceful:  # (those still running after it are cancelled with the rest)
+            await asyncio.wait(graceful, timeout=timeout)
         with contextlib.suppress(Exception):
             await cancel_and_wait(self._tasks)
         self._tasks.clear()
