@@ -139,11 +139,12 @@ def ledger_check(bench: Bench, gw: Gateway, wrk_runs: int = 2) -> LedgerCheck:
     return result
 
 
-def finish(bench: Bench, gw: Gateway) -> GatewayRun:
-    """After the wrk runs: header samples, the budget header, then stop and count."""
+def finish(bench: Bench, gw: Gateway, wrk_runs: int = 2) -> GatewayRun:
+    """After the wrk runs (``wrk_runs`` per concurrency): header samples, the budget header,
+    then stop and count."""
     samples = header_samples(bench, gw)
     header = budget_header(bench, gw)
-    ledger = ledger_check(bench, gw)
+    ledger = ledger_check(bench, gw, wrk_runs)
     return GatewayRun(
         gw.variant.label, stack.median(samples), len(samples), header, ledger, gw.redis
     )

@@ -6,7 +6,9 @@ import dataclasses
 import os
 import re
 import shutil
+import statistics
 import subprocess
+from collections import Counter
 from pathlib import Path
 
 
@@ -132,6 +134,24 @@ _REQS = re.compile(r"^\s*(\d+) requests in ", re.M)
 _RPS = re.compile(r"^Requests/sec:\s+([\d.]+)", re.M)
 _NON2XX = re.compile(r"^\s*Non-2xx or 3xx responses:\s+(\d+)", re.M)
 _SOCKET = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", re.M)
+
+
+def combine_rounds(rounds: list[WrkResult]) -> WrkResult:
+    """One target's figures over several equal-length wrk runs taken in turn with the other
+    targets': requests and errors summed, req/s averaged, each percentile the median of the
+    rounds' (wrk reports percentiles, not its histogram, so they cannot be merged exactly)."""
+    errors: Counter[str] = Counter()
+    for r in rounds:
+        errors.update(r.socket_errors)
+    return WrkResult(
+        requests=sum(r.requests for r in rounds),
+        rps=statistics.fmean(r.rps for r in rounds),
+        p50_ms=statistics.median(r.p50_ms for r in rounds),
+        p90_ms=statistics.median(r.p90_ms for r in rounds),
+        p99_ms=statistics.median(r.p99_ms for r in rounds),
+        non_2xx=sum(r.non_2xx for r in rounds),
+        socket_errors=dict(errors),
+    )
 
 
 def parse_wrk(text: str) -> WrkResult:

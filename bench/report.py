@@ -70,11 +70,21 @@ def _version(name: str) -> str:
         return "not installed"
 
 
+def _measured(run: Run) -> str:
+    if run.rounds == 1:
+        return f"{run.duration_s:g} s per measured run"
+    return (
+        f"{run.duration_s:g} s per target and concurrency, in {run.rounds} runs of "
+        f"{run.duration_s / run.rounds:g} s taken in turn across the targets; a target's "
+        f"percentiles are the median of its runs'"
+    )
+
+
 def render(run: Run) -> str:
     parts = [
         "## Results",
         f"Run on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC with `{run.command}` "
-        f"({run.duration_s:g} s per measured run, {run.wrk_version}).",
+        f"({_measured(run)}, {run.wrk_version}).",
         _machine_table(run),
     ]
     if run.notes:

@@ -120,6 +120,7 @@ class Run:
     litellm_versions: dict[str, str] | None = None  # its virtualenv's, when it ran
     # bench/interpreter.py's reading before the first and after the last measured run
     python_speed_ms: tuple[float, float] | None = None
+    rounds: int = 1  # wrk runs per target and concurrency, taken in turn across targets
 
     def result(self, target: str, connections: int) -> WrkResult | None:
         for p in self.points:

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Measure the gateway's overhead against the mock upstream, and record it in the docs.
 
-    python bench/run.py [--duration 10] [--connections 1,16,64] [--stream-connections 16]
+    python bench/run.py [--duration 10] [--rounds 5] [--connections 1,16,64]
+                        [--stream-connections 16]
                         [--variants off,memory,redis,leased,noscan,cached] [--litellm]
                         [--out docs/benchmarks.md]
 
@@ -27,7 +28,15 @@ import redis
 import report
 import stack
 from gateways import finish, start_gateway, start_mock, usable_variants
-from loadgen import BenchError, WrkResult, ensure_wrk, run_wrk, write_lua, wrk_version
+from loadgen import (
+    BenchError,
+    WrkResult,
+    combine_rounds,
+    ensure_wrk,
+    run_wrk,
+    write_lua,
+    wrk_version,
+)
 from results import DIRECT, LITELLM, MOCK_PROCESS, Point, Run, target_name
 from rich.console import Console
 from rich.markdown import Markdown
@@ -52,7 +61,16 @@ WARMUP_S = 2.0
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measured run")
+    parser.add_argument(
+        "--duration", type=float, default=10.0, help="measured seconds per target and concurrency"
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=5,
+        help="split each target's measured seconds at a concurrency into this many wrk runs, "
+        "taken in turn across the targets (the machine's drift then falls on all of them)",
+    )
     parser.add_argument(
         "--connections", type=_int_list, default=[1, 16, 64], help="comma-separated concurrencies"
     )
@@ -99,6 +117,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.duration <= 0:
         parser.error("--duration must be positive")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if args.prompt_chars < 0:
         parser.error("--prompt-chars must not be negative")
     if args.stream_tokens < 1 or args.stream_ttft_ms < 0 or args.stream_tps < 0:
@@ -118,24 +138,55 @@ def _int_list(text: str) -> list[int]:
 
 
 def wrk_point(bench: Bench, c: int, target: Target) -> Point:
-    """One target at one concurrency: a warm-up, then the measured run."""
-    measured: WrkResult | None = None
-    for warmup in (True, False):
-        seconds = WARMUP_S if warmup else bench.args.duration
-        kind = "warm-up" if warmup else "measure"
-        label = f"wrk {kind} {target_name(target.name)} c={c} ({seconds:g} s)"
-        work = functools.partial(run_wrk, bench.wrk, target.url, target.script, c, seconds)
-        result, _ = bench.phase(label, work, gateway=target.gateway)
-        check(bench, f"{target.name} c={c} {kind}", result, ours=target.name != LITELLM)
-        if target.gateway:
-            target.gateway.responses += result.requests
-        measured = result
-    assert measured is not None
+    """One target at one concurrency on its own: a warm-up, then one measured run
+    (bench/workers.py, which reads each gateway's CPU time around it)."""
+    _wrk_run(bench, c, target, WARMUP_S, "warm-up")
+    measured = _wrk_run(bench, c, target, bench.args.duration, "measure")
     bench.note(
         f"{measured.rps:,.0f} req/s, p50 {measured.p50_ms:.2f} ms, "
         f"p99 {measured.p99_ms:.2f} ms, {measured.requests} requests"
     )
     return Point(target.name, c, measured)
+
+
+def wrk_points(bench: Bench, c: int, targets: list[Target]) -> list[Point]:
+    """Every target at one concurrency: a warm-up each, then ``--rounds`` measured runs of
+    each in turn (direct, the variants, LiteLLM; again), combined per target.
+
+    Taken in turn because the machine's speed drifts by more than the differences measured:
+    the mock alone has read 0.14 ms and then 0.21 ms p50 at c=1 a minute later, so a target
+    measured a minute after another would carry the drift as its own cost.
+    """
+    rounds = bench.args.rounds
+    seconds = bench.args.duration / rounds
+    for target in targets:
+        _wrk_run(bench, c, target, WARMUP_S, "warm-up")
+    measured: dict[str, list[WrkResult]] = {t.name: [] for t in targets}
+    for n in range(1, rounds + 1):
+        for target in targets:
+            kind = f"measure {n}/{rounds}" if rounds > 1 else "measure"
+            measured[target.name].append(_wrk_run(bench, c, target, seconds, kind))
+    points = []
+    for target in targets:
+        result = combine_rounds(measured[target.name])
+        bench.note(
+            f"{target_name(target.name)} c={c}: {result.rps:,.0f} req/s, p50 {result.p50_ms:.2f} "
+            f"ms, p99 {result.p99_ms:.2f} ms, {result.requests} requests ({rounds} rounds, "
+            f"p50 {min(r.p50_ms for r in measured[target.name]):.2f}-"
+            f"{max(r.p50_ms for r in measured[target.name]):.2f} ms)"
+        )
+        points.append(Point(target.name, c, result))
+    return points
+
+
+def _wrk_run(bench: Bench, c: int, target: Target, seconds: float, kind: str) -> WrkResult:
+    label = f"wrk {kind} {target_name(target.name)} c={c} ({seconds:g} s)"
+    work = functools.partial(run_wrk, bench.wrk, target.url, target.script, c, seconds)
+    result, _ = bench.phase(label, work, gateway=target.gateway)
+    check(bench, f"{target.name} c={c} {kind}", result, ours=target.name != LITELLM)
+    if target.gateway:
+        target.gateway.responses += result.requests
+    return result
 
 
 def check(bench: Bench, what: str, result: WrkResult, *, ours: bool = True) -> None:
@@ -207,14 +258,13 @@ def measure(bench: Bench, command: str) -> Run:
     proxy = litellm_proxy.maybe_start(bench) if args.litellm else None
     targets = targets_for(bench, gateways, proxy)
     speed_first = interpreter.reference_ms()  # the machine drifts: read before and after
-    # Interleaved per concurrency: a drift of the machine over the run hits every target.
-    points = [wrk_point(bench, c, t) for c in args.connections for t in targets]
+    points = [p for c in args.connections for p in wrk_points(bench, c, targets)]
     streams = [stream_point(bench, c, t) for c in args.stream_connections for t in targets]
     speeds = (speed_first, interpreter.reference_ms())
     peaks = bench.phase(
         "peak memory (VmHWM) of the servers", lambda: peak_memory(bench, gateways, proxy)
     )
-    runs = [finish(bench, gw) for gw in gateways]
+    runs = [finish(bench, gw, wrk_runs=1 + args.rounds) for gw in gateways]
     return Run(
         command=command,
         duration_s=args.duration,
@@ -228,6 +278,7 @@ def measure(bench: Bench, command: str) -> Run:
         peak_rss_kib=peaks,
         litellm_versions=proxy.versions if proxy else None,
         python_speed_ms=speeds,
+        rounds=args.rounds,
     )
 
 
