@@ -1,4 +1,5 @@
-"""The report's newer sections: streaming, LiteLLM beside costwarden, the targets, memory."""
+"""The report's newer sections: streaming, LiteLLM beside costwarden, the targets (the
+standing ones, and scale-out's), memory."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import dataclasses
 import math
 
 from procs import mib
-from results import BUDGETS, DIRECT, LITELLM, Run, target_name
+from results import BUDGETS, DIRECT, LEASED, LITELLM, Run, target_name
 
 # The issue's goals, checked against costwarden with all controls on (BUDGETS).
 MEDIAN_OVERHEAD_MS = 0.6  # at c=1
@@ -15,6 +16,11 @@ MIN_RPS = 3000.0  # at c=64
 RPS_AT = 64
 TTFT_OVERHEAD_MS = 1.0  # streaming, p50
 LITELLM_FACTOR = 10.0  # costwarden's req/s at least this many times LiteLLM's, overhead 1/x
+# Scale-out (issue 21), checked against the leased variant.
+LEASED_OVERHEAD_MS = 0.45  # c=1 overhead p50, at most
+LEASED_SHARE = 0.8  # of the in-process variant's req/s at c=RPS_AT, at least
+LEASED_REDIS_USEC = 30.0  # Redis's time per request, at most
+LEASED_ROUND_TRIPS = 0.2  # client round trips per request, fewer than
 ALL_CONTROLS = (
     "costwarden with all controls on (the budgets in-process variant: virtual-key auth, "
     "budgets and rate limits reserving before each upstream call and settling after it, "
@@ -191,6 +197,66 @@ def _litellm_goals(run: Run) -> list[Goal]:
 def goals_section(run: Run) -> list[str]:
     text = f"The issue's goals, checked against {ALL_CONTROLS}:"
     return ["### Targets", text + "\n\n" + "\n".join(g.line() for g in goals(run))]
+
+
+def scale_out_goals(run: Run) -> list[Goal]:
+    """Issue 21's targets for the leased variant, in this run (empty when it did not run)."""
+    leased = next((g for g in run.gateways if g.label == LEASED), None)
+    if leased is None:
+        return []
+    over = _overhead_p50(run, LEASED, 1)
+    ours, theirs = run.result(LEASED, RPS_AT), run.result(BUDGETS, RPS_AT)
+    share, rates = math.nan, "–"
+    if ours and theirs and theirs.rps:
+        share = ours.rps / theirs.rps
+        rates = f"{share:.0%} ({ours.rps:,.0f} against {theirs.rps:,.0f} req/s)"
+    found = [
+        _goal(
+            f"c=1 overhead p50 ≤ {LEASED_OVERHEAD_MS:g} ms",
+            over,
+            LEASED_OVERHEAD_MS,
+            None if math.isnan(over) else f"{over:+.3f} ms",
+        ),
+        _goal(
+            f"c={RPS_AT} req/s ≥ {LEASED_SHARE:.0%} of in-process",
+            -share,
+            -LEASED_SHARE,
+            rates,
+        ),
+    ]
+    calls = leased.redis
+    if calls is None or not calls.requests:
+        return found + [Goal("Redis time and round trips per request", "", None)]
+    scripts = calls.per_request(calls.usage.usec.get("evalsha", 0))
+    # Every command's time summed counts a script's commands twice (in it and on their own):
+    # an upper bound, shown beside.
+    bound = calls.per_request(sum(calls.usage.usec.values()))
+    trips = calls.per_request(calls.usage.reads)
+    return [
+        *found,
+        _goal(
+            f"Redis time per request ≤ {LEASED_REDIS_USEC:g} µs",
+            scripts,
+            LEASED_REDIS_USEC,
+            f"{scripts:.1f} µs in scripts (every command's time summed: {bound:.1f} µs)",
+        ),
+        Goal(
+            f"client round trips per request < {LEASED_ROUND_TRIPS:g}",
+            f"{trips:.3f}",
+            trips < LEASED_ROUND_TRIPS,
+        ),
+    ]
+
+
+def scale_out_section(run: Run) -> list[str]:
+    found = scale_out_goals(run)
+    if not found:
+        return []
+    text = (
+        f"Issue 21's goals, checked against {target_name(LEASED)} (Redis figures: the "
+        f"**Redis calls** paragraph below):"
+    )
+    return ["### Scale-out targets", text + "\n\n" + "\n".join(g.line() for g in found)]
 
 
 def rss_section(run: Run) -> list[str]:

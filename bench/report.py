@@ -107,6 +107,7 @@ def summary(run: Run) -> list[str]:
     parts += compare.stream_section(run)
     parts += compare.litellm_section(run)
     parts += compare.goals_section(run)
+    parts += compare.scale_out_section(run)
     parts += compare.rss_section(run)
     return parts
 

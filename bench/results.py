@@ -14,6 +14,7 @@ MOCK_PROCESS = "mock upstream"
 VARIANT_LABELS = frozenset(v.label for v in VARIANTS.values())
 LEDGER_ONLY = VARIANTS["off"].label
 BUDGETS = VARIANTS["memory"].label  # all controls on, counters in the gateway process
+LEASED = VARIANTS["leased"].label  # counters in Redis, spent in leased slices
 
 
 def target_name(target: str) -> str:

@@ -117,8 +117,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.duration <= 0:
         parser.error("--duration must be positive")
-    if args.rounds < 1:
-        parser.error("--rounds must be at least 1")
+    if args.rounds < 1 or not (args.duration / args.rounds).is_integer():
+        # wrk's -d takes whole seconds
+        parser.error("--rounds must be at least 1 and split --duration into whole seconds")
     if args.prompt_chars < 0:
         parser.error("--prompt-chars must not be negative")
     if args.stream_tokens < 1 or args.stream_ttft_ms < 0 or args.stream_tps < 0:
@@ -170,7 +171,7 @@ def wrk_points(bench: Bench, c: int, targets: list[Target]) -> list[Point]:
     for target in targets:
         result = combine_rounds(measured[target.name])
         bench.note(
-            f"{target_name(target.name)} c={c}: {result.rps:,.0f} req/s, p50 {result.p50_ms:.2f} "
+            f"{target_name(target.name)} c={c}: {result.rps:,.0f} req/s, p50 {result.p50_ms:.3f} "
             f"ms, p99 {result.p99_ms:.2f} ms, {result.requests} requests ({rounds} rounds, "
             f"p50 {min(r.p50_ms for r in measured[target.name]):.2f}-"
             f"{max(r.p50_ms for r in measured[target.name]):.2f} ms)"
