@@ -583,7 +583,7 @@ class BreakerBoard:
                 logger.debug("breaker subscription lost (%s); resubscribing", exc)
             finally:
                 with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
             await asyncio.sleep(self._sync_seconds)
 
     def _on_message(self, data: Any) -> None:

@@ -45,4 +45,4 @@ class RedisEventRelay:
                     yield message["data"]
         finally:
             with contextlib.suppress(RedisError, OSError):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()
